@@ -1,0 +1,262 @@
+"""PyTorch backend: graph -> readable, standalone module source (imports only torch).
+
+Each op has one lowering rule in `torch_lowering`: it returns the Python expression computing
+the node from its arguments' variable names and its rendered parameters. Ops whose expression
+needs more than one line name a helper function from `HELPERS`; the generated file contains
+exactly the helpers it uses. Activations stay [B, N, C] throughout; 2-D maps view the token
+axis as an H x W grid (row-major), which for a contiguous [B, N, C] tensor is a channels-last
+[B, C, H, W] view, so no copy is made.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from padre_compiler.ir.graph import Graph, Node
+from padre_compiler.ir.params import ParamDecl, render_param
+from padre_compiler.ir.registry import RuleTable
+
+torch_lowering = RuleTable("torch lowering")
+
+HELPERS: dict[str, str] = {
+    "dwconv1d": '''
+def _dwconv1d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, left: int,
+              right: int) -> torch.Tensor:
+    """Depthwise conv along tokens: y[t, c] = sum_j weight[c, j] x[t + j - left, c] (+ bias[c]).
+
+    x: [B, N, C], weight: [C, k] with k = left + right + 1, zero padding.
+    """
+    xt = F.pad(x.transpose(1, 2), (left, right))
+    return F.conv1d(xt, weight.unsqueeze(1), bias, groups=x.shape[-1]).transpose(1, 2)
+''',
+    "dwconv2d": '''
+def _dwconv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+              grid: tuple[int, int]) -> torch.Tensor:
+    """Depthwise 2-D conv on the token grid, centred, zero padding.
+
+    x: [B, N, C], N = H * W row-major; weight: [C, kh, kw] -> [B, N, C].
+    y[h, w, c] = sum_{i,j} weight[c, i, j] x[h + i - kh // 2, w + j - kw // 2, c] (+ bias[c]).
+    """
+    b, n, c = x.shape
+    x4 = x.transpose(1, 2).reshape(b, c, grid[0], grid[1])  # channels-last view of x
+    pad = (weight.shape[1] // 2, weight.shape[2] // 2)
+    y = F.conv2d(x4, weight.unsqueeze(1), bias, padding=pad, groups=c)
+    return y.flatten(2).transpose(1, 2)
+''',
+    "long_conv": '''
+def _long_conv(x: torch.Tensor, filt: torch.Tensor, skip: torch.Tensor | None) -> torch.Tensor:
+    """Causal long conv y[t, c] = sum_{s<=t} filt[c, t - s] x[s, c] (+ skip[c] x[t, c]).
+
+    x: [B, N, C], filt: [C, L] with L >= N. FFT of size 2N: O(N log N) per channel.
+    """
+    n = x.shape[1]
+    xf = torch.fft.rfft(x, n=2 * n, dim=1)
+    hf = torch.fft.rfft(filt[:, :n].transpose(0, 1), n=2 * n, dim=0)
+    y = torch.fft.irfft(xf * hf, n=2 * n, dim=1)[:, :n]
+    return y if skip is None else y + x * skip
+''',
+    "expand": '''
+def _expand(x: torch.Tensor, heads: int, replicate: bool) -> torch.Tensor:
+    """Outer-product features per head g: [B, N, h*e] -> [B, N, h*e*e], slot (g, c, m) holds
+    x[g, c] (replicate, the matrix E) or x[g, m] (tile, the matrix F)."""
+    b, n, w = x.shape
+    e = w // heads
+    xh = x.reshape(b, n, heads, e)
+    out = xh.unsqueeze(-1) if replicate else xh.unsqueeze(-2)
+    return out.expand(b, n, heads, e, e).reshape(b, n, heads * e * e)
+''',
+    "contract": '''
+def _contract(x: torch.Tensor, heads: int, keep_tile: bool) -> torch.Tensor:
+    """Per head, [B, N, h*e*e] -> [B, N, h*e]: sum over c of slot (g, c, m) (keep_tile) or over m."""
+    b, n, w = x.shape
+    e = round((w // heads) ** 0.5)
+    return x.reshape(b, n, heads, e, e).sum(3 if keep_tile else 4).reshape(b, n, heads * e)
+''',
+    "linear_attention": '''
+def _linear_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                      heads: int) -> torch.Tensor:
+    """Per head g: q_g (k_g^T v_g), the re-associated (Q K^T) V. [B, N, h*e] each -> [B, N, h*e].
+
+    Never forms the [B, N, h*e*e] outer products nor the N x N matrix: O(N e^2) per head.
+    """
+    b, n, w = q.shape
+    e = w // heads
+    qh, kh, vh = (t.reshape(b, n, heads, e) for t in (q, k, v))
+    state = torch.einsum("bshc,bshm->bhcm", kh, vh)  # [B, h, e, e] = K^T V
+    return torch.einsum("bthc,bhcm->bthm", qh, state).reshape(b, n, w)
+''',
+    "normalize": '''
+def _normalize(x: torch.Tensor, kind: str, heads: int, eps: float) -> torch.Tensor:
+    """l1_tokens: x[t, c] / (sum_s |x[s, c]| + eps);  l2_rows: x[t, g, :] / (|x[t, g, :]|_2 + eps)."""
+    if kind == "l1_tokens":
+        return x / (x.abs().sum(1, keepdim=True) + eps)
+    b, n, w = x.shape
+    xh = x.reshape(b, n, heads, w // heads)
+    return (xh / (xh.norm(dim=-1, keepdim=True) + eps)).reshape(b, n, w)
+''',
+    "poly": '''
+def _chebyshev(x: torch.Tensor, coeffs: tuple[float, ...], lo: float, hi: float) -> torch.Tensor:
+    """sum_k coeffs[k] T_k(u), u = (2x - lo - hi) / (hi - lo), by Clenshaw's recurrence."""
+    u = (2 * x - (lo + hi)) / (hi - lo)
+    b1 = b2 = torch.zeros_like(u)
+    for ck in reversed(coeffs[1:]):
+        b1, b2 = ck + 2 * u * b1 - b2, b1
+    return coeffs[0] + u * b1 - b2
+''',
+}
+
+
+@dataclass(frozen=True)
+class Lowered:
+    node: Node
+    args: list[str]
+    params: dict[str, str]
+
+    def param(self, role: str) -> str:
+        return self.params.get(role, "None")
+
+
+def _expr(fmt: str) -> Callable[[Lowered], str]:
+    return lambda low: fmt.format(*low.args, **low.params, **low.node.a)
+
+
+torch_lowering.register("input")(lambda low: "x")
+torch_lowering.register("output", "identity")(lambda low: low.args[0])
+torch_lowering.register("diagonal")(_expr("{0} * {scale}"))
+torch_lowering.register("bias")(_expr("{0} + {bias}"))
+torch_lowering.register("hadamard")(_expr("{0} * {1}"))
+torch_lowering.register("add")(lambda low: " + ".join(low.args))
+torch_lowering.register("prefix_sum")(_expr("torch.cumsum({0}, 1)"))
+torch_lowering.register("global_sum")(_expr("{0}.sum(1, keepdim=True).expand_as({0})"))
+torch_lowering.register("dense")(lambda low: f"F.linear({low.args[0]}, {low.param('weight')}, "
+                                             f"{low.param('bias')})")
+torch_lowering.register("dwconv2d")(lambda low: f"_dwconv2d({low.args[0]}, {low.param('weight')}, "
+                                                f"{low.param('bias')}, self.grid)")
+torch_lowering.register("long_conv")(lambda low: f"_long_conv({low.args[0]}, "
+                                                 f"{low.param('filter')}, {low.param('skip')})")
+torch_lowering.register("expand")(lambda low: f"_expand({low.args[0]}, {low.node.a['heads']}, "
+                                              f"{low.node.a['mode'] == 'replicate'})")
+torch_lowering.register("contract")(lambda low: f"_contract({low.args[0]}, {low.node.a['heads']}, "
+                                                f"{low.node.a['keep'] == 'tile'})")
+torch_lowering.register("linear_attention")(
+    _expr("_linear_attention({0}, {1}, {2}, {heads})"))
+torch_lowering.register("normalize")(_expr("_normalize({0}, {kind!r}, {heads}, {eps!r})"))
+torch_lowering.register("poly")(_expr("_chebyshev({0}, {coeffs!r}, {lo!r}, {hi!r})"))
+
+
+@torch_lowering.register("dwconv1d")
+def _lower_dwconv1d(low: Lowered) -> str:
+    k = low.node.a["kernel"]
+    left, right = (k - 1, 0) if low.node.a["causal"] else (k // 2, k // 2)
+    return f"_dwconv1d({low.args[0]}, {low.param('weight')}, {low.param('bias')}, {left}, {right})"
+
+
+@torch_lowering.register("split")
+def _lower_split(low: Lowered) -> str:
+    i, parts = low.node.a["index"], low.node.a["parts"]
+    w = low.node.width.render("D")
+    w = f"({w})" if " " in w else w
+    lo = f"{i} * {w}" if i > 1 else ("" if i == 0 else w)
+    hi = f"{i + 1} * {w}" if i + 1 > 1 else w
+    return f"{low.args[0]}[..., {lo}:{hi}]" if i + 1 < parts else f"{low.args[0]}[..., {lo}:]"
+
+
+# module assembly ------------------------------------------------------------------------------
+def class_name(spec_name: str) -> str:
+    return "".join(part.capitalize() for part in re.split(r"[^0-9a-zA-Z]+", spec_name) if part)
+
+
+def _var_names(g: Graph) -> dict[int, str]:
+    names: dict[int, str] = {}
+    used: set[str] = {"x", "D", "self"}
+    for nid, node, _ in g.items():
+        if node.op == "input":
+            names[nid] = "x"
+            continue
+        base = re.sub(r"[^0-9a-zA-Z_]", "_", (node.label or node.op)).lower() or node.op
+        if base[0].isdigit():
+            base = f"t{base}"
+        name, k = base, 2
+        while name in used:
+            name, k = f"{base}_{k}", k + 1
+        used.add(name)
+        names[nid] = name
+    return names
+
+
+def _wrap(code: str) -> str:
+    """One list element per line for long torch.cat([...]) expressions."""
+    if len(code) < 70 or not code.startswith("torch.cat(["):
+        return code
+    items = code[len("torch.cat(["):-len("], 0)")].split(", ")
+    return "torch.cat([\n" + "".join(f"    {item},\n" for item in items) + "], 0)"
+
+
+def _init_lines(decls: dict[str, ParamDecl]) -> list[str]:
+    lines: list[str] = []
+    uniform = [(n, d) for n, d in decls.items() if d.init == "uniform"]
+    if uniform:
+        lines.append("for name, fan_in in (")
+        lines += [f"    ({n!r}, {d.fan_in.render('D')})," for n, d in uniform if d.fan_in]
+        lines += ["):", "    bound = fan_in ** -0.5",
+                  "    nn.init.uniform_(getattr(self, name), -bound, bound)"]
+    for init in ("ones", "zeros"):
+        lines += [f"nn.init.{init}_(self.{n})" for n, d in decls.items() if d.init == init]
+    return lines
+
+
+def emit_module(g: Graph, decls: dict[str, ParamDecl], *, name: str, header: str) -> str:
+    """Python source of an nn.Module named after the spec that computes graph `g`."""
+    names = _var_names(g)
+    body: list[str] = []
+    used_helpers: list[str] = []
+    for nid, node, inputs in g.items():
+        params = {}
+        for role, expr in node.params:
+            code = render_param(expr, lambda leaf: f"self.{leaf}")
+            if expr.fn != "leaf":  # prepared once per call, outside the token loop
+                body.append(f"{names[nid]}_{role} = {_wrap(code)}")
+                code = f"{names[nid]}_{role}"
+            params[role] = code
+        low = Lowered(node, [names[i] for i in inputs], params)
+        code = torch_lowering[node.op](low)
+        if node.op in HELPERS and node.op not in used_helpers:
+            used_helpers.append(node.op)
+        if node.op == "output":
+            body.append(f"return {code}")
+        elif node.op != "input":
+            stmt = f"{names[nid]} = {code}"
+            shape = f"# [B, N, {node.width}]"
+            body.append(f"{stmt}  {shape}" if len(stmt) + len(shape) < 90 else f"{shape}\n{stmt}")
+    grid = g.layout == "grid2d"
+    cls = class_name(name)
+    sig = "self, dim: int, grid: tuple[int, int]" if grid else "self, dim: int"
+    init = ["super().__init__()", "self.dim = dim", "D = dim"]
+    if grid:
+        init.insert(2, "self.grid = (int(grid[0]), int(grid[1]))")
+    for pname, decl in decls.items():
+        shape = ", ".join(w.render("D") for w in decl.shape)
+        init.append(f"self.{pname} = nn.Parameter(torch.empty({shape}))")
+    init.append("self.reset_parameters()")
+    fwd_doc = ('"""x: [B, N, dim] with N = H * W (row-major grid) -> [B, N, dim]."""' if grid
+               else '"""x: [B, N, dim] -> [B, N, dim]."""')
+    check = ["B, N, _ = x.shape", "D = self.dim"]
+    if grid:
+        check += ["torch._assert(", "    N == self.grid[0] * self.grid[1],",
+                  '    "token count N must equal H * W of the grid given at construction",', ")"]
+    ind = "        "
+    parts = [f'"""{header}"""', "", "import torch", "import torch.nn.functional as F",
+             "from torch import nn", ""]
+    for helper in used_helpers:
+        parts += ["", HELPERS[helper].strip("\n"), ""]
+    parts += ["", f"class {cls}(nn.Module):",
+              f'    """{name}: [B, N, dim] -> [B, N, dim]. Parameters are named after the spec."""',
+              "", f"    def __init__({sig}) -> None:"]
+    parts += [ind + line for line in init]
+    parts += ["", "    def reset_parameters(self) -> None:", ind + "D = self.dim"]
+    parts += [ind + line for line in _init_lines(decls)]
+    parts += ["", "    def forward(self, x: torch.Tensor) -> torch.Tensor:", ind + fwd_doc]
+    parts += [ind + line for stmt in check + body for line in stmt.split("\n")]
+    return "\n".join(parts) + "\n"
+

@@ -1,0 +1,89 @@
+"""Eviction policy: configuration, score dispatch table and budgeted top-k selection.
+
+Independent of any model library; ``hf.py`` drives it from a transformers cache.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Literal
+
+import torch
+
+from padre_compiler.caote.scores import (
+    GroupReduce,
+    base_scores_per_kv,
+    caote_scores,
+    fastcaote_scores,
+)
+
+Base = Literal["h2o", "tova", "snapkv"]
+Variant = Literal["none", "caote", "fastcaote"]
+
+# variant -> (base [B, Hq, T], values [B, Hkv, T, d], group) -> eviction score [B, Hkv, T]
+VARIANTS: dict[str, Callable[[torch.Tensor, torch.Tensor, GroupReduce], torch.Tensor]] = {
+    "none": lambda base, values, group: base_scores_per_kv(base, values.shape[1]),
+    "caote": caote_scores,  # h/(1-h)·‖V hᵀ - v_j‖, h = f_norm(base)
+    "fastcaote": fastcaote_scores,  # h/(1-h)·‖v̄ - v_j‖
+}
+
+
+@dataclass(frozen=True)
+class EvictionConfig:
+    """Block-wise eviction settings (caote-math.md §7).
+
+    budget: cached tokens kept per KV head and layer after each eviction event.
+    base / variant: base method and CAOTE meta-policy ("none" = the base alone).
+    block_size: prefill chunk; the cache briefly holds budget + block_size entries.
+    sink: the first ``sink`` positions are never evicted. recent: nor the last ``recent``.
+    SnapKV always keeps its observation window (recent is raised to ``snapkv_window``).
+    group: how per-query-head CAOTE scores become per-KV-head scores (see ``scores.py``).
+    decode: keep evicting one token per generated token once the cache is over budget.
+    """
+
+    budget: int
+    base: Base = "tova"
+    variant: Variant = "caote"
+    block_size: int = 128
+    sink: int = 0
+    recent: int = 0
+    snapkv_window: int = 32
+    snapkv_kernel: int = 7
+    snapkv_pooling: Literal["max", "avg"] = "max"
+    group: GroupReduce = "rss"
+    decode: bool = True
+
+    def __post_init__(self) -> None:
+        if self.base not in ("h2o", "tova", "snapkv"):
+            raise ValueError(f"unknown base method {self.base!r}")
+        if self.variant not in VARIANTS:
+            raise ValueError(f"unknown variant {self.variant!r}")
+        if self.budget < 1 or self.block_size < 1:
+            raise ValueError("budget and block_size must be positive")
+        if self.sink + self.protected_recent >= self.budget:
+            raise ValueError("sink + recent (or SnapKV window) must be smaller than the budget")
+
+    @property
+    def protected_recent(self) -> int:
+        return max(self.recent, self.snapkv_window) if self.base == "snapkv" else self.recent
+
+    @property
+    def name(self) -> str:
+        base = {"h2o": "H2O", "tova": "TOVA", "snapkv": "SnapKV"}[self.base]
+        suffix = {"none": "", "caote": "+CAOTE", "fastcaote": "+FastCAOTE"}[self.variant]
+        return base + suffix
+
+
+def protected_mask(positions: torch.Tensor, newest: int, sink: int, recent: int) -> torch.Tensor:
+    """Bool [B, Hkv, T]: position < sink, or position > newest - recent."""
+    return (positions < sink) | (positions > newest - recent)
+
+
+def select_keep(scores: torch.Tensor, protected: torch.Tensor, budget: int) -> torch.Tensor:
+    """Indices [B, Hkv, budget] of the kept entries, ascending (cache order preserved).
+
+    scores [B, Hkv, T], higher = keep; protected entries are kept first (their score -> +inf).
+    Protection masks the final score only: it never pads the base scores that CAOTE normalises.
+    """
+    s = scores.float().masked_fill(protected, float("inf"))
+    return s.topk(budget, dim=-1).indices.sort(dim=-1).values

@@ -1,0 +1,198 @@
+"""Eviction scores: base methods (H2O, TOVA, SnapKV) and the CAOTE / FastCAOTE meta-policy.
+
+Vectorised PyTorch; the float64 loop twin with the same names lives in ``naive.py``.
+
+Conventions (all functions):
+
+- ``attn``    [B, Hq, Q, T]  attention weights of Q queries over the T cached tokens, rows sum to 1
+                             over the keys each query can see (masked entries are exactly 0).
+- ``values``  [B, Hkv, T, d] cached values; query head ``h`` reads KV head ``h // G`` with
+                             ``G = Hq // Hkv`` (the layout of HF's ``repeat_kv``).
+- base scores [B, Hq, T]     one row per *query* head, non-negative, higher = more important.
+- eviction scores [B, Hkv, T] one row per *KV* head (what a cache can evict), lower = evict first.
+
+CAOTE (caote-math.md §2, §4): with ``h`` a weight vector summing to 1 over the cache and
+``o = Σ_l h_l v_l``, evicting token j moves the output by ``h_j/(1-h_j) · (v_j - o)``, so
+``c_j = h_j/(1-h_j) · ‖o - v_j‖₂`` is the exact error norm when ``h`` is the true attention.
+
+GQA (caote-math.md §6): one KV entry serves the G query heads of its group. The concatenated
+pre-``W_O`` output change of the group is ``Δ = concat_h Δ_h``, so ``‖Δ‖² = Σ_h c_{h,j}²`` exactly.
+CAOTE scores are therefore computed per query head and reduced with the root-sum-of-squares
+(``reduce_group(..., "rss")``); plain base scores are reduced with the mean over the group, the
+convention of kvpress and of SnapKV (issue #22) — for ranking, mean and sum are the same.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+
+GroupReduce = Literal["rss", "mean", "max"]
+
+EPS = 1e-6  # α clamped to [0, 1 - EPS]: a token holding all the attention is kept (c -> ∞)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def expand_kv(x: torch.Tensor, n_q_heads: int) -> torch.Tensor:
+    """[B, Hkv, ...] -> [B, Hq, ...]; query head h reads KV head h // G (HF ``repeat_kv``)."""
+    group = n_q_heads // x.shape[1]
+    return x.repeat_interleave(group, dim=1)
+
+
+def reduce_group(scores: torch.Tensor, n_kv_heads: int, how: GroupReduce = "rss") -> torch.Tensor:
+    """[B, Hq, T] -> [B, Hkv, T] over the G = Hq/Hkv query heads of each KV group.
+
+    ``rss``: sqrt(Σ_h s_h²), exact group error norm when s_h are per-head CAOTE errors (pre-W_O).
+    ``mean``: base-score convention (kvpress, SnapKV #22). ``max``: worst head.
+    """
+    b, hq, t = scores.shape
+    grouped = scores.view(b, n_kv_heads, hq // n_kv_heads, t)  # [B, Hkv, G, T]
+    if how == "rss":
+        return grouped.pow(2).sum(2).sqrt()
+    if how == "mean":
+        return grouped.mean(2)
+    if how == "max":
+        return grouped.amax(2)
+    raise ValueError(f"unknown group reduction {how!r}")
+
+
+def normalize(base: torch.Tensor) -> torch.Tensor:
+    """f_norm: h_j / Σ_l h_l over the last axis (caote-math.md §4). Zero rows stay zero."""
+    total = base.sum(-1, keepdim=True)
+    return base / total.clamp_min(torch.finfo(base.dtype).tiny)
+
+
+# --------------------------------------------------------------------------- base methods
+
+
+def h2o_scores(attn: torch.Tensor) -> torch.Tensor:
+    """H2O accumulated attention: h_j = Σ_t A_{t,j}. [B, Hq, Q, T] -> [B, Hq, T].
+
+    The original H2O sums over every query seen so far; in the block loop the caller carries this
+    sum across blocks and decoding steps. kvpress's ObservedAttentionPress instead divides by the
+    number of queries that can see each key (mean received attention).
+    """
+    return attn.sum(-2)
+
+
+def tova_scores(attn: torch.Tensor) -> torch.Tensor:
+    """TOVA: attention of the last query, h_j = A_{-1,j}. [B, Hq, Q, T] -> [B, Hq, T].
+
+    Per query head (original TOVA averages over *all* heads, kvpress's TOVAPress too); the group
+    reduction is left to the caller.
+    """
+    return attn[..., -1, :]
+
+
+def snapkv_scores(
+    attn: torch.Tensor,
+    window: int = 32,
+    kernel: int = 7,
+    pooling: Literal["max", "avg"] = "max",
+) -> torch.Tensor:
+    """SnapKV votes: Σ over the last ``window`` queries, then 1-D pooling over tokens.
+
+    [B, Hq, Q, T] -> [B, Hq, T]. As in the SnapKV paper: votes are *summed* over the observation
+    window and smoothed by a stride-1 pool of width ``kernel`` (padding kernel//2, so T is kept).
+    The observation window itself is always kept by SnapKV; here that is the caller's job
+    (``protect_recent >= window``). kvpress's SnapKVPress differs: it *averages* over a 64-query
+    window, uses ``avg_pool1d`` (kernel 5), and pads the window with ``max + 1``.
+    """
+    votes = attn[..., -window:, :].sum(-2)  # [B, Hq, T]
+    b, h, t = votes.shape
+    flat = votes.reshape(b * h, 1, t)
+    if pooling == "max":
+        pooled = F.max_pool1d(flat, kernel, stride=1, padding=kernel // 2)
+    elif pooling == "avg":
+        pooled = F.avg_pool1d(flat, kernel, stride=1, padding=kernel // 2, count_include_pad=False)
+    else:
+        raise ValueError(f"unknown pooling {pooling!r}")
+    return pooled.reshape(b, h, t)
+
+
+# --------------------------------------------------------------------------- CAOTE
+
+
+def caote_from_weights(weights: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """Per-query-head CAOTE error norms for a weight vector summing to 1.
+
+    weights [B, Hq, T] (α of one query, or normalised base scores); values [B, Hkv, T, d].
+    Returns c [B, Hq, T] with c_j = w_j/(1-w_j) · ‖o - v_j‖₂ and o = Σ_l w_l v_l.
+    """
+    w = weights.float()
+    v = expand_kv(values.float(), w.shape[1])  # [B, Hq, T, d]
+    out = torch.einsum("bht,bhtd->bhd", w, v)  # o: [B, Hq, T] @ [B, Hq, T, d] -> [B, Hq, d]
+    dist = (out.unsqueeze(2) - v).norm(dim=-1)  # ‖o - v_j‖: [B, Hq, T]
+    w = w.clamp(0.0, 1.0 - EPS)
+    return w / (1.0 - w) * dist
+
+
+def fastcaote_from_weights(weights: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """FastCAOTE: o replaced by the plain value mean, c_j = w_j/(1-w_j) · ‖v̄ - v_j‖₂.
+
+    weights [B, Hq, T]; values [B, Hkv, T, d] -> [B, Hq, T]. Equals CAOTE when w is uniform.
+    """
+    w = weights.float()
+    vf = values.float()
+    dist = (vf.mean(2, keepdim=True) - vf).norm(dim=-1)  # ‖v̄ - v_j‖: [B, Hkv, T]
+    dist = expand_kv(dist, w.shape[1])  # [B, Hq, T]
+    w = w.clamp(0.0, 1.0 - EPS)
+    return w / (1.0 - w) * dist
+
+
+def caote_scores(
+    base: torch.Tensor, values: torch.Tensor, group: GroupReduce = "rss"
+) -> torch.Tensor:
+    """CAOTE meta-policy on a base score (Paper Thm D.1): f_caote(f_norm(H), V).
+
+    base [B, Hq, T] non-negative (use the true α of one query for plain CAOTE); values
+    [B, Hkv, T, d]. Returns [B, Hkv, T], lower = evict first. ``rss`` gives, per KV entry, the norm
+    of the group's concatenated pre-W_O output change under each head's (pseudo-)attention.
+    """
+    return reduce_group(caote_from_weights(normalize(base.float()), values), values.shape[1], group)
+
+
+def fastcaote_scores(
+    base: torch.Tensor, values: torch.Tensor, group: GroupReduce = "rss"
+) -> torch.Tensor:
+    """FastCAOTE meta-policy: as ``caote_scores`` with o replaced by the value mean."""
+    c = fastcaote_from_weights(normalize(base.float()), values)
+    return reduce_group(c, values.shape[1], group)
+
+
+def base_scores_per_kv(base: torch.Tensor, n_kv_heads: int) -> torch.Tensor:
+    """Plain base method ranking per KV head: mean over the query group. [B, Hq, T] -> [B, Hkv, T]."""
+    return reduce_group(base.float(), n_kv_heads, "mean")
+
+
+# --------------------------------------------------------------------------- exact errors
+
+
+def eviction_shift(weights: torch.Tensor, values: torch.Tensor, evict: torch.Tensor) -> torch.Tensor:
+    """Closed-form output change o - o'_S for evicting the set S (caote-math.md §3).
+
+    weights [..., T] summing to 1; values [..., T, d]; evict [..., T] bool mask of S.
+    o - o'_S = Σ_{i∈S} w_i (v_i - o) / (1 - w_S). Returns [..., d].
+    """
+    out = torch.einsum("...t,...td->...d", weights, values)
+    ws = weights * evict
+    num = torch.einsum("...t,...td->...d", ws, values - out.unsqueeze(-2))
+    return num / (1.0 - ws.sum(-1, keepdim=True))
+
+
+def attention_output(
+    query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, keep: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Reference attention of one query: softmax(q·K/√d masked to ``keep``) @ V.
+
+    query [..., d]; keys, values [..., T, d]; keep [..., T] bool (None = all). Returns [..., d].
+    Used by tests as the brute-force recomputation after eviction (s_j -> -∞).
+    """
+    logits = torch.einsum("...d,...td->...t", query, keys) / keys.shape[-1] ** 0.5
+    if keep is not None:
+        logits = logits.masked_fill(~keep, float("-inf"))
+    return torch.einsum("...t,...td->...d", logits.softmax(-1), values)

@@ -1,0 +1,126 @@
+"""The graph IR: a networkx DiGraph of typed nodes.
+
+Each graph node carries a frozen `Node` (op, attributes, output width, parameter expressions,
+a human label); edge (u, v, port=k) says u is the k-th input of v. There is exactly one `input`
+node (X, shape [B, N, D]) and one `output` node.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from math import prod
+from typing import Any
+
+import networkx as nx
+
+from padre_compiler.ir.params import ParamDecl, ParamExpr
+from padre_compiler.ir.width import Width
+
+
+def freeze(attrs: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
+    return tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in attrs.items()))
+
+
+@dataclass(frozen=True)
+class Node:
+    op: str
+    attrs: tuple[tuple[str, Any], ...]
+    width: Width
+    params: tuple[tuple[str, ParamExpr], ...] = ()
+    label: str = ""
+
+    @property
+    def a(self) -> dict[str, Any]:
+        return dict(self.attrs)
+
+    @property
+    def p(self) -> dict[str, ParamExpr]:
+        return dict(self.params)
+
+    def key(self, inputs: tuple[int, ...]) -> tuple[Any, ...]:
+        """Structural identity, used by CSE: equal keys compute equal tensors."""
+        return (self.op, self.attrs, self.params, inputs)
+
+
+@dataclass
+class Graph:
+    layout: str  # "sequence" or "grid2d"
+    decls: dict[str, ParamDecl] = field(default_factory=dict)  # trainable tensors by name
+    g: nx.DiGraph = field(default_factory=nx.DiGraph)
+    _next: int = 0
+
+    # construction -----------------------------------------------------------------------------
+    def add(self, node: Node, inputs: list[int] | tuple[int, ...] = ()) -> int:
+        nid = self._next
+        self._next += 1
+        self.g.add_node(nid, node=node)
+        for port, src in enumerate(inputs):
+            self.g.add_edge(src, nid, port=port)
+        return nid
+
+    def copy(self) -> Graph:
+        return Graph(self.layout, dict(self.decls), self.g.copy(), self._next)
+
+    # queries ----------------------------------------------------------------------------------
+    def node(self, nid: int) -> Node:
+        return self.g.nodes[nid]["node"]
+
+    def set_node(self, nid: int, node: Node) -> None:
+        self.g.nodes[nid]["node"] = node
+
+    def inputs(self, nid: int) -> tuple[int, ...]:
+        edges = sorted(self.g.in_edges(nid, data="port"), key=lambda e: e[2])
+        return tuple(src for src, _, _ in edges)
+
+    def users(self, nid: int) -> list[int]:
+        return sorted(self.g.successors(nid))
+
+    def find(self, op: str) -> list[int]:
+        return [n for n in self.topo() if self.node(n).op == op]
+
+    @property
+    def input_id(self) -> int:
+        (nid,) = self.find("input")
+        return nid
+
+    @property
+    def output_id(self) -> int:
+        (nid,) = self.find("output")
+        return nid
+
+    def topo(self) -> list[int]:
+        """Deterministic topological order (ties broken by node id)."""
+        return list(nx.lexicographical_topological_sort(self.g))
+
+    def items(self) -> Iterator[tuple[int, Node, tuple[int, ...]]]:
+        for nid in self.topo():
+            yield nid, self.node(nid), self.inputs(nid)
+
+    def param_numel(self, nid: int, dim: int) -> int:
+        """Elements of the trainable tensors node `nid` reads."""
+        leaves = {leaf for _, expr in self.node(nid).params for leaf in expr.leaves()}
+        return sum(prod(self.decls[leaf].concrete(dim)) for leaf in leaves)
+
+    # rewriting --------------------------------------------------------------------------------
+    def replace_uses(self, old: int, new: int) -> None:
+        """Every edge old -> user becomes new -> user (same port)."""
+        for _, user, port in list(self.g.out_edges(old, data="port")):
+            self.g.remove_edge(old, user)
+            self.g.add_edge(new, user, port=port)
+
+    def set_inputs(self, nid: int, inputs: tuple[int, ...]) -> None:
+        for src in list(self.g.predecessors(nid)):
+            self.g.remove_edge(src, nid)
+        for port, src in enumerate(inputs):
+            self.g.add_edge(src, nid, port=port)
+
+    def prune(self) -> int:
+        """Remove nodes from which the output is unreachable; returns how many."""
+        live = nx.ancestors(self.g, self.output_id) | {self.output_id}
+        dead = [n for n in self.g.nodes if n not in live and self.node(n).op != "input"]
+        self.g.remove_nodes_from(dead)
+        return len(dead)
+
+    def relabel(self, nid: int, **changes: Any) -> None:
+        self.set_node(nid, replace(self.node(nid), **changes))

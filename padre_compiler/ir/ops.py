@@ -1,0 +1,615 @@
+"""Every IR op, declared once, with its rules registered right below the declaration.
+
+Tables (one per concern, keyed by op name):
+  shape_rules[op](attrs, in_widths) -> Width                       output channel width
+  param_rules[op](attrs, in_widths, out_width) -> {role: ParamDecl} trainable tensors
+  degree_rules[op](attrs, in_degrees, has_bias) -> Degrees         degrees in X of the terms
+  flop_rules[op](attrs, in_widths, out_width, tokens) -> int        floating-point operations
+  reference_rules[op](inputs, params, attrs, ctx) -> array          exact semantics, any field
+
+Tensors are [B, N, C] (batch, tokens, channels); 2-D layouts flatten the grid row-major,
+token t = h * W + w. Reference rules use only +, -, *, / and slicing on numpy arrays, so they
+evaluate in float64 and over object arrays (sympy symbols, exact integers) alike. A backend's
+lowering table lives in the backend.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from math import log2
+from typing import Any
+
+import numpy as np
+
+from padre_compiler.errors import ShapeError
+from padre_compiler.ir.params import ParamDecl
+from padre_compiler.ir.registry import Attr, OpDef, RuleTable, declare
+from padre_compiler.ir.width import Width
+
+shape_rules = RuleTable("shape")
+param_rules = RuleTable("parameter")
+degree_rules = RuleTable("degree")
+flop_rules = RuleTable("cost")
+reference_rules = RuleTable("reference")
+
+ELEMENT_BYTES = 4  # costs are reported for fp32 activations and weights
+
+
+@dataclass(frozen=True)
+class Degrees:
+    """The set of degrees (in X) of the monomials of a tensor's entries; `normalized` marks
+    a non-polynomial normaliser upstream (then the degrees are the numerator's)."""
+
+    terms: frozenset[int]
+    normalized: bool = False
+
+    @property
+    def top(self) -> int:
+        return max(self.terms)
+
+    @property
+    def homogeneous(self) -> bool:
+        return len(self.terms) == 1
+
+    def __str__(self) -> str:
+        degs = ",".join(map(str, sorted(self.terms)))
+        return f"{{{degs}}}" + (" (normalized)" if self.normalized else "")
+
+
+@dataclass(frozen=True)
+class EvalContext:
+    """What a reference rule may need beyond its inputs: the token grid and the scalar field's
+    non-ring functions (absolute value and square root; absent over exact integers)."""
+
+    grid: tuple[int, int] | None = None
+    abs: Callable[[Any], Any] | None = np.abs
+    sqrt: Callable[[Any], Any] | None = np.sqrt
+
+
+# attribute checks ---------------------------------------------------------------------------
+def _positive(v: int) -> str | None:
+    return None if v >= 1 else f"must be a positive integer, got {v}"
+
+
+def _one_of(*allowed: str) -> Callable[[str], str | None]:
+    def check(v: str) -> str | None:
+        return None if v in allowed else f"must be one of {', '.join(allowed)}; got '{v}'"
+
+    return check
+
+
+def _kernel2d(v: int | list | tuple) -> str | None:
+    ks = [v, v] if isinstance(v, int) else list(v)
+    if len(ks) != 2 or not all(isinstance(k, int) and not isinstance(k, bool) for k in ks):
+        return f"must be an odd integer or a pair [kh, kw] of odd integers, got {v!r}"
+    if any(k < 1 or k % 2 == 0 for k in ks):
+        return f"kernel sizes must be odd and positive (a centred window), got {v!r}"
+    return None
+
+
+def kernel2d(attrs: dict[str, Any]) -> tuple[int, int]:
+    k = attrs["kernel"]
+    return (k, k) if isinstance(k, int) else (int(k[0]), int(k[1]))
+
+
+BIAS = Attr("bias", bool, False, doc="add a learned per-channel bias after the map")
+HEADS = Attr("heads", int, 1, check=_positive, doc="independent blocks of channels")
+
+# helpers shared by rules --------------------------------------------------------------------
+def same_width(attrs: dict[str, Any], widths: list[Width]) -> Width:
+    return widths[0]
+
+
+def no_params(attrs: dict[str, Any], widths: list[Width], out: Width) -> dict[str, ParamDecl]:
+    return {}
+
+
+def bias_param(out: Width) -> dict[str, ParamDecl]:
+    return {"bias": ParamDecl((out,), "zeros")}
+
+
+def linear_degrees(attrs: dict[str, Any], degs: list[Degrees], has_bias: bool) -> Degrees:
+    terms = degs[0].terms | {0} if has_bias else degs[0].terms
+    return Degrees(terms, degs[0].normalized)
+
+
+def per_element(k: int) -> Callable[..., int]:
+    """k flops per output element."""
+
+    def rule(attrs: dict[str, Any], widths: list[Width | int], out: int, tokens: int) -> int:
+        return k * tokens * out
+
+    return rule
+
+
+def _shifted(x: np.ndarray, offset: int, axis: int) -> np.ndarray:
+    """y[..., i, ...] = x[..., i + offset, ...], zero outside the range (any dtype)."""
+    y = np.zeros_like(x)
+    n = x.shape[axis]
+    lo, hi = max(0, -offset), min(n, n - offset)
+    if lo < hi:
+        dst = [slice(None)] * x.ndim
+        src = [slice(None)] * x.ndim
+        dst[axis], src[axis] = slice(lo, hi), slice(lo + offset, hi + offset)
+        y[tuple(dst)] = x[tuple(src)]
+    return y
+
+
+def _add_bias(y: np.ndarray, params: dict[str, np.ndarray]) -> np.ndarray:
+    return y + params["bias"] if "bias" in params else y
+
+
+# structural ---------------------------------------------------------------------------------
+declare(OpDef("input", "structural", 0, doc="X, shape [B, N, D]"))
+declare(OpDef("output", "structural", 1, doc="the module's result"))
+shape_rules.register("output")(same_width)
+param_rules.register("input", "output")(no_params)
+flop_rules.register("input", "output")(per_element(0))
+
+
+@shape_rules.register("input")
+def _input_shape(attrs: dict[str, Any], widths: list[Width]) -> Width:
+    return Width.dim()
+
+
+@reference_rules.register("input")
+def _input_ref(xs: list, params: dict, attrs: dict, ctx: EvalContext) -> np.ndarray:
+    return xs[0]  # the interpreter feeds X as the input node's only argument
+
+
+@degree_rules.register("input")
+def _input_degree(attrs: dict[str, Any], degs: list[Degrees], has_bias: bool) -> Degrees:
+    return Degrees(frozenset({1}))
+
+
+degree_rules.register("output")(linear_degrees)
+
+
+@reference_rules.register("output")
+def _output_ref(xs: list, params: dict, attrs: dict, ctx: EvalContext) -> np.ndarray:
+    return xs[0]
+
+
+declare(OpDef("split", "structural", 1, (
+    Attr("parts", int, required=True, check=_positive),
+    Attr("index", int, required=True),
+), doc="the index-th of `parts` equal channel blocks"))
+
+
+@shape_rules.register("split")
+def _split_shape(attrs: dict[str, Any], widths: list[Width]) -> Width:
+    return Width(widths[0].coef / attrs["parts"], widths[0].power)
+
+
+param_rules.register("split")(no_params)
+degree_rules.register("split")(linear_degrees)
+flop_rules.register("split")(per_element(0))
+
+
+@reference_rules.register("split")
+def _split_ref(xs: list, params: dict, attrs: dict, ctx: EvalContext) -> np.ndarray:
+    w = xs[0].shape[-1] // attrs["parts"]
+    return xs[0][..., attrs["index"] * w:(attrs["index"] + 1) * w]
+
+
+# channel maps -------------------------------------------------------------------------------
+declare(OpDef("identity", "channel", 1, doc="x -> x"))
+shape_rules.register("identity")(same_width)
+param_rules.register("identity")(no_params)
+degree_rules.register("identity")(linear_degrees)
+flop_rules.register("identity")(per_element(0))
+
+
+@reference_rules.register("identity")
+def _identity_ref(xs: list, params: dict, attrs: dict, ctx: EvalContext) -> np.ndarray:
+    return xs[0]
+
+
+declare(OpDef("diagonal", "channel", 1, doc="x -> x * s  (per-channel scale, s: [C])"))
+shape_rules.register("diagonal")(same_width)
+degree_rules.register("diagonal")(linear_degrees)
+flop_rules.register("diagonal")(per_element(1))
+
+
+@param_rules.register("diagonal")
+def _diagonal_params(attrs: dict, widths: list[Width], out: Width) -> dict[str, ParamDecl]:
+    return {"scale": ParamDecl((out,), "ones")}
+
+
+@reference_rules.register("diagonal")
+def _diagonal_ref(xs: list, params: dict, attrs: dict, ctx: EvalContext) -> np.ndarray:
+    return xs[0] * params["scale"]
+
+
+declare(OpDef("dense", "channel", 1, (
+    Attr("out", (int, type(None)), None, check=lambda v: None if v is None else _positive(v),
+         doc="output width (default: the input width)"),
+    BIAS,
+), doc="x -> x @ weight.T + bias  (weight: [out, in])"))
+degree_rules.register("dense")(linear_degrees)
+
+
+@shape_rules.register("dense")
+def _dense_shape(attrs: dict[str, Any], widths: list[Width]) -> Width:
+    return widths[0] if attrs["out"] is None else Width.const(attrs["out"])
+
+
+@param_rules.register("dense")
+def _dense_params(attrs: dict, widths: list[Width], out: Width) -> dict[str, ParamDecl]:
+    weight = {"weight": ParamDecl((out, widths[0]), "uniform", widths[0])}
+    return weight | (bias_param(out) if attrs["bias"] else {})
+
+
+@flop_rules.register("dense")
+def _dense_flops(attrs: dict, widths: list[int], out: int, tokens: int) -> int:
+    return 2 * tokens * widths[0] * out
+
+
+@reference_rules.register("dense")
+def _dense_ref(xs: list, params: dict, attrs: dict, ctx: EvalContext) -> np.ndarray:
+    return _add_bias(xs[0] @ params["weight"].T, params)
+
+
+declare(OpDef("expand", "channel", 1, (
+    Attr("mode", str, "replicate", check=_one_of("replicate", "tile"),
+         doc="replicate: slot (g, c, n) holds channel c of head g; tile: it holds channel n"),
+    HEADS,
+), doc="outer-product features: per head of width e, e -> e*e channels (0/1 matrices E, F)"))
+param_rules.register("expand")(no_params)
+degree_rules.register("expand")(linear_degrees)
+flop_rules.register("expand")(per_element(0))
+
+
+@shape_rules.register("expand")
+def _expand_shape(attrs: dict[str, Any], widths: list[Width]) -> Width:
+    return widths[0].square_over(attrs["heads"])
+
+
+@reference_rules.register("expand")
+def _expand_ref(xs: list, params: dict, attrs: dict, ctx: EvalContext) -> np.ndarray:
+    x = xs[0]
+    b, n, w = x.shape
+    h = attrs["heads"]
+    e = w // h
+    x = x.reshape(b, n, h, e)
+    if attrs["mode"] == "replicate":  # out[..., g, c, m] = x[..., g, c]
+        out = np.repeat(x[..., :, None], e, axis=-1)
+    else:  # out[..., g, c, m] = x[..., g, m]
+        out = np.repeat(x[..., None, :], e, axis=-2)
+    return out.reshape(b, n, h * e * e)
+
+
+declare(OpDef("contract", "channel", 1, (
+    Attr("keep", str, "tile", check=_one_of("tile", "replicate"),
+         doc="tile: sum over the replicated index c, keep m; replicate: the reverse"),
+    HEADS,
+), doc="per head, e*e -> e channels: a sum over one index of the (c, m) slot grid"))
+param_rules.register("contract")(no_params)
+degree_rules.register("contract")(linear_degrees)
+
+
+@shape_rules.register("contract")
+def _contract_shape(attrs: dict[str, Any], widths: list[Width]) -> Width:
+    return widths[0].root_times(attrs["heads"])
+
+
+@flop_rules.register("contract")
+def _contract_flops(attrs: dict, widths: list[int], out: int, tokens: int) -> int:
+    return tokens * widths[0]
+
+
+@reference_rules.register("contract")
+def _contract_ref(xs: list, params: dict, attrs: dict, ctx: EvalContext) -> np.ndarray:
+    x = xs[0]
+    b, n, w = x.shape
+    h = attrs["heads"]
+    e = int(round((w // h) ** 0.5))
+    x = x.reshape(b, n, h, e, e)
+    return x.sum(axis=3 if attrs["keep"] == "tile" else 4).reshape(b, n, h * e)
+
+
+# token maps ---------------------------------------------------------------------------------
+def _odd_or_causal_kernel(v: int) -> str | None:
+    return _positive(v)
+
+
+declare(OpDef("dwconv1d", "token", 1, (
+    Attr("kernel", int, required=True, check=_odd_or_causal_kernel,
+         fix="use a positive kernel size, odd unless causal = true (e.g. 3, 11)"),
+    Attr("causal", bool, False, doc="window [t-k+1, t] instead of centred [t-k//2, t+k//2]"),
+    BIAS,
+), layout="sequence", doc="depthwise 1-D convolution along tokens (weight: [C, k])"))
+shape_rules.register("dwconv1d")(same_width)
+degree_rules.register("dwconv1d")(linear_degrees)
+
+
+@param_rules.register("dwconv1d")
+def _dwconv1d_params(attrs: dict, widths: list[Width], out: Width) -> dict[str, ParamDecl]:
+    k = Width.const(attrs["kernel"])
+    return {"weight": ParamDecl((out, k), "uniform", k)} | (
+        bias_param(out) if attrs["bias"] else {})
+
+
+@flop_rules.register("dwconv1d")
+def _dwconv1d_flops(attrs: dict, widths: list[int], out: int, tokens: int) -> int:
+    return 2 * tokens * out * attrs["kernel"]
+
+
+@reference_rules.register("dwconv1d")
+def _dwconv1d_ref(xs: list, params: dict, attrs: dict, ctx: EvalContext) -> np.ndarray:
+    # y[t, c] = sum_j w[c, j] x[t + j - pad, c], pad = k - 1 (causal) or k // 2 (centred)
+    x, w, k = xs[0], params["weight"], attrs["kernel"]
+    pad = k - 1 if attrs["causal"] else k // 2
+    y = sum(_shifted(x, j - pad, axis=1) * w[:, j] for j in range(k))
+    return _add_bias(y, params)
+
+
+declare(OpDef("dwconv2d", "token", 1, (
+    Attr("kernel", (int, list), required=True, check=_kernel2d,
+         fix="use an odd size such as 3, 7 or 11, or a pair [kh, kw] of odd sizes"),
+    BIAS,
+), layout="grid2d", doc="depthwise 2-D convolution on the H x W token grid, centred, zero padded"))
+shape_rules.register("dwconv2d")(same_width)
+degree_rules.register("dwconv2d")(linear_degrees)
+
+
+@param_rules.register("dwconv2d")
+def _dwconv2d_params(attrs: dict, widths: list[Width], out: Width) -> dict[str, ParamDecl]:
+    kh, kw = kernel2d(attrs)
+    fan = Width.const(kh * kw)
+    decl = ParamDecl((out, Width.const(kh), Width.const(kw)), "uniform", fan)
+    return {"weight": decl} | (bias_param(out) if attrs["bias"] else {})
+
+
+@flop_rules.register("dwconv2d")
+def _dwconv2d_flops(attrs: dict, widths: list[int], out: int, tokens: int) -> int:
+    kh, kw = kernel2d(attrs)
+    return 2 * tokens * out * kh * kw
+
+
+@reference_rules.register("dwconv2d")
+def _dwconv2d_ref(xs: list, params: dict, attrs: dict, ctx: EvalContext) -> np.ndarray:
+    # y[h, w, c] = sum_{i,j} weight[c, i, j] x[h + i - kh//2, w + j - kw//2, c]
+    if ctx.grid is None:
+        raise ShapeError("dwconv2d needs a token grid (H, W)")
+    x, wt = xs[0], params["weight"]
+    b, n, c = x.shape
+    gh, gw = ctx.grid
+    kh, kw = kernel2d(attrs)
+    x4 = x.reshape(b, gh, gw, c)
+    y = sum(
+        _shifted(_shifted(x4, i - kh // 2, axis=1), j - kw // 2, axis=2) * wt[:, i, j]
+        for i in range(kh) for j in range(kw)
+    )
+    return _add_bias(y.reshape(b, n, c), params)
+
+
+declare(OpDef("global_sum", "token", 1, doc="y[t] = sum_s x[s]  (the all-ones matrix 1 1^T)"))
+shape_rules.register("global_sum")(same_width)
+param_rules.register("global_sum")(no_params)
+degree_rules.register("global_sum")(linear_degrees)
+flop_rules.register("global_sum")(per_element(1))
+
+
+@reference_rules.register("global_sum")
+def _global_sum_ref(xs: list, params: dict, attrs: dict, ctx: EvalContext) -> np.ndarray:
+    x = xs[0]
+    return np.repeat(x.sum(axis=1, keepdims=True), x.shape[1], axis=1)
+
+
+declare(OpDef("prefix_sum", "token", 1, layout="sequence",
+              doc="y[t] = sum_{s<=t} x[s]  (lower-triangular all-ones matrix)"))
+shape_rules.register("prefix_sum")(same_width)
+param_rules.register("prefix_sum")(no_params)
+degree_rules.register("prefix_sum")(linear_degrees)
+flop_rules.register("prefix_sum")(per_element(1))
+
+
+@reference_rules.register("prefix_sum")
+def _prefix_sum_ref(xs: list, params: dict, attrs: dict, ctx: EvalContext) -> np.ndarray:
+    return np.cumsum(xs[0], axis=1)
+
+
+declare(OpDef("long_conv", "token", 1, (
+    Attr("length", int, required=True, check=_positive,
+         fix="set length to the longest sequence the module will see"),
+    Attr("skip", bool, False, doc="add a per-channel skip d[c] x[t] (Hyena's diag(b))"),
+), layout="sequence",
+    doc="explicit causal long convolution y[t] = sum_{s<=t} h[c, t-s] x[s] (filter h: [C, L])"))
+shape_rules.register("long_conv")(same_width)
+degree_rules.register("long_conv")(linear_degrees)
+
+
+@param_rules.register("long_conv")
+def _long_conv_params(attrs: dict, widths: list[Width], out: Width) -> dict[str, ParamDecl]:
+    length = Width.const(attrs["length"])
+    decl = {"filter": ParamDecl((out, length), "uniform", length)}
+    return decl | ({"skip": ParamDecl((out,), "ones")} if attrs["skip"] else {})
+
+
+@flop_rules.register("long_conv")
+def _long_conv_flops(attrs: dict, widths: list[int], out: int, tokens: int) -> int:
+    # FFT lowering: two real FFTs and one inverse of size 2N (~2.5 * 2N log2 2N flops each)
+    # plus the spectral product; O(N log N) per channel, not linear.
+    n2 = 2 * max(tokens, 1)
+    return int(out * (3 * 2.5 * n2 * log2(n2) + 6 * n2))
+
+
+@reference_rules.register("long_conv")
+def _long_conv_ref(xs: list, params: dict, attrs: dict, ctx: EvalContext) -> np.ndarray:
+    x, h = xs[0], params["filter"]
+    n = x.shape[1]
+    if n > attrs["length"]:
+        raise ShapeError(f"long_conv filter length {attrs['length']} < sequence length {n}")
+    y = sum(_shifted(x, -lag, axis=1) * h[:, lag] for lag in range(n))
+    return y + x * params["skip"] if "skip" in params else y
+
+
+# elementwise --------------------------------------------------------------------------------
+declare(OpDef("hadamard", "elementwise", 2, doc="x ⊙ y"))
+param_rules.register("hadamard")(no_params)
+flop_rules.register("hadamard")(per_element(1))
+
+
+@shape_rules.register("hadamard")
+def _hadamard_shape(attrs: dict[str, Any], widths: list[Width]) -> Width:
+    if widths[0] != widths[1]:
+        raise ShapeError(f"Hadamard product of widths {widths[0]} and {widths[1]}")
+    return widths[0]
+
+
+@degree_rules.register("hadamard")
+def _hadamard_degree(attrs: dict, degs: list[Degrees], has_bias: bool) -> Degrees:
+    terms = frozenset(a + b for a in degs[0].terms for b in degs[1].terms)
+    return Degrees(terms, degs[0].normalized or degs[1].normalized)
+
+
+@reference_rules.register("hadamard")
+def _hadamard_ref(xs: list, params: dict, attrs: dict, ctx: EvalContext) -> np.ndarray:
+    return xs[0] * xs[1]
+
+
+declare(OpDef("add", "elementwise", None, doc="x + y + ..."))
+param_rules.register("add")(no_params)
+
+
+@shape_rules.register("add")
+def _add_shape(attrs: dict[str, Any], widths: list[Width]) -> Width:
+    if len(set(widths)) != 1:
+        raise ShapeError(f"sum of widths {', '.join(map(str, widths))}")
+    return widths[0]
+
+
+@degree_rules.register("add")
+def _add_degree(attrs: dict, degs: list[Degrees], has_bias: bool) -> Degrees:
+    return Degrees(frozenset().union(*(d.terms for d in degs)), any(d.normalized for d in degs))
+
+
+@flop_rules.register("add")
+def _add_flops(attrs: dict, widths: list[int], out: int, tokens: int) -> int:
+    return (len(widths) - 1) * tokens * out
+
+
+@reference_rules.register("add")
+def _add_ref(xs: list, params: dict, attrs: dict, ctx: EvalContext) -> np.ndarray:
+    return sum(xs[1:], xs[0])
+
+
+declare(OpDef("bias", "elementwise", 1, doc="x + b  (b: [C]; the degree-0 term L)"))
+shape_rules.register("bias")(same_width)
+degree_rules.register("bias")(linear_degrees)
+flop_rules.register("bias")(per_element(1))
+
+
+@param_rules.register("bias")
+def _bias_params(attrs: dict, widths: list[Width], out: Width) -> dict[str, ParamDecl]:
+    return bias_param(out)
+
+
+@reference_rules.register("bias")
+def _bias_ref(xs: list, params: dict, attrs: dict, ctx: EvalContext) -> np.ndarray:
+    return xs[0] + params["bias"]
+
+
+declare(OpDef("poly", "elementwise", 1, (
+    Attr("coeffs", tuple, required=True, doc="Chebyshev coefficients c_0..c_q"),
+    Attr("lo", float, -1.0), Attr("hi", float, 1.0),
+    Attr("surrogate", str, "", doc="the function it approximates, for documentation"),
+), doc="p(x) = sum_k c_k T_k(u), u = (2x - lo - hi) / (hi - lo): a polynomial surrogate"))
+shape_rules.register("poly")(same_width)
+param_rules.register("poly")(no_params)
+
+
+@degree_rules.register("poly")
+def _poly_degree(attrs: dict, degs: list[Degrees], has_bias: bool) -> Degrees:
+    q = len(attrs["coeffs"]) - 1
+    terms = frozenset({0}) | frozenset(k * d for d in degs[0].terms for k in range(1, q + 1))
+    return Degrees(terms, degs[0].normalized)
+
+
+@flop_rules.register("poly")
+def _poly_flops(attrs: dict, widths: list[int], out: int, tokens: int) -> int:
+    return (3 * len(attrs["coeffs"]) + 2) * tokens * out
+
+
+@reference_rules.register("poly")
+def _poly_ref(xs: list, params: dict, attrs: dict, ctx: EvalContext) -> np.ndarray:
+    # Clenshaw: b_k = c_k + 2u b_{k+1} - b_{k+2};  p = c_0 + u b_1 - b_2
+    lo, hi, c = attrs["lo"], attrs["hi"], attrs["coeffs"]
+    u = (2 * xs[0] - (lo + hi)) / (hi - lo)
+    b1 = b2 = 0 * u
+    for ck in reversed(c[1:]):
+        b1, b2 = ck + 2 * u * b1 - b2, b1
+    return c[0] + u * b1 - b2
+
+
+declare(OpDef("normalize", "elementwise", 1, (
+    Attr("kind", str, required=True, check=_one_of("l1_tokens", "l2_rows"),
+         fix="use l1_tokens (each channel / its l1 norm over tokens, SimA) or l2_rows "
+             "(each token / its l2 norm over the channels of its head, Castling-ViT)"),
+    HEADS,
+    Attr("eps", float, 1e-6, doc="added to the norm"),
+), doc="a normalisation hook: non-polynomial; the certified object is the polynomial around it"))
+shape_rules.register("normalize")(same_width)
+param_rules.register("normalize")(no_params)
+flop_rules.register("normalize")(per_element(3))
+
+
+@degree_rules.register("normalize")
+def _normalize_degree(attrs: dict, degs: list[Degrees], has_bias: bool) -> Degrees:
+    return Degrees(degs[0].terms, True)
+
+
+@reference_rules.register("normalize")
+def _normalize_ref(xs: list, params: dict, attrs: dict, ctx: EvalContext) -> np.ndarray:
+    x, eps = xs[0], attrs["eps"]
+    if ctx.abs is None or ctx.sqrt is None:
+        raise ShapeError("normalize is not defined over this field (it needs abs and sqrt)")
+    if attrs["kind"] == "l1_tokens":
+        return x / (ctx.abs(x).sum(axis=1, keepdims=True) + eps)
+    b, n, w = x.shape
+    h = attrs["heads"]
+    xh = x.reshape(b, n, h, w // h)
+    norm = ctx.sqrt((xh * xh).sum(axis=-1, keepdims=True)) + eps
+    return (xh / norm).reshape(b, n, w)
+
+
+# fused ops (created by passes) ----------------------------------------------------------------
+declare(OpDef("linear_attention", "fused", 3, (HEADS,), doc=(
+    "per head g: y = q_g (k_g^T v_g); equals contract(global_sum(expand_r(k) ⊙ expand_t(v)) "
+    "⊙ expand_r(q)) without the N x e^2 intermediate")))
+shape_rules.register("linear_attention")(same_width)
+param_rules.register("linear_attention")(no_params)
+
+
+@degree_rules.register("linear_attention")
+def _linear_attention_degree(attrs: dict, degs: list[Degrees], has_bias: bool) -> Degrees:
+    terms = frozenset(a + b + c for a in degs[0].terms for b in degs[1].terms
+                      for c in degs[2].terms)
+    return Degrees(terms, any(d.normalized for d in degs))
+
+
+@flop_rules.register("linear_attention")
+def _linear_attention_flops(attrs: dict, widths: list[int], out: int, tokens: int) -> int:
+    head = out // attrs["heads"]
+    return 4 * tokens * out * head  # k^T v, then q @ state: 2 N e^2 flops each, per head
+
+
+@reference_rules.register("linear_attention")
+def _linear_attention_ref(xs: list, params: dict, attrs: dict, ctx: EvalContext) -> np.ndarray:
+    q, k, v = xs
+    b, n, w = q.shape
+    h = attrs["heads"]
+    e = w // h
+    q, k, v = (t.reshape(b, n, h, e) for t in (q, k, v))
+    out = np.zeros_like(q)
+    for bi in range(b):
+        for g in range(h):
+            out[bi, :, g, :] = q[bi, :, g, :] @ (k[bi, :, g, :].T @ v[bi, :, g, :])
+    return out.reshape(b, n, w)
+
+
+def node_bytes(in_widths: list[int], out: int, tokens: int, n_params: int) -> int:
+    """Bytes moved by one op run on its own: read inputs and parameters, write the output."""
+    return ELEMENT_BYTES * (tokens * (sum(in_widths) + out) + n_params)

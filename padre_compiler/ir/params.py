@@ -1,0 +1,97 @@
+"""Parameters: declarations (shape, init) and parameter expressions.
+
+A node reads its parameters through `ParamExpr`s. A spec's own nodes read leaves (one trainable
+tensor each, named after the spec); passes that merge linear maps build products and
+concatenations of leaves, which backends evaluate once per call, outside the token loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from padre_compiler.ir.width import Width
+
+
+@dataclass(frozen=True)
+class ParamDecl:
+    """A trainable tensor. `init` is 'uniform' (bound 1/sqrt(fan_in)), 'ones' or 'zeros'."""
+
+    shape: tuple[Width, ...]
+    init: str
+    fan_in: Width | None = None
+
+    def concrete(self, dim: int) -> tuple[int, ...]:
+        return tuple(w.at(dim) for w in self.shape)
+
+
+@dataclass(frozen=True)
+class ParamExpr:
+    """fn is one of PARAM_FNS; args are ParamExprs, except a leaf's single arg, its name.
+
+    leaf(name)          the tensor itself
+    matmul(a, b)        a @ b
+    mul(a, b)           a * b, broadcasting trailing axes
+    scale_cols(w, s)    w * s[None, :]        (w is [out, in]: x -> (x * s) @ w.T)
+    scale_rows(w, s)    s[:, None] * w        ((x @ w.T) * s)
+    add(a, b)           a + b
+    concat(a, b, ...)   concatenation along axis 0
+    """
+
+    fn: str
+    args: tuple[Any, ...]
+
+    @staticmethod
+    def leaf(name: str) -> ParamExpr:
+        return ParamExpr("leaf", (name,))
+
+    def leaves(self) -> list[str]:
+        if self.fn == "leaf":
+            return [self.args[0]]
+        return [name for a in self.args for name in a.leaves()]
+
+
+PARAM_FNS = ("leaf", "matmul", "mul", "scale_cols", "scale_rows", "add", "concat")
+
+
+def evaluate_param(expr: ParamExpr, leaf: Callable[[str], Any], lib: Any) -> Any:
+    """Evaluate `expr` with array library `lib` (numpy or torch); `leaf(name)` gives tensors."""
+    if expr.fn == "leaf":
+        return leaf(expr.args[0])
+    a = [evaluate_param(x, leaf, lib) for x in expr.args]
+    match expr.fn:
+        case "matmul":
+            return a[0] @ a[1]
+        case "mul":
+            return a[0] * a[1]
+        case "scale_cols":
+            return a[0] * a[1][None, :]
+        case "scale_rows":
+            return a[1][:, None] * a[0]
+        case "add":
+            return a[0] + a[1]
+        case "concat":
+            return lib.concatenate(a, 0) if hasattr(lib, "concatenate") else lib.cat(a, 0)
+    raise ValueError(f"unknown parameter function '{expr.fn}'")
+
+
+def render_param(expr: ParamExpr, leaf: Callable[[str], str]) -> str:
+    """Python source computing `expr` with torch tensors."""
+    if expr.fn == "leaf":
+        return leaf(expr.args[0])
+    a = [render_param(x, leaf) for x in expr.args]
+    match expr.fn:
+        case "matmul":
+            return f"({a[0]} @ {a[1]})"
+        case "mul":
+            return f"({a[0]} * {a[1]})"
+        case "scale_cols":
+            return f"({a[0]} * {a[1]}[None, :])"
+        case "scale_rows":
+            return f"({a[1]}[:, None] * {a[0]})"
+        case "add":
+            return f"({a[0]} + {a[1]})"
+        case "concat":
+            return f"torch.cat([{', '.join(a)}], 0)"
+    raise ValueError(f"unknown parameter function '{expr.fn}'")

@@ -1,0 +1,205 @@
+"""Linear-map passes: merge adjacent channel maps, re-associate global token sums, and batch
+sibling maps into one wider map.
+
+merge_linear (each rule needs the inner map to have no other user):
+    diagonal_t(diagonal_s(x))    -> diagonal_{s*t}(x)
+    dense_W(diagonal_s(x))       -> dense_{W diag(s)}(x)
+    diagonal_s(dense_{W,b}(x))   -> dense_{diag(s) W, s*b}(x)
+    dense_{W2,b2}(dense_{W1,b1}(x)) -> dense_{W2 W1, W2 b1 + b2}(x)   when cheaper at N tokens
+
+reassociate_global_sums (per head g, e = head width, S = 1 1^T):
+    contract_tile( S(expand_rep(k) ⊙ expand_tile(v)) ⊙ expand_rep(q) ) = q (k^T v)
+the N x e^2 outer products and their sum become a [e, e] state: (Q K^T) V -> Q (K^T V).
+
+fuse_siblings (channel concatenation commutes with per-channel maps):
+    dense_{W1}(x), ..., dense_{Wk}(x)           -> split(dense_{[W1; ...; Wk]}(x))
+    f_{p1}(split_1(y)), ..., f_{pk}(split_k(y))  -> split(f_{[p1; ...; pk]}(y))   f per-channel
+"""
+
+from __future__ import annotations
+
+from padre_compiler.ir.graph import Graph, Node, freeze
+from padre_compiler.ir.params import ParamExpr
+from padre_compiler.ir.width import Width
+from padre_compiler.passes.base import PassContext, register_pass
+
+
+def _sole_user(g: Graph, nid: int) -> bool:
+    return len(g.users(nid)) == 1
+
+
+def _rewire(g: Graph, old: int, node: Node, inputs: tuple[int, ...]) -> int:
+    """Replace node `old` by a new node computing the same tensor from `inputs`."""
+    new = g.add(node, inputs)
+    g.replace_uses(old, new)
+    g.g.remove_node(old)
+    return new
+
+
+@register_pass("merge_linear", "fold diagonal scales into neighbouring maps; multiply adjacent "
+                               "dense maps when that costs fewer FLOPs")
+def merge_linear(g: Graph, ctx: PassContext) -> int:
+    for nid, outer, inputs in g.items():
+        if outer.op not in ("dense", "diagonal") or not inputs:
+            continue
+        inner_id = inputs[0]
+        inner = g.node(inner_id)
+        if inner.op not in ("dense", "diagonal") or not _sole_user(g, inner_id):
+            continue
+        merged = _merge(outer, inner, g.node(g.inputs(inner_id)[0]).width, ctx)
+        if merged is not None:
+            _rewire(g, nid, merged, g.inputs(inner_id))
+            g.g.remove_node(inner_id)
+            return 1
+    return 0
+
+
+def _merge(outer: Node, inner: Node, in_width: Width, ctx: PassContext) -> Node | None:
+    po, pi = outer.p, inner.p
+    label = f"{inner.label}+{outer.label}"
+    if outer.op == "diagonal" and inner.op == "diagonal":
+        return Node("diagonal", (), outer.width,
+                    (("scale", ParamExpr("mul", (pi["scale"], po["scale"]))),), label)
+    if outer.op == "dense" and inner.op == "diagonal":
+        params = {**po, "weight": ParamExpr("scale_cols", (po["weight"], pi["scale"]))}
+        return Node("dense", outer.attrs, outer.width, tuple(params.items()), label)
+    if outer.op == "diagonal" and inner.op == "dense":
+        params = {"weight": ParamExpr("scale_rows", (pi["weight"], po["scale"]))}
+        if "bias" in pi:
+            params["bias"] = ParamExpr("mul", (pi["bias"], po["scale"]))
+        return Node("dense", inner.attrs, outer.width, tuple(params.items()), label)
+    # dense after dense: per token in*mid + mid*out MACs, against in*out plus a one-off
+    # in*mid*out for the product W2 W1
+    d_in, d_mid, d_out = (w.at(ctx.dim) for w in (in_width, inner.width, outer.width))
+    if ctx.tokens * d_in * d_out + d_in * d_mid * d_out >= ctx.tokens * d_mid * (d_in + d_out):
+        return None
+    params = {"weight": ParamExpr("matmul", (po["weight"], pi["weight"]))}
+    bias = ParamExpr("matmul", (po["weight"], pi["bias"])) if "bias" in pi else None
+    if bias is not None and "bias" in po:
+        bias = ParamExpr("add", (bias, po["bias"]))
+    elif bias is None and "bias" in po:
+        bias = po["bias"]
+    if bias is not None:
+        params["bias"] = bias
+    attrs = freeze({"out": outer.a["out"], "bias": bias is not None})
+    return Node("dense", attrs, outer.width, tuple(params.items()), label)
+
+
+# re-association of global token sums ----------------------------------------------------------
+def _expanded(g: Graph, nid: int, mode: str, heads: int) -> int | None:
+    node = g.node(nid)
+    if node.op == "expand" and node.a["mode"] == mode and node.a["heads"] == heads:
+        return g.inputs(nid)[0]
+    return None
+
+
+def _outer_pair(g: Graph, nid: int, rep: str, heads: int) -> tuple[int, int] | None:
+    """nid = expand_rep(a) ⊙ expand_other(b) (either order) -> (a, b)."""
+    node = g.node(nid)
+    if node.op != "hadamard":
+        return None
+    other = "tile" if rep == "replicate" else "replicate"
+    l, r = g.inputs(nid)
+    for x, y in ((l, r), (r, l)):
+        a, b = _expanded(g, x, rep, heads), _expanded(g, y, other, heads)
+        if a is not None and b is not None:
+            return a, b
+    return None
+
+
+@register_pass("reassociate_global_sums", "contract(S(E k ⊙ F v) ⊙ E q) -> q (k^T v) per head: "
+                                          "never materialise the N x D^2 outer products")
+def reassociate_global_sums(g: Graph, ctx: PassContext) -> int:
+    for nid, node, inputs in g.items():
+        if node.op != "contract":
+            continue
+        heads = node.a["heads"]
+        # keep = tile sums over the replicated index c, so q and k carry c and v carries m
+        rep = "replicate" if node.a["keep"] == "tile" else "tile"
+        prod = g.node(inputs[0])
+        if prod.op != "hadamard":
+            continue
+        for s_id, q_id in (g.inputs(inputs[0]), reversed(g.inputs(inputs[0]))):
+            q = _expanded(g, q_id, rep, heads)
+            if q is None or g.node(s_id).op != "global_sum":
+                continue
+            kv = _outer_pair(g, g.inputs(s_id)[0], rep, heads)
+            if kv is None:
+                continue
+            fused = Node("linear_attention", freeze({"heads": heads}), node.width, (),
+                         node.label or "linear_attention")
+            _rewire(g, nid, fused, (q, kv[0], kv[1]))
+            return 1
+    return 0
+
+
+# horizontal fusion ------------------------------------------------------------------------------
+PER_CHANNEL = ("dwconv1d", "dwconv2d", "diagonal", "bias", "long_conv")
+
+
+def _concat_params(nodes: list[Node]) -> tuple[tuple[str, ParamExpr], ...]:
+    roles = [r for r, _ in nodes[0].params]
+    return tuple((r, ParamExpr("concat", tuple(n.p[r] for n in nodes))) for r in roles)
+
+
+def _fuse(g: Graph, members: list[int], source: int) -> None:
+    """Replace `members` (same op and attrs, each reading its own block of channels, or all
+    reading `source`) by one op on `source` with concatenated parameters, then splits."""
+    nodes = [g.node(m) for m in members]
+    k = len(nodes)
+    first = nodes[0]
+    width = Width(first.width.coef * k, first.width.power)
+    attrs = dict(first.attrs)
+    if first.op == "dense" and attrs["out"] is not None:
+        attrs["out"] = attrs["out"] * k
+    label = _joint_label([n.label for n in nodes]) or first.op
+    fused = g.add(Node(first.op, freeze(attrs), width, _concat_params(nodes), label), (source,))
+    for i, m in enumerate(members):
+        part = Node("split", freeze({"parts": k, "index": i}), first.width, (), nodes[i].label)
+        _rewire(g, m, part, (fused,))
+
+
+def _joint_label(labels: list[str]) -> str:
+    """branch1_channel, branch2_channel -> branch12_channel; Y1, Y2, Y3 -> y123."""
+    if not all(labels):
+        return ""
+    first = labels[0]
+    i = next((i for i, ch in enumerate(first) if any(lb[i:i + 1] != ch for lb in labels)), 0)
+    if all(len(lb) == len(first) and lb[:i] == first[:i] and lb[i + 1:] == first[i + 1:]
+           for lb in labels):
+        return first[:i] + "".join(lb[i] for lb in labels) + first[i + 1:]
+    return "_".join(labels)
+
+
+def _same_kind(nodes: list[Node]) -> bool:
+    roles = [tuple(r for r, _ in n.params) for n in nodes]
+    return (len({(n.op, n.attrs, n.width) for n in nodes}) == 1 and len(set(roles)) == 1
+            and all(e.fn == "leaf" for n in nodes for _, e in n.params))
+
+
+@register_pass("fuse_siblings", "one wide dense map for dense maps of one input; one wide "
+                                "per-channel map for per-channel maps of all blocks of a split")
+def fuse_siblings(g: Graph, ctx: PassContext) -> int:
+    for nid in g.topo():
+        users = g.users(nid)
+        dense = [u for u in users if g.node(u).op == "dense" and g.inputs(u) == (nid,)]
+        if len(dense) > 1 and _same_kind([g.node(u) for u in dense]):
+            _fuse(g, dense, nid)
+            return 1
+        splits = [u for u in users if g.node(u).op == "split"]
+        if not splits or len(splits) != g.node(splits[0]).a["parts"] or len(users) != len(splits):
+            continue
+        splits.sort(key=lambda u: g.node(u).a["index"])
+        maps = [g.users(s)[0] if len(g.users(s)) == 1 else None for s in splits]
+        if None in maps or len(set(maps)) != len(maps):
+            continue
+        nodes = [g.node(m) for m in maps]
+        if nodes[0].op in PER_CHANNEL and _same_kind(nodes):
+            for s in splits:
+                g.g.remove_edge(s, maps[splits.index(s)])
+            for m in maps:
+                g.g.add_edge(nid, m, port=0)
+            _fuse(g, maps, nid)
+            g.g.remove_nodes_from(splits)
+            return 1
+    return 0

@@ -1,0 +1,140 @@
+"""The Python DSL: any polynomial graph of linear maps, sums and Hadamard products.
+
+    from padre_compiler import dsl
+    x = dsl.tokens()
+    y1 = dsl.dwconv1d(dsl.dense(x, "b1"), "a1", kernel=3, causal=True)
+    y2 = dsl.dense(x, "b2")
+    spec = dsl.spec("gated", layout="sequence", output=dsl.dense(y1 * y2, "proj"))
+
+`a * b` is the Hadamard product, `a + b` the sum. Ops that own parameters take a name, which
+becomes the prefix of their parameters in generated code (`b1_weight`, `a1_bias`, ...).
+Attributes are validated against the op registry as they are written.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from padre_compiler.errors import ShapeError, SpecError
+from padre_compiler.ir import ops as _ops
+from padre_compiler.ir.registry import OPS
+from padre_compiler.ir.width import Width
+from padre_compiler.spec.surrogates import BASES, FUNCTIONS, surrogate_coeffs
+
+
+class Expr:
+    """A node of the spec's expression DAG. Immutable once built."""
+
+    __slots__ = ("op", "inputs", "attrs", "name", "label", "width", "layout")
+
+    def __init__(self, op: str, inputs: tuple[Expr, ...], attrs: dict[str, Any],
+                 name: str | None = None, label: str = "", field: str = "") -> None:
+        opdef = OPS[op]
+        self.op, self.inputs, self.name, self.label = op, inputs, name, label
+        self.attrs = opdef.resolve_attrs(attrs, field or op)
+        layouts = {x.layout for x in inputs} - {"any"}
+        if opdef.layout != "any":
+            layouts.add(opdef.layout)
+        if len(layouts) > 1:
+            raise SpecError(field or op, f"op '{op}' needs a {opdef.layout} layout, but its "
+                            f"input is a {' and '.join(sorted(layouts - {opdef.layout}))}",
+                            "use a token operator defined for this layout "
+                            "(dwconv2d on grid2d specs, dwconv1d/long_conv/prefix_sum on sequences)")
+        self.layout = layouts.pop() if layouts else "any"
+        try:
+            self.width = _ops.shape_rules[op](self.attrs, [x.width for x in inputs])
+        except ShapeError as err:
+            raise SpecError(field or op, f"channel sizes do not compose: {err}",
+                            "make both operands of the product the same width "
+                            "(check dense 'out', expand/contract 'heads')") from None
+        if _ops.param_rules[op](self.attrs, [x.width for x in inputs], self.width) and not name:
+            raise SpecError(field or op, f"op '{op}' has parameters and needs a name",
+                            "pass name=... (it prefixes the parameters in generated code)")
+
+    def __mul__(self, other: Expr) -> Expr:
+        return Expr("hadamard", (self, other), {})
+
+    def __add__(self, other: Expr) -> Expr:
+        return Expr("add", (self, other), {})
+
+    def __repr__(self) -> str:
+        return f"Expr({self.op}, {self.name or self.label or ''}, width={self.width})"
+
+
+def tokens(layout: str = "any") -> Expr:
+    """X, the [B, N, D] input."""
+    x = Expr("input", (), {}, label="X")
+    if layout != "any":
+        x.layout = layout
+    return x
+
+
+def apply(op: str, x: Expr, name: str | None = None, *, label: str = "", field: str = "",
+          **attrs: Any) -> Expr:
+    """Apply a registered op to x (a unary linear map, a normaliser or a surrogate)."""
+    if op not in OPS:
+        raise SpecError(field, f"unknown op '{op}'", f"known ops: {', '.join(sorted(OPS))}")
+    return Expr(op, (x,), attrs, name=name, label=label, field=field)
+
+
+def _unary(op: str) -> Callable[..., Expr]:
+    def build(x: Expr, name: str | None = None, **attrs: Any) -> Expr:
+        return apply(op, x, name, **attrs)
+
+    build.__name__ = op
+    build.__doc__ = OPS[op].doc
+    return build
+
+
+identity = _unary("identity")
+diagonal = _unary("diagonal")
+dense = _unary("dense")
+expand = _unary("expand")
+contract = _unary("contract")
+dwconv1d = _unary("dwconv1d")
+dwconv2d = _unary("dwconv2d")
+global_sum = _unary("global_sum")
+prefix_sum = _unary("prefix_sum")
+long_conv = _unary("long_conv")
+bias = _unary("bias")
+normalize = _unary("normalize")
+
+
+def surrogate(x: Expr, fn: str, order: int, lo: float, hi: float, basis: str = "chebyshev",
+              *, field: str = "") -> Expr:
+    """p(x) ~ fn(x) on [lo, hi], a degree-`order` polynomial (stored in Chebyshev form)."""
+    if fn not in FUNCTIONS:
+        raise SpecError(f"{field}.fn" if field else "fn", f"unknown function '{fn}'",
+                        f"surrogates exist for: {', '.join(FUNCTIONS)}")
+    if basis not in BASES:
+        raise SpecError(f"{field}.basis" if field else "basis", f"unknown basis '{basis}'",
+                        f"use one of: {', '.join(BASES)}")
+    if not (isinstance(order, int) and 1 <= order <= 64):
+        raise SpecError(f"{field}.order" if field else "order",
+                        f"order must be an integer in 1..64, got {order!r}")
+    dom_lo, dom_hi = FUNCTIONS[fn][2]
+    if not (dom_lo <= lo < hi <= dom_hi):
+        raise SpecError(f"{field}.range" if field else "range",
+                        f"range [{lo}, {hi}] is empty or outside the domain of {fn}",
+                        "give range = [lo, hi] with lo < hi inside the function's domain")
+    coeffs = surrogate_coeffs(fn, order, float(lo), float(hi), basis)
+    return Expr("poly", (x,), {"coeffs": coeffs, "lo": float(lo), "hi": float(hi),
+                               "surrogate": f"{fn} ({basis}, order {order})"}, field=field)
+
+
+def add(*terms: Expr) -> Expr:
+    return terms[0] if len(terms) == 1 else Expr("add", tuple(terms), {})
+
+
+def output_width_is_dim(out: Expr, field: str) -> None:
+    if out.width != Width.dim():
+        raise SpecError(field, f"the output has width {out.width}, not D",
+                        "end with a projection back to D (e.g. contract, or dense with no 'out')")
+
+
+def spec(name: str, *, layout: str, output: Expr, description: str = "") -> Any:
+    """A Spec from an expression (the DSL's entry point)."""
+    from padre_compiler.spec.model import Spec
+
+    return Spec.from_expr(name, layout=layout, output=output, description=description)

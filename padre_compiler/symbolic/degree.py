@@ -1,0 +1,32 @@
+"""Degree and homogeneity analysis on the graph, from the degree rule table.
+
+Each node gets the set of degrees (in X) of the monomials its entries contain. Linear maps
+keep the set (adding 0 when they carry a bias), Hadamard products add degrees pairwise, sums
+take unions. A node is homogeneous when its set has one element: Z_i(λX) = λ^i Z_i(X).
+"""
+
+from __future__ import annotations
+
+from padre_compiler.ir import ops
+from padre_compiler.ir.graph import Graph
+from padre_compiler.ir.ops import Degrees
+
+
+def degrees(g: Graph) -> dict[int, Degrees]:
+    out: dict[int, Degrees] = {}
+    for nid, node, inputs in g.items():
+        has_bias = any(role == "bias" for role, _ in node.params)
+        out[nid] = ops.degree_rules[node.op](node.a, [out[i] for i in inputs], has_bias)
+    return out
+
+
+def output_terms(g: Graph) -> list[tuple[str, Degrees]]:
+    """The summands of the output polynomial P (before the projection), with their degrees."""
+    deg = degrees(g)
+    nid = g.inputs(g.output_id)[0]
+    # walk back through the projection (unary linear maps) to the sum that forms P
+    while g.node(nid).op not in ("add",) and len(g.inputs(nid)) == 1 \
+            and g.node(nid).op != "input":
+        nid = g.inputs(nid)[0]
+    terms = g.inputs(nid) if g.node(nid).op == "add" else (nid,)
+    return [(g.node(t).label or g.node(t).op, deg[t]) for t in terms]
