@@ -6,6 +6,7 @@ import hashlib
 import importlib.util
 import os
 import sys
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -64,7 +65,7 @@ def header(spec: Spec, records: list[PassRecord], backend: str) -> str:
         "do not edit.",
         "Regenerate with: padre compile --all",
         f"Layout: {spec.layout}. Degree in X: {deg.top}; monomial degrees {deg}.",
-        f"Passes: {', '.join(r.name for r in records[1:])}.",
+        *textwrap.wrap(f"Passes: {', '.join(r.name for r in records[1:])}.", 96),
     ]
     return "\n".join(lines)
 

@@ -35,7 +35,8 @@ class MissingRuleError(PadreError):
     def __init__(self, op: str, table: str) -> None:
         self.op = op
         self.table = table
-        super().__init__(f"op '{op}' has no rule in the {table} table; add one beside its declaration")
+        super().__init__(f"op '{op}' has no rule in the {table} table; "
+                         "add one beside its declaration")
 
 
 class ShapeError(PadreError):

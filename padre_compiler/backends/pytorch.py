@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+
 from padre_compiler.ir.graph import Graph, Node
 from padre_compiler.ir.params import ParamDecl, render_param
 from padre_compiler.ir.registry import RuleTable
@@ -68,7 +69,7 @@ def _expand(x: torch.Tensor, heads: int, replicate: bool) -> torch.Tensor:
 ''',
     "contract": '''
 def _contract(x: torch.Tensor, heads: int, keep_tile: bool) -> torch.Tensor:
-    """Per head, [B, N, h*e*e] -> [B, N, h*e]: sum over c of slot (g, c, m) (keep_tile) or over m."""
+    """Per head, [B, N, h*e*e] -> [B, N, h*e]: sum slot (g, c, m) over c (keep_tile) or m."""
     b, n, w = x.shape
     e = round((w // heads) ** 0.5)
     return x.reshape(b, n, heads, e, e).sum(3 if keep_tile else 4).reshape(b, n, heads * e)
@@ -88,7 +89,7 @@ def _linear_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
 ''',
     "normalize": '''
 def _normalize(x: torch.Tensor, kind: str, heads: int, eps: float) -> torch.Tensor:
-    """l1_tokens: x[t, c] / (sum_s |x[s, c]| + eps);  l2_rows: x[t, g, :] / (|x[t, g, :]|_2 + eps)."""
+    """l1_tokens: x[t, c] / (sum_s |x[s, c]| + eps); l2_rows: x[t, g] / (|x[t, g]|_2 + eps)."""
     if kind == "l1_tokens":
         return x / (x.abs().sum(1, keepdim=True) + eps)
     b, n, w = x.shape
@@ -145,6 +146,15 @@ torch_lowering.register("normalize")(_expr("_normalize({0}, {kind!r}, {heads}, {
 torch_lowering.register("poly")(_expr("_chebyshev({0}, {coeffs!r}, {lo!r}, {hi!r})"))
 
 
+@torch_lowering.register("scaled_sum")
+def _lower_scaled_sum(low: Lowered) -> str:
+    # s_0 x_0 + s_1 x_1 + ...: one pass per term, accumulating with addcmul
+    code = f"{low.args[0]} * {low.params['scale0']}"
+    for k, arg in enumerate(low.args[1:], 1):
+        code = f"torch.addcmul({code}, {arg}, {low.params[f'scale{k}']})"
+    return code
+
+
 @torch_lowering.register("dwconv1d")
 def _lower_dwconv1d(low: Lowered) -> str:
     k = low.node.a["kernel"]
@@ -193,6 +203,24 @@ def _wrap(code: str) -> str:
     return "torch.cat([\n" + "".join(f"    {item},\n" for item in items) + "], 0)"
 
 
+def _wrap_call(stmt: str, width: int = 90) -> str:
+    """`name = f(a, b, c)` longer than `width` -> one argument per line."""
+    head, _, call = stmt.partition(" = ")
+    open_at = call.find("(")
+    if len(stmt) <= width or open_at < 0 or not call.endswith(")"):
+        return stmt
+    args, depth, start = [], 0, open_at + 1
+    for i, ch in enumerate(call[open_at + 1:-1], open_at + 1):
+        depth += ch in "([{"
+        depth -= ch in ")]}"
+        if ch == "," and depth == 0:
+            args.append(call[start:i].strip())
+            start = i + 1
+    args.append(call[start:-1].strip())
+    inner = "".join(f"    {a},\n" for a in args)
+    return f"{head} = {call[:open_at + 1]}\n{inner})"
+
+
 def _init_lines(decls: dict[str, ParamDecl]) -> list[str]:
     lines: list[str] = []
     uniform = [(n, d) for n, d in decls.items() if d.init == "uniform"]
@@ -228,7 +256,8 @@ def emit_module(g: Graph, decls: dict[str, ParamDecl], *, name: str, header: str
         elif node.op != "input":
             stmt = f"{names[nid]} = {code}"
             shape = f"# [B, N, {node.width}]"
-            body.append(f"{stmt}  {shape}" if len(stmt) + len(shape) < 90 else f"{shape}\n{stmt}")
+            body.append(f"{stmt}  {shape}" if len(stmt) + len(shape) < 90
+                        else f"{shape}\n{_wrap_call(stmt)}")
     grid = g.layout == "grid2d"
     cls = class_name(name)
     sig = "self, dim: int, grid: tuple[int, int]" if grid else "self, dim: int"
@@ -243,8 +272,10 @@ def emit_module(g: Graph, decls: dict[str, ParamDecl], *, name: str, header: str
                else '"""x: [B, N, dim] -> [B, N, dim]."""')
     check = ["B, N, _ = x.shape", "D = self.dim"]
     if grid:
-        check += ["torch._assert(", "    N == self.grid[0] * self.grid[1],",
-                  '    "token count N must equal H * W of the grid given at construction",', ")"]
+        check += ["if N != self.grid[0] * self.grid[1]:",
+                  '    raise ValueError(',
+                  '        f"{N} tokens do not fill the {self.grid[0]} x {self.grid[1]} grid"',
+                  '        " (N must equal H * W)")']
     ind = "        "
     parts = [f'"""{header}"""', "", "import torch", "import torch.nn.functional as F",
              "from torch import nn", ""]

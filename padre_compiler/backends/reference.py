@@ -6,6 +6,7 @@ object arrays it evaluates exactly (Python integers or fractions) or symbolicall
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -17,8 +18,11 @@ from padre_compiler.ir.params import evaluate_param
 
 
 def run_graph(g: Graph, x: np.ndarray, params: dict[str, np.ndarray],
-              ctx: EvalContext | None = None, keep: bool = False) -> Any:
-    """Evaluate `g` on x [B, N, D]. Returns the output, or every node's value if `keep`."""
+              ctx: EvalContext | None = None, keep: bool = False,
+              post: Callable[[np.ndarray], np.ndarray] | None = None) -> Any:
+    """Evaluate `g` on x [B, N, D]. Returns the output, or every node's value if `keep`.
+
+    post: applied to every node's value (the symbolic layer expands polynomials there)."""
     ctx = ctx or EvalContext()
     values: dict[int, np.ndarray] = {}
     for nid, node, inputs in g.items():
@@ -26,6 +30,8 @@ def run_graph(g: Graph, x: np.ndarray, params: dict[str, np.ndarray],
         resolved = {role: evaluate_param(expr, params.__getitem__, np)
                     for role, expr in node.params}
         values[nid] = ops.reference_rules[node.op](args, resolved, node.a, ctx)
+        if post is not None:
+            values[nid] = post(values[nid])
     return values if keep else values[g.output_id]
 
 

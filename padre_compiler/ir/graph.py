@@ -1,4 +1,4 @@
-"""The graph IR: a networkx DiGraph of typed nodes.
+"""The graph IR: a networkx MultiDiGraph of typed nodes (x ⊙ x has two edges x -> ⊙).
 
 Each graph node carries a frozen `Node` (op, attributes, output width, parameter expressions,
 a human label); edge (u, v, port=k) says u is the k-th input of v. There is exactly one `input`
@@ -47,7 +47,7 @@ class Node:
 class Graph:
     layout: str  # "sequence" or "grid2d"
     decls: dict[str, ParamDecl] = field(default_factory=dict)  # trainable tensors by name
-    g: nx.DiGraph = field(default_factory=nx.DiGraph)
+    g: nx.MultiDiGraph = field(default_factory=nx.MultiDiGraph)
     _next: int = 0
 
     # construction -----------------------------------------------------------------------------
@@ -74,7 +74,8 @@ class Graph:
         return tuple(src for src, _, _ in edges)
 
     def users(self, nid: int) -> list[int]:
-        return sorted(self.g.successors(nid))
+        """Distinct nodes reading `nid` (a node reading it twice is listed once)."""
+        return sorted(set(self.g.successors(nid)))
 
     def find(self, op: str) -> list[int]:
         return [n for n in self.topo() if self.node(n).op == op]
@@ -105,15 +106,9 @@ class Graph:
     # rewriting --------------------------------------------------------------------------------
     def replace_uses(self, old: int, new: int) -> None:
         """Every edge old -> user becomes new -> user (same port)."""
-        for _, user, port in list(self.g.out_edges(old, data="port")):
-            self.g.remove_edge(old, user)
+        for _, user, key, port in list(self.g.out_edges(old, keys=True, data="port")):
+            self.g.remove_edge(old, user, key)
             self.g.add_edge(new, user, port=port)
-
-    def set_inputs(self, nid: int, inputs: tuple[int, ...]) -> None:
-        for src in list(self.g.predecessors(nid)):
-            self.g.remove_edge(src, nid)
-        for port, src in enumerate(inputs):
-            self.g.add_edge(src, nid, port=port)
 
     def prune(self) -> int:
         """Remove nodes from which the output is unreachable; returns how many."""

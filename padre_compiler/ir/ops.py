@@ -65,6 +65,7 @@ class EvalContext:
     grid: tuple[int, int] | None = None
     abs: Callable[[Any], Any] | None = np.abs
     sqrt: Callable[[Any], Any] | None = np.sqrt
+    const: Callable[[float], Any] = float  # a float attribute as an element of the field
 
 
 # attribute checks ---------------------------------------------------------------------------
@@ -223,16 +224,24 @@ def _diagonal_ref(xs: list, params: dict, attrs: dict, ctx: EvalContext) -> np.n
 
 
 declare(OpDef("dense", "channel", 1, (
-    Attr("out", (int, type(None)), None, check=lambda v: None if v is None else _positive(v),
-         doc="output width (default: the input width)"),
+    Attr("out", (int, str, type(None)), None, check=lambda v: _dense_out(v),
+         fix='give out as a positive integer or "dim" (the model width D)',
+         doc='output width: an integer, "dim" for D, or absent for the input width'),
     BIAS,
 ), doc="x -> x @ weight.T + bias  (weight: [out, in])"))
 degree_rules.register("dense")(linear_degrees)
 
 
+def _dense_out(v: int | str | None) -> str | None:
+    if v is None or v == "dim" or (isinstance(v, int) and v >= 1):
+        return None
+    return f'must be a positive integer or "dim", got {v!r}'
+
+
 @shape_rules.register("dense")
 def _dense_shape(attrs: dict[str, Any], widths: list[Width]) -> Width:
-    return widths[0] if attrs["out"] is None else Width.const(attrs["out"])
+    out = attrs["out"]
+    return widths[0] if out is None else Width.dim() if out == "dim" else Width.const(out)
 
 
 @param_rules.register("dense")
@@ -304,22 +313,26 @@ def _contract_ref(xs: list, params: dict, attrs: dict, ctx: EvalContext) -> np.n
     x = xs[0]
     b, n, w = x.shape
     h = attrs["heads"]
-    e = int(round((w // h) ** 0.5))
+    e = round((w // h) ** 0.5)
     x = x.reshape(b, n, h, e, e)
     return x.sum(axis=3 if attrs["keep"] == "tile" else 4).reshape(b, n, h * e)
 
 
 # token maps ---------------------------------------------------------------------------------
-def _odd_or_causal_kernel(v: int) -> str | None:
-    return _positive(v)
+def _centred_kernel_is_odd(attrs: dict[str, Any]) -> tuple[str, str, str] | None:
+    if attrs["causal"] or attrs["kernel"] % 2:
+        return None
+    return ("kernel", f"a centred kernel must be odd, got {attrs['kernel']}",
+            "use an odd size such as 3 or 11, or set causal = true")
 
 
 declare(OpDef("dwconv1d", "token", 1, (
-    Attr("kernel", int, required=True, check=_odd_or_causal_kernel,
+    Attr("kernel", int, required=True, check=_positive,
          fix="use a positive kernel size, odd unless causal = true (e.g. 3, 11)"),
     Attr("causal", bool, False, doc="window [t-k+1, t] instead of centred [t-k//2, t+k//2]"),
     BIAS,
-), layout="sequence", doc="depthwise 1-D convolution along tokens (weight: [C, k])"))
+), layout="sequence", doc="depthwise 1-D convolution along tokens (weight: [C, k])",
+    check=_centred_kernel_is_odd))
 shape_rules.register("dwconv1d")(same_width)
 degree_rules.register("dwconv1d")(linear_degrees)
 
@@ -536,8 +549,9 @@ def _poly_flops(attrs: dict, widths: list[int], out: int, tokens: int) -> int:
 @reference_rules.register("poly")
 def _poly_ref(xs: list, params: dict, attrs: dict, ctx: EvalContext) -> np.ndarray:
     # Clenshaw: b_k = c_k + 2u b_{k+1} - b_{k+2};  p = c_0 + u b_1 - b_2
-    lo, hi, c = attrs["lo"], attrs["hi"], attrs["coeffs"]
-    u = (2 * xs[0] - (lo + hi)) / (hi - lo)
+    lo, hi = ctx.const(attrs["lo"]), ctx.const(attrs["hi"])
+    c = [ctx.const(ck) for ck in attrs["coeffs"]]
+    u = (2 * xs[0] - (lo + hi)) * (1 / (hi - lo))
     b1 = b2 = 0 * u
     for ck in reversed(c[1:]):
         b1, b2 = ck + 2 * u * b1 - b2, b1
@@ -563,7 +577,7 @@ def _normalize_degree(attrs: dict, degs: list[Degrees], has_bias: bool) -> Degre
 
 @reference_rules.register("normalize")
 def _normalize_ref(xs: list, params: dict, attrs: dict, ctx: EvalContext) -> np.ndarray:
-    x, eps = xs[0], attrs["eps"]
+    x, eps = xs[0], ctx.const(attrs["eps"])
     if ctx.abs is None or ctx.sqrt is None:
         raise ShapeError("normalize is not defined over this field (it needs abs and sqrt)")
     if attrs["kind"] == "l1_tokens":
@@ -576,6 +590,28 @@ def _normalize_ref(xs: list, params: dict, attrs: dict, ctx: EvalContext) -> np.
 
 
 # fused ops (created by passes) ----------------------------------------------------------------
+declare(OpDef("scaled_sum", "fused", None, doc=(
+    "sum_k s_k ⊙ x_k with per-channel scales s_k: add(diagonal(x_1), ..., diagonal(x_n)) "
+    "in one accumulation pass per term")))
+shape_rules.register("scaled_sum")(_add_shape)
+degree_rules.register("scaled_sum")(_add_degree)
+
+
+@flop_rules.register("scaled_sum")
+def _scaled_sum_flops(attrs: dict, widths: list[int], out: int, tokens: int) -> int:
+    return 2 * len(widths) * tokens * out  # a multiply-add per term and element
+
+
+@param_rules.register("scaled_sum")
+def _scaled_sum_params(attrs: dict, widths: list[Width], out: Width) -> dict[str, ParamDecl]:
+    return {f"scale{k}": ParamDecl((out,), "ones") for k in range(len(widths))}
+
+
+@reference_rules.register("scaled_sum")
+def _scaled_sum_ref(xs: list, params: dict, attrs: dict, ctx: EvalContext) -> np.ndarray:
+    return sum((x * params[f"scale{k}"] for k, x in enumerate(xs[1:], 1)), xs[0] * params["scale0"])
+
+
 declare(OpDef("linear_attention", "fused", 3, (HEADS,), doc=(
     "per head g: y = q_g (k_g^T v_g); equals contract(global_sum(expand_r(k) ⊙ expand_t(v)) "
     "⊙ expand_r(q)) without the N x e^2 intermediate")))

@@ -54,6 +54,8 @@ class OpDef:
     attrs: tuple[Attr, ...] = ()
     layout: str = "any"  # "sequence", "grid2d" or "any": token layouts the op is defined on
     doc: str = ""
+    # a check across attributes: (attribute, problem, fix) when invalid
+    check: Callable[[dict[str, Any]], tuple[str, str, str] | None] | None = None
     attr_index: dict[str, Attr] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -76,6 +78,9 @@ class OpDef:
                                 attr.fix or f"add {attr.name} = ...")
             else:
                 out[attr.name] = attr.default
+        if self.check is not None and (problem := self.check(out)) is not None:
+            name, text, fix = problem
+            raise SpecError(f"{field}.{name}", text, fix)
         return out
 
 

@@ -11,6 +11,7 @@ PIPELINE: tuple[str, ...] = (
     "reassociate_global_sums",
     "eliminate_dead",
     "fuse_siblings",
+    "fuse_scaled_sum",
 )
 
 __all__ = ["PASSES", "PIPELINE", "PassContext", "PassRecord", "run_pipeline"]

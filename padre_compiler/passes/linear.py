@@ -11,6 +11,8 @@ reassociate_global_sums (per head g, e = head width, S = 1 1^T):
     contract_tile( S(expand_rep(k) ⊙ expand_tile(v)) ⊙ expand_rep(q) ) = q (k^T v)
 the N x e^2 outer products and their sum become a [e, e] state: (Q K^T) V -> Q (K^T V).
 
+fuse_scaled_sum: add(diagonal_s0(x0), ..., diagonal_sn(xn)) -> scaled_sum_{s}(x0, ..., xn)
+
 fuse_siblings (channel concatenation commutes with per-channel maps):
     dense_{W1}(x), ..., dense_{Wk}(x)           -> split(dense_{[W1; ...; Wk]}(x))
     f_{p1}(split_1(y)), ..., f_{pk}(split_k(y))  -> split(f_{[p1; ...; pk]}(y))   f per-channel
@@ -85,6 +87,24 @@ def _merge(outer: Node, inner: Node, in_width: Width, ctx: PassContext) -> Node 
     return Node("dense", attrs, outer.width, tuple(params.items()), label)
 
 
+@register_pass("fuse_scaled_sum", "add(diagonal_s0(x0), ..., diagonal_sn(xn)) -> "
+                                  "scaled_sum(x0, ..., xn): one multiply-add pass per term")
+def fuse_scaled_sum(g: Graph, ctx: PassContext) -> int:
+    for nid, node, inputs in g.items():
+        if node.op != "add" or len(inputs) < 2:
+            continue
+        terms = [g.node(i) for i in inputs]
+        if any(t.op != "diagonal" or not _sole_user(g, i) for t, i in zip(terms, inputs,
+                                                                           strict=True)):
+            continue
+        params = tuple((f"scale{k}", t.p["scale"]) for k, t in enumerate(terms))
+        fused = Node("scaled_sum", (), node.width, params, node.label)
+        _rewire(g, nid, fused, tuple(g.inputs(i)[0] for i in inputs))
+        g.g.remove_nodes_from(inputs)
+        return 1
+    return 0
+
+
 # re-association of global token sums ----------------------------------------------------------
 def _expanded(g: Graph, nid: int, mode: str, heads: int) -> int | None:
     node = g.node(nid)
@@ -99,8 +119,8 @@ def _outer_pair(g: Graph, nid: int, rep: str, heads: int) -> tuple[int, int] | N
     if node.op != "hadamard":
         return None
     other = "tile" if rep == "replicate" else "replicate"
-    l, r = g.inputs(nid)
-    for x, y in ((l, r), (r, l)):
+    lhs, rhs = g.inputs(nid)
+    for x, y in ((lhs, rhs), (rhs, lhs)):
         a, b = _expanded(g, x, rep, heads), _expanded(g, y, other, heads)
         if a is not None and b is not None:
             return a, b
@@ -150,8 +170,10 @@ def _fuse(g: Graph, members: list[int], source: int) -> None:
     first = nodes[0]
     width = Width(first.width.coef * k, first.width.power)
     attrs = dict(first.attrs)
-    if first.op == "dense" and attrs["out"] is not None:
+    if first.op == "dense" and isinstance(attrs["out"], int):
         attrs["out"] = attrs["out"] * k
+    elif first.op == "dense" and attrs["out"] == "dim":
+        attrs["out"] = None  # the fused map's width is k * D, carried by the node
     label = _joint_label([n.label for n in nodes]) or first.op
     fused = g.add(Node(first.op, freeze(attrs), width, _concat_params(nodes), label), (source,))
     for i, m in enumerate(members):

@@ -26,7 +26,7 @@ from padre_compiler.spec.surrogates import BASES, FUNCTIONS, surrogate_coeffs
 class Expr:
     """A node of the spec's expression DAG. Immutable once built."""
 
-    __slots__ = ("op", "inputs", "attrs", "name", "label", "width", "layout")
+    __slots__ = ("attrs", "inputs", "label", "layout", "name", "op", "width")
 
     def __init__(self, op: str, inputs: tuple[Expr, ...], attrs: dict[str, Any],
                  name: str | None = None, label: str = "", field: str = "") -> None:
@@ -39,8 +39,8 @@ class Expr:
         if len(layouts) > 1:
             raise SpecError(field or op, f"op '{op}' needs a {opdef.layout} layout, but its "
                             f"input is a {' and '.join(sorted(layouts - {opdef.layout}))}",
-                            "use a token operator defined for this layout "
-                            "(dwconv2d on grid2d specs, dwconv1d/long_conv/prefix_sum on sequences)")
+                            "use a token operator defined for this layout (dwconv2d on "
+                            "grid2d specs; dwconv1d, long_conv, prefix_sum on sequences)")
         self.layout = layouts.pop() if layouts else "any"
         try:
             self.width = _ops.shape_rules[op](self.attrs, [x.width for x in inputs])

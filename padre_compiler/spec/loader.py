@@ -7,6 +7,9 @@
     O       = P V                                [output]    projection = V
     hooks   : normalize Y_i, Z_i or P            [[normalize]] at, kind, heads
 
+Field paths in errors count arrays of tables from 1 (branch[1] declares Y_1, mix[1] declares
+C_1 and D_1, normalize[1] is the first hook) and inline lists from 0 (range[0]).
+
 A spec file is data: every value is checked against the op registry's typed attributes and
 nothing in it is evaluated, so a field holding code is just an unknown name.
 """
@@ -90,7 +93,8 @@ def _check_finite(value: Any, field: str) -> None:
         for k, v in value.items():
             _check_finite(v, f"{field}.{k}" if field else k)
     if isinstance(value, list):
-        for i, v in enumerate(value):
+        tables = bool(value) and all(isinstance(v, dict) for v in value)
+        for i, v in enumerate(value, start=1 if tables else 0):
             _check_finite(v, f"{field}[{i}]")
 
 
@@ -112,7 +116,7 @@ def _get(table: dict[str, Any], key: str, kind: type | tuple[type, ...], field: 
         return default
     value = table[key]
     kinds = kind if isinstance(kind, tuple) else (kind,)
-    if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):
+    if (isinstance(value, bool) and bool not in kinds) or not isinstance(value, kinds):
         names = " or ".join("table" if k is dict else "list" if k is list else k.__name__
                             for k in kinds)
         raise SpecError(where, f"expected {names}, got {type(value).__name__} {value!r}",
@@ -191,7 +195,7 @@ def _normalize_hooks(data: dict[str, Any], degree: int) -> dict[str, dict[str, A
     hooks: dict[str, dict[str, Any]] = {}
     targets = [f"Y{i}" for i in range(1, degree + 1)] + \
         [f"Z{i}" for i in range(1, degree + 1)] + ["P"]
-    for k, hook in enumerate(_get(data, "normalize", list, "", default=[])):
+    for k, hook in enumerate(_get(data, "normalize", list, "", default=[]), start=1):
         field = f"normalize[{k}]"
         if not isinstance(hook, dict):
             raise SpecError(field, f"expected a table, got {hook!r}",
@@ -209,7 +213,7 @@ def _normalize_hooks(data: dict[str, Any], degree: int) -> dict[str, dict[str, A
 def _hook(x: Expr, hooks: dict[str, dict[str, Any]], at: str) -> Expr:
     if at not in hooks:
         return x
-    k = list(hooks).index(at)
+    k = list(hooks).index(at) + 1
     return dsl.apply("normalize", x, field=f"normalize[{k}]", label=at, **hooks[at])
 
 
@@ -290,7 +294,8 @@ def _build(data: dict[str, Any], source: str, default_name: str) -> Spec:
     for t in sorted(terms):
         z = zs[t - 1]
         if weights == "per_channel":
-            z = dsl.apply("diagonal", z, f"output_w{t}", field="output.weights")
+            z = dsl.apply("diagonal", z, f"output_w{t}", field="output.weights",
+                          label=f"W{t}⊙Z{t}")
         summands.append(z)
     p = dsl.add(*summands)
     with_bias = _get(out, "bias", bool, "output", default=False)

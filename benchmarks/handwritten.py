@@ -1,0 +1,75 @@
+"""Hand-written PyTorch twins of the benchmarked mixers, written the way an engineer would
+without the compiler, and timm-style softmax attention of the same width.
+
+`HandwrittenPadre3` computes exactly specs/padre3.toml; `to_spec_state_dict` maps its weights
+to the compiled module's parameter names, so benchmarks check both agree before timing them.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class HandwrittenPadre3(nn.Module):
+    """Y_i = DW_i(X B_i + b_i); Z_1 = Y_1; Z_{i+1} = DW'_i(Z_i D_i) ⊙ Y_{i+1};
+    O = (w_1 Z_1 + w_2 Z_2 + w_3 Z_3) W_out + b_out.  x: [B, N, C] with N = H * W."""
+
+    def __init__(self, dim: int, grid: tuple[int, int], kernel: int = 11) -> None:
+        super().__init__()
+        self.grid = grid
+        self.branch = nn.ModuleList(nn.Linear(dim, dim) for _ in range(3))
+        self.branch_dw = nn.ModuleList(
+            nn.Conv2d(dim, dim, kernel, padding=kernel // 2, groups=dim) for _ in range(3))
+        self.mix = nn.ModuleList(nn.Linear(dim, dim, bias=False) for _ in range(2))
+        self.mix_dw = nn.ModuleList(
+            nn.Conv2d(dim, dim, kernel, padding=kernel // 2, groups=dim, bias=False)
+            for _ in range(2))
+        self.weights = nn.Parameter(torch.ones(3, dim))
+        self.proj = nn.Linear(dim, dim)
+
+    def _dw(self, conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+        b, n, c = x.shape
+        y = conv(x.transpose(1, 2).reshape(b, c, *self.grid))
+        return y.flatten(2).transpose(1, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = [self._dw(conv, lin(x)) for lin, conv in zip(self.branch, self.branch_dw, strict=True)]
+        z = [y[0]]
+        for i in range(2):
+            z.append(self._dw(self.mix_dw[i], self.mix[i](z[-1])) * y[i + 1])
+        p = self.weights[0] * z[0] + self.weights[1] * z[1] + self.weights[2] * z[2]
+        return self.proj(p)
+
+    def to_spec_state_dict(self) -> dict[str, torch.Tensor]:
+        """The same weights under specs/padre3.toml's parameter names."""
+        out: dict[str, torch.Tensor] = {}
+        for i in range(3):
+            out[f"branch{i + 1}_channel_weight"] = self.branch[i].weight
+            out[f"branch{i + 1}_channel_bias"] = self.branch[i].bias
+            out[f"branch{i + 1}_token_weight"] = self.branch_dw[i].weight[:, 0]
+            out[f"branch{i + 1}_token_bias"] = self.branch_dw[i].bias
+            out[f"output_w{i + 1}_scale"] = self.weights[i]
+        for i in range(2):
+            out[f"mix{i + 1}_channel_weight"] = self.mix[i].weight
+            out[f"mix{i + 1}_token_weight"] = self.mix_dw[i].weight[:, 0]
+        out["proj_weight"], out["proj_bias"] = self.proj.weight, self.proj.bias
+        return {k: v.detach().clone() for k, v in out.items()}
+
+
+class Attention(nn.Module):
+    """timm's Attention: qkv projection, scaled dot-product attention (SDPA), projection."""
+
+    def __init__(self, dim: int, num_heads: int) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, c = x.shape
+        qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, c // self.num_heads)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+        o = F.scaled_dot_product_attention(q, k, v)
+        return self.proj(o.transpose(1, 2).reshape(b, n, c))

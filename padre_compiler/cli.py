@@ -1,0 +1,209 @@
+"""The `padre` command line.
+
+    padre compile SPEC [--backend torch] [-o FILE] [--dim D] [--grid HxW] [--explain] [--run]
+    padre compile --all                 regenerate codegen/<backend>/<name>.py for every spec
+    padre inspect SPEC [--expand N,D]   degrees, LaTeX, and the explicit polynomial at small size
+
+Errors in specs or arguments print one message (file, field, problem, fix) and exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from rich.console import Console
+
+from padre_compiler.errors import PadreError
+
+console = Console(stderr=False, highlight=False)
+err_console = Console(stderr=True, highlight=False)
+ROOT = Path(__file__).resolve().parents[1]
+CODEGEN_DIR = ROOT / "codegen"
+
+
+def _grid(text: str) -> tuple[int, int]:
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected HxW such as 14x14, got '{text}'") from None
+    if h < 1 or w < 1:
+        raise argparse.ArgumentTypeError(f"grid sizes must be positive, got '{text}'")
+    return h, w
+
+
+def _pair(text: str) -> tuple[int, int]:
+    try:
+        a, b = (int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected N,D such as 4,2, got '{text}'") from None
+    return a, b
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got '{text}'") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """Write whole or not at all: a crash never leaves a half-written file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def codegen_path(name: str, backend: str) -> Path:
+    return CODEGEN_DIR / backend / f"{name}.py"
+
+
+def cmd_compile(args: argparse.Namespace) -> int:
+    from rich.progress import Progress
+
+    from padre_compiler.compiler import generate
+    from padre_compiler.spec.loader import bundled_specs, load_spec
+
+    if args.all:
+        specs = [load_spec(p) for p in bundled_specs()]  # validate all before writing any
+        with Progress(console=err_console, transient=True) as progress:
+            task = progress.add_task("compiling", total=len(specs))
+            outputs = []
+            for spec in specs:
+                outputs.append((spec, generate(spec, backend=args.backend)))
+                progress.advance(task)
+        for spec, result in outputs:
+            _write_atomic(codegen_path(spec.name, args.backend), result.source)
+            console.print(f"wrote {codegen_path(spec.name, args.backend).relative_to(ROOT)}")
+        return 0
+    if args.spec is None:
+        raise PadreError("give a SPEC (a path or a bundled spec name) or --all")
+    spec = load_spec(args.spec)
+    grid = args.grid or ((14, 14) if spec.layout == "grid2d" else None)
+    if spec.layout == "sequence" and args.grid:
+        raise PadreError(f"{spec.source}: a sequence spec takes no --grid; use --tokens")
+    tokens = grid[0] * grid[1] if grid else args.tokens
+    t0 = time.perf_counter()
+    result = generate(spec, dim=args.dim, grid=grid, backend=args.backend, tokens=tokens)
+    elapsed = time.perf_counter() - t0
+    if args.explain:
+        from padre_compiler.report import explain_graph
+
+        for rec in result.records:
+            console.print(f"[bold]after {rec.name}[/bold] ({rec.rewrites} rewrites): {rec.cost}")
+            for line in explain_graph(rec.graph, args.dim, tokens):
+                console.print(line, soft_wrap=True)
+    out = Path(args.output) if args.output else None
+    if out is not None:
+        _write_atomic(out, result.source)
+    elif not args.run and not args.explain:
+        sys.stdout.write(result.source)
+    if args.run:
+        _run_summary(result, args.dim, grid, tokens, out, elapsed)
+    elif out is not None:
+        console.print(f"wrote {out} ({elapsed * 1e3:.0f} ms)")
+    return 0
+
+
+def _run_summary(result, dim: int, grid, tokens: int, out: Path | None, elapsed: float) -> None:
+    import numpy as np
+    import torch
+
+    from padre_compiler.backends.reference import run_graph
+    from padre_compiler.compiler import compile as compile_spec
+    from padre_compiler.ir.ops import EvalContext
+    from padre_compiler.report import summarise
+
+    module = compile_spec(result.spec, dim=dim, grid=grid, backend=result.backend)
+    x = torch.randn(2, tokens, dim, generator=torch.Generator().manual_seed(0))
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        y = module(x)
+    run_ms = (time.perf_counter() - t0) * 1e3
+    params = {k: v.detach().double().numpy() for k, v in module.state_dict().items()}
+    ref = run_graph(result.spec.graph(), x.double().numpy(), params, EvalContext(grid=grid))
+    rel = float(np.abs(y.double().numpy() - ref).max() / max(np.abs(ref).max(), 1e-300))
+    for line in summarise(result, dim, tokens).lines():
+        console.print(line)
+    console.print(f"run            x {tuple(x.shape)} -> y {tuple(y.shape)} in {run_ms:.1f} ms; "
+                  f"max rel. error vs float64 reference {rel:.1e}")
+    where = f"{out}" if out else "not written (use -o FILE)"
+    console.print(f"source         {where}; compiled in {elapsed * 1e3:.0f} ms")
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from padre_compiler.spec.loader import load_spec
+    from padre_compiler.symbolic.degree import output_terms
+    from padre_compiler.symbolic.latex import graph_latex
+
+    spec = load_spec(args.spec)
+    g = spec.graph()
+    console.print(f"[bold]{spec.name}[/bold] ({spec.layout}): {spec.description}")
+    console.print(f"degree {spec.degree}")
+    for label, deg in output_terms(g):
+        console.print(f"  term {label}: degrees {deg}, "
+                      f"{'homogeneous' if deg.homogeneous else 'inhomogeneous'}")
+    console.print("[bold]LaTeX[/bold]")
+    for eq in graph_latex(g):
+        console.print(f"  {eq}", soft_wrap=True)
+    if args.expand:
+        from padre_compiler.symbolic.expand import expand_graph, rational_weights
+
+        n, d = args.expand
+        grid = _grid(args.expand_grid) if args.expand_grid else ((1, n) if spec.layout ==
+                                                                "grid2d" else None)
+        w = None if args.symbolic_weights else rational_weights(g.decls, d)
+        e = expand_graph(g, n, d, grid=grid, weights=w)
+        console.print(f"[bold]O[0, 0] at N={n}, D={d}[/bold] (degrees in x: "
+                      f"{sorted(e.degrees_in_x())})")
+        console.print(str(e.matrix[0, 0]), soft_wrap=True)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="padre", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("compile", help="compile a spec to module source")
+    p.add_argument("spec", nargs="?", help="a spec file or a bundled spec name")
+    p.add_argument("--all", action="store_true", help="regenerate codegen/ for every spec")
+    p.add_argument("--backend", default="torch", choices=["torch"])
+    p.add_argument("-o", "--output", help="write the module source here")
+    p.add_argument("--dim", type=_positive, default=384, help="model width D (default 384)")
+    p.add_argument("--grid", type=_grid, help="token grid HxW for 2-D specs (default 14x14)")
+    p.add_argument("--tokens", type=_positive, default=196,
+                   help="token count for costs of sequence specs (default 196)")
+    p.add_argument("--explain", action="store_true", help="print the graph after each pass")
+    p.add_argument("--run", action="store_true",
+                   help="build the module, run a random batch, check it, print a summary")
+    p.set_defaults(fn=cmd_compile)
+
+    p = sub.add_parser("inspect", help="degrees, LaTeX and small-size expansion of a spec")
+    p.add_argument("spec")
+    p.add_argument("--expand", type=_pair, metavar="N,D", help="expand at N tokens, D channels")
+    p.add_argument("--expand-grid", help="grid HxW for the expansion of 2-D specs")
+    p.add_argument("--symbolic-weights", action="store_true", help="keep weights as symbols")
+    p.set_defaults(fn=cmd_inspect)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except PadreError as err:
+        err_console.print(f"[red]error:[/red] {err}", soft_wrap=True)
+        return 2
+    except KeyboardInterrupt:
+        err_console.print("interrupted")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,104 @@
+"""Explicit polynomials at small sizes: run the graph over a polynomial ring.
+
+Each entry O[t, c] becomes a polynomial in the input symbols x_t_c (and, with symbolic
+weights, in one symbol per weight entry) with exact rational coefficients. The reference rule
+table is generic over the scalar field, so this is the same interpreter that checks compiled
+code numerically; values live in sympy's sparse polynomial ring, which keeps them expanded.
+Normalisation hooks need |.| and sqrt, which a ring lacks: their specs expand over plain
+sympy expressions instead (slower). The work is bounded so it never dominates a compile.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fractions import Fraction
+from math import comb
+
+import numpy as np
+import sympy as sp
+
+from padre_compiler.backends.reference import run_graph
+from padre_compiler.errors import PadreError
+from padre_compiler.ir.graph import Graph
+from padre_compiler.ir.ops import EvalContext
+from padre_compiler.symbolic.degree import degrees
+
+MAX_MONOMIALS = 50_000  # monomials of degree <= d in the N*D inputs
+MAX_WEIGHT_SYMBOLS = 400
+
+
+def _exact(v: float) -> sp.Rational:
+    return sp.Rational(Fraction(v))
+
+
+def rational_weights(decls: dict, dim: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """Exact random weights k/4, |k| <= 8: expansion stays exact and cheap."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for name, decl in decls.items():
+        shape = decl.concrete(dim)
+        vals = [sp.Rational(int(n), 4) for n in rng.integers(-8, 9, size=int(np.prod(shape)))]
+        out[name] = np.array(vals, dtype=object).reshape(shape)
+    return out
+
+
+def weight_names(decls: dict, dim: int) -> dict[str, list[str]]:
+    """branch1_channel_weight[i, j] -> 'branch1_channel_weight_i_j', per tensor, row-major."""
+    count = sum(int(np.prod(d.concrete(dim))) for d in decls.values())
+    if count > MAX_WEIGHT_SYMBOLS:
+        raise PadreError(f"{count} weight entries at D={dim} is too many to keep symbolic "
+                         f"(limit {MAX_WEIGHT_SYMBOLS}); use rational weights or smaller kernels")
+    return {name: [f"{name}_" + "_".join(map(str, idx)) for idx in np.ndindex(*d.concrete(dim))]
+            for name, d in decls.items()}
+
+
+@dataclass(frozen=True)
+class Expansion:
+    matrix: sp.Matrix  # [N, D] of expanded polynomials (sympy expressions)
+    x: list[sp.Symbol]
+    weights: dict[str, np.ndarray]  # the weights used: symbols or exact numbers
+
+    def degrees_in_x(self) -> set[int]:
+        """Total degrees in x of the monomials that occur (coefficients may hold weights)."""
+        found: set[int] = set()
+        for entry in self.matrix:
+            if entry != 0:
+                found |= {sum(m) for m in sp.Poly(entry, *self.x).monoms()}
+        return found
+
+
+def expand_graph(g: Graph, tokens: int, channels: int, *, grid: tuple[int, int] | None = None,
+                 weights: dict[str, np.ndarray] | None = None) -> Expansion:
+    """The output polynomial of `g` at N = tokens, D = channels, expanded exactly.
+
+    weights: exact (rational or sympy) parameter arrays; None makes every weight a symbol.
+    """
+    top = degrees(g)[g.output_id].top
+    if comb(tokens * channels + top, top) > MAX_MONOMIALS:
+        raise PadreError(f"symbolic expansion at N={tokens}, D={channels}, degree {top} would "
+                         f"exceed {MAX_MONOMIALS} monomials; use fewer tokens or channels")
+    if g.layout == "grid2d" and (grid is None or grid[0] * grid[1] != tokens):
+        raise PadreError(f"a grid2d spec needs grid=(H, W) with H * W = {tokens}")
+    x_names = [f"x_{t}_{c}" for t in range(tokens) for c in range(channels)]
+    w_names = weight_names(g.decls, channels) if weights is None else {}
+    w_flat = [name for names in w_names.values() for name in names]
+    normalized = any(g.node(n).op == "normalize" for n in g.g.nodes)
+    if normalized:  # |.| and sqrt: plain sympy expressions, expanded node by node
+        gens = [sp.Symbol(n) for n in x_names + w_flat]
+        ctx = EvalContext(grid=grid, abs=np.vectorize(sp.Abs, otypes=[object]),
+                          sqrt=np.vectorize(sp.sqrt, otypes=[object]), const=_exact)
+        post = np.vectorize(sp.expand, otypes=[object])
+    else:
+        _, *gens = sp.ring(x_names + w_flat, sp.QQ)
+        ctx = EvalContext(grid=grid, abs=None, sqrt=None, const=_exact)
+        post = None
+    x = np.array(gens[:len(x_names)], dtype=object).reshape(1, tokens, channels)
+    if weights is None:
+        it = iter(gens[len(x_names):])
+        weights = {name: np.array([next(it) for _ in names], dtype=object).reshape(
+            g.decls[name].concrete(channels)) for name, names in w_names.items()}
+    out = run_graph(g, x, weights, ctx, post=post)[0]
+    as_expr = (lambda v: v) if normalized else (lambda v: v.as_expr() if hasattr(v, "as_expr")
+                                                 else sp.sympify(v))
+    matrix = sp.Matrix(tokens, channels, lambda t, c: as_expr(out[t, c]))
+    return Expansion(matrix, [sp.Symbol(n) for n in x_names], weights)

@@ -1,0 +1,30 @@
+"""Helpers shared by tests: compile a spec with given float64 parameters, compare outputs."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+import padre_compiler as pc
+from padre_compiler.backends.reference import random_params, run_graph
+from padre_compiler.ir.ops import EvalContext
+
+
+def compiled_with(spec, dim: int, grid, params: dict[str, np.ndarray]) -> torch.nn.Module:
+    module = pc.compile(spec, dim=dim, grid=grid).double()
+    module.load_state_dict({k: torch.tensor(v) for k, v in params.items()})
+    return module
+
+
+def reference(graph, x: np.ndarray, params, grid) -> np.ndarray:
+    return run_graph(graph, x, params, EvalContext(grid=grid))
+
+
+def rel_err(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-12))
+
+
+def random_case_inputs(case, seed: int = 0, batch: int = 2):
+    params = random_params(case.spec.param_decls(), case.dim, seed=seed)
+    x = np.random.default_rng(seed + 1).standard_normal((batch, case.tokens, case.dim))
+    return params, x

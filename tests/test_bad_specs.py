@@ -1,0 +1,144 @@
+"""Bad specs get one clear error: the file, the field, the problem and the fix; the CLI exits
+2 without a traceback and writes nothing."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from padre_compiler import SpecError, load_spec
+
+GOOD = """
+layout = "sequence"
+degree = 2
+[[branch]]
+channel = { op = "dense" }
+token = { op = "dwconv1d", kernel = 3 }
+[[branch]]
+channel = { op = "dense" }
+token = { op = "identity" }
+"""
+
+# (name, spec text, field named in the error, words the message must contain)
+CASES = [
+    ("empty", "", "", "empty"),
+    ("whitespace", "   \n\n", "", "empty"),
+    ("not_toml", "layout = \n degree 3", "", "not valid TOML"),
+    ("missing_layout", GOOD.replace('layout = "sequence"', ""), "layout", "missing field"),
+    ("missing_degree", GOOD.replace("degree = 2", ""), "degree", "missing field"),
+    ("missing_token", GOOD.replace('token = { op = "identity" }', ""), "branch[2].token",
+     "missing field"),
+    ("missing_op", GOOD.replace('{ op = "dwconv1d", kernel = 3 }', "{ kernel = 3 }"),
+     "branch[1].token.op", "missing field"),
+    ("degree_string", GOOD.replace("degree = 2", 'degree = "two"'), "degree", "expected int"),
+    ("kernel_float", GOOD.replace("kernel = 3", "kernel = 3.5"), "branch[1].token.kernel",
+     "expected int"),
+    ("bias_string", GOOD.replace('op = "dense" }', 'op = "dense", bias = "yes" }', 1),
+     "branch[1].channel.bias", "expected bool"),
+    ("unknown_op", GOOD.replace("dwconv1d", "dwconv1"), "branch[1].token.op",
+     "did you mean 'dwconv1d'"),
+    ("unknown_channel_op", GOOD.replace('op = "dense" }', 'op = "dens" }', 1),
+     "branch[1].channel.op", "did you mean 'dense'"),
+    ("code_in_field", GOOD.replace('"dwconv1d"', '"__import__(\'os\').system(\'true\')"'),
+     "branch[1].token.op", "unknown token operator"),
+    ("even_kernel", GOOD.replace("kernel = 3", "kernel = 4"), "branch[1].token.kernel",
+     "odd"),
+    ("zero_kernel", GOOD.replace("kernel = 3", "kernel = 0"), "branch[1].token.kernel",
+     "positive"),
+    ("negative_kernel", GOOD.replace("kernel = 3", "kernel = -3"), "branch[1].token.kernel",
+     "positive"),
+    ("degree_mismatch", GOOD.replace("degree = 2", "degree = 3"), "branch",
+     "degree = 3 but 2 [[branch]] tables"),
+    ("degree_zero", GOOD.replace("degree = 2", "degree = 0"), "degree", "at least 1"),
+    ("2d_op_in_sequence", GOOD.replace('{ op = "dwconv1d", kernel = 3 }',
+                                       '{ op = "dwconv2d", kernel = 3 }'),
+     "branch[1].token.op", "grid2d operator"),
+    ("1d_op_in_grid", GOOD.replace('"sequence"', '"grid2d"'), "branch[1].token.op",
+     "sequence operator"),
+    ("nan", GOOD + '\n[[normalize]]\nat = "Y1"\nkind = "l1_tokens"\neps = nan\n',
+     "normalize[1].eps", "non-finite"),
+    ("inf", GOOD.replace("[[branch]]\nchannel = { op = \"dense\" }\ntoken = { op = \"identity\" }",
+                         "[[branch]]\nchannel = { op = \"dense\" }\ntoken = { op = \"identity\" }"
+                         "\nactivation = { fn = \"gelu\", order = 4, range = [-inf, 4] }"),
+     "branch[2].activation.range[0]", "non-finite"),
+    ("widths_do_not_compose",
+     GOOD.replace('channel = { op = "dense" }\ntoken = { op = "identity" }',
+                  'channel = { op = "dense", out = 7 }\ntoken = { op = "identity" }'),
+     "mix[1]", "channel sizes do not compose"),
+    ("expand_vs_plain", GOOD.replace('channel = { op = "dense" }\ntoken = { op = "dwconv1d"',
+                                     'channel = [{ op = "dense" }, { op = "expand" }]\n'
+                                     'token = { op = "dwconv1d"'),
+     "mix[1]", "channel sizes do not compose"),
+    ("unknown_top_field", "degre = 3\n" + GOOD, "degre", "did you mean 'degree'"),
+    ("unknown_attr", GOOD.replace("kernel = 3", "kernel = 3, kernal = 5"),
+     "branch[1].token.kernal", "unknown attribute"),
+    ("unknown_layout", GOOD.replace('"sequence"', '"sequense"'), "layout",
+     "did you mean 'sequence'"),
+    ("bad_terms", GOOD + "\n[output]\nterms = [3]\n", "output.terms", "distinct degrees"),
+    ("bad_weights", GOOD + '\n[output]\nweights = "dense"\n', "output.weights",
+     "unknown weighting"),
+    ("bad_surrogate_fn", GOOD.replace('token = { op = "identity" }',
+                                      'token = { op = "identity" }\n'
+                                      'activation = { fn = "tanh", order = 4, range = [-1, 1] }'),
+     "branch[2].activation.fn", "unknown function"),
+    ("bad_hook_target", GOOD + '\n[[normalize]]\nat = "Y9"\nkind = "l1_tokens"\n',
+     "normalize[1].at", "unknown target"),
+    ("bad_hook_kind", GOOD + '\n[[normalize]]\nat = "Y1"\nkind = "softmax"\n',
+     "normalize[1].kind", "must be one of"),
+    ("mix_count", GOOD + '\n[[mix]]\ntoken = "identity"\n[[mix]]\ntoken = "identity"\n',
+     "mix", "needs 1 [[mix]]"),
+    ("output_not_dim", GOOD + '\n[output]\nprojection = { op = "dense", out = 5 }\n',
+     "output.projection", "not D"),
+]
+
+
+@pytest.mark.parametrize(("name", "text", "field", "words"), CASES, ids=[c[0] for c in CASES])
+def test_bad_spec_error_names_file_and_field(tmp_path: Path, name: str, text: str, field: str,
+                                            words: str) -> None:
+    path = tmp_path / f"{name}.toml"
+    path.write_text(text)
+    with pytest.raises(SpecError) as info:
+        load_spec(path)
+    err = info.value
+    assert err.source == str(path)
+    assert err.field == field, str(err)
+    assert words in str(err), str(err)
+    assert str(path) in str(err)
+
+
+def test_good_spec_loads(tmp_path: Path) -> None:
+    path = tmp_path / "good.toml"
+    path.write_text(GOOD)
+    assert load_spec(path).degree == 2
+
+
+def test_missing_file_and_unknown_name() -> None:
+    with pytest.raises(SpecError, match="did you mean 'padre3'"):
+        load_spec("padre4")
+    with pytest.raises(SpecError, match="file not found"):
+        load_spec("/nonexistent/x.toml")
+
+
+@pytest.mark.parametrize("name", ["empty", "unknown_op", "even_kernel", "widths_do_not_compose"])
+def test_cli_exits_2_without_traceback_and_writes_nothing(tmp_path: Path, name: str) -> None:
+    text = next(c[1] for c in CASES if c[0] == name)
+    spec = tmp_path / "bad.toml"
+    spec.write_text(text)
+    out = tmp_path / "out.py"
+    proc = subprocess.run([sys.executable, "-m", "padre_compiler.cli", "compile", str(spec),
+                           "-o", str(out)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr + proc.stdout
+    assert str(spec) in proc.stderr
+    assert not out.exists()
+
+
+def test_cli_bad_argument_exits_2() -> None:
+    proc = subprocess.run([sys.executable, "-m", "padre_compiler.cli", "compile", "padre3",
+                           "--grid", "14by14"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "expected HxW" in proc.stderr
+    assert "Traceback" not in proc.stderr

@@ -1,0 +1,120 @@
+"""Each pass does the rewrite it names, and leaves the polynomial unchanged."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from padre_compiler import dsl
+from padre_compiler.compiler import optimise, pass_context
+from padre_compiler.ir.cost import graph_cost
+from padre_compiler.passes import PASSES, PIPELINE
+from padre_compiler.spec.loader import load_spec
+from tests.helpers import random_case_inputs, reference, rel_err
+from tests.strategies import Case
+
+
+def sima_like(heads: int = 1) -> dsl.Expr:
+    """SimA's numerator: contract( 1 1^T (E k ⊙ F v) ⊙ E q ) W."""
+    x = dsl.tokens("sequence")
+    q = dsl.expand(dsl.dense(x, "q"), mode="replicate", heads=heads)
+    k = dsl.expand(dsl.dense(x, "k"), mode="replicate", heads=heads)
+    v = dsl.expand(dsl.dense(x, "v"), mode="tile", heads=heads)
+    z = dsl.global_sum(k * v) * q
+    return dsl.spec("sima_like", layout="sequence",
+                    output=dsl.dense(dsl.contract(z, heads=heads), "proj"))
+
+
+def _case(spec, dim: int, tokens: int, grid=None) -> Case:
+    return Case(spec, {}, dim, grid, tokens)
+
+
+def _check_preserved(case: Case, records) -> None:
+    params, x = random_case_inputs(case)
+    ref = reference(records[0].graph, x, params, case.grid)
+    for rec in records[1:]:
+        assert rel_err(reference(rec.graph, x, params, case.grid), ref) < 1e-10, rec.name
+
+
+@pytest.mark.parametrize("heads", [1, 2])
+def test_reassociation_removes_the_outer_products(heads: int) -> None:
+    spec = sima_like(heads)
+    dim, tokens = 8, 50
+    g, records = optimise(spec, pass_context(spec, dim, None, tokens))
+    ops = [g.node(n).op for n in g.topo()]
+    assert "linear_attention" in ops and "expand" not in ops and "global_sum" not in ops
+    before, after = graph_cost(records[0].graph, dim, tokens), graph_cost(g, dim, tokens)
+    assert after.bytes < before.bytes / 2
+    _check_preserved(_case(spec, dim, tokens), records)
+
+
+def test_reassociation_needs_the_global_sum() -> None:
+    """With a causal prefix sum instead of 1 1^T the identity q (k^T v) does not hold."""
+    x = dsl.tokens("sequence")
+    q = dsl.expand(x, mode="replicate")
+    k = dsl.expand(dsl.dense(x, "k"), mode="replicate")
+    v = dsl.expand(dsl.dense(x, "v"), mode="tile")
+    spec = dsl.spec("causal", layout="sequence",
+                    output=dsl.contract(dsl.prefix_sum(k * v) * q))
+    g, _ = optimise(spec, pass_context(spec, 4, None, 8))
+    assert "linear_attention" not in {g.node(n).op for n in g.topo()}
+
+
+def test_merge_linear_folds_scales_and_cheap_dense_pairs() -> None:
+    x = dsl.tokens("sequence")
+    wide = dsl.dense(dsl.diagonal(x, "s"), "up", out=64, bias=True)
+    y = dsl.diagonal(dsl.dense(wide, "down", out="dim", bias=True), "t")
+    spec = dsl.spec("chain", layout="sequence", output=y * x)
+    dim, tokens = 4, 100
+    g, records = optimise(spec, pass_context(spec, dim, None, tokens))
+    dense = [n for n in g.topo() if g.node(n).op in ("dense", "diagonal")]
+    assert len(dense) == 1  # diag, dense 4->64, dense 64->4, diag -> one 4x4 dense
+    assert graph_cost(g, dim, tokens).flops < graph_cost(records[0].graph, dim, tokens).flops
+    _check_preserved(_case(spec, dim, tokens), records)
+
+
+def test_merge_linear_keeps_square_dense_pairs_at_few_tokens() -> None:
+    x = dsl.tokens("sequence")
+    spec = dsl.spec("square", layout="sequence",
+                    output=dsl.dense(dsl.dense(x, "a"), "b") * x)
+    g, _ = optimise(spec, pass_context(spec, 64, None, 16))
+    assert sum(g.node(n).op == "dense" for n in g.topo()) == 2
+
+
+def test_fuse_siblings_batches_padre3_branches() -> None:
+    spec = load_spec("padre3")
+    g, records = optimise(spec, pass_context(spec, 8, (3, 4)))
+    ops = [g.node(n).op for n in g.topo()]
+    assert ops.count("dense") == 4  # one 3D-wide branch map, two mixes, the projection
+    assert ops.count("dwconv2d") == 3  # one 3D-wide branch conv, two mixes
+    _check_preserved(_case(spec, 8, 12, (3, 4)), records)
+
+
+def test_cse_and_dead_branches() -> None:
+    x = dsl.tokens("sequence")
+    a = dsl.global_sum(x)
+    b = dsl.global_sum(x)  # the same tensor as a
+    unused = dsl.dense(x, "unused")  # noqa: F841 -- not reachable from the output
+    spec = dsl.spec("cse", layout="sequence", output=dsl.identity(a * b))
+    g, records = optimise(spec, pass_context(spec, 3, None, 5))
+    assert [g.node(n).op for n in g.topo()].count("global_sum") == 1
+    assert "identity" not in [g.node(n).op for n in g.topo()]
+    _check_preserved(_case(spec, 3, 5), records)
+
+
+def test_pipeline_passes_are_registered() -> None:
+    assert set(PIPELINE) <= set(PASSES)
+
+
+def test_wrong_rewrite_is_caught_by_the_preservation_check() -> None:
+    """A deliberately wrong pass (dropping a bias) must fail the check used above."""
+    spec = load_spec("conv2former")
+    case = _case(spec, 4, 6, (2, 3))
+    g, records = optimise(spec, pass_context(spec, 4, (2, 3)))
+    broken = g.copy()
+    nid = next(n for n in broken.topo() if broken.node(n).op == "dense")
+    broken.relabel(nid, params=tuple(p for p in broken.node(nid).params if p[0] != "bias"))
+    params, x = random_case_inputs(case)
+    assert rel_err(reference(broken, x, params, (2, 3)),
+                   reference(records[0].graph, x, params, (2, 3))) > 1e-3
+    assert np.isfinite(reference(broken, x, params, (2, 3))).all()
