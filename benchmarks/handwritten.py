@@ -30,7 +30,7 @@ class HandwrittenPadre3(nn.Module):
         self.proj = nn.Linear(dim, dim)
 
     def _dw(self, conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
-        b, n, c = x.shape
+        b, _, c = x.shape
         y = conv(x.transpose(1, 2).reshape(b, c, *self.grid))
         return y.flatten(2).transpose(1, 2)
 

@@ -2,7 +2,11 @@
 
     padre compile SPEC [--backend torch] [-o FILE] [--dim D] [--grid HxW] [--explain] [--run]
     padre compile --all                 regenerate codegen/<backend>/<name>.py for every spec
+                                        and every backend (torch, triton)
     padre inspect SPEC [--expand N,D]   degrees, LaTeX, and the explicit polynomial at small size
+    padre verify SPEC [--trials K]      certificate: optimised graph and generated code == spec
+    padre fuzz SPEC [--examples N]      hypothesis fuzzing of a backend against float64
+    padre prove NAME... | --all         instance derivations -> proofs/NAME.md (exit 1 on a FAIL)
 
 Errors in specs or arguments print one message (file, field, problem, fix) and exit 2.
 """
@@ -10,6 +14,8 @@ Errors in specs or arguments print one message (file, field, problem, fix) and e
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import os
 import sys
 import time
 from pathlib import Path
@@ -18,8 +24,8 @@ from rich.console import Console
 
 from padre_compiler.errors import PadreError
 
-console = Console(stderr=False, highlight=False)
-err_console = Console(stderr=True, highlight=False)
+console = Console(stderr=False, highlight=False, soft_wrap=True)
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 ROOT = Path(__file__).resolve().parents[1]
 CODEGEN_DIR = ROOT / "codegen"
 
@@ -67,20 +73,21 @@ def codegen_path(name: str, backend: str) -> Path:
 def cmd_compile(args: argparse.Namespace) -> int:
     from rich.progress import Progress
 
-    from padre_compiler.compiler import generate
+    from padre_compiler.compiler import BACKENDS, generate
     from padre_compiler.spec.loader import bundled_specs, load_spec
 
     if args.all:
         specs = [load_spec(p) for p in bundled_specs()]  # validate all before writing any
         with Progress(console=err_console, transient=True) as progress:
-            task = progress.add_task("compiling", total=len(specs))
+            task = progress.add_task("compiling", total=len(specs) * len(BACKENDS))
             outputs = []
-            for spec in specs:
-                outputs.append((spec, generate(spec, backend=args.backend)))
-                progress.advance(task)
+            for backend in BACKENDS:  # --all writes every backend's codegen/<backend>/
+                for spec in specs:
+                    outputs.append((spec, generate(spec, backend=backend)))
+                    progress.advance(task)
         for spec, result in outputs:
-            _write_atomic(codegen_path(spec.name, args.backend), result.source)
-            console.print(f"wrote {codegen_path(spec.name, args.backend).relative_to(ROOT)}")
+            _write_atomic(codegen_path(spec.name, result.backend), result.source)
+            console.print(f"wrote {codegen_path(spec.name, result.backend).relative_to(ROOT)}")
         return 0
     if args.spec is None:
         raise PadreError("give a SPEC (a path or a bundled spec name) or --all")
@@ -108,7 +115,9 @@ def cmd_compile(args: argparse.Namespace) -> int:
         _run_summary(result, args.dim, grid, tokens, out, elapsed)
     elif out is not None:
         console.print(f"wrote {out} ({elapsed * 1e3:.0f} ms)")
-    return 0
+    if out is not None or args.run or args.explain:
+        console.print(str(result.certificate), soft_wrap=True)
+    return 0 if result.certificate.passed else 1
 
 
 def _run_summary(result, dim: int, grid, tokens: int, out: Path | None, elapsed: float) -> None:
@@ -166,6 +175,129 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _size_args(p: argparse.ArgumentParser, dim: int) -> None:
+    p.add_argument("--dim", type=_positive, default=dim, help=f"model width D (default {dim})")
+    p.add_argument("--grid", type=_grid, help="token grid HxW for 2-D specs (default 14x14)")
+    p.add_argument("--tokens", type=_positive, default=196,
+                   help="token count for sequence specs (default 196)")
+
+
+def _resolve_size(spec, args: argparse.Namespace) -> tuple[tuple[int, int] | None, int]:
+    if spec.layout == "sequence" and args.grid:
+        raise PadreError(f"{spec.source}: a sequence spec takes no --grid; use --tokens")
+    grid = args.grid or ((14, 14) if spec.layout == "grid2d" else None)
+    return grid, grid[0] * grid[1] if grid else args.tokens
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from padre_compiler.compiler import (
+        certify_compile,
+        compile_module_class,
+        generate,
+        pass_context,
+    )
+    from padre_compiler.spec.loader import load_spec
+    from padre_compiler.verify.certificate import check_code, small_size
+
+    spec = load_spec(args.spec)
+    grid, tokens = _resolve_size(spec, args)
+    result = generate(spec, dim=args.dim, grid=grid, tokens=tokens)
+    with console.status(f"certifying {spec.name} at N={tokens}, D={args.dim} "
+                        f"({args.trials} trials)"):
+        cert = certify_compile(spec, result.records, pass_context(spec, args.dim, grid, tokens),
+                               trials=args.trials, full_size=True, seed=args.seed)
+        dim, small_grid, small_tokens = small_size(spec.layout, min(args.dim, 8), grid,
+                                                   tokens, max_side=5)
+        cls = compile_module_class(result)
+        probe = cls(dim, small_grid) if small_grid else cls(dim)
+        code = check_code(probe, result.records[0].graph, dim=dim, tokens=small_tokens,
+                          grid=small_grid, seed=args.seed)
+    cert = dataclasses.replace(cert, code=code)
+    console.print(str(cert), soft_wrap=True)
+    console.print(f"({cert.seconds:.2f} s for the graph certificate)")
+    return 0 if cert.passed and code.passed else 1
+
+
+def cmd_fuzz(args: argparse.Namespace) -> int:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from padre_compiler.spec.loader import load_spec
+    from padre_compiler.verify.fuzz import describe, fuzz
+
+    spec = load_spec(args.spec)
+    if args.backend == "triton":  # no GPU: the generated kernels run in Triton's interpreter
+        import torch
+
+        if not torch.cuda.is_available():
+            os.environ.setdefault("TRITON_INTERPRET", "1")
+    t0 = time.perf_counter()
+    columns = (TextColumn("fuzzing {task.description}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("worst error/allowed {task.fields[worst]:.2f}"))
+    with Progress(*columns, console=err_console) as progress:
+        task = progress.add_task(f"{spec.name} ({args.backend})", total=args.examples, worst=0.0)
+
+        def tick(outcome) -> None:
+            ratio = outcome.error / outcome.allowed if outcome.allowed else float("inf")
+            worst = max(progress.tasks[0].fields["worst"], ratio)
+            progress.update(task, advance=1, worst=worst)
+
+        report = fuzz(spec, backend=args.backend, examples_n=args.examples, seed=args.seed,
+                      regression_dir=Path(args.regressions), on_example=tick)
+    rate = report.examples / (time.perf_counter() - t0)
+    if report.failure is None:
+        console.print(f"{report.examples} examples passed ({rate:.0f} examples/s)")
+        return 0
+    console.print("[red]FAILED[/red] minimal example: " + repr(describe(report.failure)))
+    console.print(f"regression test written to {report.regression}")
+    return 1
+
+
+def cmd_prove(args: argparse.Namespace) -> int:
+    """Run instance derivations, print each report, write proofs/<name>.md; exit 1 on a FAIL."""
+    import importlib.util
+
+    from rich.progress import Progress
+
+    from padre_compiler.derive import MODELS, derivation
+    from padre_compiler.derive.common import PROOFS_DIR
+
+    caote = importlib.util.find_spec("padre_compiler.caote") is not None and \
+        importlib.util.find_spec("padre_compiler.caote.derive") is not None
+    known = (*MODELS, "caote")
+    if args.all == bool(args.names):
+        raise PadreError("give one or more model names or --all (not both); "
+                         f"models: {', '.join(known)}")
+    names = list(known) if args.all else list(dict.fromkeys(args.names))
+    for name in names:
+        if name not in known:
+            raise PadreError(f"unknown model '{name}'; models: {', '.join(known)}")
+    failed = []
+    with Progress(console=err_console, transient=True) as progress:
+        task = progress.add_task("proving", total=len(names))
+        for name in names:
+            progress.update(task, description=f"proving {name}")
+            if name == "caote" and not caote:
+                console.print("caote: skipped (padre_compiler.caote.derive is not installed)")
+                progress.advance(task)
+                continue
+            report = derivation(name).prove(write=not args.no_write,
+                                            path=str(PROOFS_DIR / f"{name}.md"))
+            if not args.quiet:
+                progress.stop()
+                sys.stdout.write(report.markdown)  # verbatim: no rich markup or emoji codes
+                sys.stdout.flush()
+                progress.start()
+            verdict = "PASS" if report.passed else "FAIL"
+            where = "" if args.no_write else f" -> proofs/{name}.md"
+            console.print(f"{name}: {verdict}{where}", markup=False)
+            if not report.passed:
+                failed.append(name)
+            progress.advance(task)
+    if failed:
+        err_console.print(f"failed: {', '.join(failed)}")
+    return 1 if failed else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="padre", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -173,7 +305,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("compile", help="compile a spec to module source")
     p.add_argument("spec", nargs="?", help="a spec file or a bundled spec name")
     p.add_argument("--all", action="store_true", help="regenerate codegen/ for every spec")
-    p.add_argument("--backend", default="torch", choices=["torch"])
+    p.add_argument("--backend", default="torch", choices=["torch", "triton"],
+                   help="torch (default) or triton (fused kernels)")
     p.add_argument("-o", "--output", help="write the module source here")
     p.add_argument("--dim", type=_positive, default=384, help="model width D (default 384)")
     p.add_argument("--grid", type=_grid, help="token grid HxW for 2-D specs (default 14x14)")
@@ -184,12 +317,38 @@ def build_parser() -> argparse.ArgumentParser:
                    help="build the module, run a random batch, check it, print a summary")
     p.set_defaults(fn=cmd_compile)
 
+    p = sub.add_parser("verify", help="certify optimised graph and generated code against "
+                                      "the spec")
+    p.add_argument("spec")
+    _size_args(p, dim=64)
+    p.add_argument("--trials", type=_positive, default=8, help="identity-testing trials")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(fn=cmd_verify)
+
+    p = sub.add_parser("fuzz", help="fuzz a backend against the float64 reference")
+    p.add_argument("spec")
+    p.add_argument("--backend", default="torch", choices=["torch", "triton"],
+                   help="triton without a GPU runs the kernels in Triton's CPU interpreter")
+    p.add_argument("--examples", type=_positive, default=200)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--regressions", default=str(ROOT / "tests" / "regressions"),
+                   help="where a failing example's regression test is written")
+    p.set_defaults(fn=cmd_fuzz)
+
     p = sub.add_parser("inspect", help="degrees, LaTeX and small-size expansion of a spec")
     p.add_argument("spec")
     p.add_argument("--expand", type=_pair, metavar="N,D", help="expand at N tokens, D channels")
     p.add_argument("--expand-grid", help="grid HxW for the expansion of 2-D specs")
     p.add_argument("--symbolic-weights", action="store_true", help="keep weights as symbols")
     p.set_defaults(fn=cmd_inspect)
+
+    p = sub.add_parser("prove", help="derive the instances (hyena, mamba_lti, sima, "
+                                     "conv2former, castling_vit, caote): writes proofs/NAME.md")
+    p.add_argument("names", nargs="*", metavar="NAME", help="models to derive")
+    p.add_argument("--all", action="store_true", help="derive every model")
+    p.add_argument("--no-write", action="store_true", help="print only; do not write proofs/")
+    p.add_argument("-q", "--quiet", action="store_true", help="print verdicts, not the reports")
+    p.set_defaults(fn=cmd_prove)
     return parser
 
 

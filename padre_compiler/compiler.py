@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib.util
 import os
@@ -12,27 +13,35 @@ from pathlib import Path
 from typing import Any
 
 from padre_compiler.backends.pytorch import class_name, emit_module
-from padre_compiler.errors import PadreError
+from padre_compiler.errors import PadreError, ShapeError
 from padre_compiler.ir.graph import Graph
 from padre_compiler.passes import PIPELINE, PassContext, PassRecord, run_pipeline
 from padre_compiler.spec.loader import load_spec
 from padre_compiler.spec.model import Spec
 from padre_compiler.symbolic.degree import degrees
+from padre_compiler.verify.certificate import (
+    Certificate,
+    certify_graphs,
+    check_code,
+    small_size,
+)
 
-BACKENDS = ("torch",)
+BACKENDS = ("torch", "triton")
 DEFAULT_TOKENS = 196  # the token count cost-driven passes assume for sequence specs
 CACHE_DIR = Path(os.environ.get("PADRE_CACHE_DIR", Path.home() / ".cache" / "padre_compiler"))
 
 
 @dataclass(frozen=True)
 class Compiled:
-    """What a compile produces: the optimised graph, the pass log and the module source."""
+    """What a compile produces: the optimised graph, the pass log, the module source and the
+    certificate that the optimised graph computes the spec's polynomial."""
 
     spec: Spec
     graph: Graph
     records: list[PassRecord]
     source: str
     backend: str
+    certificate: Certificate
 
     @property
     def class_name(self) -> str:
@@ -80,8 +89,23 @@ def generate(spec: str | Path | Spec, *, dim: int = 384, grid: tuple[int, int] |
         grid = (14, 14)
     ctx = pass_context(spec, dim, grid if spec.layout == "grid2d" else None, tokens)
     g, records = optimise(spec, ctx)
-    source = emit_module(g, g.decls, name=spec.name, header=header(spec, records, backend))
-    return Compiled(spec, g, records, source, backend)
+    emit = emit_module
+    if backend == "triton":
+        from padre_compiler.backends.triton import emit_module as emit
+    source = emit(g, g.decls, name=spec.name, header=header(spec, records, backend))
+    return Compiled(spec, g, records, source, backend, certify_compile(spec, records, ctx))
+
+
+def certify_compile(spec: Spec, records: list[PassRecord], ctx: PassContext, *,
+                    trials: int = 2, full_size: bool = False, seed: int = 0) -> Certificate:
+    """The graph certificate of a compile; at a reduced size unless `full_size`."""
+    dim, grid, tokens = ctx.dim, ctx.grid, ctx.tokens
+    if not full_size:
+        dim, grid, tokens = small_size(spec.layout, dim, grid, tokens)
+    tokens = min([tokens, *max_tokens(records[0].graph)])
+    return certify_graphs(spec.name, records[0].graph,
+                          [(r.name, r.graph) for r in records[1:]],
+                          dim=dim, tokens=tokens, grid=grid, trials=trials, seed=seed)
 
 
 def load_source(source: str, name: str) -> Any:
@@ -105,23 +129,53 @@ def load_source(source: str, name: str) -> Any:
     return module
 
 
+def validate_dim(g: Graph, dim: int) -> None:
+    """Every width is a positive integer at this D and every per-head op's input splits into
+    its heads; raises ShapeError naming the op otherwise."""
+    for _, node, inputs in g.items():
+        node.width.at(dim)
+        heads = node.a.get("heads")
+        if heads and inputs and g.node(inputs[0]).width.at(dim) % heads:
+            raise ShapeError(f"{node.op} '{node.label}': width {g.node(inputs[0]).width.at(dim)} "
+                             f"at dim={dim} does not split into heads={heads}; use a dim "
+                             f"divisible by {heads}")
+
+
+def max_tokens(g: Graph) -> list[int]:
+    """Sequence lengths the graph supports: explicit long filters cap N."""
+    return [g.node(n).a["length"] for n in g.find("long_conv")]
+
+
+def compile_module_class(result: Compiled) -> type:
+    """The nn.Module class of a generated source (width-generic: construct with any dim)."""
+    return getattr(load_source(result.source, result.spec.name), result.class_name)
+
+
 def compile(spec: str | Path | Spec, *, dim: int, backend: str = "torch",
             grid: tuple[int, int] | None = None) -> Any:
     """Compile a spec to an nn.Module mapping x [B, N, dim] -> [B, N, dim].
 
     spec: a path, the name of a bundled spec ("padre3") or a Spec. For 2-D specs grid=(H, W)
     is required and N = H * W. The module carries `.source` (its generated code) and
-    `.compiled` (graph and pass log).
+    `.compiled` (graph and pass log) and `.certificate` (the graph certificate plus an exact
+    check of the generated code; see padre_compiler.verify.certificate).
     """
     spec = as_spec(spec)
     if spec.layout == "grid2d" and grid is None:
         raise PadreError(f"spec '{spec.name}' mixes tokens on a 2-D grid: pass grid=(H, W)")
     if spec.layout == "sequence" and grid is not None:
         raise PadreError(f"spec '{spec.name}' is a sequence spec: it takes no grid")
+    validate_dim(spec.graph(), dim)
     result = generate(spec, dim=dim, grid=grid, backend=backend)
-    module = load_source(result.source, spec.name)
-    cls = getattr(module, result.class_name)
+    cls = compile_module_class(result)
     instance = cls(dim, grid) if grid is not None else cls(dim)
+    small_dim, small_grid, small_tokens = small_size(spec.layout, min(dim, 8), grid,
+                                                     DEFAULT_TOKENS, max_side=4)
+    probe = cls(small_dim, small_grid) if small_grid is not None else cls(small_dim)
+    spec_graph = result.records[0].graph
+    code = check_code(probe, spec_graph, dim=small_dim, grid=small_grid,
+                      tokens=min([small_tokens, *max_tokens(spec_graph)]))
     instance.source = result.source
     instance.compiled = result
+    instance.certificate = dataclasses.replace(result.certificate, code=code)
     return instance

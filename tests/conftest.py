@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import os
 
+import torch
 from hypothesis import HealthCheck, settings
+
+# tests run small tensors: one thread avoids OpenMP synchronisation costs (and nondeterminism)
+torch.set_num_threads(1)
 
 # ci: reproducible and bounded (the default); dev: more examples, random seeds.
 settings.register_profile("ci", derandomize=True, deadline=None, max_examples=25,

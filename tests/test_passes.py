@@ -11,18 +11,8 @@ from padre_compiler.ir.cost import graph_cost
 from padre_compiler.passes import PASSES, PIPELINE
 from padre_compiler.spec.loader import load_spec
 from tests.helpers import random_case_inputs, reference, rel_err
+from tests.passes_helpers import sima_like
 from tests.strategies import Case
-
-
-def sima_like(heads: int = 1) -> dsl.Expr:
-    """SimA's numerator: contract( 1 1^T (E k ⊙ F v) ⊙ E q ) W."""
-    x = dsl.tokens("sequence")
-    q = dsl.expand(dsl.dense(x, "q"), mode="replicate", heads=heads)
-    k = dsl.expand(dsl.dense(x, "k"), mode="replicate", heads=heads)
-    v = dsl.expand(dsl.dense(x, "v"), mode="tile", heads=heads)
-    z = dsl.global_sum(k * v) * q
-    return dsl.spec("sima_like", layout="sequence",
-                    output=dsl.dense(dsl.contract(z, heads=heads), "proj"))
 
 
 def _case(spec, dim: int, tokens: int, grid=None) -> Case:

@@ -49,30 +49,39 @@ def _dwconv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
 def _long_conv(x: torch.Tensor, filt: torch.Tensor, skip: torch.Tensor | None) -> torch.Tensor:
     """Causal long conv y[t, c] = sum_{s<=t} filt[c, t - s] x[s, c] (+ skip[c] x[t, c]).
 
-    x: [B, N, C], filt: [C, L] with L >= N. FFT of size 2N: O(N log N) per channel.
+    x: [B, N, C], filt: [C, L] with L >= N. FFT of size 2N: O(N log N) per channel, computed
+    in at least float32 (half-precision FFTs are unsupported on CPU and lossy on GPU).
     """
     n = x.shape[1]
-    xf = torch.fft.rfft(x, n=2 * n, dim=1)
-    hf = torch.fft.rfft(filt[:, :n].transpose(0, 1), n=2 * n, dim=0)
-    y = torch.fft.irfft(xf * hf, n=2 * n, dim=1)[:, :n]
+    work = torch.promote_types(x.dtype, torch.float32)
+    xf = torch.fft.rfft(x.to(work), n=2 * n, dim=1)
+    hf = torch.fft.rfft(filt[:, :n].transpose(0, 1).to(work), n=2 * n, dim=0)
+    y = torch.fft.irfft(xf * hf, n=2 * n, dim=1)[:, :n].to(x.dtype)
     return y if skip is None else y + x * skip
 ''',
     "expand": '''
-def _expand(x: torch.Tensor, heads: int, replicate: bool) -> torch.Tensor:
-    """Outer-product features per head g: [B, N, h*e] -> [B, N, h*e*e], slot (g, c, m) holds
-    x[g, c] (replicate, the matrix E) or x[g, m] (tile, the matrix F)."""
+def _expand(x: torch.Tensor, heads: int, replicate: bool, times: int | None = None
+            ) -> torch.Tensor:
+    """Outer-product features per head g: [B, N, h*e] -> [B, N, h*e*t], t = times or e; slot
+    (g, c, j) holds x[g, c] (replicate, the matrix E), slot (g, j, m) holds x[g, m] (tile, F)."""
     b, n, w = x.shape
     e = w // heads
+    t = e if times is None else times
     xh = x.reshape(b, n, heads, e)
-    out = xh.unsqueeze(-1) if replicate else xh.unsqueeze(-2)
-    return out.expand(b, n, heads, e, e).reshape(b, n, heads * e * e)
+    out = xh.unsqueeze(-1).expand(b, n, heads, e, t) if replicate else \
+        xh.unsqueeze(-2).expand(b, n, heads, t, e)
+    return out.reshape(b, n, heads * e * t)
 ''',
     "contract": '''
-def _contract(x: torch.Tensor, heads: int, keep_tile: bool) -> torch.Tensor:
-    """Per head, [B, N, h*e*e] -> [B, N, h*e]: sum slot (g, c, m) over c (keep_tile) or m."""
+def _contract(x: torch.Tensor, heads: int, keep_tile: bool, times: int | None = None
+              ) -> torch.Tensor:
+    """Per head, [B, N, h*e*t] -> [B, N, h*e] (t = times, or e when absent): slots (g, j, m)
+    summed over j (keep_tile) or slots (g, c, j) summed over j."""
     b, n, w = x.shape
-    e = round((w // heads) ** 0.5)
-    return x.reshape(b, n, heads, e, e).sum(3 if keep_tile else 4).reshape(b, n, heads * e)
+    e = round((w // heads) ** 0.5) if times is None else w // (heads * times)
+    t = e if times is None else times
+    shape = (b, n, heads, t, e) if keep_tile else (b, n, heads, e, t)
+    return x.reshape(shape).sum(3 if keep_tile else 4).reshape(b, n, heads * e)
 ''',
     "linear_attention": '''
 def _linear_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
@@ -89,12 +98,14 @@ def _linear_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
 ''',
     "normalize": '''
 def _normalize(x: torch.Tensor, kind: str, heads: int, eps: float) -> torch.Tensor:
-    """l1_tokens: x[t, c] / (sum_s |x[s, c]| + eps); l2_rows: x[t, g] / (|x[t, g]|_2 + eps)."""
+    """l1_tokens: x[t, c] / (sum_s |x[s, c]| + eps); l2_rows: x[t, g] / (|x[t, g]|_2 + eps);
+    l1_rows: x[t, g] / (|x[t, g]|_1 + eps), g the channels of one head."""
     if kind == "l1_tokens":
         return x / (x.abs().sum(1, keepdim=True) + eps)
     b, n, w = x.shape
     xh = x.reshape(b, n, heads, w // heads)
-    return (xh / (xh.norm(dim=-1, keepdim=True) + eps)).reshape(b, n, w)
+    p = 1 if kind == "l1_rows" else 2
+    return (xh / (xh.norm(p=p, dim=-1, keepdim=True) + eps)).reshape(b, n, w)
 ''',
     "poly": '''
 def _chebyshev(x: torch.Tensor, coeffs: tuple[float, ...], lo: float, hi: float) -> torch.Tensor:
@@ -118,6 +129,11 @@ class Lowered:
         return self.params.get(role, "None")
 
 
+def _times_arg(times: int | str | None) -> str:
+    """The optional `times` argument of _expand/_contract: D (the forward's width) for "dim"."""
+    return "" if times is None else ", D" if times == "dim" else f", {times}"
+
+
 def _expr(fmt: str) -> Callable[[Lowered], str]:
     return lambda low: fmt.format(*low.args, **low.params, **low.node.a)
 
@@ -137,9 +153,11 @@ torch_lowering.register("dwconv2d")(lambda low: f"_dwconv2d({low.args[0]}, {low.
 torch_lowering.register("long_conv")(lambda low: f"_long_conv({low.args[0]}, "
                                                  f"{low.param('filter')}, {low.param('skip')})")
 torch_lowering.register("expand")(lambda low: f"_expand({low.args[0]}, {low.node.a['heads']}, "
-                                              f"{low.node.a['mode'] == 'replicate'})")
+                                              f"{low.node.a['mode'] == 'replicate'}"
+                                              f"{_times_arg(low.node.a.get('times'))})")
 torch_lowering.register("contract")(lambda low: f"_contract({low.args[0]}, {low.node.a['heads']}, "
-                                                f"{low.node.a['keep'] == 'tile'})")
+                                                f"{low.node.a['keep'] == 'tile'}"
+                                                f"{_times_arg(low.node.a.get('times'))})")
 torch_lowering.register("linear_attention")(
     _expr("_linear_attention({0}, {1}, {2}, {heads})"))
 torch_lowering.register("normalize")(_expr("_normalize({0}, {kind!r}, {heads}, {eps!r})"))

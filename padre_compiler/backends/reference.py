@@ -7,6 +7,7 @@ object arrays it evaluates exactly (Python integers or fractions) or symbolicall
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -24,6 +25,8 @@ def run_graph(g: Graph, x: np.ndarray, params: dict[str, np.ndarray],
 
     post: applied to every node's value (the symbolic layer expands polynomials there)."""
     ctx = ctx or EvalContext()
+    if ctx.dim is None:  # widths proportional to D (expand times = "dim") need it
+        ctx = replace(ctx, dim=x.shape[-1])
     values: dict[int, np.ndarray] = {}
     for nid, node, inputs in g.items():
         args = [x] if node.op == "input" else [values[i] for i in inputs]

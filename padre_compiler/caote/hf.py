@@ -164,10 +164,11 @@ class BlockwiseEvictor:
         """Greedy generation with eviction; returns the new tokens [B, ≤ max_new_tokens]."""
         logits = self.prefill(input_ids)[:, -1]
         new = []
-        for _ in range(max_new_tokens):
+        for step in range(max_new_tokens):
             tok = logits.argmax(-1, keepdim=True)  # [B, 1]
             new.append(tok)
-            if eos_token_id is not None and bool((tok == eos_token_id).all()):
+            done = eos_token_id is not None and bool((tok == eos_token_id).all())
+            if done or step == max_new_tokens - 1:
                 break
             logits = self.decode(tok)[:, -1]
         return torch.cat(new, dim=1)
@@ -177,12 +178,12 @@ class BlockwiseEvictor:
 
     # ------------------------------------------------------------------ hooks
 
-    def _make_pre(self, i: int):  # noqa: ANN202 - torch hook signature
+    def _make_pre(self, i: int):
         def pre(module: nn.Module, args: tuple) -> None:
             self._t0[i] = time.perf_counter()
         return pre
 
-    def _make_post(self, i: int):  # noqa: ANN202 - torch hook signature
+    def _make_post(self, i: int):
         def post(module: nn.Module, args: tuple, kwargs: dict, output: Any) -> Any:
             self.timings.attention_module += time.perf_counter() - self._t0.pop(i)
             if self.record_outputs:

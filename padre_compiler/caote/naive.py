@@ -115,4 +115,4 @@ def brute_force_error(query: torch.Tensor, keys: torch.Tensor, values: torch.Ten
 
     full = out(list(range(t)))
     part = out([i for i in range(t) if i not in set(evict)])
-    return math.sqrt(sum((a - c) ** 2 for a, c in zip(full, part)))
+    return math.sqrt(sum((a - c) ** 2 for a, c in zip(full, part, strict=True)))

@@ -5,8 +5,9 @@ Independent of any model library; ``hf.py`` drives it from a transformers cache.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Literal
+from typing import Literal
 
 import torch
 

@@ -60,6 +60,11 @@ def reduce_group(scores: torch.Tensor, n_kv_heads: int, how: GroupReduce = "rss"
     raise ValueError(f"unknown group reduction {how!r}")
 
 
+def _f32(x: torch.Tensor) -> torch.Tensor:
+    """Scores are computed in at least fp32 (bf16/fp16 caches are upcast; fp64 stays fp64)."""
+    return x.to(torch.promote_types(x.dtype, torch.float32))
+
+
 def normalize(base: torch.Tensor) -> torch.Tensor:
     """f_norm: h_j / Σ_l h_l over the last axis (caote-math.md §4). Zero rows stay zero."""
     total = base.sum(-1, keepdim=True)
@@ -98,7 +103,8 @@ def snapkv_scores(
 
     [B, Hq, Q, T] -> [B, Hq, T]. As in the SnapKV paper: votes are *summed* over the observation
     window and smoothed by a stride-1 pool of width ``kernel`` (padding kernel//2, so T is kept).
-    The observation window itself is always kept by SnapKV; here that is the caller's job
+    Pooling runs along the cache order, which after earlier evictions is ascending position
+    with gaps. The observation window itself is always kept by SnapKV; here that is the caller's job
     (``protect_recent >= window``). kvpress's SnapKVPress differs: it *averages* over a 64-query
     window, uses ``avg_pool1d`` (kernel 5), and pads the window with ``max + 1``.
     """
@@ -123,8 +129,8 @@ def caote_from_weights(weights: torch.Tensor, values: torch.Tensor) -> torch.Ten
     weights [B, Hq, T] (α of one query, or normalised base scores); values [B, Hkv, T, d].
     Returns c [B, Hq, T] with c_j = w_j/(1-w_j) · ‖o - v_j‖₂ and o = Σ_l w_l v_l.
     """
-    w = weights.float()
-    v = expand_kv(values.float(), w.shape[1])  # [B, Hq, T, d]
+    w = _f32(weights)
+    v = expand_kv(_f32(values), w.shape[1])  # [B, Hq, T, d]
     out = torch.einsum("bht,bhtd->bhd", w, v)  # o: [B, Hq, T] @ [B, Hq, T, d] -> [B, Hq, d]
     dist = (out.unsqueeze(2) - v).norm(dim=-1)  # ‖o - v_j‖: [B, Hq, T]
     w = w.clamp(0.0, 1.0 - EPS)
@@ -136,8 +142,8 @@ def fastcaote_from_weights(weights: torch.Tensor, values: torch.Tensor) -> torch
 
     weights [B, Hq, T]; values [B, Hkv, T, d] -> [B, Hq, T]. Equals CAOTE when w is uniform.
     """
-    w = weights.float()
-    vf = values.float()
+    w = _f32(weights)
+    vf = _f32(values)
     dist = (vf.mean(2, keepdim=True) - vf).norm(dim=-1)  # ‖v̄ - v_j‖: [B, Hkv, T]
     dist = expand_kv(dist, w.shape[1])  # [B, Hq, T]
     w = w.clamp(0.0, 1.0 - EPS)
@@ -153,26 +159,28 @@ def caote_scores(
     [B, Hkv, T, d]. Returns [B, Hkv, T], lower = evict first. ``rss`` gives, per KV entry, the norm
     of the group's concatenated pre-W_O output change under each head's (pseudo-)attention.
     """
-    return reduce_group(caote_from_weights(normalize(base.float()), values), values.shape[1], group)
+    return reduce_group(caote_from_weights(normalize(_f32(base)), values), values.shape[1], group)
 
 
 def fastcaote_scores(
     base: torch.Tensor, values: torch.Tensor, group: GroupReduce = "rss"
 ) -> torch.Tensor:
     """FastCAOTE meta-policy: as ``caote_scores`` with o replaced by the value mean."""
-    c = fastcaote_from_weights(normalize(base.float()), values)
+    c = fastcaote_from_weights(normalize(_f32(base)), values)
     return reduce_group(c, values.shape[1], group)
 
 
 def base_scores_per_kv(base: torch.Tensor, n_kv_heads: int) -> torch.Tensor:
-    """Plain base method ranking per KV head: mean over the query group. [B, Hq, T] -> [B, Hkv, T]."""
-    return reduce_group(base.float(), n_kv_heads, "mean")
+    """Plain base ranking per KV head: mean over the query group. [B, Hq, T] -> [B, Hkv, T]."""
+    return reduce_group(_f32(base), n_kv_heads, "mean")
 
 
 # --------------------------------------------------------------------------- exact errors
 
 
-def eviction_shift(weights: torch.Tensor, values: torch.Tensor, evict: torch.Tensor) -> torch.Tensor:
+def eviction_shift(
+    weights: torch.Tensor, values: torch.Tensor, evict: torch.Tensor
+) -> torch.Tensor:
     """Closed-form output change o - o'_S for evicting the set S (caote-math.md §3).
 
     weights [..., T] summing to 1; values [..., T, d]; evict [..., T] bool mask of S.

@@ -66,6 +66,9 @@ class EvalContext:
     abs: Callable[[Any], Any] | None = np.abs
     sqrt: Callable[[Any], Any] | None = np.sqrt
     const: Callable[[float], Any] = float  # a float attribute as an element of the field
+    dim: int | None = None  # the model width D (for widths proportional to D, e.g. expand)
+    # certificates: normalisers as uninterpreted functions, x -> x * phi(column or row of x)
+    opaque_norm: Callable[[Any, dict[str, Any]], Any] | None = None
 
 
 # attribute checks ---------------------------------------------------------------------------
@@ -260,11 +263,32 @@ def _dense_ref(xs: list, params: dict, attrs: dict, ctx: EvalContext) -> np.ndar
     return _add_bias(xs[0] @ params["weight"].T, params)
 
 
+def _times(v: int | str | None) -> str | None:
+    if v is None or v == "dim" or (isinstance(v, int) and not isinstance(v, bool) and v >= 1):
+        return None
+    return f'must be a positive integer or "dim", got {v!r}'
+
+
+def _copies(attrs: dict[str, Any], e: int, ctx: EvalContext) -> int:
+    """How many copies `expand` makes of each head of width e: e (square), T, or D."""
+    t = attrs["times"]
+    if t == "dim":
+        if ctx.dim is None:
+            raise ShapeError("expand with times = \"dim\" needs the model width D")
+        return ctx.dim
+    return e if t is None else t
+
+
 declare(OpDef("expand", "channel", 1, (
     Attr("mode", str, "replicate", check=_one_of("replicate", "tile"),
          doc="replicate: slot (g, c, n) holds channel c of head g; tile: it holds channel n"),
     HEADS,
-), doc="outer-product features: per head of width e, e -> e*e channels (0/1 matrices E, F)"))
+    Attr("times", (int, str, type(None)), None, check=_times,
+         fix='give times as a positive integer or "dim" (the model width D)',
+         doc="copies per head: absent for e (outer-product features, e -> e*e), an integer T "
+             "or \"dim\" for D (rectangular: replicate lays slots out (g, c, j), tile "
+             "(g, j, c), j < T)"),
+), doc="outer-product features: per head of width e, e -> e*T channels (0/1 matrices E, F)"))
 param_rules.register("expand")(no_params)
 degree_rules.register("expand")(linear_degrees)
 flop_rules.register("expand")(per_element(0))
@@ -272,7 +296,11 @@ flop_rules.register("expand")(per_element(0))
 
 @shape_rules.register("expand")
 def _expand_shape(attrs: dict[str, Any], widths: list[Width]) -> Width:
-    return widths[0].square_over(attrs["heads"])
+    t = attrs["times"]
+    if t is None:
+        return widths[0].square_over(attrs["heads"])
+    return Width(widths[0].coef, widths[0].power + 1) if t == "dim" else \
+        Width(widths[0].coef * t, widths[0].power)
 
 
 @reference_rules.register("expand")
@@ -281,26 +309,33 @@ def _expand_ref(xs: list, params: dict, attrs: dict, ctx: EvalContext) -> np.nda
     b, n, w = x.shape
     h = attrs["heads"]
     e = w // h
+    t = _copies(attrs, e, ctx)
     x = x.reshape(b, n, h, e)
-    if attrs["mode"] == "replicate":  # out[..., g, c, m] = x[..., g, c]
-        out = np.repeat(x[..., :, None], e, axis=-1)
-    else:  # out[..., g, c, m] = x[..., g, m]
-        out = np.repeat(x[..., None, :], e, axis=-2)
-    return out.reshape(b, n, h * e * e)
+    if attrs["mode"] == "replicate":  # out[..., g, c, j] = x[..., g, c]
+        out = np.repeat(x[..., :, None], t, axis=-1)
+    else:  # out[..., g, j, m] = x[..., g, m]
+        out = np.repeat(x[..., None, :], t, axis=-2)
+    return out.reshape(b, n, h * e * t)
 
 
 declare(OpDef("contract", "channel", 1, (
     Attr("keep", str, "tile", check=_one_of("tile", "replicate"),
          doc="tile: sum over the replicated index c, keep m; replicate: the reverse"),
     HEADS,
-), doc="per head, e*e -> e channels: a sum over one index of the (c, m) slot grid"))
+    Attr("times", (int, type(None)), None,
+         check=lambda v: None if v is None else _positive(v),
+         doc="absent: per head e*e -> e; an integer T: per head e*T -> e, summing the T "
+             "copies an expand with the same T made (keep = its mode)"),
+), doc="per head, e*T -> e channels: a sum over one index of the (c, j) slot grid"))
 param_rules.register("contract")(no_params)
 degree_rules.register("contract")(linear_degrees)
 
 
 @shape_rules.register("contract")
 def _contract_shape(attrs: dict[str, Any], widths: list[Width]) -> Width:
-    return widths[0].root_times(attrs["heads"])
+    if attrs["times"] is None:
+        return widths[0].root_times(attrs["heads"])
+    return Width(widths[0].coef / attrs["times"], widths[0].power)
 
 
 @flop_rules.register("contract")
@@ -312,9 +347,13 @@ def _contract_flops(attrs: dict, widths: list[int], out: int, tokens: int) -> in
 def _contract_ref(xs: list, params: dict, attrs: dict, ctx: EvalContext) -> np.ndarray:
     x = xs[0]
     b, n, w = x.shape
-    h = attrs["heads"]
-    e = round((w // h) ** 0.5)
-    x = x.reshape(b, n, h, e, e)
+    h, t = attrs["heads"], attrs["times"]
+    if t is None:
+        e = t = round((w // h) ** 0.5)
+    else:
+        e = w // (h * t)
+    # keep = tile: slots (g, j, m), sum over j; keep = replicate: slots (g, c, j), sum over j
+    x = x.reshape(b, n, h, t, e) if attrs["keep"] == "tile" else x.reshape(b, n, h, e, t)
     return x.sum(axis=3 if attrs["keep"] == "tile" else 4).reshape(b, n, h * e)
 
 
@@ -559,9 +598,10 @@ def _poly_ref(xs: list, params: dict, attrs: dict, ctx: EvalContext) -> np.ndarr
 
 
 declare(OpDef("normalize", "elementwise", 1, (
-    Attr("kind", str, required=True, check=_one_of("l1_tokens", "l2_rows"),
-         fix="use l1_tokens (each channel / its l1 norm over tokens, SimA) or l2_rows "
-             "(each token / its l2 norm over the channels of its head, Castling-ViT)"),
+    Attr("kind", str, required=True, check=_one_of("l1_tokens", "l2_rows", "l1_rows"),
+         fix="use l1_tokens (each channel / its l1 norm over tokens, SimA), l2_rows "
+             "(each token / its l2 norm over the channels of its head, Castling-ViT) or "
+             "l1_rows (each token / its l1 norm over the channels of its head)"),
     HEADS,
     Attr("eps", float, 1e-6, doc="added to the norm"),
 ), doc="a normalisation hook: non-polynomial; the certified object is the polynomial around it"))
@@ -578,6 +618,8 @@ def _normalize_degree(attrs: dict, degs: list[Degrees], has_bias: bool) -> Degre
 @reference_rules.register("normalize")
 def _normalize_ref(xs: list, params: dict, attrs: dict, ctx: EvalContext) -> np.ndarray:
     x, eps = xs[0], ctx.const(attrs["eps"])
+    if ctx.opaque_norm is not None:
+        return x * ctx.opaque_norm(x, attrs)
     if ctx.abs is None or ctx.sqrt is None:
         raise ShapeError("normalize is not defined over this field (it needs abs and sqrt)")
     if attrs["kind"] == "l1_tokens":
@@ -585,7 +627,10 @@ def _normalize_ref(xs: list, params: dict, attrs: dict, ctx: EvalContext) -> np.
     b, n, w = x.shape
     h = attrs["heads"]
     xh = x.reshape(b, n, h, w // h)
-    norm = ctx.sqrt((xh * xh).sum(axis=-1, keepdims=True)) + eps
+    if attrs["kind"] == "l1_rows":
+        norm = ctx.abs(xh).sum(axis=-1, keepdims=True) + eps
+    else:
+        norm = ctx.sqrt((xh * xh).sum(axis=-1, keepdims=True)) + eps
     return (xh / norm).reshape(b, n, w)
 
 

@@ -108,7 +108,8 @@ def fuse_scaled_sum(g: Graph, ctx: PassContext) -> int:
 # re-association of global token sums ----------------------------------------------------------
 def _expanded(g: Graph, nid: int, mode: str, heads: int) -> int | None:
     node = g.node(nid)
-    if node.op == "expand" and node.a["mode"] == mode and node.a["heads"] == heads:
+    if node.op == "expand" and node.a["mode"] == mode and node.a["heads"] == heads \
+            and node.a.get("times") is None:
         return g.inputs(nid)[0]
     return None
 
@@ -131,7 +132,7 @@ def _outer_pair(g: Graph, nid: int, rep: str, heads: int) -> tuple[int, int] | N
                                           "never materialise the N x D^2 outer products")
 def reassociate_global_sums(g: Graph, ctx: PassContext) -> int:
     for nid, node, inputs in g.items():
-        if node.op != "contract":
+        if node.op != "contract" or node.a.get("times") is not None:
             continue
         heads = node.a["heads"]
         # keep = tile sums over the replicated index c, so q and k carry c and v carries m

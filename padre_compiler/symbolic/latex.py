@@ -22,13 +22,25 @@ def _name(node: Node) -> str:
     return name.replace("_", r"\_")
 
 
+def _group(text: str) -> str:
+    """Parenthesise a sum before a right-multiplication: (a + b) W, not a + b W."""
+    depth = 0
+    for ch in text:
+        depth += ch in "({"
+        depth -= ch in ")}"
+        if ch == "+" and depth == 0:
+            return rf"\left({text}\right)"
+    return text
+
+
 def _op(symbol: str) -> callable:
     return lambda node, args: rf"{symbol}_{{\mathrm{{{_name(node)}}}}}\left({args[0]}\right)"
 
 
 latex_rules.register("input")(lambda node, args: "X")
 latex_rules.register("output", "identity", "split")(lambda node, args: args[0])
-latex_rules.register("dense")(lambda node, args: rf"{args[0]}\,W_{{\mathrm{{{_name(node)}}}}}"
+latex_rules.register("dense")(lambda node, args: _group(args[0])
+                              + rf"\,W_{{\mathrm{{{_name(node)}}}}}"
                               + (r" + b" if node.a.get("bias") else ""))
 latex_rules.register("diagonal")(lambda node, args: rf"w_{{\mathrm{{{_name(node)}}}}} \odot "
                                  rf"{args[0]}")
@@ -39,8 +51,11 @@ latex_rules.register("bias")(lambda node, args: rf"{args[0]} + L")
 latex_rules.register("global_sum")(lambda node, args: rf"\mathbf{{1}}\mathbf{{1}}^\top {args[0]}")
 latex_rules.register("prefix_sum")(lambda node, args: rf"\mathrm{{tril}}(\mathbf{{1}}) {args[0]}")
 latex_rules.register("expand")(
-    lambda node, args: rf"{args[0]}\,{'E' if node.a['mode'] == 'replicate' else 'F'}")
-latex_rules.register("contract")(lambda node, args: rf"{args[0]}\,F^\top")
+    lambda node, args: rf"{args[0]}\,{'E' if node.a['mode'] == 'replicate' else 'F'}"
+    + ("" if node.a.get("times") is None else rf"_{{{node.a['times']}}}".replace("dim", "D")))
+latex_rules.register("contract")(
+    lambda node, args: rf"{args[0]}\,{'F' if node.a['keep'] == 'tile' else 'E'}"
+    + ("" if node.a.get("times") is None else rf"_{{{node.a['times']}}}") + r"^\top")
 latex_rules.register("long_conv")(_op(r"\mathcal{T}"))
 latex_rules.register("dwconv1d")(lambda node, args: rf"\mathrm{{DW}}^{{{node.a['kernel']}"
                                  rf"{',c' if node.a['causal'] else ''}}}"

@@ -1,0 +1,418 @@
+"""GPU benchmark (bf16): compiled padre3 on Triton vs hand-written PyTorch vs attention.
+
+    python benchmarks/gpu.py                 # on an H100/H200; writes $OUT or benchmarks/results/
+    python benchmarks/gpu.py --smoke         # CPU dry run of the plumbing (tiny sizes, no CUDA)
+
+Needs only torch and triton (and optionally matplotlib for the plot): it loads the committed,
+standalone codegen/triton/padre3.py, not the compiler. Steps, under a global time budget
+(--budget seconds, default 400; rows that do not fit are reported as skipped):
+
+1. peaks: bf16 matmul rate (8192^3 GEMM) and copy bandwidth (1 GiB), measured here;
+2. correctness gate: compiled (both conv forms) vs the hand-written module on the same weights,
+   fp32 and bf16, forward and input/weight gradients, at small sizes; a failure is printed and
+   recorded, and the timings of that form are flagged;
+3. timings, medians of CUDA-event timings, per (C, N, batch): triton (tensor-core Toeplitz
+   form, the default for bf16), triton (direct CUDA-core form), hand-written eager,
+   torch.compile of the hand-written module (forward, C = 384, N in {3136, 25600} only: its
+   compile time counts against the budget), and qkv + SDPA + proj attention; forward and
+   forward+backward;
+4. the 3C-wide fused conv alone, both forms (ms and useful TFLOP/s: where the time goes);
+5. ratios (attention / x, eager / x) and the fraction of the floor reached. Floor of padre3 =
+   max(bytes / bandwidth, FLOPs / matmul rate), where FLOPs are the GEMMs plus the 11x11 taps
+   counted as tensor-core work (the lowest floor) and bytes are the tensors crossing kernel
+   boundaries in the compiled structure (25 C elements per token, bf16); attention's floor is
+   its GEMMs plus 4 N^2 C per sequence at the matmul rate. Forward+backward floors are 3x the
+   forward FLOPs (approximate).
+
+Results: gpu_padre3.{json,md} (+ .png) with device name and versions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.handwritten import Attention, HandwrittenPadre3  # noqa: E402
+
+GRIDS = {196: (14, 14), 784: (28, 28), 3136: (56, 56), 12544: (112, 112),
+         25600: (160, 160), 102400: (320, 320)}
+BATCH = {196: 128, 784: 32, 3136: 8, 12544: 2, 25600: 1, 102400: 1}  # >= 25k tokens a call
+DIMS = (384, 768)
+KERNEL = 11
+TARGETS = {(384, 3136): 2.0, (384, 25600): 10.0, (384, 102400): 30.0}  # x attention, forward
+BYTES_PER_TOKEN_C = 25  # elements per token per channel crossing kernel boundaries (see doc)
+
+
+class Budget:
+    def __init__(self, seconds: float) -> None:
+        self.t0, self.seconds = time.perf_counter(), seconds
+
+    def left(self) -> float:
+        return self.seconds - (time.perf_counter() - self.t0)
+
+
+def load_generated(name: str):
+    path = ROOT / "codegen" / "triton" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"padre_gpu_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def median_ms(fn, device: torch.device, target_ms: float = 25.0, samples: int = 15) -> float:
+    """Median over `samples` of (time of `inner` back-to-back calls) / inner, in ms."""
+    fn()
+    sync(device)
+    t0 = time.perf_counter()
+    fn()
+    sync(device)
+    once = (time.perf_counter() - t0) * 1e3
+    inner = max(1, min(200, int(target_ms / max(once, 1e-3))))
+    samples = samples if once * inner * samples < 4000 else max(3, int(4000 / (once * inner)))
+    times = []
+    for _ in range(samples):
+        if device.type == "cuda":
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(
+                enable_timing=True)
+            start.record()
+            for _ in range(inner):
+                fn()
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end) / inner)
+        else:
+            t0 = time.perf_counter()
+            for _ in range(inner):
+                fn()
+            times.append((time.perf_counter() - t0) * 1e3 / inner)
+    return statistics.median(times)
+
+
+def peaks(device: torch.device, smoke: bool) -> dict[str, float]:
+    """Measured bf16 matmul FLOP/s and copy bandwidth (bytes/s)."""
+    n = 1024 if smoke else 8192
+    dt = torch.float32 if smoke else torch.bfloat16
+    a = torch.randn(n, n, device=device, dtype=dt)
+    mm = median_ms(lambda: a @ a, device, samples=5)
+    big = torch.empty((2**24 if smoke else 2**29), device=device, dtype=torch.bfloat16)
+    dst = torch.empty_like(big)
+    cp = median_ms(lambda: dst.copy_(big), device, samples=5)
+    return {"matmul_flops": 2 * n**3 / (mm * 1e-3), "bandwidth": 2 * big.numel() * 2 / (cp * 1e-3)}
+
+
+def padre3_floor_ms(c: int, tokens: int, rates: dict[str, float]) -> float:
+    gemm = 2 * tokens * c * c * 6  # 3C-wide dense, two mix denses, projection
+    taps = 2 * tokens * c * KERNEL * KERNEL * 5  # five C-wide depthwise 11x11 maps
+    bytes_ = BYTES_PER_TOKEN_C * tokens * c * 2
+    return 1e3 * max((gemm + taps) / rates["matmul_flops"], bytes_ / rates["bandwidth"])
+
+
+def attention_floor_ms(c: int, n: int, batch: int, rates: dict[str, float]) -> float:
+    flops = 2 * batch * n * c * c * 4 + 4 * batch * n * n * c
+    return 1e3 * flops / rates["matmul_flops"]
+
+
+def build(mod, c: int, n: int, device, dtype):
+    torch.manual_seed(0)
+    hand = HandwrittenPadre3(c, GRIDS[n], KERNEL).to(device)
+    with torch.no_grad():  # random biases and output weights, so no term is trivially zero
+        for p in hand.parameters():
+            if p.dim() == 1 or p is hand.weights:
+                p.normal_(0, 0.5)
+    fused = mod.Padre3(c, GRIDS[n]).to(device)
+    fused.load_state_dict(hand.to_spec_state_dict())
+    return hand.to(dtype), fused.to(dtype)
+
+
+def rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a.detach().float(), b.detach().float()
+    return float((a - b).abs().max() / b.abs().max().clamp_min(1e-12))
+
+
+def gate(mod, device, smoke: bool) -> dict[str, dict]:
+    """Compiled vs hand-written on the same weights: fp32 and bf16, forward and gradients."""
+    results: dict[str, dict] = {}
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
+    dims = (32,) if smoke else DIMS
+    for form in ("toeplitz", "direct"):
+        os.environ["PADRE_TRITON_CONV"] = form
+        checks = {}
+        try:
+            cases = [(dims[0], 196, 2, torch.bfloat16, 4e-2),
+                     (dims[-1], 784, 1, torch.bfloat16, 4e-2)]
+            if form == "direct":  # fp32 end to end: exact up to rounding (toeplitz: tf32 dots)
+                cases.append((dims[0], 196, 2, torch.float32, 1e-4))
+            for c, n, batch, dtype, tol in cases:
+                hand, fused = build(mod, c, n, device, torch.float32)
+                fused = fused.to(dtype)
+                x = torch.randn(batch, n, c, device=device)
+                g = torch.randn(batch, n, c, device=device)
+                xr = x.clone().requires_grad_()
+                xf = x.to(dtype).requires_grad_()
+                yr, yf = hand(xr), fused(xf)
+                yr.backward(g)
+                yf.backward(g.to(dtype))
+                key = f"C={c} N={n} {str(dtype).split('.')[-1]}"
+                errs = {"out": rel(yf, yr), "dx": rel(xf.grad, xr.grad),
+                        "d_mix1_dw": rel(fused.mix1_token_weight.grad,
+                                         hand.mix_dw[0].weight.grad[:, 0]),
+                        "d_proj": rel(fused.proj_weight.grad, hand.proj.weight.grad)}
+                checks[key] = {"errors": errs, "tol": tol,
+                               "ok": all(v < tol for v in errs.values())}
+        except Exception as err:  # recorded, the benchmark goes on
+            checks["error"] = {"ok": False, "errors": repr(err)[:400]}
+            traceback.print_exc()
+        ok = all(v["ok"] for v in checks.values())
+        results[form] = {"ok": ok, "checks": checks}
+        worst = max((max(v["errors"].values()) for v in checks.values()
+                     if isinstance(v["errors"], dict)), default=float("nan"))
+        print(f"gate {form:9s}: {'PASS' if ok else 'FAIL'} (worst rel. error {worst:.1e})",
+              flush=True)
+    torch.backends.cudnn.allow_tf32 = True
+    return results
+
+
+def time_row(mod, c: int, n: int, batch: int, device, rates, budget: Budget,
+             smoke: bool) -> dict:
+    dtype = torch.float32 if smoke else torch.bfloat16
+    row: dict = {"C": c, "N": n, "batch": batch, "tokens": n * batch, "ms": {}, "ms_train": {}}
+    hand, fused = build(mod, c, n, device, dtype)
+    attn = Attention(c, max(1, c // 64)).to(device, dtype)
+    x = torch.randn(batch, n, c, device=device, dtype=dtype)
+    g = torch.randn_like(x)
+    xg = x.clone().requires_grad_()
+    candidates = {
+        "triton": ("toeplitz", fused),
+        "triton_direct": ("direct", fused),
+        "eager": (None, hand),
+        "attention": (None, attn),
+    }
+    if c == 384 and n in (3136, 25600) and not smoke and budget.left() > 150:
+        candidates["compiled_hand"] = (None, torch.compile(hand))  # ~30 s compile, forward only
+    for label, (form, module) in candidates.items():
+        if budget.left() < 20:
+            row["ms"][label] = None
+            row.setdefault("skipped", []).append(label)
+            continue
+        try:
+            if form:
+                os.environ["PADRE_TRITON_CONV"] = form
+            with torch.no_grad():
+                row["ms"][label] = median_ms(lambda m=module: m(x), device)
+            if label == "compiled_hand":
+                continue  # a second (backward) compile would not fit the budget
+
+            def step(m=module):
+                xg.grad = None
+                m(xg).backward(g)
+
+            row["ms_train"][label] = median_ms(step, device)
+        except Exception as err:  # one failure must not lose the other rows
+            row["ms"].setdefault(label, None)
+            row.setdefault("errors", {})[label] = repr(err)[:300]
+            print(f"  {label} failed at C={c} N={n}: {err!r}"[:300], flush=True)
+        finally:
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+    if budget.left() > 30:  # the 3C-wide fused conv alone, per form: where the time goes
+        try:
+            x3 = torch.randn(batch, n, 3 * c, device=device, dtype=dtype)
+            w3 = torch.randn(3 * c, KERNEL, KERNEL, device=device, dtype=dtype)
+            b3 = torch.randn(3 * c, device=device, dtype=dtype)
+            h, w = GRIDS[n]
+            for form in ("toeplitz", "direct"):
+                os.environ["PADRE_TRITON_CONV"] = form
+                t = median_ms(lambda: mod.dwconv_hadamard(
+                    x3, w3, b3, None, None, None, None, h, w, KERNEL // 2, KERNEL // 2, True,
+                    False), device)
+                row[f"conv3c_ms_{form}"] = t
+                row[f"conv3c_useful_tflops_{form}"] = (
+                    2 * n * batch * 3 * c * KERNEL * KERNEL / (t * 1e-3) / 1e12)
+        except Exception as err:  # recorded, the row goes on
+            row.setdefault("errors", {})["conv3c"] = repr(err)[:300]
+    os.environ.pop("PADRE_TRITON_CONV", None)
+    ms, tr = row["ms"], row["ms_train"]
+    floor = padre3_floor_ms(c, n * batch, rates)
+    row["floor_ms"] = floor
+    row["attention_floor_ms"] = attention_floor_ms(c, n, batch, rates)
+    for label in ("triton", "triton_direct", "eager", "compiled_hand", "attention"):
+        t = ms.get(label)
+        if t:
+            f = row["attention_floor_ms"] if label == "attention" else floor
+            row[f"floor_fraction_{label}"] = f / t
+            if ms.get("attention"):
+                row[f"x_attention_{label}"] = ms["attention"] / t
+            if ms.get("eager"):
+                row[f"x_eager_{label}"] = ms["eager"] / t
+        tt = tr.get(label)
+        if tt and tr.get("attention"):
+            row[f"x_attention_train_{label}"] = tr["attention"] / tt
+        if tt and label != "attention":
+            row[f"floor_fraction_train_{label}"] = 3 * floor / tt
+    return row
+
+
+def fmt(v, spec: str = ".3f") -> str:
+    return "-" if v is None else format(v, spec)
+
+
+def markdown(meta: dict, rows: list[dict]) -> str:
+    lines = [f"# padre3 on {meta['device']} (bf16, {KERNEL}x{KERNEL} depthwise, degree 3)", "",
+             f"torch {meta['torch']}, triton {meta['triton']}, CUDA {meta['cuda']}; "
+             f"measured peaks: {meta['peaks']['matmul_flops'] / 1e12:.0f} TFLOP/s bf16 matmul, "
+             f"{meta['peaks']['bandwidth'] / 1e9:.0f} GB/s copy. Gate: "
+             + ", ".join(f"{k} {'PASS' if v['ok'] else 'FAIL'}" for k, v in meta["gate"].items()),
+             "", "Forward, ms (median of CUDA-event timings), speed-up vs attention and vs eager, "
+             "fraction of the floor:", "",
+             "| C | N | batch | triton | triton direct | eager | compile(hand) | attention "
+             "| x attn | x eager | floor ms | floor frac | target |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        ms = r.get("ms", {})
+        target = TARGETS.get((r["C"], r["N"]))
+        got = r.get("x_attention_triton")
+        verdict = "-" if target is None else (f">= {target:g}x: "
+                                              + ("met" if got and got >= target else "not met"))
+        lines.append(
+            f"| {r['C']} | {r['N']} | {r['batch']} | {fmt(ms.get('triton'))} "
+            f"| {fmt(ms.get('triton_direct'))} | {fmt(ms.get('eager'))} "
+            f"| {fmt(ms.get('compiled_hand'))} | {fmt(ms.get('attention'))} "
+            f"| {fmt(r.get('x_attention_triton'), '.2f')} | {fmt(r.get('x_eager_triton'), '.2f')} "
+            f"| {fmt(r.get('floor_ms'), '.4f')} | {fmt(r.get('floor_fraction_triton'), '.2f')} "
+            f"| {verdict} |")
+    lines += ["", "Forward + backward, ms, and speed-up vs attention's forward + backward:", "",
+              "| C | N | batch | triton | triton direct | eager | compile(hand) | attention "
+              "| x attn | floor frac (approx.) |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        tr = r.get("ms_train", {})
+        lines.append(
+            f"| {r['C']} | {r['N']} | {r['batch']} | {fmt(tr.get('triton'))} "
+            f"| {fmt(tr.get('triton_direct'))} | {fmt(tr.get('eager'))} "
+            f"| {fmt(tr.get('compiled_hand'))} | {fmt(tr.get('attention'))} "
+            f"| {fmt(r.get('x_attention_train_triton'), '.2f')} "
+            f"| {fmt(r.get('floor_fraction_train_triton'), '.2f')} |")
+    lines += ["", "The 3C-wide 11x11 depthwise conv alone (first fused kernel of padre3): ms and "
+              "useful TFLOP/s (2 x 121 multiply-adds per output), per form:", "",
+              "| C | N | batch | toeplitz ms | TFLOP/s | direct ms | TFLOP/s |",
+              "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(
+            f"| {r['C']} | {r['N']} | {r['batch']} | {fmt(r.get('conv3c_ms_toeplitz'))} "
+            f"| {fmt(r.get('conv3c_useful_tflops_toeplitz'), '.1f')} "
+            f"| {fmt(r.get('conv3c_ms_direct'))} "
+            f"| {fmt(r.get('conv3c_useful_tflops_direct'), '.1f')} |")
+    errors = [(r["C"], r["N"], r.get("errors"), r.get("skipped")) for r in rows
+              if r.get("errors") or r.get("skipped")]
+    if errors:
+        lines += ["", "Failures and skips:", ""]
+        lines += [f"- C={c} N={n}: errors {e}, skipped {s}" for c, n, e, s in errors]
+    return "\n".join(lines) + "\n"
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib missing: no plot")
+        return
+    fig, axes = plt.subplots(1, len(DIMS), figsize=(6 * len(DIMS), 4), squeeze=False)
+    for ax, c in zip(axes[0], DIMS, strict=True):
+        sel = [r for r in rows if r["C"] == c]
+        for label in ("triton", "triton_direct", "eager", "compiled_hand"):
+            pts = [(r["N"], r[f"x_attention_{label}"]) for r in sel
+                   if r.get(f"x_attention_{label}")]
+            if pts:
+                ax.plot(*zip(*pts, strict=True), marker="o", label=label)
+        ax.axhline(1.0, color="grey", lw=0.8)
+        ax.set(xscale="log", yscale="log", xlabel="tokens N", ylabel="x attention (forward)",
+               title=f"C = {c}")
+        if ax.lines:
+            ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--budget", type=float, default=400.0, help="seconds for the whole run")
+    ap.add_argument("--smoke", action="store_true", help="CPU dry run at tiny sizes")
+    args = ap.parse_args()
+    budget = Budget(args.budget)
+    device = torch.device("cpu" if args.smoke or not torch.cuda.is_available() else "cuda")
+    if device.type == "cpu" and not args.smoke:
+        print("no CUDA device: run with --smoke for a CPU dry run")
+        return 2
+    torch.backends.cudnn.benchmark = True
+    out = Path(os.environ.get("OUT") or ROOT / "benchmarks" / "results")
+    out.mkdir(parents=True, exist_ok=True)
+    mod = load_generated("padre3")
+    try:
+        import triton
+
+        triton_version = triton.__version__
+    except ImportError:
+        triton_version = "missing"
+    meta = {"device": torch.cuda.get_device_name() if device.type == "cuda" else platform.node(),
+            "torch": torch.__version__, "triton": triton_version, "cuda": torch.version.cuda,
+            "python": platform.python_version(), "smoke": args.smoke}
+    print(f"{meta['device']}: torch {meta['torch']}, triton {triton_version}", flush=True)
+    meta["peaks"] = peaks(device, args.smoke)
+    print(f"peaks: {meta['peaks']['matmul_flops'] / 1e12:.1f} TFLOP/s matmul, "
+          f"{meta['peaks']['bandwidth'] / 1e9:.0f} GB/s copy", flush=True)
+    meta["gate"] = gate(mod, device, args.smoke)
+    shapes = ([(32, 196, 2)] if args.smoke else
+              [(c, n, BATCH[n]) for c in DIMS for n in GRIDS])
+    rows = []
+    for c, n, batch in shapes:
+        if budget.left() < 25:
+            rows.append({"C": c, "N": n, "batch": batch, "skipped": ["all (time budget)"]})
+            continue
+        try:
+            row = time_row(mod, c, n, batch, device, meta["peaks"], budget, args.smoke)
+        except Exception as err:  # the row is recorded as failed
+            traceback.print_exc()
+            row = {"C": c, "N": n, "batch": batch, "errors": {"row": repr(err)[:300]}}
+        rows.append(row)
+        ms = row.get("ms", {})
+        print(f"C={c:4d} N={n:6d} B={batch:3d}: triton {fmt(ms.get('triton'))} ms, "
+              f"direct {fmt(ms.get('triton_direct'))}, eager {fmt(ms.get('eager'))}, "
+              f"compile {fmt(ms.get('compiled_hand'))}, attention {fmt(ms.get('attention'))}; "
+              f"x attn {fmt(row.get('x_attention_triton'), '.2f')}, "
+              f"x eager {fmt(row.get('x_eager_triton'), '.2f')}, "
+              f"floor frac {fmt(row.get('floor_fraction_triton'), '.2f')} "
+              f"[{budget.left():.0f} s left]", flush=True)
+        (out / "gpu_padre3.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+    meta["seconds"] = args.budget - budget.left()
+    (out / "gpu_padre3.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+    table = markdown(meta, rows)
+    (out / "gpu_padre3.md").write_text(table)
+    plot(rows, out / "gpu_padre3.png")
+    print(table)
+    print(f"wrote {out}/gpu_padre3.{{json,md,png}} in {meta['seconds']:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

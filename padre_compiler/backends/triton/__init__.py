@@ -1,0 +1,192 @@
+"""Triton backend: graph -> standalone module source with fused Triton kernels.
+
+The fused regions (`regions.find_regions`: depthwise conv + bias + Hadamard gate + weighted
+accumulation) become calls of one torch.library custom op, `padre_triton::dwconv_hadamard_fwd_v1`,
+backed by `dwconv_hadamard_fwd_kernel` (direct, CUDA cores) or `dwconv_toeplitz_fwd_kernel`
+(banded Toeplitz products on tensor cores), with a derived backward
+(`dwconv_hadamard_bwd_kernel`, then the forward kernel with flipped taps for dx). Every other op
+is lowered exactly as the PyTorch backend lowers it (dense maps go to cuBLAS through F.linear)
+and is marked `(torch)` in the generated source. The kernel text lives in `kernels.py`; the
+generated file imports only torch and triton and runs its naive PyTorch twins where Triton
+cannot run.
+"""
+
+from __future__ import annotations
+
+import textwrap
+
+from padre_compiler.backends.pytorch import (
+    HELPERS,
+    Lowered,
+    _init_lines,
+    _var_names,
+    _wrap,
+    _wrap_call,
+    class_name,
+    torch_lowering,
+)
+from padre_compiler.backends.triton import kernels
+from padre_compiler.backends.triton.regions import Region, find_regions
+from padre_compiler.ir.graph import Graph
+from padre_compiler.ir.ops import kernel2d
+from padre_compiler.ir.params import ParamDecl, render_param
+
+__all__ = ["emit_module", "find_regions"]
+
+
+def _geometry(g: Graph, conv_attrs: dict) -> tuple[str, str, int, int]:
+    """(height, width, pad_h, pad_w) source for the conv: 1-D maps run on a 1 x N grid."""
+    if "causal" in conv_attrs:  # dwconv1d
+        k = conv_attrs["kernel"]
+        return "1", "N", 0, (k - 1 if conv_attrs["causal"] else k // 2)
+    kh, kw = kernel2d(conv_attrs)
+    return "self.grid[0]", "self.grid[1]", kh // 2, kw // 2
+
+
+def _region_call(g: Graph, r: Region, names: dict[int, str], params: dict[str, str],
+                 scales: dict[str, str], body: list[str]) -> str:
+    """Source of one kernel call (a comment states what it computes)."""
+    conv = g.node(r.conv)
+    x = names[g.inputs(r.conv)[0]]
+    weight = params["weight"] if conv.op == "dwconv2d" else f"{params['weight']}.unsqueeze(1)"
+    bias = params.get("bias", "None")
+    gate = "None" if r.gate is None else names[r.gate]
+    acc = acc_scale = scale = "None"
+    core = f"conv({x})" + ("" if r.gate is None else f" * {gate}")
+    desc = f"{names[r.end]} = {core}"
+    if r.total is not None:
+        total = names[r.total]
+        scale = scales[f"scale{r.term}"]
+        if r.chain_first and len(r.acc) == 1:
+            terms = g.inputs(r.total)
+            acc, acc_scale = names[terms[r.acc[0]]], scales[f"scale{r.acc[0]}"]
+        elif r.chain_first and r.acc:  # several other terms: one torch pass sums them first
+            terms = g.inputs(r.total)
+            code = f"{names[terms[r.acc[0]]]} * {scales[f'scale{r.acc[0]}']}"
+            for k in r.acc[1:]:
+                code = f"torch.addcmul({code}, {names[terms[k]]}, {scales[f'scale{k}']})"
+            body.append(f"{total} = {code}  # [B, N, {g.node(r.total).width}] (torch)")
+            acc = total
+        elif not r.chain_first:
+            acc = total
+        lead = "" if acc == "None" else acc + ("" if acc_scale == "None" else f" * {acc_scale}")
+        term = f"{scale} * " + (names[r.end] if r.store_z else f"({core})")
+        desc = (f"{desc}; " if r.store_z else "") + f"{total} = " + (
+            f"{lead} + {term}" if lead else term)
+    h, w, ph, pw = _geometry(g, conv.a)
+    if r.total is None:
+        lhs, pick = names[r.end], "[0]"
+    elif r.store_z:
+        lhs, pick = f"{names[r.end]}, {names[r.total]}", ""
+    else:
+        lhs, pick = names[r.total], "[1]"
+    body.append(f"# fused (triton): {desc}")
+    return "\n".join([
+        f"{lhs} = dwconv_hadamard(  # [B, N, {g.node(r.end).width}]",
+        f"    {x}, {weight}, bias={bias}, gate={gate},",
+        f"    acc={acc}, acc_scale={acc_scale}, scale={scale},",
+        f"    height={h}, width={w}, pad_h={ph}, pad_w={pw},",
+        f"    store_z={r.store_z}, store_o={r.total is not None},",
+        f"){pick}",
+    ])
+
+
+def emit_module(g: Graph, decls: dict[str, ParamDecl], *, name: str, header: str) -> str:
+    """Python source of an nn.Module named after the spec, fused regions on Triton kernels."""
+    names = _var_names(g)
+    regions = find_regions(g)
+    inner = {r.conv for r in regions.values() if r.conv != r.end}
+    fused_sums = {r.total for r in regions.values() if r.total is not None}
+    body: list[str] = []
+    used_helpers: list[str] = []
+    fallback: list[str] = []
+    for nid, node, inputs in g.items():
+        if nid in inner or nid in fused_sums:
+            continue  # computed by the kernel of the region that ends later
+        region = regions.get(nid)
+        params = {}
+        pnode = g.node(region.conv) if region else node
+        owner = region.conv if region else nid
+        for role, expr in pnode.params:
+            code = render_param(expr, lambda leaf: f"self.{leaf}")
+            if expr.fn != "leaf":  # prepared once per call, outside the token loop
+                body.append(f"{names[owner]}_{role} = {_wrap(code)}")
+                code = f"{names[owner]}_{role}"
+            params[role] = code
+        if region is not None:
+            scales = {}
+            if region.total is not None:
+                for role, expr in g.node(region.total).params:
+                    code = render_param(expr, lambda leaf: f"self.{leaf}")
+                    if expr.fn != "leaf":
+                        body.append(f"{names[region.total]}_{role} = {_wrap(code)}")
+                        code = f"{names[region.total]}_{role}"
+                    scales[role] = code
+            body.append(_region_call(g, region, names, params, scales, body))
+            continue
+        low = Lowered(node, [names[i] for i in inputs], params)
+        code = torch_lowering[node.op](low)
+        if node.op in HELPERS and node.op not in used_helpers:
+            used_helpers.append(node.op)
+        if node.op == "output":
+            body.append(f"return {code}")
+        elif node.op != "input":
+            if node.op not in fallback and node.op not in ("split", "identity"):
+                fallback.append(node.op)
+            stmt = f"{names[nid]} = {code}"
+            note = "" if node.op == "split" else " (torch)"
+            shape = f"# [B, N, {node.width}]{note}"
+            body.append(f"{stmt}  {shape}" if len(stmt) + len(shape) < 90
+                        else f"{shape}\n{_wrap_call(stmt)}")
+    grid = g.layout == "grid2d"
+    cls = class_name(name)
+    sig = "self, dim: int, grid: tuple[int, int]" if grid else "self, dim: int"
+    init = ["super().__init__()", "self.dim = dim", "D = dim"]
+    if grid:
+        init.insert(2, "self.grid = (int(grid[0]), int(grid[1]))")
+    for pname, decl in decls.items():
+        shape = ", ".join(w.render("D") for w in decl.shape)
+        init.append(f"self.{pname} = nn.Parameter(torch.empty({shape}))")
+    init.append("self.reset_parameters()")
+    fwd_doc = ('"""x: [B, N, dim] with N = H * W (row-major grid) -> [B, N, dim]."""' if grid
+               else '"""x: [B, N, dim] -> [B, N, dim]."""')
+    check = ["B, N, _ = x.shape", "D = self.dim"]
+    if grid:
+        check += ["if N != self.grid[0] * self.grid[1]:",
+                  '    raise ValueError(',
+                  '        f"{N} tokens do not fill the {self.grid[0]} x {self.grid[1]} grid"',
+                  '        " (N must equal H * W)")']
+    fused_ops = sorted({g.node(r.conv).op for r in regions.values()}
+                       | ({"hadamard"} if any(r.gate is not None for r in regions.values())
+                          else set())
+                       | ({"scaled_sum"} if fused_sums else set()))
+    note = [
+        "",
+        (f"Fused Triton kernels: {len(regions)} region(s) of {', '.join(fused_ops)} "
+         "(dwconv_hadamard_fwd_kernel; dwconv_toeplitz_fwd_kernel on tensor cores)."
+         if regions else "Fused Triton kernels: none (no depthwise-convolution region)."),
+        "Torch fallback (marked `(torch)` below): "
+        + (", ".join(fallback) if fallback else "none")
+        + ("; dense maps run on cuBLAS through F.linear." if "dense" in fallback else "."),
+        "Backward: derived (custom-op autograd): dwconv_hadamard_bwd_kernel gives du, the gate "
+        "and accumulator gradients and the dw, db, scale reductions; dx is the forward kernel "
+        "with flipped taps. Torch ops differentiate through torch autograd." if regions
+        else "Backward: torch autograd.",
+    ]
+    note = [line for text in note for line in (textwrap.wrap(text, 96) or [""])]
+    ind = "        "
+    parts = [f'"""{header}\n' + "\n".join(note[1:]) + '"""', ""]
+    parts += [*kernels.IMPORTS.strip("\n").split("\n"), ""]
+    if regions:
+        parts += ["", kernels.KERNEL.strip("\n"), "", "", kernels.RUNTIME.strip("\n"), ""]
+    for helper in used_helpers:
+        parts += ["", HELPERS[helper].strip("\n"), ""]
+    parts += ["", f"class {cls}(nn.Module):",
+              f'    """{name}: [B, N, dim] -> [B, N, dim]. Parameters are named after the spec."""',
+              "", f"    def __init__({sig}) -> None:"]
+    parts += [ind + line for line in init]
+    parts += ["", "    def reset_parameters(self) -> None:", ind + "D = self.dim"]
+    parts += [ind + line for line in _init_lines(decls)]
+    parts += ["", "    def forward(self, x: torch.Tensor) -> torch.Tensor:", ind + fwd_doc]
+    parts += [ind + line for stmt in check + body for line in stmt.split("\n")]
+    return "\n".join(parts) + "\n"

@@ -1,0 +1,538 @@
+'''Source text of the Triton kernels and their runtime, pasted into generated modules.
+
+One fused form so far, `dwconv_hadamard`: a depthwise convolution (1-D or 2-D, centred or
+causal; a 1-D map is a 2-D one on a 1 x N grid) with its bias, an optional Hadamard gate and an
+optional weighted accumulation into a running sum:
+
+    u = conv(x; weight) + bias            z = u ⊙ gate            o = acc_scale ⊙ acc + scale ⊙ z
+
+Every generated file carries, side by side, the optimised kernel, its naive PyTorch twin (the
+path taken where Triton cannot run: no CUDA device and TRITON_INTERPRET unset, or float64),
+the launcher with its block-size choice, the backward derived by the compiler (adjoint of the
+convolution = convolution with flipped taps and mirrored padding; Hadamard product rule), and
+the torch.library registration (custom op + fake kernel + autograd) so torch.compile traces it.
+'''
+
+from __future__ import annotations
+
+IMPORTS = '''
+import os
+import warnings
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+try:
+    import triton
+    import triton.language as tl
+except ImportError:  # no Triton: every fused region runs its naive PyTorch twin
+    triton = None
+'''
+
+KERNEL = '''
+if triton is not None:
+
+    @triton.jit(do_not_specialize=["N", "H", "W"])  # one compile for every grid
+    def dwconv_hadamard_fwd_kernel(
+        x, w, b, g, a, sa, s, z, o,
+        s_xb, s_xn, s_gb, s_gn, s_ab, s_an,  # batch / token strides (elements); channel stride 1
+        N, C, H, W,
+        KH: tl.constexpr, KW: tl.constexpr, PH: tl.constexpr, PW: tl.constexpr,
+        HAS_BIAS: tl.constexpr, HAS_GATE: tl.constexpr, HAS_ACC: tl.constexpr,
+        HAS_ACC_SCALE: tl.constexpr, HAS_SCALE: tl.constexpr,
+        STORE_Z: tl.constexpr, STORE_O: tl.constexpr,
+        BT: tl.constexpr, BC: tl.constexpr,
+    ):
+        """One [BT tokens, BC channels] tile of z = (conv(x) + b) * g, o = sa * a + s * z.
+
+        x, g, a: [B, N, C] (any batch/token strides); w: [C, KH, KW]; b, s, sa: [C];
+        z, o: [B, N, C] contiguous. Token t sits at row t // W, column t % W of the H x W grid;
+        tap (i, j) reads x[h + i - PH, w + j - PW] (zero outside). fp32 accumulation.
+        """
+        i_t, i_c, i_b = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+        o_t = i_t * BT + tl.arange(0, BT)  # [BT] output tokens
+        o_c = i_c * BC + tl.arange(0, BC)  # [BC] channels
+        m_t = o_t < N
+        m_c = o_c < C
+        o_h = o_t // W
+        o_w = o_t % W
+        b_u = tl.zeros([BT, BC], dtype=tl.float32)  # [BT, BC] conv accumulator
+        for i_kh in tl.static_range(KH):
+            o_hi = o_h + (i_kh - PH)
+            m_h = m_t & (o_hi >= 0) & (o_hi < H)
+            for i_kw in tl.static_range(KW):
+                o_wi = o_w + (i_kw - PW)
+                m_x = m_h & (o_wi >= 0) & (o_wi < W)
+                p_x = x + i_b * s_xb + (o_hi * W + o_wi)[:, None] * s_xn + o_c[None, :]
+                b_x = tl.load(p_x, mask=m_x[:, None] & m_c[None, :], other=0.)  # [BT, BC]
+                b_w = tl.load(w + o_c * (KH * KW) + (i_kh * KW + i_kw), mask=m_c, other=0.)
+                b_u += b_x.to(tl.float32) * b_w.to(tl.float32)[None, :]
+        if HAS_BIAS:
+            b_u += tl.load(b + o_c, mask=m_c, other=0.).to(tl.float32)[None, :]
+        m = m_t[:, None] & m_c[None, :]
+        b_z = b_u
+        if HAS_GATE:
+            p_g = g + i_b * s_gb + o_t[:, None] * s_gn + o_c[None, :]
+            b_z = b_z * tl.load(p_g, mask=m, other=0.).to(tl.float32)
+        if STORE_Z:
+            p_z = z + i_b * N * C + o_t[:, None] * C + o_c[None, :]
+            tl.store(p_z, b_z.to(z.dtype.element_ty), mask=m)
+        if STORE_O:
+            b_o = b_z
+            if HAS_SCALE:
+                b_o = b_o * tl.load(s + o_c, mask=m_c, other=0.).to(tl.float32)[None, :]
+            if HAS_ACC:
+                p_a = a + i_b * s_ab + o_t[:, None] * s_an + o_c[None, :]
+                b_a = tl.load(p_a, mask=m, other=0.).to(tl.float32)
+                if HAS_ACC_SCALE:
+                    b_a = b_a * tl.load(sa + o_c, mask=m_c, other=0.).to(tl.float32)[None, :]
+                b_o += b_a
+            p_o = o + i_b * N * C + o_t[:, None] * C + o_c[None, :]
+            tl.store(p_o, b_o.to(o.dtype.element_ty), mask=m)
+
+
+    @triton.jit(do_not_specialize=["N", "H", "W"])  # one compile for every grid
+    def dwconv_hadamard_bwd_kernel(
+        x, w, b, g, a, sa, s, dz, do,  # forward inputs; gradients of z and o
+        du, dg, da, dw, db, ds, dsa,  # outputs; dw, db, ds, dsa: fp32, accumulated atomically
+        s_xb, s_xn, s_gb, s_gn, s_ab, s_an,  # batch / token strides (elements); channel stride 1
+        N, C, H, W,
+        KH: tl.constexpr, KW: tl.constexpr, PH: tl.constexpr, PW: tl.constexpr,
+        HAS_BIAS: tl.constexpr, HAS_GATE: tl.constexpr, HAS_ACC: tl.constexpr,
+        HAS_ACC_SCALE: tl.constexpr, HAS_SCALE: tl.constexpr,
+        HAS_DZ: tl.constexpr, HAS_DO: tl.constexpr,
+        BT: tl.constexpr, BC: tl.constexpr,
+    ):
+        """Backward of dwconv_hadamard_fwd_kernel on one [BT, BC] tile, derived by the compiler.
+
+        dz_tot = dz + s * do;  du = dz_tot * g;  dg = dz_tot * u;  da = sa * do;
+        dw[c, i, j] += sum_t du[t, c] x[t + tap(i, j), c];  db += sum_t du;
+        ds += sum_t do * z;  dsa += sum_t do * a.  u = conv(x) + b is recomputed from the same
+        shifted loads that feed dw. dx (the adjoint conv of du) is a second launch of the forward
+        kernel with flipped taps. du, dg, da: [B, N, C] contiguous.
+        """
+        i_t, i_c, i_b = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+        o_t = i_t * BT + tl.arange(0, BT)  # [BT] tokens
+        o_c = i_c * BC + tl.arange(0, BC)  # [BC] channels
+        m_t = o_t < N
+        m_c = o_c < C
+        m = m_t[:, None] & m_c[None, :]
+        o_h = o_t // W
+        o_w = o_t % W
+        p_out = i_b * N * C + o_t[:, None] * C + o_c[None, :]  # contiguous [B, N, C] offsets
+        b_dzt = tl.zeros([BT, BC], dtype=tl.float32)  # [BT, BC] gradient of z, all paths
+        if HAS_DZ:
+            b_dzt += tl.load(dz + p_out, mask=m, other=0.).to(tl.float32)
+        if HAS_DO:
+            b_do = tl.load(do + p_out, mask=m, other=0.).to(tl.float32)
+            if HAS_SCALE:
+                b_s = tl.load(s + o_c, mask=m_c, other=0.).to(tl.float32)
+                b_dzt += b_do * b_s[None, :]
+            else:
+                b_dzt += b_do
+        b_du = b_dzt
+        if HAS_GATE:
+            p_g = g + i_b * s_gb + o_t[:, None] * s_gn + o_c[None, :]
+            b_g = tl.load(p_g, mask=m, other=0.).to(tl.float32)
+            b_du = b_dzt * b_g
+        b_u = tl.zeros([BT, BC], dtype=tl.float32)  # [BT, BC] recomputed conv
+        for i_kh in tl.static_range(KH):
+            o_hi = o_h + (i_kh - PH)
+            m_h = m_t & (o_hi >= 0) & (o_hi < H)
+            for i_kw in tl.static_range(KW):
+                o_wi = o_w + (i_kw - PW)
+                m_x = m_h & (o_wi >= 0) & (o_wi < W)
+                p_x = x + i_b * s_xb + (o_hi * W + o_wi)[:, None] * s_xn + o_c[None, :]
+                b_x = tl.load(p_x, mask=m_x[:, None] & m_c[None, :], other=0.).to(tl.float32)
+                b_w = tl.load(w + o_c * (KH * KW) + (i_kh * KW + i_kw), mask=m_c, other=0.)
+                b_u += b_x * b_w.to(tl.float32)[None, :]
+                tl.atomic_add(dw + o_c * (KH * KW) + (i_kh * KW + i_kw),
+                              tl.sum(b_du * b_x, axis=0), mask=m_c)
+        if HAS_BIAS:
+            b_u += tl.load(b + o_c, mask=m_c, other=0.).to(tl.float32)[None, :]
+            tl.atomic_add(db + o_c, tl.sum(b_du, axis=0), mask=m_c)
+        tl.store(du + p_out, b_du.to(du.dtype.element_ty), mask=m)
+        if HAS_GATE:
+            tl.store(dg + p_out, (b_dzt * b_u).to(dg.dtype.element_ty), mask=m)
+        if HAS_DO:
+            if HAS_SCALE:
+                b_z = b_u
+                if HAS_GATE:
+                    b_z = b_u * b_g
+                tl.atomic_add(ds + o_c, tl.sum(b_do * b_z, axis=0), mask=m_c)
+            if HAS_ACC:
+                p_a = a + i_b * s_ab + o_t[:, None] * s_an + o_c[None, :]
+                if HAS_ACC_SCALE:
+                    b_a = tl.load(p_a, mask=m, other=0.).to(tl.float32)
+                    tl.atomic_add(dsa + o_c, tl.sum(b_do * b_a, axis=0), mask=m_c)
+                    b_sa = tl.load(sa + o_c, mask=m_c, other=0.).to(tl.float32)
+                    tl.store(da + p_out, (b_do * b_sa[None, :]).to(da.dtype.element_ty), mask=m)
+                else:
+                    tl.store(da + p_out, b_do.to(da.dtype.element_ty), mask=m)
+
+
+    @triton.jit(do_not_specialize=["N", "H", "W"])  # one compile for every grid
+    def dwconv_toeplitz_fwd_kernel(
+        x, w, b, g, a, sa, s, z, o,
+        s_xb, s_xn, s_gb, s_gn, s_ab, s_an,  # batch / token strides (elements); channel stride 1
+        N, C, H, W,
+        KH: tl.constexpr, KW: tl.constexpr, PH: tl.constexpr, PW: tl.constexpr,
+        HAS_BIAS: tl.constexpr, HAS_GATE: tl.constexpr, HAS_ACC: tl.constexpr,
+        HAS_ACC_SCALE: tl.constexpr, HAS_SCALE: tl.constexpr,
+        STORE_Z: tl.constexpr, STORE_O: tl.constexpr,
+        BH: tl.constexpr, BW: tl.constexpr, BK: tl.constexpr, BC: tl.constexpr,
+    ):
+        """dwconv_hadamard_fwd_kernel's contract on tensor cores (banded Toeplitz products).
+
+        For row tap i and channel c, the row convolution of the [BH, BK] input strip starting at
+        column w0 - PW is a product with the banded matrix T[k, j] = w[c, i, k - j]
+        (0 <= k - j < KW, else 0): out[c, r, j] += sum_k x[c, r + i - PH, w0 - PW + k] T[k, j].
+        One [BC, BH, BW] output tile costs KH batched [BH, BK] @ [BK, BW] dots; BK >= BW + KW - 1.
+        """
+        i_hw, i_c, i_b = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+        i_h, i_w = i_hw // tl.cdiv(W, BW), i_hw % tl.cdiv(W, BW)
+        o_r = i_h * BH + tl.arange(0, BH)  # [BH] output rows
+        o_j = i_w * BW + tl.arange(0, BW)  # [BW] output columns
+        o_k = i_w * BW - PW + tl.arange(0, BK)  # [BK] input columns of the strip
+        o_c = i_c * BC + tl.arange(0, BC)  # [BC] channels
+        m_c = o_c < C
+        m_k = (o_k >= 0) & (o_k < W)
+        o_d = tl.arange(0, BK)[:, None] - tl.arange(0, BW)[None, :]  # [BK, BW] tap k - j
+        m_d = (o_d >= 0) & (o_d < KW)
+        b_u = tl.zeros([BC, BH, BW], dtype=tl.float32)  # [BC, BH, BW] conv accumulator
+        for i_kh in tl.static_range(KH):
+            o_hi = o_r + (i_kh - PH)  # [BH] input rows
+            m_h = (o_hi >= 0) & (o_hi < H)
+            p_x = (x + i_b * s_xb + ((o_hi[:, None] * W + o_k[None, :]) * s_xn)[None, :, :]
+                   + o_c[:, None, None])
+            m_x = m_c[:, None, None] & (m_h[:, None] & m_k[None, :])[None, :, :]
+            b_x = tl.load(p_x, mask=m_x, other=0.)  # [BC, BH, BK]
+            p_w = w + o_c[:, None, None] * (KH * KW) + i_kh * KW + o_d[None, :, :]
+            b_t = tl.load(p_w, mask=m_c[:, None, None] & m_d[None, :, :], other=0.)  # [BC, BK, BW]
+            b_u = tl.dot(b_x, b_t.to(b_x.dtype), b_u)
+        if HAS_BIAS:
+            b_u += tl.load(b + o_c, mask=m_c, other=0.).to(tl.float32)[:, None, None]
+        o_t = (o_r[:, None] * W + o_j[None, :])[None, :, :]  # [1, BH, BW] output tokens
+        m = m_c[:, None, None] & ((o_r < H)[:, None] & (o_j < W)[None, :])[None, :, :]
+        b_z = b_u
+        if HAS_GATE:
+            p_g = g + i_b * s_gb + o_t * s_gn + o_c[:, None, None]
+            b_z = b_z * tl.load(p_g, mask=m, other=0.).to(tl.float32)
+        if STORE_Z:
+            tl.store(z + i_b * N * C + o_t * C + o_c[:, None, None], b_z.to(z.dtype.element_ty),
+                     mask=m)
+        if STORE_O:
+            b_o = b_z
+            if HAS_SCALE:
+                b_o = b_o * tl.load(s + o_c, mask=m_c, other=0.).to(tl.float32)[:, None, None]
+            if HAS_ACC:
+                b_a = tl.load(a + i_b * s_ab + o_t * s_an + o_c[:, None, None], mask=m,
+                              other=0.).to(tl.float32)
+                if HAS_ACC_SCALE:
+                    b_a = b_a * tl.load(sa + o_c, mask=m_c, other=0.).to(tl.float32)[:, None, None]
+                b_o += b_a
+            tl.store(o + i_b * N * C + o_t * C + o_c[:, None, None], b_o.to(o.dtype.element_ty),
+                     mask=m)
+'''
+
+RUNTIME = '''
+def naive_dwconv_hadamard(x, weight, bias, gate, acc, acc_scale, scale, height: int,
+                          width: int, pad_h: int, pad_w: int, store_z: bool, store_o: bool):
+    """Naive twin of dwconv_hadamard_fwd_kernel in PyTorch (same contract, fp32 math)."""
+    b, n, c = x.shape
+    kh, kw = weight.shape[1], weight.shape[2]
+    dt = torch.float64 if x.dtype == torch.float64 else torch.float32
+    x4 = x.to(dt).transpose(1, 2).reshape(b, c, height, width)
+    x4 = F.pad(x4, (pad_w, kw - 1 - pad_w, pad_h, kh - 1 - pad_h))
+    u = F.conv2d(x4, weight.to(dt).unsqueeze(1), None if bias is None else bias.to(dt),
+                 groups=c).flatten(2).transpose(1, 2)
+    zz = u if gate is None else u * gate.to(dt)
+    oo = zz if scale is None else zz * scale.to(dt)
+    if acc is not None:
+        oo = oo + (acc.to(dt) if acc_scale is None else acc.to(dt) * acc_scale.to(dt))
+    zz = zz.to(x.dtype).contiguous() if store_z else x.new_empty(0)
+    oo = oo.to(x.dtype).contiguous() if store_o else x.new_empty(0)
+    if oo.numel() and oo.untyped_storage().data_ptr() in (
+            zz.untyped_storage().data_ptr(), x.untyped_storage().data_ptr()):
+        oo = oo.clone()  # custom-op outputs may not alias inputs or each other
+    if zz.numel() and zz.untyped_storage().data_ptr() == x.untyped_storage().data_ptr():
+        zz = zz.clone()
+    return zz, oo
+
+
+# tl.dot tiles per kernel, (batch, M, N, K), for the static GPU-legality check
+DOT_TILES = {"dwconv_toeplitz_fwd_kernel": [("BC", "BH", "BW", "BK")]}
+
+
+def dwconv_hadamard_config(n: int, c: int, gpu: bool) -> dict[str, int]:
+    """Block sizes of the direct kernel (powers of two; see backends/triton/legality.py)."""
+    bc = min(64 if gpu else 128, triton.next_power_of_2(c))
+    bt = min(64 if gpu else 256, triton.next_power_of_2(n))
+    return {"BT": bt, "BC": bc, "num_warps": 4 if gpu else 1}
+
+
+def dwconv_toeplitz_config(c: int, kw: int, gpu: bool, height: int = 64) -> dict[str, int]:
+    """Tiles of the tensor-core kernel: [BH, BK] @ [BK, BW] per channel, BK >= BW + KW - 1."""
+    bw = 16 if kw <= 17 else 32
+    # BH rows share each Toeplitz operand: 32 halves its loads per output against 16 (when the
+    # grid has the rows to fill it)
+    return {"BH": 32 if gpu and bw == 16 and height > 16 else 16, "BW": bw,
+            "BK": triton.next_power_of_2(bw + kw - 1),
+            "BC": min((16 if bw == 16 else 8) if gpu else 64, triton.next_power_of_2(c)),
+            "num_warps": 4 if gpu else 1}
+
+
+def conv_form(x: torch.Tensor, height: int, kw: int) -> str:
+    """'toeplitz' (tensor cores) for 16-bit 2-D maps on a GPU, else 'direct' (CUDA cores).
+
+    PADRE_TRITON_CONV=direct|toeplitz forces one (the CPU tests run both in the interpreter).
+    """
+    forced = os.environ.get("PADRE_TRITON_CONV", "")
+    if forced in ("direct", "toeplitz"):
+        return forced
+    sixteen = x.dtype in (torch.float16, torch.bfloat16)
+    return "toeplitz" if x.is_cuda and sixteen and height >= 8 and kw <= 33 else "direct"
+
+
+TOEPLITZ_FAILED: list[str] = []  # why the tensor-core form was given up, if it was
+
+# the kernels were defined under the CPU interpreter (TRITON_INTERPRET=1 when this file loaded)
+INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
+
+
+def _use_triton(x: torch.Tensor) -> bool:
+    if triton is None or x.dtype not in (torch.float32, torch.float16, torch.bfloat16):
+        return False
+    return x.device.type == "cpu" if INTERPRETED else x.is_cuda
+
+
+def _dwconv_hadamard_impl(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, gate: torch.Tensor | None,
+    acc: torch.Tensor | None, acc_scale: torch.Tensor | None, scale: torch.Tensor | None,
+    height: int, width: int, pad_h: int, pad_w: int, store_z: bool, store_o: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(z, o) of dwconv_hadamard_fwd_kernel; an output not asked for is an empty tensor."""
+    if not _use_triton(x):
+        return naive_dwconv_hadamard(x, weight, bias, gate, acc, acc_scale, scale, height,
+                                     width, pad_h, pad_w, store_z, store_o)
+    z = torch.empty_like(x, memory_format=torch.contiguous_format) if store_z else x.new_empty(0)
+    o = torch.empty_like(x, memory_format=torch.contiguous_format) if store_o else x.new_empty(0)
+    dwconv_hadamard_launch(x, weight, bias, gate, acc, acc_scale, scale, height, width, pad_h,
+                           pad_w, z if store_z else None, o if store_o else None)
+    return z, o
+
+
+def dwconv_hadamard_launch(x, weight, bias, gate, acc, acc_scale, scale, height: int, width: int,
+                           pad_h: int, pad_w: int, z, o) -> None:
+    """Launch the fused kernel writing z and/or o ([B, N, C] contiguous; None: not stored)."""
+    b, n, c = x.shape
+    store_z, store_o = z is not None, o is not None
+    z = x if z is None else z  # placeholders when not stored, never written
+    o = x if o is None else o
+
+    def rows(t):  # channel stride 1, any batch/token strides (slices of a wider tensor)
+        return t if t is None or t.stride(-1) == 1 else t.contiguous()
+
+    x, gate, acc = rows(x), rows(gate), rows(acc)
+    weight = weight.contiguous()
+    dummy = x  # never read: the matching HAS_* flag is off
+    args = (
+        x, weight, dummy if bias is None else bias, dummy if gate is None else gate,
+        dummy if acc is None else acc, dummy if acc_scale is None else acc_scale,
+        dummy if scale is None else scale, z, o,
+        x.stride(0), x.stride(1),
+        0 if gate is None else gate.stride(0), 0 if gate is None else gate.stride(1),
+        0 if acc is None else acc.stride(0), 0 if acc is None else acc.stride(1),
+        n, c, height, width,
+    )
+    flags = dict(
+        KH=weight.shape[1], KW=weight.shape[2], PH=pad_h, PW=pad_w,
+        HAS_BIAS=bias is not None, HAS_GATE=gate is not None, HAS_ACC=acc is not None,
+        HAS_ACC_SCALE=acc_scale is not None, HAS_SCALE=scale is not None,
+        STORE_Z=store_z, STORE_O=store_o,
+    )
+    if conv_form(x, height, weight.shape[2]) == "toeplitz" and not TOEPLITZ_FAILED:
+        cfg = dwconv_toeplitz_config(c, weight.shape[2], x.is_cuda, height=height)
+        grid = (triton.cdiv(height, cfg["BH"]) * triton.cdiv(width, cfg["BW"]),
+                triton.cdiv(c, cfg["BC"]), b)
+        try:
+            dwconv_toeplitz_fwd_kernel[grid](*args, **flags, **cfg)
+            return
+        except Exception as err:  # a GPU compiler that rejects the 3-D dot: direct from now on
+            if os.environ.get("PADRE_TRITON_CONV") == "toeplitz":
+                raise
+            TOEPLITZ_FAILED.append(repr(err))
+            warnings.warn(f"dwconv_toeplitz_fwd_kernel failed ({err!r:.300}); falling back to "
+                          "dwconv_hadamard_fwd_kernel", RuntimeWarning, stacklevel=2)
+    cfg = dwconv_hadamard_config(n, c, x.is_cuda)
+    grid = (triton.cdiv(n, cfg["BT"]), triton.cdiv(c, cfg["BC"]), b)
+    dwconv_hadamard_fwd_kernel[grid](*args, **flags, **cfg)
+
+
+def _depthwise_weight_grad(x, du, kh: int, kw: int, height: int, width: int, pad_h: int,
+                           pad_w: int) -> torch.Tensor:
+    """d weight[c, i, j] = sum_{b, t} du[b, t, c] x[b, t + tap(i, j), c] (for the naive twin;
+    the kernel path accumulates it inside dwconv_hadamard_bwd_kernel)."""
+    b, n, c = x.shape
+    x4 = F.pad(x.transpose(1, 2).reshape(b, c, height, width),
+               (pad_w, kw - 1 - pad_w, pad_h, kh - 1 - pad_h))
+    du4 = du.transpose(1, 2).reshape(b, c, height, width)
+    return torch.nn.grad.conv2d_weight(x4, (c, 1, kh, kw), du4, groups=c)[:, 0]
+
+
+def _dwconv_hadamard_setup(ctx, inputs, output) -> None:
+    x, weight, bias, gate, acc, acc_scale, scale, height, width, pad_h, pad_w, sz, so = inputs
+    ctx.save_for_backward(x, weight, bias, gate, acc, acc_scale, scale)
+    ctx.geometry = (height, width, pad_h, pad_w, sz, so)
+
+
+def naive_dwconv_hadamard_bwd(x, weight, bias, gate, acc, acc_scale, scale, dz, do,
+                              height: int, width: int, pad_h: int, pad_w: int):
+    """Naive twin of dwconv_hadamard_bwd_kernel in PyTorch: (du, dg, da, dw, db, ds, dsa)."""
+    kh, kw = weight.shape[1], weight.shape[2]
+    f32 = torch.float64 if x.dtype == torch.float64 else torch.float32
+    u = naive_dwconv_hadamard(x.to(f32), weight, bias, None, None, None, None, height, width,
+                              pad_h, pad_w, True, False)[0]
+    dzt = torch.zeros_like(u) if dz is None else dz.to(f32)
+    do = None if do is None else do.to(f32)
+    if do is not None:
+        dzt = dzt + (do if scale is None else do * scale.to(f32))
+    g = None if gate is None else gate.to(f32)
+    du = dzt if g is None else dzt * g
+    empty = lambda: x.new_empty(0)  # noqa: E731 - a fresh one each: outputs may not alias
+    d_gate = empty() if gate is None else (dzt * u).to(gate.dtype)
+    d_acc, d_acc_scale, d_scale = empty(), empty(), empty()
+    if do is not None and acc is not None:
+        d_acc = (do if acc_scale is None else do * acc_scale.to(f32)).to(acc.dtype)
+        if acc_scale is not None:
+            d_acc_scale = (do * acc.to(f32)).sum((0, 1)).to(acc_scale.dtype)
+    if do is not None and scale is not None:
+        zz = u if g is None else u * g
+        d_scale = (do * zz).sum((0, 1)).to(scale.dtype)
+    d_w = _depthwise_weight_grad(x.to(f32), du, kh, kw, height, width, pad_h, pad_w)
+    d_b = empty() if bias is None else du.sum((0, 1)).to(bias.dtype)
+    outs = (du.to(x.dtype), d_gate, d_acc, d_w.to(weight.dtype), d_b, d_scale, d_acc_scale)
+    # custom-op outputs may not alias inputs or each other (du is dz itself when nothing scales)
+    seen = {t.untyped_storage().data_ptr() for t in (dz, do, x) if t is not None and t.numel()}
+    fresh = []
+    for t in outs:
+        if t.numel():
+            if t.untyped_storage().data_ptr() in seen:
+                t = t.clone()
+            seen.add(t.untyped_storage().data_ptr())
+        fresh.append(t)
+    return tuple(fresh)
+
+
+def _dwconv_hadamard_bwd_impl(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, gate: torch.Tensor | None,
+    acc: torch.Tensor | None, acc_scale: torch.Tensor | None, scale: torch.Tensor | None,
+    dz: torch.Tensor | None, do: torch.Tensor | None,
+    height: int, width: int, pad_h: int, pad_w: int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
+           torch.Tensor]:
+    """(du, dg, da, dw, db, ds, dsa); a gradient of an absent input is an empty tensor."""
+    if not _use_triton(x):
+        return naive_dwconv_hadamard_bwd(x, weight, bias, gate, acc, acc_scale, scale, dz, do,
+                                         height, width, pad_h, pad_w)
+    b, n, c = x.shape
+    kh, kw = weight.shape[1], weight.shape[2]
+
+    def rows(t):  # channel stride 1, any batch/token strides (slices of a wider tensor)
+        return t if t is None or t.stride(-1) == 1 else t.contiguous()
+
+    x, gate, acc = rows(x), rows(gate), rows(acc)
+    dz = None if dz is None else dz.contiguous()
+    do = None if do is None else do.contiguous()
+    weight = weight.contiguous()
+    empty = lambda: x.new_empty(0)  # noqa: E731 - a fresh one each: outputs may not alias
+    du = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+    dg = empty() if gate is None else torch.empty(x.shape, dtype=gate.dtype, device=x.device)
+    da = empty() if (acc is None or do is None) else torch.empty(x.shape, dtype=acc.dtype,
+                                                               device=x.device)
+    f32 = dict(dtype=torch.float32, device=x.device)
+    dw = torch.zeros((c, kh, kw), **f32)
+    db = torch.zeros(c, **f32) if bias is not None else empty()
+    ds = torch.zeros(c, **f32) if scale is not None and do is not None else empty()
+    dsa = torch.zeros(c, **f32) if acc_scale is not None and do is not None else empty()
+    cfg = dwconv_hadamard_config(n, c, x.is_cuda)
+    grid = (triton.cdiv(n, cfg["BT"]), triton.cdiv(c, cfg["BC"]), b)
+    pick = lambda t: x if t is None or t.numel() == 0 else t  # noqa: E731 - never-read slots
+    dwconv_hadamard_bwd_kernel[grid](
+        x, weight, pick(bias), pick(gate), pick(acc), pick(acc_scale), pick(scale), pick(dz),
+        pick(do), du, pick(dg), pick(da), dw, pick(db), pick(ds), pick(dsa),
+        x.stride(0), x.stride(1),
+        0 if gate is None else gate.stride(0), 0 if gate is None else gate.stride(1),
+        0 if acc is None else acc.stride(0), 0 if acc is None else acc.stride(1),
+        n, c, height, width,
+        KH=kh, KW=kw, PH=pad_h, PW=pad_w,
+        HAS_BIAS=bias is not None, HAS_GATE=gate is not None, HAS_ACC=acc is not None,
+        HAS_ACC_SCALE=acc_scale is not None, HAS_SCALE=scale is not None,
+        HAS_DZ=dz is not None, HAS_DO=do is not None, BT=cfg["BT"], BC=cfg["BC"],
+        num_warps=cfg["num_warps"],
+    )
+
+    def cast(t, like):
+        return t if like is None or t.numel() == 0 else t.to(like.dtype)
+
+    return du, dg, da, dw.to(weight.dtype), cast(db, bias), cast(ds, scale), cast(dsa, acc_scale)
+
+
+def _dwconv_hadamard_backward(ctx, dz, do):
+    """Derived backward. Forward: u = conv(x) + b, z = u * g, o = sa * a + s * z.
+
+    One fused kernel (dwconv_hadamard_bwd_kernel) gives du, dg, da and the reductions dw, db, ds,
+    dsa; dx = conv(du) with flipped taps and mirrored padding (the adjoint of the depthwise
+    map) is the forward kernel again.
+    """
+    x, weight, bias, gate, acc, acc_scale, scale = ctx.saved_tensors
+    height, width, pad_h, pad_w, store_z, store_o = ctx.geometry
+    kh, kw = weight.shape[1], weight.shape[2]
+    du, dg, da, dw, db, ds, dsa = torch.ops.padre_triton.dwconv_hadamard_bwd_v1(
+        x, weight, bias, gate, acc, acc_scale, scale, dz if store_z else None,
+        do if store_o else None, height, width, pad_h, pad_w)
+    d_x = torch.ops.padre_triton.dwconv_hadamard_fwd_v1(
+        du, weight.flip(1, 2), None, None, None, None, None, height, width, kh - 1 - pad_h,
+        kw - 1 - pad_w, True, False)[0]
+    some = lambda t: t if t.numel() else None  # noqa: E731 - empty marks an absent gradient
+    return (d_x.to(x.dtype), dw, some(db), some(dg), some(da), some(dsa), some(ds),
+            None, None, None, None, None, None)
+
+
+def _register_dwconv_hadamard():
+    """torch.library custom op (+ fake kernel + autograd), defined once per process."""
+    try:
+        torch.ops.padre_triton.dwconv_hadamard_bwd_v1  # noqa: B018 - registered with the fwd op
+        return torch.ops.padre_triton.dwconv_hadamard_fwd_v1
+    except AttributeError:
+        pass
+    op = torch.library.custom_op("padre_triton::dwconv_hadamard_fwd_v1", mutates_args=())(
+        _dwconv_hadamard_impl)
+
+    @op.register_fake
+    def _(x, weight, bias, gate, acc, acc_scale, scale, height, width, pad_h, pad_w, store_z,
+          store_o):
+        return (x.new_empty(x.shape) if store_z else x.new_empty(0),  # contiguous, like the op
+                x.new_empty(x.shape) if store_o else x.new_empty(0))
+
+    bwd = torch.library.custom_op("padre_triton::dwconv_hadamard_bwd_v1", mutates_args=())(
+        _dwconv_hadamard_bwd_impl)
+
+    @bwd.register_fake
+    def _(x, weight, bias, gate, acc, acc_scale, scale, dz, do, height, width, pad_h, pad_w):
+        def like(t, ref, shape):
+            return x.new_empty(0) if t is None else ref.new_empty(shape, dtype=t.dtype)
+
+        c = x.shape[-1]
+        return (x.new_empty(x.shape), like(gate, x, x.shape),
+                like(acc if do is not None else None, x, x.shape), weight.new_empty(weight.shape),
+                like(bias, x, (c,)), like(scale if do is not None else None, x, (c,)),
+                like(acc_scale if do is not None else None, x, (c,)))
+
+    op.register_autograd(_dwconv_hadamard_backward, setup_context=_dwconv_hadamard_setup)
+    return torch.ops.padre_triton.dwconv_hadamard_fwd_v1
+
+
+dwconv_hadamard = _register_dwconv_hadamard()
+'''

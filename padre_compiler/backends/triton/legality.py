@@ -1,0 +1,132 @@
+"""Static GPU-legality check of generated Triton kernels and their launch configurations.
+
+The CPU interpreter (TRITON_INTERPRET=1) runs kernels a GPU compiler rejects or cannot fit:
+non-power-of-two `tl.arange` extents, `tl.dot` tiles under 16, more shared memory than an SM
+has, more warps than a block may hold, register tiles that spill. This module reads the kernel
+source (Python AST: every `tl.arange` and `tl.dot` of every `@triton.jit` function), takes the
+constexpr values a launcher would pass, and reports every violation, so tests on a CPU-only
+machine catch what only a GPU would.
+
+Dot tiles: a kernel that calls `tl.dot` declares its tiles in the generated module's
+`DOT_TILES = {kernel: [(batch, M, N, K), ...]}` (constexpr names or integers, one entry per
+call site); a call without a declaration, or a declaration without a call, is itself an error.
+"""
+
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class GpuLimits:
+    name: str = "H100 (sm_90)"
+    shared_bytes: int = 227 * 1024  # opt-in shared memory per block
+    max_warps: int = 32  # 1024 threads
+    min_dot: int = 16  # smallest M, N, K of an MMA tile Triton accepts
+    max_tile_regs: int = 128  # fp32 registers per thread for one tile before it spills
+
+
+H100 = GpuLimits()
+
+
+class GpuLegalityError(ValueError):
+    """A kernel configuration the interpreter accepts but a GPU rejects (or cannot fit)."""
+
+
+@dataclass(frozen=True)
+class KernelShape:
+    name: str
+    aranges: tuple[str, ...]  # source of each `end - start` extent
+    dots: int  # number of tl.dot call sites
+    tiles: tuple[tuple[str, ...], ...]  # every tl.zeros([...]) shape (the accumulators)
+
+
+def _is_tl(node: ast.AST, attr: str) -> bool:
+    return (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+            and node.func.attr == attr and isinstance(node.func.value, ast.Name)
+            and node.func.value.id == "tl")
+
+
+def _jitted(fn: ast.FunctionDef) -> bool:
+    return any(ast.unparse(d).startswith("triton.jit") for d in fn.decorator_list)
+
+
+def kernel_shapes(source: str) -> dict[str, KernelShape]:
+    """Every @triton.jit function of `source` with its arange extents and dot call sites."""
+    shapes: dict[str, KernelShape] = {}
+    for fn in ast.walk(ast.parse(source)):
+        if not isinstance(fn, ast.FunctionDef) or not _jitted(fn):
+            continue
+        aranges, tiles, dots = [], [], 0
+        for node in ast.walk(fn):
+            if _is_tl(node, "arange"):
+                start, end = (ast.unparse(a) for a in node.args[:2])
+                aranges.append(end if start == "0" else f"({end}) - ({start})")
+            elif _is_tl(node, "dot"):
+                dots += 1
+            elif _is_tl(node, "zeros") and node.args and isinstance(node.args[0], ast.List):
+                tiles.append(tuple(ast.unparse(e) for e in node.args[0].elts))
+        shapes[fn.name] = KernelShape(fn.name, tuple(aranges), dots, tuple(tiles))
+    return shapes
+
+
+def _value(expr: str | int, consts: dict[str, int]) -> int:
+    if isinstance(expr, int):
+        return expr
+    try:
+        return int(eval(expr, {"__builtins__": {}}, dict(consts)))  # names and arithmetic only
+    except NameError as err:
+        raise GpuLegalityError(
+            f"extent '{expr}' uses a value the launch does not fix: {err}") from None
+
+
+def check_launch(source: str, kernel: str, consts: dict[str, int], *, num_warps: int,
+                 num_stages: int = 1, elem_bytes: int = 2,
+                 dot_tiles: dict[str, list[tuple]] | None = None,
+                 limits: GpuLimits = H100) -> list[str]:
+    """Every reason `kernel` of `source`, launched with constexprs `consts`, fails on a GPU."""
+    shapes = kernel_shapes(source)
+    if kernel not in shapes:
+        return [f"{kernel}: no @triton.jit function of that name in the source"]
+    shape = shapes[kernel]
+    problems: list[str] = []
+    if num_warps < 1 or num_warps & (num_warps - 1) or num_warps > limits.max_warps:
+        problems.append(f"{kernel}: num_warps={num_warps} must be a power of two <= "
+                        f"{limits.max_warps}")
+    for expr in shape.aranges:
+        n = _value(expr, consts)
+        if n < 1 or n & (n - 1):
+            problems.append(f"{kernel}: tl.arange extent {expr} = {n} is not a power of two")
+    threads = 32 * max(num_warps, 1)
+    for tile in shape.tiles:
+        dims = [_value(d, consts) for d in tile]
+        elems = 1
+        for d in dims:
+            elems *= d
+        if elems / threads > limits.max_tile_regs:
+            problems.append(f"{kernel}: accumulator [{', '.join(tile)}] = {dims} is "
+                            f"{elems // threads} fp32 registers per thread "
+                            f"(> {limits.max_tile_regs}: spills)")
+    declared = (dot_tiles or {}).get(kernel, [])
+    if len(declared) != shape.dots:
+        problems.append(f"{kernel}: {shape.dots} tl.dot call(s) but {len(declared)} declared "
+                        "in DOT_TILES")
+    smem = 0
+    for tile in declared:
+        batch, m, n, k = (_value(d, consts) for d in tile)
+        for label, v in (("M", m), ("N", n), ("K", k)):
+            if v < limits.min_dot or v & (v - 1):
+                problems.append(f"{kernel}: dot tile {label} = {v} must be a power of two >= "
+                                f"{limits.min_dot}")
+        smem += batch * (m * k + k * n) * elem_bytes * max(num_stages, 1)
+    if smem > limits.shared_bytes:
+        problems.append(f"{kernel}: dot operands need ~{smem // 1024} KiB of shared memory "
+                        f"(> {limits.shared_bytes // 1024} KiB on {limits.name})")
+    return problems
+
+
+def assert_legal(source: str, kernel: str, consts: dict[str, int], **kw) -> None:
+    problems = check_launch(source, kernel, consts, **kw)
+    if problems:
+        raise GpuLegalityError("; ".join(problems))

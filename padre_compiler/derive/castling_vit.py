@@ -1,0 +1,296 @@
+"""Castling-ViT's linear-angular attention (inference form) as a normalised PADRe instance
+(padre-math.md §3.4): degree 1 and 3 under row-l2 normalisations, plus a depthwise token conv.
+
+Two named variants of the constant term of the angular kernel 1 - arccos(x)/π ≈ 1/2 + x/π:
+  released       0.5·V          (the released code: identity token operator)
+  exact_kernel   0.5·1 1ᵀ V     (the kernel's constant applied to V: a sum over tokens)
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import sympy as sp
+
+from padre_compiler import dsl
+from padre_compiler.derive import common
+from padre_compiler.derive.common import Derivation, fmt
+from padre_compiler.spec.model import Spec
+
+VARIANTS = ("released", "exact_kernel")
+MISTAKES = ("constant_swap",)  # each variant's spec compared with the other variant's original
+KERNEL = 9
+
+
+# 1. the naive twin: LinAngularAttention of GATECH-EIC/Castling-ViT ------------------------------
+def lin_angular_attention(x: np.ndarray, p: dict[str, np.ndarray], heads: int, F: Any,
+                          variant: str = "released", normalize: bool = True) -> np.ndarray:
+    """x [B, L, C] -> [B, L, C], inference (sparse_reg off). p: qkv.weight [3C, C]
+    (qkv_bias=False), dconv.weight [h, 1, 9, 1] (Conv2d(h, h, (9, 1), padding=(4, 0),
+    groups=h, bias=False)), proj.{weight,bias}. normalize=False: the polynomial numerator."""
+    b, n, c = x.shape
+    e = c // heads
+    qkv = (x @ p["qkv.weight"].T).reshape(b, n, 3, heads, e).transpose(2, 0, 3, 1, 4)
+    q, k, v = qkv[0], qkv[1], qkv[2]  # [B, h, L, e]
+    if normalize:  # q / q.norm(dim=-1, keepdim=True): no eps
+        q = q / np.sqrt((q * q).sum(axis=-1, keepdims=True))
+        k = k / np.sqrt((k * k).sum(axis=-1, keepdims=True))
+    w = p["dconv.weight"]
+    pad = KERNEL // 2
+    vp = F.zeros((b, heads, n + 2 * pad, e), v)
+    vp[:, :, pad:pad + n] = v
+    r = F.zeros(v.shape, v)
+    for j in range(KERNEL):  # the conv over the (L, e) "image": along tokens only
+        r = r + vp[:, :, j:j + n] * w[:, 0, j, 0][None, :, None, None]
+    kv = k.swapaxes(-2, -1) @ v
+    if variant == "released":
+        lin = v * F.half
+    else:
+        lin = np.repeat(v.sum(axis=-2, keepdims=True), n, axis=-2) * F.half
+    o = lin + (q @ kv) * F.inv_pi
+    if normalize:
+        o = o / np.sqrt((o * o).sum(axis=-1, keepdims=True))
+    o = o + r
+    o = o.transpose(0, 2, 1, 3).reshape(b, n, c)
+    return o @ p["proj.weight"].T + p["proj.bias"]
+
+
+def shapes(c: int, heads: int) -> dict[str, tuple[int, ...]]:
+    return {"qkv.weight": (3 * c, c), "dconv.weight": (heads, 1, KERNEL, 1),
+            "proj.weight": (c, c), "proj.bias": (c,)}
+
+
+# 2. the spec and the mapping ---------------------------------------------------------------------
+def castling_spec(heads: int = 8, variant: str = "released", eps: float = 0.0) -> Spec:
+    x = dsl.tokens("sequence")
+    q = dsl.normalize(dsl.dense(x, "wq"), kind="l2_rows", heads=heads, eps=eps)
+    k = dsl.normalize(dsl.dense(x, "wk"), kind="l2_rows", heads=heads, eps=eps)
+    v = dsl.dense(x, "wv")
+    y1 = dsl.expand(v, mode="tile", heads=heads)
+    y2 = dsl.expand(k, mode="replicate", heads=heads)
+    y3 = dsl.expand(q, mode="replicate", heads=heads)
+    y1.label, y2.label, y3.label = "Y1", "Y2", "Y3"
+    z2 = y1 * y2
+    z2.label = "Z2"
+    z3 = dsl.global_sum(z2) * y3
+    z3.label = "Z3"
+    lin = y1 if variant == "released" else dsl.global_sum(y1)
+    p = dsl.diagonal(lin, "w1") + dsl.diagonal(z3, "w3")
+    p.label = "P"
+    o = dsl.normalize(dsl.contract(p, keep="tile", heads=heads), kind="l2_rows", heads=heads,
+                      eps=eps)
+    r = dsl.dwconv1d(v, "dconv", kernel=KERNEL)
+    return dsl.spec(f"castling_vit_{variant}", layout="sequence",
+                    output=dsl.dense(o + r, "proj", bias=True),
+                    description=f"Castling-ViT linear-angular attention ({variant} constant term)")
+
+
+def mapping(p: dict, F: Any, heads: int) -> dict:
+    c = p["proj.weight"].shape[0]
+    e = c // heads
+    w = p["qkv.weight"]
+    width = heads * e * e
+    if F is common.Float:
+        w1, w3 = np.full(width, 0.5 / e), np.full(width, 1.0 / math.pi)
+    else:  # contract sums the e copies that F tiles: weight 1/(2e) gives 0.5 v
+        w1 = np.array([F.ring(sp.Rational(1, 2 * e))] * width, dtype=object)
+        w3 = np.array([F.inv_pi] * width, dtype=object)
+    dconv = np.repeat(p["dconv.weight"][:, 0, :, 0], e, axis=0)  # [C, 9]: shared per head
+    return {"wq_weight": w[:c], "wk_weight": w[c:2 * c], "wv_weight": w[2 * c:],
+            "w1_scale": w1, "w3_scale": w3, "dconv_weight": dconv,
+            "proj_weight": p["proj.weight"], "proj_bias": p["proj.bias"]}
+
+
+def random_original(c: int, heads: int, seed: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {k: rng.standard_normal(s) / (np.sqrt(c) if k != "dconv.weight" else 3.0)
+            for k, s in shapes(c, heads).items()}
+
+
+def angular_attention(x: np.ndarray, p: dict, heads: int, terms: int | None = None
+                      ) -> np.ndarray:
+    """The full angular kernel (no output norm, no conv): per head (1 - arccos(q̂ k̂ᵀ)/π) V,
+    or its Taylor truncation after `terms` odd powers; then proj. Dense N x N, float64."""
+    b, n, c = x.shape
+    e = c // heads
+    qkv = (x @ p["qkv.weight"].T).reshape(b, n, 3, heads, e).transpose(2, 0, 3, 1, 4)
+    q, k, v = qkv[0], qkv[1], qkv[2]
+    q = q / np.linalg.norm(q, axis=-1, keepdims=True)
+    k = k / np.linalg.norm(k, axis=-1, keepdims=True)
+    cos = np.clip(q @ k.swapaxes(-2, -1), -1.0, 1.0)
+    if terms is None:
+        kern = 1 - np.arccos(cos) / math.pi
+    else:
+        kern = 0.5 + sum(_taylor(j) * cos ** (2 * j + 1) for j in range(terms)) / math.pi
+    o = (kern @ v).transpose(0, 2, 1, 3).reshape(b, n, c)
+    return o @ p["proj.weight"].T + p["proj.bias"]
+
+
+def _taylor(j: int) -> float:
+    """The coefficient of x^(2j+1) in π/2 - arccos(x)."""
+    return math.factorial(2 * j) / (4**j * math.factorial(j) ** 2 * (2 * j + 1))
+
+
+def angular_spec(heads: int, e: int, terms: int) -> Spec:
+    """0.5·1 1ᵀV + (1/π) Σ_{j<terms} a_j (Q̂ K̂ᵀ)^{⊙(2j+1)} V per head, then proj (terms 1, 2):
+    the power p = 2j+1 through p-fold tensor-power features of q̂, k̂ (width e^p per head)."""
+    x = dsl.tokens("sequence")
+    q = dsl.normalize(dsl.dense(x, "wq"), kind="l2_rows", heads=heads, eps=0.0)
+    k = dsl.normalize(dsl.dense(x, "wk"), kind="l2_rows", heads=heads, eps=0.0)
+    v = dsl.dense(x, "wv")
+
+    def power3(t: dsl.Expr) -> dsl.Expr:  # slot (g, c, m, n): t_c t_m t_n
+        t2 = dsl.expand(t, mode="replicate", heads=heads, times=e) * dsl.expand(
+            t, mode="tile", heads=heads, times=e)
+        return dsl.expand(t2, mode="replicate", heads=heads * e, times=e) * dsl.expand(
+            t, mode="tile", heads=heads, times=e * e)
+
+    vt = dsl.expand(v, mode="tile", heads=heads, times=e)
+    lin = dsl.diagonal(dsl.global_sum(vt), "w0")
+    z = dsl.global_sum(dsl.expand(k, mode="replicate", heads=heads, times=e) * vt) * \
+        dsl.expand(q, mode="replicate", heads=heads, times=e)
+    out = dsl.contract(lin + dsl.diagonal(z, "w1"), keep="tile", heads=heads, times=e)
+    if terms >= 2:
+        kv = dsl.expand(power3(k), mode="replicate", heads=heads, times=e) * dsl.expand(
+            v, mode="tile", heads=heads, times=e ** 3)
+        z3 = dsl.global_sum(kv) * dsl.expand(power3(q), mode="replicate", heads=heads, times=e)
+        out = out + dsl.contract(dsl.diagonal(z3, "w3"), keep="tile", heads=heads, times=e ** 3)
+    return dsl.spec(f"angular{terms}", layout="sequence", output=dsl.dense(out, "proj", bias=True),
+                    description=f"angular kernel, {terms} odd Taylor terms of arccos")
+
+
+def angular_mapping(p: dict, heads: int, terms: int) -> dict:
+    c = p["proj.weight"].shape[0]
+    e = c // heads
+    w = p["qkv.weight"]
+    out = {"wq_weight": w[:c], "wk_weight": w[c:2 * c], "wv_weight": w[2 * c:],
+           "w0_scale": np.full(c * e, 0.5 / e), "w1_scale": np.full(c * e, 1 / math.pi),
+           "proj_weight": p["proj.weight"], "proj_bias": p["proj.bias"]}
+    if terms >= 2:
+        out["w3_scale"] = np.full(c * e ** 3, _taylor(1) / math.pi)
+    return out
+
+
+def prove(write: bool = False, path: Path | None = None, mistake: str | None = None) -> Derivation:
+    if mistake not in (None, *MISTAKES):
+        raise ValueError(f"unknown mistake '{mistake}'; known: {', '.join(MISTAKES)}")
+    d = Derivation("castling_vit", "Castling-ViT (inference form) is a normalised PADRe "
+                   "instance; its angular kernel is approximate")
+    heads = 8
+    d.section("1. The original (naive twin)", """
+`LinAngularAttention.forward` of GATECH-EIC/Castling-ViT (`castling-vit.py`), inference
+(`sparse_reg` off), input x `[B, L, C]`, h heads of width e = C/h
+(`lin_angular_attention` in `padre_compiler/derive/castling_vit.py`):
+
+    q, k, v = Linear(C, 3C, bias=False)(x) -> [3, B, h, L, e]
+    q = q / q.norm(dim=-1, keepdim=True);  k = k / k.norm(dim=-1, keepdim=True)   # no eps
+    r = Conv2d(h, h, (9, 1), padding=(4, 0), groups=h, bias=False)(v)   # along tokens only
+    o = 0.5 * v + (1/π) * q @ (k^T @ v)                                 # released code
+    o = o / o.norm(dim=-1, keepdim=True) + r                           # normalise, then add r
+    out = proj(merge_heads(o))                                          # Linear(C, C), bias
+
+`0.5 + x/π` truncates the angular kernel `1 - arccos(x)/π = 1/2 + (1/π)(x + x³/6 + 3x⁵/40 +
+…)`, x = q̂·k̂. Applied to V, the kernel's constant gives `0.5·1 1ᵀ V`; the released code uses
+`0.5·V`. Both are kept as named variants (`released`, `exact_kernel`); the twin takes the
+variant as an argument.""")
+    spec = castling_spec(heads, "released")
+    table = [
+        ("$A_1$, $B_1$", r"$I$; $W_V F$, $W_V$ = `qkv.weight[2C:3C]`$^\top$"),
+        ("$A_2$, $B_2$", r"$I$; $\mathcal{N}_{\ell_2}(X W_K) E$, $W_K$ = "
+         r"`qkv.weight[C:2C]`$^\top$"),
+        ("$A_3$, $B_3$", r"$I$; $\mathcal{N}_{\ell_2}(X W_Q) E$, $W_Q$ = "
+         r"`qkv.weight[0:C]`$^\top$"),
+        ("$C_1$, $D_1$", "$I$, $I$"), ("$C_2$, $D_2$", r"$\mathbf{1}\mathbf{1}^\top$, $I$"),
+        ("$W$", r"$W_1 = \frac{1}{2e}$ (released: on $Z_1$; exact_kernel: on "
+         r"$\mathbf{1}\mathbf{1}^\top Z_1$), $W_2 = 0$, $W_3 = \frac{1}{\pi}$"),
+        ("$L$", "0"),
+        ("$V$", r"$F^\top$ (contract), row-$\ell_2$ hook, $+\,\mathrm{DW}^{9}(X W_V)$, then "
+         "`proj` (+ bias)"),
+        ("token conv", r"`dwconv1d` k=9 centred, weight[c, j] = `dconv.weight[g(c), 0, j, 0]` "
+         "(one kernel per head, repeated over its e channels)"),
+        ("normalisation", r"row $\ell_2$ per head of $XW_Q$, $XW_K$ and of $P F^\top$ (eps 0)"),
+        ("degree", "1 and 3 in X (numerator), plus the degree-1 conv term")]
+    d.section("2. Mapping and PADRe form (DSL: `castling_spec` in the derive module)",
+              common.latex_section(spec.graph(), table) + """
+
+F tiles v over the slots (c, m) of a head, so Fᵀ sums e copies: the weight 1/(2e) on Z_1
+gives 0.5·v. The output hook and the conv residual added after it are outside the TOML
+canonical form, so this instance is built with the Python DSL (no `specs/castling_vit.toml`).""")
+
+    rows = []
+    for variant in VARIANTS:
+        spec_variant = variant if mistake is None else VARIANTS[1 - VARIANTS.index(variant)]
+        g = common.without_normalizers(castling_spec(2, spec_variant).graph())
+        res, _ = common.symbolic_identity(
+            g, lambda x, p, F, v=variant: lin_angular_attention(x, p, 2, F, v, normalize=False),
+            shapes(4, 2), lambda p, F: mapping(p, F, 2), 3, 4, extra=("inv_pi",),
+            symbolic={"qkv.weight", "dconv.weight"},
+            field_kw=lambda ring, ex, p: {"inv_pi": ex["inv_pi"]})
+        d.check(f"{variant}: numerator, symbolic", "symbolic identity",
+                "twin(X) - spec(X) = 0 over QQ[x, w, 1/π], hooks removed on both sides, "
+                "L = 3, C = 4, 2 heads; qkv and conv weights symbolic, proj exact rationals",
+                res.zero, f"{res.entries} entries, {res.monomials} monomials; degrees in x "
+                f"{res.degrees}")
+        rows.append(f"| {variant} | {res.degrees} | {res.monomials} | "
+                    f"{'0' if res.zero else 'NONZERO'} |")
+    d.section("3. Symbolic proof at small size", "\n".join([
+        "Numerator identity over QQ[x, w, 1/π] (1/π a generator; hooks removed on both sides):",
+        "", "| variant | degrees in x | monomials (twin) | difference |", "|---|---|---|---|",
+        *rows]))
+
+    n, c = 196, 64
+    p = random_original(c, heads, seed=5)
+    x = np.random.default_rng(6).standard_normal((1, n, c))
+    num = []
+    for variant in VARIANTS:
+        spec_variant = variant if mistake is None else VARIANTS[1 - VARIANTS.index(variant)]
+        got = common.compiled_output(castling_spec(heads, spec_variant), c, None,
+                                     mapping(p, common.Float, heads), x)
+        err = common.rel_err(got, lin_angular_attention(x, p, heads, common.Float, variant))
+        d.check(f"{variant}: normalised module, numeric", "numeric (tol 1e-10)",
+                f"compiled spec vs twin, float64, L = {n}, C = {c}, {heads} heads",
+                err < common.EXACT_TOL, f"max relative error {fmt(err)}")
+        num.append(f"| {variant} | {fmt(err)} |")
+    exact = angular_attention(x, p, heads)
+    rows, closed_errs, spec_agree = [], [], []
+    for terms in (1, 2, 3, 6, 12):
+        closed = angular_attention(x, p, heads, terms)
+        closed_errs.append(common.rel_err(closed, exact))
+        compiled = ""
+        if terms <= 2:
+            s = angular_spec(heads, c // heads, terms)
+            got = common.compiled_output(s, c, None, angular_mapping(p, heads, terms), x)
+            spec_agree.append((terms, common.rel_err(got, closed)))
+            compiled = f"{fmt(common.rel_err(got, exact))} (spec degree {s.degree})"
+        rows.append(f"| {terms} | x^{2 * terms - 1} | {4 * terms - 1} | {fmt(closed_errs[-1])} | "
+                    f"{compiled or 'not compiled'} |")
+    d.check("angular kernel: K-term spec = K-term truncation", "numeric (tol 1e-10)",
+            "the compiled tensor-power spec (K = 1, 2 odd terms) equals the truncated kernel "
+            f"1/2 + (1/π) Σ_(k<K) a_k (q̂·k̂)^(2k+1) applied to V, float64, L = {n}, C = {c}",
+            all(e < common.EXACT_TOL for _, e in spec_agree),
+            "; ".join(f"K={t}: {fmt(e)}" for t, e in spec_agree))
+    d.check("angular kernel, truncation error", "approximation (measured)",
+            "the truncated kernel approaches (1 - arccos(q̂·k̂)/π) V monotonically in K",
+            all(b < a for a, b in itertools.pairwise(closed_errs)),
+            "errors " + ", ".join(f"{fmt(e)}" for e in closed_errs) + " at K = 1, 2, 3, 6, 12")
+    d.section("4. Numeric check at realistic size", "\n".join([
+        f"float64, batch 1, L = {n}, C = {c}, {heads} heads, random weights (seed 5), input "
+        "N(0, 1) (seed 6).", "", "| variant | max relative error |", "|---|---|", *num, "",
+        "**Approximation: the angular kernel.** Castling-ViT keeps the kernel's first Taylor "
+        "terms 1/2 + x/π. Against the full angular attention `(1 - arccos(q̂ k̂ᵀ)/π) V` "
+        "(dense N x N, then proj; no output normalisation, no conv), the kernel truncated after K "
+        "odd terms has the relative errors below. Term x^p uses p-fold tensor-power features of "
+        "q̂ and k̂ (width e^p per head; `angular_spec` builds them with `expand(times=...)`) and "
+        "has degree 2p + 1 in X; K = 1 and 2 are compiled (K = 2 already needs width e^4 = 4096 "
+        "per head at e = 8), higher K are evaluated in closed form.", "",
+        "| odd terms K | highest power | degree in X | truncated kernel (closed form) | "
+        "compiled spec |", "|---|---|---|---|---|", *rows]))
+    d.section("5. Complexity", common.cost_section(spec.graph(), c) + """
+
+As for SimA, the per-head outer products (width C e) are what the `fuse` passes replace by
+`linear_attention` (O(N C e)); the global sums are reductions over all tokens.""")
+    return common.finish(d, write, path)

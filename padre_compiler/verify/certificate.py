@@ -1,0 +1,220 @@
+"""Equivalence certificates: the optimised graph and the generated code compute the spec.
+
+Graph certificate (exact identity testing). The spec's graph and the optimised graph are both
+evaluated over GF(p) at the same random inputs, weights and normaliser values, k times. Both
+are polynomials of total degree <= d in those variables; if they differed, by Schwartz-Zippel
+they would agree at a random point with probability <= d/p, so a wrong rewrite survives all k
+trials with probability <= (d/p)^k.
+
+Normalisation hooks are not polynomial. They are certified as uninterpreted functions:
+normalize(x) = x ⊙ phi(x), with phi a random function of each column (l1_tokens) or of each
+token's head slice (l2_rows), drawn afresh per trial. The certificate then holds for every such
+phi, in particular for the true 1 / (norm + eps), provided the optimised graph applies the
+normalisers to equal arguments (which is what is checked). Polynomial surrogates are
+polynomials with exact binary-rational coefficients and are certified as such.
+
+Code certificate. The generated module runs in float64 on small-integer inputs and weights,
+where every sum and product is an integer below 2^53 and so exact; its output must equal the
+exact integer evaluation of the spec bit for bit (FFT long convolutions round at ~1e-16
+relative, so their outputs must round to the exact integers). Specs with surrogates or
+normalisers have no integer-exact evaluation: for them the code check is reported as not
+applicable and the graph certificate carries the guarantee.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Any
+
+import numpy as np
+
+from padre_compiler.backends.reference import run_graph
+from padre_compiler.ir.graph import Graph
+from padre_compiler.ir.ops import EvalContext
+from padre_compiler.verify.degree import total_degree
+from padre_compiler.verify.field import GF, P, element, random_gf
+
+
+@dataclass(frozen=True)
+class CodeCheck:
+    applicable: bool
+    passed: bool
+    detail: str
+
+
+@dataclass(frozen=True)
+class Certificate:
+    spec: str
+    trials: int
+    prime: int
+    degree: int
+    tokens: int
+    dim: int
+    passed: bool
+    failed_after: tuple[str, ...] = ()
+    normalisers: str = "none"
+    code: CodeCheck | None = None
+    seconds: float = 0.0
+    passes: tuple[str, ...] = field(default=())
+
+    @property
+    def bound(self) -> float:
+        """Probability that a wrong identity survived every trial."""
+        return (self.degree / self.prime) ** self.trials
+
+    def __str__(self) -> str:
+        verdict = "passed" if self.passed else f"FAILED after {', '.join(self.failed_after)}"
+        lines = [f"graph certificate: optimised graph == spec over GF({self.prime}), "
+                 f"{self.trials} trials at N={self.tokens}, D={self.dim}: {verdict}; "
+                 f"total degree {self.degree}, a wrong identity survives with probability "
+                 f"<= ({self.degree}/{self.prime})^{self.trials} = {self.bound:.1e}"]
+        if self.normalisers != "none":
+            lines.append(f"normalisers: {self.normalisers}")
+        if self.code is not None:
+            state = ("passed" if self.code.passed else "FAILED") if self.code.applicable \
+                else "not applicable"
+            lines.append(f"code certificate: {state}: {self.code.detail}")
+        return "\n".join(lines)
+
+
+def _oracle(salt: bytes) -> Any:
+    """phi for normalize(x) = x ⊙ phi(x): a salted hash of each column / head slice into GF(p)."""
+
+    def digest(values: np.ndarray) -> int:
+        h = hashlib.blake2b(salt + np.ascontiguousarray(values).tobytes(), digest_size=8)
+        return int.from_bytes(h.digest(), "little") % P
+
+    def phi(x: GF, attrs: dict[str, Any]) -> GF:
+        arr = np.asarray(x).view(np.ndarray)
+        b, n, w = arr.shape
+        if attrs["kind"] == "l1_tokens":  # one value per (batch, channel), shared by all tokens
+            vals = [[digest(arr[i, :, c]) for c in range(w)] for i in range(b)]
+            return GF(np.array(vals, dtype=np.int64)[:, None, :])
+        h = attrs["heads"]  # one value per (batch, token, head), shared by the head's channels
+        rows = arr.reshape(b, n, h, w // h)
+        vals = [[[digest(rows[i, t, g]) for g in range(h)] for t in range(n)] for i in range(b)]
+        scale = np.repeat(np.array(vals, dtype=np.int64), w // h, axis=2)
+        return GF(scale)
+
+    return phi
+
+
+def field_context(grid: tuple[int, int] | None, salt: bytes) -> EvalContext:
+    return EvalContext(grid=grid, abs=None, sqrt=None, const=lambda v: GF(element(v)),
+                       opaque_norm=_oracle(salt))
+
+
+def random_field_point(g: Graph, dim: int, tokens: int,
+                       rng: np.random.Generator) -> tuple[GF, dict[str, GF]]:
+    x = random_gf(rng, (1, tokens, dim))
+    params = {name: random_gf(rng, decl.concrete(dim)) for name, decl in g.decls.items()}
+    return x, params
+
+
+def certify_graphs(spec_name: str, reference: Graph, stages: list[tuple[str, Graph]], *,
+                   dim: int, tokens: int, grid: tuple[int, int] | None, trials: int = 3,
+                   seed: int = 0) -> Certificate:
+    """Certify that the last graph of `stages` (name, graph) equals `reference` as a
+    polynomial; on a mismatch, name the first stage where it appears."""
+    t0 = time.perf_counter()
+    rng = np.random.default_rng(seed)
+    failed: list[str] = []
+    for trial in range(trials):
+        x, params = random_field_point(reference, dim, tokens, rng)
+        ctx = field_context(grid, salt=f"{seed}:{trial}".encode())
+
+        def value(g: Graph, x: GF = x, params: dict = params, ctx: EvalContext = ctx) -> Any:
+            return np.asarray(run_graph(g, x, params, ctx)).view(np.ndarray)
+
+        expected = value(reference)
+        if not np.array_equal(value(stages[-1][1]), expected):
+            failed = [next(name for name, g in stages if not np.array_equal(value(g), expected))]
+            break
+    normalised = any(reference.node(n).op == "normalize" for n in reference.g.nodes)
+    return Certificate(
+        spec=spec_name, trials=trials, prime=P, degree=total_degree(reference), tokens=tokens,
+        dim=dim, passed=not failed, failed_after=tuple(failed),
+        normalisers="uninterpreted functions of their column (l1_tokens) or token head slice "
+                    "(l2_rows)" if normalised else "none",
+        seconds=time.perf_counter() - t0, passes=tuple(name for name, _ in stages))
+
+
+def _int_params(g: Graph, dim: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    return {name: rng.integers(-2, 3, size=decl.concrete(dim)).astype(np.int64)
+            for name, decl in g.decls.items()}
+
+
+def check_code(module: Any, spec_graph: Graph, *, dim: int, tokens: int,
+               grid: tuple[int, int] | None, seed: int = 0, batch: int = 2) -> CodeCheck:
+    """The generated module in float64 on small integers equals the spec's exact value."""
+    import torch
+
+    ops = {spec_graph.node(n).op for n in spec_graph.g.nodes}
+    rng = np.random.default_rng(seed)
+    if ops & {"poly", "normalize"}:
+        return _check_code_numeric(module, spec_graph, dim, tokens, grid, batch, rng)
+    x = rng.integers(-2, 3, size=(batch, tokens, dim)).astype(np.int64)
+    params = _int_params(spec_graph, dim, rng)
+    ctx = EvalContext(grid=grid, abs=None, sqrt=None, const=Fraction)
+    # |value| of every intermediate is bounded by the graph run on |x| and |weights|
+    bound = run_graph(spec_graph, np.abs(x).astype(object),
+                      {k: np.abs(v).astype(object) for k, v in params.items()}, ctx)
+    if max((abs(int(v)) for v in np.asarray(bound).flat), default=0) >= 2**52:
+        return CodeCheck(False, True, f"values exceed 2^52 at N={tokens}, D={dim}; "
+                                      "use a smaller size for an exact check")
+    exact = np.asarray(run_graph(spec_graph, x.astype(object),
+                                 {k: v.astype(object) for k, v in params.items()}, ctx),
+                       dtype=np.float64)
+    with torch.no_grad():
+        out = _load(module, params)(torch.tensor(x, dtype=torch.float64)).numpy()
+    where = f"N={tokens}, D={dim}, batch {batch}, integers in [-2, 2]"
+    if "long_conv" in ops:  # FFT rounding: exact after rounding to the nearest integer
+        ok = bool(np.array_equal(np.rint(out), exact)) and float(np.abs(out - exact).max(
+            initial=0.0)) < 1e-3
+        return CodeCheck(True, ok, f"float64 output rounds to the exact integers ({where}; "
+                                   "FFT long convolutions)")
+    ok = bool(np.array_equal(out, exact))
+    return CodeCheck(True, ok, f"float64 output equals the exact integer evaluation bit for "
+                               f"bit ({where})")
+
+
+def _load(module: Any, params: dict[str, np.ndarray]) -> Any:
+    import torch
+
+    module = module.double()
+    module.load_state_dict({k: torch.tensor(params[k], dtype=torch.float64)
+                            for k in module.state_dict()})
+    return module
+
+
+def _check_code_numeric(module: Any, spec_graph: Graph, dim: int, tokens: int,
+                        grid: tuple[int, int] | None, batch: int,
+                        rng: np.random.Generator) -> CodeCheck:
+    """Surrogates (binary-fraction coefficients) and normalisers (|.|, sqrt, division) have no
+    integer-exact evaluation: compare in float64 with a 1e-10 relative tolerance instead."""
+    import torch
+
+    from padre_compiler.backends.reference import random_params
+
+    params = random_params(spec_graph.decls, dim, seed=int(rng.integers(1 << 30)))
+    x = rng.standard_normal((batch, tokens, dim))
+    ref = np.asarray(run_graph(spec_graph, x, params, EvalContext(grid=grid)))
+    with torch.no_grad():
+        out = _load(module, params)(torch.tensor(x)).numpy()
+    err = float(np.abs(out - ref).max(initial=0.0) / max(np.abs(ref).max(initial=0.0), 1e-300))
+    where = f"N={tokens}, D={dim}, batch {batch}"
+    return CodeCheck(True, err < 1e-10,
+                     f"numeric, float64 relative error {err:.1e} <= 1e-10 (surrogates or "
+                     f"normalisers: no exact evaluation; {where})")
+
+
+def small_size(layout: str, dim: int, grid: tuple[int, int] | None, tokens: int,
+               max_dim: int = 32, max_side: int = 8) -> tuple[int, tuple[int, int] | None, int]:
+    """A size at which a compile's certificate is cheap: the same graph, smaller D and N."""
+    if layout == "grid2d" and grid is not None:
+        small = (min(grid[0], max_side), min(grid[1], max_side + 1))
+        return min(dim, max_dim), small, small[0] * small[1]
+    return min(dim, max_dim), None, min(tokens, max_side * max_side)

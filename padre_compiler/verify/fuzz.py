@@ -1,0 +1,233 @@
+"""Fuzzing: hypothesis draws sizes, dtypes and weights; every compiled backend is compared with
+the float64 reference, under the error rule below; a failure is shrunk to a minimal example and
+written out as a pytest regression test.
+
+Error rule (the FlashAttention convention). Inputs and weights are first rounded to the tested
+dtype, and the float64 reference is computed from the rounded values, so only arithmetic error
+is measured. fp64 and fp32 results must be within a fixed relative tolerance of the reference
+(1e-9 and 1e-4 of max|reference|). A low-precision result (fp16, bf16) must be within twice the
+error of the "eager" twin in the same dtype (the unoptimised spec graph lowered op by op to
+PyTorch) plus an absolute floor of 4 ulp of max|reference|.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import textwrap
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import seed as hypothesis_seed
+from hypothesis import strategies as st
+
+from padre_compiler.backends.pytorch import emit_module
+from padre_compiler.backends.reference import random_params, run_graph
+from padre_compiler.compiler import (
+    as_spec,
+    generate,
+    load_source,
+    max_tokens,
+    validate_dim,
+)
+from padre_compiler.errors import PadreError, ShapeError
+from padre_compiler.ir.ops import EvalContext
+from padre_compiler.spec.model import Spec
+from padre_compiler.verify.poison import nan_poisoned
+
+DTYPES = {"float64": torch.float64, "float32": torch.float32, "float16": torch.float16,
+          "bfloat16": torch.bfloat16}
+BACKEND_DTYPES = {"torch": ("float64", "float32", "float16", "bfloat16"),
+                  "triton": ("float32", "float16")}
+FIXED_TOL = {"float64": 1e-9, "float32": 1e-4}
+
+
+@dataclass(frozen=True)
+class Example:
+    dim: int
+    tokens: int
+    grid: tuple[int, int] | None
+    batch: int
+    dtype: str
+    seed: int
+
+
+@dataclass(frozen=True)
+class Outcome:
+    example: Example
+    error: float  # max |result - reference|
+    allowed: float
+    eager_error: float | None
+    message: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return not self.message and self.error <= self.allowed
+
+
+class Harness:
+    """Compiles a spec once per backend (the generated classes are width-generic) and checks
+    examples against the float64 reference."""
+
+    def __init__(self, spec: Spec, backend: str) -> None:
+        self.spec = spec
+        self.backend = backend
+        self.graph = spec.graph()
+        self.decls = self.graph.decls
+        result = generate(spec, backend=backend)
+        self.cls = getattr(load_source(result.source, spec.name), result.class_name)
+        eager = emit_module(self.graph, self.graph.decls, name=f"{spec.name}_eager",
+                            header=f"{spec.name}: the spec graph lowered op by op (no passes)")
+        self.eager_cls = getattr(load_source(eager, f"{spec.name}_eager"),
+                                 result.class_name + "Eager")
+
+    def build(self, cls: type, ex: Example, params: dict[str, torch.Tensor]) -> torch.nn.Module:
+        module = cls(ex.dim, ex.grid) if ex.grid is not None else cls(ex.dim)
+        module = module.to(DTYPES[ex.dtype])
+        module.load_state_dict(params)
+        return module
+
+    def check(self, ex: Example) -> Outcome:
+        dtype = DTYPES[ex.dtype]
+        params64 = random_params(self.graph.decls, ex.dim, seed=ex.seed)
+        rng = np.random.default_rng(ex.seed + 1)
+        x64 = rng.standard_normal((ex.batch, ex.tokens, ex.dim))
+        # round inputs and weights to the tested dtype; the reference uses the rounded values
+        params = {k: torch.tensor(v).to(dtype) for k, v in params64.items()}
+        x = torch.tensor(x64).to(dtype)
+        ref = run_graph(self.graph, x.double().numpy(),
+                        {k: v.double().numpy() for k, v in params.items()},
+                        EvalContext(grid=ex.grid))
+        with torch.no_grad(), nan_poisoned():
+            out = self.build(self.cls, ex, params)(x).double().numpy()
+        scale = float(np.abs(ref).max(initial=0.0))
+        if out.shape != ref.shape or (not np.isfinite(out).all() and np.isfinite(ref).all()):
+            return Outcome(ex, float("inf"), 0.0, None, "non-finite output or wrong shape")
+        error = float(np.abs(out - ref).max(initial=0.0))
+        if ex.dtype in FIXED_TOL:
+            return Outcome(ex, error, FIXED_TOL[ex.dtype] * max(scale, 1.0), None)
+        with torch.no_grad():
+            eager = self.build(self.eager_cls, ex, params)(x).double().numpy()
+        eager_error = float(np.abs(eager - ref).max(initial=0.0))
+        floor = 4 * torch.finfo(dtype).eps * max(scale, 1.0)
+        return Outcome(ex, error, 2 * eager_error + floor, eager_error)
+
+
+def examples(spec: Spec, backend: str) -> st.SearchStrategy[Example]:
+    dtypes = BACKEND_DTYPES[backend]
+    g = spec.graph()
+    step = math.lcm(1, *(g.node(n).a.get("heads") or 1 for n in g.g.nodes))  # dims that split
+
+    @st.composite
+    def draw(d: st.DrawFn) -> Example:
+        dim = step * d(st.integers(1, max(1, 12 // step)))
+        if spec.layout == "grid2d":
+            grid = (d(st.integers(1, 6)), d(st.integers(1, 6)))
+            tokens = grid[0] * grid[1]
+        else:
+            grid, tokens = None, d(st.integers(1, 17))
+        return Example(dim, tokens, grid, d(st.sampled_from([1, 2, 3])),
+                       d(st.sampled_from(dtypes)), d(st.integers(0, 2**31 - 1)))
+
+    return draw()
+
+
+def valid(harness: Harness, ex: Example) -> bool:
+    """Widths must be integers at this dim (heads must divide it) and explicit long
+    filters at least as long as the sequence."""
+    try:
+        validate_dim(harness.graph, ex.dim)
+    except ShapeError:
+        return False
+    return all(ex.tokens <= n for n in max_tokens(harness.graph))
+
+
+@dataclass
+class FuzzReport:
+    spec: str
+    backend: str
+    examples: int
+    failure: Outcome | None
+    regression: Path | None
+
+
+def fuzz(spec: str | Path | Spec, *, backend: str = "torch", examples_n: int = 100,
+         seed: int = 0, regression_dir: Path | None = None,
+         on_example: Callable[[Outcome], None] | None = None,
+         harness: Harness | None = None) -> FuzzReport:
+    """Run `examples_n` hypothesis examples; on failure shrink and write a regression test.
+    `harness` replaces the compiled module under test (mutation testing)."""
+    spec_obj = as_spec(spec)
+    if backend not in BACKEND_DTYPES:
+        raise PadreError(f"unknown backend '{backend}'; fuzzable: {', '.join(BACKEND_DTYPES)}")
+    harness = harness or Harness(spec_obj, backend)
+    last_failure: list[Outcome] = []
+    count = [0]
+
+    @hypothesis_seed(seed)
+    @settings(max_examples=examples_n, deadline=None, database=None, derandomize=False,
+              suppress_health_check=list(HealthCheck), report_multiple_bugs=False)
+    @given(examples(spec_obj, backend))
+    def run(ex: Example) -> None:
+        if not valid(harness, ex):
+            return
+        outcome = harness.check(ex)
+        count[0] += 1
+        if on_example is not None:
+            on_example(outcome)
+        if not outcome.ok:
+            last_failure[:] = [outcome]
+            raise AssertionError(outcome.message or f"error {outcome.error:.3e} > allowed "
+                                 f"{outcome.allowed:.3e}")
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # small examples: threads only add synchronisation
+    try:
+        run()
+    except AssertionError:
+        pass
+    finally:
+        torch.set_num_threads(threads)
+    failure = last_failure[0] if last_failure else None
+    path = None
+    if failure is not None and regression_dir is not None:
+        path = write_regression(spec_obj, backend, failure, regression_dir)
+    return FuzzReport(spec_obj.name, backend, count[0], failure, path)
+
+
+def check_example(spec: str | Path | Spec, example: Example, backend: str = "torch") -> Outcome:
+    """Re-run one example (what regression tests call)."""
+    return Harness(as_spec(spec), backend).check(example)
+
+
+def write_regression(spec: Spec, backend: str, failure: Outcome, directory: Path) -> Path:
+    ex = failure.example
+    key = hashlib.sha256(repr((spec.name, backend, asdict(ex))).encode()).hexdigest()[:10]
+    path = directory / f"test_fuzz_{spec.name}_{backend}_{key}.py"
+    source = spec.source if spec.source.endswith(".toml") else spec.name
+    text = textwrap.dedent(f'''\
+        """Regression found by `padre fuzz {spec.name} --backend {backend}` (shrunk example):
+        error {failure.error:.3e} > allowed {failure.allowed:.3e}."""
+
+        from padre_compiler.verify.fuzz import Example, check_example
+
+
+        def test_{spec.name}_{backend}_{key}() -> None:
+            example = Example(dim={ex.dim}, tokens={ex.tokens}, grid={ex.grid!r},
+                              batch={ex.batch}, dtype={ex.dtype!r}, seed={ex.seed})
+            outcome = check_example({source!r}, example, backend={backend!r})
+            assert outcome.ok, outcome
+        ''')
+    directory.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def describe(outcome: Outcome) -> dict[str, Any]:
+    return {**asdict(outcome.example), "error": outcome.error, "allowed": outcome.allowed,
+            "eager_error": outcome.eager_error, "message": outcome.message}

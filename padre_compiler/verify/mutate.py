@@ -1,0 +1,248 @@
+"""Mutation testing: does verification catch wrong generated code?
+
+Each mutation operator rewrites the generated PyTorch source of a spec at one site (one mutant
+per site). A mutant is run through the code certificate (exact integer check at two sizes) and
+through the fuzzer; it is *caught* if either reports a mismatch or the mutant crashes. A mutant
+that both accept is reported as *equivalent*: it agrees with the spec exactly at every size
+the certificate tried and numerically on every fuzz example (e.g. swapping the operands of a
+commutative product), never silently counted as caught or missed.
+
+    python -m padre_compiler.verify.mutate      # writes benchmarks/results/mutations.{md,json}
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from padre_compiler import dsl
+from padre_compiler.compiler import compile_module_class, generate, load_source
+from padre_compiler.spec.loader import bundled_specs, load_spec
+from padre_compiler.spec.model import Spec
+from padre_compiler.verify.certificate import check_code
+from padre_compiler.verify.fuzz import Harness, fuzz
+
+Mutator = Callable[[str], Iterator[str]]
+MUTATORS: dict[str, Mutator] = {}
+
+
+def mutator(name: str) -> Callable[[Mutator], Mutator]:
+    def deco(fn: Mutator) -> Mutator:
+        MUTATORS[name] = fn
+        return fn
+
+    return deco
+
+
+def _forward(source: str) -> tuple[int, list[str]]:
+    """Offset of the forward body and its statement lines."""
+    start = source.index("    def forward(")
+    return start, source[start:].split("\n")
+
+
+def _each_line(source: str, pattern: str, rewrite: Callable[[re.Match[str]], str],
+               forward_only: bool = True) -> Iterator[str]:
+    """One mutant per match of `pattern` in the forward body (or the whole source)."""
+    base = _forward(source)[0] if forward_only else 0
+    for m in re.finditer(pattern, source[base:]):
+        lo, hi = base + m.start(), base + m.end()
+        yield source[:lo] + rewrite(m) + source[hi:]
+
+
+@mutator("flipped sign")
+def flip_sign(source: str) -> Iterator[str]:
+    # name = expr  ->  name = -(expr), for every assignment in forward
+    yield from _each_line(source, r"(?m)^(        [a-z_0-9]+ = )(?!torch\.cat)([^\n]+?)(  #.*)?$",
+                          lambda m: f"{m.group(1)}-({m.group(2)}){m.group(3) or ''}")
+
+
+@mutator("off-by-one padding")
+def off_by_one(source: str) -> Iterator[str]:
+    # centred window shifted by one token / one grid row, same output shape
+    yield from _each_line(source, r"_dwconv1d\(([^\n]*), (\d+), (\d+)\)",
+                          lambda m: f"_dwconv1d({m.group(1)}, {int(m.group(2)) + 1}, "
+                                    f"{int(m.group(3)) - 1})")
+    helper = "    y = F.conv2d(x4, weight.unsqueeze(1), bias, padding=pad, groups=c)"
+    if helper in source:
+        yield source.replace(helper, (
+            "    x4 = F.pad(x4, (pad[1], pad[1], pad[0] + 1, pad[0] - 1))\n"
+            "    y = F.conv2d(x4, weight.unsqueeze(1), bias, groups=c)"))
+
+
+@mutator("transposed grid")
+def transposed_grid(source: str) -> Iterator[str]:
+    yield from _each_line(source, r"self\.grid\)", lambda m: "(self.grid[1], self.grid[0]))")
+
+
+@mutator("dropped bias")
+def dropped_bias(source: str) -> Iterator[str]:
+    yield from _each_line(source, r"self\.[a-z_0-9]+_bias(?=[,)])", lambda m: "None")
+    yield from _each_line(source, r" \+ self\.[a-z_0-9]+_bias\b", lambda m: "")
+
+
+@mutator("convolution on the wrong axis")
+def wrong_axis(source: str) -> Iterator[str]:
+    line = "    y = F.conv2d(x4, weight.unsqueeze(1), bias, padding=pad, groups=c)"
+    if line in source:  # the H taps applied along W and vice versa
+        yield source.replace(line, line.replace("weight.unsqueeze(1)",
+                                                "weight.transpose(1, 2).unsqueeze(1)")
+                             .replace("padding=pad", "padding=pad[::-1]"))
+    line = "    xt = F.pad(x.transpose(1, 2), (left, right))"
+    if line in source:  # taps applied in reverse order (correlation vs convolution)
+        yield source.replace("F.conv1d(xt, weight.unsqueeze(1)",
+                             "F.conv1d(xt, weight.flip(-1).unsqueeze(1)")
+
+
+@mutator("Hadamard with the wrong operand")
+def wrong_operand(source: str) -> Iterator[str]:
+    _, lines = _forward(source)
+    names = [m.group(1) for ln in lines if (m := re.match(r"        ([a-z_0-9]+) = ", ln))]
+    for m in re.finditer(r"(?m)^        ([a-z_0-9]+) = ([a-z_0-9]+) \* ([a-z_0-9]+)(  #.*)?$",
+                         source):
+        known = names[:names.index(m.group(1))]
+        for other in (n for n in ["x", *known] if n not in (m.group(2), m.group(3))):
+            mutant = f"        {m.group(1)} = {m.group(2)} * {other}{m.group(4) or ''}"
+            yield source[:m.start()] + mutant + source[m.end():]
+            break
+
+
+@mutator("missing normalisation")
+def missing_norm(source: str) -> Iterator[str]:
+    yield from _each_line(source, r"_normalize\(([a-z_0-9]+), [^\n]*\)", lambda m: m.group(1))
+
+
+@mutator("wrong causal mask")
+def wrong_causal(source: str) -> Iterator[str]:
+    def centred(m: re.Match[str]) -> str:
+        k = int(m.group(2)) + 1
+        return f"_dwconv1d({m.group(1)}, {k // 2}, {k - 1 - k // 2})"
+
+    yield from _each_line(source, r"_dwconv1d\(([^\n]*), (\d+), 0\)", centred)
+    yield from _each_line(source, r"torch\.cumsum\(([a-z_0-9]+), 1\)",
+                          lambda m: f"{m.group(1)}.sum(1, keepdim=True).expand_as({m.group(1)})")
+    helper = "    y = torch.fft.irfft(xf * hf, n=2 * n, dim=1)[:, :n]"
+    if helper in source:  # circular instead of linear convolution: the future wraps around
+        yield source.replace("n=2 * n", "n=n")
+
+
+def zoo() -> list[Spec]:
+    """Sequence specs exercising the operators the bundled image specs lack."""
+    x = dsl.tokens("sequence")
+    gate = dsl.dwconv1d(dsl.dense(x, "b1", bias=True), "a1", kernel=4, causal=True, bias=True)
+    value = dsl.long_conv(dsl.dense(x, "b2"), "h", length=32, skip=True)
+    causal = dsl.spec("zoo_causal", layout="sequence",
+                      output=dsl.dense(gate * value + dsl.prefix_sum(x), "proj", bias=True))
+    q = dsl.normalize(dsl.dense(x, "q"), kind="l1_tokens")
+    k = dsl.dwconv1d(dsl.dense(x, "k"), "conv", kernel=3)
+    normed = dsl.spec("zoo_norm", layout="sequence", output=dsl.dense(q * k, "proj"))
+    return [causal, normed]
+
+
+@dataclass
+class MutantResult:
+    spec: str
+    kind: str
+    site: int
+    by_certificate: bool
+    by_fuzzer: bool
+
+    @property
+    def caught(self) -> bool:
+        return self.by_certificate or self.by_fuzzer
+
+
+SIZES = {"grid2d": [(4, (3, 5)), (3, (4, 2))], "sequence": [(4, None), (5, None)]}
+
+
+def _certificate_catches(cls: type, spec: Spec) -> bool:
+    graph = spec.graph()
+    for seed, (dim, grid) in enumerate(SIZES[spec.layout]):
+        tokens = grid[0] * grid[1] if grid else 11
+        try:
+            probe = cls(dim, grid) if grid else cls(dim)
+            if not check_code(probe, graph, dim=dim, tokens=tokens, grid=grid, seed=seed).passed:
+                return True
+        except Exception:  # a crash is a catch
+            return True
+    return False
+
+
+def _fuzzer_catches(cls: type, spec: Spec, examples: int) -> bool:
+    harness = Harness(spec, "torch")
+    harness.cls = cls
+    try:
+        return fuzz(spec, examples_n=examples, seed=1, harness=harness).failure is not None
+    except Exception:
+        return True
+
+
+def run_mutants(specs: list[Spec], kinds: list[str] | None = None, fuzz_examples: int = 30,
+                progress: Callable[[str], None] | None = None) -> list[MutantResult]:
+    results = []
+    for spec in specs:
+        source = generate(spec).source
+        compile_module_class(generate(spec))  # the original must load
+        for kind in kinds or list(MUTATORS):
+            for site, mutant in enumerate(MUTATORS[kind](source)):
+                if mutant == source:
+                    continue
+                name = f"{spec.name}_mutant"
+                try:
+                    cls = getattr(load_source(mutant, name), generate(spec).class_name)
+                except Exception:
+                    results.append(MutantResult(spec.name, kind, site, True, True))
+                    continue
+                by_cert = _certificate_catches(cls, spec)
+                by_fuzz = _fuzzer_catches(cls, spec, fuzz_examples)
+                results.append(MutantResult(spec.name, kind, site, by_cert, by_fuzz))
+                if progress is not None:
+                    progress(f"{spec.name}: {kind} #{site}")
+    return results
+
+
+def table(results: list[MutantResult]) -> str:
+    lines = ["| mutation | mutants | caught by certificate | caught by fuzzer | caught | "
+             "equivalent (survived both) |", "|---|---|---|---|---|---|"]
+    for kind in MUTATORS:
+        rs = [r for r in results if r.kind == kind]
+        if not rs:
+            lines.append(f"| {kind} | 0 | - | - | - | - |")
+            continue
+        n = len(rs)
+        lines.append(f"| {kind} | {n} | {sum(r.by_certificate for r in rs)}/{n} | "
+                     f"{sum(r.by_fuzzer for r in rs)}/{n} | {sum(r.caught for r in rs)}/{n} | "
+                     f"{sum(not r.caught for r in rs)} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    from rich.console import Console
+
+    console = Console()
+    specs = [load_spec(p) for p in bundled_specs()] + zoo()
+    with console.status("mutating") as status:
+        results = run_mutants(specs, progress=lambda s: status.update(f"mutant {s}"))
+    out = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
+    out.mkdir(parents=True, exist_ok=True)
+    survivors = [r for r in results if not r.caught]
+    text = "\n".join([
+        "# Mutation testing of generated PyTorch code", "",
+        "Command: `python -m padre_compiler.verify.mutate`  ",
+        f"Specs: {', '.join(s.name for s in specs)} (zoo_* are sequence specs defined in "
+        "padre_compiler/verify/mutate.py). Certificate: exact integer check at two sizes; "
+        "fuzzer: 30 hypothesis examples.", "",
+        table(results), "",
+        "Survivors (equivalent mutants): " + (", ".join(
+            f"{r.spec} {r.kind} #{r.site}" for r in survivors) or "none"), ""])
+    (out / "mutations.md").write_text(text)
+    (out / "mutations.json").write_text(json.dumps([asdict(r) for r in results], indent=1))
+    console.print(text)
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

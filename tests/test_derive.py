@@ -1,0 +1,151 @@
+"""Instance derivations: every proof passes, every proof can fail, committed reports are current;
+the rectangular expand/contract (Mamba's x ⊗ B) and l1_rows hook agree across the three layers."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import numpy as np
+import pytest
+import sympy as sp
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from padre_compiler import dsl
+from padre_compiler.backends.reference import run_graph
+from padre_compiler.cli import main
+from padre_compiler.compiler import optimise, pass_context
+from padre_compiler.derive import MODELS, derivation
+from padre_compiler.derive.common import PROOFS_DIR
+from padre_compiler.ir.ops import EvalContext
+from padre_compiler.symbolic.expand import expand_graph, rational_weights
+from tests.helpers import compiled_with, reference, rel_err
+
+MISTAKES = [("hyena", "gate_order"), ("sima", "channels"), ("castling_vit", "constant_swap"),
+            ("mamba_lti", "zoh_b"), ("conv2former", "hadamard_branch"), ("mamba", "b_c_swap")]
+
+
+@pytest.fixture(scope="module")
+def reports() -> dict:
+    return {name: derivation(name).prove(write=False) for name in MODELS}
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_proof_passes(reports: dict, name: str) -> None:
+    report = reports[name]
+    assert report.passed, [c for c in report.checks if not c.passed]
+    kinds = {c.kind for c in report.checks}
+    assert kinds & {"symbolic identity", "exact at small N (rationals)"}
+    assert any(k.startswith("numeric") for k in kinds)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_committed_proof_is_current(reports: dict, name: str) -> None:
+    path = PROOFS_DIR / f"{name}.md"
+    assert path.exists(), f"{path} missing: run `padre prove {name}`"
+    assert path.read_text(encoding="utf-8") == reports[name].markdown, (
+        f"{path} is stale: run `padre prove {name}` and commit the result")
+
+
+@pytest.mark.parametrize(("name", "mistake"), MISTAKES)
+def test_wrong_mapping_fails_the_proof(name: str, mistake: str) -> None:
+    kw = {"orders": (4, 8)} if name == "mamba" else {}  # a shorter error table: faster
+    report = derivation(name).prove(write=False, mistake=mistake, **kw)
+    assert not report.passed
+    failed = {c.kind for c in report.checks if not c.passed}
+    assert any(k.startswith("numeric") for k in failed), failed
+    assert "**Overall verdict: FAIL**" in report.markdown
+
+
+def test_cli_prove_exit_codes(tmp_path, capsys) -> None:
+    assert main(["prove", "nonsense"]) == 2
+    assert "unknown model 'nonsense'" in capsys.readouterr().err
+    assert main(["prove"]) == 2
+    assert main(["prove", "sima", "--no-write", "-q"]) == 0
+    assert "sima: PASS" in capsys.readouterr().out
+
+
+def test_cli_prove_exits_1_on_a_failed_check(monkeypatch, capsys) -> None:
+    import padre_compiler.derive.sima as sima
+
+    real = sima.prove
+    monkeypatch.setattr(sima, "prove", lambda write, path: real(write=False, mistake="channels"))
+    assert main(["prove", "sima", "-q"]) == 1
+    assert "sima: FAIL" in capsys.readouterr().out
+
+
+# the rectangular outer product x ⊗ B (expand/contract with `times`) -----------------------------
+def _outer_spec(times: int, heads: int, tail: str):
+    x = dsl.tokens("sequence")
+    rep = dsl.expand(x, mode="replicate", heads=heads, times=times)  # slot (d, n): x[d]
+    b = dsl.dense(x, "wb", out=times)
+    tile = dsl.expand(b, mode="tile", times="dim")  # slot (d, n): B[n]
+    z = dsl.prefix_sum(rep * tile) if tail == "prefix" else dsl.global_sum(rep * tile)
+    c = dsl.expand(dsl.dense(x, "wc", out=times), mode="tile", times="dim")
+    out = dsl.contract(z * c, keep="replicate", heads=heads, times=times)
+    return dsl.spec("outer", layout="sequence", output=dsl.dense(out, "proj"))
+
+
+@settings(max_examples=10, deadline=None)
+@given(times=st.integers(1, 3), heads=st.sampled_from([1, 2]), e=st.integers(1, 2),
+       tokens=st.integers(1, 4), tail=st.sampled_from(["prefix", "global"]))
+def test_rectangular_outer_product_three_layers(times, heads, e, tokens, tail) -> None:
+    dim = heads * e
+    spec = _outer_spec(times, heads, tail)
+    g = spec.graph()
+    weights = rational_weights(g.decls, dim, seed=times)
+    params = {k: np.array(v, dtype=float) for k, v in weights.items()}
+    x = np.random.default_rng(tokens).integers(-3, 4, size=(1, tokens, dim)).astype(float)
+    # float64 reference == a direct formula: proj(Σ_n C[t, n] S(x ⊗ B)[t, d, n])
+    bm, cm = x[0] @ params["wb_weight"].T, x[0] @ params["wc_weight"].T
+    outer = x[0][:, :, None] * bm[:, None, :]
+    summed = np.cumsum(outer, 0) if tail == "prefix" else np.repeat(
+        outer.sum(0, keepdims=True), tokens, 0)
+    direct = (summed * cm[:, None, :]).sum(-1) @ params["proj_weight"].T
+    ref = reference(g, x, params, None)[0]
+    assert rel_err(ref, direct) < 1e-12
+    # compiled == reference
+    module = compiled_with(spec, dim, None, params)
+    assert rel_err(module(torch.tensor(x)).detach().numpy()[0], ref) < 1e-10
+    # exact expansion == reference
+    expansion = expand_graph(g, tokens, dim, weights=weights)
+    subs = dict(zip(expansion.x, (sp.Integer(int(v)) for v in x.flat), strict=True))
+    assert rel_err(np.array(expansion.matrix.subs(subs), dtype=float), ref) < 1e-12
+    # every pass preserves the polynomial exactly
+    _, records = optimise(spec, pass_context(spec, dim, None, tokens))
+    exact = EvalContext(abs=None, sqrt=None, const=Fraction)
+    xq = x.astype(int).astype(object)
+    pq = {k: np.vectorize(Fraction, otypes=[object])(v * 4) for k, v in params.items()}
+    before = run_graph(records[0].graph, xq, pq, exact)
+    for rec in records[1:]:
+        assert (run_graph(rec.graph, xq, pq, exact) == before).all(), rec.name
+
+
+def test_contract_inverts_expand_times() -> None:
+    """contract(expand(x, m, T), keep=m, T) = T x for both modes (x ⊗ 1 summed over copies)."""
+    x = np.arange(1.0, 13.0).reshape(1, 2, 6)
+    for mode in ("replicate", "tile"):
+        spec = dsl.spec("c", layout="sequence", output=dsl.contract(
+            dsl.expand(dsl.tokens("sequence"), mode=mode, heads=3, times=4),
+            keep=mode, heads=3, times=4))
+        assert np.array_equal(reference(spec.graph(), x, {}, None), 4 * x)
+
+
+@settings(max_examples=8, deadline=None)
+@given(heads=st.sampled_from([1, 2, 3]), tokens=st.integers(1, 5), seed=st.integers(0, 99))
+def test_l1_rows_hook(heads: int, tokens: int, seed: int) -> None:
+    dim = 2 * heads
+    spec = dsl.spec("n", layout="sequence", output=dsl.dense(dsl.normalize(
+        dsl.dense(dsl.tokens("sequence"), "w"), kind="l1_rows", heads=heads, eps=1e-9), "p"))
+    rng = np.random.default_rng(seed)
+    params = {"w_weight": rng.standard_normal((dim, dim)), "p_weight": rng.standard_normal(
+        (dim, dim))}
+    x = rng.standard_normal((1, tokens, dim))
+    h = (x @ params["w_weight"].T).reshape(1, tokens, heads, 2)
+    direct = (h / (np.abs(h).sum(-1, keepdims=True) + 1e-9)).reshape(1, tokens, dim) \
+        @ params["p_weight"].T
+    ref = reference(spec.graph(), x, params, None)
+    assert rel_err(ref, direct) < 1e-12
+    module = compiled_with(spec, dim, None, params)
+    assert rel_err(module(torch.tensor(x)).detach().numpy(), ref) < 1e-10

@@ -1,0 +1,42 @@
+"""PadreAttention in timm's Attention slot: constructor kwargs, prefix tokens, clear refusals."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from padre_compiler.nn import PadreAttention
+
+TIMM_KWARGS = dict(num_heads=6, qkv_bias=True, qk_norm=False, scale_norm=False, proj_bias=True,
+                   attn_drop=0.0, proj_drop=0.0, norm_layer=None, device=None, dtype=None)
+
+
+def test_accepts_timm_constructor_and_mixes_grid_with_prefix_tokens() -> None:
+    attn = PadreAttention(48, **TIMM_KWARGS, grid_size=(4, 5), num_prefix_tokens=1)
+    x = torch.randn(2, 21, 48, requires_grad=True)
+    y = attn(x)
+    assert y.shape == x.shape
+    assert torch.allclose(y[:, 0], y[:, 1:].mean(1), atol=1e-6)  # the read-out rule
+    y[:, 5].sum().backward()
+    assert x.grad[:, 0].abs().sum() == 0  # prefix tokens do not reach the grid
+    assert torch.allclose(attn(x, attn_mask=None, is_causal=False), y)
+
+
+def test_grid_tokens_match_the_compiled_mixer() -> None:
+    attn = PadreAttention(16, grid_size=(3, 3), num_prefix_tokens=2, spec="conv2former")
+    x = torch.randn(1, 11, 16)
+    assert torch.allclose(attn(x)[:, 2:], attn.mixer(x[:, 2:]))
+
+
+def test_refuses_masks_and_wrong_token_counts() -> None:
+    attn = PadreAttention(8, grid_size=(2, 3))
+    with pytest.raises(NotImplementedError, match="masks"):
+        attn(torch.randn(1, 6, 8), attn_mask=torch.ones(6, 6, dtype=torch.bool))
+    with pytest.raises(ValueError, match="grid 2 x 3 has 6"):
+        attn(torch.randn(1, 7, 8))
+
+
+def test_per_call_grid_for_dynamic_image_size() -> None:
+    attn = PadreAttention(8, grid_size=(2, 3))
+    assert attn(torch.randn(1, 12, 8), grid_size=(3, 4)).shape == (1, 12, 8)
+    assert attn.mixer.grid == (2, 3)  # the per-call grid does not stick

@@ -1,0 +1,280 @@
+"""Generated Triton kernels, run in the CPU interpreter, against the float64 reference.
+
+Forward: compiled module (fp32, fp16) == the float64 reference interpreter on the same
+(rounded) weights. Backward: gradients == float64 autograd of the torch backend (itself checked
+against the reference in tests/test_pipeline_properties.py). Both kernel forms run: the direct
+CUDA-core kernel and the tensor-core (banded Toeplitz) kernel. Shapes are tiny and awkward.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+
+import padre_compiler as pc
+from padre_compiler import dsl
+from padre_compiler.backends.reference import random_params, run_graph
+from padre_compiler.cli import codegen_path
+from padre_compiler.compiler import generate, load_source
+from padre_compiler.ir.ops import EvalContext
+from padre_compiler.spec.loader import load_spec
+from padre_compiler.verify.poison import nan_poisoned
+from tests.strategies import specs
+
+TOL = {torch.float32: 2e-5, torch.float16: 2e-2}
+
+
+def _gated_sequence(causal: bool):
+    """1-D maps: conv ⊙ gate accumulated into a per-channel weighted sum with another term."""
+    x = dsl.tokens("sequence")
+    k = 4 if causal else 3
+    y1 = dsl.dwconv1d(dsl.dense(x, "b1", bias=True), "a1", kernel=k, causal=causal, bias=True)
+    y2 = dsl.dense(x, "b2")
+    z = dsl.dwconv1d(dsl.dense(y1, "c1"), "a2", kernel=k, causal=causal) * y2
+    p = dsl.add(dsl.diagonal(y1, "w1"), dsl.diagonal(z, "w2"), dsl.diagonal(y2, "w3"))
+    return dsl.spec(f"gated_{'causal' if causal else 'centred'}", layout="sequence",
+                    output=dsl.dense(p, "proj"))
+
+
+CASES = [  # (spec, dim, grid or tokens, batch)
+    ("padre3", 5, (3, 5), 3),
+    ("padre3", 4, (1, 1), 1),
+    ("conv2former", 3, (4, 3), 1),
+    ("hyena", 8, 7, 2),
+    ("causal", 3, 9, 3),
+    ("centred", 5, 1, 1),
+]
+
+
+def _spec(name: str):
+    return _gated_sequence(name == "causal") if name in ("causal", "centred") else load_spec(name)
+
+
+def _build(name: str, dim: int, size, dtype, seed: int = 0):
+    spec = _spec(name)
+    grid = size if isinstance(size, tuple) else None
+    tokens = size[0] * size[1] if grid else size
+    module = pc.compile(spec, dim=dim, grid=grid, backend="triton")
+    params = random_params(spec.param_decls(), dim, seed=seed)
+    module.load_state_dict({k: torch.tensor(v) for k, v in params.items()})
+    module = module.to(dtype)
+    rounded = {k: v.detach().double().numpy() for k, v in module.state_dict().items()}
+    return spec, module, rounded, grid, tokens
+
+
+@pytest.fixture(params=["direct", "toeplitz"])
+def form(request, monkeypatch):
+    monkeypatch.setenv("PADRE_TRITON_CONV", request.param)
+    return request.param
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
+@pytest.mark.parametrize(("name", "dim", "size", "batch"), CASES)
+def test_forward_matches_float64_reference(name, dim, size, batch, dtype, form) -> None:
+    if name == "hyena" and dtype == torch.float16:
+        pytest.skip("the torch backend's _long_conv uses torch.fft, which has no CPU fp16")
+    spec, module, params, grid, tokens = _build(name, dim, size, dtype)
+    x = torch.randn(batch, tokens, dim, generator=torch.Generator().manual_seed(1)).to(dtype)
+    with torch.no_grad(), nan_poisoned():  # outputs allocated as NaN: every element written
+        out = module(x)
+    assert out.dtype == dtype and out.shape == x.shape and out.isfinite().all()
+    ref = run_graph(spec.graph(), x.double().numpy(), params, EvalContext(grid=grid))
+    err = np.abs(out.double().numpy() - ref).max() / max(np.abs(ref).max(), 1e-12)
+    assert err < TOL[dtype], err
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
+@pytest.mark.parametrize(("name", "dim", "size", "batch"),
+                         [("padre3", 5, (3, 5), 1), CASES[2], CASES[4]])
+def test_backward_matches_float64_autograd(name, dim, size, batch, dtype, form) -> None:
+    spec, module, params, grid, tokens = _build(name, dim, size, dtype)
+    oracle = pc.compile(spec, dim=dim, grid=grid).double()
+    oracle.load_state_dict({k: torch.tensor(v) for k, v in params.items()})
+    gen = torch.Generator().manual_seed(2)
+    x64 = torch.randn(batch, tokens, dim, generator=gen, dtype=torch.float64)
+    g64 = torch.randn(batch, tokens, dim, generator=gen, dtype=torch.float64)
+    x = x64.to(dtype).requires_grad_()
+    x64 = x.detach().double().requires_grad_()
+    names = [n for n, _ in module.named_parameters()]
+    grads = torch.autograd.grad((module(x) * g64.to(dtype)).sum(), [x, *module.parameters()])
+    want = torch.autograd.grad((oracle(x64) * g64).sum(), [x64, *oracle.parameters()])
+    tol = 1e-4 if dtype == torch.float32 else 5e-2
+    for label, got, ref in zip(["x", *names], grads, want, strict=True):
+        assert got.dtype == dtype
+        err = (got.double() - ref).abs().max() / ref.abs().max().clamp_min(1e-12)
+        assert err < tol, (label, float(err))
+
+
+@settings(max_examples=12)
+@given(specs(max_degree=3, allow_norm=False))
+def test_random_specs_match_reference_on_triton(case) -> None:
+    """Random specs (every operator, 1 token, non-square grids) through --backend triton."""
+    result = generate(case.spec, dim=case.dim, grid=case.grid, backend="triton",
+                      tokens=case.tokens)
+    cls = getattr(load_source(result.source, case.spec.name), result.class_name)
+    module = cls(case.dim, case.grid) if case.grid else cls(case.dim)
+    params = random_params(case.spec.param_decls(), case.dim, seed=3)
+    module.load_state_dict({k: torch.tensor(v, dtype=torch.float32) for k, v in params.items()})
+    rounded = {k: v.double().numpy() for k, v in module.state_dict().items()}
+    x = torch.randn(2, case.tokens, case.dim, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        out = module(x).double().numpy()
+    ref = run_graph(case.spec.graph(), x.double().numpy(), rounded, EvalContext(grid=case.grid))
+    assert np.abs(out - ref).max() <= 1e-4 * max(np.abs(ref).max(), 1.0)
+
+
+def _kernels_module():
+    module = pc.compile("padre3", dim=4, grid=(2, 3), backend="triton")
+    return __import__("sys").modules[type(module).__module__]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
+def test_kernel_writes_every_output_element(dtype, form) -> None:
+    """Outputs poisoned with NaN before the launch: none may survive (odd C, H, W)."""
+    gen = lambda *s: torch.randn(*s, generator=torch.Generator().manual_seed(sum(s)))  # noqa: E731
+    m = _kernels_module()
+    b, h, w, c, k = 2, 5, 7, 19, 3
+    x, gate, acc = (gen(b, h * w, c + i).to(dtype)[..., :c] for i in range(3))  # strided views
+    weight, bias, scale, acc_scale = gen(c, k, k), gen(c), gen(c), gen(c + 1)[:c]
+    z = torch.full((b, h * w, c), float("nan"), dtype=dtype)
+    o = torch.full((b, h * w, c), float("nan"), dtype=dtype)
+    m.dwconv_hadamard_launch(x, weight, bias, gate, acc, acc_scale, scale, h, w, 1, 1, z, o)
+    assert not z.isnan().any() and not o.isnan().any()
+    want_z, want_o = m.naive_dwconv_hadamard(x.float(), weight, bias, gate.float(), acc.float(),
+                                             acc_scale, scale, h, w, 1, 1, True, True)
+    tol = TOL[dtype] * 10
+    assert torch.allclose(z.float(), want_z, atol=tol, rtol=tol)
+    assert torch.allclose(o.float(), want_o, atol=tol, rtol=tol)
+
+
+def test_causal_and_asymmetric_padding_match_naive_twin(form) -> None:
+    m = _kernels_module()
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randn(3, 11, 6, generator=gen)
+    weight = torch.randn(6, 1, 5, generator=gen)
+    for pad in (0, 2, 4):  # causal (left = k - 1) is pad 4 on a 1 x N grid
+        z = torch.empty_like(x)
+        m.dwconv_hadamard_launch(x, weight, None, None, None, None, None, 1, 11, 0, pad, z, None)
+        want = m.naive_dwconv_hadamard(x, weight, None, None, None, None, None, 1, 11, 0, pad,
+                                       True, False)[0]
+        assert torch.allclose(z, want, atol=1e-5)
+    # a causal output never reads the future: changing x[t > 5] leaves y[:6] unchanged
+    x2 = x.clone()
+    x2[:, 6:] += 1.0
+    y, y2 = (m.dwconv_hadamard(t, weight, None, None, None, None, None, 1, 11, 0, 4, True,
+                               False)[0] for t in (x, x2))
+    assert torch.equal(y[:, :6], y2[:, :6]) and not torch.equal(y[:, 6:], y2[:, 6:])
+
+
+NAIVE_SCRIPT = """
+import importlib.util, os, sys
+os.environ.pop("TRITON_INTERPRET", None)
+sys.modules["padre_compiler"] = None  # the generated file must not need the compiler
+if {block}:
+    sys.modules["triton"] = None  # as if Triton were not installed
+def load(path):
+    s = importlib.util.spec_from_file_location("m" + str(abs(hash(path))), path)
+    m = importlib.util.module_from_spec(s); s.loader.exec_module(m); return m
+m, t = load({fused!r}), load({plain!r})
+import torch
+calls, real = [], m.naive_dwconv_hadamard
+m.naive_dwconv_hadamard = lambda *a: calls.append(1) or real(*a)
+mod, ref = m.Padre3(4, (3, 2)), t.Padre3(4, (3, 2))
+ref.load_state_dict(mod.state_dict())
+x = torch.randn(2, 6, 4, requires_grad=True)
+y = mod(x)
+(gx,) = torch.autograd.grad(y.sum(), x)
+(gr,) = torch.autograd.grad(ref(x).sum(), x)
+assert calls and torch.allclose(y, ref(x), atol=1e-5) and torch.allclose(gx, gr, atol=1e-5)
+assert (m.triton is None) == {block}
+print("ok")
+"""
+
+
+@pytest.mark.parametrize("block", [False, True], ids=["no-interpreter", "no-triton"])
+def test_naive_twin_runs_where_triton_cannot(block: bool) -> None:
+    """CPU tensors without TRITON_INTERPRET, or without Triton at all: the naive PyTorch twin
+    runs (forward and derived backward), and the file needs nothing but torch (and triton)."""
+    script = NAIVE_SCRIPT.format(block=block, fused=str(codegen_path("padre3", "triton")),
+                                 plain=str(codegen_path("padre3", "torch")))
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120, env=env)
+    assert proc.stdout.strip() == "ok", proc.stderr[-2000:]
+
+
+def test_float64_runs_the_naive_twin() -> None:
+    module = pc.compile("conv2former", dim=4, grid=(3, 2), backend="triton")
+    x = torch.randn(2, 6, 4)
+    with torch.no_grad():
+        fused = module(x)
+        double = module.double()(x.double())
+    assert double.dtype == torch.float64
+    assert torch.allclose(fused.double(), double, atol=1e-6)
+
+
+def test_torch_compile_traces_the_custom_op() -> None:
+    module = pc.compile("conv2former", dim=4, grid=(3, 3), backend="triton")
+    compiled = torch.compile(module, backend="aot_eager", fullgraph=True)
+    x = torch.randn(2, 9, 4, requires_grad=True)
+    y, y_ref = compiled(x), module(x)
+    assert torch.allclose(y, y_ref, atol=1e-6)
+    (gx,) = torch.autograd.grad(y.sum(), x)
+    (gx_ref,) = torch.autograd.grad(y_ref.sum(), x)
+    assert torch.allclose(gx, gx_ref, atol=1e-5)
+
+
+def test_rejected_tensor_core_kernel_falls_back_to_direct(monkeypatch) -> None:
+    """A GPU compiler rejecting the Toeplitz kernel costs a warning, not a wrong answer."""
+    m = _kernels_module()
+    monkeypatch.delenv("PADRE_TRITON_CONV", raising=False)
+    monkeypatch.setattr(m, "conv_form", lambda *a: "toeplitz")
+    monkeypatch.setattr(m, "TOEPLITZ_FAILED", [])
+
+    class Rejected:
+        def __getitem__(self, grid):
+            def launch(*a, **k):
+                raise RuntimeError("PassManager::run failed (simulated)")
+            return launch
+
+    monkeypatch.setattr(m, "dwconv_toeplitz_fwd_kernel", Rejected())
+    x, weight = torch.randn(1, 12, 4), torch.randn(4, 3, 3)
+    z = torch.empty_like(x)
+    with pytest.warns(RuntimeWarning, match="falling back"):
+        m.dwconv_hadamard_launch(x, weight, None, None, None, None, None, 3, 4, 1, 1, z, None)
+    want = m.naive_dwconv_hadamard(x, weight, None, None, None, None, None, 3, 4, 1, 1, True,
+                                   False)[0]
+    assert torch.allclose(z, want, atol=1e-5) and m.TOEPLITZ_FAILED
+
+
+def test_gpu_block_sizes_across_tile_boundaries(form, monkeypatch) -> None:
+    """The GPU tile sizes (not the interpreter's) on a grid spanning several tiles each way."""
+    m = _kernels_module()
+    for name in ("dwconv_hadamard_config", "dwconv_toeplitz_config"):
+        real = getattr(m, name)
+        monkeypatch.setattr(m, name, lambda *a, real=real, **k: real(*a[:-1], True, **k))
+    gen = torch.Generator().manual_seed(7)
+    b, h, w, c, k = 1, 37, 20, 20, 5
+    x, gate, acc = (torch.randn(b, h * w, c, generator=gen) for _ in range(3))
+    weight, bias, scale = (torch.randn(*s, generator=gen) for s in ((c, k, k), (c,), (c,)))
+    z, o = torch.full_like(x, float("nan")), torch.full_like(x, float("nan"))
+    m.dwconv_hadamard_launch(x, weight, bias, gate, acc, None, scale, h, w, 2, 2, z, o)
+    want_z, want_o = m.naive_dwconv_hadamard(x, weight, bias, gate, acc, None, scale, h, w, 2,
+                                             2, True, True)
+    assert torch.allclose(z, want_z, atol=1e-4) and torch.allclose(o, want_o, atol=1e-4)
+    dz, do = torch.randn_like(x), torch.randn_like(x)
+    with nan_poisoned():  # every torch.empty the backward allocates starts as NaN
+        got = m._dwconv_hadamard_bwd_impl(x, weight, bias, gate, acc, None, scale, dz, do, h, w,
+                                          2, 2)
+    assert not any(t.isnan().any() for t in got)
+    want = m.naive_dwconv_hadamard_bwd(x, weight, bias, gate, acc, None, scale, dz, do, h, w, 2,
+                                       2)
+    for label, a, e in zip(("du", "dg", "da", "dw", "db", "ds", "dsa"), got, want, strict=True):
+        assert a.shape == e.shape, label
+        assert torch.allclose(a, e, atol=1e-3, rtol=1e-4), label

@@ -1,0 +1,90 @@
+"""Static GPU-legality check: what the interpreter accepts but a GPU compiler rejects."""
+
+from __future__ import annotations
+
+import pytest
+
+import padre_compiler as pc
+from padre_compiler.backends.triton import legality
+from padre_compiler.cli import codegen_path
+from padre_compiler.spec.loader import bundled_specs
+
+SOURCE = codegen_path("padre3", "triton").read_text()
+
+
+def _runtime():
+    module = pc.compile("padre3", dim=4, grid=(2, 2), backend="triton")
+    return __import__("sys").modules[type(module).__module__]
+
+
+def test_kernels_are_found_with_their_aranges_and_dots() -> None:
+    shapes = legality.kernel_shapes(SOURCE)
+    assert set(shapes) == {"dwconv_hadamard_fwd_kernel", "dwconv_hadamard_bwd_kernel",
+                           "dwconv_toeplitz_fwd_kernel"}
+    assert set(shapes["dwconv_hadamard_fwd_kernel"].aranges) == {"BT", "BC"}
+    assert shapes["dwconv_hadamard_fwd_kernel"].dots == 0
+    assert shapes["dwconv_toeplitz_fwd_kernel"].dots == 1
+
+
+@pytest.mark.parametrize("name", [p.stem for p in bundled_specs()])
+def test_every_launch_config_is_gpu_legal(name: str) -> None:
+    """The launchers' block sizes for every width and length the benchmark uses (and odd ones)
+    pass the check for both kernel forms, in 16- and 32-bit."""
+    source = codegen_path(name, "triton").read_text()
+    if "def dwconv_hadamard_fwd_kernel" not in source:
+        pytest.skip(f"{name} has no fused region")
+    m = _runtime()
+    for c in (1, 5, 384, 768, 1152, 2304):
+        for n in (1, 49, 196, 3136, 102400):
+            cfg = m.dwconv_hadamard_config(n, c, gpu=True)
+            for kernel in ("dwconv_hadamard_fwd_kernel", "dwconv_hadamard_bwd_kernel"):
+                legality.assert_legal(source, kernel, cfg, num_warps=cfg["num_warps"],
+                                      dot_tiles=m.DOT_TILES)
+        for kw, height in ((1, 8), (3, 14), (7, 320), (11, 14), (11, 56), (17, 80), (31, 9)):
+            for elem_bytes in (2, 4):
+                cfg = m.dwconv_toeplitz_config(c, kw, gpu=True, height=height)
+                legality.assert_legal(source, "dwconv_toeplitz_fwd_kernel", cfg,
+                                      num_warps=cfg["num_warps"], dot_tiles=m.DOT_TILES,
+                                      num_stages=2, elem_bytes=elem_bytes)
+
+
+@pytest.mark.parametrize(("kernel", "change", "message"), [
+    ("dwconv_hadamard_fwd_kernel", {"BT": 48}, "not a power of two"),
+    ("dwconv_hadamard_fwd_kernel", {"BT": 1024, "BC": 128}, "spills"),
+    ("dwconv_hadamard_fwd_kernel", {"num_warps": 3}, "num_warps=3"),
+    ("dwconv_toeplitz_fwd_kernel", {"BH": 8}, "dot tile M = 8"),
+    ("dwconv_toeplitz_fwd_kernel", {"BW": 8, "BK": 16}, "dot tile N = 8"),
+    ("dwconv_toeplitz_fwd_kernel", {"BC": 128, "BK": 128, "BW": 64, "BH": 64}, "shared memory"),
+])
+def test_illegal_configs_are_rejected(kernel: str, change: dict, message: str) -> None:
+    m = _runtime()
+    cfg = (m.dwconv_hadamard_config(3136, 384, gpu=True) if "hadamard" in kernel
+           else m.dwconv_toeplitz_config(384, 11, gpu=True))
+    cfg = cfg | change
+    with pytest.raises(legality.GpuLegalityError, match=message):
+        legality.assert_legal(SOURCE, kernel, cfg, num_warps=cfg["num_warps"],
+                              dot_tiles=m.DOT_TILES)
+
+
+def test_undeclared_dot_is_rejected() -> None:
+    m = _runtime()
+    cfg = m.dwconv_toeplitz_config(384, 11, gpu=True)
+    problems = legality.check_launch(SOURCE, "dwconv_toeplitz_fwd_kernel", cfg,
+                                     num_warps=4, dot_tiles={})
+    assert any("declared" in p for p in problems)
+
+
+def test_an_interpreter_only_kernel_is_caught() -> None:
+    """A kernel the interpreter runs happily (non-power-of-two arange, 8-wide dot)."""
+    source = '''
+@triton.jit
+def bad_fwd_kernel(x, BT: tl.constexpr, BK: tl.constexpr):
+    o_t = tl.arange(0, BT)
+    b_x = tl.load(x + o_t[:, None] * BK + tl.arange(0, BK)[None, :])
+    tl.store(x, tl.dot(b_x, b_x))
+'''
+    problems = legality.check_launch(source, "bad_fwd_kernel", {"BT": 24, "BK": 8},
+                                     num_warps=4, dot_tiles={"bad_fwd_kernel": [(1, "BT",
+                                                                                 "BK", "BK")]})
+    assert any("BT = 24 is not a power of two" in p for p in problems)
+    assert any("dot tile N = 8" in p for p in problems)
