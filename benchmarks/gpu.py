@@ -147,13 +147,16 @@ def rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).abs().max() / b.abs().max().clamp_min(1e-12))
 
 
+FORMS = ["toeplitz", "direct"]  # conv forms to gate and time (--forms)
+
+
 def gate(mod, device, smoke: bool) -> dict[str, dict]:
     """Compiled vs hand-written on the same weights: fp32 and bf16, forward and gradients."""
     results: dict[str, dict] = {}
     torch.backends.cudnn.allow_tf32 = False
     torch.backends.cuda.matmul.allow_tf32 = False
     dims = (32,) if smoke else DIMS
-    for form in ("toeplitz", "direct"):
+    for form in FORMS:
         os.environ["PADRE_TRITON_CONV"] = form
         checks = {}
         try:
@@ -206,6 +209,9 @@ def time_row(mod, c: int, n: int, batch: int, device, rates, budget: Budget,
         "eager": (None, hand),
         "attention": (None, attn),
     }
+    for label, (form, _) in list(candidates.items()):
+        if form and form not in FORMS:
+            del candidates[label]
     if c == 384 and n in (3136, 25600) and not smoke and budget.left() > 150:
         candidates["compiled_hand"] = (None, torch.compile(hand))  # ~30 s compile, forward only
     for label, (form, module) in candidates.items():
@@ -239,7 +245,7 @@ def time_row(mod, c: int, n: int, batch: int, device, rates, budget: Budget,
             w3 = torch.randn(3 * c, KERNEL, KERNEL, device=device, dtype=dtype)
             b3 = torch.randn(3 * c, device=device, dtype=dtype)
             h, w = GRIDS[n]
-            for form in ("toeplitz", "direct"):
+            for form in FORMS:
                 os.environ["PADRE_TRITON_CONV"] = form
                 t = median_ms(lambda: mod.dwconv_hadamard(
                     x3, w3, b3, None, None, None, None, h, w, KERNEL // 2, KERNEL // 2, True,
@@ -358,7 +364,12 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--budget", type=float, default=400.0, help="seconds for the whole run")
     ap.add_argument("--smoke", action="store_true", help="CPU dry run at tiny sizes")
+    ap.add_argument("--forms", nargs="+", default=FORMS, choices=["toeplitz", "direct"],
+                    help="conv forms to gate and time")
+    ap.add_argument("--dims", type=int, nargs="+", default=list(DIMS))
+    ap.add_argument("--tokens", type=int, nargs="+", default=list(GRIDS), choices=list(GRIDS))
     args = ap.parse_args()
+    FORMS[:] = args.forms
     budget = Budget(args.budget)
     device = torch.device("cpu" if args.smoke or not torch.cuda.is_available() else "cuda")
     if device.type == "cpu" and not args.smoke:
@@ -383,7 +394,7 @@ def main() -> int:
           f"{meta['peaks']['bandwidth'] / 1e9:.0f} GB/s copy", flush=True)
     meta["gate"] = gate(mod, device, args.smoke)
     shapes = ([(32, 196, 2)] if args.smoke else
-              [(c, n, BATCH[n]) for c in DIMS for n in GRIDS])
+              [(c, n, BATCH[n]) for c in args.dims for n in args.tokens])
     rows = []
     for c, n, batch in shapes:
         if budget.left() < 25:

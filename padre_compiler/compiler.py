@@ -15,7 +15,7 @@ from typing import Any
 from padre_compiler.backends.pytorch import class_name, emit_module
 from padre_compiler.errors import PadreError, ShapeError
 from padre_compiler.ir.graph import Graph
-from padre_compiler.passes import PIPELINE, PassContext, PassRecord, run_pipeline
+from padre_compiler.passes import PIPELINE, PIPELINES, PassContext, PassRecord, run_pipeline
 from padre_compiler.spec.loader import load_spec
 from padre_compiler.spec.model import Spec
 from padre_compiler.symbolic.degree import degrees
@@ -88,7 +88,7 @@ def generate(spec: str | Path | Spec, *, dim: int = 384, grid: tuple[int, int] |
     if spec.layout == "grid2d" and grid is None:
         grid = (14, 14)
     ctx = pass_context(spec, dim, grid if spec.layout == "grid2d" else None, tokens)
-    g, records = optimise(spec, ctx)
+    g, records = optimise(spec, ctx, PIPELINES[backend])
     emit = emit_module
     if backend == "triton":
         from padre_compiler.backends.triton import emit_module as emit

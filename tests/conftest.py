@@ -7,6 +7,11 @@ import os
 import torch
 from hypothesis import HealthCheck, settings
 
+# Without a GPU the generated Triton kernels run in Triton's CPU interpreter, which must be
+# switched on before any @triton.jit decorator runs: here, before any test module is collected.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
 # tests run small tensors: one thread avoids OpenMP synchronisation costs (and nondeterminism)
 torch.set_num_threads(1)
 

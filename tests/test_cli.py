@@ -12,7 +12,7 @@ from padre_compiler import cli
 def test_compile_explain_prints_every_pass_with_cost(capsys: pytest.CaptureFixture) -> None:
     assert cli.main(["compile", "padre3", "--dim", "32", "--grid", "6x7", "--explain"]) == 0
     out = capsys.readouterr().out
-    for name in ("after spec", "after cse", "after fuse_siblings", "after fuse_scaled_sum"):
+    for name in ("after spec", "after cse", "after merge_linear", "after fuse_scaled_sum"):
         assert name in out
     assert "MFLOP" in out and "dwconv2d" in out and "graph certificate" in out
 

@@ -1,4 +1,5 @@
-"""Named, polynomial-preserving graph rewrites; `PIPELINE` is the order compile runs them in."""
+"""Named, polynomial-preserving graph rewrites; `PIPELINES[backend]` is the order compile runs
+them in for that backend."""
 
 from padre_compiler.passes import linear, simplify  # noqa: F401  (registers the passes)
 from padre_compiler.passes.base import PASSES, PassContext, PassRecord, run_pipeline
@@ -14,4 +15,12 @@ PIPELINE: tuple[str, ...] = (
     "fuse_scaled_sum",
 )
 
-__all__ = ["PASSES", "PIPELINE", "PassContext", "PassRecord", "run_pipeline"]
+# fuse_siblings pays where one wide kernel replaces several launches (Triton). With cuDNN/oneDNN
+# convolutions it does not: on CPU the 3C-wide channels-last conv and the strided splits it
+# creates made padre3 20% slower at 3,136 tokens (benchmarks/results/cpu_padre3.md).
+PIPELINES: dict[str, tuple[str, ...]] = {
+    "torch": tuple(p for p in PIPELINE if p != "fuse_siblings"),
+    "triton": PIPELINE,
+}
+
+__all__ = ["PASSES", "PIPELINE", "PIPELINES", "PassContext", "PassRecord", "run_pipeline"]
