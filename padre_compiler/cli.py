@@ -115,8 +115,9 @@ def cmd_compile(args: argparse.Namespace) -> int:
         _run_summary(result, args.dim, grid, tokens, out, elapsed)
     elif out is not None:
         console.print(f"wrote {out} ({elapsed * 1e3:.0f} ms)")
-    if out is not None or args.run or args.explain:
-        console.print(str(result.certificate), soft_wrap=True)
+    # with the source on stdout, the certificate goes to stderr
+    to = console if out is not None or args.run or args.explain else err_console
+    to.print(str(result.certificate), soft_wrap=True)
     return 0 if result.certificate.passed else 1
 
 

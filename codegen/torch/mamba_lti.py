@@ -89,7 +89,10 @@ class MambaLti(nn.Module):
         branch3_channel2 = _expand(w_c, 1, False, D)  # [B, N, 16*D]
         z3 = ssm * branch3_channel2  # [B, N, 16*D]
         # [B, N, 16*D]
-        p = torch.addcmul(branch1_channel * self.output_w1_scale, z3, self.output_w3_scale)
+        p = (
+            (branch1_channel * self.output_w1_scale)
+            .addcmul_(z3, self.output_w3_scale)
+        )
         proj1 = _contract(p, 1, False, 16)  # [B, N, D]
         out_proj = F.linear(proj1, self.out_proj_weight, None)  # [B, N, D]
         return out_proj

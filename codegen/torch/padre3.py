@@ -126,10 +126,10 @@ class Padre3(nn.Module):
         )
         z3 = mix2_token * y3  # [B, N, D]
         # [B, N, D]
-        p = torch.addcmul(
-            torch.addcmul(y1 * self.output_w1_scale, z2, self.output_w2_scale),
-            z3,
-            self.output_w3_scale,
+        p = (
+            (y1 * self.output_w1_scale)
+            .addcmul_(z2, self.output_w2_scale)
+            .addcmul_(z3, self.output_w3_scale)
         )
         proj = F.linear(p, self.proj_weight, self.proj_bias)  # [B, N, D]
         return proj

@@ -15,8 +15,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from padre_compiler.ir.graph import Graph, Node
-from padre_compiler.ir.params import ParamDecl, render_param
+from padre_compiler.ir.params import ParamDecl, ParamExpr, render_param
 from padre_compiler.ir.registry import RuleTable
+from padre_compiler.ir.width import Width
 
 torch_lowering = RuleTable("torch lowering")
 
@@ -166,11 +167,12 @@ torch_lowering.register("poly")(_expr("_chebyshev({0}, {coeffs!r}, {lo!r}, {hi!r
 
 @torch_lowering.register("scaled_sum")
 def _lower_scaled_sum(low: Lowered) -> str:
-    # s_0 x_0 + s_1 x_1 + ...: one pass per term, accumulating with addcmul
-    code = f"{low.args[0]} * {low.params['scale0']}"
-    for k, arg in enumerate(low.args[1:], 1):
-        code = f"torch.addcmul({code}, {arg}, {low.params[f'scale{k}']})"
-    return code
+    # s_0 x_0 + s_1 x_1 + ...: one pass per term, accumulated in place into the fresh product
+    # s_0 x_0 (autograd-safe: no backward rule saves the accumulator's value)
+    terms = [f"({low.args[0]} * {low.params['scale0']})"]
+    terms += [f".addcmul_({arg}, {low.params[f'scale{k}']})"
+              for k, arg in enumerate(low.args[1:], 1)]
+    return "(\n" + "".join(f"    {t}\n" for t in terms) + ")"
 
 
 @torch_lowering.register("dwconv1d")
@@ -195,7 +197,7 @@ def class_name(spec_name: str) -> str:
     return "".join(part.capitalize() for part in re.split(r"[^0-9a-zA-Z]+", spec_name) if part)
 
 
-def _var_names(g: Graph) -> dict[int, str]:
+def var_names(g: Graph) -> dict[int, str]:
     names: dict[int, str] = {}
     used: set[str] = {"x", "D", "self"}
     for nid, node, _ in g.items():
@@ -252,32 +254,35 @@ def _init_lines(decls: dict[str, ParamDecl]) -> list[str]:
     return lines
 
 
-def emit_module(g: Graph, decls: dict[str, ParamDecl], *, name: str, header: str) -> str:
-    """Python source of an nn.Module named after the spec that computes graph `g`."""
-    names = _var_names(g)
-    body: list[str] = []
-    used_helpers: list[str] = []
-    for nid, node, inputs in g.items():
-        params = {}
-        for role, expr in node.params:
-            code = render_param(expr, lambda leaf: f"self.{leaf}")
-            if expr.fn != "leaf":  # prepared once per call, outside the token loop
-                body.append(f"{names[nid]}_{role} = {_wrap(code)}")
-                code = f"{names[nid]}_{role}"
-            params[role] = code
-        low = Lowered(node, [names[i] for i in inputs], params)
-        code = torch_lowering[node.op](low)
-        if node.op in HELPERS and node.op not in used_helpers:
-            used_helpers.append(node.op)
-        if node.op == "output":
-            body.append(f"return {code}")
-        elif node.op != "input":
-            stmt = f"{names[nid]} = {code}"
-            shape = f"# [B, N, {node.width}]"
-            body.append(f"{stmt}  {shape}" if len(stmt) + len(shape) < 90
-                        else f"{shape}\n{_wrap_call(stmt)}")
+def param_codes(params: tuple[tuple[str, ParamExpr], ...], owner: str,
+                body: list[str]) -> dict[str, str]:
+    """Source for each parameter role; composite expressions (products, concatenations) are
+    prepared once per call into `<owner>_<role>` locals appended to `body`."""
+    out = {}
+    for role, expr in params:
+        code = render_param(expr, lambda leaf: f"self.{leaf}")
+        if expr.fn != "leaf":
+            body.append(f"{owner}_{role} = {_wrap(code)}")
+            code = f"{owner}_{role}"
+        out[role] = code
+    return out
+
+
+def statement(var: str, code: str, width: Width, note: str = "") -> str:
+    """`var = code` with its shape as a comment, wrapped to the line length."""
+    stmt, shape = f"{var} = {code}", f"# [B, N, {width}]{note}"
+    if "\n" in stmt:  # laid out by its lowering rule
+        return f"{shape}\n{stmt}"
+    if len(stmt) + len(shape) < 90:
+        return f"{stmt}  {shape}"
+    return f"{shape}\n{_wrap_call(stmt)}"
+
+
+def module_source(g: Graph, decls: dict[str, ParamDecl], *, name: str, docstring: str,
+                  preamble: list[str], body: list[str]) -> str:
+    """The module file: docstring, imports and helpers (`preamble`), then the class with
+    parameters named after the spec, their initialisation and `forward` running `body`."""
     grid = g.layout == "grid2d"
-    cls = class_name(name)
     sig = "self, dim: int, grid: tuple[int, int]" if grid else "self, dim: int"
     init = ["super().__init__()", "self.dim = dim", "D = dim"]
     if grid:
@@ -295,11 +300,8 @@ def emit_module(g: Graph, decls: dict[str, ParamDecl], *, name: str, header: str
                   '        f"{N} tokens do not fill the {self.grid[0]} x {self.grid[1]} grid"',
                   '        " (N must equal H * W)")']
     ind = "        "
-    parts = [f'"""{header}"""', "", "import torch", "import torch.nn.functional as F",
-             "from torch import nn", ""]
-    for helper in used_helpers:
-        parts += ["", HELPERS[helper].strip("\n"), ""]
-    parts += ["", f"class {cls}(nn.Module):",
+    parts = [f'"""{docstring}"""', "", *preamble]
+    parts += ["", f"class {class_name(name)}(nn.Module):",
               f'    """{name}: [B, N, dim] -> [B, N, dim]. Parameters are named after the spec."""',
               "", f"    def __init__({sig}) -> None:"]
     parts += [ind + line for line in init]
@@ -309,3 +311,25 @@ def emit_module(g: Graph, decls: dict[str, ParamDecl], *, name: str, header: str
     parts += [ind + line for stmt in check + body for line in stmt.split("\n")]
     return "\n".join(parts) + "\n"
 
+
+def helper_sources(helpers: list[str]) -> list[str]:
+    return [line for h in helpers for line in ("", HELPERS[h].strip("\n"), "")]
+
+
+def emit_module(g: Graph, decls: dict[str, ParamDecl], *, name: str, header: str) -> str:
+    """Python source of an nn.Module named after the spec that computes graph `g`."""
+    names = var_names(g)
+    body: list[str] = []
+    used_helpers: list[str] = []
+    for nid, node, inputs in g.items():
+        params = param_codes(node.params, names[nid], body)
+        code = torch_lowering[node.op](Lowered(node, [names[i] for i in inputs], params))
+        if node.op in HELPERS and node.op not in used_helpers:
+            used_helpers.append(node.op)
+        if node.op == "output":
+            body.append(f"return {code}")
+        elif node.op != "input":
+            body.append(statement(names[nid], code, node.width))
+    preamble = ["import torch", "import torch.nn.functional as F", "from torch import nn", "",
+                *helper_sources(used_helpers)]
+    return module_source(g, decls, name=name, docstring=header, preamble=preamble, body=body)

@@ -12,6 +12,7 @@ commutative product), never silently counted as caught or missed.
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 import sys
@@ -56,7 +57,9 @@ def _each_line(source: str, pattern: str, rewrite: Callable[[re.Match[str]], str
 @mutator("flipped sign")
 def flip_sign(source: str) -> Iterator[str]:
     # name = expr  ->  name = -(expr), for every assignment in forward
-    yield from _each_line(source, r"(?m)^(        [a-z_0-9]+ = )(?!torch\.cat)([^\n]+?)(  #.*)?$",
+    # (single-line statements only: a line ending in "(" opens a multi-line expression)
+    assignment = r"(?m)^(        [a-z_0-9]+ = )(?!torch\.cat)([^\n]+?[^(\n])(  #.*)?$"
+    yield from _each_line(source, assignment,
                           lambda m: f"{m.group(1)}-({m.group(2)}){m.group(3) or ''}")
 
 
@@ -180,6 +183,14 @@ def _fuzzer_catches(cls: type, spec: Spec, examples: int) -> bool:
         return True
 
 
+def _parses(source: str) -> bool:
+    try:
+        ast.parse(source)
+    except SyntaxError:
+        return False
+    return True
+
+
 def run_mutants(specs: list[Spec], kinds: list[str] | None = None, fuzz_examples: int = 30,
                 progress: Callable[[str], None] | None = None) -> list[MutantResult]:
     results = []
@@ -188,7 +199,7 @@ def run_mutants(specs: list[Spec], kinds: list[str] | None = None, fuzz_examples
         compile_module_class(generate(spec))  # the original must load
         for kind in kinds or list(MUTATORS):
             for site, mutant in enumerate(MUTATORS[kind](source)):
-                if mutant == source:
+                if mutant == source or not _parses(mutant):  # not a program: no mutant
                     continue
                 name = f"{spec.name}_mutant"
                 try:

@@ -18,18 +18,18 @@ import textwrap
 from padre_compiler.backends.pytorch import (
     HELPERS,
     Lowered,
-    _init_lines,
-    _var_names,
-    _wrap,
-    _wrap_call,
-    class_name,
+    helper_sources,
+    module_source,
+    param_codes,
+    statement,
     torch_lowering,
+    var_names,
 )
 from padre_compiler.backends.triton import kernels
 from padre_compiler.backends.triton.regions import Region, find_regions
 from padre_compiler.ir.graph import Graph
 from padre_compiler.ir.ops import kernel2d
-from padre_compiler.ir.params import ParamDecl, render_param
+from padre_compiler.ir.params import ParamDecl
 
 __all__ = ["emit_module", "find_regions"]
 
@@ -93,7 +93,7 @@ def _region_call(g: Graph, r: Region, names: dict[int, str], params: dict[str, s
 
 def emit_module(g: Graph, decls: dict[str, ParamDecl], *, name: str, header: str) -> str:
     """Python source of an nn.Module named after the spec, fused regions on Triton kernels."""
-    names = _var_names(g)
+    names = var_names(g)
     regions = find_regions(g)
     inner = {r.conv for r in regions.values() if r.conv != r.end}
     fused_sums = {r.total for r in regions.values() if r.total is not None}
@@ -104,28 +104,14 @@ def emit_module(g: Graph, decls: dict[str, ParamDecl], *, name: str, header: str
         if nid in inner or nid in fused_sums:
             continue  # computed by the kernel of the region that ends later
         region = regions.get(nid)
-        params = {}
-        pnode = g.node(region.conv) if region else node
-        owner = region.conv if region else nid
-        for role, expr in pnode.params:
-            code = render_param(expr, lambda leaf: f"self.{leaf}")
-            if expr.fn != "leaf":  # prepared once per call, outside the token loop
-                body.append(f"{names[owner]}_{role} = {_wrap(code)}")
-                code = f"{names[owner]}_{role}"
-            params[role] = code
         if region is not None:
-            scales = {}
-            if region.total is not None:
-                for role, expr in g.node(region.total).params:
-                    code = render_param(expr, lambda leaf: f"self.{leaf}")
-                    if expr.fn != "leaf":
-                        body.append(f"{names[region.total]}_{role} = {_wrap(code)}")
-                        code = f"{names[region.total]}_{role}"
-                    scales[role] = code
+            params = param_codes(g.node(region.conv).params, names[region.conv], body)
+            scales = ({} if region.total is None else
+                      param_codes(g.node(region.total).params, names[region.total], body))
             body.append(_region_call(g, region, names, params, scales, body))
             continue
-        low = Lowered(node, [names[i] for i in inputs], params)
-        code = torch_lowering[node.op](low)
+        params = param_codes(node.params, names[nid], body)
+        code = torch_lowering[node.op](Lowered(node, [names[i] for i in inputs], params))
         if node.op in HELPERS and node.op not in used_helpers:
             used_helpers.append(node.op)
         if node.op == "output":
@@ -133,29 +119,8 @@ def emit_module(g: Graph, decls: dict[str, ParamDecl], *, name: str, header: str
         elif node.op != "input":
             if node.op not in fallback and node.op not in ("split", "identity"):
                 fallback.append(node.op)
-            stmt = f"{names[nid]} = {code}"
-            note = "" if node.op == "split" else " (torch)"
-            shape = f"# [B, N, {node.width}]{note}"
-            body.append(f"{stmt}  {shape}" if len(stmt) + len(shape) < 90
-                        else f"{shape}\n{_wrap_call(stmt)}")
-    grid = g.layout == "grid2d"
-    cls = class_name(name)
-    sig = "self, dim: int, grid: tuple[int, int]" if grid else "self, dim: int"
-    init = ["super().__init__()", "self.dim = dim", "D = dim"]
-    if grid:
-        init.insert(2, "self.grid = (int(grid[0]), int(grid[1]))")
-    for pname, decl in decls.items():
-        shape = ", ".join(w.render("D") for w in decl.shape)
-        init.append(f"self.{pname} = nn.Parameter(torch.empty({shape}))")
-    init.append("self.reset_parameters()")
-    fwd_doc = ('"""x: [B, N, dim] with N = H * W (row-major grid) -> [B, N, dim]."""' if grid
-               else '"""x: [B, N, dim] -> [B, N, dim]."""')
-    check = ["B, N, _ = x.shape", "D = self.dim"]
-    if grid:
-        check += ["if N != self.grid[0] * self.grid[1]:",
-                  '    raise ValueError(',
-                  '        f"{N} tokens do not fill the {self.grid[0]} x {self.grid[1]} grid"',
-                  '        " (N must equal H * W)")']
+            body.append(statement(names[nid], code, node.width,
+                                  "" if node.op == "split" else " (torch)"))
     fused_ops = sorted({g.node(r.conv).op for r in regions.values()}
                        | ({"hadamard"} if any(r.gate is not None for r in regions.values())
                           else set())
@@ -174,19 +139,9 @@ def emit_module(g: Graph, decls: dict[str, ParamDecl], *, name: str, header: str
         else "Backward: torch autograd.",
     ]
     note = [line for text in note for line in (textwrap.wrap(text, 96) or [""])]
-    ind = "        "
-    parts = [f'"""{header}\n' + "\n".join(note[1:]) + '"""', ""]
-    parts += [*kernels.IMPORTS.strip("\n").split("\n"), ""]
+    preamble = [*kernels.IMPORTS.strip("\n").split("\n"), ""]
     if regions:
-        parts += ["", kernels.KERNEL.strip("\n"), "", "", kernels.RUNTIME.strip("\n"), ""]
-    for helper in used_helpers:
-        parts += ["", HELPERS[helper].strip("\n"), ""]
-    parts += ["", f"class {cls}(nn.Module):",
-              f'    """{name}: [B, N, dim] -> [B, N, dim]. Parameters are named after the spec."""',
-              "", f"    def __init__({sig}) -> None:"]
-    parts += [ind + line for line in init]
-    parts += ["", "    def reset_parameters(self) -> None:", ind + "D = self.dim"]
-    parts += [ind + line for line in _init_lines(decls)]
-    parts += ["", "    def forward(self, x: torch.Tensor) -> torch.Tensor:", ind + fwd_doc]
-    parts += [ind + line for stmt in check + body for line in stmt.split("\n")]
-    return "\n".join(parts) + "\n"
+        preamble += ["", kernels.KERNEL.strip("\n"), "", "", kernels.RUNTIME.strip("\n"), ""]
+    preamble += helper_sources(used_helpers)
+    return module_source(g, decls, name=name, docstring=f"{header}\n" + "\n".join(note[1:]),
+                         preamble=preamble, body=body)
