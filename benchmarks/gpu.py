@@ -283,6 +283,7 @@ def fmt(v, spec: str = ".3f") -> str:
 
 def markdown(meta: dict, rows: list[dict]) -> str:
     lines = [f"# padre3 on {meta['device']} (bf16, {KERNEL}x{KERNEL} depthwise, degree 3)", "",
+             f"Command: `{meta.get('command', 'python benchmarks/gpu.py')}`", "",
              f"torch {meta['torch']}, triton {meta['triton']}, CUDA {meta['cuda']}; "
              f"measured peaks: {meta['peaks']['matmul_flops'] / 1e12:.0f} TFLOP/s bf16 matmul, "
              f"{meta['peaks']['bandwidth'] / 1e9:.0f} GB/s copy. Gate: "
@@ -387,7 +388,8 @@ def main() -> int:
         triton_version = "missing"
     meta = {"device": torch.cuda.get_device_name() if device.type == "cuda" else platform.node(),
             "torch": torch.__version__, "triton": triton_version, "cuda": torch.version.cuda,
-            "python": platform.python_version(), "smoke": args.smoke}
+            "python": platform.python_version(), "smoke": args.smoke,
+            "command": " ".join(["python benchmarks/gpu.py", *sys.argv[1:]])}
     print(f"{meta['device']}: torch {meta['torch']}, triton {triton_version}", flush=True)
     meta["peaks"] = peaks(device, args.smoke)
     print(f"peaks: {meta['peaks']['matmul_flops'] / 1e12:.1f} TFLOP/s matmul, "
