@@ -1,0 +1,44 @@
+"""The CAOTE score kernel against the float64 loop twin, under NaN-poisoned outputs."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from padre_compiler.caote import kernel, naive
+from padre_compiler.caote.scores import caote_from_weights
+from padre_compiler.verify.poison import nan_poisoned
+
+pytestmark = pytest.mark.skipif(kernel.triton is None, reason="Triton is not installed")
+
+
+@settings(max_examples=20, deadline=None, derandomize=True)
+@given(b=st.integers(1, 2), hkv=st.integers(1, 2), g=st.integers(1, 3), t=st.integers(1, 70),
+       d=st.integers(1, 20), fast=st.booleans(), half=st.booleans(), seed=st.integers(0, 999))
+def test_kernel_matches_float64_twin(b: int, hkv: int, g: int, t: int, d: int, fast: bool,
+                                     half: bool, seed: int) -> None:
+    gen = torch.Generator().manual_seed(seed)
+    weights = torch.randn(b, hkv * g, t, generator=gen, dtype=torch.float64).softmax(-1)
+    values = torch.randn(b, hkv, t, d, generator=gen, dtype=torch.float64)
+    dtype = torch.float16 if half else torch.float32
+    w, v = weights.to(dtype), values.to(dtype)
+    assert kernel.triton_runs_on(v)  # the interpreter is on in tests without a GPU
+    with nan_poisoned():
+        got = kernel.caote_scores_fused(w, v, fast=fast)
+    # the loop twin, per query head, on the same rounded inputs: only arithmetic is measured
+    ref = torch.tensor([[naive._caote_head(w[i, h].double().tolist(),
+                                           v[i, naive._kv(h, hkv * g, hkv)].double().tolist(),
+                                           fast) for h in range(hkv * g)] for i in range(b)],
+                       dtype=torch.float64)
+    tol = 1e-5 if dtype == torch.float32 else 2e-3
+    assert torch.allclose(got.double(), ref, rtol=tol, atol=tol * ref.abs().max().item())
+
+
+def test_wrong_formula_is_caught() -> None:
+    """The check above can fail: scores without the 1/(1 - w) factor differ."""
+    w = torch.tensor([[[0.7, 0.2, 0.1]]])
+    v = torch.randn(1, 1, 3, 4)
+    wrong = caote_from_weights(w, v) * (1 - w)
+    assert not torch.allclose(kernel.caote_scores_fused(w, v), wrong)
