@@ -316,16 +316,23 @@ def helper_sources(helpers: list[str]) -> list[str]:
     return [line for h in helpers for line in ("", HELPERS[h].strip("\n"), "")]
 
 
+def lower_node(nid: int, node: Node, inputs: tuple[int, ...], names: dict[int, str],
+               body: list[str], used_helpers: list[str]) -> str:
+    """The expression computing `node` by its torch lowering rule; composite parameters are
+    prepared into `body`, and a helper the rule calls is recorded in `used_helpers`."""
+    params = param_codes(node.params, names[nid], body)
+    if node.op in HELPERS and node.op not in used_helpers:
+        used_helpers.append(node.op)
+    return torch_lowering[node.op](Lowered(node, [names[i] for i in inputs], params))
+
+
 def emit_module(g: Graph, decls: dict[str, ParamDecl], *, name: str, header: str) -> str:
     """Python source of an nn.Module named after the spec that computes graph `g`."""
     names = var_names(g)
     body: list[str] = []
     used_helpers: list[str] = []
     for nid, node, inputs in g.items():
-        params = param_codes(node.params, names[nid], body)
-        code = torch_lowering[node.op](Lowered(node, [names[i] for i in inputs], params))
-        if node.op in HELPERS and node.op not in used_helpers:
-            used_helpers.append(node.op)
+        code = lower_node(nid, node, inputs, names, body, used_helpers)
         if node.op == "output":
             body.append(f"return {code}")
         elif node.op != "input":

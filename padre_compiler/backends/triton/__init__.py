@@ -16,13 +16,11 @@ from __future__ import annotations
 import textwrap
 
 from padre_compiler.backends.pytorch import (
-    HELPERS,
-    Lowered,
     helper_sources,
+    lower_node,
     module_source,
     param_codes,
     statement,
-    torch_lowering,
     var_names,
 )
 from padre_compiler.backends.triton import kernels
@@ -110,10 +108,7 @@ def emit_module(g: Graph, decls: dict[str, ParamDecl], *, name: str, header: str
                       param_codes(g.node(region.total).params, names[region.total], body))
             body.append(_region_call(g, region, names, params, scales, body))
             continue
-        params = param_codes(node.params, names[nid], body)
-        code = torch_lowering[node.op](Lowered(node, [names[i] for i in inputs], params))
-        if node.op in HELPERS and node.op not in used_helpers:
-            used_helpers.append(node.op)
+        code = lower_node(nid, node, inputs, names, body, used_helpers)
         if node.op == "output":
             body.append(f"return {code}")
         elif node.op != "input":
