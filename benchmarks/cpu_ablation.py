@@ -12,11 +12,9 @@ again.
 
 from __future__ import annotations
 
-import ctypes
 import os
 import random
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -26,6 +24,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks import allocator  # noqa: E402
 from benchmarks.handwritten import HandwrittenPadre3  # noqa: E402
 from padre_compiler.backends.pytorch import emit_module  # noqa: E402
 from padre_compiler.compiler import load_source, optimise, pass_context  # noqa: E402
@@ -78,17 +77,12 @@ def measure(repeats: int = 25) -> list[str]:
 
 
 def main() -> None:
-    if os.environ.get("PADRE_ABLATION_MALLOPT") == "1":
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD
-        libc.mallopt(-3, 1 << 30)  # M_MMAP_THRESHOLD
+    torch.set_num_threads(os.cpu_count() or 1)
+    if allocator.apply_from_env():
         print("\n".join(measure()))
         return
-    torch.set_num_threads(os.cpu_count() or 1)
     default = measure()
-    env = dict(os.environ, PADRE_ABLATION_MALLOPT="1")
-    tuned = subprocess.run([sys.executable, __file__], env=env, capture_output=True, text=True,
-                           check=True).stdout.strip().split("\n")
+    tuned = allocator.rerun_tuned(__file__, []).strip().split("\n")
     head = ["| N | batch | module | ms (median) | hand-written / module |", "|---|---|---|---|---|"]
     text = "\n".join([
         "# padre3 on CPU: pass ablation and allocator", "",

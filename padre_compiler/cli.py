@@ -1,6 +1,8 @@
 """The `padre` command line.
 
     padre compile SPEC [--backend torch] [-o FILE] [--dim D] [--grid HxW] [--explain] [--run]
+                       [--param KEY=VALUE ...]   set a family spec's parameters (also for
+                                                 inspect, verify, fuzz)
     padre compile --all                 regenerate codegen/<backend>/<name>.py for every spec
                                         and every backend (torch, triton)
     padre inspect SPEC [--expand N,D]   degrees, LaTeX, and the explicit polynomial at small size
@@ -21,6 +23,7 @@ import time
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 
 from padre_compiler.errors import PadreError
 
@@ -58,6 +61,25 @@ def _positive(text: str) -> int:
     return value
 
 
+def _param(text: str) -> tuple[str, object]:
+    """KEY=VALUE, VALUE read as a TOML value (3, -2.5, [-8, 2], "x") or else as a bare string."""
+    import tomllib
+
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE such as order=3, got '{text}'")
+    try:
+        return key.strip(), tomllib.loads(f"v = {value}")["v"]
+    except tomllib.TOMLDecodeError:
+        return key.strip(), value.strip()
+
+
+def _load(args: argparse.Namespace):
+    from padre_compiler.spec.loader import load_spec
+
+    return load_spec(args.spec, params=dict(args.param or ()))
+
+
 def _write_atomic(path: Path, text: str) -> None:
     """Write whole or not at all: a crash never leaves a half-written file."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -91,7 +113,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
         return 0
     if args.spec is None:
         raise PadreError("give a SPEC (a path or a bundled spec name) or --all")
-    spec = load_spec(args.spec)
+    spec = _load(args)
     grid = args.grid or ((14, 14) if spec.layout == "grid2d" else None)
     if spec.layout == "sequence" and args.grid:
         raise PadreError(f"{spec.source}: a sequence spec takes no --grid; use --tokens")
@@ -148,11 +170,10 @@ def _run_summary(result, dim: int, grid, tokens: int, out: Path | None, elapsed:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    from padre_compiler.spec.loader import load_spec
     from padre_compiler.symbolic.degree import output_terms
     from padre_compiler.symbolic.latex import graph_latex
 
-    spec = load_spec(args.spec)
+    spec = _load(args)
     g = spec.graph()
     console.print(f"[bold]{spec.name}[/bold] ({spec.layout}): {spec.description}")
     console.print(f"degree {spec.degree}")
@@ -176,6 +197,11 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _param_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--param", type=_param, action="append", metavar="KEY=VALUE",
+                   help="set a parameter of a family spec (repeatable), e.g. order=3")
+
+
 def _size_args(p: argparse.ArgumentParser, dim: int) -> None:
     p.add_argument("--dim", type=_positive, default=dim, help=f"model width D (default {dim})")
     p.add_argument("--grid", type=_grid, help="token grid HxW for 2-D specs (default 14x14)")
@@ -197,10 +223,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
         generate,
         pass_context,
     )
-    from padre_compiler.spec.loader import load_spec
     from padre_compiler.verify.certificate import check_code, small_size
 
-    spec = load_spec(args.spec)
+    spec = _load(args)
     grid, tokens = _resolve_size(spec, args)
     result = generate(spec, dim=args.dim, grid=grid, tokens=tokens)
     with console.status(f"certifying {spec.name} at N={tokens}, D={args.dim} "
@@ -222,10 +247,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
 def cmd_fuzz(args: argparse.Namespace) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-    from padre_compiler.spec.loader import load_spec
     from padre_compiler.verify.fuzz import describe, fuzz
 
-    spec = load_spec(args.spec)
+    spec = _load(args)
     if args.backend == "triton":  # no GPU: the generated kernels run in Triton's interpreter
         import torch
 
@@ -316,6 +340,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--explain", action="store_true", help="print the graph after each pass")
     p.add_argument("--run", action="store_true",
                    help="build the module, run a random batch, check it, print a summary")
+    _param_arg(p)
     p.set_defaults(fn=cmd_compile)
 
     p = sub.add_parser("verify", help="certify optimised graph and generated code against "
@@ -324,6 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
     _size_args(p, dim=64)
     p.add_argument("--trials", type=_positive, default=8, help="identity-testing trials")
     p.add_argument("--seed", type=int, default=0)
+    _param_arg(p)
     p.set_defaults(fn=cmd_verify)
 
     p = sub.add_parser("fuzz", help="fuzz a backend against the float64 reference")
@@ -334,6 +360,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--regressions", default=str(ROOT / "tests" / "regressions"),
                    help="where a failing example's regression test is written")
+    _param_arg(p)
     p.set_defaults(fn=cmd_fuzz)
 
     p = sub.add_parser("inspect", help="degrees, LaTeX and small-size expansion of a spec")
@@ -341,6 +368,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--expand", type=_pair, metavar="N,D", help="expand at N tokens, D channels")
     p.add_argument("--expand-grid", help="grid HxW for the expansion of 2-D specs")
     p.add_argument("--symbolic-weights", action="store_true", help="keep weights as symbols")
+    _param_arg(p)
     p.set_defaults(fn=cmd_inspect)
 
     p = sub.add_parser("prove", help="derive the instances (hyena, mamba_lti, sima, "
@@ -358,7 +386,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.fn(args)
     except PadreError as err:
-        err_console.print(f"[red]error:[/red] {err}", soft_wrap=True)
+        err_console.print(f"[red]error:[/red] {escape(str(err))}", soft_wrap=True)
         return 2
     except KeyboardInterrupt:
         err_console.print("interrupted")

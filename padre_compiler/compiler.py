@@ -28,6 +28,7 @@ from padre_compiler.verify.certificate import (
 
 BACKENDS = ("torch", "triton")
 DEFAULT_TOKENS = 196  # the token count cost-driven passes assume for sequence specs
+CERTIFICATE_ELEMENTS = 8192  # tokens x widest feature map of a compile's (reduced) certificate
 CACHE_DIR = Path(os.environ.get("PADRE_CACHE_DIR", Path.home() / ".cache" / "padre_compiler"))
 
 
@@ -102,6 +103,9 @@ def certify_compile(spec: Spec, records: list[PassRecord], ctx: PassContext, *,
     dim, grid, tokens = ctx.dim, ctx.grid, ctx.tokens
     if not full_size:
         dim, grid, tokens = small_size(spec.layout, dim, grid, tokens)
+        if grid is None:  # wide feature maps (expand by T) get fewer tokens, at least 8
+            widest = max(node.width.at(dim) for _, node, _ in records[0].graph.items())
+            tokens = min(tokens, max(8, CERTIFICATE_ELEMENTS // widest))
     tokens = min([tokens, *max_tokens(records[0].graph)])
     return certify_graphs(spec.name, records[0].graph,
                           [(r.name, r.graph) for r in records[1:]],

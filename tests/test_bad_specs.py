@@ -22,6 +22,12 @@ channel = { op = "dense" }
 token = { op = "identity" }
 """
 
+FAMILY = """
+family = "hyena"
+[parameters]
+order = 3
+"""
+
 # (name, spec text, field named in the error, words the message must contain)
 CASES = [
     ("empty", "", "", "empty"),
@@ -92,6 +98,20 @@ CASES = [
      "mix", "needs 1 [[mix]]"),
     ("output_not_dim", GOOD + '\n[output]\nprojection = { op = "dense", out = 5 }\n',
      "output.projection", "not D"),
+    ("unknown_family", FAMILY.replace('"hyena"', '"hyenna"'), "family",
+     "did you mean 'hyena'"),
+    ("unknown_parameter", FAMILY.replace("order = 3", "ordr = 3"), "parameters.ordr",
+     "did you mean 'order'"),
+    ("parameter_type", FAMILY.replace("order = 3", 'order = "3"'), "parameters.order",
+     "expected an integer"),
+    ("parameter_range", FAMILY.replace("order = 3", "order = 0"), "parameters.order",
+     "below the minimum"),
+    ("parameter_choice", 'family = "castling_vit"\n[parameters]\nvariant = "exact"\n',
+     "parameters.variant", "use one of: released, exact_kernel"),
+    ("parameter_pair", 'family = "mamba_selective"\n[parameters]\nsoftplus_range = [1, -1]\n',
+     "parameters.softplus_range", "lo < hi"),
+    ("family_and_branches", FAMILY + GOOD.replace('layout = "sequence"\ndegree = 2\n', ""),
+     "branch", "takes its structure from family 'hyena'"),
 ]
 
 
@@ -122,7 +142,8 @@ def test_missing_file_and_unknown_name() -> None:
         load_spec("/nonexistent/x.toml")
 
 
-@pytest.mark.parametrize("name", ["empty", "unknown_op", "even_kernel", "widths_do_not_compose"])
+@pytest.mark.parametrize("name", ["empty", "unknown_op", "even_kernel", "widths_do_not_compose",
+                                  "parameter_pair"])
 def test_cli_exits_2_without_traceback_and_writes_nothing(tmp_path: Path, name: str) -> None:
     text = next(c[1] for c in CASES if c[0] == name)
     spec = tmp_path / "bad.toml"
@@ -142,3 +163,13 @@ def test_cli_bad_argument_exits_2() -> None:
     assert proc.returncode == 2
     assert "expected HxW" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_cli_bad_param_exits_2_naming_it() -> None:
+    for args, words in ((["castling_vit", "--param", "variant=exact"], "params.variant"),
+                        (["padre3", "--param", "order=3"], "no parameters to set"),
+                        (["hyena", "--param", "order"], "expected KEY=VALUE")):
+        proc = subprocess.run([sys.executable, "-m", "padre_compiler.cli", "compile", *args],
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 2, proc.stderr
+        assert words in proc.stderr and "Traceback" not in proc.stderr

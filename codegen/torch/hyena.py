@@ -15,10 +15,13 @@ def _dwconv1d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, 
               right: int) -> torch.Tensor:
     """Depthwise conv along tokens: y[t, c] = sum_j weight[c, j] x[t + j - left, c] (+ bias[c]).
 
-    x: [B, N, C], weight: [C, k] with k = left + right + 1, zero padding.
+    x: [B, N, C], weight: [C, k] with k = left + right + 1, zero padding. Run as a 1 x k conv2d
+    on a channels-last view, so input and output stay [B, N, C]-contiguous (no layout copies).
     """
-    xt = F.pad(x.transpose(1, 2), (left, right))
-    return F.conv1d(xt, weight.unsqueeze(1), bias, groups=x.shape[-1]).transpose(1, 2)
+    b, n, c = x.shape
+    xp = F.pad(x, (0, 0, left, right)).unsqueeze(1).permute(0, 3, 1, 2)  # [B, C, 1, N + k - 1]
+    y = F.conv2d(xp, weight[:, None, None, :], bias, groups=c)
+    return y.permute(0, 2, 3, 1).reshape(b, n, c)
 
 
 def _long_conv(x: torch.Tensor, filt: torch.Tensor, skip: torch.Tensor | None) -> torch.Tensor:

@@ -17,12 +17,15 @@ def _dwconv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
 
     x: [B, N, C], N = H * W row-major; weight: [C, kh, kw] -> [B, N, C].
     y[h, w, c] = sum_{i,j} weight[c, i, j] x[h + i - kh // 2, w + j - kw // 2, c] (+ bias[c]).
+    The [B, C, H, W] operand is a permuted view, channels-last in memory, and so is the result
+    (transpose + reshape instead gives a batch stride that reads as NCHW at B = 1 and costs two
+    layout copies).
     """
     b, n, c = x.shape
-    x4 = x.transpose(1, 2).reshape(b, c, grid[0], grid[1])  # channels-last view of x
+    x4 = x.reshape(b, grid[0], grid[1], c).permute(0, 3, 1, 2)
     pad = (weight.shape[1] // 2, weight.shape[2] // 2)
     y = F.conv2d(x4, weight.unsqueeze(1), bias, padding=pad, groups=c)
-    return y.flatten(2).transpose(1, 2)
+    return y.permute(0, 2, 3, 1).reshape(b, n, c)
 
 
 class Padre3(nn.Module):

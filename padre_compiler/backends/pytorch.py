@@ -11,6 +11,7 @@ axis as an H x W grid (row-major), which for a contiguous [B, N, C] tensor is a 
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -27,10 +28,13 @@ def _dwconv1d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, 
               right: int) -> torch.Tensor:
     """Depthwise conv along tokens: y[t, c] = sum_j weight[c, j] x[t + j - left, c] (+ bias[c]).
 
-    x: [B, N, C], weight: [C, k] with k = left + right + 1, zero padding.
+    x: [B, N, C], weight: [C, k] with k = left + right + 1, zero padding. Run as a 1 x k conv2d
+    on a channels-last view, so input and output stay [B, N, C]-contiguous (no layout copies).
     """
-    xt = F.pad(x.transpose(1, 2), (left, right))
-    return F.conv1d(xt, weight.unsqueeze(1), bias, groups=x.shape[-1]).transpose(1, 2)
+    b, n, c = x.shape
+    xp = F.pad(x, (0, 0, left, right)).unsqueeze(1).permute(0, 3, 1, 2)  # [B, C, 1, N + k - 1]
+    y = F.conv2d(xp, weight[:, None, None, :], bias, groups=c)
+    return y.permute(0, 2, 3, 1).reshape(b, n, c)
 ''',
     "dwconv2d": '''
 def _dwconv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
@@ -39,12 +43,15 @@ def _dwconv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
 
     x: [B, N, C], N = H * W row-major; weight: [C, kh, kw] -> [B, N, C].
     y[h, w, c] = sum_{i,j} weight[c, i, j] x[h + i - kh // 2, w + j - kw // 2, c] (+ bias[c]).
+    The [B, C, H, W] operand is a permuted view, channels-last in memory, and so is the result
+    (transpose + reshape instead gives a batch stride that reads as NCHW at B = 1 and costs two
+    layout copies).
     """
     b, n, c = x.shape
-    x4 = x.transpose(1, 2).reshape(b, c, grid[0], grid[1])  # channels-last view of x
+    x4 = x.reshape(b, grid[0], grid[1], c).permute(0, 3, 1, 2)
     pad = (weight.shape[1] // 2, weight.shape[2] // 2)
     y = F.conv2d(x4, weight.unsqueeze(1), bias, padding=pad, groups=c)
-    return y.flatten(2).transpose(1, 2)
+    return y.permute(0, 2, 3, 1).reshape(b, n, c)
 ''',
     "long_conv": '''
 def _long_conv(x: torch.Tensor, filt: torch.Tensor, skip: torch.Tensor | None) -> torch.Tensor:
@@ -197,6 +204,18 @@ def class_name(spec_name: str) -> str:
     return "".join(part.capitalize() for part in re.split(r"[^0-9a-zA-Z]+", spec_name) if part)
 
 
+def _ascii(label: str) -> str:
+    """Greek letters by name (Δ -> delta), accents dropped (K̂ -> K); other symbols kept."""
+    out = []
+    for ch in label:
+        name = "" if ch.isascii() else unicodedata.name(ch, "")
+        if name.startswith("GREEK"):
+            out.append(f"_{name.split()[-1].lower()}_")
+        elif not unicodedata.combining(ch):
+            out.append(ch)
+    return "".join(out)
+
+
 def var_names(g: Graph) -> dict[int, str]:
     names: dict[int, str] = {}
     used: set[str] = {"x", "D", "self"}
@@ -204,7 +223,7 @@ def var_names(g: Graph) -> dict[int, str]:
         if node.op == "input":
             names[nid] = "x"
             continue
-        base = re.sub(r"[^0-9a-zA-Z_]", "_", (node.label or node.op)).lower() or node.op
+        base = re.sub(r"[^0-9a-zA-Z_]", "_", _ascii(node.label)).strip("_").lower() or node.op
         if base[0].isdigit():
             base = f"t{base}"
         name, k = base, 2
@@ -237,8 +256,23 @@ def _wrap_call(stmt: str, width: int = 90) -> str:
             args.append(call[start:i].strip())
             start = i + 1
     args.append(call[start:-1].strip())
-    inner = "".join(f"    {a},\n" for a in args)
+    inner = "".join(f"    {_wrap_tuple(a, width)},\n" for a in args)
     return f"{head} = {call[:open_at + 1]}\n{inner})"
+
+
+def _wrap_tuple(arg: str, width: int) -> str:
+    """A long literal tuple of numbers -> rows of at most `width` characters."""
+    if len(arg) <= width or not (arg.startswith("(") and arg.endswith(")")) or \
+            any(ch in arg[1:-1] for ch in "()[]"):
+        return arg
+    rows, row = [], ""
+    for item in arg[1:-1].split(", "):
+        if row and len(row) + len(item) + 10 > width:
+            rows.append(row)
+            row = ""
+        row += f"{item}, "
+    rows.append(row)
+    return "(\n" + "".join(f"        {r.rstrip()}\n" for r in rows) + "    )"
 
 
 def _init_lines(decls: dict[str, ParamDecl]) -> list[str]:

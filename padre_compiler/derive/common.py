@@ -23,10 +23,8 @@ from typing import Any
 
 import numpy as np
 import sympy as sp
-import torch
 
 from padre_compiler.backends.reference import run_graph
-from padre_compiler.compiler import compile as compile_spec
 from padre_compiler.ir.cost import graph_cost, node_cost
 from padre_compiler.ir.graph import Graph
 from padre_compiler.ir.ops import EvalContext
@@ -210,6 +208,8 @@ def rel_err(a: np.ndarray, b: np.ndarray) -> float:
 def compiled_output(spec: Spec, dim: int, grid: tuple[int, int] | None,
                     params: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
     """The compiled PyTorch module, in float64, with the given weights, on x [B, N, D]."""
+    import torch  # here, so that building a family spec (derive/*_spec) does not load torch
+
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # small float64 convs: threads only add synchronisation
     try:
@@ -220,6 +220,10 @@ def compiled_output(spec: Spec, dim: int, grid: tuple[int, int] | None,
 
 def _compiled_output(spec: Spec, dim: int, grid: tuple[int, int] | None,
                      params: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
+    import torch
+
+    from padre_compiler.compiler import compile as compile_spec
+
     module = compile_spec(spec, dim=dim, grid=grid).double()
     state = module.state_dict()
     missing = set(state) - set(params)

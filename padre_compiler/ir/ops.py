@@ -53,7 +53,15 @@ class Degrees:
         return len(self.terms) == 1
 
     def __str__(self) -> str:
-        degs = ",".join(map(str, sorted(self.terms)))
+        """{0,1,2,3}, with runs of five or more as ranges: {1,3..403}."""
+        runs: list[list[int]] = []
+        for d in sorted(self.terms):
+            if runs and d == runs[-1][-1] + 1:
+                runs[-1].append(d)
+            else:
+                runs.append([d])
+        degs = ",".join(f"{r[0]}..{r[-1]}" if len(r) >= 5 else ",".join(map(str, r))
+                        for r in runs)
         return f"{{{degs}}}" + (" (normalized)" if self.normalized else "")
 
 

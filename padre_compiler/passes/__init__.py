@@ -15,9 +15,9 @@ PIPELINE: tuple[str, ...] = (
     "fuse_scaled_sum",
 )
 
-# fuse_siblings pays where one wide kernel replaces several launches (Triton). With cuDNN/oneDNN
-# convolutions it does not: on CPU the 3C-wide channels-last conv and the strided splits it
-# creates made padre3 20% slower at 3,136 tokens (benchmarks/results/cpu_padre3.md).
+# fuse_siblings pays where one wide kernel replaces several launches (Triton). On CPU, oneDNN's
+# 3C-wide depthwise conv and the strided splits it creates cost more than the three calls they
+# replace: padre3 2-6% slower (benchmarks/results/cpu_ablation.md, allocator tuned).
 PIPELINES: dict[str, tuple[str, ...]] = {
     "torch": tuple(p for p in PIPELINE if p != "fuse_siblings"),
     "triton": PIPELINE,

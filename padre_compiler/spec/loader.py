@@ -7,6 +7,9 @@
     O       = P V                                [output]    projection = V
     hooks   : normalize Y_i, Z_i or P            [[normalize]] at, kind, heads
 
+A spec may instead name a family (`family = "hyena"` and a [parameters] table; see
+padre_compiler/spec/families.py) whose builder lays out the graph from those parameters.
+
 Field paths in errors count arrays of tables from 1 (branch[1] declares Y_1, mix[1] declares
 C_1 and D_1, normalize[1] is the first hook) and inline lists from 0 (range[0]).
 
@@ -16,9 +19,11 @@ nothing in it is evaluated, so a field holding code is just an unknown name.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import math
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +32,12 @@ from padre_compiler.ir.registry import OPS
 from padre_compiler.ir.width import Width
 from padre_compiler.spec import dsl
 from padre_compiler.spec.dsl import Expr
+from padre_compiler.spec.families import build_family, family_params
 from padre_compiler.spec.model import LAYOUTS, Branch, CanonicalForm, Spec
 
 SPECS_DIR = Path(__file__).resolve().parents[2] / "specs"
-TOP_KEYS = ("name", "description", "layout", "degree", "branch", "mix", "output", "normalize")
+STRUCTURE_KEYS = ("layout", "degree", "branch", "mix", "output", "normalize")
+TOP_KEYS = ("name", "description", *STRUCTURE_KEYS, "family", "parameters")
 BRANCH_KEYS = ("token", "channel", "activation")
 OUTPUT_KEYS = ("terms", "weights", "bias", "projection")
 WEIGHTS = ("per_channel", "none")
@@ -55,8 +62,9 @@ def resolve_spec_path(path_or_name: str | Path) -> Path:
                     f"{hint}bundled specs: {', '.join(names)}")
 
 
-def load_spec(path_or_name: str | Path) -> Spec:
-    """Load and validate a TOML spec given its path or the name of a bundled spec."""
+def load_spec(path_or_name: str | Path, params: Mapping[str, Any] | None = None) -> Spec:
+    """Load and validate a TOML spec given its path or the name of a bundled spec; `params`
+    override a family spec's [parameters] (e.g. {"order": 3})."""
     path = resolve_spec_path(path_or_name)
     source = str(path)
     try:
@@ -66,12 +74,13 @@ def load_spec(path_or_name: str | Path) -> Spec:
     except (OSError, UnicodeDecodeError) as err:
         raise SpecError("", f"cannot read the file: {err}", source=source) from None
     try:
-        return parse_spec(text, source=source, default_name=path.stem)
+        return parse_spec(text, source=source, default_name=path.stem, params=params)
     except SpecError as err:
         raise err.located(source) from None
 
 
-def parse_spec(text: str, source: str = "<string>", default_name: str = "spec") -> Spec:
+def parse_spec(text: str, source: str = "<string>", default_name: str = "spec",
+               params: Mapping[str, Any] | None = None) -> Spec:
     if not text.strip():
         raise SpecError("", "the spec is empty",
                         "declare at least layout, degree and one [[branch]]; "
@@ -82,6 +91,13 @@ def parse_spec(text: str, source: str = "<string>", default_name: str = "spec") 
         raise SpecError("", f"not valid TOML: {err}",
                         "fix the syntax at the line and column given", source=source) from None
     _check_finite(data, "")
+    _unknown_keys(data, TOP_KEYS, "")
+    if "family" in data:
+        return _build_family(data, source, default_name, params or {})
+    if params:
+        raise SpecError("parameters", f"this spec has no parameters to set ({', '.join(params)})",
+                        "parameters apply to family specs (family = \"...\"); edit the "
+                        "fields of the recursion instead", source=source)
     return _build(data, source, default_name)
 
 
@@ -217,9 +233,26 @@ def _hook(x: Expr, hooks: dict[str, dict[str, Any]], at: str) -> Expr:
     return dsl.apply("normalize", x, field=f"normalize[{k}]", label=at, **hooks[at])
 
 
+def _build_family(data: dict[str, Any], source: str, default_name: str,
+                  overrides: Mapping[str, Any]) -> Spec:
+    family = _get(data, "family", str, "", fix='name a family: family = "hyena"')
+    for key in STRUCTURE_KEYS:
+        if key in data:
+            raise SpecError(key, f"a family spec takes its structure from family '{family}'",
+                            f"remove '{key}', or remove 'family' and write the canonical "
+                            "recursion")
+    name = _get(data, "name", str, "", default=default_name)
+    description = _get(data, "description", str, "", default="")
+    values = family_params(family, _get(data, "parameters", dict, "", default={}))
+    values |= {k: v for k, v in family_params(family, overrides, "params").items()
+               if k in overrides}
+    spec = build_family(family, values)
+    return dataclasses.replace(spec, name=name, description=description or spec.description,
+                               source=source, raw=data)
+
+
 # the canonical recursion ----------------------------------------------------------------------
 def _build(data: dict[str, Any], source: str, default_name: str) -> Spec:
-    _unknown_keys(data, TOP_KEYS, "")
     name = _get(data, "name", str, "", default=default_name)
     description = _get(data, "description", str, "", default="")
     layout = _get(data, "layout", str, "", fix=f"add layout = one of {', '.join(LAYOUTS)}")

@@ -1,0 +1,96 @@
+"""Family specs: TOML files whose graph a builder lays out from checked parameters."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import padre_compiler as pc
+from padre_compiler.derive import castling_vit, hyena, mamba
+from padre_compiler.spec.families import FAMILIES
+from padre_compiler.spec.loader import load_spec
+
+
+def _ops(spec: pc.Spec) -> list[str]:
+    return sorted(node.op for _, node, _ in spec.graph().items())
+
+
+def _structure(spec: pc.Spec) -> list[tuple]:
+    return [(node.op, node.attrs, str(node.width), ins) for _, node, ins in spec.graph().items()]
+
+
+@pytest.mark.parametrize("order", [1, 3])
+def test_hyena_family_is_hyena_spec_of_that_order(tmp_path: Path, order: int) -> None:
+    path = tmp_path / "h.toml"
+    path.write_text(f'family = "hyena"\n[parameters]\norder = {order}\nfilter_length = 64\n')
+    spec = load_spec(path)
+    assert spec.name == "h" and spec.degree == order + 1
+    assert _structure(spec) == _structure(hyena.hyena_spec(order, 64))
+
+
+def test_params_override_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "h.toml"
+    path.write_text('family = "hyena"\n[parameters]\norder = 2\n')
+    assert load_spec(path, params={"order": 4}).degree == 5
+    assert load_spec(path).degree == 3
+
+
+def test_castling_variants_differ_by_one_global_sum() -> None:
+    released = load_spec("castling_vit")
+    exact = load_spec("castling_vit", params={"variant": "exact_kernel"})
+    assert _structure(released) == _structure(castling_vit.castling_spec(8, "released"))
+    assert _structure(exact) == _structure(castling_vit.castling_spec(8, "exact_kernel"))
+    diff = _ops(exact)
+    for op in _ops(released):
+        diff.remove(op)
+    assert diff == ["global_sum"]
+
+
+def test_bundled_mamba_spec_uses_the_ranges_its_proof_measures() -> None:
+    """specs/mamba.toml's decay_min and softplus_range are those `padre prove mamba` reaches."""
+    raw = load_spec("mamba").raw["parameters"]
+    p = mamba.random_original(64, 16, seed=11)
+    x = np.random.default_rng(12).standard_normal((1, 196, 64))
+    u_min, sp_range = mamba.ranges(x, p)
+    assert raw["decay_min"] == u_min and tuple(raw["softplus_range"]) == sp_range
+    assert raw["softplus_order"] == mamba.SOFTPLUS_ORDER and raw["exp_order"] in mamba.ORDERS
+
+
+@pytest.mark.parametrize("name", ["mamba", "castling_vit"])
+def test_family_spec_compiles_runs_and_matches_the_reference(name: str) -> None:
+    params = {"exp_order": 4, "softplus_order": 4} if name == "mamba" else {}
+    spec = load_spec(name, params=params)
+    module = pc.compile(spec, dim=16).double()
+    x = torch.randn(2, 11, 16, dtype=torch.float64, requires_grad=True)
+    y = module(x)
+    y.sum().backward()
+    from padre_compiler.backends.reference import run_graph
+    from padre_compiler.ir.ops import EvalContext
+
+    state = {k: v.detach().numpy() for k, v in module.state_dict().items()}
+    ref = run_graph(spec.graph(), x.detach().numpy(), state, EvalContext(dim=16))
+    assert np.allclose(y.detach().numpy(), ref, rtol=1e-9, atol=1e-9)
+    assert x.grad is not None and torch.isfinite(x.grad).all()
+
+
+def test_every_family_builds_at_its_defaults() -> None:
+    from padre_compiler.spec.families import build_family, family_params
+
+    for family in FAMILIES:
+        assert build_family(family, family_params(family, {})).degree >= 1
+
+
+def test_cli_param_changes_the_generated_module(tmp_path: Path) -> None:
+    out = tmp_path / "c.py"
+    proc = subprocess.run([sys.executable, "-m", "padre_compiler.cli", "compile", "castling_vit",
+                           "--param", "variant=exact_kernel", "--param", "heads=4", "--dim",
+                           "64", "-o", str(out)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    spec = load_spec("castling_vit", params={"variant": "exact_kernel", "heads": 4})
+    assert out.read_text() == pc.generate(spec, dim=64).source
+    assert out.read_text() != pc.generate("castling_vit", dim=64).source
