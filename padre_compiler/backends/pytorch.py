@@ -313,12 +313,17 @@ def statement(var: str, code: str, width: Width, note: str = "") -> str:
 
 
 def module_source(g: Graph, decls: dict[str, ParamDecl], *, name: str, docstring: str,
-                  preamble: list[str], body: list[str]) -> str:
+                  preamble: list[str], body: list[str], fixed_dim: int | None = None) -> str:
     """The module file: docstring, imports and helpers (`preamble`), then the class with
-    parameters named after the spec, their initialisation and `forward` running `body`."""
+    parameters named after the spec, their initialisation and `forward` running `body`.
+    fixed_dim: the only width the graph is valid at (the constructor refuses others)."""
     grid = g.layout == "grid2d"
     sig = "self, dim: int, grid: tuple[int, int]" if grid else "self, dim: int"
     init = ["super().__init__()", "self.dim = dim", "D = dim"]
+    if fixed_dim is not None:
+        init[1:1] = [f"if dim != {fixed_dim}:",
+                     f"    raise ValueError(f\"{name} hard-codes its head width: dim must be "
+                     f"{fixed_dim}, got {{dim}}\")"]
     if grid:
         init.insert(2, "self.grid = (int(grid[0]), int(grid[1]))")
     for pname, decl in decls.items():
@@ -360,7 +365,8 @@ def lower_node(nid: int, node: Node, inputs: tuple[int, ...], names: dict[int, s
     return torch_lowering[node.op](Lowered(node, [names[i] for i in inputs], params))
 
 
-def emit_module(g: Graph, decls: dict[str, ParamDecl], *, name: str, header: str) -> str:
+def emit_module(g: Graph, decls: dict[str, ParamDecl], *, name: str, header: str,
+                fixed_dim: int | None = None) -> str:
     """Python source of an nn.Module named after the spec that computes graph `g`."""
     names = var_names(g)
     body: list[str] = []
@@ -373,4 +379,5 @@ def emit_module(g: Graph, decls: dict[str, ParamDecl], *, name: str, header: str
             body.append(statement(names[nid], code, node.width))
     preamble = ["import torch", "import torch.nn.functional as F", "from torch import nn", "",
                 *helper_sources(used_helpers)]
-    return module_source(g, decls, name=name, docstring=header, preamble=preamble, body=body)
+    return module_source(g, decls, name=name, docstring=header, preamble=preamble, body=body,
+                         fixed_dim=fixed_dim)

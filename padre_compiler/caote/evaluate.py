@@ -13,7 +13,7 @@ Metrics per eviction policy and budget:
   o_proj, same scored positions; errors compound through the layers);
 - overhead: time in the CAOTE / FastCAOTE score / time in the model's attention modules.
 
-Run: ``python -m padre_compiler.caote.evaluate`` (see ``--help``).
+Run: ``padre caote eval`` or ``python -m padre_compiler.caote.evaluate`` (see ``--help``).
 """
 
 from __future__ import annotations
@@ -354,8 +354,9 @@ def plot(r: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None, prog: str = "python -m padre_compiler.caote.evaluate"
+         ) -> None:
+    p = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
     p.add_argument("--budgets", type=int, nargs="+", default=[128, 256, 512])
     p.add_argument("--context", type=int, default=1280)
     p.add_argument("--score-from", type=int, default=512)
@@ -373,7 +374,7 @@ def main(argv: list[str] | None = None) -> None:
         write_reports(json.loads((out / "results.json").read_text()), out)
         return
     torch.set_num_threads(args.threads)
-    cmd = "python -m padre_compiler.caote.evaluate " + " ".join(
+    cmd = f"{prog} " + " ".join(
         shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
     run_eval(tuple(args.budgets), args.context, args.score_from, tuple(args.passkey_budgets),
              tuple(args.passkey_depths), args.passkey_filler, args.block_size, args.out_dir,

@@ -6,7 +6,8 @@ Per (batch, query head), with KV head h // G (grouped-query attention):
 One program reads its head's values twice (once for o, once for the distances), in fp32
 whatever the cache dtype, and writes c; nothing of size T x d is materialised. The kernel runs
 where Triton runs (CUDA tensors, or CPU tensors under TRITON_INTERPRET=1); elsewhere the
-PyTorch scores are used.
+PyTorch scores are used. The evictor calls it through `evictor_scorer`: on CUDA tensors only
+(the interpreter is for tests).
 """
 
 from __future__ import annotations
@@ -15,7 +16,12 @@ import os
 
 import torch
 
-from padre_compiler.caote.scores import EPS, caote_from_weights, fastcaote_from_weights
+from padre_compiler.caote.scores import (
+    EPS,
+    WeightScorer,
+    caote_from_weights,
+    fastcaote_from_weights,
+)
 
 try:
     import triton
@@ -78,3 +84,16 @@ def caote_scores_fused(weights: torch.Tensor, values: torch.Tensor,
         v.stride(1), v.stride(2), EPS, FAST=fast, BT=32,
         BD=max(16, triton.next_power_of_2(d)))
     return out
+
+
+def evictor_scorer(fast: bool) -> WeightScorer:
+    """The per-query-head scorer eviction uses: this kernel on CUDA tensors when Triton is
+    installed, the PyTorch twin otherwise."""
+    twin = fastcaote_from_weights if fast else caote_from_weights
+
+    def score(weights: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+        if values.is_cuda and triton is not None and values.dtype != torch.float64:
+            return caote_scores_fused(weights, values, fast)
+        return twin(weights, values)
+
+    return score

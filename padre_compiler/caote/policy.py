@@ -7,10 +7,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Literal
 
 import torch
 
+from padre_compiler.caote.kernel import evictor_scorer
 from padre_compiler.caote.scores import (
     GroupReduce,
     base_scores_per_kv,
@@ -21,11 +23,14 @@ from padre_compiler.caote.scores import (
 Base = Literal["h2o", "tova", "snapkv"]
 Variant = Literal["none", "caote", "fastcaote"]
 
-# variant -> (base [B, Hq, T], values [B, Hkv, T, d], group) -> eviction score [B, Hkv, T]
+# variant -> (base [B, Hq, T], values [B, Hkv, T, d], group) -> eviction score [B, Hkv, T];
+# the CAOTE norms run as one Triton kernel on CUDA tensors (kernel.evictor_scorer)
 VARIANTS: dict[str, Callable[[torch.Tensor, torch.Tensor, GroupReduce], torch.Tensor]] = {
     "none": lambda base, values, group: base_scores_per_kv(base, values.shape[1]),
-    "caote": caote_scores,  # h/(1-h)·‖V hᵀ - v_j‖, h = f_norm(base)
-    "fastcaote": fastcaote_scores,  # h/(1-h)·‖v̄ - v_j‖
+    # h/(1-h)·‖V hᵀ - v_j‖, h = f_norm(base)
+    "caote": partial(caote_scores, scorer=evictor_scorer(fast=False)),
+    # h/(1-h)·‖v̄ - v_j‖
+    "fastcaote": partial(fastcaote_scores, scorer=evictor_scorer(fast=True)),
 }
 
 

@@ -24,6 +24,7 @@ convention of kvpress and of SnapKV (issue #22) — for ranking, mean and sum ar
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Literal
 
 import torch
@@ -150,24 +151,30 @@ def fastcaote_from_weights(weights: torch.Tensor, values: torch.Tensor) -> torch
     return w / (1.0 - w) * dist
 
 
+WeightScorer = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
 def caote_scores(
-    base: torch.Tensor, values: torch.Tensor, group: GroupReduce = "rss"
+    base: torch.Tensor, values: torch.Tensor, group: GroupReduce = "rss",
+    scorer: WeightScorer = caote_from_weights,
 ) -> torch.Tensor:
     """CAOTE meta-policy on a base score (Paper Thm D.1): f_caote(f_norm(H), V).
 
     base [B, Hq, T] non-negative (use the true α of one query for plain CAOTE); values
     [B, Hkv, T, d]. Returns [B, Hkv, T], lower = evict first. ``rss`` gives, per KV entry, the norm
     of the group's concatenated pre-W_O output change under each head's (pseudo-)attention.
+    ``scorer`` computes the per-query-head norms (this module's PyTorch version, or the Triton
+    kernel of ``kernel.py``).
     """
-    return reduce_group(caote_from_weights(normalize(_f32(base)), values), values.shape[1], group)
+    return reduce_group(scorer(normalize(_f32(base)), values), values.shape[1], group)
 
 
 def fastcaote_scores(
-    base: torch.Tensor, values: torch.Tensor, group: GroupReduce = "rss"
+    base: torch.Tensor, values: torch.Tensor, group: GroupReduce = "rss",
+    scorer: WeightScorer = fastcaote_from_weights,
 ) -> torch.Tensor:
     """FastCAOTE meta-policy: as ``caote_scores`` with o replaced by the value mean."""
-    c = fastcaote_from_weights(normalize(_f32(base)), values)
-    return reduce_group(c, values.shape[1], group)
+    return reduce_group(scorer(normalize(_f32(base)), values), values.shape[1], group)
 
 
 def base_scores_per_kv(base: torch.Tensor, n_kv_heads: int) -> torch.Tensor:

@@ -60,7 +60,7 @@ def shapes(order: int, d: int, n: int) -> dict[str, tuple[int, ...]]:
             "out_proj.weight": (d, d), "out_proj.bias": (d,)}
 
 
-# 2. the spec (DSL, any order; the TOML is order 2) and the mapping --------------------------------
+# 2. the spec (any order: the builder of family "hyena"; specs/hyena.toml is order 2) ---------
 def hyena_spec(order: int = 2, length: int = LENGTH) -> Spec:
     x = dsl.tokens("sequence")
 
@@ -148,7 +148,8 @@ derivation holds for any filter values. Dropout is the identity (eval).""")
         ("$D_i$", "$I$"), ("$W$", r"$e_{N+1}$: only $Z_{N+1}$ enters $P$"),
         ("$L$", "0 (biases add lower degrees)"), ("$V$", "`out_proj` (+ bias)"),
         ("normalisation", "none"), ("degree", "N + 1 (3 for the default order 2)")]
-    d.section("2. Mapping and PADRe form (`specs/hyena.toml`, order 2; DSL for order N)",
+    d.section("2. Mapping and PADRe form (`specs/hyena.toml`, order 2; order N: a spec with "
+              "`family = \"hyena\"`, `order = N`)",
               common.latex_section(toml.graph(), table))
     same = _body(generate(toml).source) == _body(generate(hyena_spec(2)).source)
     d.check("TOML = DSL at order 2", "structural identity",

@@ -226,7 +226,8 @@ gate):
         ("output", r"$\odot\, X W_C F_D$, sum over $n$ ($E_{N_s}^\top$), $+ D \odot X$, "
          "`out_proj`"),
         ("degree", "$(m + 1) q + 3$ in X (top), all lower degrees present")]
-    d.section("2. The approximate PADRe form (DSL: `selective_spec`)", "\n".join(
+    d.section("2. The approximate PADRe form (`specs/mamba.toml`: family `mamba_selective`, "
+              "built by `selective_spec`)", "\n".join(
         ["| PADRe slot | value |", "|---|---|", *[f"| {k} | {v} |" for k, v in table]]) + """
 
 The binomial expansion is exact algebra; the approximations are $p_m \\approx \\exp$ on

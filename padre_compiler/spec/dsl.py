@@ -133,8 +133,12 @@ def output_width_is_dim(out: Expr, field: str) -> None:
                         "end with a projection back to D (e.g. contract, or dense with no 'out')")
 
 
-def spec(name: str, *, layout: str, output: Expr, description: str = "") -> Any:
-    """A Spec from an expression (the DSL's entry point)."""
+def spec(name: str, *, layout: str, output: Expr, description: str = "",
+         fixed_dim: int | None = None) -> Any:
+    """A Spec from an expression (the DSL's entry point). `fixed_dim`: the only model width
+    the graph is valid at, when it hard-codes a head width (e.g. expand times=e for e^3
+    tensor-power features); compile refuses any other."""
     from padre_compiler.spec.model import Spec
 
-    return Spec.from_expr(name, layout=layout, output=output, description=description)
+    return Spec.from_expr(name, layout=layout, output=output, description=description,
+                          fixed_dim=fixed_dim)

@@ -61,7 +61,8 @@ def _mamba_selective(p: dict[str, Any]) -> Spec:
 def _castling_vit(p: dict[str, Any]) -> Spec:
     from padre_compiler.derive.castling_vit import castling_spec
 
-    return castling_spec(p["heads"], p["variant"], p["eps"])
+    return castling_spec(p["heads"], p["variant"], p["eps"], p["taylor_terms"],
+                         p["head_dim"] or None)
 
 
 FAMILIES: dict[str, Family] = {
@@ -91,7 +92,12 @@ FAMILIES: dict[str, Family] = {
                           "(released code) or 0.5 1 1^T V (exact kernel)",
                           choices=("released", "exact_kernel")),
          "eps": Param(float, 0.0, "added under each l2 norm's square root (0 in the code)",
-                      minimum=0.0)},
+                      minimum=0.0),
+         "taylor_terms": Param(int, 1, "odd Taylor terms of 1 - arccos(x)/pi after the "
+                               "constant: 1 keeps x/pi (the released model), 2 adds x^3/(6 pi) "
+                               "through e^3 tensor-power features", minimum=1, maximum=2),
+         "head_dim": Param(int, 0, "head width e, required by taylor_terms = 2 (the spec then "
+                           "compiles at D = heads * e only); 0: any D", minimum=0)},
         _castling_vit),
 }
 

@@ -45,11 +45,12 @@ class Spec:
     source: str = "<python>"
     form: CanonicalForm | None = None
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    fixed_dim: int | None = None  # set when the graph hard-codes a head width (expand times=e)
 
     @staticmethod
     def from_expr(name: str, *, layout: str, output: Expr, description: str = "",
                   source: str = "<python>", form: CanonicalForm | None = None,
-                  raw: dict[str, Any] | None = None) -> Spec:
+                  raw: dict[str, Any] | None = None, fixed_dim: int | None = None) -> Spec:
         if layout not in LAYOUTS:
             raise SpecError("layout", f"unknown layout '{layout}'",
                             f"use one of: {', '.join(LAYOUTS)}", source=source)
@@ -58,7 +59,7 @@ class Spec:
                             f"spec declares layout '{layout}'",
                             "declare the layout its token operators need", source=source)
         output_width_is_dim(output, "output")
-        spec = Spec(name, layout, output, description, source, form, raw or {})
+        spec = Spec(name, layout, output, description, source, form, raw or {}, fixed_dim)
         spec.graph()  # validates parameter names
         return spec
 

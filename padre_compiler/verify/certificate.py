@@ -212,9 +212,12 @@ def _check_code_numeric(module: Any, spec_graph: Graph, dim: int, tokens: int,
 
 
 def small_size(layout: str, dim: int, grid: tuple[int, int] | None, tokens: int,
-               max_dim: int = 32, max_side: int = 8) -> tuple[int, tuple[int, int] | None, int]:
-    """A size at which a compile's certificate is cheap: the same graph, smaller D and N."""
+               max_dim: int = 32, max_side: int = 8, fixed_dim: int | None = None
+               ) -> tuple[int, tuple[int, int] | None, int]:
+    """A size at which a compile's certificate is cheap: the same graph, smaller D and N
+    (D stays `fixed_dim` for a spec valid at one width only)."""
+    small_dim = fixed_dim or min(dim, max_dim)
     if layout == "grid2d" and grid is not None:
         small = (min(grid[0], max_side), min(grid[1], max_side + 1))
-        return min(dim, max_dim), small, small[0] * small[1]
-    return min(dim, max_dim), None, min(tokens, max_side * max_side)
+        return small_dim, small, small[0] * small[1]
+    return small_dim, None, min(tokens, max_side * max_side)

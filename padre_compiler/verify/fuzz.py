@@ -79,7 +79,7 @@ class Harness:
         self.backend = backend
         self.graph = spec.graph()
         self.decls = self.graph.decls
-        result = generate(spec, backend=backend)
+        result = generate(spec, backend=backend, dim=spec.fixed_dim or 384)
         self.cls = getattr(load_source(result.source, spec.name), result.class_name)
         eager = emit_module(self.graph, self.graph.decls, name=f"{spec.name}_eager",
                             header=f"{spec.name}: the spec graph lowered op by op (no passes)")
@@ -125,7 +125,7 @@ def examples(spec: Spec, backend: str) -> st.SearchStrategy[Example]:
 
     @st.composite
     def draw(d: st.DrawFn) -> Example:
-        dim = step * d(st.integers(1, max(1, 12 // step)))
+        dim = spec.fixed_dim or step * d(st.integers(1, max(1, 12 // step)))
         if spec.layout == "grid2d":
             grid = (d(st.integers(1, 6)), d(st.integers(1, 6)))
             tokens = grid[0] * grid[1]

@@ -42,3 +42,19 @@ def test_wrong_formula_is_caught() -> None:
     v = torch.randn(1, 1, 3, 4)
     wrong = caote_from_weights(w, v) * (1 - w)
     assert not torch.allclose(kernel.caote_scores_fused(w, v), wrong)
+
+
+@pytest.mark.parametrize("fast", [False, True])
+def test_eviction_uses_the_kernel_on_cuda_and_the_twin_elsewhere(fast: bool) -> None:
+    from padre_compiler.caote.policy import VARIANTS
+    from padre_compiler.caote.scores import caote_scores, fastcaote_scores
+
+    gen = torch.Generator().manual_seed(3)
+    base = torch.rand(1, 4, 33, generator=gen)
+    values = torch.randn(1, 2, 33, 8, generator=gen)
+    plain = (fastcaote_scores if fast else caote_scores)(base, values)
+    got = VARIANTS["fastcaote" if fast else "caote"](base, values, "rss")
+    assert torch.equal(got, plain)  # CPU tensors: the PyTorch twin, bit for bit
+    if torch.cuda.is_available():
+        gpu = VARIANTS["fastcaote" if fast else "caote"](base.cuda(), values.cuda(), "rss")
+        assert torch.allclose(gpu.cpu(), plain, rtol=1e-5, atol=1e-6)

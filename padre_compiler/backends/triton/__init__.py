@@ -89,7 +89,8 @@ def _region_call(g: Graph, r: Region, names: dict[int, str], params: dict[str, s
     ])
 
 
-def emit_module(g: Graph, decls: dict[str, ParamDecl], *, name: str, header: str) -> str:
+def emit_module(g: Graph, decls: dict[str, ParamDecl], *, name: str, header: str,
+                fixed_dim: int | None = None) -> str:
     """Python source of an nn.Module named after the spec, fused regions on Triton kernels."""
     names = var_names(g)
     regions = find_regions(g)
@@ -139,4 +140,4 @@ def emit_module(g: Graph, decls: dict[str, ParamDecl], *, name: str, header: str
         preamble += ["", kernels.KERNEL.strip("\n"), "", "", kernels.RUNTIME.strip("\n"), ""]
     preamble += helper_sources(used_helpers)
     return module_source(g, decls, name=name, docstring=f"{header}\n" + "\n".join(note[1:]),
-                         preamble=preamble, body=body)
+                         preamble=preamble, body=body, fixed_dim=fixed_dim)
