@@ -58,10 +58,10 @@ if triton is not None:
         o_h = o_t // W
         o_w = o_t % W
         b_u = tl.zeros([BT, BC], dtype=tl.float32)  # [BT, BC] conv accumulator
-        for i_kh in tl.static_range(KH):
+        for i_kh in range(KH):  # runtime loops: unrolled taps spill (backends/triton/aot.py)
             o_hi = o_h + (i_kh - PH)
             m_h = m_t & (o_hi >= 0) & (o_hi < H)
-            for i_kw in tl.static_range(KW):
+            for i_kw in range(KW):
                 o_wi = o_w + (i_kw - PW)
                 m_x = m_h & (o_wi >= 0) & (o_wi < W)
                 p_x = x + i_b * s_xb + (o_hi * W + o_wi)[:, None] * s_xn + o_c[None, :]
@@ -137,10 +137,10 @@ if triton is not None:
             b_g = tl.load(p_g, mask=m, other=0.).to(tl.float32)
             b_du = b_dzt * b_g
         b_u = tl.zeros([BT, BC], dtype=tl.float32)  # [BT, BC] recomputed conv
-        for i_kh in tl.static_range(KH):
+        for i_kh in range(KH):
             o_hi = o_h + (i_kh - PH)
             m_h = m_t & (o_hi >= 0) & (o_hi < H)
-            for i_kw in tl.static_range(KW):
+            for i_kw in range(KW):
                 o_wi = o_w + (i_kw - PW)
                 m_x = m_h & (o_wi >= 0) & (o_wi < W)
                 p_x = x + i_b * s_xb + (o_hi * W + o_wi)[:, None] * s_xn + o_c[None, :]
@@ -201,7 +201,7 @@ if triton is not None:
         o_d = tl.arange(0, BK)[:, None] - tl.arange(0, BW)[None, :]  # [BK, BW] tap k - j
         m_d = (o_d >= 0) & (o_d < KW)
         b_u = tl.zeros([BC, BH, BW], dtype=tl.float32)  # [BC, BH, BW] conv accumulator
-        for i_kh in tl.static_range(KH):
+        for i_kh in range(KH):
             o_hi = o_r + (i_kh - PH)  # [BH] input rows
             m_h = (o_hi >= 0) & (o_hi < H)
             p_x = (x + i_b * s_xb + ((o_hi[:, None] * W + o_k[None, :]) * s_xn)[None, :, :]
@@ -265,22 +265,28 @@ def naive_dwconv_hadamard(x, weight, bias, gate, acc, acc_scale, scale, height: 
 DOT_TILES = {"dwconv_toeplitz_fwd_kernel": [("BC", "BH", "BW", "BK")]}
 
 
-def dwconv_hadamard_config(n: int, c: int, gpu: bool) -> dict[str, int]:
-    """Block sizes of the direct kernel (powers of two; see backends/triton/legality.py)."""
+# GPU tiles below compile for sm_90 without register spills (stack 0 in ptxas's resource
+# usage; benchmarks/results/triton_aot.md, tests/triton/test_triton_aot.py)
+def dwconv_hadamard_config(n: int, c: int, gpu: bool, backward: bool = False
+                           ) -> dict[str, int]:
+    """Block sizes of the direct kernels (powers of two; see backends/triton/legality.py).
+    The backward tile holds four [BT, BC] fp32 tensors live: 8 warps on a GPU."""
     bc = min(64 if gpu else 128, triton.next_power_of_2(c))
     bt = min(64 if gpu else 256, triton.next_power_of_2(n))
-    return {"BT": bt, "BC": bc, "num_warps": 4 if gpu else 1}
+    return {"BT": bt, "BC": bc, "num_warps": (8 if backward else 4) if gpu else 1}
 
 
 def dwconv_toeplitz_config(c: int, kw: int, gpu: bool, height: int = 64) -> dict[str, int]:
-    """Tiles of the tensor-core kernel: [BH, BK] @ [BK, BW] per channel, BK >= BW + KW - 1."""
+    """Tiles of the tensor-core kernel: [BH, BK] @ [BK, BW] per channel, BK >= BW + KW - 1.
+    BH rows share each Toeplitz operand, so tall tiles (up to the grid's height) cut its loads
+    per output; 8 channels per program keep the [BC, BH, BW] accumulator in registers."""
     bw = 16 if kw <= 17 else 32
-    # BH rows share each Toeplitz operand: 32 halves its loads per output against 16 (when the
-    # grid has the rows to fill it)
-    return {"BH": 32 if gpu and bw == 16 and height > 16 else 16, "BW": bw,
-            "BK": triton.next_power_of_2(bw + kw - 1),
-            "BC": min((16 if bw == 16 else 8) if gpu else 64, triton.next_power_of_2(c)),
-            "num_warps": 4 if gpu else 1}
+    bh = 64 if bw == 16 else 32
+    while gpu and bh > 16 and height <= bh // 2:
+        bh //= 2
+    return {"BH": bh if gpu else 16, "BW": bw, "BK": triton.next_power_of_2(bw + kw - 1),
+            "BC": min((8 if bw == 16 else 4) if gpu else 64, triton.next_power_of_2(c)),
+            "num_warps": 8 if gpu else 1}
 
 
 def conv_form(x: torch.Tensor, height: int, kw: int) -> str:
@@ -456,7 +462,7 @@ def _dwconv_hadamard_bwd_impl(
     db = torch.zeros(c, **f32) if bias is not None else empty()
     ds = torch.zeros(c, **f32) if scale is not None and do is not None else empty()
     dsa = torch.zeros(c, **f32) if acc_scale is not None and do is not None else empty()
-    cfg = dwconv_hadamard_config(n, c, x.is_cuda)
+    cfg = dwconv_hadamard_config(n, c, x.is_cuda, backward=True)
     grid = (triton.cdiv(n, cfg["BT"]), triton.cdiv(c, cfg["BC"]), b)
     pick = lambda t: x if t is None or t.numel() == 0 else t  # noqa: E731 - never-read slots
     dwconv_hadamard_bwd_kernel[grid](
