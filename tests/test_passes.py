@@ -108,3 +108,37 @@ def test_wrong_rewrite_is_caught_by_the_preservation_check() -> None:
     assert rel_err(reference(broken, x, params, (2, 3)),
                    reference(records[0].graph, x, params, (2, 3))) > 1e-3
     assert np.isfinite(reference(broken, x, params, (2, 3))).all()
+
+
+def test_sima_hooks_commute_with_expand_so_no_outer_product_is_materialised() -> None:
+    """specs/sima.toml normalises the expanded K E and Q E; l1 over tokens is per column, so it
+    commutes with the column copies and the re-association then removes every D^2/h tensor."""
+    spec = load_spec("sima")
+    dim, tokens = 64, 20
+    g, records = optimise(spec, pass_context(spec, dim, None, tokens))
+    ops = [g.node(n).op for n in g.topo()]
+    assert "linear_attention" in ops and "expand" not in ops and "global_sum" not in ops
+    assert max(g.node(n).width.at(dim) for n in g.topo()) == 3 * dim  # the fused q, k, v map
+    assert [r.rewrites for r in records if r.name == "commute_column_normalizers"] == [2]
+    _check_preserved(_case(spec, dim, tokens), records)
+
+
+def test_row_normalizers_do_not_commute_with_expand() -> None:
+    """The pass is restricted to column normalisers for a reason: an l2 norm over a head's
+    channels of E k is sqrt(e) times the norm of k, so moving it changes the value."""
+    x = dsl.tokens("sequence")
+    for kind, moves in (("l1_tokens", True), ("l2_rows", False)):
+        before = dsl.normalize(dsl.expand(dsl.dense(x, "k"), mode="replicate"), kind=kind)
+        spec = dsl.spec(kind, layout="sequence", output=dsl.contract(before * dsl.expand(
+            x, mode="tile")))
+        _, records = optimise(spec, pass_context(spec, 4, None, 6),
+                              ("commute_column_normalizers",))
+        assert (records[1].rewrites == 1) is moves
+        after = dsl.expand(dsl.normalize(dsl.dense(x, "k"), kind=kind), mode="replicate")
+        moved = dsl.spec(kind, layout="sequence",
+                         output=dsl.contract(after * dsl.expand(x, mode="tile")))
+        case = _case(spec, 4, 6)
+        params, xs = random_case_inputs(case)
+        same = rel_err(reference(moved.graph(), xs, params, None),
+                       reference(spec.graph(), xs, params, None)) < 1e-10
+        assert same is moves

@@ -9,6 +9,7 @@ PIPELINE: tuple[str, ...] = (
     "eliminate_dead",
     "cse",
     "merge_linear",
+    "commute_column_normalizers",
     "reassociate_global_sums",
     "eliminate_dead",
     "fuse_siblings",

@@ -7,6 +7,10 @@ merge_linear (each rule needs the inner map to have no other user):
     diagonal_s(dense_{W,b}(x))   -> dense_{diag(s) W, s*b}(x)
     dense_{W2,b2}(dense_{W1,b1}(x)) -> dense_{W2 W1, W2 b1 + b2}(x)   when cheaper at N tokens
 
+commute_column_normalizers (a per-column normaliser commutes with copying columns):
+    normalize_{l1_tokens}(expand(x)) -> expand(normalize_{l1_tokens}(x))
+so the hooks of SimA's Q and K stop hiding the expand that reassociate_global_sums needs.
+
 reassociate_global_sums (per head g, e = head width, S = 1 1^T):
     contract_tile( S(expand_rep(k) ⊙ expand_tile(v)) ⊙ expand_rep(q) ) = q (k^T v)
 the N x e^2 outer products and their sum become a [e, e] state: (Q K^T) V -> Q (K^T V).
@@ -101,6 +105,28 @@ def fuse_scaled_sum(g: Graph, ctx: PassContext) -> int:
         fused = Node("scaled_sum", (), node.width, params, node.label)
         _rewire(g, nid, fused, tuple(g.inputs(i)[0] for i in inputs))
         g.g.remove_nodes_from(inputs)
+        return 1
+    return 0
+
+
+# normalisation hooks ------------------------------------------------------------------------
+COLUMN_NORMALIZERS = ("l1_tokens",)  # each channel divided by a function of that channel alone
+
+
+@register_pass("commute_column_normalizers", "normalize(expand(x)) -> expand(normalize(x)) "
+                                             "for per-column normalisers (l1 over tokens)")
+def commute_column_normalizers(g: Graph, ctx: PassContext) -> int:
+    for nid, node, inputs in g.items():
+        if node.op != "normalize" or node.a["kind"] not in COLUMN_NORMALIZERS:
+            continue
+        inner = g.node(inputs[0])
+        if inner.op != "expand" or not _sole_user(g, inputs[0]):
+            continue
+        source = g.inputs(inputs[0])[0]
+        width = g.node(source).width
+        normed = g.add(Node("normalize", node.attrs, width, (), node.label), (source,))
+        _rewire(g, nid, Node("expand", inner.attrs, node.width, (), inner.label), (normed,))
+        g.g.remove_node(inputs[0])  # the old expand: its only user was the normaliser
         return 1
     return 0
 

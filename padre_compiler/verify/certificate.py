@@ -83,11 +83,14 @@ class Certificate:
 def _oracle(salt: bytes) -> Any:
     """phi for normalize(x) = x ⊙ phi(x): a salted hash of each column / head slice into GF(p)."""
 
-    def digest(values: np.ndarray) -> int:
-        h = hashlib.blake2b(salt + np.ascontiguousarray(values).tobytes(), digest_size=8)
-        return int.from_bytes(h.digest(), "little") % P
-
     def phi(x: GF, attrs: dict[str, Any]) -> GF:
+        # normalisers of another kind or eps are other functions: their oracles differ
+        key = salt + repr((attrs["kind"], attrs["eps"])).encode()
+
+        def digest(values: np.ndarray) -> int:
+            h = hashlib.blake2b(key + np.ascontiguousarray(values).tobytes(), digest_size=8)
+            return int.from_bytes(h.digest(), "little") % P
+
         arr = np.asarray(x).view(np.ndarray)
         b, n, w = arr.shape
         if attrs["kind"] == "l1_tokens":  # one value per (batch, channel), shared by all tokens
