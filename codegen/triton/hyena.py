@@ -11,7 +11,8 @@ Torch fallback (marked `(torch)` below): dense, hadamard, long_conv; dense maps 
 through F.linear.
 Backward: derived (custom-op autograd): dwconv_hadamard_bwd_kernel gives du, the gate and
 accumulator gradients and the dw, db, scale reductions; dx is the forward kernel with flipped
-taps. Torch ops differentiate through torch autograd."""
+taps. Torch ops differentiate through torch autograd.
+"""
 
 import os
 import warnings
@@ -25,6 +26,15 @@ try:
     import triton.language as tl
 except ImportError:  # no Triton: every fused region runs its naive PyTorch twin
     triton = None
+
+# the kernels were defined under the CPU interpreter (TRITON_INTERPRET=1 when this file loaded)
+INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
+
+
+def _use_triton(x: torch.Tensor) -> bool:
+    if triton is None or x.dtype not in (torch.float32, torch.float16, torch.bfloat16):
+        return False
+    return x.device.type == "cpu" if INTERPRETED else x.is_cuda
 
 
 if triton is not None:
@@ -256,9 +266,6 @@ def naive_dwconv_hadamard(x, weight, bias, gate, acc, acc_scale, scale, height: 
     return zz, oo
 
 
-# tl.dot tiles per kernel, (batch, M, N, K), for the static GPU-legality check
-DOT_TILES = {"dwconv_toeplitz_fwd_kernel": [("BC", "BH", "BW", "BK")]}
-
 
 # GPU tiles below compile for sm_90 without register spills (stack 0 in ptxas's resource
 # usage; benchmarks/results/triton_aot.md, tests/triton/test_triton_aot.py)
@@ -297,15 +304,6 @@ def conv_form(x: torch.Tensor, height: int, kw: int) -> str:
 
 
 TOEPLITZ_FAILED: list[str] = []  # why the tensor-core form was given up, if it was
-
-# the kernels were defined under the CPU interpreter (TRITON_INTERPRET=1 when this file loaded)
-INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
-
-
-def _use_triton(x: torch.Tensor) -> bool:
-    if triton is None or x.dtype not in (torch.float32, torch.float16, torch.bfloat16):
-        return False
-    return x.device.type == "cpu" if INTERPRETED else x.is_cuda
 
 
 def _dwconv_hadamard_impl(
@@ -536,6 +534,12 @@ def _register_dwconv_hadamard():
 
 
 dwconv_hadamard = _register_dwconv_hadamard()
+
+
+# tl.dot tiles per kernel, (batch, M, N, K): backends/triton/legality.py
+DOT_TILES = {
+    'dwconv_toeplitz_fwd_kernel': [('BC', 'BH', 'BW', 'BK')],
+}
 
 
 def _long_conv(x: torch.Tensor, filt: torch.Tensor, skip: torch.Tensor | None) -> torch.Tensor:

@@ -5,10 +5,11 @@ Regenerate with: padre compile --all
 Layout: sequence. Degree in X: 403; monomial degrees {1,3..403}.
 Passes: eliminate_identity, eliminate_dead, cse, merge_linear, commute_column_normalizers,
 reassociate_global_sums, eliminate_dead, fuse_siblings, fuse_scaled_sum.
-Fused Triton kernels: none (no depthwise-convolution region).
+Fused Triton kernels: none (no depthwise-convolution region or attention).
 Torch fallback (marked `(torch)` below): dense, poly, prefix_sum, expand, diagonal, hadamard,
 add, contract; dense maps run on cuBLAS through F.linear.
-Backward: torch autograd."""
+Backward: torch autograd for the torch ops.
+"""
 
 import os
 import warnings
@@ -22,6 +23,15 @@ try:
     import triton.language as tl
 except ImportError:  # no Triton: every fused region runs its naive PyTorch twin
     triton = None
+
+# the kernels were defined under the CPU interpreter (TRITON_INTERPRET=1 when this file loaded)
+INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
+
+
+def _use_triton(x: torch.Tensor) -> bool:
+    if triton is None or x.dtype not in (torch.float32, torch.float16, torch.bfloat16):
+        return False
+    return x.device.type == "cpu" if INTERPRETED else x.is_cuda
 
 
 def _chebyshev(x: torch.Tensor, coeffs: tuple[float, ...], lo: float, hi: float) -> torch.Tensor:

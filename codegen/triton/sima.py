@@ -5,10 +5,11 @@ Regenerate with: padre compile --all
 Layout: sequence. Degree in X: 3; monomial degrees {0,3} (normalized).
 Passes: eliminate_identity, eliminate_dead, cse, merge_linear, commute_column_normalizers,
 reassociate_global_sums, eliminate_dead, fuse_siblings, fuse_scaled_sum.
-Fused Triton kernels: none (no depthwise-convolution region).
-Torch fallback (marked `(torch)` below): dense, normalize, linear_attention; dense maps run on
-cuBLAS through F.linear.
-Backward: torch autograd."""
+Fused Triton kernels: 1 linear attention(s) (head_state_kernel, head_apply_kernel).
+Torch fallback (marked `(torch)` below): dense, normalize; dense maps run on cuBLAS through
+F.linear.
+Backward: torch autograd for the torch ops.
+Linear attention backward: head_state and head_apply again (each is linear in each argument)."""
 
 import os
 import warnings
@@ -23,6 +24,207 @@ try:
 except ImportError:  # no Triton: every fused region runs its naive PyTorch twin
     triton = None
 
+# the kernels were defined under the CPU interpreter (TRITON_INTERPRET=1 when this file loaded)
+INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
+
+
+def _use_triton(x: torch.Tensor) -> bool:
+    if triton is None or x.dtype not in (torch.float32, torch.float16, torch.bfloat16):
+        return False
+    return x.device.type == "cpu" if INTERPRETED else x.is_cuda
+
+
+if triton is not None:
+
+    @triton.jit(do_not_specialize=["N"])
+    def head_state_kernel(
+        a, b, p, N, H, s_ab, s_an, s_bb, s_bn,
+        E: tl.constexpr, IEEE: tl.constexpr, CHUNK: tl.constexpr, BT: tl.constexpr,
+        BE: tl.constexpr,
+    ):
+        """Partial state of token chunk i: p[b, g, i] = sum_{t in chunk i} a[b, t, g]^T b[b, t, g]
+
+        a, b: [B, N, H*E] (any batch/token strides, channel stride 1); p: [B, H, n_chunks, E, E]
+        fp32 contiguous. [BE, BT] @ [BT, BE] products, fp32 accumulation.
+        """
+        i_k, i_bh = tl.program_id(0), tl.program_id(1)
+        i_b, i_h = i_bh // H, i_bh % H
+        o_e = tl.arange(0, BE)
+        m_e = o_e < E
+        b_s = tl.zeros([BE, BE], dtype=tl.float32)  # [BE, BE] state of this chunk
+        for t0 in range(0, CHUNK, BT):
+            o_t = i_k * CHUNK + t0 + tl.arange(0, BT)
+            m = (o_t < N)[:, None] & m_e[None, :]
+            c_h = i_h * E + o_e[None, :]
+            b_a = tl.load(a + i_b * s_ab + o_t[:, None] * s_an + c_h, mask=m, other=0.)  # [BT, BE]
+            b_b = tl.load(b + i_b * s_bb + o_t[:, None] * s_bn + c_h, mask=m, other=0.)  # [BT, BE]
+            if IEEE:
+                b_s = tl.dot(tl.trans(b_a), b_b, b_s, input_precision="ieee")
+            else:
+                b_s = tl.dot(tl.trans(b_a), b_b, b_s)
+        n_k = tl.num_programs(0)
+        p_s = p + (i_bh * n_k + i_k) * E * E + o_e[:, None] * E + o_e[None, :]
+        tl.store(p_s, b_s, mask=m_e[:, None] & m_e[None, :])
+
+
+    @triton.jit(do_not_specialize=["N"])
+    def head_apply_kernel(
+        a, s, o, N, H, s_ab, s_an,
+        E: tl.constexpr, TRANS: tl.constexpr, F32: tl.constexpr, BT: tl.constexpr,
+        BE: tl.constexpr,
+    ):
+        """o[b, t, g] = a[b, t, g] @ S[b, g] (S^T if TRANS) for one [BT] token tile.
+
+        a: [B, N, H*E] (channel stride 1); s: [B, H, E, E] fp32 contiguous; o: [B, N, H*E]
+        contiguous. [BT, BE] @ [BE, BE], fp32 accumulation; F32: fp32 operands (fp32 inputs,
+        and fp16 ones, whose range cannot hold a state summed over N tokens), else bf16.
+        """
+        i_t, i_bh = tl.program_id(0), tl.program_id(1)
+        i_b, i_h = i_bh // H, i_bh % H
+        o_t = i_t * BT + tl.arange(0, BT)
+        o_e = tl.arange(0, BE)
+        m_e = o_e < E
+        m = (o_t < N)[:, None] & m_e[None, :]
+        c_h = i_h * E + o_e[None, :]
+        b_a = tl.load(a + i_b * s_ab + o_t[:, None] * s_an + c_h, mask=m, other=0.)  # [BT, BE]
+        if TRANS:  # element [c, m] of S^T is S[m, c]
+            p_s = s + i_bh * E * E + o_e[None, :] * E + o_e[:, None]
+        else:
+            p_s = s + i_bh * E * E + o_e[:, None] * E + o_e[None, :]
+        b_s = tl.load(p_s, mask=m_e[:, None] & m_e[None, :], other=0.)  # [BE, BE] fp32
+        if F32:
+            b_o = tl.dot(b_a.to(tl.float32), b_s, input_precision="ieee")
+        else:  # bf16 operands on tensor cores, fp32 accumulation
+            b_o = tl.dot(b_a, b_s.to(b_a.dtype))
+        tl.store(o + i_b * N * H * E + o_t[:, None] * (H * E) + c_h, b_o.to(o.dtype.element_ty),
+                 mask=m)
+
+
+def head_config(n: int, e: int, gpu: bool) -> dict[str, int]:
+    """Tiles of the head kernels: BE covers the head (>= 16 for tl.dot), BT tokens per step,
+    CHUNK tokens per state program (enough programs to fill a GPU at long N). On sm_90 these
+    compile without spills up to e = 64 (tests/triton/test_triton_aot.py)."""
+    be = max(16, triton.next_power_of_2(e))
+    bt = 64 if gpu else 16
+    chunk = max(bt, min(1024 if gpu else 64, triton.next_power_of_2(n)))
+    return {"BE": be, "BT": bt, "CHUNK": chunk, "num_warps": 8 if gpu else 1}
+
+
+def naive_head_state(a, b, heads: int):
+    """Naive twin of head_state_kernel: [B, N, h*e] x2 -> [B, h, e, e] (fp32 or fp64)."""
+    bsz, n, w = a.shape
+    dt = torch.float64 if a.dtype == torch.float64 else torch.float32
+    ah, bh = (t.to(dt).reshape(bsz, n, heads, w // heads) for t in (a, b))
+    return torch.einsum("bthc,bthm->bhcm", ah, bh).contiguous()
+
+
+def naive_head_apply(a, s, trans: bool):
+    """Naive twin of head_apply_kernel: [B, N, h*e], [B, h, e, e] -> [B, N, h*e]."""
+    bsz, n, w = a.shape
+    heads = s.shape[1]
+    dt = torch.float64 if a.dtype == torch.float64 else torch.float32
+    st = s.to(dt).transpose(-2, -1) if trans else s.to(dt)
+    out = torch.einsum("bthc,bhcm->bthm", a.to(dt).reshape(bsz, n, heads, w // heads), st)
+    return out.reshape(bsz, n, w).to(a.dtype)
+
+
+def _head_state_impl(a: torch.Tensor, b: torch.Tensor, heads: int) -> torch.Tensor:
+    if not _use_triton(a):
+        return naive_head_state(a, b, heads)
+    bsz, n, w = a.shape
+    e = w // heads
+    a, b = (t if t.stride(-1) == 1 else t.contiguous() for t in (a, b))
+    cfg = head_config(n, e, a.is_cuda)
+    chunks = triton.cdiv(n, cfg["CHUNK"])
+    parts = torch.empty((bsz, heads, chunks, e, e), device=a.device, dtype=torch.float32)
+    head_state_kernel[(chunks, bsz * heads)](
+        a, b, parts, n, heads, a.stride(0), a.stride(1), b.stride(0), b.stride(1),
+        E=e, IEEE=a.dtype == torch.float32, CHUNK=cfg["CHUNK"], BT=cfg["BT"], BE=cfg["BE"],
+        num_warps=cfg["num_warps"])
+    return parts.sum(2)
+
+
+def _head_apply_impl(a: torch.Tensor, s: torch.Tensor, trans: bool) -> torch.Tensor:
+    if not _use_triton(a):
+        return naive_head_apply(a, s, trans)
+    bsz, n, w = a.shape
+    heads = s.shape[1]
+    e = w // heads
+    a = a if a.stride(-1) == 1 else a.contiguous()
+    s = s.float().contiguous()
+    out = torch.empty((bsz, n, w), device=a.device, dtype=a.dtype)
+    cfg = head_config(n, e, a.is_cuda)
+    head_apply_kernel[(triton.cdiv(n, cfg["BT"]), bsz * heads)](
+        a, s, out, n, heads, a.stride(0), a.stride(1),
+        E=e, TRANS=trans, F32=a.dtype != torch.bfloat16, BT=cfg["BT"], BE=cfg["BE"],
+        num_warps=cfg["num_warps"])
+    return out
+
+
+def _register_head_ops():
+    """torch.library custom ops (+ fake kernels + autograd), defined once per process."""
+    try:
+        return torch.ops.padre_triton.head_state_v1, torch.ops.padre_triton.head_apply_v1
+    except AttributeError:
+        pass
+    state = torch.library.custom_op("padre_triton::head_state_v1", mutates_args=())(
+        _head_state_impl)
+    apply = torch.library.custom_op("padre_triton::head_apply_v1", mutates_args=())(
+        _head_apply_impl)
+
+    @state.register_fake
+    def _(a, b, heads):
+        bsz, _, w = a.shape
+        e = w // heads
+        dt = torch.float64 if a.dtype == torch.float64 else torch.float32
+        return a.new_empty((bsz, heads, e, e), dtype=dt)
+
+    @apply.register_fake
+    def _(a, s, trans):
+        return a.new_empty(a.shape)
+
+    def state_setup(ctx, inputs, output):
+        a, b, heads = inputs
+        ctx.save_for_backward(a, b)
+
+    def state_backward(ctx, ds):  # S = A^T B: dA = B dS^T, dB = A dS
+        a, b = ctx.saved_tensors
+        return (torch.ops.padre_triton.head_apply_v1(b, ds, True).to(a.dtype),
+                torch.ops.padre_triton.head_apply_v1(a, ds, False).to(b.dtype), None)
+
+    def apply_setup(ctx, inputs, output):
+        a, s, trans = inputs
+        ctx.save_for_backward(a, s)
+        ctx.trans = trans
+
+    def apply_backward(ctx, do):  # Y = A S: dA = dY S^T, dS = A^T dY (its transpose if S^T)
+        a, s = ctx.saved_tensors
+        heads = s.shape[1]
+        da = torch.ops.padre_triton.head_apply_v1(do, s, not ctx.trans).to(a.dtype)
+        ds = torch.ops.padre_triton.head_state_v1(a, do, heads)
+        return da, (ds.transpose(-2, -1) if ctx.trans else ds).to(s.dtype), None
+
+    state.register_autograd(state_backward, setup_context=state_setup)
+    apply.register_autograd(apply_backward, setup_context=apply_setup)
+    return torch.ops.padre_triton.head_state_v1, torch.ops.padre_triton.head_apply_v1
+
+
+head_state, head_apply = _register_head_ops()
+
+
+def linear_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                     heads: int) -> torch.Tensor:
+    """Per head g: q_g (k_g^T v_g); [B, N, h*e] each -> [B, N, h*e]. Two kernels: the
+    [e, e] state (a token sum), then its product with q."""
+    return head_apply(q, head_state(k, v, heads), False)
+
+
+# tl.dot tiles per kernel, (batch, M, N, K): backends/triton/legality.py
+DOT_TILES = {
+    'head_state_kernel': [(1, 'BE', 'BE', 'BT'), (1, 'BE', 'BE', 'BT')],
+    'head_apply_kernel': [(1, 'BT', 'BE', 'BE'), (1, 'BT', 'BE', 'BE')],
+}
+
 
 def _normalize(x: torch.Tensor, kind: str, heads: int, eps: float) -> torch.Tensor:
     """l1_tokens: x[t, c] / (sum_s |x[s, c]| + eps); l2_rows: x[t, g] / (|x[t, g]|_2 + eps);
@@ -33,19 +235,6 @@ def _normalize(x: torch.Tensor, kind: str, heads: int, eps: float) -> torch.Tens
     xh = x.reshape(b, n, heads, w // heads)
     p = 1 if kind == "l1_rows" else 2
     return (xh / (xh.norm(p=p, dim=-1, keepdim=True) + eps)).reshape(b, n, w)
-
-
-def _linear_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                      heads: int) -> torch.Tensor:
-    """Per head g: q_g (k_g^T v_g), the re-associated (Q K^T) V. [B, N, h*e] each -> [B, N, h*e].
-
-    Never forms the [B, N, h*e*e] outer products nor the N x N matrix: O(N e^2) per head.
-    """
-    b, n, w = q.shape
-    e = w // heads
-    qh, kh, vh = (t.reshape(b, n, heads, e) for t in (q, k, v))
-    state = torch.einsum("bshc,bshm->bhcm", kh, vh)  # [B, h, e, e] = K^T V
-    return torch.einsum("bthc,bhcm->bthm", qh, state).reshape(b, n, w)
 
 
 class Sima(nn.Module):
@@ -85,6 +274,6 @@ class Sima(nn.Module):
         wv = wkvq[..., D:2 * D]  # [B, N, D]
         wq = wkvq[..., 2 * D:]  # [B, N, D]
         y3 = _normalize(wq, 'l1_tokens', 1, 1e-12)  # [B, N, D] (torch)
-        proj1 = _linear_attention(y3, y1, wv, 8)  # [B, N, D] (torch)
+        proj1 = linear_attention(y3, y1, wv, 8)  # [B, N, D] (triton: head_state, head_apply)
         proj = F.linear(proj1, self.proj_weight, self.proj_bias)  # [B, N, D] (torch)
         return proj

@@ -62,3 +62,20 @@ def test_a_spilling_tile_is_reported(padre3) -> None:
     consts = dict(FLAGS, STORE_Z=True, STORE_O=True, **_taps(11), BT=128, BC=128)
     r = aot.compile_kernel(PATH, "dwconv_hadamard_fwd_kernel", consts, num_warps=4)
     assert r.stack > 0
+
+
+@pytest.mark.parametrize("bf16", [True, False], ids=["bf16", "fp32"])
+def test_linear_attention_kernels_at_gpu_tiles_do_not_spill(bf16: bool) -> None:
+    """SimA's kernels at D = 384, 8 heads (e = 48), 3,136 tokens."""
+    path = codegen_path("sima", "triton")
+    cfg = {"BE": 64, "BT": 64, "CHUNK": 1024, "num_warps": 8}  # head_config(3136, 48, True)
+    dtype = "bf16" if bf16 else "fp32"
+    state = aot.compile_kernel(path, "head_state_kernel",
+                               dict(E=48, IEEE=not bf16, CHUNK=cfg["CHUNK"], BT=cfg["BT"],
+                                    BE=cfg["BE"]), num_warps=cfg["num_warps"],
+                               pointer_dtype=dtype, pointer_dtypes={"p": "fp32"})
+    apply = aot.compile_kernel(path, "head_apply_kernel",
+                               dict(E=48, TRANS=False, F32=not bf16, BT=cfg["BT"], BE=cfg["BE"]),
+                               num_warps=cfg["num_warps"], pointer_dtype=dtype,
+                               pointer_dtypes={"s": "fp32"})
+    assert state.stack == 0 and apply.stack == 0, (state, apply)

@@ -49,6 +49,8 @@ CASES = [  # (spec, dim, grid or tokens, batch)
     ("hyena", 8, 7, 2),
     ("causal", 3, 9, 3),
     ("centred", 5, 1, 1),
+    ("sima", 16, 7, 2),
+    ("sima", 8, 1, 1),
 ]
 
 
@@ -91,7 +93,7 @@ def test_forward_matches_float64_reference(name, dim, size, batch, dtype, form) 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
 @pytest.mark.parametrize(("name", "dim", "size", "batch"),
-                         [("padre3", 5, (3, 5), 1), CASES[2], CASES[4]])
+                         [("padre3", 5, (3, 5), 1), CASES[2], CASES[4], CASES[6]])
 def test_backward_matches_float64_autograd(name, dim, size, batch, dtype, form) -> None:
     spec, module, params, grid, tokens = _build(name, dim, size, dtype)
     oracle = pc.compile(spec, dim=dim, grid=grid).double()

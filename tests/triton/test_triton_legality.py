@@ -88,3 +88,17 @@ def bad_fwd_kernel(x, BT: tl.constexpr, BK: tl.constexpr):
                                                                                  "BK", "BK")]})
     assert any("BT = 24 is not a power of two" in p for p in problems)
     assert any("dot tile N = 8" in p for p in problems)
+
+
+def test_linear_attention_launch_configs_are_gpu_legal() -> None:
+    source = codegen_path("sima", "triton").read_text()
+    module = pc.compile("sima", dim=16, backend="triton")
+    m = __import__("sys").modules[type(module).__module__]
+    for e in (1, 5, 16, 48, 64):
+        for n in (1, 196, 3136, 102400):
+            cfg = m.head_config(n, e, gpu=True)
+            consts = dict(E=e, IEEE=0, F32=0, TRANS=0, **{k: v for k, v in cfg.items()
+                                                          if k != "num_warps"})
+            for kernel in ("head_state_kernel", "head_apply_kernel"):
+                legality.assert_legal(source, kernel, consts, num_warps=cfg["num_warps"],
+                                      dot_tiles=m.DOT_TILES)

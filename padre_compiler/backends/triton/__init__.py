@@ -23,7 +23,7 @@ from padre_compiler.backends.pytorch import (
     statement,
     var_names,
 )
-from padre_compiler.backends.triton import kernels
+from padre_compiler.backends.triton import kernels, linear_attention
 from padre_compiler.backends.triton.regions import Region, find_regions
 from padre_compiler.ir.graph import Graph
 from padre_compiler.ir.ops import kernel2d
@@ -109,6 +109,11 @@ def emit_module(g: Graph, decls: dict[str, ParamDecl], *, name: str, header: str
                       param_codes(g.node(region.total).params, names[region.total], body))
             body.append(_region_call(g, region, names, params, scales, body))
             continue
+        if node.op == "linear_attention":
+            q, k, v = (names[i] for i in inputs)
+            body.append(f"{names[nid]} = linear_attention({q}, {k}, {v}, {node.a['heads']})"
+                        f"  # [B, N, {node.width}] (triton: head_state, head_apply)")
+            continue
         code = lower_node(nid, node, inputs, names, body, used_helpers)
         if node.op == "output":
             body.append(f"return {code}")
@@ -121,23 +126,38 @@ def emit_module(g: Graph, decls: dict[str, ParamDecl], *, name: str, header: str
                        | ({"hadamard"} if any(r.gate is not None for r in regions.values())
                           else set())
                        | ({"scaled_sum"} if fused_sums else set()))
+    attention = g.find("linear_attention")
+    kernel_notes = []
+    if regions:
+        kernel_notes.append(f"{len(regions)} region(s) of {', '.join(fused_ops)} "
+                            "(dwconv_hadamard_fwd_kernel; dwconv_toeplitz_fwd_kernel on tensor "
+                            "cores)")
+    if attention:
+        kernel_notes.append(f"{len(attention)} linear attention(s) (head_state_kernel, "
+                            "head_apply_kernel)")
     note = [
         "",
-        (f"Fused Triton kernels: {len(regions)} region(s) of {', '.join(fused_ops)} "
-         "(dwconv_hadamard_fwd_kernel; dwconv_toeplitz_fwd_kernel on tensor cores)."
-         if regions else "Fused Triton kernels: none (no depthwise-convolution region)."),
+        "Fused Triton kernels: " + ("; ".join(kernel_notes) if kernel_notes else
+                                    "none (no depthwise-convolution region or attention)") + ".",
         "Torch fallback (marked `(torch)` below): "
         + (", ".join(fallback) if fallback else "none")
         + ("; dense maps run on cuBLAS through F.linear." if "dense" in fallback else "."),
         "Backward: derived (custom-op autograd): dwconv_hadamard_bwd_kernel gives du, the gate "
         "and accumulator gradients and the dw, db, scale reductions; dx is the forward kernel "
         "with flipped taps. Torch ops differentiate through torch autograd." if regions
-        else "Backward: torch autograd.",
+        else "Backward: torch autograd for the torch ops.",
+        "Linear attention backward: head_state and head_apply again (each is linear in each "
+        "argument)." if attention else "",
     ]
     note = [line for text in note for line in (textwrap.wrap(text, 96) or [""])]
+    families = [f for f, used in ((kernels, regions), (linear_attention, attention)) if used]
     preamble = [*kernels.IMPORTS.strip("\n").split("\n"), ""]
-    if regions:
-        preamble += ["", kernels.KERNEL.strip("\n"), "", "", kernels.RUNTIME.strip("\n"), ""]
+    for family in families:
+        preamble += ["", family.KERNEL.strip("\n"), "", "", family.RUNTIME.strip("\n"), ""]
+    if families:
+        tiles = {k: v for family in families for k, v in family.DOT_TILES.items()}
+        preamble += ["", "# tl.dot tiles per kernel, (batch, M, N, K): backends/triton/legality.py",
+                     "DOT_TILES = {", *(f"    {k!r}: {v!r}," for k, v in tiles.items()), "}", ""]
     preamble += helper_sources(used_helpers)
     return module_source(g, decls, name=name, docstring=f"{header}\n" + "\n".join(note[1:]),
                          preamble=preamble, body=body, fixed_dim=fixed_dim)

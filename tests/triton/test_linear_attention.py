@@ -1,0 +1,74 @@
+"""The linear-attention kernels (head_state, head_apply) in the CPU interpreter against float64,
+forward and backward, under NaN-poisoned outputs."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import padre_compiler as pc
+from padre_compiler.verify.poison import nan_poisoned
+
+TOL = {torch.float32: 1e-5, torch.float16: 5e-3}
+
+
+@pytest.fixture(scope="module")
+def runtime():
+    module = pc.compile("sima", dim=16, backend="triton")
+    m = sys.modules[type(module).__module__]
+    if m.triton is None:
+        pytest.skip("Triton is not installed")
+    return m
+
+
+def _rel(got: torch.Tensor, ref: torch.Tensor) -> float:
+    return float((got.double() - ref).abs().max() / ref.abs().max().clamp_min(1e-12))
+
+
+@settings(max_examples=15, deadline=None, derandomize=True)
+@given(b=st.integers(1, 2), heads=st.integers(1, 3), e=st.integers(1, 20),
+       n=st.integers(1, 150), half=st.booleans(), seed=st.integers(0, 99))
+def test_forward_matches_float64(runtime, b: int, heads: int, e: int, n: int, half: bool,
+                                 seed: int) -> None:
+    gen = torch.Generator().manual_seed(seed)
+    q, k, v = (torch.randn(b, n, heads * e, generator=gen, dtype=torch.float64)
+               for _ in range(3))
+    dtype = torch.float16 if half else torch.float32
+    qd, kd, vd = (t.to(dtype) for t in (q, k, v))
+    with nan_poisoned():
+        state = runtime.head_state(kd, vd, heads)
+        out = runtime.head_apply(qd, state, False)
+        out_t = runtime.head_apply(qd, state, True)
+    s64 = runtime.naive_head_state(kd.double(), vd.double(), heads)
+    assert state.dtype == torch.float32 and _rel(state, s64) < TOL[dtype]
+    assert out.dtype == dtype and _rel(out, runtime.naive_head_apply(qd.double(), s64, False)) \
+        < 4 * TOL[dtype]
+    assert _rel(out_t, runtime.naive_head_apply(qd.double(), s64, True)) < 4 * TOL[dtype]
+
+
+def test_transpose_flag_matters(runtime) -> None:
+    """The check above can fail: S and S^T differ for a non-symmetric state."""
+    gen = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(1, 9, 6, generator=gen) for _ in range(3))
+    s = runtime.head_state(k, v, 2)
+    assert _rel(runtime.head_apply(q, s, True), runtime.naive_head_apply(q.double(),
+                                                                         s.double(), False)) > 1e-3
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
+def test_backward_matches_float64_autograd(runtime, dtype) -> None:
+    gen = torch.Generator().manual_seed(5)
+    q, k, v, dy = (torch.randn(2, 37, 3 * 5, generator=gen, dtype=torch.float64)
+                   for _ in range(4))
+    qd, kd, vd = (t.to(dtype).requires_grad_() for t in (q, k, v))
+    got = torch.autograd.grad((runtime.linear_attention(qd, kd, vd, 3) * dy.to(dtype)).sum(),
+                              [qd, kd, vd])
+    q64, k64, v64 = (t.detach().double().requires_grad_() for t in (qd, kd, vd))
+    ref = runtime.naive_head_apply(q64, runtime.naive_head_state(k64, v64, 3), False)
+    want = torch.autograd.grad((ref * dy).sum(), [q64, k64, v64])
+    for label, g, w in zip("qkv", got, want, strict=True):
+        assert g.dtype == dtype and _rel(g, w) < 10 * TOL[dtype], label
