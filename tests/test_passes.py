@@ -8,7 +8,9 @@ import pytest
 from padre_compiler import dsl
 from padre_compiler.compiler import optimise, pass_context
 from padre_compiler.ir.cost import graph_cost
-from padre_compiler.passes import PASSES, PIPELINE
+from padre_compiler.ir.params import ParamExpr, evaluate_param
+from padre_compiler.ir.width import Width
+from padre_compiler.passes import PASSES, PIPELINE, PIPELINES
 from padre_compiler.spec.loader import load_spec
 from tests.helpers import random_case_inputs, reference, rel_err
 from tests.passes_helpers import sima_like
@@ -142,3 +144,35 @@ def test_row_normalizers_do_not_commute_with_expand() -> None:
         same = rel_err(reference(moved.graph(), xs, params, None),
                        reference(spec.graph(), xs, params, None)) < 1e-10
         assert same is moves
+
+
+@pytest.mark.parametrize("variant", ["released", "exact_kernel"])
+def test_castling_keeps_no_outer_product(variant: str) -> None:
+    """Castling-ViT's weighted sum of the constant and linear kernel terms sits between the
+    contract and the products: distribute_contract, the weighted reassociation and
+    contract_expansions leave only D-wide tensors (the state weight scales the [e, e] state)."""
+    spec = load_spec("castling_vit", params={"variant": variant})
+    dim, tokens = 32, 12
+    g, records = optimise(spec, pass_context(spec, dim, None, tokens), PIPELINES["torch"])
+    ops = [g.node(n).op for n in g.topo()]
+    assert "linear_attention" in ops and "expand" not in ops and "contract" not in ops
+    assert max(g.node(n).width.at(dim) for n in g.topo()) == dim
+    _check_preserved(_case(spec, dim, tokens), records)
+
+
+def test_contract_expansions_needs_matching_layouts() -> None:
+    """contract(keep=tile) sums the copies of a tiled expand; over a replicated one it sums
+    the other index, so the rewrite must not fire, and the two sums differ."""
+    x = dsl.tokens("sequence")
+    for mode, fires in (("tile", True), ("replicate", False)):
+        e = dsl.diagonal(dsl.expand(x, mode=mode, heads=2), "w")
+        spec = dsl.spec(mode, layout="sequence", output=dsl.contract(e, keep="tile", heads=2))
+        _, records = optimise(spec, pass_context(spec, 4, None, 5), ("contract_expansions",))
+        assert (records[1].rewrites == 1) is fires
+        _check_preserved(_case(spec, 4, 5), records)
+    w = np.arange(8.0)
+    tile = evaluate_param(ParamExpr("sum_copies", (ParamExpr.leaf("w"), 2, None, "tile",
+                                                   Width.dim())), {"w": w}.__getitem__, np)
+    rep = evaluate_param(ParamExpr("sum_copies", (ParamExpr.leaf("w"), 2, None, "replicate",
+                                                  Width.dim())), {"w": w}.__getitem__, np)
+    assert tile.tolist() == [2, 4, 10, 12] and rep.tolist() == [1, 5, 9, 13]

@@ -92,9 +92,10 @@ def _contract(x: torch.Tensor, heads: int, keep_tile: bool, times: int | None = 
     return x.reshape(shape).sum(3 if keep_tile else 4).reshape(b, n, heads * e)
 ''',
     "linear_attention": '''
-def _linear_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                      heads: int) -> torch.Tensor:
-    """Per head g: q_g (k_g^T v_g), the re-associated (Q K^T) V. [B, N, h*e] each -> [B, N, h*e].
+def _linear_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int,
+                      weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Per head g: q_g (W_g ⊙ k_g^T v_g), the re-associated (Q K^T) V; W [h*e*e] slot-wise
+    weights (None: 1). [B, N, h*e] each -> [B, N, h*e].
 
     Never forms the [B, N, h*e*e] outer products nor the N x N matrix: O(N e^2) per head.
     """
@@ -102,6 +103,8 @@ def _linear_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     e = w // heads
     qh, kh, vh = (t.reshape(b, n, heads, e) for t in (q, k, v))
     state = torch.einsum("bshc,bshm->bhcm", kh, vh)  # [B, h, e, e] = K^T V
+    if weight is not None:
+        state = state * weight.view(heads, e, e)
     return torch.einsum("bthc,bhcm->bthm", qh, state).reshape(b, n, w)
 ''',
     "normalize": '''
@@ -167,7 +170,8 @@ torch_lowering.register("contract")(lambda low: f"_contract({low.args[0]}, {low.
                                                 f"{low.node.a['keep'] == 'tile'}"
                                                 f"{_times_arg(low.node.a.get('times'))})")
 torch_lowering.register("linear_attention")(
-    _expr("_linear_attention({0}, {1}, {2}, {heads})"))
+    lambda low: f"_linear_attention({', '.join(low.args)}, {low.node.a['heads']}"
+                + (f", {low.param('state')})" if low.node.a["weighted"] else ")"))
 torch_lowering.register("normalize")(_expr("_normalize({0}, {kind!r}, {heads}, {eps!r})"))
 torch_lowering.register("poly")(_expr("_chebyshev({0}, {coeffs!r}, {lo!r}, {hi!r})"))
 

@@ -366,8 +366,12 @@ head, degree 7 in X), which fixes the head width.""")
         "per head at e = 8), higher K are evaluated in closed form.", "",
         "| odd terms K | highest power | degree in X | truncated kernel (closed form) | "
         "compiled spec |", "|---|---|---|---|---|", *rows]))
-    d.section("5. Complexity", common.cost_section(spec.graph(), c) + """
+    d.section("5. Complexity", common.cost_section(spec, c) + """
 
-As for SimA, the per-head outer products (width C e) are what the `fuse` passes replace by
-`linear_attention` (O(N C e)); the global sums are reductions over all tokens.""")
+The spec graph materialises the per-head outer products (width C e). The compiler
+distributes the contract over the weighted sum of the two kernel terms
+(`distribute_contract`), re-associates the linear term into `linear_attention` with the
+weight W_3 scaling its [e, e] state (`reassociate_global_sums`), and folds the constant term's
+contract of copies into a per-channel weight (`contract_expansions`): the compiled graph holds
+no tensor wider than C (the totals above). The global sums are reductions over all tokens.""")
     return common.finish(d, write, path)

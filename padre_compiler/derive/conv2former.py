@@ -235,7 +235,7 @@ GELU variant (approximate), same weights and input; the surrogate range is the r
 X W_1 + b_1 actually reached, rounded outward: [{lo:g}, {hi:g}].
 
 """ + "\n".join(rows))
-    d.section("5. Complexity", common.cost_section(spec.graph(), c))
+    d.section("5. Complexity", common.cost_section(spec, c))
     return common.finish(d, write, path)
 
 

@@ -193,5 +193,5 @@ derivation holds for any filter values. Dropout is the identity (eval).""")
         "float64, batch 1, L = 196 tokens, D = 64, random weights (seed = order), decaying "
         "random filters; the compiled module computes the long convolution by FFT.", "",
         "| order | degree | max relative error |", "|---|---|---|", *num_rows]))
-    d.section("5. Complexity", common.cost_section(toml.graph(), dd))
+    d.section("5. Complexity", common.cost_section(toml, dd))
     return common.finish(d, write, path)

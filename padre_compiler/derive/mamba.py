@@ -308,7 +308,7 @@ identity: the residual against the original is measured below.""")
         "higher orders. Making high orders usable needs chunking the sequence so that u_min "
         "stays small; that is not implemented."]))
     spec = selective_spec(8, SOFTPLUS_ORDER, u_min, sp_range, ns)
-    d.section("5. Complexity (m = 8, q = 16)", common.cost_section(spec.graph(), dd))
+    d.section("5. Complexity (m = 8, q = 16)", common.cost_section(spec, dd))
     return common.finish(d, write, path)
 
 

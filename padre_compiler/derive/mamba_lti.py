@@ -205,7 +205,7 @@ in x {res.degrees}, {res.monomials} monomials in the twin's output.""")
     d.section("4. Numeric check at realistic size", f"""
 float64, batch 1, L = {n}, D = {dd}, N_s = {ns}; A_log = log(1..16), Δ log-uniform in
 [1e-3, 0.1] (Mamba's init, seed 7), input N(0, 1) (seed 8). Max relative error **{fmt(err)}**.""")
-    d.section("5. Complexity", common.cost_section(spec.graph(), 64) + """
+    d.section("5. Complexity", common.cost_section(spec, 64) + """
 
 The Toeplitz filter is applied by FFT (N log N per channel, D·N_s channels). The same filter
 is a diagonal linear recurrence, so a scan evaluates it in O(N D N_s): linear in N; the

@@ -131,9 +131,11 @@ l1 norm over tokens of a column of K E is that of the column of K it copies.""")
         "| heads | N | C | twin's association | max relative error |", "|---|---|---|---|---|",
         *num, "", "The eps conventions differ (clamp max(s, 1e-12) vs s + 1e-12); at these "
         "sizes the effect is far below the tolerance."]))
-    d.section("5. Complexity", common.cost_section(spec.graph(), 64) + """
+    d.section("5. Complexity", common.cost_section(spec, 64) + """
 
-The spec graph materialises the per-head outer products (width h e² = C e); the compiler's
-`fuse` passes turn expand ⊙ expand -> global sum -> contract into `linear_attention`
-(O(N C e), no N x N matrix). The global sum 1 1ᵀ is a reduction over all tokens.""")
+The spec graph materialises the per-head outer products (width h e² = C e). The compiler
+moves the l1 hooks before the expansions (`commute_column_normalizers`: a per-column
+normaliser commutes with copying columns) and turns expand ⊙ expand -> global sum -> contract
+into `linear_attention` (`reassociate_global_sums`; O(N C e), no N x N matrix, no tensor wider
+than C: the totals above). The global sum 1 1ᵀ is a reduction over all tokens.""")
     return common.finish(d, write, path)

@@ -665,11 +665,22 @@ def _scaled_sum_ref(xs: list, params: dict, attrs: dict, ctx: EvalContext) -> np
     return sum((x * params[f"scale{k}"] for k, x in enumerate(xs[1:], 1)), xs[0] * params["scale0"])
 
 
-declare(OpDef("linear_attention", "fused", 3, (HEADS,), doc=(
-    "per head g: y = q_g (k_g^T v_g); equals contract(global_sum(expand_r(k) ⊙ expand_t(v)) "
-    "⊙ expand_r(q)) without the N x e^2 intermediate")))
+declare(OpDef("linear_attention", "fused", 3, (
+    HEADS,
+    Attr("weighted", bool, False, doc="the [e, e] state is scaled slot-wise by a parameter"),
+), doc=(
+    "per head g: y = q_g (W_g ⊙ k_g^T v_g) (W = 1 unless weighted); equals "
+    "contract(diag_W(global_sum(expand_r(k) ⊙ expand_t(v)) ⊙ expand_r(q))) without the "
+    "N x e^2 intermediate")))
 shape_rules.register("linear_attention")(same_width)
-param_rules.register("linear_attention")(no_params)
+
+
+@param_rules.register("linear_attention")
+def _linear_attention_params(attrs: dict, widths: list[Width], out: Width
+                             ) -> dict[str, ParamDecl]:
+    if not attrs["weighted"]:
+        return {}
+    return {"state": ParamDecl((out.square_over(attrs["heads"]),), "ones")}
 
 
 @degree_rules.register("linear_attention")
@@ -695,7 +706,10 @@ def _linear_attention_ref(xs: list, params: dict, attrs: dict, ctx: EvalContext)
     out = np.zeros_like(q)
     for bi in range(b):
         for g in range(h):
-            out[bi, :, g, :] = q[bi, :, g, :] @ (k[bi, :, g, :].T @ v[bi, :, g, :])
+            state = k[bi, :, g, :].T @ v[bi, :, g, :]  # [e, e], slot (c, m)
+            if attrs["weighted"]:
+                state = state * params["state"].reshape(h, e, e)[g]
+            out[bi, :, g, :] = q[bi, :, g, :] @ state
     return out.reshape(b, n, w)
 
 

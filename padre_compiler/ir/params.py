@@ -37,6 +37,10 @@ class ParamExpr:
     scale_rows(w, s)    s[:, None] * w        ((x @ w.T) * s)
     add(a, b)           a + b
     concat(a, b, ...)   concatenation along axis 0
+    sum_copies(w, heads, times, keep, width)
+                        per head, w summed over the copies an expand made: w holds one value
+                        per slot of contract(keep, heads, times) (keep = tile: slots (g, j, m),
+                        replicate: (g, c, j)) of an input of `width` (a Width) -> [width]
     """
 
     fn: str
@@ -49,18 +53,36 @@ class ParamExpr:
     def leaves(self) -> list[str]:
         if self.fn == "leaf":
             return [self.args[0]]
-        return [name for a in self.args for name in a.leaves()]
+        return [name for a in self.operands() for name in a.leaves()]
+
+    def operands(self) -> list[ParamExpr]:
+        """The parameter-expression arguments (sum_copies also carries its layout)."""
+        return [a for a in self.args if isinstance(a, ParamExpr)]
 
 
-PARAM_FNS = ("leaf", "matmul", "mul", "scale_cols", "scale_rows", "add", "concat")
+PARAM_FNS = ("leaf", "matmul", "mul", "scale_cols", "scale_rows", "add", "concat", "sum_copies")
+
+
+def _copies_layout(n: int, heads: int, times: int | None) -> tuple[int, int]:
+    """(copies T, head width e) of a sum_copies operand with n entries."""
+    if times is None:  # square: T = e, n = heads e^2
+        e = round((n // heads) ** 0.5)
+        return e, e
+    return times, n // (heads * times)
 
 
 def evaluate_param(expr: ParamExpr, leaf: Callable[[str], Any], lib: Any) -> Any:
     """Evaluate `expr` with array library `lib` (numpy or torch); `leaf(name)` gives tensors."""
     if expr.fn == "leaf":
         return leaf(expr.args[0])
-    a = [evaluate_param(x, leaf, lib) for x in expr.args]
+    a = [evaluate_param(x, leaf, lib) for x in expr.operands()]
     match expr.fn:
+        case "sum_copies":
+            heads, times, keep = expr.args[1:4]
+            t, e = _copies_layout(a[0].shape[0], heads, times)
+            if keep == "tile":
+                return a[0].reshape(heads, t, e).sum(1).reshape(-1)
+            return a[0].reshape(heads, e, t).sum(2).reshape(-1)
         case "matmul":
             return a[0] @ a[1]
         case "mul":
@@ -80,8 +102,16 @@ def render_param(expr: ParamExpr, leaf: Callable[[str], str]) -> str:
     """Python source computing `expr` with torch tensors."""
     if expr.fn == "leaf":
         return leaf(expr.args[0])
-    a = [render_param(x, leaf) for x in expr.args]
+    a = [render_param(x, leaf) for x in expr.operands()]
     match expr.fn:
+        case "sum_copies":
+            heads, times, keep, width = expr.args[1:]
+            w = width.render("D")
+            e = f"{w if w.isidentifier() or w.isdigit() else f'({w})'} // {heads}"
+            t = e if times is None else str(times)
+            shape, axis = (f"{heads}, {t}, {e}", 1) if keep == "tile" else \
+                (f"{heads}, {e}, {t}", 2)
+            return f"{a[0]}.view({shape}).sum({axis}).reshape(-1)"
         case "matmul":
             return f"({a[0]} @ {a[1]})"
         case "mul":

@@ -11,9 +11,16 @@ commute_column_normalizers (a per-column normaliser commutes with copying column
     normalize_{l1_tokens}(expand(x)) -> expand(normalize_{l1_tokens}(x))
 so the hooks of SimA's Q and K stop hiding the expand that reassociate_global_sums needs.
 
+distribute_contract (contract is linear):
+    contract(add(t_1, ..., t_n)) -> add(contract(t_1), ..., contract(t_n))
+
 reassociate_global_sums (per head g, e = head width, S = 1 1^T):
     contract_tile( S(expand_rep(k) ⊙ expand_tile(v)) ⊙ expand_rep(q) ) = q (k^T v)
+    contract_tile( diag_W(S(expand_rep(k) ⊙ expand_tile(v)) ⊙ expand_rep(q)) ) = q (W ⊙ k^T v)
 the N x e^2 outer products and their sum become a [e, e] state: (Q K^T) V -> Q (K^T V).
+
+contract_expansions (token maps T = identity, 1 1^T or tril(1) commute with copying channels):
+    contract_keep(diag_W(T(expand_keep(x)))) -> diag_{sum_copies(W)}(T(x))
 
 fuse_scaled_sum: add(diagonal_s0(x0), ..., diagonal_sn(xn)) -> scaled_sum_{s}(x0, ..., xn)
 
@@ -154,6 +161,29 @@ def _outer_pair(g: Graph, nid: int, rep: str, heads: int) -> tuple[int, int] | N
     return None
 
 
+@register_pass("distribute_contract", "contract(t_1 + ... + t_n) -> contract(t_1) + ... + "
+                                      "contract(t_n)")
+def distribute_contract(g: Graph, ctx: PassContext) -> int:
+    for nid, node, inputs in g.items():
+        total = inputs[0] if node.op == "contract" else None
+        if total is None or g.node(total).op != "add" or not _sole_user(g, total):
+            continue
+        parts = tuple(g.add(Node("contract", node.attrs, node.width, (), ""), (t,))
+                      for t in g.inputs(total))
+        _rewire(g, nid, Node("add", (), node.width, (), node.label), parts)
+        g.g.remove_node(total)
+        return 1
+    return 0
+
+
+def _state_weight(g: Graph, nid: int) -> tuple[int, ParamExpr | None]:
+    """diag_W(y) -> (y, W); any other node -> (node, None)."""
+    node = g.node(nid)
+    if node.op == "diagonal" and _sole_user(g, nid):
+        return g.inputs(nid)[0], node.p["scale"]
+    return nid, None
+
+
 @register_pass("reassociate_global_sums", "contract(S(E k ⊙ F v) ⊙ E q) -> q (k^T v) per head: "
                                           "never materialise the N x D^2 outer products")
 def reassociate_global_sums(g: Graph, ctx: PassContext) -> int:
@@ -163,20 +193,51 @@ def reassociate_global_sums(g: Graph, ctx: PassContext) -> int:
         heads = node.a["heads"]
         # keep = tile sums over the replicated index c, so q and k carry c and v carries m
         rep = "replicate" if node.a["keep"] == "tile" else "tile"
-        prod = g.node(inputs[0])
-        if prod.op != "hadamard":
-            continue
-        for s_id, q_id in (g.inputs(inputs[0]), reversed(g.inputs(inputs[0]))):
+        prod_id, weight = _state_weight(g, inputs[0])
+        if g.node(prod_id).op != "hadamard" or (weight is not None and rep != "replicate"):
+            continue  # a weight's slots (g, c, m) read as the state's [c, m] for keep = tile
+        for s_id, q_id in (g.inputs(prod_id), reversed(g.inputs(prod_id))):
             q = _expanded(g, q_id, rep, heads)
             if q is None or g.node(s_id).op != "global_sum":
                 continue
             kv = _outer_pair(g, g.inputs(s_id)[0], rep, heads)
             if kv is None:
                 continue
-            fused = Node("linear_attention", freeze({"heads": heads}), node.width, (),
-                         node.label or "linear_attention")
+            params = () if weight is None else (("state", weight),)
+            fused = Node("linear_attention",
+                         freeze({"heads": heads, "weighted": weight is not None}), node.width,
+                         params, node.label or "linear_attention")
             _rewire(g, nid, fused, (q, kv[0], kv[1]))
             return 1
+    return 0
+
+
+COPY_COMMUTING = ("identity", "global_sum", "prefix_sum")  # the same map on every channel
+
+
+@register_pass("contract_expansions", "contract(diag_W(T(expand(x)))) -> "
+                                      "diag_{sum of W over the copies}(T(x))")
+def contract_expansions(g: Graph, ctx: PassContext) -> int:
+    for nid, node, inputs in g.items():
+        if node.op != "contract":
+            continue
+        inner, weight = _state_weight(g, inputs[0])
+        token = inner if g.node(inner).op in COPY_COMMUTING and _sole_user(g, inner) else None
+        exp_id = g.inputs(token)[0] if token is not None else inner
+        exp = g.node(exp_id)
+        if weight is None or exp.op != "expand" or exp.a["mode"] != node.a["keep"] \
+                or exp.a["heads"] != node.a["heads"] or exp.a.get("times") != node.a["times"]:
+            continue
+        x = g.inputs(exp_id)[0]
+        width = g.node(x).width
+        if token is not None:
+            x = g.add(Node(g.node(token).op, g.node(token).attrs, width, (),
+                           g.node(token).label), (x,))
+        summed = ParamExpr("sum_copies", (weight, node.a["heads"], node.a["times"],
+                                          node.a["keep"], width))
+        _rewire(g, nid, Node("diagonal", (), node.width, (("scale", summed),), node.label),
+                (x,))
+        return 1
     return 0
 
 

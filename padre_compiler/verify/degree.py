@@ -14,8 +14,8 @@ def param_degree(expr: ParamExpr) -> int:
     """Degree of a parameter expression in the trainable tensors' entries."""
     if expr.fn == "leaf":
         return 1
-    degs = [param_degree(a) for a in expr.args]
-    return max(degs) if expr.fn in ("concat", "add") else sum(degs)
+    degs = [param_degree(a) for a in expr.operands()]
+    return max(degs) if expr.fn in ("concat", "add", "sum_copies") else sum(degs)
 
 
 def _linear(ins: list[int], params: list[int], attrs: dict) -> int:
@@ -35,7 +35,8 @@ total_degree_rules.register(
 total_degree_rules.register("long_conv")(lambda ins, params, attrs: ins[0] + max(params))
 total_degree_rules.register("add", "bias")(_sum)
 total_degree_rules.register("input")(lambda ins, params, attrs: 1)
-total_degree_rules.register("hadamard", "linear_attention")(lambda ins, params, attrs: sum(ins))
+total_degree_rules.register("hadamard", "linear_attention")(
+    lambda ins, params, attrs: sum(ins) + sum(params))
 total_degree_rules.register("poly")(lambda ins, params, attrs: ins[0] * (len(attrs["coeffs"]) - 1))
 # x * phi(x): phi's value is one more random variable (a random oracle's output)
 total_degree_rules.register("normalize")(lambda ins, params, attrs: ins[0] + 1)

@@ -110,8 +110,10 @@ def emit_module(g: Graph, decls: dict[str, ParamDecl], *, name: str, header: str
             body.append(_region_call(g, region, names, params, scales, body))
             continue
         if node.op == "linear_attention":
-            q, k, v = (names[i] for i in inputs)
-            body.append(f"{names[nid]} = linear_attention({q}, {k}, {v}, {node.a['heads']})"
+            args = [names[i] for i in inputs] + [str(node.a["heads"])]
+            if node.a["weighted"]:
+                args.append(param_codes(node.params, names[nid], body)["state"])
+            body.append(f"{names[nid]} = linear_attention({', '.join(args)})"
                         f"  # [B, N, {node.width}] (triton: head_state, head_apply)")
             continue
         code = lower_node(nid, node, inputs, names, body, used_helpers)

@@ -196,11 +196,16 @@ def _register_head_ops():
 head_state, head_apply = _register_head_ops()
 
 
-def linear_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                     heads: int) -> torch.Tensor:
-    """Per head g: q_g (k_g^T v_g); [B, N, h*e] each -> [B, N, h*e]. Two kernels: the
-    [e, e] state (a token sum), then its product with q."""
-    return head_apply(q, head_state(k, v, heads), False)
+def linear_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int,
+                     weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Per head g: q_g (W_g ⊙ k_g^T v_g), W [h*e*e] slot-wise weights (None: 1); [B, N, h*e]
+    each -> [B, N, h*e]. Two kernels: the [e, e] state (a token sum), then its product with q;
+    the weighting, on the [B, h, e, e] state, in torch."""
+    state = head_state(k, v, heads)
+    if weight is not None:
+        e = q.shape[-1] // heads
+        state = state * weight.view(1, heads, e, e)
+    return head_apply(q, state, False)
 '''
 
 # tl.dot tiles per kernel, (batch, M, N, K), for the static GPU-legality check (one entry per
