@@ -799,8 +799,8 @@ class CastlingVit(nn.Module):
         normalize = _normalize(wk, 'l2_rows', 8, 0.0)  # [B, N, D] (torch)
         wq = wvkq[..., 2 * D:]  # [B, N, D]
         normalize_2 = _normalize(wq, 'l2_rows', 8, 0.0)  # [B, N, D] (torch)
-        linear_attention = linear_attention(normalize_2, normalize, wv, 8, self.w3_scale)  # [B, N, D] (triton: head_state, head_apply)
-        add = diagonal + linear_attention  # [B, N, D] (torch)
+        linear_attention_2 = linear_attention(normalize_2, normalize, wv, 8, self.w3_scale)  # [B, N, D] (triton: head_state, head_apply)
+        add = diagonal + linear_attention_2  # [B, N, D] (torch)
         normalize_3 = _normalize(add, 'l2_rows', 8, 0.0)  # [B, N, D] (torch)
         add_2 = normalize_3 + dconv  # [B, N, D] (torch)
         proj = F.linear(add_2, self.proj_weight, self.proj_bias)  # [B, N, D] (torch)

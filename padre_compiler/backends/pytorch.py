@@ -10,6 +10,8 @@ axis as an H x W grid (row-major), which for a contiguous [B, N, C] tensor is a 
 
 from __future__ import annotations
 
+import builtins
+import keyword
 import re
 import unicodedata
 from collections.abc import Callable
@@ -220,9 +222,16 @@ def _ascii(label: str) -> str:
     return "".join(out)
 
 
-def var_names(g: Graph) -> dict[int, str]:
+# names a generated forward may not bind: the module's imports, Python's keywords and builtins
+RESERVED = frozenset({"x", "D", "B", "N", "self", "torch", "F", "nn", *keyword.kwlist,
+                      *dir(builtins)})
+
+
+def var_names(g: Graph, reserved: frozenset[str] = frozenset()) -> dict[int, str]:
+    """A distinct Python name per node, from its label; never one of RESERVED or `reserved`
+    (the module-level names a backend's preamble defines)."""
     names: dict[int, str] = {}
-    used: set[str] = {"x", "D", "self"}
+    used: set[str] = set(RESERVED | reserved)
     for nid, node, _ in g.items():
         if node.op == "input":
             names[nid] = "x"

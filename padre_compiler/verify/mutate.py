@@ -230,11 +230,18 @@ def table(results: list[MutantResult]) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
     from rich.console import Console
 
+    parser = argparse.ArgumentParser(description="mutation testing of generated PyTorch code")
+    parser.add_argument("--skip", nargs="*", default=[], metavar="SPEC",
+                        help="bundled or zoo specs to leave out")
+    args = parser.parse_args(argv)
     console = Console()
-    specs = [load_spec(p) for p in bundled_specs()] + zoo()
+    specs = [s for s in [load_spec(p) for p in bundled_specs()] + zoo()
+             if s.name not in args.skip]
     with console.status("mutating") as status:
         results = run_mutants(specs, progress=lambda s: status.update(f"mutant {s}"))
     out = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
@@ -242,7 +249,8 @@ def main() -> None:
     survivors = [r for r in results if not r.caught]
     text = "\n".join([
         "# Mutation testing of generated PyTorch code", "",
-        "Command: `python -m padre_compiler.verify.mutate`  ",
+        "Command: `python -m padre_compiler.verify.mutate"
+        + "".join(f" {a}" for a in (sys.argv[1:] if argv is None else argv)) + "`  ",
         f"Specs: {', '.join(s.name for s in specs)} (zoo_* are sequence specs defined in "
         "padre_compiler/verify/mutate.py). Certificate: exact integer check at two sizes; "
         "fuzzer: 30 hypothesis examples.", "",

@@ -58,3 +58,19 @@ def test_padre3_is_three_fused_kernels() -> None:
     assert body.count("= dwconv_hadamard(") == 3
     assert "z2, p = dwconv_hadamard(" in body and "p = dwconv_hadamard(" in body
     assert "torch.addcmul" not in body and "_dwconv2d(" not in body
+
+
+@pytest.mark.parametrize("name", SPECS)
+def test_forward_never_rebinds_a_module_level_name(name: str) -> None:
+    """A local named like a runtime function (a node labelled linear_attention) would shadow
+    it for the whole forward."""
+    import ast
+
+    from padre_compiler.backends.triton import _module_names
+
+    tree = ast.parse(codegen_path(name, "triton").read_text())
+    forward = next(n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)
+                   and n.name == "forward")
+    bound = {t.id for n in ast.walk(forward) if isinstance(n, ast.Assign)
+             for t in ast.walk(n.targets[0]) if isinstance(t, ast.Name)}
+    assert not bound & _module_names(), bound & _module_names()

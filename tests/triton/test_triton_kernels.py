@@ -51,6 +51,7 @@ CASES = [  # (spec, dim, grid or tokens, batch)
     ("centred", 5, 1, 1),
     ("sima", 16, 7, 2),
     ("sima", 8, 1, 1),
+    ("castling_vit", 16, 11, 2),
 ]
 
 

@@ -13,6 +13,7 @@ cannot run.
 
 from __future__ import annotations
 
+import ast
 import textwrap
 
 from padre_compiler.backends.pytorch import (
@@ -89,10 +90,33 @@ def _region_call(g: Graph, r: Region, names: dict[int, str], params: dict[str, s
     ])
 
 
+def _module_names() -> frozenset[str]:
+    """Every name the pasted kernel and runtime texts bind at module level."""
+    def bound(stmts: list[ast.stmt]) -> set[str]:
+        names: set[str] = set()
+        for st in stmts:
+            if isinstance(st, (ast.FunctionDef, ast.ClassDef)):
+                names.add(st.name)
+            elif isinstance(st, (ast.Import, ast.ImportFrom)):
+                names |= {(a.asname or a.name).split(".")[0] for a in st.names}
+            elif isinstance(st, (ast.Assign, ast.AnnAssign)):
+                targets = st.targets if isinstance(st, ast.Assign) else [st.target]
+                names |= {n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)}
+            elif isinstance(st, (ast.If, ast.Try)):
+                handlers = [h.body for h in getattr(st, "handlers", [])]
+                for body in (st.body, st.orelse, *handlers):
+                    names |= bound(body)
+        return names
+
+    texts = (kernels.IMPORTS, kernels.KERNEL, kernels.RUNTIME, linear_attention.KERNEL,
+             linear_attention.RUNTIME)
+    return frozenset(name for text in texts for name in bound(ast.parse(text).body))
+
+
 def emit_module(g: Graph, decls: dict[str, ParamDecl], *, name: str, header: str,
                 fixed_dim: int | None = None) -> str:
     """Python source of an nn.Module named after the spec, fused regions on Triton kernels."""
-    names = var_names(g)
+    names = var_names(g, _module_names())
     regions = find_regions(g)
     inner = {r.conv for r in regions.values() if r.conv != r.end}
     fused_sums = {r.total for r in regions.values() if r.total is not None}
