@@ -248,16 +248,17 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_fuzz(args: argparse.Namespace) -> int:
+    import torch
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-    from padre_compiler.verify.fuzz import describe, fuzz
+    from padre_compiler.verify.fuzz import default_device, describe, fuzz
 
     spec = _load(args)
-    if args.backend == "triton":  # no GPU: the generated kernels run in Triton's interpreter
-        import torch
-
-        if not torch.cuda.is_available():
-            os.environ.setdefault("TRITON_INTERPRET", "1")
+    device = default_device(args.backend) if args.device == "auto" else args.device
+    if device == "cuda" and not torch.cuda.is_available():
+        raise PadreError("--device cuda: no CUDA device is visible to torch")
+    if args.backend == "triton" and device == "cpu":  # Triton's interpreter runs the kernels
+        os.environ.setdefault("TRITON_INTERPRET", "1")
     t0 = time.perf_counter()
     columns = (TextColumn("fuzzing {task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("worst error/allowed {task.fields[worst]:.2f}"))
@@ -270,7 +271,7 @@ def cmd_fuzz(args: argparse.Namespace) -> int:
             progress.update(task, advance=1, worst=worst)
 
         report = fuzz(spec, backend=args.backend, examples_n=args.examples, seed=args.seed,
-                      regression_dir=Path(args.regressions), on_example=tick)
+                      regression_dir=Path(args.regressions), on_example=tick, device=device)
     rate = report.examples / (time.perf_counter() - t0)
     if report.failure is None:
         console.print(f"{report.examples} examples passed ({rate:.0f} examples/s)")
@@ -374,6 +375,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--regressions", default=str(ROOT / "tests" / "regressions"),
                    help="where a failing example's regression test is written")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                   help="where the compiled modules run (auto: cuda for --backend triton when "
+                        "a GPU is visible, else cpu); the float64 reference runs on the CPU")
     _param_arg(p)
     p.set_defaults(fn=cmd_fuzz)
 

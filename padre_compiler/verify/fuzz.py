@@ -78,13 +78,20 @@ class Outcome:
         return not self.message and self.error <= self.allowed
 
 
+def default_device(backend: str) -> str:
+    """Where a backend's modules run when fuzzed: Triton kernels on the GPU when there is one
+    (without, CPU tensors under TRITON_INTERPRET=1); the torch backend on the CPU."""
+    return "cuda" if backend == "triton" and torch.cuda.is_available() else "cpu"
+
+
 class Harness:
     """Compiles a spec once per backend (the generated classes are width-generic) and checks
-    examples against the float64 reference."""
+    examples against the float64 reference (computed on the CPU)."""
 
-    def __init__(self, spec: Spec, backend: str) -> None:
+    def __init__(self, spec: Spec, backend: str, device: str | None = None) -> None:
         self.spec = spec
         self.backend = backend
+        self.device = torch.device(device or default_device(backend))
         self.graph = spec.graph()
         self.decls = self.graph.decls
         result = generate(spec, backend=backend, dim=spec.fixed_dim or 384)
@@ -96,7 +103,7 @@ class Harness:
 
     def build(self, cls: type, ex: Example, params: dict[str, torch.Tensor]) -> torch.nn.Module:
         module = cls(ex.dim, ex.grid) if ex.grid is not None else cls(ex.dim)
-        module = module.to(DTYPES[ex.dtype])
+        module = module.to(device=self.device, dtype=DTYPES[ex.dtype])
         module.load_state_dict(params)
         return module
 
@@ -112,13 +119,12 @@ class Harness:
                         {k: v.double().numpy() for k, v in params.items()},
                         EvalContext(grid=ex.grid))
         with torch.no_grad(), nan_poisoned():
-            out = self.build(self.cls, ex, params)(x).double().numpy()
+            out = self.build(self.cls, ex, params)(x.to(self.device)).double().cpu().numpy()
         scale = float(np.abs(ref).max(initial=0.0))
         if out.shape != ref.shape:
             return Outcome(ex, float("inf"), 0.0, None, "wrong shape")
         if not np.isfinite(out).all() and np.isfinite(ref).all():
-            with torch.no_grad():
-                eager = self.build(self.eager_cls, ex, params)(x).double().numpy()
+            eager = self.eager(ex, x, params)
             if np.isfinite(eager).all():
                 return Outcome(ex, float("inf"), 0.0, None, "non-finite output where the "
                                "reference and the eager twin are finite")
@@ -128,11 +134,15 @@ class Harness:
             torch.finfo(dtype).eps / torch.finfo(torch.float64).eps)
         if ex.dtype in FIXED_TOL:
             return Outcome(ex, error, FIXED_TOL[ex.dtype] * max(scale, 1.0) + conditioned, None)
-        with torch.no_grad():
-            eager = self.build(self.eager_cls, ex, params)(x).double().numpy()
-        eager_error = float(np.abs(eager - ref).max(initial=0.0))
+        eager_error = float(np.abs(self.eager(ex, x, params) - ref).max(initial=0.0))
         floor = 4 * torch.finfo(dtype).eps * max(scale, 1.0)
         return Outcome(ex, error, 2 * eager_error + floor + conditioned, eager_error)
+
+    def eager(self, ex: Example, x: torch.Tensor, params: dict[str, torch.Tensor]) -> np.ndarray:
+        """The eager twin's output in the tested dtype, on the harness's device."""
+        with torch.no_grad():
+            module = self.build(self.eager_cls, ex, params)
+            return module(x.to(self.device)).double().cpu().numpy()
 
     def rounding(self, ex: Example, x: torch.Tensor, params: dict[str, torch.Tensor],
                  ref: np.ndarray) -> float:
@@ -185,13 +195,16 @@ class FuzzReport:
 def fuzz(spec: str | Path | Spec, *, backend: str = "torch", examples_n: int = 100,
          seed: int = 0, regression_dir: Path | None = None,
          on_example: Callable[[Outcome], None] | None = None,
-         harness: Harness | None = None) -> FuzzReport:
+         harness: Harness | None = None, device: str | None = None) -> FuzzReport:
     """Run `examples_n` hypothesis examples; on failure shrink and write a regression test.
-    `harness` replaces the compiled module under test (mutation testing)."""
+    `harness` replaces the compiled module under test (mutation testing); `device`: where the
+    modules run (default: `default_device(backend)`)."""
     spec_obj = as_spec(spec)
     if backend not in BACKEND_DTYPES:
         raise PadreError(f"unknown backend '{backend}'; fuzzable: {', '.join(BACKEND_DTYPES)}")
-    harness = harness or Harness(spec_obj, backend)
+    if device == "cuda" and not torch.cuda.is_available():
+        raise PadreError("--device cuda: no CUDA device is visible to torch")
+    harness = harness or Harness(spec_obj, backend, device)
     last_failure: list[Outcome] = []
     count = [0]
 
