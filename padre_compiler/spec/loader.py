@@ -247,8 +247,9 @@ def _build_family(data: dict[str, Any], source: str, default_name: str,
     values |= {k: v for k, v in family_params(family, overrides, "params").items()
                if k in overrides}
     spec = build_family(family, values)
-    return dataclasses.replace(spec, name=name, description=description or spec.description,
-                               source=source, raw=data)
+    # the file's description speaks of its own parameters: overridden ones take the builder's
+    described = description if description and not overrides else spec.description
+    return dataclasses.replace(spec, name=name, description=described, source=source, raw=data)
 
 
 # the canonical recursion ----------------------------------------------------------------------

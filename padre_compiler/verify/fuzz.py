@@ -160,17 +160,17 @@ def examples(spec: Spec, backend: str) -> st.SearchStrategy[Example]:
     step = math.lcm(1, *(g.node(n).a.get("heads") or 1 for n in g.g.nodes))  # dims that split
 
     @st.composite
-    def draw(d: st.DrawFn) -> Example:
-        dim = spec.fixed_dim or step * d(st.integers(1, max(1, 12 // step)))
+    def example(draw: st.DrawFn) -> Example:
+        dim = spec.fixed_dim or step * draw(st.integers(1, max(1, 12 // step)))
         if spec.layout == "grid2d":
-            grid = (d(st.integers(1, 6)), d(st.integers(1, 6)))
+            grid = (draw(st.integers(1, 6)), draw(st.integers(1, 6)))
             tokens = grid[0] * grid[1]
         else:
-            grid, tokens = None, d(st.integers(1, 17))
-        return Example(dim, tokens, grid, d(st.sampled_from([1, 2, 3])),
-                       d(st.sampled_from(dtypes)), d(st.integers(0, 2**31 - 1)))
+            grid, tokens = None, draw(st.integers(1, 17))
+        return Example(dim, tokens, grid, draw(st.sampled_from([1, 2, 3])),
+                       draw(st.sampled_from(dtypes)), draw(st.integers(0, 2**31 - 1)))
 
-    return draw()
+    return example()
 
 
 def valid(harness: Harness, ex: Example) -> bool:
