@@ -67,17 +67,18 @@ def measure(path: Path) -> list[dict]:
                                pointer_dtypes=ptrs)
         rows.append({"kernel": kernel, "tiles": {k: v for k, v in cfg.items()},
                      "seconds": r.seconds, "ptx_lines": r.ptx_lines, "registers": r.registers,
-                     "stack": r.stack, "shared": r.shared})
+                     "stack": r.stack, "shared": r.shared, "mma": r.mma})
     return rows
 
 
 def table(rows: list[dict]) -> list[str]:
     lines = ["| kernel | tiles, warps | cold compile s | PTX lines | registers / thread | "
-             "stack bytes / thread (spills) | shared bytes |", "|---|---|---|---|---|---|---|"]
+             "stack bytes / thread (spills) | shared bytes | tensor cores |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         tiles = ", ".join(f"{k}={v}" for k, v in r["tiles"].items())
         lines.append(f"| {r['kernel']} | {tiles} | {r['seconds']:.1f} | {r['ptx_lines']} | "
-                     f"{r['registers']} | {r['stack']} | {r['shared']} |")
+                     f"{r['registers']} | {r['stack']} | {r['shared']} | {r['mma']} |")
     return lines
 
 

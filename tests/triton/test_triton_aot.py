@@ -45,6 +45,7 @@ def test_direct_kernels_at_gpu_tiles_do_not_spill(padre3, kernel: str) -> None:
                            num_warps=cfg["num_warps"], pointer_dtypes=GRADS)
     assert r.stack == 0, f"{kernel} spills {r.stack} bytes per thread at {cfg}"
     assert r.registers <= 255 and r.seconds < 30
+    assert r.mma == "none"  # shifted loads and FMAs on CUDA cores
 
 
 @pytest.mark.parametrize(("taps", "height"), [(11, 56), (31, 80)])
@@ -55,6 +56,7 @@ def test_toeplitz_kernel_at_gpu_tiles_does_not_spill(padre3, taps: int, height: 
                            num_warps=cfg["num_warps"], num_stages=2)
     assert r.stack == 0, f"toeplitz spills {r.stack} bytes per thread at {cfg}"
     assert r.shared <= 227 * 1024
+    assert r.mma != "none"  # the banded products run on tensor cores
 
 
 def test_a_spilling_tile_is_reported(padre3) -> None:
@@ -79,3 +81,5 @@ def test_linear_attention_kernels_at_gpu_tiles_do_not_spill(bf16: bool) -> None:
                                num_warps=cfg["num_warps"], pointer_dtype=dtype,
                                pointer_dtypes={"s": "fp32"})
     assert state.stack == 0 and apply.stack == 0, (state, apply)
+    if bf16:  # Hopper's warpgroup MMA for the 16-bit products
+        assert state.mma == apply.mma == "wgmma", (state.mma, apply.mma)

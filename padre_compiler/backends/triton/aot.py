@@ -5,8 +5,8 @@ what the GPU compiler makes of a kernel when no GPU is at hand.
 (TTIR -> TTGIR -> LLVM IR -> PTX -> ptxas cubin) on the CPU, and `cuobjdump`, which ships with
 Triton, reads the cubin's resource usage. Per kernel and launch configuration this reports the
 compile time (cold cache), the PTX size, registers per thread, stack bytes per thread (register
-spills to local memory) and static shared memory: what `legality.py` estimates from the source,
-here measured by the real compiler.
+spills to local memory), static shared memory and which tensor-core instructions the PTX uses:
+what `legality.py` estimates from the source, here measured by the real compiler.
 
 Each compile runs in a child process: a process that imported Triton under TRITON_INTERPRET=1
 (the CPU tests) holds interpreter versions of Triton's own library functions, which the
@@ -41,6 +41,7 @@ class Resources:
     registers: int
     stack: int  # bytes per thread; > 0 means spilled registers in local memory
     shared: int  # static shared memory, bytes
+    mma: str  # tensor-core instructions in the PTX: "wgmma" (Hopper), "mma.sync", or "none"
 
 
 def cuobjdump() -> Path | None:
@@ -99,9 +100,12 @@ def _compile_here(path: str, kernel: str, constexprs: dict[str, Any], num_warps:
                               options={"num_warps": num_warps, "num_stages": num_stages})
     seconds = time.perf_counter() - t0
     usage = _resource_usage(compiled.asm["cubin"], kernel)
+    ptx = compiled.asm["ptx"]
+    mma = next((op for op in ("wgmma", "mma.sync") if re.search(rf"\b{re.escape(op)}\b", ptx)),
+               "none")
     return Resources(kernel, dict(constexprs, num_warps=num_warps, num_stages=num_stages),
-                     seconds, compiled.asm["ptx"].count("\n"), usage["REG"], usage["STACK"],
-                     usage["SHARED"])
+                     seconds, ptx.count("\n"), usage["REG"], usage["STACK"], usage["SHARED"],
+                     mma)
 
 
 def _resource_usage(cubin: bytes, kernel: str) -> dict[str, int]:
