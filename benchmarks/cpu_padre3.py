@@ -8,7 +8,9 @@ hand-written one compute the same function with the same weights, then times all
 the floor: max(FLOPs / measured matmul rate, bytes / measured copy bandwidth) from the graph's
 cost rules. It runs twice: with glibc's malloc defaults, then in a child process with freed
 memory kept in the process (benchmarks/allocator.py), since page faults on temporaries otherwise
-decide a good part of the ratio. Results: a markdown table per setting, a JSON file and a plot.
+decide a good part of the ratio. In each setting both padre3 modules are also timed under
+torch.compile (Inductor, CPU; compile time reported, not timed). Results: markdown tables per
+setting, a JSON file and a plot.
 """
 
 from __future__ import annotations
@@ -57,7 +59,8 @@ def peak_rates() -> tuple[float, float]:
     return flops, 2 * big.numel() * 4 / t
 
 
-def bench(dim: int, n: int, batch: int, repeats: int, rates: tuple[float, float]) -> dict:
+def bench(dim: int, n: int, batch: int, repeats: int, rates: tuple[float, float],
+          inductor: bool) -> dict:
     grid = GRIDS[n]
     torch.manual_seed(0)
     hand = HandwrittenPadre3(dim, grid).eval()
@@ -65,15 +68,24 @@ def bench(dim: int, n: int, batch: int, repeats: int, rates: tuple[float, float]
     compiled.load_state_dict(hand.to_spec_state_dict())
     attn = Attention(dim, num_heads=dim // 64).eval()
     x = torch.randn(batch, n, dim)
+    fns = {"compiled": compiled, "handwritten": hand, "attention": attn}
+    compile_s = {}
+    if inductor:  # torch.compile (Inductor, CPU) of both modules; the compile is not timed
+        for key, module in (("compiled_inductor", compiled), ("handwritten_inductor", hand)):
+            fns[key] = torch.compile(module)
+            t0 = time.perf_counter()
+            with torch.no_grad():
+                fns[key](x)
+            compile_s[key] = time.perf_counter() - t0
     with torch.no_grad():
-        ref, out = hand(x), compiled(x)
-        err = float((out - ref).abs().max() / ref.abs().max())
+        ref = hand(x)
+        err = max(float((fns[k](x) - ref).abs().max() / ref.abs().max())
+                  for k in fns if k not in ("handwritten", "attention"))
         assert err < 1e-4, f"compiled and hand-written padre3 differ at N={n}: {err:.2e}"
-        fns = {"compiled": compiled, "handwritten": hand, "attention": attn}
         for fn in fns.values():
             fn(x)
         times: dict[str, list[float]] = {k: [] for k in fns}
-        for _ in range(repeats):  # interleaved, so drift hits all three alike
+        for _ in range(repeats):  # interleaved, so drift hits all modules alike
             for k, fn in fns.items():
                 times[k].append(timed(fn, x))
     ms = {k: statistics.median(v) * 1e3 for k, v in times.items()}
@@ -84,7 +96,7 @@ def bench(dim: int, n: int, batch: int, repeats: int, rates: tuple[float, float]
             "speedup_vs_handwritten": ms["handwritten"] / ms["compiled"],
             "compiled_vs_attention": ms["attention"] / ms["compiled"],
             "handwritten_vs_attention": ms["attention"] / ms["handwritten"],
-            "fraction_of_floor": floor_ms / ms["compiled"]}
+            "fraction_of_floor": floor_ms / ms["compiled"], "inductor_compile_s": compile_s}
 
 
 def cold_compile_seconds() -> float:
@@ -112,6 +124,9 @@ def write(runs: dict[str, list[dict]], meta: dict) -> None:
     ]
     for setting, rows in runs.items():
         lines += ["", f"## {ALLOCATORS[setting]}", "", *table(rows)]
+        if "compiled_inductor" in rows[0]["ms"]:
+            lines += ["", "With torch.compile (Inductor, CPU) of each module, same run:", "",
+                      *inductor_table(rows)]
     (OUT / "cpu_padre3.md").write_text("\n".join(lines) + "\n")
     plot(runs)
 
@@ -132,6 +147,21 @@ def table(rows: list[dict]) -> list[str]:
     return lines
 
 
+def inductor_table(rows: list[dict]) -> list[str]:
+    lines = ["| N | batch | compiled + Inductor | hand-written + Inductor | compiled + Inductor / "
+             "hand-written (eager) | compiled + Inductor / hand-written + Inductor | Inductor "
+             "compile s (compiled, hand-written) |", "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        ms, cs = r["ms"], r["inductor_compile_s"]
+        lines.append(
+            f"| {r['tokens']} | {r['batch']} | {ms['compiled_inductor']:.2f} | "
+            f"{ms['handwritten_inductor']:.2f} | "
+            f"{ms['handwritten'] / ms['compiled_inductor']:.2f}x | "
+            f"{ms['handwritten_inductor'] / ms['compiled_inductor']:.2f}x | "
+            f"{cs['compiled_inductor']:.0f}, {cs['handwritten_inductor']:.0f} |")
+    return lines
+
+
 def plot(runs: dict[str, list[dict]]) -> None:
     import matplotlib
 
@@ -145,6 +175,9 @@ def plot(runs: dict[str, list[dict]]) -> None:
                 label=f"compiled padre3 ({setting})")
         ax.plot(ns, [r["handwritten_vs_attention"] for r in rows], "s" + style,
                 label=f"hand-written padre3 ({setting})")
+        if "compiled_inductor" in rows[0]["ms"]:
+            ax.plot(ns, [r["ms"]["attention"] / r["ms"]["compiled_inductor"] for r in rows],
+                    "^" + style, label=f"compiled + Inductor ({setting})")
     rows = runs["default"]
     ax.plot([r["tokens"] for r in rows], [r["ms"]["attention"] / r["floor_ms"] for r in rows],
             ":", label="floor")
@@ -164,6 +197,8 @@ def main() -> None:
     parser.add_argument("--dim", type=int, default=384)
     parser.add_argument("--tokens", type=int, nargs="+", default=list(GRIDS))
     parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--no-inductor", action="store_true",
+                        help="skip the torch.compile (Inductor) columns")
     args = parser.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
     tuned = allocator.apply_from_env()
@@ -173,7 +208,8 @@ def main() -> None:
 
     label = "benchmarking (mallopt)" if tuned else "benchmarking (malloc defaults)"
     for n in track(args.tokens, description=label, disable=tuned):
-        rows.append(bench(args.dim, n, max(1, 3136 // n), args.repeats, rates))
+        rows.append(bench(args.dim, n, max(1, 3136 // n), args.repeats, rates,
+                          not args.no_inductor))
     if tuned:
         print(json.dumps(rows))
         return

@@ -62,3 +62,21 @@ def test_codegen_names_parameters_after_the_spec() -> None:
     source = codegen_path("conv2former", "torch").read_text()
     for name in ("w1_weight", "dwconv_weight", "w2_weight", "w3_weight"):
         assert f"self.{name} = nn.Parameter" in source
+
+
+@pytest.mark.parametrize("name", SPECS)
+def test_generated_module_traces_whole_under_torch_compile(name: str) -> None:
+    """No graph break: the module can sit inside a torch.compile'd model (aot_eager traces
+    forward and backward without generating code)."""
+    import torch
+
+    from padre_compiler import compile as compile_spec
+
+    spec = load_spec(name)
+    grid = (3, 5) if spec.layout == "grid2d" else None
+    module = compile_spec(spec, dim=16, grid=grid).double()  # float64: mamba is ill-conditioned
+    traced = torch.compile(module, backend="aot_eager", fullgraph=True)
+    x = torch.randn(2, 15 if grid else 9, 16, dtype=torch.float64, requires_grad=True)
+    y = traced(x)
+    y.sum().backward()
+    assert torch.allclose(y, module(x), rtol=1e-9) and x.grad is not None

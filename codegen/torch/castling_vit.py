@@ -91,15 +91,23 @@ class CastlingVit(nn.Module):
         wv = F.linear(x, self.wv_weight, None)  # [B, N, D]
         wk = F.linear(x, self.wk_weight, None)  # [B, N, D]
         normalize = _normalize(wk, 'l2_rows', 8, 0.0)  # [B, N, D]
+        del wk
         wq = F.linear(x, self.wq_weight, None)  # [B, N, D]
         normalize_2 = _normalize(wq, 'l2_rows', 8, 0.0)  # [B, N, D]
+        del wq
         dconv = _dwconv1d(wv, self.dconv_weight, None, 4, 4)  # [B, N, D]
         # [B, N, D]
         linear_attention = _linear_attention(normalize_2, normalize, wv, 8, self.w3_scale)
+        del normalize, normalize_2
         diagonal_scale = self.w1_scale.view(8, D // 8, D // 8).sum(1).reshape(-1)
         diagonal = wv * diagonal_scale  # [B, N, D]
+        del diagonal_scale, wv
         add = diagonal + linear_attention  # [B, N, D]
+        del diagonal, linear_attention
         normalize_3 = _normalize(add, 'l2_rows', 8, 0.0)  # [B, N, D]
+        del add
         add_2 = normalize_3 + dconv  # [B, N, D]
+        del dconv, normalize_3
         proj = F.linear(add_2, self.proj_weight, self.proj_bias)  # [B, N, D]
+        del add_2
         return proj

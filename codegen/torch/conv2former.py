@@ -72,7 +72,10 @@ class Conv2former(nn.Module):
                 " (N must equal H * W)")
         w1 = F.linear(x, self.w1_weight, self.w1_bias)  # [B, N, D]
         y1 = _dwconv2d(w1, self.dwconv_weight, self.dwconv_bias, self.grid)  # [B, N, D]
+        del w1
         w2 = F.linear(x, self.w2_weight, self.w2_bias)  # [B, N, D]
         z2 = y1 * w2  # [B, N, D]
+        del w2, y1
         w3 = F.linear(z2, self.w3_weight, self.w3_bias)  # [B, N, D]
+        del z2
         return w3

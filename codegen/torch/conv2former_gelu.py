@@ -91,8 +91,12 @@ class Conv2formerGelu(nn.Module):
             -6.0,
             6.0,
         )
+        del w1
         y1 = _dwconv2d(poly, self.dwconv_weight, self.dwconv_bias, self.grid)  # [B, N, D]
+        del poly
         w2 = F.linear(x, self.w2_weight, self.w2_bias)  # [B, N, D]
         z2 = y1 * w2  # [B, N, D]
+        del w2, y1
         w3 = F.linear(z2, self.w3_weight, self.w3_bias)  # [B, N, D]
+        del z2
         return w3

@@ -93,12 +93,19 @@ class Hyena(nn.Module):
         D = self.dim
         v_proj = F.linear(x, self.v_proj_weight, self.v_proj_bias)  # [B, N, D]
         y1 = _dwconv1d(v_proj, self.v_short_weight, self.v_short_bias, 2, 0)  # [B, N, D]
+        del v_proj
         x1_proj = F.linear(x, self.x1_proj_weight, self.x1_proj_bias)  # [B, N, D]
         y2 = _dwconv1d(x1_proj, self.x1_short_weight, self.x1_short_bias, 2, 0)  # [B, N, D]
+        del x1_proj
         z2 = y1 * y2  # [B, N, D]
+        del y1, y2
         filter0 = _long_conv(z2, self.filter0_filter, self.filter0_skip)  # [B, N, D]
+        del z2
         x0_proj = F.linear(x, self.x0_proj_weight, self.x0_proj_bias)  # [B, N, D]
         y3 = _dwconv1d(x0_proj, self.x0_short_weight, self.x0_short_bias, 2, 0)  # [B, N, D]
+        del x0_proj
         z3 = filter0 * y3  # [B, N, D]
+        del filter0, y3
         out_proj = F.linear(z3, self.out_proj_weight, self.out_proj_bias)  # [B, N, D]
+        del z3
         return out_proj

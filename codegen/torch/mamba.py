@@ -93,9 +93,12 @@ class Mamba(nn.Module):
             -9.0,
             0.0,
         )
+        del w_dt
         prefix_sum = torch.cumsum(delta, 1)  # [B, N, D]
         expand = _expand(prefix_sum, 1, True, 16)  # [B, N, 16*D]
+        del prefix_sum
         v = expand * self.decay_scale  # [B, N, 16*D]
+        del expand
         # [B, N, 16*D]
         poly = _chebyshev(
             v,
@@ -114,12 +117,17 @@ class Mamba(nn.Module):
             0.0,
         )
         hadamard = delta * x  # [B, N, D]
+        del delta
         expand_2 = _expand(hadamard, 1, True, 16)  # [B, N, 16*D]
+        del hadamard
         w_b = F.linear(x, self.w_b_weight, None)  # [B, N, 16]
         expand_3 = _expand(w_b, 1, False, D)  # [B, N, 16*D]
+        del w_b
         y2 = expand_2 * expand_3  # [B, N, 16*D]
+        del expand_2, expand_3
         prefix_sum_2 = torch.cumsum(y2, 1)  # [B, N, 16*D]
         hadamard_2 = poly * prefix_sum_2  # [B, N, 16*D]
+        del poly, prefix_sum_2
         # [B, N, 16*D]
         poly_2 = _chebyshev(
             v,
@@ -136,8 +144,11 @@ class Mamba(nn.Module):
         )
         poly_3 = _chebyshev(v, (1.0, -1.0), -1.0, 0.0)  # [B, N, 16*D]
         hadamard_3 = poly_3 * y2  # [B, N, 16*D]
+        del poly_3
         prefix_sum_3 = torch.cumsum(hadamard_3, 1)  # [B, N, 16*D]
+        del hadamard_3
         hadamard_4 = poly_2 * prefix_sum_3  # [B, N, 16*D]
+        del poly_2, prefix_sum_3
         # [B, N, 16*D]
         poly_4 = _chebyshev(
             v,
@@ -154,8 +165,11 @@ class Mamba(nn.Module):
         )
         poly_5 = _chebyshev(v, (1.5, -2.0, 0.5), -1.0, 0.0)  # [B, N, 16*D]
         hadamard_5 = poly_5 * y2  # [B, N, 16*D]
+        del poly_5
         prefix_sum_4 = torch.cumsum(hadamard_5, 1)  # [B, N, 16*D]
+        del hadamard_5
         hadamard_6 = poly_4 * prefix_sum_4  # [B, N, 16*D]
+        del poly_4, prefix_sum_4
         # [B, N, 16*D]
         poly_6 = _chebyshev(
             v,
@@ -172,8 +186,11 @@ class Mamba(nn.Module):
         )
         poly_7 = _chebyshev(v, (2.5, -3.75, 1.5, -0.25), -1.0, 0.0)  # [B, N, 16*D]
         hadamard_7 = poly_7 * y2  # [B, N, 16*D]
+        del poly_7
         prefix_sum_5 = torch.cumsum(hadamard_7, 1)  # [B, N, 16*D]
+        del hadamard_7
         hadamard_8 = poly_6 * prefix_sum_5  # [B, N, 16*D]
+        del poly_6, prefix_sum_5
         # [B, N, 16*D]
         poly_8 = _chebyshev(
             v,
@@ -190,8 +207,11 @@ class Mamba(nn.Module):
         )
         poly_9 = _chebyshev(v, (4.375, -7.0, 3.5, -1.0, 0.125), -1.0, 0.0)  # [B, N, 16*D]
         hadamard_9 = poly_9 * y2  # [B, N, 16*D]
+        del poly_9
         prefix_sum_6 = torch.cumsum(hadamard_9, 1)  # [B, N, 16*D]
+        del hadamard_9
         hadamard_10 = poly_8 * prefix_sum_6  # [B, N, 16*D]
+        del poly_8, prefix_sum_6
         # [B, N, 16*D]
         poly_10 = _chebyshev(
             v,
@@ -208,8 +228,11 @@ class Mamba(nn.Module):
         # [B, N, 16*D]
         poly_11 = _chebyshev(v, (7.875, -13.125, 7.5, -2.8125, 0.625, -0.0625), -1.0, 0.0)
         hadamard_11 = poly_11 * y2  # [B, N, 16*D]
+        del poly_11
         prefix_sum_7 = torch.cumsum(hadamard_11, 1)  # [B, N, 16*D]
+        del hadamard_11
         hadamard_12 = poly_10 * prefix_sum_7  # [B, N, 16*D]
+        del poly_10, prefix_sum_7
         # [B, N, 16*D]
         poly_12 = _chebyshev(
             v,
@@ -231,8 +254,11 @@ class Mamba(nn.Module):
             0.0,
         )
         hadamard_13 = poly_13 * y2  # [B, N, 16*D]
+        del poly_13
         prefix_sum_8 = torch.cumsum(hadamard_13, 1)  # [B, N, 16*D]
+        del hadamard_13
         hadamard_14 = poly_12 * prefix_sum_8  # [B, N, 16*D]
+        del poly_12, prefix_sum_8
         # [B, N, 16*D]
         poly_14 = _chebyshev(
             v,
@@ -254,8 +280,11 @@ class Mamba(nn.Module):
             0.0,
         )
         hadamard_15 = poly_15 * y2  # [B, N, 16*D]
+        del poly_15
         prefix_sum_9 = torch.cumsum(hadamard_15, 1)  # [B, N, 16*D]
+        del hadamard_15
         hadamard_16 = poly_14 * prefix_sum_9  # [B, N, 16*D]
+        del poly_14, prefix_sum_9
         # [B, N, 16*D]
         poly_16 = _chebyshev(
             v,
@@ -277,8 +306,11 @@ class Mamba(nn.Module):
             0.0,
         )
         hadamard_17 = poly_17 * y2  # [B, N, 16*D]
+        del poly_17
         prefix_sum_10 = torch.cumsum(hadamard_17, 1)  # [B, N, 16*D]
+        del hadamard_17
         hadamard_18 = poly_16 * prefix_sum_10  # [B, N, 16*D]
+        del poly_16, prefix_sum_10
         # [B, N, 16*D]
         poly_18 = _chebyshev(
             v,
@@ -302,8 +334,11 @@ class Mamba(nn.Module):
             0.0,
         )
         hadamard_19 = poly_19 * y2  # [B, N, 16*D]
+        del poly_19
         prefix_sum_11 = torch.cumsum(hadamard_19, 1)  # [B, N, 16*D]
+        del hadamard_19
         hadamard_20 = poly_18 * prefix_sum_11  # [B, N, 16*D]
+        del poly_18, prefix_sum_11
         # [B, N, 16*D]
         poly_20 = _chebyshev(
             v,
@@ -327,8 +362,11 @@ class Mamba(nn.Module):
             0.0,
         )
         hadamard_21 = poly_21 * y2  # [B, N, 16*D]
+        del poly_21
         prefix_sum_12 = torch.cumsum(hadamard_21, 1)  # [B, N, 16*D]
+        del hadamard_21
         hadamard_22 = poly_20 * prefix_sum_12  # [B, N, 16*D]
+        del poly_20, prefix_sum_12
         # [B, N, 16*D]
         poly_22 = _chebyshev(
             v,
@@ -353,8 +391,11 @@ class Mamba(nn.Module):
             0.0,
         )
         hadamard_23 = poly_23 * y2  # [B, N, 16*D]
+        del poly_23
         prefix_sum_13 = torch.cumsum(hadamard_23, 1)  # [B, N, 16*D]
+        del hadamard_23
         hadamard_24 = poly_22 * prefix_sum_13  # [B, N, 16*D]
+        del poly_22, prefix_sum_13
         # [B, N, 16*D]
         poly_24 = _chebyshev(
             v,
@@ -379,8 +420,11 @@ class Mamba(nn.Module):
             0.0,
         )
         hadamard_25 = poly_25 * y2  # [B, N, 16*D]
+        del poly_25
         prefix_sum_14 = torch.cumsum(hadamard_25, 1)  # [B, N, 16*D]
+        del hadamard_25
         hadamard_26 = poly_24 * prefix_sum_14  # [B, N, 16*D]
+        del poly_24, prefix_sum_14
         # [B, N, 16*D]
         poly_26 = _chebyshev(
             v,
@@ -405,8 +449,11 @@ class Mamba(nn.Module):
             0.0,
         )
         hadamard_27 = poly_27 * y2  # [B, N, 16*D]
+        del poly_27
         prefix_sum_15 = torch.cumsum(hadamard_27, 1)  # [B, N, 16*D]
+        del hadamard_27
         hadamard_28 = poly_26 * prefix_sum_15  # [B, N, 16*D]
+        del poly_26, prefix_sum_15
         # [B, N, 16*D]
         poly_28 = _chebyshev(
             v,
@@ -431,8 +478,11 @@ class Mamba(nn.Module):
             0.0,
         )
         hadamard_29 = poly_29 * y2  # [B, N, 16*D]
+        del poly_29
         prefix_sum_16 = torch.cumsum(hadamard_29, 1)  # [B, N, 16*D]
+        del hadamard_29
         hadamard_30 = poly_28 * prefix_sum_16  # [B, N, 16*D]
+        del poly_28, prefix_sum_16
         # [B, N, 16*D]
         poly_30 = _chebyshev(
             v,
@@ -457,8 +507,11 @@ class Mamba(nn.Module):
             0.0,
         )
         hadamard_31 = poly_31 * y2  # [B, N, 16*D]
+        del poly_31
         prefix_sum_17 = torch.cumsum(hadamard_31, 1)  # [B, N, 16*D]
+        del hadamard_31
         hadamard_32 = poly_30 * prefix_sum_17  # [B, N, 16*D]
+        del poly_30, prefix_sum_17
         # [B, N, 16*D]
         poly_32 = _chebyshev(
             v,
@@ -483,8 +536,11 @@ class Mamba(nn.Module):
             0.0,
         )
         hadamard_33 = poly_33 * y2  # [B, N, 16*D]
+        del poly_33
         prefix_sum_18 = torch.cumsum(hadamard_33, 1)  # [B, N, 16*D]
+        del hadamard_33
         hadamard_34 = poly_32 * prefix_sum_18  # [B, N, 16*D]
+        del poly_32, prefix_sum_18
         # [B, N, 16*D]
         poly_34 = _chebyshev(
             v,
@@ -509,8 +565,11 @@ class Mamba(nn.Module):
             0.0,
         )
         hadamard_35 = poly_35 * y2  # [B, N, 16*D]
+        del poly_35
         prefix_sum_19 = torch.cumsum(hadamard_35, 1)  # [B, N, 16*D]
+        del hadamard_35
         hadamard_36 = poly_34 * prefix_sum_19  # [B, N, 16*D]
+        del poly_34, prefix_sum_19
         # [B, N, 16*D]
         poly_36 = _chebyshev(
             v,
@@ -535,8 +594,11 @@ class Mamba(nn.Module):
             0.0,
         )
         hadamard_37 = poly_37 * y2  # [B, N, 16*D]
+        del poly_37
         prefix_sum_20 = torch.cumsum(hadamard_37, 1)  # [B, N, 16*D]
+        del hadamard_37
         hadamard_38 = poly_36 * prefix_sum_20  # [B, N, 16*D]
+        del poly_36, prefix_sum_20
         # [B, N, 16*D]
         poly_38 = _chebyshev(
             v,
@@ -562,8 +624,11 @@ class Mamba(nn.Module):
             0.0,
         )
         hadamard_39 = poly_39 * y2  # [B, N, 16*D]
+        del poly_39
         prefix_sum_21 = torch.cumsum(hadamard_39, 1)  # [B, N, 16*D]
+        del hadamard_39
         hadamard_40 = poly_38 * prefix_sum_21  # [B, N, 16*D]
+        del poly_38, prefix_sum_21
         # [B, N, 16*D]
         poly_40 = _chebyshev(
             v,
@@ -589,8 +654,11 @@ class Mamba(nn.Module):
             0.0,
         )
         hadamard_41 = poly_41 * y2  # [B, N, 16*D]
+        del poly_41
         prefix_sum_22 = torch.cumsum(hadamard_41, 1)  # [B, N, 16*D]
+        del hadamard_41
         hadamard_42 = poly_40 * prefix_sum_22  # [B, N, 16*D]
+        del poly_40, prefix_sum_22
         # [B, N, 16*D]
         poly_42 = _chebyshev(
             v,
@@ -613,8 +681,11 @@ class Mamba(nn.Module):
             0.0,
         )
         hadamard_43 = poly_43 * y2  # [B, N, 16*D]
+        del poly_43
         prefix_sum_23 = torch.cumsum(hadamard_43, 1)  # [B, N, 16*D]
+        del hadamard_43
         hadamard_44 = poly_42 * prefix_sum_23  # [B, N, 16*D]
+        del poly_42, prefix_sum_23
         # [B, N, 16*D]
         poly_44 = _chebyshev(
             v,
@@ -638,8 +709,11 @@ class Mamba(nn.Module):
             0.0,
         )
         hadamard_45 = poly_45 * y2  # [B, N, 16*D]
+        del poly_45
         prefix_sum_24 = torch.cumsum(hadamard_45, 1)  # [B, N, 16*D]
+        del hadamard_45
         hadamard_46 = poly_44 * prefix_sum_24  # [B, N, 16*D]
+        del poly_44, prefix_sum_24
         poly_46 = _chebyshev(v, (24475.73420098106, 586716.1119303907), -1.0, 0.0)  # [B, N, 16*D]
         # [B, N, 16*D]
         poly_47 = _chebyshev(
@@ -657,8 +731,11 @@ class Mamba(nn.Module):
             0.0,
         )
         hadamard_47 = poly_47 * y2  # [B, N, 16*D]
+        del poly_47
         prefix_sum_25 = torch.cumsum(hadamard_47, 1)  # [B, N, 16*D]
+        del hadamard_47
         hadamard_48 = poly_46 * prefix_sum_25  # [B, N, 16*D]
+        del poly_46, prefix_sum_25
         poly_48 = _chebyshev(v, (24446.504663766278,), -1.0, 0.0)  # [B, N, 16*D]
         # [B, N, 16*D]
         poly_49 = _chebyshev(
@@ -675,16 +752,26 @@ class Mamba(nn.Module):
             -1.0,
             0.0,
         )
+        del v
         hadamard_49 = poly_49 * y2  # [B, N, 16*D]
+        del poly_49, y2
         prefix_sum_26 = torch.cumsum(hadamard_49, 1)  # [B, N, 16*D]
+        del hadamard_49
         hadamard_50 = poly_48 * prefix_sum_26  # [B, N, 16*D]
+        del poly_48, prefix_sum_26
         # [B, N, 16*D]
         p = hadamard_2 + hadamard_4 + hadamard_6 + hadamard_8 + hadamard_10 + hadamard_12 + hadamard_14 + hadamard_16 + hadamard_18 + hadamard_20 + hadamard_22 + hadamard_24 + hadamard_26 + hadamard_28 + hadamard_30 + hadamard_32 + hadamard_34 + hadamard_36 + hadamard_38 + hadamard_40 + hadamard_42 + hadamard_44 + hadamard_46 + hadamard_48 + hadamard_50
+        del hadamard_10, hadamard_12, hadamard_14, hadamard_16, hadamard_18, hadamard_2, hadamard_20, hadamard_22, hadamard_24, hadamard_26, hadamard_28, hadamard_30, hadamard_32, hadamard_34, hadamard_36, hadamard_38, hadamard_4, hadamard_40, hadamard_42, hadamard_44, hadamard_46, hadamard_48, hadamard_50, hadamard_6, hadamard_8
         w_c = F.linear(x, self.w_c_weight, None)  # [B, N, 16]
         expand_4 = _expand(w_c, 1, False, D)  # [B, N, 16*D]
+        del w_c
         hadamard_51 = p * expand_4  # [B, N, 16*D]
+        del expand_4, p
         contract = _contract(hadamard_51, 1, False, 16)  # [B, N, D]
+        del hadamard_51
         skip = x * self.skip_scale  # [B, N, D]
         add = contract + skip  # [B, N, D]
+        del contract, skip
         out_proj = F.linear(add, self.out_proj_weight, None)  # [B, N, D]
+        del add
         return out_proj

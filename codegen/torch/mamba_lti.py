@@ -84,15 +84,25 @@ class MambaLti(nn.Module):
         branch1_channel = _expand(x, 1, True, 16)  # [B, N, 16*D]
         w_b = F.linear(x, self.w_b_weight, None)  # [B, N, 16]
         branch2_channel2 = _expand(w_b, 1, False, D)  # [B, N, 16*D]
+        del w_b
         z2 = branch1_channel * branch2_channel2  # [B, N, 16*D]
+        del branch1_channel, branch2_channel2
         ssm = _long_conv(z2, self.ssm_filter, None)  # [B, N, 16*D]
+        del z2
         w_c = F.linear(x, self.w_c_weight, None)  # [B, N, 16]
         branch3_channel2 = _expand(w_c, 1, False, D)  # [B, N, 16*D]
+        del w_c
         z3 = ssm * branch3_channel2  # [B, N, 16*D]
+        del branch3_channel2, ssm
         w3_z3 = z3 * self.output_w3_scale  # [B, N, 16*D]
+        del z3
         contract = _contract(w3_z3, 1, False, 16)  # [B, N, D]
+        del w3_z3
         diagonal_scale = self.output_w1_scale.view(1, D // 1, 16).sum(2).reshape(-1)
         diagonal = x * diagonal_scale  # [B, N, D]
+        del diagonal_scale
         proj1 = diagonal + contract  # [B, N, D]
+        del contract, diagonal
         out_proj = F.linear(proj1, self.out_proj_weight, None)  # [B, N, D]
+        del proj1
         return out_proj

@@ -105,8 +105,10 @@ class Padre3(nn.Module):
             self.branch1_token_bias,
             self.grid,
         )
+        del branch1_channel
         mix1_channel = F.linear(y1, self.mix1_channel_weight, None)  # [B, N, D]
         mix1_token = _dwconv2d(mix1_channel, self.mix1_token_weight, None, self.grid)  # [B, N, D]
+        del mix1_channel
         # [B, N, D]
         branch2_channel = F.linear(x, self.branch2_channel_weight, self.branch2_channel_bias)
         # [B, N, D]
@@ -116,9 +118,12 @@ class Padre3(nn.Module):
             self.branch2_token_bias,
             self.grid,
         )
+        del branch2_channel
         z2 = mix1_token * y2  # [B, N, D]
+        del mix1_token, y2
         mix2_channel = F.linear(z2, self.mix2_channel_weight, None)  # [B, N, D]
         mix2_token = _dwconv2d(mix2_channel, self.mix2_token_weight, None, self.grid)  # [B, N, D]
+        del mix2_channel
         # [B, N, D]
         branch3_channel = F.linear(x, self.branch3_channel_weight, self.branch3_channel_bias)
         # [B, N, D]
@@ -128,12 +133,16 @@ class Padre3(nn.Module):
             self.branch3_token_bias,
             self.grid,
         )
+        del branch3_channel
         z3 = mix2_token * y3  # [B, N, D]
+        del mix2_token, y3
         # [B, N, D]
         p = (
             (y1 * self.output_w1_scale)
             .addcmul_(z2, self.output_w2_scale)
             .addcmul_(z3, self.output_w3_scale)
         )
+        del y1, z2, z3
         proj = F.linear(p, self.proj_weight, self.proj_bias)  # [B, N, D]
+        del p
         return proj

@@ -73,7 +73,11 @@ class Sima(nn.Module):
         wv = F.linear(x, self.wv_weight, None)  # [B, N, D]
         wq = F.linear(x, self.wq_weight, None)  # [B, N, D]
         y1 = _normalize(wk, 'l1_tokens', 1, 1e-12)  # [B, N, D]
+        del wk
         y3 = _normalize(wq, 'l1_tokens', 1, 1e-12)  # [B, N, D]
+        del wq
         proj1 = _linear_attention(y3, y1, wv, 8)  # [B, N, D]
+        del wv, y1, y3
         proj = F.linear(proj1, self.proj_weight, self.proj_bias)  # [B, N, D]
+        del proj1
         return proj

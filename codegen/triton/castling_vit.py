@@ -785,6 +785,7 @@ class CastlingVit(nn.Module):
         D = self.dim
         wvkq_weight = torch.cat([self.wv_weight, self.wk_weight, self.wq_weight], 0)
         wvkq = F.linear(x, wvkq_weight, None)  # [B, N, 3*D] (torch)
+        del wvkq_weight
         wv = wvkq[..., :D]  # [B, N, D]
         # fused (triton): dconv = conv(wv)
         dconv = dwconv_hadamard(  # [B, N, D]
@@ -795,13 +796,22 @@ class CastlingVit(nn.Module):
         )[0]
         diagonal_scale = self.w1_scale.view(8, D // 8, D // 8).sum(1).reshape(-1)
         diagonal = wv * diagonal_scale  # [B, N, D] (torch)
+        del diagonal_scale
         wk = wvkq[..., D:2 * D]  # [B, N, D]
         normalize = _normalize(wk, 'l2_rows', 8, 0.0)  # [B, N, D] (torch)
+        del wk
         wq = wvkq[..., 2 * D:]  # [B, N, D]
+        del wvkq
         normalize_2 = _normalize(wq, 'l2_rows', 8, 0.0)  # [B, N, D] (torch)
+        del wq
         linear_attention_2 = linear_attention(normalize_2, normalize, wv, 8, self.w3_scale)  # [B, N, D] (triton: head_state, head_apply)
+        del normalize, normalize_2, wv
         add = diagonal + linear_attention_2  # [B, N, D] (torch)
+        del diagonal, linear_attention_2
         normalize_3 = _normalize(add, 'l2_rows', 8, 0.0)  # [B, N, D] (torch)
+        del add
         add_2 = normalize_3 + dconv  # [B, N, D] (torch)
+        del dconv, normalize_3
         proj = F.linear(add_2, self.proj_weight, self.proj_bias)  # [B, N, D] (torch)
+        del add_2
         return proj

@@ -586,8 +586,10 @@ class Conv2former(nn.Module):
         w12_weight = torch.cat([self.w1_weight, self.w2_weight], 0)
         w12_bias = torch.cat([self.w1_bias, self.w2_bias], 0)
         w12 = F.linear(x, w12_weight, w12_bias)  # [B, N, 2*D] (torch)
+        del w12_bias, w12_weight
         w1 = w12[..., :D]  # [B, N, D]
         w2 = w12[..., D:]  # [B, N, D]
+        del w12
         # fused (triton): z2 = conv(w1) * w2
         z2 = dwconv_hadamard(  # [B, N, D]
             w1, self.dwconv_weight, bias=self.dwconv_bias, gate=w2,
@@ -595,5 +597,7 @@ class Conv2former(nn.Module):
             height=self.grid[0], width=self.grid[1], pad_h=5, pad_w=5,
             store_z=True, store_o=False,
         )[0]
+        del w1, w2
         w3 = F.linear(z2, self.w3_weight, self.w3_bias)  # [B, N, D] (torch)
+        del z2
         return w3

@@ -595,6 +595,7 @@ class Conv2formerGelu(nn.Module):
         w12_weight = torch.cat([self.w1_weight, self.w2_weight], 0)
         w12_bias = torch.cat([self.w1_bias, self.w2_bias], 0)
         w12 = F.linear(x, w12_weight, w12_bias)  # [B, N, 2*D] (torch)
+        del w12_bias, w12_weight
         w1 = w12[..., :D]  # [B, N, D]
         # [B, N, D] (torch)
         poly = _chebyshev(
@@ -607,7 +608,9 @@ class Conv2formerGelu(nn.Module):
             -6.0,
             6.0,
         )
+        del w1
         w2 = w12[..., D:]  # [B, N, D]
+        del w12
         # fused (triton): z2 = conv(poly) * w2
         z2 = dwconv_hadamard(  # [B, N, D]
             poly, self.dwconv_weight, bias=self.dwconv_bias, gate=w2,
@@ -615,5 +618,7 @@ class Conv2formerGelu(nn.Module):
             height=self.grid[0], width=self.grid[1], pad_h=5, pad_w=5,
             store_z=True, store_o=False,
         )[0]
+        del poly, w2
         w3 = F.linear(z2, self.w3_weight, self.w3_bias)  # [B, N, D] (torch)
+        del z2
         return w3

@@ -625,6 +625,7 @@ class Hyena(nn.Module):
             v_proj_x1_proj_x0_proj_weight,
             v_proj_x1_proj_x0_proj_bias,
         )
+        del v_proj_x1_proj_x0_proj_bias, v_proj_x1_proj_x0_proj_weight
         y123_weight = torch.cat([
             self.v_short_weight,
             self.x1_short_weight,
@@ -642,11 +643,17 @@ class Hyena(nn.Module):
             height=1, width=N, pad_h=0, pad_w=2,
             store_z=True, store_o=False,
         )[0]
+        del v_proj_x1_proj_x0_proj, y123_bias, y123_weight
         y1 = y123[..., :D]  # [B, N, D]
         y2 = y123[..., D:2 * D]  # [B, N, D]
         z2 = y1 * y2  # [B, N, D] (torch)
+        del y1, y2
         filter0 = _long_conv(z2, self.filter0_filter, self.filter0_skip)  # [B, N, D] (torch)
+        del z2
         y3 = y123[..., 2 * D:]  # [B, N, D]
+        del y123
         z3 = filter0 * y3  # [B, N, D] (torch)
+        del filter0, y3
         out_proj = F.linear(z3, self.out_proj_weight, self.out_proj_bias)  # [B, N, D] (torch)
+        del z3
         return out_proj

@@ -116,9 +116,12 @@ class Mamba(nn.Module):
             -9.0,
             0.0,
         )
+        del w_dt
         prefix_sum = torch.cumsum(delta, 1)  # [B, N, D] (torch)
         expand = _expand(prefix_sum, 1, True, 16)  # [B, N, 16*D] (torch)
+        del prefix_sum
         v = expand * self.decay_scale  # [B, N, 16*D] (torch)
+        del expand
         # [B, N, 16*D] (torch)
         poly = _chebyshev(
             v,
@@ -137,12 +140,17 @@ class Mamba(nn.Module):
             0.0,
         )
         hadamard = delta * x  # [B, N, D] (torch)
+        del delta
         expand_2 = _expand(hadamard, 1, True, 16)  # [B, N, 16*D] (torch)
+        del hadamard
         w_b = F.linear(x, self.w_b_weight, None)  # [B, N, 16] (torch)
         expand_3 = _expand(w_b, 1, False, D)  # [B, N, 16*D] (torch)
+        del w_b
         y2 = expand_2 * expand_3  # [B, N, 16*D] (torch)
+        del expand_2, expand_3
         prefix_sum_2 = torch.cumsum(y2, 1)  # [B, N, 16*D] (torch)
         hadamard_2 = poly * prefix_sum_2  # [B, N, 16*D] (torch)
+        del poly, prefix_sum_2
         # [B, N, 16*D] (torch)
         poly_2 = _chebyshev(
             v,
@@ -159,8 +167,11 @@ class Mamba(nn.Module):
         )
         poly_3 = _chebyshev(v, (1.0, -1.0), -1.0, 0.0)  # [B, N, 16*D] (torch)
         hadamard_3 = poly_3 * y2  # [B, N, 16*D] (torch)
+        del poly_3
         prefix_sum_3 = torch.cumsum(hadamard_3, 1)  # [B, N, 16*D] (torch)
+        del hadamard_3
         hadamard_4 = poly_2 * prefix_sum_3  # [B, N, 16*D] (torch)
+        del poly_2, prefix_sum_3
         # [B, N, 16*D] (torch)
         poly_4 = _chebyshev(
             v,
@@ -177,8 +188,11 @@ class Mamba(nn.Module):
         )
         poly_5 = _chebyshev(v, (1.5, -2.0, 0.5), -1.0, 0.0)  # [B, N, 16*D] (torch)
         hadamard_5 = poly_5 * y2  # [B, N, 16*D] (torch)
+        del poly_5
         prefix_sum_4 = torch.cumsum(hadamard_5, 1)  # [B, N, 16*D] (torch)
+        del hadamard_5
         hadamard_6 = poly_4 * prefix_sum_4  # [B, N, 16*D] (torch)
+        del poly_4, prefix_sum_4
         # [B, N, 16*D] (torch)
         poly_6 = _chebyshev(
             v,
@@ -195,8 +209,11 @@ class Mamba(nn.Module):
         )
         poly_7 = _chebyshev(v, (2.5, -3.75, 1.5, -0.25), -1.0, 0.0)  # [B, N, 16*D] (torch)
         hadamard_7 = poly_7 * y2  # [B, N, 16*D] (torch)
+        del poly_7
         prefix_sum_5 = torch.cumsum(hadamard_7, 1)  # [B, N, 16*D] (torch)
+        del hadamard_7
         hadamard_8 = poly_6 * prefix_sum_5  # [B, N, 16*D] (torch)
+        del poly_6, prefix_sum_5
         # [B, N, 16*D] (torch)
         poly_8 = _chebyshev(
             v,
@@ -213,8 +230,11 @@ class Mamba(nn.Module):
         )
         poly_9 = _chebyshev(v, (4.375, -7.0, 3.5, -1.0, 0.125), -1.0, 0.0)  # [B, N, 16*D] (torch)
         hadamard_9 = poly_9 * y2  # [B, N, 16*D] (torch)
+        del poly_9
         prefix_sum_6 = torch.cumsum(hadamard_9, 1)  # [B, N, 16*D] (torch)
+        del hadamard_9
         hadamard_10 = poly_8 * prefix_sum_6  # [B, N, 16*D] (torch)
+        del poly_8, prefix_sum_6
         # [B, N, 16*D] (torch)
         poly_10 = _chebyshev(
             v,
@@ -231,8 +251,11 @@ class Mamba(nn.Module):
         # [B, N, 16*D] (torch)
         poly_11 = _chebyshev(v, (7.875, -13.125, 7.5, -2.8125, 0.625, -0.0625), -1.0, 0.0)
         hadamard_11 = poly_11 * y2  # [B, N, 16*D] (torch)
+        del poly_11
         prefix_sum_7 = torch.cumsum(hadamard_11, 1)  # [B, N, 16*D] (torch)
+        del hadamard_11
         hadamard_12 = poly_10 * prefix_sum_7  # [B, N, 16*D] (torch)
+        del poly_10, prefix_sum_7
         # [B, N, 16*D] (torch)
         poly_12 = _chebyshev(
             v,
@@ -254,8 +277,11 @@ class Mamba(nn.Module):
             0.0,
         )
         hadamard_13 = poly_13 * y2  # [B, N, 16*D] (torch)
+        del poly_13
         prefix_sum_8 = torch.cumsum(hadamard_13, 1)  # [B, N, 16*D] (torch)
+        del hadamard_13
         hadamard_14 = poly_12 * prefix_sum_8  # [B, N, 16*D] (torch)
+        del poly_12, prefix_sum_8
         # [B, N, 16*D] (torch)
         poly_14 = _chebyshev(
             v,
@@ -277,8 +303,11 @@ class Mamba(nn.Module):
             0.0,
         )
         hadamard_15 = poly_15 * y2  # [B, N, 16*D] (torch)
+        del poly_15
         prefix_sum_9 = torch.cumsum(hadamard_15, 1)  # [B, N, 16*D] (torch)
+        del hadamard_15
         hadamard_16 = poly_14 * prefix_sum_9  # [B, N, 16*D] (torch)
+        del poly_14, prefix_sum_9
         # [B, N, 16*D] (torch)
         poly_16 = _chebyshev(
             v,
@@ -300,8 +329,11 @@ class Mamba(nn.Module):
             0.0,
         )
         hadamard_17 = poly_17 * y2  # [B, N, 16*D] (torch)
+        del poly_17
         prefix_sum_10 = torch.cumsum(hadamard_17, 1)  # [B, N, 16*D] (torch)
+        del hadamard_17
         hadamard_18 = poly_16 * prefix_sum_10  # [B, N, 16*D] (torch)
+        del poly_16, prefix_sum_10
         # [B, N, 16*D] (torch)
         poly_18 = _chebyshev(
             v,
@@ -325,8 +357,11 @@ class Mamba(nn.Module):
             0.0,
         )
         hadamard_19 = poly_19 * y2  # [B, N, 16*D] (torch)
+        del poly_19
         prefix_sum_11 = torch.cumsum(hadamard_19, 1)  # [B, N, 16*D] (torch)
+        del hadamard_19
         hadamard_20 = poly_18 * prefix_sum_11  # [B, N, 16*D] (torch)
+        del poly_18, prefix_sum_11
         # [B, N, 16*D] (torch)
         poly_20 = _chebyshev(
             v,
@@ -350,8 +385,11 @@ class Mamba(nn.Module):
             0.0,
         )
         hadamard_21 = poly_21 * y2  # [B, N, 16*D] (torch)
+        del poly_21
         prefix_sum_12 = torch.cumsum(hadamard_21, 1)  # [B, N, 16*D] (torch)
+        del hadamard_21
         hadamard_22 = poly_20 * prefix_sum_12  # [B, N, 16*D] (torch)
+        del poly_20, prefix_sum_12
         # [B, N, 16*D] (torch)
         poly_22 = _chebyshev(
             v,
@@ -376,8 +414,11 @@ class Mamba(nn.Module):
             0.0,
         )
         hadamard_23 = poly_23 * y2  # [B, N, 16*D] (torch)
+        del poly_23
         prefix_sum_13 = torch.cumsum(hadamard_23, 1)  # [B, N, 16*D] (torch)
+        del hadamard_23
         hadamard_24 = poly_22 * prefix_sum_13  # [B, N, 16*D] (torch)
+        del poly_22, prefix_sum_13
         # [B, N, 16*D] (torch)
         poly_24 = _chebyshev(
             v,
@@ -402,8 +443,11 @@ class Mamba(nn.Module):
             0.0,
         )
         hadamard_25 = poly_25 * y2  # [B, N, 16*D] (torch)
+        del poly_25
         prefix_sum_14 = torch.cumsum(hadamard_25, 1)  # [B, N, 16*D] (torch)
+        del hadamard_25
         hadamard_26 = poly_24 * prefix_sum_14  # [B, N, 16*D] (torch)
+        del poly_24, prefix_sum_14
         # [B, N, 16*D] (torch)
         poly_26 = _chebyshev(
             v,
@@ -428,8 +472,11 @@ class Mamba(nn.Module):
             0.0,
         )
         hadamard_27 = poly_27 * y2  # [B, N, 16*D] (torch)
+        del poly_27
         prefix_sum_15 = torch.cumsum(hadamard_27, 1)  # [B, N, 16*D] (torch)
+        del hadamard_27
         hadamard_28 = poly_26 * prefix_sum_15  # [B, N, 16*D] (torch)
+        del poly_26, prefix_sum_15
         # [B, N, 16*D] (torch)
         poly_28 = _chebyshev(
             v,
@@ -454,8 +501,11 @@ class Mamba(nn.Module):
             0.0,
         )
         hadamard_29 = poly_29 * y2  # [B, N, 16*D] (torch)
+        del poly_29
         prefix_sum_16 = torch.cumsum(hadamard_29, 1)  # [B, N, 16*D] (torch)
+        del hadamard_29
         hadamard_30 = poly_28 * prefix_sum_16  # [B, N, 16*D] (torch)
+        del poly_28, prefix_sum_16
         # [B, N, 16*D] (torch)
         poly_30 = _chebyshev(
             v,
@@ -480,8 +530,11 @@ class Mamba(nn.Module):
             0.0,
         )
         hadamard_31 = poly_31 * y2  # [B, N, 16*D] (torch)
+        del poly_31
         prefix_sum_17 = torch.cumsum(hadamard_31, 1)  # [B, N, 16*D] (torch)
+        del hadamard_31
         hadamard_32 = poly_30 * prefix_sum_17  # [B, N, 16*D] (torch)
+        del poly_30, prefix_sum_17
         # [B, N, 16*D] (torch)
         poly_32 = _chebyshev(
             v,
@@ -506,8 +559,11 @@ class Mamba(nn.Module):
             0.0,
         )
         hadamard_33 = poly_33 * y2  # [B, N, 16*D] (torch)
+        del poly_33
         prefix_sum_18 = torch.cumsum(hadamard_33, 1)  # [B, N, 16*D] (torch)
+        del hadamard_33
         hadamard_34 = poly_32 * prefix_sum_18  # [B, N, 16*D] (torch)
+        del poly_32, prefix_sum_18
         # [B, N, 16*D] (torch)
         poly_34 = _chebyshev(
             v,
@@ -532,8 +588,11 @@ class Mamba(nn.Module):
             0.0,
         )
         hadamard_35 = poly_35 * y2  # [B, N, 16*D] (torch)
+        del poly_35
         prefix_sum_19 = torch.cumsum(hadamard_35, 1)  # [B, N, 16*D] (torch)
+        del hadamard_35
         hadamard_36 = poly_34 * prefix_sum_19  # [B, N, 16*D] (torch)
+        del poly_34, prefix_sum_19
         # [B, N, 16*D] (torch)
         poly_36 = _chebyshev(
             v,
@@ -558,8 +617,11 @@ class Mamba(nn.Module):
             0.0,
         )
         hadamard_37 = poly_37 * y2  # [B, N, 16*D] (torch)
+        del poly_37
         prefix_sum_20 = torch.cumsum(hadamard_37, 1)  # [B, N, 16*D] (torch)
+        del hadamard_37
         hadamard_38 = poly_36 * prefix_sum_20  # [B, N, 16*D] (torch)
+        del poly_36, prefix_sum_20
         # [B, N, 16*D] (torch)
         poly_38 = _chebyshev(
             v,
@@ -585,8 +647,11 @@ class Mamba(nn.Module):
             0.0,
         )
         hadamard_39 = poly_39 * y2  # [B, N, 16*D] (torch)
+        del poly_39
         prefix_sum_21 = torch.cumsum(hadamard_39, 1)  # [B, N, 16*D] (torch)
+        del hadamard_39
         hadamard_40 = poly_38 * prefix_sum_21  # [B, N, 16*D] (torch)
+        del poly_38, prefix_sum_21
         # [B, N, 16*D] (torch)
         poly_40 = _chebyshev(
             v,
@@ -612,8 +677,11 @@ class Mamba(nn.Module):
             0.0,
         )
         hadamard_41 = poly_41 * y2  # [B, N, 16*D] (torch)
+        del poly_41
         prefix_sum_22 = torch.cumsum(hadamard_41, 1)  # [B, N, 16*D] (torch)
+        del hadamard_41
         hadamard_42 = poly_40 * prefix_sum_22  # [B, N, 16*D] (torch)
+        del poly_40, prefix_sum_22
         # [B, N, 16*D] (torch)
         poly_42 = _chebyshev(
             v,
@@ -636,8 +704,11 @@ class Mamba(nn.Module):
             0.0,
         )
         hadamard_43 = poly_43 * y2  # [B, N, 16*D] (torch)
+        del poly_43
         prefix_sum_23 = torch.cumsum(hadamard_43, 1)  # [B, N, 16*D] (torch)
+        del hadamard_43
         hadamard_44 = poly_42 * prefix_sum_23  # [B, N, 16*D] (torch)
+        del poly_42, prefix_sum_23
         # [B, N, 16*D] (torch)
         poly_44 = _chebyshev(
             v,
@@ -661,8 +732,11 @@ class Mamba(nn.Module):
             0.0,
         )
         hadamard_45 = poly_45 * y2  # [B, N, 16*D] (torch)
+        del poly_45
         prefix_sum_24 = torch.cumsum(hadamard_45, 1)  # [B, N, 16*D] (torch)
+        del hadamard_45
         hadamard_46 = poly_44 * prefix_sum_24  # [B, N, 16*D] (torch)
+        del poly_44, prefix_sum_24
         # [B, N, 16*D] (torch)
         poly_46 = _chebyshev(v, (24475.73420098106, 586716.1119303907), -1.0, 0.0)
         # [B, N, 16*D] (torch)
@@ -681,8 +755,11 @@ class Mamba(nn.Module):
             0.0,
         )
         hadamard_47 = poly_47 * y2  # [B, N, 16*D] (torch)
+        del poly_47
         prefix_sum_25 = torch.cumsum(hadamard_47, 1)  # [B, N, 16*D] (torch)
+        del hadamard_47
         hadamard_48 = poly_46 * prefix_sum_25  # [B, N, 16*D] (torch)
+        del poly_46, prefix_sum_25
         poly_48 = _chebyshev(v, (24446.504663766278,), -1.0, 0.0)  # [B, N, 16*D] (torch)
         # [B, N, 16*D] (torch)
         poly_49 = _chebyshev(
@@ -699,16 +776,26 @@ class Mamba(nn.Module):
             -1.0,
             0.0,
         )
+        del v
         hadamard_49 = poly_49 * y2  # [B, N, 16*D] (torch)
+        del poly_49, y2
         prefix_sum_26 = torch.cumsum(hadamard_49, 1)  # [B, N, 16*D] (torch)
+        del hadamard_49
         hadamard_50 = poly_48 * prefix_sum_26  # [B, N, 16*D] (torch)
+        del poly_48, prefix_sum_26
         # [B, N, 16*D] (torch)
         p = hadamard_2 + hadamard_4 + hadamard_6 + hadamard_8 + hadamard_10 + hadamard_12 + hadamard_14 + hadamard_16 + hadamard_18 + hadamard_20 + hadamard_22 + hadamard_24 + hadamard_26 + hadamard_28 + hadamard_30 + hadamard_32 + hadamard_34 + hadamard_36 + hadamard_38 + hadamard_40 + hadamard_42 + hadamard_44 + hadamard_46 + hadamard_48 + hadamard_50
+        del hadamard_10, hadamard_12, hadamard_14, hadamard_16, hadamard_18, hadamard_2, hadamard_20, hadamard_22, hadamard_24, hadamard_26, hadamard_28, hadamard_30, hadamard_32, hadamard_34, hadamard_36, hadamard_38, hadamard_4, hadamard_40, hadamard_42, hadamard_44, hadamard_46, hadamard_48, hadamard_50, hadamard_6, hadamard_8
         w_c = F.linear(x, self.w_c_weight, None)  # [B, N, 16] (torch)
         expand_4 = _expand(w_c, 1, False, D)  # [B, N, 16*D] (torch)
+        del w_c
         hadamard_51 = p * expand_4  # [B, N, 16*D] (torch)
+        del expand_4, p
         contract = _contract(hadamard_51, 1, False, 16)  # [B, N, D] (torch)
+        del hadamard_51
         skip = x * self.skip_scale  # [B, N, D] (torch)
         add = contract + skip  # [B, N, D] (torch)
+        del contract, skip
         out_proj = F.linear(add, self.out_proj_weight, None)  # [B, N, D] (torch)
+        del add
         return out_proj

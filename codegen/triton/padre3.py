@@ -621,6 +621,7 @@ class Padre3(nn.Module):
         ], 0)
         # [B, N, 3*D] (torch)
         branch123_channel = F.linear(x, branch123_channel_weight, branch123_channel_bias)
+        del branch123_channel_bias, branch123_channel_weight
         y123_weight = torch.cat([
             self.branch1_token_weight,
             self.branch2_token_weight,
@@ -638,6 +639,7 @@ class Padre3(nn.Module):
             height=self.grid[0], width=self.grid[1], pad_h=5, pad_w=5,
             store_z=True, store_o=False,
         )[0]
+        del branch123_channel, y123_bias, y123_weight
         y1 = y123[..., :D]  # [B, N, D]
         mix1_channel = F.linear(y1, self.mix1_channel_weight, None)  # [B, N, D] (torch)
         y2 = y123[..., D:2 * D]  # [B, N, D]
@@ -648,8 +650,11 @@ class Padre3(nn.Module):
             height=self.grid[0], width=self.grid[1], pad_h=5, pad_w=5,
             store_z=True, store_o=True,
         )
+        del mix1_channel, y1, y2
         mix2_channel = F.linear(z2, self.mix2_channel_weight, None)  # [B, N, D] (torch)
+        del z2
         y3 = y123[..., 2 * D:]  # [B, N, D]
+        del y123
         # fused (triton): p = p + self.output_w3_scale * (conv(mix2_channel) * y3)
         p = dwconv_hadamard(  # [B, N, D]
             mix2_channel, self.mix2_token_weight, bias=None, gate=y3,
@@ -657,5 +662,7 @@ class Padre3(nn.Module):
             height=self.grid[0], width=self.grid[1], pad_h=5, pad_w=5,
             store_z=False, store_o=True,
         )[1]
+        del mix2_channel, y3
         proj = F.linear(p, self.proj_weight, self.proj_bias)  # [B, N, D] (torch)
+        del p
         return proj

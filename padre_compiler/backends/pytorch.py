@@ -10,6 +10,7 @@ axis as an H x W grid (row-major), which for a contiguous [B, N, C] tensor is a 
 
 from __future__ import annotations
 
+import ast
 import builtins
 import keyword
 import re
@@ -360,8 +361,36 @@ def module_source(g: Graph, decls: dict[str, ParamDecl], *, name: str, docstring
     parts += ["", "    def reset_parameters(self) -> None:", ind + "D = self.dim"]
     parts += [ind + line for line in _init_lines(decls)]
     parts += ["", "    def forward(self, x: torch.Tensor) -> torch.Tensor:", ind + fwd_doc]
-    parts += [ind + line for stmt in check + body for line in stmt.split("\n")]
+    parts += [ind + line for stmt in check + free_after_last_use(body)
+              for line in stmt.split("\n")]
     return "\n".join(parts) + "\n"
+
+
+def free_after_last_use(body: list[str]) -> list[str]:
+    """`body` with `del a, b` after the statement that reads each local for the last time.
+
+    A forward's locals otherwise live until it returns, so every intermediate is held at once
+    and each call allocates fresh memory (with glibc, freshly faulted pages); released at their
+    last use, they go back to the allocator while the forward runs and the next intermediate
+    of the same size reuses them. Autograd keeps whatever it saved for backward regardless.
+    """
+    stores: list[set[str]] = []
+    loads: list[set[str]] = []
+    for stmt in body:
+        names = [n for n in ast.walk(ast.parse(stmt)) if isinstance(n, ast.Name)]
+        stores.append({n.id for n in names if isinstance(n.ctx, ast.Store)})
+        loads.append({n.id for n in names if isinstance(n.ctx, ast.Load)})
+    last: dict[str, int] = {}
+    for i, (stored, loaded) in enumerate(zip(stores, loads, strict=True)):
+        for local in stored | (loaded & set(last)):
+            last[local] = i
+    out = []
+    for i, stmt in enumerate(body):
+        out.append(stmt)
+        dead = sorted(n for n, k in last.items() if k == i)
+        if dead and not stmt.startswith("return"):
+            out.append(f"del {', '.join(dead)}")
+    return out
 
 
 def helper_sources(helpers: list[str]) -> list[str]:
