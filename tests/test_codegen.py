@@ -80,3 +80,30 @@ def test_generated_module_traces_whole_under_torch_compile(name: str) -> None:
     y = traced(x)
     y.sum().backward()
     assert torch.allclose(y, module(x), rtol=1e-9) and x.grad is not None
+
+
+@pytest.mark.parametrize("name", SPECS)
+def test_forward_frees_every_intermediate_after_its_last_use(name: str) -> None:
+    """Each local is deleted right after the statement that reads it last (never earlier) or
+    returned; nothing is read after its del."""
+    import ast
+
+    tree = ast.parse(codegen_path(name, "torch").read_text())
+    forward = next(n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)
+                   and n.name == "forward")
+    deleted: set[str] = set()
+    assigned: set[str] = set()
+    for k, stmt in enumerate(forward.body):
+        loads = {n.id for n in ast.walk(stmt) if isinstance(n, ast.Name)
+                 and isinstance(n.ctx, ast.Load)}
+        assert not loads & deleted, (name, loads & deleted)
+        if isinstance(stmt, ast.Delete):
+            gone = {t.id for t in stmt.targets}
+            later = {n.id for s in forward.body[k + 1:] for n in ast.walk(s)
+                     if isinstance(n, ast.Name)}
+            assert not gone & later and gone <= assigned
+            deleted |= gone
+        assigned |= {n.id for n in ast.walk(stmt) if isinstance(n, ast.Name)
+                     and isinstance(n.ctx, ast.Store)}
+    returned = {n.id for n in ast.walk(forward.body[-1]) if isinstance(n, ast.Name)}
+    assert assigned - {"B", "N", "_", "D"} <= deleted | returned
