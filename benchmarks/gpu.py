@@ -17,7 +17,9 @@ standalone codegen/triton/padre3.py, not the compiler. Steps, under a global tim
    compile time counts against the budget), and qkv + SDPA + proj attention; forward and
    forward+backward;
 4. the 3C-wide fused conv alone, both forms (ms and useful TFLOP/s: where the time goes);
-5. ratios (attention / x, eager / x) and the fraction of the floor reached. Floor of padre3 =
+5. SimA: the linear-attention kernels (head_state / head_apply) against the PyTorch backend's
+   einsum module and attention, forward and forward+backward, C = 384;
+6. ratios (attention / x, eager / x) and the fraction of the floor reached. Floor of padre3 =
    max(bytes / bandwidth, FLOPs / matmul rate), where FLOPs are the GEMMs plus the 11x11 taps
    counted as tensor-core work (the lowest floor) and bytes are the tensors crossing kernel
    boundaries in the compiled structure (25 C elements per token, bf16); attention's floor is
@@ -64,9 +66,9 @@ class Budget:
         return self.seconds - (time.perf_counter() - self.t0)
 
 
-def load_generated(name: str):
-    path = ROOT / "codegen" / "triton" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"padre_gpu_{name}", path)
+def load_generated(name: str, backend: str = "triton"):
+    path = ROOT / "codegen" / backend / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"padre_gpu_{backend}_{name}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -281,6 +283,46 @@ def fmt(v, spec: str = ".3f") -> str:
     return "-" if v is None else format(v, spec)
 
 
+SIMA_SHAPES = [(384, 3136, 8), (384, 25600, 1), (384, 102400, 1)]
+
+
+def sima_rows(device, budget: Budget, smoke: bool) -> list[dict]:
+    """SimA (l1-normalised Q (K^T V), 6 heads of 64): the Triton module (head_state /
+    head_apply kernels) vs the PyTorch backend's module (einsum) vs attention, forward and
+    forward+backward, bf16 (fp32 in --smoke); outputs compared before timing."""
+    tri, ref = load_generated("sima"), load_generated("sima", "torch")
+    dtype = torch.float32 if smoke else torch.bfloat16
+    rows = []
+    for c, n, batch in ([(64, 64, 2)] if smoke else SIMA_SHAPES):
+        if budget.left() < 30:
+            rows.append({"C": c, "N": n, "batch": batch, "skipped": ["all (time budget)"]})
+            continue
+        torch.manual_seed(0)
+        fast = tri.Sima(c).to(device=device, dtype=dtype)
+        slow = ref.Sima(c).to(device=device, dtype=dtype)
+        slow.load_state_dict(fast.state_dict())
+        attn = Attention(c, num_heads=c // 64).to(device=device, dtype=dtype)
+        x = torch.randn(batch, n, c, device=device, dtype=dtype)
+        with torch.no_grad():
+            err = rel(fast(x), slow(x))
+        mods = {"triton": fast, "torch": slow, "attention": attn}
+        with torch.no_grad():
+            ms = {k: median_ms(lambda m=m, x=x: m(x), device) for k, m in mods.items()}
+        xg = x.detach().requires_grad_()
+        train = {k: median_ms(lambda m=m, xg=xg: m(xg).sum().backward(), device)
+                 for k, m in mods.items()}
+        rows.append({"C": c, "N": n, "batch": batch, "max_rel_err_vs_torch": err, "ms": ms,
+                     "ms_train": train})
+        print(f"sima C={c} N={n} B={batch}: triton {fmt(ms['triton'])} ms, torch "
+              f"{fmt(ms['torch'])}, attention {fmt(ms['attention'])} (err {err:.1e})",
+              flush=True)
+    return rows
+
+
+def _ratio(a: float | None, b: float | None) -> str:
+    return fmt(a / b, ".2f") if a and b else "-"
+
+
 def markdown(meta: dict, rows: list[dict]) -> str:
     lines = [f"# padre3 on {meta['device']} (bf16, {KERNEL}x{KERNEL} depthwise, degree 3)", "",
              f"Command: `{meta.get('command', 'python benchmarks/gpu.py')}`", "",
@@ -327,6 +369,22 @@ def markdown(meta: dict, rows: list[dict]) -> str:
             f"| {fmt(r.get('conv3c_useful_tflops_toeplitz'), '.1f')} "
             f"| {fmt(r.get('conv3c_ms_direct'))} "
             f"| {fmt(r.get('conv3c_useful_tflops_direct'), '.1f')} |")
+    if meta.get("sima"):
+        lines += ["", "SimA (linear attention on the head_state / head_apply kernels) vs the "
+                  "PyTorch backend's einsum module vs attention, ms (forward; forward + "
+                  "backward):", "",
+                  "| C | N | batch | triton | torch | attention | x attn | x torch | "
+                  "train: triton | torch | attention | rel. err vs torch |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        for r in meta["sima"]:
+            ms, tr = r.get("ms", {}), r.get("ms_train", {})
+            lines.append(
+                f"| {r['C']} | {r['N']} | {r['batch']} | {fmt(ms.get('triton'))} "
+                f"| {fmt(ms.get('torch'))} | {fmt(ms.get('attention'))} "
+                f"| {_ratio(ms.get('attention'), ms.get('triton'))} "
+                f"| {_ratio(ms.get('torch'), ms.get('triton'))} | {fmt(tr.get('triton'))} "
+                f"| {fmt(tr.get('torch'))} | {fmt(tr.get('attention'))} "
+                f"| {fmt(r.get('max_rel_err_vs_torch'), '.1e')} |")
     errors = [(r["C"], r["N"], r.get("errors"), r.get("skipped")) for r in rows
               if r.get("errors") or r.get("skipped")]
     if errors:
@@ -417,6 +475,11 @@ def main() -> int:
               f"floor frac {fmt(row.get('floor_fraction_triton'), '.2f')} "
               f"[{budget.left():.0f} s left]", flush=True)
         (out / "gpu_padre3.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+    try:
+        meta["sima"] = sima_rows(device, budget, args.smoke)
+    except Exception as err:  # recorded, the padre3 results stand
+        traceback.print_exc()
+        meta["sima"] = [{"C": 0, "N": 0, "batch": 0, "errors": {"sima": repr(err)[:300]}}]
     meta["seconds"] = args.budget - budget.left()
     (out / "gpu_padre3.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
     table = markdown(meta, rows)
