@@ -49,11 +49,13 @@ def specs(draw: st.DrawFn, max_degree: int = 4, allow_norm: bool = True) -> Case
     degree = draw(st.integers(1, max_degree))
     outer = degree >= 3 and draw(st.integers(0, 3)) == 0  # SimA-style outer-product features
     heads = draw(st.sampled_from([1, 2])) if outer else 1
+    # the tiled factor (V) is Y_2 (SimA) or Y_1 (then Z_1 = V F is Castling-style constant term)
+    tiled = (0 if draw(st.booleans()) else 1) if outer else -1
     branches, mixes = [], []
     for i in range(degree):
         channel: Any = draw(_channel)
         if outer:
-            mode = "tile" if i == 1 else "replicate"
+            mode = "tile" if i == tiled else "replicate"
             channel = [{"op": "dense"}, {"op": "expand", "mode": mode, "heads": heads}]
         branch = {"channel": channel, "token": {"op": "identity"} if outer
                   else draw(_token_ops(layout))}
@@ -66,8 +68,11 @@ def specs(draw: st.DrawFn, max_degree: int = 4, allow_norm: bool = True) -> Case
                           "token": {"op": "global_sum" if i == 1 else "identity"}})
         else:
             mixes.append({"channel": draw(_channel), "token": draw(_token_ops(layout))})
-    if outer:
-        output = {"terms": [3] if degree == 3 else [3, degree], "weights": "none",
+    if outer:  # weighted sums of terms exercise distribute_contract, the weighted
+        # re-association and contract_expansions
+        terms = draw(st.sampled_from([[3], [1, 3], [2, 3], [1, 2, 3]])) if degree == 3 \
+            else [3, degree]
+        output = {"terms": terms, "weights": draw(st.sampled_from(["none", "per_channel"])),
                   "projection": [{"op": "contract", "heads": heads}, {"op": "dense"}]}
     else:
         terms = draw(st.lists(st.integers(1, degree), min_size=1, max_size=degree, unique=True))
