@@ -117,13 +117,13 @@ class Mamba(nn.Module):
             0.0,
         )
         del w_dt
-        prefix_sum = torch.cumsum(delta, 1)  # [B, N, D] (torch)
-        expand = _expand(prefix_sum, 1, True, 16)  # [B, N, 16*D] (torch)
-        del prefix_sum
+        s = torch.cumsum(delta, 1)  # [B, N, D] (torch)
+        expand = _expand(s, 1, True, 16)  # [B, N, 16*D] (torch)
+        del s
         v = expand * self.decay_scale  # [B, N, 16*D] (torch)
         del expand
         # [B, N, 16*D] (torch)
-        poly = _chebyshev(
+        decay_t0 = _chebyshev(
             v,
             (
                 0.029528873507725956, 0.058890578321370256, 0.05839155751331082,
@@ -139,20 +139,20 @@ class Mamba(nn.Module):
             -1.0,
             0.0,
         )
-        hadamard = delta * x  # [B, N, D] (torch)
+        delta_x = delta * x  # [B, N, D] (torch)
         del delta
-        expand_2 = _expand(hadamard, 1, True, 16)  # [B, N, 16*D] (torch)
-        del hadamard
-        w_b = F.linear(x, self.w_b_weight, None)  # [B, N, 16] (torch)
-        expand_3 = _expand(w_b, 1, False, D)  # [B, N, 16*D] (torch)
-        del w_b
+        expand_2 = _expand(delta_x, 1, True, 16)  # [B, N, 16*D] (torch)
+        del delta_x
+        b = F.linear(x, self.w_b_weight, None)  # [B, N, 16] (torch)
+        expand_3 = _expand(b, 1, False, D)  # [B, N, 16*D] (torch)
+        del b
         y2 = expand_2 * expand_3  # [B, N, 16*D] (torch)
         del expand_2, expand_3
-        prefix_sum_2 = torch.cumsum(y2, 1)  # [B, N, 16*D] (torch)
-        hadamard_2 = poly * prefix_sum_2  # [B, N, 16*D] (torch)
-        del poly, prefix_sum_2
+        state0 = torch.cumsum(y2, 1)  # [B, N, 16*D] (torch)
+        hadamard = decay_t0 * state0  # [B, N, 16*D] (torch)
+        del decay_t0, state0
         # [B, N, 16*D] (torch)
-        poly_2 = _chebyshev(
+        decay_t1 = _chebyshev(
             v,
             (
                 3.775590807852769, 7.558016624725717, 7.433400459063365, 7.324450394706538,
@@ -165,15 +165,15 @@ class Mamba(nn.Module):
             -1.0,
             0.0,
         )
-        poly_3 = _chebyshev(v, (1.0, -1.0), -1.0, 0.0)  # [B, N, 16*D] (torch)
-        hadamard_3 = poly_3 * y2  # [B, N, 16*D] (torch)
-        del poly_3
-        prefix_sum_3 = torch.cumsum(hadamard_3, 1)  # [B, N, 16*D] (torch)
-        del hadamard_3
-        hadamard_4 = poly_2 * prefix_sum_3  # [B, N, 16*D] (torch)
-        del poly_2, prefix_sum_3
+        decay_s1 = _chebyshev(v, (1.0, -1.0), -1.0, 0.0)  # [B, N, 16*D] (torch)
+        hadamard_2 = decay_s1 * y2  # [B, N, 16*D] (torch)
+        del decay_s1
+        state1 = torch.cumsum(hadamard_2, 1)  # [B, N, 16*D] (torch)
+        del hadamard_2
+        hadamard_3 = decay_t1 * state1  # [B, N, 16*D] (torch)
+        del decay_t1, state1
         # [B, N, 16*D] (torch)
-        poly_4 = _chebyshev(
+        decay_t2 = _chebyshev(
             v,
             (
                 180.88357876579673, 354.2008825089524, 354.2091409069004, 339.3340815907487,
@@ -186,15 +186,15 @@ class Mamba(nn.Module):
             -1.0,
             0.0,
         )
-        poly_5 = _chebyshev(v, (1.5, -2.0, 0.5), -1.0, 0.0)  # [B, N, 16*D] (torch)
-        hadamard_5 = poly_5 * y2  # [B, N, 16*D] (torch)
-        del poly_5
-        prefix_sum_4 = torch.cumsum(hadamard_5, 1)  # [B, N, 16*D] (torch)
-        del hadamard_5
-        hadamard_6 = poly_4 * prefix_sum_4  # [B, N, 16*D] (torch)
-        del poly_4, prefix_sum_4
+        decay_s2 = _chebyshev(v, (1.5, -2.0, 0.5), -1.0, 0.0)  # [B, N, 16*D] (torch)
+        hadamard_4 = decay_s2 * y2  # [B, N, 16*D] (torch)
+        del decay_s2
+        state2 = torch.cumsum(hadamard_4, 1)  # [B, N, 16*D] (torch)
+        del hadamard_4
+        hadamard_5 = decay_t2 * state2  # [B, N, 16*D] (torch)
+        del decay_t2, state2
         # [B, N, 16*D] (torch)
-        poly_6 = _chebyshev(
+        decay_t3 = _chebyshev(
             v,
             (
                 4332.186810553763, 8896.881255170863, 8428.2396994355, 8424.602400634902,
@@ -207,15 +207,15 @@ class Mamba(nn.Module):
             -1.0,
             0.0,
         )
-        poly_7 = _chebyshev(v, (2.5, -3.75, 1.5, -0.25), -1.0, 0.0)  # [B, N, 16*D] (torch)
-        hadamard_7 = poly_7 * y2  # [B, N, 16*D] (torch)
-        del poly_7
-        prefix_sum_5 = torch.cumsum(hadamard_7, 1)  # [B, N, 16*D] (torch)
-        del hadamard_7
-        hadamard_8 = poly_6 * prefix_sum_5  # [B, N, 16*D] (torch)
-        del poly_6, prefix_sum_5
+        decay_s3 = _chebyshev(v, (2.5, -3.75, 1.5, -0.25), -1.0, 0.0)  # [B, N, 16*D] (torch)
+        hadamard_6 = decay_s3 * y2  # [B, N, 16*D] (torch)
+        del decay_s3
+        state3 = torch.cumsum(hadamard_6, 1)  # [B, N, 16*D] (torch)
+        del hadamard_6
+        hadamard_7 = decay_t3 * state3  # [B, N, 16*D] (torch)
+        del decay_t3, state3
         # [B, N, 16*D] (torch)
-        poly_8 = _chebyshev(
+        decay_t4 = _chebyshev(
             v,
             (
                 67366.55674859272, 126157.41812342416, 130284.6728695902, 117729.1784239654,
@@ -228,15 +228,16 @@ class Mamba(nn.Module):
             -1.0,
             0.0,
         )
-        poly_9 = _chebyshev(v, (4.375, -7.0, 3.5, -1.0, 0.125), -1.0, 0.0)  # [B, N, 16*D] (torch)
-        hadamard_9 = poly_9 * y2  # [B, N, 16*D] (torch)
-        del poly_9
-        prefix_sum_6 = torch.cumsum(hadamard_9, 1)  # [B, N, 16*D] (torch)
-        del hadamard_9
-        hadamard_10 = poly_8 * prefix_sum_6  # [B, N, 16*D] (torch)
-        del poly_8, prefix_sum_6
         # [B, N, 16*D] (torch)
-        poly_10 = _chebyshev(
+        decay_s4 = _chebyshev(v, (4.375, -7.0, 3.5, -1.0, 0.125), -1.0, 0.0)
+        hadamard_8 = decay_s4 * y2  # [B, N, 16*D] (torch)
+        del decay_s4
+        state4 = torch.cumsum(hadamard_8, 1)  # [B, N, 16*D] (torch)
+        del hadamard_8
+        hadamard_9 = decay_t4 * state4  # [B, N, 16*D] (torch)
+        del decay_t4, state4
+        # [B, N, 16*D] (torch)
+        decay_t5 = _chebyshev(
             v,
             (
                 618820.388215684, 1337475.5168434528, 1187177.8091820295, 1233247.7785478858,
@@ -249,15 +250,15 @@ class Mamba(nn.Module):
             0.0,
         )
         # [B, N, 16*D] (torch)
-        poly_11 = _chebyshev(v, (7.875, -13.125, 7.5, -2.8125, 0.625, -0.0625), -1.0, 0.0)
-        hadamard_11 = poly_11 * y2  # [B, N, 16*D] (torch)
-        del poly_11
-        prefix_sum_7 = torch.cumsum(hadamard_11, 1)  # [B, N, 16*D] (torch)
-        del hadamard_11
-        hadamard_12 = poly_10 * prefix_sum_7  # [B, N, 16*D] (torch)
-        del poly_10, prefix_sum_7
+        decay_s5 = _chebyshev(v, (7.875, -13.125, 7.5, -2.8125, 0.625, -0.0625), -1.0, 0.0)
+        hadamard_10 = decay_s5 * y2  # [B, N, 16*D] (torch)
+        del decay_s5
+        state5 = torch.cumsum(hadamard_10, 1)  # [B, N, 16*D] (torch)
+        del hadamard_10
+        hadamard_11 = decay_t5 * state5  # [B, N, 16*D] (torch)
+        del decay_t5, state5
         # [B, N, 16*D] (torch)
-        poly_12 = _chebyshev(
+        decay_t6 = _chebyshev(
             v,
             (
                 4800071.391978012, 8371299.784057124, 9154317.6116748, 7579847.911269044,
@@ -270,20 +271,20 @@ class Mamba(nn.Module):
             0.0,
         )
         # [B, N, 16*D] (torch)
-        poly_13 = _chebyshev(
+        decay_s6 = _chebyshev(
             v,
             (14.4375, -24.75, 15.46875, -6.875, 2.0625, -0.375, 0.03125),
             -1.0,
             0.0,
         )
-        hadamard_13 = poly_13 * y2  # [B, N, 16*D] (torch)
-        del poly_13
-        prefix_sum_8 = torch.cumsum(hadamard_13, 1)  # [B, N, 16*D] (torch)
-        del hadamard_13
-        hadamard_14 = poly_12 * prefix_sum_8  # [B, N, 16*D] (torch)
-        del poly_12, prefix_sum_8
+        hadamard_12 = decay_s6 * y2  # [B, N, 16*D] (torch)
+        del decay_s6
+        state6 = torch.cumsum(hadamard_12, 1)  # [B, N, 16*D] (torch)
+        del hadamard_12
+        hadamard_13 = decay_t6 * state6  # [B, N, 16*D] (torch)
+        del decay_t6, state6
         # [B, N, 16*D] (torch)
-        poly_14 = _chebyshev(
+        decay_t7 = _chebyshev(
             v,
             (
                 21319324.051656052, 49764903.368276164, 40246848.16501024, 44533864.73303314,
@@ -296,20 +297,20 @@ class Mamba(nn.Module):
             0.0,
         )
         # [B, N, 16*D] (torch)
-        poly_15 = _chebyshev(
+        decay_s7 = _chebyshev(
             v,
             (26.8125, -46.921875, 31.28125, -15.640625, 5.6875, -1.421875, 0.21875, -0.015625),
             -1.0,
             0.0,
         )
-        hadamard_15 = poly_15 * y2  # [B, N, 16*D] (torch)
-        del poly_15
-        prefix_sum_9 = torch.cumsum(hadamard_15, 1)  # [B, N, 16*D] (torch)
-        del hadamard_15
-        hadamard_16 = poly_14 * prefix_sum_9  # [B, N, 16*D] (torch)
-        del poly_14, prefix_sum_9
+        hadamard_14 = decay_s7 * y2  # [B, N, 16*D] (torch)
+        del decay_s7
+        state7 = torch.cumsum(hadamard_14, 1)  # [B, N, 16*D] (torch)
+        del hadamard_14
+        hadamard_15 = decay_t7 * state7  # [B, N, 16*D] (torch)
+        del decay_t7, state7
         # [B, N, 16*D] (torch)
-        poly_16 = _chebyshev(
+        decay_t8 = _chebyshev(
             v,
             (
                 101153191.76987693, 159877438.37386388, 189865157.69768476, 139754014.29135853,
@@ -322,20 +323,20 @@ class Mamba(nn.Module):
             0.0,
         )
         # [B, N, 16*D] (torch)
-        poly_17 = _chebyshev(
+        decay_s8 = _chebyshev(
             v,
             (50.2734375, -89.375, 62.5625, -34.125, 14.21875, -4.375, 0.9375, -0.125, 0.0078125),
             -1.0,
             0.0,
         )
-        hadamard_17 = poly_17 * y2  # [B, N, 16*D] (torch)
-        del poly_17
-        prefix_sum_10 = torch.cumsum(hadamard_17, 1)  # [B, N, 16*D] (torch)
-        del hadamard_17
-        hadamard_18 = poly_16 * prefix_sum_10  # [B, N, 16*D] (torch)
-        del poly_16, prefix_sum_10
+        hadamard_16 = decay_s8 * y2  # [B, N, 16*D] (torch)
+        del decay_s8
+        state8 = torch.cumsum(hadamard_16, 1)  # [B, N, 16*D] (torch)
+        del hadamard_16
+        hadamard_17 = decay_t8 * state8  # [B, N, 16*D] (torch)
+        del decay_t8, state8
         # [B, N, 16*D] (torch)
-        poly_18 = _chebyshev(
+        decay_t9 = _chebyshev(
             v,
             (
                 240260668.73358858, 621966631.4898038, 444993017.82854104, 537582116.957499,
@@ -347,7 +348,7 @@ class Mamba(nn.Module):
             0.0,
         )
         # [B, N, 16*D] (torch)
-        poly_19 = _chebyshev(
+        decay_s9 = _chebyshev(
             v,
             (
                 94.9609375, -170.9296875, 124.3125, -72.515625, 33.46875, -11.953125, 3.1875,
@@ -356,14 +357,14 @@ class Mamba(nn.Module):
             -1.0,
             0.0,
         )
-        hadamard_19 = poly_19 * y2  # [B, N, 16*D] (torch)
-        del poly_19
-        prefix_sum_11 = torch.cumsum(hadamard_19, 1)  # [B, N, 16*D] (torch)
-        del hadamard_19
-        hadamard_20 = poly_18 * prefix_sum_11  # [B, N, 16*D] (torch)
-        del poly_18, prefix_sum_11
+        hadamard_18 = decay_s9 * y2  # [B, N, 16*D] (torch)
+        del decay_s9
+        state9 = torch.cumsum(hadamard_18, 1)  # [B, N, 16*D] (torch)
+        del hadamard_18
+        hadamard_19 = decay_t9 * state9  # [B, N, 16*D] (torch)
+        del decay_t9, state9
         # [B, N, 16*D] (torch)
-        poly_20 = _chebyshev(
+        decay_t10 = _chebyshev(
             v,
             (
                 787330089.627731, 1095872504.153814, 1450266852.9575014, 917875297.0223981,
@@ -375,7 +376,7 @@ class Mamba(nn.Module):
             0.0,
         )
         # [B, N, 16*D] (torch)
-        poly_21 = _chebyshev(
+        decay_s10 = _chebyshev(
             v,
             (
                 180.42578125, -328.046875, 246.03515625, -151.40625, 75.703125, -30.28125,
@@ -384,14 +385,14 @@ class Mamba(nn.Module):
             -1.0,
             0.0,
         )
-        hadamard_21 = poly_21 * y2  # [B, N, 16*D] (torch)
-        del poly_21
-        prefix_sum_12 = torch.cumsum(hadamard_21, 1)  # [B, N, 16*D] (torch)
-        del hadamard_21
-        hadamard_22 = poly_20 * prefix_sum_12  # [B, N, 16*D] (torch)
-        del poly_20, prefix_sum_12
+        hadamard_20 = decay_s10 * y2  # [B, N, 16*D] (torch)
+        del decay_s10
+        state10 = torch.cumsum(hadamard_20, 1)  # [B, N, 16*D] (torch)
+        del hadamard_20
+        hadamard_21 = decay_t10 * state10  # [B, N, 16*D] (torch)
+        del decay_t10, state10
         # [B, N, 16*D] (torch)
-        poly_22 = _chebyshev(
+        decay_t11 = _chebyshev(
             v,
             (
                 1042514783.1460288, 3077821798.232038, 1885780020.082273, 2550452033.520218,
@@ -403,7 +404,7 @@ class Mamba(nn.Module):
             0.0,
         )
         # [B, N, 16*D] (torch)
-        poly_23 = _chebyshev(
+        decay_s11 = _chebyshev(
             v,
             (
                 344.44921875, -631.490234375, 485.76171875, -312.275390625, 166.546875,
@@ -413,14 +414,14 @@ class Mamba(nn.Module):
             -1.0,
             0.0,
         )
-        hadamard_23 = poly_23 * y2  # [B, N, 16*D] (torch)
-        del poly_23
-        prefix_sum_13 = torch.cumsum(hadamard_23, 1)  # [B, N, 16*D] (torch)
-        del hadamard_23
-        hadamard_24 = poly_22 * prefix_sum_13  # [B, N, 16*D] (torch)
-        del poly_22, prefix_sum_13
+        hadamard_22 = decay_s11 * y2  # [B, N, 16*D] (torch)
+        del decay_s11
+        state11 = torch.cumsum(hadamard_22, 1)  # [B, N, 16*D] (torch)
+        del hadamard_22
+        hadamard_23 = decay_t11 * state11  # [B, N, 16*D] (torch)
+        del decay_t11, state11
         # [B, N, 16*D] (torch)
-        poly_24 = _chebyshev(
+        decay_t12 = _chebyshev(
             v,
             (
                 2558907717.698567, 3038613715.0553684, 4604845135.691795, 2410020375.0279427,
@@ -432,7 +433,7 @@ class Mamba(nn.Module):
             0.0,
         )
         # [B, N, 16*D] (torch)
-        poly_25 = _chebyshev(
+        decay_s12 = _chebyshev(
             v,
             (
                 660.1943359375, -1218.8203125, 957.64453125, -638.4296875, 359.11669921875,
@@ -442,14 +443,14 @@ class Mamba(nn.Module):
             -1.0,
             0.0,
         )
-        hadamard_25 = poly_25 * y2  # [B, N, 16*D] (torch)
-        del poly_25
-        prefix_sum_14 = torch.cumsum(hadamard_25, 1)  # [B, N, 16*D] (torch)
-        del hadamard_25
-        hadamard_26 = poly_24 * prefix_sum_14  # [B, N, 16*D] (torch)
-        del poly_24, prefix_sum_14
+        hadamard_24 = decay_s12 * y2  # [B, N, 16*D] (torch)
+        del decay_s12
+        state12 = torch.cumsum(hadamard_24, 1)  # [B, N, 16*D] (torch)
+        del hadamard_24
+        hadamard_25 = decay_t12 * state12  # [B, N, 16*D] (torch)
+        del decay_t12, state12
         # [B, N, 16*D] (torch)
-        poly_26 = _chebyshev(
+        decay_t13 = _chebyshev(
             v,
             (
                 1899206726.455906, 6595688359.747141, 3330934419.8263702, 5178812933.380436,
@@ -460,7 +461,7 @@ class Mamba(nn.Module):
             0.0,
         )
         # [B, N, 16*D] (torch)
-        poly_27 = _chebyshev(
+        decay_s13 = _chebyshev(
             v,
             (
                 1269.6044921875, -2357.8369140625, 1886.26953125, -1296.810302734375,
@@ -471,14 +472,14 @@ class Mamba(nn.Module):
             -1.0,
             0.0,
         )
-        hadamard_27 = poly_27 * y2  # [B, N, 16*D] (torch)
-        del poly_27
-        prefix_sum_15 = torch.cumsum(hadamard_27, 1)  # [B, N, 16*D] (torch)
-        del hadamard_27
-        hadamard_28 = poly_26 * prefix_sum_15  # [B, N, 16*D] (torch)
-        del poly_26, prefix_sum_15
+        hadamard_26 = decay_s13 * y2  # [B, N, 16*D] (torch)
+        del decay_s13
+        state13 = torch.cumsum(hadamard_26, 1)  # [B, N, 16*D] (torch)
+        del hadamard_26
+        hadamard_27 = decay_t13 * state13  # [B, N, 16*D] (torch)
+        del decay_t13, state13
         # [B, N, 16*D] (torch)
-        poly_28 = _chebyshev(
+        decay_t14 = _chebyshev(
             v,
             (
                 3700294093.2507663, 3610774930.48698, 6458346992.251941, 2659079381.96516,
@@ -489,7 +490,7 @@ class Mamba(nn.Module):
             0.0,
         )
         # [B, N, 16*D] (torch)
-        poly_29 = _chebyshev(
+        decay_s14 = _chebyshev(
             v,
             (
                 2448.52294921875, -4570.576171875, 3713.5931396484375, -2621.35986328125,
@@ -500,14 +501,14 @@ class Mamba(nn.Module):
             -1.0,
             0.0,
         )
-        hadamard_29 = poly_29 * y2  # [B, N, 16*D] (torch)
-        del poly_29
-        prefix_sum_16 = torch.cumsum(hadamard_29, 1)  # [B, N, 16*D] (torch)
-        del hadamard_29
-        hadamard_30 = poly_28 * prefix_sum_16  # [B, N, 16*D] (torch)
-        del poly_28, prefix_sum_16
+        hadamard_28 = decay_s14 * y2  # [B, N, 16*D] (torch)
+        del decay_s14
+        state14 = torch.cumsum(hadamard_28, 1)  # [B, N, 16*D] (torch)
+        del hadamard_28
+        hadamard_29 = decay_t14 * state14  # [B, N, 16*D] (torch)
+        del decay_t14, state14
         # [B, N, 16*D] (torch)
-        poly_30 = _chebyshev(
+        decay_t15 = _chebyshev(
             v,
             (
                 1502421218.8921342, 6367444867.712239, 2523405780.386004, 4645219003.111721,
@@ -518,7 +519,7 @@ class Mamba(nn.Module):
             0.0,
         )
         # [B, N, 16*D] (torch)
-        poly_31 = _chebyshev(
+        decay_s15 = _chebyshev(
             v,
             (
                 4733.81103515625, -8875.895690917969, 7309.5611572265625, -5279.127502441406,
@@ -529,14 +530,14 @@ class Mamba(nn.Module):
             -1.0,
             0.0,
         )
-        hadamard_31 = poly_31 * y2  # [B, N, 16*D] (torch)
-        del poly_31
-        prefix_sum_17 = torch.cumsum(hadamard_31, 1)  # [B, N, 16*D] (torch)
-        del hadamard_31
-        hadamard_32 = poly_30 * prefix_sum_17  # [B, N, 16*D] (torch)
-        del poly_30, prefix_sum_17
+        hadamard_30 = decay_s15 * y2  # [B, N, 16*D] (torch)
+        del decay_s15
+        state15 = torch.cumsum(hadamard_30, 1)  # [B, N, 16*D] (torch)
+        del hadamard_30
+        hadamard_31 = decay_t15 * state15  # [B, N, 16*D] (torch)
+        del decay_t15, state15
         # [B, N, 16*D] (torch)
-        poly_32 = _chebyshev(
+        decay_t16 = _chebyshev(
             v,
             (
                 2426403640.955731, 1853676164.5401888, 4056876673.4474316, 1222824719.4436877,
@@ -547,7 +548,7 @@ class Mamba(nn.Module):
             0.0,
         )
         # [B, N, 16*D] (torch)
-        poly_33 = _chebyshev(
+        decay_s16 = _chebyshev(
             v,
             (
                 9171.758880615234, -17264.4873046875, 14387.07275390625, -10601.0009765625,
@@ -558,14 +559,14 @@ class Mamba(nn.Module):
             -1.0,
             0.0,
         )
-        hadamard_33 = poly_33 * y2  # [B, N, 16*D] (torch)
-        del poly_33
-        prefix_sum_18 = torch.cumsum(hadamard_33, 1)  # [B, N, 16*D] (torch)
-        del hadamard_33
-        hadamard_34 = poly_32 * prefix_sum_18  # [B, N, 16*D] (torch)
-        del poly_32, prefix_sum_18
+        hadamard_32 = decay_s16 * y2  # [B, N, 16*D] (torch)
+        del decay_s16
+        state16 = torch.cumsum(hadamard_32, 1)  # [B, N, 16*D] (torch)
+        del hadamard_32
+        hadamard_33 = decay_t16 * state16  # [B, N, 16*D] (torch)
+        del decay_t16, state16
         # [B, N, 16*D] (torch)
-        poly_34 = _chebyshev(
+        decay_t17 = _chebyshev(
             v,
             (
                 508419549.1326463, 2758214115.3155117, 798759549.4958587, 1803654898.033764,
@@ -575,7 +576,7 @@ class Mamba(nn.Module):
             0.0,
         )
         # [B, N, 16*D] (torch)
-        poly_35 = _chebyshev(
+        decay_s17 = _chebyshev(
             v,
             (
                 17804.002532958984, -33629.78256225586, 28319.81689453125, -21239.862670898438,
@@ -587,14 +588,14 @@ class Mamba(nn.Module):
             -1.0,
             0.0,
         )
-        hadamard_35 = poly_35 * y2  # [B, N, 16*D] (torch)
-        del poly_35
-        prefix_sum_19 = torch.cumsum(hadamard_35, 1)  # [B, N, 16*D] (torch)
-        del hadamard_35
-        hadamard_36 = poly_34 * prefix_sum_19  # [B, N, 16*D] (torch)
-        del poly_34, prefix_sum_19
+        hadamard_34 = decay_s17 * y2  # [B, N, 16*D] (torch)
+        del decay_s17
+        state17 = torch.cumsum(hadamard_34, 1)  # [B, N, 16*D] (torch)
+        del hadamard_34
+        hadamard_35 = decay_t17 * state17  # [B, N, 16*D] (torch)
+        del decay_t17, state17
         # [B, N, 16*D] (torch)
-        poly_36 = _chebyshev(
+        decay_t18 = _chebyshev(
             v,
             (
                 703667181.4684753, 392164722.8229467, 1100866127.9018936, 214662600.7127559,
@@ -604,7 +605,7 @@ class Mamba(nn.Module):
             0.0,
         )
         # [B, N, 16*D] (torch)
-        poly_37 = _chebyshev(
+        decay_s18 = _chebyshev(
             v,
             (
                 34618.893814086914, -65593.69354248047, 55754.6395111084, -42479.725341796875,
@@ -616,14 +617,14 @@ class Mamba(nn.Module):
             -1.0,
             0.0,
         )
-        hadamard_37 = poly_37 * y2  # [B, N, 16*D] (torch)
-        del poly_37
-        prefix_sum_20 = torch.cumsum(hadamard_37, 1)  # [B, N, 16*D] (torch)
-        del hadamard_37
-        hadamard_38 = poly_36 * prefix_sum_20  # [B, N, 16*D] (torch)
-        del poly_36, prefix_sum_20
+        hadamard_36 = decay_s18 * y2  # [B, N, 16*D] (torch)
+        del decay_s18
+        state18 = torch.cumsum(hadamard_36, 1)  # [B, N, 16*D] (torch)
+        del hadamard_36
+        hadamard_37 = decay_t18 * state18  # [B, N, 16*D] (torch)
+        del decay_t18, state18
         # [B, N, 16*D] (torch)
-        poly_38 = _chebyshev(
+        decay_t19 = _chebyshev(
             v,
             (
                 68080132.56586674, 507081462.8006646, 94879767.99247593, 275320172.7160554,
@@ -633,7 +634,7 @@ class Mamba(nn.Module):
             0.0,
         )
         # [B, N, 16*D] (torch)
-        poly_39 = _chebyshev(
+        decay_s19 = _chebyshev(
             v,
             (
                 67415.74058532715, -128089.90711212158, 109791.34895324707, -84838.76964569092,
@@ -646,14 +647,14 @@ class Mamba(nn.Module):
             -1.0,
             0.0,
         )
-        hadamard_39 = poly_39 * y2  # [B, N, 16*D] (torch)
-        del poly_39
-        prefix_sum_21 = torch.cumsum(hadamard_39, 1)  # [B, N, 16*D] (torch)
-        del hadamard_39
-        hadamard_40 = poly_38 * prefix_sum_21  # [B, N, 16*D] (torch)
-        del poly_38, prefix_sum_21
+        hadamard_38 = decay_s19 * y2  # [B, N, 16*D] (torch)
+        del decay_s19
+        state19 = torch.cumsum(hadamard_38, 1)  # [B, N, 16*D] (torch)
+        del hadamard_38
+        hadamard_39 = decay_t19 * state19  # [B, N, 16*D] (torch)
+        del decay_t19, state19
         # [B, N, 16*D] (torch)
-        poly_40 = _chebyshev(
+        decay_t20 = _chebyshev(
             v,
             (
                 82887633.95726532, 29812584.915979546, 115067121.63446417, 10836631.317484364,
@@ -663,7 +664,7 @@ class Mamba(nn.Module):
             0.0,
         )
         # [B, N, 16*D] (torch)
-        poly_41 = _chebyshev(
+        decay_s20 = _chebyshev(
             v,
             (
                 131460.69414138794, -250401.32217407227, 216255.68733215332, -169243.58139038086,
@@ -676,21 +677,21 @@ class Mamba(nn.Module):
             -1.0,
             0.0,
         )
-        hadamard_41 = poly_41 * y2  # [B, N, 16*D] (torch)
-        del poly_41
-        prefix_sum_22 = torch.cumsum(hadamard_41, 1)  # [B, N, 16*D] (torch)
-        del hadamard_41
-        hadamard_42 = poly_40 * prefix_sum_22  # [B, N, 16*D] (torch)
-        del poly_40, prefix_sum_22
+        hadamard_40 = decay_s20 * y2  # [B, N, 16*D] (torch)
+        del decay_s20
+        state20 = torch.cumsum(hadamard_40, 1)  # [B, N, 16*D] (torch)
+        del hadamard_40
+        hadamard_41 = decay_t20 * state20  # [B, N, 16*D] (torch)
+        del decay_t20, state20
         # [B, N, 16*D] (torch)
-        poly_42 = _chebyshev(
+        decay_t21 = _chebyshev(
             v,
             (2967737.088972983, 34287478.337858915, 3096180.376424104, 12369931.359865736),
             -1.0,
             0.0,
         )
         # [B, N, 16*D] (torch)
-        poly_43 = _chebyshev(
+        decay_s21 = _chebyshev(
             v,
             (
                 256661.35522842407, -489989.85998153687, 426078.1391143799, -337311.8601322174,
@@ -703,21 +704,21 @@ class Mamba(nn.Module):
             -1.0,
             0.0,
         )
-        hadamard_43 = poly_43 * y2  # [B, N, 16*D] (torch)
-        del poly_43
-        prefix_sum_23 = torch.cumsum(hadamard_43, 1)  # [B, N, 16*D] (torch)
-        del hadamard_43
-        hadamard_44 = poly_42 * prefix_sum_23  # [B, N, 16*D] (torch)
-        del poly_42, prefix_sum_23
+        hadamard_42 = decay_s21 * y2  # [B, N, 16*D] (torch)
+        del decay_s21
+        state21 = torch.cumsum(hadamard_42, 1)  # [B, N, 16*D] (torch)
+        del hadamard_42
+        hadamard_43 = decay_t21 * state21  # [B, N, 16*D] (torch)
+        del decay_t21, state21
         # [B, N, 16*D] (torch)
-        poly_44 = _chebyshev(
+        decay_t22 = _chebyshev(
             v,
             (3245330.564429824, 562941.8866225644, 3373617.6435997463),
             -1.0,
             0.0,
         )
         # [B, N, 16*D] (torch)
-        poly_45 = _chebyshev(
+        decay_s22 = _chebyshev(
             v,
             (
                 501656.2852191925, -959690.2847671509, 839728.999171257, -671783.1993370056,
@@ -731,16 +732,16 @@ class Mamba(nn.Module):
             -1.0,
             0.0,
         )
-        hadamard_45 = poly_45 * y2  # [B, N, 16*D] (torch)
-        del poly_45
-        prefix_sum_24 = torch.cumsum(hadamard_45, 1)  # [B, N, 16*D] (torch)
-        del hadamard_45
-        hadamard_46 = poly_44 * prefix_sum_24  # [B, N, 16*D] (torch)
-        del poly_44, prefix_sum_24
+        hadamard_44 = decay_s22 * y2  # [B, N, 16*D] (torch)
+        del decay_s22
+        state22 = torch.cumsum(hadamard_44, 1)  # [B, N, 16*D] (torch)
+        del hadamard_44
+        hadamard_45 = decay_t22 * state22  # [B, N, 16*D] (torch)
+        del decay_t22, state22
         # [B, N, 16*D] (torch)
-        poly_46 = _chebyshev(v, (24475.73420098106, 586716.1119303907), -1.0, 0.0)
+        decay_t23 = _chebyshev(v, (24475.73420098106, 586716.1119303907), -1.0, 0.0)
         # [B, N, 16*D] (torch)
-        poly_47 = _chebyshev(
+        decay_s23 = _chebyshev(
             v,
             (
                 981501.427602768, -1881211.069571972, 1655465.7412233353, -1337106.9448342323,
@@ -754,15 +755,15 @@ class Mamba(nn.Module):
             -1.0,
             0.0,
         )
-        hadamard_47 = poly_47 * y2  # [B, N, 16*D] (torch)
-        del poly_47
-        prefix_sum_25 = torch.cumsum(hadamard_47, 1)  # [B, N, 16*D] (torch)
-        del hadamard_47
-        hadamard_48 = poly_46 * prefix_sum_25  # [B, N, 16*D] (torch)
-        del poly_46, prefix_sum_25
-        poly_48 = _chebyshev(v, (24446.504663766278,), -1.0, 0.0)  # [B, N, 16*D] (torch)
+        hadamard_46 = decay_s23 * y2  # [B, N, 16*D] (torch)
+        del decay_s23
+        state23 = torch.cumsum(hadamard_46, 1)  # [B, N, 16*D] (torch)
+        del hadamard_46
+        hadamard_47 = decay_t23 * state23  # [B, N, 16*D] (torch)
+        del decay_t23, state23
+        decay_t24 = _chebyshev(v, (24446.504663766278,), -1.0, 0.0)  # [B, N, 16*D] (torch)
         # [B, N, 16*D] (torch)
-        poly_49 = _chebyshev(
+        decay_s24 = _chebyshev(
             v,
             (
                 1922106.962388754, -3690445.3677864075, 3264624.7484264374, -2660064.609828949,
@@ -777,22 +778,22 @@ class Mamba(nn.Module):
             0.0,
         )
         del v
-        hadamard_49 = poly_49 * y2  # [B, N, 16*D] (torch)
-        del poly_49, y2
-        prefix_sum_26 = torch.cumsum(hadamard_49, 1)  # [B, N, 16*D] (torch)
-        del hadamard_49
-        hadamard_50 = poly_48 * prefix_sum_26  # [B, N, 16*D] (torch)
-        del poly_48, prefix_sum_26
+        hadamard_48 = decay_s24 * y2  # [B, N, 16*D] (torch)
+        del decay_s24, y2
+        state24 = torch.cumsum(hadamard_48, 1)  # [B, N, 16*D] (torch)
+        del hadamard_48
+        hadamard_49 = decay_t24 * state24  # [B, N, 16*D] (torch)
+        del decay_t24, state24
         # [B, N, 16*D] (torch)
-        p = hadamard_2 + hadamard_4 + hadamard_6 + hadamard_8 + hadamard_10 + hadamard_12 + hadamard_14 + hadamard_16 + hadamard_18 + hadamard_20 + hadamard_22 + hadamard_24 + hadamard_26 + hadamard_28 + hadamard_30 + hadamard_32 + hadamard_34 + hadamard_36 + hadamard_38 + hadamard_40 + hadamard_42 + hadamard_44 + hadamard_46 + hadamard_48 + hadamard_50
-        del hadamard_10, hadamard_12, hadamard_14, hadamard_16, hadamard_18, hadamard_2, hadamard_20, hadamard_22, hadamard_24, hadamard_26, hadamard_28, hadamard_30, hadamard_32, hadamard_34, hadamard_36, hadamard_38, hadamard_4, hadamard_40, hadamard_42, hadamard_44, hadamard_46, hadamard_48, hadamard_50, hadamard_6, hadamard_8
+        p = hadamard + hadamard_3 + hadamard_5 + hadamard_7 + hadamard_9 + hadamard_11 + hadamard_13 + hadamard_15 + hadamard_17 + hadamard_19 + hadamard_21 + hadamard_23 + hadamard_25 + hadamard_27 + hadamard_29 + hadamard_31 + hadamard_33 + hadamard_35 + hadamard_37 + hadamard_39 + hadamard_41 + hadamard_43 + hadamard_45 + hadamard_47 + hadamard_49
+        del hadamard, hadamard_11, hadamard_13, hadamard_15, hadamard_17, hadamard_19, hadamard_21, hadamard_23, hadamard_25, hadamard_27, hadamard_29, hadamard_3, hadamard_31, hadamard_33, hadamard_35, hadamard_37, hadamard_39, hadamard_41, hadamard_43, hadamard_45, hadamard_47, hadamard_49, hadamard_5, hadamard_7, hadamard_9
         w_c = F.linear(x, self.w_c_weight, None)  # [B, N, 16] (torch)
         expand_4 = _expand(w_c, 1, False, D)  # [B, N, 16*D] (torch)
         del w_c
-        hadamard_51 = p * expand_4  # [B, N, 16*D] (torch)
+        hadamard_50 = p * expand_4  # [B, N, 16*D] (torch)
         del expand_4, p
-        contract = _contract(hadamard_51, 1, False, 16)  # [B, N, D] (torch)
-        del hadamard_51
+        contract = _contract(hadamard_50, 1, False, 16)  # [B, N, D] (torch)
+        del hadamard_50
         skip = x * self.skip_scale  # [B, N, D] (torch)
         add = contract + skip  # [B, N, D] (torch)
         del contract, skip

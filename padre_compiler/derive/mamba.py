@@ -112,8 +112,9 @@ def expansion_coeffs(m: int, u_min: float) -> tuple[list, list]:
     return r, w
 
 
-def _poly(x: dsl.Expr, coeffs: tuple[float, ...], what: str) -> dsl.Expr:
-    return dsl.Expr("poly", (x,), {"coeffs": coeffs, "lo": -1.0, "hi": 0.0, "surrogate": what})
+def _poly(x: dsl.Expr, coeffs: tuple[float, ...], what: str, label: str) -> dsl.Expr:
+    return dsl.Expr("poly", (x,), {"coeffs": coeffs, "lo": -1.0, "hi": 0.0, "surrogate": what},
+                    label=label)
 
 
 def selective_spec(m: int, q: int, u_min: float, sp_range: tuple[float, float],
@@ -121,16 +122,23 @@ def selective_spec(m: int, q: int, u_min: float, sp_range: tuple[float, float],
     x = dsl.tokens("sequence")
     delta = dsl.surrogate(dsl.dense(x, "w_dt", bias=True), "softplus", q, *sp_range)
     delta.label = "Δ"
-    v = dsl.diagonal(dsl.expand(dsl.prefix_sum(delta), mode="replicate", times=states), "decay")
+    s_cum = dsl.prefix_sum(delta)
+    s_cum.label = "S"
+    v = dsl.diagonal(dsl.expand(s_cum, mode="replicate", times=states), "decay")
     v.label = "V"  # A S / |u_min| per (d, n), in [-1, 0]
-    u = dsl.expand(delta * x, mode="replicate", times=states) * dsl.expand(
-        dsl.dense(x, "w_b", out=states), mode="tile", times="dim")
+    dx = delta * x
+    dx.label = "ΔX"
+    b_in = dsl.dense(x, "w_b", out=states)
+    b_in.label = "B"
+    u = dsl.expand(dx, mode="replicate", times=states) * dsl.expand(b_in, mode="tile",
+                                                                     times="dim")
     u.label = "Y2"
     r, w = expansion_coeffs(m, u_min)
     terms = []
     for i in range(m + 1):
-        g = dsl.prefix_sum(u if i == 0 else _poly(v, w[i], f"(1 - a)^{i}") * u)
-        terms.append(_poly(v, r[i], f"R_{i}") * g)
+        g = dsl.prefix_sum(u if i == 0 else _poly(v, w[i], f"(1 - a)^{i}", f"decay_s{i}") * u)
+        g.label = f"state{i}"
+        terms.append(_poly(v, r[i], f"R_{i}", f"decay_t{i}") * g)
     y = dsl.add(*terms)
     y.label = "P"
     c = dsl.expand(dsl.dense(x, "w_c", out=states), mode="tile", times="dim")
