@@ -9,6 +9,7 @@
     padre verify SPEC [--trials K]      certificate: optimised graph and generated code == spec
     padre fuzz SPEC [--examples N]      hypothesis fuzzing of a backend against float64
     padre prove NAME... | --all         instance derivations -> proofs/NAME.md (exit 1 on a FAIL)
+    padre families                      spec families and their parameters (family = "...")
     padre caote eval [--budgets ...]    KV-cache eviction on SmolLM2-135M (perplexity, passkey,
                                         per-layer error, overhead) -> benchmarks/caote/
 
@@ -327,6 +328,18 @@ def cmd_prove(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def cmd_families(args: argparse.Namespace) -> int:
+    from padre_compiler.spec.families import FAMILIES
+
+    for name, fam in FAMILIES.items():
+        console.print(f"[bold]{name}[/bold]: {escape(fam.doc)}")
+        for pname, param in fam.params.items():
+            allowed = f" (one of: {', '.join(map(str, param.choices))})" if param.choices else ""
+            console.print(escape(f"  {pname} = {param.default!r}: {param.doc}{allowed}"),
+                          soft_wrap=True)
+    return 0
+
+
 def cmd_caote(args: argparse.Namespace) -> int:
     from padre_compiler.caote.evaluate import main as evaluate
 
@@ -396,6 +409,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-write", action="store_true", help="print only; do not write proofs/")
     p.add_argument("-q", "--quiet", action="store_true", help="print verdicts, not the reports")
     p.set_defaults(fn=cmd_prove)
+
+    p = sub.add_parser("families", help="spec families and their parameters")
+    p.set_defaults(fn=cmd_families)
 
     p = sub.add_parser("caote", help="CAOTE KV-cache eviction: `padre caote eval --help`")
     p.add_argument("action", choices=["eval"], help="eval: the evaluation on SmolLM2-135M")

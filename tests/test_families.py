@@ -105,3 +105,13 @@ def test_castling_cubic_term_needs_and_fixes_the_head_width() -> None:
         pc.compile(spec, dim=8)
     module = pc.compile(spec, dim=4).double()
     assert module(torch.randn(1, 5, 4, dtype=torch.float64)).shape == (1, 5, 4)
+
+
+def test_cli_lists_every_family_with_its_parameters() -> None:
+    proc = subprocess.run([sys.executable, "-m", "padre_compiler.cli", "families"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    for name, fam in FAMILIES.items():
+        assert name in proc.stdout
+        assert all(f"{p} = " in proc.stdout for p in fam.params)
+    assert "[decay_min, 0]" in proc.stdout  # brackets survive the console markup
