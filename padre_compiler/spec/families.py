@@ -1,6 +1,6 @@
 """Spec families: TOML specs whose structure follows from a few parameters (Hyena's order, the
-orders of Mamba's surrogates, Castling-ViT's constant term), where the canonical recursion has
-no room for the shape:
+orders of Mamba's surrogates, Castling-ViT's constant term and arccos order), where the
+canonical recursion has no room for the shape:
 
     name = "mamba"
     family = "mamba_selective"
@@ -45,6 +45,7 @@ class Family:
     build: Callable[[dict[str, Any]], Spec]
 
 
+# builders import their derive module when called: derive/ imports the loader, which imports this
 def _hyena(p: dict[str, Any]) -> Spec:
     from padre_compiler.derive.hyena import hyena_spec
 
