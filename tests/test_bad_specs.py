@@ -112,6 +112,11 @@ CASES = [
      "parameters.softplus_range", "lo < hi"),
     ("family_and_branches", FAMILY + GOOD.replace('layout = "sequence"\ndegree = 2\n', ""),
      "branch", "takes its structure from family 'hyena'"),
+    ("parameters_without_family", GOOD + "\n[parameters]\norder = 3\n", "parameters",
+     "without a family"),
+    ("family_not_a_string", FAMILY.replace('"hyena"', "3"), "family", "expected str"),
+    ("parameters_not_a_table", 'family = "hyena"\nparameters = 3\n', "parameters",
+     "expected table"),
 ]
 
 

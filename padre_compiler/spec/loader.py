@@ -32,7 +32,7 @@ from padre_compiler.ir.registry import OPS
 from padre_compiler.ir.width import Width
 from padre_compiler.spec import dsl
 from padre_compiler.spec.dsl import Expr
-from padre_compiler.spec.families import build_family, family_params
+from padre_compiler.spec.families import FAMILIES, build_family, family_params
 from padre_compiler.spec.model import LAYOUTS, Branch, CanonicalForm, Spec
 
 SPECS_DIR = Path(__file__).resolve().parents[2] / "specs"
@@ -94,6 +94,10 @@ def parse_spec(text: str, source: str = "<string>", default_name: str = "spec",
     _unknown_keys(data, TOP_KEYS, "")
     if "family" in data:
         return _build_family(data, source, default_name, params or {})
+    if "parameters" in data:
+        raise SpecError("parameters", "a [parameters] table without a family",
+                        f"add family = one of {', '.join(FAMILIES)}, or remove [parameters]",
+                        source=source)
     if params:
         raise SpecError("parameters", f"this spec has no parameters to set ({', '.join(params)})",
                         "parameters apply to family specs (family = \"...\"); edit the "
