@@ -237,7 +237,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
                                trials=args.trials, full_size=True, seed=args.seed)
         dim, small_grid, small_tokens = small_size(spec.layout, args.dim, grid, tokens,
                                                    max_dim=8, max_side=5,
-                                                   fixed_dim=spec.fixed_dim)
+                                                   fixed_dim=spec.fixed_dim,
+                                                   graph=result.records[0].graph)
         cls = compile_module_class(result)
         probe = cls(dim, small_grid) if small_grid else cls(dim)
         code = check_code(probe, result.records[0].graph, dim=dim, tokens=small_tokens,

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from padre_compiler.backends.pytorch import class_name, emit_module
-from padre_compiler.errors import PadreError, ShapeError
-from padre_compiler.ir.graph import Graph
+from padre_compiler.errors import PadreError
+from padre_compiler.ir.graph import Graph, validate_dim
 from padre_compiler.passes import PIPELINE, PIPELINES, PassContext, PassRecord, run_pipeline
 from padre_compiler.spec.loader import load_spec
 from padre_compiler.spec.model import Spec
@@ -108,7 +108,7 @@ def certify_compile(spec: Spec, records: list[PassRecord], ctx: PassContext, *,
     dim, grid, tokens = ctx.dim, ctx.grid, ctx.tokens
     if not full_size:
         dim, grid, tokens = small_size(spec.layout, dim, grid, tokens,
-                                       fixed_dim=spec.fixed_dim)
+                                       fixed_dim=spec.fixed_dim, graph=records[0].graph)
         if grid is None:  # wide feature maps (expand by T) get fewer tokens, at least 8
             widest = max(node.width.at(dim) for _, node, _ in records[0].graph.items())
             tokens = min(tokens, max(8, CERTIFICATE_ELEMENTS // widest))
@@ -137,18 +137,6 @@ def load_source(source: str, name: str) -> Any:
     sys.modules[modname] = module
     module_spec.loader.exec_module(module)
     return module
-
-
-def validate_dim(g: Graph, dim: int) -> None:
-    """Every width is a positive integer at this D and every per-head op's input splits into
-    its heads; raises ShapeError naming the op otherwise."""
-    for _, node, inputs in g.items():
-        node.width.at(dim)
-        heads = node.a.get("heads")
-        if heads and inputs and g.node(inputs[0]).width.at(dim) % heads:
-            raise ShapeError(f"{node.op} '{node.label}': width {g.node(inputs[0]).width.at(dim)} "
-                             f"at dim={dim} does not split into heads={heads}; use a dim "
-                             f"divisible by {heads}")
 
 
 def max_tokens(g: Graph) -> list[int]:
@@ -181,7 +169,8 @@ def compile(spec: str | Path | Spec, *, dim: int, backend: str = "torch",
     instance = cls(dim, grid) if grid is not None else cls(dim)
     small_dim, small_grid, small_tokens = small_size(spec.layout, dim, grid, DEFAULT_TOKENS,
                                                      max_dim=8, max_side=4,
-                                                     fixed_dim=spec.fixed_dim)
+                                                     fixed_dim=spec.fixed_dim,
+                                                     graph=result.records[0].graph)
     probe = cls(small_dim, small_grid) if small_grid is not None else cls(small_dim)
     spec_graph = result.records[0].graph
     code = check_code(probe, spec_graph, dim=small_dim, grid=small_grid,

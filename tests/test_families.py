@@ -115,3 +115,12 @@ def test_cli_lists_every_family_with_its_parameters() -> None:
         assert name in proc.stdout
         assert all(f"{p} = " in proc.stdout for p in fam.params)
     assert "[decay_min, 0]" in proc.stdout  # brackets survive the console markup
+
+
+def test_reduced_certificate_sizes_respect_the_heads() -> None:
+    """3 heads: D = 384 is valid, the certificate's default D = 32 is not; it takes 30 (and the
+    code certificate's probe 6) instead of failing the compile."""
+    spec = load_spec("castling_vit", params={"heads": 3})
+    module = pc.compile(spec, dim=48)
+    assert module.certificate.passed and module.certificate.code.passed
+    assert "D=30" in str(module.certificate)

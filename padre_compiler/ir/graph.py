@@ -14,6 +14,7 @@ from typing import Any
 
 import networkx as nx
 
+from padre_compiler.errors import ShapeError
 from padre_compiler.ir.params import ParamDecl, ParamExpr
 from padre_compiler.ir.width import Width
 
@@ -119,3 +120,15 @@ class Graph:
 
     def relabel(self, nid: int, **changes: Any) -> None:
         self.set_node(nid, replace(self.node(nid), **changes))
+
+
+def validate_dim(g: Graph, dim: int) -> None:
+    """Every width is a positive integer at this D and every per-head op's input splits into
+    its heads; raises ShapeError naming the op otherwise."""
+    for _, node, inputs in g.items():
+        node.width.at(dim)
+        heads = node.a.get("heads")
+        if heads and inputs and g.node(inputs[0]).width.at(dim) % heads:
+            raise ShapeError(f"{node.op} '{node.label}': width {g.node(inputs[0]).width.at(dim)} "
+                             f"at dim={dim} does not split into heads={heads}; use a dim "
+                             f"divisible by {heads}")

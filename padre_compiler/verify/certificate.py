@@ -32,7 +32,8 @@ from typing import Any
 import numpy as np
 
 from padre_compiler.backends.reference import run_graph
-from padre_compiler.ir.graph import Graph
+from padre_compiler.errors import ShapeError
+from padre_compiler.ir.graph import Graph, validate_dim
 from padre_compiler.ir.ops import EvalContext
 from padre_compiler.verify.degree import total_degree
 from padre_compiler.verify.field import GF, P, element, random_gf
@@ -215,12 +216,25 @@ def _check_code_numeric(module: Any, spec_graph: Graph, dim: int, tokens: int,
 
 
 def small_size(layout: str, dim: int, grid: tuple[int, int] | None, tokens: int,
-               max_dim: int = 32, max_side: int = 8, fixed_dim: int | None = None
-               ) -> tuple[int, tuple[int, int] | None, int]:
-    """A size at which a compile's certificate is cheap: the same graph, smaller D and N
-    (D stays `fixed_dim` for a spec valid at one width only)."""
-    small_dim = fixed_dim or min(dim, max_dim)
+               max_dim: int = 32, max_side: int = 8, fixed_dim: int | None = None,
+               graph: Graph | None = None) -> tuple[int, tuple[int, int] | None, int]:
+    """A size at which a compile's certificate is cheap: the same graph, smaller D and N. D is
+    the largest width <= max_dim at which `graph` is valid (heads divide it), else `dim`; it
+    stays `fixed_dim` for a spec valid at one width only."""
+    small_dim = fixed_dim or _largest_valid(graph, min(dim, max_dim), dim)
     if layout == "grid2d" and grid is not None:
         small = (min(grid[0], max_side), min(grid[1], max_side + 1))
         return small_dim, small, small[0] * small[1]
     return small_dim, None, min(tokens, max_side * max_side)
+
+
+def _largest_valid(graph: Graph | None, cap: int, fallback: int) -> int:
+    if graph is None:
+        return cap
+    for d in range(cap, 0, -1):
+        try:
+            validate_dim(graph, d)
+        except ShapeError:
+            continue
+        return d
+    return fallback
