@@ -92,6 +92,7 @@ def generate(spec: str | Path | Spec, *, dim: int = 384, grid: tuple[int, int] |
                          f"dim={spec.fixed_dim} (--dim {spec.fixed_dim})")
     if spec.layout == "grid2d" and grid is None:
         grid = (14, 14)
+    validate_dim(spec.graph(), dim)  # the passes decide by costs at this width: it must exist
     ctx = pass_context(spec, dim, grid if spec.layout == "grid2d" else None, tokens)
     g, records = optimise(spec, ctx, PIPELINES[backend])
     emit = emit_module

@@ -45,3 +45,15 @@ def test_inspect_expands(capsys: pytest.CaptureFixture) -> None:
     assert cli.main(["inspect", "conv2former", "--expand", "4,2", "--expand-grid", "2x2"]) == 0
     out = capsys.readouterr().out
     assert "degrees in x: [0, 1, 2]" in out and "Z_{2} =" in out
+
+
+def test_compile_refuses_a_width_the_spec_cannot_split(tmp_path) -> None:
+    import subprocess
+    import sys
+
+    out = tmp_path / "sima.py"
+    proc = subprocess.run([sys.executable, "-m", "padre_compiler.cli", "compile", "sima",
+                           "--dim", "100", "-o", str(out)], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 2 and "divisible by 8" in proc.stderr
+    assert "Traceback" not in proc.stderr and not out.exists()
