@@ -164,8 +164,7 @@ def compile(spec: str | Path | Spec, *, dim: int, backend: str = "torch",
         raise PadreError(f"spec '{spec.name}' mixes tokens on a 2-D grid: pass grid=(H, W)")
     if spec.layout == "sequence" and grid is not None:
         raise PadreError(f"spec '{spec.name}' is a sequence spec: it takes no grid")
-    validate_dim(spec.graph(), dim)
-    result = generate(spec, dim=dim, grid=grid, backend=backend)
+    result = generate(spec, dim=dim, grid=grid, backend=backend)  # validates dim
     cls = compile_module_class(result)
     instance = cls(dim, grid) if grid is not None else cls(dim)
     small_dim, small_grid, small_tokens = small_size(spec.layout, dim, grid, DEFAULT_TOKENS,

@@ -44,6 +44,7 @@ from padre_compiler.compiler import (
     validate_dim,
 )
 from padre_compiler.errors import PadreError, ShapeError
+from padre_compiler.ir.graph import Graph
 from padre_compiler.ir.ops import EvalContext
 from padre_compiler.spec.model import Spec
 from padre_compiler.verify.poison import nan_poisoned
@@ -78,6 +79,11 @@ class Outcome:
         return not self.message and self.error <= self.allowed
 
 
+def width_step(g: Graph) -> int:
+    """Widths that multiples of this split into every op's heads."""
+    return math.lcm(1, *(g.node(n).a.get("heads") or 1 for n in g.g.nodes))
+
+
 def default_device(backend: str) -> str:
     """Where a backend's modules run when fuzzed: Triton kernels on the GPU when there is one
     (without, CPU tensors under TRITON_INTERPRET=1); the torch backend on the CPU."""
@@ -94,7 +100,8 @@ class Harness:
         self.device = torch.device(device or default_device(backend))
         self.graph = spec.graph()
         self.decls = self.graph.decls
-        result = generate(spec, backend=backend, dim=spec.fixed_dim or 384)
+        step = width_step(self.graph)  # a width near 384 that every head count divides
+        result = generate(spec, backend=backend, dim=spec.fixed_dim or step * max(1, 384 // step))
         self.cls = getattr(load_source(result.source, spec.name), result.class_name)
         eager = emit_module(self.graph, self.graph.decls, name=f"{spec.name}_eager",
                             header=f"{spec.name}: the spec graph lowered op by op (no passes)")
@@ -157,7 +164,7 @@ class Harness:
 def examples(spec: Spec, backend: str) -> st.SearchStrategy[Example]:
     dtypes = BACKEND_DTYPES[backend]
     g = spec.graph()
-    step = math.lcm(1, *(g.node(n).a.get("heads") or 1 for n in g.g.nodes))  # dims that split
+    step = width_step(g)
 
     @st.composite
     def example(draw: st.DrawFn) -> Example:

@@ -82,3 +82,11 @@ def test_fuzz_passes_on_an_ill_conditioned_spec() -> None:
     twin."""
     report = fuzz("mamba", examples_n=8)
     assert report.failure is None and report.examples > 0
+
+
+def test_fuzz_harness_compiles_at_a_width_its_heads_divide() -> None:
+    """384 does not split into 5 heads: the harness compiles at 380 instead of failing."""
+    from tests.passes_helpers import sima_like
+
+    report = fuzz(sima_like(heads=5), examples_n=5)
+    assert report.failure is None and report.examples > 0

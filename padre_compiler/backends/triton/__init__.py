@@ -14,6 +14,7 @@ cannot run.
 from __future__ import annotations
 
 import ast
+import functools
 import textwrap
 
 from padre_compiler.backends.pytorch import (
@@ -90,8 +91,9 @@ def _region_call(g: Graph, r: Region, names: dict[int, str], params: dict[str, s
     ])
 
 
+@functools.cache
 def _module_names() -> frozenset[str]:
-    """Every name the pasted kernel and runtime texts bind at module level."""
+    """Every name the pasted kernel and runtime texts bind at module level (parsed once)."""
     def bound(stmts: list[ast.stmt]) -> set[str]:
         names: set[str] = set()
         for st in stmts:
