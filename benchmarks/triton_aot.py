@@ -5,9 +5,12 @@
 
 Compiles padre3's three kernels (direct forward, backward, tensor-core Toeplitz forward) at the
 launch configurations their launchers pick for padre3 on a GPU (C = 384, 56 x 56 tokens, 11 x 11
-taps, bf16, every fusion flag on) with a cold Triton cache, and reads registers, stack (spilled
-registers) and shared memory from the cubin (padre_compiler/backends/triton/aot.py). With
---baseline-rev, the same for codegen/triton/padre3.py as committed at that git revision.
+taps, bf16, every fusion flag on) with a cold Triton cache, specialised as the JIT specialises
+an aligned launch, and reads registers, stack (spilled registers) and shared memory from the
+cubin and the warp instructions each program issues per output element from its SASS
+(padre_compiler/backends/triton/aot.py). The CUDA-core floor of an 11 x 11 depthwise tap sum is
+121 / 32 = 3.78 warp FMAs per output. With --baseline-rev, the same for
+codegen/triton/padre3.py as committed at that git revision.
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ OUT = ROOT / "benchmarks" / "results"
 FLAGS = dict(KH=11, KW=11, PH=5, PW=5, HAS_BIAS=True, HAS_GATE=True, HAS_ACC=True,
              HAS_ACC_SCALE=True, HAS_SCALE=True)
 FP32_GRADS = {k: "fp32" for k in ("dw", "db", "ds", "dsa")}
+FMA_FLOOR = FLAGS["KH"] * FLAGS["KW"] / 32  # warp FMAs per output of the tap sum on CUDA cores
+CLASSES = ("global load", "shared store", "tensor core", "fp32 fma", "other")
 
 
 def _launchers(path: Path):
@@ -53,21 +58,25 @@ def measure(path: Path) -> list[dict]:
     direct = _config(m, "dwconv_hadamard_config", 3136, 384, gpu=True)
     backward = _config(m, "dwconv_hadamard_config", 3136, 384, gpu=True, backward=True)
     toeplitz = _config(m, "dwconv_toeplitz_config", 384, 11, gpu=True, height=56)
-    runs = [
-        ("dwconv_hadamard_fwd_kernel", dict(FLAGS, STORE_Z=True, STORE_O=True), direct, 3, {}),
+    taps = (FLAGS["KH"], FLAGS["KW"])
+    runs = [  # kernel, flags, tiles, stages, pointer types, loop trips, outputs per program
+        ("dwconv_hadamard_fwd_kernel", dict(FLAGS, STORE_Z=True, STORE_O=True), direct, 3, {},
+         taps, direct["BT"] * direct["BC"]),
         ("dwconv_hadamard_bwd_kernel", dict(FLAGS, HAS_DZ=True, HAS_DO=True), backward, 3,
-         FP32_GRADS),
+         FP32_GRADS, taps, backward["BT"] * backward["BC"]),
         ("dwconv_toeplitz_fwd_kernel", dict(FLAGS, STORE_Z=True, STORE_O=True), toeplitz, 2,
-         {}),
+         {}, taps[:1], toeplitz["BC"] * toeplitz["BH"] * toeplitz["BW"]),
     ]
     rows = []
-    for kernel, flags, cfg, stages, ptrs in runs:
+    for kernel, flags, cfg, stages, ptrs, trips, outputs in runs:
         consts = dict(flags, **{k: v for k, v in cfg.items() if k != "num_warps"})
         r = aot.compile_kernel(path, kernel, consts, num_warps=cfg["num_warps"], num_stages=stages,
-                               pointer_dtypes=ptrs)
+                               pointer_dtypes=ptrs, trips=trips)
         rows.append({"kernel": kernel, "tiles": {k: v for k, v in cfg.items()},
                      "seconds": r.seconds, "ptx_lines": r.ptx_lines, "registers": r.registers,
-                     "stack": r.stack, "shared": r.shared, "mma": r.mma})
+                     "stack": r.stack, "shared": r.shared, "mma": r.mma,
+                     "per_output": r.census.per(outputs),
+                     "load_widths": {str(w): n for w, n in sorted(r.census.widths.items())}})
     return rows
 
 
@@ -79,6 +88,18 @@ def table(rows: list[dict]) -> list[str]:
         tiles = ", ".join(f"{k}={v}" for k, v in r["tiles"].items())
         lines.append(f"| {r['kernel']} | {tiles} | {r['seconds']:.1f} | {r['ptx_lines']} | "
                      f"{r['registers']} | {r['stack']} | {r['shared']} | {r['mma']} |")
+    lines += ["", "Warp instructions issued per output element (SASS, loops weighted by their "
+              "trip counts; backward: per element of du):", "",
+              "| kernel | total | x FMA floor | " + " | ".join(CLASSES)
+              + " | global loads by width (bytes: share) |",
+              "|---|---|---|" + "---|" * len(CLASSES) + "---|"]
+    for r in rows:
+        per = r["per_output"]
+        loads = sum(r["load_widths"].values())
+        widths = ", ".join(f"{w}: {n / loads:.0%}" for w, n in r["load_widths"].items())
+        lines.append(f"| {r['kernel']} | {per['total']:.2f} | {per['total'] / FMA_FLOOR:.2f} | "
+                     + " | ".join(f"{per.get(k, 0.0):.2f}" for k in CLASSES)
+                     + f" | {widths} |")
     return lines
 
 
@@ -88,15 +109,18 @@ def plot(runs: dict[str, list[dict]]) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.5))
     kernels = [r["kernel"].replace("_kernel", "") for r in next(iter(runs.values()))]
     width = 0.8 / len(runs)
     for i, (label, rows) in enumerate(runs.items()):
         xs = [k + i * width for k in range(len(rows))]
         axes[0].bar(xs, [max(r["stack"], 0.5) for r in rows], width, label=label)
         axes[1].bar(xs, [r["seconds"] for r in rows], width, label=label)
+        axes[2].bar(xs, [r["per_output"]["total"] for r in rows], width, label=label)
+    axes[2].axhline(FMA_FLOOR, color="k", lw=0.8, ls="--")
+    axes[2].text(0, FMA_FLOOR, " CUDA-core FMA floor", fontsize=7, va="bottom")
     for ax, title in zip(axes, ("stack bytes / thread (spills; 0 drawn at 0.5)",
-                                "cold compile, s"),
+                                "cold compile, s", "warp instructions / output"),
                          strict=True):
         ax.set_xticks([k + width * (len(runs) - 1) / 2 for k in range(len(kernels))])
         ax.set_xticklabels(kernels, rotation=15, fontsize=7)
@@ -132,7 +156,10 @@ def main() -> None:
     lines = ["# Generated Triton kernels compiled for sm_90 on a CPU (no GPU)", "",
              "Command: `python benchmarks/triton_aot.py " + " ".join(sys.argv[1:]) + "`  ",
              f"Triton {triton.__version__}; padre3's launch configurations on a GPU (C = 384, "
-             "56 x 56 tokens, 11 x 11 taps, bf16, every fusion flag on); cold Triton cache.", ""]
+             "56 x 56 tokens, 11 x 11 taps, bf16, every fusion flag on); cold Triton cache; "
+             "pointers and integer arguments specialised as 16-divisible, as the JIT does for "
+             "an aligned launch. The CUDA-core floor of the tap sum is 121 / 32 = "
+             f"{FMA_FLOOR:.2f} warp FMAs per output.", ""]
     for label, rows in runs.items():
         lines += [f"## {label}: `{sources[label]}`", "", *table(rows), ""]
     (OUT / "triton_aot.md").write_text("\n".join(lines))

@@ -83,3 +83,55 @@ def test_linear_attention_kernels_at_gpu_tiles_do_not_spill(bf16: bool) -> None:
     assert state.stack == 0 and apply.stack == 0, (state, apply)
     if bf16:  # Hopper's warpgroup MMA for the 16-bit products
         assert state.mma == apply.mma == "wgmma", (state.mma, apply.mma)
+
+
+SASS = """
+        /*0000*/                   MOV R1, c[0x0][0x28] ;
+        /*0010*/                   LDG.E.128 R4, desc[UR4][R2.64] ;
+        /*0020*/               @P0 FFMA R8, R4, R5, R8 ;
+        /*0030*/              @!P1 LDG.E.U16 R9, desc[UR4][R2.64+0x2] ;
+        /*0040*/                   HMMA.16816.F32.BF16 R12, R4, R6, R12 ;
+        /*0050*/                   ISETP.NE.AND P1, PT, R0, 0xb, PT ;
+        /*0060*/               @P1 BRA 0x30 ;
+        /*0070*/               @P2 BRA 0x20 ;
+        /*0080*/                   STG.E.128 desc[UR4][R2.64], R8 ;
+        /*0090*/                   EXIT ;
+"""
+
+
+def test_census_weights_loop_bodies_by_their_trip_counts() -> None:
+    """Outer loop 0x20..0x70 (3 trips) holds the inner 0x30..0x60 (5 trips); 2 warps."""
+    c = aot.census_of(SASS, (3, 5), num_warps=2)
+    assert c.loops == [1, 2]
+    assert c.counts["global load"] == 2 * (1 + 3 * 5)  # the 16-byte load runs once
+    assert c.counts["fp32 fma"] == 2 * 3
+    assert c.counts["tensor core"] == 2 * 3 * 5
+    assert c.counts["global store"] == 2
+    assert c.widths == {16: 2, 2: 2 * 15}
+    assert c.per(4)["total"] == c.total / 4
+    with pytest.raises(ValueError, match="2 deep"):
+        aot.census_of(SASS, (3,), num_warps=2)
+
+
+def test_direct_kernel_census_counts_one_fma_per_tap_and_output(padre3) -> None:
+    """121 taps x (BT x BC) outputs / 32 lanes warp FMAs, within the epilogue's few."""
+    cfg = padre3.dwconv_hadamard_config(3136, 384, gpu=True)
+    consts = dict(FLAGS, STORE_Z=True, STORE_O=True, **_taps(11), **_tiles(cfg))
+    r = aot.compile_kernel(PATH, "dwconv_hadamard_fwd_kernel", consts,
+                           num_warps=cfg["num_warps"], trips=(11, 11))
+    per = r.census.per(cfg["BT"] * cfg["BC"])
+    assert r.census.loops == [1, 2]
+    assert 121 / 32 <= per["fp32 fma"] <= 1.02 * 121 / 32, per
+
+
+def test_alignment_hints_are_what_widen_the_channel_loads(padre3) -> None:
+    """Compiled as the JIT compiles an aligned launch, channel runs load 16 bytes at a time;
+    without the divisibility hints every load is a 2-byte one (the check can tell them apart)."""
+    cfg = padre3.dwconv_hadamard_config(3136, 384, gpu=True)
+    consts = dict(FLAGS, STORE_Z=True, STORE_O=True, **_taps(11), **_tiles(cfg))
+    widths = {aligned: aot.compile_kernel(PATH, "dwconv_hadamard_fwd_kernel", consts,
+                                          num_warps=cfg["num_warps"], aligned=aligned,
+                                          trips=(11, 11)).census.widths
+              for aligned in (True, False)}
+    assert 16 in widths[True]
+    assert set(widths[False]) == {2}

@@ -8,6 +8,19 @@ compile time (cold cache), the PTX size, registers per thread, stack bytes per t
 spills to local memory), static shared memory and which tensor-core instructions the PTX uses:
 what `legality.py` estimates from the source, here measured by the real compiler.
 
+Compiles are specialised as Triton's JIT specialises a launch whose pointers are 16-byte aligned
+and whose integer arguments are multiples of 16 (padre3's C = 384 launches): every pointer and
+every integer not in the kernel's `do_not_specialize` carries `tt.divisibility = 16`. Without
+those hints the compiler cannot prove channel runs contiguous and emits 2-byte loads where the
+GPU run gets 16-byte ones; `aligned=False` compiles without them.
+
+The SASS census (`Census`) disassembles the cubin (`cuobjdump -sass`), finds its loops (backward
+branches), and counts warp instructions per program by class, each loop body weighted by the
+trip counts the caller names per nesting depth: an estimate of what one program issues. Triton's
+software pipelining peels loop iterations into a prologue that is counted once, so the estimate
+is a few iterations' worth high. Divided by the outputs a program writes it gives instructions
+per output, the static measure the kernels are tuned by here (benchmarks/triton_aot.py).
+
 Each compile runs in a child process: a process that imported Triton under TRITON_INTERPRET=1
 (the CPU tests) holds interpreter versions of Triton's own library functions, which the
 compiler rejects. Kernel signatures follow the generated kernels' convention: `s_*` arguments
@@ -42,6 +55,38 @@ class Resources:
     stack: int  # bytes per thread; > 0 means spilled registers in local memory
     shared: int  # static shared memory, bytes
     mma: str  # tensor-core instructions in the PTX: "wgmma" (Hopper), "mma.sync", or "none"
+    census: Census | None = None  # SASS instruction counts per program (trips given)
+
+
+# SASS opcode prefixes -> class; the first match wins, anything else is "other" (integer and
+# address arithmetic, predicates, conversions, moves, branches)
+CLASSES = (
+    ("LDGSTS", "global->shared copy"), ("LDG", "global load"), ("STG", "global store"),
+    ("RED", "global atomic"), ("ATOM", "global atomic"), ("LDSM", "shared matrix load"),
+    ("LDS", "shared load"), ("STS", "shared store"), ("HGMMA", "tensor core"),
+    ("HMMA", "tensor core"), ("FFMA", "fp32 fma"), ("BAR", "barrier"),
+)
+
+
+@dataclass(frozen=True)
+class Census:
+    """Warp instructions one program issues (all its warps), by class, from the SASS.
+
+    `loops` lists each loop's nesting depth (1 = outermost); a body at depth d is weighted by
+    trips[0] * ... * trips[d - 1]. `widths` counts global loads by access width in bytes.
+    """
+    loops: list[int]
+    counts: dict[str, int]
+    widths: dict[int, int]
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    def per(self, outputs: int) -> dict[str, float]:
+        """Instructions per output element, by class and in total."""
+        return {"total": self.total / outputs,
+                **{k: v / outputs for k, v in sorted(self.counts.items())}}
 
 
 def cuobjdump() -> Path | None:
@@ -60,12 +105,14 @@ def available() -> bool:
 
 def compile_kernel(path: str | Path, kernel: str, constexprs: dict[str, Any], *,
                    num_warps: int = 4, num_stages: int = 3, pointer_dtype: str = "bf16",
-                   pointer_dtypes: dict[str, str] | None = None,
-                   capability: int = 90) -> Resources:
-    """Compile `kernel` of the module file `path` for sm_`capability`; its resources."""
+                   pointer_dtypes: dict[str, str] | None = None, capability: int = 90,
+                   aligned: bool = True, trips: tuple[int, ...] | None = None) -> Resources:
+    """Compile `kernel` of the module file `path` for sm_`capability`; its resources, and with
+    `trips` (loop trip counts, outermost first) its SASS census."""
     request = dict(path=str(path), kernel=kernel, constexprs=constexprs, num_warps=num_warps,
                    num_stages=num_stages, pointer_dtype=pointer_dtype,
-                   pointer_dtypes=pointer_dtypes or {}, capability=capability)
+                   pointer_dtypes=pointer_dtypes or {}, capability=capability, aligned=aligned,
+                   trips=None if trips is None else list(trips))
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     with tempfile.TemporaryDirectory() as cache:  # a fresh cache: a cold compile's time
         proc = subprocess.run([sys.executable, "-m", __name__], input=json.dumps(request),
@@ -73,12 +120,16 @@ def compile_kernel(path: str | Path, kernel: str, constexprs: dict[str, Any], *,
                                                                        TRITON_CACHE_DIR=cache))
     if proc.returncode:
         raise RuntimeError(f"compiling {kernel} of {path} failed:\n{proc.stderr[-3000:]}")
-    return Resources(**json.loads(proc.stdout.strip().splitlines()[-1]))
+    fields = json.loads(proc.stdout.strip().splitlines()[-1])
+    if fields["census"] is not None:
+        fields["census"] = Census(**{k: ({int(w): n for w, n in v.items()} if k == "widths"
+                                         else v) for k, v in fields["census"].items()})
+    return Resources(**fields)
 
 
 def _compile_here(path: str, kernel: str, constexprs: dict[str, Any], num_warps: int,
                   num_stages: int, pointer_dtype: str, pointer_dtypes: dict[str, str],
-                  capability: int) -> Resources:
+                  capability: int, aligned: bool, trips: list[int] | None) -> Resources:
     import triton
     from triton.backends.compiler import GPUTarget
 
@@ -94,7 +145,12 @@ def _compile_here(path: str, kernel: str, constexprs: dict[str, Any], num_warps:
             signature[arg] = "i32"
         else:
             signature[arg] = "*" + pointer_dtypes.get(arg, pointer_dtype)
-    src = triton.compiler.ASTSource(fn=fn, signature=signature, constexprs=constexprs)
+    unspecialised = {fn.arg_names[i] if isinstance(i, int) else i
+                     for i in getattr(fn, "do_not_specialize", ())}
+    attrs = {(i,): [["tt.divisibility", 16]] for i, arg in enumerate(fn.arg_names)
+             if aligned and signature[arg] != "constexpr" and arg not in unspecialised}
+    src = triton.compiler.ASTSource(fn=fn, signature=signature, constexprs=constexprs,
+                                    attrs=attrs)
     t0 = time.perf_counter()
     compiled = triton.compile(src, target=GPUTarget("cuda", capability, 32),
                               options={"num_warps": num_warps, "num_stages": num_stages})
@@ -103,17 +159,57 @@ def _compile_here(path: str, kernel: str, constexprs: dict[str, Any], num_warps:
     ptx = compiled.asm["ptx"]
     mma = next((op for op in ("wgmma", "mma.sync") if re.search(rf"\b{re.escape(op)}\b", ptx)),
                "none")
+    census = None if trips is None else census_of(_cuobjdump(compiled.asm["cubin"], "-sass"),
+                                                  trips, num_warps)
     return Resources(kernel, dict(constexprs, num_warps=num_warps, num_stages=num_stages),
                      seconds, ptx.count("\n"), usage["REG"], usage["STACK"], usage["SHARED"],
-                     mma)
+                     mma, census)
 
 
-def _resource_usage(cubin: bytes, kernel: str) -> dict[str, int]:
+def census_of(sass: str, trips: list[int] | tuple[int, ...], num_warps: int) -> Census:
+    """Count the SASS instructions of one kernel, loop bodies weighted by `trips` per depth.
+
+    A loop is a backward branch `BRA target` at address a > target; an instruction at depth d
+    lies inside d such [target, a] ranges. Loops nested deeper than `trips` names are an error.
+    """
+    code = []  # (address, opcode, operand text) with any predicate guard removed
+    for m in re.finditer(r"/\*([0-9a-f]{4,})\*/\s+(?:@!?U?P\w+\s+)?([A-Z][\w.]*)([^;]*);", sass):
+        code.append((int(m.group(1), 16), m.group(2), m.group(3)))
+    spans = []
+    for addr, op, rest in code:
+        target = re.search(r"0x([0-9a-f]+)", rest) if op.startswith("BRA") else None
+        if target and int(target.group(1), 16) < addr:
+            spans.append((int(target.group(1), 16), addr))
+    depth = {a: sum(lo <= a <= hi for lo, hi in spans) for a, _, _ in code}
+    if spans and max(depth.values()) > len(trips):
+        raise ValueError(f"the SASS nests loops {max(depth.values())} deep; trips names "
+                         f"{len(trips)} trip count(s): {list(trips)}")
+    counts: dict[str, int] = {}
+    widths: dict[int, int] = {}
+    for addr, op, _ in code:
+        weight = num_warps
+        for t in trips[:depth[addr]]:
+            weight *= t
+        kind = next((name for prefix, name in CLASSES if op.startswith(prefix)), "other")
+        counts[kind] = counts.get(kind, 0) + weight
+        if kind == "global load":
+            bits = re.search(r"\.(?:U|S)?(8|16|32|64|128)\b", op)
+            width = int(bits.group(1)) // 8 if bits else 4
+            widths[width] = widths.get(width, 0) + weight
+    loops = sorted(sum(lo2 <= lo and hi <= hi2 for lo2, hi2 in spans) for lo, hi in spans)
+    return Census(loops, counts, widths)
+
+
+def _cuobjdump(cubin: bytes, flag: str) -> str:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "kernel.cubin"
         path.write_bytes(cubin)
-        out = subprocess.run([str(cuobjdump()), "--dump-resource-usage", str(path)],
-                             capture_output=True, text=True, check=True).stdout
+        return subprocess.run([str(cuobjdump()), flag, str(path)], capture_output=True,
+                              text=True, check=True).stdout
+
+
+def _resource_usage(cubin: bytes, kernel: str) -> dict[str, int]:
+    out = _cuobjdump(cubin, "--dump-resource-usage")
     block = out[out.index(f"Function {kernel}"):]
     return {key: int(re.search(rf"\b{key}:(\d+)", block).group(1))
             for key in ("REG", "STACK", "SHARED")}
