@@ -32,7 +32,7 @@ FLAGS = dict(KH=11, KW=11, PH=5, PW=5, HAS_BIAS=True, HAS_GATE=True, HAS_ACC=Tru
              HAS_ACC_SCALE=True, HAS_SCALE=True)
 FP32_GRADS = {k: "fp32" for k in ("dw", "db", "ds", "dsa")}
 FMA_FLOOR = FLAGS["KH"] * FLAGS["KW"] / 32  # warp FMAs per output of the tap sum on CUDA cores
-CLASSES = ("global load", "shared store", "tensor core", "fp32 fma", "other")
+CLASSES = ("global load", "global->shared copy", "shared store", "tensor core", "fp32 fma", "other")
 
 
 def _launchers(path: Path):
@@ -48,24 +48,35 @@ def _launchers(path: Path):
 def _config(module, name: str, *args, **kw) -> dict:
     try:
         return getattr(module, name)(*args, **kw)
-    except TypeError:  # an older launcher without the keyword
-        kw.pop("backward", None)
+    except TypeError:  # an older launcher without the keywords
+        for key in ("backward", "pad_w", "align"):
+            kw.pop(key, None)
         return getattr(module, name)(*args, **kw)
 
 
 def measure(path: Path) -> list[dict]:
+    """padre3's kernels as its GPU forward launches them: the Toeplitz form on the channel-major
+    dense output (token stride 1, 16-byte aligned rows); the direct form, the backward (its
+    launcher copies a channel-major x token-major) and the backward's dx on token-major tensors
+    (channel stride 1).
+    A stride of 1 is a constant, as the JIT specialises it; a kernel older than the channel
+    stride argument is compiled without it."""
     m = _launchers(path)
     direct = _config(m, "dwconv_hadamard_config", 3136, 384, gpu=True)
     backward = _config(m, "dwconv_hadamard_config", 3136, 384, gpu=True, backward=True)
-    toeplitz = _config(m, "dwconv_toeplitz_config", 384, 11, gpu=True, height=56)
+    toeplitz = _config(m, "dwconv_toeplitz_config", 384, 11, gpu=True, height=56, pad_w=5,
+                       align=8)
+    strided = "s_xc" in path.read_text()
+    token_major = {"s_xc": 1} if strided else {}
+    channel_major = {"s_xn": 1} if strided else {}
     taps = (FLAGS["KH"], FLAGS["KW"])
     runs = [  # kernel, flags, tiles, stages, pointer types, loop trips, outputs per program
-        ("dwconv_hadamard_fwd_kernel", dict(FLAGS, STORE_Z=True, STORE_O=True), direct, 3, {},
-         taps, direct["BT"] * direct["BC"]),
-        ("dwconv_hadamard_bwd_kernel", dict(FLAGS, HAS_DZ=True, HAS_DO=True), backward, 3,
-         FP32_GRADS, taps, backward["BT"] * backward["BC"]),
-        ("dwconv_toeplitz_fwd_kernel", dict(FLAGS, STORE_Z=True, STORE_O=True), toeplitz, 2,
-         {}, taps[:1], toeplitz["BC"] * toeplitz["BH"] * toeplitz["BW"]),
+        ("dwconv_hadamard_fwd_kernel", dict(FLAGS, STORE_Z=True, STORE_O=True, **token_major),
+         direct, 3, {}, taps, direct["BT"] * direct["BC"]),
+        ("dwconv_hadamard_bwd_kernel", dict(FLAGS, HAS_DZ=True, HAS_DO=True, **token_major),
+         backward, 3, FP32_GRADS, taps, backward["BT"] * backward["BC"]),
+        ("dwconv_toeplitz_fwd_kernel", dict(FLAGS, STORE_Z=True, STORE_O=True, **channel_major),
+         toeplitz, 2, {}, taps[:1], toeplitz["BC"] * toeplitz["BH"] * toeplitz["BW"]),
     ]
     rows = []
     for kernel, flags, cfg, stages, ptrs, trips, outputs in runs:

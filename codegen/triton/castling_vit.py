@@ -10,7 +10,8 @@ Fused Triton kernels: 1 region(s) of dwconv1d (dwconv_hadamard_fwd_kernel;
 dwconv_toeplitz_fwd_kernel on tensor cores); 1 linear attention(s) (head_state_kernel,
 head_apply_kernel).
 Torch fallback (marked `(torch)` below): dense, diagonal, normalize, add; dense maps run on
-cuBLAS through F.linear.
+cuBLAS through F.linear, those feeding a conv through dense_for_conv (stored channel-major where
+the conv runs on tensor cores).
 Backward: derived (custom-op autograd): dwconv_hadamard_bwd_kernel gives du, the gate and
 accumulator gradients and the dw, db, scale reductions; dx is the forward kernel with flipped
 taps. Torch ops differentiate through torch autograd.
@@ -44,7 +45,7 @@ if triton is not None:
     @triton.jit(do_not_specialize=["N", "H", "W"])  # one compile for every grid
     def dwconv_hadamard_fwd_kernel(
         x, w, b, g, a, sa, s, z, o,
-        s_xb, s_xn, s_gb, s_gn, s_ab, s_an,  # batch / token strides (elements); channel stride 1
+        s_xb, s_xn, s_xc, s_gb, s_gn, s_ab, s_an,  # strides (elements); g, a: channel stride 1
         N, C, H, W,
         KH: tl.constexpr, KW: tl.constexpr, PH: tl.constexpr, PW: tl.constexpr,
         HAS_BIAS: tl.constexpr, HAS_GATE: tl.constexpr, HAS_ACC: tl.constexpr,
@@ -54,9 +55,11 @@ if triton is not None:
     ):
         """One [BT tokens, BC channels] tile of z = (conv(x) + b) * g, o = sa * a + s * z.
 
-        x, g, a: [B, N, C] (any batch/token strides); w: [C, KH, KW]; b, s, sa: [C];
-        z, o: [B, N, C] contiguous. Token t sits at row t // W, column t % W of the H x W grid;
-        tap (i, j) reads x[h + i - PH, w + j - PW] (zero outside). fp32 accumulation.
+        x: [B, N, C], any strides (token-major, or channel-major views: the JIT specialises
+        the stride that is 1); g, a: [B, N, C] with channel stride 1; w: [C, KH, KW];
+        b, s, sa: [C]; z, o: [B, N, C] contiguous. Token t sits at row t // W, column t % W
+        of the H x W grid; tap (i, j) reads x[h + i - PH, w + j - PW] (zero outside). fp32
+        accumulation.
         """
         i_t, i_c, i_b = tl.program_id(0), tl.program_id(1), tl.program_id(2)
         o_t = i_t * BT + tl.arange(0, BT)  # [BT] output tokens
@@ -72,7 +75,7 @@ if triton is not None:
             for i_kw in range(KW):
                 o_wi = o_w + (i_kw - PW)
                 m_x = m_h & (o_wi >= 0) & (o_wi < W)
-                p_x = x + i_b * s_xb + (o_hi * W + o_wi)[:, None] * s_xn + o_c[None, :]
+                p_x = x + i_b * s_xb + (o_hi * W + o_wi)[:, None] * s_xn + o_c[None, :] * s_xc
                 b_x = tl.load(p_x, mask=m_x[:, None] & m_c[None, :], other=0.)  # [BT, BC]
                 b_w = tl.load(w + o_c * (KH * KW) + (i_kh * KW + i_kw), mask=m_c, other=0.)
                 b_u += b_x.to(tl.float32) * b_w.to(tl.float32)[None, :]
@@ -104,7 +107,7 @@ if triton is not None:
     def dwconv_hadamard_bwd_kernel(
         x, w, b, g, a, sa, s, dz, do,  # forward inputs; gradients of z and o
         du, dg, da, dw, db, ds, dsa,  # outputs; dw, db, ds, dsa: fp32, accumulated atomically
-        s_xb, s_xn, s_gb, s_gn, s_ab, s_an,  # batch / token strides (elements); channel stride 1
+        s_xb, s_xn, s_xc, s_gb, s_gn, s_ab, s_an,  # strides (elements); g, a: channel stride 1
         N, C, H, W,
         KH: tl.constexpr, KW: tl.constexpr, PH: tl.constexpr, PW: tl.constexpr,
         HAS_BIAS: tl.constexpr, HAS_GATE: tl.constexpr, HAS_ACC: tl.constexpr,
@@ -151,7 +154,7 @@ if triton is not None:
             for i_kw in range(KW):
                 o_wi = o_w + (i_kw - PW)
                 m_x = m_h & (o_wi >= 0) & (o_wi < W)
-                p_x = x + i_b * s_xb + (o_hi * W + o_wi)[:, None] * s_xn + o_c[None, :]
+                p_x = x + i_b * s_xb + (o_hi * W + o_wi)[:, None] * s_xn + o_c[None, :] * s_xc
                 b_x = tl.load(p_x, mask=m_x[:, None] & m_c[None, :], other=0.).to(tl.float32)
                 b_w = tl.load(w + o_c * (KH * KW) + (i_kh * KW + i_kw), mask=m_c, other=0.)
                 b_u += b_x * b_w.to(tl.float32)[None, :]
@@ -182,42 +185,47 @@ if triton is not None:
 
     @triton.jit(do_not_specialize=["N", "H", "W"])  # one compile for every grid
     def dwconv_toeplitz_fwd_kernel(
-        x, w, b, g, a, sa, s, z, o,
-        s_xb, s_xn, s_gb, s_gn, s_ab, s_an,  # batch / token strides (elements); channel stride 1
+        x, t, b, g, a, sa, s, z, o,
+        s_xb, s_xn, s_xc, s_gb, s_gn, s_ab, s_an,  # strides (elements); g, a: channel stride 1
         N, C, H, W,
         KH: tl.constexpr, KW: tl.constexpr, PH: tl.constexpr, PW: tl.constexpr,
         HAS_BIAS: tl.constexpr, HAS_GATE: tl.constexpr, HAS_ACC: tl.constexpr,
         HAS_ACC_SCALE: tl.constexpr, HAS_SCALE: tl.constexpr,
         STORE_Z: tl.constexpr, STORE_O: tl.constexpr,
         BH: tl.constexpr, BW: tl.constexpr, BK: tl.constexpr, BC: tl.constexpr,
+        HALO: tl.constexpr, ALIGN: tl.constexpr,
     ):
         """dwconv_hadamard_fwd_kernel's contract on tensor cores (banded Toeplitz products).
 
         For row tap i and channel c, the row convolution of the [BH, BK] input strip starting at
-        column w0 - PW is a product with the banded matrix T[k, j] = w[c, i, k - j]
-        (0 <= k - j < KW, else 0): out[c, r, j] += sum_k x[c, r + i - PH, w0 - PW + k] T[k, j].
-        One [BC, BH, BW] output tile costs KH batched [BH, BK] @ [BK, BW] dots; BK >= BW + KW - 1.
+        column w0 - HALO is a product with the banded matrix t[c, i] ([BK, BW], built by
+        toeplitz_operand: t[c, i, k, j] = w[c, i, k - j - (HALO - PW)] inside the band, else 0):
+        out[c, r, j] += sum_k x[c, r + i - PH, w0 - HALO + k] t[c, i, k, j].
+        One [BC, BH, BW] output tile costs KH batched [BH, BK] @ [BK, BW] dots;
+        BK >= BW + HALO + KW - 1 - PW. With a channel-major x (s_xn = 1), ALIGN = 8 | W and
+        8 | HALO, every 8-column group of the strip is wholly inside or outside the grid, so the
+        masked strip loads stay 16-byte vectors (asynchronous copies into shared memory).
         """
+        # == themselves (the launcher checks ALIGN divides them); tells the compiler so
+        W, s_xb, s_xc = (W // ALIGN) * ALIGN, (s_xb // ALIGN) * ALIGN, (s_xc // ALIGN) * ALIGN
         i_hw, i_c, i_b = tl.program_id(0), tl.program_id(1), tl.program_id(2)
         i_h, i_w = i_hw // tl.cdiv(W, BW), i_hw % tl.cdiv(W, BW)
         o_r = i_h * BH + tl.arange(0, BH)  # [BH] output rows
         o_j = i_w * BW + tl.arange(0, BW)  # [BW] output columns
-        o_k = i_w * BW - PW + tl.arange(0, BK)  # [BK] input columns of the strip
+        o_k = i_w * BW - HALO + tl.arange(0, BK)  # [BK] input columns of the strip
         o_c = i_c * BC + tl.arange(0, BC)  # [BC] channels
         m_c = o_c < C
-        m_k = (o_k >= 0) & (o_k < W)
-        o_d = tl.arange(0, BK)[:, None] - tl.arange(0, BW)[None, :]  # [BK, BW] tap k - j
-        m_d = (o_d >= 0) & (o_d < KW)
+        m_ck = m_c[:, None, None] & ((o_k >= 0) & (o_k < W))[None, None, :]  # [BC, 1, BK]
+        o_tk = (tl.arange(0, BK)[:, None] * BW + tl.arange(0, BW)[None, :])[None, :, :]
         b_u = tl.zeros([BC, BH, BW], dtype=tl.float32)  # [BC, BH, BW] conv accumulator
         for i_kh in range(KH):
             o_hi = o_r + (i_kh - PH)  # [BH] input rows
             m_h = (o_hi >= 0) & (o_hi < H)
-            p_x = (x + i_b * s_xb + ((o_hi[:, None] * W + o_k[None, :]) * s_xn)[None, :, :]
-                   + o_c[:, None, None])
-            m_x = m_c[:, None, None] & (m_h[:, None] & m_k[None, :])[None, :, :]
-            b_x = tl.load(p_x, mask=m_x, other=0.)  # [BC, BH, BK]
-            p_w = w + o_c[:, None, None] * (KH * KW) + i_kh * KW + o_d[None, :, :]
-            b_t = tl.load(p_w, mask=m_c[:, None, None] & m_d[None, :, :], other=0.)  # [BC, BK, BW]
+            p_x = (x + i_b * s_xb + ((o_hi * W)[:, None] + o_k[None, :])[None, :, :] * s_xn
+                   + o_c[:, None, None] * s_xc)
+            b_x = tl.load(p_x, mask=m_ck & m_h[None, :, None], other=0.)  # [BC, BH, BK]
+            p_t = t + (o_c[:, None, None] * KH + i_kh) * (BK * BW) + o_tk
+            b_t = tl.load(p_t, mask=m_c[:, None, None], other=0.)  # [BC, BK, BW]
             b_u = tl.dot(b_x, b_t.to(b_x.dtype), b_u)
         if HAS_BIAS:
             b_u += tl.load(b + o_c, mask=m_c, other=0.).to(tl.float32)[:, None, None]
@@ -280,17 +288,44 @@ def dwconv_hadamard_config(n: int, c: int, gpu: bool, backward: bool = False
     return {"BT": bt, "BC": bc, "num_warps": (8 if backward else 4) if gpu else 1}
 
 
-def dwconv_toeplitz_config(c: int, kw: int, gpu: bool, height: int = 64) -> dict[str, int]:
-    """Tiles of the tensor-core kernel: [BH, BK] @ [BK, BW] per channel, BK >= BW + KW - 1.
-    BH rows share each Toeplitz operand, so tall tiles (up to the grid's height) cut its loads
-    per output; 8 channels per program keep the [BC, BH, BW] accumulator in registers."""
+def dwconv_toeplitz_config(c: int, kw: int, gpu: bool, height: int = 64,
+                           pad_w: int | None = None, align: int = 1) -> dict[str, int]:
+    """Tiles of the tensor-core kernel: [BH, BK] @ [BK, BW] per channel. The strip starts HALO
+    columns left of the tile (pad_w rounded up to `align`, so aligned strips stay aligned) and
+    BK >= BW + HALO + kw - 1 - pad_w. BH rows share each Toeplitz operand, so tall tiles (up to
+    the grid's height) cut its loads per output; 8 channels per program keep the
+    [BC, BH, BW] accumulator in registers."""
+    pad_w = kw // 2 if pad_w is None else pad_w
     bw = 16 if kw <= 17 else 32
     bh = 64 if bw == 16 else 32
     while gpu and bh > 16 and height <= bh // 2:
         bh //= 2
-    return {"BH": bh if gpu else 16, "BW": bw, "BK": triton.next_power_of_2(bw + kw - 1),
+    halo = -(-pad_w // align) * align
+    return {"BH": bh if gpu else 16, "BW": bw,
+            "BK": triton.next_power_of_2(bw + halo + kw - 1 - pad_w), "HALO": halo,
+            "ALIGN": align,
             "BC": min((8 if bw == 16 else 4) if gpu else 64, triton.next_power_of_2(c)),
             "num_warps": 8 if gpu else 1}
+
+
+def strip_alignment(x: torch.Tensor, width: int) -> int:
+    """8 where a channel-major x ([B, N, C] view with token stride 1) lets every 8-column group
+    of a grid row start 16-byte aligned (8 divides the width, the strides and the offset), else
+    1: then the strip loads of dwconv_toeplitz_fwd_kernel are 16-byte vectors."""
+    ok = (x.stride(1) == 1 and width % 8 == 0 and x.stride(0) % 8 == 0 and x.stride(2) % 8 == 0
+          and x.data_ptr() % (8 * x.element_size()) == 0)
+    return 8 if ok else 1
+
+
+def toeplitz_operand(weight: torch.Tensor, bk: int, bw: int, shift: int,
+                     dtype: torch.dtype) -> torch.Tensor:
+    """[C, KH, BK, BW] banded matrices t[c, i, k, j] = weight[c, i, k - j - shift] for
+    0 <= k - j - shift < KW, else 0: row tap i of channel c as a product on the strip."""
+    kw = weight.shape[2]
+    d = (torch.arange(bk, device=weight.device)[:, None]
+         - torch.arange(bw, device=weight.device)[None, :] - shift)  # [BK, BW] tap index
+    band = ((d >= 0) & (d < kw)).to(dtype)
+    return (weight.to(dtype)[:, :, d.clamp(0, kw - 1)] * band).contiguous()
 
 
 def conv_form(x: torch.Tensor, height: int, kw: int) -> str:
@@ -306,6 +341,18 @@ def conv_form(x: torch.Tensor, height: int, kw: int) -> str:
 
 
 TOEPLITZ_FAILED: list[str] = []  # why the tensor-core form was given up, if it was
+
+
+def dense_for_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                   height: int, kw: int) -> torch.Tensor:
+    """F.linear(x, weight, bias) for a depthwise conv's input. Where the conv runs in the
+    Toeplitz form the result is stored channel-major (one GEMM, weight @ x^T, into a contiguous
+    [B, C, N] returned as its [B, N, C] view), so the kernel reads each channel's grid rows as
+    16-byte vectors instead of transposing [token, channel] tiles in shared memory."""
+    if conv_form(x, height, kw) != "toeplitz":
+        return F.linear(x, weight, bias)
+    y = torch.matmul(weight, x.mT)  # [B, C_out, N]
+    return (y if bias is None else y.add_(bias[:, None])).mT
 
 
 def _dwconv_hadamard_impl(
@@ -335,14 +382,14 @@ def dwconv_hadamard_launch(x, weight, bias, gate, acc, acc_scale, scale, height:
     def rows(t):  # channel stride 1, any batch/token strides (slices of a wider tensor)
         return t if t is None or t.stride(-1) == 1 else t.contiguous()
 
-    x, gate, acc = rows(x), rows(gate), rows(acc)
+    gate, acc = rows(gate), rows(acc)  # x: any strides (channel-major views load per row)
     weight = weight.contiguous()
     dummy = x  # never read: the matching HAS_* flag is off
     args = (
         x, weight, dummy if bias is None else bias, dummy if gate is None else gate,
         dummy if acc is None else acc, dummy if acc_scale is None else acc_scale,
         dummy if scale is None else scale, z, o,
-        x.stride(0), x.stride(1),
+        x.stride(0), x.stride(1), x.stride(2),
         0 if gate is None else gate.stride(0), 0 if gate is None else gate.stride(1),
         0 if acc is None else acc.stride(0), 0 if acc is None else acc.stride(1),
         n, c, height, width,
@@ -354,11 +401,13 @@ def dwconv_hadamard_launch(x, weight, bias, gate, acc, acc_scale, scale, height:
         STORE_Z=store_z, STORE_O=store_o,
     )
     if conv_form(x, height, weight.shape[2]) == "toeplitz" and not TOEPLITZ_FAILED:
-        cfg = dwconv_toeplitz_config(c, weight.shape[2], x.is_cuda, height=height)
+        cfg = dwconv_toeplitz_config(c, weight.shape[2], x.is_cuda, height=height, pad_w=pad_w,
+                                     align=strip_alignment(x, width))
         grid = (triton.cdiv(height, cfg["BH"]) * triton.cdiv(width, cfg["BW"]),
                 triton.cdiv(c, cfg["BC"]), b)
+        bands = toeplitz_operand(weight, cfg["BK"], cfg["BW"], cfg["HALO"] - pad_w, x.dtype)
         try:
-            dwconv_toeplitz_fwd_kernel[grid](*args, **flags, **cfg)
+            dwconv_toeplitz_fwd_kernel[grid](args[0], bands, *args[2:], **flags, **cfg)
             return
         except Exception as err:  # a GPU compiler that rejects the 3-D dot: direct from now on
             if os.environ.get("PADRE_TRITON_CONV") == "toeplitz":
@@ -443,6 +492,9 @@ def _dwconv_hadamard_bwd_impl(
     def rows(t):  # channel stride 1, any batch/token strides (slices of a wider tensor)
         return t if t is None or t.stride(-1) == 1 else t.contiguous()
 
+    # a channel-major x (the Toeplitz form's input) is copied token-major once: the tap loop
+    # then loads 16-byte channel vectors (56 against 69 warp instructions per output for
+    # padre3's tiles in the SASS census, benchmarks/triton_aot.py)
     x, gate, acc = rows(x), rows(gate), rows(acc)
     dz = None if dz is None else dz.contiguous()
     do = None if do is None else do.contiguous()
@@ -463,7 +515,7 @@ def _dwconv_hadamard_bwd_impl(
     dwconv_hadamard_bwd_kernel[grid](
         x, weight, pick(bias), pick(gate), pick(acc), pick(acc_scale), pick(scale), pick(dz),
         pick(do), du, pick(dg), pick(da), dw, pick(db), pick(ds), pick(dsa),
-        x.stride(0), x.stride(1),
+        x.stride(0), x.stride(1), x.stride(2),
         0 if gate is None else gate.stride(0), 0 if gate is None else gate.stride(1),
         0 if acc is None else acc.stride(0), 0 if acc is None else acc.stride(1),
         n, c, height, width,

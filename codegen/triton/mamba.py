@@ -8,7 +8,8 @@ distribute_contract, reassociate_global_sums, contract_expansions, eliminate_dea
 fuse_siblings, fuse_scaled_sum.
 Fused Triton kernels: none (no depthwise-convolution region or attention).
 Torch fallback (marked `(torch)` below): dense, poly, prefix_sum, expand, diagonal, hadamard,
-add, contract; dense maps run on cuBLAS through F.linear.
+add, contract; dense maps run on cuBLAS through F.linear, those feeding a conv through
+dense_for_conv (stored channel-major where the conv runs on tensor cores).
 Backward: torch autograd for the torch ops.
 """
 

@@ -8,7 +8,8 @@ distribute_contract, reassociate_global_sums, contract_expansions, eliminate_dea
 fuse_siblings, fuse_scaled_sum.
 Fused Triton kernels: 1 linear attention(s) (head_state_kernel, head_apply_kernel).
 Torch fallback (marked `(torch)` below): dense, normalize; dense maps run on cuBLAS through
-F.linear.
+F.linear, those feeding a conv through dense_for_conv (stored channel-major where the conv runs
+on tensor cores).
 Backward: torch autograd for the torch ops.
 Linear attention backward: head_state and head_apply again (each is linear in each argument)."""
 

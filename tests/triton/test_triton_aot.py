@@ -50,13 +50,35 @@ def test_direct_kernels_at_gpu_tiles_do_not_spill(padre3, kernel: str) -> None:
 
 @pytest.mark.parametrize(("taps", "height"), [(11, 56), (31, 80)])
 def test_toeplitz_kernel_at_gpu_tiles_does_not_spill(padre3, taps: int, height: int) -> None:
-    cfg = padre3.dwconv_toeplitz_config(384, taps, gpu=True, height=height)
-    consts = dict(FLAGS, STORE_Z=True, STORE_O=True, **_taps(taps), **_tiles(cfg))
+    """As a GPU forward launches it: channel-major input (token stride 1), aligned strips."""
+    cfg = padre3.dwconv_toeplitz_config(384, taps, gpu=True, height=height, pad_w=taps // 2,
+                                        align=8)
+    consts = dict(FLAGS, STORE_Z=True, STORE_O=True, s_xn=1, **_taps(taps), **_tiles(cfg))
     r = aot.compile_kernel(PATH, "dwconv_toeplitz_fwd_kernel", consts,
-                           num_warps=cfg["num_warps"], num_stages=2)
+                           num_warps=cfg["num_warps"], num_stages=2, trips=(taps,))
     assert r.stack == 0, f"toeplitz spills {r.stack} bytes per thread at {cfg}"
     assert r.shared <= 227 * 1024
     assert r.mma != "none"  # the banded products run on tensor cores
+    # strip and band operands go to shared memory by asynchronous 16-byte copies, not through
+    # registers and scalar shared stores
+    assert r.census.counts.get("global->shared copy", 0) > 0
+    assert r.census.counts.get("shared store", 0) < r.census.counts["global->shared copy"]
+
+
+def _toeplitz_census(padre3, align: int) -> aot.Census:
+    cfg = padre3.dwconv_toeplitz_config(384, 11, gpu=True, height=56, pad_w=5, align=align)
+    consts = dict(FLAGS, STORE_Z=True, STORE_O=True, s_xn=1, **_taps(11), **_tiles(cfg))
+    return aot.compile_kernel(PATH, "dwconv_toeplitz_fwd_kernel", consts,
+                              num_warps=cfg["num_warps"], num_stages=2, trips=(11,)).census
+
+
+def test_aligned_strips_are_what_keep_the_strip_loads_vectors(padre3) -> None:
+    """ALIGN = 1 (a width 8 does not divide): the column mask varies within 8-column groups,
+    so the strip loads fall back to 2-byte ones through registers (the check can fail)."""
+    aligned, unaligned = _toeplitz_census(padre3, 8), _toeplitz_census(padre3, 1)
+    outputs = 8 * 64 * 16
+    assert aligned.total < 0.6 * unaligned.total, (aligned.per(outputs), unaligned.per(outputs))
+    assert unaligned.widths.get(2, 0) > unaligned.widths.get(16, 0)
 
 
 def test_a_spilling_tile_is_reported(padre3) -> None:

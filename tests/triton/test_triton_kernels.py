@@ -256,17 +256,23 @@ def test_rejected_tensor_core_kernel_falls_back_to_direct(monkeypatch) -> None:
     assert torch.allclose(z, want, atol=1e-5) and m.TOEPLITZ_FAILED
 
 
-def test_gpu_block_sizes_across_tile_boundaries(form, monkeypatch) -> None:
-    """The GPU tile sizes (not the interpreter's) on a grid spanning several tiles each way."""
+@pytest.mark.parametrize("layout", ["token-major", "channel-major"])
+def test_gpu_block_sizes_across_tile_boundaries(form, layout, monkeypatch) -> None:
+    """The GPU tile sizes (not the interpreter's) on a grid spanning several tiles each way;
+    channel-major x at a width 8 divides takes the aligned strip (HALO = 8 > pad)."""
     m = _kernels_module()
     for name in ("dwconv_hadamard_config", "dwconv_toeplitz_config"):
         real = getattr(m, name)
         monkeypatch.setattr(m, name, lambda *a, real=real, **k: real(*a[:-1], True, **k))
     gen = torch.Generator().manual_seed(7)
-    b, h, w, c, k = 1, 37, 20, 20, 5
+    b, h, w, c, k = 2, 37, 24 if layout == "channel-major" else 20, 20, 5
     x, gate, acc = (torch.randn(b, h * w, c, generator=gen) for _ in range(3))
+    if layout == "channel-major":
+        x = x.transpose(1, 2).contiguous().mT  # [B, N, C] view of [B, C, N]
+        assert m.strip_alignment(x, w) == 8
+        assert m.dwconv_toeplitz_config(c, k, True, height=h, pad_w=2, align=8)["HALO"] == 8
     weight, bias, scale = (torch.randn(*s, generator=gen) for s in ((c, k, k), (c,), (c,)))
-    z, o = torch.full_like(x, float("nan")), torch.full_like(x, float("nan"))
+    z, o = (torch.full((b, h * w, c), float("nan")) for _ in range(2))  # contiguous outputs
     m.dwconv_hadamard_launch(x, weight, bias, gate, acc, None, scale, h, w, 2, 2, z, o)
     want_z, want_o = m.naive_dwconv_hadamard(x, weight, bias, gate, acc, None, scale, h, w, 2,
                                              2, True, True)

@@ -43,6 +43,10 @@ def _geometry(g: Graph, conv_attrs: dict) -> tuple[str, str, int, int]:
     return "self.grid[0]", "self.grid[1]", kh // 2, kw // 2
 
 
+def _kernel_width(conv_attrs: dict) -> int:
+    return conv_attrs["kernel"] if "causal" in conv_attrs else kernel2d(conv_attrs)[1]
+
+
 def _region_call(g: Graph, r: Region, names: dict[int, str], params: dict[str, str],
                  scales: dict[str, str], body: list[str]) -> str:
     """Source of one kernel call (a comment states what it computes)."""
@@ -121,6 +125,7 @@ def emit_module(g: Graph, decls: dict[str, ParamDecl], *, name: str, header: str
     names = var_names(g, _module_names())
     regions = find_regions(g)
     inner = {r.conv for r in regions.values() if r.conv != r.end}
+    conv_input = {g.inputs(r.conv)[0]: g.node(r.conv) for r in regions.values()}
     fused_sums = {r.total for r in regions.values() if r.total is not None}
     body: list[str] = []
     used_helpers: list[str] = []
@@ -142,7 +147,13 @@ def emit_module(g: Graph, decls: dict[str, ParamDecl], *, name: str, header: str
             body.append(f"{names[nid]} = linear_attention({', '.join(args)})"
                         f"  # [B, N, {node.width}] (triton: head_state, head_apply)")
             continue
-        code = lower_node(nid, node, inputs, names, body, used_helpers)
+        if node.op == "dense" and nid in conv_input:  # channel-major where the conv is Toeplitz
+            conv = conv_input[nid].a
+            dense = param_codes(node.params, names[nid], body)
+            code = (f"dense_for_conv({names[inputs[0]]}, {dense['weight']}, "
+                    f"{dense.get('bias', 'None')}, {_geometry(g, conv)[0]}, {_kernel_width(conv)})")
+        else:
+            code = lower_node(nid, node, inputs, names, body, used_helpers)
         if node.op == "output":
             body.append(f"return {code}")
         elif node.op != "input":
@@ -169,7 +180,9 @@ def emit_module(g: Graph, decls: dict[str, ParamDecl], *, name: str, header: str
                                     "none (no depthwise-convolution region or attention)") + ".",
         "Torch fallback (marked `(torch)` below): "
         + (", ".join(fallback) if fallback else "none")
-        + ("; dense maps run on cuBLAS through F.linear." if "dense" in fallback else "."),
+        + ("; dense maps run on cuBLAS through F.linear, those feeding a conv through "
+           "dense_for_conv (stored channel-major where the conv runs on tensor cores)."
+           if "dense" in fallback else "."),
         "Backward: derived (custom-op autograd): dwconv_hadamard_bwd_kernel gives du, the gate "
         "and accumulator gradients and the dw, db, scale reductions; dx is the forward kernel "
         "with flipped taps. Torch ops differentiate through torch autograd." if regions
