@@ -1,7 +1,8 @@
 """GPU benchmark (bf16): compiled padre3 on Triton vs hand-written PyTorch vs attention.
 
     python benchmarks/gpu.py                 # on an H100/H200; writes $OUT or benchmarks/results/
-    python benchmarks/gpu.py --smoke         # CPU dry run of the plumbing (tiny sizes, no CUDA)
+    python benchmarks/gpu.py --smoke         # CPU dry run of the plumbing (tiny sizes, no CUDA;
+                                             # writes $OUT or a temporary folder)
 
 Needs only torch and triton (and optionally matplotlib for the plot): it loads the committed,
 standalone codegen/triton/padre3.py, not the compiler. Steps, under a global time budget
@@ -16,7 +17,9 @@ standalone codegen/triton/padre3.py, not the compiler. Steps, under a global tim
    torch.compile of the hand-written module (forward, C = 384, N in {3136, 25600} only: its
    compile time counts against the budget), and qkv + SDPA + proj attention; forward and
    forward+backward;
-4. the 3C-wide fused conv alone, both forms (ms and useful TFLOP/s: where the time goes);
+4. the 3C-wide fused conv alone, both forms, on a channel-major input as the module feeds it
+   (ms and useful TFLOP/s: where the time goes); the Toeplitz tiles each shape's first launch
+   picked (kernels.fastest) are recorded in the JSON's meta;
 5. SimA: the linear-attention kernels (head_state / head_apply) against the PyTorch backend's
    einsum module and attention, forward and forward+backward, C = 384;
 6. ratios (attention / x, eager / x) and the fraction of the floor reached. Floor of padre3 =
@@ -38,6 +41,7 @@ import os
 import platform
 import statistics
 import sys
+import tempfile
 import time
 import traceback
 from pathlib import Path
@@ -243,7 +247,8 @@ def time_row(mod, c: int, n: int, batch: int, device, rates, budget: Budget,
                 torch.cuda.empty_cache()
     if budget.left() > 30:  # the 3C-wide fused conv alone, per form: where the time goes
         try:
-            x3 = torch.randn(batch, n, 3 * c, device=device, dtype=dtype)
+            # channel-major, as dense_for_conv stores the module's conv inputs
+            x3 = torch.randn(batch, 3 * c, n, device=device, dtype=dtype).mT
             w3 = torch.randn(3 * c, KERNEL, KERNEL, device=device, dtype=dtype)
             b3 = torch.randn(3 * c, device=device, dtype=dtype)
             h, w = GRIDS[n]
@@ -435,7 +440,9 @@ def main() -> int:
         print("no CUDA device: run with --smoke for a CPU dry run")
         return 2
     torch.backends.cudnn.benchmark = True
-    out = Path(os.environ.get("OUT") or ROOT / "benchmarks" / "results")
+    # a smoke run never overwrites the committed GPU results
+    out = Path(os.environ.get("OUT") or (tempfile.mkdtemp(prefix="padre_gpu_smoke_") if args.smoke
+                                         else ROOT / "benchmarks" / "results"))
     out.mkdir(parents=True, exist_ok=True)
     mod = load_generated("padre3")
     try:
@@ -480,6 +487,9 @@ def main() -> int:
     except Exception as err:  # recorded, the padre3 results stand
         traceback.print_exc()
         meta["sima"] = [{"C": 0, "N": 0, "batch": 0, "errors": {"sima": repr(err)[:300]}}]
+    meta["toeplitz_tiles"] = [  # what the first launch of each shape picked (kernels.fastest)
+        {"x": list(key[1]), "weight": list(key[5]), "tiles": cfg}
+        for key, cfg in getattr(mod, "TUNED", {}).items()]
     meta["seconds"] = args.budget - budget.left()
     (out / "gpu_padre3.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
     table = markdown(meta, rows)

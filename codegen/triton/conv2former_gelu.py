@@ -307,6 +307,45 @@ def dwconv_toeplitz_config(c: int, kw: int, gpu: bool, height: int = 64,
             "num_warps": 8 if gpu else 1}
 
 
+# (BC, BH, num_warps) tried beside the default tile on a GPU, per BW: every one compiles for
+# sm_90 without spills (tests/triton/test_triton_aot.py); the SASS census cannot rank them
+# (occupancy and latency decide), so the first launch of each shape times them
+TOEPLITZ_ALTERNATIVES = {16: ((8, 64, 4), (16, 32, 4), (8, 32, 4), (16, 64, 8)),
+                         32: ((4, 32, 4), (8, 32, 8), (4, 64, 4))}
+
+
+def dwconv_toeplitz_configs(c: int, kw: int, gpu: bool, height: int = 64,
+                            pad_w: int | None = None, align: int = 1) -> list[dict[str, int]]:
+    """The default tiles, then (on a GPU) the alternatives: same BW, BK, HALO, so one band
+    operand serves them all; BH shrinks to the grid's height as in the default."""
+    base = dwconv_toeplitz_config(c, kw, gpu, height=height, pad_w=pad_w, align=align)
+    configs = [base]
+    for bc, bh, warps in TOEPLITZ_ALTERNATIVES[base["BW"]] if gpu else ():
+        while bh > 16 and height <= bh // 2:
+            bh //= 2
+        cfg = dict(base, BC=min(bc, triton.next_power_of_2(c)), BH=bh, num_warps=warps)
+        if cfg not in configs:
+            configs.append(cfg)
+    return configs
+
+
+TUNED: dict[tuple, dict[str, int]] = {}  # launch shape -> fastest tiles
+
+
+def fastest(key: tuple, configs: list[dict[str, int]], launch) -> dict[str, int]:
+    """The config of `configs` whose `launch(cfg)` is fastest for this launch shape, timed once
+    per process (triton.testing.do_bench medians); the first with one candidate or with
+    PADRE_TRITON_TUNE=0. Timing launches the kernel: warm a module up before capturing it in a
+    CUDA graph."""
+    if len(configs) == 1 or os.environ.get("PADRE_TRITON_TUNE") == "0":
+        return configs[0]
+    if key not in TUNED:
+        ms = [triton.testing.do_bench(lambda cfg=cfg: launch(cfg), warmup=5, rep=20)
+              for cfg in configs]
+        TUNED[key] = configs[ms.index(min(ms))]
+    return TUNED[key]
+
+
 def strip_alignment(x: torch.Tensor, width: int) -> int:
     """8 where a channel-major x ([B, N, C] view with token stride 1) lets every 8-column group
     of a grid row start 16-byte aligned (8 divides the width, the strides and the offset), else
@@ -319,12 +358,17 @@ def strip_alignment(x: torch.Tensor, width: int) -> int:
 def toeplitz_operand(weight: torch.Tensor, bk: int, bw: int, shift: int,
                      dtype: torch.dtype) -> torch.Tensor:
     """[C, KH, BK, BW] banded matrices t[c, i, k, j] = weight[c, i, k - j - shift] for
-    0 <= k - j - shift < KW, else 0: row tap i of channel c as a product on the strip."""
-    kw = weight.shape[2]
-    d = (torch.arange(bk, device=weight.device)[:, None]
-         - torch.arange(bw, device=weight.device)[None, :] - shift)  # [BK, BW] tap index
-    band = ((d >= 0) & (d < kw)).to(dtype)
-    return (weight.to(dtype)[:, :, d.clamp(0, kw - 1)] * band).contiguous()
+    0 <= k - j - shift < KW, else 0: row tap i of channel c as a product on the strip.
+
+    Two launches: with `lead` = bw - 1 + shift zeros before the taps, h[c, i, k, m] =
+    padded[c, i, k + m] is a Hankel view, and t[..., j] = h[..., bw - 1 - j] (the flip copies
+    it contiguous). padded holds bk + bw - 1 entries: the largest index read is bk + bw - 2."""
+    c, kh, kw = weight.shape
+    lead = bw - 1 + shift
+    padded = F.pad(weight.to(dtype), (lead, bk - kw - shift))  # [C, KH, bk + bw - 1]
+    length = padded.shape[-1]
+    hankel = padded.as_strided((c, kh, bk, bw), (kh * length, length, 1, 1))
+    return hankel.flip(-1)
 
 
 def conv_form(x: torch.Tensor, height: int, kw: int) -> str:
@@ -400,13 +444,21 @@ def dwconv_hadamard_launch(x, weight, bias, gate, acc, acc_scale, scale, height:
         STORE_Z=store_z, STORE_O=store_o,
     )
     if conv_form(x, height, weight.shape[2]) == "toeplitz" and not TOEPLITZ_FAILED:
-        cfg = dwconv_toeplitz_config(c, weight.shape[2], x.is_cuda, height=height, pad_w=pad_w,
-                                     align=strip_alignment(x, width))
-        grid = (triton.cdiv(height, cfg["BH"]) * triton.cdiv(width, cfg["BW"]),
-                triton.cdiv(c, cfg["BC"]), b)
-        bands = toeplitz_operand(weight, cfg["BK"], cfg["BW"], cfg["HALO"] - pad_w, x.dtype)
-        try:
+        align = strip_alignment(x, width)
+        configs = dwconv_toeplitz_configs(c, weight.shape[2], x.is_cuda, height=height,
+                                          pad_w=pad_w, align=align)
+        first = configs[0]  # BW, BK, HALO: shared by every candidate
+        bands = toeplitz_operand(weight, first["BK"], first["BW"], first["HALO"] - pad_w, x.dtype)
+
+        def launch(cfg):
+            grid = (triton.cdiv(height, cfg["BH"]) * triton.cdiv(width, cfg["BW"]),
+                    triton.cdiv(c, cfg["BC"]), b)
             dwconv_toeplitz_fwd_kernel[grid](args[0], bands, *args[2:], **flags, **cfg)
+
+        key = (x.dtype, tuple(x.shape), x.stride(), height, width, tuple(weight.shape), pad_h,
+               pad_w, align, tuple(flags.values()))
+        try:
+            launch(fastest(key, configs, launch))
             return
         except Exception as err:  # a GPU compiler that rejects the 3-D dot: direct from now on
             if os.environ.get("PADRE_TRITON_CONV") == "toeplitz":

@@ -48,11 +48,16 @@ def test_direct_kernels_at_gpu_tiles_do_not_spill(padre3, kernel: str) -> None:
     assert r.mma == "none"  # shifted loads and FMAs on CUDA cores
 
 
-@pytest.mark.parametrize(("taps", "height"), [(11, 56), (31, 80)])
-def test_toeplitz_kernel_at_gpu_tiles_does_not_spill(padre3, taps: int, height: int) -> None:
-    """As a GPU forward launches it: channel-major input (token stride 1), aligned strips."""
-    cfg = padre3.dwconv_toeplitz_config(384, taps, gpu=True, height=height, pad_w=taps // 2,
-                                        align=8)
+@pytest.mark.parametrize(("taps", "height", "pick"),
+                         [(11, 56, i) for i in range(5)] + [(31, 80, i) for i in range(4)])
+def test_toeplitz_kernel_at_gpu_tiles_does_not_spill(padre3, taps: int, height: int,
+                                                     pick: int) -> None:
+    """As a GPU forward launches it (channel-major input, token stride 1, aligned strips), at
+    the default tiles and at every alternative the first launch times."""
+    configs = padre3.dwconv_toeplitz_configs(384, taps, gpu=True, height=height,
+                                             pad_w=taps // 2, align=8)
+    assert len(configs) == (5 if taps == 11 else 4)
+    cfg = configs[pick]
     consts = dict(FLAGS, STORE_Z=True, STORE_O=True, s_xn=1, **_taps(taps), **_tiles(cfg))
     r = aot.compile_kernel(PATH, "dwconv_toeplitz_fwd_kernel", consts,
                            num_warps=cfg["num_warps"], num_stages=2, trips=(taps,))

@@ -287,3 +287,42 @@ def test_gpu_block_sizes_across_tile_boundaries(form, layout, monkeypatch) -> No
     for label, a, e in zip(("du", "dg", "da", "dw", "db", "ds", "dsa"), got, want, strict=True):
         assert a.shape == e.shape, label
         assert torch.allclose(a, e, atol=1e-3, rtol=1e-4), label
+
+
+def test_every_gpu_tile_candidate_matches_naive_twin(monkeypatch) -> None:
+    """Each tile the first GPU launch may pick, run under the interpreter on an aligned
+    channel-major input: the timing chooses among correct kernels only."""
+    m = _kernels_module()
+    monkeypatch.setenv("PADRE_TRITON_CONV", "toeplitz")
+    gen = torch.Generator().manual_seed(11)
+    b, h, w, c, k = 1, 20, 16, 16, 11
+    x = torch.randn(b, c, h * w, generator=gen).mT  # channel-major [B, N, C] view
+    gate = torch.randn(b, h * w, c, generator=gen)
+    weight, bias = torch.randn(c, k, k, generator=gen), torch.randn(c, generator=gen)
+    configs = m.dwconv_toeplitz_configs(c, k, True, height=h, pad_w=5, align=8)
+    want = m.naive_dwconv_hadamard(x, weight, bias, gate, None, None, None, h, w, 5, 5, True,
+                                   False)[0]
+    for cfg in configs:
+        monkeypatch.setattr(m, "dwconv_toeplitz_configs", lambda *a, cfg=cfg, **kw: [cfg])
+        z = torch.full((b, h * w, c), float("nan"))
+        m.dwconv_hadamard_launch(x, weight, bias, gate, None, None, None, h, w, 5, 5, z, None)
+        assert torch.allclose(z, want, atol=1e-3, rtol=1e-4), cfg
+
+
+def test_fastest_times_each_candidate_once_per_shape(monkeypatch) -> None:
+    m = _kernels_module()
+    times = {1: 3.0, 2: 1.0, 3: 2.0}
+    timed = []
+
+    def bench(fn, **_):
+        fn()
+        return times[timed[-1]]
+
+    monkeypatch.setattr(m.triton.testing, "do_bench", bench)
+    monkeypatch.setattr(m, "TUNED", {})
+    configs = [{"BC": 1}, {"BC": 2}, {"BC": 3}]
+    launch = lambda cfg: timed.append(cfg["BC"])  # noqa: E731
+    assert m.fastest(("shape",), configs, launch) == {"BC": 2}
+    assert m.fastest(("shape",), configs, launch) == {"BC": 2} and timed == [1, 2, 3]
+    monkeypatch.setenv("PADRE_TRITON_TUNE", "0")
+    assert m.fastest(("other",), configs, launch) == {"BC": 1} and timed == [1, 2, 3]
