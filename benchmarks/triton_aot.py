@@ -55,35 +55,51 @@ def _config(module, name: str, *args, **kw) -> dict:
 
 
 def measure(path: Path) -> list[dict]:
-    """padre3's kernels as its GPU forward launches them: the Toeplitz form on the channel-major
-    dense output (token stride 1, 16-byte aligned rows); the direct form, the backward (its
-    launcher copies a channel-major x token-major) and the backward's dx on token-major tensors
-    (channel stride 1).
-    A stride of 1 is a constant, as the JIT specialises it; a kernel older than the channel
-    stride argument is compiled without it."""
+    """padre3's kernels as its GPU module launches them in bf16. Forward: the Toeplitz form on
+    the channel-major dense output (token stride 1, 16-byte aligned rows); the direct form on
+    token-major tensors (channel stride 1). Backward, Toeplitz path: the elementwise kernel
+    (u given, du stored channel-major) and the tensor-core weight gradient over the 56 rows;
+    direct path (fp32, or a GPU rejecting the 3-D dot): the recomputing kernel, token-major.
+    A stride of 1 is a constant, as the JIT specialises it. Kernels a revision lacks, or its
+    kernels without the later arguments, are compiled as that revision had them."""
     m = _launchers(path)
+    text = path.read_text()
     direct = _config(m, "dwconv_hadamard_config", 3136, 384, gpu=True)
     backward = _config(m, "dwconv_hadamard_config", 3136, 384, gpu=True, backward=True)
     toeplitz = _config(m, "dwconv_toeplitz_config", 384, 11, gpu=True, height=56, pad_w=5,
                        align=8)
-    strided = "s_xc" in path.read_text()
+    strided = "s_xc" in text
     token_major = {"s_xc": 1} if strided else {}
     channel_major = {"s_xn": 1} if strided else {}
     taps = (FLAGS["KH"], FLAGS["KW"])
-    runs = [  # kernel, flags, tiles, stages, pointer types, loop trips, outputs per program
-        ("dwconv_hadamard_fwd_kernel", dict(FLAGS, STORE_Z=True, STORE_O=True, **token_major),
-         direct, 3, {}, taps, direct["BT"] * direct["BC"]),
-        ("dwconv_hadamard_bwd_kernel", dict(FLAGS, HAS_DZ=True, HAS_DO=True, **token_major),
-         backward, 3, FP32_GRADS, taps, backward["BT"] * backward["BC"]),
-        ("dwconv_toeplitz_fwd_kernel", dict(FLAGS, STORE_Z=True, STORE_O=True, **channel_major),
-         toeplitz, 2, {}, taps[:1], toeplitz["BC"] * toeplitz["BH"] * toeplitz["BW"]),
+    grads = dict(FLAGS, HAS_DZ=True, HAS_DO=True, **token_major)
+    recompute = {"RECOMPUTE": True} if "RECOMPUTE" in text else {}
+    runs = [  # label, kernel, flags, tiles, stages, pointer types, loop trips, outputs / program
+        ("dwconv_hadamard_fwd_kernel", "dwconv_hadamard_fwd_kernel",
+         dict(FLAGS, STORE_Z=True, STORE_O=True, **token_major), direct, 3, {}, taps,
+         direct["BT"] * direct["BC"]),
+        ("dwconv_hadamard_bwd_kernel" + (" (recompute)" if recompute else ""),
+         "dwconv_hadamard_bwd_kernel", dict(grads, **recompute), backward, 3, FP32_GRADS, taps,
+         backward["BT"] * backward["BC"]),
+        ("dwconv_toeplitz_fwd_kernel", "dwconv_toeplitz_fwd_kernel",
+         dict(FLAGS, STORE_Z=True, STORE_O=True, **channel_major), toeplitz, 2, {}, taps[:1],
+         toeplitz["BC"] * toeplitz["BH"] * toeplitz["BW"]),
     ]
+    if recompute:
+        runs.append(("dwconv_hadamard_bwd_kernel (u given)", "dwconv_hadamard_bwd_kernel",
+                     dict(grads, RECOMPUTE=False, s_dn=1), backward, 3,
+                     dict(FP32_GRADS, u="fp32"), (), backward["BT"] * backward["BC"]))
+    if "dwconv_toeplitz_wgrad_kernel" in text:
+        wgrad = dict(toeplitz)  # the launcher's tiles; the program loops over all 56 rows
+        runs.append(("dwconv_toeplitz_wgrad_kernel", "dwconv_toeplitz_wgrad_kernel",
+                     dict(KH=11, KW=11, PH=5, PW=5, BD=16, s_xn=1, s_dn=1), wgrad, 2,
+                     {"dw": "fp32"}, (11, -(-56 // wgrad["BH"])), wgrad["BC"] * 56 * wgrad["BW"]))
     rows = []
-    for kernel, flags, cfg, stages, ptrs, trips, outputs in runs:
+    for label, kernel, flags, cfg, stages, ptrs, trips, outputs in runs:
         consts = dict(flags, **{k: v for k, v in cfg.items() if k != "num_warps"})
         r = aot.compile_kernel(path, kernel, consts, num_warps=cfg["num_warps"], num_stages=stages,
                                pointer_dtypes=ptrs, trips=trips)
-        rows.append({"kernel": kernel, "tiles": {k: v for k, v in cfg.items()},
+        rows.append({"kernel": label, "tiles": {k: v for k, v in cfg.items()},
                      "seconds": r.seconds, "ptx_lines": r.ptx_lines, "registers": r.registers,
                      "stack": r.stack, "shared": r.shared, "mma": r.mma,
                      "per_output": r.census.per(outputs),
@@ -120,11 +136,12 @@ def plot(runs: dict[str, list[dict]]) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.5))
-    kernels = [r["kernel"].replace("_kernel", "") for r in next(iter(runs.values()))]
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    names = list(dict.fromkeys(r["kernel"] for rows in runs.values() for r in rows))
+    kernels = [n.replace("_kernel", "").replace("dwconv_", "") for n in names]
     width = 0.8 / len(runs)
-    for i, (label, rows) in enumerate(runs.items()):
-        xs = [k + i * width for k in range(len(rows))]
+    for i, (label, rows) in enumerate(runs.items()):  # a kernel a revision lacks: no bar
+        xs = [names.index(r["kernel"]) + i * width for r in rows]
         axes[0].bar(xs, [max(r["stack"], 0.5) for r in rows], width, label=label)
         axes[1].bar(xs, [r["seconds"] for r in rows], width, label=label)
         axes[2].bar(xs, [r["per_output"]["total"] for r in rows], width, label=label)
@@ -134,7 +151,7 @@ def plot(runs: dict[str, list[dict]]) -> None:
                                 "cold compile, s", "warp instructions / output"),
                          strict=True):
         ax.set_xticks([k + width * (len(runs) - 1) / 2 for k in range(len(kernels))])
-        ax.set_xticklabels(kernels, rotation=15, fontsize=7)
+        ax.set_xticklabels(kernels, rotation=20, fontsize=7, ha="right")
         ax.set_yscale("log")
         ax.set_title(title)
     axes[0].legend(fontsize=7)

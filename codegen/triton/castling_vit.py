@@ -105,23 +105,25 @@ if triton is not None:
 
     @triton.jit(do_not_specialize=["N", "H", "W"])  # one compile for every grid
     def dwconv_hadamard_bwd_kernel(
-        x, w, b, g, a, sa, s, dz, do,  # forward inputs; gradients of z and o
+        x, w, b, g, a, sa, s, dz, do, u,  # forward inputs; gradients of z and o; u (or x)
         du, dg, da, dw, db, ds, dsa,  # outputs; dw, db, ds, dsa: fp32, accumulated atomically
         s_xb, s_xn, s_xc, s_gb, s_gn, s_ab, s_an,  # strides (elements); g, a: channel stride 1
+        s_db, s_dn, s_dc,  # du's strides (channel-major for the tensor-core kernels after)
         N, C, H, W,
         KH: tl.constexpr, KW: tl.constexpr, PH: tl.constexpr, PW: tl.constexpr,
         HAS_BIAS: tl.constexpr, HAS_GATE: tl.constexpr, HAS_ACC: tl.constexpr,
         HAS_ACC_SCALE: tl.constexpr, HAS_SCALE: tl.constexpr,
-        HAS_DZ: tl.constexpr, HAS_DO: tl.constexpr,
+        HAS_DZ: tl.constexpr, HAS_DO: tl.constexpr, RECOMPUTE: tl.constexpr,
         BT: tl.constexpr, BC: tl.constexpr,
     ):
         """Backward of dwconv_hadamard_fwd_kernel on one [BT, BC] tile, derived by the compiler.
 
         dz_tot = dz + s * do;  du = dz_tot * g;  dg = dz_tot * u;  da = sa * do;
         dw[c, i, j] += sum_t du[t, c] x[t + tap(i, j), c];  db += sum_t du;
-        ds += sum_t do * z;  dsa += sum_t do * a.  u = conv(x) + b is recomputed from the same
-        shifted loads that feed dw. dx (the adjoint conv of du) is a second launch of the forward
-        kernel with flipped taps. du, dg, da: [B, N, C] contiguous.
+        ds += sum_t do * z;  dsa += sum_t do * a.  RECOMPUTE: u = conv(x) + b is recomputed from
+        the same shifted loads that feed dw; else u is read (the tensor-core forward wrote it)
+        and dw is dwconv_toeplitz_wgrad_kernel's. dx (the adjoint conv of du) is a launch of the
+        forward kernel with flipped taps. dg, da: [B, N, C] contiguous; du: any strides.
         """
         i_t, i_c, i_b = tl.program_id(0), tl.program_id(1), tl.program_id(2)
         o_t = i_t * BT + tl.arange(0, BT)  # [BT] tokens
@@ -147,23 +149,30 @@ if triton is not None:
             p_g = g + i_b * s_gb + o_t[:, None] * s_gn + o_c[None, :]
             b_g = tl.load(p_g, mask=m, other=0.).to(tl.float32)
             b_du = b_dzt * b_g
-        b_u = tl.zeros([BT, BC], dtype=tl.float32)  # [BT, BC] recomputed conv
-        for i_kh in range(KH):
-            o_hi = o_h + (i_kh - PH)
-            m_h = m_t & (o_hi >= 0) & (o_hi < H)
-            for i_kw in range(KW):
-                o_wi = o_w + (i_kw - PW)
-                m_x = m_h & (o_wi >= 0) & (o_wi < W)
-                p_x = x + i_b * s_xb + (o_hi * W + o_wi)[:, None] * s_xn + o_c[None, :] * s_xc
-                b_x = tl.load(p_x, mask=m_x[:, None] & m_c[None, :], other=0.).to(tl.float32)
-                b_w = tl.load(w + o_c * (KH * KW) + (i_kh * KW + i_kw), mask=m_c, other=0.)
-                b_u += b_x * b_w.to(tl.float32)[None, :]
-                tl.atomic_add(dw + o_c * (KH * KW) + (i_kh * KW + i_kw),
-                              tl.sum(b_du * b_x, axis=0), mask=m_c)
+        if RECOMPUTE:  # u = conv(x) + b from the shifted loads that also give dw
+            b_u = tl.zeros([BT, BC], dtype=tl.float32)  # [BT, BC] recomputed conv
+            for i_kh in range(KH):
+                o_hi = o_h + (i_kh - PH)
+                m_h = m_t & (o_hi >= 0) & (o_hi < H)
+                for i_kw in range(KW):
+                    o_wi = o_w + (i_kw - PW)
+                    m_x = m_h & (o_wi >= 0) & (o_wi < W)
+                    p_x = (x + i_b * s_xb + (o_hi * W + o_wi)[:, None] * s_xn
+                           + o_c[None, :] * s_xc)
+                    b_x = tl.load(p_x, mask=m_x[:, None] & m_c[None, :], other=0.)
+                    b_x = b_x.to(tl.float32)
+                    b_w = tl.load(w + o_c * (KH * KW) + (i_kh * KW + i_kw), mask=m_c, other=0.)
+                    b_u += b_x * b_w.to(tl.float32)[None, :]
+                    tl.atomic_add(dw + o_c * (KH * KW) + (i_kh * KW + i_kw),
+                                  tl.sum(b_du * b_x, axis=0), mask=m_c)
+            if HAS_BIAS:
+                b_u += tl.load(b + o_c, mask=m_c, other=0.).to(tl.float32)[None, :]
+        else:  # u given ([B, N, C] contiguous fp32, bias included); dw: the wgrad kernel
+            b_u = tl.load(u + p_out, mask=m, other=0.)
         if HAS_BIAS:
-            b_u += tl.load(b + o_c, mask=m_c, other=0.).to(tl.float32)[None, :]
             tl.atomic_add(db + o_c, tl.sum(b_du, axis=0), mask=m_c)
-        tl.store(du + p_out, b_du.to(du.dtype.element_ty), mask=m)
+        tl.store(du + i_b * s_db + o_t[:, None] * s_dn + o_c[None, :] * s_dc,
+                 b_du.to(du.dtype.element_ty), mask=m)
         if HAS_GATE:
             tl.store(dg + p_out, (b_dzt * b_u).to(dg.dtype.element_ty), mask=m)
         if HAS_DO:
@@ -252,6 +261,57 @@ if triton is not None:
                      mask=m)
 
 
+    @triton.jit(do_not_specialize=["N", "H", "W"])  # one compile for every grid
+    def dwconv_toeplitz_wgrad_kernel(
+        x, du, dw,
+        s_xb, s_xn, s_xc, s_db, s_dn, s_dc,  # strides (elements) of x and du, [B, N, C] views
+        N, C, H, W,
+        KH: tl.constexpr, KW: tl.constexpr, PH: tl.constexpr, PW: tl.constexpr,
+        BH: tl.constexpr, BW: tl.constexpr, BK: tl.constexpr, BC: tl.constexpr,
+        HALO: tl.constexpr, ALIGN: tl.constexpr, BD: tl.constexpr,
+    ):
+        """dw[c, i, d] += sum_{r, j} du[c, r, j] x[c, r + i - PH, j + d - PW] on tensor cores,
+        for one [BC channels, BW columns] stripe of one image, all rows.
+
+        Per row tap i, P[c, j, k] = sum_r du[c, r, j] x[c, r + i - PH, w0 - HALO + k] is a
+        batched [BW, BH] @ [BH, BK] product accumulated over the stripe's row tiles (the
+        forward's strip, transposed du tile); then dw[c, i, d] += sum_j P[c, j, j + d + HALO - PW]
+        (a diagonal sum, 0 <= d < KW: one gather along k, one sum along j). dw: [C, KH, KW]
+        fp32, accumulated atomically across stripes and images. BK >= BW + HALO + KW - 1 - PW;
+        ALIGN as in the forward.
+        """
+        W, s_xb, s_xc = (W // ALIGN) * ALIGN, (s_xb // ALIGN) * ALIGN, (s_xc // ALIGN) * ALIGN
+        i_w, i_c, i_b = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+        o_j = i_w * BW + tl.arange(0, BW)  # [BW] output columns
+        o_k = i_w * BW - HALO + tl.arange(0, BK)  # [BK] input columns of the strip
+        o_c = i_c * BC + tl.arange(0, BC)  # [BC] channels
+        m_c = o_c < C
+        m_cj = m_c[:, None, None] & (o_j < W)[None, None, :]  # [BC, 1, BW]
+        m_ck = m_c[:, None, None] & ((o_k >= 0) & (o_k < W))[None, None, :]  # [BC, 1, BK]
+        # column of P holding lag d in row j: j + d + HALO - PW (< BK for d < KW)
+        o_d = tl.arange(0, BD)  # [BD] lags, BD = next power of two >= KW
+        o_lag = tl.arange(0, BW)[:, None] + o_d[None, :] + (HALO - PW)  # [BW, BD]
+        o_lag = tl.broadcast_to(tl.minimum(o_lag, BK - 1)[None, :, :], (BC, BW, BD))
+        m_d = (o_d < KW)[None, :]  # [1, BD]
+        for i_kh in range(KH):
+            b_p = tl.zeros([BC, BW, BK], dtype=tl.float32)  # [BC, BW, BK] P of row tap i
+            for i_r in range(0, H, BH):
+                o_r = i_r + tl.arange(0, BH)  # [BH] du rows
+                o_hi = o_r + (i_kh - PH)  # [BH] x rows
+                m_r = (o_r < H)[None, :, None]
+                m_h = ((o_hi >= 0) & (o_hi < H))[None, :, None]
+                p_d = (du + i_b * s_db + ((o_r * W)[:, None] + o_j[None, :])[None, :, :] * s_dn
+                       + o_c[:, None, None] * s_dc)
+                b_d = tl.load(p_d, mask=m_cj & m_r, other=0.)  # [BC, BH, BW]
+                p_x = (x + i_b * s_xb + ((o_hi * W)[:, None] + o_k[None, :])[None, :, :] * s_xn
+                       + o_c[:, None, None] * s_xc)
+                b_x = tl.load(p_x, mask=m_ck & m_h, other=0.)  # [BC, BH, BK]
+                b_p = tl.dot(tl.permute(b_d, (0, 2, 1)).to(b_x.dtype), b_x, b_p)
+            b_s = tl.sum(tl.gather(b_p, o_lag, axis=2), axis=1)  # [BC, BD] diagonal sums
+            tl.atomic_add(dw + o_c[:, None] * (KH * KW) + i_kh * KW + o_d[None, :], b_s,
+                          mask=m_c[:, None] & m_d)
+
+
 def naive_dwconv_hadamard(x, weight, bias, gate, acc, acc_scale, scale, height: int,
                           width: int, pad_h: int, pad_w: int, store_z: bool, store_o: bool):
     """Naive twin of dwconv_hadamard_fwd_kernel in PyTorch (same contract, fp32 math)."""
@@ -316,16 +376,20 @@ TOEPLITZ_ALTERNATIVES = {16: ((8, 64, 4), (16, 32, 4), (8, 32, 4), (16, 64, 8)),
 
 
 def dwconv_toeplitz_configs(c: int, kw: int, gpu: bool, height: int = 64,
-                            pad_w: int | None = None, align: int = 1) -> list[dict[str, int]]:
+                            pad_w: int | None = None, align: int = 1,
+                            elem_bytes: int = 2) -> list[dict[str, int]]:
     """The default tiles, then (on a GPU) the alternatives: same BW, BK, HALO, so one band
-    operand serves them all; BH shrinks to the grid's height as in the default."""
+    operand serves them all; BH shrinks to the grid's height as in the default. An alternative
+    whose double-buffered dot operands ([BC, BH, BK] + [BC, BK, BW] elements) would pass
+    192 KiB of shared memory is left out (32-bit inputs)."""
     base = dwconv_toeplitz_config(c, kw, gpu, height=height, pad_w=pad_w, align=align)
     configs = [base]
     for bc, bh, warps in TOEPLITZ_ALTERNATIVES[base["BW"]] if gpu else ():
         while bh > 16 and height <= bh // 2:
             bh //= 2
         cfg = dict(base, BC=min(bc, triton.next_power_of_2(c)), BH=bh, num_warps=warps)
-        if cfg not in configs:
+        operands = cfg["BC"] * cfg["BK"] * (cfg["BH"] + cfg["BW"]) * elem_bytes * 2
+        if cfg not in configs and operands <= 192 * 1024:
             configs.append(cfg)
     return configs
 
@@ -447,7 +511,7 @@ def dwconv_hadamard_launch(x, weight, bias, gate, acc, acc_scale, scale, height:
     if conv_form(x, height, weight.shape[2]) == "toeplitz" and not TOEPLITZ_FAILED:
         align = strip_alignment(x, width)
         configs = dwconv_toeplitz_configs(c, weight.shape[2], x.is_cuda, height=height,
-                                          pad_w=pad_w, align=align)
+                                          pad_w=pad_w, align=align, elem_bytes=x.element_size())
         first = configs[0]  # BW, BK, HALO: shared by every candidate
         bands = toeplitz_operand(weight, first["BK"], first["BW"], first["HALO"] - pad_w, x.dtype)
 
@@ -491,7 +555,8 @@ def _dwconv_hadamard_setup(ctx, inputs, output) -> None:
 
 def naive_dwconv_hadamard_bwd(x, weight, bias, gate, acc, acc_scale, scale, dz, do,
                               height: int, width: int, pad_h: int, pad_w: int):
-    """Naive twin of dwconv_hadamard_bwd_kernel in PyTorch: (du, dg, da, dw, db, ds, dsa)."""
+    """Naive twin of the kernel backward in PyTorch: (dx, dg, da, dw, db, ds, dsa), dx the
+    adjoint conv of du (flipped taps, mirrored padding)."""
     kh, kw = weight.shape[1], weight.shape[2]
     f32 = torch.float64 if x.dtype == torch.float64 else torch.float32
     u = naive_dwconv_hadamard(x.to(f32), weight, bias, None, None, None, None, height, width,
@@ -514,8 +579,10 @@ def naive_dwconv_hadamard_bwd(x, weight, bias, gate, acc, acc_scale, scale, dz, 
         d_scale = (do * zz).sum((0, 1)).to(scale.dtype)
     d_w = _depthwise_weight_grad(x.to(f32), du, kh, kw, height, width, pad_h, pad_w)
     d_b = empty() if bias is None else du.sum((0, 1)).to(bias.dtype)
-    outs = (du.to(x.dtype), d_gate, d_acc, d_w.to(weight.dtype), d_b, d_scale, d_acc_scale)
-    # custom-op outputs may not alias inputs or each other (du is dz itself when nothing scales)
+    d_x = naive_dwconv_hadamard(du, weight.flip(1, 2), None, None, None, None, None, height,
+                                width, kh - 1 - pad_h, kw - 1 - pad_w, True, False)[0]
+    outs = (d_x.to(x.dtype), d_gate, d_acc, d_w.to(weight.dtype), d_b, d_scale, d_acc_scale)
+    # custom-op outputs may not alias inputs or each other
     seen = {t.untyped_storage().data_ptr() for t in (dz, do, x) if t is not None and t.numel()}
     fresh = []
     for t in outs:
@@ -534,25 +601,30 @@ def _dwconv_hadamard_bwd_impl(
     height: int, width: int, pad_h: int, pad_w: int,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
            torch.Tensor]:
-    """(du, dg, da, dw, db, ds, dsa); a gradient of an absent input is an empty tensor."""
+    """(dx, dg, da, dw, db, ds, dsa); a gradient of an absent input is an empty tensor.
+
+    Direct form: one dwconv_hadamard_bwd_kernel recomputes u from the shifted loads that give
+    dw. Toeplitz form (tensor cores): u = conv(x) + b from the forward kernel (fp32), the
+    elementwise part writes du channel-major, dwconv_toeplitz_wgrad_kernel gives dw. Both: dx
+    is the forward kernel on du with flipped taps."""
     if not _use_triton(x):
         return naive_dwconv_hadamard_bwd(x, weight, bias, gate, acc, acc_scale, scale, dz, do,
                                          height, width, pad_h, pad_w)
     b, n, c = x.shape
     kh, kw = weight.shape[1], weight.shape[2]
+    tensor_cores = conv_form(x, height, kw) == "toeplitz" and not TOEPLITZ_FAILED
 
     def rows(t):  # channel stride 1, any batch/token strides (slices of a wider tensor)
         return t if t is None or t.stride(-1) == 1 else t.contiguous()
 
-    # a channel-major x (the Toeplitz form's input) is copied token-major once: the tap loop
-    # then loads 16-byte channel vectors (56 against 69 warp instructions per output for
-    # padre3's tiles in the SASS census, benchmarks/triton_aot.py)
-    x, gate, acc = rows(x), rows(gate), rows(acc)
+    # the direct form's tap loop loads 16-byte channel vectors from a token-major x (56
+    # against 69 warp instructions per output for padre3's tiles, benchmarks/triton_aot.py)
+    x = x if tensor_cores else rows(x)
+    gate, acc = rows(gate), rows(acc)
     dz = None if dz is None else dz.contiguous()
     do = None if do is None else do.contiguous()
     weight = weight.contiguous()
     empty = lambda: x.new_empty(0)  # noqa: E731 - a fresh one each: outputs may not alias
-    du = torch.empty(x.shape, dtype=x.dtype, device=x.device)
     dg = empty() if gate is None else torch.empty(x.shape, dtype=gate.dtype, device=x.device)
     da = empty() if (acc is None or do is None) else torch.empty(x.shape, dtype=acc.dtype,
                                                                device=x.device)
@@ -561,45 +633,75 @@ def _dwconv_hadamard_bwd_impl(
     db = torch.zeros(c, **f32) if bias is not None else empty()
     ds = torch.zeros(c, **f32) if scale is not None and do is not None else empty()
     dsa = torch.zeros(c, **f32) if acc_scale is not None and do is not None else empty()
+    if tensor_cores:
+        u = torch.empty((b, n, c), **f32)
+        dwconv_hadamard_launch(x, weight, bias, None, None, None, None, height, width, pad_h,
+                               pad_w, u, None)
+        du = torch.empty((b, c, n), dtype=x.dtype, device=x.device).mT  # channel-major
+    else:
+        u, du = x, torch.empty(x.shape, dtype=x.dtype, device=x.device)
     cfg = dwconv_hadamard_config(n, c, x.is_cuda, backward=True)
     grid = (triton.cdiv(n, cfg["BT"]), triton.cdiv(c, cfg["BC"]), b)
     pick = lambda t: x if t is None or t.numel() == 0 else t  # noqa: E731 - never-read slots
     dwconv_hadamard_bwd_kernel[grid](
         x, weight, pick(bias), pick(gate), pick(acc), pick(acc_scale), pick(scale), pick(dz),
-        pick(do), du, pick(dg), pick(da), dw, pick(db), pick(ds), pick(dsa),
+        pick(do), u, du, pick(dg), pick(da), dw, pick(db), pick(ds), pick(dsa),
         x.stride(0), x.stride(1), x.stride(2),
         0 if gate is None else gate.stride(0), 0 if gate is None else gate.stride(1),
         0 if acc is None else acc.stride(0), 0 if acc is None else acc.stride(1),
+        du.stride(0), du.stride(1), du.stride(2),
         n, c, height, width,
         KH=kh, KW=kw, PH=pad_h, PW=pad_w,
         HAS_BIAS=bias is not None, HAS_GATE=gate is not None, HAS_ACC=acc is not None,
         HAS_ACC_SCALE=acc_scale is not None, HAS_SCALE=scale is not None,
-        HAS_DZ=dz is not None, HAS_DO=do is not None, BT=cfg["BT"], BC=cfg["BC"],
-        num_warps=cfg["num_warps"],
+        HAS_DZ=dz is not None, HAS_DO=do is not None, RECOMPUTE=not tensor_cores,
+        BT=cfg["BT"], BC=cfg["BC"], num_warps=cfg["num_warps"],
     )
+    if tensor_cores:
+        dwconv_toeplitz_wgrad_launch(x, du, dw, height, width, pad_h, pad_w)
+    dx = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+    dwconv_hadamard_launch(du, weight.flip(1, 2), None, None, None, None, None, height, width,
+                           kh - 1 - pad_h, kw - 1 - pad_w, dx, None)
 
     def cast(t, like):
         return t if like is None or t.numel() == 0 else t.to(like.dtype)
 
-    return du, dg, da, dw.to(weight.dtype), cast(db, bias), cast(ds, scale), cast(dsa, acc_scale)
+    return dx, dg, da, dw.to(weight.dtype), cast(db, bias), cast(ds, scale), cast(dsa, acc_scale)
+
+
+def dwconv_toeplitz_wgrad_launch(x, du, dw, height: int, width: int, pad_h: int,
+                                 pad_w: int) -> None:
+    """dw += the weight gradient of the depthwise map (fp32 [C, KH, KW]) from x and du, on
+    tensor cores; torch's conv2d_weight where the GPU compiler rejects the kernel."""
+    b, n, c = x.shape
+    kh, kw = dw.shape[1], dw.shape[2]
+    align = min(strip_alignment(x, width), strip_alignment(du, width))
+    cfg = dwconv_toeplitz_config(c, kw, x.is_cuda, height=height, pad_w=pad_w, align=align)
+    grid = (triton.cdiv(width, cfg["BW"]), triton.cdiv(c, cfg["BC"]), b)
+    try:
+        dwconv_toeplitz_wgrad_kernel[grid](
+            x, du, dw, x.stride(0), x.stride(1), x.stride(2), du.stride(0), du.stride(1),
+            du.stride(2), n, c, height, width, KH=kh, KW=kw, PH=pad_h, PW=pad_w,
+            BD=triton.next_power_of_2(kw), **cfg)
+    except Exception as err:  # a GPU compiler that rejects the 3-D dot: torch (cuDNN)
+        if os.environ.get("PADRE_TRITON_CONV") == "toeplitz":
+            raise
+        warnings.warn(f"dwconv_toeplitz_wgrad_kernel failed ({err!r:.300}); dw from "
+                      "torch.nn.grad.conv2d_weight", RuntimeWarning, stacklevel=2)
+        dw += _depthwise_weight_grad(x.float(), du.float(), kh, kw, height, width, pad_h, pad_w)
 
 
 def _dwconv_hadamard_backward(ctx, dz, do):
     """Derived backward. Forward: u = conv(x) + b, z = u * g, o = sa * a + s * z.
 
-    One fused kernel (dwconv_hadamard_bwd_kernel) gives du, dg, da and the reductions dw, db, ds,
-    dsa; dx = conv(du) with flipped taps and mirrored padding (the adjoint of the depthwise
-    map) is the forward kernel again.
+    One op (_dwconv_hadamard_bwd_impl) gives dx = conv(du) with flipped taps and mirrored
+    padding (the adjoint of the depthwise map), dg, da and the reductions dw, db, ds, dsa.
     """
     x, weight, bias, gate, acc, acc_scale, scale = ctx.saved_tensors
     height, width, pad_h, pad_w, store_z, store_o = ctx.geometry
-    kh, kw = weight.shape[1], weight.shape[2]
-    du, dg, da, dw, db, ds, dsa = torch.ops.padre_triton.dwconv_hadamard_bwd_v1(
+    d_x, dg, da, dw, db, ds, dsa = torch.ops.padre_triton.dwconv_hadamard_bwd_v2(
         x, weight, bias, gate, acc, acc_scale, scale, dz if store_z else None,
         do if store_o else None, height, width, pad_h, pad_w)
-    d_x = torch.ops.padre_triton.dwconv_hadamard_fwd_v1(
-        du, weight.flip(1, 2), None, None, None, None, None, height, width, kh - 1 - pad_h,
-        kw - 1 - pad_w, True, False)[0]
     some = lambda t: t if t.numel() else None  # noqa: E731 - empty marks an absent gradient
     return (d_x.to(x.dtype), dw, some(db), some(dg), some(da), some(dsa), some(ds),
             None, None, None, None, None, None)
@@ -608,7 +710,7 @@ def _dwconv_hadamard_backward(ctx, dz, do):
 def _register_dwconv_hadamard():
     """torch.library custom op (+ fake kernel + autograd), defined once per process."""
     try:
-        torch.ops.padre_triton.dwconv_hadamard_bwd_v1  # noqa: B018 - registered with the fwd op
+        torch.ops.padre_triton.dwconv_hadamard_bwd_v2  # noqa: B018 - registered with the fwd op
         return torch.ops.padre_triton.dwconv_hadamard_fwd_v1
     except AttributeError:
         pass
@@ -621,7 +723,7 @@ def _register_dwconv_hadamard():
         return (x.new_empty(x.shape) if store_z else x.new_empty(0),  # contiguous, like the op
                 x.new_empty(x.shape) if store_o else x.new_empty(0))
 
-    bwd = torch.library.custom_op("padre_triton::dwconv_hadamard_bwd_v1", mutates_args=())(
+    bwd = torch.library.custom_op("padre_triton::dwconv_hadamard_bwd_v2", mutates_args=())(
         _dwconv_hadamard_bwd_impl)
 
     @bwd.register_fake
@@ -835,6 +937,7 @@ def linear_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: i
 # tl.dot tiles per kernel, (batch, M, N, K): backends/triton/legality.py
 DOT_TILES = {
     'dwconv_toeplitz_fwd_kernel': [('BC', 'BH', 'BW', 'BK')],
+    'dwconv_toeplitz_wgrad_kernel': [('BC', 'BW', 'BK', 'BH')],
     'head_state_kernel': [(1, 'BE', 'BE', 'BT'), (1, 'BE', 'BE', 'BT')],
     'head_apply_kernel': [(1, 'BT', 'BE', 'BE'), (1, 'BT', 'BE', 'BE')],
 }

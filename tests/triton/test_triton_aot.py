@@ -40,7 +40,8 @@ def _tiles(cfg: dict) -> dict:
 def test_direct_kernels_at_gpu_tiles_do_not_spill(padre3, kernel: str) -> None:
     backward = kernel == "dwconv_hadamard_bwd_kernel"
     cfg = padre3.dwconv_hadamard_config(3136, 384, gpu=True, backward=backward)
-    extra = dict(HAS_DZ=True, HAS_DO=True) if backward else dict(STORE_Z=True, STORE_O=True)
+    extra = (dict(HAS_DZ=True, HAS_DO=True, RECOMPUTE=True) if backward
+             else dict(STORE_Z=True, STORE_O=True))
     r = aot.compile_kernel(PATH, kernel, dict(FLAGS, **_taps(11), **extra, **_tiles(cfg)),
                            num_warps=cfg["num_warps"], pointer_dtypes=GRADS)
     assert r.stack == 0, f"{kernel} spills {r.stack} bytes per thread at {cfg}"
@@ -68,6 +69,25 @@ def test_toeplitz_kernel_at_gpu_tiles_does_not_spill(padre3, taps: int, height: 
     # registers and scalar shared stores
     assert r.census.counts.get("global->shared copy", 0) > 0
     assert r.census.counts.get("shared store", 0) < r.census.counts["global->shared copy"]
+
+
+def test_tensor_core_backward_kernels_at_gpu_tiles(padre3) -> None:
+    """The Toeplitz path's backward as a GPU launches it: the weight gradient on tensor cores
+    without spills, and the elementwise kernel (u given) free of the tap loop."""
+    cfg = padre3.dwconv_toeplitz_config(384, 11, gpu=True, height=56, pad_w=5, align=8)
+    wgrad = aot.compile_kernel(PATH, "dwconv_toeplitz_wgrad_kernel",
+                               dict(_taps(11), BD=16, s_xn=1, s_dn=1, **_tiles(cfg)),
+                               num_warps=cfg["num_warps"], num_stages=2,
+                               pointer_dtypes={"dw": "fp32"}, trips=(11, 1))
+    assert wgrad.stack == 0 and wgrad.mma != "none"
+    bwd = padre3.dwconv_hadamard_config(3136, 384, gpu=True, backward=True)
+    consts = dict(FLAGS, HAS_DZ=True, HAS_DO=True, RECOMPUTE=False, s_xc=1, s_dn=1,
+                  **_taps(11), **_tiles(bwd))
+    given = aot.compile_kernel(PATH, "dwconv_hadamard_bwd_kernel", consts,
+                               num_warps=bwd["num_warps"],
+                               pointer_dtypes=dict(GRADS, u="fp32"), trips=())
+    assert given.stack == 0 and given.census.loops == []  # no tap loop: u is read
+    assert given.census.counts.get("fp32 fma", 0) < 0.5 * given.census.total
 
 
 def _toeplitz_census(padre3, align: int) -> aot.Census:

@@ -284,7 +284,7 @@ def test_gpu_block_sizes_across_tile_boundaries(form, layout, monkeypatch) -> No
     assert not any(t.isnan().any() for t in got)
     want = m.naive_dwconv_hadamard_bwd(x, weight, bias, gate, acc, None, scale, dz, do, h, w, 2,
                                        2)
-    for label, a, e in zip(("du", "dg", "da", "dw", "db", "ds", "dsa"), got, want, strict=True):
+    for label, a, e in zip(("dx", "dg", "da", "dw", "db", "ds", "dsa"), got, want, strict=True):
         assert a.shape == e.shape, label
         assert torch.allclose(a, e, atol=1e-3, rtol=1e-4), label
 
@@ -326,3 +326,39 @@ def test_fastest_times_each_candidate_once_per_shape(monkeypatch) -> None:
     assert m.fastest(("shape",), configs, launch) == {"BC": 2} and timed == [1, 2, 3]
     monkeypatch.setenv("PADRE_TRITON_TUNE", "0")
     assert m.fastest(("other",), configs, launch) == {"BC": 1} and timed == [1, 2, 3]
+
+
+@pytest.mark.parametrize("layout", ["token-major", "channel-major"])
+def test_tensor_core_weight_gradient_matches_conv2d_weight(layout) -> None:
+    """dwconv_toeplitz_wgrad_kernel over several row tiles (BH = 16 < 37 rows), two column
+    stripes, masked channels; channel-major inputs take the aligned strip (HALO = 8 > pad)."""
+    m = _kernels_module()
+    gen = torch.Generator().manual_seed(13)
+    b, h, w, c, k, pad = 2, 37, 24, 10, 5, 2
+    if layout == "channel-major":
+        x, du = (torch.randn(b, c, h * w, generator=gen).mT for _ in range(2))
+        assert m.strip_alignment(x, w) == m.strip_alignment(du, w) == 8
+    else:
+        x, du = (torch.randn(b, h * w, c, generator=gen) for _ in range(2))
+    dw = torch.zeros(c, k, k)
+    m.dwconv_toeplitz_wgrad_launch(x, du, dw, h, w, pad, pad)
+    want = m._depthwise_weight_grad(x, du, k, k, h, w, pad, pad)
+    assert torch.allclose(dw, want, atol=1e-3, rtol=1e-4)
+
+
+def test_rejected_weight_gradient_kernel_falls_back_to_torch(monkeypatch) -> None:
+    m = _kernels_module()
+    monkeypatch.delenv("PADRE_TRITON_CONV", raising=False)
+
+    class Rejected:
+        def __getitem__(self, grid):
+            def launch(*a, **k):
+                raise RuntimeError("PassManager::run failed (simulated)")
+            return launch
+
+    monkeypatch.setattr(m, "dwconv_toeplitz_wgrad_kernel", Rejected())
+    x, du = torch.randn(1, 12, 4), torch.randn(1, 12, 4)
+    dw = torch.zeros(4, 3, 3)
+    with pytest.warns(RuntimeWarning, match="conv2d_weight"):
+        m.dwconv_toeplitz_wgrad_launch(x, du, dw, 3, 4, 1, 1)
+    assert torch.allclose(dw, m._depthwise_weight_grad(x, du, 3, 3, 3, 4, 1, 1), atol=1e-5)

@@ -12,6 +12,10 @@ from padre_compiler.spec.loader import bundled_specs
 SOURCE = codegen_path("padre3", "triton").read_text()
 
 
+def triton_next_pow2(n: int) -> int:
+    return 1 << (n - 1).bit_length()
+
+
 def _runtime():
     module = pc.compile("padre3", dim=4, grid=(2, 2), backend="triton")
     return __import__("sys").modules[type(module).__module__]
@@ -20,10 +24,11 @@ def _runtime():
 def test_kernels_are_found_with_their_aranges_and_dots() -> None:
     shapes = legality.kernel_shapes(SOURCE)
     assert set(shapes) == {"dwconv_hadamard_fwd_kernel", "dwconv_hadamard_bwd_kernel",
-                           "dwconv_toeplitz_fwd_kernel"}
+                           "dwconv_toeplitz_fwd_kernel", "dwconv_toeplitz_wgrad_kernel"}
     assert set(shapes["dwconv_hadamard_fwd_kernel"].aranges) == {"BT", "BC"}
     assert shapes["dwconv_hadamard_fwd_kernel"].dots == 0
     assert shapes["dwconv_toeplitz_fwd_kernel"].dots == 1
+    assert shapes["dwconv_toeplitz_wgrad_kernel"].dots == 1
 
 
 @pytest.mark.parametrize("name", [p.stem for p in bundled_specs()])
@@ -41,10 +46,17 @@ def test_every_launch_config_is_gpu_legal(name: str) -> None:
                 legality.assert_legal(source, kernel, cfg, num_warps=cfg["num_warps"],
                                       dot_tiles=m.DOT_TILES)
         for kw, height in ((1, 8), (3, 14), (7, 320), (11, 14), (11, 56), (17, 80), (31, 9)):
-            for elem_bytes in (2, 4):
-                cfg = m.dwconv_toeplitz_config(c, kw, gpu=True, height=height)
-                legality.assert_legal(source, "dwconv_toeplitz_fwd_kernel", cfg,
-                                      num_warps=cfg["num_warps"], dot_tiles=m.DOT_TILES,
+            for elem_bytes, align in ((2, 1), (2, 8), (4, 1)):
+                configs = m.dwconv_toeplitz_configs(c, kw, gpu=True, height=height,
+                                                    pad_w=kw // 2, align=align,
+                                                    elem_bytes=elem_bytes)
+                for cfg in configs:  # the default and every alternative the GPU times
+                    legality.assert_legal(source, "dwconv_toeplitz_fwd_kernel", cfg,
+                                          num_warps=cfg["num_warps"], dot_tiles=m.DOT_TILES,
+                                          num_stages=2, elem_bytes=elem_bytes)
+                wgrad = dict(configs[0], BD=triton_next_pow2(kw))
+                legality.assert_legal(source, "dwconv_toeplitz_wgrad_kernel", wgrad,
+                                      num_warps=wgrad["num_warps"], dot_tiles=m.DOT_TILES,
                                       num_stages=2, elem_bytes=elem_bytes)
 
 

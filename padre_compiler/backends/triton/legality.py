@@ -15,6 +15,7 @@ call site); a call without a declaration, or a declaration without a call, is it
 from __future__ import annotations
 
 import ast
+import functools
 from dataclasses import dataclass
 
 
@@ -52,6 +53,7 @@ def _jitted(fn: ast.FunctionDef) -> bool:
     return any(ast.unparse(d).startswith("triton.jit") for d in fn.decorator_list)
 
 
+@functools.cache  # a generated module is parsed once however many launches are checked
 def kernel_shapes(source: str) -> dict[str, KernelShape]:
     """Every @triton.jit function of `source` with its arange extents and dot call sites."""
     shapes: dict[str, KernelShape] = {}
