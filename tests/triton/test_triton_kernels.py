@@ -233,18 +233,21 @@ def test_torch_compile_traces_the_custom_op() -> None:
     assert torch.allclose(gx, gx_ref, atol=1e-5)
 
 
+class Rejected:
+    """A kernel whose every launch fails as a GPU compiler rejecting it would."""
+
+    def __getitem__(self, grid):
+        def launch(*a, **k):
+            raise RuntimeError("PassManager::run failed (simulated)")
+        return launch
+
+
 def test_rejected_tensor_core_kernel_falls_back_to_direct(monkeypatch) -> None:
     """A GPU compiler rejecting the Toeplitz kernel costs a warning, not a wrong answer."""
     m = _kernels_module()
     monkeypatch.delenv("PADRE_TRITON_CONV", raising=False)
     monkeypatch.setattr(m, "conv_form", lambda *a: "toeplitz")
     monkeypatch.setattr(m, "TOEPLITZ_FAILED", [])
-
-    class Rejected:
-        def __getitem__(self, grid):
-            def launch(*a, **k):
-                raise RuntimeError("PassManager::run failed (simulated)")
-            return launch
 
     monkeypatch.setattr(m, "dwconv_toeplitz_fwd_kernel", Rejected())
     x, weight = torch.randn(1, 12, 4), torch.randn(4, 3, 3)
@@ -349,12 +352,6 @@ def test_tensor_core_weight_gradient_matches_conv2d_weight(layout) -> None:
 def test_rejected_weight_gradient_kernel_falls_back_to_torch(monkeypatch) -> None:
     m = _kernels_module()
     monkeypatch.delenv("PADRE_TRITON_CONV", raising=False)
-
-    class Rejected:
-        def __getitem__(self, grid):
-            def launch(*a, **k):
-                raise RuntimeError("PassManager::run failed (simulated)")
-            return launch
 
     monkeypatch.setattr(m, "dwconv_toeplitz_wgrad_kernel", Rejected())
     x, du = torch.randn(1, 12, 4), torch.randn(1, 12, 4)
