@@ -182,3 +182,17 @@ def test_alignment_hints_are_what_widen_the_channel_loads(padre3) -> None:
               for aligned in (True, False)}
     assert 16 in widths[True]
     assert set(widths[False]) == {2}
+
+
+def test_tensor_core_kernels_stay_within_their_instruction_budgets(padre3) -> None:
+    """Regression guard on the SASS census at padre3's GPU launch (benchmarks/triton_aot.md):
+    Toeplitz forward 1.85 and weight gradient 4.82 warp instructions per output when written;
+    a change that brings back register transposes or per-lag reductions trips it."""
+    cfg = padre3.dwconv_toeplitz_config(384, 11, gpu=True, height=56, pad_w=5, align=8)
+    fwd = _toeplitz_census(padre3, 8)
+    wgrad = aot.compile_kernel(PATH, "dwconv_toeplitz_wgrad_kernel",
+                               dict(_taps(11), BD=16, s_xn=1, s_dn=1, **_tiles(cfg)),
+                               num_warps=cfg["num_warps"], num_stages=2,
+                               pointer_dtypes={"dw": "fp32"}, trips=(11, 1)).census
+    assert fwd.per(cfg["BC"] * cfg["BH"] * cfg["BW"])["total"] < 2.2
+    assert wgrad.per(cfg["BC"] * 56 * cfg["BW"])["total"] < 6.0

@@ -371,7 +371,9 @@ def dwconv_toeplitz_config(c: int, kw: int, gpu: bool, height: int = 64,
 
 # (BC, BH, num_warps) tried beside the default tile on a GPU, per BW: every one compiles for
 # sm_90 without spills (tests/triton/test_triton_aot.py); the SASS census cannot rank them
-# (occupancy and latency decide), so the first launch of each shape times them
+# (occupancy, latency and sector use decide: BC = 16 moves whole 32-byte sectors of the
+# token-major gate, accumulator and outputs, BC = 8 half sectors), so the first launch of each
+# shape times them
 TOEPLITZ_ALTERNATIVES = {16: ((8, 64, 4), (16, 32, 4), (8, 32, 4), (16, 64, 8)),
                          32: ((4, 32, 4), (8, 32, 8), (4, 64, 4))}
 
