@@ -9,6 +9,11 @@ is measured. fp64 and fp32 results must be within a fixed relative tolerance of 
 error of the "eager" twin in the same dtype (the unoptimised spec graph lowered op by op to
 PyTorch) plus an absolute floor of 4 ulp of max|reference|.
 
+Triton examples also draw the depthwise conv's form (`PADRE_TRITON_CONV`): auto (the
+launcher's choice), direct (CUDA cores) or toeplitz (tensor cores, with its channel-major dense
+inputs), so the interpreter runs both kernel families; grids up to 16 wide reach the Toeplitz
+kernel's 8-column aligned strips.
+
 A non-finite result where the reference is finite fails, unless the eager twin in the same
 dtype overflows too (the values exceed the dtype's range). Every rule also allows 16 times the
 reference's own rounding error: the distance between the float64 reference and the same graph
@@ -20,10 +25,12 @@ intermediates cancel by 10 digits) gets the slack any evaluation order needs, an
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
+import os
 import textwrap
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -54,6 +61,7 @@ DTYPES = {"float64": torch.float64, "float32": torch.float32, "float16": torch.f
 BACKEND_DTYPES = {"torch": ("float64", "float32", "float16", "bfloat16"),
                   "triton": ("float32", "float16")}
 FIXED_TOL = {"float64": 1e-9, "float32": 1e-4}
+BACKEND_CONV_FORMS = {"torch": ("auto",), "triton": ("auto", "direct", "toeplitz")}
 
 
 @dataclass(frozen=True)
@@ -64,6 +72,21 @@ class Example:
     batch: int
     dtype: str
     seed: int
+    conv_form: str = "auto"  # PADRE_TRITON_CONV while the module runs (auto: unset)
+
+
+@contextlib.contextmanager
+def conv_form(form: str) -> Iterator[None]:
+    """PADRE_TRITON_CONV=form inside the block ("auto": unset), restored after."""
+    old = os.environ.pop("PADRE_TRITON_CONV", None)
+    if form != "auto":
+        os.environ["PADRE_TRITON_CONV"] = form
+    try:
+        yield
+    finally:
+        os.environ.pop("PADRE_TRITON_CONV", None)
+        if old is not None:
+            os.environ["PADRE_TRITON_CONV"] = old
 
 
 @dataclass(frozen=True)
@@ -125,7 +148,7 @@ class Harness:
         ref = run_graph(self.graph, x.double().numpy(),
                         {k: v.double().numpy() for k, v in params.items()},
                         EvalContext(grid=ex.grid))
-        with torch.no_grad(), nan_poisoned():
+        with torch.no_grad(), nan_poisoned(), conv_form(ex.conv_form):
             out = self.build(self.cls, ex, params)(x.to(self.device)).double().cpu().numpy()
         scale = float(np.abs(ref).max(initial=0.0))
         if out.shape != ref.shape:
@@ -170,12 +193,13 @@ def examples(spec: Spec, backend: str) -> st.SearchStrategy[Example]:
     def example(draw: st.DrawFn) -> Example:
         dim = spec.fixed_dim or step * draw(st.integers(1, max(1, 12 // step)))
         if spec.layout == "grid2d":
-            grid = (draw(st.integers(1, 6)), draw(st.integers(1, 6)))
+            grid = (draw(st.integers(1, 6)), draw(st.sampled_from([1, 2, 3, 4, 5, 6, 8, 16])))
             tokens = grid[0] * grid[1]
         else:
             grid, tokens = None, draw(st.integers(1, 17))
         return Example(dim, tokens, grid, draw(st.sampled_from([1, 2, 3])),
-                       draw(st.sampled_from(dtypes)), draw(st.integers(0, 2**31 - 1)))
+                       draw(st.sampled_from(dtypes)), draw(st.integers(0, 2**31 - 1)),
+                       draw(st.sampled_from(BACKEND_CONV_FORMS[backend])))
 
     return example()
 
@@ -265,7 +289,8 @@ def write_regression(spec: Spec, backend: str, failure: Outcome, directory: Path
 
         def test_{spec.name}_{backend}_{key}() -> None:
             example = Example(dim={ex.dim}, tokens={ex.tokens}, grid={ex.grid!r},
-                              batch={ex.batch}, dtype={ex.dtype!r}, seed={ex.seed})
+                              batch={ex.batch}, dtype={ex.dtype!r}, seed={ex.seed},
+                              conv_form={ex.conv_form!r})
             outcome = check_example({source!r}, example, backend={backend!r})
             assert outcome.ok, outcome
         ''')

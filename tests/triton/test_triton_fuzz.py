@@ -1,0 +1,30 @@
+"""`padre fuzz --backend triton` under the interpreter: examples draw the conv form, so both
+kernel families (direct, tensor-core Toeplitz) meet the float64 reference."""
+
+from __future__ import annotations
+
+import sys
+
+from padre_compiler.compiler import as_spec
+from padre_compiler.verify.fuzz import Example, Harness, fuzz
+
+
+def test_triton_fuzz_passes_in_every_conv_form() -> None:
+    forms: set[str] = set()
+    report = fuzz("padre3", backend="triton", examples_n=8, seed=1,
+                  on_example=lambda outcome: forms.add(outcome.example.conv_form))
+    assert report.failure is None and report.examples > 0
+    assert forms == {"auto", "direct", "toeplitz"}
+
+
+def test_triton_fuzz_sees_a_wrong_band_operand_only_in_the_toeplitz_form(monkeypatch) -> None:
+    """The band shifted by one column: the Toeplitz examples fail, the direct ones still pass
+    (the check reaches the tensor-core kernel, and only it)."""
+    harness = Harness(as_spec("padre3"), "triton")
+    module = sys.modules[harness.cls.__module__]
+    real = module.toeplitz_operand
+    monkeypatch.setattr(module, "toeplitz_operand",
+                        lambda w, bk, bw, shift, dtype: real(w, bk, bw, shift + 1, dtype))
+    example = dict(dim=4, tokens=24, grid=(3, 8), batch=1, dtype="float32", seed=5)
+    assert not harness.check(Example(**example, conv_form="toeplitz")).ok
+    assert harness.check(Example(**example, conv_form="direct")).ok
