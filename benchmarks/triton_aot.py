@@ -87,7 +87,7 @@ def measure(path: Path) -> list[dict]:
     ]
     if recompute:
         runs.append(("dwconv_hadamard_bwd_kernel (u given)", "dwconv_hadamard_bwd_kernel",
-                     dict(grads, RECOMPUTE=False, s_dn=1), backward, 3,
+                     dict(FLAGS, HAS_DZ=True, HAS_DO=True, RECOMPUTE=False, s_dn=1), backward, 3,
                      dict(FP32_GRADS, u="fp32"), (), backward["BT"] * backward["BC"]))
     if "dwconv_toeplitz_wgrad_kernel" in text:
         wgrad = dict(toeplitz)  # the launcher's tiles; the program loops over all 56 rows

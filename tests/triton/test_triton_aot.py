@@ -81,7 +81,7 @@ def test_tensor_core_backward_kernels_at_gpu_tiles(padre3) -> None:
                                pointer_dtypes={"dw": "fp32"}, trips=(11, 1))
     assert wgrad.stack == 0 and wgrad.mma != "none"
     bwd = padre3.dwconv_hadamard_config(3136, 384, gpu=True, backward=True)
-    consts = dict(FLAGS, HAS_DZ=True, HAS_DO=True, RECOMPUTE=False, s_xc=1, s_dn=1,
+    consts = dict(FLAGS, HAS_DZ=True, HAS_DO=True, RECOMPUTE=False, s_dn=1,  # x unread
                   **_taps(11), **_tiles(bwd))
     given = aot.compile_kernel(PATH, "dwconv_hadamard_bwd_kernel", consts,
                                num_warps=bwd["num_warps"],

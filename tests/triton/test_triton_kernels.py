@@ -276,7 +276,12 @@ def test_gpu_block_sizes_across_tile_boundaries(form, layout, monkeypatch) -> No
         assert m.dwconv_toeplitz_config(c, k, True, height=h, pad_w=2, align=8)["HALO"] == 8
     weight, bias, scale = (torch.randn(*s, generator=gen) for s in ((c, k, k), (c,), (c,)))
     z, o = (torch.full((b, h * w, c), float("nan")) for _ in range(2))  # contiguous outputs
+    shifts = []
+    real = m.toeplitz_operand
+    monkeypatch.setattr(m, "toeplitz_operand", lambda *a: shifts.append(a[3]) or real(*a))
     m.dwconv_hadamard_launch(x, weight, bias, gate, acc, None, scale, h, w, 2, 2, z, o)
+    if form == "toeplitz":  # the strip's left margin: HALO - pad = 8 - 2 when aligned
+        assert shifts == [6 if layout == "channel-major" else 0]
     want_z, want_o = m.naive_dwconv_hadamard(x, weight, bias, gate, acc, None, scale, h, w, 2,
                                              2, True, True)
     assert torch.allclose(z, want_z, atol=1e-4) and torch.allclose(o, want_o, atol=1e-4)
@@ -298,7 +303,7 @@ def test_every_gpu_tile_candidate_matches_naive_twin(monkeypatch) -> None:
     m = _kernels_module()
     monkeypatch.setenv("PADRE_TRITON_CONV", "toeplitz")
     gen = torch.Generator().manual_seed(11)
-    b, h, w, c, k = 1, 20, 16, 16, 11
+    b, h, w, c, k = 1, 70, 40, 16, 11  # more rows than BH = 64, three column stripes
     x = torch.randn(b, c, h * w, generator=gen).mT  # channel-major [B, N, C] view
     gate = torch.randn(b, h * w, c, generator=gen)
     weight, bias = torch.randn(c, k, k, generator=gen), torch.randn(c, generator=gen)
@@ -331,21 +336,44 @@ def test_fastest_times_each_candidate_once_per_shape(monkeypatch) -> None:
     assert m.fastest(("other",), configs, launch) == {"BC": 1} and timed == [1, 2, 3]
 
 
+def test_fastest_skips_a_candidate_that_fails_and_raises_when_all_do(monkeypatch) -> None:
+    """A tile this GPU cannot compile is no candidate; it must not give up the form."""
+    m = _kernels_module()
+    monkeypatch.setattr(m.triton.testing, "do_bench", lambda fn, **_: fn() or 1.0)
+    monkeypatch.setattr(m, "TUNED", {})
+    configs = [{"BC": 1}, {"BC": 2}]
+
+    def launch(cfg):
+        if cfg["BC"] == 1:
+            raise RuntimeError("out of resource: shared memory (simulated)")
+
+    assert m.fastest(("shape",), configs, launch) == {"BC": 2}
+
+    def broken(cfg):
+        raise RuntimeError(f"no tile fits ({cfg})")
+
+    with pytest.raises(RuntimeError, match="BC': 1"):
+        m.fastest(("another",), configs, broken)
+
+
+@pytest.mark.parametrize(("k", "pad_h", "pad_w"), [(5, 2, 2), (5, 1, 4), (1, 0, 0), (19, 9, 9)],
+                         ids=["k5", "k5-asymmetric", "k1", "k19-bw32"])
 @pytest.mark.parametrize("layout", ["token-major", "channel-major"])
-def test_tensor_core_weight_gradient_matches_conv2d_weight(layout) -> None:
-    """dwconv_toeplitz_wgrad_kernel over several row tiles (BH = 16 < 37 rows), two column
-    stripes, masked channels; channel-major inputs take the aligned strip (HALO = 8 > pad)."""
+def test_tensor_core_weight_gradient_matches_conv2d_weight(layout, k, pad_h, pad_w) -> None:
+    """dwconv_toeplitz_wgrad_kernel over several row tiles (BH = 16 < 37 rows), column stripes,
+    masked channels, off-centre padding and the BW = 32 tiles of long taps; channel-major
+    inputs take the aligned strip (HALO = 8 or 16 > pad)."""
     m = _kernels_module()
     gen = torch.Generator().manual_seed(13)
-    b, h, w, c, k, pad = 2, 37, 24, 10, 5, 2
+    b, h, w, c = 2, 37, 24, 10
     if layout == "channel-major":
         x, du = (torch.randn(b, c, h * w, generator=gen).mT for _ in range(2))
         assert m.strip_alignment(x, w) == m.strip_alignment(du, w) == 8
     else:
         x, du = (torch.randn(b, h * w, c, generator=gen) for _ in range(2))
     dw = torch.zeros(c, k, k)
-    m.dwconv_toeplitz_wgrad_launch(x, du, dw, h, w, pad, pad)
-    want = m._depthwise_weight_grad(x, du, k, k, h, w, pad, pad)
+    m.dwconv_toeplitz_wgrad_launch(x, du, dw, h, w, pad_h, pad_w)
+    want = m._depthwise_weight_grad(x, du, k, k, h, w, pad_h, pad_w)
     assert torch.allclose(dw, want, atol=1e-3, rtol=1e-4)
 
 
@@ -354,8 +382,13 @@ def test_rejected_weight_gradient_kernel_falls_back_to_torch(monkeypatch) -> Non
     monkeypatch.delenv("PADRE_TRITON_CONV", raising=False)
 
     monkeypatch.setattr(m, "dwconv_toeplitz_wgrad_kernel", Rejected())
+    monkeypatch.setattr(m, "WGRAD_FAILED", [])
     x, du = torch.randn(1, 12, 4), torch.randn(1, 12, 4)
+    want = m._depthwise_weight_grad(x, du, 3, 3, 3, 4, 1, 1)
     dw = torch.zeros(4, 3, 3)
     with pytest.warns(RuntimeWarning, match="conv2d_weight"):
         m.dwconv_toeplitz_wgrad_launch(x, du, dw, 3, 4, 1, 1)
-    assert torch.allclose(dw, m._depthwise_weight_grad(x, du, 3, 3, 3, 4, 1, 1), atol=1e-5)
+    assert torch.allclose(dw, want, atol=1e-5) and m.WGRAD_FAILED
+    dw.zero_()  # given up for the process: no second try, no second warning
+    m.dwconv_toeplitz_wgrad_launch(x, du, dw, 3, 4, 1, 1)
+    assert torch.allclose(dw, want, atol=1e-5) and len(m.WGRAD_FAILED) == 1

@@ -280,7 +280,9 @@ if triton is not None:
         fp32, accumulated atomically across stripes and images. BK >= BW + HALO + KW - 1 - PW;
         ALIGN as in the forward.
         """
+        # == themselves (the launcher checks ALIGN divides them, for x and du); tells the compiler
         W, s_xb, s_xc = (W // ALIGN) * ALIGN, (s_xb // ALIGN) * ALIGN, (s_xc // ALIGN) * ALIGN
+        s_db, s_dc = (s_db // ALIGN) * ALIGN, (s_dc // ALIGN) * ALIGN
         i_w, i_c, i_b = tl.program_id(0), tl.program_id(1), tl.program_id(2)
         o_j = i_w * BW + tl.arange(0, BW)  # [BW] output columns
         o_k = i_w * BW - HALO + tl.arange(0, BK)  # [BK] input columns of the strip
@@ -403,13 +405,21 @@ TUNED: dict[tuple, dict[str, int]] = {}  # launch shape -> fastest tiles
 def fastest(key: tuple, configs: list[dict[str, int]], launch) -> dict[str, int]:
     """The config of `configs` whose `launch(cfg)` is fastest for this launch shape, timed once
     per process (triton.testing.do_bench medians); the first with one candidate or with
-    PADRE_TRITON_TUNE=0. Timing launches the kernel: warm a module up before capturing it in a
-    CUDA graph."""
+    PADRE_TRITON_TUNE=0. A candidate whose launch raises (a tile this GPU cannot compile or
+    fit) is skipped; if every one raises, the first error propagates. Timing launches the
+    kernel: warm a module up before capturing it in a CUDA graph."""
     if len(configs) == 1 or os.environ.get("PADRE_TRITON_TUNE") == "0":
         return configs[0]
     if key not in TUNED:
-        ms = [triton.testing.do_bench(lambda cfg=cfg: launch(cfg), warmup=5, rep=20)
-              for cfg in configs]
+        ms, errors = [], []
+        for cfg in configs:
+            try:
+                ms.append(triton.testing.do_bench(lambda cfg=cfg: launch(cfg), warmup=5, rep=20))
+            except Exception as err:  # any compile or launch failure: not a candidate
+                ms.append(float("inf"))
+                errors.append(err)
+        if len(errors) == len(configs):
+            raise errors[0]
         TUNED[key] = configs[ms.index(min(ms))]
     return TUNED[key]
 
@@ -428,7 +438,9 @@ def toeplitz_operand(weight: torch.Tensor, bk: int, bw: int, shift: int,
     """[C, KH, BK, BW] banded matrices t[c, i, k, j] = weight[c, i, k - j - shift] for
     0 <= k - j - shift < KW, else 0: row tap i of channel c as a product on the strip.
 
-    Two launches: with `lead` = bw - 1 + shift zeros before the taps, h[c, i, k, m] =
+    Built on every launch (C * KH * BK * BW elements: 13 MB for padre3's 3C-wide conv in bf16,
+    read from L2 by the kernel): weights made per forward by torch.cat have no identity to cache
+    it by. Two launches: with `lead` = bw - 1 + shift zeros before the taps, h[c, i, k, m] =
     padded[c, i, k + m] is a Hankel view, and t[..., j] = h[..., bw - 1 - j] (the flip copies
     it contiguous). padded holds bk + bw - 1 entries: the largest index read is bk + bw - 2."""
     c, kh, kw = weight.shape
@@ -439,19 +451,21 @@ def toeplitz_operand(weight: torch.Tensor, bk: int, bw: int, shift: int,
     return hankel.flip(-1)
 
 
-def conv_form(x: torch.Tensor, height: int, kw: int) -> str:
-    """'toeplitz' (tensor cores) for 16-bit 2-D maps on a GPU, else 'direct' (CUDA cores).
+def conv_form(x: torch.Tensor, height: int, kw: int, dtype: torch.dtype | None = None) -> str:
+    """'toeplitz' (tensor cores) for 16-bit 2-D maps on a GPU, else 'direct' (CUDA cores);
+    `dtype`: the conv input's dtype where x is not that input yet (default x.dtype).
 
     PADRE_TRITON_CONV=direct|toeplitz forces one (the CPU tests run both in the interpreter).
     """
     forced = os.environ.get("PADRE_TRITON_CONV", "")
     if forced in ("direct", "toeplitz"):
         return forced
-    sixteen = x.dtype in (torch.float16, torch.bfloat16)
+    sixteen = (dtype or x.dtype) in (torch.float16, torch.bfloat16)
     return "toeplitz" if x.is_cuda and sixteen and height >= 8 and kw <= 33 else "direct"
 
 
 TOEPLITZ_FAILED: list[str] = []  # why the tensor-core form was given up, if it was
+WGRAD_FAILED: list[str] = []  # why the tensor-core weight gradient was given up, if it was
 
 
 def dense_for_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
@@ -460,7 +474,9 @@ def dense_for_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | N
     Toeplitz form the result is stored channel-major (one GEMM, weight @ x^T, into a contiguous
     [B, C, N] returned as its [B, N, C] view), so the kernel reads each channel's grid rows as
     16-byte vectors instead of transposing [token, channel] tiles in shared memory."""
-    if conv_form(x, height, kw) != "toeplitz":
+    kind = x.device.type
+    out = torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else x.dtype
+    if conv_form(x, height, kw, out) != "toeplitz" or TOEPLITZ_FAILED:
         return F.linear(x, weight, bias)
     y = torch.matmul(weight, x.mT)  # [B, C_out, N]
     return (y if bias is None else y.add_(bias[:, None])).mT
@@ -523,8 +539,8 @@ def dwconv_hadamard_launch(x, weight, bias, gate, acc, acc_scale, scale, height:
                     triton.cdiv(c, cfg["BC"]), b)
             dwconv_toeplitz_fwd_kernel[grid](args[0], bands, *args[2:], **flags, **cfg)
 
-        key = (x.dtype, tuple(x.shape), x.stride(), height, width, tuple(weight.shape), pad_h,
-               pad_w, align, tuple(flags.values()))
+        key = (x.device, x.dtype, z.dtype, o.dtype, tuple(x.shape), x.stride(), height, width,
+               tuple(weight.shape), pad_h, pad_w, align, tuple(flags.values()))
         try:
             launch(fastest(key, configs, launch))
             return
@@ -609,7 +625,10 @@ def _dwconv_hadamard_bwd_impl(
     Direct form: one dwconv_hadamard_bwd_kernel recomputes u from the shifted loads that give
     dw. Toeplitz form (tensor cores): u = conv(x) + b from the forward kernel (fp32), the
     elementwise part writes du channel-major, dwconv_toeplitz_wgrad_kernel gives dw. Both: dx
-    is the forward kernel on du with flipped taps."""
+    is the forward kernel on du with flipped taps. Tensor cores take 16-bit operands: the
+    Toeplitz form rounds du (for dw and dx) and the taps (for u, as its forward does) to x's
+    dtype, so with 32-bit weights and 16-bit activations its dw and ds carry ~1e-4 relative
+    error where the direct form's carry ~1e-7; with 16-bit weights both agree."""
     if not _use_triton(x):
         return naive_dwconv_hadamard_bwd(x, weight, bias, gate, acc, acc_scale, scale, dz, do,
                                          height, width, pad_h, pad_w)
@@ -681,17 +700,21 @@ def dwconv_toeplitz_wgrad_launch(x, du, dw, height: int, width: int, pad_h: int,
     align = min(strip_alignment(x, width), strip_alignment(du, width))
     cfg = dwconv_toeplitz_config(c, kw, x.is_cuda, height=height, pad_w=pad_w, align=align)
     grid = (triton.cdiv(width, cfg["BW"]), triton.cdiv(c, cfg["BC"]), b)
-    try:
-        dwconv_toeplitz_wgrad_kernel[grid](
-            x, du, dw, x.stride(0), x.stride(1), x.stride(2), du.stride(0), du.stride(1),
-            du.stride(2), n, c, height, width, KH=kh, KW=kw, PH=pad_h, PW=pad_w,
-            BD=triton.next_power_of_2(kw), **cfg)
-    except Exception as err:  # a GPU compiler that rejects the 3-D dot: torch (cuDNN)
-        if os.environ.get("PADRE_TRITON_CONV") == "toeplitz":
-            raise
-        warnings.warn(f"dwconv_toeplitz_wgrad_kernel failed ({err!r:.300}); dw from "
-                      "torch.nn.grad.conv2d_weight", RuntimeWarning, stacklevel=2)
-        dw += _depthwise_weight_grad(x.float(), du.float(), kh, kw, height, width, pad_h, pad_w)
+    if not WGRAD_FAILED:
+        try:
+            dwconv_toeplitz_wgrad_kernel[grid](
+                x, du, dw, x.stride(0), x.stride(1), x.stride(2), du.stride(0), du.stride(1),
+                du.stride(2), n, c, height, width, KH=kh, KW=kw, PH=pad_h, PW=pad_w,
+                BD=triton.next_power_of_2(kw), **cfg)
+            return
+        except Exception as err:  # a GPU compiler that rejects the 3-D dot: torch (cuDNN)
+            if os.environ.get("PADRE_TRITON_CONV") == "toeplitz":
+                raise
+            WGRAD_FAILED.append(repr(err))
+            warnings.warn(f"dwconv_toeplitz_wgrad_kernel failed ({err!r:.300}); dw from "
+                          "torch.nn.grad.conv2d_weight from now on", RuntimeWarning,
+                          stacklevel=2)
+    dw += _depthwise_weight_grad(x.float(), du.float(), kh, kw, height, width, pad_h, pad_w)
 
 
 def _dwconv_hadamard_backward(ctx, dz, do):
