@@ -12,8 +12,10 @@ Torch fallback (marked `(torch)` below): dense; dense maps run on cuBLAS through
 feeding a conv through dense_for_conv (stored channel-major where the conv runs on tensor
 cores).
 Backward: derived (custom-op autograd): dwconv_hadamard_bwd_kernel gives du, the gate and
-accumulator gradients and the dw, db, scale reductions; dx is the forward kernel with flipped
-taps. Torch ops differentiate through torch autograd.
+accumulator gradients and the db, scale reductions (and dw in the direct form, recomputing u);
+in the Toeplitz form u comes from the forward kernel and dw from dwconv_toeplitz_wgrad_kernel on
+tensor cores; dx is the forward kernel with flipped taps. Torch ops differentiate through torch
+autograd.
 """
 
 import os

@@ -184,8 +184,10 @@ def emit_module(g: Graph, decls: dict[str, ParamDecl], *, name: str, header: str
            "dense_for_conv (stored channel-major where the conv runs on tensor cores)."
            if "dense" in fallback else "."),
         "Backward: derived (custom-op autograd): dwconv_hadamard_bwd_kernel gives du, the gate "
-        "and accumulator gradients and the dw, db, scale reductions; dx is the forward kernel "
-        "with flipped taps. Torch ops differentiate through torch autograd." if regions
+        "and accumulator gradients and the db, scale reductions (and dw in the direct form, "
+        "recomputing u); in the Toeplitz form u comes from the forward kernel and dw from "
+        "dwconv_toeplitz_wgrad_kernel on tensor cores; dx is the forward kernel with flipped "
+        "taps. Torch ops differentiate through torch autograd." if regions
         else "Backward: torch autograd for the torch ops.",
         "Linear attention backward: head_state and head_apply again (each is linear in each "
         "argument)." if attention else "",
