@@ -18,8 +18,8 @@ standalone codegen/triton/padre3.py, not the compiler. Steps, under a global tim
    compile time counts against the budget), and qkv + SDPA + proj attention; forward and
    forward+backward;
 4. the 3C-wide fused conv alone, both forms, on a channel-major input as the module feeds it
-   (ms and useful TFLOP/s: where the time goes); the Toeplitz tiles each shape's first launch
-   picked (kernels.fastest) are recorded in the JSON's meta;
+   (ms and useful TFLOP/s: where the time goes), and its backward (dx, dw, db); the Toeplitz
+   tiles each shape's first launch picked (kernels.fastest) are recorded in the JSON's meta;
 5. SimA: the linear-attention kernels (head_state / head_apply) against the PyTorch backend's
    einsum module and attention, forward and forward+backward, C = 384;
 6. ratios (attention / x, eager / x) and the fraction of the floor reached. Floor of padre3 =
@@ -251,6 +251,7 @@ def time_row(mod, c: int, n: int, batch: int, device, rates, budget: Budget,
             x3 = torch.randn(batch, 3 * c, n, device=device, dtype=dtype).mT
             w3 = torch.randn(3 * c, KERNEL, KERNEL, device=device, dtype=dtype)
             b3 = torch.randn(3 * c, device=device, dtype=dtype)
+            dz3 = torch.randn(batch, n, 3 * c, device=device, dtype=dtype)
             h, w = GRIDS[n]
             for form in FORMS:
                 os.environ["PADRE_TRITON_CONV"] = form
@@ -260,6 +261,10 @@ def time_row(mod, c: int, n: int, batch: int, device, rates, budget: Budget,
                 row[f"conv3c_ms_{form}"] = t
                 row[f"conv3c_useful_tflops_{form}"] = (
                     2 * n * batch * 3 * c * KERNEL * KERNEL / (t * 1e-3) / 1e12)
+                # its backward (dz given): dx, dw, db; twice the taps' multiply-adds
+                row[f"conv3c_bwd_ms_{form}"] = median_ms(lambda: mod._dwconv_hadamard_bwd_impl(
+                    x3, w3, b3, None, None, None, None, dz3, None, h, w, KERNEL // 2,
+                    KERNEL // 2), device)
         except Exception as err:  # recorded, the row goes on
             row.setdefault("errors", {})["conv3c"] = repr(err)[:300]
     os.environ.pop("PADRE_TRITON_CONV", None)
@@ -364,16 +369,19 @@ def markdown(meta: dict, rows: list[dict]) -> str:
             f"| {fmt(tr.get('compiled_hand'))} | {fmt(tr.get('attention'))} "
             f"| {fmt(r.get('x_attention_train_triton'), '.2f')} "
             f"| {fmt(r.get('floor_fraction_train_triton'), '.2f')} |")
-    lines += ["", "The 3C-wide 11x11 depthwise conv alone (first fused kernel of padre3): ms and "
-              "useful TFLOP/s (2 x 121 multiply-adds per output), per form:", "",
-              "| C | N | batch | toeplitz ms | TFLOP/s | direct ms | TFLOP/s |",
-              "|---|---|---|---|---|---|---|"]
+    lines += ["", "The 3C-wide 11x11 depthwise conv alone (first fused kernel of padre3, "
+              "channel-major input): ms and useful TFLOP/s (2 x 121 multiply-adds per output), "
+              "and its backward (dz given: dx, dw, db), ms, per form:", "",
+              "| C | N | batch | toeplitz ms | TFLOP/s | bwd ms | direct ms | TFLOP/s | bwd ms |",
+              "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(
             f"| {r['C']} | {r['N']} | {r['batch']} | {fmt(r.get('conv3c_ms_toeplitz'))} "
             f"| {fmt(r.get('conv3c_useful_tflops_toeplitz'), '.1f')} "
+            f"| {fmt(r.get('conv3c_bwd_ms_toeplitz'))} "
             f"| {fmt(r.get('conv3c_ms_direct'))} "
-            f"| {fmt(r.get('conv3c_useful_tflops_direct'), '.1f')} |")
+            f"| {fmt(r.get('conv3c_useful_tflops_direct'), '.1f')} "
+            f"| {fmt(r.get('conv3c_bwd_ms_direct'))} |")
     if meta.get("sima"):
         lines += ["", "SimA (linear attention on the head_state / head_apply kernels) vs the "
                   "PyTorch backend's einsum module vs attention, ms (forward; forward + "
