@@ -498,6 +498,11 @@ def _dwconv_hadamard_impl(
     return z, o
 
 
+def channel_rows(t: torch.Tensor | None) -> torch.Tensor | None:
+    """t with channel stride 1 (any batch/token strides: slices of a wider tensor stay views)."""
+    return t if t is None or t.stride(-1) == 1 else t.contiguous()
+
+
 def dwconv_hadamard_launch(x, weight, bias, gate, acc, acc_scale, scale, height: int, width: int,
                            pad_h: int, pad_w: int, z, o) -> None:
     """Launch the fused kernel writing z and/or o ([B, N, C] contiguous; None: not stored)."""
@@ -506,10 +511,7 @@ def dwconv_hadamard_launch(x, weight, bias, gate, acc, acc_scale, scale, height:
     z = x if z is None else z  # placeholders when not stored, never written
     o = x if o is None else o
 
-    def rows(t):  # channel stride 1, any batch/token strides (slices of a wider tensor)
-        return t if t is None or t.stride(-1) == 1 else t.contiguous()
-
-    gate, acc = rows(gate), rows(acc)  # x: any strides (channel-major views load per row)
+    gate, acc = channel_rows(gate), channel_rows(acc)  # x: any strides
     weight = weight.contiguous()
     dummy = x  # never read: the matching HAS_* flag is off
     args = (
@@ -636,13 +638,10 @@ def _dwconv_hadamard_bwd_impl(
     kh, kw = weight.shape[1], weight.shape[2]
     tensor_cores = conv_form(x, height, kw) == "toeplitz" and not TOEPLITZ_FAILED
 
-    def rows(t):  # channel stride 1, any batch/token strides (slices of a wider tensor)
-        return t if t is None or t.stride(-1) == 1 else t.contiguous()
-
     # the direct form's tap loop loads 16-byte channel vectors from a token-major x (56
     # against 69 warp instructions per output for padre3's tiles, benchmarks/triton_aot.py)
-    x = x if tensor_cores else rows(x)
-    gate, acc = rows(gate), rows(acc)
+    x = x if tensor_cores else channel_rows(x)
+    gate, acc = channel_rows(gate), channel_rows(acc)
     dz = None if dz is None else dz.contiguous()
     do = None if do is None else do.contiguous()
     weight = weight.contiguous()

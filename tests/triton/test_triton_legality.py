@@ -12,10 +12,6 @@ from padre_compiler.spec.loader import bundled_specs
 SOURCE = codegen_path("padre3", "triton").read_text()
 
 
-def triton_next_pow2(n: int) -> int:
-    return 1 << (n - 1).bit_length()
-
-
 def _runtime():
     module = pc.compile("padre3", dim=4, grid=(2, 2), backend="triton")
     return __import__("sys").modules[type(module).__module__]
@@ -54,7 +50,7 @@ def test_every_launch_config_is_gpu_legal(name: str) -> None:
                     legality.assert_legal(source, "dwconv_toeplitz_fwd_kernel", cfg,
                                           num_warps=cfg["num_warps"], dot_tiles=m.DOT_TILES,
                                           num_stages=2, elem_bytes=elem_bytes)
-                wgrad = dict(configs[0], BD=triton_next_pow2(kw))
+                wgrad = dict(configs[0], BD=m.triton.next_power_of_2(kw))
                 legality.assert_legal(source, "dwconv_toeplitz_wgrad_kernel", wgrad,
                                       num_warps=wgrad["num_warps"], dot_tiles=m.DOT_TILES,
                                       num_stages=2, elem_bytes=elem_bytes)
