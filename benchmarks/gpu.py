@@ -496,7 +496,7 @@ def main() -> int:
         traceback.print_exc()
         meta["sima"] = [{"C": 0, "N": 0, "batch": 0, "errors": {"sima": repr(err)[:300]}}]
     meta["toeplitz_tiles"] = [  # what the first launch of each shape picked (kernels.fastest)
-        {"x": list(key[1]), "weight": list(key[5]), "tiles": cfg}
+        {"key": [str(part) for part in key], "tiles": cfg}
         for key, cfg in getattr(mod, "TUNED", {}).items()]
     meta["seconds"] = args.budget - budget.left()
     (out / "gpu_padre3.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))

@@ -1,0 +1,147 @@
+"""Where compiled padre3's time goes on a GPU: host overhead vs device time, kernel by kernel.
+
+    python benchmarks/gpu_profile.py            # on an H100/H200 (~1 minute); writes $OUT or
+                                                # benchmarks/results/gpu_profile.{json,md}
+    python benchmarks/gpu_profile.py --smoke    # CPU dry run (tiny sizes; a temporary folder)
+
+Per (C, N, batch) and conv form (PADRE_TRITON_CONV), bf16:
+- `launch_ms`: the forward as a Python call (median of CUDA-event timings, as gpu.py times it);
+- `graph_ms`: the same forward replayed from a CUDA graph: device time alone, so
+  launch_ms - graph_ms is what host overhead (Python, dispatch, launches) adds;
+- `kernels`: torch.profiler's device time per kernel and forward (and per forward+backward),
+  the largest first; `toeplitz_operand`, GEMMs and the fused kernels show up by name.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.gpu import GRIDS, build, load_generated, median_ms  # noqa: E402
+
+SHAPES = [(384, 3136, 8), (384, 25600, 1), (384, 102400, 1)]
+
+
+def graph_ms(fn, device: torch.device) -> float | None:
+    """Median time of fn replayed from a CUDA graph (None on the CPU)."""
+    if device.type != "cuda":
+        return None
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):  # warm-up off the default stream, as capture requires
+        fn()
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        fn()
+    return median_ms(graph.replay, device)
+
+
+def kernel_table(fn, device: torch.device, iters: int = 5, top: int = 12) -> list[dict]:
+    """Device (or, on the CPU, self CPU) time per call of fn, per kernel, largest first."""
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if device.type == "cuda":
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    fn()
+    with torch.profiler.profile(activities=activities) as prof:
+        for _ in range(iters):
+            fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+    rows = []
+    for ev in prof.key_averages():
+        us = ev.self_device_time_total if device.type == "cuda" else ev.self_cpu_time_total
+        if us > 0 and (device.type != "cuda" or ev.device_type == torch.autograd.DeviceType.CUDA):
+            rows.append({"kernel": ev.key[:90], "calls": ev.count / iters, "us": us / iters})
+    rows.sort(key=lambda r: -r["us"])
+    return rows[:top]
+
+
+def profile_form(mod, c: int, n: int, batch: int, form: str, device, dtype) -> dict:
+    os.environ["PADRE_TRITON_CONV"] = form
+    _, fused = build(mod, c, n, device, dtype)
+    x = torch.randn(batch, n, c, device=device, dtype=dtype)
+    xg = x.clone().requires_grad_()
+    g = torch.randn_like(x)
+
+    def forward():
+        with torch.no_grad():
+            return fused(x)
+
+    def train():
+        xg.grad = None
+        fused(xg).backward(g)
+
+    out = {"C": c, "N": n, "batch": batch, "form": form,
+           "launch_ms": median_ms(forward, device), "graph_ms": graph_ms(forward, device),
+           "kernels": kernel_table(forward, device), "train_kernels": kernel_table(train, device)}
+    print(f"C={c} N={n} B={batch} {form:8s}: forward {out['launch_ms']:.3f} ms as called, "
+          f"{out['graph_ms'] or float('nan'):.3f} ms from a CUDA graph", flush=True)
+    for r in out["kernels"][:8]:
+        print(f"    {r['us']:9.1f} us  x{r['calls']:.0f}  {r['kernel']}", flush=True)
+    return out
+
+
+def markdown(meta: dict, rows: list[dict]) -> str:
+    lines = [f"# Where padre3's time goes on {meta['device']} (bf16)", "",
+             f"Command: `{meta['command']}`; torch {meta['torch']}, triton {meta['triton']}.", "",
+             "| C | N | batch | form | forward as called, ms | from a CUDA graph, ms |",
+             "|---|---|---|---|---|---|"]
+    for r in rows:
+        graph = "-" if r["graph_ms"] is None else f"{r['graph_ms']:.3f}"
+        lines.append(f"| {r['C']} | {r['N']} | {r['batch']} | {r['form']} "
+                     f"| {r['launch_ms']:.3f} | {graph} |")
+    for r in rows:
+        for part in ("kernels", "train_kernels"):
+            title = "forward" if part == "kernels" else "forward + backward"
+            lines += ["", f"{title}, C={r['C']} N={r['N']} batch={r['batch']} {r['form']}: "
+                      "device time per call (us), calls per call, kernel", "",
+                      "| us | calls | kernel |", "|---|---|---|"]
+            lines += [f"| {k['us']:.1f} | {k['calls']:.0f} | `{k['kernel']}` |" for k in r[part]]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--smoke", action="store_true", help="CPU dry run at tiny sizes")
+    ap.add_argument("--forms", nargs="+", default=["toeplitz", "direct"])
+    args = ap.parse_args()
+    device = torch.device("cpu" if args.smoke or not torch.cuda.is_available() else "cuda")
+    if device.type == "cpu" and not args.smoke:
+        print("no CUDA device: run with --smoke for a CPU dry run")
+        return 2
+    out = Path(os.environ.get("OUT") or (tempfile.mkdtemp(prefix="padre_profile_smoke_")
+                                         if args.smoke else ROOT / "benchmarks" / "results"))
+    out.mkdir(parents=True, exist_ok=True)
+    mod = load_generated("padre3")
+    import triton
+
+    meta = {"device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
+            "torch": torch.__version__, "triton": triton.__version__,
+            "command": " ".join(["python benchmarks/gpu_profile.py", *sys.argv[1:]])}
+    dtype = torch.float32 if args.smoke else torch.bfloat16
+    shapes = [(32, 196, 1)] if args.smoke else SHAPES
+    rows = [profile_form(mod, c, n, b, form, device, dtype)
+            for c, n, b in shapes if n in GRIDS for form in args.forms]
+    os.environ.pop("PADRE_TRITON_CONV", None)
+    meta["toeplitz_tiles"] = [{"key": [str(part) for part in key], "tiles": cfg}
+                              for key, cfg in mod.TUNED.items()]
+    for tuned in meta["toeplitz_tiles"]:
+        print("tiles", tuned["tiles"], "for x", tuned["key"][4], "weight", tuned["key"][8])
+    (out / "gpu_profile.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+    (out / "gpu_profile.md").write_text(markdown(meta, rows))
+    print(f"wrote {out}/gpu_profile.{{json,md}}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
