@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every check that needs a GPU, in one call of about 6 minutes on a lent H100/H200:
+# Every check that needs a GPU, in one call of about 7 minutes on a lent H100/H200:
 #
 #   bash benchmarks/device_check.sh          # writes $OUT (or benchmarks/results/device/)
 #
@@ -8,12 +8,15 @@
 #      eviction, CAOTE's Hugging Face eviction on CUDA against CPU;
 #    - padre fuzz --backend triton --device cuda on each spec with fused kernels
 #      (FUZZ_EXAMPLES examples each, 4);
-# 2. benchmarks/gpu.py alone on the GPU, logging straight to device_log.txt (correctness gate, then timings; --budget GPU_BUDGET
-#    seconds, 240; GPU_ARGS adds arguments, e.g. "--dims 384").
+# 2. benchmarks/gpu.py alone on the GPU, logging straight to device_log.txt (correctness gate,
+#    then timings; --budget GPU_BUDGET seconds, 240; GPU_ARGS adds arguments, e.g. "--dims 384");
+# 3. benchmarks/gpu_profile.py: host overhead, kernel-by-kernel device time and the Toeplitz
+#    tile sweep (limit PROFILE_LIMIT seconds, 180).
 # It needs only what the GPU machines' image has (torch, triton, sympy, networkx, hypothesis,
 # rich, pytest, transformers): the package runs from this checkout through PYTHONPATH. Every
-# step runs whatever the others did; device_log.txt says which passed. $OUT holds four files
-# (the device tool returns at most eight): device_log.txt and gpu_padre3.{json,md,png}.
+# step runs whatever the others did; device_log.txt says which passed. $OUT holds six files
+# (the device tool returns at most eight): device_log.txt, gpu_padre3.{json,md,png} and
+# gpu_profile.{json,md}.
 set -u -o pipefail
 cd "$(dirname "$0")/.."
 out="${OUT:-benchmarks/results/device}"
@@ -52,7 +55,8 @@ for name in "${names[@]}"; do cat "$steps/$name.log" >>"$log"; done
 # shellcheck disable=SC2086  # GPU_ARGS is a list of arguments
 step gpu_benchmark $(( ${GPU_BUDGET:-240} + 60 )) "$log" "$python" benchmarks/gpu.py \
     --budget "${GPU_BUDGET:-240}" ${GPU_ARGS:-}
-names+=(gpu_benchmark)
+names+=(gpu_benchmark gpu_profile)
+step gpu_profile "${PROFILE_LIMIT:-180}" "$log" "$python" benchmarks/gpu_profile.py
 failed=$(grep -h "^== .*: exit [1-9]" "$log" | sed 's/^== \(.*\): exit.*/\1/' | tr '\n' ' ')
 echo "== ${#names[@]} steps; failed: ${failed:-none}" | tee -a "$log"
 grep -h -E "^(gate|C=|sima|== )|passed|failed|error" "$log" | tail -60

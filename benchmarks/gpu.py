@@ -112,6 +112,22 @@ def median_ms(fn, device: torch.device, target_ms: float = 25.0, samples: int = 
     return statistics.median(times)
 
 
+def graph_ms(fn, device: torch.device) -> float | None:
+    """Median time of fn replayed from a CUDA graph: device time alone, without the host's
+    Python, dispatch and launch overhead (None on the CPU). fn must have run once (tuning)."""
+    if device.type != "cuda":
+        return None
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):  # warm-up off the default stream, as capture requires
+        fn()
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        fn()
+    return median_ms(graph.replay, device)
+
+
 def peaks(device: torch.device, smoke: bool) -> dict[str, float]:
     """Measured bf16 matmul FLOP/s and copy bandwidth (bytes/s)."""
     n = 1024 if smoke else 8192
@@ -153,6 +169,7 @@ def rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).abs().max() / b.abs().max().clamp_min(1e-12))
 
 
+GRAPHED = ("triton", "triton_direct", "attention")  # also timed from a CUDA graph
 FORMS = ["toeplitz", "direct"]  # conv forms to gate and time (--forms)
 
 
@@ -203,7 +220,8 @@ def gate(mod, device, smoke: bool) -> dict[str, dict]:
 def time_row(mod, c: int, n: int, batch: int, device, rates, budget: Budget,
              smoke: bool) -> dict:
     dtype = torch.float32 if smoke else torch.bfloat16
-    row: dict = {"C": c, "N": n, "batch": batch, "tokens": n * batch, "ms": {}, "ms_train": {}}
+    row: dict = {"C": c, "N": n, "batch": batch, "tokens": n * batch, "ms": {}, "ms_train": {},
+                 "ms_graph": {}}
     hand, fused = build(mod, c, n, device, dtype)
     attn = Attention(c, max(1, c // 64)).to(device, dtype)
     x = torch.randn(batch, n, c, device=device, dtype=dtype)
@@ -230,6 +248,8 @@ def time_row(mod, c: int, n: int, batch: int, device, rates, budget: Budget,
                 os.environ["PADRE_TRITON_CONV"] = form
             with torch.no_grad():
                 row["ms"][label] = median_ms(lambda m=module: m(x), device)
+                if label in GRAPHED:
+                    row["ms_graph"][label] = graph_ms(lambda m=module: m(x), device)
             if label == "compiled_hand":
                 continue  # a second (backward) compile would not fit the budget
 
@@ -281,6 +301,11 @@ def time_row(mod, c: int, n: int, batch: int, device, rates, budget: Budget,
                 row[f"x_attention_{label}"] = ms["attention"] / t
             if ms.get("eager"):
                 row[f"x_eager_{label}"] = ms["eager"] / t
+        tg, ag = row["ms_graph"].get(label), row["ms_graph"].get("attention")
+        if tg and label != "attention":
+            row[f"floor_fraction_graph_{label}"] = floor / tg
+            if ag:
+                row[f"x_attention_graph_{label}"] = ag / tg
         tt = tr.get(label)
         if tt and tr.get("attention"):
             row[f"x_attention_train_{label}"] = tr["attention"] / tt
@@ -358,6 +383,17 @@ def markdown(meta: dict, rows: list[dict]) -> str:
             f"| {fmt(r.get('x_attention_triton'), '.2f')} | {fmt(r.get('x_eager_triton'), '.2f')} "
             f"| {fmt(r.get('floor_ms'), '.4f')} | {fmt(r.get('floor_fraction_triton'), '.2f')} "
             f"| {verdict} |")
+    lines += ["", "Forward, device time alone: the same calls replayed from a CUDA graph (no "
+              "Python, dispatch or launch overhead), ms, and the ratios on those times:", "",
+              "| C | N | batch | triton | triton direct | attention | x attn | floor frac |",
+              "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        gr = r.get("ms_graph", {})
+        lines.append(
+            f"| {r['C']} | {r['N']} | {r['batch']} | {fmt(gr.get('triton'))} "
+            f"| {fmt(gr.get('triton_direct'))} | {fmt(gr.get('attention'))} "
+            f"| {fmt(r.get('x_attention_graph_triton'), '.2f')} "
+            f"| {fmt(r.get('floor_fraction_graph_triton'), '.2f')} |")
     lines += ["", "Forward + backward, ms, and speed-up vs attention's forward + backward:", "",
               "| C | N | batch | triton | triton direct | eager | compile(hand) | attention "
               "| x attn | floor frac (approx.) |", "|---|---|---|---|---|---|---|---|---|---|"]

@@ -9,7 +9,8 @@ Per (C, N, batch) and conv form (PADRE_TRITON_CONV), bf16:
 - `graph_ms`: the same forward replayed from a CUDA graph: device time alone, so
   launch_ms - graph_ms is what host overhead (Python, dispatch, launches) adds;
 - `kernels`: torch.profiler's device time per kernel and forward (and per forward+backward),
-  the largest first; `toeplitz_operand`, GEMMs and the fused kernels show up by name.
+  the largest first; `toeplitz_operand`, GEMMs and the fused kernels show up by name;
+- a tile sweep of the Toeplitz forward on the 3C-wide conv alone (tile_sweep), beside cuDNN.
 """
 
 from __future__ import annotations
@@ -26,24 +27,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.gpu import GRIDS, build, load_generated, median_ms  # noqa: E402
+from benchmarks.gpu import GRIDS, build, graph_ms, load_generated, median_ms  # noqa: E402
 
 SHAPES = [(384, 3136, 8), (384, 25600, 1), (384, 102400, 1)]
-
-
-def graph_ms(fn, device: torch.device) -> float | None:
-    """Median time of fn replayed from a CUDA graph (None on the CPU)."""
-    if device.type != "cuda":
-        return None
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):  # warm-up off the default stream, as capture requires
-        fn()
-    torch.cuda.current_stream().wait_stream(stream)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        fn()
-    return median_ms(graph.replay, device)
 
 
 def kernel_table(fn, device: torch.device, iters: int = 5, top: int = 12) -> list[dict]:
@@ -91,6 +77,57 @@ def profile_form(mod, c: int, n: int, batch: int, form: str, device, dtype) -> d
     return out
 
 
+SWEEP_SHAPES = [(384, 3136, 8), (384, 25600, 1)]
+# (BC, BH) x num_warps x num_stages of the Toeplitz forward, BW/BK/HALO as the default picks
+SWEEP_TILES = [(4, 64), (4, 128), (8, 32), (8, 64), (16, 32), (16, 64)]
+
+
+def tile_sweep(mod, device, dtype, smoke: bool) -> list[dict]:
+    """The 3C-wide conv alone (channel-major input, as gpu.py times it) on each tile of
+    SWEEP_TILES x {4, 8} warps x {2, 3, 4} stages, beside cuDNN's depthwise conv (NCHW, the
+    same bytes) as a baseline. A tile that fails to compile or launch is recorded as such."""
+    os.environ["PADRE_TRITON_CONV"] = "toeplitz"
+    real = mod.dwconv_toeplitz_configs
+    grid = [(bc, bh, warps, stages) for bc, bh in SWEEP_TILES for warps in (4, 8)
+            for stages in (2, 3, 4)]
+    results = []
+    try:
+        for c3, n, batch in [(96, 196, 1)] if smoke else [(3 * c, n, b)
+                                                           for c, n, b in SWEEP_SHAPES]:
+            results += sweep_shape(mod, real, c3, n, batch, grid[:2] if smoke else grid,
+                                   device, dtype)
+    finally:
+        mod.dwconv_toeplitz_configs = real
+        os.environ.pop("PADRE_TRITON_CONV", None)
+    return results
+
+
+def sweep_shape(mod, real, c: int, n: int, batch: int, grid, device, dtype) -> list[dict]:
+    import torch.nn.functional as F
+
+    h, w = GRIDS[n]
+    x = torch.randn(batch, c, n, device=device, dtype=dtype)  # [B, C, N]: channel-major
+    weight = torch.randn(c, 11, 11, device=device, dtype=dtype)
+    bias = torch.randn(c, device=device, dtype=dtype)
+    cudnn = median_ms(lambda: F.conv2d(x.view(batch, c, h, w), weight[:, None], bias,
+                                       padding=5, groups=c), device)
+    results = [{"C": c, "N": n, "batch": batch, "tiles": "cudnn", "ms": cudnn}]
+    print(f"sweep C={c} N={n} B={batch}: cuDNN depthwise {cudnn:.3f} ms", flush=True)
+    for bc, bh, warps, stages in grid:
+        tiles = {"BC": bc, "BH": bh, "num_warps": warps, "num_stages": stages}
+        mod.dwconv_toeplitz_configs = lambda *a, tiles=tiles, **k: [dict(real(*a, **k)[0],
+                                                                          **tiles)]
+        try:
+            ms = median_ms(lambda: mod.dwconv_hadamard(
+                x.mT, weight, bias, None, None, None, None, h, w, 5, 5, True, False),
+                device, samples=7)
+        except Exception as err:  # out of shared memory, say: recorded, the sweep goes on
+            ms, tiles = None, dict(tiles, error=repr(err)[:200])
+        results.append({"C": c, "N": n, "batch": batch, "tiles": tiles, "ms": ms})
+        print(f"    {tiles}: {'failed' if ms is None else f'{ms:.3f} ms'}", flush=True)
+    return results
+
+
 def markdown(meta: dict, rows: list[dict]) -> str:
     lines = [f"# Where padre3's time goes on {meta['device']} (bf16)", "",
              f"Command: `{meta['command']}`; torch {meta['torch']}, triton {meta['triton']}.", "",
@@ -100,6 +137,15 @@ def markdown(meta: dict, rows: list[dict]) -> str:
         graph = "-" if r["graph_ms"] is None else f"{r['graph_ms']:.3f}"
         lines.append(f"| {r['C']} | {r['N']} | {r['batch']} | {r['form']} "
                      f"| {r['launch_ms']:.3f} | {graph} |")
+    if meta.get("sweep"):
+        lines += ["", "Tile sweep: the 3C-wide 11x11 conv alone (channel-major input), ms "
+                  "(median of CUDA-event timings), fastest first per shape; cuDNN's depthwise "
+                  "conv on the same NCHW tensor as a baseline:", "",
+                  "| C | N | batch | tiles | ms |", "|---|---|---|---|---|"]
+        ordered = sorted(meta["sweep"], key=lambda r: (r["N"], r["ms"] is None, r["ms"] or 0))
+        lines += [f"| {r['C']} | {r['N']} | {r['batch']} | {r['tiles']} "
+                  f"| {'failed' if r['ms'] is None else format(r['ms'], '.3f')} |"
+                  for r in ordered]
     for r in rows:
         for part in ("kernels", "train_kernels"):
             title = "forward" if part == "kernels" else "forward + backward"
@@ -114,6 +160,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--smoke", action="store_true", help="CPU dry run at tiny sizes")
     ap.add_argument("--forms", nargs="+", default=["toeplitz", "direct"])
+    ap.add_argument("--no-sweep", dest="sweep", action="store_false",
+                    help="skip the Toeplitz tile sweep (about a minute on an H200)")
     args = ap.parse_args()
     device = torch.device("cpu" if args.smoke or not torch.cuda.is_available() else "cuda")
     if device.type == "cpu" and not args.smoke:
@@ -122,6 +170,7 @@ def main() -> int:
     out = Path(os.environ.get("OUT") or (tempfile.mkdtemp(prefix="padre_profile_smoke_")
                                          if args.smoke else ROOT / "benchmarks" / "results"))
     out.mkdir(parents=True, exist_ok=True)
+    torch.backends.cudnn.benchmark = True  # cuDNN's fastest depthwise algorithm, as gpu.py
     mod = load_generated("padre3")
     import triton
 
@@ -138,6 +187,9 @@ def main() -> int:
     for tuned in meta["toeplitz_tiles"]:
         print("tiles", tuned["tiles"], "for x", tuned["key"][4], "weight", tuned["key"][8])
     (out / "gpu_profile.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+    if args.sweep:
+        meta["sweep"] = tile_sweep(mod, device, dtype, args.smoke)
+        (out / "gpu_profile.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
     (out / "gpu_profile.md").write_text(markdown(meta, rows))
     print(f"wrote {out}/gpu_profile.{{json,md}}")
     return 0

@@ -26,3 +26,17 @@ def test_gpu_script_smoke_run_writes_every_result(tmp_path: Path) -> None:
     assert result["meta"]["gate"] and result["meta"]["sima"]
     assert (tmp_path / "gpu_padre3.md").read_text().startswith("#")
     assert (tmp_path / "gpu_padre3.png").stat().st_size > 0
+
+
+def test_gpu_profile_smoke_run_writes_its_tables(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_profile.py"),
+                           "--smoke"], env=dict(env, OUT=str(tmp_path)), capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    result = json.loads((tmp_path / "gpu_profile.json").read_text())
+    assert {r["form"] for r in result["rows"]} == {"toeplitz", "direct"}
+    assert all(r["kernels"] and r["train_kernels"] for r in result["rows"])
+    sweep = result["meta"]["sweep"]
+    assert sweep[0]["tiles"] == "cudnn" and all(r["ms"] for r in sweep)
+    assert "Tile sweep" in (tmp_path / "gpu_profile.md").read_text()

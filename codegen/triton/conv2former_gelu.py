@@ -473,12 +473,16 @@ def dense_for_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | N
     """F.linear(x, weight, bias) for a depthwise conv's input. Where the conv runs in the
     Toeplitz form the result is stored channel-major (one GEMM, weight @ x^T, into a contiguous
     [B, C, N] returned as its [B, N, C] view), so the kernel reads each channel's grid rows as
-    16-byte vectors instead of transposing [token, channel] tiles in shared memory."""
+    16-byte vectors instead of transposing [token, channel] tiles in shared memory.
+
+    bmm, not matmul: torch.matmul(weight, x.mT) with a weight that requires grad folds into
+    x @ weight^T and copies the token-major product to channel-major (a transposing pass over
+    the activation). bmm on the expanded weight (batch stride 0) writes channel-major itself."""
     kind = x.device.type
     out = torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else x.dtype
     if conv_form(x, height, kw, out) != "toeplitz" or TOEPLITZ_FAILED:
         return F.linear(x, weight, bias)
-    y = torch.matmul(weight, x.mT)  # [B, C_out, N]
+    y = torch.bmm(weight.expand(x.shape[0], -1, -1), x.mT)  # [B, C_out, N]
     return (y if bias is None else y.add_(bias[:, None])).mT
 
 

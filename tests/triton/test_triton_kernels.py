@@ -392,3 +392,27 @@ def test_rejected_weight_gradient_kernel_falls_back_to_torch(monkeypatch) -> Non
     dw.zero_()  # given up for the process: no second try, no second warning
     m.dwconv_toeplitz_wgrad_launch(x, du, dw, 3, 4, 1, 1)
     assert torch.allclose(dw, want, atol=1e-5) and len(m.WGRAD_FAILED) == 1
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_dense_for_conv_writes_channel_major_without_a_copy(bias: bool, monkeypatch) -> None:
+    """With a weight that requires grad (a module's parameter), torch.matmul would fold the
+    product into x @ W^T and copy it to channel-major; the batched GEMM writes it directly."""
+    from torch.profiler import profile, record_function
+
+    m = _kernels_module()
+    monkeypatch.setenv("PADRE_TRITON_CONV", "toeplitz")
+    monkeypatch.setattr(m, "TOEPLITZ_FAILED", [])
+    x = torch.randn(2, 15, 6)
+    weight = torch.randn(9, 6, requires_grad=True)
+    b = torch.randn(9, requires_grad=True) if bias else None
+    with profile(record_shapes=True) as prof, record_function("dense_for_conv"):
+        y = m.dense_for_conv(x, weight, b, 3, 3)
+    assert y.shape == (2, 15, 9) and y.mT.is_contiguous()  # [B, N, C] view of [B, C, N]
+    want = torch.nn.functional.linear(x, weight, b)
+    assert torch.allclose(y, want, atol=1e-5)
+    copies = [ev.input_shapes for ev in prof.key_averages(group_by_input_shape=True)
+              if ev.key in ("aten::copy_", "aten::clone") and [2, 9, 15] in ev.input_shapes]
+    assert not copies, f"activation-sized copies: {copies}"
+    y.sum().backward()  # the expanded weight's gradient sums over the batch
+    assert torch.allclose(weight.grad, torch.ones(2, 15, 9).flatten(0, 1).T @ x.flatten(0, 1))
