@@ -212,9 +212,10 @@ if triton is not None:
         toeplitz_operand: t[c, i, k, j] = w[c, i, k - j - (HALO - PW)] inside the band, else 0):
         out[c, r, j] += sum_k x[c, r + i - PH, w0 - HALO + k] t[c, i, k, j].
         One [BC, BH, BW] output tile costs KH batched [BH, BK] @ [BK, BW] dots;
-        BK >= BW + HALO + KW - 1 - PW. With a channel-major x (s_xn = 1), ALIGN = 8 | W and
-        8 | HALO, every 8-column group of the strip is wholly inside or outside the grid, so the
-        masked strip loads stay 16-byte vectors (asynchronous copies into shared memory).
+        BK >= BW + HALO + KW - 1 - PW. With a channel-major x (s_xn = 1), ALIGN | W and
+        ALIGN | HALO, every ALIGN-column group of the strip is wholly inside or outside the grid,
+        so the masked strip loads stay ALIGN-element vectors (asynchronous copies into shared
+        memory; 16 bytes at ALIGN = 8 in 16-bit).
         """
         # == themselves (the launcher checks ALIGN divides them); tells the compiler so
         W, s_xb, s_xc = (W // ALIGN) * ALIGN, (s_xb // ALIGN) * ALIGN, (s_xc // ALIGN) * ALIGN
@@ -425,12 +426,18 @@ def fastest(key: tuple, configs: list[dict[str, int]], launch) -> dict[str, int]
 
 
 def strip_alignment(x: torch.Tensor, width: int) -> int:
-    """8 where a channel-major x ([B, N, C] view with token stride 1) lets every 8-column group
-    of a grid row start 16-byte aligned (8 divides the width, the strides and the offset), else
-    1: then the strip loads of dwconv_toeplitz_fwd_kernel are 16-byte vectors."""
-    ok = (x.stride(1) == 1 and width % 8 == 0 and x.stride(0) % 8 == 0 and x.stride(2) % 8 == 0
-          and x.data_ptr() % (8 * x.element_size()) == 0)
-    return 8 if ok else 1
+    """The largest a in (8, 4, 2) that divides the width, x's batch and channel strides and its
+    offset, where x is channel-major ([B, N, C] view with token stride 1); else 1. Every a-column
+    group of a grid row then starts a * element-size aligned and lies wholly inside or outside
+    the grid, so the strip loads of dwconv_toeplitz_fwd_kernel are a-element vectors (16 bytes
+    in 16-bit at a = 8: padre3 at 56 x 56; 8 bytes at 28 x 28; 4 bytes at 14 x 14)."""
+    if x.stride(1) != 1:
+        return 1
+    for a in (8, 4, 2):
+        if (width % a == 0 and x.stride(0) % a == 0 and x.stride(2) % a == 0
+                and x.data_ptr() % (a * x.element_size()) == 0):
+            return a
+    return 1
 
 
 def toeplitz_operand(weight: torch.Tensor, bk: int, bw: int, shift: int,

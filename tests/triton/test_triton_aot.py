@@ -106,6 +106,15 @@ def test_aligned_strips_are_what_keep_the_strip_loads_vectors(padre3) -> None:
     assert unaligned.widths.get(2, 0) > unaligned.widths.get(16, 0)
 
 
+def test_four_aligned_strips_keep_vector_copies(padre3) -> None:
+    """ALIGN = 4 (padre3 at 28 x 28): 8-byte asynchronous copies, not 2-byte loads through
+    registers; the census sits between the 8-aligned and the unaligned kernel's."""
+    eight, four, one = (_toeplitz_census(padre3, a) for a in (8, 4, 1))
+    assert eight.total < four.total < 0.6 * one.total
+    assert four.widths.get(2, 0) < 0.1 * one.widths.get(2, 0)
+    assert four.counts.get("global->shared copy", 0) > eight.counts.get("global->shared copy", 0)
+
+
 def test_a_spilling_tile_is_reported(padre3) -> None:
     """The check can fail: a [128, 128] tile on 4 warps does not fit in registers."""
     consts = dict(FLAGS, STORE_Z=True, STORE_O=True, **_taps(11), BT=128, BC=128)

@@ -259,29 +259,33 @@ def test_rejected_tensor_core_kernel_falls_back_to_direct(monkeypatch) -> None:
     assert torch.allclose(z, want, atol=1e-5) and m.TOEPLITZ_FAILED
 
 
-@pytest.mark.parametrize("layout", ["token-major", "channel-major"])
+ALIGNED_WIDTH = {"token-major": (20, 1), "channel-major": (24, 8), "channel-major-4": (20, 4)}
+
+
+@pytest.mark.parametrize("layout", list(ALIGNED_WIDTH))
 def test_gpu_block_sizes_across_tile_boundaries(form, layout, monkeypatch) -> None:
     """The GPU tile sizes (not the interpreter's) on a grid spanning several tiles each way;
-    channel-major x at a width 8 divides takes the aligned strip (HALO = 8 > pad)."""
+    channel-major x takes the aligned strip: HALO = 8 > pad where 8 divides the width, 4 where
+    only 4 does."""
     m = _kernels_module()
     for name in ("dwconv_hadamard_config", "dwconv_toeplitz_config"):
         real = getattr(m, name)
         monkeypatch.setattr(m, name, lambda *a, real=real, **k: real(*a[:-1], True, **k))
     gen = torch.Generator().manual_seed(7)
-    b, h, w, c, k = 2, 37, 24 if layout == "channel-major" else 20, 20, 5
+    (w, align), b, h, c, k = ALIGNED_WIDTH[layout], 2, 37, 20, 5
     x, gate, acc = (torch.randn(b, h * w, c, generator=gen) for _ in range(3))
-    if layout == "channel-major":
+    if layout != "token-major":
         x = x.transpose(1, 2).contiguous().mT  # [B, N, C] view of [B, C, N]
-        assert m.strip_alignment(x, w) == 8
-        assert m.dwconv_toeplitz_config(c, k, True, height=h, pad_w=2, align=8)["HALO"] == 8
+    assert m.strip_alignment(x, w) == align
+    halo = m.dwconv_toeplitz_config(c, k, True, height=h, pad_w=2, align=align)["HALO"]
     weight, bias, scale = (torch.randn(*s, generator=gen) for s in ((c, k, k), (c,), (c,)))
     z, o = (torch.full((b, h * w, c), float("nan")) for _ in range(2))  # contiguous outputs
     shifts = []
     real = m.toeplitz_operand
     monkeypatch.setattr(m, "toeplitz_operand", lambda *a: shifts.append(a[3]) or real(*a))
     m.dwconv_hadamard_launch(x, weight, bias, gate, acc, None, scale, h, w, 2, 2, z, o)
-    if form == "toeplitz":  # the strip's left margin: HALO - pad = 8 - 2 when aligned
-        assert shifts == [6 if layout == "channel-major" else 0]
+    if form == "toeplitz":  # the strip's left margin: HALO - pad, HALO = pad rounded up to align
+        assert (halo, shifts) == ({1: 2, 4: 4, 8: 8}[align], [halo - 2])
     want_z, want_o = m.naive_dwconv_hadamard(x, weight, bias, gate, acc, None, scale, h, w, 2,
                                              2, True, True)
     assert torch.allclose(z, want_z, atol=1e-4) and torch.allclose(o, want_o, atol=1e-4)
@@ -358,17 +362,18 @@ def test_fastest_skips_a_candidate_that_fails_and_raises_when_all_do(monkeypatch
 
 @pytest.mark.parametrize(("k", "pad_h", "pad_w"), [(5, 2, 2), (5, 1, 4), (1, 0, 0), (19, 9, 9)],
                          ids=["k5", "k5-asymmetric", "k1", "k19-bw32"])
-@pytest.mark.parametrize("layout", ["token-major", "channel-major"])
+@pytest.mark.parametrize("layout", ["token-major", "channel-major", "channel-major-2"])
 def test_tensor_core_weight_gradient_matches_conv2d_weight(layout, k, pad_h, pad_w) -> None:
     """dwconv_toeplitz_wgrad_kernel over several row tiles (BH = 16 < 37 rows), column stripes,
     masked channels, off-centre padding and the BW = 32 tiles of long taps; channel-major
-    inputs take the aligned strip (HALO = 8 or 16 > pad)."""
+    inputs take the aligned strip (HALO = pad rounded up to 8, or to 2 at width 26)."""
     m = _kernels_module()
     gen = torch.Generator().manual_seed(13)
-    b, h, w, c = 2, 37, 24, 10
-    if layout == "channel-major":
+    b, h, c = 2, 37, 10
+    w = 26 if layout == "channel-major-2" else 24
+    if layout != "token-major":
         x, du = (torch.randn(b, c, h * w, generator=gen).mT for _ in range(2))
-        assert m.strip_alignment(x, w) == m.strip_alignment(du, w) == 8
+        assert m.strip_alignment(x, w) == m.strip_alignment(du, w) == (2 if w == 26 else 8)
     else:
         x, du = (torch.randn(b, h * w, c, generator=gen) for _ in range(2))
     dw = torch.zeros(c, k, k)
@@ -416,3 +421,15 @@ def test_dense_for_conv_writes_channel_major_without_a_copy(bias: bool, monkeypa
     assert not copies, f"activation-sized copies: {copies}"
     y.sum().backward()  # the expanded weight's gradient sums over the batch
     assert torch.allclose(weight.grad, torch.ones(2, 15, 9).flatten(0, 1).T @ x.flatten(0, 1))
+
+
+@pytest.mark.parametrize(("width", "offset", "want"),
+                         [(24, 0, 8), (28, 0, 4), (14, 0, 2), (15, 0, 1), (24, 4, 4), (24, 1, 1)])
+def test_strip_alignment_is_the_largest_common_power_of_two(width, offset, want) -> None:
+    """Width, strides and offset (elements) of a channel-major x all divisible by the answer."""
+    m = _kernels_module()
+    c = 4
+    base = torch.randn(2 * c * 3 * width + offset)
+    x = base[offset:].view(2, c, 3 * width).mT  # [B, N, C] view, token stride 1
+    assert m.strip_alignment(x, width) == want
+    assert m.strip_alignment(x.contiguous(), width) == 1  # token-major
