@@ -96,7 +96,8 @@ def measure(path: Path) -> list[dict]:
                      {"dw": "fp32"}, (11, -(-56 // wgrad["BH"])), wgrad["BC"] * 56 * wgrad["BW"]))
     rows = []
     for label, kernel, flags, cfg, stages, ptrs, trips, outputs in runs:
-        consts = dict(flags, **{k: v for k, v in cfg.items() if k != "num_warps"})
+        launch = ("num_warps", "num_stages")  # launch options, not constexprs
+        consts = dict(flags, **{k: v for k, v in cfg.items() if k not in launch})
         r = aot.compile_kernel(path, kernel, consts, num_warps=cfg["num_warps"], num_stages=stages,
                                pointer_dtypes=ptrs, trips=trips)
         rows.append({"kernel": label, "tiles": {k: v for k, v in cfg.items()},

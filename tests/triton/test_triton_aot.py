@@ -33,7 +33,7 @@ def _taps(k: int) -> dict[str, int]:
 
 
 def _tiles(cfg: dict) -> dict:
-    return {k: v for k, v in cfg.items() if k != "num_warps"}
+    return {k: v for k, v in cfg.items() if k not in ("num_warps", "num_stages")}
 
 
 @pytest.mark.parametrize("kernel", ["dwconv_hadamard_fwd_kernel", "dwconv_hadamard_bwd_kernel"])
@@ -61,7 +61,8 @@ def test_toeplitz_kernel_at_gpu_tiles_does_not_spill(padre3, taps: int, height: 
     cfg = configs[pick]
     consts = dict(FLAGS, STORE_Z=True, STORE_O=True, s_xn=1, **_taps(taps), **_tiles(cfg))
     r = aot.compile_kernel(PATH, "dwconv_toeplitz_fwd_kernel", consts,
-                           num_warps=cfg["num_warps"], num_stages=2, trips=(taps,))
+                           num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
+                           trips=(taps,))
     assert r.stack == 0, f"toeplitz spills {r.stack} bytes per thread at {cfg}"
     assert r.shared <= 227 * 1024
     assert r.mma != "none"  # the banded products run on tensor cores
@@ -77,7 +78,7 @@ def test_tensor_core_backward_kernels_at_gpu_tiles(padre3) -> None:
     cfg = padre3.dwconv_toeplitz_config(384, 11, gpu=True, height=56, pad_w=5, align=8)
     wgrad = aot.compile_kernel(PATH, "dwconv_toeplitz_wgrad_kernel",
                                dict(_taps(11), BD=16, s_xn=1, s_dn=1, **_tiles(cfg)),
-                               num_warps=cfg["num_warps"], num_stages=2,
+                               num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
                                pointer_dtypes={"dw": "fp32"}, trips=(11, 1))
     assert wgrad.stack == 0 and wgrad.mma != "none"
     bwd = padre3.dwconv_hadamard_config(3136, 384, gpu=True, backward=True)
@@ -94,7 +95,8 @@ def _toeplitz_census(padre3, align: int) -> aot.Census:
     cfg = padre3.dwconv_toeplitz_config(384, 11, gpu=True, height=56, pad_w=5, align=align)
     consts = dict(FLAGS, STORE_Z=True, STORE_O=True, s_xn=1, **_taps(11), **_tiles(cfg))
     return aot.compile_kernel(PATH, "dwconv_toeplitz_fwd_kernel", consts,
-                              num_warps=cfg["num_warps"], num_stages=2, trips=(11,)).census
+                              num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
+                              trips=(11,)).census
 
 
 def test_aligned_strips_are_what_keep_the_strip_loads_vectors(padre3) -> None:
@@ -201,7 +203,7 @@ def test_tensor_core_kernels_stay_within_their_instruction_budgets(padre3) -> No
     fwd = _toeplitz_census(padre3, 8)
     wgrad = aot.compile_kernel(PATH, "dwconv_toeplitz_wgrad_kernel",
                                dict(_taps(11), BD=16, s_xn=1, s_dn=1, **_tiles(cfg)),
-                               num_warps=cfg["num_warps"], num_stages=2,
+                               num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
                                pointer_dtypes={"dw": "fp32"}, trips=(11, 1)).census
     assert fwd.per(cfg["BC"] * cfg["BH"] * cfg["BW"])["total"] < 2.2
     assert wgrad.per(cfg["BC"] * 56 * cfg["BW"])["total"] < 6.0

@@ -49,11 +49,11 @@ def test_every_launch_config_is_gpu_legal(name: str) -> None:
                 for cfg in configs:  # the default and every alternative the GPU times
                     legality.assert_legal(source, "dwconv_toeplitz_fwd_kernel", cfg,
                                           num_warps=cfg["num_warps"], dot_tiles=m.DOT_TILES,
-                                          num_stages=2, elem_bytes=elem_bytes)
+                                          num_stages=cfg["num_stages"], elem_bytes=elem_bytes)
                 wgrad = dict(configs[0], BD=m.triton.next_power_of_2(kw))
                 legality.assert_legal(source, "dwconv_toeplitz_wgrad_kernel", wgrad,
                                       num_warps=wgrad["num_warps"], dot_tiles=m.DOT_TILES,
-                                      num_stages=2, elem_bytes=elem_bytes)
+                                      num_stages=wgrad["num_stages"], elem_bytes=elem_bytes)
 
 
 @pytest.mark.parametrize(("kernel", "change", "message"), [
@@ -110,3 +110,15 @@ def test_linear_attention_launch_configs_are_gpu_legal() -> None:
             for kernel in ("head_state_kernel", "head_apply_kernel"):
                 legality.assert_legal(source, kernel, consts, num_warps=cfg["num_warps"],
                                       dot_tiles=m.DOT_TILES)
+
+
+@pytest.mark.parametrize(("stages", "legal"), [(3, True), (4, False)])
+def test_shared_memory_counts_the_pipelines_buffers(stages: int, legal: bool) -> None:
+    """An H200 ran BC = 16, BH = 64 at 3 stages and refused it at 4 (OutOfResources: 245,760
+    bytes, 3 buffers of 81,920): the check agrees on both."""
+    m = _runtime()
+    cfg = m.dwconv_toeplitz_config(384, 11, gpu=True, height=56, pad_w=5, align=8)
+    cfg = cfg | {"BC": 16, "BH": 64, "num_stages": stages}
+    problems = legality.check_launch(SOURCE, "dwconv_toeplitz_fwd_kernel", cfg,
+                                     num_warps=8, num_stages=stages, dot_tiles=m.DOT_TILES)
+    assert (not problems) == legal, problems
