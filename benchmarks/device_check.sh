@@ -43,19 +43,20 @@ step() {  # step NAME SECONDS LOG COMMAND...: run with a time limit, appending t
 torch.__version__, 'triton', triton.__version__)" 2>&1 | tee -a "$log"
 names=(cuda_tests)
 step cuda_tests "${CHECK_LIMIT:-120}" "$steps/cuda_tests.log" \
-    "$python" -m pytest -q -p no:cacheprovider -k cuda tests/test_api.py tests/caote/test_kernel.py tests/caote/test_hf.py &
+    "$python" -m pytest -q -p no:cacheprovider -k cuda \
+    tests/test_api.py tests/caote/test_kernel.py tests/caote/test_hf.py &
 for spec in padre3 conv2former hyena sima castling_vit; do
     names+=("fuzz_$spec")
     step "fuzz_$spec" "${CHECK_LIMIT:-120}" "$steps/fuzz_$spec.log" \
-        "$python" -m padre_compiler.cli fuzz "$spec" --backend triton --device cuda --examples "${FUZZ_EXAMPLES:-4}" \
-        --regressions "$regressions/$spec" &
+        "$python" -m padre_compiler.cli fuzz "$spec" --backend triton --device cuda \
+        --examples "${FUZZ_EXAMPLES:-4}" --regressions "$regressions/$spec" &
 done
 wait
 for name in "${names[@]}"; do cat "$steps/$name.log" >>"$log"; done
+names+=(gpu_benchmark gpu_profile)
 # shellcheck disable=SC2086  # GPU_ARGS is a list of arguments
 step gpu_benchmark $(( ${GPU_BUDGET:-240} + 60 )) "$log" "$python" benchmarks/gpu.py \
     --budget "${GPU_BUDGET:-240}" ${GPU_ARGS:-}
-names+=(gpu_benchmark gpu_profile)
 step gpu_profile "${PROFILE_LIMIT:-180}" "$log" "$python" benchmarks/gpu_profile.py
 failed=$(grep -h "^== .*: exit [1-9]" "$log" | sed 's/^== \(.*\): exit.*/\1/' | tr '\n' ' ')
 echo "== ${#names[@]} steps; failed: ${failed:-none}" | tee -a "$log"

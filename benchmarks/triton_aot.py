@@ -3,7 +3,8 @@
     .venv/bin/python benchmarks/triton_aot.py [--baseline-rev GIT_REV]
     # writes benchmarks/results/triton_aot.{md,json,png}
 
-Compiles padre3's three kernels (direct forward, backward, tensor-core Toeplitz forward) at the
+Compiles padre3's kernels (direct forward, backward, tensor-core Toeplitz forward and weight
+gradient; the Toeplitz forward also at 2 pipeline stages and on 4-, 2- and un-aligned strips) at the
 launch configurations their launchers pick for padre3 on a GPU (C = 384, 56 x 56 tokens, 11 x 11
 taps, bf16, every fusion flag on) with a cold Triton cache, specialised as the JIT specialises
 an aligned launch, and reads registers, stack (spilled registers) and shared memory from the
@@ -74,7 +75,8 @@ def measure(path: Path) -> list[dict]:
     taps = (FLAGS["KH"], FLAGS["KW"])
     grads = dict(FLAGS, HAS_DZ=True, HAS_DO=True, **token_major)
     recompute = {"RECOMPUTE": True} if "RECOMPUTE" in text else {}
-    runs = [  # label, kernel, flags, tiles, stages, pointer types, loop trips, outputs / program
+    runs = [  # label, kernel, flags, tiles, stages (where the tiles name none), pointer types,
+        # loop trips, outputs / program
         ("dwconv_hadamard_fwd_kernel", "dwconv_hadamard_fwd_kernel",
          dict(FLAGS, STORE_Z=True, STORE_O=True, **token_major), direct, 3, {}, taps,
          direct["BT"] * direct["BC"]),
@@ -94,13 +96,20 @@ def measure(path: Path) -> list[dict]:
         runs.append(("dwconv_toeplitz_wgrad_kernel", "dwconv_toeplitz_wgrad_kernel",
                      dict(KH=11, KW=11, PH=5, PW=5, BD=16, s_xn=1, s_dn=1), wgrad, 2,
                      {"dw": "fp32"}, (11, -(-56 // wgrad["BH"])), wgrad["BC"] * 56 * wgrad["BW"]))
+    if "ALIGN" in text:  # the Toeplitz forward at 2 stages, and on 4-, 2- and un-aligned strips
+        label, *rest = runs[2]  # (28 x 28 and 14 x 14 grids)
+        variants = {"2 stages": dict(toeplitz, num_stages=2)} | {
+            f"ALIGN={a}": _config(m, "dwconv_toeplitz_config", 384, 11, gpu=True, height=56,
+                                  pad_w=5, align=a) for a in (4, 2, 1)}
+        runs += [(f"{label} ({name})", rest[0], rest[1], cfg, *rest[3:])
+                 for name, cfg in variants.items()]
     rows = []
     for label, kernel, flags, cfg, stages, ptrs, trips, outputs in runs:
-        launch = ("num_warps", "num_stages")  # launch options, not constexprs
-        consts = dict(flags, **{k: v for k, v in cfg.items() if k not in launch})
-        r = aot.compile_kernel(path, kernel, consts, num_warps=cfg["num_warps"], num_stages=stages,
+        stages = cfg.get("num_stages", stages)  # a revision's launcher that names its own
+        r = aot.compile_kernel(path, kernel, dict(flags, **aot.constexprs_of(cfg)),
+                               num_warps=cfg["num_warps"], num_stages=stages,
                                pointer_dtypes=ptrs, trips=trips)
-        rows.append({"kernel": label, "tiles": {k: v for k, v in cfg.items()},
+        rows.append({"kernel": label, "tiles": dict(cfg, num_stages=stages),
                      "seconds": r.seconds, "ptx_lines": r.ptx_lines, "registers": r.registers,
                      "stack": r.stack, "shared": r.shared, "mma": r.mma,
                      "per_output": r.census.per(outputs),

@@ -32,17 +32,14 @@ def _taps(k: int) -> dict[str, int]:
     return dict(KH=k, KW=k, PH=k // 2, PW=k // 2)
 
 
-def _tiles(cfg: dict) -> dict:
-    return {k: v for k, v in cfg.items() if k not in ("num_warps", "num_stages")}
-
-
 @pytest.mark.parametrize("kernel", ["dwconv_hadamard_fwd_kernel", "dwconv_hadamard_bwd_kernel"])
 def test_direct_kernels_at_gpu_tiles_do_not_spill(padre3, kernel: str) -> None:
     backward = kernel == "dwconv_hadamard_bwd_kernel"
     cfg = padre3.dwconv_hadamard_config(3136, 384, gpu=True, backward=backward)
     extra = (dict(HAS_DZ=True, HAS_DO=True, RECOMPUTE=True) if backward
              else dict(STORE_Z=True, STORE_O=True))
-    r = aot.compile_kernel(PATH, kernel, dict(FLAGS, **_taps(11), **extra, **_tiles(cfg)),
+    r = aot.compile_kernel(PATH, kernel,
+                           dict(FLAGS, **_taps(11), **extra, **aot.constexprs_of(cfg)),
                            num_warps=cfg["num_warps"], pointer_dtypes=GRADS)
     assert r.stack == 0, f"{kernel} spills {r.stack} bytes per thread at {cfg}"
     assert r.registers <= 255 and r.seconds < 30
@@ -59,7 +56,8 @@ def test_toeplitz_kernel_at_gpu_tiles_does_not_spill(padre3, taps: int, height: 
                                              pad_w=taps // 2, align=8)
     assert len(configs) == (5 if taps == 11 else 4)
     cfg = configs[pick]
-    consts = dict(FLAGS, STORE_Z=True, STORE_O=True, s_xn=1, **_taps(taps), **_tiles(cfg))
+    consts = dict(FLAGS, STORE_Z=True, STORE_O=True, s_xn=1, **_taps(taps),
+                  **aot.constexprs_of(cfg))
     r = aot.compile_kernel(PATH, "dwconv_toeplitz_fwd_kernel", consts,
                            num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
                            trips=(taps,))
@@ -77,13 +75,13 @@ def test_tensor_core_backward_kernels_at_gpu_tiles(padre3) -> None:
     without spills, and the elementwise kernel (u given) free of the tap loop."""
     cfg = padre3.dwconv_toeplitz_config(384, 11, gpu=True, height=56, pad_w=5, align=8)
     wgrad = aot.compile_kernel(PATH, "dwconv_toeplitz_wgrad_kernel",
-                               dict(_taps(11), BD=16, s_xn=1, s_dn=1, **_tiles(cfg)),
+                               dict(_taps(11), BD=16, s_xn=1, s_dn=1, **aot.constexprs_of(cfg)),
                                num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
                                pointer_dtypes={"dw": "fp32"}, trips=(11, 1))
     assert wgrad.stack == 0 and wgrad.mma != "none"
     bwd = padre3.dwconv_hadamard_config(3136, 384, gpu=True, backward=True)
     consts = dict(FLAGS, HAS_DZ=True, HAS_DO=True, RECOMPUTE=False, s_dn=1,  # x unread
-                  **_taps(11), **_tiles(bwd))
+                  **_taps(11), **aot.constexprs_of(bwd))
     given = aot.compile_kernel(PATH, "dwconv_hadamard_bwd_kernel", consts,
                                num_warps=bwd["num_warps"],
                                pointer_dtypes=dict(GRADS, u="fp32"), trips=())
@@ -93,7 +91,8 @@ def test_tensor_core_backward_kernels_at_gpu_tiles(padre3) -> None:
 
 def _toeplitz_census(padre3, align: int) -> aot.Census:
     cfg = padre3.dwconv_toeplitz_config(384, 11, gpu=True, height=56, pad_w=5, align=align)
-    consts = dict(FLAGS, STORE_Z=True, STORE_O=True, s_xn=1, **_taps(11), **_tiles(cfg))
+    consts = dict(FLAGS, STORE_Z=True, STORE_O=True, s_xn=1, **_taps(11),
+                  **aot.constexprs_of(cfg))
     return aot.compile_kernel(PATH, "dwconv_toeplitz_fwd_kernel", consts,
                               num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
                               trips=(11,)).census
@@ -174,7 +173,7 @@ def test_census_weights_loop_bodies_by_their_trip_counts() -> None:
 def test_direct_kernel_census_counts_one_fma_per_tap_and_output(padre3) -> None:
     """121 taps x (BT x BC) outputs / 32 lanes warp FMAs, within the epilogue's few."""
     cfg = padre3.dwconv_hadamard_config(3136, 384, gpu=True)
-    consts = dict(FLAGS, STORE_Z=True, STORE_O=True, **_taps(11), **_tiles(cfg))
+    consts = dict(FLAGS, STORE_Z=True, STORE_O=True, **_taps(11), **aot.constexprs_of(cfg))
     r = aot.compile_kernel(PATH, "dwconv_hadamard_fwd_kernel", consts,
                            num_warps=cfg["num_warps"], trips=(11, 11))
     per = r.census.per(cfg["BT"] * cfg["BC"])
@@ -186,7 +185,7 @@ def test_alignment_hints_are_what_widen_the_channel_loads(padre3) -> None:
     """Compiled as the JIT compiles an aligned launch, channel runs load 16 bytes at a time;
     without the divisibility hints every load is a 2-byte one (the check can tell them apart)."""
     cfg = padre3.dwconv_hadamard_config(3136, 384, gpu=True)
-    consts = dict(FLAGS, STORE_Z=True, STORE_O=True, **_taps(11), **_tiles(cfg))
+    consts = dict(FLAGS, STORE_Z=True, STORE_O=True, **_taps(11), **aot.constexprs_of(cfg))
     widths = {aligned: aot.compile_kernel(PATH, "dwconv_hadamard_fwd_kernel", consts,
                                           num_warps=cfg["num_warps"], aligned=aligned,
                                           trips=(11, 11)).census.widths
@@ -202,7 +201,7 @@ def test_tensor_core_kernels_stay_within_their_instruction_budgets(padre3) -> No
     cfg = padre3.dwconv_toeplitz_config(384, 11, gpu=True, height=56, pad_w=5, align=8)
     fwd = _toeplitz_census(padre3, 8)
     wgrad = aot.compile_kernel(PATH, "dwconv_toeplitz_wgrad_kernel",
-                               dict(_taps(11), BD=16, s_xn=1, s_dn=1, **_tiles(cfg)),
+                               dict(_taps(11), BD=16, s_xn=1, s_dn=1, **aot.constexprs_of(cfg)),
                                num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
                                pointer_dtypes={"dw": "fp32"}, trips=(11, 1)).census
     assert fwd.per(cfg["BC"] * cfg["BH"] * cfg["BW"])["total"] < 2.2

@@ -103,6 +103,14 @@ def available() -> bool:
     return cuobjdump() is not None
 
 
+LAUNCH_OPTIONS = ("num_warps", "num_stages")  # launch options in a config, not constexprs
+
+
+def constexprs_of(config: dict[str, Any]) -> dict[str, Any]:
+    """A launcher's config (tiles and launch options) less its launch options."""
+    return {k: v for k, v in config.items() if k not in LAUNCH_OPTIONS}
+
+
 def compile_kernel(path: str | Path, kernel: str, constexprs: dict[str, Any], *,
                    num_warps: int = 4, num_stages: int = 3, pointer_dtype: str = "bf16",
                    pointer_dtypes: dict[str, str] | None = None, capability: int = 90,
