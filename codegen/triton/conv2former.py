@@ -451,15 +451,16 @@ def toeplitz_operand(weight: torch.Tensor, bk: int, bw: int, shift: int,
 
     Built on every launch (C * KH * BK * BW elements: 13 MB for padre3's 3C-wide conv in bf16,
     read from L2 by the kernel): weights made per forward by torch.cat have no identity to cache
-    it by. Two launches: with `lead` = bw - 1 + shift zeros before the taps, h[c, i, k, m] =
-    padded[c, i, k + m] is a Hankel view, and t[..., j] = h[..., bw - 1 - j] (the flip copies
-    it contiguous). padded holds bk + bw - 1 entries: the largest index read is bk + bw - 2."""
+    it by. Two kernels, a zero fill and one strided copy: tap m of column j sits at
+    k = j + shift + m, i.e. at offset (j + shift + m) * bw + j of the [bk, bw] matrix, so the
+    [C, KH, BW, KW] view with strides (KH * BK * BW, BK * BW, BW + 1, BW) from offset
+    shift * BW holds exactly the band (distinct (j, m) give distinct offsets, as j is the offset
+    mod bw; the largest k, bw - 1 + shift + kw - 1, is < bk by the tile rule)."""
     c, kh, kw = weight.shape
-    lead = bw - 1 + shift
-    padded = F.pad(weight.to(dtype), (lead, bk - kw - shift))  # [C, KH, bk + bw - 1]
-    length = padded.shape[-1]
-    hankel = padded.as_strided((c, kh, bk, bw), (kh * length, length, 1, 1))
-    return hankel.flip(-1)
+    bands = weight.new_zeros((c, kh, bk, bw), dtype=dtype)
+    band = bands.as_strided((c, kh, bw, kw), (kh * bk * bw, bk * bw, bw + 1, bw), shift * bw)
+    band.copy_(weight[:, :, None, :].expand(c, kh, bw, kw))
+    return bands
 
 
 def conv_form(x: torch.Tensor, height: int, kw: int, dtype: torch.dtype | None = None) -> str:

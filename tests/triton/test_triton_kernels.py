@@ -433,3 +433,19 @@ def test_strip_alignment_is_the_largest_common_power_of_two(width, offset, want)
     x = base[offset:].view(2, c, 3 * width).mT  # [B, N, C] view, token stride 1
     assert m.strip_alignment(x, width) == want
     assert m.strip_alignment(x.contiguous(), width) == 1  # token-major
+
+
+@pytest.mark.parametrize(("kw", "bk", "bw", "shift"), [(11, 32, 16, 3), (5, 32, 16, 11),
+                                                        (1, 16, 16, 0), (19, 64, 32, 5)])
+def test_toeplitz_operand_is_the_banded_matrix(kw, bk, bw, shift) -> None:
+    """t[c, i, k, j] = w[c, i, k - j - shift] inside the band, 0 elsewhere, entry by entry."""
+    m = _kernels_module()
+    weight = torch.randn(3, 2, kw, dtype=torch.float64)
+    got = m.toeplitz_operand(weight, bk, bw, shift, torch.float32)
+    want = torch.zeros(3, 2, bk, bw)
+    for k in range(bk):
+        for j in range(bw):
+            if 0 <= k - j - shift < kw:
+                want[:, :, k, j] = weight[:, :, k - j - shift].float()
+    assert got.dtype == torch.float32 and got.is_contiguous()
+    assert torch.equal(got, want)
