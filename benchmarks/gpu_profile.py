@@ -78,21 +78,23 @@ def profile_form(mod, c: int, n: int, batch: int, form: str, device, dtype) -> d
 
 
 SWEEP_SHAPES = [(384, 3136, 8), (384, 25600, 1)]
-# (BC, BH) x num_warps x num_stages of the Toeplitz forward, BW/BK/HALO as the default picks
+# (BC, BH) x num_warps x (num_stages, STRIP_CACHE) of the Toeplitz forward, BW/BK/HALO as
+# the default picks
 SWEEP_TILES = [(4, 64), (4, 128), (8, 32), (8, 64), (16, 32), (16, 64)]
-# 1: no software pipeline, so plain 16-byte loads that may hit L1 where the row taps' strips
-# overlap (BH - 1 of BH rows), instead of asynchronous copies that bypass it
-SWEEP_STAGES = (1, 2, 3, 4)
+# the row taps' strips overlap in BH - 1 of BH rows: 1 stage issues plain 16-byte loads that
+# may hit L1; ".ca" makes the pipelined asynchronous copies allocate in L1 (the default ones,
+# cp.async.cg, bypass it)
+SWEEP_PIPELINES = ((1, ""), (2, ""), (3, ""), (4, ""), (2, ".ca"), (3, ".ca"))
 
 
 def tile_sweep(mod, device, dtype, smoke: bool) -> list[dict]:
     """The 3C-wide conv alone (channel-major input, as gpu.py times it) on each tile of
-    SWEEP_TILES x {4, 8} warps x SWEEP_STAGES, beside cuDNN's depthwise conv (NCHW, the
+    SWEEP_TILES x {4, 8} warps x SWEEP_PIPELINES, beside cuDNN's depthwise conv (NCHW, the
     same bytes) as a baseline. A tile that fails to compile or launch is recorded as such."""
     os.environ["PADRE_TRITON_CONV"] = "toeplitz"
     real = mod.dwconv_toeplitz_configs
-    grid = [(bc, bh, warps, stages) for bc, bh in SWEEP_TILES for warps in (4, 8)
-            for stages in SWEEP_STAGES]
+    grid = [(bc, bh, warps, stages, cache) for bc, bh in SWEEP_TILES for warps in (4, 8)
+            for stages, cache in SWEEP_PIPELINES]
     results = []
     try:
         for c3, n, batch in [(96, 196, 1)] if smoke else [(3 * c, n, b)
@@ -116,8 +118,9 @@ def sweep_shape(mod, real, c: int, n: int, batch: int, grid, device, dtype) -> l
                                        padding=5, groups=c), device)
     results = [{"C": c, "N": n, "batch": batch, "tiles": "cudnn", "ms": cudnn}]
     print(f"sweep C={c} N={n} B={batch}: cuDNN depthwise {cudnn:.3f} ms", flush=True)
-    for bc, bh, warps, stages in grid:
-        tiles = {"BC": bc, "BH": bh, "num_warps": warps, "num_stages": stages}
+    for bc, bh, warps, stages, cache in grid:
+        tiles = {"BC": bc, "BH": bh, "num_warps": warps, "num_stages": stages,
+                 "STRIP_CACHE": cache}
         mod.dwconv_toeplitz_configs = lambda *a, tiles=tiles, **k: [dict(real(*a, **k)[0],
                                                                           **tiles)]
         try:

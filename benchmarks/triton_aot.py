@@ -4,14 +4,14 @@
     # writes benchmarks/results/triton_aot.{md,json,png}
 
 Compiles padre3's kernels (direct forward, backward, tensor-core Toeplitz forward and weight
-gradient; the Toeplitz forward also at 2 pipeline stages and on 4-, 2- and un-aligned strips) at the
-launch configurations their launchers pick for padre3 on a GPU (C = 384, 56 x 56 tokens, 11 x 11
-taps, bf16, every fusion flag on) with a cold Triton cache, specialised as the JIT specialises
-an aligned launch, and reads registers, stack (spilled registers) and shared memory from the
-cubin and the warp instructions each program issues per output element from its SASS
-(padre_compiler/backends/triton/aot.py). The CUDA-core floor of an 11 x 11 depthwise tap sum is
-121 / 32 = 3.78 warp FMAs per output. With --baseline-rev, the same for
-codegen/triton/padre3.py as committed at that git revision.
+gradient; the Toeplitz forward also at 2 and 1 pipeline stages, with strip copies that allocate
+in L1, and on 4-, 2- and un-aligned strips) at the launch configurations their launchers pick
+for padre3 on a GPU (C = 384, 56 x 56 tokens, 11 x 11 taps, bf16, every fusion flag on) with
+a cold Triton cache, specialised as the JIT specialises an aligned launch, and reads registers,
+stack (spilled registers) and shared memory from the cubin and the warp instructions each
+program issues per output element from its SASS (padre_compiler/backends/triton/aot.py). The
+CUDA-core floor of an 11 x 11 depthwise tap sum is 121 / 32 = 3.78 warp FMAs per output.
+With --baseline-rev, the same for codegen/triton/padre3.py as committed at that git revision.
 """
 
 from __future__ import annotations
@@ -98,7 +98,9 @@ def measure(path: Path) -> list[dict]:
                      {"dw": "fp32"}, (11, -(-56 // wgrad["BH"])), wgrad["BC"] * 56 * wgrad["BW"]))
     if "ALIGN" in text:  # the Toeplitz forward at 2 stages, and on 4-, 2- and un-aligned strips
         label, *rest = runs[2]  # (28 x 28 and 14 x 14 grids)
-        variants = {"2 stages": dict(toeplitz, num_stages=2)} | {
+        variants = {"2 stages": dict(toeplitz, num_stages=2),
+                    "1 stage": dict(toeplitz, num_stages=1),
+                    "strip copies into L1": dict(toeplitz, STRIP_CACHE=".ca")} | {
             f"ALIGN={a}": _config(m, "dwconv_toeplitz_config", 384, 11, gpu=True, height=56,
                                   pad_w=5, align=a) for a in (4, 2, 1)}
         runs += [(f"{label} ({name})", rest[0], rest[1], cfg, *rest[3:])
@@ -113,6 +115,7 @@ def measure(path: Path) -> list[dict]:
                      "seconds": r.seconds, "ptx_lines": r.ptx_lines, "registers": r.registers,
                      "stack": r.stack, "shared": r.shared, "mma": r.mma,
                      "per_output": r.census.per(outputs),
+                     "l1_copies_per_output": r.census.l1_copies / outputs,
                      "load_widths": {str(w): n for w, n in sorted(r.census.widths.items())}})
     return rows
 
@@ -122,21 +125,22 @@ def table(rows: list[dict]) -> list[str]:
              "stack bytes / thread (spills) | shared bytes | tensor cores |",
              "|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        tiles = ", ".join(f"{k}={v}" for k, v in r["tiles"].items())
+        tiles = ", ".join(f"{k}={v!r}" if isinstance(v, str) else f"{k}={v}"
+                          for k, v in r["tiles"].items())
         lines.append(f"| {r['kernel']} | {tiles} | {r['seconds']:.1f} | {r['ptx_lines']} | "
                      f"{r['registers']} | {r['stack']} | {r['shared']} | {r['mma']} |")
     lines += ["", "Warp instructions issued per output element (SASS, loops weighted by their "
               "trip counts; backward: per element of du):", "",
               "| kernel | total | x FMA floor | " + " | ".join(CLASSES)
-              + " | global loads by width (bytes: share) |",
-              "|---|---|---|" + "---|" * len(CLASSES) + "---|"]
+              + " | of which copies into L1 | global loads by width (bytes: share) |",
+              "|---|---|---|" + "---|" * len(CLASSES) + "---|---|"]
     for r in rows:
         per = r["per_output"]
         loads = sum(r["load_widths"].values())
         widths = ", ".join(f"{w}: {n / loads:.0%}" for w, n in r["load_widths"].items())
         lines.append(f"| {r['kernel']} | {per['total']:.2f} | {per['total'] / FMA_FLOOR:.2f} | "
                      + " | ".join(f"{per.get(k, 0.0):.2f}" for k in CLASSES)
-                     + f" | {widths} |")
+                     + f" | {r.get('l1_copies_per_output', 0.0):.2f} | {widths} |")
     return lines
 
 

@@ -61,10 +61,10 @@ class Resources:
 # SASS opcode prefixes -> class; the first match wins, anything else is "other" (integer and
 # address arithmetic, predicates, conversions, moves, branches)
 CLASSES = (
-    ("LDGSTS", "global->shared copy"), ("LDG", "global load"), ("STG", "global store"),
-    ("RED", "global atomic"), ("ATOM", "global atomic"), ("LDSM", "shared matrix load"),
-    ("LDS", "shared load"), ("STS", "shared store"), ("HGMMA", "tensor core"),
-    ("HMMA", "tensor core"), ("FFMA", "fp32 fma"), ("BAR", "barrier"),
+    ("LDGSTS", "global->shared copy"), ("LDGDEPBAR", "barrier"), ("LDG", "global load"),
+    ("STG", "global store"), ("RED", "global atomic"), ("ATOM", "global atomic"),
+    ("LDSM", "shared matrix load"), ("LDS", "shared load"), ("STS", "shared store"),
+    ("HGMMA", "tensor core"), ("HMMA", "tensor core"), ("FFMA", "fp32 fma"), ("BAR", "barrier"),
 )
 
 
@@ -73,11 +73,14 @@ class Census:
     """Warp instructions one program issues (all its warps), by class, from the SASS.
 
     `loops` lists each loop's nesting depth (1 = outermost); a body at depth d is weighted by
-    trips[0] * ... * trips[d - 1]. `widths` counts global loads by access width in bytes.
+    trips[0] * ... * trips[d - 1]. `widths` counts global loads by access width in bytes;
+    `l1_copies` the global->shared copies that allocate in L1 (LDGSTS without .BYPASS:
+    cp.async.ca; cp.async.cg caches in L2 only).
     """
     loops: list[int]
     counts: dict[str, int]
     widths: dict[int, int]
+    l1_copies: int = 0
 
     @property
     def total(self) -> int:
@@ -194,18 +197,21 @@ def census_of(sass: str, trips: list[int] | tuple[int, ...], num_warps: int) -> 
                          f"{len(trips)} trip count(s): {list(trips)}")
     counts: dict[str, int] = {}
     widths: dict[int, int] = {}
+    l1_copies = 0
     for addr, op, _ in code:
         weight = num_warps
         for t in trips[:depth[addr]]:
             weight *= t
         kind = next((name for prefix, name in CLASSES if op.startswith(prefix)), "other")
         counts[kind] = counts.get(kind, 0) + weight
+        if kind == "global->shared copy" and ".BYPASS" not in op:
+            l1_copies += weight
         if kind == "global load":
             bits = re.search(r"\.(?:U|S)?(8|16|32|64|128)\b", op)
             width = int(bits.group(1)) // 8 if bits else 4
             widths[width] = widths.get(width, 0) + weight
     loops = sorted(sum(lo2 <= lo and hi <= hi2 for lo2, hi2 in spans) for lo, hi in spans)
-    return Census(loops, counts, widths)
+    return Census(loops, counts, widths, l1_copies)
 
 
 def _cuobjdump(cubin: bytes, flag: str) -> str:

@@ -202,7 +202,7 @@ if triton is not None:
         HAS_ACC_SCALE: tl.constexpr, HAS_SCALE: tl.constexpr,
         STORE_Z: tl.constexpr, STORE_O: tl.constexpr,
         BH: tl.constexpr, BW: tl.constexpr, BK: tl.constexpr, BC: tl.constexpr,
-        HALO: tl.constexpr, ALIGN: tl.constexpr,
+        HALO: tl.constexpr, ALIGN: tl.constexpr, STRIP_CACHE: tl.constexpr,
     ):
         """dwconv_hadamard_fwd_kernel's contract on tensor cores (banded Toeplitz products).
 
@@ -214,7 +214,9 @@ if triton is not None:
         BK >= BW + HALO + KW - 1 - PW. With a channel-major x (s_xn = 1), ALIGN | W and
         ALIGN | HALO, every ALIGN-column group of the strip is wholly inside or outside the grid,
         so the masked strip loads stay ALIGN-element vectors (asynchronous copies into shared
-        memory; 16 bytes at ALIGN = 8 in 16-bit).
+        memory; 16 bytes at ALIGN = 8 in 16-bit). Consecutive row taps read strips that share
+        BH - 1 of their BH rows: STRIP_CACHE = ".ca" makes the copies allocate in L1 (Triton's
+        default 16-byte copy, cp.async.cg, caches in L2 only), so a tap may find its rows there.
         """
         # == themselves (the launcher checks ALIGN divides them); tells the compiler so
         W, s_xb, s_xc = (W // ALIGN) * ALIGN, (s_xb // ALIGN) * ALIGN, (s_xc // ALIGN) * ALIGN
@@ -233,7 +235,8 @@ if triton is not None:
             m_h = (o_hi >= 0) & (o_hi < H)
             p_x = (x + i_b * s_xb + ((o_hi * W)[:, None] + o_k[None, :])[None, :, :] * s_xn
                    + o_c[:, None, None] * s_xc)
-            b_x = tl.load(p_x, mask=m_ck & m_h[None, :, None], other=0.)  # [BC, BH, BK]
+            b_x = tl.load(p_x, mask=m_ck & m_h[None, :, None], other=0.,  # [BC, BH, BK]
+                          cache_modifier=STRIP_CACHE)
             p_t = t + (o_c[:, None, None] * KH + i_kh) * (BK * BW) + o_tk
             b_t = tl.load(p_t, mask=m_c[:, None, None], other=0.)  # [BC, BK, BW]
             b_u = tl.dot(b_x, b_t.to(b_x.dtype), b_u)
@@ -269,7 +272,7 @@ if triton is not None:
         N, C, H, W,
         KH: tl.constexpr, KW: tl.constexpr, PH: tl.constexpr, PW: tl.constexpr,
         BH: tl.constexpr, BW: tl.constexpr, BK: tl.constexpr, BC: tl.constexpr,
-        HALO: tl.constexpr, ALIGN: tl.constexpr, BD: tl.constexpr,
+        HALO: tl.constexpr, ALIGN: tl.constexpr, STRIP_CACHE: tl.constexpr, BD: tl.constexpr,
     ):
         """dw[c, i, d] += sum_{r, j} du[c, r, j] x[c, r + i - PH, j + d - PW] on tensor cores,
         for one [BC channels, BW columns] stripe of one image, all rows.
@@ -279,7 +282,7 @@ if triton is not None:
         forward's strip, transposed du tile); then dw[c, i, d] += sum_j P[c, j, j + d + HALO - PW]
         (a diagonal sum, 0 <= d < KW: one gather along k, one sum along j). dw: [C, KH, KW]
         fp32, accumulated atomically across stripes and images. BK >= BW + HALO + KW - 1 - PW;
-        ALIGN as in the forward.
+        ALIGN and STRIP_CACHE as in the forward (the row taps re-read the stripe's x rows).
         """
         # == themselves (the launcher checks ALIGN divides them, for x and du); tells the compiler
         W, s_xb, s_xc = (W // ALIGN) * ALIGN, (s_xb // ALIGN) * ALIGN, (s_xc // ALIGN) * ALIGN
@@ -308,7 +311,8 @@ if triton is not None:
                 b_d = tl.load(p_d, mask=m_cj & m_r, other=0.)  # [BC, BH, BW]
                 p_x = (x + i_b * s_xb + ((o_hi * W)[:, None] + o_k[None, :])[None, :, :] * s_xn
                        + o_c[:, None, None] * s_xc)
-                b_x = tl.load(p_x, mask=m_ck & m_h, other=0.)  # [BC, BH, BK]
+                b_x = tl.load(p_x, mask=m_ck & m_h, other=0.,  # [BC, BH, BK]
+                              cache_modifier=STRIP_CACHE)
                 b_p = tl.dot(tl.permute(b_d, (0, 2, 1)).to(b_x.dtype), b_x, b_p)
             b_s = tl.sum(tl.gather(b_p, o_lag, axis=2), axis=1)  # [BC, BD] diagonal sums
             tl.atomic_add(dw + o_c[:, None] * (KH * KW) + i_kh * KW + o_d[None, :], b_s,
@@ -370,7 +374,7 @@ def dwconv_toeplitz_config(c: int, kw: int, gpu: bool, height: int = 64,
     halo = -(-pad_w // align) * align
     return {"BH": bh if gpu else 16, "BW": bw,
             "BK": triton.next_power_of_2(bw + halo + kw - 1 - pad_w), "HALO": halo,
-            "ALIGN": align,
+            "ALIGN": align, "STRIP_CACHE": "",
             "BC": min((8 if bw == 16 else 4) if gpu else 64, triton.next_power_of_2(c)),
             "num_warps": 8 if gpu else 1, "num_stages": 3}
 
@@ -383,22 +387,36 @@ def dwconv_toeplitz_config(c: int, kw: int, gpu: bool, height: int = 64,
 TOEPLITZ_ALTERNATIVES = {16: ((8, 64, 4), (16, 32, 4), (8, 32, 4), (16, 64, 8)),
                          32: ((4, 32, 4), (8, 32, 8), (4, 64, 4))}
 
+# the default tiles with strip loads that may hit L1, tried beside it on a GPU: row tap i + 1
+# reads BH - 1 of the BH strip rows tap i read, and an H200 profile found the kernel bound by
+# those re-reads from L2 (about 44 of 55 bytes per output; benchmarks/results/gpu_profile.md).
+# ".ca" copies allocate in L1; one stage issues plain loads (cached in L1 by default), and two
+# stages leave L1 more of the SM's shared-memory/L1 storage than three. Whether L1 keeps a
+# program's [BC, BH + KH - 1, BK] slab beside the carve-out is what the timing decides.
+TOEPLITZ_L1_VARIANTS = ({"STRIP_CACHE": ".ca"}, {"STRIP_CACHE": ".ca", "num_stages": 2},
+                        {"num_stages": 1})
+
 
 def dwconv_toeplitz_configs(c: int, kw: int, gpu: bool, height: int = 64,
                             pad_w: int | None = None, align: int = 1,
                             elem_bytes: int = 2) -> list[dict[str, int]]:
-    """The default tiles, then (on a GPU) the alternatives: same BW, BK, HALO, so one band
-    operand serves them all; BH shrinks to the grid's height as in the default. An alternative
-    whose num_stages - 1 buffers of dot operands ([BC, BH, BK] + [BC, BK, BW] elements) would
-    pass 192 KiB of shared memory is left out (32-bit inputs)."""
+    """The default tiles, then (on a GPU) the alternatives and the default's L1 variants:
+    same BW, BK, HALO, so one band operand serves them all; BH shrinks to the grid's height as
+    in the default. An alternative whose num_stages - 1 buffers of dot operands
+    ([BC, BH, BK] + [BC, BK, BW] elements) would pass 192 KiB of shared memory is left out
+    (32-bit inputs)."""
     base = dwconv_toeplitz_config(c, kw, gpu, height=height, pad_w=pad_w, align=align)
-    configs = [base]
+    candidates = []
     for bc, bh, warps in TOEPLITZ_ALTERNATIVES[base["BW"]] if gpu else ():
         while bh > 16 and height <= bh // 2:
             bh //= 2
-        cfg = dict(base, BC=min(bc, triton.next_power_of_2(c)), BH=bh, num_warps=warps)
+        candidates.append(dict(base, BC=min(bc, triton.next_power_of_2(c)), BH=bh,
+                               num_warps=warps))
+    candidates += [dict(base, **variant) for variant in (TOEPLITZ_L1_VARIANTS if gpu else ())]
+    configs = [base]
+    for cfg in candidates:
         operands = (cfg["BC"] * cfg["BK"] * (cfg["BH"] + cfg["BW"]) * elem_bytes
-                    * (cfg["num_stages"] - 1))
+                    * max(cfg["num_stages"] - 1, 1))
         if cfg not in configs and operands <= 192 * 1024:
             configs.append(cfg)
     return configs
@@ -709,18 +727,27 @@ def _dwconv_hadamard_bwd_impl(
 def dwconv_toeplitz_wgrad_launch(x, du, dw, height: int, width: int, pad_h: int,
                                  pad_w: int) -> None:
     """dw += the weight gradient of the depthwise map (fp32 [C, KH, KW]) from x and du, on
-    tensor cores; torch's conv2d_weight where the GPU compiler rejects the kernel."""
+    tensor cores; torch's conv2d_weight where the GPU compiler rejects the kernel. On a GPU
+    the first launch of a shape times L2- against L1-cached strip loads (into a scratch dw:
+    the kernel accumulates)."""
     b, n, c = x.shape
     kh, kw = dw.shape[1], dw.shape[2]
     align = min(strip_alignment(x, width), strip_alignment(du, width))
-    cfg = dwconv_toeplitz_config(c, kw, x.is_cuda, height=height, pad_w=pad_w, align=align)
-    grid = (triton.cdiv(width, cfg["BW"]), triton.cdiv(c, cfg["BC"]), b)
+    base = dwconv_toeplitz_config(c, kw, x.is_cuda, height=height, pad_w=pad_w, align=align)
+    configs = [base] + ([dict(base, STRIP_CACHE=".ca")] if x.is_cuda else [])
+
+    def launch(cfg, out):
+        grid = (triton.cdiv(width, cfg["BW"]), triton.cdiv(c, cfg["BC"]), b)
+        dwconv_toeplitz_wgrad_kernel[grid](
+            x, du, out, x.stride(0), x.stride(1), x.stride(2), du.stride(0), du.stride(1),
+            du.stride(2), n, c, height, width, KH=kh, KW=kw, PH=pad_h, PW=pad_w,
+            BD=triton.next_power_of_2(kw), **cfg)
+
+    key = ("wgrad", x.device, x.dtype, du.dtype, tuple(x.shape), x.stride(), du.stride(),
+           height, width, kh, kw, pad_h, pad_w, align)
     if not WGRAD_FAILED:
         try:
-            dwconv_toeplitz_wgrad_kernel[grid](
-                x, du, dw, x.stride(0), x.stride(1), x.stride(2), du.stride(0), du.stride(1),
-                du.stride(2), n, c, height, width, KH=kh, KW=kw, PH=pad_h, PW=pad_w,
-                BD=triton.next_power_of_2(kw), **cfg)
+            launch(fastest(key, configs, lambda cfg: launch(cfg, torch.empty_like(dw))), dw)
             return
         except Exception as err:  # a GPU compiler that rejects the 3-D dot: torch (cuDNN)
             if os.environ.get("PADRE_TRITON_CONV") == "toeplitz":
