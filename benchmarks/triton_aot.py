@@ -5,8 +5,9 @@
 
 Compiles padre3's kernels (direct forward, backward, tensor-core Toeplitz forward and weight
 gradient; the Toeplitz forward also at 2 and 1 pipeline stages, with strip copies that allocate
-in L1, and on 4-, 2- and un-aligned strips) at the launch configurations their launchers pick
-for padre3 on a GPU (C = 384, 56 x 56 tokens, 11 x 11 taps, bf16, every fusion flag on) with
+in L1, on 4-, 2- and un-aligned strips, and as the 3C-wide conv launches it, with and without
+the dense map's bias folded in) at the launch configurations their launchers pick for padre3 on
+a GPU (C = 384, 56 x 56 tokens, 11 x 11 taps, bf16, every other fusion flag on) with
 a cold Triton cache, specialised as the JIT specialises an aligned launch, and reads registers,
 stack (spilled registers) and shared memory from the cubin and the warp instructions each
 program issues per output element from its SASS (padre_compiler/backends/triton/aot.py). The
@@ -75,6 +76,7 @@ def measure(path: Path) -> list[dict]:
     taps = (FLAGS["KH"], FLAGS["KW"])
     grads = dict(FLAGS, HAS_DZ=True, HAS_DO=True, **token_major)
     recompute = {"RECOMPUTE": True} if "RECOMPUTE" in text else {}
+    no_in_bias = {"HAS_IN_BIAS": False, "KP": 16} if "HAS_IN_BIAS" in text else {}
     runs = [  # label, kernel, flags, tiles, stages (where the tiles name none), pointer types,
         # loop trips, outputs / program
         ("dwconv_hadamard_fwd_kernel", "dwconv_hadamard_fwd_kernel",
@@ -84,8 +86,8 @@ def measure(path: Path) -> list[dict]:
          "dwconv_hadamard_bwd_kernel", dict(grads, **recompute), backward, 3, FP32_GRADS, taps,
          backward["BT"] * backward["BC"]),
         ("dwconv_toeplitz_fwd_kernel", "dwconv_toeplitz_fwd_kernel",
-         dict(FLAGS, STORE_Z=True, STORE_O=True, **channel_major), toeplitz, 2, {}, taps[:1],
-         toeplitz["BC"] * toeplitz["BH"] * toeplitz["BW"]),
+         dict(FLAGS, STORE_Z=True, STORE_O=True, **channel_major, **no_in_bias), toeplitz, 2,
+         {}, taps[:1], toeplitz["BC"] * toeplitz["BH"] * toeplitz["BW"]),
     ]
     if recompute:
         runs.append(("dwconv_hadamard_bwd_kernel (u given)", "dwconv_hadamard_bwd_kernel",
@@ -105,6 +107,13 @@ def measure(path: Path) -> list[dict]:
                                   pad_w=5, align=a) for a in (4, 2, 1)}
         runs += [(f"{label} ({name})", rest[0], rest[1], cfg, *rest[3:])
                  for name, cfg in variants.items()]
+    if no_in_bias:  # padre3's 3C-wide conv: conv bias only, then with the dense's bias folded
+        label, kernel, flags, *rest = runs[2]
+        alone = dict(flags, HAS_GATE=False, HAS_ACC=False, HAS_ACC_SCALE=False,
+                     HAS_SCALE=False, STORE_O=False)
+        runs += [(f"{label} (3C conv)", kernel, alone, *rest),
+                 (f"{label} (3C conv, input bias folded)", kernel,
+                  dict(alone, HAS_IN_BIAS=True), *rest)]
     rows = []
     for label, kernel, flags, cfg, stages, ptrs, trips, outputs in runs:
         stages = cfg.get("num_stages", stages)  # a revision's launcher that names its own

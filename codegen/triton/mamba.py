@@ -9,7 +9,8 @@ fuse_siblings, fuse_scaled_sum.
 Fused Triton kernels: none (no depthwise-convolution region or attention).
 Torch fallback (marked `(torch)` below): dense, poly, prefix_sum, expand, diagonal, hadamard,
 add, contract; dense maps run on cuBLAS through F.linear, those feeding a conv through
-dense_for_conv (stored channel-major where the conv runs on tensor cores).
+dense_for_conv (stored channel-major where the conv runs on tensor cores, the bias of a map only
+the conv reads then added by the conv kernel).
 Backward: torch autograd for the torch ops.
 """
 

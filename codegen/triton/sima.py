@@ -9,7 +9,7 @@ fuse_siblings, fuse_scaled_sum.
 Fused Triton kernels: 1 linear attention(s) (head_state_kernel, head_apply_kernel).
 Torch fallback (marked `(torch)` below): dense, normalize; dense maps run on cuBLAS through
 F.linear, those feeding a conv through dense_for_conv (stored channel-major where the conv runs
-on tensor cores).
+on tensor cores, the bias of a map only the conv reads then added by the conv kernel).
 Backward: torch autograd for the torch ops.
 Linear attention backward: head_state and head_apply again (each is linear in each argument)."""
 

@@ -58,6 +58,22 @@ def test_padre3_is_three_fused_kernels() -> None:
     assert body.count("= dwconv_hadamard(") == 3
     assert "z2, p = dwconv_hadamard(" in body and "p = dwconv_hadamard(" in body
     assert "torch.addcmul" not in body and "_dwconv2d(" not in body
+    # the 3D-wide dense map's only reader is the conv: its bias is folded into the conv
+    assert body.count("fold_bias=True") == 1
+    assert body.count("in_bias=branch123_channel_left_bias") == 1
+
+
+def test_a_dense_map_read_elsewhere_keeps_its_bias() -> None:
+    """The fold needs the conv to be the dense output's only reader (here a gate reads it)."""
+    from padre_compiler import dsl
+
+    x = dsl.tokens("grid2d")
+    y = dsl.dense(x, "b1", bias=True)
+    z = dsl.dwconv2d(y, "a1", kernel=3) * y
+    spec = dsl.spec("shared_dense", layout="grid2d", output=dsl.dense(z, "proj"))
+    body = generate(spec, dim=4, grid=(3, 3), backend="triton").source.split("def forward(")[1]
+    assert "self.b1_bias, self.grid[0], 3)[0]" in body  # F.linear (or its GEMM) adds it
+    assert "fold_bias" not in body and "in_bias=" not in body
 
 
 @pytest.mark.parametrize("name", SPECS)

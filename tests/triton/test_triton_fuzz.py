@@ -23,7 +23,7 @@ def test_triton_fuzz_sees_a_wrong_band_operand_only_in_the_toeplitz_form(monkeyp
     # (the same kernel text): shift the band in the globals its implementation reads
     from torch._library.custom_ops import OPDEFS
 
-    impl = OPDEFS["padre_triton::dwconv_hadamard_fwd_v1"]._init_fn.__globals__
+    impl = OPDEFS["padre_triton::dwconv_hadamard_fwd_v2"]._init_fn.__globals__
     real = impl["toeplitz_operand"]
     monkeypatch.setitem(impl, "toeplitz_operand",
                         lambda w, bk, bw, shift, dtype: real(w, bk, bw, shift + 1, dtype))

@@ -296,7 +296,8 @@ def test_gpu_block_sizes_across_tile_boundaries(form, layout, monkeypatch) -> No
     assert not any(t.isnan().any() for t in got)
     want = m.naive_dwconv_hadamard_bwd(x, weight, bias, gate, acc, None, scale, dz, do, h, w, 2,
                                        2)
-    for label, a, e in zip(("dx", "dg", "da", "dw", "db", "ds", "dsa"), got, want, strict=True):
+    for label, a, e in zip(("dx", "dg", "da", "dw", "db", "ds", "dsa", "dbi"), got, want,
+                           strict=True):
         assert a.shape == e.shape, label
         assert torch.allclose(a, e, atol=1e-3, rtol=1e-4), label
 
@@ -399,10 +400,12 @@ def test_rejected_weight_gradient_kernel_falls_back_to_torch(monkeypatch) -> Non
     assert torch.allclose(dw, want, atol=1e-5) and len(m.WGRAD_FAILED) == 1
 
 
-@pytest.mark.parametrize("bias", [False, True])
-def test_dense_for_conv_writes_channel_major_without_a_copy(bias: bool, monkeypatch) -> None:
+@pytest.mark.parametrize(("bias", "fold"), [(False, False), (True, False), (True, True)])
+def test_dense_for_conv_writes_channel_major_without_a_copy(bias: bool, fold: bool,
+                                                            monkeypatch) -> None:
     """With a weight that requires grad (a module's parameter), torch.matmul would fold the
-    product into x @ W^T and copy it to channel-major; the batched GEMM writes it directly."""
+    product into x @ W^T and copy it to channel-major; the batched GEMM writes it directly.
+    With fold_bias the bias is left to the conv: y + left is the dense map."""
     from torch.profiler import profile, record_function
 
     m = _kernels_module()
@@ -412,15 +415,59 @@ def test_dense_for_conv_writes_channel_major_without_a_copy(bias: bool, monkeypa
     weight = torch.randn(9, 6, requires_grad=True)
     b = torch.randn(9, requires_grad=True) if bias else None
     with profile(record_shapes=True) as prof, record_function("dense_for_conv"):
-        y = m.dense_for_conv(x, weight, b, 3, 3)
+        y, left = m.dense_for_conv(x, weight, b, 3, 3, fold_bias=fold)
     assert y.shape == (2, 15, 9) and y.mT.is_contiguous()  # [B, N, C] view of [B, C, N]
+    assert (left is b) if fold else left is None
     want = torch.nn.functional.linear(x, weight, b)
-    assert torch.allclose(y, want, atol=1e-5)
+    assert torch.allclose(y if left is None else y + left, want, atol=1e-5)
     copies = [ev.input_shapes for ev in prof.key_averages(group_by_input_shape=True)
-              if ev.key in ("aten::copy_", "aten::clone") and [2, 9, 15] in ev.input_shapes]
-    assert not copies, f"activation-sized copies: {copies}"
+              if ev.key in ("aten::copy_", "aten::clone", "aten::add_")
+              and [2, 9, 15] in ev.input_shapes]
+    assert len(copies) == (bias and not fold), f"activation-sized passes: {copies}"
     y.sum().backward()  # the expanded weight's gradient sums over the batch
     assert torch.allclose(weight.grad, torch.ones(2, 15, 9).flatten(0, 1).T @ x.flatten(0, 1))
+
+
+def test_dense_for_conv_keeps_its_bias_where_the_conv_is_direct(monkeypatch) -> None:
+    """The direct form reads token-major input: F.linear adds the bias in cuBLAS's epilogue."""
+    m = _kernels_module()
+    monkeypatch.setenv("PADRE_TRITON_CONV", "direct")
+    x, weight, b = torch.randn(2, 15, 6), torch.randn(9, 6), torch.randn(9)
+    y, left = m.dense_for_conv(x, weight, b, 3, 3, fold_bias=True)
+    assert left is None and torch.allclose(y, torch.nn.functional.linear(x, weight, b))
+
+
+@pytest.mark.parametrize(("h", "w", "k", "pad_h", "pad_w"),
+                         [(5, 7, 5, 2, 2), (9, 16, 3, 1, 1), (4, 6, 5, 0, 4), (70, 40, 11, 5, 5)],
+                         ids=["borders-only", "interior", "off-centre", "tiles"])
+@pytest.mark.parametrize("layout", ["token-major", "channel-major"])
+def test_input_bias_folds_into_the_conv(h, w, k, pad_h, pad_w, layout, form) -> None:
+    """conv(x + bi) with bi folded (the Toeplitz kernel adds bi * conv(1), the taps inside the
+    grid; the direct form adds bi to x) against F.conv2d of x + bi in float64: values and the
+    gradients of x, the taps and bi. At the borders conv(1) is not the sum of all taps, so a
+    fold that ignored them fails the 'borders-only' case."""
+    m = _kernels_module()
+    gen = torch.Generator().manual_seed(h * w + k)
+    b, c = 2, 10
+    x = (torch.randn(b, c, h * w, generator=gen).mT if layout == "channel-major"
+         else torch.randn(b, h * w, c, generator=gen))
+    weight, bias, bi, gate = (torch.randn(*s, generator=gen)
+                              for s in ((c, k, k), (c,), (c,), (b, h * w, c)))
+    leaves = [t.requires_grad_() for t in (x, weight, bias, bi)]
+    z = m.dwconv_hadamard(x, weight, bias, gate, None, None, None, h, w, pad_h, pad_w, True,
+                          False, bi)[0]
+    x64, w64, b64, bi64 = (t.detach().double().requires_grad_() for t in leaves)
+    x4 = (x64 + bi64).transpose(1, 2).reshape(b, c, h, w)
+    x4 = torch.nn.functional.pad(x4, (pad_w, k - 1 - pad_w, pad_h, k - 1 - pad_h))
+    want = torch.nn.functional.conv2d(x4, w64[:, None], b64, groups=c).flatten(2).mT
+    want = want * gate.double()
+    assert torch.allclose(z.double(), want, atol=1e-4, rtol=1e-4)
+    dz = torch.randn(b, h * w, c, generator=gen)
+    got = torch.autograd.grad(z, leaves, dz)
+    ref = torch.autograd.grad(want, [x64, w64, b64, bi64], dz.double())
+    for label, g, r in zip(("x", "weight", "bias", "in_bias"), got, ref, strict=True):
+        err = float((g.double() - r).abs().max() / r.abs().max())
+        assert err < 1e-5, (label, err)
 
 
 @pytest.mark.parametrize(("width", "offset", "want"),

@@ -20,10 +20,11 @@ def _runtime():
 def test_kernels_are_found_with_their_aranges_and_dots() -> None:
     shapes = legality.kernel_shapes(SOURCE)
     assert set(shapes) == {"dwconv_hadamard_fwd_kernel", "dwconv_hadamard_bwd_kernel",
-                           "dwconv_toeplitz_fwd_kernel", "dwconv_toeplitz_wgrad_kernel"}
+                           "dwconv_toeplitz_fwd_kernel", "dwconv_toeplitz_wgrad_kernel",
+                           "tf32_high"}
     assert set(shapes["dwconv_hadamard_fwd_kernel"].aranges) == {"BT", "BC"}
     assert shapes["dwconv_hadamard_fwd_kernel"].dots == 0
-    assert shapes["dwconv_toeplitz_fwd_kernel"].dots == 1
+    assert shapes["dwconv_toeplitz_fwd_kernel"].dots == 5  # the strip's, the input bias's 4
     assert shapes["dwconv_toeplitz_wgrad_kernel"].dots == 1
 
 
@@ -47,6 +48,7 @@ def test_every_launch_config_is_gpu_legal(name: str) -> None:
                                                     pad_w=kw // 2, align=align,
                                                     elem_bytes=elem_bytes)
                 for cfg in configs:  # the default and every alternative the GPU times
+                    cfg = dict(cfg, KP=m.in_bias_tile(kw, kw))
                     legality.assert_legal(source, "dwconv_toeplitz_fwd_kernel", cfg,
                                           num_warps=cfg["num_warps"], dot_tiles=m.DOT_TILES,
                                           num_stages=cfg["num_stages"], elem_bytes=elem_bytes)
@@ -67,7 +69,7 @@ def test_every_launch_config_is_gpu_legal(name: str) -> None:
 def test_illegal_configs_are_rejected(kernel: str, change: dict, message: str) -> None:
     m = _runtime()
     cfg = (m.dwconv_hadamard_config(3136, 384, gpu=True) if "hadamard" in kernel
-           else m.dwconv_toeplitz_config(384, 11, gpu=True))
+           else dict(m.dwconv_toeplitz_config(384, 11, gpu=True), KP=16))
     cfg = cfg | change
     with pytest.raises(legality.GpuLegalityError, match=message):
         legality.assert_legal(SOURCE, kernel, cfg, num_warps=cfg["num_warps"],
@@ -76,7 +78,7 @@ def test_illegal_configs_are_rejected(kernel: str, change: dict, message: str) -
 
 def test_undeclared_dot_is_rejected() -> None:
     m = _runtime()
-    cfg = m.dwconv_toeplitz_config(384, 11, gpu=True)
+    cfg = dict(m.dwconv_toeplitz_config(384, 11, gpu=True), KP=16)
     problems = legality.check_launch(SOURCE, "dwconv_toeplitz_fwd_kernel", cfg,
                                      num_warps=4, dot_tiles={})
     assert any("declared" in p for p in problems)
@@ -118,7 +120,7 @@ def test_shared_memory_counts_the_pipelines_buffers(stages: int, legal: bool) ->
     bytes, 3 buffers of 81,920): the check agrees on both."""
     m = _runtime()
     cfg = m.dwconv_toeplitz_config(384, 11, gpu=True, height=56, pad_w=5, align=8)
-    cfg = cfg | {"BC": 16, "BH": 64, "num_stages": stages}
+    cfg = cfg | {"BC": 16, "BH": 64, "num_stages": stages, "KP": 16}
     problems = legality.check_launch(SOURCE, "dwconv_toeplitz_fwd_kernel", cfg,
                                      num_warps=8, num_stages=stages, dot_tiles=m.DOT_TILES)
     assert (not problems) == legal, problems

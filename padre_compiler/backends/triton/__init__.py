@@ -1,12 +1,14 @@
 """Triton backend: graph -> standalone module source with fused Triton kernels.
 
 The fused regions (`regions.find_regions`: depthwise conv + bias + Hadamard gate + weighted
-accumulation) become calls of one torch.library custom op, `padre_triton::dwconv_hadamard_fwd_v1`,
+accumulation) become calls of one torch.library custom op, `padre_triton::dwconv_hadamard_fwd_v2`,
 backed by `dwconv_hadamard_fwd_kernel` (direct, CUDA cores) or `dwconv_toeplitz_fwd_kernel`
 (banded Toeplitz products on tensor cores), with a derived backward
 (`dwconv_hadamard_bwd_kernel`, then the forward kernel with flipped taps for dx). Every other op
-is lowered exactly as the PyTorch backend lowers it (dense maps go to cuBLAS through F.linear)
-and is marked `(torch)` in the generated source. The kernel text lives in `kernels.py`; the
+is lowered exactly as the PyTorch backend lowers it (dense maps go to cuBLAS through F.linear;
+one feeding a conv stores channel-major and, where the conv is its only reader, leaves its bias
+to the conv kernel: conv(y + b) = conv(y) + b * conv(1)) and is marked `(torch)` in the
+generated source. The kernel text lives in `kernels.py`; the
 generated file imports only torch and triton and runs its naive PyTorch twins where Triton
 cannot run.
 """
@@ -48,15 +50,17 @@ def _kernel_width(conv_attrs: dict) -> int:
 
 
 def _region_call(g: Graph, r: Region, names: dict[int, str], params: dict[str, str],
-                 scales: dict[str, str], body: list[str]) -> str:
-    """Source of one kernel call (a comment states what it computes)."""
+                 scales: dict[str, str], body: list[str], in_bias: str | None) -> str:
+    """Source of one kernel call (a comment states what it computes); in_bias: the local
+    holding the bias its input's dense map left to it, if any."""
     conv = g.node(r.conv)
     x = names[g.inputs(r.conv)[0]]
     weight = params["weight"] if conv.op == "dwconv2d" else f"{params['weight']}.unsqueeze(1)"
     bias = params.get("bias", "None")
     gate = "None" if r.gate is None else names[r.gate]
     acc = acc_scale = scale = "None"
-    core = f"conv({x})" + ("" if r.gate is None else f" * {gate}")
+    core = (f"conv({x})" if in_bias is None else f"conv({x} + {in_bias})") + (
+        "" if r.gate is None else f" * {gate}")
     desc = f"{names[r.end]} = {core}"
     if r.total is not None:
         total = names[r.total]
@@ -91,6 +95,7 @@ def _region_call(g: Graph, r: Region, names: dict[int, str], params: dict[str, s
         f"    acc={acc}, acc_scale={acc_scale}, scale={scale},",
         f"    height={h}, width={w}, pad_h={ph}, pad_w={pw},",
         f"    store_z={r.store_z}, store_o={r.total is not None},",
+        *([] if in_bias is None else [f"    in_bias={in_bias},"]),
         f"){pick}",
     ])
 
@@ -125,7 +130,19 @@ def emit_module(g: Graph, decls: dict[str, ParamDecl], *, name: str, header: str
     names = var_names(g, _module_names())
     regions = find_regions(g)
     inner = {r.conv for r in regions.values() if r.conv != r.end}
-    conv_input = {g.inputs(r.conv)[0]: g.node(r.conv) for r in regions.values()}
+    conv_input = {g.inputs(r.conv)[0]: r.conv for r in regions.values()}
+    taken = set(names.values())
+    # dense maps whose only reader is a conv leave their bias to it (dense_for_conv's fold)
+    left_bias = {}
+    for nid, conv in conv_input.items():
+        node = g.node(nid)
+        if (node.op == "dense" and any(role == "bias" for role, _ in node.params)
+                and g.users(nid) == [conv]):
+            left = f"{names[nid]}_left_bias"
+            while left in taken:
+                left += "_"
+            left_bias[nid] = left
+            taken.add(left)
     fused_sums = {r.total for r in regions.values() if r.total is not None}
     body: list[str] = []
     used_helpers: list[str] = []
@@ -138,7 +155,9 @@ def emit_module(g: Graph, decls: dict[str, ParamDecl], *, name: str, header: str
             params = param_codes(g.node(region.conv).params, names[region.conv], body)
             scales = ({} if region.total is None else
                       param_codes(g.node(region.total).params, names[region.total], body))
-            body.append(_region_call(g, region, names, params, scales, body))
+            source = g.inputs(region.conv)[0]
+            body.append(_region_call(g, region, names, params, scales, body,
+                                     left_bias.get(source)))
             continue
         if node.op == "linear_attention":
             args = [names[i] for i in inputs] + [str(node.a["heads"])]
@@ -147,11 +166,16 @@ def emit_module(g: Graph, decls: dict[str, ParamDecl], *, name: str, header: str
             body.append(f"{names[nid]} = linear_attention({', '.join(args)})"
                         f"  # [B, N, {node.width}] (triton: head_state, head_apply)")
             continue
+        target = names[nid]
         if node.op == "dense" and nid in conv_input:  # channel-major where the conv is Toeplitz
-            conv = conv_input[nid].a
+            conv = g.node(conv_input[nid]).a
             dense = param_codes(node.params, names[nid], body)
             code = (f"dense_for_conv({names[inputs[0]]}, {dense['weight']}, "
-                    f"{dense.get('bias', 'None')}, {_geometry(g, conv)[0]}, {_kernel_width(conv)})")
+                    f"{dense.get('bias', 'None')}, {_geometry(g, conv)[0]}, {_kernel_width(conv)}")
+            if nid in left_bias:
+                code, target = f"{code}, fold_bias=True)", f"{target}, {left_bias[nid]}"
+            else:
+                code += ")[0]"
         else:
             code = lower_node(nid, node, inputs, names, body, used_helpers)
         if node.op == "output":
@@ -159,7 +183,7 @@ def emit_module(g: Graph, decls: dict[str, ParamDecl], *, name: str, header: str
         elif node.op != "input":
             if node.op not in fallback and node.op not in ("split", "identity"):
                 fallback.append(node.op)
-            body.append(statement(names[nid], code, node.width,
+            body.append(statement(target, code, node.width,
                                   "" if node.op == "split" else " (torch)"))
     fused_ops = sorted({g.node(r.conv).op for r in regions.values()}
                        | ({"hadamard"} if any(r.gate is not None for r in regions.values())
@@ -181,7 +205,8 @@ def emit_module(g: Graph, decls: dict[str, ParamDecl], *, name: str, header: str
         "Torch fallback (marked `(torch)` below): "
         + (", ".join(fallback) if fallback else "none")
         + ("; dense maps run on cuBLAS through F.linear, those feeding a conv through "
-           "dense_for_conv (stored channel-major where the conv runs on tensor cores)."
+           "dense_for_conv (stored channel-major where the conv runs on tensor cores, the bias "
+           "of a map only the conv reads then added by the conv kernel)."
            if "dense" in fallback else "."),
         "Backward: derived (custom-op autograd): dwconv_hadamard_bwd_kernel gives du, the gate "
         "and accumulator gradients and the db, scale reductions (and dw in the direct form, "

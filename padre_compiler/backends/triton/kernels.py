@@ -42,6 +42,14 @@ def _use_triton(x: torch.Tensor) -> bool:
 KERNEL = '''
 if triton is not None:
 
+    @triton.jit
+    def tf32_high(v):
+        """v (fp32) with the low 13 mantissa bits cleared: exact in TF32, and v - tf32_high(v)
+        holds the rest, so two TF32 products of a TF32-exact factor give v's fp32 product to
+        ~2^-21 relative (a product of 0/1 masks needs no split of its own)."""
+        return (v.to(tl.uint32, bitcast=True) & 0xFFFFE000).to(tl.float32, bitcast=True)
+
+
     @triton.jit(do_not_specialize=["N", "H", "W"])  # one compile for every grid
     def dwconv_hadamard_fwd_kernel(
         x, w, b, g, a, sa, s, z, o,
@@ -194,15 +202,16 @@ if triton is not None:
 
     @triton.jit(do_not_specialize=["N", "H", "W"])  # one compile for every grid
     def dwconv_toeplitz_fwd_kernel(
-        x, t, b, g, a, sa, s, z, o,
+        x, t, w, b, bi, g, a, sa, s, z, o,
         s_xb, s_xn, s_xc, s_gb, s_gn, s_ab, s_an,  # strides (elements); g, a: channel stride 1
         N, C, H, W,
         KH: tl.constexpr, KW: tl.constexpr, PH: tl.constexpr, PW: tl.constexpr,
-        HAS_BIAS: tl.constexpr, HAS_GATE: tl.constexpr, HAS_ACC: tl.constexpr,
+        HAS_BIAS: tl.constexpr, HAS_IN_BIAS: tl.constexpr, HAS_GATE: tl.constexpr,
+        HAS_ACC: tl.constexpr,
         HAS_ACC_SCALE: tl.constexpr, HAS_SCALE: tl.constexpr,
         STORE_Z: tl.constexpr, STORE_O: tl.constexpr,
         BH: tl.constexpr, BW: tl.constexpr, BK: tl.constexpr, BC: tl.constexpr,
-        HALO: tl.constexpr, ALIGN: tl.constexpr, STRIP_CACHE: tl.constexpr,
+        HALO: tl.constexpr, ALIGN: tl.constexpr, STRIP_CACHE: tl.constexpr, KP: tl.constexpr,
     ):
         """dwconv_hadamard_fwd_kernel's contract on tensor cores (banded Toeplitz products).
 
@@ -217,6 +226,13 @@ if triton is not None:
         memory; 16 bytes at ALIGN = 8 in 16-bit). Consecutive row taps read strips that share
         BH - 1 of their BH rows: STRIP_CACHE = ".ca" makes the copies allocate in L1 (Triton's
         default 16-byte copy, cp.async.cg, caches in L2 only), so a tap may find its rows there.
+
+        HAS_IN_BIAS: the input is x + bi (bi: [C], the bias of the dense map that wrote x, so
+        that map needs no pass of its own to add it). By linearity conv(x + bi) = conv(x) +
+        bi * conv(1), where conv(1)[c, r, j] = sum_i [row r + i - PH in the grid] q_i[c, j] and
+        q_i[c, j] = sum_m w[c, i, m] [column j + m - PW in the grid]: the taps that land inside
+        the grid (w: [C, KH, KW], the unrounded taps): q = taps @ column mask and
+        conv(1) = row mask @ q, products padded to KP >= KH, KW, 16.
         """
         # == themselves (the launcher checks ALIGN divides them); tells the compiler so
         W, s_xb, s_xc = (W // ALIGN) * ALIGN, (s_xb // ALIGN) * ALIGN, (s_xc // ALIGN) * ALIGN
@@ -242,6 +258,25 @@ if triton is not None:
             b_u = tl.dot(b_x, b_t.to(b_x.dtype), b_u)
         if HAS_BIAS:
             b_u += tl.load(b + o_c, mask=m_c, other=0.).to(tl.float32)[:, None, None]
+        if HAS_IN_BIAS:  # small products of 0/1 masks (exact in TF32) and taps split in two
+            o_p = tl.arange(0, KP)  # [KP] taps along a row or a column (zero past KH, KW)
+            p_w = (w + o_c[:, None, None] * (KH * KW) + o_p[None, :, None] * KW
+                   + o_p[None, None, :])
+            m_w = m_c[:, None, None] & (o_p < KH)[None, :, None] & (o_p < KW)[None, None, :]
+            b_w = tl.load(p_w, mask=m_w, other=0.).to(tl.float32)  # [BC, KP, KP] taps
+            o_wi = o_j[None, :] + (o_p[:, None] - PW)  # [KP, BW] column of tap m
+            f_w = tl.broadcast_to(((o_wi >= 0) & (o_wi < W)).to(tl.float32)[None, :, :],
+                                  (BC, KP, BW))
+            w_hi = tf32_high(b_w)
+            b_q = tl.dot(w_hi, f_w, input_precision="tf32")
+            b_q = tl.dot(b_w - w_hi, f_w, b_q, input_precision="tf32")  # [BC, KP, BW] q_i
+            o_hi = o_r[:, None] + (o_p[None, :] - PH)  # [BH, KP] row of tap i
+            f_h = tl.broadcast_to(((o_hi >= 0) & (o_hi < H)).to(tl.float32)[None, :, :],
+                                  (BC, BH, KP))
+            q_hi = tf32_high(b_q)
+            b_1 = tl.dot(f_h, q_hi, input_precision="tf32")
+            b_1 = tl.dot(f_h, b_q - q_hi, b_1, input_precision="tf32")  # [BC, BH, BW] conv(1)
+            b_u += b_1 * tl.load(bi + o_c, mask=m_c, other=0.).to(tl.float32)[:, None, None]
         o_t = (o_r[:, None] * W + o_j[None, :])[None, :, :]  # [1, BH, BW] output tokens
         m = m_c[:, None, None] & ((o_r < H)[:, None] & (o_j < W)[None, :])[None, :, :]
         b_z = b_u
@@ -321,12 +356,15 @@ if triton is not None:
 
 RUNTIME = '''
 def naive_dwconv_hadamard(x, weight, bias, gate, acc, acc_scale, scale, height: int,
-                          width: int, pad_h: int, pad_w: int, store_z: bool, store_o: bool):
-    """Naive twin of dwconv_hadamard_fwd_kernel in PyTorch (same contract, fp32 math)."""
+                          width: int, pad_h: int, pad_w: int, store_z: bool, store_o: bool,
+                          in_bias=None):
+    """Naive twin of the forward kernels in PyTorch (same contract, fp32 math): the conv of
+    x + in_bias, by definition."""
     b, n, c = x.shape
     kh, kw = weight.shape[1], weight.shape[2]
     dt = torch.float64 if x.dtype == torch.float64 else torch.float32
-    x4 = x.to(dt).transpose(1, 2).reshape(b, c, height, width)
+    xb = x.to(dt) if in_bias is None else x.to(dt) + in_bias.to(dt)
+    x4 = xb.transpose(1, 2).reshape(b, c, height, width)
     x4 = F.pad(x4, (pad_w, kw - 1 - pad_w, pad_h, kh - 1 - pad_h))
     u = F.conv2d(x4, weight.to(dt).unsqueeze(1), None if bias is None else bias.to(dt),
                  groups=c).flatten(2).transpose(1, 2)
@@ -422,6 +460,12 @@ def dwconv_toeplitz_configs(c: int, kw: int, gpu: bool, height: int = 64,
     return configs
 
 
+def in_bias_tile(kh: int, kw: int) -> int:
+    """KP of dwconv_toeplitz_fwd_kernel's input-bias products: the taps of a row or a column
+    padded to a power of two >= 16 (tl.dot's least extent)."""
+    return max(16, triton.next_power_of_2(max(kh, kw)))
+
+
 TUNED: dict[tuple, dict[str, int]] = {}  # launch shape -> fastest tiles
 
 
@@ -499,11 +543,15 @@ WGRAD_FAILED: list[str] = []  # why the tensor-core weight gradient was given up
 
 
 def dense_for_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-                   height: int, kw: int) -> torch.Tensor:
-    """F.linear(x, weight, bias) for a depthwise conv's input. Where the conv runs in the
-    Toeplitz form the result is stored channel-major (one GEMM, weight @ x^T, into a contiguous
-    [B, C, N] returned as its [B, N, C] view), so the kernel reads each channel's grid rows as
-    16-byte vectors instead of transposing [token, channel] tiles in shared memory.
+                   height: int, kw: int, fold_bias: bool = False
+                   ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(y, left): F.linear(x, weight, bias) = y + left for a depthwise conv's input. Where the
+    conv runs in the Toeplitz form y is stored channel-major (one GEMM, weight @ x^T, into a
+    contiguous [B, C, N] returned as its [B, N, C] view), so the kernel reads each channel's
+    grid rows as 16-byte vectors instead of transposing [token, channel] tiles in shared
+    memory; and with fold_bias (the conv is y's only reader) the bias is left out, `left`,
+    for the conv to add by linearity (dwconv_hadamard's in_bias) instead of a pass over y.
+    Elsewhere F.linear adds it (cuBLAS's epilogue) and left is None.
 
     bmm, not matmul: torch.matmul(weight, x.mT) with a weight that requires grad folds into
     x @ weight^T and copies the token-major product to channel-major (a transposing pass over
@@ -511,24 +559,28 @@ def dense_for_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | N
     kind = x.device.type
     out = torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else x.dtype
     if conv_form(x, height, kw, out) != "toeplitz" or TOEPLITZ_FAILED:
-        return F.linear(x, weight, bias)
+        return F.linear(x, weight, bias), None
     y = torch.bmm(weight.expand(x.shape[0], -1, -1), x.mT)  # [B, C_out, N]
-    return (y if bias is None else y.add_(bias[:, None])).mT
+    if bias is None or fold_bias:
+        return y.mT, bias
+    return y.add_(bias[:, None]).mT, None
 
 
 def _dwconv_hadamard_impl(
     x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, gate: torch.Tensor | None,
     acc: torch.Tensor | None, acc_scale: torch.Tensor | None, scale: torch.Tensor | None,
     height: int, width: int, pad_h: int, pad_w: int, store_z: bool, store_o: bool,
+    in_bias: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(z, o) of dwconv_hadamard_fwd_kernel; an output not asked for is an empty tensor."""
+    """(z, o) of the forward kernels on x + in_bias; an output not asked for is an empty
+    tensor."""
     if not _use_triton(x):
         return naive_dwconv_hadamard(x, weight, bias, gate, acc, acc_scale, scale, height,
-                                     width, pad_h, pad_w, store_z, store_o)
+                                     width, pad_h, pad_w, store_z, store_o, in_bias)
     z = torch.empty_like(x, memory_format=torch.contiguous_format) if store_z else x.new_empty(0)
     o = torch.empty_like(x, memory_format=torch.contiguous_format) if store_o else x.new_empty(0)
     dwconv_hadamard_launch(x, weight, bias, gate, acc, acc_scale, scale, height, width, pad_h,
-                           pad_w, z if store_z else None, o if store_o else None)
+                           pad_w, z if store_z else None, o if store_o else None, in_bias)
     return z, o
 
 
@@ -538,8 +590,9 @@ def channel_rows(t: torch.Tensor | None) -> torch.Tensor | None:
 
 
 def dwconv_hadamard_launch(x, weight, bias, gate, acc, acc_scale, scale, height: int, width: int,
-                           pad_h: int, pad_w: int, z, o) -> None:
-    """Launch the fused kernel writing z and/or o ([B, N, C] contiguous; None: not stored)."""
+                           pad_h: int, pad_w: int, z, o, in_bias=None) -> None:
+    """Launch the fused kernel writing z and/or o ([B, N, C] contiguous; None: not stored) of
+    the input x + in_bias (in_bias: [C] or None)."""
     b, n, c = x.shape
     store_z, store_o = z is not None, o is not None
     z = x if z is None else z  # placeholders when not stored, never written
@@ -548,11 +601,11 @@ def dwconv_hadamard_launch(x, weight, bias, gate, acc, acc_scale, scale, height:
     gate, acc = channel_rows(gate), channel_rows(acc)  # x: any strides
     weight = weight.contiguous()
     dummy = x  # never read: the matching HAS_* flag is off
-    args = (
-        x, weight, dummy if bias is None else bias, dummy if gate is None else gate,
-        dummy if acc is None else acc, dummy if acc_scale is None else acc_scale,
-        dummy if scale is None else scale, z, o,
-        x.stride(0), x.stride(1), x.stride(2),
+    tail = (  # the arguments after the input, the taps and the bias: x's strides first
+        dummy if gate is None else gate, dummy if acc is None else acc,
+        dummy if acc_scale is None else acc_scale, dummy if scale is None else scale, z, o,
+    )
+    geometry = (
         0 if gate is None else gate.stride(0), 0 if gate is None else gate.stride(1),
         0 if acc is None else acc.stride(0), 0 if acc is None else acc.stride(1),
         n, c, height, width,
@@ -563,20 +616,25 @@ def dwconv_hadamard_launch(x, weight, bias, gate, acc, acc_scale, scale, height:
         HAS_ACC_SCALE=acc_scale is not None, HAS_SCALE=scale is not None,
         STORE_Z=store_z, STORE_O=store_o,
     )
+    bias = dummy if bias is None else bias
     if conv_form(x, height, weight.shape[2]) == "toeplitz" and not TOEPLITZ_FAILED:
         align = strip_alignment(x, width)
         configs = dwconv_toeplitz_configs(c, weight.shape[2], x.is_cuda, height=height,
                                           pad_w=pad_w, align=align, elem_bytes=x.element_size())
         first = configs[0]  # BW, BK, HALO: shared by every candidate
         bands = toeplitz_operand(weight, first["BK"], first["BW"], first["HALO"] - pad_w, x.dtype)
+        args = (x, bands, weight, bias, dummy if in_bias is None else in_bias, *tail,
+                x.stride(0), x.stride(1), x.stride(2), *geometry)
 
         def launch(cfg):
             grid = (triton.cdiv(height, cfg["BH"]) * triton.cdiv(width, cfg["BW"]),
                     triton.cdiv(c, cfg["BC"]), b)
-            dwconv_toeplitz_fwd_kernel[grid](args[0], bands, *args[2:], **flags, **cfg)
+            dwconv_toeplitz_fwd_kernel[grid](*args, **flags, HAS_IN_BIAS=in_bias is not None,
+                                             KP=in_bias_tile(*weight.shape[1:]), **cfg)
 
         key = (x.device, x.dtype, z.dtype, o.dtype, tuple(x.shape), x.stride(), height, width,
-               tuple(weight.shape), pad_h, pad_w, align, tuple(flags.values()))
+               tuple(weight.shape), pad_h, pad_w, align, in_bias is not None,
+               tuple(flags.values()))
         try:
             launch(fastest(key, configs, launch))
             return
@@ -586,9 +644,12 @@ def dwconv_hadamard_launch(x, weight, bias, gate, acc, acc_scale, scale, height:
             TOEPLITZ_FAILED.append(repr(err))
             warnings.warn(f"dwconv_toeplitz_fwd_kernel failed ({err!r:.300}); falling back to "
                           "dwconv_hadamard_fwd_kernel", RuntimeWarning, stacklevel=2)
+    if in_bias is not None:  # the direct kernel takes no input bias: one torch pass adds it
+        x = x + in_bias
     cfg = dwconv_hadamard_config(n, c, x.is_cuda)
     grid = (triton.cdiv(n, cfg["BT"]), triton.cdiv(c, cfg["BC"]), b)
-    dwconv_hadamard_fwd_kernel[grid](*args, **flags, **cfg)
+    dwconv_hadamard_fwd_kernel[grid](x, weight, bias, *tail, x.stride(0), x.stride(1),
+                                     x.stride(2), *geometry, **flags, **cfg)
 
 
 def _depthwise_weight_grad(x, du, kh: int, kw: int, height: int, width: int, pad_h: int,
@@ -603,18 +664,20 @@ def _depthwise_weight_grad(x, du, kh: int, kw: int, height: int, width: int, pad
 
 
 def _dwconv_hadamard_setup(ctx, inputs, output) -> None:
-    x, weight, bias, gate, acc, acc_scale, scale, height, width, pad_h, pad_w, sz, so = inputs
-    ctx.save_for_backward(x, weight, bias, gate, acc, acc_scale, scale)
+    (x, weight, bias, gate, acc, acc_scale, scale, height, width, pad_h, pad_w, sz, so,
+     in_bias) = inputs
+    ctx.save_for_backward(x, weight, bias, gate, acc, acc_scale, scale, in_bias)
     ctx.geometry = (height, width, pad_h, pad_w, sz, so)
 
 
 def naive_dwconv_hadamard_bwd(x, weight, bias, gate, acc, acc_scale, scale, dz, do,
-                              height: int, width: int, pad_h: int, pad_w: int):
-    """Naive twin of the kernel backward in PyTorch: (dx, dg, da, dw, db, ds, dsa), dx the
-    adjoint conv of du (flipped taps, mirrored padding)."""
+                              height: int, width: int, pad_h: int, pad_w: int, in_bias=None):
+    """Naive twin of the kernel backward in PyTorch: (dx, dg, da, dw, db, ds, dsa, dbi), dx
+    the adjoint conv of du (flipped taps, mirrored padding), dbi = sum of dx over tokens."""
     kh, kw = weight.shape[1], weight.shape[2]
     f32 = torch.float64 if x.dtype == torch.float64 else torch.float32
-    u = naive_dwconv_hadamard(x.to(f32), weight, bias, None, None, None, None, height, width,
+    xb = x.to(f32) if in_bias is None else x.to(f32) + in_bias.to(f32)
+    u = naive_dwconv_hadamard(xb, weight, bias, None, None, None, None, height, width,
                               pad_h, pad_w, True, False)[0]
     dzt = torch.zeros_like(u) if dz is None else dz.to(f32)
     do = None if do is None else do.to(f32)
@@ -632,11 +695,13 @@ def naive_dwconv_hadamard_bwd(x, weight, bias, gate, acc, acc_scale, scale, dz, 
     if do is not None and scale is not None:
         zz = u if g is None else u * g
         d_scale = (do * zz).sum((0, 1)).to(scale.dtype)
-    d_w = _depthwise_weight_grad(x.to(f32), du, kh, kw, height, width, pad_h, pad_w)
+    d_w = _depthwise_weight_grad(xb, du, kh, kw, height, width, pad_h, pad_w)
     d_b = empty() if bias is None else du.sum((0, 1)).to(bias.dtype)
     d_x = naive_dwconv_hadamard(du, weight.flip(1, 2), None, None, None, None, None, height,
                                 width, kh - 1 - pad_h, kw - 1 - pad_w, True, False)[0]
-    outs = (d_x.to(x.dtype), d_gate, d_acc, d_w.to(weight.dtype), d_b, d_scale, d_acc_scale)
+    d_in_bias = empty() if in_bias is None else d_x.sum((0, 1)).to(in_bias.dtype)
+    outs = (d_x.to(x.dtype), d_gate, d_acc, d_w.to(weight.dtype), d_b, d_scale, d_acc_scale,
+            d_in_bias)
     # custom-op outputs may not alias inputs or each other
     seen = {t.untyped_storage().data_ptr() for t in (dz, do, x) if t is not None and t.numel()}
     fresh = []
@@ -653,10 +718,10 @@ def _dwconv_hadamard_bwd_impl(
     x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, gate: torch.Tensor | None,
     acc: torch.Tensor | None, acc_scale: torch.Tensor | None, scale: torch.Tensor | None,
     dz: torch.Tensor | None, do: torch.Tensor | None,
-    height: int, width: int, pad_h: int, pad_w: int,
+    height: int, width: int, pad_h: int, pad_w: int, in_bias: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
-           torch.Tensor]:
-    """(dx, dg, da, dw, db, ds, dsa); a gradient of an absent input is an empty tensor.
+           torch.Tensor, torch.Tensor]:
+    """(dx, dg, da, dw, db, ds, dsa, dbi); a gradient of an absent input is an empty tensor.
 
     Direct form: one dwconv_hadamard_bwd_kernel recomputes u from the shifted loads that give
     dw. Toeplitz form (tensor cores): u = conv(x) + b from the forward kernel (fp32), the
@@ -664,13 +729,20 @@ def _dwconv_hadamard_bwd_impl(
     is the forward kernel on du with flipped taps. Tensor cores take 16-bit operands: the
     Toeplitz form rounds du (for dw and dx) and the taps (for u, as its forward does) to x's
     dtype, so with 32-bit weights and 16-bit activations its dw and ds carry ~1e-4 relative
-    error where the direct form's carry ~1e-7; with 16-bit weights both agree."""
+    error where the direct form's carry ~1e-7; with 16-bit weights both agree.
+
+    Input bias (the conv of x + bi): the direct form adds it to x first; the Toeplitz form
+    keeps x and adds bi * G to dw (wgrad saw x alone) with G[c, i, m] = sum of du[c] over the
+    outputs whose tap (i, m) lands inside the grid, and dbi = sum_tokens dx = sum_{i, m}
+    w[c, i, m] G[c, i, m] (each output's in-grid taps), so neither takes a pass over dx."""
     if not _use_triton(x):
         return naive_dwconv_hadamard_bwd(x, weight, bias, gate, acc, acc_scale, scale, dz, do,
-                                         height, width, pad_h, pad_w)
+                                         height, width, pad_h, pad_w, in_bias)
     b, n, c = x.shape
     kh, kw = weight.shape[1], weight.shape[2]
     tensor_cores = conv_form(x, height, kw) == "toeplitz" and not TOEPLITZ_FAILED
+    if in_bias is not None and not tensor_cores:
+        x = x + in_bias
 
     # the direct form's tap loop loads 16-byte channel vectors from a token-major x (56
     # against 69 warp instructions per output for padre3's tiles, benchmarks/triton_aot.py)
@@ -691,7 +763,7 @@ def _dwconv_hadamard_bwd_impl(
     if tensor_cores:
         u = torch.empty((b, n, c), **f32)
         dwconv_hadamard_launch(x, weight, bias, None, None, None, None, height, width, pad_h,
-                               pad_w, u, None)
+                               pad_w, u, None, in_bias)
         du = torch.empty((b, c, n), dtype=x.dtype, device=x.device).mT  # channel-major
     else:
         u, du = x, torch.empty(x.shape, dtype=x.dtype, device=x.device)
@@ -717,11 +789,33 @@ def _dwconv_hadamard_bwd_impl(
     dx = torch.empty(x.shape, dtype=x.dtype, device=x.device)
     dwconv_hadamard_launch(du, weight.flip(1, 2), None, None, None, None, None, height, width,
                            kh - 1 - pad_h, kw - 1 - pad_w, dx, None)
+    dbi = empty()
+    if in_bias is not None and tensor_cores:
+        grid_sums = in_grid_tap_sums(du, height, width, kh, kw, pad_h, pad_w)  # G
+        dw += in_bias.float()[:, None, None] * grid_sums
+        dbi = (weight.float() * grid_sums).sum((1, 2))
+    elif in_bias is not None:
+        dbi = dx.sum((0, 1), dtype=torch.float32)
 
     def cast(t, like):
         return t if like is None or t.numel() == 0 else t.to(like.dtype)
 
-    return dx, dg, da, dw.to(weight.dtype), cast(db, bias), cast(ds, scale), cast(dsa, acc_scale)
+    return (dx, dg, da, dw.to(weight.dtype), cast(db, bias), cast(ds, scale),
+            cast(dsa, acc_scale), cast(dbi, in_bias))
+
+
+def in_grid_tap_sums(du: torch.Tensor, height: int, width: int, kh: int, kw: int, pad_h: int,
+                     pad_w: int) -> torch.Tensor:
+    """G[c, i, m] = sum_{b, r, j} du[b, (r, j), c] [0 <= r + i - pad_h < height]
+    [0 <= j + m - pad_w < width] (fp32 [C, KH, KW]): the weight gradient of a depthwise conv
+    whose input is 1 on the grid. One reduction over the batch, then two small products."""
+    b, n, c = du.shape
+    rows = torch.arange(height, device=du.device)[:, None] + torch.arange(kh, device=du.device)
+    cols = torch.arange(width, device=du.device)[:, None] + torch.arange(kw, device=du.device)
+    in_rows = ((rows >= pad_h) & (rows < height + pad_h)).float()  # [H, KH]
+    in_cols = ((cols >= pad_w) & (cols < width + pad_w)).float()  # [W, KW]
+    total = du.sum(0, dtype=torch.float32).reshape(height, width, c)  # [H, W, C]
+    return torch.einsum("ri,rjc,jm->cim", in_rows, total, in_cols)
 
 
 def dwconv_toeplitz_wgrad_launch(x, du, dw, height: int, width: int, pad_h: int,
@@ -765,37 +859,38 @@ def _dwconv_hadamard_backward(ctx, dz, do):
     One op (_dwconv_hadamard_bwd_impl) gives dx = conv(du) with flipped taps and mirrored
     padding (the adjoint of the depthwise map), dg, da and the reductions dw, db, ds, dsa.
     """
-    x, weight, bias, gate, acc, acc_scale, scale = ctx.saved_tensors
+    x, weight, bias, gate, acc, acc_scale, scale, in_bias = ctx.saved_tensors
     height, width, pad_h, pad_w, store_z, store_o = ctx.geometry
-    d_x, dg, da, dw, db, ds, dsa = torch.ops.padre_triton.dwconv_hadamard_bwd_v2(
+    d_x, dg, da, dw, db, ds, dsa, dbi = torch.ops.padre_triton.dwconv_hadamard_bwd_v3(
         x, weight, bias, gate, acc, acc_scale, scale, dz if store_z else None,
-        do if store_o else None, height, width, pad_h, pad_w)
+        do if store_o else None, height, width, pad_h, pad_w, in_bias)
     some = lambda t: t if t.numel() else None  # noqa: E731 - empty marks an absent gradient
     return (d_x.to(x.dtype), dw, some(db), some(dg), some(da), some(dsa), some(ds),
-            None, None, None, None, None, None)
+            None, None, None, None, None, None, some(dbi))
 
 
 def _register_dwconv_hadamard():
     """torch.library custom op (+ fake kernel + autograd), defined once per process."""
     try:
-        torch.ops.padre_triton.dwconv_hadamard_bwd_v2  # noqa: B018 - registered with the fwd op
-        return torch.ops.padre_triton.dwconv_hadamard_fwd_v1
+        torch.ops.padre_triton.dwconv_hadamard_bwd_v3  # noqa: B018 - registered with the fwd op
+        return torch.ops.padre_triton.dwconv_hadamard_fwd_v2
     except AttributeError:
         pass
-    op = torch.library.custom_op("padre_triton::dwconv_hadamard_fwd_v1", mutates_args=())(
+    op = torch.library.custom_op("padre_triton::dwconv_hadamard_fwd_v2", mutates_args=())(
         _dwconv_hadamard_impl)
 
     @op.register_fake
     def _(x, weight, bias, gate, acc, acc_scale, scale, height, width, pad_h, pad_w, store_z,
-          store_o):
+          store_o, in_bias=None):
         return (x.new_empty(x.shape) if store_z else x.new_empty(0),  # contiguous, like the op
                 x.new_empty(x.shape) if store_o else x.new_empty(0))
 
-    bwd = torch.library.custom_op("padre_triton::dwconv_hadamard_bwd_v2", mutates_args=())(
+    bwd = torch.library.custom_op("padre_triton::dwconv_hadamard_bwd_v3", mutates_args=())(
         _dwconv_hadamard_bwd_impl)
 
     @bwd.register_fake
-    def _(x, weight, bias, gate, acc, acc_scale, scale, dz, do, height, width, pad_h, pad_w):
+    def _(x, weight, bias, gate, acc, acc_scale, scale, dz, do, height, width, pad_h, pad_w,
+          in_bias=None):
         def like(t, ref, shape):
             return x.new_empty(0) if t is None else ref.new_empty(shape, dtype=t.dtype)
 
@@ -803,10 +898,10 @@ def _register_dwconv_hadamard():
         return (x.new_empty(x.shape), like(gate, x, x.shape),
                 like(acc if do is not None else None, x, x.shape), weight.new_empty(weight.shape),
                 like(bias, x, (c,)), like(scale if do is not None else None, x, (c,)),
-                like(acc_scale if do is not None else None, x, (c,)))
+                like(acc_scale if do is not None else None, x, (c,)), like(in_bias, x, (c,)))
 
     op.register_autograd(_dwconv_hadamard_backward, setup_context=_dwconv_hadamard_setup)
-    return torch.ops.padre_triton.dwconv_hadamard_fwd_v1
+    return torch.ops.padre_triton.dwconv_hadamard_fwd_v2
 
 
 dwconv_hadamard = _register_dwconv_hadamard()
@@ -814,5 +909,7 @@ dwconv_hadamard = _register_dwconv_hadamard()
 
 # tl.dot tiles per kernel, (batch, M, N, K), for the static GPU-legality check (the generated
 # module carries them as DOT_TILES)
-DOT_TILES = {"dwconv_toeplitz_fwd_kernel": [("BC", "BH", "BW", "BK")],
+DOT_TILES = {"dwconv_toeplitz_fwd_kernel": [("BC", "BH", "BW", "BK"),
+                                            *[("BC", "KP", "BW", "KP")] * 2,
+                                            *[("BC", "BH", "BW", "KP")] * 2],
              "dwconv_toeplitz_wgrad_kernel": [("BC", "BW", "BK", "BH")]}

@@ -122,8 +122,10 @@ def check_launch(source: str, kernel: str, consts: dict[str, int], *, num_warps:
                 problems.append(f"{kernel}: dot tile {label} = {v} must be a power of two >= "
                                 f"{limits.min_dot}")
         # Triton's pipeliner keeps num_stages - 1 buffers of each operand (an H200 refused
-        # BC = 16, BH = 64 at 4 stages: 245,760 bytes = 3 x 81,920)
-        smem += batch * (m * k + k * n) * elem_bytes * max(num_stages - 1, 1)
+        # BC = 16, BH = 64 at 4 stages: 245,760 bytes = 3 x 81,920). One dot's operands at a
+        # time: a kernel's dots are constexpr alternatives or run one after another (the
+        # epilogue's products reuse the main loop's buffers), so the largest decides
+        smem = max(smem, batch * (m * k + k * n) * elem_bytes * max(num_stages - 1, 1))
     if smem > limits.shared_bytes:
         problems.append(f"{kernel}: dot operands need ~{smem // 1024} KiB of shared memory "
                         f"(> {limits.shared_bytes // 1024} KiB on {limits.name})")
