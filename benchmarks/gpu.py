@@ -434,6 +434,17 @@ def markdown(meta: dict, rows: list[dict]) -> str:
                 f"| {_ratio(ms.get('torch'), ms.get('triton'))} | {fmt(tr.get('triton'))} "
                 f"| {fmt(tr.get('torch'))} | {fmt(tr.get('attention'))} "
                 f"| {fmt(r.get('max_rel_err_vs_torch'), '.1e')} |")
+    if meta.get("toeplitz_tiles"):  # recorded at the end of the run
+        lines += ["", "Tiles the first launch of each tensor-core shape picked (kernels.fastest: "
+                  "alternatives, strips through L1, pipeline depth):", "",
+                  "| kernel | x shape | strides | tiles |", "|---|---|---|---|"]
+        for tuned in meta["toeplitz_tiles"]:
+            key = tuned["key"]
+            kernel = "weight gradient" if key[0] == "wgrad" else "forward"
+            shape, strides = key[4], key[5]  # both keys: (..., x.shape, x.stride(), ...)
+            tiles = ", ".join(f"{k}={v!r}" if isinstance(v, str) else f"{k}={v}"
+                              for k, v in tuned["tiles"].items())
+            lines.append(f"| {kernel} | {shape} | {strides} | {tiles} |")
     errors = [(r["C"], r["N"], r.get("errors"), r.get("skipped")) for r in rows
               if r.get("errors") or r.get("skipped")]
     if errors:

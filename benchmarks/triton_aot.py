@@ -95,9 +95,16 @@ def measure(path: Path) -> list[dict]:
                      dict(FP32_GRADS, u="fp32"), (), backward["BT"] * backward["BC"]))
     if "dwconv_toeplitz_wgrad_kernel" in text:
         wgrad = dict(toeplitz)  # the launcher's tiles; the program loops over all 56 rows
+        flags = dict(KH=11, KW=11, PH=5, PW=5, BD=16, s_xn=1, s_dn=1)
+        one_tile = "ONE_TILE" in text  # 56 rows in one tile: the row loop vanishes
+        trips = (11,) if one_tile else (11, -(-56 // wgrad["BH"]))
         runs.append(("dwconv_toeplitz_wgrad_kernel", "dwconv_toeplitz_wgrad_kernel",
-                     dict(KH=11, KW=11, PH=5, PW=5, BD=16, s_xn=1, s_dn=1), wgrad, 2,
-                     {"dw": "fp32"}, (11, -(-56 // wgrad["BH"])), wgrad["BC"] * 56 * wgrad["BW"]))
+                     dict(flags, **({"ONE_TILE": True} if one_tile else {})), wgrad, 2,
+                     {"dw": "fp32"}, trips, wgrad["BC"] * 56 * wgrad["BW"]))
+        if one_tile:  # 160 rows (25,600 tokens): three row tiles per tap
+            runs.append(("dwconv_toeplitz_wgrad_kernel (160 rows)",
+                         "dwconv_toeplitz_wgrad_kernel", dict(flags, ONE_TILE=False), wgrad, 2,
+                         {"dw": "fp32"}, (11, 3), wgrad["BC"] * 160 * wgrad["BW"]))
     if "ALIGN" in text:  # the Toeplitz forward at 2 stages, and on 4-, 2- and un-aligned strips
         label, *rest = runs[2]  # (28 x 28 and 14 x 14 grids)
         variants = {"2 stages": dict(toeplitz, num_stages=2),

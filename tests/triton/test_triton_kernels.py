@@ -364,13 +364,15 @@ def test_fastest_skips_a_candidate_that_fails_and_raises_when_all_do(monkeypatch
 @pytest.mark.parametrize(("k", "pad_h", "pad_w"), [(5, 2, 2), (5, 1, 4), (1, 0, 0), (19, 9, 9)],
                          ids=["k5", "k5-asymmetric", "k1", "k19-bw32"])
 @pytest.mark.parametrize("layout", ["token-major", "channel-major", "channel-major-2"])
-def test_tensor_core_weight_gradient_matches_conv2d_weight(layout, k, pad_h, pad_w) -> None:
-    """dwconv_toeplitz_wgrad_kernel over several row tiles (BH = 16 < 37 rows), column stripes,
-    masked channels, off-centre padding and the BW = 32 tiles of long taps; channel-major
-    inputs take the aligned strip (HALO = pad rounded up to 8, or to 2 at width 26)."""
+@pytest.mark.parametrize("h", [37, 13], ids=["row-tiles", "one-tile"])
+def test_tensor_core_weight_gradient_matches_conv2d_weight(h, layout, k, pad_h, pad_w) -> None:
+    """dwconv_toeplitz_wgrad_kernel over several row tiles (BH = 16 < 37 rows) or one (13
+    rows: ONE_TILE, du loaded once for every tap), column stripes, masked channels, off-centre
+    padding and the BW = 32 tiles of long taps; channel-major inputs take the aligned strip
+    (HALO = pad rounded up to 8, or to 2 at width 26)."""
     m = _kernels_module()
     gen = torch.Generator().manual_seed(13)
-    b, h, c = 2, 37, 10
+    b, c = 2, 10
     w = 26 if layout == "channel-major-2" else 24
     if layout != "token-major":
         x, du = (torch.randn(b, c, h * w, generator=gen).mT for _ in range(2))

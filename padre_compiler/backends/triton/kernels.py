@@ -308,6 +308,7 @@ if triton is not None:
         KH: tl.constexpr, KW: tl.constexpr, PH: tl.constexpr, PW: tl.constexpr,
         BH: tl.constexpr, BW: tl.constexpr, BK: tl.constexpr, BC: tl.constexpr,
         HALO: tl.constexpr, ALIGN: tl.constexpr, STRIP_CACHE: tl.constexpr, BD: tl.constexpr,
+        ONE_TILE: tl.constexpr,
     ):
         """dw[c, i, d] += sum_{r, j} du[c, r, j] x[c, r + i - PH, j + d - PW] on tensor cores,
         for one [BC channels, BW columns] stripe of one image, all rows.
@@ -318,6 +319,8 @@ if triton is not None:
         (a diagonal sum, 0 <= d < KW: one gather along k, one sum along j). dw: [C, KH, KW]
         fp32, accumulated atomically across stripes and images. BK >= BW + HALO + KW - 1 - PW;
         ALIGN and STRIP_CACHE as in the forward (the row taps re-read the stripe's x rows).
+        ONE_TILE (H <= BH): the row loop has one trip, known to the compiler, so it vanishes:
+        the du tile is loaded once for all taps and the tap loop is the one pipelined.
         """
         # == themselves (the launcher checks ALIGN divides them, for x and du); tells the compiler
         W, s_xb, s_xc = (W // ALIGN) * ALIGN, (s_xb // ALIGN) * ALIGN, (s_xc // ALIGN) * ALIGN
@@ -336,7 +339,7 @@ if triton is not None:
         m_d = (o_d < KW)[None, :]  # [1, BD]
         for i_kh in range(KH):
             b_p = tl.zeros([BC, BW, BK], dtype=tl.float32)  # [BC, BW, BK] P of row tap i
-            for i_r in range(0, H, BH):
+            for i_r in range(0, BH if ONE_TILE else H, BH):
                 o_r = i_r + tl.arange(0, BH)  # [BH] du rows
                 o_hi = o_r + (i_kh - PH)  # [BH] x rows
                 m_r = (o_r < H)[None, :, None]
@@ -458,6 +461,14 @@ def dwconv_toeplitz_configs(c: int, kw: int, gpu: bool, height: int = 64,
         if cfg not in configs and operands <= 192 * 1024:
             configs.append(cfg)
     return configs
+
+
+# the weight gradient's first launch of a shape times these beside its default tiles: strips
+# cached in L1 (its row taps re-read them as the forward's do), and 2 stages, where a stripe's
+# rows fit one tile, the tap loop is the pipelined one, and 2 stages issue 3.5 warp
+# instructions per du element against 4.1 at 3 (benchmarks/results/triton_aot.md)
+WGRAD_VARIANTS = ({"STRIP_CACHE": ".ca"}, {"num_stages": 2},
+                  {"STRIP_CACHE": ".ca", "num_stages": 2})
 
 
 def in_bias_tile(kh: int, kw: int) -> int:
@@ -822,20 +833,20 @@ def dwconv_toeplitz_wgrad_launch(x, du, dw, height: int, width: int, pad_h: int,
                                  pad_w: int) -> None:
     """dw += the weight gradient of the depthwise map (fp32 [C, KH, KW]) from x and du, on
     tensor cores; torch's conv2d_weight where the GPU compiler rejects the kernel. On a GPU
-    the first launch of a shape times L2- against L1-cached strip loads (into a scratch dw:
+    the first launch of a shape times WGRAD_VARIANTS beside the default (into a scratch dw:
     the kernel accumulates)."""
     b, n, c = x.shape
     kh, kw = dw.shape[1], dw.shape[2]
     align = min(strip_alignment(x, width), strip_alignment(du, width))
     base = dwconv_toeplitz_config(c, kw, x.is_cuda, height=height, pad_w=pad_w, align=align)
-    configs = [base] + ([dict(base, STRIP_CACHE=".ca")] if x.is_cuda else [])
+    configs = [base] + [dict(base, **v) for v in (WGRAD_VARIANTS if x.is_cuda else ())]
 
     def launch(cfg, out):
         grid = (triton.cdiv(width, cfg["BW"]), triton.cdiv(c, cfg["BC"]), b)
         dwconv_toeplitz_wgrad_kernel[grid](
             x, du, out, x.stride(0), x.stride(1), x.stride(2), du.stride(0), du.stride(1),
             du.stride(2), n, c, height, width, KH=kh, KW=kw, PH=pad_h, PW=pad_w,
-            BD=triton.next_power_of_2(kw), **cfg)
+            BD=triton.next_power_of_2(kw), ONE_TILE=height <= cfg["BH"], **cfg)
 
     key = ("wgrad", x.device, x.dtype, du.dtype, tuple(x.shape), x.stride(), du.stride(),
            height, width, kh, kw, pad_h, pad_w, align)
