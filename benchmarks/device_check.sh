@@ -11,7 +11,7 @@
 # 2. benchmarks/gpu.py alone on the GPU, logging straight to device_log.txt (correctness gate,
 #    then timings; --budget GPU_BUDGET seconds, 240; GPU_ARGS adds arguments, e.g. "--dims 384");
 # 3. benchmarks/gpu_profile.py: host overhead, kernel-by-kernel device time and the Toeplitz
-#    tile sweep (limit PROFILE_LIMIT seconds, 180).
+#    tile sweep, now with strips through L1 (limit PROFILE_LIMIT seconds, 240).
 # It needs only what the GPU machines' image has (torch, triton, sympy, networkx, hypothesis,
 # rich, pytest, transformers): the package runs from this checkout through PYTHONPATH. Every
 # step runs whatever the others did; device_log.txt says which passed. $OUT holds six files
@@ -57,7 +57,7 @@ names+=(gpu_benchmark gpu_profile)
 # shellcheck disable=SC2086  # GPU_ARGS is a list of arguments
 step gpu_benchmark $(( ${GPU_BUDGET:-240} + 60 )) "$log" "$python" benchmarks/gpu.py \
     --budget "${GPU_BUDGET:-240}" ${GPU_ARGS:-}
-step gpu_profile "${PROFILE_LIMIT:-180}" "$log" "$python" benchmarks/gpu_profile.py
+step gpu_profile "${PROFILE_LIMIT:-240}" "$log" "$python" benchmarks/gpu_profile.py
 failed=$(grep -h "^== .*: exit [1-9]" "$log" | sed 's/^== \(.*\): exit.*/\1/' | tr '\n' ' ')
 echo "== ${#names[@]} steps; failed: ${failed:-none}" | tee -a "$log"
 grep -h -E "^(gate|C=|sima|== )|passed|failed|error" "$log" | tail -60

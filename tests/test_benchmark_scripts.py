@@ -40,3 +40,15 @@ def test_gpu_profile_smoke_run_writes_its_tables(tmp_path: Path) -> None:
     sweep = result["meta"]["sweep"]
     assert sweep[0]["tiles"] == "cudnn" and all(r["ms"] for r in sweep)
     assert "Tile sweep" in (tmp_path / "gpu_profile.md").read_text()
+
+
+def test_host_overhead_script_writes_its_table(tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "host_overhead.py"),
+                           "--specs", "padre3", "--burst", "3", "--repeats", "1"],
+                          env=dict(os.environ, OUT=str(tmp_path)), capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    rows = json.loads((tmp_path / "host_overhead.json").read_text())["rows"]
+    assert {r["mode"] for r in rows} == {"forward, no_grad", "forward, gradients on"}
+    assert all(r["current"] > 0 for r in rows)
+    assert (tmp_path / "host_overhead.png").stat().st_size > 0

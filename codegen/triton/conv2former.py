@@ -18,6 +18,7 @@ tensor cores; dx is the forward kernel with flipped taps. Torch ops differentiat
 autograd.
 """
 
+import functools
 import os
 import warnings
 
@@ -39,6 +40,31 @@ def _use_triton(x: torch.Tensor) -> bool:
     if triton is None or x.dtype not in (torch.float32, torch.float16, torch.bfloat16):
         return False
     return x.device.type == "cpu" if INTERPRETED else x.is_cuda
+
+
+def cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def next_power_of_2(n: int) -> int:
+    """The least power of two >= n >= 1 (triton's is a constexpr function: ~2 us a call)."""
+    return 1 << (n - 1).bit_length()
+
+
+def custom_op_caller(op, impl):
+    """Call the custom op `op` where autograd or torch.compile needs it (an argument requires
+    grad with gradients on, or a trace), else its implementation `impl` directly: the same
+    result without the dispatcher's layers, about 25 us a call on the host
+    (benchmarks/host_overhead.py)."""
+    def call(*args, **kwargs):
+        if torch.compiler.is_compiling() or (torch.is_grad_enabled() and any(
+                isinstance(a, torch.Tensor) and a.requires_grad
+                for a in (*args, *kwargs.values()))):
+            return op(*args, **kwargs)
+        return impl(*args, **kwargs)
+
+    call.__doc__ = f"{op}, or its implementation where neither autograd nor a trace needs it."
+    return call
 
 
 if triton is not None:
@@ -392,8 +418,8 @@ def dwconv_hadamard_config(n: int, c: int, gpu: bool, backward: bool = False
                            ) -> dict[str, int]:
     """Block sizes of the direct kernels (powers of two; see backends/triton/legality.py).
     The backward tile holds four [BT, BC] fp32 tensors live: 8 warps on a GPU."""
-    bc = min(64 if gpu else 128, triton.next_power_of_2(c))
-    bt = min(64 if gpu else 256, triton.next_power_of_2(n))
+    bc = min(64 if gpu else 128, next_power_of_2(c))
+    bt = min(64 if gpu else 256, next_power_of_2(n))
     return {"BT": bt, "BC": bc, "num_warps": (8 if backward else 4) if gpu else 1}
 
 
@@ -414,9 +440,9 @@ def dwconv_toeplitz_config(c: int, kw: int, gpu: bool, height: int = 64,
         bh //= 2
     halo = -(-pad_w // align) * align
     return {"BH": bh if gpu else 16, "BW": bw,
-            "BK": triton.next_power_of_2(bw + halo + kw - 1 - pad_w), "HALO": halo,
+            "BK": next_power_of_2(bw + halo + kw - 1 - pad_w), "HALO": halo,
             "ALIGN": align, "STRIP_CACHE": "",
-            "BC": min((8 if bw == 16 else 4) if gpu else 64, triton.next_power_of_2(c)),
+            "BC": min((8 if bw == 16 else 4) if gpu else 64, next_power_of_2(c)),
             "num_warps": 8 if gpu else 1, "num_stages": 3}
 
 
@@ -438,20 +464,21 @@ TOEPLITZ_L1_VARIANTS = ({"STRIP_CACHE": ".ca"}, {"STRIP_CACHE": ".ca", "num_stag
                         {"num_stages": 1})
 
 
+@functools.cache  # once per launch shape: every forward asks
 def dwconv_toeplitz_configs(c: int, kw: int, gpu: bool, height: int = 64,
                             pad_w: int | None = None, align: int = 1,
-                            elem_bytes: int = 2) -> list[dict[str, int]]:
+                            elem_bytes: int = 2) -> tuple[dict[str, int], ...]:
     """The default tiles, then (on a GPU) the alternatives and the default's L1 variants:
     same BW, BK, HALO, so one band operand serves them all; BH shrinks to the grid's height as
     in the default. An alternative whose num_stages - 1 buffers of dot operands
     ([BC, BH, BK] + [BC, BK, BW] elements) would pass 192 KiB of shared memory is left out
-    (32-bit inputs)."""
+    (32-bit inputs). Shared between calls: not to be modified."""
     base = dwconv_toeplitz_config(c, kw, gpu, height=height, pad_w=pad_w, align=align)
     candidates = []
     for bc, bh, warps in TOEPLITZ_ALTERNATIVES[base["BW"]] if gpu else ():
         while bh > 16 and height <= bh // 2:
             bh //= 2
-        candidates.append(dict(base, BC=min(bc, triton.next_power_of_2(c)), BH=bh,
+        candidates.append(dict(base, BC=min(bc, next_power_of_2(c)), BH=bh,
                                num_warps=warps))
     candidates += [dict(base, **variant) for variant in (TOEPLITZ_L1_VARIANTS if gpu else ())]
     configs = [base]
@@ -460,7 +487,7 @@ def dwconv_toeplitz_configs(c: int, kw: int, gpu: bool, height: int = 64,
                     * max(cfg["num_stages"] - 1, 1))
         if cfg not in configs and operands <= 192 * 1024:
             configs.append(cfg)
-    return configs
+    return tuple(configs)
 
 
 # the weight gradient's first launch of a shape times these beside its default tiles: strips
@@ -474,13 +501,13 @@ WGRAD_VARIANTS = ({"STRIP_CACHE": ".ca"}, {"num_stages": 2},
 def in_bias_tile(kh: int, kw: int) -> int:
     """KP of dwconv_toeplitz_fwd_kernel's input-bias products: the taps of a row or a column
     padded to a power of two >= 16 (tl.dot's least extent)."""
-    return max(16, triton.next_power_of_2(max(kh, kw)))
+    return max(16, next_power_of_2(max(kh, kw)))
 
 
 TUNED: dict[tuple, dict[str, int]] = {}  # launch shape -> fastest tiles
 
 
-def fastest(key: tuple, configs: list[dict[str, int]], launch) -> dict[str, int]:
+def fastest(key: tuple, configs: tuple[dict[str, int], ...], launch) -> dict[str, int]:
     """The config of `configs` whose `launch(cfg)` is fastest for this launch shape, timed once
     per process (triton.testing.do_bench medians); the first with one candidate or with
     PADRE_TRITON_TUNE=0. A candidate whose launch raises (a tile this GPU cannot compile or
@@ -638,8 +665,8 @@ def dwconv_hadamard_launch(x, weight, bias, gate, acc, acc_scale, scale, height:
                 x.stride(0), x.stride(1), x.stride(2), *geometry)
 
         def launch(cfg):
-            grid = (triton.cdiv(height, cfg["BH"]) * triton.cdiv(width, cfg["BW"]),
-                    triton.cdiv(c, cfg["BC"]), b)
+            grid = (cdiv(height, cfg["BH"]) * cdiv(width, cfg["BW"]),
+                    cdiv(c, cfg["BC"]), b)
             dwconv_toeplitz_fwd_kernel[grid](*args, **flags, HAS_IN_BIAS=in_bias is not None,
                                              KP=in_bias_tile(*weight.shape[1:]), **cfg)
 
@@ -658,7 +685,7 @@ def dwconv_hadamard_launch(x, weight, bias, gate, acc, acc_scale, scale, height:
     if in_bias is not None:  # the direct kernel takes no input bias: one torch pass adds it
         x = x + in_bias
     cfg = dwconv_hadamard_config(n, c, x.is_cuda)
-    grid = (triton.cdiv(n, cfg["BT"]), triton.cdiv(c, cfg["BC"]), b)
+    grid = (cdiv(n, cfg["BT"]), cdiv(c, cfg["BC"]), b)
     dwconv_hadamard_fwd_kernel[grid](x, weight, bias, *tail, x.stride(0), x.stride(1),
                                      x.stride(2), *geometry, **flags, **cfg)
 
@@ -779,7 +806,7 @@ def _dwconv_hadamard_bwd_impl(
     else:
         u, du = x, torch.empty(x.shape, dtype=x.dtype, device=x.device)
     cfg = dwconv_hadamard_config(n, c, x.is_cuda, backward=True)
-    grid = (triton.cdiv(n, cfg["BT"]), triton.cdiv(c, cfg["BC"]), b)
+    grid = (cdiv(n, cfg["BT"]), cdiv(c, cfg["BC"]), b)
     pick = lambda t: x if t is None or t.numel() == 0 else t  # noqa: E731 - never-read slots
     dwconv_hadamard_bwd_kernel[grid](
         x, weight, pick(bias), pick(gate), pick(acc), pick(acc_scale), pick(scale), pick(dz),
@@ -839,14 +866,14 @@ def dwconv_toeplitz_wgrad_launch(x, du, dw, height: int, width: int, pad_h: int,
     kh, kw = dw.shape[1], dw.shape[2]
     align = min(strip_alignment(x, width), strip_alignment(du, width))
     base = dwconv_toeplitz_config(c, kw, x.is_cuda, height=height, pad_w=pad_w, align=align)
-    configs = [base] + [dict(base, **v) for v in (WGRAD_VARIANTS if x.is_cuda else ())]
+    configs = (base, *(dict(base, **v) for v in (WGRAD_VARIANTS if x.is_cuda else ())))
 
     def launch(cfg, out):
-        grid = (triton.cdiv(width, cfg["BW"]), triton.cdiv(c, cfg["BC"]), b)
+        grid = (cdiv(width, cfg["BW"]), cdiv(c, cfg["BC"]), b)
         dwconv_toeplitz_wgrad_kernel[grid](
             x, du, out, x.stride(0), x.stride(1), x.stride(2), du.stride(0), du.stride(1),
             du.stride(2), n, c, height, width, KH=kh, KW=kw, PH=pad_h, PW=pad_w,
-            BD=triton.next_power_of_2(kw), ONE_TILE=height <= cfg["BH"], **cfg)
+            BD=next_power_of_2(kw), ONE_TILE=height <= cfg["BH"], **cfg)
 
     key = ("wgrad", x.device, x.dtype, du.dtype, tuple(x.shape), x.stride(), du.stride(),
            height, width, kh, kw, pad_h, pad_w, align)
@@ -915,7 +942,7 @@ def _register_dwconv_hadamard():
     return torch.ops.padre_triton.dwconv_hadamard_fwd_v2
 
 
-dwconv_hadamard = _register_dwconv_hadamard()
+dwconv_hadamard = custom_op_caller(_register_dwconv_hadamard(), _dwconv_hadamard_impl)
 
 
 # tl.dot tiles per kernel, (batch, M, N, K): backends/triton/legality.py

@@ -13,6 +13,7 @@ on tensor cores, the bias of a map only the conv reads then added by the conv ke
 Backward: torch autograd for the torch ops.
 Linear attention backward: head_state and head_apply again (each is linear in each argument)."""
 
+import functools
 import os
 import warnings
 
@@ -34,6 +35,31 @@ def _use_triton(x: torch.Tensor) -> bool:
     if triton is None or x.dtype not in (torch.float32, torch.float16, torch.bfloat16):
         return False
     return x.device.type == "cpu" if INTERPRETED else x.is_cuda
+
+
+def cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def next_power_of_2(n: int) -> int:
+    """The least power of two >= n >= 1 (triton's is a constexpr function: ~2 us a call)."""
+    return 1 << (n - 1).bit_length()
+
+
+def custom_op_caller(op, impl):
+    """Call the custom op `op` where autograd or torch.compile needs it (an argument requires
+    grad with gradients on, or a trace), else its implementation `impl` directly: the same
+    result without the dispatcher's layers, about 25 us a call on the host
+    (benchmarks/host_overhead.py)."""
+    def call(*args, **kwargs):
+        if torch.compiler.is_compiling() or (torch.is_grad_enabled() and any(
+                isinstance(a, torch.Tensor) and a.requires_grad
+                for a in (*args, *kwargs.values()))):
+            return op(*args, **kwargs)
+        return impl(*args, **kwargs)
+
+    call.__doc__ = f"{op}, or its implementation where neither autograd nor a trace needs it."
+    return call
 
 
 if triton is not None:
@@ -106,9 +132,9 @@ def head_config(n: int, e: int, gpu: bool) -> dict[str, int]:
     """Tiles of the head kernels: BE covers the head (>= 16 for tl.dot), BT tokens per step,
     CHUNK tokens per state program (enough programs to fill a GPU at long N). On sm_90 these
     compile without spills up to e = 64 (tests/triton/test_triton_aot.py)."""
-    be = max(16, triton.next_power_of_2(e))
+    be = max(16, next_power_of_2(e))
     bt = 64 if gpu else 16
-    chunk = max(bt, min(1024 if gpu else 64, triton.next_power_of_2(n)))
+    chunk = max(bt, min(1024 if gpu else 64, next_power_of_2(n)))
     return {"BE": be, "BT": bt, "CHUNK": chunk, "num_warps": 8 if gpu else 1}
 
 
@@ -137,7 +163,7 @@ def _head_state_impl(a: torch.Tensor, b: torch.Tensor, heads: int) -> torch.Tens
     e = w // heads
     a, b = (t if t.stride(-1) == 1 else t.contiguous() for t in (a, b))
     cfg = head_config(n, e, a.is_cuda)
-    chunks = triton.cdiv(n, cfg["CHUNK"])
+    chunks = cdiv(n, cfg["CHUNK"])
     parts = torch.empty((bsz, heads, chunks, e, e), device=a.device, dtype=torch.float32)
     head_state_kernel[(chunks, bsz * heads)](
         a, b, parts, n, heads, a.stride(0), a.stride(1), b.stride(0), b.stride(1),
@@ -156,7 +182,7 @@ def _head_apply_impl(a: torch.Tensor, s: torch.Tensor, trans: bool) -> torch.Ten
     s = s.float().contiguous()
     out = torch.empty((bsz, n, w), device=a.device, dtype=a.dtype)
     cfg = head_config(n, e, a.is_cuda)
-    head_apply_kernel[(triton.cdiv(n, cfg["BT"]), bsz * heads)](
+    head_apply_kernel[(cdiv(n, cfg["BT"]), bsz * heads)](
         a, s, out, n, heads, a.stride(0), a.stride(1),
         E=e, TRANS=trans, F32=a.dtype != torch.bfloat16, BT=cfg["BT"], BE=cfg["BE"],
         num_warps=cfg["num_warps"])
@@ -211,7 +237,8 @@ def _register_head_ops():
     return torch.ops.padre_triton.head_state_v1, torch.ops.padre_triton.head_apply_v1
 
 
-head_state, head_apply = _register_head_ops()
+head_state, head_apply = (custom_op_caller(op, impl) for op, impl in zip(
+    _register_head_ops(), (_head_state_impl, _head_apply_impl), strict=True))
 
 
 def linear_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int,

@@ -20,13 +20,16 @@ def test_triton_fuzz_sees_a_wrong_band_operand_only_in_the_toeplitz_form(monkeyp
     (the check reaches the tensor-core kernel, and only it)."""
     harness = Harness(as_spec("padre3"), "triton")
     # the custom op is registered once per process, by whichever generated module loaded first
-    # (the same kernel text): shift the band in the globals its implementation reads
+    # (the same kernel text), and without gradients the module calls its own implementation
+    # (custom_op_caller): shift the band in the globals both read
     from torch._library.custom_ops import OPDEFS
 
-    impl = OPDEFS["padre_triton::dwconv_hadamard_fwd_v2"]._init_fn.__globals__
-    real = impl["toeplitz_operand"]
-    monkeypatch.setitem(impl, "toeplitz_operand",
-                        lambda w, bk, bw, shift, dtype: real(w, bk, bw, shift + 1, dtype))
+    op = OPDEFS["padre_triton::dwconv_hadamard_fwd_v2"]._init_fn.__globals__
+    for namespace in (op, harness.cls.forward.__globals__):
+        real = namespace["toeplitz_operand"]
+        monkeypatch.setitem(namespace, "toeplitz_operand",
+                            lambda w, bk, bw, shift, dtype, real=real: real(w, bk, bw, shift + 1,
+                                                                            dtype))
     example = dict(dim=4, tokens=24, grid=(3, 8), batch=1, dtype="float32", seed=5)
     assert not harness.check(Example(**example, conv_form="toeplitz")).ok
     assert harness.check(Example(**example, conv_form="direct")).ok

@@ -233,6 +233,33 @@ def test_torch_compile_traces_the_custom_op() -> None:
     assert torch.allclose(gx, gx_ref, atol=1e-5)
 
 
+def test_torch_compile_traces_the_custom_op_without_gradients_too() -> None:
+    """Under no_grad an eager call skips the dispatcher (custom_op_caller); a trace must not."""
+    module = pc.compile("conv2former", dim=4, grid=(3, 3), backend="triton")
+    graphs = []
+
+    def backend(gm, inputs):
+        graphs.append(gm.code)
+        return gm.forward
+
+    with torch.no_grad():
+        torch.compile(module, backend=backend, fullgraph=True)(torch.randn(2, 9, 4))
+    assert any("dwconv_hadamard_fwd_v2" in code for code in graphs)
+
+
+def test_custom_op_caller_skips_the_dispatcher_only_where_nothing_needs_it() -> None:
+    m = _kernels_module()
+    calls = []
+    call = m.custom_op_caller(lambda *a, **k: calls.append("op"),
+                              lambda *a, **k: calls.append("impl"))
+    x, w = torch.randn(3), torch.randn(3, requires_grad=True)
+    with torch.no_grad():
+        call(x, w)
+    call(x, scale=None)  # gradients on, but nothing requires them
+    call(x, weight=w)  # a keyword argument requires grad: autograd needs the op
+    assert calls == ["impl", "impl", "op"]
+
+
 class Rejected:
     """A kernel whose every launch fails as a GPU compiler rejecting it would."""
 

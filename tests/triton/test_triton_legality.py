@@ -52,7 +52,7 @@ def test_every_launch_config_is_gpu_legal(name: str) -> None:
                     legality.assert_legal(source, "dwconv_toeplitz_fwd_kernel", cfg,
                                           num_warps=cfg["num_warps"], dot_tiles=m.DOT_TILES,
                                           num_stages=cfg["num_stages"], elem_bytes=elem_bytes)
-                wgrad = dict(configs[0], BD=m.triton.next_power_of_2(kw))
+                wgrad = dict(configs[0], BD=m.next_power_of_2(kw))
                 legality.assert_legal(source, "dwconv_toeplitz_wgrad_kernel", wgrad,
                                       num_warps=wgrad["num_warps"], dot_tiles=m.DOT_TILES,
                                       num_stages=wgrad["num_stages"], elem_bytes=elem_bytes)

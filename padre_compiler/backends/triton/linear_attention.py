@@ -88,9 +88,9 @@ def head_config(n: int, e: int, gpu: bool) -> dict[str, int]:
     """Tiles of the head kernels: BE covers the head (>= 16 for tl.dot), BT tokens per step,
     CHUNK tokens per state program (enough programs to fill a GPU at long N). On sm_90 these
     compile without spills up to e = 64 (tests/triton/test_triton_aot.py)."""
-    be = max(16, triton.next_power_of_2(e))
+    be = max(16, next_power_of_2(e))
     bt = 64 if gpu else 16
-    chunk = max(bt, min(1024 if gpu else 64, triton.next_power_of_2(n)))
+    chunk = max(bt, min(1024 if gpu else 64, next_power_of_2(n)))
     return {"BE": be, "BT": bt, "CHUNK": chunk, "num_warps": 8 if gpu else 1}
 
 
@@ -119,7 +119,7 @@ def _head_state_impl(a: torch.Tensor, b: torch.Tensor, heads: int) -> torch.Tens
     e = w // heads
     a, b = (t if t.stride(-1) == 1 else t.contiguous() for t in (a, b))
     cfg = head_config(n, e, a.is_cuda)
-    chunks = triton.cdiv(n, cfg["CHUNK"])
+    chunks = cdiv(n, cfg["CHUNK"])
     parts = torch.empty((bsz, heads, chunks, e, e), device=a.device, dtype=torch.float32)
     head_state_kernel[(chunks, bsz * heads)](
         a, b, parts, n, heads, a.stride(0), a.stride(1), b.stride(0), b.stride(1),
@@ -138,7 +138,7 @@ def _head_apply_impl(a: torch.Tensor, s: torch.Tensor, trans: bool) -> torch.Ten
     s = s.float().contiguous()
     out = torch.empty((bsz, n, w), device=a.device, dtype=a.dtype)
     cfg = head_config(n, e, a.is_cuda)
-    head_apply_kernel[(triton.cdiv(n, cfg["BT"]), bsz * heads)](
+    head_apply_kernel[(cdiv(n, cfg["BT"]), bsz * heads)](
         a, s, out, n, heads, a.stride(0), a.stride(1),
         E=e, TRANS=trans, F32=a.dtype != torch.bfloat16, BT=cfg["BT"], BE=cfg["BE"],
         num_warps=cfg["num_warps"])
@@ -193,7 +193,8 @@ def _register_head_ops():
     return torch.ops.padre_triton.head_state_v1, torch.ops.padre_triton.head_apply_v1
 
 
-head_state, head_apply = _register_head_ops()
+head_state, head_apply = (custom_op_caller(op, impl) for op, impl in zip(
+    _register_head_ops(), (_head_state_impl, _head_apply_impl), strict=True))
 
 
 def linear_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int,
