@@ -86,16 +86,20 @@ SWEEP_TILES = [(4, 64), (4, 128), (8, 32), (8, 64), (16, 32), (16, 64)]
 # cp.async.cg, bypass it). 4 stages, never the fastest on the H200 (gpu_profile.md at
 # 2ef9146) and out of shared memory at BC = 16, are left out
 SWEEP_PIPELINES = ((1, ""), (2, ""), (3, ""), (2, ".ca"), (3, ".ca"))
+# tiles also swept with the band gathered from the taps in the kernel (BAND_FROM_TAPS)
+SWEEP_BAND_TILES = [(8, 64)]
 
 
 def tile_sweep(mod, device, dtype, smoke: bool) -> list[dict]:
     """The 3C-wide conv alone (channel-major input, as gpu.py times it) on each tile of
-    SWEEP_TILES x {4, 8} warps x SWEEP_PIPELINES, beside cuDNN's depthwise conv (NCHW, the
-    same bytes) as a baseline. A tile that fails to compile or launch is recorded as such."""
+    SWEEP_TILES x {4, 8} warps x SWEEP_PIPELINES (and SWEEP_BAND_TILES so with the band
+    gathered from the taps), beside cuDNN's depthwise conv (NCHW, the same bytes) as a
+    baseline. A tile that fails to compile or launch is recorded as such."""
     os.environ["PADRE_TRITON_CONV"] = "toeplitz"
     real = mod.dwconv_toeplitz_configs
-    grid = [(bc, bh, warps, stages, cache) for bc, bh in SWEEP_TILES for warps in (4, 8)
-            for stages, cache in SWEEP_PIPELINES]
+    grid = [(bc, bh, warps, stages, cache, band) for band, tiles in ((False, SWEEP_TILES),
+                                                                     (True, SWEEP_BAND_TILES))
+            for bc, bh in tiles for warps in (4, 8) for stages, cache in SWEEP_PIPELINES]
     results = []
     try:
         for c3, n, batch in [(96, 196, 1)] if smoke else [(3 * c, n, b)
@@ -119,9 +123,9 @@ def sweep_shape(mod, real, c: int, n: int, batch: int, grid, device, dtype) -> l
                                        padding=5, groups=c), device)
     results = [{"C": c, "N": n, "batch": batch, "tiles": "cudnn", "ms": cudnn}]
     print(f"sweep C={c} N={n} B={batch}: cuDNN depthwise {cudnn:.3f} ms", flush=True)
-    for bc, bh, warps, stages, cache in grid:
+    for bc, bh, warps, stages, cache, band in grid:
         tiles = {"BC": bc, "BH": bh, "num_warps": warps, "num_stages": stages,
-                 "STRIP_CACHE": cache}
+                 "STRIP_CACHE": cache, "BAND_FROM_TAPS": band}
         mod.dwconv_toeplitz_configs = lambda *a, tiles=tiles, **k: [dict(real(*a, **k)[0],
                                                                           **tiles)]
         try:

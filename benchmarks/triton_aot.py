@@ -5,13 +5,14 @@
 
 Compiles padre3's kernels (direct forward, backward, tensor-core Toeplitz forward and weight
 gradient; the Toeplitz forward also at 2 and 1 pipeline stages, with strip copies that allocate
-in L1, on 4-, 2- and un-aligned strips, and as the 3C-wide conv launches it, with and without
-the dense map's bias folded in) at the launch configurations their launchers pick for padre3 on
-a GPU (C = 384, 56 x 56 tokens, 11 x 11 taps, bf16, every other fusion flag on) with
-a cold Triton cache, specialised as the JIT specialises an aligned launch, and reads registers,
-stack (spilled registers) and shared memory from the cubin and the warp instructions each
-program issues per output element from its SASS (padre_compiler/backends/triton/aot.py). The
-CUDA-core floor of an 11 x 11 depthwise tap sum is 121 / 32 = 3.78 warp FMAs per output.
+in L1, on 4-, 2- and un-aligned strips, with its band gathered from the taps, and as the
+3C-wide conv launches it, with and without the dense map's bias folded in) at the launch
+configurations their launchers pick for padre3 on a GPU (C = 384, 56 x 56 tokens, 11 x 11 taps,
+bf16, every other fusion flag on) with a cold Triton cache, specialised as the JIT specialises
+an aligned launch, and reads registers, stack (spilled registers) and shared memory from the
+cubin and the warp instructions each program issues per output element from its SASS
+(padre_compiler/backends/triton/aot.py). The CUDA-core floor of an 11 x 11 depthwise tap sum
+is 121 / 32 = 3.78 warp FMAs per output.
 With --baseline-rev, the same for codegen/triton/padre3.py as committed at that git revision.
 """
 
@@ -77,6 +78,8 @@ def measure(path: Path) -> list[dict]:
     grads = dict(FLAGS, HAS_DZ=True, HAS_DO=True, **token_major)
     recompute = {"RECOMPUTE": True} if "RECOMPUTE" in text else {}
     no_in_bias = {"HAS_IN_BIAS": False, "KP": 16} if "HAS_IN_BIAS" in text else {}
+    if "BAND_FROM_TAPS" in text:
+        no_in_bias["BAND_FROM_TAPS"] = False
     runs = [  # label, kernel, flags, tiles, stages (where the tiles name none), pointer types,
         # loop trips, outputs / program
         ("dwconv_hadamard_fwd_kernel", "dwconv_hadamard_fwd_kernel",
@@ -114,6 +117,11 @@ def measure(path: Path) -> list[dict]:
                                   pad_w=5, align=a) for a in (4, 2, 1)}
         runs += [(f"{label} ({name})", rest[0], rest[1], cfg, *rest[3:])
                  for name, cfg in variants.items()]
+    if "BAND_FROM_TAPS" in text:  # the band gathered from 16-bit and from 32-bit taps
+        label, kernel, flags, cfg, stages, _, *rest = runs[2]
+        runs += [(f"{label} (band from {bits} taps)", kernel, flags,
+                  dict(cfg, BAND_FROM_TAPS=True), stages, ptrs, *rest)
+                 for bits, ptrs in (("16-bit", {}), ("32-bit", {"w": "fp32"}))]
     if no_in_bias:  # padre3's 3C-wide conv: conv bias only, then with the dense's bias folded
         label, kernel, flags, *rest = runs[2]
         alone = dict(flags, HAS_GATE=False, HAS_ACC=False, HAS_ACC_SCALE=False,

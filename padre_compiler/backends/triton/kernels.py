@@ -239,6 +239,7 @@ if triton is not None:
         STORE_Z: tl.constexpr, STORE_O: tl.constexpr,
         BH: tl.constexpr, BW: tl.constexpr, BK: tl.constexpr, BC: tl.constexpr,
         HALO: tl.constexpr, ALIGN: tl.constexpr, STRIP_CACHE: tl.constexpr, KP: tl.constexpr,
+        BAND_FROM_TAPS: tl.constexpr,
     ):
         """dwconv_hadamard_fwd_kernel's contract on tensor cores (banded Toeplitz products).
 
@@ -253,6 +254,9 @@ if triton is not None:
         memory; 16 bytes at ALIGN = 8 in 16-bit). Consecutive row taps read strips that share
         BH - 1 of their BH rows: STRIP_CACHE = ".ca" makes the copies allocate in L1 (Triton's
         default 16-byte copy, cp.async.cg, caches in L2 only), so a tap may find its rows there.
+        BAND_FROM_TAPS: t[c, i] gathered from the taps w (KW values a row, cached in L1) instead
+        of read from the precomputed band (BK * BW values a row, from L2: 11 of the ~55 bytes
+        of L2 traffic per output at padre3's tiles); t is then not read.
 
         HAS_IN_BIAS: the input is x + bi (bi: [C], the bias of the dense map that wrote x, so
         that map needs no pass of its own to add it). By linearity conv(x + bi) = conv(x) +
@@ -272,6 +276,8 @@ if triton is not None:
         m_c = o_c < C
         m_ck = m_c[:, None, None] & ((o_k >= 0) & (o_k < W))[None, None, :]  # [BC, 1, BK]
         o_tk = (tl.arange(0, BK)[:, None] * BW + tl.arange(0, BW)[None, :])[None, :, :]
+        o_m = tl.arange(0, BK)[:, None] - tl.arange(0, BW)[None, :] - (HALO - PW)  # [BK, BW]
+        m_t = m_c[:, None, None] & ((o_m >= 0) & (o_m < KW))[None, :, :]  # band of tap k - j
         b_u = tl.zeros([BC, BH, BW], dtype=tl.float32)  # [BC, BH, BW] conv accumulator
         for i_kh in range(KH):
             o_hi = o_r + (i_kh - PH)  # [BH] input rows
@@ -280,8 +286,12 @@ if triton is not None:
                    + o_c[:, None, None] * s_xc)
             b_x = tl.load(p_x, mask=m_ck & m_h[None, :, None], other=0.,  # [BC, BH, BK]
                           cache_modifier=STRIP_CACHE)
-            p_t = t + (o_c[:, None, None] * KH + i_kh) * (BK * BW) + o_tk
-            b_t = tl.load(p_t, mask=m_c[:, None, None], other=0.)  # [BC, BK, BW]
+            if BAND_FROM_TAPS:  # gathered from the taps (a few hundred bytes, L1-resident)
+                p_t = w + o_c[:, None, None] * (KH * KW) + i_kh * KW + o_m[None, :, :]
+                b_t = tl.load(p_t, mask=m_t, other=0.)  # [BC, BK, BW]
+            else:  # the precomputed band, from L2
+                p_t = t + (o_c[:, None, None] * KH + i_kh) * (BK * BW) + o_tk
+                b_t = tl.load(p_t, mask=m_c[:, None, None], other=0.)  # [BC, BK, BW]
             b_u = tl.dot(b_x, b_t.to(b_x.dtype), b_u)
         if HAS_BIAS:
             b_u += tl.load(b + o_c, mask=m_c, other=0.).to(tl.float32)[:, None, None]
@@ -463,15 +473,20 @@ TOEPLITZ_ALTERNATIVES = {16: ((8, 64, 4), (16, 32, 4), (8, 32, 4), (16, 64, 8)),
 # program's [BC, BH + KH - 1, BK] slab beside the carve-out is what the timing decides.
 TOEPLITZ_L1_VARIANTS = ({"STRIP_CACHE": ".ca"}, {"STRIP_CACHE": ".ca", "num_stages": 2},
                         {"num_stages": 1})
+# and with the band gathered from the taps in the kernel (BAND_FROM_TAPS): 11 bytes per output
+# less from L2 for +0.31 warp instructions per output with 16-bit taps, +0.13 with 32-bit
+# ones (benchmarks/results/triton_aot.md); where one wins, no band operand is built at all
+TOEPLITZ_BAND_VARIANTS = ({"BAND_FROM_TAPS": True},
+                          {"BAND_FROM_TAPS": True, "STRIP_CACHE": ".ca"})
 
 
 @functools.cache  # once per launch shape: every forward asks
 def dwconv_toeplitz_configs(c: int, kw: int, gpu: bool, height: int = 64,
                             pad_w: int | None = None, align: int = 1,
                             elem_bytes: int = 2) -> tuple[dict[str, int], ...]:
-    """The default tiles, then (on a GPU) the alternatives and the default's L1 variants:
-    same BW, BK, HALO, so one band operand serves them all; BH shrinks to the grid's height as
-    in the default. An alternative whose num_stages - 1 buffers of dot operands
+    """The default tiles, then (on a GPU) the alternatives and the default's L1 and band
+    variants: same BW, BK, HALO, so one band operand serves them all; BH shrinks to the grid's
+    height as in the default. An alternative whose num_stages - 1 buffers of dot operands
     ([BC, BH, BK] + [BC, BK, BW] elements) would pass 192 KiB of shared memory is left out
     (32-bit inputs). Shared between calls: not to be modified."""
     base = dwconv_toeplitz_config(c, kw, gpu, height=height, pad_w=pad_w, align=align)
@@ -481,7 +496,8 @@ def dwconv_toeplitz_configs(c: int, kw: int, gpu: bool, height: int = 64,
             bh //= 2
         candidates.append(dict(base, BC=min(bc, next_power_of_2(c)), BH=bh,
                                num_warps=warps))
-    candidates += [dict(base, **variant) for variant in (TOEPLITZ_L1_VARIANTS if gpu else ())]
+    candidates += [dict(base, **variant) for variant in (
+        TOEPLITZ_L1_VARIANTS + TOEPLITZ_BAND_VARIANTS if gpu else ())]
     configs = [base]
     for cfg in candidates:
         operands = (cfg["BC"] * cfg["BK"] * (cfg["BH"] + cfg["BW"]) * elem_bytes
@@ -661,15 +677,26 @@ def dwconv_hadamard_launch(x, weight, bias, gate, acc, acc_scale, scale, height:
         configs = dwconv_toeplitz_configs(c, weight.shape[2], x.is_cuda, height=height,
                                           pad_w=pad_w, align=align, elem_bytes=x.element_size())
         first = configs[0]  # BW, BK, HALO: shared by every candidate
-        bands = toeplitz_operand(weight, first["BK"], first["BW"], first["HALO"] - pad_w, x.dtype)
-        args = (x, bands, weight, bias, dummy if in_bias is None else in_bias, *tail,
+        bands = []  # the band operand, built for the first launch that reads it
+
+        def band(cfg):
+            if cfg.get("BAND_FROM_TAPS"):
+                return dummy
+            if not bands:
+                bands.append(toeplitz_operand(weight, first["BK"], first["BW"],
+                                              first["HALO"] - pad_w, x.dtype))
+            return bands[0]
+
+        args = (weight, bias, dummy if in_bias is None else in_bias, *tail,
                 x.stride(0), x.stride(1), x.stride(2), *geometry)
 
         def launch(cfg):
             grid = (cdiv(height, cfg["BH"]) * cdiv(width, cfg["BW"]),
                     cdiv(c, cfg["BC"]), b)
-            dwconv_toeplitz_fwd_kernel[grid](*args, **flags, HAS_IN_BIAS=in_bias is not None,
-                                             KP=in_bias_tile(*weight.shape[1:]), **cfg)
+            dwconv_toeplitz_fwd_kernel[grid](x, band(cfg), *args, **flags,
+                                             HAS_IN_BIAS=in_bias is not None,
+                                             KP=in_bias_tile(*weight.shape[1:]),
+                                             **{"BAND_FROM_TAPS": False, **cfg})
 
         key = (x.device, x.dtype, z.dtype, o.dtype, tuple(x.shape), x.stride(), height, width,
                tuple(weight.shape), pad_h, pad_w, align, in_bias is not None,
