@@ -222,8 +222,14 @@ def test_float64_runs_the_naive_twin() -> None:
     assert torch.allclose(fused.double(), double, atol=1e-6)
 
 
-def test_torch_compile_traces_the_custom_op() -> None:
-    module = pc.compile("conv2former", dim=4, grid=(3, 3), backend="triton")
+@pytest.mark.parametrize(("name", "conv"), [("conv2former", None), ("padre3", "toeplitz")],
+                         ids=["conv2former", "padre3-folded-bias"])
+def test_torch_compile_traces_the_custom_op(name, conv, monkeypatch) -> None:
+    """fullgraph: the custom ops, and in the Toeplitz form dense_for_conv's channel-major
+    product with its bias left to the conv (in_bias), forward and backward."""
+    if conv:
+        monkeypatch.setenv("PADRE_TRITON_CONV", conv)
+    module = pc.compile(name, dim=4, grid=(3, 3), backend="triton")
     compiled = torch.compile(module, backend="aot_eager", fullgraph=True)
     x = torch.randn(2, 9, 4, requires_grad=True)
     y, y_ref = compiled(x), module(x)
