@@ -358,8 +358,9 @@ if triton is not None:
         (a diagonal sum, 0 <= d < KW: one gather along k, one sum along j). dw: [C, KH, KW]
         fp32, accumulated atomically across stripes and images. BK >= BW + HALO + KW - 1 - PW;
         ALIGN and STRIP_CACHE as in the forward (the row taps re-read the stripe's x rows).
-        ONE_TILE (H <= BH): the row loop has one trip, known to the compiler, so it vanishes:
-        the du tile is loaded once for all taps and the tap loop is the one pipelined.
+        ONE_TILE (H <= BH): the du tile is loaded and transposed once for all taps, and the
+        row loop has one trip, known to the compiler, so it vanishes and the tap loop is the
+        one pipelined.
         """
         # == themselves (the launcher checks ALIGN divides them, for x and du); tells the compiler
         W, s_xb, s_xc = (W // ALIGN) * ALIGN, (s_xb // ALIGN) * ALIGN, (s_xc // ALIGN) * ALIGN
@@ -376,21 +377,27 @@ if triton is not None:
         o_lag = tl.arange(0, BW)[:, None] + o_d[None, :] + (HALO - PW)  # [BW, BD]
         o_lag = tl.broadcast_to(tl.minimum(o_lag, BK - 1)[None, :, :], (BC, BW, BD))
         m_d = (o_d < KW)[None, :]  # [1, BD]
+        p_d = du + i_b * s_db + o_j[None, None, :] * s_dn + o_c[:, None, None] * s_dc
+        if ONE_TILE:  # the transposed du tile, loaded and laid out once for every tap
+            o_r = tl.arange(0, BH)
+            b_dt = tl.load(p_d + (o_r * W)[None, :, None] * s_dn,
+                           mask=m_cj & (o_r < H)[None, :, None], other=0.)  # [BC, BH, BW]
+            b_dt = tl.permute(b_dt, (0, 2, 1)).to(x.dtype.element_ty)  # [BC, BW, BH]
         for i_kh in range(KH):
             b_p = tl.zeros([BC, BW, BK], dtype=tl.float32)  # [BC, BW, BK] P of row tap i
             for i_r in range(0, BH if ONE_TILE else H, BH):
                 o_r = i_r + tl.arange(0, BH)  # [BH] du rows
                 o_hi = o_r + (i_kh - PH)  # [BH] x rows
-                m_r = (o_r < H)[None, :, None]
                 m_h = ((o_hi >= 0) & (o_hi < H))[None, :, None]
-                p_d = (du + i_b * s_db + ((o_r * W)[:, None] + o_j[None, :])[None, :, :] * s_dn
-                       + o_c[:, None, None] * s_dc)
-                b_d = tl.load(p_d, mask=m_cj & m_r, other=0.)  # [BC, BH, BW]
+                if not ONE_TILE:
+                    b_dt = tl.load(p_d + (o_r * W)[None, :, None] * s_dn,
+                                   mask=m_cj & (o_r < H)[None, :, None], other=0.)
+                    b_dt = tl.permute(b_dt, (0, 2, 1)).to(x.dtype.element_ty)
                 p_x = (x + i_b * s_xb + ((o_hi * W)[:, None] + o_k[None, :])[None, :, :] * s_xn
                        + o_c[:, None, None] * s_xc)
                 b_x = tl.load(p_x, mask=m_ck & m_h, other=0.,  # [BC, BH, BK]
                               cache_modifier=STRIP_CACHE)
-                b_p = tl.dot(tl.permute(b_d, (0, 2, 1)).to(b_x.dtype), b_x, b_p)
+                b_p = tl.dot(b_dt, b_x, b_p)
             b_s = tl.sum(tl.gather(b_p, o_lag, axis=2), axis=1)  # [BC, BD] diagonal sums
             tl.atomic_add(dw + o_c[:, None] * (KH * KW) + i_kh * KW + o_d[None, :], b_s,
                           mask=m_c[:, None] & m_d)
@@ -510,8 +517,8 @@ def dwconv_toeplitz_configs(c: int, kw: int, gpu: bool, height: int = 64,
 
 # the weight gradient's first launch of a shape times these beside its default tiles: strips
 # cached in L1 (its row taps re-read them as the forward's do), and 2 stages, where a stripe's
-# rows fit one tile, the tap loop is the pipelined one, and 2 stages issue 3.5 warp
-# instructions per du element against 4.1 at 3 (benchmarks/results/triton_aot.md)
+# rows fit one tile, the tap loop is the pipelined one, and 2 stages issue 2.9 warp
+# instructions per du element against 3.2 at 3 (benchmarks/results/triton_aot.md)
 WGRAD_VARIANTS = ({"STRIP_CACHE": ".ca"}, {"num_stages": 2},
                   {"STRIP_CACHE": ".ca", "num_stages": 2})
 

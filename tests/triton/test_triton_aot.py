@@ -219,10 +219,10 @@ def test_alignment_hints_are_what_widen_the_channel_loads(padre3) -> None:
 
 def test_tensor_core_kernels_stay_within_their_instruction_budgets(padre3) -> None:
     """Regression guard on the SASS census at padre3's GPU launch (benchmarks/triton_aot.md):
-    Toeplitz forward 2.15 and weight gradient 4.07 warp instructions per output at the 3
+    Toeplitz forward 2.15 and weight gradient 3.19 warp instructions per output at the 3
     stages they launch with (the weight gradient was 6.00 while its one-trip row loop was the
-    pipelined one); a change that brings back register transposes, per-lag reductions or a
-    du load per tap trips it."""
+    pipelined one, 4.07 while it transposed the du tile once per tap); a change that brings
+    back register transposes, per-lag reductions or a du load per tap trips it."""
     cfg = padre3.dwconv_toeplitz_config(384, 11, gpu=True, height=56, pad_w=5, align=8)
     fwd = _toeplitz_census(padre3, 8)
     wgrad = aot.compile_kernel(PATH, "dwconv_toeplitz_wgrad_kernel",
@@ -231,7 +231,7 @@ def test_tensor_core_kernels_stay_within_their_instruction_budgets(padre3) -> No
                                num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
                                pointer_dtypes={"dw": "fp32"}, trips=(11,)).census
     assert fwd.per(cfg["BC"] * cfg["BH"] * cfg["BW"])["total"] < 2.2
-    assert wgrad.per(cfg["BC"] * 56 * cfg["BW"])["total"] < 4.5
+    assert wgrad.per(cfg["BC"] * 56 * cfg["BW"])["total"] < 3.6
 
 
 def test_folded_input_bias_costs_a_fraction_of_the_pass_it_replaces(padre3) -> None:
