@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every check that needs a GPU, in one call of about 7 minutes on a lent H100/H200:
+# Every check that needs a GPU, in one call of up to about 9 minutes on a lent H100/H200:
 #
 #   bash benchmarks/device_check.sh          # writes $OUT (or benchmarks/results/device/)
 #

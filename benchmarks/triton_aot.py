@@ -99,15 +99,15 @@ def measure(path: Path) -> list[dict]:
     if "dwconv_toeplitz_wgrad_kernel" in text:
         wgrad = dict(toeplitz)  # the launcher's tiles; the program loops over all 56 rows
         flags = dict(KH=11, KW=11, PH=5, PW=5, BD=16, s_xn=1, s_dn=1)
-        one_tile = "ONE_TILE" in text  # 56 rows in one tile: the row loop vanishes
-        trips = (11,) if one_tile else (11, -(-56 // wgrad["BH"]))
-        runs.append(("dwconv_toeplitz_wgrad_kernel", "dwconv_toeplitz_wgrad_kernel",
-                     dict(flags, **({"ONE_TILE": True} if one_tile else {})), wgrad, 2,
-                     {"dw": "fp32"}, trips, wgrad["BC"] * 56 * wgrad["BW"]))
-        if one_tile:  # 160 rows (25,600 tokens): three row tiles per tap
-            runs.append(("dwconv_toeplitz_wgrad_kernel (160 rows)",
-                         "dwconv_toeplitz_wgrad_kernel", dict(flags, ONE_TILE=False), wgrad, 2,
-                         {"dw": "fp32"}, (11, 3), wgrad["BC"] * 160 * wgrad["BW"]))
+        body = text[text.index("def dwconv_toeplitz_wgrad_kernel"):]
+        rows_outside = body.index("for i_r in range(") < body.index("for i_kh in range(")
+        for rows in (56, 160) if rows_outside else (56,):  # 160 rows: 25,600 tokens
+            tiles = -(-rows // wgrad["BH"])
+            runs.append(("dwconv_toeplitz_wgrad_kernel" + ("" if rows == 56 else
+                                                           f" ({rows} rows)"),
+                         "dwconv_toeplitz_wgrad_kernel", flags, wgrad, 2, {"dw": "fp32"},
+                         (tiles, 11) if rows_outside else (11, tiles),
+                         wgrad["BC"] * rows * wgrad["BW"]))
     if "ALIGN" in text:  # the Toeplitz forward at 2 stages, and on 4-, 2- and un-aligned strips
         label, *rest = runs[2]  # (28 x 28 and 14 x 14 grids)
         variants = {"2 stages": dict(toeplitz, num_stages=2),

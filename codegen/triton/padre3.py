@@ -345,20 +345,19 @@ if triton is not None:
         KH: tl.constexpr, KW: tl.constexpr, PH: tl.constexpr, PW: tl.constexpr,
         BH: tl.constexpr, BW: tl.constexpr, BK: tl.constexpr, BC: tl.constexpr,
         HALO: tl.constexpr, ALIGN: tl.constexpr, STRIP_CACHE: tl.constexpr, BD: tl.constexpr,
-        ONE_TILE: tl.constexpr,
     ):
         """dw[c, i, d] += sum_{r, j} du[c, r, j] x[c, r + i - PH, j + d - PW] on tensor cores,
         for one [BC channels, BW columns] stripe of one image, all rows.
 
-        Per row tap i, P[c, j, k] = sum_r du[c, r, j] x[c, r + i - PH, w0 - HALO + k] is a
-        batched [BW, BH] @ [BH, BK] product accumulated over the stripe's row tiles (the
-        forward's strip, transposed du tile); then dw[c, i, d] += sum_j P[c, j, j + d + HALO - PW]
-        (a diagonal sum, 0 <= d < KW: one gather along k, one sum along j). dw: [C, KH, KW]
+        Per row tile and row tap i, P[c, j, k] = sum_r du[c, r, j] x[c, r + i - PH, w0 - HALO + k]
+        is a batched [BW, BH] @ [BH, BK] product (the forward's strip, transposed du tile);
+        then dw[c, i, d] += sum_j P[c, j, j + d + HALO - PW] (a diagonal sum, 0 <= d < KW: one
+        gather along k, one sum along j). dw: [C, KH, KW]
         fp32, accumulated atomically across stripes and images. BK >= BW + HALO + KW - 1 - PW;
         ALIGN and STRIP_CACHE as in the forward (the row taps re-read the stripe's x rows).
-        ONE_TILE (H <= BH): the du tile is loaded and transposed once for all taps, and the
-        row loop has one trip, known to the compiler, so it vanishes and the tap loop is the
-        one pipelined.
+        Row tiles outside, taps inside: each du tile is loaded and transposed once for all
+        taps, the tap loop is the one pipelined, and the diagonal sums of each (tile, tap)
+        are added to dw as they come (they are linear in P).
         """
         # == themselves (the launcher checks ALIGN divides them, for x and du); tells the compiler
         W, s_xb, s_xc = (W // ALIGN) * ALIGN, (s_xb // ALIGN) * ALIGN, (s_xc // ALIGN) * ALIGN
@@ -376,29 +375,22 @@ if triton is not None:
         o_lag = tl.broadcast_to(tl.minimum(o_lag, BK - 1)[None, :, :], (BC, BW, BD))
         m_d = (o_d < KW)[None, :]  # [1, BD]
         p_d = du + i_b * s_db + o_j[None, None, :] * s_dn + o_c[:, None, None] * s_dc
-        if ONE_TILE:  # the transposed du tile, loaded and laid out once for every tap
-            o_r = tl.arange(0, BH)
+        for i_r in range(0, H, BH):  # row tiles; the tap loop inside is the pipelined one
+            o_r = i_r + tl.arange(0, BH)  # [BH] du rows
             b_dt = tl.load(p_d + (o_r * W)[None, :, None] * s_dn,
                            mask=m_cj & (o_r < H)[None, :, None], other=0.)  # [BC, BH, BW]
-            b_dt = tl.permute(b_dt, (0, 2, 1)).to(x.dtype.element_ty)  # [BC, BW, BH]
-        for i_kh in range(KH):
-            b_p = tl.zeros([BC, BW, BK], dtype=tl.float32)  # [BC, BW, BK] P of row tap i
-            for i_r in range(0, BH if ONE_TILE else H, BH):
-                o_r = i_r + tl.arange(0, BH)  # [BH] du rows
+            b_dt = tl.permute(b_dt, (0, 2, 1)).to(x.dtype.element_ty)  # [BC, BW, BH], once
+            for i_kh in range(KH):
                 o_hi = o_r + (i_kh - PH)  # [BH] x rows
                 m_h = ((o_hi >= 0) & (o_hi < H))[None, :, None]
-                if not ONE_TILE:
-                    b_dt = tl.load(p_d + (o_r * W)[None, :, None] * s_dn,
-                                   mask=m_cj & (o_r < H)[None, :, None], other=0.)
-                    b_dt = tl.permute(b_dt, (0, 2, 1)).to(x.dtype.element_ty)
                 p_x = (x + i_b * s_xb + ((o_hi * W)[:, None] + o_k[None, :])[None, :, :] * s_xn
                        + o_c[:, None, None] * s_xc)
                 b_x = tl.load(p_x, mask=m_ck & m_h, other=0.,  # [BC, BH, BK]
                               cache_modifier=STRIP_CACHE)
-                b_p = tl.dot(b_dt, b_x, b_p)
-            b_s = tl.sum(tl.gather(b_p, o_lag, axis=2), axis=1)  # [BC, BD] diagonal sums
-            tl.atomic_add(dw + o_c[:, None] * (KH * KW) + i_kh * KW + o_d[None, :], b_s,
-                          mask=m_c[:, None] & m_d)
+                b_p = tl.dot(b_dt, b_x)  # [BC, BW, BK] this tile's P of row tap i
+                b_s = tl.sum(tl.gather(b_p, o_lag, axis=2), axis=1)  # [BC, BD] diagonal sums
+                tl.atomic_add(dw + o_c[:, None] * (KH * KW) + i_kh * KW + o_d[None, :], b_s,
+                              mask=m_c[:, None] & m_d)
 
 
 def naive_dwconv_hadamard(x, weight, bias, gate, acc, acc_scale, scale, height: int,
@@ -514,9 +506,9 @@ def dwconv_toeplitz_configs(c: int, kw: int, gpu: bool, height: int = 64,
 
 
 # the weight gradient's first launch of a shape times these beside its default tiles: strips
-# cached in L1 (its row taps re-read them as the forward's do), and 2 stages, where a stripe's
-# rows fit one tile, the tap loop is the pipelined one, and 2 stages issue 2.9 warp
-# instructions per du element against 3.2 at 3 (benchmarks/results/triton_aot.md)
+# cached in L1 (its row taps re-read them as the forward's do), and 2 stages: the tap loop is
+# the pipelined one, and at 2 stages it issues 2.9 warp instructions per du element against
+# 3.1 at 3 (benchmarks/results/triton_aot.md)
 WGRAD_VARIANTS = ({"STRIP_CACHE": ".ca"}, {"num_stages": 2},
                   {"STRIP_CACHE": ".ca", "num_stages": 2})
 
@@ -907,7 +899,7 @@ def dwconv_toeplitz_wgrad_launch(x, du, dw, height: int, width: int, pad_h: int,
         dwconv_toeplitz_wgrad_kernel[grid](
             x, du, out, x.stride(0), x.stride(1), x.stride(2), du.stride(0), du.stride(1),
             du.stride(2), n, c, height, width, KH=kh, KW=kw, PH=pad_h, PW=pad_w,
-            BD=next_power_of_2(kw), ONE_TILE=height <= cfg["BH"], **cfg)
+            BD=next_power_of_2(kw), **cfg)
 
     key = ("wgrad", x.device, x.dtype, du.dtype, tuple(x.shape), x.stride(), du.stride(),
            height, width, kh, kw, pad_h, pad_w, align)

@@ -399,10 +399,10 @@ def test_fastest_skips_a_candidate_that_fails_and_raises_when_all_do(monkeypatch
 @pytest.mark.parametrize("layout", ["token-major", "channel-major", "channel-major-2"])
 @pytest.mark.parametrize("h", [37, 13], ids=["row-tiles", "one-tile"])
 def test_tensor_core_weight_gradient_matches_conv2d_weight(h, layout, k, pad_h, pad_w) -> None:
-    """dwconv_toeplitz_wgrad_kernel over several row tiles (BH = 16 < 37 rows) or one (13
-    rows: ONE_TILE, du loaded once for every tap), column stripes, masked channels, off-centre
-    padding and the BW = 32 tiles of long taps; channel-major inputs take the aligned strip
-    (HALO = pad rounded up to 8, or to 2 at width 26)."""
+    """dwconv_toeplitz_wgrad_kernel over several row tiles (BH = 16 < 37 rows: each tile's
+    diagonal sums added to dw per tap) or one (13 rows), column stripes, masked channels,
+    off-centre padding and the BW = 32 tiles of long taps; channel-major inputs take the
+    aligned strip (HALO = pad rounded up to 8, or to 2 at width 26)."""
     m = _kernels_module()
     gen = torch.Generator().manual_seed(13)
     b, c = 2, 10
