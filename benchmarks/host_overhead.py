@@ -45,8 +45,8 @@ class NoLaunch:
         return lambda *args, **kwargs: None
 
 
-def load(path: Path, label: str):
-    """The generated module at `path`, its kernels stubbed; (module, class)."""
+def load(path: Path, label: str) -> type:
+    """The module class generated at `path`, its file's kernels stubbed."""
     spec = importlib.util.spec_from_file_location(f"host_{label}_{path.stem}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -55,7 +55,7 @@ def load(path: Path, label: str):
     cls = next(v for v in vars(module).values()
                if isinstance(v, type) and issubclass(v, torch.nn.Module) and v.__module__ ==
                module.__name__)
-    return module, cls
+    return cls
 
 
 def bursts_us(fns: dict[str, object], burst: int, repeats: int) -> dict[str, float]:
@@ -76,7 +76,7 @@ def bursts_us(fns: dict[str, object], burst: int, repeats: int) -> dict[str, flo
 
 def build(path: Path, label: str):
     """The module's forward on a fresh input: (model, x)."""
-    _, cls = load(path, label)
+    cls = load(path, label)
     grid = GRID if "grid" in cls.__init__.__code__.co_varnames else None
     model = cls(DIM, grid) if grid else cls(DIM)
     return model, torch.randn(1, GRID[0] * GRID[1], DIM)

@@ -77,9 +77,9 @@ def measure(path: Path) -> list[dict]:
     taps = (FLAGS["KH"], FLAGS["KW"])
     grads = dict(FLAGS, HAS_DZ=True, HAS_DO=True, **token_major)
     recompute = {"RECOMPUTE": True} if "RECOMPUTE" in text else {}
-    no_in_bias = {"HAS_IN_BIAS": False, "KP": 16} if "HAS_IN_BIAS" in text else {}
+    toeplitz_off = {"HAS_IN_BIAS": False, "KP": 16} if "HAS_IN_BIAS" in text else {}
     if "BAND_FROM_TAPS" in text:
-        no_in_bias["BAND_FROM_TAPS"] = False
+        toeplitz_off["BAND_FROM_TAPS"] = False
     runs = [  # label, kernel, flags, tiles, stages (where the tiles name none), pointer types,
         # loop trips, outputs / program
         ("dwconv_hadamard_fwd_kernel", "dwconv_hadamard_fwd_kernel",
@@ -89,7 +89,7 @@ def measure(path: Path) -> list[dict]:
          "dwconv_hadamard_bwd_kernel", dict(grads, **recompute), backward, 3, FP32_GRADS, taps,
          backward["BT"] * backward["BC"]),
         ("dwconv_toeplitz_fwd_kernel", "dwconv_toeplitz_fwd_kernel",
-         dict(FLAGS, STORE_Z=True, STORE_O=True, **channel_major, **no_in_bias), toeplitz, 2,
+         dict(FLAGS, STORE_Z=True, STORE_O=True, **channel_major, **toeplitz_off), toeplitz, 2,
          {}, taps[:1], toeplitz["BC"] * toeplitz["BH"] * toeplitz["BW"]),
     ]
     if recompute:
@@ -101,7 +101,7 @@ def measure(path: Path) -> list[dict]:
         flags = dict(KH=11, KW=11, PH=5, PW=5, BD=16, s_xn=1, s_dn=1)
         body = text[text.index("def dwconv_toeplitz_wgrad_kernel"):]
         rows_outside = body.index("for i_r in range(") < body.index("for i_kh in range(")
-        for rows in (56, 160) if rows_outside else (56,):  # 160 rows: 25,600 tokens
+        for rows in (56, 160):  # 160 rows: 25,600 tokens, three row tiles
             tiles = -(-rows // wgrad["BH"])
             runs.append(("dwconv_toeplitz_wgrad_kernel" + ("" if rows == 56 else
                                                            f" ({rows} rows)"),
@@ -111,8 +111,10 @@ def measure(path: Path) -> list[dict]:
     if "ALIGN" in text:  # the Toeplitz forward at 2 stages, and on 4-, 2- and un-aligned strips
         label, *rest = runs[2]  # (28 x 28 and 14 x 14 grids)
         variants = {"2 stages": dict(toeplitz, num_stages=2),
-                    "1 stage": dict(toeplitz, num_stages=1),
-                    "strip copies into L1": dict(toeplitz, STRIP_CACHE=".ca")} | {
+                    "1 stage": dict(toeplitz, num_stages=1)}
+        if "STRIP_CACHE" in text:
+            variants["strip copies into L1"] = dict(toeplitz, STRIP_CACHE=".ca")
+        variants |= {
             f"ALIGN={a}": _config(m, "dwconv_toeplitz_config", 384, 11, gpu=True, height=56,
                                   pad_w=5, align=a) for a in (4, 2, 1)}
         runs += [(f"{label} ({name})", rest[0], rest[1], cfg, *rest[3:])
@@ -122,7 +124,7 @@ def measure(path: Path) -> list[dict]:
         runs += [(f"{label} (band from {bits} taps)", kernel, flags,
                   dict(cfg, BAND_FROM_TAPS=True), stages, ptrs, *rest)
                  for bits, ptrs in (("16-bit", {}), ("32-bit", {"w": "fp32"}))]
-    if no_in_bias:  # padre3's 3C-wide conv: conv bias only, then with the dense's bias folded
+    if toeplitz_off:  # padre3's 3C-wide conv: conv bias only, then with the dense's bias folded
         label, kernel, flags, *rest = runs[2]
         alone = dict(flags, HAS_GATE=False, HAS_ACC=False, HAS_ACC_SCALE=False,
                      HAS_SCALE=False, STORE_O=False)

@@ -47,15 +47,14 @@ def cdiv(a: int, b: int) -> int:
 
 
 def next_power_of_2(n: int) -> int:
-    """The least power of two >= n >= 1 (triton's is a constexpr function: ~2 us a call)."""
+    """The least power of two >= n >= 1 (triton's is a constexpr function, slow to call)."""
     return 1 << (n - 1).bit_length()
 
 
 def custom_op_caller(op, impl):
     """Call the custom op `op` where autograd or torch.compile needs it (an argument requires
     grad with gradients on, or a trace), else its implementation `impl` directly: the same
-    result without the dispatcher's layers, about 25 us a call on the host
-    (benchmarks/host_overhead.py)."""
+    result without the dispatcher's layers (host time: benchmarks/host_overhead.py)."""
     def call(*args, **kwargs):
         if torch.compiler.is_compiling() or (torch.is_grad_enabled() and any(
                 isinstance(a, torch.Tensor) and a.requires_grad
