@@ -358,6 +358,16 @@ def _ratio(a: float | None, b: float | None) -> str:
     return fmt(a / b, ".2f") if a and b else "-"
 
 
+def _tiles(cfg: dict) -> str:
+    return ", ".join(f"{k}={v!r}" if isinstance(v, str) else f"{k}={v}" for k, v in cfg.items())
+
+
+def _launch_shape(key: list[str]) -> tuple[str, str, str]:
+    """(kernel, x shape, x strides) of a kernels.fastest key (both kinds: (..., x.shape,
+    x.stride(), ...), the weight gradient's led by "wgrad")."""
+    return ("weight gradient" if key[0] == "wgrad" else "forward"), key[4], key[5]
+
+
 def markdown(meta: dict, rows: list[dict]) -> str:
     lines = [f"# padre3 on {meta['device']} (bf16, {KERNEL}x{KERNEL} depthwise, degree 3)", "",
              f"Command: `{meta.get('command', 'python benchmarks/gpu.py')}`", "",
@@ -439,12 +449,16 @@ def markdown(meta: dict, rows: list[dict]) -> str:
                   "alternatives, strips through L1, pipeline depth):", "",
                   "| kernel | x shape | strides | tiles |", "|---|---|---|---|"]
         for tuned in meta["toeplitz_tiles"]:
-            key = tuned["key"]
-            kernel = "weight gradient" if key[0] == "wgrad" else "forward"
-            shape, strides = key[4], key[5]  # both keys: (..., x.shape, x.stride(), ...)
-            tiles = ", ".join(f"{k}={v!r}" if isinstance(v, str) else f"{k}={v}"
-                              for k, v in tuned["tiles"].items())
-            lines.append(f"| {kernel} | {shape} | {strides} | {tiles} |")
+            kernel, shape, strides = _launch_shape(tuned["key"])
+            lines.append(f"| {kernel} | {shape} | {strides} | {_tiles(tuned['tiles'])} |")
+    if meta.get("same_code"):
+        lines += ["", "Candidates not timed: the installed Triton compiled them to the same "
+                  "machine code as an earlier candidate (kernels.SAME_CODE):", "",
+                  "| kernel | x shape | tiles | same code as |", "|---|---|---|---|"]
+        for same in meta["same_code"]:
+            kernel, shape, _ = _launch_shape(same["key"])
+            lines.append(f"| {kernel} | {shape} | {_tiles(same['tiles'])} "
+                         f"| {_tiles(same['same_as'])} |")
     errors = [(r["C"], r["N"], r.get("errors"), r.get("skipped")) for r in rows
               if r.get("errors") or r.get("skipped")]
     if errors:
@@ -545,6 +559,9 @@ def main() -> int:
     meta["toeplitz_tiles"] = [  # what the first launch of each shape picked (kernels.fastest)
         {"key": [str(part) for part in key], "tiles": cfg}
         for key, cfg in getattr(mod, "TUNED", {}).items()]
+    meta["same_code"] = [
+        {"key": [str(part) for part in key], "tiles": cfg, "same_as": other}
+        for key, pairs in getattr(mod, "SAME_CODE", {}).items() for cfg, other in pairs]
     meta["seconds"] = args.budget - budget.left()
     (out / "gpu_padre3.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
     table = markdown(meta, rows)

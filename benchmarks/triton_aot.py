@@ -1,7 +1,7 @@
 """What ptxas makes of the generated Triton kernels for an H100 (sm_90), measured on a CPU.
 
-    .venv/bin/python benchmarks/triton_aot.py [--baseline-rev GIT_REV]
-    # writes benchmarks/results/triton_aot.{md,json,png}
+    .venv/bin/python benchmarks/triton_aot.py [--baseline-rev GIT_REV] [--triton-version V]
+    # writes benchmarks/results/triton_aot.{md,json,png} (triton_aot_triton-V.* with V)
 
 Compiles padre3's kernels (direct forward, backward, tensor-core Toeplitz forward and weight
 gradient; the Toeplitz forward also at 2 and 1 pipeline stages, with strip copies that allocate
@@ -14,6 +14,8 @@ cubin and the warp instructions each program issues per output element from its 
 (padre_compiler/backends/triton/aot.py). The CUDA-core floor of an 11 x 11 depthwise tap sum
 is 121 / 32 = 3.78 warp FMAs per output.
 With --baseline-rev, the same for codegen/triton/padre3.py as committed at that git revision.
+With --triton-version, compiled by that Triton release (fetched with pip once) instead of the
+installed one: the lent GPU machine's own (3.6.0 on the H200 of gpu_padre3.md).
 """
 
 from __future__ import annotations
@@ -57,7 +59,7 @@ def _config(module, name: str, *args, **kw) -> dict:
         return getattr(module, name)(*args, **kw)
 
 
-def measure(path: Path) -> list[dict]:
+def measure(path: Path, triton_path: Path | None = None) -> list[dict]:
     """padre3's kernels as its GPU module launches them in bf16. Forward: the Toeplitz form on
     the channel-major dense output (token stride 1, 16-byte aligned rows); the direct form on
     token-major tensors (channel stride 1). Backward, Toeplitz path: the elementwise kernel
@@ -136,8 +138,8 @@ def measure(path: Path) -> list[dict]:
         stages = cfg.get("num_stages", stages)  # a revision's launcher that names its own
         r = aot.compile_kernel(path, kernel, dict(flags, **aot.constexprs_of(cfg)),
                                num_warps=cfg["num_warps"], num_stages=stages,
-                               pointer_dtypes=ptrs, trips=trips)
-        rows.append({"kernel": label, "tiles": dict(cfg, num_stages=stages),
+                               pointer_dtypes=ptrs, trips=trips, triton_path=triton_path)
+        rows.append({"kernel": label, "tiles": dict(cfg, num_stages=stages), "triton": r.triton,
                      "seconds": r.seconds, "ptx_lines": r.ptx_lines, "registers": r.registers,
                      "stack": r.stack, "shared": r.shared, "mma": r.mma,
                      "per_output": r.census.per(outputs),
@@ -170,7 +172,7 @@ def table(rows: list[dict]) -> list[str]:
     return lines
 
 
-def plot(runs: dict[str, list[dict]]) -> None:
+def plot(runs: dict[str, list[dict]], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -196,16 +198,19 @@ def plot(runs: dict[str, list[dict]]) -> None:
         ax.set_title(title)
     axes[0].legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(OUT / "triton_aot.png", dpi=120)
+    fig.savefig(path, dpi=120)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--source", type=Path, default=ROOT / "codegen" / "triton" / "padre3.py")
     parser.add_argument("--baseline-rev", help="compare with padre3's codegen at this git rev")
+    parser.add_argument("--triton-version", help="compile with this Triton release (pip)")
     args = parser.parse_args()
     if not aot.available():
         sys.exit("Triton with its NVIDIA backend (cuobjdump) is needed: pip install '.[triton]'")
+    release = aot.triton_release(args.triton_version) if args.triton_version else None
+    stem = "triton_aot" + (f"_triton-{args.triton_version}" if release else "")
     runs, sources = {}, {"current": args.source.name}
     if args.baseline_rev:
         rel = "codegen/triton/padre3.py"
@@ -214,24 +219,23 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / f"padre3_{args.baseline_rev}.py"
             path.write_text(text)
-            runs["baseline"] = measure(path)
+            runs["baseline"] = measure(path, release)
         sources["baseline"] = f"{rel} at {args.baseline_rev}"
-    runs["current"] = measure(args.source)
+    runs["current"] = measure(args.source, release)
     OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "triton_aot.json").write_text(json.dumps(runs, indent=2))
-    import triton
-
+    (OUT / f"{stem}.json").write_text(json.dumps(runs, indent=2))
     lines = ["# Generated Triton kernels compiled for sm_90 on a CPU (no GPU)", "",
              "Command: `python benchmarks/triton_aot.py " + " ".join(sys.argv[1:]) + "`  ",
-             f"Triton {triton.__version__}; padre3's launch configurations on a GPU (C = 384, "
-             "56 x 56 tokens, 11 x 11 taps, bf16, every fusion flag on); cold Triton cache; "
+             f"Triton {runs['current'][0]['triton']}; padre3's launch configurations on a GPU "
+             "(C = 384, 56 x 56 tokens, 11 x 11 taps, bf16, every fusion flag on); cold Triton "
+             "cache; "
              "pointers and integer arguments specialised as 16-divisible, as the JIT does for "
              "an aligned launch. The CUDA-core floor of the tap sum is 121 / 32 = "
              f"{FMA_FLOOR:.2f} warp FMAs per output.", ""]
     for label, rows in runs.items():
         lines += [f"## {label}: `{sources[label]}`", "", *table(rows), ""]
-    (OUT / "triton_aot.md").write_text("\n".join(lines))
-    plot(runs)
+    (OUT / f"{stem}.md").write_text("\n".join(lines))
+    plot(runs, OUT / f"{stem}.png")
     print("\n".join(lines))
 
 

@@ -52,3 +52,22 @@ def test_host_overhead_script_writes_its_table(tmp_path: Path) -> None:
     assert {r["mode"] for r in rows} == {"forward, no_grad", "forward, gradients on"}
     assert all(r["current"] > 0 for r in rows)
     assert (tmp_path / "host_overhead.png").stat().st_size > 0
+
+
+def test_gpu_table_names_the_tiles_picked_and_the_candidates_not_timed() -> None:
+    """The first launches' picks (kernels.TUNED) and the variants the installed Triton compiled
+    to an earlier candidate's code (kernels.SAME_CODE) both reach gpu_padre3.md."""
+    sys.path.insert(0, str(ROOT))
+    from benchmarks import gpu
+
+    key = ["wgrad", "cuda:0", "torch.bfloat16", "torch.bfloat16", "(8, 3136, 384)",
+           "(1204224, 1, 3136)"]
+    meta = {"device": "a GPU", "torch": "t", "triton": "3.6.0", "cuda": "c",
+            "peaks": {"matmul_flops": 1e15, "bandwidth": 4e12}, "gate": {},
+            "toeplitz_tiles": [{"key": key, "tiles": {"BC": 8, "STRIP_CACHE": ""}}],
+            "same_code": [{"key": ["cuda:0", *key[1:]], "tiles": {"STRIP_CACHE": ".ca"},
+                           "same_as": {"STRIP_CACHE": ""}}]}
+    text = gpu.markdown(meta, [])
+    assert ("| weight gradient | (8, 3136, 384) | (1204224, 1, 3136) | BC=8, STRIP_CACHE='' |"
+            in text)
+    assert "| forward | (8, 3136, 384) | STRIP_CACHE='.ca' | STRIP_CACHE='' |" in text

@@ -519,20 +519,39 @@ def in_bias_tile(kh: int, kw: int) -> int:
 
 
 TUNED: dict[tuple, dict[str, int]] = {}  # launch shape -> fastest tiles
+# launch shape -> (candidate, the earlier candidate it compiled to the same machine code as):
+# a variant the installed Triton lowers as it lowers another (Triton 3.6 issues the strip's
+# ".ca" copies as cp.async.cg: benchmarks/results/triton_aot_triton-3.6.0.md) is not timed
+SAME_CODE: dict[tuple, list[tuple[dict[str, int], dict[str, int]]]] = {}
+
+
+def machine_code(handle) -> bytes | str | None:
+    """The cubin (else PTX) of the compiled kernel a Triton launch returns; None where the
+    launch returns none (the interpreter)."""
+    asm = getattr(handle, "asm", None)
+    return None if asm is None else asm.get("cubin") or asm.get("ptx")
 
 
 def fastest(key: tuple, configs: tuple[dict[str, int], ...], launch) -> dict[str, int]:
     """The config of `configs` whose `launch(cfg)` is fastest for this launch shape, timed once
     per process (triton.testing.do_bench medians); the first with one candidate or with
-    PADRE_TRITON_TUNE=0. A candidate whose launch raises (a tile this GPU cannot compile or
-    fit) is skipped; if every one raises, the first error propagates. Timing launches the
-    kernel: warm a module up before capturing it in a CUDA graph."""
+    PADRE_TRITON_TUNE=0. Each candidate is launched once first: one that raises (a tile this
+    GPU cannot compile or fit) is skipped, and if every one raises the first error
+    propagates; one whose launch returns the same machine code as an earlier candidate's
+    (machine_code) is recorded in SAME_CODE, not timed. Timing launches the kernel: warm a
+    module up before capturing it in a CUDA graph."""
     if len(configs) == 1 or os.environ.get("PADRE_TRITON_TUNE") == "0":
         return configs[0]
     if key not in TUNED:
-        ms, errors = [], []
+        ms, errors, seen = [], [], {}
         for cfg in configs:
             try:
+                code = machine_code(launch(cfg))
+                if code is not None and code in seen:
+                    SAME_CODE.setdefault(key, []).append((cfg, seen[code]))
+                    ms.append(float("inf"))
+                    continue
+                seen.setdefault(code, cfg)
                 ms.append(triton.testing.do_bench(lambda cfg=cfg: launch(cfg), warmup=5, rep=20))
             except Exception as err:  # any compile or launch failure: not a candidate
                 ms.append(float("inf"))
@@ -690,10 +709,10 @@ def dwconv_hadamard_launch(x, weight, bias, gate, acc, acc_scale, scale, height:
         def launch(cfg):
             grid = (cdiv(height, cfg["BH"]) * cdiv(width, cfg["BW"]),
                     cdiv(c, cfg["BC"]), b)
-            dwconv_toeplitz_fwd_kernel[grid](x, band(cfg), *args, **flags,
-                                             HAS_IN_BIAS=in_bias is not None,
-                                             KP=in_bias_tile(*weight.shape[1:]),
-                                             **{"BAND_FROM_TAPS": False, **cfg})
+            return dwconv_toeplitz_fwd_kernel[grid](x, band(cfg), *args, **flags,
+                                                    HAS_IN_BIAS=in_bias is not None,
+                                                    KP=in_bias_tile(*weight.shape[1:]),
+                                                    **{"BAND_FROM_TAPS": False, **cfg})
 
         key = (x.device, x.dtype, z.dtype, o.dtype, tuple(x.shape), x.stride(), height, width,
                tuple(weight.shape), pad_h, pad_w, align, in_bias is not None,
@@ -895,7 +914,7 @@ def dwconv_toeplitz_wgrad_launch(x, du, dw, height: int, width: int, pad_h: int,
 
     def launch(cfg, out):
         grid = (cdiv(width, cfg["BW"]), cdiv(c, cfg["BC"]), b)
-        dwconv_toeplitz_wgrad_kernel[grid](
+        return dwconv_toeplitz_wgrad_kernel[grid](
             x, du, out, x.stride(0), x.stride(1), x.stride(2), du.stride(0), du.stride(1),
             du.stride(2), n, c, height, width, KH=kh, KW=kw, PH=pad_h, PW=pad_w,
             BD=next_power_of_2(kw), **cfg)

@@ -3,6 +3,9 @@ CPU: the GPU launch configurations compile quickly and keep every value in regis
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 
 from padre_compiler.backends.triton import aot
@@ -245,3 +248,31 @@ def test_folded_input_bias_costs_a_fraction_of_the_pass_it_replaces(padre3) -> N
     extra = folded.per(outputs)["total"] - plain.per(outputs)["total"]
     assert 0 < extra < 0.4, (plain.per(outputs), folded.per(outputs))
     assert folded.counts["tensor core"] > plain.counts["tensor core"]  # the products, not FMAs
+
+
+def test_a_fetched_triton_release_is_reused_and_compiles_in_the_child(tmp_path,
+                                                                        monkeypatch) -> None:
+    """triton_release finds a release already unpacked (no fetch); compile_kernel's child runs
+    with that folder first on its import path (here a link to the installed Triton)."""
+    import subprocess
+
+    import triton
+
+    root = tmp_path / "padre-compiler" / "triton-0.0.0"
+    root.mkdir(parents=True)
+    (root / "triton").symlink_to(Path(triton.__file__).parent)
+    calls = []
+    run = subprocess.run
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs.get("env", {}).get("PYTHONPATH", ""))
+        return run(*args, **kwargs)
+
+    monkeypatch.setattr(subprocess, "run", spy)
+    assert aot.triton_release("0.0.0", cache=tmp_path) == root and not calls
+    r = aot.compile_kernel(PATH, "dwconv_hadamard_fwd_kernel", dict(
+        KH=3, KW=3, PH=1, PW=1, HAS_BIAS=False, HAS_GATE=False, HAS_ACC=False,
+        HAS_ACC_SCALE=False, HAS_SCALE=False, STORE_Z=True, STORE_O=False, BT=16, BC=16),
+        num_warps=1, triton_path=root)
+    assert calls[0].split(os.pathsep)[0] == str(root)
+    assert r.triton == triton.__version__ and r.registers > 0

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import types
 
 import numpy as np
 import pytest
@@ -369,9 +370,10 @@ def test_fastest_times_each_candidate_once_per_shape(monkeypatch) -> None:
     configs = [{"BC": 1}, {"BC": 2}, {"BC": 3}]
     launch = lambda cfg: timed.append(cfg["BC"])  # noqa: E731
     assert m.fastest(("shape",), configs, launch) == {"BC": 2}
-    assert m.fastest(("shape",), configs, launch) == {"BC": 2} and timed == [1, 2, 3]
+    launched = [1, 1, 2, 2, 3, 3]  # each candidate once on its own, then by do_bench
+    assert m.fastest(("shape",), configs, launch) == {"BC": 2} and timed == launched
     monkeypatch.setenv("PADRE_TRITON_TUNE", "0")
-    assert m.fastest(("other",), configs, launch) == {"BC": 1} and timed == [1, 2, 3]
+    assert m.fastest(("other",), configs, launch) == {"BC": 1} and timed == launched
 
 
 def test_fastest_skips_a_candidate_that_fails_and_raises_when_all_do(monkeypatch) -> None:
@@ -392,6 +394,32 @@ def test_fastest_skips_a_candidate_that_fails_and_raises_when_all_do(monkeypatch
 
     with pytest.raises(RuntimeError, match="BC': 1"):
         m.fastest(("another",), configs, broken)
+
+
+def test_fastest_does_not_time_a_candidate_that_compiles_to_the_same_code(monkeypatch) -> None:
+    """A variant the installed Triton lowers like an earlier candidate (Triton 3.6 issues ".ca"
+    strip copies as cp.async.cg) is recorded in SAME_CODE, not timed; machine code from the
+    cubin, else the PTX; no code (the interpreter): every candidate timed."""
+    m = _kernels_module()
+    timed = []
+
+    def bench(fn, **_):
+        timed.append(fn())
+        return float(len(timed))
+
+    monkeypatch.setattr(m.triton.testing, "do_bench", bench)
+    monkeypatch.setattr(m, "TUNED", {})
+    monkeypatch.setattr(m, "SAME_CODE", {})
+    code = {1: {"cubin": b"a"}, 2: {"cubin": b"a"}, 3: {"ptx": "b"}, 4: {"cubin": b"c"}}
+    configs = [{"BC": k} for k in code]
+
+    def launch(cfg):
+        return types.SimpleNamespace(asm=code[cfg["BC"]], bc=cfg["BC"])
+
+    m.fastest(("shape",), configs, launch)
+    assert [h.bc for h in timed] == [1, 3, 4]
+    assert m.SAME_CODE == {("shape",): [({"BC": 2}, {"BC": 1})]}
+    assert m.machine_code(None) is None and m.machine_code(launch({"BC": 3})) == "b"
 
 
 @pytest.mark.parametrize(("k", "pad_h", "pad_w"), [(5, 2, 2), (5, 1, 4), (1, 0, 0), (19, 9, 9)],

@@ -23,9 +23,13 @@ per output, the static measure the kernels are tuned by here (benchmarks/triton_
 
 Each compile runs in a child process: a process that imported Triton under TRITON_INTERPRET=1
 (the CPU tests) holds interpreter versions of Triton's own library functions, which the
-compiler rejects. Kernel signatures follow the generated kernels' convention: `s_*` arguments
-and N, C, H, W are int32 scalars, every other non-constexpr argument a pointer
-(`pointer_dtype`, with per-name exceptions such as the backward's fp32 accumulators).
+compiler rejects. The child may import another Triton release than the installed one
+(`triton_path`, from `triton_release`): the lent GPU machines carry their own (Triton 3.6.0
+beside torch 2.11 on the H200 of benchmarks/results/gpu_padre3.md), and what its compiler makes
+of a kernel can differ from what the installed one makes. Kernel signatures follow the
+generated kernels' convention: `s_*` arguments and N, C, H, W are int32 scalars, every other
+non-constexpr argument a pointer (`pointer_dtype`, with per-name exceptions such as the
+backward's fp32 accumulators).
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,6 +60,7 @@ class Resources:
     stack: int  # bytes per thread; > 0 means spilled registers in local memory
     shared: int  # static shared memory, bytes
     mma: str  # tensor-core instructions in the PTX: "wgmma" (Hopper), "mma.sync", or "none"
+    triton: str  # the version of the Triton that compiled it
     census: Census | None = None  # SASS instruction counts per program (trips given)
 
 
@@ -106,6 +112,27 @@ def available() -> bool:
     return cuobjdump() is not None
 
 
+def triton_release(version: str, cache: Path | None = None) -> Path:
+    """A folder holding Triton `version` (its wheel for this Python, unpacked; fetched from the
+    package index once, with pip), for `compile_kernel(triton_path=...)`."""
+    cache = cache or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    root = cache / "padre-compiler" / f"triton-{version}"
+    if (root / "triton" / "__init__.py").exists():
+        return root
+    with tempfile.TemporaryDirectory() as tmp:
+        subprocess.run([sys.executable, "-m", "pip", "download", f"triton=={version}",
+                        "--no-deps", "--only-binary=:all:", "--quiet", "-d", tmp], check=True)
+        (wheel,) = Path(tmp).glob("triton-*.whl")
+        staging = root.with_name(root.name + ".partial")
+        with zipfile.ZipFile(wheel) as archive:
+            for info in archive.infolist():  # with the modes (ptxas, cuobjdump: executables)
+                path = archive.extract(info, staging)
+                if info.external_attr >> 16:
+                    os.chmod(path, info.external_attr >> 16 & 0o777)
+        staging.rename(root)  # whole or absent: an interrupted fetch leaves no half release
+    return root
+
+
 LAUNCH_OPTIONS = ("num_warps", "num_stages")  # launch options in a config, not constexprs
 
 
@@ -117,14 +144,19 @@ def constexprs_of(config: dict[str, Any]) -> dict[str, Any]:
 def compile_kernel(path: str | Path, kernel: str, constexprs: dict[str, Any], *,
                    num_warps: int = 4, num_stages: int = 3, pointer_dtype: str = "bf16",
                    pointer_dtypes: dict[str, str] | None = None, capability: int = 90,
-                   aligned: bool = True, trips: tuple[int, ...] | None = None) -> Resources:
+                   aligned: bool = True, trips: tuple[int, ...] | None = None,
+                   triton_path: Path | None = None) -> Resources:
     """Compile `kernel` of the module file `path` for sm_`capability`; its resources, and with
-    `trips` (loop trip counts, outermost first) its SASS census."""
+    `trips` (loop trip counts, outermost first) its SASS census; with `triton_path` (a folder
+    from triton_release) by that Triton instead of the installed one."""
     request = dict(path=str(path), kernel=kernel, constexprs=constexprs, num_warps=num_warps,
                    num_stages=num_stages, pointer_dtype=pointer_dtype,
                    pointer_dtypes=pointer_dtypes or {}, capability=capability, aligned=aligned,
                    trips=None if trips is None else list(trips))
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    if triton_path is not None:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, (str(triton_path),
+                                                          env.get("PYTHONPATH"))))
     with tempfile.TemporaryDirectory() as cache:  # a fresh cache: a cold compile's time
         proc = subprocess.run([sys.executable, "-m", __name__], input=json.dumps(request),
                               capture_output=True, text=True, env=dict(env,
@@ -174,7 +206,7 @@ def _compile_here(path: str, kernel: str, constexprs: dict[str, Any], num_warps:
                                                   trips, num_warps)
     return Resources(kernel, dict(constexprs, num_warps=num_warps, num_stages=num_stages),
                      seconds, ptx.count("\n"), usage["REG"], usage["STACK"], usage["SHARED"],
-                     mma, census)
+                     mma, triton.__version__, census)
 
 
 def census_of(sass: str, trips: list[int] | tuple[int, ...], num_warps: int) -> Census:
