@@ -76,6 +76,20 @@ if triton is not None:
         return (v.to(tl.uint32, bitcast=True) & 0xFFFFE000).to(tl.float32, bitcast=True)
 
 
+    @triton.jit
+    def strip_tile(x, o_r, o_k, o_c, m_ck, i_kh, PH: tl.constexpr, H, W, s_xn, s_xc,
+                   STRIP_CACHE: tl.constexpr):
+        """[BC, BH, BK] x[c, r + i_kh - PH, k] of the Toeplitz kernels (x: one image's [N, C]
+        view, token n = r * W + k; o_r: [BH] rows r, o_k: [BK] columns k, o_c: [BC] channels,
+        m_ck: [BC, 1, BK] channel and column validity); 0 outside the grid."""
+        o_hi = o_r + (i_kh - PH)  # [BH] input rows
+        m_h = (o_hi >= 0) & (o_hi < H)
+        p_x = (x + ((o_hi * W)[:, None] + o_k[None, :])[None, :, :] * s_xn
+               + o_c[:, None, None] * s_xc)
+        return tl.load(p_x, mask=m_ck & m_h[None, :, None], other=0.,
+                       cache_modifier=STRIP_CACHE)
+
+
     @triton.jit(do_not_specialize=["N", "H", "W"])  # one compile for every grid
     def dwconv_hadamard_fwd_kernel(
         x, w, b, g, a, sa, s, z, o,
@@ -252,7 +266,9 @@ if triton is not None:
         so the masked strip loads stay ALIGN-element vectors (asynchronous copies into shared
         memory; 16 bytes at ALIGN = 8 in 16-bit). Consecutive row taps read strips that share
         BH - 1 of their BH rows: STRIP_CACHE = ".ca" makes the copies allocate in L1 (Triton's
-        default 16-byte copy, cp.async.cg, caches in L2 only), so a tap may find its rows there.
+        default 16-byte copy, cp.async.cg, caches in L2 only), so a tap may find its rows there
+        (Triton 3.9; 3.6 issues them as cp.async.cg all the same: one stage, plain loads,
+        is its L1 path).
         BAND_FROM_TAPS: t[c, i] gathered from the taps w (KW values a row, cached in L1) instead
         of read from the precomputed band (BK * BW values a row, from L2: 11 of the ~55 bytes
         of L2 traffic per output at padre3's tiles); t is then not read.
@@ -279,12 +295,8 @@ if triton is not None:
         m_t = m_c[:, None, None] & ((o_m >= 0) & (o_m < KW))[None, :, :]  # band of tap k - j
         b_u = tl.zeros([BC, BH, BW], dtype=tl.float32)  # [BC, BH, BW] conv accumulator
         for i_kh in range(KH):
-            o_hi = o_r + (i_kh - PH)  # [BH] input rows
-            m_h = (o_hi >= 0) & (o_hi < H)
-            p_x = (x + i_b * s_xb + ((o_hi * W)[:, None] + o_k[None, :])[None, :, :] * s_xn
-                   + o_c[:, None, None] * s_xc)
-            b_x = tl.load(p_x, mask=m_ck & m_h[None, :, None], other=0.,  # [BC, BH, BK]
-                          cache_modifier=STRIP_CACHE)
+            b_x = strip_tile(x + i_b * s_xb, o_r, o_k, o_c, m_ck, i_kh, PH, H, W, s_xn, s_xc,
+                             STRIP_CACHE)  # [BC, BH, BK]
             if BAND_FROM_TAPS:  # gathered from the taps (a few hundred bytes, L1-resident)
                 p_t = w + o_c[:, None, None] * (KH * KW) + i_kh * KW + o_m[None, :, :]
                 b_t = tl.load(p_t, mask=m_t, other=0.)  # [BC, BK, BW]
@@ -380,12 +392,8 @@ if triton is not None:
                            mask=m_cj & (o_r < H)[None, :, None], other=0.)  # [BC, BH, BW]
             b_dt = tl.permute(b_dt, (0, 2, 1)).to(x.dtype.element_ty)  # [BC, BW, BH], once
             for i_kh in range(KH):
-                o_hi = o_r + (i_kh - PH)  # [BH] x rows
-                m_h = ((o_hi >= 0) & (o_hi < H))[None, :, None]
-                p_x = (x + i_b * s_xb + ((o_hi * W)[:, None] + o_k[None, :])[None, :, :] * s_xn
-                       + o_c[:, None, None] * s_xc)
-                b_x = tl.load(p_x, mask=m_ck & m_h, other=0.,  # [BC, BH, BK]
-                              cache_modifier=STRIP_CACHE)
+                b_x = strip_tile(x + i_b * s_xb, o_r, o_k, o_c, m_ck, i_kh, PH, H, W, s_xn,
+                                 s_xc, STRIP_CACHE)  # [BC, BH, BK]
                 b_p = tl.dot(b_dt, b_x)  # [BC, BW, BK] this tile's P of row tap i
                 b_s = tl.sum(tl.gather(b_p, o_lag, axis=2), axis=1)  # [BC, BD] diagonal sums
                 tl.atomic_add(dw + o_c[:, None] * (KH * KW) + i_kh * KW + o_d[None, :], b_s,
@@ -466,9 +474,11 @@ TOEPLITZ_ALTERNATIVES = {16: ((8, 64, 4), (16, 32, 4), (8, 32, 4), (16, 64, 8)),
 # the default tiles with strip loads that may hit L1, tried beside it on a GPU: row tap i + 1
 # reads BH - 1 of the BH strip rows tap i read, and an H200 profile found the kernel bound by
 # those re-reads from L2 (about 44 of 55 bytes per output; benchmarks/results/gpu_profile.md).
-# ".ca" copies allocate in L1; one stage issues plain loads (cached in L1 by default), and two
-# stages leave L1 more of the SM's shared-memory/L1 storage than three. Whether L1 keeps a
-# program's [BC, BH + KH - 1, BK] slab beside the carve-out is what the timing decides.
+# ".ca" copies allocate in L1 (with Triton 3.9; Triton 3.6 compiles them to the default's code,
+# so fastest does not time them: benchmarks/results/triton_aot_triton-3.6.0.md); one stage
+# issues plain loads (cached in L1 by default); two stages leave L1 more of the SM's
+# shared-memory/L1 storage than three. Whether L1 keeps a program's
+# [BC, BH + KH - 1, BK] slab beside the carve-out is what the timing decides.
 TOEPLITZ_L1_VARIANTS = ({"STRIP_CACHE": ".ca"}, {"STRIP_CACHE": ".ca", "num_stages": 2},
                         {"num_stages": 1})
 # and with the band gathered from the taps in the kernel (BAND_FROM_TAPS): 11 bytes per output
