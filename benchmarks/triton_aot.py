@@ -5,8 +5,8 @@
 
 Compiles padre3's kernels (direct forward, backward, tensor-core Toeplitz forward and weight
 gradient; the Toeplitz forward also at 2 and 1 pipeline stages, with strip copies that allocate
-in L1, on 4-, 2- and un-aligned strips, with its band gathered from the taps, and as the
-3C-wide conv launches it, with and without the dense map's bias folded in) at the launch
+in L1, on 4-, 2- and un-aligned strips, with its band gathered from the taps (also at 1 stage),
+and as the 3C-wide conv launches it, with and without the dense map's bias folded in) at the launch
 configurations their launchers pick for padre3 on a GPU (C = 384, 56 x 56 tokens, 11 x 11 taps,
 bf16, every other fusion flag on) with a cold Triton cache, specialised as the JIT specialises
 an aligned launch, and reads registers, stack (spilled registers) and shared memory from the
@@ -123,9 +123,11 @@ def measure(path: Path, triton_path: Path | None = None) -> list[dict]:
                  for name, cfg in variants.items()]
     if "BAND_FROM_TAPS" in text:  # the band gathered from 16-bit and from 32-bit taps
         label, kernel, flags, cfg, stages, _, *rest = runs[2]
-        runs += [(f"{label} (band from {bits} taps)", kernel, flags,
-                  dict(cfg, BAND_FROM_TAPS=True), stages, ptrs, *rest)
-                 for bits, ptrs in (("16-bit", {}), ("32-bit", {"w": "fp32"}))]
+        runs += [(f"{label} (band from {bits} taps{note})", kernel, flags,
+                  dict(cfg, BAND_FROM_TAPS=True, **more), stages, ptrs, *rest)
+                 for bits, ptrs, note, more in (("16-bit", {}, "", {}),
+                                                ("32-bit", {"w": "fp32"}, "", {}),
+                                                ("16-bit", {}, ", 1 stage", {"num_stages": 1}))]
     if toeplitz_off:  # padre3's 3C-wide conv: conv bias only, then with the dense's bias folded
         label, kernel, flags, *rest = runs[2]
         alone = dict(flags, HAS_GATE=False, HAS_ACC=False, HAS_ACC_SCALE=False,

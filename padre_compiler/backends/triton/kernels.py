@@ -483,9 +483,12 @@ TOEPLITZ_L1_VARIANTS = ({"STRIP_CACHE": ".ca"}, {"STRIP_CACHE": ".ca", "num_stag
                         {"num_stages": 1})
 # and with the band gathered from the taps in the kernel (BAND_FROM_TAPS): 11 bytes per output
 # less from L2 for +0.31 warp instructions per output with 16-bit taps, +0.13 with 32-bit
-# ones (benchmarks/results/triton_aot.md); where one wins, no band operand is built at all
+# ones (benchmarks/results/triton_aot.md); where one wins, no band operand is built at all.
+# With strips through L1 as well (".ca", or one stage where Triton ignores ".ca"), L2 would
+# serve each strip row about once per program: ~5 of the ~55 bytes per output.
 TOEPLITZ_BAND_VARIANTS = ({"BAND_FROM_TAPS": True},
-                          {"BAND_FROM_TAPS": True, "STRIP_CACHE": ".ca"})
+                          {"BAND_FROM_TAPS": True, "STRIP_CACHE": ".ca"},
+                          {"BAND_FROM_TAPS": True, "num_stages": 1})
 
 
 @functools.cache  # once per launch shape: every forward asks
