@@ -103,11 +103,12 @@ def measure(path: Path, triton_path: Path | None = None) -> list[dict]:
         flags = dict(KH=11, KW=11, PH=5, PW=5, BD=16, s_xn=1, s_dn=1)
         body = text[text.index("def dwconv_toeplitz_wgrad_kernel"):]
         rows_outside = body.index("for i_r in range(") < body.index("for i_kh in range(")
-        for rows in (56, 160):  # 160 rows: 25,600 tokens, three row tiles
+        # 160 rows: 25,600 tokens, three row tiles; one stage: plain (L1-cached) strip loads
+        for rows, note, cfg in ((56, "", wgrad), (160, " (160 rows)", wgrad),
+                                (56, " (1 stage)", dict(wgrad, num_stages=1))):
             tiles = -(-rows // wgrad["BH"])
-            runs.append(("dwconv_toeplitz_wgrad_kernel" + ("" if rows == 56 else
-                                                           f" ({rows} rows)"),
-                         "dwconv_toeplitz_wgrad_kernel", flags, wgrad, 2, {"dw": "fp32"},
+            runs.append(("dwconv_toeplitz_wgrad_kernel" + note,
+                         "dwconv_toeplitz_wgrad_kernel", flags, cfg, 2, {"dw": "fp32"},
                          (tiles, 11) if rows_outside else (11, tiles),
                          wgrad["BC"] * rows * wgrad["BW"]))
     if "ALIGN" in text:  # the Toeplitz forward at 2 stages, and on 4-, 2- and un-aligned strips

@@ -518,11 +518,12 @@ def dwconv_toeplitz_configs(c: int, kw: int, gpu: bool, height: int = 64,
 
 
 # the weight gradient's first launch of a shape times these beside its default tiles: strips
-# cached in L1 (its row taps re-read them as the forward's do), and 2 stages: the tap loop is
-# the pipelined one, and at 2 stages it issues 2.9 warp instructions per du element against
-# 3.1 at 3 (benchmarks/results/triton_aot.md)
+# cached in L1 (its row taps re-read them as the forward's do: ".ca" copies, or one stage's
+# plain loads where Triton ignores ".ca", as 3.6 does), and 2 stages: the tap loop is the
+# pipelined one, and at 2 stages it issues 2.9 warp instructions per du element against 3.1
+# at 3 (benchmarks/results/triton_aot.md)
 WGRAD_VARIANTS = ({"STRIP_CACHE": ".ca"}, {"num_stages": 2},
-                  {"STRIP_CACHE": ".ca", "num_stages": 2})
+                  {"STRIP_CACHE": ".ca", "num_stages": 2}, {"num_stages": 1})
 
 
 def in_bias_tile(kh: int, kw: int) -> int:

@@ -111,6 +111,26 @@ def test_tensor_core_backward_kernels_at_gpu_tiles(padre3) -> None:
     assert given.census.counts.get("fp32 fma", 0) < 0.5 * given.census.total
 
 
+@pytest.mark.parametrize("pick", range(5))
+def test_weight_gradient_candidates_do_not_spill(padre3, pick: int) -> None:
+    """Every tile the weight gradient's first launch times compiles for sm_90 without spills
+    and on tensor cores; one stage reads its strips with plain 16-byte loads, no copies."""
+    base = padre3.dwconv_toeplitz_config(384, 11, gpu=True, height=56, pad_w=5, align=8)
+    configs = [base, *(dict(base, **v) for v in padre3.WGRAD_VARIANTS)]
+    assert len(configs) == 5
+    cfg = configs[pick]
+    r = aot.compile_kernel(PATH, "dwconv_toeplitz_wgrad_kernel",
+                           dict(_taps(11), BD=16, s_xn=1, s_dn=1, **aot.constexprs_of(cfg)),
+                           num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
+                           pointer_dtypes={"dw": "fp32"}, trips=(1, 11))
+    assert r.stack == 0 and r.mma != "none", cfg
+    copies = r.census.counts.get("global->shared copy", 0)
+    if cfg["num_stages"] == 1:
+        assert copies == 0 and r.census.widths.get(16, 0) > 0
+    else:
+        assert copies > 0
+
+
 def _toeplitz_census(padre3, align: int, **flags) -> aot.Census:
     cfg = padre3.dwconv_toeplitz_config(384, 11, gpu=True, height=56, pad_w=5, align=align)
     consts = {**FLAGS, **TOEPLITZ, "STORE_Z": True, "STORE_O": True, "s_xn": 1, **_taps(11),
