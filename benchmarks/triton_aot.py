@@ -105,6 +105,7 @@ def measure(path: Path, triton_path: Path | None = None) -> list[dict]:
         rows_outside = body.index("for i_r in range(") < body.index("for i_kh in range(")
         # 160 rows: 25,600 tokens, three row tiles; one stage: plain (L1-cached) strip loads
         for rows, note, cfg in ((56, "", wgrad), (160, " (160 rows)", wgrad),
+                                (56, " (2 stages)", dict(wgrad, num_stages=2)),
                                 (56, " (1 stage)", dict(wgrad, num_stages=1))):
             tiles = -(-rows // wgrad["BH"])
             runs.append(("dwconv_toeplitz_wgrad_kernel" + note,

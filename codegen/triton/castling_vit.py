@@ -79,13 +79,19 @@ if triton is not None:
 
 
     @triton.jit
+    def inside(v, n):
+        """0 <= v < n (v: an int32 tensor, n: a non-negative int32) in one unsigned compare."""
+        return v.to(tl.uint32) < n.to(tl.uint32)
+
+
+    @triton.jit
     def strip_tile(x, o_r, o_k, o_c, m_ck, i_kh, PH: tl.constexpr, H, W, s_xn, s_xc,
                    STRIP_CACHE: tl.constexpr):
         """[BC, BH, BK] x[c, r + i_kh - PH, k] of the Toeplitz kernels (x: one image's [N, C]
         view, token n = r * W + k; o_r: [BH] rows r, o_k: [BK] columns k, o_c: [BC] channels,
         m_ck: [BC, 1, BK] channel and column validity); 0 outside the grid."""
         o_hi = o_r + (i_kh - PH)  # [BH] input rows
-        m_h = (o_hi >= 0) & (o_hi < H)
+        m_h = inside(o_hi, H)
         p_x = (x + ((o_hi * W)[:, None] + o_k[None, :])[None, :, :] * s_xn
                + o_c[:, None, None] * s_xc)
         return tl.load(p_x, mask=m_ck & m_h[None, :, None], other=0.,
@@ -121,10 +127,10 @@ if triton is not None:
         b_u = tl.zeros([BT, BC], dtype=tl.float32)  # [BT, BC] conv accumulator
         for i_kh in range(KH):  # runtime loops: unrolled taps spill (backends/triton/aot.py)
             o_hi = o_h + (i_kh - PH)
-            m_h = m_t & (o_hi >= 0) & (o_hi < H)
+            m_h = m_t & inside(o_hi, H)
             for i_kw in range(KW):
                 o_wi = o_w + (i_kw - PW)
-                m_x = m_h & (o_wi >= 0) & (o_wi < W)
+                m_x = m_h & inside(o_wi, W)
                 p_x = x + i_b * s_xb + (o_hi * W + o_wi)[:, None] * s_xn + o_c[None, :] * s_xc
                 b_x = tl.load(p_x, mask=m_x[:, None] & m_c[None, :], other=0.)  # [BT, BC]
                 b_w = tl.load(w + o_c * (KH * KW) + (i_kh * KW + i_kw), mask=m_c, other=0.)
@@ -203,10 +209,10 @@ if triton is not None:
             b_u = tl.zeros([BT, BC], dtype=tl.float32)  # [BT, BC] recomputed conv
             for i_kh in range(KH):
                 o_hi = o_h + (i_kh - PH)
-                m_h = m_t & (o_hi >= 0) & (o_hi < H)
+                m_h = m_t & inside(o_hi, H)
                 for i_kw in range(KW):
                     o_wi = o_w + (i_kw - PW)
-                    m_x = m_h & (o_wi >= 0) & (o_wi < W)
+                    m_x = m_h & inside(o_wi, W)
                     p_x = (x + i_b * s_xb + (o_hi * W + o_wi)[:, None] * s_xn
                            + o_c[None, :] * s_xc)
                     b_x = tl.load(p_x, mask=m_x[:, None] & m_c[None, :], other=0.)
