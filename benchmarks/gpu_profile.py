@@ -90,22 +90,35 @@ SWEEP_PIPELINES = ((1, ""), (2, ""), (3, ""), (2, ".ca"), (3, ".ca"))
 SWEEP_BAND_TILES = [(8, 64)]
 
 
-def tile_sweep(mod, device, dtype, smoke: bool) -> list[dict]:
+def strip_cache_ignored(same_code: dict) -> bool:
+    """Whether the first launches found the ".ca" strip copies compiled to the default's code
+    (kernels.SAME_CODE: Triton 3.6.0 issues them as cp.async.cg all the same)."""
+    return any(cfg.get("STRIP_CACHE") == ".ca" and dict(cfg, STRIP_CACHE="") == same_as
+               for pairs in same_code.values() for cfg, same_as in pairs)
+
+
+def tile_sweep(mod, device, dtype, smoke: bool, save=lambda results: None) -> list[dict]:
     """The 3C-wide conv alone (channel-major input, as gpu.py times it) on each tile of
     SWEEP_TILES x {4, 8} warps x SWEEP_PIPELINES (and SWEEP_BAND_TILES so with the band
     gathered from the taps), beside cuDNN's depthwise conv (NCHW, the same bytes) as a
-    baseline. A tile that fails to compile or launch is recorded as such."""
+    baseline; ".ca" strips are left out where the installed Triton ignores them (the same
+    code as the default, so the same time). A tile that fails to compile or launch is
+    recorded as such; `save` gets the results after each shape (a time limit may end the
+    sweep)."""
     os.environ["PADRE_TRITON_CONV"] = "toeplitz"
     real = mod.dwconv_toeplitz_configs
+    skip_ca = strip_cache_ignored(getattr(mod, "SAME_CODE", {}))
     grid = [(bc, bh, warps, stages, cache, band) for band, tiles in ((False, SWEEP_TILES),
                                                                      (True, SWEEP_BAND_TILES))
-            for bc, bh in tiles for warps in (4, 8) for stages, cache in SWEEP_PIPELINES]
+            for bc, bh in tiles for warps in (4, 8) for stages, cache in SWEEP_PIPELINES
+            if not (skip_ca and cache == ".ca")]
     results = []
     try:
         for c3, n, batch in [(96, 196, 1)] if smoke else [(3 * c, n, b)
                                                            for c, n, b in SWEEP_SHAPES]:
             results += sweep_shape(mod, real, c3, n, batch, grid[:2] if smoke else grid,
                                    device, dtype)
+            save(results)
     finally:
         mod.dwconv_toeplitz_configs = real
         os.environ.pop("PADRE_TRITON_CONV", None)
@@ -148,6 +161,10 @@ def markdown(meta: dict, rows: list[dict]) -> str:
         graph = "-" if r["graph_ms"] is None else f"{r['graph_ms']:.3f}"
         lines.append(f"| {r['C']} | {r['N']} | {r['batch']} | {r['form']} "
                      f"| {r['launch_ms']:.3f} | {graph} |")
+    if meta.get("same_code"):
+        lines += ["", "First-launch candidates compiled to an earlier candidate's machine code "
+                  "(not timed; the sweep leaves out \".ca\" strips where these include them): "
+                  + "; ".join(f"{r['tiles']} = {r['same_as']}" for r in meta["same_code"])]
     if meta.get("sweep"):
         lines += ["", "Tile sweep: the 3C-wide 11x11 conv alone (channel-major input), ms "
                   "(median of CUDA-event timings), fastest first per shape; cuDNN's depthwise "
@@ -198,11 +215,20 @@ def main() -> int:
                               for key, cfg in mod.TUNED.items()]
     for tuned in meta["toeplitz_tiles"]:
         print("tiles", tuned["tiles"], "for x", tuned["key"][4], "weight", tuned["key"][8])
-    (out / "gpu_profile.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+    meta["same_code"] = [{"key": [str(part) for part in key], "tiles": cfg, "same_as": other}
+                         for key, pairs in getattr(mod, "SAME_CODE", {}).items()
+                         for cfg, other in pairs]
+
+    def save(sweep: list[dict] | None = None) -> None:  # after each phase: a limit may end it
+        if sweep is not None:
+            meta["sweep"] = sweep
+        (out / "gpu_profile.json").write_text(json.dumps({"meta": meta, "rows": rows},
+                                                         indent=1))
+        (out / "gpu_profile.md").write_text(markdown(meta, rows))
+
+    save()
     if args.sweep:
-        meta["sweep"] = tile_sweep(mod, device, dtype, args.smoke)
-        (out / "gpu_profile.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
-    (out / "gpu_profile.md").write_text(markdown(meta, rows))
+        tile_sweep(mod, device, dtype, args.smoke, save)
     print(f"wrote {out}/gpu_profile.{{json,md}}")
     return 0
 

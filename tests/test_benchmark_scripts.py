@@ -71,3 +71,16 @@ def test_gpu_table_names_the_tiles_picked_and_the_candidates_not_timed() -> None
     assert ("| weight gradient | (8, 3136, 384) | (1204224, 1, 3136) | BC=8, STRIP_CACHE='' |"
             in text)
     assert "| forward | (8, 3136, 384) | STRIP_CACHE='.ca' | STRIP_CACHE='' |" in text
+
+
+def test_profile_sweep_leaves_out_strip_copies_the_triton_ignores() -> None:
+    """Where the first launches found ".ca" compiled to the default's code (Triton 3.6.0),
+    the tile sweep does not time those copies again; another duplicate does not count."""
+    sys.path.insert(0, str(ROOT))
+    from benchmarks import gpu_profile
+
+    base = {"BC": 8, "STRIP_CACHE": "", "num_stages": 3}
+    ca = {("fwd",): [(dict(base, STRIP_CACHE=".ca"), base)]}
+    other = {("fwd",): [(dict(base, num_stages=2), base)]}
+    assert gpu_profile.strip_cache_ignored(ca)
+    assert not gpu_profile.strip_cache_ignored(other) and not gpu_profile.strip_cache_ignored({})
