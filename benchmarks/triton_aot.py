@@ -232,9 +232,8 @@ def main() -> None:
              "Command: `python benchmarks/triton_aot.py " + " ".join(sys.argv[1:]) + "`  ",
              f"Triton {runs['current'][0]['triton']}; padre3's launch configurations on a GPU "
              "(C = 384, 56 x 56 tokens, 11 x 11 taps, bf16, every fusion flag on); cold Triton "
-             "cache; "
-             "pointers and integer arguments specialised as 16-divisible, as the JIT does for "
-             "an aligned launch. The CUDA-core floor of the tap sum is 121 / 32 = "
+             "cache; pointers and integer arguments specialised as 16-divisible, as the JIT "
+             "does for an aligned launch. The CUDA-core floor of the tap sum is 121 / 32 = "
              f"{FMA_FLOOR:.2f} warp FMAs per output.", ""]
     for label, rows in runs.items():
         lines += [f"## {label}: `{sources[label]}`", "", *table(rows), ""]
