@@ -295,7 +295,7 @@ if triton is not None:
         o_k = i_w * BW - HALO + tl.arange(0, BK)  # [BK] input columns of the strip
         o_c = i_c * BC + tl.arange(0, BC)  # [BC] channels
         m_c = o_c < C
-        m_ck = m_c[:, None, None] & ((o_k >= 0) & (o_k < W))[None, None, :]  # [BC, 1, BK]
+        m_ck = m_c[:, None, None] & inside(o_k, W)[None, None, :]  # [BC, 1, BK]
         o_tk = (tl.arange(0, BK)[:, None] * BW + tl.arange(0, BW)[None, :])[None, :, :]
         o_m = tl.arange(0, BK)[:, None] - tl.arange(0, BW)[None, :] - (HALO - PW)  # [BK, BW]
         m_t = m_c[:, None, None] & ((o_m >= 0) & (o_m < KW))[None, :, :]  # band of tap k - j
@@ -319,13 +319,13 @@ if triton is not None:
             m_w = m_c[:, None, None] & (o_p < KH)[None, :, None] & (o_p < KW)[None, None, :]
             b_w = tl.load(p_w, mask=m_w, other=0.).to(tl.float32)  # [BC, KP, KP] taps
             o_wi = o_j[None, :] + (o_p[:, None] - PW)  # [KP, BW] column of tap m
-            f_w = tl.broadcast_to(((o_wi >= 0) & (o_wi < W)).to(tl.float32)[None, :, :],
+            f_w = tl.broadcast_to(inside(o_wi, W).to(tl.float32)[None, :, :],
                                   (BC, KP, BW))
             w_hi = tf32_high(b_w)
             b_q = tl.dot(w_hi, f_w, input_precision="tf32")
             b_q = tl.dot(b_w - w_hi, f_w, b_q, input_precision="tf32")  # [BC, KP, BW] q_i
             o_hi = o_r[:, None] + (o_p[None, :] - PH)  # [BH, KP] row of tap i
-            f_h = tl.broadcast_to(((o_hi >= 0) & (o_hi < H)).to(tl.float32)[None, :, :],
+            f_h = tl.broadcast_to(inside(o_hi, H).to(tl.float32)[None, :, :],
                                   (BC, BH, KP))
             q_hi = tf32_high(b_q)
             b_1 = tl.dot(f_h, q_hi, input_precision="tf32")
@@ -385,7 +385,7 @@ if triton is not None:
         o_c = i_c * BC + tl.arange(0, BC)  # [BC] channels
         m_c = o_c < C
         m_cj = m_c[:, None, None] & (o_j < W)[None, None, :]  # [BC, 1, BW]
-        m_ck = m_c[:, None, None] & ((o_k >= 0) & (o_k < W))[None, None, :]  # [BC, 1, BK]
+        m_ck = m_c[:, None, None] & inside(o_k, W)[None, None, :]  # [BC, 1, BK]
         # column of P holding lag d in row j: j + d + HALO - PW (< BK for d < KW)
         o_d = tl.arange(0, BD)  # [BD] lags, BD = next power of two >= KW
         o_lag = tl.arange(0, BW)[:, None] + o_d[None, :] + (HALO - PW)  # [BW, BD]
