@@ -11,7 +11,7 @@
 # 2. benchmarks/gpu.py alone on the GPU, logging straight to device_log.txt (correctness gate,
 #    then timings; --budget GPU_BUDGET seconds, 240; GPU_ARGS adds arguments, e.g. "--dims 384");
 # 3. benchmarks/gpu_profile.py: host overhead, kernel-by-kernel device time and the Toeplitz
-#    tile sweep: tiles x pipelines x L1 strips x band from the taps (limit PROFILE_LIMIT
+#    tile sweep: tiles x pipelines x L1 strips x band from the taps x slab (limit PROFILE_LIMIT
 #    seconds, 240).
 # It needs only what the GPU machines' image has (torch, triton, sympy, networkx, hypothesis,
 # rich, pytest, transformers): the package runs from this checkout through PYTHONPATH. Every

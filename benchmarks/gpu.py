@@ -451,6 +451,18 @@ def markdown(meta: dict, rows: list[dict]) -> str:
         for tuned in meta["toeplitz_tiles"]:
             kernel, shape, strides = _launch_shape(tuned["key"])
             lines.append(f"| {kernel} | {shape} | {strides} | {_tiles(tuned['tiles'])} |")
+    if meta.get("candidate_ms"):
+        lines += ["", "Every candidate the first launch of a shape timed (kernels.TIMES; "
+                  "triton.testing.do_bench medians) and its speed relative to the first timed, "
+                  "the default tiles (> 1: faster):",
+                  "", "| kernel | x shape | tiles | ms | speed vs default |",
+                  "|---|---|---|---|---|"]
+        for timed in meta["candidate_ms"]:
+            kernel, shape, _ = _launch_shape(timed["key"])
+            default = timed["times"][0][1]
+            for cfg, ms in timed["times"]:
+                lines.append(f"| {kernel} | {shape} | {_tiles(cfg)} | {ms:.4f} "
+                             f"| {_ratio(default, ms)} |")
     if meta.get("same_code"):
         lines += ["", "Candidates not timed: the installed Triton compiled them to the same "
                   "machine code as an earlier candidate (kernels.SAME_CODE):", "",
@@ -559,6 +571,9 @@ def main() -> int:
     meta["toeplitz_tiles"] = [  # what the first launch of each shape picked (kernels.fastest)
         {"key": [str(part) for part in key], "tiles": cfg}
         for key, cfg in getattr(mod, "TUNED", {}).items()]
+    meta["candidate_ms"] = [
+        {"key": [str(part) for part in key], "times": [[cfg, ms] for cfg, ms in times]}
+        for key, times in getattr(mod, "TIMES", {}).items()]
     meta["same_code"] = [
         {"key": [str(part) for part in key], "tiles": cfg, "same_as": other}
         for key, pairs in getattr(mod, "SAME_CODE", {}).items() for cfg, other in pairs]

@@ -4,7 +4,7 @@
                                                 # benchmarks/results/gpu_profile.{json,md}
     python benchmarks/gpu_profile.py --smoke    # CPU dry run (tiny sizes; a temporary folder)
 
-Per (C, N, batch) and conv form (PADRE_TRITON_CONV), bf16:
+Per (C, N, batch) and conv form (PADRE_TRITON_CONV: toeplitz, slab, direct), bf16:
 - `launch_ms`: the forward as a Python call (median of CUDA-event timings, as gpu.py times it);
 - `graph_ms`: the same forward replayed from a CUDA graph: device time alone, so
   launch_ms - graph_ms is what host overhead (Python, dispatch, launches) adds;
@@ -88,6 +88,9 @@ SWEEP_TILES = [(4, 64), (4, 128), (8, 32), (8, 64), (16, 32), (16, 64)]
 SWEEP_PIPELINES = ((1, ""), (2, ""), (3, ""), (2, ".ca"), (3, ".ca"))
 # tiles also swept with the band gathered from the taps in the kernel (BAND_FROM_TAPS)
 SWEEP_BAND_TILES = [(8, 64)]
+# tiles also swept with the strips from one slab per program (SLAB), at 2 and 3 stages (its
+# slab is one plain load: no ".ca" copies)
+SWEEP_SLAB_TILES = [(8, 32), (8, 64), (16, 32)]
 
 
 def strip_cache_ignored(same_code: dict) -> bool:
@@ -100,17 +103,21 @@ def strip_cache_ignored(same_code: dict) -> bool:
 def tile_sweep(mod, device, dtype, smoke: bool, save=lambda results: None) -> list[dict]:
     """The 3C-wide conv alone (channel-major input, as gpu.py times it) on each tile of
     SWEEP_TILES x {4, 8} warps x SWEEP_PIPELINES (and SWEEP_BAND_TILES so with the band
-    gathered from the taps), beside cuDNN's depthwise conv (NCHW, the same bytes) as a
-    baseline; ".ca" strips are left out where the installed Triton ignores them (the same
-    code as the default, so the same time). A tile that fails to compile or launch is
-    recorded as such; `save` gets the results after each shape (a time limit may end the
-    sweep)."""
+    gathered from the taps, SWEEP_SLAB_TILES with the strips from one slab), beside cuDNN's
+    depthwise conv (NCHW, the same bytes) as a baseline; ".ca" strips are left out where the
+    installed Triton ignores them (the same code as the default, so the same time). A tile
+    that fails to compile or launch is recorded as such; `save` gets the results after each
+    shape (a time limit may end the sweep)."""
     os.environ["PADRE_TRITON_CONV"] = "toeplitz"
     real = mod.dwconv_toeplitz_configs
     skip_ca = strip_cache_ignored(getattr(mod, "SAME_CODE", {}))
-    grid = [(bc, bh, warps, stages, cache, band) for band, tiles in ((False, SWEEP_TILES),
-                                                                     (True, SWEEP_BAND_TILES))
-            for bc, bh in tiles for warps in (4, 8) for stages, cache in SWEEP_PIPELINES
+    grid = [{"BC": bc, "BH": bh, "num_warps": warps, "num_stages": stages,
+             "STRIP_CACHE": cache, "BAND_FROM_TAPS": band, "SLAB": slab}
+            for band, slab, tiles, pipelines in (
+                (False, False, SWEEP_TILES, SWEEP_PIPELINES),
+                (True, False, SWEEP_BAND_TILES, SWEEP_PIPELINES),
+                (False, True, SWEEP_SLAB_TILES, ((2, ""), (3, ""))))
+            for bc, bh in tiles for warps in (4, 8) for stages, cache in pipelines
             if not (skip_ca and cache == ".ca")]
     results = []
     try:
@@ -136,9 +143,7 @@ def sweep_shape(mod, real, c: int, n: int, batch: int, grid, device, dtype) -> l
                                        padding=5, groups=c), device)
     results = [{"C": c, "N": n, "batch": batch, "tiles": "cudnn", "ms": cudnn}]
     print(f"sweep C={c} N={n} B={batch}: cuDNN depthwise {cudnn:.3f} ms", flush=True)
-    for bc, bh, warps, stages, cache, band in grid:
-        tiles = {"BC": bc, "BH": bh, "num_warps": warps, "num_stages": stages,
-                 "STRIP_CACHE": cache, "BAND_FROM_TAPS": band}
+    for tiles in grid:
         mod.dwconv_toeplitz_configs = lambda *a, tiles=tiles, **k: [dict(real(*a, **k)[0],
                                                                           **tiles)]
         try:
@@ -188,7 +193,7 @@ def markdown(meta: dict, rows: list[dict]) -> str:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--smoke", action="store_true", help="CPU dry run at tiny sizes")
-    ap.add_argument("--forms", nargs="+", default=["toeplitz", "direct"])
+    ap.add_argument("--forms", nargs="+", default=["toeplitz", "slab", "direct"])
     ap.add_argument("--no-sweep", dest="sweep", action="store_false",
                     help="skip the Toeplitz tile sweep (about a minute on an H200)")
     args = ap.parse_args()

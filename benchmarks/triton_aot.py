@@ -4,9 +4,11 @@
     # writes benchmarks/results/triton_aot.{md,json,png} (triton_aot_triton-V.* with V)
 
 Compiles padre3's kernels (direct forward, backward, tensor-core Toeplitz forward and weight
-gradient; the Toeplitz forward also at 2 and 1 pipeline stages, with strip copies that allocate
-in L1, on 4-, 2- and un-aligned strips, with its band gathered from the taps (also at 1 stage),
-and as the 3C-wide conv launches it, with and without the dense map's bias folded in) at the launch
+gradient, the latter also with its strips from one slab; the Toeplitz forward also at 2 and
+1 pipeline stages, with strip copies that allocate in L1, on 4-, 2- and un-aligned strips,
+with its band gathered from the taps (also at 1 stage), with its strips from one slab (SLAB:
+at 3 and 2 stages, with the band gathered, and on 4-, 2- and un-aligned strips), and as the
+3C-wide conv launches it, with and without the dense map's bias folded in) at the launch
 configurations their launchers pick for padre3 on a GPU (C = 384, 56 x 56 tokens, 11 x 11 taps,
 bf16, every other fusion flag on) with a cold Triton cache, specialised as the JIT specialises
 an aligned launch, and reads registers, stack (spilled registers) and shared memory from the
@@ -80,8 +82,9 @@ def measure(path: Path, triton_path: Path | None = None) -> list[dict]:
     grads = dict(FLAGS, HAS_DZ=True, HAS_DO=True, **token_major)
     recompute = {"RECOMPUTE": True} if "RECOMPUTE" in text else {}
     toeplitz_off = {"HAS_IN_BIAS": False, "KP": 16} if "HAS_IN_BIAS" in text else {}
-    if "BAND_FROM_TAPS" in text:
-        toeplitz_off["BAND_FROM_TAPS"] = False
+    for flag in ("BAND_FROM_TAPS", "SLAB"):
+        if flag in text:
+            toeplitz_off[flag] = False
     runs = [  # label, kernel, flags, tiles, stages (where the tiles name none), pointer types,
         # loop trips, outputs / program
         ("dwconv_hadamard_fwd_kernel", "dwconv_hadamard_fwd_kernel",
@@ -104,9 +107,13 @@ def measure(path: Path, triton_path: Path | None = None) -> list[dict]:
         body = text[text.index("def dwconv_toeplitz_wgrad_kernel"):]
         rows_outside = body.index("for i_r in range(") < body.index("for i_kh in range(")
         # 160 rows: 25,600 tokens, three row tiles; one stage: plain (L1-cached) strip loads
-        for rows, note, cfg in ((56, "", wgrad), (160, " (160 rows)", wgrad),
-                                (56, " (2 stages)", dict(wgrad, num_stages=2)),
-                                (56, " (1 stage)", dict(wgrad, num_stages=1))):
+        variants = [(56, "", wgrad), (160, " (160 rows)", wgrad),
+                    (56, " (2 stages)", dict(wgrad, num_stages=2)),
+                    (56, " (1 stage)", dict(wgrad, num_stages=1))]
+        if "SLAB" in body:  # each row tile's strips from one slab
+            variants += [(56, " (slab)", dict(wgrad, SLAB=True)),
+                         (160, " (slab, 160 rows)", dict(wgrad, SLAB=True))]
+        for rows, note, cfg in variants:
             tiles = -(-rows // wgrad["BH"])
             runs.append(("dwconv_toeplitz_wgrad_kernel" + note,
                          "dwconv_toeplitz_wgrad_kernel", flags, cfg, 2, {"dw": "fp32"},
@@ -118,9 +125,11 @@ def measure(path: Path, triton_path: Path | None = None) -> list[dict]:
                     "1 stage": dict(toeplitz, num_stages=1)}
         if "STRIP_CACHE" in text:
             variants["strip copies into L1"] = dict(toeplitz, STRIP_CACHE=".ca")
-        variants |= {
-            f"ALIGN={a}": _config(m, "dwconv_toeplitz_config", 384, 11, gpu=True, height=56,
-                                  pad_w=5, align=a) for a in (4, 2, 1)}
+        for a in (4, 2, 1):
+            variants[f"ALIGN={a}"] = _config(m, "dwconv_toeplitz_config", 384, 11, gpu=True,
+                                             height=56, pad_w=5, align=a)
+            if "SLAB" in text:  # one load of the slab instead of a narrow strip per row tap
+                variants[f"slab, ALIGN={a}"] = dict(variants[f"ALIGN={a}"], SLAB=True)
         runs += [(f"{label} ({name})", rest[0], rest[1], cfg, *rest[3:])
                  for name, cfg in variants.items()]
     if "BAND_FROM_TAPS" in text:  # the band gathered from 16-bit and from 32-bit taps
@@ -130,6 +139,11 @@ def measure(path: Path, triton_path: Path | None = None) -> list[dict]:
                  for bits, ptrs, note, more in (("16-bit", {}, "", {}),
                                                 ("32-bit", {"w": "fp32"}, "", {}),
                                                 ("16-bit", {}, ", 1 stage", {"num_stages": 1}))]
+    if "SLAB" in text:  # the strips from one slab per program: 3 and 2 stages, band gathered
+        label, kernel, flags, cfg, *rest = runs[2]
+        runs += [(f"{label} (slab{note})", kernel, flags, dict(cfg, SLAB=True, **more), *rest)
+                 for note, more in (("", {}), (", 2 stages", {"num_stages": 2}),
+                                    (", band from 16-bit taps", {"BAND_FROM_TAPS": True}))]
     if toeplitz_off:  # padre3's 3C-wide conv: conv bias only, then with the dense's bias folded
         label, kernel, flags, *rest = runs[2]
         alone = dict(flags, HAS_GATE=False, HAS_ACC=False, HAS_ACC_SCALE=False,
@@ -152,6 +166,19 @@ def measure(path: Path, triton_path: Path | None = None) -> list[dict]:
     return rows
 
 
+def operand_bytes(kernel: str, tiles: dict, elem_bytes: int = 2) -> float | None:
+    """Bytes of strip and band a Toeplitz forward program loads per output, by tile
+    arithmetic (not measured; what L1 may absorb is not subtracted): per row tap a
+    [BH, BK] strip and a [BK, BW] band for [BH, BW] outputs, or with SLAB the [2 BH, BK]
+    slab once; a band gathered from the taps (L1-resident) is not counted."""
+    if not kernel.startswith("dwconv_toeplitz_fwd_kernel"):
+        return None
+    kh, bh, bw, bk = FLAGS["KH"], tiles["BH"], tiles["BW"], tiles["BK"]
+    strip = 2 * bh * bk if tiles.get("SLAB") else kh * bh * bk
+    band = 0 if tiles.get("BAND_FROM_TAPS") else kh * bk * bw
+    return (strip + band) * elem_bytes / (bh * bw)
+
+
 def table(rows: list[dict]) -> list[str]:
     lines = ["| kernel | tiles, warps | cold compile s | PTX lines | registers / thread | "
              "stack bytes / thread (spills) | shared bytes | tensor cores |",
@@ -164,15 +191,18 @@ def table(rows: list[dict]) -> list[str]:
     lines += ["", "Warp instructions issued per output element (SASS, loops weighted by their "
               "trip counts; backward: per element of du):", "",
               "| kernel | total | x FMA floor | " + " | ".join(CLASSES)
-              + " | of which copies into L1 | global loads by width (bytes: share) |",
-              "|---|---|---|" + "---|" * len(CLASSES) + "---|---|"]
+              + " | of which copies into L1 | global loads by width (bytes: share) "
+              "| strip + band bytes / output (tile arithmetic) |",
+              "|---|---|---|" + "---|" * len(CLASSES) + "---|---|---|"]
     for r in rows:
         per = r["per_output"]
         loads = sum(r["load_widths"].values())
         widths = ", ".join(f"{w}: {n / loads:.0%}" for w, n in r["load_widths"].items())
         lines.append(f"| {r['kernel']} | {per['total']:.2f} | {per['total'] / FMA_FLOOR:.2f} | "
                      + " | ".join(f"{per.get(k, 0.0):.2f}" for k in CLASSES)
-                     + f" | {r.get('l1_copies_per_output', 0.0):.2f} | {widths} |")
+                     + f" | {r.get('l1_copies_per_output', 0.0):.2f} | {widths} | "
+                     + ("" if (b := operand_bytes(r["kernel"], r["tiles"])) is None
+                        else f"{b:.1f}") + " |")
     return lines
 
 

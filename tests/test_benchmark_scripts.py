@@ -35,7 +35,7 @@ def test_gpu_profile_smoke_run_writes_its_tables(tmp_path: Path) -> None:
                           text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     result = json.loads((tmp_path / "gpu_profile.json").read_text())
-    assert {r["form"] for r in result["rows"]} == {"toeplitz", "direct"}
+    assert {r["form"] for r in result["rows"]} == {"toeplitz", "slab", "direct"}
     assert all(r["kernels"] and r["train_kernels"] for r in result["rows"])
     sweep = result["meta"]["sweep"]
     assert sweep[0]["tiles"] == "cudnn" and all(r["ms"] for r in sweep)
@@ -55,8 +55,9 @@ def test_host_overhead_script_writes_its_table(tmp_path: Path) -> None:
 
 
 def test_gpu_table_names_the_tiles_picked_and_the_candidates_not_timed() -> None:
-    """The first launches' picks (kernels.TUNED) and the variants the installed Triton compiled
-    to an earlier candidate's code (kernels.SAME_CODE) both reach gpu_padre3.md."""
+    """The first launches' picks (kernels.TUNED), every candidate's time against the default's
+    (kernels.TIMES) and the variants the installed Triton compiled to an earlier candidate's
+    code (kernels.SAME_CODE) reach gpu_padre3.md."""
     sys.path.insert(0, str(ROOT))
     from benchmarks import gpu
 
@@ -66,8 +67,10 @@ def test_gpu_table_names_the_tiles_picked_and_the_candidates_not_timed() -> None
             "peaks": {"matmul_flops": 1e15, "bandwidth": 4e12}, "gate": {},
             "toeplitz_tiles": [{"key": key, "tiles": {"BC": 8, "STRIP_CACHE": ""}}],
             "same_code": [{"key": ["cuda:0", *key[1:]], "tiles": {"STRIP_CACHE": ".ca"},
-                           "same_as": {"STRIP_CACHE": ""}}]}
+                           "same_as": {"STRIP_CACHE": ""}}],
+            "candidate_ms": [{"key": key, "times": [[{"BC": 8}, 0.3], [{"SLAB": True}, 0.2]]}]}
     text = gpu.markdown(meta, [])
+    assert "| weight gradient | (8, 3136, 384) | SLAB=True | 0.2000 | 1.50 |" in text
     assert ("| weight gradient | (8, 3136, 384) | (1204224, 1, 3136) | BC=8, STRIP_CACHE='' |"
             in text)
     assert "| forward | (8, 3136, 384) | STRIP_CACHE='.ca' | STRIP_CACHE='' |" in text

@@ -85,15 +85,41 @@ if triton is not None:
     @triton.jit
     def strip_tile(x, o_r, o_k, o_c, m_ck, i_kh, PH: tl.constexpr, H, W, s_xn, s_xc,
                    STRIP_CACHE: tl.constexpr):
-        """[BC, BH, BK] x[c, r + i_kh - PH, k] of the Toeplitz kernels (x: one image's [N, C]
-        view, token n = r * W + k; o_r: [BH] rows r, o_k: [BK] columns k, o_c: [BC] channels,
+        """[BC, R, BK] x[c, r + i_kh - PH, k] of the Toeplitz kernels (x: one image's [N, C]
+        view, token n = r * W + k; o_r: [R] rows r, o_k: [BK] columns k, o_c: [BC] channels,
         m_ck: [BC, 1, BK] channel and column validity); 0 outside the grid."""
-        o_hi = o_r + (i_kh - PH)  # [BH] input rows
+        o_hi = o_r + (i_kh - PH)  # [R] input rows
         m_h = inside(o_hi, H)
         p_x = (x + ((o_hi * W)[:, None] + o_k[None, :])[None, :, :] * s_xn
                + o_c[:, None, None] * s_xc)
         return tl.load(p_x, mask=m_ck & m_h[None, :, None], other=0.,
                        cache_modifier=STRIP_CACHE)
+
+
+    @triton.jit
+    def slab_tile(x, r0, o_k, o_c, m_ck, PH, H, W, s_xn, s_xc, STRIP_CACHE: tl.constexpr,
+                  BC: tl.constexpr, BH: tl.constexpr, BK: tl.constexpr):
+        """[32, BC * BH / 16 * BK] windows laid side by side: row b of window (c, q) holds
+        x[c, r0 + 16 q + b - PH, k] (q < BH / 16; strip_tile's arguments), every input row
+        the row taps (KH <= 17) of output rows r0 + 16 q + (0..15) read."""
+        o_q = tl.arange(0, 2 * BH)  # window q = o_q // 32, row b = o_q % 32
+        b_w = strip_tile(x, r0 + 16 * (o_q // 32) + o_q % 32, o_k, o_c, m_ck, 0, PH, H, W,
+                         s_xn, s_xc, STRIP_CACHE)  # [BC, 2 BH, BK]
+        b_w = tl.permute(tl.reshape(b_w, (BC, BH // 16, 32, BK)), (2, 0, 1, 3))
+        return tl.reshape(b_w, (32, BC * (BH // 16) * BK))
+
+
+    @triton.jit
+    def slab_strip(b_w, i_kh, BC: tl.constexpr, BH: tl.constexpr, BK: tl.constexpr):
+        """strip_tile(..., i_kh, ...) for output rows r0 + (0..BH-1) from slab_tile's b_w:
+        rows a of block q are window rows a + i_kh, so the strip is S @ b_w with the 0/1 shift
+        S[a, b] = [b = a + i_kh] ([16, 32]): one tensor-core product whose every element has
+        one nonzero term (exact), taken by the next product from registers."""
+        o_a, o_b = tl.arange(0, 16), tl.arange(0, 32)
+        s_i = (o_b[None, :] == o_a[:, None] + i_kh).to(b_w.dtype)  # [16, 32]
+        b_x = tl.dot(s_i, b_w).to(b_w.dtype)  # [16, BC * BH / 16 * BK]
+        b_x = tl.permute(tl.reshape(b_x, (16, BC, BH // 16, BK)), (1, 2, 0, 3))
+        return tl.reshape(b_x, (BC, BH, BK))
 
 
     @triton.jit(do_not_specialize=["N", "H", "W"])  # one compile for every grid
@@ -258,7 +284,7 @@ if triton is not None:
         STORE_Z: tl.constexpr, STORE_O: tl.constexpr,
         BH: tl.constexpr, BW: tl.constexpr, BK: tl.constexpr, BC: tl.constexpr,
         HALO: tl.constexpr, ALIGN: tl.constexpr, STRIP_CACHE: tl.constexpr, KP: tl.constexpr,
-        BAND_FROM_TAPS: tl.constexpr,
+        BAND_FROM_TAPS: tl.constexpr, SLAB: tl.constexpr,
     ):
         """dwconv_hadamard_fwd_kernel's contract on tensor cores (banded Toeplitz products).
 
@@ -278,6 +304,12 @@ if triton is not None:
         BAND_FROM_TAPS: t[c, i] gathered from the taps w (KW values a row, cached in L1) instead
         of read from the precomputed band (BK * BW values a row, from L2: 11 of the ~55 bytes
         of L2 traffic per output at padre3's tiles); t is then not read.
+        SLAB (KH <= 17, 16 | BH): the strips without a load per row tap. Output rows
+        r0 + 16 q + a (a < 16) of row tap i read input rows r0 + 16 q - PH + (a + i), inside
+        the 32-row window starting at r0 + 16 q - PH; one [BC, 2 BH, BK] load holds the windows
+        of all BH / 16 blocks q (slab_tile), and tap i's strip is a 0/1 row-shift product of
+        them on tensor cores, exact (slab_strip). L2 then serves each strip row twice per
+        program instead of about KH times, for ~3x the tensor-core work.
 
         HAS_IN_BIAS: the input is x + bi (bi: [C], the bias of the dense map that wrote x, so
         that map needs no pass of its own to add it). By linearity conv(x + bi) = conv(x) +
@@ -300,9 +332,15 @@ if triton is not None:
         o_m = tl.arange(0, BK)[:, None] - tl.arange(0, BW)[None, :] - (HALO - PW)  # [BK, BW]
         m_t = m_c[:, None, None] & ((o_m >= 0) & (o_m < KW))[None, :, :]  # band of tap k - j
         b_u = tl.zeros([BC, BH, BW], dtype=tl.float32)  # [BC, BH, BW] conv accumulator
+        if SLAB:  # every row tap's strip from one load (slab_strip)
+            b_w = slab_tile(x + i_b * s_xb, i_h * BH, o_k, o_c, m_ck, PH, H, W, s_xn, s_xc,
+                            STRIP_CACHE, BC, BH, BK)
         for i_kh in range(KH):
-            b_x = strip_tile(x + i_b * s_xb, o_r, o_k, o_c, m_ck, i_kh, PH, H, W, s_xn, s_xc,
-                             STRIP_CACHE)  # [BC, BH, BK]
+            if SLAB:
+                b_x = slab_strip(b_w, i_kh, BC, BH, BK)  # [BC, BH, BK]
+            else:
+                b_x = strip_tile(x + i_b * s_xb, o_r, o_k, o_c, m_ck, i_kh, PH, H, W, s_xn,
+                                 s_xc, STRIP_CACHE)  # [BC, BH, BK]
             if BAND_FROM_TAPS:  # gathered from the taps (a few hundred bytes, L1-resident)
                 p_t = w + o_c[:, None, None] * (KH * KW) + i_kh * KW + o_m[None, :, :]
                 b_t = tl.load(p_t, mask=m_t, other=0.)  # [BC, BK, BW]
@@ -362,6 +400,7 @@ if triton is not None:
         KH: tl.constexpr, KW: tl.constexpr, PH: tl.constexpr, PW: tl.constexpr,
         BH: tl.constexpr, BW: tl.constexpr, BK: tl.constexpr, BC: tl.constexpr,
         HALO: tl.constexpr, ALIGN: tl.constexpr, STRIP_CACHE: tl.constexpr, BD: tl.constexpr,
+        SLAB: tl.constexpr,
     ):
         """dw[c, i, d] += sum_{r, j} du[c, r, j] x[c, r + i - PH, j + d - PW] on tensor cores,
         for one [BC channels, BW columns] stripe of one image, all rows.
@@ -374,7 +413,8 @@ if triton is not None:
         ALIGN and STRIP_CACHE as in the forward (the row taps re-read the stripe's x rows).
         Row tiles outside, taps inside: each du tile is loaded and transposed once for all
         taps, the tap loop is the one pipelined, and the diagonal sums of each (tile, tap)
-        are added to dw as they come (they are linear in P).
+        are added to dw as they come (they are linear in P). SLAB (KH <= 17, 16 | BH): each
+        row tile's strips from one load, as in the forward (slab_tile, slab_strip).
         """
         # == themselves (the launcher checks ALIGN divides them, for x and du); tells the compiler
         W, s_xb, s_xc = (W // ALIGN) * ALIGN, (s_xb // ALIGN) * ALIGN, (s_xc // ALIGN) * ALIGN
@@ -397,9 +437,15 @@ if triton is not None:
             b_dt = tl.load(p_d + (o_r * W)[None, :, None] * s_dn,
                            mask=m_cj & (o_r < H)[None, :, None], other=0.)  # [BC, BH, BW]
             b_dt = tl.permute(b_dt, (0, 2, 1)).to(x.dtype.element_ty)  # [BC, BW, BH], once
+            if SLAB:  # the row tile's strips from one load, as in the forward
+                b_w = slab_tile(x + i_b * s_xb, i_r, o_k, o_c, m_ck, PH, H, W, s_xn, s_xc,
+                                STRIP_CACHE, BC, BH, BK)
             for i_kh in range(KH):
-                b_x = strip_tile(x + i_b * s_xb, o_r, o_k, o_c, m_ck, i_kh, PH, H, W, s_xn,
-                                 s_xc, STRIP_CACHE)  # [BC, BH, BK]
+                if SLAB:
+                    b_x = slab_strip(b_w, i_kh, BC, BH, BK)  # [BC, BH, BK]
+                else:
+                    b_x = strip_tile(x + i_b * s_xb, o_r, o_k, o_c, m_ck, i_kh, PH, H, W, s_xn,
+                                     s_xc, STRIP_CACHE)  # [BC, BH, BK]
                 b_p = tl.dot(b_dt, b_x)  # [BC, BW, BK] this tile's P of row tap i
                 b_s = tl.sum(tl.gather(b_p, o_lag, axis=2), axis=1)  # [BC, BD] diagonal sums
                 tl.atomic_add(dw + o_c[:, None] * (KH * KW) + i_kh * KW + o_d[None, :], b_s,
@@ -463,7 +509,7 @@ def dwconv_toeplitz_config(c: int, kw: int, gpu: bool, height: int = 64,
     halo = -(-pad_w // align) * align
     return {"BH": bh if gpu else 16, "BW": bw,
             "BK": next_power_of_2(bw + halo + kw - 1 - pad_w), "HALO": halo,
-            "ALIGN": align, "STRIP_CACHE": "",
+            "ALIGN": align, "STRIP_CACHE": "", "SLAB": False,
             "BC": min((8 if bw == 16 else 4) if gpu else 64, next_power_of_2(c)),
             "num_warps": 8 if gpu else 1, "num_stages": 3}
 
@@ -494,16 +540,33 @@ TOEPLITZ_L1_VARIANTS = ({"STRIP_CACHE": ".ca"}, {"STRIP_CACHE": ".ca", "num_stag
 TOEPLITZ_BAND_VARIANTS = ({"BAND_FROM_TAPS": True},
                           {"BAND_FROM_TAPS": True, "STRIP_CACHE": ".ca"},
                           {"BAND_FROM_TAPS": True, "num_stages": 1})
+# and with the strips taken from one slab per program (SLAB, KH <= 17: row-shift products on
+# tensor cores instead of a strip load per row tap): 8 instead of 44 bytes of strip loaded per
+# output (19 of 55 with the band) for 2.63 warp instructions per output against 2.58 under the
+# H200's Triton 3.6.0, 2.68 against 2.12 under 3.9 (benchmarks/results/triton_aot*.md); at 2
+# stages, and with the band gathered from the taps as well (8 bytes per output in all)
+TOEPLITZ_SLAB_VARIANTS = ({"SLAB": True}, {"SLAB": True, "num_stages": 2},
+                          {"SLAB": True, "BAND_FROM_TAPS": True})
+
+
+def toeplitz_shared_bytes(cfg: dict[str, int], elem_bytes: int) -> int:
+    """Shared memory of the Toeplitz forward's largest tl.dot: Triton keeps num_stages - 1
+    buffers of its operands, [BC, BH, BK] + [BC, BK, BW] (the band product) or, with SLAB,
+    [16, 32] + [32, BC * BH / 16 * BK] (the row shift)."""
+    band = cfg["BC"] * cfg["BK"] * (cfg["BH"] + cfg["BW"])
+    shift = 16 * 32 + 32 * cfg["BC"] * cfg["BH"] // 16 * cfg["BK"] if cfg.get("SLAB") else 0
+    return max(band, shift) * elem_bytes * max(cfg["num_stages"] - 1, 1)
 
 
 @functools.cache  # once per launch shape: every forward asks
 def dwconv_toeplitz_configs(c: int, kw: int, gpu: bool, height: int = 64,
                             pad_w: int | None = None, align: int = 1,
-                            elem_bytes: int = 2) -> tuple[dict[str, int], ...]:
-    """The default tiles, then (on a GPU) the alternatives and the default's L1 and band
-    variants: same BW, BK, HALO, so one band operand serves them all; BH shrinks to the grid's
-    height as in the default. An alternative whose num_stages - 1 buffers of dot operands
-    ([BC, BH, BK] + [BC, BK, BW] elements) would pass 192 KiB of shared memory is left out
+                            elem_bytes: int = 2, kh: int | None = None
+                            ) -> tuple[dict[str, int], ...]:
+    """The default tiles, then (on a GPU) the alternatives and the default's L1, band and
+    slab variants (slab: kh <= 17; kh defaults to kw): same BW, BK, HALO, so one band operand
+    serves them all; BH shrinks to the grid's height as in the default. An alternative whose
+    dot operands would pass 192 KiB of shared memory (toeplitz_shared_bytes) is left out
     (32-bit inputs). Shared between calls: not to be modified."""
     base = dwconv_toeplitz_config(c, kw, gpu, height=height, pad_w=pad_w, align=align)
     candidates = []
@@ -512,13 +575,12 @@ def dwconv_toeplitz_configs(c: int, kw: int, gpu: bool, height: int = 64,
             bh //= 2
         candidates.append(dict(base, BC=min(bc, next_power_of_2(c)), BH=bh,
                                num_warps=warps))
+    slab = TOEPLITZ_SLAB_VARIANTS if (kw if kh is None else kh) <= 17 else ()
     candidates += [dict(base, **variant) for variant in (
-        TOEPLITZ_L1_VARIANTS + TOEPLITZ_BAND_VARIANTS if gpu else ())]
+        TOEPLITZ_L1_VARIANTS + TOEPLITZ_BAND_VARIANTS + slab if gpu else ())]
     configs = [base]
     for cfg in candidates:
-        operands = (cfg["BC"] * cfg["BK"] * (cfg["BH"] + cfg["BW"]) * elem_bytes
-                    * max(cfg["num_stages"] - 1, 1))
-        if cfg not in configs and operands <= 192 * 1024:
+        if cfg not in configs and toeplitz_shared_bytes(cfg, elem_bytes) <= 192 * 1024:
             configs.append(cfg)
     return tuple(configs)
 
@@ -530,6 +592,10 @@ def dwconv_toeplitz_configs(c: int, kw: int, gpu: bool, height: int = 64,
 # at 3 (benchmarks/results/triton_aot.md)
 WGRAD_VARIANTS = ({"STRIP_CACHE": ".ca"}, {"num_stages": 2},
                   {"STRIP_CACHE": ".ca", "num_stages": 2}, {"num_stages": 1})
+# and (KH <= 17) with each row tile's strips from one slab, as the forward's SLAB: 3.08 warp
+# instructions per du element against 3.46 under Triton 3.6.0, 3.24 against 3.08 under 3.9;
+# nothing is loaded in its tap loop, so its pipeline depth makes no difference
+WGRAD_SLAB = {"SLAB": True}
 
 
 def in_bias_tile(kh: int, kw: int) -> int:
@@ -539,6 +605,7 @@ def in_bias_tile(kh: int, kw: int) -> int:
 
 
 TUNED: dict[tuple, dict[str, int]] = {}  # launch shape -> fastest tiles
+TIMES: dict[tuple, list[tuple[dict[str, int], float]]] = {}  # -> (candidate, median ms) timed
 # launch shape -> (candidate, the earlier candidate it compiled to the same machine code as):
 # a variant the installed Triton lowers as it lowers another (Triton 3.6 issues the strip's
 # ".ca" copies as cp.async.cg: benchmarks/results/triton_aot_triton-3.6.0.md) is not timed
@@ -558,8 +625,8 @@ def fastest(key: tuple, configs: tuple[dict[str, int], ...], launch) -> dict[str
     PADRE_TRITON_TUNE=0. Each candidate is launched once first: one that raises (a tile this
     GPU cannot compile or fit) is skipped, and if every one raises the first error
     propagates; one whose launch returns the same machine code as an earlier candidate's
-    (machine_code) is recorded in SAME_CODE, not timed. Timing launches the kernel: warm a
-    module up before capturing it in a CUDA graph."""
+    (machine_code) is recorded in SAME_CODE, not timed; the others' medians in TIMES. Timing
+    launches the kernel: warm a module up before capturing it in a CUDA graph."""
     if len(configs) == 1 or os.environ.get("PADRE_TRITON_TUNE") == "0":
         return configs[0]
     if key not in TUNED:
@@ -573,6 +640,7 @@ def fastest(key: tuple, configs: tuple[dict[str, int], ...], launch) -> dict[str
                     continue
                 seen.setdefault(code, cfg)
                 ms.append(triton.testing.do_bench(lambda cfg=cfg: launch(cfg), warmup=5, rep=20))
+                TIMES.setdefault(key, []).append((cfg, ms[-1]))
             except Exception as err:  # any compile or launch failure: not a candidate
                 ms.append(float("inf"))
                 errors.append(err)
@@ -620,11 +688,12 @@ def conv_form(x: torch.Tensor, height: int, kw: int, dtype: torch.dtype | None =
     """'toeplitz' (tensor cores) for 16-bit 2-D maps on a GPU, else 'direct' (CUDA cores);
     `dtype`: the conv input's dtype where x is not that input yet (default x.dtype).
 
-    PADRE_TRITON_CONV=direct|toeplitz forces one (the CPU tests run both in the interpreter).
+    PADRE_TRITON_CONV=direct|toeplitz forces one (the CPU tests run both in the interpreter);
+    =slab forces the Toeplitz form with its strips from one slab per program (SLAB).
     """
     forced = os.environ.get("PADRE_TRITON_CONV", "")
-    if forced in ("direct", "toeplitz"):
-        return forced
+    if forced in ("direct", "toeplitz", "slab"):
+        return "direct" if forced == "direct" else "toeplitz"
     sixteen = (dtype or x.dtype) in (torch.float16, torch.bfloat16)
     return "toeplitz" if x.is_cuda and sixteen and height >= 8 and kw <= 33 else "direct"
 
@@ -711,7 +780,10 @@ def dwconv_hadamard_launch(x, weight, bias, gate, acc, acc_scale, scale, height:
     if conv_form(x, height, weight.shape[2]) == "toeplitz" and not TOEPLITZ_FAILED:
         align = strip_alignment(x, width)
         configs = dwconv_toeplitz_configs(c, weight.shape[2], x.is_cuda, height=height,
-                                          pad_w=pad_w, align=align, elem_bytes=x.element_size())
+                                          pad_w=pad_w, align=align, elem_bytes=x.element_size(),
+                                          kh=weight.shape[1])
+        if os.environ.get("PADRE_TRITON_CONV") == "slab" and weight.shape[1] <= 17:
+            configs = (dict(configs[0], SLAB=True),)
         first = configs[0]  # BW, BK, HALO: shared by every candidate
         bands = []  # the band operand, built for the first launch that reads it
 
@@ -741,7 +813,7 @@ def dwconv_hadamard_launch(x, weight, bias, gate, acc, acc_scale, scale, height:
             launch(fastest(key, configs, launch))
             return
         except Exception as err:  # a GPU compiler that rejects the 3-D dot: direct from now on
-            if os.environ.get("PADRE_TRITON_CONV") == "toeplitz":
+            if os.environ.get("PADRE_TRITON_CONV") in ("toeplitz", "slab"):
                 raise
             TOEPLITZ_FAILED.append(repr(err))
             warnings.warn(f"dwconv_toeplitz_fwd_kernel failed ({err!r:.300}); falling back to "
@@ -930,7 +1002,10 @@ def dwconv_toeplitz_wgrad_launch(x, du, dw, height: int, width: int, pad_h: int,
     kh, kw = dw.shape[1], dw.shape[2]
     align = min(strip_alignment(x, width), strip_alignment(du, width))
     base = dwconv_toeplitz_config(c, kw, x.is_cuda, height=height, pad_w=pad_w, align=align)
-    configs = (base, *(dict(base, **v) for v in (WGRAD_VARIANTS if x.is_cuda else ())))
+    variants = (*WGRAD_VARIANTS, *((WGRAD_SLAB,) if kh <= 17 else ())) if x.is_cuda else ()
+    configs = (base, *(dict(base, **v) for v in variants))
+    if os.environ.get("PADRE_TRITON_CONV") == "slab" and kh <= 17:
+        configs = (dict(base, **WGRAD_SLAB),)
 
     def launch(cfg, out):
         grid = (cdiv(width, cfg["BW"]), cdiv(c, cfg["BC"]), b)
@@ -946,7 +1021,7 @@ def dwconv_toeplitz_wgrad_launch(x, du, dw, height: int, width: int, pad_h: int,
             launch(fastest(key, configs, lambda cfg: launch(cfg, torch.empty_like(dw))), dw)
             return
         except Exception as err:  # a GPU compiler that rejects the 3-D dot: torch (cuDNN)
-            if os.environ.get("PADRE_TRITON_CONV") == "toeplitz":
+            if os.environ.get("PADRE_TRITON_CONV") in ("toeplitz", "slab"):
                 raise
             WGRAD_FAILED.append(repr(err))
             warnings.warn(f"dwconv_toeplitz_wgrad_kernel failed ({err!r:.300}); dw from "
@@ -1011,8 +1086,8 @@ dwconv_hadamard = custom_op_caller(_register_dwconv_hadamard(), _dwconv_hadamard
 
 # tl.dot tiles per kernel, (batch, M, N, K): backends/triton/legality.py
 DOT_TILES = {
-    'dwconv_toeplitz_fwd_kernel': [('BC', 'BH', 'BW', 'BK'), ('BC', 'KP', 'BW', 'KP'), ('BC', 'KP', 'BW', 'KP'), ('BC', 'BH', 'BW', 'KP'), ('BC', 'BH', 'BW', 'KP')],
-    'dwconv_toeplitz_wgrad_kernel': [('BC', 'BW', 'BK', 'BH')],
+    'dwconv_toeplitz_fwd_kernel': [(1, 16, 'BC * (BH // 16) * BK', 32, 'SLAB'), ('BC', 'BH', 'BW', 'BK'), ('BC', 'KP', 'BW', 'KP'), ('BC', 'KP', 'BW', 'KP'), ('BC', 'BH', 'BW', 'KP'), ('BC', 'BH', 'BW', 'KP')],
+    'dwconv_toeplitz_wgrad_kernel': [(1, 16, 'BC * (BH // 16) * BK', 32, 'SLAB'), ('BC', 'BW', 'BK', 'BH')],
 }
 
 

@@ -10,9 +10,10 @@ error of the "eager" twin in the same dtype (the unoptimised spec graph lowered 
 PyTorch) plus an absolute floor of 4 ulp of max|reference|.
 
 Triton examples also draw the depthwise conv's form (`PADRE_TRITON_CONV`): auto (the
-launcher's choice), direct (CUDA cores) or toeplitz (tensor cores, with its channel-major dense
-inputs), so the interpreter runs both kernel families; grids up to 16 wide reach the Toeplitz
-kernel's 8-column aligned strips.
+launcher's choice), direct (CUDA cores), toeplitz (tensor cores, with its channel-major dense
+inputs) or slab (toeplitz with every row tap's strip taken from one slab by row-shift
+products), so the interpreter runs every kernel variant; grids up to 16 wide reach the
+Toeplitz kernel's 8-column aligned strips.
 
 A non-finite result where the reference is finite fails, unless the eager twin in the same
 dtype overflows too (the values exceed the dtype's range). Every rule also allows 16 times the
@@ -61,7 +62,7 @@ DTYPES = {"float64": torch.float64, "float32": torch.float32, "float16": torch.f
 BACKEND_DTYPES = {"torch": ("float64", "float32", "float16", "bfloat16"),
                   "triton": ("float32", "float16")}
 FIXED_TOL = {"float64": 1e-9, "float32": 1e-4}
-BACKEND_CONV_FORMS = {"torch": ("auto",), "triton": ("auto", "direct", "toeplitz")}
+BACKEND_CONV_FORMS = {"torch": ("auto",), "triton": ("auto", "direct", "toeplitz", "slab")}
 
 
 @dataclass(frozen=True)

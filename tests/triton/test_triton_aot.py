@@ -16,7 +16,7 @@ pytestmark = pytest.mark.skipif(not aot.available(),
 FLAGS = dict(HAS_BIAS=True, HAS_GATE=True, HAS_ACC=True, HAS_ACC_SCALE=True, HAS_SCALE=True)
 GRADS = {k: "fp32" for k in ("dw", "db", "ds", "dsa")}
 # the Toeplitz forward's flags a launcher's tiles may leave out: off unless a test sets them
-TOEPLITZ = {"HAS_IN_BIAS": False, "KP": 16, "BAND_FROM_TAPS": False}
+TOEPLITZ = {"HAS_IN_BIAS": False, "KP": 16, "BAND_FROM_TAPS": False, "SLAB": False}
 
 
 PATH = codegen_path("padre3", "triton")
@@ -52,15 +52,15 @@ def test_direct_kernels_at_gpu_tiles_do_not_spill(padre3, kernel: str) -> None:
 
 
 @pytest.mark.parametrize(("taps", "height", "pick"),
-                         [(11, 56, i) for i in range(11)] + [(31, 80, i) for i in range(4)])
+                         [(11, 56, i) for i in range(14)] + [(31, 80, i) for i in range(4)])
 def test_toeplitz_kernel_at_gpu_tiles_does_not_spill(padre3, taps: int, height: int,
                                                      pick: int) -> None:
     """As a GPU forward launches it (channel-major input, token stride 1, aligned strips), at
-    the default tiles and at every candidate the first launch times (the L1 and band variants
-    at 11 taps: the same tiles)."""
+    the default tiles and at every candidate the first launch times (the L1, band and slab
+    variants at 11 taps: the same tiles; no slab past 17 taps)."""
     configs = padre3.dwconv_toeplitz_configs(384, taps, gpu=True, height=height,
                                              pad_w=taps // 2, align=8)
-    assert len(configs) == (11 if taps == 11 else 10)
+    assert len(configs) == (14 if taps == 11 else 10)
     cfg = configs[pick]
     consts = {**FLAGS, **TOEPLITZ, "STORE_Z": True, "STORE_O": True, "s_xn": 1, **_taps(taps),
               **aot.constexprs_of(cfg)}
@@ -72,6 +72,11 @@ def test_toeplitz_kernel_at_gpu_tiles_does_not_spill(padre3, taps: int, height: 
     assert r.mma != "none"  # the banded products run on tensor cores
     census = r.census
     copies = census.counts.get("global->shared copy", 0)
+    if cfg.get("SLAB"):  # 16-byte loads: the slab once (not per row tap), the gate, the acc
+        slab, epilogue = 2 * cfg["BH"] * cfg["BK"], 2 * cfg["BH"] * cfg["BW"]
+        assert census.widths[16] == cfg["BC"] * (slab + epilogue) // 8 // 32
+        assert (copies > 0) != bool(cfg.get("BAND_FROM_TAPS"))  # the band's, if read
+        return
     if cfg["num_stages"] == 1:  # no pipeline: plain 16-byte loads (L1-cached), no copies
         strip, band = census.widths.get(16, 0), census.widths.get(2, 0)
         # (a band gathered from the taps: 2-byte loads of L1-resident taps)
@@ -111,13 +116,15 @@ def test_tensor_core_backward_kernels_at_gpu_tiles(padre3) -> None:
     assert given.census.counts.get("fp32 fma", 0) < 0.5 * given.census.total
 
 
-@pytest.mark.parametrize("pick", range(5))
+@pytest.mark.parametrize("pick", range(6))
 def test_weight_gradient_candidates_do_not_spill(padre3, pick: int) -> None:
     """Every tile the weight gradient's first launch times compiles for sm_90 without spills
-    and on tensor cores; one stage reads its strips with plain 16-byte loads, no copies."""
+    and on tensor cores; one stage reads its strips with plain 16-byte loads, no copies, and
+    the slab reads each row tile's once (16-byte loads: the slab's [BC, 2 BH, BK] per row
+    tile, not per row tap, and du's [BC, BH, BW])."""
     base = padre3.dwconv_toeplitz_config(384, 11, gpu=True, height=56, pad_w=5, align=8)
-    configs = [base, *(dict(base, **v) for v in padre3.WGRAD_VARIANTS)]
-    assert len(configs) == 5
+    configs = [base, *(dict(base, **v) for v in (*padre3.WGRAD_VARIANTS, padre3.WGRAD_SLAB))]
+    assert len(configs) == 6
     cfg = configs[pick]
     r = aot.compile_kernel(PATH, "dwconv_toeplitz_wgrad_kernel",
                            dict(_taps(11), BD=16, s_xn=1, s_dn=1, **aot.constexprs_of(cfg)),
@@ -127,6 +134,9 @@ def test_weight_gradient_candidates_do_not_spill(padre3, pick: int) -> None:
     copies = r.census.counts.get("global->shared copy", 0)
     if cfg["num_stages"] == 1:
         assert copies == 0 and r.census.widths.get(16, 0) > 0
+    elif cfg["SLAB"]:
+        tile = cfg["BC"] * (2 * cfg["BH"] * cfg["BK"] + cfg["BH"] * cfg["BW"]) // 8 // 32
+        assert copies == 0 and r.census.widths[16] == tile  # one row tile at 56 rows
     else:
         assert copies > 0
 

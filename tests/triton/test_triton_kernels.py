@@ -72,7 +72,7 @@ def _build(name: str, dim: int, size, dtype, seed: int = 0):
     return spec, module, rounded, grid, tokens
 
 
-@pytest.fixture(params=["direct", "toeplitz"])
+@pytest.fixture(params=["direct", "toeplitz", "slab"])
 def form(request, monkeypatch):
     monkeypatch.setenv("PADRE_TRITON_CONV", request.param)
     return request.param
@@ -318,7 +318,7 @@ def test_gpu_block_sizes_across_tile_boundaries(form, layout, monkeypatch) -> No
     real = m.toeplitz_operand
     monkeypatch.setattr(m, "toeplitz_operand", lambda *a: shifts.append(a[3]) or real(*a))
     m.dwconv_hadamard_launch(x, weight, bias, gate, acc, None, scale, h, w, 2, 2, z, o)
-    if form == "toeplitz":  # the strip's left margin: HALO - pad, HALO = pad rounded up to align
+    if form != "direct":  # the strip's left margin: HALO - pad, HALO = pad rounded up to align
         assert (halo, shifts) == ({1: 2, 4: 4, 8: 8}[align], [halo - 2])
     want_z, want_o = m.naive_dwconv_hadamard(x, weight, bias, gate, acc, None, scale, h, w, 2,
                                              2, True, True)
@@ -356,6 +356,31 @@ def test_every_gpu_tile_candidate_matches_naive_twin(monkeypatch) -> None:
         assert torch.allclose(z, want, atol=1e-3, rtol=1e-4), cfg
 
 
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
+@pytest.mark.parametrize(("k", "pad_h"), [(17, 0), (17, 8), (17, 16), (3, 1), (1, 0)],
+                         ids=["17-top", "17-centred", "17-causal", "3", "1"])
+def test_slab_windows_hold_every_row_tap(k: int, pad_h: int, dtype, monkeypatch) -> None:
+    """SLAB at the window's limits: 17 row taps read rows a + i up to 15 + 16, the last of the
+    32-row window, with the window's top PH rows above the tile (causal: all 16), over three
+    row tiles and a grid shorter than one; then the slab is offered only up to 17 taps."""
+    m = _kernels_module()
+    monkeypatch.setenv("PADRE_TRITON_CONV", "slab")
+    gen = torch.Generator().manual_seed(k + pad_h)
+    for h, w in ((40, 12), (5, 9)):
+        b, c = 2, 3
+        x = torch.randn(b, c, h * w, generator=gen).mT.to(dtype)  # channel-major view
+        weight = torch.randn(c, k, 3, generator=gen).to(dtype)
+        z = torch.full((b, h * w, c), float("nan"), dtype=dtype)
+        m.dwconv_hadamard_launch(x, weight, None, None, None, None, None, h, w, pad_h, 1, z,
+                                 None)
+        want = m.naive_dwconv_hadamard(x.double(), weight.double(), None, None, None, None,
+                                       None, h, w, pad_h, 1, True, False)[0]
+        assert torch.allclose(z.double(), want, atol=TOL[dtype] * 10, rtol=TOL[dtype]), (h, w)
+    for taps, offered in ((17, True), (18, False)):
+        configs = m.dwconv_toeplitz_configs(64, 11, True, height=56, kh=taps)
+        assert any(cfg.get("SLAB") for cfg in configs) == offered
+
 def test_fastest_times_each_candidate_once_per_shape(monkeypatch) -> None:
     m = _kernels_module()
     times = {1: 3.0, 2: 1.0, 3: 2.0}
@@ -367,9 +392,11 @@ def test_fastest_times_each_candidate_once_per_shape(monkeypatch) -> None:
 
     monkeypatch.setattr(m.triton.testing, "do_bench", bench)
     monkeypatch.setattr(m, "TUNED", {})
+    monkeypatch.setattr(m, "TIMES", {})
     configs = [{"BC": 1}, {"BC": 2}, {"BC": 3}]
     launch = lambda cfg: timed.append(cfg["BC"])  # noqa: E731
     assert m.fastest(("shape",), configs, launch) == {"BC": 2}
+    assert m.TIMES == {("shape",): [({"BC": 1}, 3.0), ({"BC": 2}, 1.0), ({"BC": 3}, 2.0)]}
     launched = [1, 1, 2, 2, 3, 3]  # each candidate once on its own, then by do_bench
     assert m.fastest(("shape",), configs, launch) == {"BC": 2} and timed == launched
     monkeypatch.setenv("PADRE_TRITON_TUNE", "0")

@@ -21,10 +21,12 @@ def test_kernels_are_found_with_their_aranges_and_dots() -> None:
     shapes = legality.kernel_shapes(SOURCE)
     assert set(shapes) == {"dwconv_hadamard_fwd_kernel", "dwconv_hadamard_bwd_kernel",
                            "dwconv_toeplitz_fwd_kernel", "dwconv_toeplitz_wgrad_kernel",
-                           "tf32_high", "strip_tile", "inside"}
+                           "tf32_high", "strip_tile", "inside", "slab_tile", "slab_strip"}
     assert set(shapes["dwconv_hadamard_fwd_kernel"].aranges) == {"BT", "BC"}
     assert shapes["dwconv_hadamard_fwd_kernel"].dots == 0
-    assert shapes["dwconv_toeplitz_fwd_kernel"].dots == 5  # the strip's, the input bias's 4
+    assert shapes["dwconv_toeplitz_fwd_kernel"].dots == 5  # the band's, the input bias's 4
+    assert shapes["slab_strip"].dots == 1  # the slab's row shift: declared by its callers
+    assert "slab_strip" in shapes["dwconv_toeplitz_fwd_kernel"].calls
     assert shapes["dwconv_toeplitz_wgrad_kernel"].dots == 1
 
 
@@ -74,6 +76,19 @@ def test_illegal_configs_are_rejected(kernel: str, change: dict, message: str) -
     with pytest.raises(legality.GpuLegalityError, match=message):
         legality.assert_legal(SOURCE, kernel, cfg, num_warps=cfg["num_warps"],
                               dot_tiles=m.DOT_TILES)
+
+
+@pytest.mark.parametrize(("slab", "legal"), [(False, True), (True, False)])
+def test_slab_shift_product_counts_where_it_runs(slab: bool, legal: bool) -> None:
+    """The slab's [32, BC * BH / 16 * BK] operand decides shared memory only with SLAB: in
+    fp32 at 3 stages it needs 266 KiB, the band product 160 KiB."""
+    m = _runtime()
+    cfg = {**m.dwconv_toeplitz_config(384, 11, gpu=True, height=56, pad_w=5, align=8),
+           "KP": 16, "BAND_FROM_TAPS": False, "SLAB": slab}
+    problems = legality.check_launch(SOURCE, "dwconv_toeplitz_fwd_kernel", cfg, num_warps=8,
+                                     num_stages=3, elem_bytes=4, dot_tiles=m.DOT_TILES)
+    assert (not problems) == legal, problems
+    assert m.toeplitz_shared_bytes(cfg, 4) == (266_240 if slab else 163_840)
 
 
 def test_undeclared_dot_is_rejected() -> None:

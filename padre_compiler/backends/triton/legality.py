@@ -9,7 +9,9 @@ machine catch what only a GPU would.
 
 Dot tiles: a kernel that calls `tl.dot` declares its tiles in the generated module's
 `DOT_TILES = {kernel: [(batch, M, N, K), ...]}` (constexpr names or integers, one entry per
-call site); a call without a declaration, or a declaration without a call, is itself an error.
+call site, those of the @triton.jit helpers it calls included, in the kernel's constexpr
+names; a fifth element names the constexpr under which the call runs); a call without a
+declaration, or a declaration without a call, is itself an error.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ class KernelShape:
     aranges: tuple[str, ...]  # source of each `end - start` extent
     dots: int  # number of tl.dot call sites
     tiles: tuple[tuple[str, ...], ...]  # every tl.zeros([...]) shape (the accumulators)
+    calls: tuple[str, ...] = ()  # the names it calls (a @triton.jit helper's dots are its own)
 
 
 def _is_tl(node: ast.AST, attr: str) -> bool:
@@ -60,8 +63,10 @@ def kernel_shapes(source: str) -> dict[str, KernelShape]:
     for fn in ast.walk(ast.parse(source)):
         if not isinstance(fn, ast.FunctionDef) or not _jitted(fn):
             continue
-        aranges, tiles, dots = [], [], 0
+        aranges, tiles, dots, calls = [], [], 0, []
         for node in ast.walk(fn):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+                calls.append(node.func.id)
             if _is_tl(node, "arange"):
                 start, end = (ast.unparse(a) for a in node.args[:2])
                 aranges.append(end if start == "0" else f"({end}) - ({start})")
@@ -69,8 +74,14 @@ def kernel_shapes(source: str) -> dict[str, KernelShape]:
                 dots += 1
             elif _is_tl(node, "zeros") and node.args and isinstance(node.args[0], ast.List):
                 tiles.append(tuple(ast.unparse(e) for e in node.args[0].elts))
-        shapes[fn.name] = KernelShape(fn.name, tuple(aranges), dots, tuple(tiles))
+        shapes[fn.name] = KernelShape(fn.name, tuple(aranges), dots, tuple(tiles), tuple(calls))
     return shapes
+
+
+def _callees(shapes: dict[str, KernelShape], name: str) -> list[KernelShape]:
+    """`name` and the @triton.jit helpers it calls, transitively (a helper once per call)."""
+    return [shapes[name], *(h for c in shapes[name].calls if c in shapes
+                            for h in _callees(shapes, c))]
 
 
 def _value(expr: str | int, consts: dict[str, int]) -> int:
@@ -96,7 +107,7 @@ def check_launch(source: str, kernel: str, consts: dict[str, int], *, num_warps:
     if num_warps < 1 or num_warps & (num_warps - 1) or num_warps > limits.max_warps:
         problems.append(f"{kernel}: num_warps={num_warps} must be a power of two <= "
                         f"{limits.max_warps}")
-    for expr in shape.aranges:
+    for expr in (e for f in _callees(shapes, kernel) for e in f.aranges):
         n = _value(expr, consts)
         if n < 1 or n & (n - 1):
             problems.append(f"{kernel}: tl.arange extent {expr} = {n} is not a power of two")
@@ -111,12 +122,15 @@ def check_launch(source: str, kernel: str, consts: dict[str, int], *, num_warps:
                             f"{elems // threads} fp32 registers per thread "
                             f"(> {limits.max_tile_regs}: spills)")
     declared = (dot_tiles or {}).get(kernel, [])
-    if len(declared) != shape.dots:
-        problems.append(f"{kernel}: {shape.dots} tl.dot call(s) but {len(declared)} declared "
-                        "in DOT_TILES")
+    dots = sum(f.dots for f in _callees(shapes, kernel))
+    if len(declared) != dots:
+        problems.append(f"{kernel}: {dots} tl.dot call(s) but {len(declared)} declared in "
+                        "DOT_TILES")
     smem = 0
     for tile in declared:
-        batch, m, n, k = (_value(d, consts) for d in tile)
+        if len(tile) == 5 and not _value(tile[4], consts):
+            continue  # a tl.dot under a constexpr branch this launch does not take
+        batch, m, n, k = (_value(d, consts) for d in tile[:4])
         for label, v in (("M", m), ("N", n), ("K", k)):
             if v < limits.min_dot or v & (v - 1):
                 problems.append(f"{kernel}: dot tile {label} = {v} must be a power of two >= "
