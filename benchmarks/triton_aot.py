@@ -7,13 +7,15 @@ Compiles padre3's kernels (direct forward, backward, tensor-core Toeplitz forwar
 gradient, the latter also with its strips from one slab; the Toeplitz forward also at 2 and
 1 pipeline stages, with strip copies that allocate in L1, on 4-, 2- and un-aligned strips,
 with its band gathered from the taps (also at 1 stage), with its strips from one slab (SLAB:
-at 3 and 2 stages, with the band gathered, and on 4-, 2- and un-aligned strips), and as the
+at 3 and 2 stages, with the band gathered, on 4 channels and 4 warps, and on 4-, 2- and
+un-aligned strips), and as the
 3C-wide conv launches it, with and without the dense map's bias folded in) at the launch
 configurations their launchers pick for padre3 on a GPU (C = 384, 56 x 56 tokens, 11 x 11 taps,
 bf16, every other fusion flag on) with a cold Triton cache, specialised as the JIT specialises
 an aligned launch, and reads registers, stack (spilled registers) and shared memory from the
-cubin and the warp instructions each program issues per output element from its SASS
-(padre_compiler/backends/triton/aot.py). The CUDA-core floor of an 11 x 11 depthwise tap sum
+cubin (shared memory: what a launch requests; programs per SM: the occupancy registers and
+shared memory allow) and the warp instructions each program issues per output element from its
+SASS (padre_compiler/backends/triton/aot.py). The CUDA-core floor of an 11 x 11 depthwise tap sum
 is 121 / 32 = 3.78 warp FMAs per output.
 With --baseline-rev, the same for codegen/triton/padre3.py as committed at that git revision.
 With --triton-version, compiled by that Triton release (fetched with pip once) instead of the
@@ -139,11 +141,16 @@ def measure(path: Path, triton_path: Path | None = None) -> list[dict]:
                  for bits, ptrs, note, more in (("16-bit", {}, "", {}),
                                                 ("32-bit", {"w": "fp32"}, "", {}),
                                                 ("16-bit", {}, ", 1 stage", {"num_stages": 1}))]
-    if "SLAB" in text:  # the strips from one slab per program: 3 and 2 stages, band gathered
-        label, kernel, flags, cfg, *rest = runs[2]
-        runs += [(f"{label} (slab{note})", kernel, flags, dict(cfg, SLAB=True, **more), *rest)
-                 for note, more in (("", {}), (", 2 stages", {"num_stages": 2}),
-                                    (", band from 16-bit taps", {"BAND_FROM_TAPS": True}))]
+    if "SLAB" in text:  # the strips from one slab per program: 3 and 2 stages, band gathered,
+        # and the tile with the registers for 3 programs an SM
+        label, kernel, flags, cfg, stages, ptrs, trips, _ = runs[2]
+        for note, more in (("", {}), (", 2 stages", {"num_stages": 2}),
+                           (", band from 16-bit taps", {"BAND_FROM_TAPS": True}),
+                           (", 4 channels, 4 warps, 2 stages",
+                            {"BC": 4, "num_warps": 4, "num_stages": 2})):
+            slab = dict(cfg, SLAB=True, **more)
+            runs.append((f"{label} (slab{note})", kernel, flags, slab, stages, ptrs, trips,
+                         slab["BC"] * slab["BH"] * slab["BW"]))
     if toeplitz_off:  # padre3's 3C-wide conv: conv bias only, then with the dense's bias folded
         label, kernel, flags, *rest = runs[2]
         alone = dict(flags, HAS_GATE=False, HAS_ACC=False, HAS_ACC_SCALE=False,
@@ -160,6 +167,7 @@ def measure(path: Path, triton_path: Path | None = None) -> list[dict]:
         rows.append({"kernel": label, "tiles": dict(cfg, num_stages=stages), "triton": r.triton,
                      "seconds": r.seconds, "ptx_lines": r.ptx_lines, "registers": r.registers,
                      "stack": r.stack, "shared": r.shared, "mma": r.mma,
+                     "programs_per_sm": r.programs_per_sm(),
                      "per_output": r.census.per(outputs),
                      "l1_copies_per_output": r.census.l1_copies / outputs,
                      "load_widths": {str(w): n for w, n in sorted(r.census.widths.items())}})
@@ -181,13 +189,14 @@ def operand_bytes(kernel: str, tiles: dict, elem_bytes: int = 2) -> float | None
 
 def table(rows: list[dict]) -> list[str]:
     lines = ["| kernel | tiles, warps | cold compile s | PTX lines | registers / thread | "
-             "stack bytes / thread (spills) | shared bytes | tensor cores |",
-             "|---|---|---|---|---|---|---|---|"]
+             "stack bytes / thread (spills) | shared bytes | programs / SM | tensor cores |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         tiles = ", ".join(f"{k}={v!r}" if isinstance(v, str) else f"{k}={v}"
                           for k, v in r["tiles"].items())
         lines.append(f"| {r['kernel']} | {tiles} | {r['seconds']:.1f} | {r['ptx_lines']} | "
-                     f"{r['registers']} | {r['stack']} | {r['shared']} | {r['mma']} |")
+                     f"{r['registers']} | {r['stack']} | {r['shared']} "
+                     f"| {r.get('programs_per_sm', '-')} | {r['mma']} |")
     lines += ["", "Warp instructions issued per output element (SASS, loops weighted by their "
               "trip counts; backward: per element of du):", "",
               "| kernel | total | x FMA floor | " + " | ".join(CLASSES)

@@ -52,7 +52,7 @@ def test_direct_kernels_at_gpu_tiles_do_not_spill(padre3, kernel: str) -> None:
 
 
 @pytest.mark.parametrize(("taps", "height", "pick"),
-                         [(11, 56, i) for i in range(14)] + [(31, 80, i) for i in range(4)])
+                         [(11, 56, i) for i in range(15)] + [(31, 80, i) for i in range(4)])
 def test_toeplitz_kernel_at_gpu_tiles_does_not_spill(padre3, taps: int, height: int,
                                                      pick: int) -> None:
     """As a GPU forward launches it (channel-major input, token stride 1, aligned strips), at
@@ -60,7 +60,7 @@ def test_toeplitz_kernel_at_gpu_tiles_does_not_spill(padre3, taps: int, height: 
     variants at 11 taps: the same tiles; no slab past 17 taps)."""
     configs = padre3.dwconv_toeplitz_configs(384, taps, gpu=True, height=height,
                                              pad_w=taps // 2, align=8)
-    assert len(configs) == (14 if taps == 11 else 10)
+    assert len(configs) == (15 if taps == 11 else 10)
     cfg = configs[pick]
     consts = {**FLAGS, **TOEPLITZ, "STORE_Z": True, "STORE_O": True, "s_xn": 1, **_taps(taps),
               **aot.constexprs_of(cfg)}
@@ -72,8 +72,10 @@ def test_toeplitz_kernel_at_gpu_tiles_does_not_spill(padre3, taps: int, height: 
     assert r.mma != "none"  # the banded products run on tensor cores
     census = r.census
     copies = census.counts.get("global->shared copy", 0)
-    if cfg.get("SLAB"):  # 16-byte loads: the slab once (not per row tap), the gate, the acc
-        slab, epilogue = 2 * cfg["BH"] * cfg["BK"], 2 * cfg["BH"] * cfg["BW"]
+    if cfg.get("SLAB"):  # 16-byte loads: the slab once (not per row tap), and the gate's and
+        # the accumulator's [BC]-channel rows where BC 16-bit channels fill 16 bytes
+        slab = 2 * cfg["BH"] * cfg["BK"]
+        epilogue = 2 * cfg["BH"] * cfg["BW"] if cfg["BC"] >= 8 else 0
         assert census.widths[16] == cfg["BC"] * (slab + epilogue) // 8 // 32
         assert (copies > 0) != bool(cfg.get("BAND_FROM_TAPS"))  # the band's, if read
         return
@@ -224,6 +226,17 @@ def test_census_weights_loop_bodies_by_their_trip_counts() -> None:
     assert c.per(4)["total"] == c.total / 4
     with pytest.raises(ValueError, match="2 deep"):
         aot.census_of(SASS, (3,), num_warps=2)
+
+
+@pytest.mark.parametrize(("registers", "shared", "warps", "want"), [
+    (78, 40 * 1024, 8, 3),  # registers: 8 warps x 10 x 256 = 20,480 of 65,536
+    (190, 104 * 1024, 8, 1),  # registers: 48 x 256 per warp, 49,152 a program
+    (40, 100 * 1024, 4, 2),  # shared memory: 2 x (100 + 1) KiB of 228
+    (32, 0, 32, 2),  # warps: 64 an SM
+])
+def test_programs_per_sm_is_the_tightest_limit(registers, shared, warps, want) -> None:
+    r = aot.Resources("k", {"num_warps": warps}, 0.0, 0, registers, 0, shared, "none", "t")
+    assert r.programs_per_sm() == want
 
 
 def test_direct_kernel_census_counts_one_fma_per_tap_and_output(padre3) -> None:

@@ -5,7 +5,8 @@ what the GPU compiler makes of a kernel when no GPU is at hand.
 (TTIR -> TTGIR -> LLVM IR -> PTX -> ptxas cubin) on the CPU, and `cuobjdump`, which ships with
 Triton, reads the cubin's resource usage. Per kernel and launch configuration this reports the
 compile time (cold cache), the PTX size, registers per thread, stack bytes per thread (register
-spills to local memory), static shared memory and which tensor-core instructions the PTX uses:
+spills to local memory), the shared memory a launch requests, which tensor-core instructions
+the PTX uses and, from registers and shared memory, how many programs an SM holds at once:
 what `legality.py` estimates from the source, here measured by the real compiler.
 
 Compiles are specialised as Triton's JIT specialises a launch whose pointers are 16-byte aligned
@@ -58,10 +59,33 @@ class Resources:
     ptx_lines: int
     registers: int
     stack: int  # bytes per thread; > 0 means spilled registers in local memory
-    shared: int  # static shared memory, bytes
+    shared: int  # shared memory a launch requests (Triton's allocation), bytes
     mma: str  # tensor-core instructions in the PTX: "wgmma" (Hopper), "mma.sync", or "none"
     triton: str  # the version of the Triton that compiled it
     census: Census | None = None  # SASS instruction counts per program (trips given)
+
+    def programs_per_sm(self, sm: SmLimits | None = None) -> int:
+        """Programs (thread blocks) one SM holds at once, by registers, shared memory and
+        threads: the occupancy the launch can reach, not a measurement."""
+        sm = sm or H100_SM
+        warps = self.config["num_warps"]
+        regs = warps * -(-self.registers * 32 // sm.register_unit) * sm.register_unit
+        return min(sm.registers // max(regs, 1),
+                   sm.shared // (self.shared + sm.shared_reserved),
+                   sm.warps // warps, sm.programs)
+
+
+@dataclass(frozen=True)
+class SmLimits:
+    registers: int = 65536  # 32-bit registers per SM
+    register_unit: int = 256  # registers are allocated per warp in units of 256
+    shared: int = 228 * 1024  # shared memory per SM, bytes
+    shared_reserved: int = 1024  # reserved per resident program (sm_80 and later)
+    warps: int = 64
+    programs: int = 32
+
+
+H100_SM = SmLimits()
 
 
 # SASS opcode prefixes -> class; the first match wins, anything else is "other" (integer and
@@ -199,13 +223,14 @@ def _compile_here(path: str, kernel: str, constexprs: dict[str, Any], num_warps:
                               options={"num_warps": num_warps, "num_stages": num_stages})
     seconds = time.perf_counter() - t0
     usage = _resource_usage(compiled.asm["cubin"], kernel)
+    shared = compiled.metadata.shared + usage["SHARED"]  # the launch's dynamic + static
     ptx = compiled.asm["ptx"]
     mma = next((op for op in ("wgmma", "mma.sync") if re.search(rf"\b{re.escape(op)}\b", ptx)),
                "none")
     census = None if trips is None else census_of(_cuobjdump(compiled.asm["cubin"], "-sass"),
                                                   trips, num_warps)
     return Resources(kernel, dict(constexprs, num_warps=num_warps, num_stages=num_stages),
-                     seconds, ptx.count("\n"), usage["REG"], usage["STACK"], usage["SHARED"],
+                     seconds, ptx.count("\n"), usage["REG"], usage["STACK"], shared,
                      mma, triton.__version__, census)
 
 

@@ -545,9 +545,11 @@ TOEPLITZ_BAND_VARIANTS = ({"BAND_FROM_TAPS": True},
 # tensor cores instead of a strip load per row tap): 8 instead of 44 bytes of strip loaded per
 # output (19 of 55 with the band) for 2.63 warp instructions per output against 2.58 under the
 # H200's Triton 3.6.0, 2.68 against 2.12 under 3.9 (benchmarks/results/triton_aot*.md); at 2
-# stages, and with the band gathered from the taps as well (8 bytes per output in all)
+# stages, with the band gathered from the taps as well (8 bytes per output in all), and on
+# 4 channels and 4 warps, whose registers let an SM hold 3 programs instead of 1
 TOEPLITZ_SLAB_VARIANTS = ({"SLAB": True}, {"SLAB": True, "num_stages": 2},
-                          {"SLAB": True, "BAND_FROM_TAPS": True})
+                          {"SLAB": True, "BAND_FROM_TAPS": True},
+                          {"SLAB": True, "BC": 4, "num_warps": 4, "num_stages": 2})
 
 
 def toeplitz_shared_bytes(cfg: dict[str, int], elem_bytes: int) -> int:
@@ -577,8 +579,9 @@ def dwconv_toeplitz_configs(c: int, kw: int, gpu: bool, height: int = 64,
         candidates.append(dict(base, BC=min(bc, next_power_of_2(c)), BH=bh,
                                num_warps=warps))
     slab = TOEPLITZ_SLAB_VARIANTS if (kw if kh is None else kh) <= 17 else ()
-    candidates += [dict(base, **variant) for variant in (
-        TOEPLITZ_L1_VARIANTS + TOEPLITZ_BAND_VARIANTS + slab if gpu else ())]
+    for variant in TOEPLITZ_L1_VARIANTS + TOEPLITZ_BAND_VARIANTS + slab if gpu else ():
+        cfg = dict(base, **variant)
+        candidates.append(dict(cfg, BC=min(cfg["BC"], next_power_of_2(c))))
     configs = [base]
     for cfg in candidates:
         if cfg not in configs and toeplitz_shared_bytes(cfg, elem_bytes) <= 192 * 1024:
