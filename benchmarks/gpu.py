@@ -9,7 +9,8 @@ standalone codegen/triton/padre3.py, not the compiler. Steps, under a global tim
 (--budget seconds, default 400; rows that do not fit are reported as skipped):
 
 1. peaks: bf16 matmul rate (8192^3 GEMM) and copy bandwidth (1 GiB), measured here;
-2. correctness gate: compiled (both conv forms) vs the hand-written module on the same weights,
+2. correctness gate: compiled (both conv forms, and the Toeplitz form forced onto its slab
+   variant) vs the hand-written module on the same weights,
    fp32 and bf16, forward and input/weight gradients, at small sizes; a failure is printed and
    recorded, and the timings of that form are flagged;
 3. timings, medians of CUDA-event timings, per (C, N, batch): triton (tensor-core Toeplitz
@@ -171,6 +172,9 @@ def rel(a: torch.Tensor, b: torch.Tensor) -> float:
 
 GRAPHED = ("triton", "triton_direct", "attention")  # also timed from a CUDA graph
 FORMS = ["toeplitz", "direct"]  # conv forms to gate and time (--forms)
+# gated as well, not timed as a row: the Toeplitz form with its strips from one slab, which
+# the Toeplitz form's first launches may pick (kernels.TOEPLITZ_SLAB_VARIANTS)
+GATED_ONLY = ["slab"]
 
 
 def gate(mod, device, smoke: bool) -> dict[str, dict]:
@@ -179,7 +183,7 @@ def gate(mod, device, smoke: bool) -> dict[str, dict]:
     torch.backends.cudnn.allow_tf32 = False
     torch.backends.cuda.matmul.allow_tf32 = False
     dims = (32,) if smoke else DIMS
-    for form in FORMS:
+    for form in FORMS + GATED_ONLY:
         os.environ["PADRE_TRITON_CONV"] = form
         checks = {}
         try:
