@@ -786,7 +786,9 @@ def dwconv_hadamard_launch(x, weight, bias, gate, acc, acc_scale, scale, height:
                                           pad_w=pad_w, align=align, elem_bytes=x.element_size(),
                                           kh=weight.shape[1])
         if os.environ.get("PADRE_TRITON_CONV") == "slab" and weight.shape[1] <= 17:
-            configs = (dict(configs[0], SLAB=True),)
+            # the first slab candidate within shared memory (CPU: the default tiles' slab)
+            configs = next(((cfg,) for cfg in configs if cfg["SLAB"]),
+                           (dict(configs[0], SLAB=True),))
         first = configs[0]  # BW, BK, HALO: shared by every candidate
         bands = []  # the band operand, built for the first launch that reads it
 
