@@ -449,6 +449,38 @@ def test_fastest_does_not_time_a_candidate_that_compiles_to_the_same_code(monkey
     assert m.machine_code(None) is None and m.machine_code(launch({"BC": 3})) == "b"
 
 
+def test_first_launch_charges_the_band_to_the_candidates_that_read_it(monkeypatch) -> None:
+    """Every forward builds the band operand a precomputed-band tile reads: the first launch's
+    timings include that build (one per timed call), and a band gathered from the taps builds
+    none, so the comparison is the forward's cost, not the kernel's alone."""
+    m = _kernels_module()
+    monkeypatch.setenv("PADRE_TRITON_CONV", "toeplitz")
+    monkeypatch.setattr(m, "TUNED", {})
+    monkeypatch.setattr(m, "TIMES", {})
+    builds, real = [], m.toeplitz_operand
+    monkeypatch.setattr(m, "toeplitz_operand", lambda *a: builds.append(1) or real(*a))
+    timing = []
+
+    def bench(fn, **_):
+        before = len(builds)
+        fn()
+        timing.append(len(builds) - before)
+        return 1.0 if timing[-1] else 2.0  # the gathered band loses: the band tile launches
+
+    monkeypatch.setattr(m.triton.testing, "do_bench", bench)
+    base = m.dwconv_toeplitz_config(4, 3, False, height=5, pad_w=1)
+    monkeypatch.setattr(m, "dwconv_toeplitz_configs",
+                        lambda *a, **k: (base, dict(base, BAND_FROM_TAPS=True)))
+    x, weight = torch.randn(1, 20, 4), torch.randn(4, 3, 3)
+    z = torch.empty(1, 20, 4)
+    m.dwconv_hadamard_launch(x, weight, None, None, None, None, None, 5, 4, 1, 1, z, None)
+    assert timing == [1, 0]  # timed with its build; the gathered band without one
+    assert len(builds) == 1 + 1 + 1  # first launch, timing, the launch of the pick
+    want = m.naive_dwconv_hadamard(x, weight, None, None, None, None, None, 5, 4, 1, 1, True,
+                                   False)[0]
+    assert torch.allclose(z, want, atol=1e-5)
+
+
 @pytest.mark.parametrize(("k", "pad_h", "pad_w"), [(5, 2, 2), (5, 1, 4), (1, 0, 0), (19, 9, 9)],
                          ids=["k5", "k5-asymmetric", "k1", "k19-bw32"])
 @pytest.mark.parametrize("layout", ["token-major", "channel-major", "channel-major-2"])
