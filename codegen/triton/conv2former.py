@@ -546,6 +546,16 @@ TOEPLITZ_BAND_VARIANTS = ({"BAND_FROM_TAPS": True},
 # H200's Triton 3.6.0, 2.68 against 2.12 under 3.9 (benchmarks/results/triton_aot*.md); at 2
 # stages, with the band gathered from the taps as well (8 bytes per output in all), and on
 # 4 channels and 4 warps, whose registers let an SM hold 3 programs instead of 1
+SLAB_MAX_TAPS = 17  # row taps whose rows, for 16 output rows, fit in slab_tile's 32-row window
+
+
+def slab_fits(kh: int, forced: bool = False) -> bool:
+    """Whether the slab serves kh row taps (and, with forced, PADRE_TRITON_CONV=slab asks
+    for it)."""
+    asked = not forced or os.environ.get("PADRE_TRITON_CONV") == "slab"
+    return asked and kh <= SLAB_MAX_TAPS
+
+
 TOEPLITZ_SLAB_VARIANTS = ({"SLAB": True}, {"SLAB": True, "num_stages": 2},
                           {"SLAB": True, "BAND_FROM_TAPS": True},
                           {"SLAB": True, "BC": 4, "num_warps": 4, "num_stages": 2})
@@ -577,7 +587,7 @@ def dwconv_toeplitz_configs(c: int, kw: int, gpu: bool, height: int = 64,
             bh //= 2
         candidates.append(dict(base, BC=min(bc, next_power_of_2(c)), BH=bh,
                                num_warps=warps))
-    slab = TOEPLITZ_SLAB_VARIANTS if (kw if kh is None else kh) <= 17 else ()
+    slab = TOEPLITZ_SLAB_VARIANTS if slab_fits(kw if kh is None else kh) else ()
     for variant in TOEPLITZ_L1_VARIANTS + TOEPLITZ_BAND_VARIANTS + slab if gpu else ():
         cfg = dict(base, **variant)
         candidates.append(dict(cfg, BC=min(cfg["BC"], next_power_of_2(c))))
@@ -785,7 +795,7 @@ def dwconv_hadamard_launch(x, weight, bias, gate, acc, acc_scale, scale, height:
         configs = dwconv_toeplitz_configs(c, weight.shape[2], x.is_cuda, height=height,
                                           pad_w=pad_w, align=align, elem_bytes=x.element_size(),
                                           kh=weight.shape[1])
-        if os.environ.get("PADRE_TRITON_CONV") == "slab" and weight.shape[1] <= 17:
+        if slab_fits(weight.shape[1], forced=True):
             # the first slab candidate within shared memory (CPU: the default tiles' slab)
             configs = next(((cfg,) for cfg in configs if cfg["SLAB"]),
                            (dict(configs[0], SLAB=True),))
@@ -1004,9 +1014,9 @@ def dwconv_toeplitz_wgrad_launch(x, du, dw, height: int, width: int, pad_h: int,
     kh, kw = dw.shape[1], dw.shape[2]
     align = min(strip_alignment(x, width), strip_alignment(du, width))
     base = dwconv_toeplitz_config(c, kw, x.is_cuda, height=height, pad_w=pad_w, align=align)
-    variants = (*WGRAD_VARIANTS, *((WGRAD_SLAB,) if kh <= 17 else ())) if x.is_cuda else ()
+    variants = (*WGRAD_VARIANTS, *((WGRAD_SLAB,) if slab_fits(kh) else ())) if x.is_cuda else ()
     configs = (base, *(dict(base, **v) for v in variants))
-    if os.environ.get("PADRE_TRITON_CONV") == "slab" and kh <= 17:
+    if slab_fits(kh, forced=True):
         configs = (dict(base, **WGRAD_SLAB),)
 
     def launch(cfg, out):

@@ -48,6 +48,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from padre_compiler.backends.triton.legality import H100, GpuLimits
+
 SCALARS = ("N", "C", "H", "W")
 
 
@@ -64,28 +66,14 @@ class Resources:
     triton: str  # the version of the Triton that compiled it
     census: Census | None = None  # SASS instruction counts per program (trips given)
 
-    def programs_per_sm(self, sm: SmLimits | None = None) -> int:
+    def programs_per_sm(self, gpu: GpuLimits = H100) -> int:
         """Programs (thread blocks) one SM holds at once, by registers, shared memory and
         threads: the occupancy the launch can reach, not a measurement."""
-        sm = sm or H100_SM
         warps = self.config["num_warps"]
-        regs = warps * -(-self.registers * 32 // sm.register_unit) * sm.register_unit
-        return min(sm.registers // max(regs, 1),
-                   sm.shared // (self.shared + sm.shared_reserved),
-                   sm.warps // warps, sm.programs)
-
-
-@dataclass(frozen=True)
-class SmLimits:
-    registers: int = 65536  # 32-bit registers per SM
-    register_unit: int = 256  # registers are allocated per warp in units of 256
-    shared: int = 228 * 1024  # shared memory per SM, bytes
-    shared_reserved: int = 1024  # reserved per resident program (sm_80 and later)
-    warps: int = 64
-    programs: int = 32
-
-
-H100_SM = SmLimits()
+        regs = warps * -(-self.registers * 32 // gpu.register_unit) * gpu.register_unit
+        return min(gpu.sm_registers // max(regs, 1),
+                   gpu.sm_shared_bytes // (self.shared + gpu.shared_reserved),
+                   gpu.sm_warps // warps, gpu.sm_blocks)
 
 
 # SASS opcode prefixes -> class; the first match wins, anything else is "other" (integer and

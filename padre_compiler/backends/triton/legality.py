@@ -28,6 +28,13 @@ class GpuLimits:
     max_warps: int = 32  # 1024 threads
     min_dot: int = 16  # smallest M, N, K of an MMA tile Triton accepts
     max_tile_regs: int = 128  # fp32 registers per thread for one tile before it spills
+    # per SM, for the programs it holds at once (aot.Resources.programs_per_sm)
+    sm_registers: int = 65536  # 32-bit registers
+    register_unit: int = 256  # registers are allocated per warp in units of 256
+    sm_shared_bytes: int = 228 * 1024
+    shared_reserved: int = 1024  # reserved per resident block (sm_80 and later)
+    sm_warps: int = 64
+    sm_blocks: int = 32
 
 
 H100 = GpuLimits()
