@@ -1348,7 +1348,8 @@ class CastlingVit(nn.Module):
         wvkq_weight = torch.cat([self.wv_weight, self.wk_weight, self.wq_weight], 0)
         wvkq = F.linear(x, wvkq_weight, None)  # [B, N, 3*D] (torch)
         del wvkq_weight
-        wv = wvkq[..., :D]  # [B, N, D]
+        wv, wk, wq = wvkq.split(D, -1)  # [B, N, D] each
+        del wvkq
         # fused (triton): dconv = conv(wv)
         dconv = dwconv_hadamard(  # [B, N, D]
             wv, self.dconv_weight.unsqueeze(1), bias=None, gate=None,
@@ -1359,11 +1360,8 @@ class CastlingVit(nn.Module):
         diagonal_scale = self.w1_scale.view(8, D // 8, D // 8).sum(1).reshape(-1)
         diagonal = wv * diagonal_scale  # [B, N, D] (torch)
         del diagonal_scale
-        wk = wvkq[..., D:2 * D]  # [B, N, D]
         normalize = _normalize(wk, 'l2_rows', 8, 0.0)  # [B, N, D] (torch)
         del wk
-        wq = wvkq[..., 2 * D:]  # [B, N, D]
-        del wvkq
         normalize_2 = _normalize(wq, 'l2_rows', 8, 0.0)  # [B, N, D] (torch)
         del wq
         linear_attention_2 = linear_attention(normalize_2, normalize, wv, 8, self.w3_scale)  # [B, N, D] (triton: head_state, head_apply)

@@ -1148,8 +1148,7 @@ class Conv2former(nn.Module):
         w12_bias = torch.cat([self.w1_bias, self.w2_bias], 0)
         w12 = F.linear(x, w12_weight, w12_bias)  # [B, N, 2*D] (torch)
         del w12_bias, w12_weight
-        w1 = w12[..., :D]  # [B, N, D]
-        w2 = w12[..., D:]  # [B, N, D]
+        w1, w2 = w12.split(D, -1)  # [B, N, D] each
         del w12
         # fused (triton): z2 = conv(w1) * w2
         z2 = dwconv_hadamard(  # [B, N, D]

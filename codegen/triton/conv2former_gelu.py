@@ -1157,7 +1157,8 @@ class Conv2formerGelu(nn.Module):
         w12_bias = torch.cat([self.w1_bias, self.w2_bias], 0)
         w12 = F.linear(x, w12_weight, w12_bias)  # [B, N, 2*D] (torch)
         del w12_bias, w12_weight
-        w1 = w12[..., :D]  # [B, N, D]
+        w1, w2 = w12.split(D, -1)  # [B, N, D] each
+        del w12
         # [B, N, D] (torch)
         poly = _chebyshev(
             w1,
@@ -1170,8 +1171,6 @@ class Conv2formerGelu(nn.Module):
             6.0,
         )
         del w1
-        w2 = w12[..., D:]  # [B, N, D]
-        del w12
         # fused (triton): z2 = conv(poly) * w2
         z2 = dwconv_hadamard(  # [B, N, D]
             poly, self.dwconv_weight, bias=self.dwconv_bias, gate=w2,

@@ -1208,14 +1208,12 @@ class Hyena(nn.Module):
             in_bias=v_proj_x1_proj_x0_proj_left_bias,
         )[0]
         del v_proj_x1_proj_x0_proj, v_proj_x1_proj_x0_proj_left_bias, y123_bias, y123_weight
-        y1 = y123[..., :D]  # [B, N, D]
-        y2 = y123[..., D:2 * D]  # [B, N, D]
+        y1, y2, y3 = y123.split(D, -1)  # [B, N, D] each
+        del y123
         z2 = y1 * y2  # [B, N, D] (torch)
         del y1, y2
         filter0 = _long_conv(z2, self.filter0_filter, self.filter0_skip)  # [B, N, D] (torch)
         del z2
-        y3 = y123[..., 2 * D:]  # [B, N, D]
-        del y123
         z3 = filter0 * y3  # [B, N, D] (torch)
         del filter0, y3
         out_proj = F.linear(z3, self.out_proj_weight, self.out_proj_bias)  # [B, N, D] (torch)

@@ -138,15 +138,14 @@ class MambaLti(nn.Module):
         w_bc_weight = torch.cat([self.w_b_weight, self.w_c_weight], 0)
         w_bc = F.linear(x, w_bc_weight, None)  # [B, N, 32] (torch)
         del w_bc_weight
-        w_b = w_bc[..., :16]  # [B, N, 16]
+        w_b, w_c = w_bc.split(16, -1)  # [B, N, 16] each
+        del w_bc
         branch2_channel2 = _expand(w_b, 1, False, D)  # [B, N, 16*D] (torch)
         del w_b
         z2 = branch1_channel * branch2_channel2  # [B, N, 16*D] (torch)
         del branch1_channel, branch2_channel2
         ssm = _long_conv(z2, self.ssm_filter, None)  # [B, N, 16*D] (torch)
         del z2
-        w_c = w_bc[..., 16:]  # [B, N, 16]
-        del w_bc
         branch3_channel2 = _expand(w_c, 1, False, D)  # [B, N, 16*D] (torch)
         del w_c
         z3 = ssm * branch3_channel2  # [B, N, 16*D] (torch)

@@ -1209,10 +1209,10 @@ class Padre3(nn.Module):
             in_bias=branch123_channel_left_bias,
         )[0]
         del branch123_channel, branch123_channel_left_bias, y123_bias, y123_weight
-        y1 = y123[..., :D]  # [B, N, D]
+        y1, y2, y3 = y123.split(D, -1)  # [B, N, D] each
+        del y123
         # [B, N, D] (torch)
         mix1_channel = dense_for_conv(y1, self.mix1_channel_weight, None, self.grid[0], 11)[0]
-        y2 = y123[..., D:2 * D]  # [B, N, D]
         # fused (triton): z2 = conv(mix1_channel) * y2; p = y1 * self.output_w1_scale + self.output_w2_scale * z2
         z2, p = dwconv_hadamard(  # [B, N, D]
             mix1_channel, self.mix1_token_weight, bias=None, gate=y2,
@@ -1224,8 +1224,6 @@ class Padre3(nn.Module):
         # [B, N, D] (torch)
         mix2_channel = dense_for_conv(z2, self.mix2_channel_weight, None, self.grid[0], 11)[0]
         del z2
-        y3 = y123[..., 2 * D:]  # [B, N, D]
-        del y123
         # fused (triton): p = p + self.output_w3_scale * (conv(mix2_channel) * y3)
         p = dwconv_hadamard(  # [B, N, D]
             mix2_channel, self.mix2_token_weight, bias=None, gate=y3,

@@ -303,12 +303,10 @@ class Sima(nn.Module):
         wkvq_weight = torch.cat([self.wk_weight, self.wv_weight, self.wq_weight], 0)
         wkvq = F.linear(x, wkvq_weight, None)  # [B, N, 3*D] (torch)
         del wkvq_weight
-        wk = wkvq[..., :D]  # [B, N, D]
+        wk, wv, wq = wkvq.split(D, -1)  # [B, N, D] each
+        del wkvq
         y1 = _normalize(wk, 'l1_tokens', 1, 1e-12)  # [B, N, D] (torch)
         del wk
-        wv = wkvq[..., D:2 * D]  # [B, N, D]
-        wq = wkvq[..., 2 * D:]  # [B, N, D]
-        del wkvq
         y3 = _normalize(wq, 'l1_tokens', 1, 1e-12)  # [B, N, D] (torch)
         del wq
         proj1 = linear_attention(y3, y1, wv, 8)  # [B, N, D] (triton: head_state, head_apply)

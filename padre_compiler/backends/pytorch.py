@@ -198,12 +198,27 @@ def _lower_dwconv1d(low: Lowered) -> str:
 
 @torch_lowering.register("split")
 def _lower_split(low: Lowered) -> str:
-    i, parts = low.node.a["index"], low.node.a["parts"]
+    # all parts in one call, bound together by split_targets: its backward concatenates the
+    # parts' gradients in one pass (a slice per part zero-fills a full-width gradient each)
     w = low.node.width.render("D")
-    w = f"({w})" if " " in w else w
-    lo = f"{i} * {w}" if i > 1 else ("" if i == 0 else w)
-    hi = f"{i + 1} * {w}" if i + 1 > 1 else w
-    return f"{low.args[0]}[..., {lo}:{hi}]" if i + 1 < parts else f"{low.args[0]}[..., {lo}:]"
+    return f"{low.args[0]}.split({w}, -1)"
+
+
+def split_targets(g: Graph, names: dict[int, str]) -> dict[int, str]:
+    """Per split node, the target of the statement binding every part of its source: "a, b, c"
+    on the part first in graph order, "" on the others (bound there already). fuse_siblings
+    makes a split's parts together, one per member it fuses: each part is in the graph."""
+    groups: dict[tuple[int, int], list[int]] = {}
+    for nid, node, inputs in g.items():
+        if node.op == "split":
+            groups.setdefault((inputs[0], node.a["parts"]), []).append(nid)
+    targets = {}
+    for (_, parts), nids in groups.items():
+        by_index = sorted(nids, key=lambda n: g.node(n).a["index"])
+        assert [g.node(n).a["index"] for n in by_index] == list(range(parts)), by_index
+        targets |= dict.fromkeys(nids, "")
+        targets[nids[0]] = ", ".join(names[n] for n in by_index)
+    return targets
 
 
 # module assembly ------------------------------------------------------------------------------
@@ -413,10 +428,15 @@ def emit_module(g: Graph, decls: dict[str, ParamDecl], *, name: str, header: str
     names = var_names(g)
     body: list[str] = []
     used_helpers: list[str] = []
+    splits = split_targets(g, names)
     for nid, node, inputs in g.items():
+        if splits.get(nid) == "":
+            continue  # bound with its first sibling
         code = lower_node(nid, node, inputs, names, body, used_helpers)
         if node.op == "output":
             body.append(f"return {code}")
+        elif node.op == "split":
+            body.append(statement(splits[nid], code, node.width, " each"))
         elif node.op != "input":
             body.append(statement(names[nid], code, node.width))
     preamble = ["import torch", "import torch.nn.functional as F", "from torch import nn", "",

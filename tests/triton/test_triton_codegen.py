@@ -91,3 +91,35 @@ def test_forward_never_rebinds_a_module_level_name(name: str) -> None:
     bound = {t.id for n in ast.walk(forward) if isinstance(n, ast.Assign)
              for t in ast.walk(n.targets[0]) if isinstance(t, ast.Name)}
     assert not bound & _module_names(), bound & _module_names()
+
+
+def _backward_nodes(y) -> list[str]:
+    seen, stack, out = set(), [y.grad_fn], []
+    while stack:
+        fn = stack.pop()
+        if fn is None or fn in seen:
+            continue
+        seen.add(fn)
+        out.append(type(fn).__name__)
+        stack += [f for f, _ in fn.next_functions]
+    return out
+
+
+def test_split_parts_are_one_call() -> None:
+    """The parts of a split are bound by one .split: its backward is one concatenation, where a
+    slice per part would zero-fill a full-width gradient each and sum them."""
+    import torch
+
+    from padre_compiler import dsl
+    from padre_compiler.compiler import compile_module_class
+
+    x = dsl.tokens("grid2d")
+    ys = [dsl.dense(x, f"b{i}") for i in range(3)]
+    z = dsl.dwconv2d(ys[0], "a1", kernel=3) * ys[1] + dsl.dwconv2d(ys[2], "a2", kernel=3)
+    spec = dsl.spec("three_parts", layout="grid2d", output=dsl.dense(z, "proj"))
+    result = generate(spec, dim=4, grid=(3, 3), backend="triton")
+    body = result.source.split("def forward(")[1]
+    assert "b0, b1, b2 = b012.split(D, -1)" in body and "[..., " not in body
+    module = compile_module_class(result)(4, (3, 3))
+    nodes = _backward_nodes(module(torch.randn(2, 9, 4, requires_grad=True)))
+    assert "SliceBackward0" not in nodes and nodes.count("SplitBackward0") == 1, nodes

@@ -24,6 +24,7 @@ from padre_compiler.backends.pytorch import (
     lower_node,
     module_source,
     param_codes,
+    split_targets,
     statement,
     var_names,
 )
@@ -147,9 +148,12 @@ def emit_module(g: Graph, decls: dict[str, ParamDecl], *, name: str, header: str
     body: list[str] = []
     used_helpers: list[str] = []
     fallback: list[str] = []
+    splits = split_targets(g, names)
     for nid, node, inputs in g.items():
         if nid in inner or nid in fused_sums:
             continue  # computed by the kernel of the region that ends later
+        if splits.get(nid) == "":
+            continue  # bound with its first sibling
         region = regions.get(nid)
         if region is not None:
             params = param_codes(g.node(region.conv).params, names[region.conv], body)
@@ -166,7 +170,7 @@ def emit_module(g: Graph, decls: dict[str, ParamDecl], *, name: str, header: str
             body.append(f"{names[nid]} = linear_attention({', '.join(args)})"
                         f"  # [B, N, {node.width}] (triton: head_state, head_apply)")
             continue
-        target = names[nid]
+        target = splits.get(nid) or names[nid]
         if node.op == "dense" and nid in conv_input:  # channel-major where the conv is Toeplitz
             conv = g.node(conv_input[nid]).a
             dense = param_codes(node.params, names[nid], body)
@@ -184,7 +188,7 @@ def emit_module(g: Graph, decls: dict[str, ParamDecl], *, name: str, header: str
             if node.op not in fallback and node.op not in ("split", "identity"):
                 fallback.append(node.op)
             body.append(statement(target, code, node.width,
-                                  "" if node.op == "split" else " (torch)"))
+                                  " each" if node.op == "split" else " (torch)"))
     fused_ops = sorted({g.node(r.conv).op for r in regions.values()}
                        | ({"hadamard"} if any(r.gate is not None for r in regions.values())
                           else set())
