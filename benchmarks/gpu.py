@@ -172,9 +172,10 @@ def rel(a: torch.Tensor, b: torch.Tensor) -> float:
 
 GRAPHED = ("triton", "triton_direct", "attention")  # also timed from a CUDA graph
 FORMS = ["toeplitz", "direct"]  # conv forms to gate and time (--forms)
-# gated as well, not timed as a row: the Toeplitz form with its strips from one slab, which
-# the Toeplitz form's first launches may pick (kernels.TOEPLITZ_SLAB_VARIANTS)
-GATED_ONLY = ["slab"]
+# gated as well, not timed as a row: the Toeplitz form with its strips from one slab, whole
+# and in two column parts, which the Toeplitz form's first launches may pick
+# (kernels.TOEPLITZ_SLAB_VARIANTS)
+GATED_ONLY = ["slab", "slab2"]
 
 
 def gate(mod, device, smoke: bool) -> dict[str, dict]:

@@ -89,8 +89,9 @@ SWEEP_PIPELINES = ((1, ""), (2, ""), (3, ""), (2, ".ca"), (3, ".ca"))
 # tiles also swept with the band gathered from the taps in the kernel (BAND_FROM_TAPS)
 SWEEP_BAND_TILES = [(8, 64)]
 # tiles also swept with the strips from one slab per program (SLAB), at 2 and 3 stages (its
-# slab is one plain load: no ".ca" copies)
-SWEEP_SLAB_TILES = [(8, 32), (8, 64), (16, 32)]
+# slab is one plain load: no ".ca" copies): (BC, BH, PARTS), the strip's columns whole or in
+# two parts
+SWEEP_SLAB_TILES = [(8, 32, 1), (8, 64, 1), (16, 32, 1), (8, 64, 2)]
 
 
 def strip_cache_ignored(same_code: dict) -> bool:
@@ -112,12 +113,12 @@ def tile_sweep(mod, device, dtype, smoke: bool, save=lambda results: None) -> li
     real = mod.dwconv_toeplitz_configs
     skip_ca = strip_cache_ignored(getattr(mod, "SAME_CODE", {}))
     grid = [{"BC": bc, "BH": bh, "num_warps": warps, "num_stages": stages,
-             "STRIP_CACHE": cache, "BAND_FROM_TAPS": band, "SLAB": slab}
+             "STRIP_CACHE": cache, "BAND_FROM_TAPS": band, "SLAB": slab, "PARTS": parts}
             for band, slab, tiles, pipelines in (
-                (False, False, SWEEP_TILES, SWEEP_PIPELINES),
-                (True, False, SWEEP_BAND_TILES, SWEEP_PIPELINES),
+                (False, False, [(*t, 1) for t in SWEEP_TILES], SWEEP_PIPELINES),
+                (True, False, [(*t, 1) for t in SWEEP_BAND_TILES], SWEEP_PIPELINES),
                 (False, True, SWEEP_SLAB_TILES, ((2, ""), (3, ""))))
-            for bc, bh in tiles for warps in (4, 8) for stages, cache in pipelines
+            for bc, bh, parts in tiles for warps in (4, 8) for stages, cache in pipelines
             if not (skip_ca and cache == ".ca")]
     results = []
     try:

@@ -7,8 +7,8 @@ Compiles padre3's kernels (direct forward, backward, tensor-core Toeplitz forwar
 gradient, the latter also with its strips from one slab; the Toeplitz forward also at 2 and
 1 pipeline stages, with strip copies that allocate in L1, on 4-, 2- and un-aligned strips,
 with its band gathered from the taps (also at 1 stage), with its strips from one slab (SLAB:
-at 3 and 2 stages, with the band gathered, on 4 channels and 4 warps, and on 4-, 2- and
-un-aligned strips), and as the
+at 3 and 2 stages, with the band gathered, on 4 channels and 4 warps, in two column parts at
+3 and 2 stages, and on 4-, 2- and un-aligned strips), and as the
 3C-wide conv launches it, with and without the dense map's bias folded in) at the launch
 configurations their launchers pick for padre3 on a GPU (C = 384, 56 x 56 tokens, 11 x 11 taps,
 bf16, every other fusion flag on) with a cold Triton cache, specialised as the JIT specialises
@@ -87,6 +87,8 @@ def measure(path: Path, triton_path: Path | None = None) -> list[dict]:
     for flag in ("BAND_FROM_TAPS", "SLAB"):
         if flag in text:
             toeplitz_off[flag] = False
+    if "PARTS" in text:
+        toeplitz_off["PARTS"] = 1
     runs = [  # label, kernel, flags, tiles, stages (where the tiles name none), pointer types,
         # loop trips, outputs / program
         ("dwconv_hadamard_fwd_kernel", "dwconv_hadamard_fwd_kernel",
@@ -142,12 +144,15 @@ def measure(path: Path, triton_path: Path | None = None) -> list[dict]:
                                                 ("32-bit", {"w": "fp32"}, "", {}),
                                                 ("16-bit", {}, ", 1 stage", {"num_stages": 1}))]
     if "SLAB" in text:  # the strips from one slab per program: 3 and 2 stages, band gathered,
-        # and the tile with the registers for 3 programs an SM
+        # the tile with the registers for 3 programs an SM, and the strip in two column parts
         label, kernel, flags, cfg, stages, ptrs, trips, _ = runs[2]
+        parts = ((", 2 column parts", {"PARTS": 2}),
+                 (", 2 column parts, 2 stages", {"PARTS": 2, "num_stages": 2})
+                 ) if "PARTS" in text else ()
         for note, more in (("", {}), (", 2 stages", {"num_stages": 2}),
                            (", band from 16-bit taps", {"BAND_FROM_TAPS": True}),
                            (", 4 channels, 4 warps, 2 stages",
-                            {"BC": 4, "num_warps": 4, "num_stages": 2})):
+                            {"BC": 4, "num_warps": 4, "num_stages": 2}), *parts):
             slab = dict(cfg, SLAB=True, **more)
             runs.append((f"{label} (slab{note})", kernel, flags, slab, stages, ptrs, trips,
                          slab["BC"] * slab["BH"] * slab["BW"]))

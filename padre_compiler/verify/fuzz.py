@@ -11,8 +11,9 @@ PyTorch) plus an absolute floor of 4 ulp of max|reference|.
 
 Triton examples also draw the depthwise conv's form (`PADRE_TRITON_CONV`): auto (the
 launcher's choice), direct (CUDA cores), toeplitz (tensor cores, with its channel-major dense
-inputs) or slab (toeplitz with every row tap's strip taken from one slab by row-shift
-products), so the interpreter runs every kernel variant; grids up to 16 wide reach the
+inputs), slab (toeplitz with every row tap's strip taken from one slab by row-shift
+products) or slab2 (the slab in two column parts), so the interpreter runs every kernel
+variant; grids up to 16 wide reach the
 Toeplitz kernel's 8-column aligned strips.
 
 A non-finite result where the reference is finite fails, unless the eager twin in the same
@@ -62,7 +63,8 @@ DTYPES = {"float64": torch.float64, "float32": torch.float32, "float16": torch.f
 BACKEND_DTYPES = {"torch": ("float64", "float32", "float16", "bfloat16"),
                   "triton": ("float32", "float16")}
 FIXED_TOL = {"float64": 1e-9, "float32": 1e-4}
-BACKEND_CONV_FORMS = {"torch": ("auto",), "triton": ("auto", "direct", "toeplitz", "slab")}
+BACKEND_CONV_FORMS = {"torch": ("auto",),
+                      "triton": ("auto", "direct", "toeplitz", "slab", "slab2")}
 
 
 @dataclass(frozen=True)

@@ -357,15 +357,21 @@ def test_every_gpu_tile_candidate_matches_naive_twin(monkeypatch) -> None:
 
 
 
+@pytest.mark.parametrize("slab", ["slab", "slab2"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
 @pytest.mark.parametrize(("k", "pad_h"), [(17, 0), (17, 8), (17, 16), (3, 1), (1, 0)],
                          ids=["17-top", "17-centred", "17-causal", "3", "1"])
-def test_slab_windows_hold_every_row_tap(k: int, pad_h: int, dtype, monkeypatch) -> None:
+def test_slab_windows_hold_every_row_tap(k: int, pad_h: int, dtype, slab: str,
+                                         monkeypatch) -> None:
     """SLAB at the window's limits: 17 row taps read rows a + i up to 15 + 16, the last of the
     32-row window, with the window's top PH rows above the tile (causal: all 16), over three
-    row tiles and a grid shorter than one; then the slab is offered only up to 17 taps."""
+    row tiles and a grid shorter than one, whole or with the strip's 32 columns in two parts
+    (slab2); then the slab is offered only up to 17 taps."""
     m = _kernels_module()
-    monkeypatch.setenv("PADRE_TRITON_CONV", "slab")
+    monkeypatch.setenv("PADRE_TRITON_CONV", slab)
+    launched = []  # the forced config's PARTS, per launch
+    monkeypatch.setattr(m, "fastest", lambda key, configs, launch: launched.append(
+        configs[0]["PARTS"]) or configs[0])
     gen = torch.Generator().manual_seed(k + pad_h)
     for h, w in ((40, 12), (5, 9)):
         b, c = 2, 3
@@ -377,6 +383,7 @@ def test_slab_windows_hold_every_row_tap(k: int, pad_h: int, dtype, monkeypatch)
         want = m.naive_dwconv_hadamard(x.double(), weight.double(), None, None, None, None,
                                        None, h, w, pad_h, 1, True, False)[0]
         assert torch.allclose(z.double(), want, atol=TOL[dtype] * 10, rtol=TOL[dtype]), (h, w)
+    assert launched == [m.SLAB_FORMS[slab]] * 2  # the strip: 16 + 2 + 3 - 1 - 1 -> 32 wide
     for taps, offered in ((17, True), (18, False)):
         configs = m.dwconv_toeplitz_configs(64, 11, True, height=56, kh=taps)
         assert any(cfg.get("SLAB") for cfg in configs) == offered

@@ -28,6 +28,7 @@ def test_kernels_are_found_with_their_aranges_and_dots() -> None:
     assert shapes["slab_strip"].dots == 1  # the slab's row shift: declared by its callers
     assert "slab_strip" in shapes["dwconv_toeplitz_fwd_kernel"].calls
     assert shapes["dwconv_toeplitz_wgrad_kernel"].dots == 1
+    assert shapes["dwconv_toeplitz_fwd_kernel"].constexprs == (("BP", "BK // PARTS"),)
 
 
 @pytest.mark.parametrize("name", [p.stem for p in bundled_specs()])
@@ -50,7 +51,7 @@ def test_every_launch_config_is_gpu_legal(name: str) -> None:
                                                     pad_w=kw // 2, align=align,
                                                     elem_bytes=elem_bytes)
                 for cfg in configs:  # the default and every alternative the GPU times
-                    cfg = dict(cfg, KP=m.in_bias_tile(kw, kw))
+                    cfg = {**m.TOEPLITZ_FWD_DEFAULTS, **cfg, "KP": m.in_bias_tile(kw, kw)}
                     legality.assert_legal(source, "dwconv_toeplitz_fwd_kernel", cfg,
                                           num_warps=cfg["num_warps"], dot_tiles=m.DOT_TILES,
                                           num_stages=cfg["num_stages"], elem_bytes=elem_bytes)
@@ -67,11 +68,13 @@ def test_every_launch_config_is_gpu_legal(name: str) -> None:
     ("dwconv_toeplitz_fwd_kernel", {"BH": 8}, "dot tile M = 8"),
     ("dwconv_toeplitz_fwd_kernel", {"BW": 8, "BK": 16}, "dot tile N = 8"),
     ("dwconv_toeplitz_fwd_kernel", {"BC": 128, "BK": 128, "BW": 64, "BH": 64}, "shared memory"),
+    ("dwconv_toeplitz_fwd_kernel", {"PARTS": 4}, "dot tile K = 8"),
 ])
 def test_illegal_configs_are_rejected(kernel: str, change: dict, message: str) -> None:
     m = _runtime()
     cfg = (m.dwconv_hadamard_config(3136, 384, gpu=True) if "hadamard" in kernel
-           else dict(m.dwconv_toeplitz_config(384, 11, gpu=True), KP=16))
+           else {**m.TOEPLITZ_FWD_DEFAULTS, **m.dwconv_toeplitz_config(384, 11, gpu=True),
+                 "KP": 16})
     cfg = cfg | change
     with pytest.raises(legality.GpuLegalityError, match=message):
         legality.assert_legal(SOURCE, kernel, cfg, num_warps=cfg["num_warps"],
@@ -84,7 +87,7 @@ def test_slab_shift_product_counts_where_it_runs(slab: bool, legal: bool) -> Non
     fp32 at 3 stages it needs 266 KiB, the band product 160 KiB."""
     m = _runtime()
     cfg = {**m.dwconv_toeplitz_config(384, 11, gpu=True, height=56, pad_w=5, align=8),
-           "KP": 16, "BAND_FROM_TAPS": False, "SLAB": slab}
+           "KP": 16, "BAND_FROM_TAPS": False, "SLAB": slab, "PARTS": 1}
     problems = legality.check_launch(SOURCE, "dwconv_toeplitz_fwd_kernel", cfg, num_warps=8,
                                      num_stages=3, elem_bytes=4, dot_tiles=m.DOT_TILES)
     assert (not problems) == legal, problems
@@ -93,7 +96,7 @@ def test_slab_shift_product_counts_where_it_runs(slab: bool, legal: bool) -> Non
 
 def test_undeclared_dot_is_rejected() -> None:
     m = _runtime()
-    cfg = dict(m.dwconv_toeplitz_config(384, 11, gpu=True), KP=16)
+    cfg = {**m.TOEPLITZ_FWD_DEFAULTS, **m.dwconv_toeplitz_config(384, 11, gpu=True), "KP": 16}
     problems = legality.check_launch(SOURCE, "dwconv_toeplitz_fwd_kernel", cfg,
                                      num_warps=4, dot_tiles={})
     assert any("declared" in p for p in problems)
@@ -135,7 +138,7 @@ def test_shared_memory_counts_the_pipelines_buffers(stages: int, legal: bool) ->
     bytes, 3 buffers of 81,920): the check agrees on both."""
     m = _runtime()
     cfg = m.dwconv_toeplitz_config(384, 11, gpu=True, height=56, pad_w=5, align=8)
-    cfg = cfg | {"BC": 16, "BH": 64, "num_stages": stages, "KP": 16}
+    cfg = m.TOEPLITZ_FWD_DEFAULTS | cfg | {"BC": 16, "BH": 64, "num_stages": stages, "KP": 16}
     problems = legality.check_launch(SOURCE, "dwconv_toeplitz_fwd_kernel", cfg,
                                      num_warps=8, num_stages=stages, dot_tiles=m.DOT_TILES)
     assert (not problems) == legal, problems

@@ -284,7 +284,7 @@ if triton is not None:
         STORE_Z: tl.constexpr, STORE_O: tl.constexpr,
         BH: tl.constexpr, BW: tl.constexpr, BK: tl.constexpr, BC: tl.constexpr,
         HALO: tl.constexpr, ALIGN: tl.constexpr, STRIP_CACHE: tl.constexpr, KP: tl.constexpr,
-        BAND_FROM_TAPS: tl.constexpr, SLAB: tl.constexpr,
+        BAND_FROM_TAPS: tl.constexpr, SLAB: tl.constexpr, PARTS: tl.constexpr,
     ):
         """dwconv_hadamard_fwd_kernel's contract on tensor cores (banded Toeplitz products).
 
@@ -310,6 +310,9 @@ if triton is not None:
         of all BH / 16 blocks q (slab_tile), and tap i's strip is a 0/1 row-shift product of
         them on tensor cores, exact (slab_strip). L2 then serves each strip row twice per
         program instead of about KH times, for ~3x the tensor-core work.
+        PARTS: the strip's BK columns in PARTS parts of BK / PARTS >= 16, each with its own tap
+        loop (and slab), so a part's operands, not the whole strip's, are live: the band
+        product sums over k, so out = sum over parts of each part's products.
 
         HAS_IN_BIAS: the input is x + bi (bi: [C], the bias of the dense map that wrote x, so
         that map needs no pass of its own to add it). By linearity conv(x + bi) = conv(x) +
@@ -324,30 +327,33 @@ if triton is not None:
         i_h, i_w = i_hw // tl.cdiv(W, BW), i_hw % tl.cdiv(W, BW)
         o_r = i_h * BH + tl.arange(0, BH)  # [BH] output rows
         o_j = i_w * BW + tl.arange(0, BW)  # [BW] output columns
-        o_k = i_w * BW - HALO + tl.arange(0, BK)  # [BK] input columns of the strip
         o_c = i_c * BC + tl.arange(0, BC)  # [BC] channels
         m_c = o_c < C
-        m_ck = m_c[:, None, None] & inside(o_k, W)[None, None, :]  # [BC, 1, BK]
-        o_tk = (tl.arange(0, BK)[:, None] * BW + tl.arange(0, BW)[None, :])[None, :, :]
-        o_m = tl.arange(0, BK)[:, None] - tl.arange(0, BW)[None, :] - (HALO - PW)  # [BK, BW]
-        m_t = m_c[:, None, None] & ((o_m >= 0) & (o_m < KW))[None, :, :]  # band of tap k - j
+        BP: tl.constexpr = BK // PARTS  # strip columns per part
         b_u = tl.zeros([BC, BH, BW], dtype=tl.float32)  # [BC, BH, BW] conv accumulator
-        if SLAB:  # every row tap's strip from one load (slab_strip)
-            b_w = slab_tile(x + i_b * s_xb, i_h * BH, o_k, o_c, m_ck, PH, H, W, s_xn, s_xc,
-                            STRIP_CACHE, BC, BH, BK)
-        for i_kh in range(KH):
-            if SLAB:
-                b_x = slab_strip(b_w, i_kh, BC, BH, BK)  # [BC, BH, BK]
-            else:
-                b_x = strip_tile(x + i_b * s_xb, o_r, o_k, o_c, m_ck, i_kh, PH, H, W, s_xn,
-                                 s_xc, STRIP_CACHE)  # [BC, BH, BK]
-            if BAND_FROM_TAPS:  # gathered from the taps (a few hundred bytes, L1-resident)
-                p_t = w + o_c[:, None, None] * (KH * KW) + i_kh * KW + o_m[None, :, :]
-                b_t = tl.load(p_t, mask=m_t, other=0.)  # [BC, BK, BW]
-            else:  # the precomputed band, from L2
-                p_t = t + (o_c[:, None, None] * KH + i_kh) * (BK * BW) + o_tk
-                b_t = tl.load(p_t, mask=m_c[:, None, None], other=0.)  # [BC, BK, BW]
-            b_u = tl.dot(b_x, b_t.to(b_x.dtype), b_u)
+        for i_p in tl.static_range(PARTS):
+            o_p = i_p * BP + tl.arange(0, BP)  # [BP] this part's columns k of the strip
+            o_k = i_w * BW - HALO + o_p  # [BP] their input columns
+            m_ck = m_c[:, None, None] & inside(o_k, W)[None, None, :]  # [BC, 1, BP]
+            o_tk = (o_p[:, None] * BW + tl.arange(0, BW)[None, :])[None, :, :]
+            o_m = o_p[:, None] - tl.arange(0, BW)[None, :] - (HALO - PW)  # [BP, BW] tap k - j
+            m_t = m_c[:, None, None] & ((o_m >= 0) & (o_m < KW))[None, :, :]  # inside the band
+            if SLAB:  # every row tap's strip from one load (slab_strip)
+                b_w = slab_tile(x + i_b * s_xb, i_h * BH, o_k, o_c, m_ck, PH, H, W, s_xn, s_xc,
+                                STRIP_CACHE, BC, BH, BP)
+            for i_kh in range(KH):
+                if SLAB:
+                    b_x = slab_strip(b_w, i_kh, BC, BH, BP)  # [BC, BH, BP]
+                else:
+                    b_x = strip_tile(x + i_b * s_xb, o_r, o_k, o_c, m_ck, i_kh, PH, H, W, s_xn,
+                                     s_xc, STRIP_CACHE)  # [BC, BH, BP]
+                if BAND_FROM_TAPS:  # gathered from the taps (a few hundred bytes, L1-resident)
+                    p_t = w + o_c[:, None, None] * (KH * KW) + i_kh * KW + o_m[None, :, :]
+                    b_t = tl.load(p_t, mask=m_t, other=0.)  # [BC, BP, BW]
+                else:  # the precomputed band, from L2
+                    p_t = t + (o_c[:, None, None] * KH + i_kh) * (BK * BW) + o_tk
+                    b_t = tl.load(p_t, mask=m_c[:, None, None], other=0.)  # [BC, BP, BW]
+                b_u = tl.dot(b_x, b_t.to(b_x.dtype), b_u)
         if HAS_BIAS:
             b_u += tl.load(b + o_c, mask=m_c, other=0.).to(tl.float32)[:, None, None]
         if HAS_IN_BIAS:  # small products of 0/1 masks (exact in TF32) and taps split in two
@@ -548,26 +554,39 @@ TOEPLITZ_BAND_VARIANTS = ({"BAND_FROM_TAPS": True},
 # stages, with the band gathered from the taps as well (8 bytes per output in all), and on
 # 4 channels and 4 warps, whose registers let an SM hold 3 programs instead of 1
 SLAB_MAX_TAPS = 17  # row taps whose rows, for 16 output rows, fit in slab_tile's 32-row window
+# PADRE_TRITON_CONV values that force the slab -> the strip's column parts (PARTS) they ask for
+SLAB_FORMS = {"slab": 1, "slab2": 2}
 
 
 def slab_fits(kh: int, forced: bool = False) -> bool:
-    """Whether the slab serves kh row taps (and, with forced, PADRE_TRITON_CONV=slab asks
-    for it)."""
-    asked = not forced or os.environ.get("PADRE_TRITON_CONV") == "slab"
+    """Whether the slab serves kh row taps (and, with forced, PADRE_TRITON_CONV=slab or
+    slab2 asks for it)."""
+    asked = not forced or os.environ.get("PADRE_TRITON_CONV") in SLAB_FORMS
     return asked and kh <= SLAB_MAX_TAPS
 
 
+# and with the strip's columns in two parts of one slab and one tap loop each (PARTS = 2,
+# where BK / 2 >= 16, tl.dot's least K): only half the shift product's [16, BC * BH / 16 * BK]
+# result is live, so an SM holds 2 programs instead of 1. Registers a thread and warp
+# instructions per output, against the whole strip's: at 2 stages 128 and 2.95 against 134 and
+# 2.59 under Triton 3.6.0 (at 3 stages 128 and 3.20); at 3 stages 101 and 3.20 against 190
+# and 2.68 under 3.9 (at 2 stages 135: 1 program); both are candidates
 TOEPLITZ_SLAB_VARIANTS = ({"SLAB": True}, {"SLAB": True, "num_stages": 2},
                           {"SLAB": True, "BAND_FROM_TAPS": True},
-                          {"SLAB": True, "BC": 4, "num_warps": 4, "num_stages": 2})
+                          {"SLAB": True, "BC": 4, "num_warps": 4, "num_stages": 2},
+                          {"SLAB": True, "PARTS": 2}, {"SLAB": True, "PARTS": 2, "num_stages": 2})
+# the forward's flags a config may leave out, at their defaults (the weight gradient, which
+# shares the configs' tiles, takes neither)
+TOEPLITZ_FWD_DEFAULTS = {"BAND_FROM_TAPS": False, "PARTS": 1}
 
 
 def toeplitz_shared_bytes(cfg: dict[str, int], elem_bytes: int) -> int:
     """Shared memory of the Toeplitz forward's largest tl.dot: Triton keeps num_stages - 1
-    buffers of its operands, [BC, BH, BK] + [BC, BK, BW] (the band product) or, with SLAB,
-    [16, 32] + [32, BC * BH / 16 * BK] (the row shift)."""
-    band = cfg["BC"] * cfg["BK"] * (cfg["BH"] + cfg["BW"])
-    shift = 16 * 32 + 32 * cfg["BC"] * cfg["BH"] // 16 * cfg["BK"] if cfg.get("SLAB") else 0
+    buffers of its operands, [BC, BH, BP] + [BC, BP, BW] (the band product; BP = BK / PARTS
+    columns) or, with SLAB, [16, 32] + [32, BC * BH / 16 * BP] (the row shift)."""
+    bp = cfg["BK"] // cfg.get("PARTS", 1)
+    band = cfg["BC"] * bp * (cfg["BH"] + cfg["BW"])
+    shift = 16 * 32 + 32 * cfg["BC"] * cfg["BH"] // 16 * bp if cfg.get("SLAB") else 0
     return max(band, shift) * elem_bytes * max(cfg["num_stages"] - 1, 1)
 
 
@@ -580,7 +599,8 @@ def dwconv_toeplitz_configs(c: int, kw: int, gpu: bool, height: int = 64,
     slab variants (slab: kh <= 17; kh defaults to kw): same BW, BK, HALO, so one band operand
     serves them all; BH shrinks to the grid's height as in the default. An alternative whose
     dot operands would pass 192 KiB of shared memory (toeplitz_shared_bytes) is left out
-    (32-bit inputs). Shared between calls: not to be modified."""
+    (32-bit inputs), and so is one whose column parts are narrower than 16. Shared between
+    calls: not to be modified."""
     base = dwconv_toeplitz_config(c, kw, gpu, height=height, pad_w=pad_w, align=align)
     candidates = []
     for bc, bh, warps in TOEPLITZ_ALTERNATIVES[base["BW"]] if gpu else ():
@@ -594,7 +614,8 @@ def dwconv_toeplitz_configs(c: int, kw: int, gpu: bool, height: int = 64,
         candidates.append(dict(cfg, BC=min(cfg["BC"], next_power_of_2(c))))
     configs = [base]
     for cfg in candidates:
-        if cfg not in configs and toeplitz_shared_bytes(cfg, elem_bytes) <= 192 * 1024:
+        if (cfg not in configs and toeplitz_shared_bytes(cfg, elem_bytes) <= 192 * 1024
+                and cfg["BK"] // cfg.get("PARTS", 1) >= 16):
             configs.append(cfg)
     return tuple(configs)
 
@@ -703,10 +724,11 @@ def conv_form(x: torch.Tensor, height: int, kw: int, dtype: torch.dtype | None =
     `dtype`: the conv input's dtype where x is not that input yet (default x.dtype).
 
     PADRE_TRITON_CONV=direct|toeplitz forces one (the CPU tests run both in the interpreter);
-    =slab forces the Toeplitz form with its strips from one slab per program (SLAB).
+    =slab forces the Toeplitz form with its strips from one slab per program (SLAB), =slab2
+    with the strip's columns in two parts (PARTS = 2, where the strip is 32 or more wide).
     """
     forced = os.environ.get("PADRE_TRITON_CONV", "")
-    if forced in ("direct", "toeplitz", "slab"):
+    if forced in ("direct", "toeplitz", *SLAB_FORMS):
         return "direct" if forced == "direct" else "toeplitz"
     sixteen = (dtype or x.dtype) in (torch.float16, torch.bfloat16)
     return "toeplitz" if x.is_cuda and sixteen and height >= 8 and kw <= 33 else "direct"
@@ -796,10 +818,12 @@ def dwconv_hadamard_launch(x, weight, bias, gate, acc, acc_scale, scale, height:
         configs = dwconv_toeplitz_configs(c, weight.shape[2], x.is_cuda, height=height,
                                           pad_w=pad_w, align=align, elem_bytes=x.element_size(),
                                           kh=weight.shape[1])
-        if slab_fits(weight.shape[1], forced=True):
-            # the first slab candidate within shared memory (CPU: the default tiles' slab)
-            configs = next(((cfg,) for cfg in configs if cfg["SLAB"]),
-                           (dict(configs[0], SLAB=True),))
+        if slab_fits(weight.shape[1], forced=True):  # the first slab candidate in parts that
+            # fits in shared memory (CPU: the default tiles' slab)
+            parts = min(SLAB_FORMS[os.environ["PADRE_TRITON_CONV"]], configs[0]["BK"] // 16)
+            configs = next(((cfg,) for cfg in configs
+                            if cfg["SLAB"] and cfg.get("PARTS", 1) == parts),
+                           (dict(configs[0], SLAB=True, PARTS=parts),))
         first = configs[0]  # BW, BK, HALO: shared by every candidate
         def band(cfg):  # built by every launch that reads it, as every forward does: the
             # first launch's timings charge it to the candidates that need it
@@ -817,7 +841,7 @@ def dwconv_hadamard_launch(x, weight, bias, gate, acc, acc_scale, scale, height:
             return dwconv_toeplitz_fwd_kernel[grid](x, band(cfg), *args, **flags,
                                                     HAS_IN_BIAS=in_bias is not None,
                                                     KP=in_bias_tile(*weight.shape[1:]),
-                                                    **{"BAND_FROM_TAPS": False, **cfg})
+                                                    **(TOEPLITZ_FWD_DEFAULTS | cfg))
 
         key = (x.device, x.dtype, z.dtype, o.dtype, tuple(x.shape), x.stride(), height, width,
                tuple(weight.shape), pad_h, pad_w, align, in_bias is not None,
@@ -826,7 +850,7 @@ def dwconv_hadamard_launch(x, weight, bias, gate, acc, acc_scale, scale, height:
             launch(fastest(key, configs, launch))
             return
         except Exception as err:  # a GPU compiler that rejects the 3-D dot: direct from now on
-            if os.environ.get("PADRE_TRITON_CONV") in ("toeplitz", "slab"):
+            if os.environ.get("PADRE_TRITON_CONV") in ("toeplitz", *SLAB_FORMS):
                 raise
             TOEPLITZ_FAILED.append(repr(err))
             warnings.warn(f"dwconv_toeplitz_fwd_kernel failed ({err!r:.300}); falling back to "
@@ -1034,7 +1058,7 @@ def dwconv_toeplitz_wgrad_launch(x, du, dw, height: int, width: int, pad_h: int,
             launch(fastest(key, configs, lambda cfg: launch(cfg, torch.empty_like(dw))), dw)
             return
         except Exception as err:  # a GPU compiler that rejects the 3-D dot: torch (cuDNN)
-            if os.environ.get("PADRE_TRITON_CONV") in ("toeplitz", "slab"):
+            if os.environ.get("PADRE_TRITON_CONV") in ("toeplitz", *SLAB_FORMS):
                 raise
             WGRAD_FAILED.append(repr(err))
             warnings.warn(f"dwconv_toeplitz_wgrad_kernel failed ({err!r:.300}); dw from "
@@ -1099,8 +1123,8 @@ dwconv_hadamard = custom_op_caller(_register_dwconv_hadamard(), _dwconv_hadamard
 
 # tl.dot tiles per kernel, (batch, M, N, K), for the static GPU-legality check (the generated
 # module carries them as DOT_TILES)
-DOT_TILES = {"dwconv_toeplitz_fwd_kernel": [(1, 16, "BC * (BH // 16) * BK", 32, "SLAB"),
-                                            ("BC", "BH", "BW", "BK"),
+DOT_TILES = {"dwconv_toeplitz_fwd_kernel": [(1, 16, "BC * (BH // 16) * BP", 32, "SLAB"),
+                                            ("BC", "BH", "BW", "BP"),
                                             *[("BC", "KP", "BW", "KP")] * 2,
                                             *[("BC", "BH", "BW", "KP")] * 2],
              "dwconv_toeplitz_wgrad_kernel": [(1, 16, "BC * (BH // 16) * BK", 32, "SLAB"),

@@ -10,8 +10,9 @@ machine catch what only a GPU would.
 Dot tiles: a kernel that calls `tl.dot` declares its tiles in the generated module's
 `DOT_TILES = {kernel: [(batch, M, N, K), ...]}` (constexpr names or integers, one entry per
 call site, those of the @triton.jit helpers it calls included, in the kernel's constexpr
-names; a fifth element names the constexpr under which the call runs); a call without a
-declaration, or a declaration without a call, is itself an error.
+names, or the kernel's own `NAME: tl.constexpr = expression` locals; a fifth element names
+the constexpr under which the call runs); a call without a declaration, or a declaration
+without a call, is itself an error.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ class KernelShape:
     dots: int  # number of tl.dot call sites
     tiles: tuple[tuple[str, ...], ...]  # every tl.zeros([...]) shape (the accumulators)
     calls: tuple[str, ...] = ()  # the names it calls (a @triton.jit helper's dots are its own)
+    constexprs: tuple[tuple[str, str], ...] = ()  # its `NAME: tl.constexpr = expr` locals
 
 
 def _is_tl(node: ast.AST, attr: str) -> bool:
@@ -70,8 +72,11 @@ def kernel_shapes(source: str) -> dict[str, KernelShape]:
     for fn in ast.walk(ast.parse(source)):
         if not isinstance(fn, ast.FunctionDef) or not _jitted(fn):
             continue
-        aranges, tiles, dots, calls = [], [], 0, []
+        aranges, tiles, dots, calls, constexprs = [], [], 0, [], []
         for node in ast.walk(fn):
+            if (isinstance(node, ast.AnnAssign) and node.value is not None
+                    and ast.unparse(node.annotation) == "tl.constexpr"):
+                constexprs.append((ast.unparse(node.target), ast.unparse(node.value)))
             if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
                 calls.append(node.func.id)
             if _is_tl(node, "arange"):
@@ -81,7 +86,8 @@ def kernel_shapes(source: str) -> dict[str, KernelShape]:
                 dots += 1
             elif _is_tl(node, "zeros") and node.args and isinstance(node.args[0], ast.List):
                 tiles.append(tuple(ast.unparse(e) for e in node.args[0].elts))
-        shapes[fn.name] = KernelShape(fn.name, tuple(aranges), dots, tuple(tiles), tuple(calls))
+        shapes[fn.name] = KernelShape(fn.name, tuple(aranges), dots, tuple(tiles), tuple(calls),
+                                      tuple(constexprs))
     return shapes
 
 
@@ -110,6 +116,9 @@ def check_launch(source: str, kernel: str, consts: dict[str, int], *, num_warps:
     if kernel not in shapes:
         return [f"{kernel}: no @triton.jit function of that name in the source"]
     shape = shapes[kernel]
+    consts = dict(consts)
+    for name, expr in shape.constexprs:  # in source order: a local may use an earlier one
+        consts[name] = _value(expr, consts)
     problems: list[str] = []
     if num_warps < 1 or num_warps & (num_warps - 1) or num_warps > limits.max_warps:
         problems.append(f"{kernel}: num_warps={num_warps} must be a power of two <= "
