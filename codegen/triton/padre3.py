@@ -310,9 +310,9 @@ if triton is not None:
         of all BH / 16 blocks q (slab_tile), and tap i's strip is a 0/1 row-shift product of
         them on tensor cores, exact (slab_strip). L2 then serves each strip row twice per
         program instead of about KH times, for ~3x the tensor-core work.
-        PARTS: the strip's BK columns in PARTS parts of BK / PARTS >= 16, each with its own tap
-        loop (and slab), so a part's operands, not the whole strip's, are live: the band
-        product sums over k, so out = sum over parts of each part's products.
+        PARTS: the strip's BK columns in PARTS parts of BP = BK / PARTS >= 16, each with its
+        own tap loop (and slab): the band product sums over k, so the tile is the sum over
+        parts of KH [BH, BP] @ [BP, BW] products each, and only one part's operands are live.
 
         HAS_IN_BIAS: the input is x + bi (bi: [C], the bias of the dense map that wrote x, so
         that map needs no pass of its own to add it). By linearity conv(x + bi) = conv(x) +

@@ -279,6 +279,22 @@ def test_tensor_core_kernels_stay_within_their_instruction_budgets(padre3) -> No
     assert wgrad.per(cfg["BC"] * 56 * cfg["BW"])["total"] < 3.4
 
 
+def test_slab_in_two_column_parts_holds_two_programs_an_sm(padre3) -> None:
+    """What PARTS is for: the whole strip's shift product keeps a [16, BC * BH / 16 * BK] fp32
+    result live (190 registers a thread under Triton 3.9 at padre3's tile: 1 program an SM);
+    in two column parts half of it (101: 2 programs), for the same 16-byte slab loads."""
+    cfg = padre3.dwconv_toeplitz_config(384, 11, gpu=True, height=56, pad_w=5, align=8)
+    consts = {**FLAGS, **TOEPLITZ, "STORE_Z": True, "STORE_O": True, "s_xn": 1, **_taps(11),
+              **aot.constexprs_of(cfg), "SLAB": True}
+    whole, parts = (aot.compile_kernel(PATH, "dwconv_toeplitz_fwd_kernel", dict(consts, PARTS=p),
+                                       num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
+                                       trips=(11,)) for p in (1, 2))
+    assert whole.programs_per_sm() == 1 and parts.programs_per_sm() >= 2, (whole.registers,
+                                                                           parts.registers)
+    assert parts.census.loops == [1, 1]  # a tap loop per part
+    assert parts.census.widths[16] == whole.census.widths[16]
+
+
 def test_folded_input_bias_costs_a_fraction_of_the_pass_it_replaces(padre3) -> None:
     """padre3's 3C-wide conv (conv bias, no gate or sum) with the dense map's bias folded in:
     conv(1) from four small tensor-core products adds under 0.4 warp instructions per output
