@@ -52,7 +52,7 @@ class KernelShape:
     dots: int  # number of tl.dot call sites
     tiles: tuple[tuple[str, ...], ...]  # every tl.zeros([...]) shape (the accumulators)
     calls: tuple[str, ...] = ()  # the names it calls (a @triton.jit helper's dots are its own)
-    constexprs: tuple[tuple[str, str], ...] = ()  # its `NAME: tl.constexpr = expr` locals
+    constexprs: tuple[tuple[str, str], ...] = ()  # `X: tl.constexpr = e` locals, source order
 
 
 def _is_tl(node: ast.AST, attr: str) -> bool:
@@ -76,7 +76,8 @@ def kernel_shapes(source: str) -> dict[str, KernelShape]:
         for node in ast.walk(fn):
             if (isinstance(node, ast.AnnAssign) and node.value is not None
                     and ast.unparse(node.annotation) == "tl.constexpr"):
-                constexprs.append((ast.unparse(node.target), ast.unparse(node.value)))
+                constexprs.append((node.lineno, ast.unparse(node.target),
+                                   ast.unparse(node.value)))
             if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
                 calls.append(node.func.id)
             if _is_tl(node, "arange"):
@@ -87,7 +88,7 @@ def kernel_shapes(source: str) -> dict[str, KernelShape]:
             elif _is_tl(node, "zeros") and node.args and isinstance(node.args[0], ast.List):
                 tiles.append(tuple(ast.unparse(e) for e in node.args[0].elts))
         shapes[fn.name] = KernelShape(fn.name, tuple(aranges), dots, tuple(tiles), tuple(calls),
-                                      tuple(constexprs))
+                                      tuple(c[1:] for c in sorted(constexprs)))  # source order
     return shapes
 
 
@@ -117,7 +118,7 @@ def check_launch(source: str, kernel: str, consts: dict[str, int], *, num_warps:
         return [f"{kernel}: no @triton.jit function of that name in the source"]
     shape = shapes[kernel]
     consts = dict(consts)
-    for name, expr in shape.constexprs:  # in source order: a local may use an earlier one
+    for name, expr in shape.constexprs:  # a local may use an earlier one
         consts[name] = _value(expr, consts)
     problems: list[str] = []
     if num_warps < 1 or num_warps & (num_warps - 1) or num_warps > limits.max_warps:
