@@ -1,18 +1,20 @@
 #!/usr/bin/env bash
-# Every check that needs a GPU, in one call of up to about 9 minutes on a lent H100/H200:
+# Every check that needs a GPU, in one call of at most 580 s (the defaults' limits, under the
+# device tool's 600 s a command) on a lent H100/H200:
 #
 #   bash benchmarks/device_check.sh          # writes $OUT (or benchmarks/results/device/)
 #
-# 1. correctness, concurrently (nothing is timed yet; limit CHECK_LIMIT seconds, 120):
+# 1. correctness, concurrently (nothing is timed yet; limit CHECK_LIMIT seconds, 90):
 #    - the CUDA tests: compiled modules forward/backward, CAOTE's Triton score kernel inside
 #      eviction, CAOTE's Hugging Face eviction on CUDA against CPU;
 #    - padre fuzz --backend triton --device cuda on each spec with fused kernels
 #      (FUZZ_EXAMPLES examples each, 4);
 # 2. benchmarks/gpu.py alone on the GPU, logging straight to device_log.txt (correctness gate,
-#    then timings; --budget GPU_BUDGET seconds, 240; GPU_ARGS adds arguments, e.g. "--dims 384");
+#    then timings; --budget GPU_BUDGET seconds, 230, stopped 60 s past it; GPU_ARGS adds
+#    arguments, e.g. "--dims 384");
 # 3. benchmarks/gpu_profile.py: host overhead, kernel-by-kernel device time and the Toeplitz
 #    tile sweep: tiles x pipelines x L1 strips x band from the taps x slab (limit PROFILE_LIMIT
-#    seconds, 240).
+#    seconds, 200).
 # It needs only what the GPU machines' image has (torch, triton, sympy, networkx, hypothesis,
 # rich, pytest, transformers): the package runs from this checkout through PYTHONPATH. Every
 # step runs whatever the others did; device_log.txt says which passed. $OUT holds six files
@@ -43,12 +45,12 @@ step() {  # step NAME SECONDS LOG COMMAND...: run with a time limit, appending t
 "$python" -c "import torch, triton; print(torch.cuda.get_device_name(), 'torch', \
 torch.__version__, 'triton', triton.__version__)" 2>&1 | tee -a "$log"
 names=(cuda_tests)
-step cuda_tests "${CHECK_LIMIT:-120}" "$steps/cuda_tests.log" \
+step cuda_tests "${CHECK_LIMIT:-90}" "$steps/cuda_tests.log" \
     "$python" -m pytest -q -p no:cacheprovider -k cuda \
     tests/test_api.py tests/caote/test_kernel.py tests/caote/test_hf.py &
 for spec in padre3 conv2former hyena sima castling_vit; do
     names+=("fuzz_$spec")
-    step "fuzz_$spec" "${CHECK_LIMIT:-120}" "$steps/fuzz_$spec.log" \
+    step "fuzz_$spec" "${CHECK_LIMIT:-90}" "$steps/fuzz_$spec.log" \
         "$python" -m padre_compiler.cli fuzz "$spec" --backend triton --device cuda \
         --examples "${FUZZ_EXAMPLES:-4}" --regressions "$regressions/$spec" &
 done
@@ -56,9 +58,9 @@ wait
 for name in "${names[@]}"; do cat "$steps/$name.log" >>"$log"; done
 names+=(gpu_benchmark gpu_profile)
 # shellcheck disable=SC2086  # GPU_ARGS is a list of arguments
-step gpu_benchmark $(( ${GPU_BUDGET:-240} + 60 )) "$log" "$python" benchmarks/gpu.py \
-    --budget "${GPU_BUDGET:-240}" ${GPU_ARGS:-}
-step gpu_profile "${PROFILE_LIMIT:-240}" "$log" "$python" benchmarks/gpu_profile.py
+step gpu_benchmark $(( ${GPU_BUDGET:-230} + 60 )) "$log" "$python" benchmarks/gpu.py \
+    --budget "${GPU_BUDGET:-230}" ${GPU_ARGS:-}
+step gpu_profile "${PROFILE_LIMIT:-200}" "$log" "$python" benchmarks/gpu_profile.py
 failed=$(grep -h "^== .*: exit [1-9]" "$log" | sed 's/^== \(.*\): exit.*/\1/' | tr '\n' ' ')
 echo "== ${#names[@]} steps; failed: ${failed:-none}" | tee -a "$log"
 grep -h -E "^(gate|C=|sima|== )|passed|failed|error" "$log" | tail -60
