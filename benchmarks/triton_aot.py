@@ -163,12 +163,15 @@ def measure(path: Path, triton_path: Path | None = None) -> list[dict]:
         runs += [(f"{label} (3C conv)", kernel, alone, *rest),
                  (f"{label} (3C conv, input bias folded)", kernel,
                   dict(alone, HAS_IN_BIAS=True), *rest)]
-        if "SLAB" in text:  # and as the slab candidates run it (whole, in two column parts)
-            cfg, *more = rest
-            slabs = [("", {})] + ([(", 2 column parts", {"PARTS": 2})] if "PARTS" in text else [])
-            runs += [(f"{label} (3C conv, input bias folded, slab{note}, 2 stages)", kernel,
-                      dict(alone, HAS_IN_BIAS=True), dict(cfg, SLAB=True, num_stages=2, **part),
-                      *more) for note, part in slabs]
+        if "SLAB" in text:  # and as slab candidates run it (whole, 4-channel tile, two parts)
+            cfg, stages, ptrs, trips, _ = rest
+            slabs = [("", {}), (", 4 channels, 4 warps", {"BC": 4, "num_warps": 4})]
+            slabs += [(", 2 column parts", {"PARTS": 2})] if "PARTS" in text else []
+            for note, part in slabs:
+                slab = dict(cfg, SLAB=True, num_stages=2, **part)
+                runs.append((f"{label} (3C conv, input bias folded, slab{note}, 2 stages)",
+                             kernel, dict(alone, HAS_IN_BIAS=True), slab, stages, ptrs, trips,
+                             slab["BC"] * slab["BH"] * slab["BW"]))
     rows = []
     for label, kernel, flags, cfg, stages, ptrs, trips, outputs in runs:
         stages = cfg.get("num_stages", stages)  # a revision's launcher that names its own
