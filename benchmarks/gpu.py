@@ -17,7 +17,8 @@ standalone codegen/triton/padre3.py, not the compiler. Steps, under a global tim
    form, the default for bf16), triton (direct CUDA-core form), hand-written eager,
    torch.compile of the hand-written module (forward, C = 384, N in {3136, 25600} only: its
    compile time counts against the budget), and qkv + SDPA + proj attention; forward and
-   forward+backward;
+   forward+backward; the first forward call at each shape (compiles, first-launch tuning) is
+   timed on its own;
 4. the 3C-wide fused conv alone, both forms, on a channel-major input as the module feeds it
    (ms and useful TFLOP/s: where the time goes), and its backward (dx, dw, db); the Toeplitz
    tiles each shape's first launch picked (kernels.fastest) are recorded in the JSON's meta;
@@ -252,6 +253,10 @@ def time_row(mod, c: int, n: int, batch: int, device, rates, budget: Budget,
             if form:
                 os.environ["PADRE_TRITON_CONV"] = form
             with torch.no_grad():
+                t0 = time.perf_counter()  # the first call: compiles and first launches
+                module(x)
+                sync(device)
+                row.setdefault("first_call_s", {})[label] = time.perf_counter() - t0
                 row["ms"][label] = median_ms(lambda m=module: m(x), device)
                 if label in GRAPHED:
                     row["ms_graph"][label] = graph_ms(lambda m=module: m(x), device)
@@ -420,6 +425,16 @@ def markdown(meta: dict, rows: list[dict]) -> str:
             f"| {fmt(tr.get('compiled_hand'))} | {fmt(tr.get('attention'))} "
             f"| {fmt(r.get('x_attention_train_triton'), '.2f')} "
             f"| {fmt(r.get('floor_fraction_train_triton'), '.2f')} |")
+    lines += ["", "The first forward call at each shape, s: compiles (Triton: every first-launch "
+              "candidate, together on a thread pool; torch.compile: its graph) and the first "
+              "launches' timing of the candidates; a later row reuses the kernels of the same "
+              "specialisation:", "", "| C | N | batch | triton | triton direct | compile(hand) |",
+              "|---|---|---|---|---|---|"]
+    for r in rows:
+        first = r.get("first_call_s", {})
+        lines.append(f"| {r['C']} | {r['N']} | {r['batch']} | {fmt(first.get('triton'), '.1f')} "
+                     f"| {fmt(first.get('triton_direct'), '.1f')} "
+                     f"| {fmt(first.get('compiled_hand'), '.1f')} |")
     lines += ["", "The 3C-wide 11x11 depthwise conv alone (first fused kernel of padre3, "
               "channel-major input): ms and useful TFLOP/s (2 x 121 multiply-adds per output), "
               "and its backward (dz given: dx, dw, db), ms, per form:", "",

@@ -15,8 +15,9 @@ bf16, every other fusion flag on) with a cold Triton cache, specialised as the J
 an aligned launch, and reads registers, stack (spilled registers) and shared memory from the
 cubin (shared memory: what a launch requests; programs per SM: the occupancy registers and
 shared memory allow) and the warp instructions each program issues per output element from its
-SASS (padre_compiler/backends/triton/aot.py). The CUDA-core floor of an 11 x 11 depthwise tap sum
-is 121 / 32 = 3.78 warp FMAs per output.
+SASS (padre_compiler/backends/triton/aot.py); one compile per CPU at a time, each in its own
+process. The CUDA-core floor of an 11 x 11 depthwise tap sum is 121 / 32 = 3.78 warp FMAs per
+output.
 With --baseline-rev, the same for codegen/triton/padre3.py as committed at that git revision.
 With --triton-version, compiled by that Triton release (fetched with pip once) instead of the
 installed one: the lent GPU machine's own (3.6.0 on the H200 of gpu_padre3.md).
@@ -26,9 +27,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -172,20 +175,21 @@ def measure(path: Path, triton_path: Path | None = None) -> list[dict]:
                 runs.append((f"{label} (3C conv, input bias folded, slab{note}, 2 stages)",
                              kernel, dict(alone, HAS_IN_BIAS=True), slab, stages, ptrs, trips,
                              slab["BC"] * slab["BH"] * slab["BW"]))
-    rows = []
-    for label, kernel, flags, cfg, stages, ptrs, trips, outputs in runs:
+
+    def row(label, kernel, flags, cfg, stages, ptrs, trips, outputs) -> dict:
         stages = cfg.get("num_stages", stages)  # a revision's launcher that names its own
         r = aot.compile_kernel(path, kernel, dict(flags, **aot.constexprs_of(cfg)),
                                num_warps=cfg["num_warps"], num_stages=stages,
                                pointer_dtypes=ptrs, trips=trips, triton_path=triton_path)
-        rows.append({"kernel": label, "tiles": dict(cfg, num_stages=stages), "triton": r.triton,
-                     "seconds": r.seconds, "ptx_lines": r.ptx_lines, "registers": r.registers,
-                     "stack": r.stack, "shared": r.shared, "mma": r.mma,
-                     "programs_per_sm": r.programs_per_sm(),
-                     "per_output": r.census.per(outputs),
-                     "l1_copies_per_output": r.census.l1_copies / outputs,
-                     "load_widths": {str(w): n for w, n in sorted(r.census.widths.items())}})
-    return rows
+        return {"kernel": label, "tiles": dict(cfg, num_stages=stages), "triton": r.triton,
+                "seconds": r.seconds, "ptx_lines": r.ptx_lines, "registers": r.registers,
+                "stack": r.stack, "shared": r.shared, "mma": r.mma,
+                "programs_per_sm": r.programs_per_sm(), "per_output": r.census.per(outputs),
+                "l1_copies_per_output": r.census.l1_copies / outputs,
+                "load_widths": {str(w): n for w, n in sorted(r.census.widths.items())}}
+
+    with ThreadPoolExecutor(os.cpu_count() or 1) as pool:  # one child process per CPU
+        return list(pool.map(lambda run: row(*run), runs))
 
 
 def operand_bytes(kernel: str, tiles: dict, elem_bytes: int = 2) -> float | None:
@@ -285,8 +289,9 @@ def main() -> None:
              "Command: `python benchmarks/triton_aot.py " + " ".join(sys.argv[1:]) + "`  ",
              f"Triton {runs['current'][0]['triton']}; padre3's launch configurations on a GPU "
              "(C = 384, 56 x 56 tokens, 11 x 11 taps, bf16, every fusion flag on); cold Triton "
-             "cache; pointers and integer arguments specialised as 16-divisible, as the JIT "
-             "does for an aligned launch. The CUDA-core floor of the tap sum is 121 / 32 = "
+             f"cache, {os.cpu_count()} compiles at a time (one a CPU); pointers and integer "
+             "arguments specialised as 16-divisible, as the JIT does for an aligned launch. "
+             "The CUDA-core floor of the tap sum is 121 / 32 = "
              f"{FMA_FLOOR:.2f} warp FMAs per output.", ""]
     for label, rows in runs.items():
         lines += [f"## {label}: `{sources[label]}`", "", *table(rows), ""]

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from padre_compiler.backends.pytorch import without_unused_imports
 from padre_compiler.cli import codegen_path
 from padre_compiler.compiler import generate
 from padre_compiler.spec.loader import bundled_specs, load_spec
@@ -27,6 +28,31 @@ def test_committed_codegen_is_current(name: str) -> None:
 @pytest.mark.parametrize("name", SPECS)
 def test_generation_is_deterministic(name: str) -> None:
     assert generate(load_spec(name)).source == generate(load_spec(name)).source
+
+
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+@pytest.mark.parametrize("name", SPECS)
+def test_generated_source_reads_every_name_it_imports(name: str, backend: str) -> None:
+    tree = ast.parse(codegen_path(name, backend).read_text())
+    read = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
+    imported = {(a.asname or a.name).split(".")[0] for n in ast.walk(tree)
+                if isinstance(n, (ast.Import, ast.ImportFrom)) for a in n.names}
+    assert imported <= read, imported - read
+
+
+def test_unused_imports_are_dropped_where_the_file_stays_valid() -> None:
+    """A top-level import nobody reads goes; so does one in a try whose body keeps another
+    statement; a try's only import stays (its body cannot be empty)."""
+    source = "\n".join([
+        "import os", "import sys", "from math import pi, tau as t",
+        "try:", "    import json", "    import re", "except ImportError:", "    json = None",
+        "try:", "    import csv", "except ImportError:", "    pass",
+        "print(os.sep, t, json)", ""])
+    assert without_unused_imports(source) == "\n".join([
+        "import os", "from math import pi, tau as t",
+        "try:", "    import json", "except ImportError:", "    json = None",
+        "try:", "    import csv", "except ImportError:", "    pass",
+        "print(os.sep, t, json)", ""])
 
 
 @pytest.mark.parametrize("name", SPECS)

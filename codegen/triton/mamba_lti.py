@@ -14,9 +14,7 @@ then added by the conv kernel).
 Backward: torch autograd for the torch ops.
 """
 
-import functools
 import os
-import warnings
 
 import torch
 import torch.nn.functional as F
@@ -24,7 +22,6 @@ from torch import nn
 
 try:
     import triton
-    import triton.language as tl
 except ImportError:  # no Triton: every fused region runs its naive PyTorch twin
     triton = None
 

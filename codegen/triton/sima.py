@@ -13,9 +13,7 @@ on tensor cores, the bias of a map only the conv reads then added by the conv ke
 Backward: torch autograd for the torch ops.
 Linear attention backward: head_state and head_apply again (each is linear in each argument)."""
 
-import functools
 import os
-import warnings
 
 import torch
 import torch.nn.functional as F

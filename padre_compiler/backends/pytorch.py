@@ -378,7 +378,27 @@ def module_source(g: Graph, decls: dict[str, ParamDecl], *, name: str, docstring
     parts += ["", "    def forward(self, x: torch.Tensor) -> torch.Tensor:", ind + fwd_doc]
     parts += [ind + line for stmt in check + free_after_last_use(body)
               for line in stmt.split("\n")]
-    return "\n".join(parts) + "\n"
+    return without_unused_imports("\n".join(parts) + "\n")
+
+
+def without_unused_imports(source: str) -> str:
+    """source less its imports (top level, or in a top-level try that keeps a statement) whose
+    names it never reads: one import preamble serves every generated file, each using part."""
+    tree = ast.parse(source)
+    read = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
+
+    def unused(st: ast.stmt) -> bool:
+        return isinstance(st, (ast.Import, ast.ImportFrom)) and not any(
+            (a.asname or a.name).split(".")[0] in read for a in st.names)
+
+    drop = [st for st in tree.body if unused(st)]
+    for st in tree.body:
+        if isinstance(st, ast.Try) and not all(unused(b) for b in st.body):
+            drop += [b for b in st.body if unused(b)]
+    lines = source.split("\n")
+    for st in sorted(drop, key=lambda st: st.lineno, reverse=True):
+        del lines[st.lineno - 1:st.end_lineno]
+    return "\n".join(lines)
 
 
 def free_after_last_use(body: list[str]) -> list[str]:

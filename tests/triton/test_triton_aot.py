@@ -337,3 +337,17 @@ def test_a_fetched_triton_release_is_reused_and_compiles_in_the_child(tmp_path,
         num_warps=1, triton_path=root)
     assert calls[0].split(os.pathsep)[0] == str(root)
     assert r.triton == triton.__version__ and r.registers > 0
+
+
+def test_first_launch_compiles_every_candidate_together_on_a_pool() -> None:
+    """compile_together, through the JIT aimed at sm_90 (aot.jit_for_sm): each candidate of a
+    first launch is compiled once, on the pool, before fastest's loop (which then compiles
+    none), to the machine code it compiles to one after another (compile_together disabled:
+    every compile in the main thread)."""
+    from benchmarks.first_launch import run_child
+
+    together, alone = run_child(True, candidates=3), run_child(False, candidates=3)
+    assert together["candidates"] == together["kernels"] == 3
+    assert (together["compiled_in_pool"], together["compiled_in_main_thread"]) == (3, 0)
+    assert (alone["compiled_in_pool"], alone["compiled_in_main_thread"]) == (0, 3)
+    assert together["digests"] == alone["digests"]

@@ -35,6 +35,7 @@ backward's fp32 accumulators).
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -44,6 +45,7 @@ import sys
 import tempfile
 import time
 import zipfile
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -272,6 +274,48 @@ def _resource_usage(cubin: bytes, kernel: str) -> dict[str, int]:
     block = out[out.index(f"Function {kernel}"):]
     return {key: int(re.search(rf"\b{key}:(\d+)", block).group(1))
             for key in ("REG", "STACK", "SHARED")}
+
+
+@contextlib.contextmanager
+def jit_for_sm(capability: int = 90) -> Iterator[None]:
+    """Triton's JIT aimed at sm_`capability` on a machine without that GPU: `kernel.warmup(...,
+    grid=...)` compiles as a launch on such a GPU specialises it (the kernels' `start` under
+    COMPILING); nothing can be launched. For a process that imported Triton without
+    TRITON_INTERPRET; the driver it had is restored on exit."""
+    import torch
+    from triton.backends.compiler import GPUTarget
+    from triton.backends.driver import DriverBase
+    from triton.runtime import driver
+
+    class CompileOnly(DriverBase):
+        @classmethod
+        def is_active(cls) -> bool:
+            return False
+
+        def map_python_to_cpp_type(self, ty: str) -> str:  # a launcher's: none is built
+            raise RuntimeError("a compile-only driver builds no launcher")
+
+        def get_current_target(self) -> GPUTarget:
+            return GPUTarget("cuda", capability, 32)
+
+        def get_active_torch_device(self) -> torch.device:
+            return torch.device("cpu")
+
+        def get_current_device(self) -> int:
+            return 0
+
+        def get_current_stream(self, device: int | None = None) -> int:
+            return 0
+
+        def get_benchmarker(self):
+            raise RuntimeError("a compile-only driver runs nothing")
+
+    previous = driver._active  # None until a driver was needed (none is on a CPU machine)
+    driver.set_active(CompileOnly())
+    try:
+        yield
+    finally:
+        driver._active = previous
 
 
 if __name__ == "__main__":  # the child process of compile_kernel: JSON request in, JSON out

@@ -17,9 +17,12 @@ the torch.library registration (custom op + fake kernel + autograd) so torch.com
 from __future__ import annotations
 
 IMPORTS = '''
+import contextlib
+import contextvars
 import functools
 import os
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 import torch.nn.functional as F
@@ -654,17 +657,56 @@ def machine_code(handle) -> bytes | str | None:
     return None if asm is None else asm.get("cubin") or asm.get("ptx")
 
 
+COMPILING = contextvars.ContextVar("padre_compiling", default=False)  # see compile_together
+
+
+def start(kernel, grid):
+    """kernel[grid], the launcher of a Triton kernel on `grid`; inside compile_together (or any
+    block that sets COMPILING) its warmup on that grid: compiled as the launch specialises it,
+    not run."""
+    return functools.partial(kernel.warmup, grid=grid) if COMPILING.get() else kernel[grid]
+
+
+def compile_together(configs: tuple[dict[str, int], ...], launch) -> None:
+    """Compile the kernel of every `launch(cfg)` at once, on a thread pool (Triton's async
+    compile mode: its compiler releases the GIL and ptxas is a process): the launches made here
+    only compile (start), and their kernels land in the JIT's cache, where fastest's first
+    launch of each finds them. A candidate that fails to compile is left to fastest, which
+    meets the error again and skips it. Nothing to do under the interpreter, with fewer than
+    two candidates or on a Triton without the async mode; where the mode cannot start (one
+    is active already) fastest compiles the candidates one after another as before."""
+    if INTERPRETED or len(configs) < 2:
+        return
+    try:
+        from triton.runtime._async_compile import AsyncCompileMode
+    except ImportError:
+        return
+    token = COMPILING.set(True)
+    try:
+        with ThreadPoolExecutor(min(len(configs), os.cpu_count() or 1)) as pool, \
+                AsyncCompileMode(pool, ignore_errors=True):
+            for cfg in configs:
+                with contextlib.suppress(Exception):
+                    launch(cfg)
+    except RuntimeError:  # another AsyncCompileMode is active
+        pass
+    finally:
+        COMPILING.reset(token)
+
+
 def fastest(key: tuple, configs: tuple[dict[str, int], ...], launch) -> dict[str, int]:
     """The config of `configs` whose `launch(cfg)` is fastest for this launch shape, timed once
     per process (triton.testing.do_bench medians); the first with one candidate or with
-    PADRE_TRITON_TUNE=0. Each candidate is launched once first: one that raises (a tile this
-    GPU cannot compile or fit) is skipped, and if every one raises the first error
-    propagates; one whose launch returns the same machine code as an earlier candidate's
-    (machine_code) is recorded in SAME_CODE, not timed; the others' medians in TIMES. Timing
-    launches the kernel: warm a module up before capturing it in a CUDA graph."""
+    PADRE_TRITON_TUNE=0. Every candidate is compiled first, all at once (compile_together),
+    then each is launched once: one that raises (a tile this GPU cannot compile or fit) is
+    skipped, and if every one raises the first error propagates; one whose launch returns the
+    same machine code as an earlier candidate's (machine_code) is recorded in SAME_CODE, not
+    timed; the others' medians in TIMES. Timing launches the kernel: warm a module up before
+    capturing it in a CUDA graph."""
     if len(configs) == 1 or os.environ.get("PADRE_TRITON_TUNE") == "0":
         return configs[0]
     if key not in TUNED:
+        compile_together(configs, launch)
         ms, errors, seen = [], [], {}
         for cfg in configs:
             try:
@@ -838,10 +880,9 @@ def dwconv_hadamard_launch(x, weight, bias, gate, acc, acc_scale, scale, height:
         def launch(cfg):
             grid = (cdiv(height, cfg["BH"]) * cdiv(width, cfg["BW"]),
                     cdiv(c, cfg["BC"]), b)
-            return dwconv_toeplitz_fwd_kernel[grid](x, band(cfg), *args, **flags,
-                                                    HAS_IN_BIAS=in_bias is not None,
-                                                    KP=in_bias_tile(*weight.shape[1:]),
-                                                    **(TOEPLITZ_FWD_DEFAULTS | cfg))
+            return start(dwconv_toeplitz_fwd_kernel, grid)(
+                x, band(cfg), *args, **flags, HAS_IN_BIAS=in_bias is not None,
+                KP=in_bias_tile(*weight.shape[1:]), **(TOEPLITZ_FWD_DEFAULTS | cfg))
 
         key = (x.device, x.dtype, z.dtype, o.dtype, tuple(x.shape), x.stride(), height, width,
                tuple(weight.shape), pad_h, pad_w, align, in_bias is not None,
@@ -1046,7 +1087,7 @@ def dwconv_toeplitz_wgrad_launch(x, du, dw, height: int, width: int, pad_h: int,
 
     def launch(cfg, out):
         grid = (cdiv(width, cfg["BW"]), cdiv(c, cfg["BC"]), b)
-        return dwconv_toeplitz_wgrad_kernel[grid](
+        return start(dwconv_toeplitz_wgrad_kernel, grid)(
             x, du, out, x.stride(0), x.stride(1), x.stride(2), du.stride(0), du.stride(1),
             du.stride(2), n, c, height, width, KH=kh, KW=kw, PH=pad_h, PW=pad_w,
             BD=next_power_of_2(kw), **cfg)
