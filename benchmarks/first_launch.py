@@ -4,7 +4,7 @@
     # writes benchmarks/results/first_launch[_triton-V].{md,json,png}
 
 On a GPU the first launch of each shape times every candidate tile of the Toeplitz forward
-(`fastest`), and compiles each before timing it: 17 candidates for padre3's 11 x 11 convs. This
+(`fastest`), and compiles each before timing it (the table gives their number). This
 measures that compile, for sm_90 on this machine's CPUs (`aot.jit_for_sm`: the JIT compiles,
 nothing launches; the timings, which need a GPU, are stubbed), on padre3's 3C-wide conv (the
 dense map's bias folded in, 56 x 56 grid, bf16, channel-major input), in two modes:

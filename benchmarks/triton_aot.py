@@ -7,8 +7,8 @@ Compiles padre3's kernels (direct forward, backward, tensor-core Toeplitz forwar
 gradient, the latter also with its strips from one slab; the Toeplitz forward also at 2 and
 1 pipeline stages, with strip copies that allocate in L1, on 4-, 2- and un-aligned strips,
 with its band gathered from the taps (also at 1 stage), with its strips from one slab (SLAB:
-at 3 and 2 stages, with the band gathered, on 4 channels and 4 warps, in two column parts at
-3 and 2 stages, and on 4-, 2- and un-aligned strips), and as the
+at 3 and 2 stages, with the band gathered, on 4 channels and 4 warps, on 32 rows, in two
+column parts at 3 and 2 stages, and on 4-, 2- and un-aligned strips), and as the
 3C-wide conv launches it, with and without the dense map's bias folded in) at the launch
 configurations their launchers pick for padre3 on a GPU (C = 384, 56 x 56 tokens, 11 x 11 taps,
 bf16, every other fusion flag on) with a cold Triton cache, specialised as the JIT specialises
@@ -147,7 +147,8 @@ def measure(path: Path, triton_path: Path | None = None) -> list[dict]:
                                                 ("32-bit", {"w": "fp32"}, "", {}),
                                                 ("16-bit", {}, ", 1 stage", {"num_stages": 1}))]
     if "SLAB" in text:  # the strips from one slab per program: 3 and 2 stages, band gathered,
-        # the tile with the registers for 3 programs an SM, and the strip in two column parts
+        # the tiles with the registers for 3 programs an SM (4 channels on 4 warps, 32 rows on
+        # 8), and the strip in two column parts
         label, kernel, flags, cfg, stages, ptrs, trips, _ = runs[2]
         parts = ((", 2 column parts", {"PARTS": 2}),
                  (", 2 column parts, 2 stages", {"PARTS": 2, "num_stages": 2})
@@ -155,7 +156,8 @@ def measure(path: Path, triton_path: Path | None = None) -> list[dict]:
         for note, more in (("", {}), (", 2 stages", {"num_stages": 2}),
                            (", band from 16-bit taps", {"BAND_FROM_TAPS": True}),
                            (", 4 channels, 4 warps, 2 stages",
-                            {"BC": 4, "num_warps": 4, "num_stages": 2}), *parts):
+                            {"BC": 4, "num_warps": 4, "num_stages": 2}),
+                           (", 32 rows, 2 stages", {"BH": 32, "num_stages": 2}), *parts):
             slab = dict(cfg, SLAB=True, **more)
             runs.append((f"{label} (slab{note})", kernel, flags, slab, stages, ptrs, trips,
                          slab["BC"] * slab["BH"] * slab["BW"]))
@@ -166,9 +168,11 @@ def measure(path: Path, triton_path: Path | None = None) -> list[dict]:
         runs += [(f"{label} (3C conv)", kernel, alone, *rest),
                  (f"{label} (3C conv, input bias folded)", kernel,
                   dict(alone, HAS_IN_BIAS=True), *rest)]
-        if "SLAB" in text:  # and as slab candidates run it (whole, 4-channel tile, two parts)
+        if "SLAB" in text:  # and as slab candidates run it (whole, 4-channel and 32-row tiles,
+            # two parts)
             cfg, stages, ptrs, trips, _ = rest
-            slabs = [("", {}), (", 4 channels, 4 warps", {"BC": 4, "num_warps": 4})]
+            slabs = [("", {}), (", 4 channels, 4 warps", {"BC": 4, "num_warps": 4}),
+                     (", 32 rows", {"BH": 32})]
             slabs += [(", 2 column parts", {"PARTS": 2})] if "PARTS" in text else []
             for note, part in slabs:
                 slab = dict(cfg, SLAB=True, num_stages=2, **part)

@@ -572,11 +572,16 @@ def slab_fits(kh: int, forced: bool = False) -> bool:
 # result is live, so an SM holds 2 programs instead of 1. Registers a thread and warp
 # instructions per output, against the whole strip's: at 2 stages 128 and 2.95 against 134 and
 # 2.59 under Triton 3.6.0 (at 3 stages 128 and 3.20); at 3 stages 101 and 3.20 against 190
-# and 2.68 under 3.9 (at 2 stages 135: 1 program); both are candidates
+# and 2.68 under 3.9 (at 2 stages 135: 1 program); both are candidates. And on 32 rows (at
+# most the default's BH) on 8 warps: the shift product's result halves, so an SM holds 3
+# programs (24 warps, against the whole slab's 8; 80 registers a thread under 3.6.0) for
+# 3.32 warp instructions per output against 2.59 at 2 stages (3.56 against 2.58 under 3.9),
+# and 30 bytes of strip and band per output against 19 (the band is shared by half the rows)
 TOEPLITZ_SLAB_VARIANTS = ({"SLAB": True}, {"SLAB": True, "num_stages": 2},
                           {"SLAB": True, "BAND_FROM_TAPS": True},
                           {"SLAB": True, "BC": 4, "num_warps": 4, "num_stages": 2},
-                          {"SLAB": True, "PARTS": 2}, {"SLAB": True, "PARTS": 2, "num_stages": 2})
+                          {"SLAB": True, "PARTS": 2}, {"SLAB": True, "PARTS": 2, "num_stages": 2},
+                          {"SLAB": True, "BH": 32, "num_stages": 2})
 # the forward's flags a config may leave out, at their defaults (the weight gradient, which
 # shares the configs' tiles, takes neither)
 TOEPLITZ_FWD_DEFAULTS = {"BAND_FROM_TAPS": False, "PARTS": 1}
@@ -599,7 +604,8 @@ def dwconv_toeplitz_configs(c: int, kw: int, gpu: bool, height: int = 64,
                             ) -> tuple[dict[str, int], ...]:
     """The default tiles, then (on a GPU) the alternatives and the default's L1, band and
     slab variants (slab: kh <= 17; kh defaults to kw): same BW, BK, HALO, so one band operand
-    serves them all; BH shrinks to the grid's height as in the default. An alternative whose
+    serves them all; BH shrinks to the grid's height as in the default (a variant's BH is at
+    most the default's). An alternative whose
     dot operands would pass 192 KiB of shared memory (toeplitz_shared_bytes) is left out
     (32-bit inputs), and so is one whose column parts are narrower than 16. Shared between
     calls: not to be modified."""
@@ -613,7 +619,8 @@ def dwconv_toeplitz_configs(c: int, kw: int, gpu: bool, height: int = 64,
     slab = TOEPLITZ_SLAB_VARIANTS if slab_fits(kw if kh is None else kh) else ()
     for variant in TOEPLITZ_L1_VARIANTS + TOEPLITZ_BAND_VARIANTS + slab if gpu else ():
         cfg = dict(base, **variant)
-        candidates.append(dict(cfg, BC=min(cfg["BC"], next_power_of_2(c))))
+        candidates.append(dict(cfg, BC=min(cfg["BC"], next_power_of_2(c)),
+                               BH=min(cfg["BH"], base["BH"])))
     configs = [base]
     for cfg in candidates:
         if (cfg not in configs and toeplitz_shared_bytes(cfg, elem_bytes) <= 192 * 1024
