@@ -35,12 +35,19 @@ OUT = Path(os.environ.get("OUT", ROOT / "benchmarks" / "results"))
 SOURCE = ROOT / "codegen" / "triton" / "padre3.py"
 MODES = {"one after another": False, "together": True}
 C, GRID, TAPS = 3 * 384, (56, 56), 11  # padre3's 3C-wide conv at 3,136 tokens
+# the constexprs dwconv_hadamard_launch passes for that conv besides the tiles, and the stride
+# the JIT specialises as the constant 1 (x channel-major): what aot.compile_kernel compiles it
+# with (with the kernels' TOEPLITZ_FWD_DEFAULTS and the candidate's tiles)
+LAUNCH_FLAGS = dict(KH=TAPS, KW=TAPS, PH=TAPS // 2, PW=TAPS // 2, HAS_BIAS=True,
+                    HAS_GATE=False, HAS_ACC=False, HAS_ACC_SCALE=False, HAS_SCALE=False,
+                    STORE_Z=True, STORE_O=False, HAS_IN_BIAS=True, KP=16, s_xn=1)
 
 
 def first_launch(together: bool, candidates: int | None = None) -> dict:
     """In this process (no TRITON_INTERPRET): padre3's 3C conv launched once in COMPILING mode
     with a GPU's candidate list (its first `candidates`): the seconds it took, the compiles made
-    in the main thread and on the pool, and the compiled kernels' cubin digests (sorted)."""
+    in the main thread and on the pool, the compiled kernels' cubin digests (sorted), and per
+    candidate its tiles and what aot.resources_of reads from the kernel the JIT compiled."""
     import importlib.util
 
     import torch
@@ -61,6 +68,8 @@ def first_launch(together: bool, candidates: int | None = None) -> dict:
     threads, compile_one = [], triton.compiler.compile  # the JIT's: note each call's thread
     triton.compiler.compile = lambda *a, **k: threads.append(
         threading.current_thread()) or compile_one(*a, **k)
+    timed, code_of = [], m.machine_code  # fastest asks it for each candidate's kernel, in order
+    m.machine_code = lambda handle: timed.append(handle) or code_of(handle)
     h, w = GRID
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(1, C, h * w, generator=gen).mT.to(torch.bfloat16)  # channel-major
@@ -78,12 +87,20 @@ def first_launch(together: bool, candidates: int | None = None) -> dict:
             seconds = time.perf_counter() - t0
     finally:
         m.COMPILING.reset(token)
+    if len(timed) != len(configs):
+        raise RuntimeError(f"{len(configs) - len(timed)} candidates failed to compile")
     kernels = list(m.dwconv_toeplitz_fwd_kernel.device_caches[0][0].values())
     main = sum(t is threading.main_thread() for t in threads)
+    jit = []
+    for cfg, kernel in zip(configs, timed, strict=True):
+        r = aot.resources_of(kernel, "dwconv_toeplitz_fwd_kernel", cfg, 0.0, trips=(TAPS,))
+        jit.append({"tiles": cfg, "registers": r.registers, "stack": r.stack,
+                    "shared": r.shared, "per_output": r.census.per(
+                        cfg["BC"] * cfg["BH"] * cfg["BW"])})
     return {"seconds": seconds, "candidates": len(configs), "kernels": len(kernels),
             "compiled_in_main_thread": main, "compiled_in_pool": len(threads) - main,
             "digests": sorted(hashlib.sha256(k.asm["cubin"]).hexdigest()[:16] for k in kernels),
-            "triton": triton.__version__, "threads": os.cpu_count()}
+            "jit": jit, "triton": triton.__version__, "threads": os.cpu_count()}
 
 
 def run_child(together: bool, candidates: int | None = None,

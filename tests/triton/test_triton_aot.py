@@ -339,15 +339,40 @@ def test_a_fetched_triton_release_is_reused_and_compiles_in_the_child(tmp_path,
     assert r.triton == triton.__version__ and r.registers > 0
 
 
-def test_first_launch_compiles_every_candidate_together_on_a_pool() -> None:
-    """compile_together, through the JIT aimed at sm_90 (aot.jit_for_sm): each candidate of a
-    first launch is compiled once, on the pool, before fastest's loop (which then compiles
-    none), to the machine code it compiles to one after another (compile_together disabled:
-    every compile in the main thread)."""
+@pytest.fixture(scope="module")
+def first_launches() -> dict[str, dict]:
+    """padre3's 3C conv first launch on its first 3 candidates through the JIT aimed at sm_90
+    (aot.jit_for_sm, benchmarks/first_launch.py), compiled together and one after another."""
     from benchmarks.first_launch import run_child
 
-    together, alone = run_child(True, candidates=3), run_child(False, candidates=3)
+    return {"together": run_child(True, candidates=3), "alone": run_child(False, candidates=3)}
+
+
+def test_first_launch_compiles_every_candidate_together_on_a_pool(first_launches) -> None:
+    """compile_together: each candidate of a first launch is compiled once, on the pool, before
+    fastest's loop (which then compiles none), to the machine code it compiles to one after
+    another (compile_together disabled: every compile in the main thread)."""
+    together, alone = first_launches["together"], first_launches["alone"]
     assert together["candidates"] == together["kernels"] == 3
     assert (together["compiled_in_pool"], together["compiled_in_main_thread"]) == (3, 0)
     assert (alone["compiled_in_pool"], alone["compiled_in_main_thread"]) == (0, 3)
     assert together["digests"] == alone["digests"]
+
+
+def test_the_census_compiles_what_the_jit_compiles(padre3, first_launches) -> None:
+    """aot.compile_kernel's premise: it compiles a kernel as the JIT specialises a launch. The
+    JIT's kernels for real tensors (a channel-major input, 56 x 56: an integer argument that 16
+    does not divide) have the registers, spills, shared memory and SASS census per output that
+    aot's compile of the same tiles and flags has."""
+    from benchmarks.first_launch import LAUNCH_FLAGS, TAPS
+
+    for jit in first_launches["together"]["jit"]:
+        cfg = jit["tiles"]
+        r = aot.compile_kernel(PATH, "dwconv_toeplitz_fwd_kernel",
+                               {**LAUNCH_FLAGS, **padre3.TOEPLITZ_FWD_DEFAULTS,
+                                **aot.constexprs_of(cfg)},
+                               num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
+                               trips=(TAPS,))
+        got = {"registers": r.registers, "stack": r.stack, "shared": r.shared,
+               "per_output": r.census.per(cfg["BC"] * cfg["BH"] * cfg["BW"])}
+        assert got == {k: jit[k] for k in got}, cfg

@@ -212,16 +212,25 @@ def _compile_here(path: str, kernel: str, constexprs: dict[str, Any], num_warps:
     compiled = triton.compile(src, target=GPUTarget("cuda", capability, 32),
                               options={"num_warps": num_warps, "num_stages": num_stages})
     seconds = time.perf_counter() - t0
+    return resources_of(compiled, kernel, dict(constexprs, num_warps=num_warps,
+                                               num_stages=num_stages), seconds, trips)
+
+
+def resources_of(compiled, kernel: str, config: dict[str, Any], seconds: float,
+                 trips: list[int] | tuple[int, ...] | None = None) -> Resources:
+    """The Resources of a compiled kernel (`triton.compile`'s, or the JIT's under jit_for_sm:
+    both are CompiledKernels); `config` holds its constexprs and launch options."""
+    import triton
+
     usage = _resource_usage(compiled.asm["cubin"], kernel)
     shared = compiled.metadata.shared + usage["SHARED"]  # the launch's dynamic + static
     ptx = compiled.asm["ptx"]
     mma = next((op for op in ("wgmma", "mma.sync") if re.search(rf"\b{re.escape(op)}\b", ptx)),
                "none")
     census = None if trips is None else census_of(_cuobjdump(compiled.asm["cubin"], "-sass"),
-                                                  trips, num_warps)
-    return Resources(kernel, dict(constexprs, num_warps=num_warps, num_stages=num_stages),
-                     seconds, ptx.count("\n"), usage["REG"], usage["STACK"], shared,
-                     mma, triton.__version__, census)
+                                                  trips, config["num_warps"])
+    return Resources(kernel, config, seconds, ptx.count("\n"), usage["REG"], usage["STACK"],
+                     shared, mma, triton.__version__, census)
 
 
 def census_of(sass: str, trips: list[int] | tuple[int, ...], num_warps: int) -> Census:
