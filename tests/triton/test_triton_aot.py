@@ -359,20 +359,22 @@ def test_first_launch_compiles_every_candidate_together_on_a_pool(first_launches
     assert together["digests"] == alone["digests"]
 
 
-def test_the_census_compiles_what_the_jit_compiles(padre3, first_launches) -> None:
+def test_the_census_compiles_what_the_jit_compiles(first_launches) -> None:
     """aot.compile_kernel's premise: it compiles a kernel as the JIT specialises a launch. The
     JIT's kernels for real tensors (a channel-major input, 56 x 56: an integer argument that 16
     does not divide) have the registers, spills, shared memory and SASS census per output that
     aot's compile of the same tiles and flags has."""
-    from benchmarks.first_launch import LAUNCH_FLAGS, TAPS
+    from benchmarks.first_launch import disagreements
 
-    for jit in first_launches["together"]["jit"]:
-        cfg = jit["tiles"]
-        r = aot.compile_kernel(PATH, "dwconv_toeplitz_fwd_kernel",
-                               {**LAUNCH_FLAGS, **padre3.TOEPLITZ_FWD_DEFAULTS,
-                                **aot.constexprs_of(cfg)},
-                               num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
-                               trips=(TAPS,))
-        got = {"registers": r.registers, "stack": r.stack, "shared": r.shared,
-               "per_output": r.census.per(cfg["BC"] * cfg["BH"] * cfg["BW"])}
-        assert got == {k: jit[k] for k in got}, cfg
+    assert disagreements(first_launches["together"]["jit"]) == []
+
+
+def test_a_census_compiled_unlike_the_jit_is_reported(first_launches) -> None:
+    """The check above can fail: aot compiling the default tiles without the JIT's constant
+    stride (s_xn = 1 for a channel-major input) is named as differing from the JIT's kernel."""
+    from benchmarks.first_launch import disagreements
+
+    row = first_launches["together"]["jit"][0]
+    constexprs = {k: v for k, v in row["constexprs"].items() if k != "s_xn"}
+    (differs,) = disagreements([dict(row, constexprs=constexprs)])
+    assert str(row["tiles"]) in differs
