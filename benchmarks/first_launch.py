@@ -14,6 +14,9 @@ dense map's bias folded in, 56 x 56 grid, bf16, channel-major input), in two mod
   is timed (the generated modules' path).
 Each run is a fresh process with an empty Triton cache; the modes take turns, and the figure is
 the ratio of their medians. Both modes must compile the same machine code per candidate.
+The JIT's kernels also check aot.compile_kernel's premise (it compiles as the JIT specialises
+a launch): at 56 x 56 and at CHECK_GRIDS, each candidate compiled by aot with the same
+constexprs must have the JIT kernel's registers, spills, shared memory and SASS census.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ OUT = Path(os.environ.get("OUT", ROOT / "benchmarks" / "results"))
 SOURCE = ROOT / "codegen" / "triton" / "padre3.py"
 MODES = {"one after another": False, "together": True}
 C, GRID, TAPS = 3 * 384, (56, 56), 11  # padre3's 3C-wide conv at 3,136 tokens
+CHECK_GRIDS = ((28, 28), (14, 14))  # and 784, 196 tokens: 4- and 2-aligned strips (aot premise)
 KERNEL = "dwconv_toeplitz_fwd_kernel"
 # the constexprs dwconv_hadamard_launch passes for that conv besides the tiles and the kernels'
 # TOEPLITZ_FWD_DEFAULTS, and the stride the JIT specialises as the constant 1 (x
@@ -45,11 +49,13 @@ LAUNCH_FLAGS = dict(KH=TAPS, KW=TAPS, PH=TAPS // 2, PW=TAPS // 2, HAS_BIAS=True,
                     STORE_Z=True, STORE_O=False, HAS_IN_BIAS=True, KP=16, s_xn=1)
 
 
-def first_launch(together: bool, candidates: int | None = None) -> dict:
+def first_launch(together: bool, candidates: int | None = None,
+                 grid: tuple[int, int] = GRID) -> dict:
     """In this process (no TRITON_INTERPRET): padre3's 3C conv launched once in COMPILING mode
-    with a GPU's candidate list (its first `candidates`): the seconds it took, the compiles made
-    in the main thread and on the pool, the compiled kernels' cubin digests (sorted), and per
-    candidate its tiles and what aot.resources_of reads from the kernel the JIT compiled."""
+    on `grid` with a GPU's candidate list (its first `candidates`): the seconds it took, the
+    compiles made in the main thread and on the pool, the compiled kernels' cubin digests
+    (sorted), the strips' alignment, and per candidate its tiles and what aot.resources_of
+    reads from the kernel the JIT compiled."""
     import importlib.util
 
     import torch
@@ -72,13 +78,14 @@ def first_launch(together: bool, candidates: int | None = None) -> dict:
         threading.current_thread()) or compile_one(*a, **k)
     timed, code_of = [], m.machine_code  # fastest asks it for each candidate's kernel, in order
     m.machine_code = lambda handle: timed.append(handle) or code_of(handle)
-    h, w = GRID
+    h, w = grid
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(1, C, h * w, generator=gen).mT.to(torch.bfloat16)  # channel-major
     weight = torch.randn(C, TAPS, TAPS, generator=gen).to(torch.bfloat16)
     bias, in_bias = torch.zeros(C, dtype=torch.bfloat16), torch.ones(C, dtype=torch.bfloat16)
     z = torch.empty(1, h * w, C, dtype=torch.bfloat16)
-    configs = m.dwconv_toeplitz_configs(C, TAPS, True, height=h, pad_w=TAPS // 2, align=8,
+    align = m.strip_alignment(x, w)
+    configs = m.dwconv_toeplitz_configs(C, TAPS, True, height=h, pad_w=TAPS // 2, align=align,
                                         kh=TAPS)
     token = m.COMPILING.set(True)
     try:
@@ -100,7 +107,8 @@ def first_launch(together: bool, candidates: int | None = None) -> dict:
     return {"seconds": seconds, "candidates": len(configs), "kernels": len(kernels),
             "compiled_in_main_thread": main, "compiled_in_pool": len(threads) - main,
             "digests": sorted(hashlib.sha256(k.asm["cubin"]).hexdigest()[:16] for k in kernels),
-            "jit": jit, "triton": triton.__version__, "threads": os.cpu_count()}
+            "jit": jit, "grid": grid, "align": align, "triton": triton.__version__,
+            "threads": os.cpu_count()}
 
 
 def resources(r) -> dict:
@@ -130,7 +138,7 @@ def disagreements(jit: list[dict], triton_path: Path | None = None) -> list[str]
 
 
 def run_child(together: bool, candidates: int | None = None,
-              triton_path: Path | None = None) -> dict:
+              triton_path: Path | None = None, grid: tuple[int, int] = GRID) -> dict:
     """first_launch in a fresh process with an empty Triton cache (and `triton_path`'s Triton
     first on the path, from aot.triton_release)."""
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
@@ -138,7 +146,7 @@ def run_child(together: bool, candidates: int | None = None,
     env["PADRE_TRITON_CONV"] = "toeplitz"  # a compile error raises: no fallback to direct
     env["PYTHONPATH"] = os.pathsep.join(filter(None, (
         str(triton_path) if triton_path else None, str(ROOT), env.get("PYTHONPATH"))))
-    request = json.dumps({"together": together, "candidates": candidates})
+    request = json.dumps({"together": together, "candidates": candidates, "grid": grid})
     with tempfile.TemporaryDirectory() as cache:
         proc = subprocess.run([sys.executable, __file__, "--child", request], env=dict(
             env, TRITON_CACHE_DIR=cache), capture_output=True, text=True)
@@ -189,7 +197,8 @@ def main() -> None:
     if len({d for ds in digests.values() for d in ds}) != 1:
         sys.exit(f"the modes compiled different machine code: {digests}")
     first = runs["together"][0]
-    differ = disagreements(first["jit"], release)
+    checks = [first] + [run_child(True, triton_path=release, grid=g) for g in CHECK_GRIDS]
+    differ = [disagreements(row["jit"], release) for row in checks]
     med = {mode: statistics.median(r["seconds"] for r in rows) for mode, rows in runs.items()}
     stem = "first_launch" + (f"_triton-{args.triton_version}" if release else "")
     lines = ["# First launch's compile: candidates one after another vs together", "",
@@ -199,10 +208,14 @@ def main() -> None:
              f"{TAPS} x {TAPS}, bf16): {first['candidates']} candidates, {first['kernels']} "
              f"kernels compiled ({len(set(first['digests']))} distinct cubins), the same "
              f"machine code in both modes; fresh cache each run, median of {args.repeats}.", "",
-             f"aot.compile_kernel, compiling the same constexprs, gives "
-             f"{len(first['jit']) - len(differ)} of the {len(first['jit'])} candidates the "
-             "registers, spills, shared memory and SASS census per output of the JIT's kernel"
-             + (": " + "; ".join(differ) if differ else "."), "",
+             "aot.compile_kernel's premise, checked: compiling the same constexprs, it gives "
+             "each candidate the registers, spills, shared memory and SASS census per output "
+             "of the JIT's kernel for the launch on real tensors:", "",
+             "| grid | strips aligned to | candidates | aot = JIT | differing |",
+             "|---|---|---|---|---|",
+             *(f"| {r['grid'][0]} x {r['grid'][1]} | {r['align']} | {len(r['jit'])} "
+               f"| {len(r['jit']) - len(d)} | {'; '.join(d) or '-'} |"
+               for r, d in zip(checks, differ, strict=True)), "",
              "| mode | seconds (each run) | median s | x faster |", "|---|---|---|---|"]
     for mode, rows in runs.items():
         each = ", ".join(f"{r['seconds']:.1f}" for r in rows)
