@@ -456,6 +456,43 @@ def test_fastest_does_not_time_a_candidate_that_compiles_to_the_same_code(monkey
     assert m.machine_code(None) is None and m.machine_code(launch({"BC": 3})) == "b"
 
 
+def test_compile_together_launches_each_candidate_only_to_compile(monkeypatch) -> None:
+    """compile_together hands every candidate to its launch with COMPILING set (start gives the
+    kernel's warmup then); a launch that raises does not stop the others; COMPILING is reset.
+    Where an async compile mode is active already it does nothing (fastest compiles one after
+    another), and under the interpreter it does nothing."""
+    from triton.runtime import _async_compile
+
+    m = _kernels_module()
+    configs = [{"BC": 1}, {"BC": 2}, {"BC": 3}]
+    seen = []
+
+    def launch(cfg):
+        seen.append((cfg["BC"], m.COMPILING.get()))
+        if cfg["BC"] == 2:
+            raise RuntimeError("out of resource (simulated)")
+
+    m.compile_together(configs, launch)  # the interpreter's module: nothing to compile
+    assert seen == []
+    monkeypatch.setattr(m, "INTERPRETED", False)
+    m.compile_together(configs, launch)
+    assert seen == [(1, True), (2, True), (3, True)] and not m.COMPILING.get()
+    assert m.start({(4, 1, 1): "launcher"}, (4, 1, 1)) == "launcher"  # kernel[grid]
+    kernel = types.SimpleNamespace(warmup=lambda *a, grid: ("warmup", grid, a))  # no [grid]
+    token = m.COMPILING.set(True)
+    try:
+        assert m.start(kernel, (4, 1, 1))(7) == ("warmup", (4, 1, 1), (7,))
+    finally:
+        m.COMPILING.reset(token)
+    seen.clear()
+    token = _async_compile.active_mode.set(object())  # another mode is active: RuntimeError
+    try:
+        m.compile_together(configs, launch)
+    finally:
+        _async_compile.active_mode.reset(token)
+    assert seen == [] and not m.COMPILING.get()
+
+
 def test_first_launch_charges_the_band_to_the_candidates_that_read_it(monkeypatch) -> None:
     """Every forward builds the band operand a precomputed-band tile reads: the first launch's
     timings include that build (one per timed call), and a band gathered from the taps builds
