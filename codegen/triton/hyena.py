@@ -684,8 +684,10 @@ def compile_together(configs: tuple[dict[str, int], ...], launch) -> None:
     if INTERPRETED or len(configs) < 2:
         return
     try:
-        from triton.runtime._async_compile import AsyncCompileMode
+        from triton.runtime._async_compile import AsyncCompileMode, active_mode
     except ImportError:
+        return
+    if active_mode.get() is not None:  # one mode at a time: another owns this context
         return
     token = COMPILING.set(True)
     try:
@@ -693,8 +695,6 @@ def compile_together(configs: tuple[dict[str, int], ...], launch) -> None:
             for cfg in configs:
                 with contextlib.suppress(Exception):
                     launch(cfg)
-    except RuntimeError:  # another AsyncCompileMode is active
-        pass
     finally:
         COMPILING.reset(token)
 
