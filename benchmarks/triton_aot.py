@@ -86,6 +86,8 @@ def measure(path: Path, triton_path: Path | None = None) -> list[dict]:
     taps = (FLAGS["KH"], FLAGS["KW"])
     grads = dict(FLAGS, HAS_DZ=True, HAS_DO=True, **token_major)
     recompute = {"RECOMPUTE": True} if "RECOMPUTE" in text else {}
+    if "USES_U" in text:  # FLAGS have the gate: u enters dg
+        recompute["USES_U"] = True
     toeplitz_off = {"HAS_IN_BIAS": False, "KP": 16} if "HAS_IN_BIAS" in text else {}
     for flag in ("BAND_FROM_TAPS", "SLAB"):
         if flag in text:
@@ -106,8 +108,9 @@ def measure(path: Path, triton_path: Path | None = None) -> list[dict]:
     ]
     if recompute:
         runs.append(("dwconv_hadamard_bwd_kernel (u given)", "dwconv_hadamard_bwd_kernel",
-                     dict(FLAGS, HAS_DZ=True, HAS_DO=True, RECOMPUTE=False, s_dn=1), backward, 3,
-                     dict(FP32_GRADS, u="fp32"), (), backward["BT"] * backward["BC"]))
+                     dict(FLAGS, HAS_DZ=True, HAS_DO=True, **dict(recompute, RECOMPUTE=False),
+                          s_dn=1), backward, 3, dict(FP32_GRADS, u="fp32"), (),
+                     backward["BT"] * backward["BC"]))
     if "dwconv_toeplitz_wgrad_kernel" in text:
         wgrad = dict(toeplitz)  # the launcher's tiles; the program loops over all 56 rows
         flags = dict(KH=11, KW=11, PH=5, PW=5, BD=16, s_xn=1, s_dn=1)

@@ -197,16 +197,18 @@ if triton is not None:
         HAS_BIAS: tl.constexpr, HAS_GATE: tl.constexpr, HAS_ACC: tl.constexpr,
         HAS_ACC_SCALE: tl.constexpr, HAS_SCALE: tl.constexpr,
         HAS_DZ: tl.constexpr, HAS_DO: tl.constexpr, RECOMPUTE: tl.constexpr,
-        BT: tl.constexpr, BC: tl.constexpr,
+        USES_U: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr,
     ):
         """Backward of dwconv_hadamard_fwd_kernel on one [BT, BC] tile, derived by the compiler.
 
         dz_tot = dz + s * do;  du = dz_tot * g;  dg = dz_tot * u;  da = sa * do;
         dw[c, i, j] += sum_t du[t, c] x[t + tap(i, j), c];  db += sum_t du;
-        ds += sum_t do * z;  dsa += sum_t do * a.  RECOMPUTE: u = conv(x) + b is recomputed from
-        the same shifted loads that feed dw; else u is read (the tensor-core forward wrote it)
-        and dw is dwconv_toeplitz_wgrad_kernel's. dx (the adjoint conv of du) is a launch of the
-        forward kernel with flipped taps. dg, da: [B, N, C] contiguous; du: any strides.
+        ds += sum_t do * z;  dsa += sum_t do * a.  u enters dg and ds alone (USES_U: a gate,
+        or do and s); without them no u is formed or read. RECOMPUTE: u = conv(x) + b is
+        recomputed from the same shifted loads that feed dw; else u is read (the tensor-core
+        forward wrote it) and dw is dwconv_toeplitz_wgrad_kernel's. dx (the adjoint conv of du)
+        is a launch of the forward kernel with flipped taps. dg, da: [B, N, C] contiguous; du:
+        any strides.
         """
         i_t, i_c, i_b = tl.program_id(0), tl.program_id(1), tl.program_id(2)
         o_t = i_t * BT + tl.arange(0, BT)  # [BT] tokens
@@ -245,12 +247,13 @@ if triton is not None:
                     b_x = tl.load(p_x, mask=m_x[:, None] & m_c[None, :], other=0.)
                     b_x = b_x.to(tl.float32)
                     b_w = tl.load(w + o_c * (KH * KW) + (i_kh * KW + i_kw), mask=m_c, other=0.)
-                    b_u += b_x * b_w.to(tl.float32)[None, :]
+                    if USES_U:
+                        b_u += b_x * b_w.to(tl.float32)[None, :]
                     tl.atomic_add(dw + o_c * (KH * KW) + (i_kh * KW + i_kw),
                                   tl.sum(b_du * b_x, axis=0), mask=m_c)
             if HAS_BIAS:
                 b_u += tl.load(b + o_c, mask=m_c, other=0.).to(tl.float32)[None, :]
-        else:  # u given ([B, N, C] contiguous fp32, bias included); dw: the wgrad kernel
+        elif USES_U:  # u given ([B, N, C] contiguous fp32, bias included); dw: the wgrad kernel
             b_u = tl.load(u + p_out, mask=m, other=0.)
         if HAS_BIAS:
             tl.atomic_add(db + o_c, tl.sum(b_du, axis=0), mask=m_c)
@@ -981,9 +984,10 @@ def _dwconv_hadamard_bwd_impl(
     """(dx, dg, da, dw, db, ds, dsa, dbi); a gradient of an absent input is an empty tensor.
 
     Direct form: one dwconv_hadamard_bwd_kernel recomputes u from the shifted loads that give
-    dw. Toeplitz form (tensor cores): u = conv(x) + b from the forward kernel (fp32), the
-    elementwise part writes du channel-major, dwconv_toeplitz_wgrad_kernel gives dw. Both: dx
-    is the forward kernel on du with flipped taps. Tensor cores take 16-bit operands: the
+    dw. Toeplitz form (tensor cores): u = conv(x) + b from the forward kernel (fp32) where dg or
+    ds reads it (a gate, or do and a scale), the elementwise part writes du channel-major,
+    dwconv_toeplitz_wgrad_kernel gives dw. Both: dx is the forward kernel on du with flipped
+    taps. Tensor cores take 16-bit operands: the
     Toeplitz form rounds du (for dw and dx) and the taps (for u, as its forward does) to x's
     dtype, so with 32-bit weights and 16-bit activations its dw and ds carry ~1e-4 relative
     error where the direct form's carry ~1e-7; with 16-bit weights both agree.
@@ -1017,10 +1021,13 @@ def _dwconv_hadamard_bwd_impl(
     db = torch.zeros(c, **f32) if bias is not None else empty()
     ds = torch.zeros(c, **f32) if scale is not None and do is not None else empty()
     dsa = torch.zeros(c, **f32) if acc_scale is not None and do is not None else empty()
+    uses_u = gate is not None or (do is not None and scale is not None)  # for dg or ds
     if tensor_cores:
-        u = torch.empty((b, n, c), **f32)
-        dwconv_hadamard_launch(x, weight, bias, None, None, None, None, height, width, pad_h,
-                               pad_w, u, None, in_bias)
+        u = x  # never read without uses_u: no conv is recomputed for it
+        if uses_u:
+            u = torch.empty((b, n, c), **f32)
+            dwconv_hadamard_launch(x, weight, bias, None, None, None, None, height, width,
+                                   pad_h, pad_w, u, None, in_bias)
         du = torch.empty((b, c, n), dtype=x.dtype, device=x.device).mT  # channel-major
     else:
         u, du = x, torch.empty(x.shape, dtype=x.dtype, device=x.device)
@@ -1039,7 +1046,7 @@ def _dwconv_hadamard_bwd_impl(
         HAS_BIAS=bias is not None, HAS_GATE=gate is not None, HAS_ACC=acc is not None,
         HAS_ACC_SCALE=acc_scale is not None, HAS_SCALE=scale is not None,
         HAS_DZ=dz is not None, HAS_DO=do is not None, RECOMPUTE=not tensor_cores,
-        BT=cfg["BT"], BC=cfg["BC"], num_warps=cfg["num_warps"],
+        USES_U=uses_u, BT=cfg["BT"], BC=cfg["BC"], num_warps=cfg["num_warps"],
     )
     if tensor_cores:
         dwconv_toeplitz_wgrad_launch(x, du, dw, height, width, pad_h, pad_w)

@@ -41,7 +41,7 @@ def _taps(k: int) -> dict[str, int]:
 def test_direct_kernels_at_gpu_tiles_do_not_spill(padre3, kernel: str) -> None:
     backward = kernel == "dwconv_hadamard_bwd_kernel"
     cfg = padre3.dwconv_hadamard_config(3136, 384, gpu=True, backward=backward)
-    extra = (dict(HAS_DZ=True, HAS_DO=True, RECOMPUTE=True) if backward
+    extra = (dict(HAS_DZ=True, HAS_DO=True, RECOMPUTE=True, USES_U=True) if backward
              else dict(STORE_Z=True, STORE_O=True))
     r = aot.compile_kernel(PATH, kernel,
                            dict(FLAGS, **_taps(11), **extra, **aot.constexprs_of(cfg)),
@@ -109,7 +109,7 @@ def test_tensor_core_backward_kernels_at_gpu_tiles(padre3) -> None:
     assert wgrad.stack == 0 and wgrad.mma != "none"
     assert wgrad.census.loops == [1, 2]  # row tiles outside, the taps inside
     bwd = padre3.dwconv_hadamard_config(3136, 384, gpu=True, backward=True)
-    consts = dict(FLAGS, HAS_DZ=True, HAS_DO=True, RECOMPUTE=False, s_dn=1,  # x unread
+    consts = dict(FLAGS, HAS_DZ=True, HAS_DO=True, RECOMPUTE=False, USES_U=True, s_dn=1,
                   **_taps(11), **aot.constexprs_of(bwd))
     given = aot.compile_kernel(PATH, "dwconv_hadamard_bwd_kernel", consts,
                                num_warps=bwd["num_warps"],

@@ -639,6 +639,47 @@ def test_input_bias_folds_into_the_conv(h, w, k, pad_h, pad_w, layout, form) -> 
         assert err < 1e-5, (label, err)
 
 
+@pytest.mark.parametrize(("gate", "scale", "convs"),
+                         [(False, False, 1), (True, False, 2), (False, True, 2)],
+                         ids=["dz-alone", "gate", "do-and-scale"])
+def test_toeplitz_backward_recomputes_the_conv_only_where_a_gradient_reads_it(
+        gate: bool, scale: bool, convs: int, monkeypatch) -> None:
+    """u = conv(x) + b enters dg (a gate) and ds (do with a scale) alone: without them the
+    backward launches one conv (dx), with either two (u, then dx). Every gradient against
+    float64 autograd of the naive twin, both ways."""
+    m = _kernels_module()
+    monkeypatch.setenv("PADRE_TRITON_CONV", "toeplitz")
+    launched = []
+    launch = m.dwconv_hadamard_launch
+    monkeypatch.setattr(m, "dwconv_hadamard_launch",
+                        lambda *args: (launched.append(args[7:11]), launch(*args))[1])
+    gen = torch.Generator().manual_seed(convs + 2 * gate)
+    b, h, w, c, k = 2, 6, 5, 3, 3
+    x, g, a = (torch.randn(b, h * w, c, generator=gen) for _ in range(3))
+    weight, bias, sa, s = (torch.randn(*shape, generator=gen) for shape in ((c, k, k), (c,),
+                                                                           (c,), (c,)))
+    inputs = dict(x=x, weight=weight, bias=bias, gate=g if gate else None,
+                  acc=a if scale else None, acc_scale=sa if scale else None,
+                  scale=s if scale else None)
+    grad = torch.randn(b, h * w, c, generator=gen)
+    dz, do = (None, grad) if scale else (grad, None)
+    got = m._dwconv_hadamard_bwd_impl(*inputs.values(), dz, do, h, w, 0, 2)
+    assert launched == [(h, w, 0, 2)] * (convs - 1) + [(h, w, 2, 0)]  # [u], dx (mirrored pads)
+
+    x64 = {name: t.double().requires_grad_() for name, t in inputs.items() if t is not None}
+    want = m.naive_dwconv_hadamard(*(x64.get(name) for name in inputs), h, w, 0, 2,
+                                   not scale, scale)[1 if scale else 0]
+    ref = dict(zip(x64, torch.autograd.grad(want, list(x64.values()), grad.double()),
+                   strict=True))
+    order = ("x", "gate", "acc", "weight", "bias", "scale", "acc_scale")  # the impl's outputs
+    for name, gt in zip(order, got, strict=False):
+        if name in ref:
+            err = float((gt.double() - ref[name]).abs().max() / ref[name].abs().max())
+            assert err < 1e-5, (name, err)
+        else:
+            assert gt.numel() == 0, name
+
+
 @pytest.mark.parametrize(("width", "offset", "want"),
                          [(24, 0, 8), (28, 0, 4), (14, 0, 2), (15, 0, 1), (24, 4, 4), (24, 1, 1)])
 def test_strip_alignment_is_the_largest_common_power_of_two(width, offset, want) -> None:
