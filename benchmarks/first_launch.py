@@ -46,7 +46,8 @@ KERNEL = "dwconv_toeplitz_fwd_kernel"
 # channel-major): what aot.compile_kernel compiles it with
 LAUNCH_FLAGS = dict(KH=TAPS, KW=TAPS, PH=TAPS // 2, PW=TAPS // 2, HAS_BIAS=True,
                     HAS_GATE=False, HAS_ACC=False, HAS_ACC_SCALE=False, HAS_SCALE=False,
-                    STORE_Z=True, STORE_O=False, HAS_IN_BIAS=True, KP=16, s_xn=1)
+                    STORE_Z=True, STORE_O=False, STORE_U=False, HAS_IN_BIAS=True, KP=16,
+                    s_xn=1)
 
 
 def first_launch(together: bool, candidates: int | None = None,

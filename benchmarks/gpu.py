@@ -268,6 +268,14 @@ def time_row(mod, c: int, n: int, batch: int, device, rates, budget: Budget,
                 m(xg).backward(g)
 
             row["ms_train"][label] = median_ms(step, device)
+            if device.type == "cuda":  # what a step holds beyond the weights and x
+                sync(device)
+                before = torch.cuda.memory_allocated(device)
+                torch.cuda.reset_peak_memory_stats(device)
+                step()
+                sync(device)
+                row.setdefault("train_peak_mib", {})[label] = (
+                    torch.cuda.max_memory_allocated(device) - before) / 2**20
         except Exception as err:  # one failure must not lose the other rows
             row["ms"].setdefault(label, None)
             row.setdefault("errors", {})[label] = repr(err)[:300]
@@ -425,6 +433,15 @@ def markdown(meta: dict, rows: list[dict]) -> str:
             f"| {fmt(tr.get('compiled_hand'))} | {fmt(tr.get('attention'))} "
             f"| {fmt(r.get('x_attention_train_triton'), '.2f')} "
             f"| {fmt(r.get('floor_fraction_train_triton'), '.2f')} |")
+    lines += ["", "Peak memory of one forward + backward step beyond what was allocated before it "
+              "(weights, x, x's gradient buffer), MiB:", "",
+              "| C | N | batch | triton | triton direct | eager | attention |",
+              "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        peak = r.get("train_peak_mib", {})
+        lines.append(f"| {r['C']} | {r['N']} | {r['batch']} | {fmt(peak.get('triton'), '.0f')} "
+                     f"| {fmt(peak.get('triton_direct'), '.0f')} "
+                     f"| {fmt(peak.get('eager'), '.0f')} | {fmt(peak.get('attention'), '.0f')} |")
     lines += ["", "The first forward call at each shape, s: compiles (Triton: every first-launch "
               "candidate, together on a thread pool; torch.compile: its graph) and the first "
               "launches' timing of the candidates; a later row reuses the kernels of the same "

@@ -4,12 +4,12 @@
     # writes benchmarks/results/triton_aot.{md,json,png} (triton_aot_triton-V.* with V)
 
 Compiles padre3's kernels (direct forward, backward, tensor-core Toeplitz forward and weight
-gradient, the latter also with its strips from one slab; the Toeplitz forward also at 2 and
-1 pipeline stages, with strip copies that allocate in L1, on 4-, 2- and un-aligned strips,
-with its band gathered from the taps (also at 1 stage), with its strips from one slab (SLAB:
-at 3 and 2 stages, with the band gathered, on 4 channels and 4 warps, on 32 rows, in two
-column parts at 3 and 2 stages, and on 4-, 2- and un-aligned strips), and as the
-3C-wide conv launches it, with and without the dense map's bias folded in) at the launch
+gradient, the latter also with its strips from one slab; the Toeplitz forward also at 2 and 1
+pipeline stages, storing u for the backward, with strip copies that allocate in L1, on 4-, 2-
+and un-aligned strips, with its band gathered from the taps (also at 1 stage), with its strips
+from one slab (SLAB: at 3 and 2 stages, with the band gathered, on 4 channels and 4 warps, on
+32 rows, in two column parts at 3 and 2 stages, and on 4-, 2- and un-aligned strips), and as
+the 3C-wide conv launches it, with and without the dense map's bias folded in) at the launch
 configurations their launchers pick for padre3 on a GPU (C = 384, 56 x 56 tokens, 11 x 11 taps,
 bf16, every other fusion flag on) with a cold Triton cache, specialised as the JIT specialises
 an aligned launch, and reads registers, stack (spilled registers) and shared memory from the
@@ -17,11 +17,9 @@ cubin (shared memory: what a launch requests; programs per SM: the occupancy reg
 shared memory allow) and the warp instructions each program issues per output element from its
 SASS (padre_compiler/backends/triton/aot.py); one compile per CPU at a time, each in its own
 process. The CUDA-core floor of an 11 x 11 depthwise tap sum is 121 / 32 = 3.78 warp FMAs per
-output.
-With --baseline-rev, the same for codegen/triton/padre3.py as committed at that git revision.
-With --triton-version, compiled by that Triton release (fetched with pip once) instead of the
-installed one: the lent GPU machine's own (3.6.0 on the H200 of gpu_padre3.md).
-"""
+output. With --baseline-rev, the same for codegen/triton/padre3.py as committed at that git
+revision. With --triton-version, compiled by that Triton release (fetched with pip once)
+instead of the installed one: the lent GPU machine's own (3.6.0 on the H200 of gpu_padre3.md)."""
 
 from __future__ import annotations
 
@@ -94,6 +92,8 @@ def measure(path: Path, triton_path: Path | None = None) -> list[dict]:
             toeplitz_off[flag] = False
     if "PARTS" in text:
         toeplitz_off["PARTS"] = 1
+    if "STORE_U" in text:  # u kept for a backward: training's forward, not inference's
+        toeplitz_off["STORE_U"] = False
     runs = [  # label, kernel, flags, tiles, stages (where the tiles name none), pointer types,
         # loop trips, outputs / program
         ("dwconv_hadamard_fwd_kernel", "dwconv_hadamard_fwd_kernel",
@@ -142,6 +142,10 @@ def measure(path: Path, triton_path: Path | None = None) -> list[dict]:
                 variants[f"slab, ALIGN={a}"] = dict(variants[f"ALIGN={a}"], SLAB=True)
         runs += [(f"{label} ({name})", rest[0], rest[1], cfg, *rest[3:])
                  for name, cfg in variants.items()]
+    if "STORE_U" in text:  # a gated conv's forward under autograd: u stored for the backward
+        label, kernel, flags, *rest = runs[2]
+        runs.append((f"{label} (u kept for the backward)", kernel, dict(flags, STORE_U=True),
+                     *rest))
     if "BAND_FROM_TAPS" in text:  # the band gathered from 16-bit and from 32-bit taps
         label, kernel, flags, cfg, stages, _, *rest = runs[2]
         runs += [(f"{label} (band from {bits} taps{note})", kernel, flags,

@@ -54,16 +54,20 @@ def next_power_of_2(n: int) -> int:
     return 1 << (n - 1).bit_length()
 
 
-def custom_op_caller(op, impl):
+def custom_op_caller(op, impl, grad_flag: str | None = None, outputs: int | None = None):
     """Call the custom op `op` where autograd or torch.compile needs it (an argument requires
     grad with gradients on, or a trace), else its implementation `impl` directly: the same
-    result without the dispatcher's layers (host time: benchmarks/host_overhead.py)."""
+    result without the dispatcher's layers (host time: benchmarks/host_overhead.py). The
+    keyword `grad_flag` tells the op whether autograd will call its backward; `outputs`: the
+    leading outputs returned (the rest are for the backward)."""
     def call(*args, **kwargs):
-        if torch.compiler.is_compiling() or (torch.is_grad_enabled() and any(
-                isinstance(a, torch.Tensor) and a.requires_grad
-                for a in (*args, *kwargs.values()))):
-            return op(*args, **kwargs)
-        return impl(*args, **kwargs)
+        grads = torch.is_grad_enabled() and any(isinstance(a, torch.Tensor) and a.requires_grad
+                                                for a in (*args, *kwargs.values()))
+        if grad_flag is not None:
+            kwargs[grad_flag] = grads
+        out = op(*args, **kwargs) if grads or torch.compiler.is_compiling() else impl(*args,
+                                                                                       **kwargs)
+        return out if outputs is None else out[:outputs]
 
     call.__doc__ = f"{op}, or its implementation where neither autograd nor a trace needs it."
     return call
@@ -253,8 +257,8 @@ if triton is not None:
                                   tl.sum(b_du * b_x, axis=0), mask=m_c)
             if HAS_BIAS:
                 b_u += tl.load(b + o_c, mask=m_c, other=0.).to(tl.float32)[None, :]
-        elif USES_U:  # u given ([B, N, C] contiguous fp32, bias included); dw: the wgrad kernel
-            b_u = tl.load(u + p_out, mask=m, other=0.)
+        elif USES_U:  # u given ([B, N, C] contiguous, bias included); dw: the wgrad kernel
+            b_u = tl.load(u + p_out, mask=m, other=0.).to(tl.float32)
         if HAS_BIAS:
             tl.atomic_add(db + o_c, tl.sum(b_du, axis=0), mask=m_c)
         tl.store(du + i_b * s_db + o_t[:, None] * s_dn + o_c[None, :] * s_dc,
@@ -280,14 +284,14 @@ if triton is not None:
 
     @triton.jit(do_not_specialize=["N", "H", "W"])  # one compile for every grid
     def dwconv_toeplitz_fwd_kernel(
-        x, t, w, b, bi, g, a, sa, s, z, o,
+        x, t, w, b, bi, g, a, sa, s, z, o, u,
         s_xb, s_xn, s_xc, s_gb, s_gn, s_ab, s_an,  # strides (elements); g, a: channel stride 1
         N, C, H, W,
         KH: tl.constexpr, KW: tl.constexpr, PH: tl.constexpr, PW: tl.constexpr,
         HAS_BIAS: tl.constexpr, HAS_IN_BIAS: tl.constexpr, HAS_GATE: tl.constexpr,
         HAS_ACC: tl.constexpr,
         HAS_ACC_SCALE: tl.constexpr, HAS_SCALE: tl.constexpr,
-        STORE_Z: tl.constexpr, STORE_O: tl.constexpr,
+        STORE_Z: tl.constexpr, STORE_O: tl.constexpr, STORE_U: tl.constexpr,
         BH: tl.constexpr, BW: tl.constexpr, BK: tl.constexpr, BC: tl.constexpr,
         HALO: tl.constexpr, ALIGN: tl.constexpr, STRIP_CACHE: tl.constexpr, KP: tl.constexpr,
         BAND_FROM_TAPS: tl.constexpr, SLAB: tl.constexpr, PARTS: tl.constexpr,
@@ -319,6 +323,9 @@ if triton is not None:
         PARTS: the strip's BK columns in PARTS parts of BP = BK / PARTS >= 16, each with its
         own tap loop (and slab): the band product sums over k, so the tile is the sum over
         parts of KH [BH, BP] @ [BP, BW] products each, and only one part's operands are live.
+
+        STORE_U: u = conv(x + bi) + b, before the gate, stored too (x's dtype), so the backward
+        takes u from it instead of recomputing the conv.
 
         HAS_IN_BIAS: the input is x + bi (bi: [C], the bias of the dense map that wrote x, so
         that map needs no pass of its own to add it). By linearity conv(x + bi) = conv(x) +
@@ -383,6 +390,9 @@ if triton is not None:
             b_u += b_1 * tl.load(bi + o_c, mask=m_c, other=0.).to(tl.float32)[:, None, None]
         o_t = (o_r[:, None] * W + o_j[None, :])[None, :, :]  # [1, BH, BW] output tokens
         m = m_c[:, None, None] & ((o_r < H)[:, None] & (o_j < W)[None, :])[None, :, :]
+        if STORE_U:  # u = conv(x) + b ([B, N, C] contiguous): the backward's dg and ds read it
+            tl.store(u + i_b * N * C + o_t * C + o_c[:, None, None], b_u.to(u.dtype.element_ty),
+                     mask=m)
         b_z = b_u
         if HAS_GATE:
             p_g = g + i_b * s_gb + o_t * s_gn + o_c[:, None, None]
@@ -816,18 +826,35 @@ def _dwconv_hadamard_impl(
     x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, gate: torch.Tensor | None,
     acc: torch.Tensor | None, acc_scale: torch.Tensor | None, scale: torch.Tensor | None,
     height: int, width: int, pad_h: int, pad_w: int, store_z: bool, store_o: bool,
-    in_bias: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(z, o) of the forward kernels on x + in_bias; an output not asked for is an empty
-    tensor."""
+    in_bias: torch.Tensor | None = None, keep_u: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(z, o, u) of the forward kernels on x + in_bias; an output not asked for is an empty
+    tensor. keep_u (autograd's call): u = conv(x + in_bias) + bias where keeps_u says the
+    backward would otherwise recompute it."""
     if not _use_triton(x):
-        return naive_dwconv_hadamard(x, weight, bias, gate, acc, acc_scale, scale, height,
-                                     width, pad_h, pad_w, store_z, store_o, in_bias)
-    z = torch.empty_like(x, memory_format=torch.contiguous_format) if store_z else x.new_empty(0)
-    o = torch.empty_like(x, memory_format=torch.contiguous_format) if store_o else x.new_empty(0)
+        return (*naive_dwconv_hadamard(x, weight, bias, gate, acc, acc_scale, scale, height,
+                                       width, pad_h, pad_w, store_z, store_o, in_bias),
+                x.new_empty(0))
+    def out(stored: bool) -> torch.Tensor:  # [B, N, C] contiguous, or empty where not stored
+        return (torch.empty_like(x, memory_format=torch.contiguous_format) if stored
+                else x.new_empty(0))
+
+    z, o = out(store_z), out(store_o)
+    u = out(keep_u and keeps_u(x, weight, height, gate, scale, store_o))
     dwconv_hadamard_launch(x, weight, bias, gate, acc, acc_scale, scale, height, width, pad_h,
-                           pad_w, z if store_z else None, o if store_o else None, in_bias)
-    return z, o
+                           pad_w, z if store_z else None, o if store_o else None, in_bias,
+                           u if u.numel() else None)
+    return z, o, u
+
+
+def keeps_u(x: torch.Tensor, weight: torch.Tensor, height: int, gate: torch.Tensor | None,
+            scale: torch.Tensor | None, store_o: bool) -> bool:
+    """Whether the forward stores u = conv(x) + b for its backward: where the Triton kernels
+    run in the Toeplitz form, whose backward would otherwise recompute u for dg (a gate) or ds
+    (o's gradient with a scale), a conv launch against one store of x's size; the direct
+    form's backward recomputes u from the loads that give dw anyway."""
+    return ((gate is not None or (store_o and scale is not None)) and _use_triton(x)
+            and conv_form(x, height, weight.shape[2]) == "toeplitz" and not TOEPLITZ_FAILED)
 
 
 def channel_rows(t: torch.Tensor | None) -> torch.Tensor | None:
@@ -836,9 +863,10 @@ def channel_rows(t: torch.Tensor | None) -> torch.Tensor | None:
 
 
 def dwconv_hadamard_launch(x, weight, bias, gate, acc, acc_scale, scale, height: int, width: int,
-                           pad_h: int, pad_w: int, z, o, in_bias=None) -> None:
+                           pad_h: int, pad_w: int, z, o, in_bias=None, u=None) -> None:
     """Launch the fused kernel writing z and/or o ([B, N, C] contiguous; None: not stored) of
-    the input x + in_bias (in_bias: [C] or None)."""
+    the input x + in_bias (in_bias: [C] or None), and u = conv(x + in_bias) + bias where u (the
+    same layout) is given."""
     b, n, c = x.shape
     store_z, store_o = z is not None, o is not None
     z = x if z is None else z  # placeholders when not stored, never written
@@ -883,17 +911,18 @@ def dwconv_hadamard_launch(x, weight, bias, gate, acc, acc_scale, scale, height:
                                     x.dtype)
 
         args = (weight, bias, dummy if in_bias is None else in_bias, *tail,
-                x.stride(0), x.stride(1), x.stride(2), *geometry)
+                dummy if u is None else u, x.stride(0), x.stride(1), x.stride(2), *geometry)
 
         def launch(cfg):
             grid = (cdiv(height, cfg["BH"]) * cdiv(width, cfg["BW"]),
                     cdiv(c, cfg["BC"]), b)
             return start(dwconv_toeplitz_fwd_kernel, grid)(
-                x, band(cfg), *args, **flags, HAS_IN_BIAS=in_bias is not None,
-                KP=in_bias_tile(*weight.shape[1:]), **(TOEPLITZ_FWD_DEFAULTS | cfg))
+                x, band(cfg), *args, **flags, STORE_U=u is not None,
+                HAS_IN_BIAS=in_bias is not None, KP=in_bias_tile(*weight.shape[1:]),
+                **(TOEPLITZ_FWD_DEFAULTS | cfg))
 
         key = (x.device, x.dtype, z.dtype, o.dtype, tuple(x.shape), x.stride(), height, width,
-               tuple(weight.shape), pad_h, pad_w, align, in_bias is not None,
+               tuple(weight.shape), pad_h, pad_w, align, in_bias is not None, u is not None,
                tuple(flags.values()))
         try:
             launch(fastest(key, configs, launch))
@@ -910,6 +939,9 @@ def dwconv_hadamard_launch(x, weight, bias, gate, acc, acc_scale, scale, height:
     grid = (cdiv(n, cfg["BT"]), cdiv(c, cfg["BC"]), b)
     dwconv_hadamard_fwd_kernel[grid](x, weight, bias, *tail, x.stride(0), x.stride(1),
                                      x.stride(2), *geometry, **flags, **cfg)
+    if u is not None:  # the tensor-core form failed: u from a second launch of this kernel
+        dwconv_hadamard_launch(x, weight, bias, None, None, None, None, height, width, pad_h,
+                               pad_w, u, None)
 
 
 def _depthwise_weight_grad(x, du, kh: int, kw: int, height: int, width: int, pad_h: int,
@@ -925,8 +957,8 @@ def _depthwise_weight_grad(x, du, kh: int, kw: int, height: int, width: int, pad
 
 def _dwconv_hadamard_setup(ctx, inputs, output) -> None:
     (x, weight, bias, gate, acc, acc_scale, scale, height, width, pad_h, pad_w, sz, so,
-     in_bias) = inputs
-    ctx.save_for_backward(x, weight, bias, gate, acc, acc_scale, scale, in_bias)
+     in_bias, _) = inputs
+    ctx.save_for_backward(x, weight, bias, gate, acc, acc_scale, scale, in_bias, output[2])
     ctx.geometry = (height, width, pad_h, pad_w, sz, so)
 
 
@@ -979,13 +1011,15 @@ def _dwconv_hadamard_bwd_impl(
     acc: torch.Tensor | None, acc_scale: torch.Tensor | None, scale: torch.Tensor | None,
     dz: torch.Tensor | None, do: torch.Tensor | None,
     height: int, width: int, pad_h: int, pad_w: int, in_bias: torch.Tensor | None = None,
+    u: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
            torch.Tensor, torch.Tensor]:
     """(dx, dg, da, dw, db, ds, dsa, dbi); a gradient of an absent input is an empty tensor.
 
     Direct form: one dwconv_hadamard_bwd_kernel recomputes u from the shifted loads that give
-    dw. Toeplitz form (tensor cores): u = conv(x) + b from the forward kernel (fp32) where dg or
-    ds reads it (a gate, or do and a scale), the elementwise part writes du channel-major,
+    dw. Toeplitz form (tensor cores): where dg or ds reads u = conv(x) + b (a gate, or do and a
+    scale), u as the forward stored it (keeps_u), else from the forward kernel (fp32); the
+    elementwise part writes du channel-major,
     dwconv_toeplitz_wgrad_kernel gives dw. Both: dx is the forward kernel on du with flipped
     taps. Tensor cores take 16-bit operands: the
     Toeplitz form rounds du (for dw and dx) and the taps (for u, as its forward does) to x's
@@ -1023,13 +1057,14 @@ def _dwconv_hadamard_bwd_impl(
     dsa = torch.zeros(c, **f32) if acc_scale is not None and do is not None else empty()
     uses_u = gate is not None or (do is not None and scale is not None)  # for dg or ds
     if tensor_cores:
-        u = x  # never read without uses_u: no conv is recomputed for it
-        if uses_u:
+        if not uses_u:
+            u = x  # never read: no conv is recomputed for it
+        elif u is None or not u.numel():
             u = torch.empty((b, n, c), **f32)
             dwconv_hadamard_launch(x, weight, bias, None, None, None, None, height, width,
                                    pad_h, pad_w, u, None, in_bias)
         du = torch.empty((b, c, n), dtype=x.dtype, device=x.device).mT  # channel-major
-    else:
+    else:  # u recomputed in the kernel
         u, du = x, torch.empty(x.shape, dtype=x.dtype, device=x.device)
     cfg = dwconv_hadamard_config(n, c, x.is_cuda, backward=True)
     grid = (cdiv(n, cfg["BT"]), cdiv(c, cfg["BC"]), b)
@@ -1120,44 +1155,48 @@ def dwconv_toeplitz_wgrad_launch(x, du, dw, height: int, width: int, pad_h: int,
     dw += _depthwise_weight_grad(x.float(), du.float(), kh, kw, height, width, pad_h, pad_w)
 
 
-def _dwconv_hadamard_backward(ctx, dz, do):
+def _dwconv_hadamard_backward(ctx, dz, do, _):
     """Derived backward. Forward: u = conv(x) + b, z = u * g, o = sa * a + s * z.
 
     One op (_dwconv_hadamard_bwd_impl) gives dx = conv(du) with flipped taps and mirrored
-    padding (the adjoint of the depthwise map), dg, da and the reductions dw, db, ds, dsa.
+    padding (the adjoint of the depthwise map), dg, da and the reductions dw, db, ds, dsa;
+    u, where the forward kept it (the op's third output: no gradient flows into it).
     """
-    x, weight, bias, gate, acc, acc_scale, scale, in_bias = ctx.saved_tensors
+    x, weight, bias, gate, acc, acc_scale, scale, in_bias, u = ctx.saved_tensors
     height, width, pad_h, pad_w, store_z, store_o = ctx.geometry
-    d_x, dg, da, dw, db, ds, dsa, dbi = torch.ops.padre_triton.dwconv_hadamard_bwd_v3(
+    some = lambda t: t if t.numel() else None  # noqa: E731 - empty marks an absent tensor
+    d_x, dg, da, dw, db, ds, dsa, dbi = torch.ops.padre_triton.dwconv_hadamard_bwd_v4(
         x, weight, bias, gate, acc, acc_scale, scale, dz if store_z else None,
-        do if store_o else None, height, width, pad_h, pad_w, in_bias)
-    some = lambda t: t if t.numel() else None  # noqa: E731 - empty marks an absent gradient
+        do if store_o else None, height, width, pad_h, pad_w, in_bias, some(u))
     return (d_x.to(x.dtype), dw, some(db), some(dg), some(da), some(dsa), some(ds),
-            None, None, None, None, None, None, some(dbi))
+            None, None, None, None, None, None, some(dbi), None)
 
 
 def _register_dwconv_hadamard():
     """torch.library custom op (+ fake kernel + autograd), defined once per process."""
     try:
-        torch.ops.padre_triton.dwconv_hadamard_bwd_v3  # noqa: B018 - registered with the fwd op
-        return torch.ops.padre_triton.dwconv_hadamard_fwd_v2
+        torch.ops.padre_triton.dwconv_hadamard_bwd_v4  # noqa: B018 - registered with the fwd op
+        return torch.ops.padre_triton.dwconv_hadamard_fwd_v3
     except AttributeError:
         pass
-    op = torch.library.custom_op("padre_triton::dwconv_hadamard_fwd_v2", mutates_args=())(
+    op = torch.library.custom_op("padre_triton::dwconv_hadamard_fwd_v3", mutates_args=())(
         _dwconv_hadamard_impl)
 
     @op.register_fake
     def _(x, weight, bias, gate, acc, acc_scale, scale, height, width, pad_h, pad_w, store_z,
-          store_o, in_bias=None):
-        return (x.new_empty(x.shape) if store_z else x.new_empty(0),  # contiguous, like the op
-                x.new_empty(x.shape) if store_o else x.new_empty(0))
+          store_o, in_bias=None, keep_u=False):
+        def out(stored):  # contiguous, like the op's
+            return x.new_empty(x.shape) if stored else x.new_empty(0)
 
-    bwd = torch.library.custom_op("padre_triton::dwconv_hadamard_bwd_v3", mutates_args=())(
+        return (out(store_z), out(store_o),
+                out(keep_u and keeps_u(x, weight, height, gate, scale, store_o)))
+
+    bwd = torch.library.custom_op("padre_triton::dwconv_hadamard_bwd_v4", mutates_args=())(
         _dwconv_hadamard_bwd_impl)
 
     @bwd.register_fake
     def _(x, weight, bias, gate, acc, acc_scale, scale, dz, do, height, width, pad_h, pad_w,
-          in_bias=None):
+          in_bias=None, u=None):
         def like(t, ref, shape):
             return x.new_empty(0) if t is None else ref.new_empty(shape, dtype=t.dtype)
 
@@ -1168,10 +1207,12 @@ def _register_dwconv_hadamard():
                 like(acc_scale if do is not None else None, x, (c,)), like(in_bias, x, (c,)))
 
     op.register_autograd(_dwconv_hadamard_backward, setup_context=_dwconv_hadamard_setup)
-    return torch.ops.padre_triton.dwconv_hadamard_fwd_v2
+    return torch.ops.padre_triton.dwconv_hadamard_fwd_v3
 
 
-dwconv_hadamard = custom_op_caller(_register_dwconv_hadamard(), _dwconv_hadamard_impl)
+# (z, o): the op's u stays with autograd
+dwconv_hadamard = custom_op_caller(_register_dwconv_hadamard(), _dwconv_hadamard_impl,
+                                   grad_flag="keep_u", outputs=2)
 
 
 # tl.dot tiles per kernel, (batch, M, N, K): backends/triton/legality.py

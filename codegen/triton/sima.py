@@ -44,16 +44,20 @@ def next_power_of_2(n: int) -> int:
     return 1 << (n - 1).bit_length()
 
 
-def custom_op_caller(op, impl):
+def custom_op_caller(op, impl, grad_flag: str | None = None, outputs: int | None = None):
     """Call the custom op `op` where autograd or torch.compile needs it (an argument requires
     grad with gradients on, or a trace), else its implementation `impl` directly: the same
-    result without the dispatcher's layers (host time: benchmarks/host_overhead.py)."""
+    result without the dispatcher's layers (host time: benchmarks/host_overhead.py). The
+    keyword `grad_flag` tells the op whether autograd will call its backward; `outputs`: the
+    leading outputs returned (the rest are for the backward)."""
     def call(*args, **kwargs):
-        if torch.compiler.is_compiling() or (torch.is_grad_enabled() and any(
-                isinstance(a, torch.Tensor) and a.requires_grad
-                for a in (*args, *kwargs.values()))):
-            return op(*args, **kwargs)
-        return impl(*args, **kwargs)
+        grads = torch.is_grad_enabled() and any(isinstance(a, torch.Tensor) and a.requires_grad
+                                                for a in (*args, *kwargs.values()))
+        if grad_flag is not None:
+            kwargs[grad_flag] = grads
+        out = op(*args, **kwargs) if grads or torch.compiler.is_compiling() else impl(*args,
+                                                                                       **kwargs)
+        return out if outputs is None else out[:outputs]
 
     call.__doc__ = f"{op}, or its implementation where neither autograd nor a trace needs it."
     return call

@@ -16,7 +16,8 @@ pytestmark = pytest.mark.skipif(not aot.available(),
 FLAGS = dict(HAS_BIAS=True, HAS_GATE=True, HAS_ACC=True, HAS_ACC_SCALE=True, HAS_SCALE=True)
 GRADS = {k: "fp32" for k in ("dw", "db", "ds", "dsa")}
 # the Toeplitz forward's flags a launcher's tiles may leave out: off unless a test sets them
-TOEPLITZ = {"HAS_IN_BIAS": False, "KP": 16, "BAND_FROM_TAPS": False, "SLAB": False, "PARTS": 1}
+TOEPLITZ = {"HAS_IN_BIAS": False, "KP": 16, "BAND_FROM_TAPS": False, "SLAB": False, "PARTS": 1,
+            "STORE_U": False}
 
 
 PATH = codegen_path("padre3", "triton")

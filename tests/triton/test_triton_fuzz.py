@@ -25,7 +25,7 @@ def test_triton_fuzz_sees_a_wrong_band_operand_only_in_the_toeplitz_form(monkeyp
     # (custom_op_caller): shift the band in the globals both read
     from torch._library.custom_ops import OPDEFS
 
-    op = OPDEFS["padre_triton::dwconv_hadamard_fwd_v2"]._init_fn.__globals__
+    op = OPDEFS["padre_triton::dwconv_hadamard_fwd_v3"]._init_fn.__globals__
     for namespace in (op, harness.cls.forward.__globals__):
         real = namespace["toeplitz_operand"]
         monkeypatch.setitem(namespace, "toeplitz_operand",

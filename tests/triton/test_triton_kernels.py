@@ -251,7 +251,7 @@ def test_torch_compile_traces_the_custom_op_without_gradients_too() -> None:
 
     with torch.no_grad():
         torch.compile(module, backend=backend, fullgraph=True)(torch.randn(2, 9, 4))
-    assert any("dwconv_hadamard_fwd_v2" in code for code in graphs)
+    assert any("dwconv_hadamard_fwd_v3" in code for code in graphs)
 
 
 def test_custom_op_caller_skips_the_dispatcher_only_where_nothing_needs_it() -> None:
@@ -639,21 +639,34 @@ def test_input_bias_folds_into_the_conv(h, w, k, pad_h, pad_w, layout, form) -> 
         assert err < 1e-5, (label, err)
 
 
-@pytest.mark.parametrize(("gate", "scale", "convs"),
-                         [(False, False, 1), (True, False, 2), (False, True, 2)],
+@pytest.mark.parametrize("kept", [False, True], ids=["u-recomputed", "u-kept"])
+@pytest.mark.parametrize(("gate", "scale", "reads_u"),
+                         [(False, False, False), (True, False, True), (False, True, True)],
                          ids=["dz-alone", "gate", "do-and-scale"])
-def test_toeplitz_backward_recomputes_the_conv_only_where_a_gradient_reads_it(
-        gate: bool, scale: bool, convs: int, monkeypatch) -> None:
-    """u = conv(x) + b enters dg (a gate) and ds (do with a scale) alone: without them the
-    backward launches one conv (dx), with either two (u, then dx). Every gradient against
-    float64 autograd of the naive twin, both ways."""
+def test_toeplitz_backward_launches_a_conv_for_u_only_where_it_is_read_and_not_kept(
+        gate: bool, scale: bool, reads_u: bool, kept: bool, monkeypatch) -> None:
+    """u = conv(x) + b enters dg (a gate) and ds (do with a scale) alone. Through autograd
+    (kept) the forward stores u where they read it, and the backward launches one conv (dx);
+    the backward op without u (recomputed) launches a second (u, then dx) where they read it.
+    Every gradient against float64 autograd of the naive twin."""
     m = _kernels_module()
     monkeypatch.setenv("PADRE_TRITON_CONV", "toeplitz")
-    launched = []
-    launch = m.dwconv_hadamard_launch
-    monkeypatch.setattr(m, "dwconv_hadamard_launch",
-                        lambda *args: (launched.append(args[7:11]), launch(*args))[1])
-    gen = torch.Generator().manual_seed(convs + 2 * gate)
+    from torch._library.custom_ops import OPDEFS
+
+    launched = []  # (height, width, pad_h, pad_w, u stored) of every conv launch
+
+    def counted(real):
+        def launch(*args):
+            launched.append((*args[7:11], len(args) > 14 and args[14] is not None))
+            return real(*args)
+        return launch
+
+    # the op runs the launcher of whichever generated module registered it (the same text)
+    op = OPDEFS["padre_triton::dwconv_hadamard_fwd_v3"]._init_fn.__globals__
+    for namespace in {id(ns): ns for ns in (vars(m), op)}.values():
+        monkeypatch.setitem(namespace, "dwconv_hadamard_launch",
+                            counted(namespace["dwconv_hadamard_launch"]))
+    gen = torch.Generator().manual_seed(2 * reads_u + gate)
     b, h, w, c, k = 2, 6, 5, 3, 3
     x, g, a = (torch.randn(b, h * w, c, generator=gen) for _ in range(3))
     weight, bias, sa, s = (torch.randn(*shape, generator=gen) for shape in ((c, k, k), (c,),
@@ -662,22 +675,33 @@ def test_toeplitz_backward_recomputes_the_conv_only_where_a_gradient_reads_it(
                   acc=a if scale else None, acc_scale=sa if scale else None,
                   scale=s if scale else None)
     grad = torch.randn(b, h * w, c, generator=gen)
-    dz, do = (None, grad) if scale else (grad, None)
-    got = m._dwconv_hadamard_bwd_impl(*inputs.values(), dz, do, h, w, 0, 2)
-    assert launched == [(h, w, 0, 2)] * (convs - 1) + [(h, w, 2, 0)]  # [u], dx (mirrored pads)
+    conv, dx = (h, w, 0, 2), (h, w, 2, 0)  # dx: flipped taps, mirrored padding
+    if kept:
+        leaves = [t.requires_grad_() for t in inputs.values() if t is not None]
+        out = m.dwconv_hadamard(*inputs.values(), h, w, 0, 2, not scale, scale)
+        assert launched == [(*conv, reads_u)]  # u stored beside z, o
+        launched.clear()
+        got = dict(zip((n for n, t in inputs.items() if t is not None),
+                       torch.autograd.grad(out[1 if scale else 0], leaves, grad), strict=True))
+        assert launched == [(*dx, False)]
+    else:
+        dz, do = (None, grad) if scale else (grad, None)
+        grads = m._dwconv_hadamard_bwd_impl(*inputs.values(), dz, do, h, w, 0, 2)
+        assert launched == [(*conv, False)] * reads_u + [(*dx, False)]
+        order = ("x", "gate", "acc", "weight", "bias", "scale", "acc_scale")  # the impl's
+        got = {n: t for n, t in zip(order, grads, strict=False) if inputs[n] is not None}
+        assert all(t.numel() == 0 for n, t in zip(order, grads, strict=False)
+                   if inputs[n] is None)
 
-    x64 = {name: t.double().requires_grad_() for name, t in inputs.items() if t is not None}
+    x64 = {name: t.detach().double().requires_grad_() for name, t in inputs.items()
+           if t is not None}
     want = m.naive_dwconv_hadamard(*(x64.get(name) for name in inputs), h, w, 0, 2,
                                    not scale, scale)[1 if scale else 0]
     ref = dict(zip(x64, torch.autograd.grad(want, list(x64.values()), grad.double()),
                    strict=True))
-    order = ("x", "gate", "acc", "weight", "bias", "scale", "acc_scale")  # the impl's outputs
-    for name, gt in zip(order, got, strict=False):
-        if name in ref:
-            err = float((gt.double() - ref[name]).abs().max() / ref[name].abs().max())
-            assert err < 1e-5, (name, err)
-        else:
-            assert gt.numel() == 0, name
+    for name, r in ref.items():
+        err = float((got[name].double() - r).abs().max() / r.abs().max())
+        assert err < 1e-5, (name, err)
 
 
 @pytest.mark.parametrize(("width", "offset", "want"),

@@ -1,7 +1,7 @@
 """Triton backend: graph -> standalone module source with fused Triton kernels.
 
 The fused regions (`regions.find_regions`: depthwise conv + bias + Hadamard gate + weighted
-accumulation) become calls of one torch.library custom op, `padre_triton::dwconv_hadamard_fwd_v2`,
+accumulation) become calls of one torch.library custom op, `padre_triton::dwconv_hadamard_fwd_v3`,
 backed by `dwconv_hadamard_fwd_kernel` (direct, CUDA cores) or `dwconv_toeplitz_fwd_kernel`
 (banded Toeplitz products on tensor cores), with a derived backward
 (`dwconv_hadamard_bwd_kernel`, then the forward kernel with flipped taps for dx). Every other op
