@@ -9,8 +9,10 @@ their own work is negligible (dim 8, 8 x 8 grid, batch 1). It runs on any machin
 load under TRITON_INTERPRET=1 with PADRE_TRITON_CONV=toeplitz (the GPU's code path) and every
 `*_kernel` is replaced by a launch that does nothing, so the Triton launcher's own cost (about
 10-20 us a launch on a GPU host) is not in the figures. Each figure is the median over repeats
-of the mean of a burst of calls, forward under torch.no_grad() (as gpu.py times it) and with
-gradients on (the autograd path through the custom ops). With --baseline-rev the same for the
+of the mean of a burst of calls: forward under torch.no_grad() (as gpu.py times it), with
+gradients on (the autograd path through the custom ops), and forward + backward (a training
+step, x requiring grad; the stubbed kernels leave the values unset, the host path is the
+same). With --baseline-rev the same for the
 committed codegen/triton/<spec>.py at that revision, in the same run, the two taking turns
 burst by burst: the ratio is the figure.
 """
@@ -18,6 +20,7 @@ burst by burst: the ratio is the figure.
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.util
 import json
 import os
@@ -88,8 +91,16 @@ def measure(paths: dict[str, Path], burst: int, repeats: int) -> dict[str, dict[
     fns = {version: (lambda m=m, x=x: m(x)) for version, (m, x) in built.items()}
     with torch.no_grad():
         inference = bursts_us(fns, burst, repeats)
+
+    def step(m, x, g):  # a training step's host side: forward, then backward
+        m(x).backward(g)
+
+    steps = {version: functools.partial(step, m, x.detach().requires_grad_(),
+                                        torch.ones_like(x))
+             for version, (m, x) in built.items()}
     return {"forward, no_grad": inference,
-            "forward, gradients on": bursts_us(fns, burst, repeats)}
+            "forward, gradients on": bursts_us(fns, burst, repeats),
+            "forward + backward": bursts_us(steps, burst, repeats)}
 
 
 def source_at(rev: str, spec: str, tmp: Path) -> Path:

@@ -52,7 +52,8 @@ def test_host_overhead_script_writes_its_table(tmp_path: Path) -> None:
                           text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     rows = json.loads((tmp_path / "host_overhead.json").read_text())["rows"]
-    assert {r["mode"] for r in rows} == {"forward, no_grad", "forward, gradients on"}
+    assert {r["mode"] for r in rows} == {"forward, no_grad", "forward, gradients on",
+                                         "forward + backward"}
     assert all(r["current"] > 0 for r in rows)
     assert (tmp_path / "host_overhead.png").stat().st_size > 0
 

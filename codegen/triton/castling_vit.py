@@ -23,6 +23,7 @@ Linear attention backward: head_state and head_apply again (each is linear in ea
 import contextlib
 import contextvars
 import functools
+import inspect
 import os
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -56,22 +57,49 @@ def next_power_of_2(n: int) -> int:
     return 1 << (n - 1).bit_length()
 
 
-def custom_op_caller(op, impl, grad_flag: str | None = None, outputs: int | None = None):
-    """Call the custom op `op` where autograd or torch.compile needs it (an argument requires
-    grad with gradients on, or a trace), else its implementation `impl` directly: the same
-    result without the dispatcher's layers (host time: benchmarks/host_overhead.py). The
-    keyword `grad_flag` tells the op whether autograd will call its backward; `outputs`: the
-    leading outputs returned (the rest are for the backward)."""
+def custom_op_caller(op, impl, setup_context, backward, grad_flag: str | None = None,
+                     outputs: int | None = None):
+    """Call `impl` (the custom op `op`'s implementation) as cheaply as the call allows:
+    - under a torch.compile trace, through `op` (its fake kernel and registered autograd);
+    - where eager autograd needs it (an argument requires grad, gradients on), through a
+      torch.autograd.Function made of `impl`, `setup_context` and `backward`, the functions
+      `op` registered: the same graph without the dispatcher's layers around the op;
+    - else `impl` itself.
+    Host time: benchmarks/host_overhead.py. `backward` sees ctx.eager on the Function path
+    (so it may call implementations instead of ops). The keyword `grad_flag` tells `impl`
+    whether a backward will run; `outputs`: the leading outputs returned (the rest are for
+    the backward)."""
+    params = inspect.signature(impl).parameters
+    names = list(params)
+
+    class Eager(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, *args):
+            out = impl(*args)
+            ctx.eager = True
+            setup_context(ctx, args, out)
+            return out
+
+        @staticmethod
+        @torch.autograd.function.once_differentiable
+        def backward(ctx, *grads):
+            return backward(ctx, *grads)
+
     def call(*args, **kwargs):
         grads = torch.is_grad_enabled() and any(isinstance(a, torch.Tensor) and a.requires_grad
                                                 for a in (*args, *kwargs.values()))
         if grad_flag is not None:
             kwargs[grad_flag] = grads
-        out = op(*args, **kwargs) if grads or torch.compiler.is_compiling() else impl(*args,
-                                                                                       **kwargs)
+        if torch.compiler.is_compiling():
+            out = op(*args, **kwargs)
+        elif grads:  # Function.apply takes positional arguments only
+            out = Eager.apply(*args, *(kwargs[n] if n in kwargs else params[n].default
+                                       for n in names[len(args):]))
+        else:
+            out = impl(*args, **kwargs)
         return out if outputs is None else out[:outputs]
 
-    call.__doc__ = f"{op}, or its implementation where neither autograd nor a trace needs it."
+    call.__doc__ = f"{op}: its implementation, an autograd.Function of it, or the op itself."
     return call
 
 
@@ -1167,7 +1195,9 @@ def _dwconv_hadamard_backward(ctx, dz, do, _):
     x, weight, bias, gate, acc, acc_scale, scale, in_bias, u = ctx.saved_tensors
     height, width, pad_h, pad_w, store_z, store_o = ctx.geometry
     some = lambda t: t if t.numel() else None  # noqa: E731 - empty marks an absent tensor
-    d_x, dg, da, dw, db, ds, dsa, dbi = torch.ops.padre_triton.dwconv_hadamard_bwd_v4(
+    bwd = (_dwconv_hadamard_bwd_impl if getattr(ctx, "eager", False)
+           else torch.ops.padre_triton.dwconv_hadamard_bwd_v4)
+    d_x, dg, da, dw, db, ds, dsa, dbi = bwd(
         x, weight, bias, gate, acc, acc_scale, scale, dz if store_z else None,
         do if store_o else None, height, width, pad_h, pad_w, in_bias, some(u))
     return (d_x.to(x.dtype), dw, some(db), some(dg), some(da), some(dsa), some(ds),
@@ -1214,6 +1244,7 @@ def _register_dwconv_hadamard():
 
 # (z, o): the op's u stays with autograd
 dwconv_hadamard = custom_op_caller(_register_dwconv_hadamard(), _dwconv_hadamard_impl,
+                                   _dwconv_hadamard_setup, _dwconv_hadamard_backward,
                                    grad_flag="keep_u", outputs=2)
 
 
@@ -1344,6 +1375,35 @@ def _head_apply_impl(a: torch.Tensor, s: torch.Tensor, trans: bool) -> torch.Ten
     return out
 
 
+def _state_setup(ctx, inputs, output) -> None:
+    a, b, heads = inputs
+    ctx.save_for_backward(a, b)
+
+
+def _state_backward(ctx, ds):  # S = A^T B: dA = B dS^T, dB = A dS
+    a, b = ctx.saved_tensors
+    apply = (_head_apply_impl if getattr(ctx, "eager", False)
+             else torch.ops.padre_triton.head_apply_v1)
+    return apply(b, ds, True).to(a.dtype), apply(a, ds, False).to(b.dtype), None
+
+
+def _apply_setup(ctx, inputs, output) -> None:
+    a, s, trans = inputs
+    ctx.save_for_backward(a, s)
+    ctx.trans = trans
+
+
+def _apply_backward(ctx, do):  # Y = A S: dA = dY S^T, dS = A^T dY (its transpose if S^T)
+    a, s = ctx.saved_tensors
+    heads = s.shape[1]
+    eager = getattr(ctx, "eager", False)
+    apply = _head_apply_impl if eager else torch.ops.padre_triton.head_apply_v1
+    state = _head_state_impl if eager else torch.ops.padre_triton.head_state_v1
+    da = apply(do, s, not ctx.trans).to(a.dtype)
+    ds = state(a, do, heads)
+    return da, (ds.transpose(-2, -1) if ctx.trans else ds).to(s.dtype), None
+
+
 def _register_head_ops():
     """torch.library custom ops (+ fake kernels + autograd), defined once per process."""
     try:
@@ -1366,34 +1426,15 @@ def _register_head_ops():
     def _(a, s, trans):
         return a.new_empty(a.shape)
 
-    def state_setup(ctx, inputs, output):
-        a, b, heads = inputs
-        ctx.save_for_backward(a, b)
-
-    def state_backward(ctx, ds):  # S = A^T B: dA = B dS^T, dB = A dS
-        a, b = ctx.saved_tensors
-        return (torch.ops.padre_triton.head_apply_v1(b, ds, True).to(a.dtype),
-                torch.ops.padre_triton.head_apply_v1(a, ds, False).to(b.dtype), None)
-
-    def apply_setup(ctx, inputs, output):
-        a, s, trans = inputs
-        ctx.save_for_backward(a, s)
-        ctx.trans = trans
-
-    def apply_backward(ctx, do):  # Y = A S: dA = dY S^T, dS = A^T dY (its transpose if S^T)
-        a, s = ctx.saved_tensors
-        heads = s.shape[1]
-        da = torch.ops.padre_triton.head_apply_v1(do, s, not ctx.trans).to(a.dtype)
-        ds = torch.ops.padre_triton.head_state_v1(a, do, heads)
-        return da, (ds.transpose(-2, -1) if ctx.trans else ds).to(s.dtype), None
-
-    state.register_autograd(state_backward, setup_context=state_setup)
-    apply.register_autograd(apply_backward, setup_context=apply_setup)
+    state.register_autograd(_state_backward, setup_context=_state_setup)
+    apply.register_autograd(_apply_backward, setup_context=_apply_setup)
     return torch.ops.padre_triton.head_state_v1, torch.ops.padre_triton.head_apply_v1
 
 
-head_state, head_apply = (custom_op_caller(op, impl) for op, impl in zip(
-    _register_head_ops(), (_head_state_impl, _head_apply_impl), strict=True))
+head_state, head_apply = (
+    custom_op_caller(op, impl, setup, backward) for op, impl, setup, backward in zip(
+        _register_head_ops(), (_head_state_impl, _head_apply_impl),
+        (_state_setup, _apply_setup), (_state_backward, _apply_backward), strict=True))
 
 
 def linear_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int,

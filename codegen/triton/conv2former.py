@@ -21,6 +21,7 @@ autograd.
 import contextlib
 import contextvars
 import functools
+import inspect
 import os
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -54,22 +55,49 @@ def next_power_of_2(n: int) -> int:
     return 1 << (n - 1).bit_length()
 
 
-def custom_op_caller(op, impl, grad_flag: str | None = None, outputs: int | None = None):
-    """Call the custom op `op` where autograd or torch.compile needs it (an argument requires
-    grad with gradients on, or a trace), else its implementation `impl` directly: the same
-    result without the dispatcher's layers (host time: benchmarks/host_overhead.py). The
-    keyword `grad_flag` tells the op whether autograd will call its backward; `outputs`: the
-    leading outputs returned (the rest are for the backward)."""
+def custom_op_caller(op, impl, setup_context, backward, grad_flag: str | None = None,
+                     outputs: int | None = None):
+    """Call `impl` (the custom op `op`'s implementation) as cheaply as the call allows:
+    - under a torch.compile trace, through `op` (its fake kernel and registered autograd);
+    - where eager autograd needs it (an argument requires grad, gradients on), through a
+      torch.autograd.Function made of `impl`, `setup_context` and `backward`, the functions
+      `op` registered: the same graph without the dispatcher's layers around the op;
+    - else `impl` itself.
+    Host time: benchmarks/host_overhead.py. `backward` sees ctx.eager on the Function path
+    (so it may call implementations instead of ops). The keyword `grad_flag` tells `impl`
+    whether a backward will run; `outputs`: the leading outputs returned (the rest are for
+    the backward)."""
+    params = inspect.signature(impl).parameters
+    names = list(params)
+
+    class Eager(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, *args):
+            out = impl(*args)
+            ctx.eager = True
+            setup_context(ctx, args, out)
+            return out
+
+        @staticmethod
+        @torch.autograd.function.once_differentiable
+        def backward(ctx, *grads):
+            return backward(ctx, *grads)
+
     def call(*args, **kwargs):
         grads = torch.is_grad_enabled() and any(isinstance(a, torch.Tensor) and a.requires_grad
                                                 for a in (*args, *kwargs.values()))
         if grad_flag is not None:
             kwargs[grad_flag] = grads
-        out = op(*args, **kwargs) if grads or torch.compiler.is_compiling() else impl(*args,
-                                                                                       **kwargs)
+        if torch.compiler.is_compiling():
+            out = op(*args, **kwargs)
+        elif grads:  # Function.apply takes positional arguments only
+            out = Eager.apply(*args, *(kwargs[n] if n in kwargs else params[n].default
+                                       for n in names[len(args):]))
+        else:
+            out = impl(*args, **kwargs)
         return out if outputs is None else out[:outputs]
 
-    call.__doc__ = f"{op}, or its implementation where neither autograd nor a trace needs it."
+    call.__doc__ = f"{op}: its implementation, an autograd.Function of it, or the op itself."
     return call
 
 
@@ -1165,7 +1193,9 @@ def _dwconv_hadamard_backward(ctx, dz, do, _):
     x, weight, bias, gate, acc, acc_scale, scale, in_bias, u = ctx.saved_tensors
     height, width, pad_h, pad_w, store_z, store_o = ctx.geometry
     some = lambda t: t if t.numel() else None  # noqa: E731 - empty marks an absent tensor
-    d_x, dg, da, dw, db, ds, dsa, dbi = torch.ops.padre_triton.dwconv_hadamard_bwd_v4(
+    bwd = (_dwconv_hadamard_bwd_impl if getattr(ctx, "eager", False)
+           else torch.ops.padre_triton.dwconv_hadamard_bwd_v4)
+    d_x, dg, da, dw, db, ds, dsa, dbi = bwd(
         x, weight, bias, gate, acc, acc_scale, scale, dz if store_z else None,
         do if store_o else None, height, width, pad_h, pad_w, in_bias, some(u))
     return (d_x.to(x.dtype), dw, some(db), some(dg), some(da), some(dsa), some(ds),
@@ -1212,6 +1242,7 @@ def _register_dwconv_hadamard():
 
 # (z, o): the op's u stays with autograd
 dwconv_hadamard = custom_op_caller(_register_dwconv_hadamard(), _dwconv_hadamard_impl,
+                                   _dwconv_hadamard_setup, _dwconv_hadamard_backward,
                                    grad_flag="keep_u", outputs=2)
 
 

@@ -14,6 +14,7 @@ the conv reads then added by the conv kernel).
 Backward: torch autograd for the torch ops.
 """
 
+import inspect
 import os
 
 import torch
@@ -44,22 +45,49 @@ def next_power_of_2(n: int) -> int:
     return 1 << (n - 1).bit_length()
 
 
-def custom_op_caller(op, impl, grad_flag: str | None = None, outputs: int | None = None):
-    """Call the custom op `op` where autograd or torch.compile needs it (an argument requires
-    grad with gradients on, or a trace), else its implementation `impl` directly: the same
-    result without the dispatcher's layers (host time: benchmarks/host_overhead.py). The
-    keyword `grad_flag` tells the op whether autograd will call its backward; `outputs`: the
-    leading outputs returned (the rest are for the backward)."""
+def custom_op_caller(op, impl, setup_context, backward, grad_flag: str | None = None,
+                     outputs: int | None = None):
+    """Call `impl` (the custom op `op`'s implementation) as cheaply as the call allows:
+    - under a torch.compile trace, through `op` (its fake kernel and registered autograd);
+    - where eager autograd needs it (an argument requires grad, gradients on), through a
+      torch.autograd.Function made of `impl`, `setup_context` and `backward`, the functions
+      `op` registered: the same graph without the dispatcher's layers around the op;
+    - else `impl` itself.
+    Host time: benchmarks/host_overhead.py. `backward` sees ctx.eager on the Function path
+    (so it may call implementations instead of ops). The keyword `grad_flag` tells `impl`
+    whether a backward will run; `outputs`: the leading outputs returned (the rest are for
+    the backward)."""
+    params = inspect.signature(impl).parameters
+    names = list(params)
+
+    class Eager(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, *args):
+            out = impl(*args)
+            ctx.eager = True
+            setup_context(ctx, args, out)
+            return out
+
+        @staticmethod
+        @torch.autograd.function.once_differentiable
+        def backward(ctx, *grads):
+            return backward(ctx, *grads)
+
     def call(*args, **kwargs):
         grads = torch.is_grad_enabled() and any(isinstance(a, torch.Tensor) and a.requires_grad
                                                 for a in (*args, *kwargs.values()))
         if grad_flag is not None:
             kwargs[grad_flag] = grads
-        out = op(*args, **kwargs) if grads or torch.compiler.is_compiling() else impl(*args,
-                                                                                       **kwargs)
+        if torch.compiler.is_compiling():
+            out = op(*args, **kwargs)
+        elif grads:  # Function.apply takes positional arguments only
+            out = Eager.apply(*args, *(kwargs[n] if n in kwargs else params[n].default
+                                       for n in names[len(args):]))
+        else:
+            out = impl(*args, **kwargs)
         return out if outputs is None else out[:outputs]
 
-    call.__doc__ = f"{op}, or its implementation where neither autograd nor a trace needs it."
+    call.__doc__ = f"{op}: its implementation, an autograd.Function of it, or the op itself."
     return call
 
 

@@ -254,17 +254,46 @@ def test_torch_compile_traces_the_custom_op_without_gradients_too() -> None:
     assert any("dwconv_hadamard_fwd_v3" in code for code in graphs)
 
 
-def test_custom_op_caller_skips_the_dispatcher_only_where_nothing_needs_it() -> None:
+def test_custom_op_caller_takes_the_op_only_where_a_trace_needs_it(monkeypatch) -> None:
+    """Without gradients: the implementation itself. With eager autograd: an autograd.Function
+    of the implementation and the op's setup_context and backward (backward sees ctx.eager;
+    keywords bound to positions with their defaults). Under a torch.compile trace: the op."""
     m = _kernels_module()
     calls = []
-    call = m.custom_op_caller(lambda *a, **k: calls.append("op"),
-                              lambda *a, **k: calls.append("impl"))
+
+    def impl(x, weight, scale=None, keep=False):  # x * weight (* scale), and its flag
+        calls.append(("impl", keep))
+        return x * weight * (1.0 if scale is None else scale), x.new_empty(0)
+
+    def setup(ctx, inputs, output):
+        x, weight, scale, _ = inputs
+        ctx.save_for_backward(x, weight)
+        ctx.scale = scale
+
+    def backward(ctx, dy, _):
+        calls.append(("backward", getattr(ctx, "eager", False)))
+        x, weight = ctx.saved_tensors
+        return dy * weight, dy * x, None, None
+
+    def op(*args, **kwargs):
+        calls.append(("op", kwargs["keep"]))
+        return args[0], args[0]
+
+    call = m.custom_op_caller(op, impl, setup, backward, grad_flag="keep", outputs=1)
     x, w = torch.randn(3), torch.randn(3, requires_grad=True)
     with torch.no_grad():
         call(x, w)
-    call(x, scale=None)  # gradients on, but nothing requires them
-    call(x, weight=w)  # a keyword argument requires grad: autograd needs the op
-    assert calls == ["impl", "impl", "op"]
+    call(x, weight=x.detach())  # gradients on, but nothing requires them
+    assert calls == [("impl", False), ("impl", False)]
+    calls.clear()
+    (y,) = call(x, weight=w)  # a keyword argument requires grad: the eager Function
+    y.sum().backward()
+    assert calls == [("impl", True), ("backward", True)]
+    assert torch.equal(w.grad, x)
+    calls.clear()
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    call(x, w)
+    assert calls == [("op", True)]
 
 
 class Rejected:

@@ -145,6 +145,35 @@ def _head_apply_impl(a: torch.Tensor, s: torch.Tensor, trans: bool) -> torch.Ten
     return out
 
 
+def _state_setup(ctx, inputs, output) -> None:
+    a, b, heads = inputs
+    ctx.save_for_backward(a, b)
+
+
+def _state_backward(ctx, ds):  # S = A^T B: dA = B dS^T, dB = A dS
+    a, b = ctx.saved_tensors
+    apply = (_head_apply_impl if getattr(ctx, "eager", False)
+             else torch.ops.padre_triton.head_apply_v1)
+    return apply(b, ds, True).to(a.dtype), apply(a, ds, False).to(b.dtype), None
+
+
+def _apply_setup(ctx, inputs, output) -> None:
+    a, s, trans = inputs
+    ctx.save_for_backward(a, s)
+    ctx.trans = trans
+
+
+def _apply_backward(ctx, do):  # Y = A S: dA = dY S^T, dS = A^T dY (its transpose if S^T)
+    a, s = ctx.saved_tensors
+    heads = s.shape[1]
+    eager = getattr(ctx, "eager", False)
+    apply = _head_apply_impl if eager else torch.ops.padre_triton.head_apply_v1
+    state = _head_state_impl if eager else torch.ops.padre_triton.head_state_v1
+    da = apply(do, s, not ctx.trans).to(a.dtype)
+    ds = state(a, do, heads)
+    return da, (ds.transpose(-2, -1) if ctx.trans else ds).to(s.dtype), None
+
+
 def _register_head_ops():
     """torch.library custom ops (+ fake kernels + autograd), defined once per process."""
     try:
@@ -167,34 +196,15 @@ def _register_head_ops():
     def _(a, s, trans):
         return a.new_empty(a.shape)
 
-    def state_setup(ctx, inputs, output):
-        a, b, heads = inputs
-        ctx.save_for_backward(a, b)
-
-    def state_backward(ctx, ds):  # S = A^T B: dA = B dS^T, dB = A dS
-        a, b = ctx.saved_tensors
-        return (torch.ops.padre_triton.head_apply_v1(b, ds, True).to(a.dtype),
-                torch.ops.padre_triton.head_apply_v1(a, ds, False).to(b.dtype), None)
-
-    def apply_setup(ctx, inputs, output):
-        a, s, trans = inputs
-        ctx.save_for_backward(a, s)
-        ctx.trans = trans
-
-    def apply_backward(ctx, do):  # Y = A S: dA = dY S^T, dS = A^T dY (its transpose if S^T)
-        a, s = ctx.saved_tensors
-        heads = s.shape[1]
-        da = torch.ops.padre_triton.head_apply_v1(do, s, not ctx.trans).to(a.dtype)
-        ds = torch.ops.padre_triton.head_state_v1(a, do, heads)
-        return da, (ds.transpose(-2, -1) if ctx.trans else ds).to(s.dtype), None
-
-    state.register_autograd(state_backward, setup_context=state_setup)
-    apply.register_autograd(apply_backward, setup_context=apply_setup)
+    state.register_autograd(_state_backward, setup_context=_state_setup)
+    apply.register_autograd(_apply_backward, setup_context=_apply_setup)
     return torch.ops.padre_triton.head_state_v1, torch.ops.padre_triton.head_apply_v1
 
 
-head_state, head_apply = (custom_op_caller(op, impl) for op, impl in zip(
-    _register_head_ops(), (_head_state_impl, _head_apply_impl), strict=True))
+head_state, head_apply = (
+    custom_op_caller(op, impl, setup, backward) for op, impl, setup, backward in zip(
+        _register_head_ops(), (_head_state_impl, _head_apply_impl),
+        (_state_setup, _apply_setup), (_state_backward, _apply_backward), strict=True))
 
 
 def linear_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int,
