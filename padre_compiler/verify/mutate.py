@@ -41,7 +41,7 @@ def mutator(name: str) -> Callable[[Mutator], Mutator]:
 
 def _forward(source: str) -> tuple[int, list[str]]:
     """Offset of the forward body and its statement lines."""
-    start = source.index("    def forward(")
+    start = source.index("    def forward(self")
     return start, source[start:].split("\n")
 
 

@@ -32,7 +32,7 @@ def test_triton_source_imports_only_torch_and_triton(name: str) -> None:
     tree = ast.parse(codegen_path(name, "triton").read_text())
     modules = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     modules |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
-    allowed = {"contextlib", "contextvars", "concurrent.futures", "functools", "os",
+    allowed = {"contextlib", "contextvars", "concurrent.futures", "functools", "inspect", "os",
                "warnings", "torch", "torch.nn.functional", "triton", "triton.language",
                "triton.runtime._async_compile"}
     assert modules <= allowed, modules
@@ -45,7 +45,7 @@ def test_fused_regions_and_fallbacks_are_marked(name: str) -> None:
     assert "def dwconv_hadamard_fwd_kernel(" in source
     assert "def naive_dwconv_hadamard(" in source  # the naive twin beside the kernel
     assert "Torch fallback (marked `(torch)` below): " in source
-    body = source[source.index("def forward("):]
+    body = source[source.index("def forward(self"):]
     lines = body.splitlines()
     calls = [k for k, line in enumerate(lines) if "F.linear(" in line]
     assert calls  # each marked on its line, or on the shape comment just above a long one
@@ -56,7 +56,7 @@ def test_fused_regions_and_fallbacks_are_marked(name: str) -> None:
 
 def test_padre3_is_three_fused_kernels() -> None:
     """padre3: the 3-wide conv, then two conv ⊙ gate regions accumulating the weighted sum."""
-    body = codegen_path("padre3", "triton").read_text().split("def forward(")[1]
+    body = codegen_path("padre3", "triton").read_text().split("def forward(self")[1]
     assert body.count("= dwconv_hadamard(") == 3
     assert "z2, p = dwconv_hadamard(" in body and "p = dwconv_hadamard(" in body
     assert "torch.addcmul" not in body and "_dwconv2d(" not in body
@@ -73,7 +73,7 @@ def test_a_dense_map_read_elsewhere_keeps_its_bias() -> None:
     y = dsl.dense(x, "b1", bias=True)
     z = dsl.dwconv2d(y, "a1", kernel=3) * y
     spec = dsl.spec("shared_dense", layout="grid2d", output=dsl.dense(z, "proj"))
-    body = generate(spec, dim=4, grid=(3, 3), backend="triton").source.split("def forward(")[1]
+    body = generate(spec, dim=4, grid=(3, 3), backend="triton").source.split("def forward(self")[1]
     assert "self.b1_bias, self.grid[0], 3)[0]" in body  # F.linear (or its GEMM) adds it
     assert "fold_bias" not in body and "in_bias=" not in body
 
@@ -119,7 +119,7 @@ def test_split_parts_are_one_call() -> None:
     z = dsl.dwconv2d(ys[0], "a1", kernel=3) * ys[1] + dsl.dwconv2d(ys[2], "a2", kernel=3)
     spec = dsl.spec("three_parts", layout="grid2d", output=dsl.dense(z, "proj"))
     result = generate(spec, dim=4, grid=(3, 3), backend="triton")
-    body = result.source.split("def forward(")[1]
+    body = result.source.split("def forward(self")[1]
     assert "b0, b1, b2 = b012.split(D, -1)" in body and "[..., " not in body
     module = compile_module_class(result)(4, (3, 3))
     nodes = _backward_nodes(module(torch.randn(2, 9, 4, requires_grad=True)))
