@@ -64,7 +64,8 @@ def custom_op_caller(op, impl, setup_context, backward, grad_flag: str | None = 
       `op` registered: the same graph without the dispatcher's layers around the op;
     - else `impl` itself.
     Host time: benchmarks/host_overhead.py. `backward` sees ctx.eager on the Function path
-    (so it may call implementations instead of ops). The keyword `grad_flag` tells `impl`
+    (so it may call implementations instead of ops) and None for the gradient of an output
+    nothing read (no zeros are made for it). The keyword `grad_flag` tells `impl`
     whether a backward will run; `outputs`: the leading outputs returned (the rest are for
     the backward)."""
     params = inspect.signature(impl).parameters
@@ -75,6 +76,7 @@ def custom_op_caller(op, impl, setup_context, backward, grad_flag: str | None = 
         def forward(ctx, *args):
             out = impl(*args)
             ctx.eager = True
+            ctx.set_materialize_grads(False)  # an unused output's gradient: None, not zeros
             setup_context(ctx, args, out)
             return out
 
