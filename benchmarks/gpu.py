@@ -336,6 +336,13 @@ def fmt(v, spec: str = ".3f") -> str:
     return "-" if v is None else format(v, spec)
 
 
+def per_label(rows: list[dict], field: str, labels: tuple[str, ...], spec: str) -> list[str]:
+    """Table lines '| C | N | batch | r[field][label] for each label |', one per row."""
+    return [f"| {r['C']} | {r['N']} | {r['batch']} | "
+            + " | ".join(fmt(r.get(field, {}).get(label), spec) for label in labels) + " |"
+            for r in rows]
+
+
 SIMA_SHAPES = [(384, 3136, 8), (384, 25600, 1), (384, 102400, 1)]
 
 
@@ -437,21 +444,14 @@ def markdown(meta: dict, rows: list[dict]) -> str:
               "(weights, x, x's gradient buffer), MiB:", "",
               "| C | N | batch | triton | triton direct | eager | attention |",
               "|---|---|---|---|---|---|---|"]
-    for r in rows:
-        peak = r.get("train_peak_mib", {})
-        lines.append(f"| {r['C']} | {r['N']} | {r['batch']} | {fmt(peak.get('triton'), '.0f')} "
-                     f"| {fmt(peak.get('triton_direct'), '.0f')} "
-                     f"| {fmt(peak.get('eager'), '.0f')} | {fmt(peak.get('attention'), '.0f')} |")
+    lines += per_label(rows, "train_peak_mib", ("triton", "triton_direct", "eager", "attention"),
+                       ".0f")
     lines += ["", "The first forward call at each shape, s: compiles (Triton: every first-launch "
               "candidate, together on a thread pool; torch.compile: its graph) and the first "
               "launches' timing of the candidates; a later row reuses the kernels of the same "
               "specialisation:", "", "| C | N | batch | triton | triton direct | compile(hand) |",
               "|---|---|---|---|---|---|"]
-    for r in rows:
-        first = r.get("first_call_s", {})
-        lines.append(f"| {r['C']} | {r['N']} | {r['batch']} | {fmt(first.get('triton'), '.1f')} "
-                     f"| {fmt(first.get('triton_direct'), '.1f')} "
-                     f"| {fmt(first.get('compiled_hand'), '.1f')} |")
+    lines += per_label(rows, "first_call_s", ("triton", "triton_direct", "compiled_hand"), ".1f")
     lines += ["", "The 3C-wide 11x11 depthwise conv alone (first fused kernel of padre3, "
               "channel-major input): ms and useful TFLOP/s (2 x 121 multiply-adds per output), "
               "and its backward (dz given: dx, dw, db), ms, per form:", "",
