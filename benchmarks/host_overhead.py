@@ -10,9 +10,9 @@ load under TRITON_INTERPRET=1 with PADRE_TRITON_CONV=toeplitz (the GPU's code pa
 `*_kernel` is replaced by a launch that does nothing, so the Triton launcher's own cost (about
 10-20 us a launch on a GPU host) is not in the figures. Each figure is the median over repeats
 of the mean of a burst of calls: forward under torch.no_grad() (as gpu.py times it), with
-gradients on (the autograd path through the custom ops), and forward + backward (a training
-step, x requiring grad; the stubbed kernels leave the values unset, the host path is the
-same). With --baseline-rev the same for the
+gradients on (eager autograd: custom_op_caller's autograd.Function), and forward + backward
+(a training step, x requiring grad; the stubbed kernels leave the values unset, the host path
+is the same). With --baseline-rev the same for the
 committed codegen/triton/<spec>.py at that revision, in the same run, the two taking turns
 burst by burst: the ratio is the figure.
 """

@@ -143,9 +143,9 @@ def measure(path: Path, triton_path: Path | None = None) -> list[dict]:
         runs += [(f"{label} ({name})", rest[0], rest[1], cfg, *rest[3:])
                  for name, cfg in variants.items()]
     if "STORE_U" in text:  # a gated conv's forward under autograd: u stored for the backward
-        label, kernel, flags, *rest = runs[2]
+        label, kernel, flags, cfg, stages, ptrs, *rest = runs[2]
         runs.append((f"{label} (u kept for the backward)", kernel, dict(flags, STORE_U=True),
-                     *rest))
+                     cfg, stages, dict(ptrs, u="fp32"), *rest))
     if "BAND_FROM_TAPS" in text:  # the band gathered from 16-bit and from 32-bit taps
         label, kernel, flags, cfg, stages, _, *rest = runs[2]
         runs += [(f"{label} (band from {bits} taps{note})", kernel, flags,

@@ -77,6 +77,8 @@ def custom_op_caller(op, impl, setup_context, backward, grad_flag: str | None = 
             out = impl(*args)
             ctx.eager = True
             ctx.set_materialize_grads(False)  # an unused output's gradient: None, not zeros
+            if outputs is not None:  # the outputs kept for the backward
+                ctx.mark_non_differentiable(*out[outputs:])
             setup_context(ctx, args, out)
             return out
 
@@ -354,8 +356,8 @@ if triton is not None:
         own tap loop (and slab): the band product sums over k, so the tile is the sum over
         parts of KH [BH, BP] @ [BP, BW] products each, and only one part's operands are live.
 
-        STORE_U: u = conv(x + bi) + b, before the gate, stored too (x's dtype), so the backward
-        takes u from it instead of recomputing the conv.
+        STORE_U: u = conv(x + bi) + b, before the gate, stored too (float32, as the recompute
+        gave it), so the backward takes u from it instead of recomputing the conv.
 
         HAS_IN_BIAS: the input is x + bi (bi: [C], the bias of the dense map that wrote x, so
         that map needs no pass of its own to add it). By linearity conv(x + bi) = conv(x) +
@@ -870,7 +872,8 @@ def _dwconv_hadamard_impl(
                 else x.new_empty(0))
 
     z, o = out(store_z), out(store_o)
-    u = out(keep_u and keeps_u(x, weight, height, gate, scale, store_o))
+    u = (torch.empty(x.shape, dtype=torch.float32, device=x.device)  # as a recompute gives it
+         if keep_u and keeps_u(x, weight, height, gate, scale, store_o) else x.new_empty(0))
     dwconv_hadamard_launch(x, weight, bias, gate, acc, acc_scale, scale, height, width, pad_h,
                            pad_w, z if store_z else None, o if store_o else None, in_bias,
                            u if u.numel() else None)
@@ -879,12 +882,15 @@ def _dwconv_hadamard_impl(
 
 def keeps_u(x: torch.Tensor, weight: torch.Tensor, height: int, gate: torch.Tensor | None,
             scale: torch.Tensor | None, store_o: bool) -> bool:
-    """Whether the forward stores u = conv(x) + b for its backward: where the Triton kernels
-    run in the Toeplitz form, whose backward would otherwise recompute u for dg (a gate) or ds
-    (o's gradient with a scale), a conv launch against one store of x's size; the direct
-    form's backward recomputes u from the loads that give dw anyway."""
+    """Whether the forward stores u = conv(x) + b (float32, [B, N, C]) for its backward: where
+    the Triton kernels run in the Toeplitz form, whose backward would otherwise recompute u for
+    dg (a gate) or ds (o's gradient with a scale), a conv launch against one store; the direct
+    form's backward recomputes u from the loads that give dw anyway. It depends on the call
+    alone, as the fake kernel's output shapes must: once the tensor-core kernel has failed
+    (TOEPLITZ_FAILED) u is allocated but not written, and no backward reads it (they all take
+    the direct form from then on)."""
     return ((gate is not None or (store_o and scale is not None)) and _use_triton(x)
-            and conv_form(x, height, weight.shape[2]) == "toeplitz" and not TOEPLITZ_FAILED)
+            and conv_form(x, height, weight.shape[2]) == "toeplitz")
 
 
 def channel_rows(t: torch.Tensor | None) -> torch.Tensor | None:
@@ -896,7 +902,8 @@ def dwconv_hadamard_launch(x, weight, bias, gate, acc, acc_scale, scale, height:
                            pad_h: int, pad_w: int, z, o, in_bias=None, u=None) -> None:
     """Launch the fused kernel writing z and/or o ([B, N, C] contiguous; None: not stored) of
     the input x + in_bias (in_bias: [C] or None), and u = conv(x + in_bias) + bias where u (the
-    same layout) is given."""
+    same layout) is given: the tensor-core form stores it; the direct form leaves it unwritten
+    (keeps_u)."""
     b, n, c = x.shape
     store_z, store_o = z is not None, o is not None
     z = x if z is None else z  # placeholders when not stored, never written
@@ -969,9 +976,6 @@ def dwconv_hadamard_launch(x, weight, bias, gate, acc, acc_scale, scale, height:
     grid = (cdiv(n, cfg["BT"]), cdiv(c, cfg["BC"]), b)
     dwconv_hadamard_fwd_kernel[grid](x, weight, bias, *tail, x.stride(0), x.stride(1),
                                      x.stride(2), *geometry, **flags, **cfg)
-    if u is not None:  # the tensor-core form failed: u from a second launch of this kernel
-        dwconv_hadamard_launch(x, weight, bias, None, None, None, None, height, width, pad_h,
-                               pad_w, u, None)
 
 
 def _depthwise_weight_grad(x, du, kh: int, kw: int, height: int, width: int, pad_h: int,
@@ -1220,8 +1224,9 @@ def _register_dwconv_hadamard():
         def out(stored):  # contiguous, like the op's
             return x.new_empty(x.shape) if stored else x.new_empty(0)
 
+        keep = keep_u and keeps_u(x, weight, height, gate, scale, store_o)
         return (out(store_z), out(store_o),
-                out(keep_u and keeps_u(x, weight, height, gate, scale, store_o)))
+                x.new_empty(x.shape if keep else 0, dtype=torch.float32))
 
     bwd = torch.library.custom_op("padre_triton::dwconv_hadamard_bwd_v4", mutates_args=())(
         _dwconv_hadamard_bwd_impl)

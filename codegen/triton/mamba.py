@@ -67,6 +67,8 @@ def custom_op_caller(op, impl, setup_context, backward, grad_flag: str | None = 
             out = impl(*args)
             ctx.eager = True
             ctx.set_materialize_grads(False)  # an unused output's gradient: None, not zeros
+            if outputs is not None:  # the outputs kept for the backward
+                ctx.mark_non_differentiable(*out[outputs:])
             setup_context(ctx, args, out)
             return out
 

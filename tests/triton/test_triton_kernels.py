@@ -322,6 +322,34 @@ def test_rejected_tensor_core_kernel_falls_back_to_direct(monkeypatch) -> None:
     assert torch.allclose(z, want, atol=1e-5) and m.TOEPLITZ_FAILED
 
 
+def test_rejected_tensor_core_kernel_under_autograd_keeps_u_as_the_fake_kernel_says(
+        monkeypatch) -> None:
+    """A gated conv under autograd keeps u; the tensor-core kernel failing at that launch
+    leaves u's shape and dtype as keeps_u (and so the fake kernel) said, unwritten, and the
+    backward (the direct form from then on) gives float64's gradients."""
+    m = _kernels_module()
+    monkeypatch.delenv("PADRE_TRITON_CONV", raising=False)
+    monkeypatch.setattr(m, "conv_form", lambda *a: "toeplitz")
+    monkeypatch.setattr(m, "TOEPLITZ_FAILED", [])
+    monkeypatch.setattr(m, "dwconv_toeplitz_fwd_kernel", Rejected())
+    gen = torch.Generator().manual_seed(7)
+    x, g, dz = (torch.randn(2, 12, 4, generator=gen) for _ in range(3))
+    weight, bias = torch.randn(4, 3, 3, generator=gen), torch.randn(4, generator=gen)
+    args = (None, None, None, 3, 4, 1, 1, True, False)
+    with pytest.warns(RuntimeWarning, match="falling back"):
+        z, _, u = m._dwconv_hadamard_impl(x, weight, bias, g, *args, keep_u=True)
+    assert m.TOEPLITZ_FAILED and u.shape == x.shape and u.dtype == torch.float32
+    u = m._dwconv_hadamard_impl(x, weight, bias, g, *args, keep_u=True)[2]  # after the failure
+    assert u.shape == x.shape and u.dtype == torch.float32
+    leaves = [t.clone().requires_grad_() for t in (x, weight, bias, g)]
+    got = torch.autograd.grad(m.dwconv_hadamard(*leaves, *args)[0], leaves, dz)
+    x64 = [t.detach().double().requires_grad_() for t in leaves]
+    want = m.naive_dwconv_hadamard(*x64, *args)[0]
+    assert torch.allclose(z.double(), want.detach(), atol=1e-5)  # the direct kernel's z
+    for gt, r in zip(got, torch.autograd.grad(want, x64, dz.double()), strict=True):
+        assert torch.allclose(gt.double(), r, atol=1e-5, rtol=1e-5)
+
+
 ALIGNED_WIDTH = {"token-major": (20, 1), "channel-major": (24, 8), "channel-major-4": (20, 4)}
 
 
@@ -670,8 +698,9 @@ def test_input_bias_folds_into_the_conv(h, w, k, pad_h, pad_w, layout, form) -> 
 
 @pytest.mark.parametrize("kept", [False, True], ids=["u-recomputed", "u-kept"])
 @pytest.mark.parametrize(("gate", "scale", "reads_u"),
-                         [(False, False, False), (True, False, True), (False, True, True)],
-                         ids=["dz-alone", "gate", "do-and-scale"])
+                         [(False, False, False), (True, False, True), (False, True, True),
+                          (True, True, True)],
+                         ids=["dz-alone", "gate", "do-and-scale", "gate-do-and-scale"])
 def test_toeplitz_backward_launches_a_conv_for_u_only_where_it_is_read_and_not_kept(
         gate: bool, scale: bool, reads_u: bool, kept: bool, monkeypatch) -> None:
     """u = conv(x) + b enters dg (a gate) and ds (do with a scale) alone. Through autograd
