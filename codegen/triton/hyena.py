@@ -70,20 +70,17 @@ def custom_op_caller(op, impl, setup_context, backward, grad_flag: str | None = 
     the backward)."""
     params = inspect.signature(impl).parameters
     names = list(params)
-    setup = setup_context
 
-    class Eager(torch.autograd.Function):  # setup_context apart: torch.func transforms it
+    class Eager(torch.autograd.Function):  # ctx in forward: a third of the new form's cost
         @staticmethod
-        def forward(*args):
-            return impl(*args)
-
-        @staticmethod
-        def setup_context(ctx, inputs, output):  # the op's setup (outer name), extended
+        def forward(ctx, *args):
+            out = impl(*args)
             ctx.eager = True
             ctx.set_materialize_grads(False)  # an unused output's gradient: None, not zeros
             if outputs is not None:  # the outputs kept for the backward
-                ctx.mark_non_differentiable(*output[outputs:])
-            setup(ctx, inputs, output)
+                ctx.mark_non_differentiable(*out[outputs:])
+            setup_context(ctx, args, out)
+            return out
 
         @staticmethod
         @torch.autograd.function.once_differentiable
