@@ -1143,12 +1143,16 @@ def in_grid_tap_sums(du: torch.Tensor, height: int, width: int, kh: int, kw: int
     [0 <= j + m - pad_w < width] (fp32 [C, KH, KW]): the weight gradient of a depthwise conv
     whose input is 1 on the grid. One reduction over the batch, then two small products."""
     b, n, c = du.shape
-    rows = torch.arange(height, device=du.device)[:, None] + torch.arange(kh, device=du.device)
-    cols = torch.arange(width, device=du.device)[:, None] + torch.arange(kw, device=du.device)
-    in_rows = ((rows >= pad_h) & (rows < height + pad_h)).float()  # [H, KH]
-    in_cols = ((cols >= pad_w) & (cols < width + pad_w)).float()  # [W, KW]
     total = du.sum(0, dtype=torch.float32).reshape(height, width, c)  # [H, W, C]
-    return torch.einsum("ri,rjc,jm->cim", in_rows, total, in_cols)
+    return torch.einsum("ri,rjc,jm->cim", in_grid(height, kh, pad_h, du.device), total,
+                        in_grid(width, kw, pad_w, du.device))
+
+
+@functools.cache  # per grid side, taps and device: every backward asks (read-only)
+def in_grid(length: int, taps: int, pad: int, device: torch.device) -> torch.Tensor:
+    """[length, taps] fp32 0/1: [0 <= r + i - pad < length] for output r and tap i."""
+    o = torch.arange(length, device=device)[:, None] + torch.arange(taps, device=device)
+    return ((o >= pad) & (o < length + pad)).float()
 
 
 def dwconv_toeplitz_wgrad_launch(x, du, dw, height: int, width: int, pad_h: int,
