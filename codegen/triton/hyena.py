@@ -867,17 +867,24 @@ def _dwconv_hadamard_impl(
         return (*naive_dwconv_hadamard(x, weight, bias, gate, acc, acc_scale, scale, height,
                                        width, pad_h, pad_w, store_z, store_o, in_bias),
                 x.new_empty(0))
-    def out(stored: bool) -> torch.Tensor:  # [B, N, C] contiguous, or empty where not stored
-        return (torch.empty_like(x, memory_format=torch.contiguous_format) if stored
-                else x.new_empty(0))
-
-    z, o = out(store_z), out(store_o)
-    u = (torch.empty(x.shape, dtype=torch.float32, device=x.device)  # as a recompute gives it
-         if keep_u and keeps_u(x, weight, height, gate, scale, store_o) else x.new_empty(0))
+    z, o, u = forward_outputs(x, weight, gate, scale, height, store_z, store_o, keep_u)
     dwconv_hadamard_launch(x, weight, bias, gate, acc, acc_scale, scale, height, width, pad_h,
                            pad_w, z if store_z else None, o if store_o else None, in_bias,
                            u if u.numel() else None)
     return z, o, u
+
+
+def forward_outputs(x: torch.Tensor, weight: torch.Tensor, gate: torch.Tensor | None,
+                    scale: torch.Tensor | None, height: int, store_z: bool, store_o: bool,
+                    keep_u: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The forward op's (z, o, u), unwritten: [B, N, C] contiguous (z, o in x's dtype; u
+    float32, as a recompute gives it) or empty where not stored. The implementation and the
+    fake kernel both allocate through it, so their shapes agree."""
+    def out(stored: bool, dtype: torch.dtype) -> torch.Tensor:
+        return x.new_empty(x.shape if stored else 0, dtype=dtype)
+
+    kept = keep_u and keeps_u(x, weight, height, gate, scale, store_o)
+    return out(store_z, x.dtype), out(store_o, x.dtype), out(kept, torch.float32)
 
 
 def keeps_u(x: torch.Tensor, weight: torch.Tensor, height: int, gate: torch.Tensor | None,
@@ -1053,9 +1060,8 @@ def _dwconv_hadamard_bwd_impl(
     Direct form: one dwconv_hadamard_bwd_kernel recomputes u from the shifted loads that give
     dw. Toeplitz form (tensor cores): where dg or ds reads u = conv(x) + b (a gate, or do and a
     scale), u as the forward stored it (keeps_u), else from the forward kernel (fp32); the
-    elementwise part writes du channel-major,
-    dwconv_toeplitz_wgrad_kernel gives dw. Both: dx is the forward kernel on du with flipped
-    taps. Tensor cores take 16-bit operands: the
+    elementwise part writes du channel-major, dwconv_toeplitz_wgrad_kernel gives dw. Both: dx
+    is the forward kernel on du with flipped taps. Tensor cores take 16-bit operands: the
     Toeplitz form rounds du (for dw and dx) and the taps (for u, as its forward does) to x's
     dtype, so with 32-bit weights and 16-bit activations its dw and ds carry ~1e-4 relative
     error where the direct form's carry ~1e-7; with 16-bit weights both agree.
@@ -1225,12 +1231,7 @@ def _register_dwconv_hadamard():
     @op.register_fake
     def _(x, weight, bias, gate, acc, acc_scale, scale, height, width, pad_h, pad_w, store_z,
           store_o, in_bias=None, keep_u=False):
-        def out(stored):  # contiguous, like the op's
-            return x.new_empty(x.shape) if stored else x.new_empty(0)
-
-        keep = keep_u and keeps_u(x, weight, height, gate, scale, store_o)
-        return (out(store_z), out(store_o),
-                x.new_empty(x.shape if keep else 0, dtype=torch.float32))
+        return forward_outputs(x, weight, gate, scale, height, store_z, store_o, keep_u)
 
     bwd = torch.library.custom_op("padre_triton::dwconv_hadamard_bwd_v4", mutates_args=())(
         _dwconv_hadamard_bwd_impl)
