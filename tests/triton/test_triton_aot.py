@@ -99,6 +99,19 @@ def test_toeplitz_kernel_at_gpu_tiles_does_not_spill(padre3, taps: int, height: 
         assert census.l1_copies == 0
 
 
+@pytest.mark.parametrize("pick", [0, 12])  # the default tiles; the slab at 2 stages
+def test_toeplitz_forward_keeping_u_does_not_spill(padre3, pick: int) -> None:
+    """A gated conv's forward under autograd (STORE_U: u stored in float32 beside z and o)."""
+    cfg = padre3.dwconv_toeplitz_configs(384, 11, gpu=True, height=56, pad_w=5, align=8)[pick]
+    assert bool(cfg["SLAB"]) == (pick == 12) and cfg["num_stages"] == (2 if pick else 3)
+    consts = {**FLAGS, **TOEPLITZ, "STORE_Z": True, "STORE_O": True, "STORE_U": True,
+              "s_xn": 1, **_taps(11), **aot.constexprs_of(cfg)}
+    r = aot.compile_kernel(PATH, "dwconv_toeplitz_fwd_kernel", consts,
+                           num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
+                           pointer_dtypes={"u": "fp32"})
+    assert r.stack == 0, f"the forward keeping u spills {r.stack} bytes per thread at {cfg}"
+
+
 def test_tensor_core_backward_kernels_at_gpu_tiles(padre3) -> None:
     """The Toeplitz path's backward as a GPU launches it: the weight gradient on tensor cores
     without spills, and the elementwise kernel (u given) free of the tap loop."""
