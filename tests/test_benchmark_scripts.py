@@ -91,3 +91,14 @@ def test_profile_sweep_leaves_out_strip_copies_the_triton_ignores() -> None:
     other = {("fwd",): [(dict(base, num_stages=2), base)]}
     assert gpu_profile.strip_cache_ignored(ca)
     assert not gpu_profile.strip_cache_ignored(other) and not gpu_profile.strip_cache_ignored({})
+
+
+def test_gpu_script_times_the_target_shapes_first() -> None:
+    """The budget may stop the timings before the last shape: the targets come first, then
+    every other shape once."""
+    sys.path.insert(0, str(ROOT))
+    from benchmarks import gpu
+
+    order = gpu.timing_order(gpu.DIMS, gpu.GRIDS)
+    assert [shape[:2] for shape in order[:len(gpu.TARGETS)]] == sorted(gpu.TARGETS)
+    assert sorted(order) == sorted((c, n, gpu.BATCH[n]) for c in gpu.DIMS for n in gpu.GRIDS)
