@@ -102,3 +102,38 @@ def test_gpu_script_times_the_target_shapes_first() -> None:
     order = gpu.timing_order(gpu.DIMS, gpu.GRIDS)
     assert [shape[:2] for shape in order[:len(gpu.TARGETS)]] == sorted(gpu.TARGETS)
     assert sorted(order) == sorted((c, n, gpu.BATCH[n]) for c in gpu.DIMS for n in gpu.GRIDS)
+
+
+def test_glue_census_counts_the_torch_passes_around_the_kernels(tmp_path: Path) -> None:
+    """padre3's forward on the GPU's code path makes no torch pass over an activation besides
+    its GEMMs; SimA's makes two (the l1 norms of q and k over tokens, folded into the state;
+    no normalised copy), and its backward divides no activation."""
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "glue_census.py"),
+                           "--specs", "padre3", "sima", "--dim", "16", "--grid", "9", "9",
+                           "--batch", "3"],
+                          env=dict(os.environ, OUT=str(tmp_path)), capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    rows = {(r["spec"], r["mode"]): r
+            for r in json.loads((tmp_path / "glue_census.json").read_text())["rows"]}
+    forward = rows["padre3", "forward, no_grad"]
+    assert forward["triton_launches"] == 3 and forward["activation_passes"] == 0
+    assert rows["padre3", "forward + backward"]["triton_launches"] > 3
+    sima = rows["sima", "forward, no_grad"]
+    assert sima["activation_pass_ops"] == {"aten.linalg_vector_norm.default": 2}
+    backward = rows["sima", "forward + backward"]["activation_pass_ops"]
+    assert "aten.div.Tensor" not in backward and "aten.abs.default" not in backward
+    assert (tmp_path / "glue_census.png").stat().st_size > 0
+
+
+def test_glue_census_sees_a_pass_over_an_activation() -> None:
+    """The census above can fail: an elementwise op on [B, N, C] is an activation pass."""
+    code = ("import torch, benchmarks.glue_census as g\n"
+            "x = torch.randn(3, 81, 16)\n"
+            "with g.Census((81, 243)) as c:\n"
+            "    (x * 2).sum(-1)\n"
+            "print(g.summarize(c.ops, g.Counter())['activation_passes'])\n")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == ["2"]

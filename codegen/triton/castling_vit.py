@@ -1450,15 +1450,42 @@ head_state, head_apply = (
 
 
 def linear_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int,
-                     weight: torch.Tensor | None = None) -> torch.Tensor:
+                     weight: torch.Tensor | None = None, q_l1: float | None = None,
+                     k_l1: float | None = None) -> torch.Tensor:
     """Per head g: q_g (W_g ⊙ k_g^T v_g), W [h*e*e] slot-wise weights (None: 1); [B, N, h*e]
     each -> [B, N, h*e]. Two kernels: the [e, e] state (a token sum), then its product with q;
-    the weighting, on the [B, h, e, e] state, in torch."""
+    the weighting, on the [B, h, e, e] state, in torch.
+
+    q_l1 / k_l1 (eps, or None): q / k l1-normalised over tokens first, x[t, c] / (n[c] + eps)
+    with n[c] = sum_t |x[t, c]|. Each such map is diag(1 / (n + eps)) on the right of q or k,
+    so it scales row c of the state: (q D_q) ((k D_k)^T v) = q (D_q D_k (k^T v)). Folded there,
+    a normalisation costs one reduction over q or k instead of three passes (abs, sum, div)
+    and a normalised copy."""
     state = head_state(k, v, heads)
+    bsz, _, w = q.shape
+    e = w // heads
     if weight is not None:
-        e = q.shape[-1] // heads
         state = state * weight.view(1, heads, e, e)
+    for x, eps in ((q, q_l1), (k, k_l1)):
+        if eps is not None:  # [B, h*e] norms -> [B, h, e, 1] row scales
+            state = state / (L1Tokens.apply(x, state.dtype) + eps).view(bsz, heads, e, 1)
     return head_apply(q, state, False)
+
+
+class L1Tokens(torch.autograd.Function):
+    """n[b, c] = sum_t |x[b, t, c]| in `dtype` (the state's: fp32, or fp64 for fp64 x), [B, N, C]
+    -> [B, C]; dx = sgn(x) dn, made in x's dtype (two passes; torch's own vector_norm backward
+    adds a cast pass from `dtype`)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        ctx.save_for_backward(x)
+        return torch.linalg.vector_norm(x, 1, dim=1, dtype=dtype)
+
+    @staticmethod
+    def backward(ctx, dn: torch.Tensor) -> tuple[torch.Tensor, None]:
+        (x,) = ctx.saved_tensors
+        return x.sgn().mul_(dn.to(x.dtype)[:, None, :]), None
 
 
 # tl.dot tiles per kernel, (batch, M, N, K): backends/triton/legality.py
@@ -1536,7 +1563,8 @@ class CastlingVit(nn.Module):
         del wk
         normalize_2 = _normalize(wq, 'l2_rows', 8, 0.0)  # [B, N, D] (torch)
         del wq
-        linear_attention_2 = linear_attention(normalize_2, normalize, wv, 8, self.w3_scale)  # [B, N, D] (triton: head_state, head_apply)
+        # triton: head_state, head_apply
+        linear_attention_2 = linear_attention(normalize_2, normalize, wv, 8, self.w3_scale)  # [B, N, D]
         del normalize, normalize_2, wv
         add = diagonal + linear_attention_2  # [B, N, D] (torch)
         del diagonal, linear_attention_2

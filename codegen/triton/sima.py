@@ -6,10 +6,11 @@ Layout: sequence. Degree in X: 3; monomial degrees {0,3} (normalized).
 Passes: eliminate_identity, eliminate_dead, cse, merge_linear, commute_column_normalizers,
 distribute_contract, reassociate_global_sums, contract_expansions, eliminate_dead,
 fuse_siblings, fuse_scaled_sum.
-Fused Triton kernels: 1 linear attention(s) (head_state_kernel, head_apply_kernel).
-Torch fallback (marked `(torch)` below): dense, normalize; dense maps run on cuBLAS through
-F.linear, those feeding a conv through dense_for_conv (stored channel-major where the conv runs
-on tensor cores, the bias of a map only the conv reads then added by the conv kernel).
+Fused Triton kernels: 1 linear attention(s) (head_state_kernel, head_apply_kernel; the l1
+normalisation of its q / k over tokens applied to its state).
+Torch fallback (marked `(torch)` below): dense; dense maps run on cuBLAS through F.linear, those
+feeding a conv through dense_for_conv (stored channel-major where the conv runs on tensor cores,
+the bias of a map only the conv reads then added by the conv kernel).
 Backward: torch autograd for the torch ops.
 Linear attention backward: head_state and head_apply again (each is linear in each argument)."""
 
@@ -285,15 +286,42 @@ head_state, head_apply = (
 
 
 def linear_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int,
-                     weight: torch.Tensor | None = None) -> torch.Tensor:
+                     weight: torch.Tensor | None = None, q_l1: float | None = None,
+                     k_l1: float | None = None) -> torch.Tensor:
     """Per head g: q_g (W_g ⊙ k_g^T v_g), W [h*e*e] slot-wise weights (None: 1); [B, N, h*e]
     each -> [B, N, h*e]. Two kernels: the [e, e] state (a token sum), then its product with q;
-    the weighting, on the [B, h, e, e] state, in torch."""
+    the weighting, on the [B, h, e, e] state, in torch.
+
+    q_l1 / k_l1 (eps, or None): q / k l1-normalised over tokens first, x[t, c] / (n[c] + eps)
+    with n[c] = sum_t |x[t, c]|. Each such map is diag(1 / (n + eps)) on the right of q or k,
+    so it scales row c of the state: (q D_q) ((k D_k)^T v) = q (D_q D_k (k^T v)). Folded there,
+    a normalisation costs one reduction over q or k instead of three passes (abs, sum, div)
+    and a normalised copy."""
     state = head_state(k, v, heads)
+    bsz, _, w = q.shape
+    e = w // heads
     if weight is not None:
-        e = q.shape[-1] // heads
         state = state * weight.view(1, heads, e, e)
+    for x, eps in ((q, q_l1), (k, k_l1)):
+        if eps is not None:  # [B, h*e] norms -> [B, h, e, 1] row scales
+            state = state / (L1Tokens.apply(x, state.dtype) + eps).view(bsz, heads, e, 1)
     return head_apply(q, state, False)
+
+
+class L1Tokens(torch.autograd.Function):
+    """n[b, c] = sum_t |x[b, t, c]| in `dtype` (the state's: fp32, or fp64 for fp64 x), [B, N, C]
+    -> [B, C]; dx = sgn(x) dn, made in x's dtype (two passes; torch's own vector_norm backward
+    adds a cast pass from `dtype`)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        ctx.save_for_backward(x)
+        return torch.linalg.vector_norm(x, 1, dim=1, dtype=dtype)
+
+    @staticmethod
+    def backward(ctx, dn: torch.Tensor) -> tuple[torch.Tensor, None]:
+        (x,) = ctx.saved_tensors
+        return x.sgn().mul_(dn.to(x.dtype)[:, None, :]), None
 
 
 # tl.dot tiles per kernel, (batch, M, N, K): backends/triton/legality.py
@@ -301,17 +329,6 @@ DOT_TILES = {
     'head_state_kernel': [(1, 'BE', 'BE', 'BT'), (1, 'BE', 'BE', 'BT')],
     'head_apply_kernel': [(1, 'BT', 'BE', 'BE'), (1, 'BT', 'BE', 'BE')],
 }
-
-
-def _normalize(x: torch.Tensor, kind: str, heads: int, eps: float) -> torch.Tensor:
-    """l1_tokens: x[t, c] / (sum_s |x[s, c]| + eps); l2_rows: x[t, g] / (|x[t, g]|_2 + eps);
-    l1_rows: x[t, g] / (|x[t, g]|_1 + eps), g the channels of one head."""
-    if kind == "l1_tokens":
-        return x / (x.abs().sum(1, keepdim=True) + eps)
-    b, n, w = x.shape
-    xh = x.reshape(b, n, heads, w // heads)
-    p = 1 if kind == "l1_rows" else 2
-    return (xh / (xh.norm(p=p, dim=-1, keepdim=True) + eps)).reshape(b, n, w)
 
 
 class Sima(nn.Module):
@@ -349,12 +366,9 @@ class Sima(nn.Module):
         del wkvq_weight
         wk, wv, wq = wkvq.split(D, -1)  # [B, N, D] each
         del wkvq
-        y1 = _normalize(wk, 'l1_tokens', 1, 1e-12)  # [B, N, D] (torch)
-        del wk
-        y3 = _normalize(wq, 'l1_tokens', 1, 1e-12)  # [B, N, D] (torch)
-        del wq
-        proj1 = linear_attention(y3, y1, wv, 8)  # [B, N, D] (triton: head_state, head_apply)
-        del wv, y1, y3
+        # triton: head_state, head_apply (q and k l1-normalised over tokens in the state)
+        proj1 = linear_attention(wq, wk, wv, 8, q_l1=1e-12, k_l1=1e-12)  # [B, N, D]
+        del wk, wq, wv
         proj = F.linear(proj1, self.proj_weight, self.proj_bias)  # [B, N, D] (torch)
         del proj1
         return proj

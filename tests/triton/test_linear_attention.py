@@ -72,3 +72,41 @@ def test_backward_matches_float64_autograd(runtime, dtype) -> None:
     want = torch.autograd.grad((ref * dy).sum(), [q64, k64, v64])
     for label, g, w in zip("qkv", got, want, strict=True):
         assert g.dtype == dtype and _rel(g, w) < 10 * TOL[dtype], label
+
+
+def _l1_tokens(x: torch.Tensor, eps: float) -> torch.Tensor:  # the spec's normalize, float64
+    return x / (x.abs().sum(1, keepdim=True) + eps)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
+@pytest.mark.parametrize("slots", [("q_l1",), ("k_l1",), ("q_l1", "k_l1")])
+def test_l1_normalisation_folded_into_the_state(runtime, dtype, slots) -> None:
+    """linear_attention(q, k, v, q_l1=eps, k_l1=eps) scales the state's rows by the norms:
+    equal, values and gradients, to normalising q / k first (float64 autograd)."""
+    gen = torch.Generator().manual_seed(7)
+    q, k, v, dy = (torch.randn(2, 41, 3 * 6, generator=gen, dtype=torch.float64)
+                   for _ in range(4))
+    eps = {"q_l1": 1e-3, "k_l1": 1e-2}
+    qd, kd, vd = (t.to(dtype).requires_grad_() for t in (q, k, v))
+    out = runtime.linear_attention(qd, kd, vd, 3, **{s: eps[s] for s in slots})
+    got = torch.autograd.grad((out * dy.to(dtype)).sum(), [qd, kd, vd])
+    q64, k64, v64 = (t.detach().double().requires_grad_() for t in (qd, kd, vd))
+    qn = _l1_tokens(q64, eps["q_l1"]) if "q_l1" in slots else q64
+    kn = _l1_tokens(k64, eps["k_l1"]) if "k_l1" in slots else k64
+    ref = runtime.naive_head_apply(qn, runtime.naive_head_state(kn, v64, 3), False)
+    want = torch.autograd.grad((ref * dy).sum(), [q64, k64, v64])
+    assert out.dtype == dtype and _rel(out.detach(), ref.detach()) < 10 * TOL[dtype]
+    for label, g, w in zip("qkv", got, want, strict=True):
+        assert g.dtype == dtype and _rel(g, w) < 20 * TOL[dtype], label
+
+
+def test_l1_fold_scales_rows_not_columns(runtime) -> None:
+    """The check above can fail: the same norms applied to the state's columns (the axis the
+    fold must not take) miss the normalised reference by far."""
+    gen = torch.Generator().manual_seed(8)
+    q, k, v = (torch.randn(1, 23, 2 * 5, generator=gen, dtype=torch.float64) for _ in range(3))
+    state = runtime.naive_head_state(k, v, 2)
+    norm = (q.abs().sum(1) + 1e-3).view(1, 2, 1, 5)  # columns
+    wrong = runtime.naive_head_apply(q, state / norm, False)
+    ref = runtime.naive_head_apply(_l1_tokens(q, 1e-3), state, False)
+    assert _rel(wrong, ref) > 0.1

@@ -124,3 +124,24 @@ def test_split_parts_are_one_call() -> None:
     module = compile_module_class(result)(4, (3, 3))
     nodes = _backward_nodes(module(torch.randn(2, 9, 4, requires_grad=True)))
     assert "SliceBackward0" not in nodes and nodes.count("SplitBackward0") == 1, nodes
+
+
+def test_sima_folds_its_l1_normalisations_into_the_state() -> None:
+    """SimA's q and k, l1-normalised over tokens, are normalised inside linear_attention (on
+    its state); Castling-ViT's row normalisations are not foldable and stay torch ops; a
+    normaliser with a second reader stays a torch op (its value is needed)."""
+    from padre_compiler.backends.triton.linear_attention import folded_normalizers
+    from padre_compiler.ir.graph import Node
+
+    sima = codegen_path("sima", "triton").read_text().split("def forward(self")[1]
+    assert "_normalize(" not in sima
+    assert "linear_attention(wq, wk, wv, 8, q_l1=1e-12, k_l1=1e-12)" in sima
+    castling = codegen_path("castling_vit", "triton").read_text().split("def forward(self")[1]
+    assert "_normalize(" in castling and "_l1=" not in castling
+
+    g = generate("sima", dim=16, backend="triton").graph
+    folded = folded_normalizers(g)
+    assert sorted(slot for _, slot in folded.values()) == ["k_l1", "q_l1"]
+    norm = next(iter(folded))
+    g.add(Node("identity", (), g.node(norm).width, (), "second_reader"), (norm,))
+    assert norm not in folded_normalizers(g)

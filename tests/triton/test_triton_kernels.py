@@ -223,16 +223,19 @@ def test_float64_runs_the_naive_twin() -> None:
     assert torch.allclose(fused.double(), double, atol=1e-6)
 
 
-@pytest.mark.parametrize(("name", "conv"), [("conv2former", None), ("padre3", "toeplitz")],
-                         ids=["conv2former", "padre3-folded-bias"])
-def test_torch_compile_traces_the_custom_op(name, conv, monkeypatch) -> None:
-    """fullgraph: the custom ops, and in the Toeplitz form dense_for_conv's channel-major
-    product with its bias left to the conv (in_bias), forward and backward."""
+@pytest.mark.parametrize(("name", "conv", "dim"),
+                         [("conv2former", None, 4), ("padre3", "toeplitz", 4), ("sima", None, 16)],
+                         ids=["conv2former", "padre3-folded-bias", "sima-folded-l1"])
+def test_torch_compile_traces_the_custom_op(name, conv, dim, monkeypatch) -> None:
+    """fullgraph: the custom ops, in the Toeplitz form dense_for_conv's channel-major product
+    with its bias left to the conv (in_bias), and SimA's l1 normalisations folded into the
+    linear attention's state (L1Tokens), forward and backward."""
     if conv:
         monkeypatch.setenv("PADRE_TRITON_CONV", conv)
-    module = pc.compile(name, dim=4, grid=(3, 3), backend="triton")
+    module = pc.compile(name, dim=dim, grid=None if name == "sima" else (3, 3),
+                        backend="triton")
     compiled = torch.compile(module, backend="aot_eager", fullgraph=True)
-    x = torch.randn(2, 9, 4, requires_grad=True)
+    x = torch.randn(2, 9, dim, requires_grad=True)
     y, y_ref = compiled(x), module(x)
     assert torch.allclose(y, y_ref, atol=1e-6)
     (gx,) = torch.autograd.grad(y.sum(), x)

@@ -145,13 +145,15 @@ def emit_module(g: Graph, decls: dict[str, ParamDecl], *, name: str, header: str
             left_bias[nid] = left
             taken.add(left)
     fused_sums = {r.total for r in regions.values() if r.total is not None}
+    folded = linear_attention.folded_normalizers(g)
     body: list[str] = []
     used_helpers: list[str] = []
     fallback: list[str] = []
     splits = split_targets(g, names)
     for nid, node, inputs in g.items():
-        if nid in inner or nid in fused_sums:
-            continue  # computed by the kernel of the region that ends later
+        if nid in inner or nid in fused_sums or nid in folded:
+            continue  # computed by the kernel of the region that ends later, or by the
+            # linear attention that reads it (a normalisation folded into its state)
         if splits.get(nid) == "":
             continue  # bound with its first sibling
         region = regions.get(nid)
@@ -164,11 +166,17 @@ def emit_module(g: Graph, decls: dict[str, ParamDecl], *, name: str, header: str
                                      left_bias.get(source)))
             continue
         if node.op == "linear_attention":
-            args = [names[i] for i in inputs] + [str(node.a["heads"])]
+            args = [names[g.inputs(i)[0] if i in folded else i] for i in inputs]
+            args.append(str(node.a["heads"]))
             if node.a["weighted"]:
                 args.append(param_codes(node.params, names[nid], body)["state"])
+            normalised = [folded[i][1][0] for i in inputs if i in folded]
+            args += [f"{folded[i][1]}={g.node(i).a['eps']!r}" for i in inputs if i in folded]
+            body.append("# triton: head_state, head_apply" + (
+                f" ({' and '.join(normalised)} l1-normalised over tokens in the state)"
+                if normalised else ""))
             body.append(f"{names[nid]} = linear_attention({', '.join(args)})"
-                        f"  # [B, N, {node.width}] (triton: head_state, head_apply)")
+                        f"  # [B, N, {node.width}]")
             continue
         target = splits.get(nid) or names[nid]
         if node.op == "dense" and nid in conv_input:  # channel-major where the conv is Toeplitz
@@ -201,7 +209,9 @@ def emit_module(g: Graph, decls: dict[str, ParamDecl], *, name: str, header: str
                             "cores)")
     if attention:
         kernel_notes.append(f"{len(attention)} linear attention(s) (head_state_kernel, "
-                            "head_apply_kernel)")
+                            "head_apply_kernel" + ("; the l1 normalisation of its q / k over "
+                                                   "tokens applied to its state" if folded
+                                                   else "") + ")")
     note = [
         "",
         "Fused Triton kernels: " + ("; ".join(kernel_notes) if kernel_notes else

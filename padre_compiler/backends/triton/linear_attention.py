@@ -11,10 +11,14 @@ Both are linear in each argument, so their derivatives are the same two maps aga
     d head_state: dA = head_apply(B, dS^T), dB = head_apply(A, dS)
     d head_apply: dQ = head_apply(dY, S^T), dS = head_state(Q, dY)   (transposed when S^T)
 Heads are read in place through strides (no permuted copies); the state's token sum runs in
-chunks whose partial states are added by torch (deterministic, no atomics).
+chunks whose partial states are added by torch (deterministic, no atomics). An l1
+normalisation of q or k over tokens (SimA's) is a diagonal map on the state's rows, applied
+there (`linear_attention`'s q_l1 / k_l1; `folded_normalizers` picks the nodes).
 '''
 
 from __future__ import annotations
+
+from padre_compiler.ir.graph import Graph
 
 KERNEL = '''
 if triton is not None:
@@ -208,16 +212,62 @@ head_state, head_apply = (
 
 
 def linear_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int,
-                     weight: torch.Tensor | None = None) -> torch.Tensor:
+                     weight: torch.Tensor | None = None, q_l1: float | None = None,
+                     k_l1: float | None = None) -> torch.Tensor:
     """Per head g: q_g (W_g ⊙ k_g^T v_g), W [h*e*e] slot-wise weights (None: 1); [B, N, h*e]
     each -> [B, N, h*e]. Two kernels: the [e, e] state (a token sum), then its product with q;
-    the weighting, on the [B, h, e, e] state, in torch."""
+    the weighting, on the [B, h, e, e] state, in torch.
+
+    q_l1 / k_l1 (eps, or None): q / k l1-normalised over tokens first, x[t, c] / (n[c] + eps)
+    with n[c] = sum_t |x[t, c]|. Each such map is diag(1 / (n + eps)) on the right of q or k,
+    so it scales row c of the state: (q D_q) ((k D_k)^T v) = q (D_q D_k (k^T v)). Folded there,
+    a normalisation costs one reduction over q or k instead of three passes (abs, sum, div)
+    and a normalised copy."""
     state = head_state(k, v, heads)
+    bsz, _, w = q.shape
+    e = w // heads
     if weight is not None:
-        e = q.shape[-1] // heads
         state = state * weight.view(1, heads, e, e)
+    for x, eps in ((q, q_l1), (k, k_l1)):
+        if eps is not None:  # [B, h*e] norms -> [B, h, e, 1] row scales
+            state = state / (L1Tokens.apply(x, state.dtype) + eps).view(bsz, heads, e, 1)
     return head_apply(q, state, False)
+
+
+class L1Tokens(torch.autograd.Function):
+    """n[b, c] = sum_t |x[b, t, c]| in `dtype` (the state's: fp32, or fp64 for fp64 x), [B, N, C]
+    -> [B, C]; dx = sgn(x) dn, made in x's dtype (two passes; torch's own vector_norm backward
+    adds a cast pass from `dtype`)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        ctx.save_for_backward(x)
+        return torch.linalg.vector_norm(x, 1, dim=1, dtype=dtype)
+
+    @staticmethod
+    def backward(ctx, dn: torch.Tensor) -> tuple[torch.Tensor, None]:
+        (x,) = ctx.saved_tensors
+        return x.sgn().mul_(dn.to(x.dtype)[:, None, :]), None
 '''
+
+FOLDABLE = ("l1_tokens",)  # normalisations linear_attention applies to its state (q_l1, k_l1)
+
+
+def folded_normalizers(g: Graph) -> dict[int, tuple[int, str]]:
+    """{normalize node: (linear attention node, "q_l1" or "k_l1")} for each l1-over-tokens
+    normalisation whose only reader is a linear attention, as its q or as its k: the attention
+    applies it to its state, and the normalised tensor is never made."""
+    folded = {}
+    for nid, node, inputs in g.items():
+        if node.op != "linear_attention":
+            continue
+        for src, slot in zip(inputs[:2], ("q_l1", "k_l1"), strict=True):
+            norm = g.node(src)
+            if (norm.op == "normalize" and norm.a["kind"] in FOLDABLE
+                    and g.users(src) == [nid] and inputs.count(src) == 1):
+                folded[src] = (nid, slot)
+    return folded
+
 
 # tl.dot tiles per kernel, (batch, M, N, K), for the static GPU-legality check (one entry per
 # call site; the generated module carries them as DOT_TILES)
