@@ -354,8 +354,8 @@ SIMA_SHAPES = [(384, 3136, 8), (384, 25600, 1), (384, 102400, 1)]
 
 
 def sima_rows(device, budget: Budget, smoke: bool) -> list[dict]:
-    """SimA (l1-normalised Q (K^T V), 6 heads of 64): the Triton module (head_state /
-    head_apply kernels) vs the PyTorch backend's module (einsum) vs attention, forward and
+    """SimA (l1-normalised Q (K^T V), 8 heads): the Triton module (head_state / head_apply
+    kernels) vs the PyTorch backend's module (einsum) vs attention (heads of 64), forward and
     forward+backward, bf16 (fp32 in --smoke); outputs compared before timing."""
     tri, ref = load_generated("sima"), load_generated("sima", "torch")
     dtype = torch.float32 if smoke else torch.bfloat16

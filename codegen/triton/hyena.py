@@ -142,21 +142,22 @@ if triton is not None:
         x[c, r0 + 16 q + b - PH, k] (q < BH / 16; strip_tile's arguments), every input row
         the row taps (KH <= 17) of output rows r0 + 16 q + (0..15) read."""
         o_q = tl.arange(0, 2 * BH)  # window q = o_q // 32, row b = o_q % 32
-        b_w = strip_tile(x, r0 + 16 * (o_q // 32) + o_q % 32, o_k, o_c, m_ck, 0, PH, H, W,
-                         s_xn, s_xc, STRIP_CACHE)  # [BC, 2 BH, BK]
-        b_w = tl.permute(tl.reshape(b_w, (BC, BH // 16, 32, BK)), (2, 0, 1, 3))
-        return tl.reshape(b_w, (32, BC * (BH // 16) * BK))
+        b_slab = strip_tile(x, r0 + 16 * (o_q // 32) + o_q % 32, o_k, o_c, m_ck, 0, PH, H, W,
+                            s_xn, s_xc, STRIP_CACHE)  # [BC, 2 BH, BK]
+        b_slab = tl.permute(tl.reshape(b_slab, (BC, BH // 16, 32, BK)), (2, 0, 1, 3))
+        return tl.reshape(b_slab, (32, BC * (BH // 16) * BK))
 
 
     @triton.jit
-    def slab_strip(b_w, i_kh, BC: tl.constexpr, BH: tl.constexpr, BK: tl.constexpr):
-        """strip_tile(..., i_kh, ...) for output rows r0 + (0..BH-1) from slab_tile's b_w:
-        rows a of block q are window rows a + i_kh, so the strip is S @ b_w with the 0/1 shift
+    def slab_strip(b_slab, i_kh, BC: tl.constexpr, BH: tl.constexpr, BK: tl.constexpr):
+        """strip_tile(..., i_kh, ...) for output rows r0 + (0..BH-1) from slab_tile's b_slab:
+        rows a of block q are window rows a + i_kh, so the strip is S @ b_slab with the 0/1 shift
         S[a, b] = [b = a + i_kh] ([16, 32]): one tensor-core product whose every element has
         one nonzero term (exact), taken by the next product from registers."""
         o_a, o_b = tl.arange(0, 16), tl.arange(0, 32)
-        s_i = (o_b[None, :] == o_a[:, None] + i_kh).to(b_w.dtype)  # [16, 32]
-        b_x = tl.dot(s_i, b_w).to(b_w.dtype)  # [16, BC * BH / 16 * BK]
+        s_i = (o_b[None, :] == o_a[:, None] + i_kh).to(b_slab.dtype)  # [16, 32]
+        DOT: tl.constexpr = "ieee" if b_slab.dtype == tl.float32 else "tf32"  # fp32: exact too
+        b_x = tl.dot(s_i, b_slab, input_precision=DOT).to(b_slab.dtype)  # [16, BC BH / 16 BK]
         b_x = tl.permute(tl.reshape(b_x, (16, BC, BH // 16, BK)), (1, 2, 0, 3))
         return tl.reshape(b_x, (BC, BH, BK))
 
@@ -181,6 +182,7 @@ if triton is not None:
         accumulation.
         """
         i_t, i_c, i_b = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+        i_b = i_b.to(tl.int64)  # batch offsets may pass 2**31; those in an image may not
         o_t = i_t * BT + tl.arange(0, BT)  # [BT] output tokens
         o_c = i_c * BC + tl.arange(0, BC)  # [BC] channels
         m_t = o_t < N
@@ -247,6 +249,7 @@ if triton is not None:
         any strides.
         """
         i_t, i_c, i_b = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+        i_b = i_b.to(tl.int64)  # batch offsets may pass 2**31; those in an image may not
         o_t = i_t * BT + tl.arange(0, BT)  # [BT] tokens
         o_c = i_c * BC + tl.arange(0, BC)  # [BC] channels
         m_t = o_t < N
@@ -254,7 +257,9 @@ if triton is not None:
         m = m_t[:, None] & m_c[None, :]
         o_h = o_t // W
         o_w = o_t % W
-        p_out = i_b * N * C + o_t[:, None] * C + o_c[None, :]  # contiguous [B, N, C] offsets
+        img = i_b * N * C  # this image in the contiguous [B, N, C] tensors
+        dz, do, u, dg, da = dz + img, do + img, u + img, dg + img, da + img
+        p_out = o_t[:, None] * C + o_c[None, :]  # offsets in the image
         b_dzt = tl.zeros([BT, BC], dtype=tl.float32)  # [BT, BC] gradient of z, all paths
         if HAS_DZ:
             b_dzt += tl.load(dz + p_out, mask=m, other=0.).to(tl.float32)
@@ -271,7 +276,8 @@ if triton is not None:
             b_g = tl.load(p_g, mask=m, other=0.).to(tl.float32)
             b_du = b_dzt * b_g
         if RECOMPUTE:  # u = conv(x) + b from the shifted loads that also give dw
-            b_u = tl.zeros([BT, BC], dtype=tl.float32)  # [BT, BC] recomputed conv
+            if USES_U:
+                b_u = tl.zeros([BT, BC], dtype=tl.float32)  # [BT, BC] recomputed conv
             for i_kh in range(KH):
                 o_hi = o_h + (i_kh - PH)
                 m_h = m_t & inside(o_hi, H)
@@ -287,7 +293,7 @@ if triton is not None:
                         b_u += b_x * b_w.to(tl.float32)[None, :]
                     tl.atomic_add(dw + o_c * (KH * KW) + (i_kh * KW + i_kw),
                                   tl.sum(b_du * b_x, axis=0), mask=m_c)
-            if HAS_BIAS:
+            if HAS_BIAS and USES_U:
                 b_u += tl.load(b + o_c, mask=m_c, other=0.).to(tl.float32)[None, :]
         elif USES_U:  # u given ([B, N, C] contiguous, bias included); dw: the wgrad kernel
             b_u = tl.load(u + p_out, mask=m, other=0.).to(tl.float32)
@@ -369,6 +375,9 @@ if triton is not None:
         # == themselves (the launcher checks ALIGN divides them); tells the compiler so
         W, s_xb, s_xc = (W // ALIGN) * ALIGN, (s_xb // ALIGN) * ALIGN, (s_xc // ALIGN) * ALIGN
         i_hw, i_c, i_b = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+        i_b = i_b.to(tl.int64)  # batch offsets may pass 2**31; those in an image may not
+        # fp32 x: IEEE products (CUDA cores), as the direct form; 16-bit: tensor cores
+        DOT: tl.constexpr = "ieee" if x.dtype.element_ty == tl.float32 else "tf32"
         i_h, i_w = i_hw // tl.cdiv(W, BW), i_hw % tl.cdiv(W, BW)
         o_r = i_h * BH + tl.arange(0, BH)  # [BH] output rows
         o_j = i_w * BW + tl.arange(0, BW)  # [BW] output columns
@@ -380,25 +389,27 @@ if triton is not None:
             o_p = i_p * BP + tl.arange(0, BP)  # [BP] this part's columns k of the strip
             o_k = i_w * BW - HALO + o_p  # [BP] their input columns
             m_ck = m_c[:, None, None] & inside(o_k, W)[None, None, :]  # [BC, 1, BP]
-            o_tk = (o_p[:, None] * BW + tl.arange(0, BW)[None, :])[None, :, :]
-            o_m = o_p[:, None] - tl.arange(0, BW)[None, :] - (HALO - PW)  # [BP, BW] tap k - j
-            m_t = m_c[:, None, None] & ((o_m >= 0) & (o_m < KW))[None, :, :]  # inside the band
+            if BAND_FROM_TAPS:  # band element (k, j) is tap k - j - (HALO - PW) of the row
+                o_m = o_p[:, None] - tl.arange(0, BW)[None, :] - (HALO - PW)  # [BP, BW]
+                m_band = m_c[:, None, None] & ((o_m >= 0) & (o_m < KW))[None, :, :]
+            else:  # offsets of the precomputed band's [BP, BW] rows of this part
+                o_tk = (o_p[:, None] * BW + tl.arange(0, BW)[None, :])[None, :, :]
             if SLAB:  # every row tap's strip from one load (slab_strip)
-                b_w = slab_tile(x + i_b * s_xb, i_h * BH, o_k, o_c, m_ck, PH, H, W, s_xn, s_xc,
-                                STRIP_CACHE, BC, BH, BP)
+                b_slab = slab_tile(x + i_b * s_xb, i_h * BH, o_k, o_c, m_ck, PH, H, W, s_xn,
+                                   s_xc, STRIP_CACHE, BC, BH, BP)
             for i_kh in range(KH):
                 if SLAB:
-                    b_x = slab_strip(b_w, i_kh, BC, BH, BP)  # [BC, BH, BP]
+                    b_x = slab_strip(b_slab, i_kh, BC, BH, BP)  # [BC, BH, BP]
                 else:
                     b_x = strip_tile(x + i_b * s_xb, o_r, o_k, o_c, m_ck, i_kh, PH, H, W, s_xn,
                                      s_xc, STRIP_CACHE)  # [BC, BH, BP]
                 if BAND_FROM_TAPS:  # gathered from the taps (a few hundred bytes, L1-resident)
                     p_t = w + o_c[:, None, None] * (KH * KW) + i_kh * KW + o_m[None, :, :]
-                    b_t = tl.load(p_t, mask=m_t, other=0.)  # [BC, BP, BW]
+                    b_t = tl.load(p_t, mask=m_band, other=0.)  # [BC, BP, BW]
                 else:  # the precomputed band, from L2
                     p_t = t + (o_c[:, None, None] * KH + i_kh) * (BK * BW) + o_tk
                     b_t = tl.load(p_t, mask=m_c[:, None, None], other=0.)  # [BC, BP, BW]
-                b_u = tl.dot(b_x, b_t.to(b_x.dtype), b_u)
+                b_u = tl.dot(b_x, b_t.to(b_x.dtype), b_u, input_precision=DOT)
         if HAS_BIAS:
             b_u += tl.load(b + o_c, mask=m_c, other=0.).to(tl.float32)[:, None, None]
         if HAS_IN_BIAS:  # small products of 0/1 masks (exact in TF32) and taps split in two
@@ -422,7 +433,7 @@ if triton is not None:
             b_u += b_1 * tl.load(bi + o_c, mask=m_c, other=0.).to(tl.float32)[:, None, None]
         o_t = (o_r[:, None] * W + o_j[None, :])[None, :, :]  # [1, BH, BW] output tokens
         m = m_c[:, None, None] & ((o_r < H)[:, None] & (o_j < W)[None, :])[None, :, :]
-        if STORE_U:  # u = conv(x) + b ([B, N, C] contiguous): the backward's dg and ds read it
+        if STORE_U:  # u = conv(x + bi) + b ([B, N, C] contiguous): the backward's dg, ds read it
             tl.store(u + i_b * N * C + o_t * C + o_c[:, None, None], b_u.to(u.dtype.element_ty),
                      mask=m)
         b_z = b_u
@@ -446,11 +457,11 @@ if triton is not None:
                      mask=m)
 
 
-    @triton.jit(do_not_specialize=["N", "H", "W"])  # one compile for every grid
+    @triton.jit(do_not_specialize=["H", "W"])  # one compile for every grid
     def dwconv_toeplitz_wgrad_kernel(
         x, du, dw,
         s_xb, s_xn, s_xc, s_db, s_dn, s_dc,  # strides (elements) of x and du, [B, N, C] views
-        N, C, H, W,
+        C, H, W,
         KH: tl.constexpr, KW: tl.constexpr, PH: tl.constexpr, PW: tl.constexpr,
         BH: tl.constexpr, BW: tl.constexpr, BK: tl.constexpr, BC: tl.constexpr,
         HALO: tl.constexpr, ALIGN: tl.constexpr, STRIP_CACHE: tl.constexpr, BD: tl.constexpr,
@@ -474,6 +485,9 @@ if triton is not None:
         W, s_xb, s_xc = (W // ALIGN) * ALIGN, (s_xb // ALIGN) * ALIGN, (s_xc // ALIGN) * ALIGN
         s_db, s_dc = (s_db // ALIGN) * ALIGN, (s_dc // ALIGN) * ALIGN
         i_w, i_c, i_b = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+        i_b = i_b.to(tl.int64)  # batch offsets may pass 2**31; those in an image may not
+        # fp32 x: IEEE products (CUDA cores), as the direct form; 16-bit: tensor cores
+        DOT: tl.constexpr = "ieee" if x.dtype.element_ty == tl.float32 else "tf32"
         o_j = i_w * BW + tl.arange(0, BW)  # [BW] output columns
         o_k = i_w * BW - HALO + tl.arange(0, BK)  # [BK] input columns of the strip
         o_c = i_c * BC + tl.arange(0, BC)  # [BC] channels
@@ -492,15 +506,15 @@ if triton is not None:
                            mask=m_cj & (o_r < H)[None, :, None], other=0.)  # [BC, BH, BW]
             b_dt = tl.permute(b_dt, (0, 2, 1)).to(x.dtype.element_ty)  # [BC, BW, BH], once
             if SLAB:  # the row tile's strips from one load, as in the forward
-                b_w = slab_tile(x + i_b * s_xb, i_r, o_k, o_c, m_ck, PH, H, W, s_xn, s_xc,
-                                STRIP_CACHE, BC, BH, BK)
+                b_slab = slab_tile(x + i_b * s_xb, i_r, o_k, o_c, m_ck, PH, H, W, s_xn, s_xc,
+                                   STRIP_CACHE, BC, BH, BK)
             for i_kh in range(KH):
                 if SLAB:
-                    b_x = slab_strip(b_w, i_kh, BC, BH, BK)  # [BC, BH, BK]
+                    b_x = slab_strip(b_slab, i_kh, BC, BH, BK)  # [BC, BH, BK]
                 else:
                     b_x = strip_tile(x + i_b * s_xb, o_r, o_k, o_c, m_ck, i_kh, PH, H, W, s_xn,
                                      s_xc, STRIP_CACHE)  # [BC, BH, BK]
-                b_p = tl.dot(b_dt, b_x)  # [BC, BW, BK] this tile's P of row tap i
+                b_p = tl.dot(b_dt, b_x, input_precision=DOT)  # [BC, BW, BK] P of row tap i
                 b_s = tl.sum(tl.gather(b_p, o_lag, axis=2), axis=1)  # [BC, BD] diagonal sums
                 tl.atomic_add(dw + o_c[:, None] * (KH * KW) + i_kh * KW + o_d[None, :], b_s,
                               mask=m_c[:, None] & m_d)
@@ -550,8 +564,8 @@ def dwconv_toeplitz_config(c: int, kw: int, gpu: bool, height: int = 64,
     """Tiles of the tensor-core kernel: [BH, BK] @ [BK, BW] per channel. The strip starts HALO
     columns left of the tile (pad_w rounded up to `align`, so aligned strips stay aligned) and
     BK >= BW + HALO + kw - 1 - pad_w. BH rows share each Toeplitz operand, so tall tiles (up to
-    the grid's height) cut its loads per output; 8 channels per program keep the
-    [BC, BH, BW] accumulator in registers. num_stages is explicit so that the sm_90 checks
+    the grid's height) cut its loads per output; 8 channels per program (4 at BW = 32) keep
+    the [BC, BH, BW] accumulator in registers. num_stages is explicit so that the sm_90 checks
     (tests/triton/test_triton_aot.py) compile what launches: Triton keeps num_stages - 1
     buffers of the dot operands in shared memory, and an H200 timed 2 and 3 stages within 3%
     (benchmarks/results/gpu_profile.md)."""
@@ -863,6 +877,8 @@ def _dwconv_hadamard_impl(
     """(z, o, u) of the forward kernels on x + in_bias; an output not asked for is an empty
     tensor. keep_u (autograd's call): u = conv(x + in_bias) + bias where keeps_u says the
     backward would otherwise recompute it."""
+    check_images(height, width, x, gate, acc)
+    bias, acc_scale, scale, in_bias = channel_vectors(bias, acc_scale, scale, in_bias)
     if not _use_triton(x):
         return (*naive_dwconv_hadamard(x, weight, bias, gate, acc, acc_scale, scale, height,
                                        width, pad_h, pad_w, store_z, store_o, in_bias),
@@ -898,6 +914,43 @@ def keeps_u(x: torch.Tensor, weight: torch.Tensor, height: int, gate: torch.Tens
     the direct form from then on)."""
     return ((gate is not None or (store_o and scale is not None)) and _use_triton(x)
             and conv_form(x, height, weight.shape[2]) == "toeplitz")
+
+
+def alert_not_deterministic(what: str) -> None:
+    """Under torch.use_deterministic_algorithms(True): an error (a warning with
+    warn_only=True), as torch's own nondeterministic ops give. The backward kernels sum dw, db,
+    ds and dsa over programs with fp32 atomics, in whatever order the programs finish."""
+    if not torch.are_deterministic_algorithms_enabled():
+        return
+    message = (f"{what} sums its weight, bias and scale gradients with fp32 atomic adds: not "
+               "bitwise reproducible from run to run. Turn deterministic algorithms off for "
+               "it, or compile the spec with the torch backend")
+    if torch.is_deterministic_algorithms_warn_only_enabled():
+        warnings.warn(message, UserWarning, stacklevel=3)
+    else:
+        raise RuntimeError(message)
+
+
+def check_images(height: int, width: int, *tensors: torch.Tensor | None) -> None:
+    """What the kernels' index arithmetic assumes of each [B, N, C] tensor: N = H * W tokens,
+    and every offset inside one image (at the tensor's strides) below 2**31 (int32; the batch
+    offset is 64-bit)."""
+    for t in tensors:
+        if t is None:
+            continue
+        _, n, c = t.shape
+        if n != height * width:
+            raise ValueError(f"{n} tokens do not fill the {height} x {width} grid (N must "
+                             "equal H * W)")
+        if (n - 1) * abs(t.stride(1)) + (c - 1) * abs(t.stride(2)) >= 2**31:
+            raise ValueError(f"an image of {n} tokens x {c} channels at strides "
+                             f"{t.stride()} spans 2**31 elements or more: the kernels index "
+                             "within an image in int32; split the channels or the grid")
+
+
+def channel_vectors(*vectors: torch.Tensor | None) -> tuple[torch.Tensor | None, ...]:
+    """The [C] biases and scales with stride 1, as the kernels index them (o_c)."""
+    return tuple(v if v is None else v.contiguous() for v in vectors)
 
 
 def channel_rows(t: torch.Tensor | None) -> torch.Tensor | None:
@@ -987,8 +1040,9 @@ def dwconv_hadamard_launch(x, weight, bias, gate, acc, acc_scale, scale, height:
 
 def _depthwise_weight_grad(x, du, kh: int, kw: int, height: int, width: int, pad_h: int,
                            pad_w: int) -> torch.Tensor:
-    """d weight[c, i, j] = sum_{b, t} du[b, t, c] x[b, t + tap(i, j), c] (for the naive twin;
-    the kernel path accumulates it inside dwconv_hadamard_bwd_kernel)."""
+    """d weight[c, i, j] = sum_{b, t} du[b, t, c] x[b, t + tap(i, j), c], fp32 (torch's
+    conv2d_weight): the naive twin's, and the Toeplitz form's where its weight-gradient kernel
+    failed to compile (the direct form accumulates dw inside dwconv_hadamard_bwd_kernel)."""
     b, n, c = x.shape
     x4 = F.pad(x.transpose(1, 2).reshape(b, c, height, width),
                (pad_w, kw - 1 - pad_w, pad_h, kh - 1 - pad_h))
@@ -1070,9 +1124,12 @@ def _dwconv_hadamard_bwd_impl(
     keeps x and adds bi * G to dw (wgrad saw x alone) with G[c, i, m] = sum of du[c] over the
     outputs whose tap (i, m) lands inside the grid, and dbi = sum_tokens dx = sum_{i, m}
     w[c, i, m] G[c, i, m] (each output's in-grid taps), so neither takes a pass over dx."""
+    check_images(height, width, x, gate, acc, dz, do)
+    bias, acc_scale, scale, in_bias = channel_vectors(bias, acc_scale, scale, in_bias)
     if not _use_triton(x):
         return naive_dwconv_hadamard_bwd(x, weight, bias, gate, acc, acc_scale, scale, dz, do,
                                          height, width, pad_h, pad_w, in_bias)
+    alert_not_deterministic("the Triton backward of a depthwise conv")
     b, n, c = x.shape
     kh, kw = weight.shape[1], weight.shape[2]
     tensor_cores = conv_form(x, height, kw) == "toeplitz" and not TOEPLITZ_FAILED
@@ -1167,7 +1224,7 @@ def dwconv_toeplitz_wgrad_launch(x, du, dw, height: int, width: int, pad_h: int,
     tensor cores; torch's conv2d_weight where the GPU compiler rejects the kernel. On a GPU
     the first launch of a shape times WGRAD_VARIANTS beside the default (into a scratch dw:
     the kernel accumulates)."""
-    b, n, c = x.shape
+    b, _, c = x.shape
     kh, kw = dw.shape[1], dw.shape[2]
     align = min(strip_alignment(x, width), strip_alignment(du, width))
     base = dwconv_toeplitz_config(c, kw, x.is_cuda, height=height, pad_w=pad_w, align=align)
@@ -1180,7 +1237,7 @@ def dwconv_toeplitz_wgrad_launch(x, du, dw, height: int, width: int, pad_h: int,
         grid = (cdiv(width, cfg["BW"]), cdiv(c, cfg["BC"]), b)
         return start(dwconv_toeplitz_wgrad_kernel, grid)(
             x, du, out, x.stride(0), x.stride(1), x.stride(2), du.stride(0), du.stride(1),
-            du.stride(2), n, c, height, width, KH=kh, KW=kw, PH=pad_h, PW=pad_w,
+            du.stride(2), c, height, width, KH=kh, KW=kw, PH=pad_h, PW=pad_w,
             BD=next_power_of_2(kw), **cfg)
 
     key = ("wgrad", x.device, x.dtype, du.dtype, tuple(x.shape), x.stride(), du.stride(),
@@ -1203,8 +1260,9 @@ def _dwconv_hadamard_backward(ctx, dz, do, _):
     """Derived backward. Forward: u = conv(x) + b, z = u * g, o = sa * a + s * z.
 
     One op (_dwconv_hadamard_bwd_impl) gives dx = conv(du) with flipped taps and mirrored
-    padding (the adjoint of the depthwise map), dg, da and the reductions dw, db, ds, dsa;
-    u, where the forward kept it (the op's third output: no gradient flows into it).
+    padding (the adjoint of the depthwise map), dg, da and the reductions dw, db, ds, dsa, and
+    dbi (the input bias's); it reads u where the forward kept it (the op's third output: no
+    gradient flows into it).
     """
     x, weight, bias, gate, acc, acc_scale, scale, in_bias, u = ctx.saved_tensors
     height, width, pad_h, pad_w, store_z, store_o = ctx.geometry

@@ -110,7 +110,7 @@ if triton is not None:
         fp32 contiguous. [BE, BT] @ [BT, BE] products, fp32 accumulation.
         """
         i_k, i_bh = tl.program_id(0), tl.program_id(1)
-        i_b, i_h = i_bh // H, i_bh % H
+        i_b, i_h = (i_bh // H).to(tl.int64), i_bh % H  # batch offsets may pass 2**31
         o_e = tl.arange(0, BE)
         m_e = o_e < E
         b_s = tl.zeros([BE, BE], dtype=tl.float32)  # [BE, BE] state of this chunk
@@ -142,7 +142,7 @@ if triton is not None:
         and fp16 ones, whose range cannot hold a state summed over N tokens), else bf16.
         """
         i_t, i_bh = tl.program_id(0), tl.program_id(1)
-        i_b, i_h = i_bh // H, i_bh % H
+        i_b, i_h = (i_bh // H).to(tl.int64), i_bh % H  # batch offsets may pass 2**31
         o_t = i_t * BT + tl.arange(0, BT)
         o_e = tl.arange(0, BE)
         m_e = o_e < E

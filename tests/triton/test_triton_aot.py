@@ -112,6 +112,25 @@ def test_toeplitz_forward_keeping_u_does_not_spill(padre3, pick: int) -> None:
     assert r.stack == 0, f"the forward keeping u spills {r.stack} bytes per thread at {cfg}"
 
 
+@pytest.mark.parametrize("slab", [False, True])
+def test_fp32_toeplitz_products_are_ieee_not_tf32(padre3, slab: bool) -> None:
+    """A forced Toeplitz form on fp32 inputs keeps fp32 products (IEEE, CUDA cores), as the
+    interpreter computes them; TF32 would round x to 10 mantissa bits on a GPU alone. 16-bit
+    inputs stay on tensor cores."""
+    cfg = padre3.dwconv_toeplitz_config(384, 11, gpu=True, height=56, pad_w=5, align=8)
+    consts = {**FLAGS, **TOEPLITZ, "STORE_Z": True, "STORE_O": False, "s_xn": 1, **_taps(11),
+              **aot.constexprs_of(cfg), "SLAB": slab}
+    for dtype, mma in (("fp32", "none"), ("bf16", "mma.sync")):
+        fwd = aot.compile_kernel(PATH, "dwconv_toeplitz_fwd_kernel", consts, num_stages=2,
+                                 num_warps=cfg["num_warps"], pointer_dtype=dtype)
+        wgrad = aot.compile_kernel(PATH, "dwconv_toeplitz_wgrad_kernel",
+                                   {**_taps(11), "BD": 16, "s_xn": 1, "s_dn": 1,
+                                    **aot.constexprs_of(cfg), "SLAB": slab},
+                                   num_warps=cfg["num_warps"], num_stages=2,
+                                   pointer_dtype=dtype, pointer_dtypes={"dw": "fp32"})
+        assert (fwd.mma, wgrad.mma) == (mma, mma), dtype
+
+
 def test_tensor_core_backward_kernels_at_gpu_tiles(padre3) -> None:
     """The Toeplitz path's backward as a GPU launches it: the weight gradient on tensor cores
     without spills, and the elementwise kernel (u given) free of the tap loop."""

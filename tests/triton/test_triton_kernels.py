@@ -791,3 +791,82 @@ def test_toeplitz_operand_is_the_banded_matrix(kw, bk, bw, shift) -> None:
                 want[:, :, k, j] = weight[:, :, k - j - shift].float()
     assert got.dtype == torch.float32 and got.is_contiguous()
     assert torch.equal(got, want)
+
+
+def test_strided_channel_vectors_are_read_as_their_values(form) -> None:
+    """Biases and scales given as strided [C] views (a slice of a wider parameter): the
+    kernels index [C] vectors with stride 1, so the ops make them contiguous first."""
+    m = _kernels_module()
+    gen = torch.Generator().manual_seed(12)
+    b, h, w, c, k = 2, 5, 6, 8, 3
+    x, gate, acc = (torch.randn(b, h * w, c, generator=gen) for _ in range(3))
+    weight = torch.randn(c, k, k, generator=gen)
+    bias, scale, acc_scale, in_bias = (torch.randn(2 * c, generator=gen)[::2] for _ in range(4))
+    got = m.dwconv_hadamard(x, weight, bias, gate, acc, acc_scale, scale, h, w, 1, 1, True,
+                            True, in_bias)
+    bias_c, acc_scale_c, scale_c, in_bias_c = (t.contiguous()
+                                               for t in (bias, acc_scale, scale, in_bias))
+    want = m.naive_dwconv_hadamard(x, weight, bias_c, gate, acc, acc_scale_c, scale_c, h, w, 1,
+                                   1, True, True, in_bias_c)
+    for label, a, e in zip("zo", got[:2], want, strict=True):
+        assert torch.allclose(a, e, atol=1e-4), label
+    dz, do = torch.randn_like(x), torch.randn_like(x)
+    grads = m._dwconv_hadamard_bwd_impl(x, weight, bias, gate, acc, acc_scale, scale, dz, do,
+                                        h, w, 1, 1, in_bias)
+    wants = m.naive_dwconv_hadamard_bwd(x, weight, bias_c, gate, acc, acc_scale_c, scale_c, dz,
+                                        do, h, w, 1, 1, in_bias_c)
+    for label, a, e in zip(("dx", "dg", "da", "dw", "db", "ds", "dsa", "dbi"), grads, wants,
+                           strict=True):
+        assert torch.allclose(a, e, atol=1e-3, rtol=1e-4), label
+
+
+def test_tokens_that_do_not_fill_the_grid_are_refused() -> None:
+    """N != H * W: a clear error from the op, not rows read past the grid (direct) or
+    unwritten output (Toeplitz)."""
+    m = _kernels_module()
+    x = torch.randn(1, 67, 4)
+    weight = torch.randn(4, 3, 3)
+    with pytest.raises(ValueError, match="67 tokens do not fill the 8 x 8 grid"):
+        m.dwconv_hadamard(x, weight, None, None, None, None, None, 8, 8, 1, 1, True, False)
+    with pytest.raises(ValueError, match="67 tokens do not fill the 8 x 8 grid"):
+        m._dwconv_hadamard_bwd_impl(x, weight, None, None, None, None, None, x, None, 8, 8, 1,
+                                    1)
+
+
+def test_batch_offsets_are_64_bit_in_every_kernel() -> None:
+    """B * N * C may pass 2**31 (e.g. 64 x 224 x 224 x 768): each kernel widens its batch
+    index to int64 before any offset is formed from it (offsets inside an image stay int32,
+    checked on the host by check_images)."""
+    import re
+
+    from padre_compiler.backends.triton import kernels, linear_attention
+
+    for text in (kernels.KERNEL, linear_attention.KERNEL):
+        for body in re.split(r"\n    @triton\.jit", text)[1:]:
+            if "def " not in body or "_kernel(" not in body.split("\n", 2)[1]:
+                continue
+            name = re.search(r"def (\w+)\(", body).group(1)
+            uses = [line for line in body.splitlines() if re.search(r"\bi_b\b", line)]
+            assert uses, name
+            assert "tl.int64" in uses[0] or "tl.int64" in uses[1], name
+
+
+def test_deterministic_mode_is_told_the_backward_uses_atomics() -> None:
+    """torch.use_deterministic_algorithms(True): the atomic-add reductions of the backward
+    raise, as torch's own nondeterministic ops do (warn with warn_only=True)."""
+    m = _kernels_module()
+    x, dz = torch.randn(1, 12, 4), torch.randn(1, 12, 4)
+    weight, bias = torch.randn(4, 3, 3), torch.randn(4)
+    args = (x, weight, bias, None, None, None, None, dz, None, 3, 4, 1, 1)
+    before = (torch.are_deterministic_algorithms_enabled(),
+              torch.is_deterministic_algorithms_warn_only_enabled())
+    try:
+        torch.use_deterministic_algorithms(True)
+        with pytest.raises(RuntimeError, match="fp32 atomic adds"):
+            m._dwconv_hadamard_bwd_impl(*args)
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        with pytest.warns(UserWarning, match="not bitwise reproducible"):
+            m._dwconv_hadamard_bwd_impl(*args)
+    finally:
+        torch.use_deterministic_algorithms(before[0], warn_only=before[1])
+    assert m._dwconv_hadamard_bwd_impl(*args)[0].shape == x.shape

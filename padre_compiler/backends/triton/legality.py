@@ -52,7 +52,7 @@ class KernelShape:
     dots: int  # number of tl.dot call sites
     tiles: tuple[tuple[str, ...], ...]  # every tl.zeros([...]) shape (the accumulators)
     calls: tuple[str, ...] = ()  # the names it calls (a @triton.jit helper's dots are its own)
-    constexprs: tuple[tuple[str, str], ...] = ()  # `X: tl.constexpr = e` locals, source order
+    constexprs: tuple[tuple[str, str], ...] = ()  # `X: tl.constexpr = e` size locals, in order
 
 
 def _is_tl(node: ast.AST, attr: str) -> bool:
@@ -75,7 +75,9 @@ def kernel_shapes(source: str) -> dict[str, KernelShape]:
         aranges, tiles, dots, calls, constexprs = [], [], 0, [], []
         for node in ast.walk(fn):
             if (isinstance(node, ast.AnnAssign) and node.value is not None
-                    and ast.unparse(node.annotation) == "tl.constexpr"):
+                    and ast.unparse(node.annotation) == "tl.constexpr"
+                    and not any(isinstance(c, ast.Constant) and isinstance(c.value, str)
+                                for c in ast.walk(node.value))):  # a size, not a dot precision
                 constexprs.append((node.lineno, ast.unparse(node.target),
                                    ast.unparse(node.value)))
             if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
