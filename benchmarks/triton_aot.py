@@ -186,6 +186,9 @@ def measure(path: Path, triton_path: Path | None = None) -> list[dict]:
                 runs.append((f"{label} (3C conv, input bias folded, slab{note}, 2 stages)",
                              kernel, dict(alone, HAS_IN_BIAS=True), slab, stages, ptrs, trips,
                              slab["BC"] * slab["BH"] * slab["BW"]))
+    if "I64" in text:  # an offset reaching 2**31 (needs_i64): batch offsets in int64
+        runs += [(f"{label} (I64)", kernel, dict(flags, I64=True), *rest)
+                 for label, kernel, flags, *rest in runs[2:4]]  # Toeplitz fwd, bwd (u given)
 
     def row(label, kernel, flags, cfg, stages, ptrs, trips, outputs) -> dict:
         stages = cfg.get("num_stages", stages)  # a revision's launcher that names its own

@@ -55,6 +55,14 @@ def next_power_of_2(n: int) -> int:
     return 1 << (n - 1).bit_length()
 
 
+def needs_i64(*tensors: torch.Tensor | None) -> bool:
+    """Whether an element offset of any tensor, sum((size - 1) * |stride|), reaches 2**31: the
+    kernels then form batch offsets in int64 (I64; offsets inside one image stay int32)."""
+    return any(t is not None and sum((n - 1) * abs(st) for n, st in zip(t.shape, t.stride(),
+                                                                       strict=True)) >= 2**31
+               for t in tensors)
+
+
 def custom_op_caller(op, impl, setup_context, backward, grad_flag: str | None = None,
                      outputs: int | None = None):
     """Call `impl` (the custom op `op`'s implementation) as cheaply as the call allows:
@@ -172,6 +180,7 @@ if triton is not None:
         HAS_ACC_SCALE: tl.constexpr, HAS_SCALE: tl.constexpr,
         STORE_Z: tl.constexpr, STORE_O: tl.constexpr,
         BT: tl.constexpr, BC: tl.constexpr,
+        I64: tl.constexpr = False,
     ):
         """One [BT tokens, BC channels] tile of z = (conv(x) + b) * g, o = sa * a + s * z.
 
@@ -182,7 +191,8 @@ if triton is not None:
         accumulation.
         """
         i_t, i_c, i_b = tl.program_id(0), tl.program_id(1), tl.program_id(2)
-        i_b = i_b.to(tl.int64)  # batch offsets may pass 2**31; those in an image may not
+        if I64:  # an offset reaches 2**31 (needs_i64): batch offsets in int64
+            i_b = i_b.to(tl.int64)
         o_t = i_t * BT + tl.arange(0, BT)  # [BT] output tokens
         o_c = i_c * BC + tl.arange(0, BC)  # [BC] channels
         m_t = o_t < N
@@ -236,6 +246,7 @@ if triton is not None:
         HAS_ACC_SCALE: tl.constexpr, HAS_SCALE: tl.constexpr,
         HAS_DZ: tl.constexpr, HAS_DO: tl.constexpr, RECOMPUTE: tl.constexpr,
         USES_U: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr,
+        I64: tl.constexpr = False,
     ):
         """Backward of dwconv_hadamard_fwd_kernel on one [BT, BC] tile, derived by the compiler.
 
@@ -249,7 +260,8 @@ if triton is not None:
         any strides.
         """
         i_t, i_c, i_b = tl.program_id(0), tl.program_id(1), tl.program_id(2)
-        i_b = i_b.to(tl.int64)  # batch offsets may pass 2**31; those in an image may not
+        if I64:  # an offset reaches 2**31 (needs_i64): batch offsets in int64
+            i_b = i_b.to(tl.int64)
         o_t = i_t * BT + tl.arange(0, BT)  # [BT] tokens
         o_c = i_c * BC + tl.arange(0, BC)  # [BC] channels
         m_t = o_t < N
@@ -257,9 +269,7 @@ if triton is not None:
         m = m_t[:, None] & m_c[None, :]
         o_h = o_t // W
         o_w = o_t % W
-        img = i_b * N * C  # this image in the contiguous [B, N, C] tensors
-        dz, do, u, dg, da = dz + img, do + img, u + img, dg + img, da + img
-        p_out = o_t[:, None] * C + o_c[None, :]  # offsets in the image
+        p_out = i_b * N * C + o_t[:, None] * C + o_c[None, :]  # contiguous [B, N, C] offsets
         b_dzt = tl.zeros([BT, BC], dtype=tl.float32)  # [BT, BC] gradient of z, all paths
         if HAS_DZ:
             b_dzt += tl.load(dz + p_out, mask=m, other=0.).to(tl.float32)
@@ -333,6 +343,7 @@ if triton is not None:
         BH: tl.constexpr, BW: tl.constexpr, BK: tl.constexpr, BC: tl.constexpr,
         HALO: tl.constexpr, ALIGN: tl.constexpr, STRIP_CACHE: tl.constexpr, KP: tl.constexpr,
         BAND_FROM_TAPS: tl.constexpr, SLAB: tl.constexpr, PARTS: tl.constexpr,
+        I64: tl.constexpr = False,
     ):
         """dwconv_hadamard_fwd_kernel's contract on tensor cores (banded Toeplitz products).
 
@@ -375,7 +386,8 @@ if triton is not None:
         # == themselves (the launcher checks ALIGN divides them); tells the compiler so
         W, s_xb, s_xc = (W // ALIGN) * ALIGN, (s_xb // ALIGN) * ALIGN, (s_xc // ALIGN) * ALIGN
         i_hw, i_c, i_b = tl.program_id(0), tl.program_id(1), tl.program_id(2)
-        i_b = i_b.to(tl.int64)  # batch offsets may pass 2**31; those in an image may not
+        if I64:  # an offset reaches 2**31 (needs_i64): batch offsets in int64
+            i_b = i_b.to(tl.int64)
         # fp32 x: IEEE products (CUDA cores), as the direct form; 16-bit: tensor cores
         DOT: tl.constexpr = "ieee" if x.dtype.element_ty == tl.float32 else "tf32"
         i_h, i_w = i_hw // tl.cdiv(W, BW), i_hw % tl.cdiv(W, BW)
@@ -466,6 +478,7 @@ if triton is not None:
         BH: tl.constexpr, BW: tl.constexpr, BK: tl.constexpr, BC: tl.constexpr,
         HALO: tl.constexpr, ALIGN: tl.constexpr, STRIP_CACHE: tl.constexpr, BD: tl.constexpr,
         SLAB: tl.constexpr,
+        I64: tl.constexpr = False,
     ):
         """dw[c, i, d] += sum_{r, j} du[c, r, j] x[c, r + i - PH, j + d - PW] on tensor cores,
         for one [BC channels, BW columns] stripe of one image, all rows.
@@ -485,7 +498,8 @@ if triton is not None:
         W, s_xb, s_xc = (W // ALIGN) * ALIGN, (s_xb // ALIGN) * ALIGN, (s_xc // ALIGN) * ALIGN
         s_db, s_dc = (s_db // ALIGN) * ALIGN, (s_dc // ALIGN) * ALIGN
         i_w, i_c, i_b = tl.program_id(0), tl.program_id(1), tl.program_id(2)
-        i_b = i_b.to(tl.int64)  # batch offsets may pass 2**31; those in an image may not
+        if I64:  # an offset reaches 2**31 (needs_i64): batch offsets in int64
+            i_b = i_b.to(tl.int64)
         # fp32 x: IEEE products (CUDA cores), as the direct form; 16-bit: tensor cores
         DOT: tl.constexpr = "ieee" if x.dtype.element_ty == tl.float32 else "tf32"
         o_j = i_w * BW + tl.arange(0, BW)  # [BW] output columns
@@ -985,7 +999,7 @@ def dwconv_hadamard_launch(x, weight, bias, gate, acc, acc_scale, scale, height:
         KH=weight.shape[1], KW=weight.shape[2], PH=pad_h, PW=pad_w,
         HAS_BIAS=bias is not None, HAS_GATE=gate is not None, HAS_ACC=acc is not None,
         HAS_ACC_SCALE=acc_scale is not None, HAS_SCALE=scale is not None,
-        STORE_Z=store_z, STORE_O=store_o,
+        STORE_Z=store_z, STORE_O=store_o, I64=needs_i64(x, gate, acc, z, o, u),
     )
     bias = dummy if bias is None else bias
     if conv_form(x, height, weight.shape[2]) == "toeplitz" and not TOEPLITZ_FAILED:
@@ -1178,7 +1192,8 @@ def _dwconv_hadamard_bwd_impl(
         HAS_BIAS=bias is not None, HAS_GATE=gate is not None, HAS_ACC=acc is not None,
         HAS_ACC_SCALE=acc_scale is not None, HAS_SCALE=scale is not None,
         HAS_DZ=dz is not None, HAS_DO=do is not None, RECOMPUTE=not tensor_cores,
-        USES_U=uses_u, BT=cfg["BT"], BC=cfg["BC"], num_warps=cfg["num_warps"],
+        USES_U=uses_u, I64=needs_i64(x, gate, acc, dz, do, u, du, dg, da),
+        BT=cfg["BT"], BC=cfg["BC"], num_warps=cfg["num_warps"],
     )
     if tensor_cores:
         dwconv_toeplitz_wgrad_launch(x, du, dw, height, width, pad_h, pad_w)
@@ -1238,7 +1253,7 @@ def dwconv_toeplitz_wgrad_launch(x, du, dw, height: int, width: int, pad_h: int,
         return start(dwconv_toeplitz_wgrad_kernel, grid)(
             x, du, out, x.stride(0), x.stride(1), x.stride(2), du.stride(0), du.stride(1),
             du.stride(2), c, height, width, KH=kh, KW=kw, PH=pad_h, PW=pad_w,
-            BD=next_power_of_2(kw), **cfg)
+            BD=next_power_of_2(kw), I64=needs_i64(x, du), **cfg)
 
     key = ("wgrad", x.device, x.dtype, du.dtype, tuple(x.shape), x.stride(), du.stride(),
            height, width, kh, kw, pad_h, pad_w, align)

@@ -45,6 +45,14 @@ def next_power_of_2(n: int) -> int:
     return 1 << (n - 1).bit_length()
 
 
+def needs_i64(*tensors: torch.Tensor | None) -> bool:
+    """Whether an element offset of any tensor, sum((size - 1) * |stride|), reaches 2**31: the
+    kernels then form batch offsets in int64 (I64; offsets inside one image stay int32)."""
+    return any(t is not None and sum((n - 1) * abs(st) for n, st in zip(t.shape, t.stride(),
+                                                                       strict=True)) >= 2**31
+               for t in tensors)
+
+
 def custom_op_caller(op, impl, setup_context, backward, grad_flag: str | None = None,
                      outputs: int | None = None):
     """Call `impl` (the custom op `op`'s implementation) as cheaply as the call allows:

@@ -110,3 +110,13 @@ def test_l1_fold_scales_rows_not_columns(runtime) -> None:
     wrong = runtime.naive_head_apply(q, state / norm, False)
     ref = runtime.naive_head_apply(_l1_tokens(q, 1e-3), state, False)
     assert _rel(wrong, ref) > 0.1
+
+
+def test_int64_batch_offsets_compute_the_same(runtime, monkeypatch) -> None:
+    """The kernels' I64 path (batch offsets in int64, taken where an offset reaches 2**31)
+    gives what the int32 path gives."""
+    gen = torch.Generator().manual_seed(9)
+    q, k, v = (torch.randn(2, 19, 2 * 8, generator=gen) for _ in range(3))
+    want = runtime.linear_attention(q, k, v, 2)
+    monkeypatch.setattr(runtime, "needs_i64", lambda *tensors: True)
+    assert torch.allclose(runtime.linear_attention(q, k, v, 2), want, atol=1e-6)

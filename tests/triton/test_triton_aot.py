@@ -131,6 +131,25 @@ def test_fp32_toeplitz_products_are_ieee_not_tf32(padre3, slab: bool) -> None:
         assert (fwd.mma, wgrad.mma) == (mma, mma), dtype
 
 
+def test_int64_batch_offsets_compile_without_spills(padre3) -> None:
+    """I64 (an offset reaches 2**31): the Toeplitz forward and the backward's elementwise
+    kernel compile for sm_90 with 64-bit batch offsets, still in registers."""
+    cfg = padre3.dwconv_toeplitz_config(384, 11, gpu=True, height=56, pad_w=5, align=8)
+    consts = {**FLAGS, **TOEPLITZ, "STORE_Z": True, "STORE_O": True, "s_xn": 1, **_taps(11),
+              **aot.constexprs_of(cfg)}
+    narrow, wide = (aot.compile_kernel(PATH, "dwconv_toeplitz_fwd_kernel", dict(consts, I64=i),
+                                       num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
+                    for i in (False, True))
+    assert wide.stack == 0 and wide.ptx_lines != narrow.ptx_lines
+    bwd = padre3.dwconv_hadamard_config(3136, 384, gpu=True, backward=True)
+    given = aot.compile_kernel(PATH, "dwconv_hadamard_bwd_kernel",
+                               dict(FLAGS, HAS_DZ=True, HAS_DO=True, RECOMPUTE=False,
+                                    USES_U=True, s_dn=1, I64=True, **_taps(11),
+                                    **aot.constexprs_of(bwd)),
+                               num_warps=bwd["num_warps"], pointer_dtypes=dict(GRADS, u="fp32"))
+    assert given.stack == 0
+
+
 def test_tensor_core_backward_kernels_at_gpu_tiles(padre3) -> None:
     """The Toeplitz path's backward as a GPU launches it: the weight gradient on tensor cores
     without spills, and the elementwise kernel (u given) free of the tap loop."""

@@ -833,22 +833,40 @@ def test_tokens_that_do_not_fill_the_grid_are_refused() -> None:
                                     1)
 
 
-def test_batch_offsets_are_64_bit_in_every_kernel() -> None:
-    """B * N * C may pass 2**31 (e.g. 64 x 224 x 224 x 768): each kernel widens its batch
-    index to int64 before any offset is formed from it (offsets inside an image stay int32,
-    checked on the host by check_images)."""
+def test_batch_offsets_widen_to_64_bits_where_an_offset_needs_them(form, monkeypatch) -> None:
+    """B * N * C may pass 2**31 (e.g. 64 x 224 x 224 x 768): needs_i64 then sets I64, and
+    every kernel forms its batch offsets in int64 (offsets inside an image stay int32, checked
+    on the host by check_images); below it they stay int32, the cheaper code. The int64 path,
+    forced here, computes what the int32 one does (forward and backward, both forms)."""
     import re
 
     from padre_compiler.backends.triton import kernels, linear_attention
 
+    m = _kernels_module()
+    meta = dict(device="meta", dtype=torch.bfloat16)
+    assert not m.needs_i64(torch.empty(1, 102400, 1152, **meta), None)
+    assert m.needs_i64(torch.empty(64, 224 * 224, 768, **meta))
+    assert m.needs_i64(torch.empty(64, 768, 224 * 224, **meta).mT)
     for text in (kernels.KERNEL, linear_attention.KERNEL):
         for body in re.split(r"\n    @triton\.jit", text)[1:]:
-            if "def " not in body or "_kernel(" not in body.split("\n", 2)[1]:
-                continue
             name = re.search(r"def (\w+)\(", body).group(1)
-            uses = [line for line in body.splitlines() if re.search(r"\bi_b\b", line)]
-            assert uses, name
-            assert "tl.int64" in uses[0] or "tl.int64" in uses[1], name
+            if name.endswith("_kernel"):
+                assert "I64: tl.constexpr = False" in body, name
+                assert re.search(r"if I64:.*\n\s+i_b = i_b\.to\(tl\.int64\)", body), name
+    gen = torch.Generator().manual_seed(13)
+    b, h, w, c, k = 2, 5, 6, 8, 3
+    x, gate, acc, dz, do = (torch.randn(b, h * w, c, generator=gen) for _ in range(5))
+    weight, bias, scale = (torch.randn(*s, generator=gen) for s in ((c, k, k), (c,), (c,)))
+    args = (x, weight, bias, gate, acc, None, scale)
+    monkeypatch.setattr(m, "needs_i64", lambda *tensors: True)
+    got = m.dwconv_hadamard(*args, h, w, 1, 1, True, True)
+    want = m.naive_dwconv_hadamard(*args, h, w, 1, 1, True, True)
+    assert all(torch.allclose(a, e, atol=1e-4) for a, e in zip(got[:2], want, strict=True))
+    grads = m._dwconv_hadamard_bwd_impl(*args, dz, do, h, w, 1, 1)
+    wants = m.naive_dwconv_hadamard_bwd(*args, dz, do, h, w, 1, 1)
+    for label, a, e in zip(("dx", "dg", "da", "dw", "db", "ds", "dsa", "dbi"), grads, wants,
+                           strict=True):
+        assert torch.allclose(a, e, atol=1e-3, rtol=1e-4), label
 
 
 def test_deterministic_mode_is_told_the_backward_uses_atomics() -> None:

@@ -194,6 +194,8 @@ def _compile_here(path: str, kernel: str, constexprs: dict[str, Any], num_warps:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     fn = getattr(module, kernel)
+    constexprs = {**{p.name: p.default for p in fn.params if p.is_constexpr and p.has_default},
+                  **constexprs}  # a constexpr left out takes its default, as at a launch
     signature = {}
     for arg in fn.arg_names:
         if arg in constexprs:

@@ -28,6 +28,7 @@ if triton is not None:
         a, b, p, N, H, s_ab, s_an, s_bb, s_bn,
         E: tl.constexpr, IEEE: tl.constexpr, CHUNK: tl.constexpr, BT: tl.constexpr,
         BE: tl.constexpr,
+        I64: tl.constexpr = False,
     ):
         """Partial state of token chunk i: p[b, g, i] = sum_{t in chunk i} a[b, t, g]^T b[b, t, g]
 
@@ -35,7 +36,9 @@ if triton is not None:
         fp32 contiguous. [BE, BT] @ [BT, BE] products, fp32 accumulation.
         """
         i_k, i_bh = tl.program_id(0), tl.program_id(1)
-        i_b, i_h = (i_bh // H).to(tl.int64), i_bh % H  # batch offsets may pass 2**31
+        i_b, i_h = i_bh // H, i_bh % H
+        if I64:  # an offset reaches 2**31 (needs_i64): batch offsets in int64
+            i_b = i_b.to(tl.int64)
         o_e = tl.arange(0, BE)
         m_e = o_e < E
         b_s = tl.zeros([BE, BE], dtype=tl.float32)  # [BE, BE] state of this chunk
@@ -59,6 +62,7 @@ if triton is not None:
         a, s, o, N, H, s_ab, s_an,
         E: tl.constexpr, TRANS: tl.constexpr, F32: tl.constexpr, BT: tl.constexpr,
         BE: tl.constexpr,
+        I64: tl.constexpr = False,
     ):
         """o[b, t, g] = a[b, t, g] @ S[b, g] (S^T if TRANS) for one [BT] token tile.
 
@@ -67,7 +71,9 @@ if triton is not None:
         and fp16 ones, whose range cannot hold a state summed over N tokens), else bf16.
         """
         i_t, i_bh = tl.program_id(0), tl.program_id(1)
-        i_b, i_h = (i_bh // H).to(tl.int64), i_bh % H  # batch offsets may pass 2**31
+        i_b, i_h = i_bh // H, i_bh % H
+        if I64:  # an offset reaches 2**31 (needs_i64): batch offsets in int64
+            i_b = i_b.to(tl.int64)
         o_t = i_t * BT + tl.arange(0, BT)
         o_e = tl.arange(0, BE)
         m_e = o_e < E
@@ -128,7 +134,7 @@ def _head_state_impl(a: torch.Tensor, b: torch.Tensor, heads: int) -> torch.Tens
     head_state_kernel[(chunks, bsz * heads)](
         a, b, parts, n, heads, a.stride(0), a.stride(1), b.stride(0), b.stride(1),
         E=e, IEEE=a.dtype == torch.float32, CHUNK=cfg["CHUNK"], BT=cfg["BT"], BE=cfg["BE"],
-        num_warps=cfg["num_warps"])
+        I64=needs_i64(a, b), num_warps=cfg["num_warps"])
     return parts.sum(2)
 
 
@@ -145,7 +151,7 @@ def _head_apply_impl(a: torch.Tensor, s: torch.Tensor, trans: bool) -> torch.Ten
     head_apply_kernel[(cdiv(n, cfg["BT"]), bsz * heads)](
         a, s, out, n, heads, a.stride(0), a.stride(1),
         E=e, TRANS=trans, F32=a.dtype != torch.bfloat16, BT=cfg["BT"], BE=cfg["BE"],
-        num_warps=cfg["num_warps"])
+        I64=needs_i64(a, out), num_warps=cfg["num_warps"])
     return out
 
 
