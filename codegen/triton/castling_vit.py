@@ -871,17 +871,49 @@ def dense_for_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | N
     for the conv to add by linearity (dwconv_hadamard's in_bias) instead of a pass over y.
     Elsewhere F.linear adds it (cuBLAS's epilogue) and left is None.
 
-    bmm, not matmul: torch.matmul(weight, x.mT) with a weight that requires grad folds into
-    x @ weight^T and copies the token-major product to channel-major (a transposing pass over
-    the activation). bmm on the expanded weight (batch stride 0) writes channel-major itself."""
+    The product is ChannelMajorLinear's (bmm in its forward, token-major dx in its backward)."""
     kind = x.device.type
     out = torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else x.dtype
     if conv_form(x, height, kw, out) != "toeplitz" or TOEPLITZ_FAILED:
         return F.linear(x, weight, bias), None
-    y = torch.bmm(weight.expand(x.shape[0], -1, -1), x.mT)  # [B, C_out, N]
+    grads = torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)
+    y = (ChannelMajorLinear.apply if grads else ChannelMajorLinear.product)(x, weight, out)
     if bias is None or fold_bias:
         return y.mT, bias
     return y.add_(bias[:, None]).mT, None
+
+
+class ChannelMajorLinear(torch.autograd.Function):
+    """y[b] = W x[b]^T ([B, N, C_in] -> [B, C_out, N] contiguous) in `dtype` (autocast's, cast
+    here), with dx[b] = dy[b]^T W token-major and dW = sum_b dy[b] x[b].
+
+    bmm, not matmul: torch.matmul(weight, x.mT) with a weight that requires grad folds into
+    x @ weight^T and copies the token-major product to channel-major (a transposing pass over
+    the activation); bmm on the expanded weight (batch stride 0) writes channel-major itself.
+    Its own backward, W^T dy, would give dx channel-major too, and each reader of dx (the
+    fused backward, a leaf's gradient) copies it to token-major: dy^T W is the same GEMM with
+    token-major output."""
+
+    @staticmethod
+    def product(x: torch.Tensor, weight: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """The forward without autograd's bookkeeping (no gradient wanted): [B, C_out, N]."""
+        return torch.bmm(weight.to(dtype).expand(x.shape[0], -1, -1), x.to(dtype).mT)
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        ctx.dtypes = x.dtype, weight.dtype
+        x, weight = x.to(dtype), weight.to(dtype)
+        ctx.save_for_backward(x, weight)
+        return ChannelMajorLinear.product(x, weight, dtype)
+
+    @staticmethod
+    def backward(ctx, dy: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None, None]:
+        x, weight = ctx.saved_tensors
+        dy = dy.to(x.dtype)  # [B, C_out, N]
+        dx = torch.matmul(dy.mT, weight) if ctx.needs_input_grad[0] else None  # [B, N, C_in]
+        dw = torch.bmm(dy, x).sum(0) if ctx.needs_input_grad[1] else None
+        return (None if dx is None else dx.to(ctx.dtypes[0]),
+                None if dw is None else dw.to(ctx.dtypes[1]), None)
 
 
 def _dwconv_hadamard_impl(

@@ -888,3 +888,31 @@ def test_deterministic_mode_is_told_the_backward_uses_atomics() -> None:
     finally:
         torch.use_deterministic_algorithms(before[0], warn_only=before[1])
     assert m._dwconv_hadamard_bwd_impl(*args)[0].shape == x.shape
+
+
+@pytest.mark.parametrize("autocast", [False, True], ids=["fp32", "autocast-bf16"])
+def test_channel_major_linear_gives_token_major_input_gradients(autocast) -> None:
+    """dense_for_conv's product: y^T = W x^T stored channel-major; its backward gives dx
+    token-major (no layout copy for the reader of dx) and dW over all tokens, equal to float64
+    autograd of F.linear; under autocast it computes in bf16 and returns gradients in the
+    inputs' dtypes."""
+    m = _kernels_module()
+    gen = torch.Generator().manual_seed(14)
+    x = torch.randn(3, 20, 8, generator=gen, requires_grad=True)
+    weight = torch.randn(12, 8, generator=gen, requires_grad=True)
+    dy = torch.randn(3, 20, 12, generator=gen)
+    dtype = torch.bfloat16 if autocast else torch.float32
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        y = m.ChannelMajorLinear.apply(x, weight, dtype)
+    assert y.shape == (3, 12, 20) and y.is_contiguous() and y.dtype == dtype
+    dx, dw = torch.autograd.grad(y.mT, (x, weight), dy)
+    assert dx.is_contiguous() and dx.dtype == dw.dtype == torch.float32
+    def rel(got, ref):
+        return float((got.detach().double() - ref).abs().max() / ref.abs().max())
+
+    x64, w64 = (t.detach().double().requires_grad_() for t in (x, weight))
+    want = torch.autograd.grad(torch.nn.functional.linear(x64, w64), (x64, w64), dy.double())
+    tol = 2e-2 if autocast else 1e-5
+    for label, got, ref in zip(("dx", "dw"), (dx, dw), want, strict=True):
+        assert rel(got, ref) < tol, label
+    assert rel(y.mT, torch.nn.functional.linear(x64, w64).detach()) < tol
