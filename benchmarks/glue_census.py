@@ -37,7 +37,7 @@ from torch.utils._pytree import tree_leaves
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.host_overhead import source_at  # noqa: E402
+from benchmarks.host_overhead import load, source_at  # noqa: E402
 
 OUT = Path(os.environ.get("OUT", ROOT / "benchmarks" / "results"))
 GEMMS = {"aten.mm.default", "aten.bmm.default", "aten.addmm.default", "aten.baddbmm.default"}
@@ -97,25 +97,11 @@ class CountedLaunch:
         return launch
 
 
-def load(path: Path, label: str, launches: Counter) -> type:
-    """The module class generated at `path`, its kernels replaced by counted stubs."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(f"glue_{label}_{path.stem}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    for name in [n for n in vars(module) if n.endswith("_kernel")]:
-        setattr(module, name, CountedLaunch(name, launches))
-    return next(v for v in vars(module).values()
-                if isinstance(v, type) and issubclass(v, torch.nn.Module)
-                and v.__module__ == module.__name__)
-
-
 def census(path: Path, label: str, dim: int, grid: tuple[int, int], batch: int,
            dtype: torch.dtype) -> dict[str, dict]:
     """{mode: summary} of the module at `path`: forward under no_grad, forward + backward."""
     launches: Counter = Counter()
-    cls = load(path, label, launches)
+    cls = load(path, label, lambda name: CountedLaunch(name, launches))
     takes_grid = "grid" in cls.__init__.__code__.co_varnames
     torch.manual_seed(0)
     model = (cls(dim, grid) if takes_grid else cls(dim)).to(dtype)
