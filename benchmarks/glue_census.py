@@ -7,7 +7,8 @@ forward and in a training step, with the bytes it reads and writes, at the bench
 On a GPU each of these ops is a kernel of its own beside the fused Triton kernels: the GEMMs
 (cuBLAS), and the glue (concatenations, band operands, gradient sums and accumulations, layout
 copies) whose time is bytes over bandwidth. This census needs no GPU: the generated module runs
-on the CPU on the GPU's code path (TRITON_INTERPRET=1, PADRE_TRITON_CONV=toeplitz) with its
+on the CPU on the GPU's code path (TRITON_INTERPRET=1, PADRE_TRITON_CONV=toeplitz, the
+linear attention's GPU token chunks; the conv tiles' band operand is the same on both) with its
 Triton launches stubbed out (counted, not run), and a TorchDispatchMode records each aten op.
 Views and allocations move nothing and are not listed. Bytes read: the tensor arguments an op
 reads (a stride-0 dimension counted once; an argument it only writes, like copy_'s destination,
@@ -102,6 +103,10 @@ def census(path: Path, label: str, dim: int, grid: tuple[int, int], batch: int,
     """{mode: summary} of the module at `path`: forward under no_grad, forward + backward."""
     launches: Counter = Counter()
     cls = load(path, label, lambda name: CountedLaunch(name, launches))
+    runtime = cls.forward.__globals__  # the generated module's namespace
+    if "head_config" in runtime:  # the GPU's token chunks: they size the partial states
+        cpu_config = runtime["head_config"]
+        runtime["head_config"] = lambda n, e, gpu: cpu_config(n, e, True)
     takes_grid = "grid" in cls.__init__.__code__.co_varnames
     torch.manual_seed(0)
     model = (cls(dim, grid) if takes_grid else cls(dim)).to(dtype)

@@ -57,10 +57,23 @@ def next_power_of_2(n: int) -> int:
 
 def needs_i64(*tensors: torch.Tensor | None) -> bool:
     """Whether an element offset of any tensor, sum((size - 1) * |stride|), reaches 2**31: the
-    kernels then form batch offsets in int64 (I64; offsets inside one image stay int32)."""
+    kernels then form batch offsets in int64 (I64; offsets inside one image stay int32, as
+    check_image_offsets makes sure)."""
     return any(t is not None and sum((n - 1) * abs(st) for n, st in zip(t.shape, t.stride(),
                                                                        strict=True)) >= 2**31
                for t in tensors)
+
+
+def check_image_offsets(*tensors: torch.Tensor | None) -> None:
+    """Refuse a [B, N, C] tensor one of whose images ([N, C] at its strides) spans 2**31
+    elements: the kernels index inside an image in int32."""
+    for t in tensors:
+        if t is not None and (t.shape[1] - 1) * abs(t.stride(1)) + (
+                t.shape[2] - 1) * abs(t.stride(2)) >= 2**31:
+            raise ValueError(f"an image of {t.shape[1]} tokens x {t.shape[2]} channels at "
+                             f"strides {t.stride()} spans 2**31 elements or more: the Triton "
+                             "kernels index within an image in int32; split the channels or "
+                             "the tokens")
 
 
 def custom_op_caller(op, impl, setup_context, backward, grad_flag: str | None = None,
@@ -901,17 +914,25 @@ class ChannelMajorLinear(torch.autograd.Function):
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         ctx.dtypes = x.dtype, weight.dtype
         x, weight = x.to(dtype), weight.to(dtype)
-        ctx.save_for_backward(x, weight)
+        dx_wanted, dw_wanted = ctx.needs_input_grad[:2]
+        ctx.save_for_backward(x if dw_wanted else None, weight if dx_wanted else None)
         return ChannelMajorLinear.product(x, weight, dtype)
 
     @staticmethod
     def backward(ctx, dy: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None, None]:
         x, weight = ctx.saved_tensors
-        dy = dy.to(x.dtype)  # [B, C_out, N]
-        dx = torch.matmul(dy.mT, weight) if ctx.needs_input_grad[0] else None  # [B, N, C_in]
-        dw = torch.bmm(dy, x).sum(0) if ctx.needs_input_grad[1] else None
-        return (None if dx is None else dx.to(ctx.dtypes[0]),
-                None if dw is None else dw.to(ctx.dtypes[1]), None)
+        dx = dw = None
+        if weight is not None:  # [B, N, C_in] = dy^T W per image
+            dx = torch.matmul(dy.to(weight.dtype).mT, weight).to(ctx.dtypes[0])
+        if x is not None:  # sum_b dy[b] x[b]: one GEMM over all tokens where both flatten
+            dy = dy.to(x.dtype)
+            g = dy.mT  # [B, N, C_out]
+            if all(t.shape[0] == 1 or t.stride(0) == t.shape[1] * t.stride(1) for t in (g, x)):
+                dw = g.reshape(-1, g.shape[2]).mT @ x.reshape(-1, x.shape[2])  # views
+            else:  # a layout whose images do not flatten into one token axis: summed per image
+                dw = torch.bmm(dy, x).sum(0)
+            dw = dw.to(ctx.dtypes[1])
+        return dx, dw, None
 
 
 def _dwconv_hadamard_impl(
@@ -923,12 +944,13 @@ def _dwconv_hadamard_impl(
     """(z, o, u) of the forward kernels on x + in_bias; an output not asked for is an empty
     tensor. keep_u (autograd's call): u = conv(x + in_bias) + bias where keeps_u says the
     backward would otherwise recompute it."""
-    check_images(height, width, x, gate, acc)
+    check_grid(height, width, x, gate, acc)
     bias, acc_scale, scale, in_bias = channel_vectors(bias, acc_scale, scale, in_bias)
     if not _use_triton(x):
         return (*naive_dwconv_hadamard(x, weight, bias, gate, acc, acc_scale, scale, height,
                                        width, pad_h, pad_w, store_z, store_o, in_bias),
                 x.new_empty(0))
+    check_image_offsets(x, gate, acc)
     z, o, u = forward_outputs(x, weight, gate, scale, height, store_z, store_o, keep_u)
     dwconv_hadamard_launch(x, weight, bias, gate, acc, acc_scale, scale, height, width, pad_h,
                            pad_w, z if store_z else None, o if store_o else None, in_bias,
@@ -977,21 +999,12 @@ def alert_not_deterministic(what: str) -> None:
         raise RuntimeError(message)
 
 
-def check_images(height: int, width: int, *tensors: torch.Tensor | None) -> None:
-    """What the kernels' index arithmetic assumes of each [B, N, C] tensor: N = H * W tokens,
-    and every offset inside one image (at the tensor's strides) below 2**31 (int32; the batch
-    offset is 64-bit)."""
+def check_grid(height: int, width: int, *tensors: torch.Tensor | None) -> None:
+    """Each [B, N, C] tensor fills the H x W grid: N = H * W tokens."""
     for t in tensors:
-        if t is None:
-            continue
-        _, n, c = t.shape
-        if n != height * width:
-            raise ValueError(f"{n} tokens do not fill the {height} x {width} grid (N must "
-                             "equal H * W)")
-        if (n - 1) * abs(t.stride(1)) + (c - 1) * abs(t.stride(2)) >= 2**31:
-            raise ValueError(f"an image of {n} tokens x {c} channels at strides "
-                             f"{t.stride()} spans 2**31 elements or more: the kernels index "
-                             "within an image in int32; split the channels or the grid")
+        if t is not None and t.shape[1] != height * width:
+            raise ValueError(f"{t.shape[1]} tokens do not fill the {height} x {width} grid (N "
+                             "must equal H * W)")
 
 
 def channel_vectors(*vectors: torch.Tensor | None) -> tuple[torch.Tensor | None, ...]:
@@ -1170,12 +1183,13 @@ def _dwconv_hadamard_bwd_impl(
     keeps x and adds bi * G to dw (wgrad saw x alone) with G[c, i, m] = sum of du[c] over the
     outputs whose tap (i, m) lands inside the grid, and dbi = sum_tokens dx = sum_{i, m}
     w[c, i, m] G[c, i, m] (each output's in-grid taps), so neither takes a pass over dx."""
-    check_images(height, width, x, gate, acc, dz, do)
+    check_grid(height, width, x, gate, acc, dz, do)
     bias, acc_scale, scale, in_bias = channel_vectors(bias, acc_scale, scale, in_bias)
     if not _use_triton(x):
         return naive_dwconv_hadamard_bwd(x, weight, bias, gate, acc, acc_scale, scale, dz, do,
                                          height, width, pad_h, pad_w, in_bias)
     alert_not_deterministic("the Triton backward of a depthwise conv")
+    check_image_offsets(x, gate, acc, dz, do)
     b, n, c = x.shape
     kh, kw = weight.shape[1], weight.shape[2]
     tensor_cores = conv_form(x, height, kw) == "toeplitz" and not TOEPLITZ_FAILED

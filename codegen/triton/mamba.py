@@ -47,10 +47,23 @@ def next_power_of_2(n: int) -> int:
 
 def needs_i64(*tensors: torch.Tensor | None) -> bool:
     """Whether an element offset of any tensor, sum((size - 1) * |stride|), reaches 2**31: the
-    kernels then form batch offsets in int64 (I64; offsets inside one image stay int32)."""
+    kernels then form batch offsets in int64 (I64; offsets inside one image stay int32, as
+    check_image_offsets makes sure)."""
     return any(t is not None and sum((n - 1) * abs(st) for n, st in zip(t.shape, t.stride(),
                                                                        strict=True)) >= 2**31
                for t in tensors)
+
+
+def check_image_offsets(*tensors: torch.Tensor | None) -> None:
+    """Refuse a [B, N, C] tensor one of whose images ([N, C] at its strides) spans 2**31
+    elements: the kernels index inside an image in int32."""
+    for t in tensors:
+        if t is not None and (t.shape[1] - 1) * abs(t.stride(1)) + (
+                t.shape[2] - 1) * abs(t.stride(2)) >= 2**31:
+            raise ValueError(f"an image of {t.shape[1]} tokens x {t.shape[2]} channels at "
+                             f"strides {t.stride()} spans 2**31 elements or more: the Triton "
+                             "kernels index within an image in int32; split the channels or "
+                             "the tokens")
 
 
 def custom_op_caller(op, impl, setup_context, backward, grad_flag: str | None = None,

@@ -48,10 +48,23 @@ def next_power_of_2(n: int) -> int:
 
 def needs_i64(*tensors: torch.Tensor | None) -> bool:
     """Whether an element offset of any tensor, sum((size - 1) * |stride|), reaches 2**31: the
-    kernels then form batch offsets in int64 (I64; offsets inside one image stay int32)."""
+    kernels then form batch offsets in int64 (I64; offsets inside one image stay int32, as
+    check_image_offsets makes sure)."""
     return any(t is not None and sum((n - 1) * abs(st) for n, st in zip(t.shape, t.stride(),
                                                                        strict=True)) >= 2**31
                for t in tensors)
+
+
+def check_image_offsets(*tensors: torch.Tensor | None) -> None:
+    """Refuse a [B, N, C] tensor one of whose images ([N, C] at its strides) spans 2**31
+    elements: the kernels index inside an image in int32."""
+    for t in tensors:
+        if t is not None and (t.shape[1] - 1) * abs(t.stride(1)) + (
+                t.shape[2] - 1) * abs(t.stride(2)) >= 2**31:
+            raise ValueError(f"an image of {t.shape[1]} tokens x {t.shape[2]} channels at "
+                             f"strides {t.stride()} spans 2**31 elements or more: the Triton "
+                             "kernels index within an image in int32; split the channels or "
+                             "the tokens")
 
 
 def custom_op_caller(op, impl, setup_context, backward, grad_flag: str | None = None,
@@ -119,9 +132,9 @@ if triton is not None:
         fp32 contiguous. [BE, BT] @ [BT, BE] products, fp32 accumulation.
         """
         i_k, i_bh = tl.program_id(0), tl.program_id(1)
+        if I64:  # an offset reaches 2**31 (needs_i64): batch and head offsets in int64
+            i_bh = i_bh.to(tl.int64)
         i_b, i_h = i_bh // H, i_bh % H
-        if I64:  # an offset reaches 2**31 (needs_i64): batch offsets in int64
-            i_b = i_b.to(tl.int64)
         o_e = tl.arange(0, BE)
         m_e = o_e < E
         b_s = tl.zeros([BE, BE], dtype=tl.float32)  # [BE, BE] state of this chunk
@@ -154,9 +167,9 @@ if triton is not None:
         and fp16 ones, whose range cannot hold a state summed over N tokens), else bf16.
         """
         i_t, i_bh = tl.program_id(0), tl.program_id(1)
+        if I64:  # an offset reaches 2**31 (needs_i64): batch and head offsets in int64
+            i_bh = i_bh.to(tl.int64)
         i_b, i_h = i_bh // H, i_bh % H
-        if I64:  # an offset reaches 2**31 (needs_i64): batch offsets in int64
-            i_b = i_b.to(tl.int64)
         o_t = i_t * BT + tl.arange(0, BT)
         o_e = tl.arange(0, BE)
         m_e = o_e < E
@@ -210,13 +223,14 @@ def _head_state_impl(a: torch.Tensor, b: torch.Tensor, heads: int) -> torch.Tens
     bsz, n, w = a.shape
     e = w // heads
     a, b = (t if t.stride(-1) == 1 else t.contiguous() for t in (a, b))
+    check_image_offsets(a, b)
     cfg = head_config(n, e, a.is_cuda)
     chunks = cdiv(n, cfg["CHUNK"])
     parts = torch.empty((bsz, heads, chunks, e, e), device=a.device, dtype=torch.float32)
     head_state_kernel[(chunks, bsz * heads)](
         a, b, parts, n, heads, a.stride(0), a.stride(1), b.stride(0), b.stride(1),
         E=e, IEEE=a.dtype == torch.float32, CHUNK=cfg["CHUNK"], BT=cfg["BT"], BE=cfg["BE"],
-        I64=needs_i64(a, b), num_warps=cfg["num_warps"])
+        I64=needs_i64(a, b, parts), num_warps=cfg["num_warps"])
     return parts.sum(2)
 
 
@@ -227,13 +241,14 @@ def _head_apply_impl(a: torch.Tensor, s: torch.Tensor, trans: bool) -> torch.Ten
     heads = s.shape[1]
     e = w // heads
     a = a if a.stride(-1) == 1 else a.contiguous()
+    check_image_offsets(a)
     s = s.float().contiguous()
     out = torch.empty((bsz, n, w), device=a.device, dtype=a.dtype)
     cfg = head_config(n, e, a.is_cuda)
     head_apply_kernel[(cdiv(n, cfg["BT"]), bsz * heads)](
         a, s, out, n, heads, a.stride(0), a.stride(1),
         E=e, TRANS=trans, F32=a.dtype != torch.bfloat16, BT=cfg["BT"], BE=cfg["BE"],
-        I64=needs_i64(a, out), num_warps=cfg["num_warps"])
+        I64=needs_i64(a, s, out), num_warps=cfg["num_warps"])
     return out
 
 

@@ -836,7 +836,7 @@ def test_tokens_that_do_not_fill_the_grid_are_refused() -> None:
 def test_batch_offsets_widen_to_64_bits_where_an_offset_needs_them(form, monkeypatch) -> None:
     """B * N * C may pass 2**31 (e.g. 64 x 224 x 224 x 768): needs_i64 then sets I64, and
     every kernel forms its batch offsets in int64 (offsets inside an image stay int32, checked
-    on the host by check_images); below it they stay int32, the cheaper code. The int64 path,
+    on the host by check_image_offsets); below it they stay int32, the cheaper code. The int64 path,
     forced here, computes what the int32 one does (forward and backward, both forms)."""
     import re
 
@@ -852,7 +852,7 @@ def test_batch_offsets_widen_to_64_bits_where_an_offset_needs_them(form, monkeyp
             name = re.search(r"def (\w+)\(", body).group(1)
             if name.endswith("_kernel"):
                 assert "I64: tl.constexpr = False" in body, name
-                assert re.search(r"if I64:.*\n\s+i_b = i_b\.to\(tl\.int64\)", body), name
+                assert re.search(r"if I64:.*\n\s+(i_bh?) = \1\.to\(tl\.int64\)", body), name
     gen = torch.Generator().manual_seed(13)
     b, h, w, c, k = 2, 5, 6, 8, 3
     x, gate, acc, dz, do = (torch.randn(b, h * w, c, generator=gen) for _ in range(5))
@@ -890,15 +890,20 @@ def test_deterministic_mode_is_told_the_backward_uses_atomics() -> None:
     assert m._dwconv_hadamard_bwd_impl(*args)[0].shape == x.shape
 
 
+@pytest.mark.parametrize("layout", ["tokens", "channels"])
 @pytest.mark.parametrize("autocast", [False, True], ids=["fp32", "autocast-bf16"])
-def test_channel_major_linear_gives_token_major_input_gradients(autocast) -> None:
+def test_channel_major_linear_gives_token_major_input_gradients(autocast, layout) -> None:
     """dense_for_conv's product: y^T = W x^T stored channel-major; its backward gives dx
     token-major (no layout copy for the reader of dx) and dW over all tokens, equal to float64
     autograd of F.linear; under autocast it computes in bf16 and returns gradients in the
-    inputs' dtypes."""
+    inputs' dtypes. dW is one GEMM over all tokens, or per image where x's images do not
+    flatten into one token axis."""
     m = _kernels_module()
     gen = torch.Generator().manual_seed(14)
-    x = torch.randn(3, 20, 8, generator=gen, requires_grad=True)
+    x = torch.randn(3, 20, 8, generator=gen)
+    if layout == "channels":  # images that do not flatten into one token axis: dW per image
+        x = x.transpose(1, 2).contiguous().mT
+    x.requires_grad_()
     weight = torch.randn(12, 8, generator=gen, requires_grad=True)
     dy = torch.randn(3, 20, 12, generator=gen)
     dtype = torch.bfloat16 if autocast else torch.float32
@@ -916,3 +921,15 @@ def test_channel_major_linear_gives_token_major_input_gradients(autocast) -> Non
     for label, got, ref in zip(("dx", "dw"), (dx, dw), want, strict=True):
         assert rel(got, ref) < tol, label
     assert rel(y.mT, torch.nn.functional.linear(x64, w64).detach()) < tol
+
+
+def test_images_spanning_2_31_elements_are_refused() -> None:
+    """Offsets inside one image are int32 in every kernel: an image whose [N, C] span at its
+    strides reaches 2**31 is refused before a launch (conv and linear-attention runtimes)."""
+    m = _kernels_module()
+    sima = sys.modules[type(pc.compile("sima", dim=16, backend="triton")).__module__]
+    meta = dict(device="meta", dtype=torch.bfloat16)
+    for check in (m.check_image_offsets, sima.check_image_offsets):
+        check(torch.empty(64, 224 * 224, 768, **meta), None)  # 38.5 M per image: fine
+        with pytest.raises(ValueError, match="spans 2\\*\\*31 elements"):
+            check(torch.empty(1, 2**21, 3 * 384, **meta)[..., :384])  # a split view

@@ -36,9 +36,9 @@ if triton is not None:
         fp32 contiguous. [BE, BT] @ [BT, BE] products, fp32 accumulation.
         """
         i_k, i_bh = tl.program_id(0), tl.program_id(1)
+        if I64:  # an offset reaches 2**31 (needs_i64): batch and head offsets in int64
+            i_bh = i_bh.to(tl.int64)
         i_b, i_h = i_bh // H, i_bh % H
-        if I64:  # an offset reaches 2**31 (needs_i64): batch offsets in int64
-            i_b = i_b.to(tl.int64)
         o_e = tl.arange(0, BE)
         m_e = o_e < E
         b_s = tl.zeros([BE, BE], dtype=tl.float32)  # [BE, BE] state of this chunk
@@ -71,9 +71,9 @@ if triton is not None:
         and fp16 ones, whose range cannot hold a state summed over N tokens), else bf16.
         """
         i_t, i_bh = tl.program_id(0), tl.program_id(1)
+        if I64:  # an offset reaches 2**31 (needs_i64): batch and head offsets in int64
+            i_bh = i_bh.to(tl.int64)
         i_b, i_h = i_bh // H, i_bh % H
-        if I64:  # an offset reaches 2**31 (needs_i64): batch offsets in int64
-            i_b = i_b.to(tl.int64)
         o_t = i_t * BT + tl.arange(0, BT)
         o_e = tl.arange(0, BE)
         m_e = o_e < E
@@ -128,13 +128,14 @@ def _head_state_impl(a: torch.Tensor, b: torch.Tensor, heads: int) -> torch.Tens
     bsz, n, w = a.shape
     e = w // heads
     a, b = (t if t.stride(-1) == 1 else t.contiguous() for t in (a, b))
+    check_image_offsets(a, b)
     cfg = head_config(n, e, a.is_cuda)
     chunks = cdiv(n, cfg["CHUNK"])
     parts = torch.empty((bsz, heads, chunks, e, e), device=a.device, dtype=torch.float32)
     head_state_kernel[(chunks, bsz * heads)](
         a, b, parts, n, heads, a.stride(0), a.stride(1), b.stride(0), b.stride(1),
         E=e, IEEE=a.dtype == torch.float32, CHUNK=cfg["CHUNK"], BT=cfg["BT"], BE=cfg["BE"],
-        I64=needs_i64(a, b), num_warps=cfg["num_warps"])
+        I64=needs_i64(a, b, parts), num_warps=cfg["num_warps"])
     return parts.sum(2)
 
 
@@ -145,13 +146,14 @@ def _head_apply_impl(a: torch.Tensor, s: torch.Tensor, trans: bool) -> torch.Ten
     heads = s.shape[1]
     e = w // heads
     a = a if a.stride(-1) == 1 else a.contiguous()
+    check_image_offsets(a)
     s = s.float().contiguous()
     out = torch.empty((bsz, n, w), device=a.device, dtype=a.dtype)
     cfg = head_config(n, e, a.is_cuda)
     head_apply_kernel[(cdiv(n, cfg["BT"]), bsz * heads)](
         a, s, out, n, heads, a.stride(0), a.stride(1),
         E=e, TRANS=trans, F32=a.dtype != torch.bfloat16, BT=cfg["BT"], BE=cfg["BE"],
-        I64=needs_i64(a, out), num_warps=cfg["num_warps"])
+        I64=needs_i64(a, s, out), num_warps=cfg["num_warps"])
     return out
 
 
