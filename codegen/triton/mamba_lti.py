@@ -45,17 +45,22 @@ def next_power_of_2(n: int) -> int:
     return 1 << (n - 1).bit_length()
 
 
+def offset_span(sizes, strides) -> int:
+    """The largest element offset of a view: sum((size - 1) * |stride|) (a plain loop: it runs
+    on every launch, in host time)."""
+    span = 0
+    for n, st in zip(sizes, strides, strict=True):
+        span += (n - 1) * abs(st)
+    return span
+
+
 def needs_i64(*tensors: torch.Tensor | None) -> bool:
-    """Whether an element offset of any tensor, sum((size - 1) * |stride|), reaches 2**31: the
-    kernels then form batch offsets in int64 (I64; offsets inside one image stay int32, as
-    check_image_offsets makes sure)."""
-    for t in tensors:  # plain loops: this runs on every launch (host time)
-        if t is not None:
-            span = 0
-            for n, st in zip(t.shape, t.stride(), strict=True):
-                span += (n - 1) * abs(st)
-            if span >= 2**31:
-                return True
+    """Whether an element offset of any tensor reaches 2**31: the kernels then form batch
+    offsets in int64 (I64; offsets inside one image stay int32, as check_image_offsets makes
+    sure)."""
+    for t in tensors:
+        if t is not None and offset_span(t.shape, t.stride()) >= 2**31:
+            return True
     return False
 
 
@@ -63,11 +68,7 @@ def check_image_offsets(*tensors: torch.Tensor | None) -> None:
     """Refuse a [B, N, C] tensor one of whose images ([N, C] at its strides) spans 2**31
     elements: the kernels index inside an image in int32."""
     for t in tensors:
-        if t is None:
-            continue
-        _, n, c = t.shape
-        _, s_n, s_c = t.stride()
-        if (n - 1) * abs(s_n) + (c - 1) * abs(s_c) >= 2**31:
+        if t is not None and offset_span(t.shape[1:], t.stride()[1:]) >= 2**31:
             raise ValueError(f"an image of {t.shape[1]} tokens x {t.shape[2]} channels at "
                              f"strides {t.stride()} spans 2**31 elements or more: the Triton "
                              "kernels index within an image in int32; split the channels or "

@@ -170,11 +170,11 @@ def emit_module(g: Graph, decls: dict[str, ParamDecl], *, name: str, header: str
             args.append(str(node.a["heads"]))
             if node.a["weighted"]:
                 args.append(param_codes(node.params, names[nid], body)["state"])
-            normalised = [folded[i][1][0] for i in inputs if i in folded]
-            args += [f"{folded[i][1]}={g.node(i).a['eps']!r}" for i in inputs if i in folded]
+            normalised = [i for i in inputs if i in folded]
+            args += [f"{folded[i]}={g.node(i).a['eps']!r}" for i in normalised]
             body.append("# triton: head_state, head_apply" + (
-                f" ({' and '.join(normalised)} l1-normalised over tokens in the state)"
-                if normalised else ""))
+                f" ({' and '.join(folded[i].removesuffix('_l1') for i in normalised)}"
+                " l1-normalised over tokens in the state)" if normalised else ""))
             body.append(f"{names[nid]} = linear_attention({', '.join(args)})"
                         f"  # [B, N, {node.width}]")
             continue

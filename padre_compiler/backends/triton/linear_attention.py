@@ -261,10 +261,10 @@ class L1Tokens(torch.autograd.Function):
 FOLDABLE = ("l1_tokens",)  # normalisations linear_attention applies to its state (q_l1, k_l1)
 
 
-def folded_normalizers(g: Graph) -> dict[int, tuple[int, str]]:
-    """{normalize node: (linear attention node, "q_l1" or "k_l1")} for each l1-over-tokens
-    normalisation whose only reader is a linear attention, as its q or as its k: the attention
-    applies it to its state, and the normalised tensor is never made."""
+def folded_normalizers(g: Graph) -> dict[int, str]:
+    """{normalize node: "q_l1" or "k_l1"} for each l1-over-tokens normalisation whose only
+    reader is a linear attention, as its q or as its k: the attention applies it to its state
+    (that keyword of linear_attention), and the normalised tensor is never made."""
     folded = {}
     for nid, node, inputs in g.items():
         if node.op != "linear_attention":
@@ -273,7 +273,7 @@ def folded_normalizers(g: Graph) -> dict[int, tuple[int, str]]:
             norm = g.node(src)
             if (norm.op == "normalize" and norm.a["kind"] in FOLDABLE
                     and g.users(src) == [nid] and inputs.count(src) == 1):
-                folded[src] = (nid, slot)
+                folded[src] = slot
     return folded
 
 
