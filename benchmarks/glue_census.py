@@ -1,7 +1,8 @@
 """The torch work around a compiled Triton module's kernels: every torch op that moves data in a
 forward and in a training step, with the bytes it reads and writes, at the benchmark's shape.
 
-    .venv/bin/python benchmarks/glue_census.py [--baseline-rev GIT_REV] [--specs padre3 sima]
+    .venv/bin/python benchmarks/glue_census.py [--baseline-rev GIT_REV ...]
+        [--specs padre3 sima castling_vit]
     # writes benchmarks/results/glue_census.{md,json,png}
 
 On a GPU each of these ops is a kernel of its own beside the fused Triton kernels: the GEMMs
@@ -15,7 +16,7 @@ reads (a stride-0 dimension counted once; an argument it only writes, like copy_
 or whose data it ignores, like new_zeros's, not read); bytes written: its outputs. An
 "activation pass" is a glue op (not a GEMM) touching an activation: a tensor with a dimension of
 N tokens or of B * N (the shapes are chosen so that no other size equals these).
-With --baseline-rev the same for the codegen committed at that revision.
+With --baseline-rev the same for the codegen committed at each revision.
 """
 
 from __future__ import annotations
@@ -172,8 +173,9 @@ def plot(rows: list[dict], path: Path) -> None:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--baseline-rev", help="compare with the codegen committed at this rev")
-    ap.add_argument("--specs", nargs="+", default=["padre3", "sima"])
+    ap.add_argument("--baseline-rev", nargs="+", default=[],
+                    help="compare with the codegen committed at these revs")
+    ap.add_argument("--specs", nargs="+", default=["padre3", "sima", "castling_vit"])
     ap.add_argument("--dim", type=int, default=384)
     ap.add_argument("--grid", type=int, nargs=2, default=(56, 56))
     ap.add_argument("--batch", type=int, default=8)
@@ -183,8 +185,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for spec in args.specs:
             paths = {"current": ROOT / "codegen" / "triton" / f"{spec}.py"}
-            if args.baseline_rev:
-                paths[args.baseline_rev] = source_at(args.baseline_rev, spec, Path(tmp))
+            for rev in args.baseline_rev:
+                paths[rev] = source_at(rev, spec, Path(tmp))
             for version, path in paths.items():
                 for mode, s in census(path, version, args.dim, grid, args.batch,
                                       torch.bfloat16).items():

@@ -66,3 +66,29 @@ def test_cuda_forward_backward() -> None:
     x = torch.randn(2, 49, 32, device="cuda", requires_grad=True)
     module(x).sum().backward()
     assert x.grad is not None
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_triton_gradients_are_bitwise_reproducible_under_deterministic_algorithms(
+        monkeypatch) -> None:
+    """torch.use_deterministic_algorithms(True): the Triton backward (tensor-core Toeplitz
+    form at bf16) sums into rows of partial sums, not with atomics, so two backward passes
+    give bitwise equal gradients, within rounding of the default (atomic) pass."""
+    monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS's deterministic mode
+    module = pc.compile("padre3", dim=64, grid=(14, 14), backend="triton").cuda().bfloat16()
+    x = torch.randn(4, 196, 64, device="cuda", dtype=torch.bfloat16)
+
+    def grads() -> list[torch.Tensor]:
+        return [g.float() for g in torch.autograd.grad(module(x).square().sum(),
+                                                       list(module.parameters()))]
+
+    default = grads()
+    before = torch.are_deterministic_algorithms_enabled()
+    try:
+        torch.use_deterministic_algorithms(True)
+        first, second = grads(), grads()
+    finally:
+        torch.use_deterministic_algorithms(before)
+    for a, b, ref in zip(first, second, default, strict=True):
+        assert torch.equal(a, b)
+        assert torch.allclose(a, ref, rtol=2e-2, atol=2e-2 * ref.abs().max().item())

@@ -108,9 +108,11 @@ def test_glue_census_counts_the_torch_passes_around_the_kernels(tmp_path: Path) 
     """padre3's forward on the GPU's code path makes no torch pass over an activation besides
     its GEMMs, and its training step copies none to another layout; SimA's forward makes two
     (the l1 norms of q and k over tokens, folded into the state; no normalised copy), and its
-    backward divides no activation."""
+    backward divides no activation; Castling-ViT's forward normalises its output's rows alone
+    (q's and k's are normalised in the attention's kernels)."""
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "glue_census.py"),
-                           "--specs", "padre3", "sima", "--dim", "16", "--grid", "9", "9",
+                           "--specs", "padre3", "sima", "castling_vit", "--dim", "16", "--grid",
+                           "9", "9",
                            "--batch", "3"],
                           env=dict(os.environ, OUT=str(tmp_path)), capture_output=True,
                           text=True, timeout=300)
@@ -127,6 +129,8 @@ def test_glue_census_counts_the_torch_passes_around_the_kernels(tmp_path: Path) 
     assert sima["activation_pass_ops"] == {"aten.linalg_vector_norm.default": 2}
     backward = rows["sima", "forward + backward"]["activation_pass_ops"]
     assert "aten.div.Tensor" not in backward and "aten.abs.default" not in backward
+    castling = rows["castling_vit", "forward, no_grad"]["activation_pass_ops"]
+    assert castling["aten.linalg_vector_norm.default"] == castling["aten.div.Tensor"] == 1
     assert (tmp_path / "glue_census.png").stat().st_size > 0
 
 

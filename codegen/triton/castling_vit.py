@@ -8,8 +8,8 @@ distribute_contract, reassociate_global_sums, contract_expansions, eliminate_dea
 fuse_siblings, fuse_scaled_sum.
 Fused Triton kernels: 1 region(s) of dwconv1d (dwconv_hadamard_fwd_kernel;
 dwconv_toeplitz_fwd_kernel on tensor cores); 1 linear attention(s) (head_state_kernel,
-head_apply_kernel).
-Torch fallback (marked `(torch)` below): dense, diagonal, normalize, add; dense maps run on
+head_apply_kernel; k and q l2-normalised per row and head in the kernels).
+Torch fallback (marked `(torch)` below): dense, diagonal, add, normalize; dense maps run on
 cuBLAS through F.linear, those feeding a conv through dense_for_conv (stored channel-major where
 the conv runs on tensor cores, the bias of a map only the conv reads then added by the conv
 kernel).
@@ -154,6 +154,17 @@ if triton is not None:
 
 
     @triton.jit
+    def accumulate(p, v, mask, PARTIAL: tl.constexpr):
+        """*p += v (fp32) for a sum over programs: an atomic add, in whatever order the
+        programs run; or, PARTIAL, a load and a store, p being in this program's own row of
+        partial sums, which the host adds in a fixed order (bitwise reproducible)."""
+        if PARTIAL:
+            tl.store(p, tl.load(p, mask=mask) + v, mask=mask)
+        else:
+            tl.atomic_add(p, v, mask=mask)
+
+
+    @triton.jit
     def strip_tile(x, o_r, o_k, o_c, m_ck, i_kh, PH: tl.constexpr, H, W, s_xn, s_xc,
                    STRIP_CACHE: tl.constexpr):
         """[BC, R, BK] x[c, r + i_kh - PH, k] of the Toeplitz kernels (x: one image's [N, C]
@@ -261,7 +272,7 @@ if triton is not None:
     @triton.jit(do_not_specialize=["N", "H", "W"])  # one compile for every grid
     def dwconv_hadamard_bwd_kernel(
         x, w, b, g, a, sa, s, dz, do, u,  # forward inputs; gradients of z and o; u (or x)
-        du, dg, da, dw, db, ds, dsa,  # outputs; dw, db, ds, dsa: fp32, accumulated atomically
+        du, dg, da, dw, db, ds, dsa,  # outputs; dw, db, ds, dsa: fp32 sums over programs
         s_xb, s_xn, s_xc, s_gb, s_gn, s_ab, s_an,  # strides (elements); g, a: channel stride 1
         s_db, s_dn, s_dc,  # du's strides (channel-major for the tensor-core kernels after)
         N, C, H, W,
@@ -270,7 +281,7 @@ if triton is not None:
         HAS_ACC_SCALE: tl.constexpr, HAS_SCALE: tl.constexpr,
         HAS_DZ: tl.constexpr, HAS_DO: tl.constexpr, RECOMPUTE: tl.constexpr,
         USES_U: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr,
-        I64: tl.constexpr = False,
+        I64: tl.constexpr = False, PARTIAL: tl.constexpr = False,
     ):
         """Backward of dwconv_hadamard_fwd_kernel on one [BT, BC] tile, derived by the compiler.
 
@@ -281,11 +292,15 @@ if triton is not None:
         recomputed from the same shifted loads that feed dw; else u is read (the tensor-core
         forward wrote it) and dw is dwconv_toeplitz_wgrad_kernel's. dx (the adjoint conv of du)
         is a launch of the forward kernel with flipped taps. dg, da: [B, N, C] contiguous; du:
-        any strides.
+        any strides. db, ds, dsa: [C] atomic sums, or PARTIAL: [B * programs along tokens, C]
+        rows of partial sums, one a program (deterministic); dw then is not formed here.
         """
         i_t, i_c, i_b = tl.program_id(0), tl.program_id(1), tl.program_id(2)
         if I64:  # an offset reaches 2**31 (needs_i64): batch offsets in int64
             i_b = i_b.to(tl.int64)
+        if PARTIAL:  # this program's row of the [B * programs along tokens, C] partial sums
+            p_row = (i_b * tl.num_programs(0) + i_t) * C
+            db, ds, dsa = db + p_row, ds + p_row, dsa + p_row
         o_t = i_t * BT + tl.arange(0, BT)  # [BT] tokens
         o_c = i_c * BC + tl.arange(0, BC)  # [BC] channels
         m_t = o_t < N
@@ -309,7 +324,8 @@ if triton is not None:
             p_g = g + i_b * s_gb + o_t[:, None] * s_gn + o_c[None, :]
             b_g = tl.load(p_g, mask=m, other=0.).to(tl.float32)
             b_du = b_dzt * b_g
-        if RECOMPUTE:  # u = conv(x) + b from the shifted loads that also give dw
+        if RECOMPUTE and (USES_U or not PARTIAL):  # u = conv(x) + b from the shifted loads
+            # that also give dw (not PARTIAL)
             if USES_U:
                 b_u = tl.zeros([BT, BC], dtype=tl.float32)  # [BT, BC] recomputed conv
             for i_kh in range(KH):
@@ -325,14 +341,15 @@ if triton is not None:
                     b_w = tl.load(w + o_c * (KH * KW) + (i_kh * KW + i_kw), mask=m_c, other=0.)
                     if USES_U:
                         b_u += b_x * b_w.to(tl.float32)[None, :]
-                    tl.atomic_add(dw + o_c * (KH * KW) + (i_kh * KW + i_kw),
-                                  tl.sum(b_du * b_x, axis=0), mask=m_c)
+                    if not PARTIAL:
+                        tl.atomic_add(dw + o_c * (KH * KW) + (i_kh * KW + i_kw),
+                                      tl.sum(b_du * b_x, axis=0), mask=m_c)
             if HAS_BIAS and USES_U:
                 b_u += tl.load(b + o_c, mask=m_c, other=0.).to(tl.float32)[None, :]
         elif USES_U:  # u given ([B, N, C] contiguous, bias included); dw: the wgrad kernel
             b_u = tl.load(u + p_out, mask=m, other=0.).to(tl.float32)
         if HAS_BIAS:
-            tl.atomic_add(db + o_c, tl.sum(b_du, axis=0), mask=m_c)
+            accumulate(db + o_c, tl.sum(b_du, axis=0), m_c, PARTIAL)
         tl.store(du + i_b * s_db + o_t[:, None] * s_dn + o_c[None, :] * s_dc,
                  b_du.to(du.dtype.element_ty), mask=m)
         if HAS_GATE:
@@ -342,12 +359,12 @@ if triton is not None:
                 b_z = b_u
                 if HAS_GATE:
                     b_z = b_u * b_g
-                tl.atomic_add(ds + o_c, tl.sum(b_do * b_z, axis=0), mask=m_c)
+                accumulate(ds + o_c, tl.sum(b_do * b_z, axis=0), m_c, PARTIAL)
             if HAS_ACC:
                 p_a = a + i_b * s_ab + o_t[:, None] * s_an + o_c[None, :]
                 if HAS_ACC_SCALE:
                     b_a = tl.load(p_a, mask=m, other=0.).to(tl.float32)
-                    tl.atomic_add(dsa + o_c, tl.sum(b_do * b_a, axis=0), mask=m_c)
+                    accumulate(dsa + o_c, tl.sum(b_do * b_a, axis=0), m_c, PARTIAL)
                     b_sa = tl.load(sa + o_c, mask=m_c, other=0.).to(tl.float32)
                     tl.store(da + p_out, (b_do * b_sa[None, :]).to(da.dtype.element_ty), mask=m)
                 else:
@@ -502,7 +519,7 @@ if triton is not None:
         BH: tl.constexpr, BW: tl.constexpr, BK: tl.constexpr, BC: tl.constexpr,
         HALO: tl.constexpr, ALIGN: tl.constexpr, STRIP_CACHE: tl.constexpr, BD: tl.constexpr,
         SLAB: tl.constexpr,
-        I64: tl.constexpr = False,
+        I64: tl.constexpr = False, PARTIAL: tl.constexpr = False,
     ):
         """dw[c, i, d] += sum_{r, j} du[c, r, j] x[c, r + i - PH, j + d - PW] on tensor cores,
         for one [BC channels, BW columns] stripe of one image, all rows.
@@ -511,12 +528,14 @@ if triton is not None:
         is a batched [BW, BH] @ [BH, BK] product (the forward's strip, transposed du tile);
         then dw[c, i, d] += sum_j P[c, j, j + d + HALO - PW] (a diagonal sum, 0 <= d < KW: one
         gather along k, one sum along j). dw: [C, KH, KW]
-        fp32, accumulated atomically across stripes and images. BK >= BW + HALO + KW - 1 - PW;
+        fp32, summed over stripes and images. BK >= BW + HALO + KW - 1 - PW;
         ALIGN and STRIP_CACHE as in the forward (the row taps re-read the stripe's x rows).
         Row tiles outside, taps inside: each du tile is loaded and transposed once for all
         taps, the tap loop is the one pipelined, and the diagonal sums of each (tile, tap)
         are added to dw as they come (they are linear in P). SLAB (KH <= 17, 16 | BH): each
         row tile's strips from one load, as in the forward (slab_tile, slab_strip).
+        PARTIAL: dw is [B * stripes, C, KH, KW], a row of partial sums for each program, which
+        adds its (tile, tap) sums there in a fixed order (deterministic).
         """
         # == themselves (the launcher checks ALIGN divides them, for x and du); tells the compiler
         W, s_xb, s_xc = (W // ALIGN) * ALIGN, (s_xb // ALIGN) * ALIGN, (s_xc // ALIGN) * ALIGN
@@ -524,6 +543,8 @@ if triton is not None:
         i_w, i_c, i_b = tl.program_id(0), tl.program_id(1), tl.program_id(2)
         if I64:  # an offset reaches 2**31 (needs_i64): batch offsets in int64
             i_b = i_b.to(tl.int64)
+        if PARTIAL:  # this program's [C, KH, KW] row of partial sums
+            dw += (i_b * tl.num_programs(0) + i_w) * C * (KH * KW)
         # fp32 x: IEEE products (CUDA cores), as the direct form; 16-bit: tensor cores
         DOT: tl.constexpr = "ieee" if x.dtype.element_ty == tl.float32 else "tf32"
         o_j = i_w * BW + tl.arange(0, BW)  # [BW] output columns
@@ -554,8 +575,8 @@ if triton is not None:
                                      s_xc, STRIP_CACHE)  # [BC, BH, BK]
                 b_p = tl.dot(b_dt, b_x, input_precision=DOT)  # [BC, BW, BK] P of row tap i
                 b_s = tl.sum(tl.gather(b_p, o_lag, axis=2), axis=1)  # [BC, BD] diagonal sums
-                tl.atomic_add(dw + o_c[:, None] * (KH * KW) + i_kh * KW + o_d[None, :], b_s,
-                              mask=m_c[:, None] & m_d)
+                accumulate(dw + o_c[:, None] * (KH * KW) + i_kh * KW + o_d[None, :], b_s,
+                           m_c[:, None] & m_d, PARTIAL)
 
 
 def naive_dwconv_hadamard(x, weight, bias, gate, acc, acc_scale, scale, height: int,
@@ -798,14 +819,16 @@ def compile_together(configs: tuple[dict[str, int], ...], launch) -> None:
 
 def fastest(key: tuple, configs: tuple[dict[str, int], ...], launch) -> dict[str, int]:
     """The config of `configs` whose `launch(cfg)` is fastest for this launch shape, timed once
-    per process (triton.testing.do_bench medians); the first with one candidate or with
-    PADRE_TRITON_TUNE=0. Every candidate is compiled first, all at once (compile_together),
-    then each is launched once: one that raises (a tile this GPU cannot compile or fit) is
-    skipped, and if every one raises the first error propagates; one whose launch returns the
-    same machine code as an earlier candidate's (machine_code) is recorded in SAME_CODE, not
-    timed; the others' medians in TIMES. Timing launches the kernel: warm a module up before
-    capturing it in a CUDA graph."""
-    if len(configs) == 1 or os.environ.get("PADRE_TRITON_TUNE") == "0":
+    per process (triton.testing.do_bench medians); the first with one candidate, with
+    PADRE_TRITON_TUNE=0 or under deterministic algorithms (the tiles set the order of the fp32
+    sums, and timings pick different tiles from run to run). Every candidate is compiled first,
+    all at once (compile_together), then each is launched once: one that raises (a tile this GPU
+    cannot compile or fit) is skipped, and if every one raises the first error propagates; one
+    whose launch returns the same machine code as an earlier candidate's (machine_code) is
+    recorded in SAME_CODE, not timed; the others' medians in TIMES. Timing launches the kernel:
+    warm a module up before capturing it in a CUDA graph."""
+    if (len(configs) == 1 or os.environ.get("PADRE_TRITON_TUNE") == "0"
+            or torch.are_deterministic_algorithms_enabled()):
         return configs[0]
     if key not in TUNED:
         compile_together(configs, launch)
@@ -993,21 +1016,6 @@ def keeps_u(x: torch.Tensor, weight: torch.Tensor, height: int, gate: torch.Tens
     the direct form from then on)."""
     return ((gate is not None or (store_o and scale is not None)) and _use_triton(x)
             and conv_form(x, height, weight.shape[2]) == "toeplitz")
-
-
-def alert_not_deterministic(what: str) -> None:
-    """Under torch.use_deterministic_algorithms(True): an error (a warning with
-    warn_only=True), as torch's own nondeterministic ops give. The backward kernels sum dw, db,
-    ds and dsa over programs with fp32 atomics, in whatever order the programs finish."""
-    if not torch.are_deterministic_algorithms_enabled():
-        return
-    message = (f"{what} sums its weight, bias and scale gradients with fp32 atomic adds: not "
-               "bitwise reproducible from run to run. Turn deterministic algorithms off for "
-               "it, or compile the spec with the torch backend")
-    if torch.is_deterministic_algorithms_warn_only_enabled():
-        warnings.warn(message, UserWarning, stacklevel=3)
-    else:
-        raise RuntimeError(message)
 
 
 def check_grid(height: int, width: int, *tensors: torch.Tensor | None) -> None:
@@ -1199,7 +1207,6 @@ def _dwconv_hadamard_bwd_impl(
     if not _use_triton(x):
         return naive_dwconv_hadamard_bwd(x, weight, bias, gate, acc, acc_scale, scale, dz, do,
                                          height, width, pad_h, pad_w, in_bias)
-    alert_not_deterministic("the Triton backward of a depthwise conv")
     check_image_offsets(x, gate, acc, dz, do)
     b, n, c = x.shape
     kh, kw = weight.shape[1], weight.shape[2]
@@ -1218,11 +1225,17 @@ def _dwconv_hadamard_bwd_impl(
     dg = empty() if gate is None else torch.empty(x.shape, dtype=gate.dtype, device=x.device)
     da = empty() if (acc is None or do is None) else torch.empty(x.shape, dtype=acc.dtype,
                                                                device=x.device)
+    cfg = dwconv_hadamard_config(n, c, x.is_cuda, backward=True)
+    grid = (cdiv(n, cfg["BT"]), cdiv(c, cfg["BC"]), b)
+    # deterministic algorithms: the kernels sum into rows of partial sums, one a program, and
+    # torch adds the rows in a fixed order; otherwise fp32 atomic adds (run-to-run order)
+    partial = torch.are_deterministic_algorithms_enabled()
     f32 = dict(dtype=torch.float32, device=x.device)
+    sums = lambda: torch.zeros((grid[0] * b, c) if partial else c, **f32)  # noqa: E731
     dw = torch.zeros((c, kh, kw), **f32)
-    db = torch.zeros(c, **f32) if bias is not None else empty()
-    ds = torch.zeros(c, **f32) if scale is not None and do is not None else empty()
-    dsa = torch.zeros(c, **f32) if acc_scale is not None and do is not None else empty()
+    db = sums() if bias is not None else empty()
+    ds = sums() if scale is not None and do is not None else empty()
+    dsa = sums() if acc_scale is not None and do is not None else empty()
     uses_u = gate is not None or (do is not None and scale is not None)  # for dg or ds
     if tensor_cores:
         if not uses_u:
@@ -1232,10 +1245,10 @@ def _dwconv_hadamard_bwd_impl(
             dwconv_hadamard_launch(x, weight, bias, None, None, None, None, height, width,
                                    pad_h, pad_w, u, None, in_bias)
         du = torch.empty((b, c, n), dtype=x.dtype, device=x.device).mT  # channel-major
-    else:  # u recomputed in the kernel
-        u, du = x, torch.empty(x.shape, dtype=x.dtype, device=x.device)
-    cfg = dwconv_hadamard_config(n, c, x.is_cuda, backward=True)
-    grid = (cdiv(n, cfg["BT"]), cdiv(c, cfg["BC"]), b)
+    else:  # u recomputed in the kernel; du in fp32 where torch's conv2d_weight takes it for
+        # dw (partial), as the kernel's own dw reads it unrounded
+        u, du = x, torch.empty(x.shape, dtype=torch.float32 if partial else x.dtype,
+                               device=x.device)
     pick = lambda t: x if t is None or t.numel() == 0 else t  # noqa: E731 - never-read slots
     dwconv_hadamard_bwd_kernel[grid](
         x, weight, pick(bias), pick(gate), pick(acc), pick(acc_scale), pick(scale), pick(dz),
@@ -1250,10 +1263,14 @@ def _dwconv_hadamard_bwd_impl(
         HAS_ACC_SCALE=acc_scale is not None, HAS_SCALE=scale is not None,
         HAS_DZ=dz is not None, HAS_DO=do is not None, RECOMPUTE=not tensor_cores,
         USES_U=uses_u, I64=needs_i64(x, gate, acc, dz, do, u, du, dg, da),
-        BT=cfg["BT"], BC=cfg["BC"], num_warps=cfg["num_warps"],
+        BT=cfg["BT"], BC=cfg["BC"], num_warps=cfg["num_warps"], PARTIAL=partial,
     )
+    if partial:
+        db, ds, dsa = (t.sum(0) if t.numel() else t for t in (db, ds, dsa))
     if tensor_cores:
-        dwconv_toeplitz_wgrad_launch(x, du, dw, height, width, pad_h, pad_w)
+        dwconv_toeplitz_wgrad_launch(x, du, dw, height, width, pad_h, pad_w, partial)
+    elif partial:  # torch's conv2d_weight, under torch's own deterministic rules
+        dw += _depthwise_weight_grad(x.float(), du, kh, kw, height, width, pad_h, pad_w)
     dx = torch.empty(x.shape, dtype=x.dtype, device=x.device)
     dwconv_hadamard_launch(du, weight.flip(1, 2), None, None, None, None, None, height, width,
                            kh - 1 - pad_h, kw - 1 - pad_w, dx, None)
@@ -1291,11 +1308,12 @@ def in_grid(length: int, taps: int, pad: int, device: torch.device) -> torch.Ten
 
 
 def dwconv_toeplitz_wgrad_launch(x, du, dw, height: int, width: int, pad_h: int,
-                                 pad_w: int) -> None:
+                                 pad_w: int, partial: bool = False) -> None:
     """dw += the weight gradient of the depthwise map (fp32 [C, KH, KW]) from x and du, on
     tensor cores; torch's conv2d_weight where the GPU compiler rejects the kernel. On a GPU
     the first launch of a shape times WGRAD_VARIANTS beside the default (into a scratch dw:
-    the kernel accumulates)."""
+    the kernel accumulates). partial: each program sums into a row of its own, and torch adds
+    the rows (deterministic)."""
     b, _, c = x.shape
     kh, kw = dw.shape[1], dw.shape[2]
     align = min(strip_alignment(x, width), strip_alignment(du, width))
@@ -1307,13 +1325,17 @@ def dwconv_toeplitz_wgrad_launch(x, du, dw, height: int, width: int, pad_h: int,
 
     def launch(cfg, out):
         grid = (cdiv(width, cfg["BW"]), cdiv(c, cfg["BC"]), b)
-        return start(dwconv_toeplitz_wgrad_kernel, grid)(
-            x, du, out, x.stride(0), x.stride(1), x.stride(2), du.stride(0), du.stride(1),
+        rows = out.new_zeros((grid[0] * b, *out.shape)) if partial else out
+        handle = start(dwconv_toeplitz_wgrad_kernel, grid)(
+            x, du, rows, x.stride(0), x.stride(1), x.stride(2), du.stride(0), du.stride(1),
             du.stride(2), c, height, width, KH=kh, KW=kw, PH=pad_h, PW=pad_w,
-            BD=next_power_of_2(kw), I64=needs_i64(x, du), **cfg)
+            BD=next_power_of_2(kw), I64=needs_i64(x, du, rows), PARTIAL=partial, **cfg)
+        if partial:
+            out += rows.sum(0)
+        return handle
 
     key = ("wgrad", x.device, x.dtype, du.dtype, tuple(x.shape), x.stride(), du.stride(),
-           height, width, kh, kw, pad_h, pad_w, align)
+           height, width, kh, kw, pad_h, pad_w, align, partial)
     if not WGRAD_FAILED:
         try:
             launch(fastest(key, configs, lambda cfg: launch(cfg, torch.empty_like(dw))), dw)
@@ -1390,17 +1412,35 @@ dwconv_hadamard = custom_op_caller(_register_dwconv_hadamard(), _dwconv_hadamard
 
 if triton is not None:
 
+    @triton.jit
+    def row_norms(b_x):
+        """[BT] l2 norms of the rows of a [BT, BE] tile (one head's channels, zero-padded),
+        in fp32."""
+        b_f = b_x.to(tl.float32)
+        return tl.sqrt(tl.sum(b_f * b_f, axis=1))
+
+
+    @triton.jit
+    def row_scales(b_x, eps):
+        """[BT] 1 / (|x_t|_2 + eps) for the rows of a [BT, BE] tile, fp32; 0 for a zero row
+        at eps = 0 (the padding rows past N among them), which so stays zero."""
+        b_d = row_norms(b_x) + eps
+        return tl.where(b_d > 0, 1. / tl.where(b_d > 0, b_d, 1.), 0.)
+
+
     @triton.jit(do_not_specialize=["N"])
     def head_state_kernel(
-        a, b, p, N, H, s_ab, s_an, s_bb, s_bn,
+        a, b, p, N, H, s_ab, s_an, s_bb, s_bn, eps,
         E: tl.constexpr, IEEE: tl.constexpr, CHUNK: tl.constexpr, BT: tl.constexpr,
         BE: tl.constexpr,
-        I64: tl.constexpr = False,
+        I64: tl.constexpr = False, A_NORM: tl.constexpr = False,
     ):
         """Partial state of token chunk i: p[b, g, i] = sum_{t in chunk i} a[b, t, g]^T b[b, t, g]
 
         a, b: [B, N, H*E] (any batch/token strides, channel stride 1); p: [B, H, n_chunks, E, E]
-        fp32 contiguous. [BE, BT] @ [BT, BE] products, fp32 accumulation.
+        fp32 contiguous. [BE, BT] @ [BT, BE] products, fp32 accumulation. A_NORM: a's rows
+        l2-normalised per head first, a[t, g] / (|a[t, g]|_2 + eps), rounded to a's dtype as a
+        normalised copy would be.
         """
         i_k, i_bh = tl.program_id(0), tl.program_id(1)
         if I64:  # an offset reaches 2**31 (needs_i64): batch and head offsets in int64
@@ -1415,6 +1455,8 @@ if triton is not None:
             c_h = i_h * E + o_e[None, :]
             b_a = tl.load(a + i_b * s_ab + o_t[:, None] * s_an + c_h, mask=m, other=0.)  # [BT, BE]
             b_b = tl.load(b + i_b * s_bb + o_t[:, None] * s_bn + c_h, mask=m, other=0.)  # [BT, BE]
+            if A_NORM:
+                b_a = (b_a * row_scales(b_a, eps)[:, None]).to(b_a.dtype)
             if IEEE:
                 b_s = tl.dot(tl.trans(b_a), b_b, b_s, input_precision="ieee")
             else:
@@ -1426,16 +1468,21 @@ if triton is not None:
 
     @triton.jit(do_not_specialize=["N"])
     def head_apply_kernel(
-        a, s, o, N, H, s_ab, s_an,
+        a, s, o, x, N, H, s_ab, s_an, s_xb, s_xn, eps,
         E: tl.constexpr, TRANS: tl.constexpr, F32: tl.constexpr, BT: tl.constexpr,
         BE: tl.constexpr,
-        I64: tl.constexpr = False,
+        I64: tl.constexpr = False, A_NORM: tl.constexpr = False, VJP: tl.constexpr = False,
     ):
         """o[b, t, g] = a[b, t, g] @ S[b, g] (S^T if TRANS) for one [BT] token tile.
 
-        a: [B, N, H*E] (channel stride 1); s: [B, H, E, E] fp32 contiguous; o: [B, N, H*E]
+        a, x: [B, N, H*E] (channel stride 1); s: [B, H, E, E] fp32 contiguous; o: [B, N, H*E]
         contiguous. [BT, BE] @ [BE, BE], fp32 accumulation; F32: fp32 operands (fp32 inputs,
         and fp16 ones, whose range cannot hold a state summed over N tokens), else bf16.
+        A_NORM: a's rows l2-normalised per head first, a[t, g] / (n_t + eps), n_t = |a[t, g]|_2:
+        a row scale of the product, applied to it in fp32. VJP: o is the gradient of x for the
+        gradient G = a S of x's normalised rows, G / (n + eps) - x (x . G) / ((n + eps)^2 n)
+        per row, n = |x[t, g]|_2 (a zero row's: 0 at eps = 0, and its second term 0); x is
+        not read otherwise.
         """
         i_t, i_bh = tl.program_id(0), tl.program_id(1)
         if I64:  # an offset reaches 2**31 (needs_i64): batch and head offsets in int64
@@ -1456,6 +1503,14 @@ if triton is not None:
             b_o = tl.dot(b_a.to(tl.float32), b_s, input_precision="ieee")
         else:  # bf16 operands on tensor cores, fp32 accumulation
             b_o = tl.dot(b_a, b_s.to(b_a.dtype))
+        if A_NORM:
+            b_o = b_o * row_scales(b_a, eps)[:, None]
+        if VJP:  # x -> x / (|x| + eps) per row, its vector-Jacobian product at b_o
+            b_x = tl.load(x + i_b * s_xb + o_t[:, None] * s_xn + c_h, mask=m, other=0.)
+            b_x = b_x.to(tl.float32)  # [BT, BE]
+            b_r, b_n = row_scales(b_x, eps), row_norms(b_x)  # (x . g) = 0 where n = 0
+            b_c = tl.sum(b_x * b_o, axis=1) * b_r * b_r / tl.where(b_n > 0, b_n, 1.)
+            b_o = b_o * b_r[:, None] - b_x * b_c[:, None]
         tl.store(o + i_b * N * H * E + o_t[:, None] * (H * E) + c_h, b_o.to(o.dtype.element_ty),
                  mask=m)
 
@@ -1470,27 +1525,54 @@ def head_config(n: int, e: int, gpu: bool) -> dict[str, int]:
     return {"BE": be, "BT": bt, "CHUNK": chunk, "num_warps": 8 if gpu else 1}
 
 
-def naive_head_state(a, b, heads: int):
+def naive_row_scale(a: torch.Tensor, heads: int, eps: float) -> torch.Tensor:
+    """[B, N, h, 1]: 1 / (|a[t, g]|_2 + eps), the scale of each row's head slice under the l2
+    normalisation (0 for a zero row at eps = 0, as the kernels have it)."""
+    bsz, n, w = a.shape
+    d = a.reshape(bsz, n, heads, w // heads).norm(dim=-1, keepdim=True) + eps
+    return torch.where(d > 0, 1 / d.where(d > 0, 1), 0)
+
+
+def naive_rows_vjp(x: torch.Tensor, g: torch.Tensor, heads: int, eps: float) -> torch.Tensor:
+    """The gradient of x for the gradient g of its l2-normalised rows: per row and head,
+    g / (n + eps) - x (x . g) / ((n + eps)^2 n), n = |x|_2 (a zero row's: 0 at eps = 0)."""
+    bsz, n, w = x.shape
+    xh, gh = (t.reshape(bsz, n, heads, w // heads) for t in (x, g))
+    norm, scale = xh.norm(dim=-1, keepdim=True), naive_row_scale(x, heads, eps)
+    c = (xh * gh).sum(-1, keepdim=True) * scale * scale / norm.where(norm > 0, 1)
+    return (gh * scale - xh * c).reshape(bsz, n, w)
+
+
+def naive_head_state(a, b, heads: int, a_eps: float | None = None):
     """Naive twin of head_state_kernel: [B, N, h*e] x2 -> [B, h, e, e] (fp32 or fp64)."""
     bsz, n, w = a.shape
     dt = torch.float64 if a.dtype == torch.float64 else torch.float32
     ah, bh = (t.to(dt).reshape(bsz, n, heads, w // heads) for t in (a, b))
+    if a_eps is not None:  # normalised rows, rounded to a's dtype as the kernel rounds them
+        ah = (ah * naive_row_scale(a.to(dt), heads, a_eps)).to(a.dtype).to(dt)
     return torch.einsum("bthc,bthm->bhcm", ah, bh).contiguous()
 
 
-def naive_head_apply(a, s, trans: bool):
+def naive_head_apply(a, s, trans: bool, a_eps: float | None = None,
+                     vjp_x: torch.Tensor | None = None, vjp_eps: float = 0.0):
     """Naive twin of head_apply_kernel: [B, N, h*e], [B, h, e, e] -> [B, N, h*e]."""
     bsz, n, w = a.shape
     heads = s.shape[1]
     dt = torch.float64 if a.dtype == torch.float64 else torch.float32
     st = s.to(dt).transpose(-2, -1) if trans else s.to(dt)
     out = torch.einsum("bthc,bhcm->bthm", a.to(dt).reshape(bsz, n, heads, w // heads), st)
-    return out.reshape(bsz, n, w).to(a.dtype)
+    if a_eps is not None:  # the row scale of the normalised a, applied to the product
+        out = out * naive_row_scale(a.to(dt), heads, a_eps)
+    out = out.reshape(bsz, n, w)
+    if vjp_x is not None:
+        out = naive_rows_vjp(vjp_x.to(dt), out, heads, vjp_eps)
+    return out.to(a.dtype)
 
 
-def _head_state_impl(a: torch.Tensor, b: torch.Tensor, heads: int) -> torch.Tensor:
+def _head_state_impl(a: torch.Tensor, b: torch.Tensor, heads: int,
+                     a_eps: float | None = None) -> torch.Tensor:
     if not _use_triton(a):
-        return naive_head_state(a, b, heads)
+        return naive_head_state(a, b, heads, a_eps)
     bsz, n, w = a.shape
     e = w // heads
     a, b = (t if t.stride(-1) == 1 else t.contiguous() for t in (a, b))
@@ -1500,83 +1582,102 @@ def _head_state_impl(a: torch.Tensor, b: torch.Tensor, heads: int) -> torch.Tens
     parts = torch.empty((bsz, heads, chunks, e, e), device=a.device, dtype=torch.float32)
     head_state_kernel[(chunks, bsz * heads)](
         a, b, parts, n, heads, a.stride(0), a.stride(1), b.stride(0), b.stride(1),
+        0.0 if a_eps is None else a_eps,
         E=e, IEEE=a.dtype == torch.float32, CHUNK=cfg["CHUNK"], BT=cfg["BT"], BE=cfg["BE"],
-        I64=needs_i64(a, b, parts), num_warps=cfg["num_warps"])
+        I64=needs_i64(a, b, parts), A_NORM=a_eps is not None, num_warps=cfg["num_warps"])
     return parts.sum(2)
 
 
-def _head_apply_impl(a: torch.Tensor, s: torch.Tensor, trans: bool) -> torch.Tensor:
+def _head_apply_impl(a: torch.Tensor, s: torch.Tensor, trans: bool, a_eps: float | None = None,
+                     vjp_x: torch.Tensor | None = None, vjp_eps: float = 0.0) -> torch.Tensor:
     if not _use_triton(a):
-        return naive_head_apply(a, s, trans)
+        return naive_head_apply(a, s, trans, a_eps, vjp_x, vjp_eps)
     bsz, n, w = a.shape
     heads = s.shape[1]
     e = w // heads
-    a = a if a.stride(-1) == 1 else a.contiguous()
-    check_image_offsets(a)
+    a, x = (t if t is None or t.stride(-1) == 1 else t.contiguous() for t in (a, vjp_x))
+    x = a if x is None else x  # never read without VJP
+    check_image_offsets(a, x)
     s = s.float().contiguous()
     out = torch.empty((bsz, n, w), device=a.device, dtype=a.dtype)
     cfg = head_config(n, e, a.is_cuda)
     head_apply_kernel[(cdiv(n, cfg["BT"]), bsz * heads)](
-        a, s, out, n, heads, a.stride(0), a.stride(1),
+        a, s, out, x, n, heads, a.stride(0), a.stride(1), x.stride(0), x.stride(1),
+        vjp_eps if a_eps is None else a_eps,
         E=e, TRANS=trans, F32=a.dtype != torch.bfloat16, BT=cfg["BT"], BE=cfg["BE"],
-        I64=needs_i64(a, s, out), num_warps=cfg["num_warps"])
+        I64=needs_i64(a, s, out, x), A_NORM=a_eps is not None, VJP=vjp_x is not None,
+        num_warps=cfg["num_warps"])
     return out
 
 
 def _state_setup(ctx, inputs, output) -> None:
-    a, b, heads = inputs
+    a, b, heads, a_eps = inputs
     ctx.save_for_backward(a, b)
+    ctx.a_eps = a_eps
 
 
-def _state_backward(ctx, ds):  # S = A^T B: dA = B dS^T, dB = A dS
+def _state_backward(ctx, ds):
+    """S = Â^T B, Â = rows(A) or A: dÂ = B dS^T (then through rows' vector-Jacobian product,
+    in the same kernel), dB = Â dS."""
     a, b = ctx.saved_tensors
     apply = (_head_apply_impl if getattr(ctx, "eager", False)
-             else torch.ops.padre_triton.head_apply_v1)
-    return apply(b, ds, True).to(a.dtype), apply(a, ds, False).to(b.dtype), None
+             else torch.ops.padre_triton.head_apply_v2)
+    normed = ctx.a_eps is not None
+    da = apply(b, ds, True, None, a if normed else None, ctx.a_eps if normed else 0.0)
+    return da.to(a.dtype), apply(a, ds, False, ctx.a_eps).to(b.dtype), None, None
 
 
 def _apply_setup(ctx, inputs, output) -> None:
-    a, s, trans = inputs
+    a, s, trans, a_eps, vjp_x, _ = inputs
+    if vjp_x is not None:
+        raise NotImplementedError(
+            "head_apply with vjp_x is a backward's own step: its double backward is not "
+            "derived (a folded row normalisation's second derivative)")
     ctx.save_for_backward(a, s)
-    ctx.trans = trans
+    ctx.trans, ctx.a_eps = trans, a_eps
 
 
-def _apply_backward(ctx, do):  # Y = A S: dA = dY S^T, dS = A^T dY (its transpose if S^T)
+def _apply_backward(ctx, do, *_):
+    """Y = Â S (S^T if trans), Â = rows(A) or A: dÂ = dY S^T (then through rows'
+    vector-Jacobian product, in the same kernel), dS = Â^T dY (its transpose if S^T)."""
     a, s = ctx.saved_tensors
     heads = s.shape[1]
     eager = getattr(ctx, "eager", False)
-    apply = _head_apply_impl if eager else torch.ops.padre_triton.head_apply_v1
-    state = _head_state_impl if eager else torch.ops.padre_triton.head_state_v1
-    da = apply(do, s, not ctx.trans).to(a.dtype)
-    ds = state(a, do, heads)
-    return da, (ds.transpose(-2, -1) if ctx.trans else ds).to(s.dtype), None
+    apply = _head_apply_impl if eager else torch.ops.padre_triton.head_apply_v2
+    state = _head_state_impl if eager else torch.ops.padre_triton.head_state_v2
+    normed = ctx.a_eps is not None
+    da = apply(do, s, not ctx.trans, None, a if normed else None,
+               ctx.a_eps if normed else 0.0).to(a.dtype)
+    ds = state(a, do, heads, ctx.a_eps)
+    return (da, (ds.transpose(-2, -1) if ctx.trans else ds).to(s.dtype), None, None, None,
+            None)
 
 
 def _register_head_ops():
     """torch.library custom ops (+ fake kernels + autograd), defined once per process."""
     try:
-        return torch.ops.padre_triton.head_state_v1, torch.ops.padre_triton.head_apply_v1
+        return torch.ops.padre_triton.head_state_v2, torch.ops.padre_triton.head_apply_v2
     except AttributeError:
         pass
-    state = torch.library.custom_op("padre_triton::head_state_v1", mutates_args=())(
+    state = torch.library.custom_op("padre_triton::head_state_v2", mutates_args=())(
         _head_state_impl)
-    apply = torch.library.custom_op("padre_triton::head_apply_v1", mutates_args=())(
+    apply = torch.library.custom_op("padre_triton::head_apply_v2", mutates_args=())(
         _head_apply_impl)
 
     @state.register_fake
-    def _(a, b, heads):
+    def _(a, b, heads, a_eps=None):
         bsz, _, w = a.shape
         e = w // heads
         dt = torch.float64 if a.dtype == torch.float64 else torch.float32
         return a.new_empty((bsz, heads, e, e), dtype=dt)
 
     @apply.register_fake
-    def _(a, s, trans):
+    def _(a, s, trans, a_eps=None, vjp_x=None, vjp_eps=0.0):
         return a.new_empty(a.shape)
 
     state.register_autograd(_state_backward, setup_context=_state_setup)
     apply.register_autograd(_apply_backward, setup_context=_apply_setup)
-    return torch.ops.padre_triton.head_state_v1, torch.ops.padre_triton.head_apply_v1
+    return torch.ops.padre_triton.head_state_v2, torch.ops.padre_triton.head_apply_v2
 
 
 head_state, head_apply = (
@@ -1587,7 +1688,8 @@ head_state, head_apply = (
 
 def linear_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int,
                      weight: torch.Tensor | None = None, q_l1: float | None = None,
-                     k_l1: float | None = None) -> torch.Tensor:
+                     k_l1: float | None = None, q_l2: float | None = None,
+                     k_l2: float | None = None) -> torch.Tensor:
     """Per head g: q_g (W_g ⊙ k_g^T v_g), W [h*e*e] slot-wise weights (None: 1); [B, N, h*e]
     each -> [B, N, h*e]. Two kernels: the [e, e] state (a token sum), then its product with q;
     the weighting, on the [B, h, e, e] state, in torch.
@@ -1596,8 +1698,14 @@ def linear_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: i
     with n[c] = sum_t |x[t, c]|. Each such map is diag(1 / (n + eps)) on the right of q or k,
     so it scales row c of the state: (q D_q) ((k D_k)^T v) = q (D_q D_k (k^T v)). Folded there,
     a normalisation costs one reduction over q or k instead of three passes (abs, sum, div)
-    and a normalised copy."""
-    state = head_state(k, v, heads)
+    and a normalised copy.
+
+    q_l2 / k_l2 (eps, or None): q / k l2-normalised per token and head first, x[t, g] /
+    (|x[t, g]|_2 + eps) (Castling-ViT's): the kernels, which load each row's head slice whole,
+    normalise it there (k in the state's product; q as a row scale of q S), and their
+    backward launches apply the normalisation's vector-Jacobian product to the gradients
+    they write. No normalised copy is made."""
+    state = head_state(k, v, heads, k_l2)
     bsz, _, w = q.shape
     e = w // heads
     if weight is not None:
@@ -1605,7 +1713,7 @@ def linear_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: i
     for x, eps in ((q, q_l1), (k, k_l1)):
         if eps is not None:  # [B, h*e] norms -> [B, h, e, 1] row scales
             state = state / (L1Tokens.apply(x, state.dtype) + eps).view(bsz, heads, e, 1)
-    return head_apply(q, state, False)
+    return head_apply(q, state, False, q_l2)
 
 
 class L1Tokens(torch.autograd.Function):
@@ -1695,13 +1803,9 @@ class CastlingVit(nn.Module):
         diagonal_scale = self.w1_scale.view(8, D // 8, D // 8).sum(1).reshape(-1)
         diagonal = wv * diagonal_scale  # [B, N, D] (torch)
         del diagonal_scale
-        normalize = _normalize(wk, 'l2_rows', 8, 0.0)  # [B, N, D] (torch)
-        del wk
-        normalize_2 = _normalize(wq, 'l2_rows', 8, 0.0)  # [B, N, D] (torch)
-        del wq
-        # triton: head_state, head_apply
-        linear_attention_2 = linear_attention(normalize_2, normalize, wv, 8, self.w3_scale)  # [B, N, D]
-        del normalize, normalize_2, wv
+        # triton: head_state, head_apply (q and k l2-normalised per row and head in the kernels)
+        linear_attention_2 = linear_attention(wq, wk, wv, 8, self.w3_scale, q_l2=0.0, k_l2=0.0)  # [B, N, D]
+        del wk, wq, wv
         add = diagonal + linear_attention_2  # [B, N, D] (torch)
         del diagonal, linear_attention_2
         normalize_3 = _normalize(add, 'l2_rows', 8, 0.0)  # [B, N, D] (torch)

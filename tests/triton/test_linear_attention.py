@@ -112,6 +112,54 @@ def test_l1_fold_scales_rows_not_columns(runtime) -> None:
     assert _rel(wrong, ref) > 0.1
 
 
+def _l2_rows(x: torch.Tensor, heads: int, eps: float) -> torch.Tensor:  # the spec's, float64
+    b, n, w = x.shape
+    xh = x.reshape(b, n, heads, w // heads)
+    return (xh / (xh.norm(dim=-1, keepdim=True) + eps)).reshape(b, n, w)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
+@pytest.mark.parametrize("slots", [("q_l2",), ("k_l2",), ("q_l2", "k_l2")])
+def test_l2_row_normalisation_folded_into_the_kernels(runtime, dtype, slots) -> None:
+    """linear_attention(q, k, v, q_l2=eps, k_l2=eps) normalises each row's head slice inside
+    the kernels (Castling-ViT; eps 0 as there): equal, values and gradients, to normalising
+    q / k first (float64 autograd), with a weighted state as Castling-ViT's."""
+    gen = torch.Generator().manual_seed(11)
+    q, k, v, dy = (torch.randn(2, 41, 3 * 6, generator=gen, dtype=torch.float64)
+                   for _ in range(4))
+    weight = torch.rand(3 * 6 * 6, generator=gen, dtype=torch.float64) + 0.5
+    eps = {"q_l2": 0.0, "k_l2": 1e-2}
+    qd, kd, vd = (t.to(dtype).requires_grad_() for t in (q, k, v))
+    wd = weight.float().requires_grad_()
+    with nan_poisoned():
+        out = runtime.linear_attention(qd, kd, vd, 3, wd, **{s: eps[s] for s in slots})
+    got = torch.autograd.grad((out * dy.to(dtype)).sum(), [qd, kd, vd, wd])
+    q64, k64, v64 = (t.detach().double().requires_grad_() for t in (qd, kd, vd))
+    w64 = weight.float().double().requires_grad_()
+    qn = _l2_rows(q64, 3, eps["q_l2"]) if "q_l2" in slots else q64
+    kn = _l2_rows(k64, 3, eps["k_l2"]) if "k_l2" in slots else k64
+    state = runtime.naive_head_state(kn, v64, 3) * w64.view(1, 3, 6, 6)
+    ref = runtime.naive_head_apply(qn, state, False)
+    want = torch.autograd.grad((ref * dy).sum(), [q64, k64, v64, w64])
+    assert out.dtype == dtype and _rel(out.detach(), ref.detach()) < 10 * TOL[dtype]
+    for label, g, w in zip(("q", "k", "v", "weight"), got, want, strict=True):
+        assert _rel(g, w) < 20 * TOL[dtype], label
+
+
+def test_l2_row_vjp_is_the_projection(runtime) -> None:
+    """The check above can fail: the normalisation's vector-Jacobian product without its
+    projection term (g / (n + eps) alone, as a linear row scale would have it) misses the
+    gradient of q by far; the naive twin's full product matches autograd."""
+    gen = torch.Generator().manual_seed(12)
+    x, g = (torch.randn(1, 13, 2 * 5, generator=gen, dtype=torch.float64) for _ in range(2))
+    x.requires_grad_()
+    want = torch.autograd.grad((_l2_rows(x, 2, 1e-3) * g).sum(), x)[0]
+    assert _rel(runtime.naive_rows_vjp(x.detach(), g, 2, 1e-3), want) < 1e-12
+    scale = runtime.naive_row_scale(x.detach(), 2, 1e-3)
+    linear = (g.reshape(1, 13, 2, 5) * scale).reshape(1, 13, 10)
+    assert _rel(linear, want) > 0.1
+
+
 def test_int64_batch_offsets_compute_the_same(runtime, monkeypatch) -> None:
     """The kernels' I64 path (batch offsets in int64, taken where an offset reaches 2**31)
     gives what the int32 path gives."""

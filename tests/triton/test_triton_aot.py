@@ -150,6 +150,31 @@ def test_int64_batch_offsets_compile_without_spills(padre3) -> None:
     assert given.stack == 0
 
 
+@pytest.mark.parametrize("partial", [False, True], ids=["atomic", "partial"])
+def test_deterministic_backward_kernels_issue_no_atomics(padre3, partial: bool) -> None:
+    """PARTIAL (deterministic algorithms): the backward's elementwise kernel, in both forms,
+    and the weight gradient compile for sm_90 without a global atomic and without spills;
+    their default launches sum with atomics (RED)."""
+    cfg = padre3.dwconv_toeplitz_config(384, 11, gpu=True, height=56, pad_w=5, align=8)
+    wgrad = aot.compile_kernel(PATH, "dwconv_toeplitz_wgrad_kernel",
+                               dict(_taps(11), BD=16, s_xn=1, s_dn=1, PARTIAL=partial,
+                                    **aot.constexprs_of(cfg)),
+                               num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
+                               pointer_dtypes={"dw": "fp32"}, trips=(1, 11))
+    bwd = padre3.dwconv_hadamard_config(3136, 384, gpu=True, backward=True)
+    elementwise = [aot.compile_kernel(PATH, "dwconv_hadamard_bwd_kernel",
+                                      dict(FLAGS, HAS_DZ=True, HAS_DO=True, RECOMPUTE=recompute,
+                                           USES_U=True, PARTIAL=partial, **_taps(11),
+                                           **aot.constexprs_of(bwd)),
+                                      num_warps=bwd["num_warps"],
+                                      pointer_dtypes=dict(GRADS, u="fp32"),
+                                      trips=(11, 11) if recompute else ())
+                   for recompute in (False, True)]
+    for r in (wgrad, *elementwise):
+        assert r.stack == 0
+        assert (r.census.counts.get("global atomic", 0) == 0) == partial
+
+
 def test_tensor_core_backward_kernels_at_gpu_tiles(padre3) -> None:
     """The Toeplitz path's backward as a GPU launches it: the weight gradient on tensor cores
     without spills, and the elementwise kernel (u given) free of the tap loop."""
@@ -229,18 +254,24 @@ def test_a_spilling_tile_is_reported(padre3) -> None:
     assert r.stack > 0
 
 
-@pytest.mark.parametrize("bf16", [True, False], ids=["bf16", "fp32"])
-def test_linear_attention_kernels_at_gpu_tiles_do_not_spill(bf16: bool) -> None:
-    """SimA's kernels at D = 384, 8 heads (e = 48), 3,136 tokens."""
-    path = codegen_path("sima", "triton")
+@pytest.mark.parametrize("bf16", [False, True], ids=["fp32", "bf16"])
+@pytest.mark.parametrize("norm", [None, "A_NORM", "VJP"])
+def test_linear_attention_kernels_at_gpu_tiles_do_not_spill(bf16: bool, norm: str | None) -> None:
+    """SimA's and Castling-ViT's kernels at D = 384, 8 heads (e = 48), 3,136 tokens: plain,
+    with rows l2-normalised in the kernel (A_NORM) and with the normalisation's
+    vector-Jacobian product (VJP, head_apply only)."""
+    path = codegen_path("castling_vit", "triton")
     cfg = {"BE": 64, "BT": 64, "CHUNK": 1024, "num_warps": 8}  # head_config(3136, 48, True)
     dtype = "bf16" if bf16 else "fp32"
+    flags = {} if norm is None else {norm: True}
     state = aot.compile_kernel(path, "head_state_kernel",
                                dict(E=48, IEEE=not bf16, CHUNK=cfg["CHUNK"], BT=cfg["BT"],
-                                    BE=cfg["BE"]), num_warps=cfg["num_warps"],
-                               pointer_dtype=dtype, pointer_dtypes={"p": "fp32"})
+                                    BE=cfg["BE"], A_NORM=norm == "A_NORM"),
+                               num_warps=cfg["num_warps"], pointer_dtype=dtype,
+                               pointer_dtypes={"p": "fp32"})
     apply = aot.compile_kernel(path, "head_apply_kernel",
-                               dict(E=48, TRANS=False, F32=not bf16, BT=cfg["BT"], BE=cfg["BE"]),
+                               dict(E=48, TRANS=False, F32=not bf16, BT=cfg["BT"], BE=cfg["BE"],
+                                    **flags),
                                num_warps=cfg["num_warps"], pointer_dtype=dtype,
                                pointer_dtypes={"s": "fp32"})
     assert state.stack == 0 and apply.stack == 0, (state, apply)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import dataclasses
 
 import pytest
 
@@ -126,10 +127,12 @@ def test_split_parts_are_one_call() -> None:
     assert "SliceBackward0" not in nodes and nodes.count("SplitBackward0") == 1, nodes
 
 
-def test_sima_folds_its_l1_normalisations_into_the_state() -> None:
+def test_attention_folds_the_normalisations_of_its_q_and_k() -> None:
     """SimA's q and k, l1-normalised over tokens, are normalised inside linear_attention (on
-    its state); Castling-ViT's row normalisations are not foldable and stay torch ops; a
-    normaliser with a second reader stays a torch op (its value is needed)."""
+    its state); Castling-ViT's, l2-normalised per row and head, inside its kernels (its output
+    normalisation, read by no attention, stays a torch op); a normaliser with a second reader
+    stays a torch op (its value is needed), and so does a row normaliser whose heads are not
+    the attention's."""
     from padre_compiler.backends.triton.linear_attention import folded_normalizers
     from padre_compiler.ir.graph import Node
 
@@ -137,7 +140,16 @@ def test_sima_folds_its_l1_normalisations_into_the_state() -> None:
     assert "_normalize(" not in sima
     assert "linear_attention(wq, wk, wv, 8, q_l1=1e-12, k_l1=1e-12)" in sima
     castling = codegen_path("castling_vit", "triton").read_text().split("def forward(self")[1]
-    assert "_normalize(" in castling and "_l1=" not in castling
+    assert castling.count("_normalize(") == 1 and "_l1=" not in castling
+    assert "linear_attention(wq, wk, wv, 8, self.w3_scale, q_l2=0.0, k_l2=0.0)" in castling
+
+    g = generate("castling_vit", dim=16, backend="triton").graph
+    assert sorted(folded_normalizers(g).values()) == ["k_l2", "q_l2"]
+    for nid in folded_normalizers(g):  # rows of 4 channels: not the attention's 2-channel heads
+        node = g.node(nid)
+        g.set_node(nid, dataclasses.replace(node, attrs=tuple(
+            (k, 4 if k == "heads" else v) for k, v in node.attrs)))
+    assert folded_normalizers(g) == {}
 
     g = generate("sima", dim=16, backend="triton").graph
     folded = folded_normalizers(g)

@@ -224,15 +224,18 @@ def test_float64_runs_the_naive_twin() -> None:
 
 
 @pytest.mark.parametrize(("name", "conv", "dim"),
-                         [("conv2former", None, 4), ("padre3", "toeplitz", 4), ("sima", None, 16)],
-                         ids=["conv2former", "padre3-folded-bias", "sima-folded-l1"])
+                         [("conv2former", None, 4), ("padre3", "toeplitz", 4), ("sima", None, 16),
+                          ("castling_vit", None, 16)],
+                         ids=["conv2former", "padre3-folded-bias", "sima-folded-l1",
+                              "castling-folded-l2"])
 def test_torch_compile_traces_the_custom_op(name, conv, dim, monkeypatch) -> None:
     """fullgraph: the custom ops, in the Toeplitz form dense_for_conv's channel-major product
-    with its bias left to the conv (in_bias), and SimA's l1 normalisations folded into the
-    linear attention's state (L1Tokens), forward and backward."""
+    with its bias left to the conv (in_bias), SimA's l1 normalisations folded into the
+    linear attention's state (L1Tokens) and Castling-ViT's row normalisations into its kernels,
+    forward and backward."""
     if conv:
         monkeypatch.setenv("PADRE_TRITON_CONV", conv)
-    module = pc.compile(name, dim=dim, grid=None if name == "sima" else (3, 3),
+    module = pc.compile(name, dim=dim, grid=None if name in ("sima", "castling_vit") else (3, 3),
                         backend="triton")
     compiled = torch.compile(module, backend="aot_eager", fullgraph=True)
     x = torch.randn(2, 9, dim, requires_grad=True)
@@ -468,6 +471,13 @@ def test_fastest_times_each_candidate_once_per_shape(monkeypatch) -> None:
     assert m.fastest(("shape",), configs, launch) == {"BC": 2} and timed == launched
     monkeypatch.setenv("PADRE_TRITON_TUNE", "0")
     assert m.fastest(("other",), configs, launch) == {"BC": 1} and timed == launched
+    monkeypatch.delenv("PADRE_TRITON_TUNE")
+    before = torch.are_deterministic_algorithms_enabled()
+    try:  # deterministic algorithms: the default tiles, even where a timing chose others
+        torch.use_deterministic_algorithms(True)
+        assert m.fastest(("shape",), configs, launch) == {"BC": 1} and timed == launched
+    finally:
+        torch.use_deterministic_algorithms(before)
 
 
 def test_fastest_skips_a_candidate_that_fails_and_raises_when_all_do(monkeypatch) -> None:
@@ -869,25 +879,109 @@ def test_batch_offsets_widen_to_64_bits_where_an_offset_needs_them(form, monkeyp
         assert torch.allclose(a, e, atol=1e-3, rtol=1e-4), label
 
 
-def test_deterministic_mode_is_told_the_backward_uses_atomics() -> None:
-    """torch.use_deterministic_algorithms(True): the atomic-add reductions of the backward
-    raise, as torch's own nondeterministic ops do (warn with warn_only=True)."""
+class LaunchSpy:
+    """A Triton kernel whose launches are recorded (grid, arguments) after they run."""
+
+    def __init__(self, kernel) -> None:
+        self.kernel, self.launches = kernel, []
+
+    def __getitem__(self, grid):
+        def run(*args, **kwargs):
+            handle = self.kernel[grid](*args, **kwargs)
+            self.launches.append((grid, args, kwargs))
+            return handle
+        return run
+
+
+def _own_rows(m, spies: dict[str, LaunchSpy]) -> None:
+    """Each row of partial sums holds its own program's terms alone: the bias, scale and
+    accumulator-scale gradients of its (image, token tile), the weight gradient of its (image,
+    column stripe). Races between programs sharing a row would not show in the interpreter,
+    which runs programs one by one."""
+    for grid, args, kw in spies["dwconv_hadamard_bwd_kernel"].launches:
+        x, weight, bias, gate, acc, do, u = (args[i] for i in (0, 1, 2, 3, 4, 8, 9))
+        du, db, ds, dsa = args[10], args[14], args[15], args[16]
+        h, w = args[-2:]
+        if kw["RECOMPUTE"]:  # u = conv(x) + b, recomputed in the kernel
+            u = m.naive_dwconv_hadamard(x, weight, bias, None, None, None, None, h, w,
+                                        kw["PH"], kw["PW"], True, False)[0]
+
+        for rows, terms in ((db, du), (ds, do * u * gate), (dsa, do * acc)):
+            tiles = terms.float().split(kw["BT"], dim=1)  # [B, BT, C] each
+            want = torch.stack([t.sum(1) for t in tiles], 1).flatten(0, 1)  # [(image, tile), C]
+            assert rows.shape == (grid[0] * grid[2], du.shape[2])
+            torch.testing.assert_close(rows, want, rtol=1e-5, atol=1e-5)
+    for grid, args, kw in spies["dwconv_toeplitz_wgrad_kernel"].launches:
+        x, du, rows, (height, width) = args[0].float(), args[1].float(), args[2], args[10:12]
+        kh, kw_, bw = kw["KH"], kw["KW"], kw["BW"]
+        column = torch.arange(du.shape[1]) % width
+        want = torch.stack([
+            m._depthwise_weight_grad(x[i:i + 1], du[i:i + 1] * (column // bw == j)[:, None],
+                                     kh, kw_, height, width, kw["PH"], kw["PW"])
+            for i in range(x.shape[0]) for j in range(grid[0])])  # [(image, stripe), C, KH, KW]
+        torch.testing.assert_close(rows, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("deterministic", [False, True], ids=["atomic", "deterministic"])
+def test_deterministic_mode_sums_partial_rows_in_a_fixed_order(deterministic, form,
+                                                               monkeypatch) -> None:
+    """torch.use_deterministic_algorithms(True): the backward kernels write rows of partial
+    sums (PARTIAL), one a program, which torch adds in a fixed order, instead of fp32 atomic
+    adds; the gradients (every reduction: dw, db, ds, dsa, dbi) match float64 either way, in
+    every conv form. Two token tiles and two column stripes a program grid."""
     m = _kernels_module()
-    x, dz = torch.randn(1, 12, 4), torch.randn(1, 12, 4)
-    weight, bias = torch.randn(4, 3, 3), torch.randn(4)
-    args = (x, weight, bias, None, None, None, None, dz, None, 3, 4, 1, 1)
+    gen = torch.Generator().manual_seed(7)
+    b, h, w, c, k = 2, 15, 18, 8, 3
+    x, gate, acc, dz, do = (torch.randn(b, h * w, c, generator=gen) for _ in range(5))
+    weight, bias, scale, acc_scale, in_bias = (torch.randn(*s, generator=gen)
+                                               for s in ((c, k, k), (c,), (c,), (c,), (c,)))
+    args = (x, weight, bias, gate, acc, acc_scale, scale)
+    spies = {name: LaunchSpy(getattr(m, name))
+             for name in ("dwconv_hadamard_bwd_kernel", "dwconv_toeplitz_wgrad_kernel")}
+    for name, spy in spies.items():
+        monkeypatch.setattr(m, name, spy)
     before = (torch.are_deterministic_algorithms_enabled(),
               torch.is_deterministic_algorithms_warn_only_enabled())
     try:
-        torch.use_deterministic_algorithms(True)
-        with pytest.raises(RuntimeError, match="fp32 atomic adds"):
-            m._dwconv_hadamard_bwd_impl(*args)
-        torch.use_deterministic_algorithms(True, warn_only=True)
-        with pytest.warns(UserWarning, match="not bitwise reproducible"):
-            m._dwconv_hadamard_bwd_impl(*args)
+        torch.use_deterministic_algorithms(deterministic)
+        grads = m._dwconv_hadamard_bwd_impl(*args, dz, do, h, w, 1, 1, in_bias)
     finally:
         torch.use_deterministic_algorithms(before[0], warn_only=before[1])
-    assert m._dwconv_hadamard_bwd_impl(*args)[0].shape == x.shape
+    wants = m.naive_dwconv_hadamard_bwd(*(t.double() for t in args), dz.double(), do.double(),
+                                        h, w, 1, 1, in_bias.double())
+    for label, got, want in zip(("dx", "dg", "da", "dw", "db", "ds", "dsa", "dbi"), grads,
+                                wants, strict=True):
+        err = (got.double() - want).abs().max() / want.abs().max()
+        assert err < 1e-5, (label, float(err))
+    launches = [kw.get("PARTIAL", False) for spy in spies.values() for *_, kw in spy.launches]
+    assert launches == [deterministic] * (1 if form == "direct" else 2)
+    if deterministic:
+        _own_rows(m, spies)
+
+
+def test_deterministic_direct_weight_gradient_keeps_16_bit_gradients_unrounded(
+        monkeypatch) -> None:
+    """The direct form's dw under deterministic algorithms (torch's conv2d_weight) reads du in
+    fp32, as the kernel's own atomic sums do: with fp16 activations both carry ~1e-7 relative
+    error against float64, not the ~1e-3 of du rounded to fp16."""
+    monkeypatch.setenv("PADRE_TRITON_CONV", "direct")
+    m = _kernels_module()
+    gen = torch.Generator().manual_seed(9)
+    b, h, w, c, k = 2, 6, 7, 8, 3
+    x, gate, dz = (torch.randn(b, h * w, c, generator=gen).half() for _ in range(3))
+    weight, bias = torch.randn(c, k, k, generator=gen), torch.randn(c, generator=gen)
+    args = (x, weight, bias, gate, None, None, None, dz, None, h, w, 1, 1)
+    want = m.naive_dwconv_hadamard_bwd(x.double(), weight.double(), bias.double(),
+                                       gate.double(), None, None, None, dz.double(), None,
+                                       h, w, 1, 1)[3]
+    before = torch.are_deterministic_algorithms_enabled()
+    try:
+        for deterministic in (False, True):
+            torch.use_deterministic_algorithms(deterministic)
+            dw = m._dwconv_hadamard_bwd_impl(*args)[3]
+            assert float((dw.double() - want).abs().max() / want.abs().max()) < 1e-5
+    finally:
+        torch.use_deterministic_algorithms(before)
 
 
 @pytest.mark.parametrize("layout", ["tokens", "channels"])

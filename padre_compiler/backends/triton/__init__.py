@@ -172,9 +172,8 @@ def emit_module(g: Graph, decls: dict[str, ParamDecl], *, name: str, header: str
                 args.append(param_codes(node.params, names[nid], body)["state"])
             normalised = [i for i in inputs if i in folded]
             args += [f"{folded[i]}={g.node(i).a['eps']!r}" for i in normalised]
-            body.append("# triton: head_state, head_apply" + (
-                f" ({' and '.join(folded[i].removesuffix('_l1') for i in normalised)}"
-                " l1-normalised over tokens in the state)" if normalised else ""))
+            note = linear_attention.fold_note([folded[i] for i in normalised])
+            body.append("# triton: head_state, head_apply" + (f" ({note})" if note else ""))
             body.append(f"{names[nid]} = linear_attention({', '.join(args)})"
                         f"  # [B, N, {node.width}]")
             continue
@@ -208,10 +207,9 @@ def emit_module(g: Graph, decls: dict[str, ParamDecl], *, name: str, header: str
                             "(dwconv_hadamard_fwd_kernel; dwconv_toeplitz_fwd_kernel on tensor "
                             "cores)")
     if attention:
+        folds = linear_attention.fold_note(sorted(folded.values()))
         kernel_notes.append(f"{len(attention)} linear attention(s) (head_state_kernel, "
-                            "head_apply_kernel" + ("; the l1 normalisation of its q / k over "
-                                                   "tokens applied to its state" if folded
-                                                   else "") + ")")
+                            "head_apply_kernel" + (f"; {folds}" if folds else "") + ")")
     note = [
         "",
         "Fused Triton kernels: " + ("; ".join(kernel_notes) if kernel_notes else

@@ -52,7 +52,8 @@ from typing import Any
 
 from padre_compiler.backends.triton.legality import H100, GpuLimits
 
-SCALARS = ("N", "C", "H", "W")
+SCALARS = ("N", "C", "H", "W")  # integer arguments (and every s_* stride)
+FLOATS = ("eps",)  # float arguments
 
 
 @dataclass(frozen=True)
@@ -202,6 +203,8 @@ def _compile_here(path: str, kernel: str, constexprs: dict[str, Any], num_warps:
             signature[arg] = "constexpr"
         elif arg in SCALARS or arg.startswith("s_"):
             signature[arg] = "i32"
+        elif arg in FLOATS:
+            signature[arg] = "fp32"
         else:
             signature[arg] = "*" + pointer_dtypes.get(arg, pointer_dtype)
     unspecialised = {fn.arg_names[i] if isinstance(i, int) else i

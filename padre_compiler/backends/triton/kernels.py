@@ -152,6 +152,17 @@ if triton is not None:
 
 
     @triton.jit
+    def accumulate(p, v, mask, PARTIAL: tl.constexpr):
+        """*p += v (fp32) for a sum over programs: an atomic add, in whatever order the
+        programs run; or, PARTIAL, a load and a store, p being in this program's own row of
+        partial sums, which the host adds in a fixed order (bitwise reproducible)."""
+        if PARTIAL:
+            tl.store(p, tl.load(p, mask=mask) + v, mask=mask)
+        else:
+            tl.atomic_add(p, v, mask=mask)
+
+
+    @triton.jit
     def strip_tile(x, o_r, o_k, o_c, m_ck, i_kh, PH: tl.constexpr, H, W, s_xn, s_xc,
                    STRIP_CACHE: tl.constexpr):
         """[BC, R, BK] x[c, r + i_kh - PH, k] of the Toeplitz kernels (x: one image's [N, C]
@@ -259,7 +270,7 @@ if triton is not None:
     @triton.jit(do_not_specialize=["N", "H", "W"])  # one compile for every grid
     def dwconv_hadamard_bwd_kernel(
         x, w, b, g, a, sa, s, dz, do, u,  # forward inputs; gradients of z and o; u (or x)
-        du, dg, da, dw, db, ds, dsa,  # outputs; dw, db, ds, dsa: fp32, accumulated atomically
+        du, dg, da, dw, db, ds, dsa,  # outputs; dw, db, ds, dsa: fp32 sums over programs
         s_xb, s_xn, s_xc, s_gb, s_gn, s_ab, s_an,  # strides (elements); g, a: channel stride 1
         s_db, s_dn, s_dc,  # du's strides (channel-major for the tensor-core kernels after)
         N, C, H, W,
@@ -268,7 +279,7 @@ if triton is not None:
         HAS_ACC_SCALE: tl.constexpr, HAS_SCALE: tl.constexpr,
         HAS_DZ: tl.constexpr, HAS_DO: tl.constexpr, RECOMPUTE: tl.constexpr,
         USES_U: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr,
-        I64: tl.constexpr = False,
+        I64: tl.constexpr = False, PARTIAL: tl.constexpr = False,
     ):
         """Backward of dwconv_hadamard_fwd_kernel on one [BT, BC] tile, derived by the compiler.
 
@@ -279,11 +290,15 @@ if triton is not None:
         recomputed from the same shifted loads that feed dw; else u is read (the tensor-core
         forward wrote it) and dw is dwconv_toeplitz_wgrad_kernel's. dx (the adjoint conv of du)
         is a launch of the forward kernel with flipped taps. dg, da: [B, N, C] contiguous; du:
-        any strides.
+        any strides. db, ds, dsa: [C] atomic sums, or PARTIAL: [B * programs along tokens, C]
+        rows of partial sums, one a program (deterministic); dw then is not formed here.
         """
         i_t, i_c, i_b = tl.program_id(0), tl.program_id(1), tl.program_id(2)
         if I64:  # an offset reaches 2**31 (needs_i64): batch offsets in int64
             i_b = i_b.to(tl.int64)
+        if PARTIAL:  # this program's row of the [B * programs along tokens, C] partial sums
+            p_row = (i_b * tl.num_programs(0) + i_t) * C
+            db, ds, dsa = db + p_row, ds + p_row, dsa + p_row
         o_t = i_t * BT + tl.arange(0, BT)  # [BT] tokens
         o_c = i_c * BC + tl.arange(0, BC)  # [BC] channels
         m_t = o_t < N
@@ -307,7 +322,8 @@ if triton is not None:
             p_g = g + i_b * s_gb + o_t[:, None] * s_gn + o_c[None, :]
             b_g = tl.load(p_g, mask=m, other=0.).to(tl.float32)
             b_du = b_dzt * b_g
-        if RECOMPUTE:  # u = conv(x) + b from the shifted loads that also give dw
+        if RECOMPUTE and (USES_U or not PARTIAL):  # u = conv(x) + b from the shifted loads
+            # that also give dw (not PARTIAL)
             if USES_U:
                 b_u = tl.zeros([BT, BC], dtype=tl.float32)  # [BT, BC] recomputed conv
             for i_kh in range(KH):
@@ -323,14 +339,15 @@ if triton is not None:
                     b_w = tl.load(w + o_c * (KH * KW) + (i_kh * KW + i_kw), mask=m_c, other=0.)
                     if USES_U:
                         b_u += b_x * b_w.to(tl.float32)[None, :]
-                    tl.atomic_add(dw + o_c * (KH * KW) + (i_kh * KW + i_kw),
-                                  tl.sum(b_du * b_x, axis=0), mask=m_c)
+                    if not PARTIAL:
+                        tl.atomic_add(dw + o_c * (KH * KW) + (i_kh * KW + i_kw),
+                                      tl.sum(b_du * b_x, axis=0), mask=m_c)
             if HAS_BIAS and USES_U:
                 b_u += tl.load(b + o_c, mask=m_c, other=0.).to(tl.float32)[None, :]
         elif USES_U:  # u given ([B, N, C] contiguous, bias included); dw: the wgrad kernel
             b_u = tl.load(u + p_out, mask=m, other=0.).to(tl.float32)
         if HAS_BIAS:
-            tl.atomic_add(db + o_c, tl.sum(b_du, axis=0), mask=m_c)
+            accumulate(db + o_c, tl.sum(b_du, axis=0), m_c, PARTIAL)
         tl.store(du + i_b * s_db + o_t[:, None] * s_dn + o_c[None, :] * s_dc,
                  b_du.to(du.dtype.element_ty), mask=m)
         if HAS_GATE:
@@ -340,12 +357,12 @@ if triton is not None:
                 b_z = b_u
                 if HAS_GATE:
                     b_z = b_u * b_g
-                tl.atomic_add(ds + o_c, tl.sum(b_do * b_z, axis=0), mask=m_c)
+                accumulate(ds + o_c, tl.sum(b_do * b_z, axis=0), m_c, PARTIAL)
             if HAS_ACC:
                 p_a = a + i_b * s_ab + o_t[:, None] * s_an + o_c[None, :]
                 if HAS_ACC_SCALE:
                     b_a = tl.load(p_a, mask=m, other=0.).to(tl.float32)
-                    tl.atomic_add(dsa + o_c, tl.sum(b_do * b_a, axis=0), mask=m_c)
+                    accumulate(dsa + o_c, tl.sum(b_do * b_a, axis=0), m_c, PARTIAL)
                     b_sa = tl.load(sa + o_c, mask=m_c, other=0.).to(tl.float32)
                     tl.store(da + p_out, (b_do * b_sa[None, :]).to(da.dtype.element_ty), mask=m)
                 else:
@@ -500,7 +517,7 @@ if triton is not None:
         BH: tl.constexpr, BW: tl.constexpr, BK: tl.constexpr, BC: tl.constexpr,
         HALO: tl.constexpr, ALIGN: tl.constexpr, STRIP_CACHE: tl.constexpr, BD: tl.constexpr,
         SLAB: tl.constexpr,
-        I64: tl.constexpr = False,
+        I64: tl.constexpr = False, PARTIAL: tl.constexpr = False,
     ):
         """dw[c, i, d] += sum_{r, j} du[c, r, j] x[c, r + i - PH, j + d - PW] on tensor cores,
         for one [BC channels, BW columns] stripe of one image, all rows.
@@ -509,12 +526,14 @@ if triton is not None:
         is a batched [BW, BH] @ [BH, BK] product (the forward's strip, transposed du tile);
         then dw[c, i, d] += sum_j P[c, j, j + d + HALO - PW] (a diagonal sum, 0 <= d < KW: one
         gather along k, one sum along j). dw: [C, KH, KW]
-        fp32, accumulated atomically across stripes and images. BK >= BW + HALO + KW - 1 - PW;
+        fp32, summed over stripes and images. BK >= BW + HALO + KW - 1 - PW;
         ALIGN and STRIP_CACHE as in the forward (the row taps re-read the stripe's x rows).
         Row tiles outside, taps inside: each du tile is loaded and transposed once for all
         taps, the tap loop is the one pipelined, and the diagonal sums of each (tile, tap)
         are added to dw as they come (they are linear in P). SLAB (KH <= 17, 16 | BH): each
         row tile's strips from one load, as in the forward (slab_tile, slab_strip).
+        PARTIAL: dw is [B * stripes, C, KH, KW], a row of partial sums for each program, which
+        adds its (tile, tap) sums there in a fixed order (deterministic).
         """
         # == themselves (the launcher checks ALIGN divides them, for x and du); tells the compiler
         W, s_xb, s_xc = (W // ALIGN) * ALIGN, (s_xb // ALIGN) * ALIGN, (s_xc // ALIGN) * ALIGN
@@ -522,6 +541,8 @@ if triton is not None:
         i_w, i_c, i_b = tl.program_id(0), tl.program_id(1), tl.program_id(2)
         if I64:  # an offset reaches 2**31 (needs_i64): batch offsets in int64
             i_b = i_b.to(tl.int64)
+        if PARTIAL:  # this program's [C, KH, KW] row of partial sums
+            dw += (i_b * tl.num_programs(0) + i_w) * C * (KH * KW)
         # fp32 x: IEEE products (CUDA cores), as the direct form; 16-bit: tensor cores
         DOT: tl.constexpr = "ieee" if x.dtype.element_ty == tl.float32 else "tf32"
         o_j = i_w * BW + tl.arange(0, BW)  # [BW] output columns
@@ -552,8 +573,8 @@ if triton is not None:
                                      s_xc, STRIP_CACHE)  # [BC, BH, BK]
                 b_p = tl.dot(b_dt, b_x, input_precision=DOT)  # [BC, BW, BK] P of row tap i
                 b_s = tl.sum(tl.gather(b_p, o_lag, axis=2), axis=1)  # [BC, BD] diagonal sums
-                tl.atomic_add(dw + o_c[:, None] * (KH * KW) + i_kh * KW + o_d[None, :], b_s,
-                              mask=m_c[:, None] & m_d)
+                accumulate(dw + o_c[:, None] * (KH * KW) + i_kh * KW + o_d[None, :], b_s,
+                           m_c[:, None] & m_d, PARTIAL)
 '''
 
 RUNTIME = '''
@@ -798,14 +819,16 @@ def compile_together(configs: tuple[dict[str, int], ...], launch) -> None:
 
 def fastest(key: tuple, configs: tuple[dict[str, int], ...], launch) -> dict[str, int]:
     """The config of `configs` whose `launch(cfg)` is fastest for this launch shape, timed once
-    per process (triton.testing.do_bench medians); the first with one candidate or with
-    PADRE_TRITON_TUNE=0. Every candidate is compiled first, all at once (compile_together),
-    then each is launched once: one that raises (a tile this GPU cannot compile or fit) is
-    skipped, and if every one raises the first error propagates; one whose launch returns the
-    same machine code as an earlier candidate's (machine_code) is recorded in SAME_CODE, not
-    timed; the others' medians in TIMES. Timing launches the kernel: warm a module up before
-    capturing it in a CUDA graph."""
-    if len(configs) == 1 or os.environ.get("PADRE_TRITON_TUNE") == "0":
+    per process (triton.testing.do_bench medians); the first with one candidate, with
+    PADRE_TRITON_TUNE=0 or under deterministic algorithms (the tiles set the order of the fp32
+    sums, and timings pick different tiles from run to run). Every candidate is compiled first,
+    all at once (compile_together), then each is launched once: one that raises (a tile this GPU
+    cannot compile or fit) is skipped, and if every one raises the first error propagates; one
+    whose launch returns the same machine code as an earlier candidate's (machine_code) is
+    recorded in SAME_CODE, not timed; the others' medians in TIMES. Timing launches the kernel:
+    warm a module up before capturing it in a CUDA graph."""
+    if (len(configs) == 1 or os.environ.get("PADRE_TRITON_TUNE") == "0"
+            or torch.are_deterministic_algorithms_enabled()):
         return configs[0]
     if key not in TUNED:
         compile_together(configs, launch)
@@ -993,21 +1016,6 @@ def keeps_u(x: torch.Tensor, weight: torch.Tensor, height: int, gate: torch.Tens
     the direct form from then on)."""
     return ((gate is not None or (store_o and scale is not None)) and _use_triton(x)
             and conv_form(x, height, weight.shape[2]) == "toeplitz")
-
-
-def alert_not_deterministic(what: str) -> None:
-    """Under torch.use_deterministic_algorithms(True): an error (a warning with
-    warn_only=True), as torch's own nondeterministic ops give. The backward kernels sum dw, db,
-    ds and dsa over programs with fp32 atomics, in whatever order the programs finish."""
-    if not torch.are_deterministic_algorithms_enabled():
-        return
-    message = (f"{what} sums its weight, bias and scale gradients with fp32 atomic adds: not "
-               "bitwise reproducible from run to run. Turn deterministic algorithms off for "
-               "it, or compile the spec with the torch backend")
-    if torch.is_deterministic_algorithms_warn_only_enabled():
-        warnings.warn(message, UserWarning, stacklevel=3)
-    else:
-        raise RuntimeError(message)
 
 
 def check_grid(height: int, width: int, *tensors: torch.Tensor | None) -> None:
@@ -1199,7 +1207,6 @@ def _dwconv_hadamard_bwd_impl(
     if not _use_triton(x):
         return naive_dwconv_hadamard_bwd(x, weight, bias, gate, acc, acc_scale, scale, dz, do,
                                          height, width, pad_h, pad_w, in_bias)
-    alert_not_deterministic("the Triton backward of a depthwise conv")
     check_image_offsets(x, gate, acc, dz, do)
     b, n, c = x.shape
     kh, kw = weight.shape[1], weight.shape[2]
@@ -1218,11 +1225,17 @@ def _dwconv_hadamard_bwd_impl(
     dg = empty() if gate is None else torch.empty(x.shape, dtype=gate.dtype, device=x.device)
     da = empty() if (acc is None or do is None) else torch.empty(x.shape, dtype=acc.dtype,
                                                                device=x.device)
+    cfg = dwconv_hadamard_config(n, c, x.is_cuda, backward=True)
+    grid = (cdiv(n, cfg["BT"]), cdiv(c, cfg["BC"]), b)
+    # deterministic algorithms: the kernels sum into rows of partial sums, one a program, and
+    # torch adds the rows in a fixed order; otherwise fp32 atomic adds (run-to-run order)
+    partial = torch.are_deterministic_algorithms_enabled()
     f32 = dict(dtype=torch.float32, device=x.device)
+    sums = lambda: torch.zeros((grid[0] * b, c) if partial else c, **f32)  # noqa: E731
     dw = torch.zeros((c, kh, kw), **f32)
-    db = torch.zeros(c, **f32) if bias is not None else empty()
-    ds = torch.zeros(c, **f32) if scale is not None and do is not None else empty()
-    dsa = torch.zeros(c, **f32) if acc_scale is not None and do is not None else empty()
+    db = sums() if bias is not None else empty()
+    ds = sums() if scale is not None and do is not None else empty()
+    dsa = sums() if acc_scale is not None and do is not None else empty()
     uses_u = gate is not None or (do is not None and scale is not None)  # for dg or ds
     if tensor_cores:
         if not uses_u:
@@ -1232,10 +1245,10 @@ def _dwconv_hadamard_bwd_impl(
             dwconv_hadamard_launch(x, weight, bias, None, None, None, None, height, width,
                                    pad_h, pad_w, u, None, in_bias)
         du = torch.empty((b, c, n), dtype=x.dtype, device=x.device).mT  # channel-major
-    else:  # u recomputed in the kernel
-        u, du = x, torch.empty(x.shape, dtype=x.dtype, device=x.device)
-    cfg = dwconv_hadamard_config(n, c, x.is_cuda, backward=True)
-    grid = (cdiv(n, cfg["BT"]), cdiv(c, cfg["BC"]), b)
+    else:  # u recomputed in the kernel; du in fp32 where torch's conv2d_weight takes it for
+        # dw (partial), as the kernel's own dw reads it unrounded
+        u, du = x, torch.empty(x.shape, dtype=torch.float32 if partial else x.dtype,
+                               device=x.device)
     pick = lambda t: x if t is None or t.numel() == 0 else t  # noqa: E731 - never-read slots
     dwconv_hadamard_bwd_kernel[grid](
         x, weight, pick(bias), pick(gate), pick(acc), pick(acc_scale), pick(scale), pick(dz),
@@ -1250,10 +1263,14 @@ def _dwconv_hadamard_bwd_impl(
         HAS_ACC_SCALE=acc_scale is not None, HAS_SCALE=scale is not None,
         HAS_DZ=dz is not None, HAS_DO=do is not None, RECOMPUTE=not tensor_cores,
         USES_U=uses_u, I64=needs_i64(x, gate, acc, dz, do, u, du, dg, da),
-        BT=cfg["BT"], BC=cfg["BC"], num_warps=cfg["num_warps"],
+        BT=cfg["BT"], BC=cfg["BC"], num_warps=cfg["num_warps"], PARTIAL=partial,
     )
+    if partial:
+        db, ds, dsa = (t.sum(0) if t.numel() else t for t in (db, ds, dsa))
     if tensor_cores:
-        dwconv_toeplitz_wgrad_launch(x, du, dw, height, width, pad_h, pad_w)
+        dwconv_toeplitz_wgrad_launch(x, du, dw, height, width, pad_h, pad_w, partial)
+    elif partial:  # torch's conv2d_weight, under torch's own deterministic rules
+        dw += _depthwise_weight_grad(x.float(), du, kh, kw, height, width, pad_h, pad_w)
     dx = torch.empty(x.shape, dtype=x.dtype, device=x.device)
     dwconv_hadamard_launch(du, weight.flip(1, 2), None, None, None, None, None, height, width,
                            kh - 1 - pad_h, kw - 1 - pad_w, dx, None)
@@ -1291,11 +1308,12 @@ def in_grid(length: int, taps: int, pad: int, device: torch.device) -> torch.Ten
 
 
 def dwconv_toeplitz_wgrad_launch(x, du, dw, height: int, width: int, pad_h: int,
-                                 pad_w: int) -> None:
+                                 pad_w: int, partial: bool = False) -> None:
     """dw += the weight gradient of the depthwise map (fp32 [C, KH, KW]) from x and du, on
     tensor cores; torch's conv2d_weight where the GPU compiler rejects the kernel. On a GPU
     the first launch of a shape times WGRAD_VARIANTS beside the default (into a scratch dw:
-    the kernel accumulates)."""
+    the kernel accumulates). partial: each program sums into a row of its own, and torch adds
+    the rows (deterministic)."""
     b, _, c = x.shape
     kh, kw = dw.shape[1], dw.shape[2]
     align = min(strip_alignment(x, width), strip_alignment(du, width))
@@ -1307,13 +1325,17 @@ def dwconv_toeplitz_wgrad_launch(x, du, dw, height: int, width: int, pad_h: int,
 
     def launch(cfg, out):
         grid = (cdiv(width, cfg["BW"]), cdiv(c, cfg["BC"]), b)
-        return start(dwconv_toeplitz_wgrad_kernel, grid)(
-            x, du, out, x.stride(0), x.stride(1), x.stride(2), du.stride(0), du.stride(1),
+        rows = out.new_zeros((grid[0] * b, *out.shape)) if partial else out
+        handle = start(dwconv_toeplitz_wgrad_kernel, grid)(
+            x, du, rows, x.stride(0), x.stride(1), x.stride(2), du.stride(0), du.stride(1),
             du.stride(2), c, height, width, KH=kh, KW=kw, PH=pad_h, PW=pad_w,
-            BD=next_power_of_2(kw), I64=needs_i64(x, du), **cfg)
+            BD=next_power_of_2(kw), I64=needs_i64(x, du, rows), PARTIAL=partial, **cfg)
+        if partial:
+            out += rows.sum(0)
+        return handle
 
     key = ("wgrad", x.device, x.dtype, du.dtype, tuple(x.shape), x.stride(), du.stride(),
-           height, width, kh, kw, pad_h, pad_w, align)
+           height, width, kh, kw, pad_h, pad_w, align, partial)
     if not WGRAD_FAILED:
         try:
             launch(fastest(key, configs, lambda cfg: launch(cfg, torch.empty_like(dw))), dw)
