@@ -1,6 +1,6 @@
 """Host time of a compiled Triton module's forward, its Triton launches stubbed out.
 
-    .venv/bin/python benchmarks/host_overhead.py [--baseline-rev GIT_REV] [--specs padre3 sima]
+    .venv/bin/python benchmarks/host_overhead.py [--baseline-rev GIT_REV ...] [--specs ...]
     # writes benchmarks/results/host_overhead.{md,json,png}
 
 What a GPU caller pays on the CPU beside the kernels: Python, the custom ops' dispatch, the
@@ -13,8 +13,8 @@ of the mean of a burst of calls: forward under torch.no_grad() (as gpu.py times 
 gradients on (eager autograd: custom_op_caller's autograd.Function), and forward + backward
 (a training step, x requiring grad; the stubbed kernels leave the values unset, the host path
 is the same). With --baseline-rev the same for the
-committed codegen/triton/<spec>.py at that revision, in the same run, the two taking turns
-burst by burst: the ratio is the figure.
+committed codegen/triton/<spec>.py at each revision, in the same run, all taking turns
+burst by burst: the ratios are the figures.
 """
 
 from __future__ import annotations
@@ -122,7 +122,7 @@ def plot(rows: list[dict], path: Path) -> None:
     labels = [f"{r['spec']}\n{r['mode']}" for r in rows]
     fig, ax = plt.subplots(figsize=(1.6 * len(rows) + 2, 3.5))
     xs = range(len(rows))
-    versions = [v for v in ("baseline", "current") if any(v in r for r in rows)]
+    versions = [v for v in rows[0] if v not in ("spec", "mode") and not v.startswith("x ")]
     width = 0.8 / len(versions)
     for k, version in enumerate(versions):
         ax.bar([x + k * width for x in xs], [r.get(version, 0) for r in rows], width,
@@ -137,7 +137,8 @@ def plot(rows: list[dict], path: Path) -> None:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--baseline-rev", help="compare with the codegen committed at this rev")
+    ap.add_argument("--baseline-rev", nargs="+", default=[],
+                    help="compare with the codegen committed at these revs (timed together)")
     ap.add_argument("--specs", nargs="+", default=["padre3", "sima"])
     ap.add_argument("--burst", type=int, default=200)
     ap.add_argument("--repeats", type=int, default=9)
@@ -147,12 +148,12 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for spec in args.specs:
             paths = {"current": ROOT / "codegen" / "triton" / f"{spec}.py"}
-            if args.baseline_rev:
-                paths["baseline"] = source_at(args.baseline_rev, spec, Path(tmp))
+            for rev in args.baseline_rev:
+                paths[rev] = source_at(rev, spec, Path(tmp))
             for mode, us in measure(paths, args.burst, args.repeats).items():
                 row = {"spec": spec, "mode": mode, **us}
-                if "baseline" in us:
-                    row["x_faster"] = us["baseline"] / us["current"]
+                for rev in args.baseline_rev:  # current's speed-up over the rev
+                    row[f"x {rev}"] = us[rev] / us["current"]
                 rows.append(row)
                 print(row, flush=True)
     command = " ".join(["python benchmarks/host_overhead.py", *sys.argv[1:]])
@@ -160,15 +161,12 @@ def main() -> int:
              f"Command: `{command}`; torch {torch.__version__}; dim {DIM}, "
              f"{GRID[0]} x {GRID[1]} grid, batch 1; median of {args.repeats} bursts of "
              f"{args.burst} calls.", ""]
-    head = "| spec | mode | current us |"
-    if args.baseline_rev:
-        head += f" {args.baseline_rev} us | x faster |"
+    head = "| spec | mode | current us |" + "".join(
+        f" {rev} us | x faster than {rev} |" for rev in args.baseline_rev)
     lines += [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
-        line = f"| {r['spec']} | {r['mode']} | {r['current']:.1f} |"
-        if "baseline" in r:
-            line += f" {r['baseline']:.1f} | {r['x_faster']:.2f} |"
-        lines.append(line)
+        lines.append(f"| {r['spec']} | {r['mode']} | {r['current']:.1f} |" + "".join(
+            f" {r[rev]:.1f} | {r[f'x {rev}']:.2f} |" for rev in args.baseline_rev))
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "host_overhead.json").write_text(json.dumps(
         {"command": command, "torch": torch.__version__, "rows": rows}, indent=1))

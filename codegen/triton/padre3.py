@@ -66,7 +66,7 @@ def offset_span(sizes, strides) -> int:
 
 def needs_i64(*tensors: torch.Tensor | None) -> bool:
     """Whether an element offset of any tensor reaches 2**31: the kernels then form batch
-    offsets in int64 (I64; offsets inside one image stay int32, as check_image_offsets makes
+    offsets in int64 (I64; offsets inside one image stay int32, as addressable makes
     sure)."""
     for t in tensors:
         if t is not None and offset_span(t.shape, t.stride()) >= 2**31:
@@ -74,15 +74,27 @@ def needs_i64(*tensors: torch.Tensor | None) -> bool:
     return False
 
 
-def check_image_offsets(*tensors: torch.Tensor | None) -> None:
-    """Refuse a [B, N, C] tensor one of whose images ([N, C] at its strides) spans 2**31
-    elements: the kernels index inside an image in int32."""
+def channel_rows(t: torch.Tensor | None) -> torch.Tensor | None:
+    """t with channel stride 1 (any batch/token strides: slices of a wider tensor stay views)."""
+    return t if t is None or t.stride(-1) == 1 else t.contiguous()
+
+
+def addressable(*tensors: torch.Tensor | None) -> tuple[torch.Tensor | None, ...]:
+    """The [B, N, C] tensors as the kernels index them, in int32 inside an image: each itself
+    where its images ([N, C] at its strides) span fewer than 2**31 elements, else a contiguous
+    copy (a split view of a wider tensor spans more than N * C: SimA's q, k and v, views of one
+    [B, N, 3C] projection, past 1.86 M tokens of 384 channels); refused where N * C itself
+    passes 2**31."""
+    out = []
     for t in tensors:
         if t is not None and offset_span(t.shape[1:], t.stride()[1:]) >= 2**31:
-            raise ValueError(f"an image of {t.shape[1]} tokens x {t.shape[2]} channels at "
-                             f"strides {t.stride()} spans 2**31 elements or more: the Triton "
-                             "kernels index within an image in int32; split the channels or "
-                             "the tokens")
+            if t.shape[1] * t.shape[2] > 2**31:
+                raise ValueError(f"an image of {t.shape[1]} tokens x {t.shape[2]} channels "
+                                 "has 2**31 elements or more: the Triton kernels index within "
+                                 "an image in int32; split the channels or the tokens")
+            t = t.contiguous()
+        out.append(t)
+    return tuple(out)
 
 
 def custom_op_caller(op, impl, setup_context, backward, grad_flag: str | None = None,
@@ -982,7 +994,7 @@ def _dwconv_hadamard_impl(
         return (*naive_dwconv_hadamard(x, weight, bias, gate, acc, acc_scale, scale, height,
                                        width, pad_h, pad_w, store_z, store_o, in_bias),
                 x.new_empty(0))
-    check_image_offsets(x, gate, acc)
+    x, gate, acc = addressable(x, gate, acc)
     z, o, u = forward_outputs(x, weight, gate, scale, height, store_z, store_o, keep_u)
     dwconv_hadamard_launch(x, weight, bias, gate, acc, acc_scale, scale, height, width, pad_h,
                            pad_w, z if store_z else None, o if store_o else None, in_bias,
@@ -1027,11 +1039,6 @@ def check_grid(height: int, width: int, *tensors: torch.Tensor | None) -> None:
 def channel_vectors(*vectors: torch.Tensor | None) -> tuple[torch.Tensor | None, ...]:
     """The [C] biases and scales with stride 1, as the kernels index them (o_c)."""
     return tuple(v if v is None else v.contiguous() for v in vectors)
-
-
-def channel_rows(t: torch.Tensor | None) -> torch.Tensor | None:
-    """t with channel stride 1 (any batch/token strides: slices of a wider tensor stay views)."""
-    return t if t is None or t.stride(-1) == 1 else t.contiguous()
 
 
 def dwconv_hadamard_launch(x, weight, bias, gate, acc, acc_scale, scale, height: int, width: int,
@@ -1205,7 +1212,7 @@ def _dwconv_hadamard_bwd_impl(
     if not _use_triton(x):
         return naive_dwconv_hadamard_bwd(x, weight, bias, gate, acc, acc_scale, scale, dz, do,
                                          height, width, pad_h, pad_w, in_bias)
-    check_image_offsets(x, gate, acc, dz, do)
+    x, gate, acc, dz, do = addressable(x, gate, acc, dz, do)
     b, n, c = x.shape
     kh, kw = weight.shape[1], weight.shape[2]
     tensor_cores = conv_form(x, height, kw) == "toeplitz" and not TOEPLITZ_FAILED

@@ -57,7 +57,7 @@ def offset_span(sizes, strides) -> int:
 
 def needs_i64(*tensors: torch.Tensor | None) -> bool:
     """Whether an element offset of any tensor reaches 2**31: the kernels then form batch
-    offsets in int64 (I64; offsets inside one image stay int32, as check_image_offsets makes
+    offsets in int64 (I64; offsets inside one image stay int32, as addressable makes
     sure)."""
     for t in tensors:
         if t is not None and offset_span(t.shape, t.stride()) >= 2**31:
@@ -65,15 +65,27 @@ def needs_i64(*tensors: torch.Tensor | None) -> bool:
     return False
 
 
-def check_image_offsets(*tensors: torch.Tensor | None) -> None:
-    """Refuse a [B, N, C] tensor one of whose images ([N, C] at its strides) spans 2**31
-    elements: the kernels index inside an image in int32."""
+def channel_rows(t: torch.Tensor | None) -> torch.Tensor | None:
+    """t with channel stride 1 (any batch/token strides: slices of a wider tensor stay views)."""
+    return t if t is None or t.stride(-1) == 1 else t.contiguous()
+
+
+def addressable(*tensors: torch.Tensor | None) -> tuple[torch.Tensor | None, ...]:
+    """The [B, N, C] tensors as the kernels index them, in int32 inside an image: each itself
+    where its images ([N, C] at its strides) span fewer than 2**31 elements, else a contiguous
+    copy (a split view of a wider tensor spans more than N * C: SimA's q, k and v, views of one
+    [B, N, 3C] projection, past 1.86 M tokens of 384 channels); refused where N * C itself
+    passes 2**31."""
+    out = []
     for t in tensors:
         if t is not None and offset_span(t.shape[1:], t.stride()[1:]) >= 2**31:
-            raise ValueError(f"an image of {t.shape[1]} tokens x {t.shape[2]} channels at "
-                             f"strides {t.stride()} spans 2**31 elements or more: the Triton "
-                             "kernels index within an image in int32; split the channels or "
-                             "the tokens")
+            if t.shape[1] * t.shape[2] > 2**31:
+                raise ValueError(f"an image of {t.shape[1]} tokens x {t.shape[2]} channels "
+                                 "has 2**31 elements or more: the Triton kernels index within "
+                                 "an image in int32; split the channels or the tokens")
+            t = t.contiguous()
+        out.append(t)
+    return tuple(out)
 
 
 def custom_op_caller(op, impl, setup_context, backward, grad_flag: str | None = None,
@@ -138,8 +150,9 @@ if triton is not None:
 
     @triton.jit
     def row_scales(b_x, eps):
-        """[BT] 1 / (|x_t|_2 + eps) for the rows of a [BT, BE] tile, fp32; 0 for a zero row
-        at eps = 0 (the padding rows past N among them), which so stays zero."""
+        """[BT] 1 / (|x_t|_2 + eps) for the rows of a [BT, BE] tile, fp32; 0 where
+        |x_t| + eps <= 0: a zero row at eps = 0 (the padding rows past N among them) stays
+        zero, where the unfolded division gives NaN."""
         b_d = row_norms(b_x) + eps
         return tl.where(b_d > 0, 1. / tl.where(b_d > 0, b_d, 1.), 0.)
 
@@ -291,8 +304,7 @@ def _head_state_impl(a: torch.Tensor, b: torch.Tensor, heads: int,
         return naive_head_state(a, b, heads, a_eps)
     bsz, n, w = a.shape
     e = w // heads
-    a, b = (t if t.stride(-1) == 1 else t.contiguous() for t in (a, b))
-    check_image_offsets(a, b)
+    a, b = addressable(channel_rows(a), channel_rows(b))
     cfg = head_config(n, e, a.is_cuda)
     chunks = cdiv(n, cfg["CHUNK"])
     parts = torch.empty((bsz, heads, chunks, e, e), device=a.device, dtype=torch.float32)
@@ -306,14 +318,16 @@ def _head_state_impl(a: torch.Tensor, b: torch.Tensor, heads: int,
 
 def _head_apply_impl(a: torch.Tensor, s: torch.Tensor, trans: bool, a_eps: float | None = None,
                      vjp_x: torch.Tensor | None = None, vjp_eps: float = 0.0) -> torch.Tensor:
+    if a_eps is not None and vjp_x is not None:  # the kernel takes one eps
+        raise ValueError("head_apply normalises its operand (a_eps) or applies a "
+                         "normalisation's vector-Jacobian product (vjp_x), not both")
     if not _use_triton(a):
         return naive_head_apply(a, s, trans, a_eps, vjp_x, vjp_eps)
     bsz, n, w = a.shape
     heads = s.shape[1]
     e = w // heads
-    a, x = (t if t is None or t.stride(-1) == 1 else t.contiguous() for t in (a, vjp_x))
+    a, x = addressable(channel_rows(a), channel_rows(vjp_x))
     x = a if x is None else x  # never read without VJP
-    check_image_offsets(a, x)
     s = s.float().contiguous()
     out = torch.empty((bsz, n, w), device=a.device, dtype=a.dtype)
     cfg = head_config(n, e, a.is_cuda)

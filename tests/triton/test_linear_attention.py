@@ -120,15 +120,20 @@ def _l2_rows(x: torch.Tensor, heads: int, eps: float) -> torch.Tensor:  # the sp
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
 @pytest.mark.parametrize("slots", [("q_l2",), ("k_l2",), ("q_l2", "k_l2")])
-def test_l2_row_normalisation_folded_into_the_kernels(runtime, dtype, slots) -> None:
+@pytest.mark.parametrize("zero_rows", [False, True], ids=["eps-0", "zero-rows"])
+def test_l2_row_normalisation_folded_into_the_kernels(runtime, dtype, slots,
+                                                      zero_rows) -> None:
     """linear_attention(q, k, v, q_l2=eps, k_l2=eps) normalises each row's head slice inside
-    the kernels (Castling-ViT; eps 0 as there): equal, values and gradients, to normalising
-    q / k first (float64 autograd), with a weighted state as Castling-ViT's."""
+    the kernels: equal, values and gradients, to normalising q / k first (float64 autograd),
+    with a weighted state as Castling-ViT's; q's eps 0 as there, or (zero_rows) a token whose
+    q and k head slices are zero, under eps > 0."""
     gen = torch.Generator().manual_seed(11)
     q, k, v, dy = (torch.randn(2, 41, 3 * 6, generator=gen, dtype=torch.float64)
                    for _ in range(4))
     weight = torch.rand(3 * 6 * 6, generator=gen, dtype=torch.float64) + 0.5
-    eps = {"q_l2": 0.0, "k_l2": 1e-2}
+    eps = {"q_l2": 1e-3 if zero_rows else 0.0, "k_l2": 1e-2}
+    if zero_rows:
+        q[:, 5, 6:12] = k[:, 5, 6:12] = k[1, 7, :6] = 0
     qd, kd, vd = (t.to(dtype).requires_grad_() for t in (q, k, v))
     wd = weight.float().requires_grad_()
     with nan_poisoned():
@@ -158,6 +163,8 @@ def test_l2_row_vjp_is_the_projection(runtime) -> None:
     scale = runtime.naive_row_scale(x.detach(), 2, 1e-3)
     linear = (g.reshape(1, 13, 2, 5) * scale).reshape(1, 13, 10)
     assert _rel(linear, want) > 0.1
+    with pytest.raises(ValueError, match="not both"):  # one eps reaches the kernel
+        runtime.head_apply(x.float(), torch.zeros(1, 2, 5, 5), True, 0.5, x.float(), 0.0)
 
 
 def test_int64_batch_offsets_compute_the_same(runtime, monkeypatch) -> None:

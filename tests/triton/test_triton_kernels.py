@@ -846,7 +846,7 @@ def test_tokens_that_do_not_fill_the_grid_are_refused() -> None:
 def test_batch_offsets_widen_to_64_bits_where_an_offset_needs_them(form, monkeypatch) -> None:
     """B * N * C may pass 2**31 (e.g. 64 x 224 x 224 x 768): needs_i64 then sets I64, and
     every kernel forms its batch offsets in int64 (offsets inside an image stay int32, checked
-    on the host by check_image_offsets); below it they stay int32, the cheaper code. The int64 path,
+    on the host by addressable); below it they stay int32, the cheaper code. The int64 path,
     forced here, computes what the int32 one does (forward and backward, both forms)."""
     import re
 
@@ -1017,13 +1017,21 @@ def test_channel_major_linear_gives_token_major_input_gradients(autocast, layout
     assert rel(y.mT, torch.nn.functional.linear(x64, w64).detach()) < tol
 
 
-def test_images_spanning_2_31_elements_are_refused() -> None:
-    """Offsets inside one image are int32 in every kernel: an image whose [N, C] span at its
-    strides reaches 2**31 is refused before a launch (conv and linear-attention runtimes)."""
+def test_images_spanning_2_31_elements_are_copied_or_refused() -> None:
+    """Offsets inside one image are int32 in every kernel (conv and linear-attention
+    runtimes): a view whose [N, C] image spans 2**31 elements at its strides is made
+    contiguous before a launch (SimA's q, k, v, views of one [B, N, 3C] projection, past
+    1.86 M tokens of 384 channels), one whose N * C itself passes 2**31 is refused; any other
+    tensor is passed as it is."""
     m = _kernels_module()
     sima = sys.modules[type(pc.compile("sima", dim=16, backend="triton")).__module__]
     meta = dict(device="meta", dtype=torch.bfloat16)
-    for check in (m.check_image_offsets, sima.check_image_offsets):
-        check(torch.empty(64, 224 * 224, 768, **meta), None)  # 38.5 M per image: fine
-        with pytest.raises(ValueError, match="spans 2\\*\\*31 elements"):
-            check(torch.empty(1, 2**21, 3 * 384, **meta)[..., :384])  # a split view
+    for addressable in (m.addressable, sima.addressable):
+        plain = torch.empty(64, 224 * 224, 768, **meta)  # 38.5 M per image
+        split = torch.empty(1, 2**21, 3 * 384, **meta)[..., :384]  # spans 2.4 G
+        assert not m.offset_span(split.shape[1:], split.stride()[1:]) < 2**31
+        got_plain, got_none, got_split = addressable(plain, None, split)
+        assert got_plain is plain and got_none is None
+        assert got_split.is_contiguous() and got_split.shape == split.shape
+        with pytest.raises(ValueError, match="2\\*\\*31 elements or more"):
+            addressable(torch.empty(1, 2**22, 513, **meta))

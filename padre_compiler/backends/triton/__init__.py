@@ -120,8 +120,8 @@ def _module_names() -> frozenset[str]:
                     names |= bound(body)
         return names
 
-    texts = (kernels.IMPORTS, kernels.KERNEL, kernels.RUNTIME, linear_attention.KERNEL,
-             linear_attention.RUNTIME)
+    texts = (kernels.STDLIB_IMPORTS, kernels.TORCH_IMPORTS, kernels.SHARED, kernels.KERNEL,
+             kernels.RUNTIME, linear_attention.KERNEL, linear_attention.RUNTIME)
     return frozenset(name for text in texts for name in bound(ast.parse(text).body))
 
 
@@ -231,7 +231,10 @@ def emit_module(g: Graph, decls: dict[str, ParamDecl], *, name: str, header: str
     ]
     note = [line for text in note for line in (textwrap.wrap(text, 96) or [""])]
     families = [f for f, used in ((kernels, regions), (linear_attention, attention)) if used]
-    preamble = [*kernels.IMPORTS.strip("\n").split("\n"), ""]
+    preamble = [kernels.TORCH_IMPORTS.strip("\n"), ""]
+    if families:  # the launchers' imports and helpers (a file without kernels has none)
+        preamble = [kernels.STDLIB_IMPORTS.strip("\n"), "", *preamble,
+                    kernels.SHARED.strip("\n"), ""]
     for family in families:
         preamble += ["", family.KERNEL.strip("\n"), "", "", family.RUNTIME.strip("\n"), ""]
     if families:

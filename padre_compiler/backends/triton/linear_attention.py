@@ -35,8 +35,9 @@ if triton is not None:
 
     @triton.jit
     def row_scales(b_x, eps):
-        """[BT] 1 / (|x_t|_2 + eps) for the rows of a [BT, BE] tile, fp32; 0 for a zero row
-        at eps = 0 (the padding rows past N among them), which so stays zero."""
+        """[BT] 1 / (|x_t|_2 + eps) for the rows of a [BT, BE] tile, fp32; 0 where
+        |x_t| + eps <= 0: a zero row at eps = 0 (the padding rows past N among them) stays
+        zero, where the unfolded division gives NaN."""
         b_d = row_norms(b_x) + eps
         return tl.where(b_d > 0, 1. / tl.where(b_d > 0, b_d, 1.), 0.)
 
@@ -189,8 +190,7 @@ def _head_state_impl(a: torch.Tensor, b: torch.Tensor, heads: int,
         return naive_head_state(a, b, heads, a_eps)
     bsz, n, w = a.shape
     e = w // heads
-    a, b = (t if t.stride(-1) == 1 else t.contiguous() for t in (a, b))
-    check_image_offsets(a, b)
+    a, b = addressable(channel_rows(a), channel_rows(b))
     cfg = head_config(n, e, a.is_cuda)
     chunks = cdiv(n, cfg["CHUNK"])
     parts = torch.empty((bsz, heads, chunks, e, e), device=a.device, dtype=torch.float32)
@@ -204,14 +204,16 @@ def _head_state_impl(a: torch.Tensor, b: torch.Tensor, heads: int,
 
 def _head_apply_impl(a: torch.Tensor, s: torch.Tensor, trans: bool, a_eps: float | None = None,
                      vjp_x: torch.Tensor | None = None, vjp_eps: float = 0.0) -> torch.Tensor:
+    if a_eps is not None and vjp_x is not None:  # the kernel takes one eps
+        raise ValueError("head_apply normalises its operand (a_eps) or applies a "
+                         "normalisation's vector-Jacobian product (vjp_x), not both")
     if not _use_triton(a):
         return naive_head_apply(a, s, trans, a_eps, vjp_x, vjp_eps)
     bsz, n, w = a.shape
     heads = s.shape[1]
     e = w // heads
-    a, x = (t if t is None or t.stride(-1) == 1 else t.contiguous() for t in (a, vjp_x))
+    a, x = addressable(channel_rows(a), channel_rows(vjp_x))
     x = a if x is None else x  # never read without VJP
-    check_image_offsets(a, x)
     s = s.float().contiguous()
     out = torch.empty((bsz, n, w), device=a.device, dtype=a.dtype)
     cfg = head_config(n, e, a.is_cuda)
