@@ -225,7 +225,7 @@ if triton is not None:
         HAS_ACC_SCALE: tl.constexpr, HAS_SCALE: tl.constexpr,
         STORE_Z: tl.constexpr, STORE_O: tl.constexpr,
         BT: tl.constexpr, BC: tl.constexpr,
-        I64: tl.constexpr = False,
+        I64: tl.constexpr = False, WIDE: tl.constexpr = False,
     ):
         """One [BT tokens, BC channels] tile of z = (conv(x) + b) * g, o = sa * a + s * z.
 
@@ -233,12 +233,14 @@ if triton is not None:
         the stride that is 1); g, a: [B, N, C] with channel stride 1; w: [C, KH, KW];
         b, s, sa: [C]; z, o: [B, N, C] contiguous. Token t sits at row t // W, column t % W
         of the H x W grid; tap (i, j) reads x[h + i - PH, w + j - PW] (zero outside). fp32
-        accumulation.
+        accumulation. WIDE (with I64): an image spans 2**31 elements, token offsets in int64.
         """
         i_t, i_c, i_b = tl.program_id(0), tl.program_id(1), tl.program_id(2)
         if I64:  # an offset reaches 2**31 (needs_i64): batch offsets in int64
             i_b = i_b.to(tl.int64)
         o_t = i_t * BT + tl.arange(0, BT)  # [BT] output tokens
+        if WIDE:  # an image spans 2**31 elements (wide_images): token offsets in int64 too
+            o_t = o_t.to(tl.int64)
         o_c = i_c * BC + tl.arange(0, BC)  # [BC] channels
         m_t = o_t < N
         m_c = o_c < C
@@ -291,7 +293,7 @@ if triton is not None:
         HAS_ACC_SCALE: tl.constexpr, HAS_SCALE: tl.constexpr,
         HAS_DZ: tl.constexpr, HAS_DO: tl.constexpr, RECOMPUTE: tl.constexpr,
         USES_U: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr,
-        I64: tl.constexpr = False, PARTIAL: tl.constexpr = False,
+        I64: tl.constexpr = False, PARTIAL: tl.constexpr = False, WIDE: tl.constexpr = False,
     ):
         """Backward of dwconv_hadamard_fwd_kernel on one [BT, BC] tile, derived by the compiler.
 
@@ -304,6 +306,7 @@ if triton is not None:
         is a launch of the forward kernel with flipped taps. dg, da: [B, N, C] contiguous; du:
         any strides. db, ds, dsa: [C] atomic sums, or PARTIAL: [B * programs along tokens, C]
         rows of partial sums, one a program (deterministic); dw then is not formed here.
+        WIDE (with I64): an image spans 2**31 elements, token offsets in int64.
         """
         i_t, i_c, i_b = tl.program_id(0), tl.program_id(1), tl.program_id(2)
         if I64:  # an offset reaches 2**31 (needs_i64): batch offsets in int64
@@ -312,6 +315,8 @@ if triton is not None:
             p_row = (i_b * tl.num_programs(0) + i_t) * C
             db, ds, dsa = db + p_row, ds + p_row, dsa + p_row
         o_t = i_t * BT + tl.arange(0, BT)  # [BT] tokens
+        if WIDE:  # an image spans 2**31 elements (wide_images): token offsets in int64 too
+            o_t = o_t.to(tl.int64)
         o_c = i_c * BC + tl.arange(0, BC)  # [BC] channels
         m_t = o_t < N
         m_c = o_c < C
@@ -994,7 +999,6 @@ def _dwconv_hadamard_impl(
         return (*naive_dwconv_hadamard(x, weight, bias, gate, acc, acc_scale, scale, height,
                                        width, pad_h, pad_w, store_z, store_o, in_bias),
                 x.new_empty(0))
-    x, gate, acc = addressable(x, gate, acc)
     z, o, u = forward_outputs(x, weight, gate, scale, height, store_z, store_o, keep_u)
     dwconv_hadamard_launch(x, weight, bias, gate, acc, acc_scale, scale, height, width, pad_h,
                            pad_w, z if store_z else None, o if store_o else None, in_bias,
@@ -1025,7 +1029,17 @@ def keeps_u(x: torch.Tensor, weight: torch.Tensor, height: int, gate: torch.Tens
     (TOEPLITZ_FAILED) u is allocated but not written, and no backward reads it (they all take
     the direct form from then on)."""
     return ((gate is not None or (store_o and scale is not None)) and _use_triton(x)
-            and conv_form(x, height, weight.shape[2]) == "toeplitz")
+            and conv_form(x, height, weight.shape[2]) == "toeplitz" and not wide_images(x, gate))
+
+
+def wide_images(*tensors: torch.Tensor | None) -> bool:
+    """Whether an image ([N, C] at its strides) of any [B, N, C] tensor spans 2**31 elements:
+    the direct kernels then form token offsets in int64 too (WIDE), and the conv takes the
+    direct form (the tensor-core kernels index inside an image in int32)."""
+    for t in tensors:
+        if t is not None and offset_span(t.shape[1:], t.stride()[1:]) >= 2**31:
+            return True
+    return False
 
 
 def check_grid(height: int, width: int, *tensors: torch.Tensor | None) -> None:
@@ -1071,7 +1085,8 @@ def dwconv_hadamard_launch(x, weight, bias, gate, acc, acc_scale, scale, height:
         STORE_Z=store_z, STORE_O=store_o, I64=needs_i64(x, gate, acc, z, o, u),
     )
     bias = dummy if bias is None else bias
-    if conv_form(x, height, weight.shape[2]) == "toeplitz" and not TOEPLITZ_FAILED:
+    wide = wide_images(x, gate, acc, z, o)
+    if conv_form(x, height, weight.shape[2]) == "toeplitz" and not TOEPLITZ_FAILED and not wide:
         align = strip_alignment(x, width)
         configs = dwconv_toeplitz_configs(c, weight.shape[2], x.is_cuda, height=height,
                                           pad_w=pad_w, align=align, elem_bytes=x.element_size(),
@@ -1118,7 +1133,7 @@ def dwconv_hadamard_launch(x, weight, bias, gate, acc, acc_scale, scale, height:
     cfg = dwconv_hadamard_config(n, c, x.is_cuda)
     grid = (cdiv(n, cfg["BT"]), cdiv(c, cfg["BC"]), b)
     dwconv_hadamard_fwd_kernel[grid](x, weight, bias, *tail, x.stride(0), x.stride(1),
-                                     x.stride(2), *geometry, **flags, **cfg)
+                                     x.stride(2), *geometry, **flags, WIDE=wide, **cfg)
 
 
 def _depthwise_weight_grad(x, du, kh: int, kw: int, height: int, width: int, pad_h: int,
@@ -1212,10 +1227,10 @@ def _dwconv_hadamard_bwd_impl(
     if not _use_triton(x):
         return naive_dwconv_hadamard_bwd(x, weight, bias, gate, acc, acc_scale, scale, dz, do,
                                          height, width, pad_h, pad_w, in_bias)
-    x, gate, acc, dz, do = addressable(x, gate, acc, dz, do)
     b, n, c = x.shape
     kh, kw = weight.shape[1], weight.shape[2]
-    tensor_cores = conv_form(x, height, kw) == "toeplitz" and not TOEPLITZ_FAILED
+    tensor_cores = (conv_form(x, height, kw) == "toeplitz" and not TOEPLITZ_FAILED
+                    and not wide_images(x, gate, acc, dz, do))
     if in_bias is not None and not tensor_cores:
         x = x + in_bias
 
@@ -1268,6 +1283,7 @@ def _dwconv_hadamard_bwd_impl(
         HAS_ACC_SCALE=acc_scale is not None, HAS_SCALE=scale is not None,
         HAS_DZ=dz is not None, HAS_DO=do is not None, RECOMPUTE=not tensor_cores,
         USES_U=uses_u, I64=needs_i64(x, gate, acc, dz, do, u, du, dg, da),
+        WIDE=wide_images(x, gate, acc, dz, do, u, du, dg, da),
         BT=cfg["BT"], BC=cfg["BC"], num_warps=cfg["num_warps"], PARTIAL=partial,
     )
     if partial:

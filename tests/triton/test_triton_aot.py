@@ -175,6 +175,21 @@ def test_deterministic_backward_kernels_issue_no_atomics(padre3, partial: bool) 
         assert (r.census.counts.get("global atomic", 0) == 0) == partial
 
 
+@pytest.mark.parametrize("kernel", ["dwconv_hadamard_fwd_kernel", "dwconv_hadamard_bwd_kernel"])
+def test_wide_images_compile_int64_token_offsets_without_spills(padre3, kernel: str) -> None:
+    """WIDE (an image spans 2**31 elements): the direct kernels compile for sm_90 with token
+    offsets in int64 (other code than I64 alone), still in registers."""
+    backward = kernel == "dwconv_hadamard_bwd_kernel"
+    cfg = padre3.dwconv_hadamard_config(3136, 384, gpu=True, backward=backward)
+    extra = (dict(HAS_DZ=True, HAS_DO=True, RECOMPUTE=True, USES_U=True) if backward
+             else dict(STORE_Z=True, STORE_O=True))
+    narrow, wide = (aot.compile_kernel(PATH, kernel, dict(FLAGS, **_taps(3), **extra, I64=True,
+                                                          WIDE=w, **aot.constexprs_of(cfg)),
+                                       num_warps=cfg["num_warps"], pointer_dtypes=GRADS)
+                    for w in (False, True))
+    assert wide.stack == 0 and wide.ptx_lines != narrow.ptx_lines
+
+
 def test_tensor_core_backward_kernels_at_gpu_tiles(padre3) -> None:
     """The Toeplitz path's backward as a GPU launches it: the weight gradient on tensor cores
     without spills, and the elementwise kernel (u given) free of the tap loop."""

@@ -845,8 +845,9 @@ def test_tokens_that_do_not_fill_the_grid_are_refused() -> None:
 
 def test_batch_offsets_widen_to_64_bits_where_an_offset_needs_them(form, monkeypatch) -> None:
     """B * N * C may pass 2**31 (e.g. 64 x 224 x 224 x 768): needs_i64 then sets I64, and
-    every kernel forms its batch offsets in int64 (offsets inside an image stay int32, checked
-    on the host by addressable); below it they stay int32, the cheaper code. The int64 path,
+    every kernel forms its batch offsets in int64 (offsets inside an image stay int32 unless
+    the image itself is that wide: WIDE, below); below it they stay int32, the cheaper code.
+    The int64 path,
     forced here, computes what the int32 one does (forward and backward, both forms)."""
     import re
 
@@ -1015,6 +1016,53 @@ def test_channel_major_linear_gives_token_major_input_gradients(autocast, layout
     for label, got, ref in zip(("dx", "dw"), (dx, dw), want, strict=True):
         assert rel(got, ref) < tol, label
     assert rel(y.mT, torch.nn.functional.linear(x64, w64).detach()) < tol
+
+
+def test_images_spanning_2_31_elements_take_the_direct_kernels_in_int64(form,
+                                                                        monkeypatch) -> None:
+    """An image ([N, C] at its strides) spanning 2**31 elements (Hyena's 3C-wide short conv
+    past 932k tokens of 768 channels): the conv takes the direct kernels with token offsets
+    in int64 too (WIDE, with I64), forward and backward, whatever form was asked for; the
+    path, forced here on a small image, computes what the int32 one does."""
+    import re
+
+    from padre_compiler.backends.triton import kernels
+
+    for body in re.split(r"\n    @triton\.jit", kernels.KERNEL)[1:]:
+        name = re.search(r"def (\w+)\(", body).group(1)
+        if name in ("dwconv_hadamard_fwd_kernel", "dwconv_hadamard_bwd_kernel"):
+            assert re.search(r"if WIDE:.*\n\s+o_t = o_t\.to\(tl\.int64\)", body), name
+    m = _kernels_module()
+    meta = dict(device="meta", dtype=torch.bfloat16)
+    assert m.wide_images(torch.empty(1, 10**6, 3 * 768, **meta))
+    assert m.wide_images(None, torch.empty(1, 10**6, 3 * 768, **meta)[..., :768])
+    assert not m.wide_images(torch.empty(64, 224 * 224, 768, **meta))
+    spies = {name: LaunchSpy(getattr(m, name)) for name in (
+        "dwconv_hadamard_fwd_kernel", "dwconv_hadamard_bwd_kernel",
+        "dwconv_toeplitz_fwd_kernel", "dwconv_toeplitz_wgrad_kernel")}
+    for name, spy in spies.items():
+        monkeypatch.setattr(m, name, spy)
+    monkeypatch.setattr(m, "wide_images", lambda *tensors: True)
+    monkeypatch.setattr(m, "needs_i64", lambda *tensors: True)
+    gen = torch.Generator().manual_seed(17)
+    b, h, w, c, k = 2, 5, 6, 8, 3
+    x, gate, acc, dz, do = (torch.randn(b, h * w, c, generator=gen) for _ in range(5))
+    weight, bias, scale, in_bias = (torch.randn(*s, generator=gen)
+                                    for s in ((c, k, k), (c,), (c,), (c,)))
+    args = (x, weight, bias, gate, acc, None, scale)
+    got = m.dwconv_hadamard(*args, h, w, 1, 1, True, True, in_bias)
+    want = m.naive_dwconv_hadamard(*args, h, w, 1, 1, True, True, in_bias)
+    assert all(torch.allclose(a, e, atol=1e-4) for a, e in zip(got[:2], want, strict=True))
+    grads = m._dwconv_hadamard_bwd_impl(*args, dz, do, h, w, 1, 1, in_bias)
+    wants = m.naive_dwconv_hadamard_bwd(*args, dz, do, h, w, 1, 1, in_bias)
+    for label, a, e in zip(("dx", "dg", "da", "dw", "db", "ds", "dsa", "dbi"), grads, wants,
+                           strict=True):
+        assert torch.allclose(a, e, atol=1e-3, rtol=1e-4), label
+    assert not spies["dwconv_toeplitz_fwd_kernel"].launches
+    assert not spies["dwconv_toeplitz_wgrad_kernel"].launches
+    direct = [kw for name in ("dwconv_hadamard_fwd_kernel", "dwconv_hadamard_bwd_kernel")
+              for *_, kw in spies[name].launches]
+    assert len(direct) == 3 and all(kw["WIDE"] and kw["I64"] for kw in direct)
 
 
 def test_images_spanning_2_31_elements_are_copied_or_refused() -> None:
