@@ -63,5 +63,5 @@ step gpu_benchmark $(( ${GPU_BUDGET:-230} + 60 )) "$log" "$python" benchmarks/gp
 step gpu_profile "${PROFILE_LIMIT:-200}" "$log" "$python" benchmarks/gpu_profile.py
 failed=$(grep -h "^== .*: exit [1-9]" "$log" | sed 's/^== \(.*\): exit.*/\1/' | tr '\n' ' ')
 echo "== ${#names[@]} steps; failed: ${failed:-none}" | tee -a "$log"
-grep -h -E "^(gate|C=|sima|== )|passed|failed|error" "$log" | tail -60
+grep -h -E "^(gate|C=|sima|castling_vit|== )|passed|failed|error" "$log" | tail -60
 [ -z "$failed" ]

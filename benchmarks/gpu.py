@@ -22,8 +22,9 @@ standalone codegen/triton/padre3.py, not the compiler. Steps, under a global tim
 4. the 3C-wide fused conv alone, both forms, on a channel-major input as the module feeds it
    (ms and useful TFLOP/s: where the time goes), and its backward (dx, dw, db); the Toeplitz
    tiles each shape's first launch picked (kernels.fastest) are recorded in the JSON's meta;
-5. SimA: the linear-attention kernels (head_state / head_apply) against the PyTorch backend's
-   einsum module and attention, forward and forward+backward, C = 384;
+5. SimA and Castling-ViT: the linear-attention kernels (head_state / head_apply; Castling-ViT's
+   q and k row normalisations inside them) against the PyTorch backend's einsum module and
+   attention, forward and forward+backward, C = 384;
 6. ratios (attention / x, eager / x) and the fraction of the floor reached. Floor of padre3 =
    max(bytes / bandwidth, FLOPs / matmul rate), where FLOPs are the GEMMs plus the 11x11 taps
    counted as tensor-core work (the lowest floor) and bytes are the tensors crossing kernel
@@ -350,23 +351,30 @@ def per_label(rows: list[dict], field: str, labels: tuple[str, ...], spec: str) 
             for r in rows]
 
 
-SIMA_SHAPES = [(384, 3136, 8), (384, 25600, 1), (384, 102400, 1)]
+ATTENTION_SHAPES = [(384, 3136, 8), (384, 25600, 1), (384, 102400, 1)]
+# the linear-attention models: spec -> (class, what they are), in the order they are timed
+LINEAR_ATTENTION = {
+    "sima": ("Sima", "SimA (l1-normalised Q (K^T V), its normalisations on the state)"),
+    "castling_vit": ("CastlingVit", "Castling-ViT (row-normalised Q and K inside the kernels, "
+                                    "its output's row normalisation in torch)"),
+}
 
 
-def sima_rows(device, budget: Budget, smoke: bool) -> list[dict]:
-    """SimA (l1-normalised Q (K^T V), 8 heads): the Triton module (head_state / head_apply
+def linear_attention_rows(name: str, device, budget: Budget, smoke: bool) -> list[dict]:
+    """A linear-attention model (8 heads): the Triton module (head_state / head_apply
     kernels) vs the PyTorch backend's module (einsum) vs attention (heads of 64), forward and
     forward+backward, bf16 (fp32 in --smoke); outputs compared before timing."""
-    tri, ref = load_generated("sima"), load_generated("sima", "torch")
+    tri, ref = load_generated(name), load_generated(name, "torch")
+    cls = LINEAR_ATTENTION[name][0]
     dtype = torch.float32 if smoke else torch.bfloat16
     rows = []
-    for c, n, batch in ([(64, 64, 2)] if smoke else SIMA_SHAPES):
+    for c, n, batch in ([(64, 64, 2)] if smoke else ATTENTION_SHAPES):
         if budget.left() < 30:
             rows.append({"C": c, "N": n, "batch": batch, "skipped": ["all (time budget)"]})
             continue
         torch.manual_seed(0)
-        fast = tri.Sima(c).to(device=device, dtype=dtype)
-        slow = ref.Sima(c).to(device=device, dtype=dtype)
+        fast = getattr(tri, cls)(c).to(device=device, dtype=dtype)
+        slow = getattr(ref, cls)(c).to(device=device, dtype=dtype)
         slow.load_state_dict(fast.state_dict())
         attn = Attention(c, num_heads=c // 64).to(device=device, dtype=dtype)
         x = torch.randn(batch, n, c, device=device, dtype=dtype)
@@ -380,7 +388,7 @@ def sima_rows(device, budget: Budget, smoke: bool) -> list[dict]:
                  for k, m in mods.items()}
         rows.append({"C": c, "N": n, "batch": batch, "max_rel_err_vs_torch": err, "ms": ms,
                      "ms_train": train})
-        print(f"sima C={c} N={n} B={batch}: triton {fmt(ms['triton'])} ms, torch "
+        print(f"{name} C={c} N={n} B={batch}: triton {fmt(ms['triton'])} ms, torch "
               f"{fmt(ms['torch'])}, attention {fmt(ms['attention'])} (err {err:.1e})",
               flush=True)
     return rows
@@ -472,14 +480,15 @@ def markdown(meta: dict, rows: list[dict]) -> str:
             f"| {fmt(r.get('conv3c_ms_direct'))} "
             f"| {fmt(r.get('conv3c_useful_tflops_direct'), '.1f')} "
             f"| {fmt(r.get('conv3c_bwd_ms_direct'))} |")
-    if meta.get("sima"):
-        lines += ["", "SimA (linear attention on the head_state / head_apply kernels) vs the "
-                  "PyTorch backend's einsum module vs attention, ms (forward; forward + "
-                  "backward):", "",
-                  "| C | N | batch | triton | torch | attention | x attn | x torch | "
+    for name, (_, title) in LINEAR_ATTENTION.items():
+        if not meta.get(name):
+            continue
+        lines += ["", f"{title}, on the head_state / head_apply kernels, vs the PyTorch "
+                  "backend's einsum module vs attention, ms (forward; forward + backward):",
+                  "", "| C | N | batch | triton | torch | attention | x attn | x torch | "
                   "train: triton | torch | attention | rel. err vs torch |",
                   "|---|---|---|---|---|---|---|---|---|---|---|---|"]
-        for r in meta["sima"]:
+        for r in meta[name]:
             ms, tr = r.get("ms", {}), r.get("ms_train", {})
             lines.append(
                 f"| {r['C']} | {r['N']} | {r['batch']} | {fmt(ms.get('triton'))} "
@@ -607,11 +616,12 @@ def main() -> int:
               f"[{budget.left():.0f} s left]", flush=True)
         (out / "gpu_padre3.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
     rows.sort(key=lambda r: (r["C"], r["N"]))  # reported in (C, N) order
-    try:
-        meta["sima"] = sima_rows(device, budget, args.smoke)
-    except Exception as err:  # recorded, the padre3 results stand
-        traceback.print_exc()
-        meta["sima"] = [{"C": 0, "N": 0, "batch": 0, "errors": {"sima": repr(err)[:300]}}]
+    for name in LINEAR_ATTENTION:
+        try:
+            meta[name] = linear_attention_rows(name, device, budget, args.smoke)
+        except Exception as err:  # recorded, the padre3 results stand
+            traceback.print_exc()
+            meta[name] = [{"C": 0, "N": 0, "batch": 0, "errors": {name: repr(err)[:300]}}]
     meta["toeplitz_tiles"] = [  # what the first launch of each shape picked (kernels.fastest)
         {"key": [str(part) for part in key], "tiles": cfg}
         for key, cfg in getattr(mod, "TUNED", {}).items()]

@@ -24,7 +24,8 @@ def test_gpu_script_smoke_run_writes_every_result(tmp_path: Path) -> None:
     for form in ("toeplitz", "direct"):
         assert row[f"conv3c_ms_{form}"] > 0 and row[f"conv3c_bwd_ms_{form}"] > 0
     assert set(result["meta"]["gate"]) == {"toeplitz", "direct", "slab", "slab2"}
-    assert result["meta"]["sima"]
+    assert result["meta"]["sima"] and result["meta"]["castling_vit"]
+    assert all("ms" in r for r in result["meta"]["castling_vit"])
     assert all(row["first_call_s"][label] > 0 for label in ("triton", "triton_direct"))
     table = (tmp_path / "gpu_padre3.md").read_text()
     assert table.startswith("#") and "The first forward call at each shape" in table
