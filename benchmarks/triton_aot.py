@@ -186,7 +186,7 @@ def measure(path: Path, triton_path: Path | None = None) -> list[dict]:
                 runs.append((f"{label} (3C conv, input bias folded, slab{note}, 2 stages)",
                              kernel, dict(alone, HAS_IN_BIAS=True), slab, stages, ptrs, trips,
                              slab["BC"] * slab["BH"] * slab["BW"]))
-    if "I64" in text:  # an offset reaching 2**31 (needs_i64): batch offsets in int64
+    if "I64" in text:  # an offset reaching 2**31 (index_widths): batch offsets in int64
         runs += [(f"{label} (I64)", kernel, dict(flags, I64=True), *rest)
                  for label, kernel, flags, *rest in runs[2:4]]  # Toeplitz fwd, bwd (u given)
 

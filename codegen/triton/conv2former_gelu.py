@@ -55,46 +55,30 @@ def next_power_of_2(n: int) -> int:
     return 1 << (n - 1).bit_length()
 
 
-def offset_span(sizes, strides) -> int:
-    """The largest element offset of a view: sum((size - 1) * |stride|) (a plain loop: it runs
-    on every launch, in host time)."""
-    span = 0
-    for n, st in zip(sizes, strides, strict=True):
-        span += (n - 1) * abs(st)
-    return span
-
-
-def needs_i64(*tensors: torch.Tensor | None) -> bool:
-    """Whether an element offset of any tensor reaches 2**31: the kernels then form batch
-    offsets in int64 (I64; offsets inside one image stay int32, as addressable makes
-    sure)."""
+def index_widths(*tensors: torch.Tensor | None) -> dict[str, bool]:
+    """The kernels' offset widths for these [B, N, C] tensors, as launch flags: I64 where an
+    element offset of any reaches 2**31 (batch offsets in int64), WIDE where an offset inside
+    one image ([N, C] at its strides) does too (token offsets in int64 as well; a conv then
+    takes the direct form, the tensor-core kernels indexing inside an image in int32). The
+    largest offset of a view is sum((size - 1) * |stride|). Plain loops and a contiguous
+    tensor's shortcut: this runs on every launch, in host time."""
+    i64 = False
     for t in tensors:
-        if t is not None and offset_span(t.shape, t.stride()) >= 2**31:
-            return True
-    return False
+        if t is None or (t.is_contiguous() and t.numel() <= 2**31):
+            continue
+        shape, stride = t.shape, t.stride()
+        image = 0
+        for k in range(1, len(shape)):
+            image += (shape[k] - 1) * abs(stride[k])
+        if image >= 2**31:
+            return {"I64": True, "WIDE": True}
+        i64 = i64 or image + (shape[0] - 1) * abs(stride[0]) >= 2**31
+    return {"I64": i64, "WIDE": False}
 
 
 def channel_rows(t: torch.Tensor | None) -> torch.Tensor | None:
     """t with channel stride 1 (any batch/token strides: slices of a wider tensor stay views)."""
     return t if t is None or t.stride(-1) == 1 else t.contiguous()
-
-
-def addressable(*tensors: torch.Tensor | None) -> tuple[torch.Tensor | None, ...]:
-    """The [B, N, C] tensors as the kernels index them, in int32 inside an image: each itself
-    where its images ([N, C] at its strides) span fewer than 2**31 elements, else a contiguous
-    copy (a split view of a wider tensor spans more than N * C: SimA's q, k and v, views of one
-    [B, N, 3C] projection, past 1.86 M tokens of 384 channels); refused where N * C itself
-    passes 2**31."""
-    out = []
-    for t in tensors:
-        if t is not None and offset_span(t.shape[1:], t.stride()[1:]) >= 2**31:
-            if t.shape[1] * t.shape[2] > 2**31:
-                raise ValueError(f"an image of {t.shape[1]} tokens x {t.shape[2]} channels "
-                                 "has 2**31 elements or more: the Triton kernels index within "
-                                 "an image in int32; split the channels or the tokens")
-            t = t.contiguous()
-        out.append(t)
-    return tuple(out)
 
 
 def custom_op_caller(op, impl, setup_context, backward, grad_flag: str | None = None,
@@ -236,10 +220,10 @@ if triton is not None:
         accumulation. WIDE (with I64): an image spans 2**31 elements, token offsets in int64.
         """
         i_t, i_c, i_b = tl.program_id(0), tl.program_id(1), tl.program_id(2)
-        if I64:  # an offset reaches 2**31 (needs_i64): batch offsets in int64
+        if I64:  # an offset reaches 2**31 (index_widths): batch offsets in int64
             i_b = i_b.to(tl.int64)
         o_t = i_t * BT + tl.arange(0, BT)  # [BT] output tokens
-        if WIDE:  # an image spans 2**31 elements (wide_images): token offsets in int64 too
+        if WIDE:  # an image spans 2**31 elements (index_widths): token offsets in int64 too
             o_t = o_t.to(tl.int64)
         o_c = i_c * BC + tl.arange(0, BC)  # [BC] channels
         m_t = o_t < N
@@ -309,13 +293,13 @@ if triton is not None:
         WIDE (with I64): an image spans 2**31 elements, token offsets in int64.
         """
         i_t, i_c, i_b = tl.program_id(0), tl.program_id(1), tl.program_id(2)
-        if I64:  # an offset reaches 2**31 (needs_i64): batch offsets in int64
+        if I64:  # an offset reaches 2**31 (index_widths): batch offsets in int64
             i_b = i_b.to(tl.int64)
         if PARTIAL:  # this program's row of the [B * programs along tokens, C] partial sums
             p_row = (i_b * tl.num_programs(0) + i_t) * C
             db, ds, dsa = db + p_row, ds + p_row, dsa + p_row
         o_t = i_t * BT + tl.arange(0, BT)  # [BT] tokens
-        if WIDE:  # an image spans 2**31 elements (wide_images): token offsets in int64 too
+        if WIDE:  # an image spans 2**31 elements (index_widths): token offsets in int64 too
             o_t = o_t.to(tl.int64)
         o_c = i_c * BC + tl.arange(0, BC)  # [BC] channels
         m_t = o_t < N
@@ -442,7 +426,7 @@ if triton is not None:
         # == themselves (the launcher checks ALIGN divides them); tells the compiler so
         W, s_xb, s_xc = (W // ALIGN) * ALIGN, (s_xb // ALIGN) * ALIGN, (s_xc // ALIGN) * ALIGN
         i_hw, i_c, i_b = tl.program_id(0), tl.program_id(1), tl.program_id(2)
-        if I64:  # an offset reaches 2**31 (needs_i64): batch offsets in int64
+        if I64:  # an offset reaches 2**31 (index_widths): batch offsets in int64
             i_b = i_b.to(tl.int64)
         # fp32 x: IEEE products (CUDA cores), as the direct form; 16-bit: tensor cores
         DOT: tl.constexpr = "ieee" if x.dtype.element_ty == tl.float32 else "tf32"
@@ -556,7 +540,7 @@ if triton is not None:
         W, s_xb, s_xc = (W // ALIGN) * ALIGN, (s_xb // ALIGN) * ALIGN, (s_xc // ALIGN) * ALIGN
         s_db, s_dc = (s_db // ALIGN) * ALIGN, (s_dc // ALIGN) * ALIGN
         i_w, i_c, i_b = tl.program_id(0), tl.program_id(1), tl.program_id(2)
-        if I64:  # an offset reaches 2**31 (needs_i64): batch offsets in int64
+        if I64:  # an offset reaches 2**31 (index_widths): batch offsets in int64
             i_b = i_b.to(tl.int64)
         if PARTIAL:  # this program's [C, KH, KW] row of partial sums
             dw += (i_b * tl.num_programs(0) + i_w) * C * (KH * KW)
@@ -1029,17 +1013,8 @@ def keeps_u(x: torch.Tensor, weight: torch.Tensor, height: int, gate: torch.Tens
     (TOEPLITZ_FAILED) u is allocated but not written, and no backward reads it (they all take
     the direct form from then on)."""
     return ((gate is not None or (store_o and scale is not None)) and _use_triton(x)
-            and conv_form(x, height, weight.shape[2]) == "toeplitz" and not wide_images(x, gate))
-
-
-def wide_images(*tensors: torch.Tensor | None) -> bool:
-    """Whether an image ([N, C] at its strides) of any [B, N, C] tensor spans 2**31 elements:
-    the direct kernels then form token offsets in int64 too (WIDE), and the conv takes the
-    direct form (the tensor-core kernels index inside an image in int32)."""
-    for t in tensors:
-        if t is not None and offset_span(t.shape[1:], t.stride()[1:]) >= 2**31:
-            return True
-    return False
+            and conv_form(x, height, weight.shape[2]) == "toeplitz"
+            and not index_widths(x, gate)["WIDE"])
 
 
 def check_grid(height: int, width: int, *tensors: torch.Tensor | None) -> None:
@@ -1078,14 +1053,15 @@ def dwconv_hadamard_launch(x, weight, bias, gate, acc, acc_scale, scale, height:
         0 if acc is None else acc.stride(0), 0 if acc is None else acc.stride(1),
         n, c, height, width,
     )
+    widths = index_widths(x, gate, acc, z, o, u)  # WIDE: the direct form, in int64
     flags = dict(
         KH=weight.shape[1], KW=weight.shape[2], PH=pad_h, PW=pad_w,
         HAS_BIAS=bias is not None, HAS_GATE=gate is not None, HAS_ACC=acc is not None,
         HAS_ACC_SCALE=acc_scale is not None, HAS_SCALE=scale is not None,
-        STORE_Z=store_z, STORE_O=store_o, I64=needs_i64(x, gate, acc, z, o, u),
+        STORE_Z=store_z, STORE_O=store_o, I64=widths["I64"],
     )
     bias = dummy if bias is None else bias
-    wide = wide_images(x, gate, acc, z, o)
+    wide = widths["WIDE"]
     if conv_form(x, height, weight.shape[2]) == "toeplitz" and not TOEPLITZ_FAILED and not wide:
         align = strip_alignment(x, width)
         configs = dwconv_toeplitz_configs(c, weight.shape[2], x.is_cuda, height=height,
@@ -1230,7 +1206,7 @@ def _dwconv_hadamard_bwd_impl(
     b, n, c = x.shape
     kh, kw = weight.shape[1], weight.shape[2]
     tensor_cores = (conv_form(x, height, kw) == "toeplitz" and not TOEPLITZ_FAILED
-                    and not wide_images(x, gate, acc, dz, do))
+                    and not index_widths(x, gate, acc, dz, do)["WIDE"])
     if in_bias is not None and not tensor_cores:
         x = x + in_bias
 
@@ -1282,8 +1258,7 @@ def _dwconv_hadamard_bwd_impl(
         HAS_BIAS=bias is not None, HAS_GATE=gate is not None, HAS_ACC=acc is not None,
         HAS_ACC_SCALE=acc_scale is not None, HAS_SCALE=scale is not None,
         HAS_DZ=dz is not None, HAS_DO=do is not None, RECOMPUTE=not tensor_cores,
-        USES_U=uses_u, I64=needs_i64(x, gate, acc, dz, do, u, du, dg, da),
-        WIDE=wide_images(x, gate, acc, dz, do, u, du, dg, da),
+        USES_U=uses_u, **index_widths(x, gate, acc, dz, do, u, du, dg, da),
         BT=cfg["BT"], BC=cfg["BC"], num_warps=cfg["num_warps"], PARTIAL=partial,
     )
     if partial:
@@ -1350,7 +1325,8 @@ def dwconv_toeplitz_wgrad_launch(x, du, dw, height: int, width: int, pad_h: int,
         handle = start(dwconv_toeplitz_wgrad_kernel, grid)(
             x, du, rows, x.stride(0), x.stride(1), x.stride(2), du.stride(0), du.stride(1),
             du.stride(2), c, height, width, KH=kh, KW=kw, PH=pad_h, PW=pad_w,
-            BD=next_power_of_2(kw), I64=needs_i64(x, du, rows), PARTIAL=partial, **cfg)
+            BD=next_power_of_2(kw), I64=index_widths(x, du, rows)["I64"], PARTIAL=partial,
+            **cfg)
         if partial:
             out += rows.sum(0)
         return handle

@@ -46,46 +46,30 @@ def next_power_of_2(n: int) -> int:
     return 1 << (n - 1).bit_length()
 
 
-def offset_span(sizes, strides) -> int:
-    """The largest element offset of a view: sum((size - 1) * |stride|) (a plain loop: it runs
-    on every launch, in host time)."""
-    span = 0
-    for n, st in zip(sizes, strides, strict=True):
-        span += (n - 1) * abs(st)
-    return span
-
-
-def needs_i64(*tensors: torch.Tensor | None) -> bool:
-    """Whether an element offset of any tensor reaches 2**31: the kernels then form batch
-    offsets in int64 (I64; offsets inside one image stay int32, as addressable makes
-    sure)."""
+def index_widths(*tensors: torch.Tensor | None) -> dict[str, bool]:
+    """The kernels' offset widths for these [B, N, C] tensors, as launch flags: I64 where an
+    element offset of any reaches 2**31 (batch offsets in int64), WIDE where an offset inside
+    one image ([N, C] at its strides) does too (token offsets in int64 as well; a conv then
+    takes the direct form, the tensor-core kernels indexing inside an image in int32). The
+    largest offset of a view is sum((size - 1) * |stride|). Plain loops and a contiguous
+    tensor's shortcut: this runs on every launch, in host time."""
+    i64 = False
     for t in tensors:
-        if t is not None and offset_span(t.shape, t.stride()) >= 2**31:
-            return True
-    return False
+        if t is None or (t.is_contiguous() and t.numel() <= 2**31):
+            continue
+        shape, stride = t.shape, t.stride()
+        image = 0
+        for k in range(1, len(shape)):
+            image += (shape[k] - 1) * abs(stride[k])
+        if image >= 2**31:
+            return {"I64": True, "WIDE": True}
+        i64 = i64 or image + (shape[0] - 1) * abs(stride[0]) >= 2**31
+    return {"I64": i64, "WIDE": False}
 
 
 def channel_rows(t: torch.Tensor | None) -> torch.Tensor | None:
     """t with channel stride 1 (any batch/token strides: slices of a wider tensor stay views)."""
     return t if t is None or t.stride(-1) == 1 else t.contiguous()
-
-
-def addressable(*tensors: torch.Tensor | None) -> tuple[torch.Tensor | None, ...]:
-    """The [B, N, C] tensors as the kernels index them, in int32 inside an image: each itself
-    where its images ([N, C] at its strides) span fewer than 2**31 elements, else a contiguous
-    copy (a split view of a wider tensor spans more than N * C: SimA's q, k and v, views of one
-    [B, N, 3C] projection, past 1.86 M tokens of 384 channels); refused where N * C itself
-    passes 2**31."""
-    out = []
-    for t in tensors:
-        if t is not None and offset_span(t.shape[1:], t.stride()[1:]) >= 2**31:
-            if t.shape[1] * t.shape[2] > 2**31:
-                raise ValueError(f"an image of {t.shape[1]} tokens x {t.shape[2]} channels "
-                                 "has 2**31 elements or more: the Triton kernels index within "
-                                 "an image in int32; split the channels or the tokens")
-            t = t.contiguous()
-        out.append(t)
-    return tuple(out)
 
 
 def custom_op_caller(op, impl, setup_context, backward, grad_flag: str | None = None,
@@ -162,7 +146,7 @@ if triton is not None:
         a, b, p, N, H, s_ab, s_an, s_bb, s_bn, eps,
         E: tl.constexpr, IEEE: tl.constexpr, CHUNK: tl.constexpr, BT: tl.constexpr,
         BE: tl.constexpr,
-        I64: tl.constexpr = False, A_NORM: tl.constexpr = False,
+        I64: tl.constexpr = False, A_NORM: tl.constexpr = False, WIDE: tl.constexpr = False,
     ):
         """Partial state of token chunk i: p[b, g, i] = sum_{t in chunk i} a[b, t, g]^T b[b, t, g]
 
@@ -172,7 +156,7 @@ if triton is not None:
         normalised copy would be.
         """
         i_k, i_bh = tl.program_id(0), tl.program_id(1)
-        if I64:  # an offset reaches 2**31 (needs_i64): batch and head offsets in int64
+        if I64:  # an offset reaches 2**31 (index_widths): batch and head offsets in int64
             i_bh = i_bh.to(tl.int64)
         i_b, i_h = i_bh // H, i_bh % H
         o_e = tl.arange(0, BE)
@@ -180,6 +164,8 @@ if triton is not None:
         b_s = tl.zeros([BE, BE], dtype=tl.float32)  # [BE, BE] state of this chunk
         for t0 in range(0, CHUNK, BT):
             o_t = i_k * CHUNK + t0 + tl.arange(0, BT)
+            if WIDE:  # a sequence spans 2**31 elements (index_widths): token offsets in int64
+                o_t = o_t.to(tl.int64)
             m = (o_t < N)[:, None] & m_e[None, :]
             c_h = i_h * E + o_e[None, :]
             b_a = tl.load(a + i_b * s_ab + o_t[:, None] * s_an + c_h, mask=m, other=0.)  # [BT, BE]
@@ -201,6 +187,7 @@ if triton is not None:
         E: tl.constexpr, TRANS: tl.constexpr, F32: tl.constexpr, BT: tl.constexpr,
         BE: tl.constexpr,
         I64: tl.constexpr = False, A_NORM: tl.constexpr = False, VJP: tl.constexpr = False,
+        WIDE: tl.constexpr = False,
     ):
         """o[b, t, g] = a[b, t, g] @ S[b, g] (S^T if TRANS) for one [BT] token tile.
 
@@ -214,10 +201,12 @@ if triton is not None:
         not read otherwise.
         """
         i_t, i_bh = tl.program_id(0), tl.program_id(1)
-        if I64:  # an offset reaches 2**31 (needs_i64): batch and head offsets in int64
+        if I64:  # an offset reaches 2**31 (index_widths): batch and head offsets in int64
             i_bh = i_bh.to(tl.int64)
         i_b, i_h = i_bh // H, i_bh % H
         o_t = i_t * BT + tl.arange(0, BT)
+        if WIDE:  # a sequence spans 2**31 elements (index_widths): token offsets in int64
+            o_t = o_t.to(tl.int64)
         o_e = tl.arange(0, BE)
         m_e = o_e < E
         m = (o_t < N)[:, None] & m_e[None, :]
@@ -304,7 +293,7 @@ def _head_state_impl(a: torch.Tensor, b: torch.Tensor, heads: int,
         return naive_head_state(a, b, heads, a_eps)
     bsz, n, w = a.shape
     e = w // heads
-    a, b = addressable(channel_rows(a), channel_rows(b))
+    a, b = channel_rows(a), channel_rows(b)
     cfg = head_config(n, e, a.is_cuda)
     chunks = cdiv(n, cfg["CHUNK"])
     parts = torch.empty((bsz, heads, chunks, e, e), device=a.device, dtype=torch.float32)
@@ -312,7 +301,7 @@ def _head_state_impl(a: torch.Tensor, b: torch.Tensor, heads: int,
         a, b, parts, n, heads, a.stride(0), a.stride(1), b.stride(0), b.stride(1),
         0.0 if a_eps is None else a_eps,
         E=e, IEEE=a.dtype == torch.float32, CHUNK=cfg["CHUNK"], BT=cfg["BT"], BE=cfg["BE"],
-        I64=needs_i64(a, b, parts), A_NORM=a_eps is not None, num_warps=cfg["num_warps"])
+        A_NORM=a_eps is not None, **index_widths(a, b, parts), num_warps=cfg["num_warps"])
     return parts.sum(2)
 
 
@@ -326,7 +315,7 @@ def _head_apply_impl(a: torch.Tensor, s: torch.Tensor, trans: bool, a_eps: float
     bsz, n, w = a.shape
     heads = s.shape[1]
     e = w // heads
-    a, x = addressable(channel_rows(a), channel_rows(vjp_x))
+    a, x = channel_rows(a), channel_rows(vjp_x)
     x = a if x is None else x  # never read without VJP
     s = s.float().contiguous()
     out = torch.empty((bsz, n, w), device=a.device, dtype=a.dtype)
@@ -335,7 +324,7 @@ def _head_apply_impl(a: torch.Tensor, s: torch.Tensor, trans: bool, a_eps: float
         a, s, out, x, n, heads, a.stride(0), a.stride(1), x.stride(0), x.stride(1),
         vjp_eps if a_eps is None else a_eps,
         E=e, TRANS=trans, F32=a.dtype != torch.bfloat16, BT=cfg["BT"], BE=cfg["BE"],
-        I64=needs_i64(a, s, out, x), A_NORM=a_eps is not None, VJP=vjp_x is not None,
+        A_NORM=a_eps is not None, VJP=vjp_x is not None, **index_widths(a, out, x, s),
         num_warps=cfg["num_warps"])
     return out
 

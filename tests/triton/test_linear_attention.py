@@ -173,5 +173,45 @@ def test_int64_batch_offsets_compute_the_same(runtime, monkeypatch) -> None:
     gen = torch.Generator().manual_seed(9)
     q, k, v = (torch.randn(2, 19, 2 * 8, generator=gen) for _ in range(3))
     want = runtime.linear_attention(q, k, v, 2)
-    monkeypatch.setattr(runtime, "needs_i64", lambda *tensors: True)
+    monkeypatch.setattr(runtime, "index_widths", lambda *tensors: {"I64": True, "WIDE": False})
     assert torch.allclose(runtime.linear_attention(q, k, v, 2), want, atol=1e-6)
+
+
+def test_wide_sequences_take_int64_token_offsets(runtime, monkeypatch) -> None:
+    """A sequence ([N, h*e] at its strides) spanning 2**31 elements (SimA's q, k, v, views of
+    one [B, N, 3C] projection, past 1.86 M tokens of 384 channels): both kernels form token
+    offsets in int64 (WIDE, with I64); the path, forced here on a short sequence, computes
+    what the int32 one does, forward and backward, with a folded row normalisation."""
+    meta = dict(device="meta", dtype=torch.bfloat16)
+    assert runtime.index_widths(torch.empty(1, 2**21, 3 * 384, **meta)[..., :384])["WIDE"]
+    assert not runtime.index_widths(torch.empty(64, 3136, 384, **meta))["WIDE"]
+    gen = torch.Generator().manual_seed(19)
+    q, k, v, dy = (torch.randn(2, 19, 2 * 8, generator=gen) for _ in range(4))
+
+    def run():
+        qg, kg, vg = (t.clone().requires_grad_() for t in (q, k, v))
+        out = runtime.linear_attention(qg, kg, vg, 2, q_l2=1e-3, k_l2=1e-3)
+        return (out, *torch.autograd.grad((out * dy).sum(), [qg, kg, vg]))
+
+    want = run()
+    launched = []
+    for name in ("head_state_kernel", "head_apply_kernel"):
+        kernel = getattr(runtime, name)
+        monkeypatch.setattr(runtime, name, _Recording(kernel, launched))
+    monkeypatch.setattr(runtime, "index_widths", lambda *tensors: {"I64": True, "WIDE": True})
+    for got, ref in zip(run(), want, strict=True):
+        assert torch.allclose(got, ref, atol=1e-6)
+    assert len(launched) == 6 and all(kw["WIDE"] and kw["I64"] for kw in launched)  # 2 + 4
+
+
+class _Recording:
+    """A Triton kernel whose launches append their keyword arguments to `launched`."""
+
+    def __init__(self, kernel, launched: list) -> None:
+        self.kernel, self.launched = kernel, launched
+
+    def __getitem__(self, grid):
+        def run(*args, **kwargs):
+            self.launched.append(kwargs)
+            return self.kernel[grid](*args, **kwargs)
+        return run

@@ -270,18 +270,19 @@ def test_a_spilling_tile_is_reported(padre3) -> None:
 
 
 @pytest.mark.parametrize("bf16", [False, True], ids=["fp32", "bf16"])
-@pytest.mark.parametrize("norm", [None, "A_NORM", "VJP"])
+@pytest.mark.parametrize("norm", [None, "A_NORM", "VJP", "WIDE"])
 def test_linear_attention_kernels_at_gpu_tiles_do_not_spill(bf16: bool, norm: str | None) -> None:
     """SimA's and Castling-ViT's kernels at D = 384, 8 heads (e = 48), 3,136 tokens: plain,
-    with rows l2-normalised in the kernel (A_NORM) and with the normalisation's
-    vector-Jacobian product (VJP, head_apply only)."""
+    with rows l2-normalised in the kernel (A_NORM), with the normalisation's vector-Jacobian
+    product (VJP, head_apply only) and with token offsets in int64 (WIDE, with I64)."""
     path = codegen_path("castling_vit", "triton")
     cfg = {"BE": 64, "BT": 64, "CHUNK": 1024, "num_warps": 8}  # head_config(3136, 48, True)
     dtype = "bf16" if bf16 else "fp32"
-    flags = {} if norm is None else {norm: True}
+    flags = {} if norm is None else {norm: True, "I64": norm == "WIDE"}
     state = aot.compile_kernel(path, "head_state_kernel",
                                dict(E=48, IEEE=not bf16, CHUNK=cfg["CHUNK"], BT=cfg["BT"],
-                                    BE=cfg["BE"], A_NORM=norm == "A_NORM"),
+                                    BE=cfg["BE"], A_NORM=norm == "A_NORM", WIDE=norm == "WIDE",
+                                    I64=norm == "WIDE"),
                                num_warps=cfg["num_warps"], pointer_dtype=dtype,
                                pointer_dtypes={"p": "fp32"})
     apply = aot.compile_kernel(path, "head_apply_kernel",

@@ -844,7 +844,7 @@ def test_tokens_that_do_not_fill_the_grid_are_refused() -> None:
 
 
 def test_batch_offsets_widen_to_64_bits_where_an_offset_needs_them(form, monkeypatch) -> None:
-    """B * N * C may pass 2**31 (e.g. 64 x 224 x 224 x 768): needs_i64 then sets I64, and
+    """B * N * C may pass 2**31 (e.g. 64 x 224 x 224 x 768): index_widths then sets I64, and
     every kernel forms its batch offsets in int64 (offsets inside an image stay int32 unless
     the image itself is that wide: WIDE, below); below it they stay int32, the cheaper code.
     The int64 path,
@@ -855,9 +855,11 @@ def test_batch_offsets_widen_to_64_bits_where_an_offset_needs_them(form, monkeyp
 
     m = _kernels_module()
     meta = dict(device="meta", dtype=torch.bfloat16)
-    assert not m.needs_i64(torch.empty(1, 102400, 1152, **meta), None)
-    assert m.needs_i64(torch.empty(64, 224 * 224, 768, **meta))
-    assert m.needs_i64(torch.empty(64, 768, 224 * 224, **meta).mT)
+    assert m.index_widths(torch.empty(1, 102400, 1152, **meta), None) == {"I64": False,
+                                                                          "WIDE": False}
+    assert m.index_widths(torch.empty(64, 224 * 224, 768, **meta)) == {"I64": True,
+                                                                       "WIDE": False}
+    assert m.index_widths(torch.empty(64, 768, 224 * 224, **meta).mT)["I64"]
     for text in (kernels.KERNEL, linear_attention.KERNEL):
         for body in re.split(r"\n    @triton\.jit", text)[1:]:
             name = re.search(r"def (\w+)\(", body).group(1)
@@ -869,7 +871,7 @@ def test_batch_offsets_widen_to_64_bits_where_an_offset_needs_them(form, monkeyp
     x, gate, acc, dz, do = (torch.randn(b, h * w, c, generator=gen) for _ in range(5))
     weight, bias, scale = (torch.randn(*s, generator=gen) for s in ((c, k, k), (c,), (c,)))
     args = (x, weight, bias, gate, acc, None, scale)
-    monkeypatch.setattr(m, "needs_i64", lambda *tensors: True)
+    monkeypatch.setattr(m, "index_widths", lambda *tensors: {"I64": True, "WIDE": False})
     got = m.dwconv_hadamard(*args, h, w, 1, 1, True, True)
     want = m.naive_dwconv_hadamard(*args, h, w, 1, 1, True, True)
     assert all(torch.allclose(a, e, atol=1e-4) for a, e in zip(got[:2], want, strict=True))
@@ -1034,16 +1036,16 @@ def test_images_spanning_2_31_elements_take_the_direct_kernels_in_int64(form,
             assert re.search(r"if WIDE:.*\n\s+o_t = o_t\.to\(tl\.int64\)", body), name
     m = _kernels_module()
     meta = dict(device="meta", dtype=torch.bfloat16)
-    assert m.wide_images(torch.empty(1, 10**6, 3 * 768, **meta))
-    assert m.wide_images(None, torch.empty(1, 10**6, 3 * 768, **meta)[..., :768])
-    assert not m.wide_images(torch.empty(64, 224 * 224, 768, **meta))
+    wide = {"I64": True, "WIDE": True}
+    assert m.index_widths(torch.empty(1, 10**6, 3 * 768, **meta)) == wide
+    assert m.index_widths(None, torch.empty(1, 10**6, 3 * 768, **meta)[..., :768]) == wide
+    assert not m.index_widths(torch.empty(64, 224 * 224, 768, **meta))["WIDE"]
     spies = {name: LaunchSpy(getattr(m, name)) for name in (
         "dwconv_hadamard_fwd_kernel", "dwconv_hadamard_bwd_kernel",
         "dwconv_toeplitz_fwd_kernel", "dwconv_toeplitz_wgrad_kernel")}
     for name, spy in spies.items():
         monkeypatch.setattr(m, name, spy)
-    monkeypatch.setattr(m, "wide_images", lambda *tensors: True)
-    monkeypatch.setattr(m, "needs_i64", lambda *tensors: True)
+    monkeypatch.setattr(m, "index_widths", lambda *tensors: wide)
     gen = torch.Generator().manual_seed(17)
     b, h, w, c, k = 2, 5, 6, 8, 3
     x, gate, acc, dz, do = (torch.randn(b, h * w, c, generator=gen) for _ in range(5))
@@ -1063,23 +1065,3 @@ def test_images_spanning_2_31_elements_take_the_direct_kernels_in_int64(form,
     direct = [kw for name in ("dwconv_hadamard_fwd_kernel", "dwconv_hadamard_bwd_kernel")
               for *_, kw in spies[name].launches]
     assert len(direct) == 3 and all(kw["WIDE"] and kw["I64"] for kw in direct)
-
-
-def test_images_spanning_2_31_elements_are_copied_or_refused() -> None:
-    """Offsets inside one image are int32 in every kernel (conv and linear-attention
-    runtimes): a view whose [N, C] image spans 2**31 elements at its strides is made
-    contiguous before a launch (SimA's q, k, v, views of one [B, N, 3C] projection, past
-    1.86 M tokens of 384 channels), one whose N * C itself passes 2**31 is refused; any other
-    tensor is passed as it is."""
-    m = _kernels_module()
-    sima = sys.modules[type(pc.compile("sima", dim=16, backend="triton")).__module__]
-    meta = dict(device="meta", dtype=torch.bfloat16)
-    for addressable in (m.addressable, sima.addressable):
-        plain = torch.empty(64, 224 * 224, 768, **meta)  # 38.5 M per image
-        split = torch.empty(1, 2**21, 3 * 384, **meta)[..., :384]  # spans 2.4 G
-        assert not m.offset_span(split.shape[1:], split.stride()[1:]) < 2**31
-        got_plain, got_none, got_split = addressable(plain, None, split)
-        assert got_plain is plain and got_none is None
-        assert got_split.is_contiguous() and got_split.shape == split.shape
-        with pytest.raises(ValueError, match="2\\*\\*31 elements or more"):
-            addressable(torch.empty(1, 2**22, 513, **meta))

@@ -47,7 +47,7 @@ if triton is not None:
         a, b, p, N, H, s_ab, s_an, s_bb, s_bn, eps,
         E: tl.constexpr, IEEE: tl.constexpr, CHUNK: tl.constexpr, BT: tl.constexpr,
         BE: tl.constexpr,
-        I64: tl.constexpr = False, A_NORM: tl.constexpr = False,
+        I64: tl.constexpr = False, A_NORM: tl.constexpr = False, WIDE: tl.constexpr = False,
     ):
         """Partial state of token chunk i: p[b, g, i] = sum_{t in chunk i} a[b, t, g]^T b[b, t, g]
 
@@ -57,7 +57,7 @@ if triton is not None:
         normalised copy would be.
         """
         i_k, i_bh = tl.program_id(0), tl.program_id(1)
-        if I64:  # an offset reaches 2**31 (needs_i64): batch and head offsets in int64
+        if I64:  # an offset reaches 2**31 (index_widths): batch and head offsets in int64
             i_bh = i_bh.to(tl.int64)
         i_b, i_h = i_bh // H, i_bh % H
         o_e = tl.arange(0, BE)
@@ -65,6 +65,8 @@ if triton is not None:
         b_s = tl.zeros([BE, BE], dtype=tl.float32)  # [BE, BE] state of this chunk
         for t0 in range(0, CHUNK, BT):
             o_t = i_k * CHUNK + t0 + tl.arange(0, BT)
+            if WIDE:  # a sequence spans 2**31 elements (index_widths): token offsets in int64
+                o_t = o_t.to(tl.int64)
             m = (o_t < N)[:, None] & m_e[None, :]
             c_h = i_h * E + o_e[None, :]
             b_a = tl.load(a + i_b * s_ab + o_t[:, None] * s_an + c_h, mask=m, other=0.)  # [BT, BE]
@@ -86,6 +88,7 @@ if triton is not None:
         E: tl.constexpr, TRANS: tl.constexpr, F32: tl.constexpr, BT: tl.constexpr,
         BE: tl.constexpr,
         I64: tl.constexpr = False, A_NORM: tl.constexpr = False, VJP: tl.constexpr = False,
+        WIDE: tl.constexpr = False,
     ):
         """o[b, t, g] = a[b, t, g] @ S[b, g] (S^T if TRANS) for one [BT] token tile.
 
@@ -99,10 +102,12 @@ if triton is not None:
         not read otherwise.
         """
         i_t, i_bh = tl.program_id(0), tl.program_id(1)
-        if I64:  # an offset reaches 2**31 (needs_i64): batch and head offsets in int64
+        if I64:  # an offset reaches 2**31 (index_widths): batch and head offsets in int64
             i_bh = i_bh.to(tl.int64)
         i_b, i_h = i_bh // H, i_bh % H
         o_t = i_t * BT + tl.arange(0, BT)
+        if WIDE:  # a sequence spans 2**31 elements (index_widths): token offsets in int64
+            o_t = o_t.to(tl.int64)
         o_e = tl.arange(0, BE)
         m_e = o_e < E
         m = (o_t < N)[:, None] & m_e[None, :]
@@ -190,7 +195,7 @@ def _head_state_impl(a: torch.Tensor, b: torch.Tensor, heads: int,
         return naive_head_state(a, b, heads, a_eps)
     bsz, n, w = a.shape
     e = w // heads
-    a, b = addressable(channel_rows(a), channel_rows(b))
+    a, b = channel_rows(a), channel_rows(b)
     cfg = head_config(n, e, a.is_cuda)
     chunks = cdiv(n, cfg["CHUNK"])
     parts = torch.empty((bsz, heads, chunks, e, e), device=a.device, dtype=torch.float32)
@@ -198,7 +203,7 @@ def _head_state_impl(a: torch.Tensor, b: torch.Tensor, heads: int,
         a, b, parts, n, heads, a.stride(0), a.stride(1), b.stride(0), b.stride(1),
         0.0 if a_eps is None else a_eps,
         E=e, IEEE=a.dtype == torch.float32, CHUNK=cfg["CHUNK"], BT=cfg["BT"], BE=cfg["BE"],
-        I64=needs_i64(a, b, parts), A_NORM=a_eps is not None, num_warps=cfg["num_warps"])
+        A_NORM=a_eps is not None, **index_widths(a, b, parts), num_warps=cfg["num_warps"])
     return parts.sum(2)
 
 
@@ -212,7 +217,7 @@ def _head_apply_impl(a: torch.Tensor, s: torch.Tensor, trans: bool, a_eps: float
     bsz, n, w = a.shape
     heads = s.shape[1]
     e = w // heads
-    a, x = addressable(channel_rows(a), channel_rows(vjp_x))
+    a, x = channel_rows(a), channel_rows(vjp_x)
     x = a if x is None else x  # never read without VJP
     s = s.float().contiguous()
     out = torch.empty((bsz, n, w), device=a.device, dtype=a.dtype)
@@ -221,7 +226,7 @@ def _head_apply_impl(a: torch.Tensor, s: torch.Tensor, trans: bool, a_eps: float
         a, s, out, x, n, heads, a.stride(0), a.stride(1), x.stride(0), x.stride(1),
         vjp_eps if a_eps is None else a_eps,
         E=e, TRANS=trans, F32=a.dtype != torch.bfloat16, BT=cfg["BT"], BE=cfg["BE"],
-        I64=needs_i64(a, s, out, x), A_NORM=a_eps is not None, VJP=vjp_x is not None,
+        A_NORM=a_eps is not None, VJP=vjp_x is not None, **index_widths(a, out, x, s),
         num_warps=cfg["num_warps"])
     return out
 
