@@ -1334,7 +1334,7 @@ def dwconv_toeplitz_wgrad_launch(x, du, dw, height: int, width: int, pad_h: int,
         return handle
 
     key = ("wgrad", x.device, x.dtype, du.dtype, tuple(x.shape), x.stride(), du.stride(),
-           height, width, kh, kw, pad_h, pad_w, align, partial)
+           height, width, kh, kw, pad_h, pad_w, align)
     if not WGRAD_FAILED:
         try:
             launch(fastest(key, configs, lambda cfg: launch(cfg, torch.empty_like(dw))), dw)
@@ -1602,8 +1602,8 @@ def _head_apply_impl(a: torch.Tensor, s: torch.Tensor, trans: bool, a_eps: float
     bsz, n, w = a.shape
     heads = s.shape[1]
     e = w // heads
-    a, x = channel_rows(a), channel_rows(vjp_x)
-    x = a if x is None else x  # never read without VJP
+    a, vjp_x = channel_rows(a), channel_rows(vjp_x)
+    x = a if vjp_x is None else vjp_x  # never read without VJP
     s = s.float().contiguous()
     out = torch.empty((bsz, n, w), device=a.device, dtype=a.dtype)
     cfg = head_config(n, e, a.is_cuda)
@@ -1611,7 +1611,7 @@ def _head_apply_impl(a: torch.Tensor, s: torch.Tensor, trans: bool, a_eps: float
         a, s, out, x, n, heads, a.stride(0), a.stride(1), x.stride(0), x.stride(1),
         vjp_eps if a_eps is None else a_eps,
         E=e, TRANS=trans, F32=a.dtype != torch.bfloat16, BT=cfg["BT"], BE=cfg["BE"],
-        A_NORM=a_eps is not None, VJP=vjp_x is not None, **index_widths(a, out, x, s),
+        A_NORM=a_eps is not None, VJP=vjp_x is not None, **index_widths(a, out, vjp_x, s),
         num_warps=cfg["num_warps"])
     return out
 

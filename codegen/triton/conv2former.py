@@ -1332,7 +1332,7 @@ def dwconv_toeplitz_wgrad_launch(x, du, dw, height: int, width: int, pad_h: int,
         return handle
 
     key = ("wgrad", x.device, x.dtype, du.dtype, tuple(x.shape), x.stride(), du.stride(),
-           height, width, kh, kw, pad_h, pad_w, align, partial)
+           height, width, kh, kw, pad_h, pad_w, align)
     if not WGRAD_FAILED:
         try:
             launch(fastest(key, configs, lambda cfg: launch(cfg, torch.empty_like(dw))), dw)

@@ -315,8 +315,8 @@ def _head_apply_impl(a: torch.Tensor, s: torch.Tensor, trans: bool, a_eps: float
     bsz, n, w = a.shape
     heads = s.shape[1]
     e = w // heads
-    a, x = channel_rows(a), channel_rows(vjp_x)
-    x = a if x is None else x  # never read without VJP
+    a, vjp_x = channel_rows(a), channel_rows(vjp_x)
+    x = a if vjp_x is None else vjp_x  # never read without VJP
     s = s.float().contiguous()
     out = torch.empty((bsz, n, w), device=a.device, dtype=a.dtype)
     cfg = head_config(n, e, a.is_cuda)
@@ -324,7 +324,7 @@ def _head_apply_impl(a: torch.Tensor, s: torch.Tensor, trans: bool, a_eps: float
         a, s, out, x, n, heads, a.stride(0), a.stride(1), x.stride(0), x.stride(1),
         vjp_eps if a_eps is None else a_eps,
         E=e, TRANS=trans, F32=a.dtype != torch.bfloat16, BT=cfg["BT"], BE=cfg["BE"],
-        A_NORM=a_eps is not None, VJP=vjp_x is not None, **index_widths(a, out, x, s),
+        A_NORM=a_eps is not None, VJP=vjp_x is not None, **index_widths(a, out, vjp_x, s),
         num_warps=cfg["num_warps"])
     return out
 

@@ -217,8 +217,8 @@ def _head_apply_impl(a: torch.Tensor, s: torch.Tensor, trans: bool, a_eps: float
     bsz, n, w = a.shape
     heads = s.shape[1]
     e = w // heads
-    a, x = channel_rows(a), channel_rows(vjp_x)
-    x = a if x is None else x  # never read without VJP
+    a, vjp_x = channel_rows(a), channel_rows(vjp_x)
+    x = a if vjp_x is None else vjp_x  # never read without VJP
     s = s.float().contiguous()
     out = torch.empty((bsz, n, w), device=a.device, dtype=a.dtype)
     cfg = head_config(n, e, a.is_cuda)
@@ -226,7 +226,7 @@ def _head_apply_impl(a: torch.Tensor, s: torch.Tensor, trans: bool, a_eps: float
         a, s, out, x, n, heads, a.stride(0), a.stride(1), x.stride(0), x.stride(1),
         vjp_eps if a_eps is None else a_eps,
         E=e, TRANS=trans, F32=a.dtype != torch.bfloat16, BT=cfg["BT"], BE=cfg["BE"],
-        A_NORM=a_eps is not None, VJP=vjp_x is not None, **index_widths(a, out, x, s),
+        A_NORM=a_eps is not None, VJP=vjp_x is not None, **index_widths(a, out, vjp_x, s),
         num_warps=cfg["num_warps"])
     return out
 
@@ -354,9 +354,10 @@ class L1Tokens(torch.autograd.Function):
 '''
 
 # normalisations linear_attention folds, by kind: the suffix of its keyword (q_l1, k_l2, ...)
-# and where it goes (the generated code's comments)
-FOLDABLE = {"l1_tokens": ("l1", "l1-normalised over tokens in the state"),
-            "l2_rows": ("l2", "l2-normalised per row and head in the kernels")}
+FOLDABLE = {"l1_tokens": "l1", "l2_rows": "l2"}
+# where each goes, by suffix (the generated code's comments)
+FOLD_NOTES = {"l1": "l1-normalised over tokens in the state",
+              "l2": "l2-normalised per row and head in the kernels"}
 
 
 def folded_normalizers(g: Graph) -> dict[int, str]:
@@ -374,7 +375,7 @@ def folded_normalizers(g: Graph) -> dict[int, str]:
             if (norm.op == "normalize" and norm.a["kind"] in FOLDABLE
                     and (norm.a["kind"] != "l2_rows" or norm.a["heads"] == node.a["heads"])
                     and g.users(src) == [nid] and inputs.count(src) == 1):
-                folded[src] = f"{role}_{FOLDABLE[norm.a['kind']][0]}"
+                folded[src] = f"{role}_{FOLDABLE[norm.a['kind']]}"
     return folded
 
 
@@ -384,8 +385,7 @@ def fold_note(keywords: list[str]) -> str:
     roles: dict[str, list[str]] = {}
     for kw in keywords:
         role, suffix = kw.split("_")
-        where = next(text for key, text in FOLDABLE.values() if key == suffix)
-        roles.setdefault(where, []).append(role)
+        roles.setdefault(FOLD_NOTES[suffix], []).append(role)
     return "; ".join(f"{' and '.join(r)} {where}" for where, r in roles.items())
 
 
