@@ -107,7 +107,7 @@ def census(path: Path, label: str, dim: int, grid: tuple[int, int], batch: int,
     runtime = cls.forward.__globals__  # the generated module's namespace
     if "head_config" in runtime:  # the GPU's token chunks: they size the partial states
         cpu_config = runtime["head_config"]
-        runtime["head_config"] = lambda n, e, gpu: cpu_config(n, e, True)
+        runtime["head_config"] = lambda n, e, gpu, *args, **kw: cpu_config(n, e, True, *args, **kw)
     takes_grid = "grid" in cls.__init__.__code__.co_varnames
     torch.manual_seed(0)
     model = (cls(dim, grid) if takes_grid else cls(dim)).to(dtype)

@@ -8,11 +8,11 @@ distribute_contract, reassociate_global_sums, contract_expansions, eliminate_dea
 fuse_siblings, fuse_scaled_sum.
 Fused Triton kernels: 1 region(s) of dwconv1d (dwconv_hadamard_fwd_kernel;
 dwconv_toeplitz_fwd_kernel on tensor cores); 1 linear attention(s) (head_state_kernel,
-head_apply_kernel; k and q l2-normalised per row and head in the kernels).
-Torch fallback (marked `(torch)` below): dense, diagonal, add, normalize; dense maps run on
-cuBLAS through F.linear, those feeding a conv through dense_for_conv (stored channel-major where
-the conv runs on tensor cores, the bias of a map only the conv reads then added by the conv
-kernel).
+head_apply_kernel; k and q l2-normalised per row and head in the kernels; the output's l2 row
+normalisation and the terms around it in head_apply_kernel's epilogue).
+Torch fallback (marked `(torch)` below): dense; dense maps run on cuBLAS through F.linear, those
+feeding a conv through dense_for_conv (stored channel-major where the conv runs on tensor cores,
+the bias of a map only the conv reads then added by the conv kernel).
 Backward: derived (custom-op autograd): dwconv_hadamard_bwd_kernel gives du, the gate and
 accumulator gradients and the db, scale reductions (and dw in the direct form, recomputing u);
 in the Toeplitz form u comes from the forward kernel and dw from dwconv_toeplitz_wgrad_kernel on
@@ -81,6 +81,11 @@ def index_widths(*tensors: torch.Tensor | None) -> dict[str, bool]:
 def channel_rows(t: torch.Tensor | None) -> torch.Tensor | None:
     """t with channel stride 1 (any batch/token strides: slices of a wider tensor stay views)."""
     return t if t is None or t.stride(-1) == 1 else t.contiguous()
+
+
+def channel_vectors(*vectors: torch.Tensor | None) -> tuple[torch.Tensor | None, ...]:
+    """The [C] biases and scales with stride 1, as the kernels index them (o_c)."""
+    return tuple(v if v is None else v.contiguous() for v in vectors)
 
 
 def custom_op_caller(op, impl, setup_context, backward, grad_flag: str | None = None,
@@ -1027,11 +1032,6 @@ def check_grid(height: int, width: int, *tensors: torch.Tensor | None) -> None:
                              "must equal H * W)")
 
 
-def channel_vectors(*vectors: torch.Tensor | None) -> tuple[torch.Tensor | None, ...]:
-    """The [C] biases and scales with stride 1, as the kernels index them (o_c)."""
-    return tuple(v if v is None else v.contiguous() for v in vectors)
-
-
 def dwconv_hadamard_launch(x, weight, bias, gate, acc, acc_scale, scale, height: int, width: int,
                            pad_h: int, pad_w: int, z, o, in_bias=None, u=None) -> None:
     """Launch the fused kernel writing z and/or o ([B, N, C] contiguous; None: not stored) of
@@ -1428,6 +1428,16 @@ if triton is not None:
         return tl.where(b_d > 0, 1. / tl.where(b_d > 0, b_d, 1.), 0.)
 
 
+    @triton.jit
+    def rows_vjp(b_x, b_g, eps):
+        """[BT, BE] gradient of x for the gradient g of its normalised rows x / (n + eps),
+        n = |x_t|_2: g r - x (x . g) r^2 / n per row, r = 1 / (n + eps) (row_scales: a zero
+        row's is 0 at eps = 0; its second term 0 as x is 0), fp32 x and g."""
+        b_r, b_n = row_scales(b_x, eps), row_norms(b_x)
+        b_c = tl.sum(b_x * b_g, axis=1) * b_r * b_r / tl.where(b_n > 0, b_n, 1.)
+        return b_g * b_r[:, None] - b_x * b_c[:, None]
+
+
     @triton.jit(do_not_specialize=["N"])
     def head_state_kernel(
         a, b, p, N, H, s_ab, s_an, s_bb, s_bn, eps,
@@ -1470,22 +1480,28 @@ if triton is not None:
 
     @triton.jit(do_not_specialize=["N"])
     def head_apply_kernel(
-        a, s, o, x, N, H, s_ab, s_an, s_xb, s_xn, eps,
+        a, s, o, x, r, d, N, H, s_ab, s_an, s_xb, s_xn, s_rb, s_rn, eps, out_eps,
         E: tl.constexpr, TRANS: tl.constexpr, F32: tl.constexpr, BT: tl.constexpr,
         BE: tl.constexpr,
         I64: tl.constexpr = False, A_NORM: tl.constexpr = False, VJP: tl.constexpr = False,
-        WIDE: tl.constexpr = False,
+        WIDE: tl.constexpr = False, RES: tl.constexpr = False, RES_SCALE: tl.constexpr = False,
+        OUT_NORM: tl.constexpr = False, OUT_VJP: tl.constexpr = False,
+        POST: tl.constexpr = False,
     ):
-        """o[b, t, g] = a[b, t, g] @ S[b, g] (S^T if TRANS) for one [BT] token tile.
+        """o[b, t, g] = a[b, t, g] @ S[b, g] (S^T if TRANS) for one [BT] token tile, with an
+        epilogue: y = a S (+ r (* d)), then o = rows(y) (+ x) or a vector-Jacobian product.
 
-        a, x: [B, N, H*E] (channel stride 1); s: [B, H, E, E] fp32 contiguous; o: [B, N, H*E]
-        contiguous. [BT, BE] @ [BE, BE], fp32 accumulation; F32: fp32 operands (fp32 inputs,
-        and fp16 ones, whose range cannot hold a state summed over N tokens), else bf16.
-        A_NORM: a's rows l2-normalised per head first, a[t, g] / (n_t + eps), n_t = |a[t, g]|_2:
-        a row scale of the product, applied to it in fp32. VJP: o is the gradient of x for the
-        gradient G = a S of x's normalised rows, G / (n + eps) - x (x . G) / ((n + eps)^2 n)
-        per row, n = |x[t, g]|_2 (a zero row's: 0 at eps = 0, and its second term 0); x is
-        not read otherwise.
+        a, x, r: [B, N, H*E] (channel stride 1; r's token stride may be 0); s: [B, H, E, E]
+        fp32 contiguous; d: [H*E]; o: [B, N, H*E] contiguous. [BT, BE] @ [BE, BE], fp32
+        accumulation; F32: fp32 operands (fp32 inputs, and fp16 ones, whose range cannot hold
+        a state summed over N tokens), else bf16. Each row's head slice is in one tile, so the
+        l2 normalisations of rows, x[t, g] / (|x[t, g]|_2 + eps), apply here:
+        A_NORM: a's rows normalised first (eps): a row scale of the product, in fp32.
+        VJP: o is the gradient of x for the gradient a S of x's normalised rows (eps).
+        RES: y = a S + r, RES_SCALE: + r * d (d per channel).
+        OUT_NORM: o = y's rows normalised (out_eps); with OUT_VJP: o is the gradient of y for
+        the gradient x of its normalised rows.
+        POST: x added last (o = rows(y) + x).
         """
         i_t, i_bh = tl.program_id(0), tl.program_id(1)
         if I64:  # an offset reaches 2**31 (index_widths): batch and head offsets in int64
@@ -1510,22 +1526,36 @@ if triton is not None:
             b_o = tl.dot(b_a, b_s.to(b_a.dtype))
         if A_NORM:
             b_o = b_o * row_scales(b_a, eps)[:, None]
-        if VJP:  # x -> x / (|x| + eps) per row, its vector-Jacobian product at b_o
+        if RES:  # padding rows and channels load 0, so they add nothing to a row's norm
+            b_r = tl.load(r + i_b * s_rb + o_t[:, None] * s_rn + c_h, mask=m, other=0.)
+            b_r = b_r.to(tl.float32)  # [BT, BE]
+            if RES_SCALE:
+                b_r = b_r * tl.load(d + c_h, mask=m_e[None, :], other=0.).to(tl.float32)
+            b_o = b_o + b_r
+        if VJP or POST or OUT_VJP:
             b_x = tl.load(x + i_b * s_xb + o_t[:, None] * s_xn + c_h, mask=m, other=0.)
             b_x = b_x.to(tl.float32)  # [BT, BE]
-            b_r, b_n = row_scales(b_x, eps), row_norms(b_x)  # (x . g) = 0 where n = 0
-            b_c = tl.sum(b_x * b_o, axis=1) * b_r * b_r / tl.where(b_n > 0, b_n, 1.)
-            b_o = b_o * b_r[:, None] - b_x * b_c[:, None]
+        if VJP:  # x -> x / (|x| + eps) per row, its vector-Jacobian product at a S
+            b_o = rows_vjp(b_x, b_o, eps)
+        if OUT_NORM:
+            if OUT_VJP:  # y -> y / (|y| + out_eps) per row, its product at x
+                b_o = rows_vjp(b_o, b_x, out_eps)
+            else:
+                b_o = b_o * row_scales(b_o, out_eps)[:, None]
+        if POST:
+            b_o = b_o + b_x
         tl.store(o + i_b * N * H * E + o_t[:, None] * (H * E) + c_h, b_o.to(o.dtype.element_ty),
                  mask=m)
 
 
-def head_config(n: int, e: int, gpu: bool) -> dict[str, int]:
+def head_config(n: int, e: int, gpu: bool, cuda_core_apply: bool = False) -> dict[str, int]:
     """Tiles of the head kernels: BE covers the head (>= 16 for tl.dot), BT tokens per step,
-    CHUNK tokens per state program (enough programs to fill a GPU at long N). On sm_90 these
-    compile without spills up to e = 64 (tests/triton/test_triton_aot.py)."""
+    CHUNK tokens per state program (enough programs to fill a GPU at long N). cuda_core_apply:
+    head_apply's products in fp32 on CUDA cores (F32), on 32-token tiles: a [64, 64] tile
+    spills there under the output epilogue. On sm_90 these compile without spills up to
+    e = 64 (tests/triton/test_triton_aot.py)."""
     be = max(16, next_power_of_2(e))
-    bt = 64 if gpu else 16
+    bt = (32 if cuda_core_apply else 64) if gpu else 16
     chunk = max(bt, min(1024 if gpu else 64, next_power_of_2(n)))
     return {"BE": be, "BT": bt, "CHUNK": chunk, "num_warps": 8 if gpu else 1}
 
@@ -1559,8 +1589,12 @@ def naive_head_state(a, b, heads: int, a_eps: float | None = None):
 
 
 def naive_head_apply(a, s, trans: bool, a_eps: float | None = None,
-                     vjp_x: torch.Tensor | None = None, vjp_eps: float = 0.0):
-    """Naive twin of head_apply_kernel: [B, N, h*e], [B, h, e, e] -> [B, N, h*e]."""
+                     vjp_x: torch.Tensor | None = None, vjp_eps: float = 0.0,
+                     res: torch.Tensor | None = None, res_scale: torch.Tensor | None = None,
+                     out_eps: float | None = None, post: torch.Tensor | None = None,
+                     out_grad: torch.Tensor | None = None):
+    """Naive twin of head_apply_kernel: [B, N, h*e], [B, h, e, e] -> [B, N, h*e]; with
+    _head_apply_impl's arguments (a and post by name, their kernel's x by role)."""
     bsz, n, w = a.shape
     heads = s.shape[1]
     dt = torch.float64 if a.dtype == torch.float64 else torch.float32
@@ -1569,8 +1603,17 @@ def naive_head_apply(a, s, trans: bool, a_eps: float | None = None,
     if a_eps is not None:  # the row scale of the normalised a, applied to the product
         out = out * naive_row_scale(a.to(dt), heads, a_eps)
     out = out.reshape(bsz, n, w)
+    if res is not None:
+        out = out + (res.to(dt) if res_scale is None else res.to(dt) * res_scale.to(dt))
     if vjp_x is not None:
         out = naive_rows_vjp(vjp_x.to(dt), out, heads, vjp_eps)
+    if out_grad is not None:
+        out = naive_rows_vjp(out, out_grad.to(dt), heads, out_eps)
+    elif out_eps is not None:
+        out = (out.reshape(bsz, n, heads, w // heads)
+               * naive_row_scale(out, heads, out_eps)).reshape(bsz, n, w)
+    if post is not None:
+        out = out + post.to(dt)
     return out.to(a.dtype)
 
 
@@ -1593,26 +1636,46 @@ def _head_state_impl(a: torch.Tensor, b: torch.Tensor, heads: int,
 
 
 def _head_apply_impl(a: torch.Tensor, s: torch.Tensor, trans: bool, a_eps: float | None = None,
-                     vjp_x: torch.Tensor | None = None, vjp_eps: float = 0.0) -> torch.Tensor:
-    if a_eps is not None and vjp_x is not None:  # the kernel takes one eps
+                     vjp_x: torch.Tensor | None = None, vjp_eps: float = 0.0,
+                     res: torch.Tensor | None = None, res_scale: torch.Tensor | None = None,
+                     out_eps: float | None = None, post: torch.Tensor | None = None,
+                     out_grad: torch.Tensor | None = None) -> torch.Tensor:
+    """a S (S^T if trans), a's rows l2-normalised per head first where a_eps is given, then
+    y = that + res (* res_scale, per channel) and out = rows(y) (out_eps) + post; or a
+    gradient: through vjp_x's normalised rows (vjp_eps), for the gradient a S of them; or
+    (out_grad) of y, for the gradient out_grad of rows(y)."""
+    if a_eps is not None and vjp_x is not None:  # the kernel takes one eps for both
         raise ValueError("head_apply normalises its operand (a_eps) or applies a "
                          "normalisation's vector-Jacobian product (vjp_x), not both")
+    x = vjp_x if vjp_x is not None else post if post is not None else out_grad  # its x
+    if x is not None and (vjp_x is not None) + (post is not None) + (out_grad is not None) > 1:
+        raise ValueError("head_apply reads one of vjp_x, post and out_grad, not several")
+    if out_grad is not None and out_eps is None or res_scale is not None and res is None:
+        raise ValueError("head_apply's out_grad needs out_eps, and its res_scale needs res")
     if not _use_triton(a):
-        return naive_head_apply(a, s, trans, a_eps, vjp_x, vjp_eps)
+        return naive_head_apply(a, s, trans, a_eps, vjp_x, vjp_eps, res, res_scale, out_eps,
+                                post, out_grad)
     bsz, n, w = a.shape
     heads = s.shape[1]
     e = w // heads
-    a, vjp_x = channel_rows(a), channel_rows(vjp_x)
-    x = a if vjp_x is None else vjp_x  # never read without VJP
+    a, x, res = channel_rows(a), channel_rows(x), channel_rows(res)
     s = s.float().contiguous()
+    if res_scale is not None:
+        (res_scale,) = channel_vectors(res_scale)
     out = torch.empty((bsz, n, w), device=a.device, dtype=a.dtype)
-    cfg = head_config(n, e, a.is_cuda)
+    f32 = a.dtype != torch.bfloat16
+    cfg = head_config(n, e, a.is_cuda, cuda_core_apply=f32)
+    xs = a if x is None else x  # never read where None
+    rs = a if res is None else res
     head_apply_kernel[(cdiv(n, cfg["BT"]), bsz * heads)](
-        a, s, out, x, n, heads, a.stride(0), a.stride(1), x.stride(0), x.stride(1),
-        vjp_eps if a_eps is None else a_eps,
-        E=e, TRANS=trans, F32=a.dtype != torch.bfloat16, BT=cfg["BT"], BE=cfg["BE"],
-        A_NORM=a_eps is not None, VJP=vjp_x is not None, **index_widths(a, out, vjp_x, s),
-        num_warps=cfg["num_warps"])
+        a, s, out, xs, rs, a if res_scale is None else res_scale, n, heads,
+        a.stride(0), a.stride(1), xs.stride(0), xs.stride(1), rs.stride(0), rs.stride(1),
+        vjp_eps if a_eps is None else a_eps, 0.0 if out_eps is None else out_eps,
+        E=e, TRANS=trans, F32=f32, BT=cfg["BT"], BE=cfg["BE"],
+        A_NORM=a_eps is not None, VJP=vjp_x is not None, RES=res is not None,
+        RES_SCALE=res_scale is not None, OUT_NORM=out_eps is not None,
+        OUT_VJP=out_grad is not None, POST=post is not None,
+        **index_widths(a, out, x, res, s), num_warps=cfg["num_warps"])
     return out
 
 
@@ -1627,47 +1690,58 @@ def _state_backward(ctx, ds):
     in the same kernel), dB = Â dS."""
     a, b = ctx.saved_tensors
     apply = (_head_apply_impl if getattr(ctx, "eager", False)
-             else torch.ops.padre_triton.head_apply_v2)
+             else torch.ops.padre_triton.head_apply_v3)
     normed = ctx.a_eps is not None
     da = apply(b, ds, True, None, a if normed else None, ctx.a_eps if normed else 0.0)
     return da.to(a.dtype), apply(a, ds, False, ctx.a_eps).to(b.dtype), None, None
 
 
 def _apply_setup(ctx, inputs, output) -> None:
-    a, s, trans, a_eps, vjp_x, _ = inputs
-    if vjp_x is not None:
+    a, s, trans, a_eps, vjp_x, _, res, res_scale, out_eps, post, out_grad = inputs
+    if vjp_x is not None or out_grad is not None:
         raise NotImplementedError(
-            "head_apply with vjp_x is a backward's own step: its double backward is not "
-            "derived (a folded row normalisation's second derivative)")
-    ctx.save_for_backward(a, s)
-    ctx.trans, ctx.a_eps = trans, a_eps
+            "head_apply with vjp_x or out_grad is a backward's own step: its double backward "
+            "is not derived (a folded row normalisation's second derivative)")
+    ctx.save_for_backward(a, s, res, res_scale)
+    ctx.trans, ctx.a_eps, ctx.out_eps, ctx.post = trans, a_eps, out_eps, post is not None
 
 
 def _apply_backward(ctx, do, *_):
-    """Y = Â S (S^T if trans), Â = rows(A) or A: dÂ = dY S^T (then through rows'
-    vector-Jacobian product, in the same kernel), dS = Â^T dY (its transpose if S^T)."""
-    a, s = ctx.saved_tensors
+    """O = rows(Y) + P, Y = Â S (S^T if trans) + R D, Â = rows(A) or A (rows(Y) = Y where no
+    out_eps, R D = R where no res_scale): dY = rows' vector-Jacobian product at Y for dO
+    (one launch, recomputing Y), dÂ = dY S^T (then through rows' product, in the same
+    kernel), dS = Â^T dY (its transpose if S^T), dR = dY D, dD = sum_t dY R, dP = dO."""
+    a, s, res, res_scale = ctx.saved_tensors
     heads = s.shape[1]
     eager = getattr(ctx, "eager", False)
-    apply = _head_apply_impl if eager else torch.ops.padre_triton.head_apply_v2
+    apply = _head_apply_impl if eager else torch.ops.padre_triton.head_apply_v3
     state = _head_state_impl if eager else torch.ops.padre_triton.head_state_v2
+    dy = do
+    if ctx.out_eps is not None:
+        dy = apply(a, s, ctx.trans, ctx.a_eps, None, 0.0, res, res_scale, ctx.out_eps, None,
+                   do)
     normed = ctx.a_eps is not None
-    da = apply(do, s, not ctx.trans, None, a if normed else None,
+    da = apply(dy, s, not ctx.trans, None, a if normed else None,
                ctx.a_eps if normed else 0.0).to(a.dtype)
-    ds = state(a, do, heads, ctx.a_eps)
+    ds = state(a, dy, heads, ctx.a_eps)
+    dres = dres_scale = None
+    if res is not None:
+        dres = (dy if res_scale is None else dy * res_scale).to(res.dtype)
+    if res_scale is not None:  # products in dy's dtype (as autograd's), summed in fp32
+        dres_scale = (dy * res).sum((0, 1), dtype=torch.float32).to(res_scale.dtype)
     return (da, (ds.transpose(-2, -1) if ctx.trans else ds).to(s.dtype), None, None, None,
-            None)
+            None, dres, dres_scale, None, do if ctx.post else None, None)
 
 
 def _register_head_ops():
     """torch.library custom ops (+ fake kernels + autograd), defined once per process."""
     try:
-        return torch.ops.padre_triton.head_state_v2, torch.ops.padre_triton.head_apply_v2
+        return torch.ops.padre_triton.head_state_v2, torch.ops.padre_triton.head_apply_v3
     except AttributeError:
         pass
     state = torch.library.custom_op("padre_triton::head_state_v2", mutates_args=())(
         _head_state_impl)
-    apply = torch.library.custom_op("padre_triton::head_apply_v2", mutates_args=())(
+    apply = torch.library.custom_op("padre_triton::head_apply_v3", mutates_args=())(
         _head_apply_impl)
 
     @state.register_fake
@@ -1678,12 +1752,13 @@ def _register_head_ops():
         return a.new_empty((bsz, heads, e, e), dtype=dt)
 
     @apply.register_fake
-    def _(a, s, trans, a_eps=None, vjp_x=None, vjp_eps=0.0):
+    def _(a, s, trans, a_eps=None, vjp_x=None, vjp_eps=0.0, res=None, res_scale=None,
+          out_eps=None, post=None, out_grad=None):
         return a.new_empty(a.shape)
 
     state.register_autograd(_state_backward, setup_context=_state_setup)
     apply.register_autograd(_apply_backward, setup_context=_apply_setup)
-    return torch.ops.padre_triton.head_state_v2, torch.ops.padre_triton.head_apply_v2
+    return torch.ops.padre_triton.head_state_v2, torch.ops.padre_triton.head_apply_v3
 
 
 head_state, head_apply = (
@@ -1695,7 +1770,9 @@ head_state, head_apply = (
 def linear_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int,
                      weight: torch.Tensor | None = None, q_l1: float | None = None,
                      k_l1: float | None = None, q_l2: float | None = None,
-                     k_l2: float | None = None) -> torch.Tensor:
+                     k_l2: float | None = None, res: torch.Tensor | None = None,
+                     res_scale: torch.Tensor | None = None, out_l2: float | None = None,
+                     post: torch.Tensor | None = None) -> torch.Tensor:
     """Per head g: q_g (W_g ⊙ k_g^T v_g), W [h*e*e] slot-wise weights (None: 1); [B, N, h*e]
     each -> [B, N, h*e]. Two kernels: the [e, e] state (a token sum), then its product with q;
     the weighting, on the [B, h, e, e] state, in torch.
@@ -1710,7 +1787,13 @@ def linear_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: i
     (|x[t, g]|_2 + eps) (Castling-ViT's): the kernels, which load each row's head slice whole,
     normalise it there (k in the state's product; q as a row scale of q S), and their
     backward launches apply the normalisation's vector-Jacobian product to the gradients
-    they write. No normalised copy is made."""
+    they write. No normalised copy is made.
+
+    res, res_scale, out_l2 (eps), post: the output rows(q S + res * res_scale) + post, rows the
+    same l2 normalisation (res_scale per channel; each term optional; Castling-ViT's output
+    l2rows(attention + v * d) + dwconv(v)), made in head_apply's epilogue, the sum never
+    stored; its backward is one more launch of head_apply (the normalisation's
+    vector-Jacobian product, recomputing q S)."""
     state = head_state(k, v, heads, k_l2)
     bsz, _, w = q.shape
     e = w // heads
@@ -1719,7 +1802,7 @@ def linear_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: i
     for x, eps in ((q, q_l1), (k, k_l1)):
         if eps is not None:  # [B, h*e] norms -> [B, h, e, 1] row scales
             state = state / (L1Tokens.apply(x, state.dtype) + eps).view(bsz, heads, e, 1)
-    return head_apply(q, state, False, q_l2)
+    return head_apply(q, state, False, q_l2, None, 0.0, res, res_scale, out_l2, post)
 
 
 class L1Tokens(torch.autograd.Function):
@@ -1745,17 +1828,6 @@ DOT_TILES = {
     'head_state_kernel': [(1, 'BE', 'BE', 'BT'), (1, 'BE', 'BE', 'BT')],
     'head_apply_kernel': [(1, 'BT', 'BE', 'BE'), (1, 'BT', 'BE', 'BE')],
 }
-
-
-def _normalize(x: torch.Tensor, kind: str, heads: int, eps: float) -> torch.Tensor:
-    """l1_tokens: x[t, c] / (sum_s |x[s, c]| + eps); l2_rows: x[t, g] / (|x[t, g]|_2 + eps);
-    l1_rows: x[t, g] / (|x[t, g]|_1 + eps), g the channels of one head."""
-    if kind == "l1_tokens":
-        return x / (x.abs().sum(1, keepdim=True) + eps)
-    b, n, w = x.shape
-    xh = x.reshape(b, n, heads, w // heads)
-    p = 1 if kind == "l1_rows" else 2
-    return (xh / (xh.norm(p=p, dim=-1, keepdim=True) + eps)).reshape(b, n, w)
 
 
 class CastlingVit(nn.Module):
@@ -1807,17 +1879,14 @@ class CastlingVit(nn.Module):
             store_z=True, store_o=False,
         )[0]
         diagonal_scale = self.w1_scale.view(8, D // 8, D // 8).sum(1).reshape(-1)
-        diagonal = wv * diagonal_scale  # [B, N, D] (torch)
-        del diagonal_scale
-        # triton: head_state, head_apply (q and k l2-normalised per row and head in the kernels)
-        linear_attention_2 = linear_attention(wq, wk, wv, 8, self.w3_scale, q_l2=0.0, k_l2=0.0)  # [B, N, D]
-        del wk, wq, wv
-        add = diagonal + linear_attention_2  # [B, N, D] (torch)
-        del diagonal, linear_attention_2
-        normalize_3 = _normalize(add, 'l2_rows', 8, 0.0)  # [B, N, D] (torch)
-        del add
-        add_2 = normalize_3 + dconv  # [B, N, D] (torch)
-        del dconv, normalize_3
+        # triton: head_state, head_apply (q and k l2-normalised per row and head in the kernels;
+        #   output rows(q S + wv * diagonal_scale) + dconv, rows the same l2 normalisation, in
+        #   head_apply's epilogue)
+        add_2 = linear_attention(  # [B, N, D]
+            wq, wk, wv, 8, self.w3_scale, q_l2=0.0, k_l2=0.0, res=wv, res_scale=diagonal_scale,
+            out_l2=0.0, post=dconv,
+        )
+        del dconv, diagonal_scale, wk, wq, wv
         proj = F.linear(add_2, self.proj_weight, self.proj_bias)  # [B, N, D] (torch)
         del add_2
         return proj

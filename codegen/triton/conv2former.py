@@ -81,6 +81,11 @@ def channel_rows(t: torch.Tensor | None) -> torch.Tensor | None:
     return t if t is None or t.stride(-1) == 1 else t.contiguous()
 
 
+def channel_vectors(*vectors: torch.Tensor | None) -> tuple[torch.Tensor | None, ...]:
+    """The [C] biases and scales with stride 1, as the kernels index them (o_c)."""
+    return tuple(v if v is None else v.contiguous() for v in vectors)
+
+
 def custom_op_caller(op, impl, setup_context, backward, grad_flag: str | None = None,
                      outputs: int | None = None):
     """Call `impl` (the custom op `op`'s implementation) as cheaply as the call allows:
@@ -1023,11 +1028,6 @@ def check_grid(height: int, width: int, *tensors: torch.Tensor | None) -> None:
         if t is not None and t.shape[1] != height * width:
             raise ValueError(f"{t.shape[1]} tokens do not fill the {height} x {width} grid (N "
                              "must equal H * W)")
-
-
-def channel_vectors(*vectors: torch.Tensor | None) -> tuple[torch.Tensor | None, ...]:
-    """The [C] biases and scales with stride 1, as the kernels index them (o_c)."""
-    return tuple(v if v is None else v.contiguous() for v in vectors)
 
 
 def dwconv_hadamard_launch(x, weight, bias, gate, acc, acc_scale, scale, height: int, width: int,

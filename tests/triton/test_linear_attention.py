@@ -167,6 +167,98 @@ def test_l2_row_vjp_is_the_projection(runtime) -> None:
         runtime.head_apply(x.float(), torch.zeros(1, 2, 5, 5), True, 0.5, x.float(), 0.0)
 
 
+def _output_fold(runtime, t: dict, terms: str, eps: dict, fold: bool) -> torch.Tensor:
+    """Castling-ViT's output, rows(attention + res * d) + post, rows the l2 row normalisation,
+    from the tensors t: folded into linear_attention, or (float64) the unfolded graph."""
+    res = {"v-scaled+post": t["v"], "broadcast": t["v"].sum(1, keepdim=True).expand_as(t["v"]),
+           "res-alone": t["r"]}[terms]
+    scale = None if terms == "res-alone" else t["d"]
+    post = None if terms == "broadcast" else t["post"]
+    if fold:
+        return runtime.linear_attention(t["q"], t["k"], t["v"], 3, t["weight"], q_l2=eps["q"],
+                                        k_l2=eps["k"], res=res, res_scale=scale,
+                                        out_l2=eps["out"], post=post)
+    state = runtime.naive_head_state(_l2_rows(t["k"], 3, eps["k"]), t["v"], 3)
+    y = runtime.naive_head_apply(_l2_rows(t["q"], 3, eps["q"]),
+                                 state * t["weight"].view(1, 3, 6, 6), False)
+    out = _l2_rows(y + (res if scale is None else res * scale), 3, eps["out"])
+    return out if post is None else out + post
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
+@pytest.mark.parametrize("terms", ["v-scaled+post", "broadcast", "res-alone"])
+@pytest.mark.parametrize("zero_rows", [False, True], ids=["eps-0", "zero-rows"])
+def test_output_normalisation_folded_into_the_epilogue(runtime, dtype, terms,
+                                                       zero_rows) -> None:
+    """linear_attention(..., res=, res_scale=, out_l2=, post=) makes rows(q S + res * d) +
+    post in head_apply's epilogue: values and the gradients of every input equal float64
+    autograd of the unfolded graph, with res = v (Castling-ViT's diagonal term: v's gradient
+    sums three paths) and a post term, res a token sum broadcast over tokens (token stride 0,
+    the exact_kernel variant's), and res without a scale. eps 0 as Castling-ViT's, or
+    (zero_rows) eps > 0 and a token whose q, k and res head slices are zero."""
+    gen = torch.Generator().manual_seed(13)
+    t64 = {name: torch.randn(2, 41, 3 * 6, generator=gen, dtype=torch.float64)
+           for name in ("q", "k", "v", "r", "post")}
+    t64["weight"] = torch.rand(3 * 6 * 6, generator=gen, dtype=torch.float64) + 0.5
+    t64["d"] = torch.rand(3 * 6, generator=gen, dtype=torch.float64) + 0.5
+    dy = torch.randn(2, 41, 3 * 6, generator=gen, dtype=torch.float64)
+    eps = dict.fromkeys(("q", "k", "out"), 0.1 if zero_rows else 0.0)
+    if zero_rows and terms != "broadcast":
+        for name in ("q", "k", "v", "r"):
+            t64[name][:, 5, 6:12] = 0
+    small = {"weight", "d"}  # parameters: fp32
+    t = {n: x.to(torch.float32 if n in small else dtype).requires_grad_()
+         for n, x in t64.items()}
+    with nan_poisoned():
+        out = _output_fold(runtime, t, terms, eps, fold=True)
+    got = torch.autograd.grad((out * dy.to(dtype)).sum(), list(t.values()), allow_unused=True)
+    ref64 = {n: x.detach().double().requires_grad_() for n, x in t.items()}
+    ref = _output_fold(runtime, ref64, terms, eps, fold=False)
+    want = torch.autograd.grad((ref * dy).sum(), list(ref64.values()), allow_unused=True)
+    assert out.dtype == dtype and _rel(out.detach(), ref.detach()) < 10 * TOL[dtype]
+    for label, g, w in zip(t, got, want, strict=True):
+        assert (g is None) == (w is None), label
+        assert g is None or _rel(g, w) < 20 * TOL[dtype], label
+
+
+def test_output_fold_backward_is_one_more_launch(runtime, monkeypatch) -> None:
+    """The folded output's forward is the two attention launches; its backward launches
+    head_apply once more (OUT_VJP: the output normalisation's product, q S recomputed)
+    before the attention's own four."""
+    gen = torch.Generator().manual_seed(14)
+    q, k, v, dy = (torch.randn(1, 9, 2 * 4, generator=gen) for _ in range(4))
+    launched = []
+    for name in ("head_state_kernel", "head_apply_kernel"):
+        monkeypatch.setattr(runtime, name, _Recording(getattr(runtime, name), launched))
+    qg, kg, vg = (x.requires_grad_() for x in (q, k, v))
+    out = runtime.linear_attention(qg, kg, vg, 2, res=vg, out_l2=0.0, post=kg)
+    assert len(launched) == 2 and launched[1]["OUT_NORM"] and launched[1]["POST"]
+    torch.autograd.grad((out * dy).sum(), [qg, kg, vg])
+    assert len(launched) == 7 and [kw.get("OUT_VJP", False) for kw in launched[2:]] == [
+        True, False, False, False, False]
+
+
+def test_output_vjp_is_taken_at_the_sum(runtime) -> None:
+    """The check above can fail: head_apply's OUT_VJP gives the gradient of y = a S + r for
+    the gradient g of y's normalised rows (the product taken at y, of g); the same product
+    with its point and gradient swapped, as a kernel reading x as the point would give it,
+    misses it by far. Arguments the kernel cannot take together are refused."""
+    gen = torch.Generator().manual_seed(15)
+    a, r, g = (torch.randn(1, 13, 2 * 5, generator=gen, dtype=torch.float64) for _ in range(3))
+    s = torch.randn(1, 2, 5, 5, generator=gen, dtype=torch.float64)
+    y = runtime.naive_head_apply(a, s, False, res=r).requires_grad_()
+    want = torch.autograd.grad((_l2_rows(y, 2, 1e-3) * g).sum(), y)[0]
+    got = runtime.head_apply(a.float(), s.float(), False, None, None, 0.0, r.float(), None, 1e-3,
+                             None, g.float())
+    assert _rel(got, want) < 1e-5
+    assert _rel(runtime.naive_rows_vjp(g, y.detach(), 2, 1e-3), want) > 0.1
+    x = a.float()
+    with pytest.raises(ValueError, match="not several"):
+        runtime.head_apply(x, s.float(), False, None, x, 0.0, None, None, None, x)
+    with pytest.raises(ValueError, match="needs out_eps"):
+        runtime.head_apply(x, s.float(), False, None, None, 0.0, None, None, None, None, x)
+
+
 def test_int64_batch_offsets_compute_the_same(runtime, monkeypatch) -> None:
     """The kernels' I64 path (batch offsets in int64, taken where an offset reaches 2**31)
     gives what the int32 path gives."""

@@ -129,10 +129,9 @@ def test_split_parts_are_one_call() -> None:
 
 def test_attention_folds_the_normalisations_of_its_q_and_k() -> None:
     """SimA's q and k, l1-normalised over tokens, are normalised inside linear_attention (on
-    its state); Castling-ViT's, l2-normalised per row and head, inside its kernels (its output
-    normalisation, read by no attention, stays a torch op); a normaliser with a second reader
-    stays a torch op (its value is needed), and so does a row normaliser whose heads are not
-    the attention's."""
+    its state); Castling-ViT's, l2-normalised per row and head, inside its kernels; a
+    normaliser with a second reader stays a torch op (its value is needed), and so does a row
+    normaliser whose heads are not the attention's."""
     from padre_compiler.backends.triton.linear_attention import folded_normalizers
     from padre_compiler.ir.graph import Node
 
@@ -140,8 +139,8 @@ def test_attention_folds_the_normalisations_of_its_q_and_k() -> None:
     assert "_normalize(" not in sima
     assert "linear_attention(wq, wk, wv, 8, q_l1=1e-12, k_l1=1e-12)" in sima
     castling = codegen_path("castling_vit", "triton").read_text().split("def forward(self")[1]
-    assert castling.count("_normalize(") == 1 and "_l1=" not in castling
-    assert "linear_attention(wq, wk, wv, 8, self.w3_scale, q_l2=0.0, k_l2=0.0)" in castling
+    assert "_normalize(" not in castling and "_l1=" not in castling
+    assert "wq, wk, wv, 8, self.w3_scale, q_l2=0.0, k_l2=0.0," in castling
 
     g = generate("castling_vit", dim=16, backend="triton").graph
     assert sorted(folded_normalizers(g).values()) == ["k_l2", "q_l2"]
@@ -157,3 +156,44 @@ def test_attention_folds_the_normalisations_of_its_q_and_k() -> None:
     norm = next(iter(folded))
     g.add(Node("identity", (), g.node(norm).width, (), "second_reader"), (norm,))
     assert norm not in folded_normalizers(g)
+
+
+def test_attention_folds_castling_vits_output_normalisation() -> None:
+    """Castling-ViT's output, rows(attention + v * d) + dwconv(v), is one linear_attention
+    call (head_apply's epilogue): the diagonal's scale becomes res_scale, the conv's output
+    post; in the exact_kernel variant res is the broadcast token sum. No fold where the sum
+    has a second reader or the normalisation's heads are not the attention's; a diagonal
+    with a second reader is stored and read as res."""
+    from padre_compiler.backends.triton.linear_attention import folded_outputs
+    from padre_compiler.ir.graph import Node
+
+    castling = codegen_path("castling_vit", "triton").read_text().split("def forward(self")[1]
+    assert "res=wv, res_scale=diagonal_scale,\n            out_l2=0.0, post=dconv," in castling
+    assert "diagonal = " not in castling and "add = " not in castling
+
+    def castling_folds(change=None) -> tuple:
+        g = generate("castling_vit", dim=16, backend="triton").graph
+        (attention, fold), = folded_outputs(g).items()
+        if change is not None:
+            change(g, attention, fold)
+        return g, attention, fold, folded_outputs(g)
+
+    g, attention, fold, _ = castling_folds()
+    assert g.node(fold.scaled).op == "diagonal" and fold.res == g.inputs(fold.scaled)[0]
+    assert fold.res == g.inputs(attention)[2]  # v
+    assert g.node(fold.post).op == "dwconv1d" and g.node(g.users(fold.end)[0]).op == "dense"
+    exact = generate(load_spec("castling_vit", {"variant": "exact_kernel"}), dim=16,
+                     backend="triton").graph
+    (_, fold), = folded_outputs(exact).items()
+    assert exact.node(fold.res).op == "global_sum" and fold.scaled is not None
+
+    def read(nid_of):  # a second reader of the node nid_of(graph, attention, fold)
+        return lambda g, a, f: g.add(Node("identity", (), g.node(nid_of(g, a, f)).width, (),
+                                          "reader"), (nid_of(g, a, f),))
+
+    assert castling_folds(read(lambda g, a, f: g.users(a)[0]))[3] == {}
+    assert castling_folds(lambda g, a, f: g.set_node(f.norm, dataclasses.replace(
+        g.node(f.norm), attrs=tuple((k, 4 if k == "heads" else v)
+                                    for k, v in g.node(f.norm).attrs))))[3] == {}
+    g, attention, _, folds = castling_folds(read(lambda g, a, f: f.scaled))
+    assert folds[attention].scaled is None and g.node(folds[attention].res).op == "diagonal"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 import padre_compiler as pc
@@ -124,8 +126,8 @@ def test_linear_attention_launch_configs_are_gpu_legal() -> None:
     module = pc.compile("sima", dim=16, backend="triton")
     m = __import__("sys").modules[type(module).__module__]
     for e in (1, 5, 16, 48, 64):
-        for n in (1, 196, 3136, 102400):
-            cfg = m.head_config(n, e, gpu=True)
+        for n, cuda_cores in itertools.product((1, 196, 3136, 102400), (False, True)):
+            cfg = m.head_config(n, e, gpu=True, cuda_core_apply=cuda_cores)
             consts = dict(E=e, IEEE=0, F32=0, TRANS=0, **{k: v for k, v in cfg.items()
                                                           if k != "num_warps"})
             for kernel in ("head_state_kernel", "head_apply_kernel"):

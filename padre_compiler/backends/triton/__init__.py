@@ -101,6 +101,47 @@ def _region_call(g: Graph, r: Region, names: dict[int, str], params: dict[str, s
     ])
 
 
+def _attention_call(g: Graph, nid: int, names: dict[int, str], folded: dict[int, str],
+                    fold: linear_attention.OutputFold | None, body: list[str]) -> None:
+    """Appends the source of one linear_attention call (a comment states what it folds):
+    its folded q / k normalisations, and its output epilogue where `fold` is given."""
+    node, inputs = g.node(nid), g.inputs(nid)
+    args = [names[g.inputs(i)[0] if i in folded else i] for i in inputs]
+    args.append(str(node.a["heads"]))
+    if node.a["weighted"]:
+        args.append(param_codes(node.params, names[nid], body)["state"])
+    normalised = [i for i in inputs if i in folded]
+    args += [f"{folded[i]}={g.node(i).a['eps']!r}" for i in normalised]
+    notes = [linear_attention.fold_note([folded[i] for i in normalised])]
+    target = nid
+    if fold is not None:
+        res = names[fold.res]
+        args.append(f"res={res}")
+        if fold.scaled is not None:
+            scale = param_codes(g.node(fold.scaled).params, names[fold.scaled], body)["scale"]
+            args.append(f"res_scale={scale}")
+            res = f"{res} * {scale}"
+        args.append(f"out_l2={g.node(fold.norm).a['eps']!r}")
+        post = ""
+        if fold.post is not None:
+            args.append(f"post={names[fold.post]}")
+            post = f" + {names[fold.post]}"
+        notes.append(f"output rows(q S + {res}){post}, rows the same l2 normalisation, in "
+                     "head_apply's epilogue")
+        target = fold.end
+    note = "; ".join(n for n in notes if n)
+    comment = "triton: head_state, head_apply" + (f" ({note})" if note else "")
+    body += textwrap.wrap(comment, 88, initial_indent="# ", subsequent_indent="#   ")
+    call = f"{names[target]} = linear_attention({', '.join(args)})"
+    shape = f"  # [B, N, {g.node(target).width}]"
+    if len(call + shape) > 100:  # one argument line, wrapped, as the kernel calls have them
+        call = "\n".join([f"{names[target]} = linear_attention({shape}",
+                          *textwrap.wrap(", ".join(args) + ",", 92, initial_indent="    ",
+                                         subsequent_indent="    "), ")"])
+        shape = ""
+    body.append(call + shape)
+
+
 @functools.cache
 def _module_names() -> frozenset[str]:
     """Every name the pasted kernel and runtime texts bind at module level (parsed once)."""
@@ -146,14 +187,18 @@ def emit_module(g: Graph, decls: dict[str, ParamDecl], *, name: str, header: str
             taken.add(left)
     fused_sums = {r.total for r in regions.values() if r.total is not None}
     folded = linear_attention.folded_normalizers(g)
+    outputs = linear_attention.folded_outputs(g)  # attentions with an output epilogue
+    epilogue_at = {fold.end: nid for nid, fold in outputs.items()}
+    absorbed = {n for fold in outputs.values() for n in fold.absorbed - {fold.end}}
     body: list[str] = []
     used_helpers: list[str] = []
     fallback: list[str] = []
     splits = split_targets(g, names)
     for nid, node, inputs in g.items():
-        if nid in inner or nid in fused_sums or nid in folded:
+        if nid in inner or nid in fused_sums or nid in folded or nid in absorbed:
             continue  # computed by the kernel of the region that ends later, or by the
-            # linear attention that reads it (a normalisation folded into its state)
+            # linear attention that reads it (a normalisation folded into its state), or by
+            # the linear attention call at the end of its output epilogue
         if splits.get(nid) == "":
             continue  # bound with its first sibling
         region = regions.get(nid)
@@ -165,17 +210,9 @@ def emit_module(g: Graph, decls: dict[str, ParamDecl], *, name: str, header: str
             body.append(_region_call(g, region, names, params, scales, body,
                                      left_bias.get(source)))
             continue
-        if node.op == "linear_attention":
-            args = [names[g.inputs(i)[0] if i in folded else i] for i in inputs]
-            args.append(str(node.a["heads"]))
-            if node.a["weighted"]:
-                args.append(param_codes(node.params, names[nid], body)["state"])
-            normalised = [i for i in inputs if i in folded]
-            args += [f"{folded[i]}={g.node(i).a['eps']!r}" for i in normalised]
-            note = linear_attention.fold_note([folded[i] for i in normalised])
-            body.append("# triton: head_state, head_apply" + (f" ({note})" if note else ""))
-            body.append(f"{names[nid]} = linear_attention({', '.join(args)})"
-                        f"  # [B, N, {node.width}]")
+        if node.op == "linear_attention" or nid in epilogue_at:
+            attention = epilogue_at.get(nid, nid)
+            _attention_call(g, attention, names, folded, outputs.get(attention), body)
             continue
         target = splits.get(nid) or names[nid]
         if node.op == "dense" and nid in conv_input:  # channel-major where the conv is Toeplitz
@@ -207,7 +244,11 @@ def emit_module(g: Graph, decls: dict[str, ParamDecl], *, name: str, header: str
                             "(dwconv_hadamard_fwd_kernel; dwconv_toeplitz_fwd_kernel on tensor "
                             "cores)")
     if attention:
-        folds = linear_attention.fold_note(sorted(folded.values()))
+        folds = [linear_attention.fold_note(sorted(folded.values()))]
+        if outputs:
+            folds.append("the output's l2 row normalisation and the terms around it in "
+                         "head_apply_kernel's epilogue")
+        folds = "; ".join(f for f in folds if f)
         kernel_notes.append(f"{len(attention)} linear attention(s) (head_state_kernel, "
                             "head_apply_kernel" + (f"; {folds}" if folds else "") + ")")
     note = [

@@ -53,7 +53,7 @@ from typing import Any
 from padre_compiler.backends.triton.legality import H100, GpuLimits
 
 SCALARS = ("N", "C", "H", "W")  # integer arguments (and every s_* stride)
-FLOATS = ("eps",)  # float arguments
+FLOATS = ("eps", "out_eps")  # float arguments
 
 
 @dataclass(frozen=True)
