@@ -356,7 +356,7 @@ ATTENTION_SHAPES = [(384, 3136, 8), (384, 25600, 1), (384, 102400, 1)]
 LINEAR_ATTENTION = {
     "sima": ("Sima", "SimA (l1-normalised Q (K^T V), its normalisations on the state)"),
     "castling_vit": ("CastlingVit", "Castling-ViT (row-normalised Q and K inside the kernels, "
-                                    "its output's row normalisation in torch)"),
+                                    "its output's row normalisation in head_apply's epilogue)"),
 }
 
 
