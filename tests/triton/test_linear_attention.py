@@ -259,6 +259,56 @@ def test_output_vjp_is_taken_at_the_sum(runtime) -> None:
         runtime.head_apply(x, s.float(), False, None, None, 0.0, None, None, None, None, x)
 
 
+
+@pytest.mark.parametrize("trans", [False, True], ids=["S", "S^T"])
+@pytest.mark.parametrize("out_eps", [None, 0.05], ids=["sum", "normalised"])
+def test_epilogue_terms_against_the_naive_twin(runtime, trans: bool, out_eps) -> None:
+    """head_apply's epilogue, a S (or S^T) + res * d, normalised or not, + post, equals its
+    naive twin's float64 autograd, values and the gradients of every input; a, res and post
+    are slices of one wider tensor (strided views read in place)."""
+    gen = torch.Generator().manual_seed(17)
+    wide = torch.randn(2, 23, 3 * 10, generator=gen, dtype=torch.float64)
+    state = torch.randn(2, 2, 5, 5, generator=gen, dtype=torch.float64)
+    scale = torch.rand(10, generator=gen, dtype=torch.float64) + 0.5
+    dy = torch.randn(2, 23, 10, generator=gen, dtype=torch.float64)
+
+    def run(wide, state, scale, head_apply):
+        a, res, post = wide[..., :10], wide[..., 10:20], wide[..., 20:]
+        out = head_apply(a, state, trans, None, None, 0.0, res, scale, out_eps, post)
+        return (out, *torch.autograd.grad((out * dy.to(out.dtype)).sum(), [wide, state, scale]))
+
+    leaves = [t.float().requires_grad_() for t in (wide, state, scale)]
+    got = run(*leaves, runtime.head_apply)
+    want = run(*(t.detach().double().requires_grad_() for t in leaves), runtime.naive_head_apply)
+    for label, g, w in zip(("out", "wide", "state", "scale"), got, want, strict=True):
+        assert _rel(g.detach(), w.detach()) < 1e-5, label
+
+@pytest.mark.parametrize(("res_shape", "post_shape"), [((2, 1, 8), (1, 13, 8)), ((8,), (2, 1, 8))])
+def test_broadcast_terms_are_read_in_place(runtime, res_shape, post_shape) -> None:
+    """res and post of a shape that broadcasts to [B, N, C] give, values and gradients, what
+    their contiguous broadcast copies give (the kernel reads them as stride-0 views); a
+    res_scale that is not [C], or a term that does not broadcast, is refused."""
+    gen = torch.Generator().manual_seed(16)
+    q, k, v, dy = (torch.randn(2, 13, 2 * 4, generator=gen) for _ in range(4))
+    r, p = torch.randn(res_shape, generator=gen), torch.randn(post_shape, generator=gen)
+
+    def run(res, post):
+        leaves = [t.clone().requires_grad_() for t in (q, k, v, res, post)]
+        out = runtime.linear_attention(*leaves[:3], 2, res=leaves[3], out_l2=0.0,
+                                       post=leaves[4])
+        return (out, *torch.autograd.grad((out * dy).sum(), leaves))
+
+    full = run(r.expand(q.shape).contiguous(), p.expand(q.shape).contiguous())
+    for label, got, want in zip(("out", "q", "k", "v", "res", "post"), run(r, p), full,
+                                strict=True):
+        assert torch.allclose(got, want.sum_to_size(got.shape), atol=1e-5), label
+    with pytest.raises(ValueError, match="res_scale is a \\[C\\] vector"):
+        runtime.head_apply(q, torch.zeros(1, 2, 4, 4), False, None, None, 0.0, v,
+                           torch.ones(1, 1, 8), 0.0)
+    with pytest.raises(RuntimeError, match="expand"):
+        runtime.head_apply(q, torch.zeros(1, 2, 4, 4), False, None, None, 0.0,
+                           torch.zeros(2, 13, 7), None, 0.0)
+
 def test_int64_batch_offsets_compute_the_same(runtime, monkeypatch) -> None:
     """The kernels' I64 path (batch offsets in int64, taken where an offset reaches 2**31)
     gives what the int32 path gives."""

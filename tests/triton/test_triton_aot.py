@@ -300,7 +300,6 @@ def test_linear_attention_kernels_at_gpu_tiles_do_not_spill(bf16: bool, norm: st
         assert state.mma == apply.mma == "wgmma", (state.mma, apply.mma)
 
 
-
 def test_a_64_token_cuda_core_apply_with_the_epilogue_spills() -> None:
     """Why head_config gives fp32 products 32-token tiles: at 64 tokens (8 warps) the output
     epilogue's head_apply spills for sm_90, where the 32-token tile above does not."""
@@ -309,6 +308,7 @@ def test_a_64_token_cuda_core_apply_with_the_epilogue_spills() -> None:
                            dict(E=48, TRANS=False, F32=True, BT=64, BE=64, **flags),
                            num_warps=8, pointer_dtype="fp32", pointer_dtypes={"s": "fp32"})
     assert r.stack > 0, r
+
 
 SASS = """
         /*0000*/                   MOV R1, c[0x0][0x28] ;

@@ -197,3 +197,40 @@ def test_attention_folds_castling_vits_output_normalisation() -> None:
                                     for k, v in g.node(f.norm).attrs))))[3] == {}
     g, attention, _, folds = castling_folds(read(lambda g, a, f: f.scaled))
     assert folds[attention].scaled is None and g.node(folds[attention].res).op == "diagonal"
+
+
+def test_a_normalisation_read_as_another_attentions_q_is_folded_once() -> None:
+    """Castling-ViT's output normalisation made the q of a second attention (no post term):
+    the second attention folds it (q_l2), so the first attention's output is not folded into
+    it too, and the generated module computes what the PyTorch backend's does."""
+    import torch
+
+    from padre_compiler.backends import pytorch
+    from padre_compiler.backends.triton import emit_module
+    from padre_compiler.backends.triton.linear_attention import (
+        folded_normalizers,
+        folded_outputs,
+    )
+    from padre_compiler.compiler import load_source
+    from padre_compiler.ir.graph import Node
+
+    g = generate("castling_vit", dim=16, backend="triton").graph.copy()
+    (first, fold), = folded_outputs(g).items()
+    _, k, v = g.inputs(first)
+    width = g.node(fold.norm).width
+    second = g.add(Node("linear_attention", (("heads", 8), ("weighted", False)), width),
+                   (fold.norm, g.inputs(k)[0], v))
+    g.replace_uses(fold.end, g.add(Node("add", (), width), (second, fold.post)))
+    g.prune()
+    assert folded_normalizers(g)[fold.norm] == "q_l2" and first not in folded_outputs(g)
+
+    modules = []
+    for emit in (emit_module, pytorch.emit_module):
+        source = emit(g, g.decls, name="stacked", header="stacked attentions")
+        module = load_source(source, "stacked")
+        cls = next(c for c in vars(module).values() if isinstance(c, type)
+                   and issubclass(c, torch.nn.Module) and c.__module__ == module.__name__)
+        modules.append(cls(16).double())
+    modules[1].load_state_dict(modules[0].state_dict())
+    x = torch.randn(2, 9, 16, dtype=torch.float64)
+    assert torch.allclose(modules[0](x), modules[1](x), atol=1e-12)

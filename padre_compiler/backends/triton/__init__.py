@@ -115,19 +115,19 @@ def _attention_call(g: Graph, nid: int, names: dict[int, str], folded: dict[int,
     notes = [linear_attention.fold_note([folded[i] for i in normalised])]
     target = nid
     if fold is not None:
-        res = names[fold.res]
-        args.append(f"res={res}")
+        args.append(f"res={names[fold.res]}")
+        term = names[fold.res]  # the sum's other term, for the comment
         if fold.scaled is not None:
             scale = param_codes(g.node(fold.scaled).params, names[fold.scaled], body)["scale"]
             args.append(f"res_scale={scale}")
-            res = f"{res} * {scale}"
+            term = f"{term} * {scale}"
         args.append(f"out_l2={g.node(fold.norm).a['eps']!r}")
         post = ""
         if fold.post is not None:
             args.append(f"post={names[fold.post]}")
             post = f" + {names[fold.post]}"
-        notes.append(f"output rows(q S + {res}){post}, rows the same l2 normalisation, in "
-                     "head_apply's epilogue")
+        notes.append(f"output l2rows(q S + {term}){post}, l2rows the output's l2 normalisation "
+                     "per row and head, in head_apply's epilogue")
         target = fold.end
     note = "; ".join(n for n in notes if n)
     comment = "triton: head_state, head_apply" + (f" ({note})" if note else "")
@@ -189,7 +189,7 @@ def emit_module(g: Graph, decls: dict[str, ParamDecl], *, name: str, header: str
     folded = linear_attention.folded_normalizers(g)
     outputs = linear_attention.folded_outputs(g)  # attentions with an output epilogue
     epilogue_at = {fold.end: nid for nid, fold in outputs.items()}
-    absorbed = {n for fold in outputs.values() for n in fold.absorbed - {fold.end}}
+    absorbed = {n for fold in outputs.values() for n in fold.absorbed}
     body: list[str] = []
     used_helpers: list[str] = []
     fallback: list[str] = []
@@ -244,11 +244,11 @@ def emit_module(g: Graph, decls: dict[str, ParamDecl], *, name: str, header: str
                             "(dwconv_hadamard_fwd_kernel; dwconv_toeplitz_fwd_kernel on tensor "
                             "cores)")
     if attention:
-        folds = [linear_attention.fold_note(sorted(folded.values()))]
+        notes = [linear_attention.fold_note(sorted(folded.values()))]
         if outputs:
-            folds.append("the output's l2 row normalisation and the terms around it in "
+            notes.append("the output's l2 row normalisation and the terms around it in "
                          "head_apply_kernel's epilogue")
-        folds = "; ".join(f for f in folds if f)
+        folds = "; ".join(n for n in notes if n)
         kernel_notes.append(f"{len(attention)} linear attention(s) (head_state_kernel, "
                             "head_apply_kernel" + (f"; {folds}" if folds else "") + ")")
     note = [

@@ -168,9 +168,10 @@ RUNTIME = '''
 def head_config(n: int, e: int, gpu: bool, cuda_core_apply: bool = False) -> dict[str, int]:
     """Tiles of the head kernels: BE covers the head (>= 16 for tl.dot), BT tokens per step,
     CHUNK tokens per state program (enough programs to fill a GPU at long N). cuda_core_apply:
-    head_apply's products in fp32 on CUDA cores (F32), on 32-token tiles: a [64, 64] tile
-    spills there under the output epilogue. On sm_90 these compile without spills up to
-    e = 64 (tests/triton/test_triton_aot.py)."""
+    a head_apply whose products run in fp32 on CUDA cores (F32: fp32 and fp16 inputs), with
+    or without an epilogue, on 32-token tiles: a [64, 64] one spills under the output
+    epilogue. On sm_90 these compile without spills up to e = 64
+    (tests/triton/test_triton_aot.py)."""
     be = max(16, next_power_of_2(e))
     bt = (32 if cuda_core_apply else 64) if gpu else 16
     chunk = max(bt, min(1024 if gpu else 64, next_power_of_2(n)))
@@ -264,11 +265,18 @@ def _head_apply_impl(a: torch.Tensor, s: torch.Tensor, trans: bool, a_eps: float
     if a_eps is not None and vjp_x is not None:  # the kernel takes one eps for both
         raise ValueError("head_apply normalises its operand (a_eps) or applies a "
                          "normalisation's vector-Jacobian product (vjp_x), not both")
-    x = vjp_x if vjp_x is not None else post if post is not None else out_grad  # its x
-    if x is not None and (vjp_x is not None) + (post is not None) + (out_grad is not None) > 1:
+    if (vjp_x is not None) + (post is not None) + (out_grad is not None) > 1:  # the kernel's x
         raise ValueError("head_apply reads one of vjp_x, post and out_grad, not several")
     if out_grad is not None and out_eps is None or res_scale is not None and res is None:
         raise ValueError("head_apply's out_grad needs out_eps, and its res_scale needs res")
+    if res_scale is not None and res_scale.shape != a.shape[-1:]:
+        raise ValueError(f"head_apply's res_scale is a [C] vector, C = {a.shape[-1]}; got "
+                         f"{list(res_scale.shape)}")
+    if res is not None:  # broadcast terms as views (a stride-0 dimension is read in place)
+        res = res.expand(a.shape)
+    if post is not None:
+        post = post.expand(a.shape)
+    x = vjp_x if vjp_x is not None else post if post is not None else out_grad
     if not _use_triton(a):
         return naive_head_apply(a, s, trans, a_eps, vjp_x, vjp_eps, res, res_scale, out_eps,
                                 post, out_grad)
@@ -342,9 +350,10 @@ def _apply_backward(ctx, do, *_):
                ctx.a_eps if normed else 0.0).to(a.dtype)
     ds = state(a, dy, heads, ctx.a_eps)
     dres = dres_scale = None
-    if res is not None:
+    wanted = ctx.needs_input_grad
+    if res is not None and wanted[6]:  # [B, N, C] (autograd sums it for a broadcast res)
         dres = (dy if res_scale is None else dy * res_scale).to(res.dtype)
-    if res_scale is not None:  # products in dy's dtype (as autograd's), summed in fp32
+    if res_scale is not None and wanted[7]:  # products in dy's dtype, as autograd's; fp32 sum
         dres_scale = (dy * res).sum((0, 1), dtype=torch.float32).to(res_scale.dtype)
     return (da, (ds.transpose(-2, -1) if ctx.trans else ds).to(s.dtype), None, None, None,
             None, dres, dres_scale, None, do if ctx.post else None, None)
@@ -474,14 +483,16 @@ class OutputFold:
     res: int  # the other term of the sum (the input of `scaled` where that is folded)
     scaled: int | None  # a per-channel scale (diagonal) read by the sum alone: res_scale
     post: int | None  # the term added after the normalisation
-    absorbed: frozenset[int]  # the nodes the call computes without storing them, and end
+    absorbed: frozenset[int]  # the nodes the call computes without storing them (not end)
 
 
 def folded_outputs(g: Graph) -> dict[int, OutputFold]:
     """{linear_attention node: its OutputFold} where the attention's only reader is a sum of
     two terms whose only reader is an l2 row normalisation over the attention's heads (the
     sum and the normalisation are then never stored); `post` where the normalisation's only
-    reader is a sum of two terms."""
+    reader is a sum of two terms. A normalisation that another attention folds as its q or k
+    (folded_normalizers: its value is never made) is not folded here."""
+    claimed = folded_normalizers(g)
     folds = {}
     for nid, node, _ in g.items():
         if node.op != "linear_attention" or len(g.users(nid)) != 1:
@@ -494,7 +505,7 @@ def folded_outputs(g: Graph) -> dict[int, OutputFold]:
             continue
         norm = readers[0]
         if g.node(norm).op != "normalize" or g.node(norm).a["kind"] != "l2_rows" \
-                or g.node(norm).a["heads"] != node.a["heads"]:
+                or g.node(norm).a["heads"] != node.a["heads"] or norm in claimed:
             continue
         res = terms[1 - terms.index(nid)]
         scaled = res if g.node(res).op == "diagonal" and g.users(res) == [total] else None
@@ -506,7 +517,7 @@ def folded_outputs(g: Graph) -> dict[int, OutputFold]:
                 and len(g.inputs(after[0])) == 2 and g.inputs(after[0]).count(norm) == 1:
             end = after[0]
             post = next(t for t in g.inputs(end) if t != norm)
-        absorbed = {nid, total, norm, end} | ({scaled} if scaled is not None else set())
+        absorbed = {nid, total, norm} - {end} | ({scaled} if scaled is not None else set())
         folds[nid] = OutputFold(norm, end, res, scaled, post, frozenset(absorbed))
     return folds
 
