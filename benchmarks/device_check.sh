@@ -5,8 +5,9 @@
 #   bash benchmarks/device_check.sh          # writes $OUT (or benchmarks/results/device/)
 #
 # 1. correctness, concurrently (nothing is timed yet; limit CHECK_LIMIT seconds, 90):
-#    - the CUDA tests: compiled modules forward/backward, CAOTE's Triton score kernel inside
-#      eviction, CAOTE's Hugging Face eviction on CUDA against CPU;
+#    - the CUDA tests: compiled modules forward/backward (padre3's deterministic backward,
+#      SimA's and Castling-ViT's bf16 attention kernels against float64), CAOTE's Triton
+#      score kernel inside eviction, CAOTE's Hugging Face eviction on CUDA against CPU;
 #    - padre fuzz --backend triton --device cuda on each spec with fused kernels
 #      (FUZZ_EXAMPLES examples each, 4);
 # 2. benchmarks/gpu.py alone on the GPU, logging straight to device_log.txt (correctness gate,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -66,6 +68,30 @@ def test_cuda_forward_backward() -> None:
     x = torch.randn(2, 49, 32, device="cuda", requires_grad=True)
     module(x).sum().backward()
     assert x.grad is not None
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("name", ["sima", "castling_vit"])
+def test_cuda_linear_attention_in_bf16_matches_float64(name: str) -> None:
+    """The attention kernels' bf16 paths, which Triton's CPU interpreter cannot run (bf16
+    products on tensor cores; Castling-ViT's row normalisations in the kernels, its output
+    epilogue and their backward launches): the output and the gradients of the input and
+    every parameter of the bf16 Triton module on CUDA, against the same module in float64
+    on the CPU (its naive twins), on the same weights; 1,500 tokens span two state chunks."""
+    module = pc.compile(name, dim=64, backend="triton").cuda().bfloat16()
+    reference = copy.deepcopy(module).cpu().double()
+    x = torch.randn(2, 1500, 64, device="cuda", dtype=torch.bfloat16)
+    dy = torch.randn_like(x)
+
+    def run(m, x, dy):
+        x = x.detach().requires_grad_()
+        out = m(x)
+        return [out.detach(), *torch.autograd.grad((out * dy).sum(), [x, *m.parameters()])]
+
+    for got, want in zip(run(module, x, dy), run(reference, x.cpu().double(), dy.cpu().double()),
+                         strict=True):
+        error = (got.cpu().double() - want).abs().max() / want.abs().max().clamp_min(1e-12)
+        assert error < 5e-2, (name, tuple(want.shape), float(error))
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
