@@ -14,6 +14,7 @@ the bias of a map only the conv reads then added by the conv kernel).
 Backward: torch autograd for the torch ops.
 Linear attention backward: head_state and head_apply again (each is linear in each argument)."""
 
+import functools
 import inspect
 import os
 
@@ -198,7 +199,7 @@ if triton is not None:
 
     @triton.jit(do_not_specialize=["N"])
     def head_apply_kernel(
-        a, s, o, x, r, d, N, H, s_ab, s_an, s_xb, s_xn, s_rb, s_rn, eps, out_eps,
+        a, s, o, x, r, d, dd, N, H, s_ab, s_an, s_xb, s_xn, s_rb, s_rn, eps, out_eps,
         E: tl.constexpr, TRANS: tl.constexpr, F32: tl.constexpr, BT: tl.constexpr,
         BE: tl.constexpr,
         I64: tl.constexpr = False, A_NORM: tl.constexpr = False, VJP: tl.constexpr = False,
@@ -210,15 +211,17 @@ if triton is not None:
         epilogue: y = a S (+ r (* d)), then o = rows(y) (+ x) or a vector-Jacobian product.
 
         a, x, r: [B, N, H*E] (channel stride 1; r's token stride may be 0); s: [B, H, E, E]
-        fp32 contiguous; d: [H*E]; o: [B, N, H*E] contiguous. [BT, BE] @ [BE, BE], fp32
-        accumulation; F32: fp32 operands (fp32 inputs, and fp16 ones, whose range cannot hold
-        a state summed over N tokens), else bf16. Each row's head slice is in one tile, so the
-        l2 normalisations of rows, x[t, g] / (|x[t, g]|_2 + eps), apply here:
+        fp32 contiguous; d: [H*E]; o: [B, N, H*E] contiguous; dd: [B * token tiles, H*E]
+        fp32. [BT, BE] @ [BE, BE], fp32 accumulation; F32: fp32 operands (fp32 inputs, and
+        fp16 ones, whose range cannot hold a state summed over N tokens), else bf16. Each
+        row's head slice is in one tile, so the l2 normalisations of rows,
+        x[t, g] / (|x[t, g]|_2 + eps), apply here:
         A_NORM: a's rows normalised first (eps): a row scale of the product, in fp32.
         VJP: o is the gradient of x for the gradient a S of x's normalised rows (eps).
         RES: y = a S + r, RES_SCALE: + r * d (d per channel).
         OUT_NORM: o = y's rows normalised (out_eps); with OUT_VJP: o is the gradient of y for
-        the gradient x of its normalised rows.
+        the gradient x of its normalised rows, and (RES_SCALE) the program's terms of d's
+        gradient, sum_t o[t] r[t], go to its own row of dd.
         POST: x added last (o = rows(y) + x).
         """
         i_t, i_bh = tl.program_id(0), tl.program_id(1)
@@ -248,8 +251,9 @@ if triton is not None:
             b_r = tl.load(r + i_b * s_rb + o_t[:, None] * s_rn + c_h, mask=m, other=0.)
             b_r = b_r.to(tl.float32)  # [BT, BE]
             if RES_SCALE:
-                b_r = b_r * tl.load(d + c_h, mask=m_e[None, :], other=0.).to(tl.float32)
-            b_o = b_o + b_r
+                b_o = b_o + b_r * tl.load(d + c_h, mask=m_e[None, :], other=0.).to(tl.float32)
+            else:
+                b_o = b_o + b_r
         if VJP or POST or OUT_VJP:
             b_x = tl.load(x + i_b * s_xb + o_t[:, None] * s_xn + c_h, mask=m, other=0.)
             b_x = b_x.to(tl.float32)  # [BT, BE]
@@ -258,6 +262,9 @@ if triton is not None:
         if OUT_NORM:
             if OUT_VJP:  # y -> y / (|y| + out_eps) per row, its product at x
                 b_o = rows_vjp(b_o, b_x, out_eps)
+                if RES_SCALE:  # padding rows hold r = 0
+                    p_dd = dd + (i_b * tl.num_programs(0) + i_t) * (H * E) + c_h
+                    tl.store(p_dd, tl.sum(b_o * b_r, axis=0)[None, :], mask=m_e[None, :])
             else:
                 b_o = b_o * row_scales(b_o, out_eps)[:, None]
         if POST:
@@ -266,6 +273,7 @@ if triton is not None:
                  mask=m)
 
 
+@functools.cache  # per launch shape: every launch asks (read-only)
 def head_config(n: int, e: int, gpu: bool, cuda_core_apply: bool = False) -> dict[str, int]:
     """Tiles of the head kernels: BE covers the head (>= 16 for tl.dot), BT tokens per step,
     CHUNK tokens per state program (enough programs to fill a GPU at long N). cuda_core_apply:
@@ -354,33 +362,77 @@ def _head_state_impl(a: torch.Tensor, b: torch.Tensor, heads: int,
     return parts.sum(2)
 
 
+def epilogue_terms(a: torch.Tensor, res: torch.Tensor | None, res_scale: torch.Tensor | None,
+                   out_eps: float | None, post: torch.Tensor | None
+                   ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """(res, post) as [B, N, C] views (a broadcast term's stride-0 dimensions read in place),
+    after checking the epilogue's arguments against a ([B, N, C])."""
+    if (res is not None or post is not None) and out_eps is None:
+        raise ValueError("head_apply's res and post are terms of its output normalisation: "
+                         "they need out_eps")
+    if res_scale is not None and (res is None or res_scale.shape != a.shape[-1:]):
+        raise ValueError(f"head_apply's res_scale scales res, as a [C] vector (C = "
+                         f"{a.shape[-1]}); got {list(res_scale.shape)}"
+                         + ("" if res is not None else " and no res"))
+    return (None if res is None else res.expand(a.shape),
+            None if post is None else post.expand(a.shape))
+
+
 def _head_apply_impl(a: torch.Tensor, s: torch.Tensor, trans: bool, a_eps: float | None = None,
                      vjp_x: torch.Tensor | None = None, vjp_eps: float = 0.0,
                      res: torch.Tensor | None = None, res_scale: torch.Tensor | None = None,
-                     out_eps: float | None = None, post: torch.Tensor | None = None,
-                     out_grad: torch.Tensor | None = None) -> torch.Tensor:
-    """a S (S^T if trans), a's rows l2-normalised per head first where a_eps is given, then
-    y = that + res (* res_scale, per channel) and out = rows(y) (out_eps) + post; or a
-    gradient: through vjp_x's normalised rows (vjp_eps), for the gradient a S of them; or
-    (out_grad) of y, for the gradient out_grad of rows(y)."""
+                     out_eps: float | None = None, post: torch.Tensor | None = None
+                     ) -> torch.Tensor:
+    """a S (S^T if trans), a's rows l2-normalised per head first where a_eps is given; with
+    out_eps the output rows(a S + res * res_scale) + post (rows: the l2 normalisation, each
+    term optional); or, with vjp_x, the gradient through vjp_x's normalised rows (vjp_eps)
+    for the gradient a S of them."""
     if a_eps is not None and vjp_x is not None:  # the kernel takes one eps for both
         raise ValueError("head_apply normalises its operand (a_eps) or applies a "
                          "normalisation's vector-Jacobian product (vjp_x), not both")
-    if (vjp_x is not None) + (post is not None) + (out_grad is not None) > 1:  # the kernel's x
-        raise ValueError("head_apply reads one of vjp_x, post and out_grad, not several")
-    if out_grad is not None and out_eps is None or res_scale is not None and res is None:
-        raise ValueError("head_apply's out_grad needs out_eps, and its res_scale needs res")
-    if res_scale is not None and res_scale.shape != a.shape[-1:]:
-        raise ValueError(f"head_apply's res_scale is a [C] vector, C = {a.shape[-1]}; got "
-                         f"{list(res_scale.shape)}")
-    if res is not None:  # broadcast terms as views (a stride-0 dimension is read in place)
-        res = res.expand(a.shape)
-    if post is not None:
-        post = post.expand(a.shape)
-    x = vjp_x if vjp_x is not None else post if post is not None else out_grad
+    if vjp_x is not None and out_eps is not None:
+        raise ValueError("head_apply applies a normalisation's vector-Jacobian product "
+                         "(vjp_x) or an output epilogue (out_eps), not both")
+    if out_eps is not None or res is not None or res_scale is not None or post is not None:
+        res, post = epilogue_terms(a, res, res_scale, out_eps, post)
     if not _use_triton(a):
         return naive_head_apply(a, s, trans, a_eps, vjp_x, vjp_eps, res, res_scale, out_eps,
-                                post, out_grad)
+                                post)
+    out = torch.empty(a.shape, device=a.device, dtype=a.dtype)
+    if vjp_x is not None:
+        head_apply_launch(a, s, trans, out, a_eps, vjp_eps, res, res_scale, out_eps, vjp_x,
+                          "VJP")
+    else:
+        head_apply_launch(a, s, trans, out, a_eps, vjp_eps, res, res_scale, out_eps, post,
+                          None if post is None else "POST")
+    return out
+
+
+def _rows_vjp_impl(a: torch.Tensor, s: torch.Tensor, trans: bool, a_eps: float | None,
+                   res: torch.Tensor | None, res_scale: torch.Tensor | None, out_eps: float,
+                   grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(dy, dd): the gradient of y = a S + res * res_scale (head_apply's, before its output
+    normalisation) for the gradient `grad` of rows(y), and of res_scale, dd = sum over batch
+    and tokens of dy * res in fp32 (empty without res_scale). One head_apply_kernel launch
+    (OUT_VJP) recomputes y, and each program adds its tile's dd terms into a row of its
+    own, which torch sums (deterministic)."""
+    res, _ = epilogue_terms(a, res, res_scale, out_eps, None)
+    if not _use_triton(a):
+        dy = naive_head_apply(a, s, trans, a_eps, None, 0.0, res, res_scale, out_eps,
+                              out_grad=grad)
+        return dy, (a.new_empty(0, dtype=torch.float32) if res_scale is None else
+                    (dy.to(grad.dtype).double() * res).sum((0, 1)).float())
+    dy = torch.empty(a.shape, device=a.device, dtype=a.dtype)
+    rows = head_apply_launch(a, s, trans, dy, a_eps, 0.0, res, res_scale, out_eps, grad,
+                             "OUT_VJP")
+    return dy, (a.new_empty(0, dtype=torch.float32) if rows is None else rows.sum(0))
+
+
+def head_apply_launch(a, s, trans: bool, out, a_eps, vjp_eps: float, res, res_scale, out_eps,
+                      x, x_role: str | None) -> torch.Tensor | None:
+    """Launch head_apply_kernel writing out ([B, N, C] contiguous), x read in its x_role (the
+    kernel's flag: VJP, POST or OUT_VJP; None: not read); returns OUT_VJP's rows of
+    res_scale's gradient ([B * token tiles, C] fp32) where res_scale is given, else None."""
     bsz, n, w = a.shape
     heads = s.shape[1]
     e = w // heads
@@ -388,21 +440,23 @@ def _head_apply_impl(a: torch.Tensor, s: torch.Tensor, trans: bool, a_eps: float
     s = s.float().contiguous()
     if res_scale is not None:
         (res_scale,) = channel_vectors(res_scale)
-    out = torch.empty((bsz, n, w), device=a.device, dtype=a.dtype)
     f32 = a.dtype != torch.bfloat16
     cfg = head_config(n, e, a.is_cuda, cuda_core_apply=f32)
+    tiles = cdiv(n, cfg["BT"])
+    rows = None
+    if x_role == "OUT_VJP" and res_scale is not None:
+        rows = torch.empty((bsz * tiles, w), device=a.device, dtype=torch.float32)
     xs = a if x is None else x  # never read where None
     rs = a if res is None else res
-    head_apply_kernel[(cdiv(n, cfg["BT"]), bsz * heads)](
-        a, s, out, xs, rs, a if res_scale is None else res_scale, n, heads,
-        a.stride(0), a.stride(1), xs.stride(0), xs.stride(1), rs.stride(0), rs.stride(1),
-        vjp_eps if a_eps is None else a_eps, 0.0 if out_eps is None else out_eps,
-        E=e, TRANS=trans, F32=f32, BT=cfg["BT"], BE=cfg["BE"],
-        A_NORM=a_eps is not None, VJP=vjp_x is not None, RES=res is not None,
-        RES_SCALE=res_scale is not None, OUT_NORM=out_eps is not None,
-        OUT_VJP=out_grad is not None, POST=post is not None,
+    head_apply_kernel[(tiles, bsz * heads)](
+        a, s, out, xs, rs, a if res_scale is None else res_scale, a if rows is None else rows,
+        n, heads, a.stride(0), a.stride(1), xs.stride(0), xs.stride(1), rs.stride(0),
+        rs.stride(1), vjp_eps if a_eps is None else a_eps, 0.0 if out_eps is None else out_eps,
+        E=e, TRANS=trans, F32=f32, BT=cfg["BT"], BE=cfg["BE"], A_NORM=a_eps is not None,
+        RES=res is not None, RES_SCALE=res_scale is not None, OUT_NORM=out_eps is not None,
+        VJP=x_role == "VJP", POST=x_role == "POST", OUT_VJP=x_role == "OUT_VJP",
         **index_widths(a, out, x, res, s), num_warps=cfg["num_warps"])
-    return out
+    return rows
 
 
 def _state_setup(ctx, inputs, output) -> None:
@@ -423,41 +477,39 @@ def _state_backward(ctx, ds):
 
 
 def _apply_setup(ctx, inputs, output) -> None:
-    a, s, trans, a_eps, vjp_x, _, res, res_scale, out_eps, post, out_grad = inputs
-    if vjp_x is not None or out_grad is not None:
+    a, s, trans, a_eps, vjp_x, _, res, res_scale, out_eps, post = inputs
+    if vjp_x is not None:
         raise NotImplementedError(
-            "head_apply with vjp_x or out_grad is a backward's own step: its double backward "
-            "is not derived (a folded row normalisation's second derivative)")
+            "head_apply with vjp_x is a backward's own step: its double backward is not "
+            "derived (a folded row normalisation's second derivative)")
     ctx.save_for_backward(a, s, res, res_scale)
     ctx.trans, ctx.a_eps, ctx.out_eps, ctx.post = trans, a_eps, out_eps, post is not None
 
 
 def _apply_backward(ctx, do, *_):
-    """O = rows(Y) + P, Y = Â S (S^T if trans) + R D, Â = rows(A) or A (rows(Y) = Y where no
-    out_eps, R D = R where no res_scale): dY = rows' vector-Jacobian product at Y for dO
-    (one launch, recomputing Y), dÂ = dY S^T (then through rows' product, in the same
-    kernel), dS = Â^T dY (its transpose if S^T), dR = dY D, dD = sum_t dY R, dP = dO."""
+    """O = rows(Y) + P, Y = Â S (S^T if trans) + R D, Â = rows(A) or A (Y alone where no
+    out_eps; R D = R where no D): dY = rows' vector-Jacobian product at Y for dO and
+    dD = sum_t dY R (one launch, recomputing Y), dÂ = dY S^T (then through rows' product,
+    in the same kernel), dS = Â^T dY (its transpose if S^T), dR = dY D, dP = dO."""
     a, s, res, res_scale = ctx.saved_tensors
     heads = s.shape[1]
     eager = getattr(ctx, "eager", False)
     apply = _head_apply_impl if eager else torch.ops.padre_triton.head_apply_v3
     state = _head_state_impl if eager else torch.ops.padre_triton.head_state_v2
-    dy = do
+    dy, dd = do, None
     if ctx.out_eps is not None:
-        dy = apply(a, s, ctx.trans, ctx.a_eps, None, 0.0, res, res_scale, ctx.out_eps, None,
-                   do)
+        rows_vjp = _rows_vjp_impl if eager else torch.ops.padre_triton.head_rows_vjp_v1
+        dy, dd = rows_vjp(a, s, ctx.trans, ctx.a_eps, res, res_scale, ctx.out_eps, do)
     normed = ctx.a_eps is not None
     da = apply(dy, s, not ctx.trans, None, a if normed else None,
                ctx.a_eps if normed else 0.0).to(a.dtype)
     ds = state(a, dy, heads, ctx.a_eps)
-    dres = dres_scale = None
-    wanted = ctx.needs_input_grad
-    if res is not None and wanted[6]:  # [B, N, C] (autograd sums it for a broadcast res)
-        dres = (dy if res_scale is None else dy * res_scale).to(res.dtype)
-    if res_scale is not None and wanted[7]:  # products in dy's dtype, as autograd's; fp32 sum
-        dres_scale = (dy * res).sum((0, 1), dtype=torch.float32).to(res_scale.dtype)
+    dres = None
+    if res is not None and ctx.needs_input_grad[6]:  # [B, N, C]; autograd sums it to res's
+        dres = (dy if res_scale is None else dy * res_scale).to(res.dtype)  # shape
     return (da, (ds.transpose(-2, -1) if ctx.trans else ds).to(s.dtype), None, None, None,
-            None, dres, dres_scale, None, do if ctx.post else None, None)
+            None, dres, None if res_scale is None else dd.to(res_scale.dtype), None,
+            do if ctx.post else None)
 
 
 def _register_head_ops():
@@ -470,6 +522,9 @@ def _register_head_ops():
         _head_state_impl)
     apply = torch.library.custom_op("padre_triton::head_apply_v3", mutates_args=())(
         _head_apply_impl)
+    # the output normalisation's backward step (no autograd of its own: not differentiated)
+    rows_vjp = torch.library.custom_op("padre_triton::head_rows_vjp_v1", mutates_args=())(
+        _rows_vjp_impl)
 
     @state.register_fake
     def _(a, b, heads, a_eps=None):
@@ -480,8 +535,13 @@ def _register_head_ops():
 
     @apply.register_fake
     def _(a, s, trans, a_eps=None, vjp_x=None, vjp_eps=0.0, res=None, res_scale=None,
-          out_eps=None, post=None, out_grad=None):
+          out_eps=None, post=None):
         return a.new_empty(a.shape)
+
+    @rows_vjp.register_fake
+    def _(a, s, trans, a_eps, res, res_scale, out_eps, grad):
+        return a.new_empty(a.shape), a.new_empty(0 if res_scale is None else a.shape[-1],
+                                                 dtype=torch.float32)
 
     state.register_autograd(_state_backward, setup_context=_state_setup)
     apply.register_autograd(_apply_backward, setup_context=_apply_setup)

@@ -239,33 +239,36 @@ def test_output_fold_backward_is_one_more_launch(runtime, monkeypatch) -> None:
 
 
 def test_output_vjp_is_taken_at_the_sum(runtime) -> None:
-    """The check above can fail: head_apply's OUT_VJP gives the gradient of y = a S + r for
-    the gradient g of y's normalised rows (the product taken at y, of g); the same product
-    with its point and gradient swapped, as a kernel reading x as the point would give it,
-    misses it by far. Arguments the kernel cannot take together are refused."""
+    """The check above can fail: the output normalisation's backward launch (OUT_VJP) gives
+    the gradient of y = a S + r d for the gradient g of y's normalised rows (the product
+    taken at y, of g), and d's, sum_t dy r (rows of partial sums over token tiles: 3 here);
+    the same product with its point and gradient swapped, as a kernel reading x as the point
+    would give it, misses it by far. Arguments the kernel cannot take together are refused."""
     gen = torch.Generator().manual_seed(15)
-    a, r, g = (torch.randn(1, 13, 2 * 5, generator=gen, dtype=torch.float64) for _ in range(3))
-    s = torch.randn(1, 2, 5, 5, generator=gen, dtype=torch.float64)
-    y = runtime.naive_head_apply(a, s, False, res=r).requires_grad_()
+    a, r, g = (torch.randn(2, 37, 2 * 5, generator=gen, dtype=torch.float64) for _ in range(3))
+    s = torch.randn(2, 2, 5, 5, generator=gen, dtype=torch.float64)
+    d = torch.rand(10, generator=gen, dtype=torch.float64) + 0.5
+    y = runtime.naive_head_apply(a, s, False, res=r, res_scale=d, out_eps=None)
+    y.requires_grad_()
     want = torch.autograd.grad((_l2_rows(y, 2, 1e-3) * g).sum(), y)[0]
-    got = runtime.head_apply(a.float(), s.float(), False, None, None, 0.0, r.float(), None, 1e-3,
-                             None, g.float())
-    assert _rel(got, want) < 1e-5
+    got, dd = runtime._rows_vjp_impl(a.float(), s.float(), False, None, r.float(), d.float(),
+                                     1e-3, g.float())
+    assert _rel(got, want) < 1e-5 and _rel(dd, (want * r).sum((0, 1))) < 1e-5
     assert _rel(runtime.naive_rows_vjp(g, y.detach(), 2, 1e-3), want) > 0.1
     x = a.float()
-    with pytest.raises(ValueError, match="not several"):
-        runtime.head_apply(x, s.float(), False, None, x, 0.0, None, None, None, x)
-    with pytest.raises(ValueError, match="needs out_eps"):
-        runtime.head_apply(x, s.float(), False, None, None, 0.0, None, None, None, None, x)
+    with pytest.raises(ValueError, match="not both"):
+        runtime.head_apply(x, s.float(), False, None, x, 0.0, None, None, 0.0)
+    with pytest.raises(ValueError, match="need out_eps"):
+        runtime.head_apply(x, s.float(), False, None, None, 0.0, x)
 
 
 
 @pytest.mark.parametrize("trans", [False, True], ids=["S", "S^T"])
-@pytest.mark.parametrize("out_eps", [None, 0.05], ids=["sum", "normalised"])
+@pytest.mark.parametrize("out_eps", [0.0, 0.05], ids=["eps-0", "eps"])
 def test_epilogue_terms_against_the_naive_twin(runtime, trans: bool, out_eps) -> None:
-    """head_apply's epilogue, a S (or S^T) + res * d, normalised or not, + post, equals its
-    naive twin's float64 autograd, values and the gradients of every input; a, res and post
-    are slices of one wider tensor (strided views read in place)."""
+    """head_apply's epilogue, rows(a S (or S^T) + res * d) + post, equals its naive twin's
+    float64 autograd, values and the gradients of every input; a, res and post are slices of
+    one wider tensor (strided views read in place)."""
     gen = torch.Generator().manual_seed(17)
     wide = torch.randn(2, 23, 3 * 10, generator=gen, dtype=torch.float64)
     state = torch.randn(2, 2, 5, 5, generator=gen, dtype=torch.float64)
@@ -302,7 +305,7 @@ def test_broadcast_terms_are_read_in_place(runtime, res_shape, post_shape) -> No
     for label, got, want in zip(("out", "q", "k", "v", "res", "post"), run(r, p), full,
                                 strict=True):
         assert torch.allclose(got, want.sum_to_size(got.shape), atol=1e-5), label
-    with pytest.raises(ValueError, match="res_scale is a \\[C\\] vector"):
+    with pytest.raises(ValueError, match="as a \\[C\\] vector"):
         runtime.head_apply(q, torch.zeros(1, 2, 4, 4), False, None, None, 0.0, v,
                            torch.ones(1, 1, 8), 0.0)
     with pytest.raises(RuntimeError, match="expand"):
