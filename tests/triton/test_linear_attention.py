@@ -221,6 +221,28 @@ def test_output_normalisation_folded_into_the_epilogue(runtime, dtype, terms,
         assert g is None or _rel(g, w) < 20 * TOL[dtype], label
 
 
+
+def test_output_epilogue_backward_passes_gradcheck_in_float64(runtime) -> None:
+    """In float64 the ops run their naive twins, under the same derived backward (the
+    output normalisation's product and res_scale's sum from head_rows_vjp, then the
+    attention's): gradcheck against finite differences, S and S^T, eps > 0."""
+    gen = torch.Generator().manual_seed(18)
+    q, k, v, p = (torch.randn(2, 7, 6, generator=gen, dtype=torch.float64).requires_grad_()
+                  for _ in range(4))
+    w = (torch.rand(2 * 3 * 3, generator=gen, dtype=torch.float64) + 0.5).requires_grad_()
+    d = (torch.rand(6, generator=gen, dtype=torch.float64) + 0.5).requires_grad_()
+    s = torch.randn(2, 2, 3, 3, generator=gen, dtype=torch.float64).requires_grad_()
+
+    def attention(q, k, v, p, w, d):
+        return runtime.linear_attention(q, k, v, 2, w, q_l2=0.1, k_l2=0.1, res=v, res_scale=d,
+                                        out_l2=0.1, post=p)
+
+    def transposed(q, s, v, d):
+        return runtime.head_apply(q, s, True, 0.1, None, 0.0, v, d, 0.2)
+
+    assert torch.autograd.gradcheck(attention, (q, k, v, p, w, d), check_undefined_grad=False)
+    assert torch.autograd.gradcheck(transposed, (q, s, v, d), check_undefined_grad=False)
+
 def test_output_fold_backward_is_one_more_launch(runtime, monkeypatch) -> None:
     """The folded output's forward is the two attention launches; its backward launches
     head_apply once more (OUT_VJP: the output normalisation's product, q S recomputed)

@@ -311,15 +311,16 @@ def _rows_vjp_impl(a: torch.Tensor, s: torch.Tensor, trans: bool, a_eps: float |
                    grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(dy, dd): the gradient of y = a S + res * res_scale (head_apply's, before its output
     normalisation) for the gradient `grad` of rows(y), and of res_scale, dd = sum over batch
-    and tokens of dy * res in fp32 (empty without res_scale). One head_apply_kernel launch
-    (OUT_VJP) recomputes y, and each program adds its tile's dd terms into a row of its
-    own, which torch sums (deterministic)."""
+    and tokens of dy * res in fp32 (fp64 for fp64 a; empty without res_scale). One
+    head_apply_kernel launch (OUT_VJP) recomputes y, and each program adds its tile's dd
+    terms into a row of its own, which torch sums (deterministic)."""
     res, _ = epilogue_terms(a, res, res_scale, out_eps, None)
     if not _use_triton(a):
         dy = naive_head_apply(a, s, trans, a_eps, None, 0.0, res, res_scale, out_eps,
                               out_grad=grad)
-        return dy, (a.new_empty(0, dtype=torch.float32) if res_scale is None else
-                    (dy.to(grad.dtype).double() * res).sum((0, 1)).float())
+        dt = torch.float64 if a.dtype == torch.float64 else torch.float32
+        return dy, (a.new_empty(0, dtype=dt) if res_scale is None else
+                    (dy.to(dt) * res.to(dt)).sum((0, 1)))
     dy = torch.empty(a.shape, device=a.device, dtype=a.dtype)
     rows = head_apply_launch(a, s, trans, dy, a_eps, 0.0, res, res_scale, out_eps, grad,
                              "OUT_VJP")
@@ -438,8 +439,9 @@ def _register_head_ops():
 
     @rows_vjp.register_fake
     def _(a, s, trans, a_eps, res, res_scale, out_eps, grad):
+        dt = torch.float64 if a.dtype == torch.float64 else torch.float32
         return a.new_empty(a.shape), a.new_empty(0 if res_scale is None else a.shape[-1],
-                                                 dtype=torch.float32)
+                                                 dtype=dt)
 
     state.register_autograd(_state_backward, setup_context=_state_setup)
     apply.register_autograd(_apply_backward, setup_context=_apply_setup)
