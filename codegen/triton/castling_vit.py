@@ -1665,9 +1665,9 @@ def _head_apply_impl(a: torch.Tensor, s: torch.Tensor, trans: bool, a_eps: float
                      out_eps: float | None = None, post: torch.Tensor | None = None
                      ) -> torch.Tensor:
     """a S (S^T if trans), a's rows l2-normalised per head first where a_eps is given; with
-    out_eps the output rows(a S + res * res_scale) + post (rows: the l2 normalisation, each
-    term optional); or, with vjp_x, the gradient through vjp_x's normalised rows (vjp_eps)
-    for the gradient a S of them."""
+    out_eps the output rows(a S + res * res_scale) + post, rows the l2 normalisation per row
+    and head (res, res_scale and post optional); or, with vjp_x, the gradient through vjp_x's
+    normalised rows (vjp_eps) for the gradient a S of them."""
     if a_eps is not None and vjp_x is not None:  # the kernel takes one eps for both
         raise ValueError("head_apply normalises its operand (a_eps) or applies a "
                          "normalisation's vector-Jacobian product (vjp_x), not both")
@@ -1680,12 +1680,8 @@ def _head_apply_impl(a: torch.Tensor, s: torch.Tensor, trans: bool, a_eps: float
         return naive_head_apply(a, s, trans, a_eps, vjp_x, vjp_eps, res, res_scale, out_eps,
                                 post)
     out = torch.empty(a.shape, device=a.device, dtype=a.dtype)
-    if vjp_x is not None:
-        head_apply_launch(a, s, trans, out, a_eps, vjp_eps, res, res_scale, out_eps, vjp_x,
-                          "VJP")
-    else:
-        head_apply_launch(a, s, trans, out, a_eps, vjp_eps, res, res_scale, out_eps, post,
-                          None if post is None else "POST")
+    x, role = (vjp_x, "VJP") if vjp_x is not None else (post, None if post is None else "POST")
+    head_apply_launch(a, s, trans, out, a_eps, vjp_eps, res, res_scale, out_eps, x, role)
     return out
 
 
@@ -1787,8 +1783,8 @@ def _apply_backward(ctx, do, *_):
                ctx.a_eps if normed else 0.0).to(a.dtype)
     ds = state(a, dy, heads, ctx.a_eps)
     dres = None
-    if res is not None and ctx.needs_input_grad[6]:  # [B, N, C]; autograd sums it to res's
-        dres = (dy if res_scale is None else dy * res_scale).to(res.dtype)  # shape
+    if res is not None and ctx.needs_input_grad[6]:  # [B, N, C], summed to res's shape by
+        dres = (dy if res_scale is None else dy * res_scale).to(res.dtype)  # autograd
     return (da, (ds.transpose(-2, -1) if ctx.trans else ds).to(s.dtype), None, None, None,
             None, dres, None if res_scale is None else dd.to(res_scale.dtype), None,
             do if ctx.post else None)
@@ -1859,11 +1855,11 @@ def linear_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: i
     backward launches apply the normalisation's vector-Jacobian product to the gradients
     they write. No normalised copy is made.
 
-    res, res_scale, out_l2 (eps), post: the output rows(q S + res * res_scale) + post, rows the
-    same l2 normalisation (res_scale per channel; each term optional; Castling-ViT's output
-    l2rows(attention + v * d) + dwconv(v)), made in head_apply's epilogue, the sum never
-    stored; its backward is one more launch of head_apply (the normalisation's
-    vector-Jacobian product, recomputing q S)."""
+    out_l2 (eps), with res, res_scale (per channel) and post optional: the output
+    rows(q S + res * res_scale) + post, rows the l2 normalisation per row and head
+    (Castling-ViT's output, l2rows(attention + v * d) + dwconv(v)), made in head_apply's
+    epilogue, the sum never stored; its backward is one more launch of the same kernel
+    (head_rows_vjp: the normalisation's vector-Jacobian product, recomputing q S)."""
     state = head_state(k, v, heads, k_l2)
     bsz, _, w = q.shape
     e = w // heads
@@ -1950,8 +1946,8 @@ class CastlingVit(nn.Module):
         )[0]
         diagonal_scale = self.w1_scale.view(8, D // 8, D // 8).sum(1).reshape(-1)
         # triton: head_state, head_apply (q and k l2-normalised per row and head in the kernels;
-        #   output l2rows(q S + wv * diagonal_scale) + dconv, l2rows the output's l2
-        #   normalisation per row and head, in head_apply's epilogue)
+        #   output l2rows(q S + wv * diagonal_scale) + dconv in head_apply's epilogue, l2rows
+        #   per row and head)
         add_2 = linear_attention(  # [B, N, D]
             wq, wk, wv, 8, self.w3_scale, q_l2=0.0, k_l2=0.0, res=wv, res_scale=diagonal_scale,
             out_l2=0.0, post=dconv,

@@ -126,8 +126,8 @@ def _attention_call(g: Graph, nid: int, names: dict[int, str], folded: dict[int,
         if fold.post is not None:
             args.append(f"post={names[fold.post]}")
             post = f" + {names[fold.post]}"
-        notes.append(f"output l2rows(q S + {term}){post}, l2rows the output's l2 normalisation "
-                     "per row and head, in head_apply's epilogue")
+        notes.append(f"output l2rows(q S + {term}){post} in head_apply's epilogue, l2rows "
+                     "per row and head")
         target = fold.end
     note = "; ".join(n for n in notes if n)
     comment = "triton: head_state, head_apply" + (f" ({note})" if note else "")
