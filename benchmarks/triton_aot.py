@@ -19,7 +19,9 @@ SASS (padre_compiler/backends/triton/aot.py); one compile per CPU at a time, eac
 process. The CUDA-core floor of an 11 x 11 depthwise tap sum is 121 / 32 = 3.78 warp FMAs per
 output. With --baseline-rev, the same for codegen/triton/padre3.py as committed at that git
 revision. With --triton-version, compiled by that Triton release (fetched with pip once)
-instead of the installed one: the lent GPU machine's own (3.6.0 on the H200 of gpu_padre3.md)."""
+instead of the installed one: the lent GPU machine's own (3.6.0 on the H200 of gpu_padre3.md).
+Then, in a table of their own (current source only), SimA's and Castling-ViT's linear-attention
+kernels with each of their flags' variants (measure_attention)."""
 
 from __future__ import annotations
 
@@ -190,6 +192,44 @@ def measure(path: Path, triton_path: Path | None = None) -> list[dict]:
         runs += [(f"{label} (I64)", kernel, dict(flags, I64=True), *rest)
                  for label, kernel, flags, *rest in runs[2:4]]  # Toeplitz fwd, bwd (u given)
 
+    return compile_runs(path, runs, triton_path)
+
+
+def measure_attention(path: Path, triton_path: Path | None = None) -> list[dict]:
+    """SimA's and Castling-ViT's linear-attention kernels (`path`: a module that has them) as
+    their GPU launches run them in bf16 at D = 384, 8 heads (e = 48), 3,136 tokens
+    (head_config's tiles): the state kernel (per element of its [CHUNK, e] chunk of k) plain,
+    with k's rows l2-normalised and with k's l1 norms made; head_apply (per output element)
+    plain, with q's rows normalised, as the backward's normalisation product, with
+    Castling-ViT's output epilogue (forward and its backward launch), and with SimA's signed
+    l1 term (per-batch fp32 scales)."""
+    cfg = _launchers(path).head_config(3136, 48, True)
+    state = dict(E=48, IEEE=False, **{k: cfg[k] for k in ("CHUNK", "BT", "BE")})
+    apply = dict(E=48, TRANS=False, F32=False, BT=cfg["BT"], BE=cfg["BE"])
+    out = dict(A_NORM=True, RES=True, RES_SCALE=True, OUT_NORM=True)
+    tiles = {"num_warps": cfg["num_warps"]}
+    runs = [(f"head_state_kernel{note}", "head_state_kernel", dict(state, **flags), tiles, 3,
+             {"p": "fp32", "pn": "fp32"}, (cfg["CHUNK"] // cfg["BT"],), cfg["CHUNK"] * 48)
+            for note, flags in (("", {}), (" (k's rows l2-normalised)", {"A_NORM": True}),
+                                (" (k's l1 norms)", {"A_L1": True}))]
+    runs += [(f"head_apply_kernel{note}", "head_apply_kernel", dict(apply, **flags), tiles, 3,
+              {"s": "fp32", **ptrs}, (), cfg["BT"] * 48)
+             for note, flags, ptrs in (
+                 ("", {}, {}), (" (q's rows l2-normalised)", {"A_NORM": True}, {}),
+                 (" (normalisation's product, backward)", {"VJP": True}, {}),
+                 (" (Castling-ViT's output)", dict(out, POST=True), {}),
+                 (" (Castling-ViT's output, backward)", dict(out, OUT_VJP=True),
+                  {"dd": "fp32"}),
+                 (" (SimA's l1 term, backward)", dict(RES=True, RES_SCALE=True, RES_SGN=True),
+                  {"d": "fp32"}))]
+    return compile_runs(path, runs, triton_path)
+
+
+def compile_runs(path: Path, runs: list[tuple], triton_path: Path | None) -> list[dict]:
+    """Each run (label, kernel, flags, tiles and launch options, stages where the tiles name
+    none, pointer types, loop trips, outputs a program makes) compiled, one child process
+    per CPU; its resources and SASS census per output."""
+
     def row(label, kernel, flags, cfg, stages, ptrs, trips, outputs) -> dict:
         stages = cfg.get("num_stages", stages)  # a revision's launcher that names its own
         r = aot.compile_kernel(path, kernel, dict(flags, **aot.constexprs_of(cfg)),
@@ -219,7 +259,9 @@ def operand_bytes(kernel: str, tiles: dict, elem_bytes: int = 2) -> float | None
     return (strip + band) * elem_bytes / (bh * bw)
 
 
-def table(rows: list[dict]) -> list[str]:
+def table(rows: list[dict], floor: float | None = FMA_FLOOR) -> list[str]:
+    """The rows' resources and their census per output, against `floor` (warp instructions
+    per output; None: no floor applies)."""
     lines = ["| kernel | tiles, warps | cold compile s | PTX lines | registers / thread | "
              "stack bytes / thread (spills) | shared bytes | programs / SM | tensor cores |",
              "|---|---|---|---|---|---|---|---|---|"]
@@ -239,7 +281,8 @@ def table(rows: list[dict]) -> list[str]:
         per = r["per_output"]
         loads = sum(r["load_widths"].values())
         widths = ", ".join(f"{w}: {n / loads:.0%}" for w, n in r["load_widths"].items())
-        lines.append(f"| {r['kernel']} | {per['total']:.2f} | {per['total'] / FMA_FLOOR:.2f} | "
+        ratio = "-" if floor is None else f"{per['total'] / floor:.2f}"
+        lines.append(f"| {r['kernel']} | {per['total']:.2f} | {ratio} | "
                      + " | ".join(f"{per.get(k, 0.0):.2f}" for k in CLASSES)
                      + f" | {r.get('l1_copies_per_output', 0.0):.2f} | {widths} | "
                      + ("" if (b := operand_bytes(r["kernel"], r["tiles"])) is None
@@ -297,8 +340,9 @@ def main() -> None:
             runs["baseline"] = measure(path, release)
         sources["baseline"] = f"{rel} at {args.baseline_rev}"
     runs["current"] = measure(args.source, release)
+    attention = measure_attention(ROOT / "codegen" / "triton" / "castling_vit.py", release)
     OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / f"{stem}.json").write_text(json.dumps(runs, indent=2))
+    (OUT / f"{stem}.json").write_text(json.dumps(dict(runs, attention=attention), indent=2))
     lines = ["# Generated Triton kernels compiled for sm_90 on a CPU (no GPU)", "",
              "Command: `python benchmarks/triton_aot.py " + " ".join(sys.argv[1:]) + "`  ",
              f"Triton {runs['current'][0]['triton']}; padre3's launch configurations on a GPU "
@@ -309,6 +353,10 @@ def main() -> None:
              f"{FMA_FLOOR:.2f} warp FMAs per output.", ""]
     for label, rows in runs.items():
         lines += [f"## {label}: `{sources[label]}`", "", *table(rows), ""]
+    lines += ["## Linear attention: `castling_vit.py` (SimA's kernels are the same source)", "",
+              "D = 384, 8 heads (e = 48), 3,136 tokens, bf16 (products on tensor cores). Per "
+              "output: head_state per element of the k chunk a program reads, head_apply per "
+              "element it writes.", "", *table(attention, None), ""]
     (OUT / f"{stem}.md").write_text("\n".join(lines))
     plot(runs, OUT / f"{stem}.png")
     print("\n".join(lines))

@@ -159,17 +159,20 @@ if triton is not None:
 
     @triton.jit(do_not_specialize=["N"])
     def head_state_kernel(
-        a, b, p, N, H, s_ab, s_an, s_bb, s_bn, eps,
+        a, b, p, pn, N, H, s_ab, s_an, s_bb, s_bn, eps,
         E: tl.constexpr, IEEE: tl.constexpr, CHUNK: tl.constexpr, BT: tl.constexpr,
         BE: tl.constexpr,
         I64: tl.constexpr = False, A_NORM: tl.constexpr = False, WIDE: tl.constexpr = False,
+        A_L1: tl.constexpr = False,
     ):
         """Partial state of token chunk i: p[b, g, i] = sum_{t in chunk i} a[b, t, g]^T b[b, t, g]
 
         a, b: [B, N, H*E] (any batch/token strides, channel stride 1); p: [B, H, n_chunks, E, E]
         fp32 contiguous. [BE, BT] @ [BT, BE] products, fp32 accumulation. A_NORM: a's rows
         l2-normalised per head first, a[t, g] / (|a[t, g]|_2 + eps), rounded to a's dtype as a
-        normalised copy would be.
+        normalised copy would be. A_L1: also the chunk's terms of a's l1 norms over tokens,
+        pn[b, g, i] = sum_{t in chunk i} |a[b, t, g]| ([B, H, n_chunks, E] fp32), from the
+        tiles the product loads.
         """
         i_k, i_bh = tl.program_id(0), tl.program_id(1)
         if I64:  # an offset reaches 2**31 (index_widths): batch and head offsets in int64
@@ -178,6 +181,7 @@ if triton is not None:
         o_e = tl.arange(0, BE)
         m_e = o_e < E
         b_s = tl.zeros([BE, BE], dtype=tl.float32)  # [BE, BE] state of this chunk
+        b_n = tl.zeros([BE], dtype=tl.float32)  # [BE] l1 norms of a's columns (A_L1)
         for t0 in range(0, CHUNK, BT):
             o_t = i_k * CHUNK + t0 + tl.arange(0, BT)
             if WIDE:  # a sequence spans 2**31 elements (index_widths): token offsets in int64
@@ -188,6 +192,8 @@ if triton is not None:
             b_b = tl.load(b + i_b * s_bb + o_t[:, None] * s_bn + c_h, mask=m, other=0.)  # [BT, BE]
             if A_NORM:
                 b_a = (b_a * row_scales(b_a, eps)[:, None]).to(b_a.dtype)
+            if A_L1:  # padding rows and channels load 0
+                b_n += tl.sum(tl.abs(b_a.to(tl.float32)), axis=0)
             if IEEE:
                 b_s = tl.dot(tl.trans(b_a), b_b, b_s, input_precision="ieee")
             else:
@@ -195,34 +201,38 @@ if triton is not None:
         n_k = tl.num_programs(0)
         p_s = p + (i_bh * n_k + i_k) * E * E + o_e[:, None] * E + o_e[None, :]
         tl.store(p_s, b_s, mask=m_e[:, None] & m_e[None, :])
+        if A_L1:
+            tl.store(pn + (i_bh * n_k + i_k) * E + o_e, b_n, mask=m_e)
 
 
     @triton.jit(do_not_specialize=["N"])
     def head_apply_kernel(
-        a, s, o, x, r, d, dd, N, H, s_ab, s_an, s_xb, s_xn, s_rb, s_rn, eps, out_eps,
+        a, s, o, x, r, d, dd, N, H, s_ab, s_an, s_xb, s_xn, s_rb, s_rn, s_db, eps, out_eps,
         E: tl.constexpr, TRANS: tl.constexpr, F32: tl.constexpr, BT: tl.constexpr,
         BE: tl.constexpr,
         I64: tl.constexpr = False, A_NORM: tl.constexpr = False, VJP: tl.constexpr = False,
         WIDE: tl.constexpr = False, RES: tl.constexpr = False, RES_SCALE: tl.constexpr = False,
         OUT_NORM: tl.constexpr = False, OUT_VJP: tl.constexpr = False,
-        POST: tl.constexpr = False,
+        POST: tl.constexpr = False, RES_SGN: tl.constexpr = False,
     ):
         """o[b, t, g] = a[b, t, g] @ S[b, g] (S^T if TRANS) for one [BT] token tile, with an
         epilogue: y = a S (+ r (* d)), then o = rows(y) (+ x) or a vector-Jacobian product.
 
-        a, x, r: [B, N, H*E] (channel stride 1; r's token stride may be 0); s: [B, H, E, E]
-        fp32 contiguous; d: [H*E]; o: [B, N, H*E] contiguous; dd: [B * token tiles, H*E]
-        fp32. [BT, BE] @ [BE, BE], fp32 accumulation; F32: fp32 operands (fp32 inputs, and
-        fp16 ones, whose range cannot hold a state summed over N tokens), else bf16. Each
-        row's head slice is in one tile, so the l2 normalisations of rows,
-        x[t, g] / (|x[t, g]|_2 + eps), apply here:
+        a, x, r: [B, N, H*E] (channel stride 1; x's and r's token strides may be 0, a
+        broadcast term); s: [B, H, E, E] fp32 contiguous; d: [H*E], or [B, H*E] (batch stride
+        s_db; 0 for one vector); o: [B, N, H*E] contiguous; dd: [B * token tiles, H*E] fp32.
+        [BT, BE] @ [BE, BE], fp32 accumulation; F32: fp32 operands (fp32 inputs, and fp16
+        ones, whose range cannot hold a state summed over N tokens), else bf16. Each row's
+        head slice is in one tile, so the l2 normalisations of rows,
+        x[t, g] / (|x[t, g]|_2 + eps), apply here (eps: A_NORM's or VJP's, one at a time):
         A_NORM: a's rows normalised first (eps): a row scale of the product, in fp32.
-        VJP: o is the gradient of x for the gradient a S of x's normalised rows (eps).
-        RES: y = a S + r, RES_SCALE: + r * d (d per channel).
+        VJP: o is the gradient of x (the point) for the gradient a S of x's normalised rows.
+        RES: y = a S + r, RES_SCALE: + r * d (d per channel); RES_SGN: r's signs (-1, 0, 1)
+        in place of r (the l1 norm's vector-Jacobian product, sgn(r) * dn).
         OUT_NORM: o = y's rows normalised (out_eps); with OUT_VJP: o is the gradient of y for
-        the gradient x of its normalised rows, and (RES_SCALE) the program's terms of d's
-        gradient, sum_t o[t] r[t], go to its own row of dd.
-        POST: x added last (o = rows(y) + x).
+        the gradient x of its normalised rows, and (RES_SCALE) the program stores its
+        tile's terms of d's gradient, sum_t o[t] r[t], in its own row of dd (torch sums them).
+        POST: x (a term) added last, o = rows(y) + x.
         """
         i_t, i_bh = tl.program_id(0), tl.program_id(1)
         if I64:  # an offset reaches 2**31 (index_widths): batch and head offsets in int64
@@ -250,8 +260,11 @@ if triton is not None:
         if RES:  # padding rows and channels load 0, so they add nothing to a row's norm
             b_r = tl.load(r + i_b * s_rb + o_t[:, None] * s_rn + c_h, mask=m, other=0.)
             b_r = b_r.to(tl.float32)  # [BT, BE]
+            if RES_SGN:
+                b_r = tl.where(b_r > 0, 1., tl.where(b_r < 0, -1., 0.))
             if RES_SCALE:
-                b_o = b_o + b_r * tl.load(d + c_h, mask=m_e[None, :], other=0.).to(tl.float32)
+                b_d = tl.load(d + i_b * s_db + c_h, mask=m_e[None, :], other=0.)
+                b_o = b_o + b_r * b_d.to(tl.float32)
             else:
                 b_o = b_o + b_r
         if VJP or POST or OUT_VJP:
@@ -278,8 +291,9 @@ def head_config(n: int, e: int, gpu: bool, cuda_core_apply: bool = False) -> dic
     """Tiles of the head kernels: BE covers the head (>= 16 for tl.dot), BT tokens per step,
     CHUNK tokens per state program (enough programs to fill a GPU at long N). cuda_core_apply:
     a head_apply whose products run in fp32 on CUDA cores (F32: fp32 and fp16 inputs), with
-    or without an epilogue, on 32-token tiles: a [64, 64] one spills under the output
-    epilogue. On sm_90 these compile without spills up to e = 64
+    or without an epilogue, on 32-token tiles: a [64, 64] fp32 one spills under the output
+    epilogue, where bf16 products (tensor cores) keep 64 tokens. For sm_90 these tiles
+    compile without spills at e = 48 (BE = 64) with every epilogue
     (tests/triton/test_triton_aot.py)."""
     be = max(16, next_power_of_2(e))
     bt = (32 if cuda_core_apply else 64) if gpu else 16
@@ -305,33 +319,70 @@ def naive_rows_vjp(x: torch.Tensor, g: torch.Tensor, heads: int, eps: float) -> 
     return (gh * scale - xh * c).reshape(bsz, n, w)
 
 
-def naive_head_state(a, b, heads: int, a_eps: float | None = None):
-    """Naive twin of head_state_kernel: [B, N, h*e] x2 -> [B, h, e, e] (fp32 or fp64)."""
+def state_dtype(a: torch.Tensor) -> torch.dtype:
+    """The dtype of the state and the norms: fp32, fp64 for fp64 a."""
+    return torch.float64 if a.dtype == torch.float64 else torch.float32
+
+
+def l1_tokens(a: torch.Tensor) -> torch.Tensor:
+    """n[b, c] = sum_t |a[b, t, c]|: [B, N, C] -> [B, C] in the state's dtype (one pass)."""
+    return torch.linalg.vector_norm(a, 1, dim=1, dtype=state_dtype(a))
+
+
+def l1_row_scales(n: torch.Tensor, heads: int, eps: float) -> torch.Tensor:
+    """[B, C] l1 norms -> [B, h, e, 1]: 1 / (n + eps), the scales of a state's rows. A map a ->
+    a diag(1 / (n + eps)) on the left of a state S is this scale on S's rows:
+    (a D) S = a (D S)."""
+    return (1 / (n + eps)).view(n.shape[0], heads, -1, 1)
+
+
+def l1_scaled_state(a: torch.Tensor, s: torch.Tensor, trans: bool, eps: float
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(D M, D's [B, h, e, 1] diagonal), M = s (s^T if trans), D = diag(1 / (n + eps)) from
+    a's l1 norms over tokens (one pass over a): D M is the state that a's unnormalised rows
+    multiply ([B, h, e, e], contiguous)."""
+    m = s.transpose(-2, -1) if trans else s
+    scales = l1_row_scales(l1_tokens(a), s.shape[1], eps)
+    return (m * scales).contiguous(), scales
+
+
+def naive_head_state(a, b, heads: int, a_eps: float | None = None, a_l1: float | None = None):
+    """Naive twin of head_state_kernel: [B, N, h*e] x2 -> [B, h, e, e] (fp32 or fp64); with
+    a_l1, a's columns l1-normalised over tokens first (the state's rows scaled)."""
     bsz, n, w = a.shape
-    dt = torch.float64 if a.dtype == torch.float64 else torch.float32
+    dt = state_dtype(a)
     ah, bh = (t.to(dt).reshape(bsz, n, heads, w // heads) for t in (a, b))
     if a_eps is not None:  # normalised rows, rounded to a's dtype as the kernel rounds them
         ah = (ah * naive_row_scale(a.to(dt), heads, a_eps)).to(a.dtype).to(dt)
-    return torch.einsum("bthc,bthm->bhcm", ah, bh).contiguous()
+    state = torch.einsum("bthc,bthm->bhcm", ah, bh)
+    if a_l1 is not None:
+        state = state * l1_row_scales(l1_tokens(a), heads, a_l1)
+    return state.contiguous()
 
 
 def naive_head_apply(a, s, trans: bool, a_eps: float | None = None,
                      vjp_x: torch.Tensor | None = None, vjp_eps: float = 0.0,
                      res: torch.Tensor | None = None, res_scale: torch.Tensor | None = None,
                      out_eps: float | None = None, post: torch.Tensor | None = None,
+                     res_sgn: bool = False, a_l1: float | None = None,
                      out_grad: torch.Tensor | None = None):
     """Naive twin of head_apply_kernel: [B, N, h*e], [B, h, e, e] -> [B, N, h*e]; with
     _head_apply_impl's arguments (a and post by name, their kernel's x by role)."""
     bsz, n, w = a.shape
     heads = s.shape[1]
-    dt = torch.float64 if a.dtype == torch.float64 else torch.float32
+    dt = state_dtype(a)
+    if a_l1 is not None:
+        (s, _), trans = l1_scaled_state(a, s.to(dt), trans, a_l1), False
     st = s.to(dt).transpose(-2, -1) if trans else s.to(dt)
     out = torch.einsum("bthc,bhcm->bthm", a.to(dt).reshape(bsz, n, heads, w // heads), st)
     if a_eps is not None:  # the row scale of the normalised a, applied to the product
         out = out * naive_row_scale(a.to(dt), heads, a_eps)
     out = out.reshape(bsz, n, w)
     if res is not None:
-        out = out + (res.to(dt) if res_scale is None else res.to(dt) * res_scale.to(dt))
+        r = res.to(dt).sgn() if res_sgn else res.to(dt)
+        if res_scale is not None:  # [C], or [B, C]
+            r = r * (res_scale.to(dt) if res_scale.dim() == 1 else res_scale.to(dt)[:, None])
+        out = out + r
     if vjp_x is not None:
         out = naive_rows_vjp(vjp_x.to(dt), out, heads, vjp_eps)
     if out_grad is not None:
@@ -344,36 +395,53 @@ def naive_head_apply(a, s, trans: bool, a_eps: float | None = None,
     return out.to(a.dtype)
 
 
-def _head_state_impl(a: torch.Tensor, b: torch.Tensor, heads: int,
-                     a_eps: float | None = None) -> torch.Tensor:
+def _head_state_impl(a: torch.Tensor, b: torch.Tensor, heads: int, a_eps: float | None = None,
+                     a_l1: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(S, n): S = â^T b per batch and head, â = a with its rows l2-normalised per head
+    (a_eps) or its columns l1-normalised over tokens (a_l1: S's rows scaled by
+    1 / (n + a_l1)); n = a's l1 norms over tokens ([B, C], made by the same kernel) with
+    a_l1, else empty. n is for the backward."""
+    if a_eps is not None and a_l1 is not None:
+        raise ValueError("head_state normalises a's rows (a_eps) or its columns over tokens "
+                         "(a_l1), not both")
     if not _use_triton(a):
-        return naive_head_state(a, b, heads, a_eps)
+        n = a.new_empty(0, dtype=state_dtype(a)) if a_l1 is None else l1_tokens(a)
+        return naive_head_state(a, b, heads, a_eps, a_l1), n
     bsz, n, w = a.shape
     e = w // heads
     a, b = channel_rows(a), channel_rows(b)
     cfg = head_config(n, e, a.is_cuda)
     chunks = cdiv(n, cfg["CHUNK"])
     parts = torch.empty((bsz, heads, chunks, e, e), device=a.device, dtype=torch.float32)
+    norms = parts if a_l1 is None else parts.new_empty((bsz, heads, chunks, e))
     head_state_kernel[(chunks, bsz * heads)](
-        a, b, parts, n, heads, a.stride(0), a.stride(1), b.stride(0), b.stride(1),
+        a, b, parts, norms, n, heads, a.stride(0), a.stride(1), b.stride(0), b.stride(1),
         0.0 if a_eps is None else a_eps,
         E=e, IEEE=a.dtype == torch.float32, CHUNK=cfg["CHUNK"], BT=cfg["BT"], BE=cfg["BE"],
-        A_NORM=a_eps is not None, **index_widths(a, b, parts), num_warps=cfg["num_warps"])
-    return parts.sum(2)
+        A_NORM=a_eps is not None, A_L1=a_l1 is not None, **index_widths(a, b, parts),
+        num_warps=cfg["num_warps"])
+    if a_l1 is None:
+        return parts.sum(2), parts.new_empty(0)
+    l1 = norms.sum(2).view(bsz, w)
+    return parts.sum(2) * l1_row_scales(l1, heads, a_l1), l1
 
 
 def epilogue_terms(a: torch.Tensor, res: torch.Tensor | None, res_scale: torch.Tensor | None,
-                   out_eps: float | None, post: torch.Tensor | None
+                   out_eps: float | None, post: torch.Tensor | None, res_sgn: bool = False
                    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """(res, post) as [B, N, C] views (a broadcast term's stride-0 dimensions read in place),
     after checking the epilogue's arguments against a ([B, N, C])."""
-    if (res is not None or post is not None) and out_eps is None:
-        raise ValueError("head_apply's res and post are terms of its output normalisation: "
-                         "they need out_eps")
-    if res_scale is not None and (res is None or res_scale.shape != a.shape[-1:]):
+    if post is not None and out_eps is None:
+        raise ValueError("head_apply's post is added after its output normalisation: it needs "
+                         "out_eps")
+    if res_sgn and res is None:
+        raise ValueError("head_apply's res_sgn takes the signs of res: it needs res")
+    # a [B, C] scale (a vector per batch) only for signs: the backward's own step
+    shapes = [list(a.shape[-1:])] + ([[a.shape[0], a.shape[-1]]] if res_sgn else [])
+    if res_scale is not None and (res is None or list(res_scale.shape) not in shapes):
         raise ValueError(f"head_apply's res_scale scales res, as a [C] vector (C = "
-                         f"{a.shape[-1]}); got {list(res_scale.shape)}"
-                         + ("" if res is not None else " and no res"))
+                         f"{a.shape[-1]}{'; or [B, C] with res_sgn' if res_sgn else ''}); got "
+                         f"{list(res_scale.shape)}" + ("" if res is not None else " and no res"))
     return (None if res is None else res.expand(a.shape),
             None if post is None else post.expand(a.shape))
 
@@ -381,26 +449,32 @@ def epilogue_terms(a: torch.Tensor, res: torch.Tensor | None, res_scale: torch.T
 def _head_apply_impl(a: torch.Tensor, s: torch.Tensor, trans: bool, a_eps: float | None = None,
                      vjp_x: torch.Tensor | None = None, vjp_eps: float = 0.0,
                      res: torch.Tensor | None = None, res_scale: torch.Tensor | None = None,
-                     out_eps: float | None = None, post: torch.Tensor | None = None
-                     ) -> torch.Tensor:
-    """a S (S^T if trans), a's rows l2-normalised per head first where a_eps is given; with
-    out_eps the output rows(a S + res * res_scale) + post, rows the l2 normalisation per row
+                     out_eps: float | None = None, post: torch.Tensor | None = None,
+                     res_sgn: bool = False, a_l1: float | None = None) -> torch.Tensor:
+    """â S (S^T if trans), â = a with its rows l2-normalised per head (a_eps) or its columns
+    l1-normalised over tokens (a_l1: the state's rows scaled, one reduction over a), else a;
+    plus res * res_scale (res_sgn: sgn(res) * res_scale, res_scale [C] or [B, C]); with
+    out_eps the output rows(â S + res * res_scale) + post, rows the l2 normalisation per row
     and head (res, res_scale and post optional); or, with vjp_x, the gradient through vjp_x's
     normalised rows (vjp_eps) for the gradient a S of them."""
-    if a_eps is not None and vjp_x is not None:  # the kernel takes one eps for both
-        raise ValueError("head_apply normalises its operand (a_eps) or applies a "
-                         "normalisation's vector-Jacobian product (vjp_x), not both")
+    if sum(t is not None for t in (a_eps, vjp_x, a_l1)) > 1:  # the kernel takes one eps
+        raise ValueError("head_apply normalises its operand's rows (a_eps) or its columns "
+                         "(a_l1), or applies a normalisation's vector-Jacobian product "
+                         "(vjp_x): one of them")
     if vjp_x is not None and out_eps is not None:
         raise ValueError("head_apply applies a normalisation's vector-Jacobian product "
                          "(vjp_x) or an output epilogue (out_eps), not both")
     if out_eps is not None or res is not None or res_scale is not None or post is not None:
-        res, post = epilogue_terms(a, res, res_scale, out_eps, post)
+        res, post = epilogue_terms(a, res, res_scale, out_eps, post, res_sgn)
     if not _use_triton(a):
         return naive_head_apply(a, s, trans, a_eps, vjp_x, vjp_eps, res, res_scale, out_eps,
-                                post)
+                                post, res_sgn, a_l1)
+    if a_l1 is not None:
+        (s, _), trans = l1_scaled_state(a, s, trans, a_l1), False
     out = torch.empty(a.shape, device=a.device, dtype=a.dtype)
     x, role = (vjp_x, "VJP") if vjp_x is not None else (post, None if post is None else "POST")
-    head_apply_launch(a, s, trans, out, a_eps, vjp_eps, res, res_scale, out_eps, x, role)
+    head_apply_launch(a, s, trans, out, a_eps, vjp_eps, res, res_scale, out_eps, x, role,
+                      res_sgn)
     return out
 
 
@@ -426,10 +500,11 @@ def _rows_vjp_impl(a: torch.Tensor, s: torch.Tensor, trans: bool, a_eps: float |
 
 
 def head_apply_launch(a, s, trans: bool, out, a_eps, vjp_eps: float, res, res_scale, out_eps,
-                      x, x_role: str | None) -> torch.Tensor | None:
+                      x, x_role: str | None, res_sgn: bool = False) -> torch.Tensor | None:
     """Launch head_apply_kernel writing out ([B, N, C] contiguous), x read in its x_role (the
     kernel's flag: VJP, POST or OUT_VJP; None: not read); returns OUT_VJP's rows of
-    res_scale's gradient ([B * token tiles, C] fp32) where res_scale is given, else None."""
+    res_scale's gradient ([B * token tiles, C] fp32) where a [C] res_scale is given, else
+    None."""
     bsz, n, w = a.shape
     heads = s.shape[1]
     e = w // heads
@@ -448,91 +523,117 @@ def head_apply_launch(a, s, trans: bool, out, a_eps, vjp_eps: float, res, res_sc
     head_apply_kernel[(tiles, bsz * heads)](
         a, s, out, xs, rs, a if res_scale is None else res_scale, a if rows is None else rows,
         n, heads, a.stride(0), a.stride(1), xs.stride(0), xs.stride(1), rs.stride(0),
-        rs.stride(1), vjp_eps if a_eps is None else a_eps, 0.0 if out_eps is None else out_eps,
+        rs.stride(1), 0 if res_scale is None or res_scale.dim() == 1 else w,
+        vjp_eps if a_eps is None else a_eps, 0.0 if out_eps is None else out_eps,
         E=e, TRANS=trans, F32=f32, BT=cfg["BT"], BE=cfg["BE"], A_NORM=a_eps is not None,
         RES=res is not None, RES_SCALE=res_scale is not None, OUT_NORM=out_eps is not None,
-        VJP=x_role == "VJP", POST=x_role == "POST", OUT_VJP=x_role == "OUT_VJP",
+        VJP=x_role == "VJP", POST=x_role == "POST", OUT_VJP=x_role == "OUT_VJP", RES_SGN=res_sgn,
         **index_widths(a, out, x, res, s), num_warps=cfg["num_warps"])
     return rows
 
 
 def _state_setup(ctx, inputs, output) -> None:
-    a, b, heads, a_eps = inputs
-    ctx.save_for_backward(a, b)
-    ctx.a_eps = a_eps
+    a, b, heads, a_eps, a_l1 = inputs
+    state, norms = output
+    ctx.save_for_backward(a, b, *((state, norms) if a_l1 is not None else ()))
+    ctx.a_eps, ctx.a_l1 = a_eps, a_l1
 
 
-def _state_backward(ctx, ds):
+def _state_backward(ctx, ds, _):
     """S = Â^T B, Â = rows(A) or A: dÂ = B dS^T (then through rows' vector-Jacobian product,
-    in the same kernel), dB = Â dS."""
-    a, b = ctx.saved_tensors
+    in the same kernel), dB = Â dS. With a_l1, S = D P, P = A^T B, D = diag(1 / (n + eps)),
+    n = sum_t |A[t]|: dP = D dS, dn = -sum_m dS ∘ S / (n + eps) (on each row of S), and
+    dA = B dP^T + sgn(A) dn in one launch (head_apply's res_sgn epilogue)."""
+    if ds is None:  # only the norms were read: they are not differentiated
+        return None, None, None, None, None
+    a, b, *l1 = ctx.saved_tensors
     apply = (_head_apply_impl if getattr(ctx, "eager", False)
-             else torch.ops.padre_triton.head_apply_v3)
-    normed = ctx.a_eps is not None
-    da = apply(b, ds, True, None, a if normed else None, ctx.a_eps if normed else 0.0)
-    return da.to(a.dtype), apply(a, ds, False, ctx.a_eps).to(b.dtype), None, None
+             else torch.ops.padre_triton.head_apply_v4)
+    if ctx.a_l1 is not None:
+        state, norms = l1
+        scales = l1_row_scales(norms, ds.shape[1], ctx.a_l1)  # [B, h, e, 1]
+        dn = -((ds * state).sum(-1, keepdim=True) * scales).view(norms.shape)
+        ds = ds * scales
+        da = apply(b, ds, True, None, None, 0.0, a, dn, None, None, True)
+    else:
+        normed = ctx.a_eps is not None
+        da = apply(b, ds, True, None, a if normed else None, ctx.a_eps if normed else 0.0)
+    return da.to(a.dtype), apply(a, ds, False, ctx.a_eps).to(b.dtype), None, None, None
 
 
 def _apply_setup(ctx, inputs, output) -> None:
-    a, s, trans, a_eps, vjp_x, _, res, res_scale, out_eps, post = inputs
-    if vjp_x is not None:
+    a, s, trans, a_eps, vjp_x, _, res, res_scale, out_eps, post, res_sgn, a_l1 = inputs
+    if vjp_x is not None or res_sgn:
         raise NotImplementedError(
-            "head_apply with vjp_x is a backward's own step: its double backward is not "
-            "derived (a folded row normalisation's second derivative)")
+            "head_apply with vjp_x or res_sgn is a backward's own step: its double backward "
+            "is not derived (a folded normalisation's second derivative)")
     ctx.save_for_backward(a, s, res, res_scale)
     ctx.trans, ctx.a_eps, ctx.out_eps, ctx.post = trans, a_eps, out_eps, post is not None
+    ctx.a_l1 = a_l1
 
 
 def _apply_backward(ctx, do, *_):
-    """O = rows(Y) + P, Y = Â S (S^T if trans) + R D, Â = rows(A) or A (Y alone where no
-    out_eps; R D = R where no D): dY = rows' vector-Jacobian product at Y for dO and
-    dD = sum_t dY R (one launch, recomputing Y), dÂ = dY S^T (then through rows' product,
-    in the same kernel), dS = Â^T dY (its transpose if S^T), dR = dY D, dP = dO."""
+    """O = rows(Y) + P, Y = Â M + R D, M = S (S^T if trans), Â = rows(A) or A (Y alone
+    where no out_eps; R D = R where no D): dY = rows' vector-Jacobian product at Y for dO
+    and dD = sum_t dY R (one launch, recomputing Y), dÂ = dY M^T (then through rows'
+    product, in the same kernel), dM = Â^T dY, dR = dY D, dP = dO. With a_l1, Â M = A M',
+    M' = D M, D = diag(1 / (n + eps)), n = sum_t |A[t]| (recomputed, one pass over A):
+    dM = D P and dn = -sum_m P ∘ M' / (n + eps) (on each row), P = A^T dY, and
+    dA = dY M'^T + sgn(A) dn in one launch."""
     a, s, res, res_scale = ctx.saved_tensors
     heads = s.shape[1]
     eager = getattr(ctx, "eager", False)
-    apply = _head_apply_impl if eager else torch.ops.padre_triton.head_apply_v3
-    state = _head_state_impl if eager else torch.ops.padre_triton.head_state_v2
+    apply = _head_apply_impl if eager else torch.ops.padre_triton.head_apply_v4
+    state = _head_state_impl if eager else torch.ops.padre_triton.head_state_v3
+    m, trans = s, ctx.trans
+    if ctx.a_l1 is not None:  # M' (trans taken)
+        (m, scales), trans = l1_scaled_state(a, s, trans, ctx.a_l1), False
     dy, dd = do, None
     if ctx.out_eps is not None:
         rows_vjp = _rows_vjp_impl if eager else torch.ops.padre_triton.head_rows_vjp_v1
-        dy, dd = rows_vjp(a, s, ctx.trans, ctx.a_eps, res, res_scale, ctx.out_eps, do)
-    normed = ctx.a_eps is not None
-    da = apply(dy, s, not ctx.trans, None, a if normed else None,
-               ctx.a_eps if normed else 0.0).to(a.dtype)
-    ds = state(a, dy, heads, ctx.a_eps)
+        dy, dd = rows_vjp(a, m, trans, ctx.a_eps, res, res_scale, ctx.out_eps, do)
+    ds = state(a, dy, heads, ctx.a_eps)[0]  # Â^T dY
+    if ctx.a_l1 is not None:
+        dn = -((ds * m).sum(-1, keepdim=True) * scales).view(a.shape[0], -1)
+        ds = ds * scales
+        da = apply(dy, m, True, None, None, 0.0, a, dn, None, None, True)
+    else:
+        normed = ctx.a_eps is not None
+        da = apply(dy, m, not trans, None, a if normed else None, ctx.a_eps if normed else 0.0)
+    da = da.to(a.dtype)
     dres = None
     if res is not None and ctx.needs_input_grad[6]:  # [B, N, C], summed to res's shape by
         dres = (dy if res_scale is None else dy * res_scale).to(res.dtype)  # autograd
     return (da, (ds.transpose(-2, -1) if ctx.trans else ds).to(s.dtype), None, None, None,
             None, dres, None if res_scale is None else dd.to(res_scale.dtype), None,
-            do if ctx.post else None)
+            do if ctx.post else None, None, None)
 
 
 def _register_head_ops():
     """torch.library custom ops (+ fake kernels + autograd), defined once per process."""
     try:
-        return torch.ops.padre_triton.head_state_v2, torch.ops.padre_triton.head_apply_v3
+        return torch.ops.padre_triton.head_state_v3, torch.ops.padre_triton.head_apply_v4
     except AttributeError:
         pass
-    state = torch.library.custom_op("padre_triton::head_state_v2", mutates_args=())(
+    state = torch.library.custom_op("padre_triton::head_state_v3", mutates_args=())(
         _head_state_impl)
-    apply = torch.library.custom_op("padre_triton::head_apply_v3", mutates_args=())(
+    apply = torch.library.custom_op("padre_triton::head_apply_v4", mutates_args=())(
         _head_apply_impl)
     # the output normalisation's backward step (no autograd of its own: not differentiated)
     rows_vjp = torch.library.custom_op("padre_triton::head_rows_vjp_v1", mutates_args=())(
         _rows_vjp_impl)
 
     @state.register_fake
-    def _(a, b, heads, a_eps=None):
+    def _(a, b, heads, a_eps=None, a_l1=None):
         bsz, _, w = a.shape
         e = w // heads
-        dt = torch.float64 if a.dtype == torch.float64 else torch.float32
-        return a.new_empty((bsz, heads, e, e), dtype=dt)
+        dt = state_dtype(a)
+        return (a.new_empty((bsz, heads, e, e), dtype=dt),
+                a.new_empty((0,) if a_l1 is None else (bsz, w), dtype=dt))
 
     @apply.register_fake
     def _(a, s, trans, a_eps=None, vjp_x=None, vjp_eps=0.0, res=None, res_scale=None,
-          out_eps=None, post=None):
+          out_eps=None, post=None, res_sgn=False, a_l1=None):
         return a.new_empty(a.shape)
 
     @rows_vjp.register_fake
@@ -543,13 +644,14 @@ def _register_head_ops():
 
     state.register_autograd(_state_backward, setup_context=_state_setup)
     apply.register_autograd(_apply_backward, setup_context=_apply_setup)
-    return torch.ops.padre_triton.head_state_v2, torch.ops.padre_triton.head_apply_v3
+    return torch.ops.padre_triton.head_state_v3, torch.ops.padre_triton.head_apply_v4
 
 
-head_state, head_apply = (
-    custom_op_caller(op, impl, setup, backward) for op, impl, setup, backward in zip(
-        _register_head_ops(), (_head_state_impl, _head_apply_impl),
-        (_state_setup, _apply_setup), (_state_backward, _apply_backward), strict=True))
+_state_op, _apply_op = _register_head_ops()
+# (S,): the state's norms stay with autograd
+head_state = custom_op_caller(_state_op, _head_state_impl, _state_setup, _state_backward,
+                              outputs=1)
+head_apply = custom_op_caller(_apply_op, _head_apply_impl, _apply_setup, _apply_backward)
 
 
 def linear_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int,
@@ -565,8 +667,9 @@ def linear_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: i
     q_l1 / k_l1 (eps, or None): q / k l1-normalised over tokens first, x[t, c] / (n[c] + eps)
     with n[c] = sum_t |x[t, c]|. Each such map is diag(1 / (n + eps)) on the right of q or k,
     so it scales row c of the state: (q D_q) ((k D_k)^T v) = q (D_q D_k (k^T v)). Folded there,
-    a normalisation costs one reduction over q or k instead of three passes (abs, sum, div)
-    and a normalised copy.
+    no normalised copy is made: k's norms come from head_state's kernel, from the tiles its
+    product loads; q's cost one reduction over q (head_apply's a_l1). Their backward adds the
+    norms' terms sgn(x) dn in the launches that write dq and dk (head_apply's res_sgn).
 
     q_l2 / k_l2 (eps, or None): q / k l2-normalised per token and head first, x[t, g] /
     (|x[t, g]|_2 + eps) (Castling-ViT's): the kernels, which load each row's head slice whole,
@@ -578,32 +681,14 @@ def linear_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: i
     rows(q S + res * res_scale) + post, rows the l2 normalisation per row and head
     (Castling-ViT's output, l2rows(attention + v * d) + dwconv(v)), made in head_apply's
     epilogue, the sum never stored; its backward is one more launch of the same kernel
-    (head_rows_vjp: the normalisation's vector-Jacobian product, recomputing q S)."""
-    state = head_state(k, v, heads, k_l2)
-    bsz, _, w = q.shape
-    e = w // heads
-    if weight is not None:
-        state = state * weight.view(1, heads, e, e)
-    for x, eps in ((q, q_l1), (k, k_l1)):
-        if eps is not None:  # [B, h*e] norms -> [B, h, e, 1] row scales
-            state = state / (L1Tokens.apply(x, state.dtype) + eps).view(bsz, heads, e, 1)
-    return head_apply(q, state, False, q_l2, None, 0.0, res, res_scale, out_l2, post)
-
-
-class L1Tokens(torch.autograd.Function):
-    """n[b, c] = sum_t |x[b, t, c]| in `dtype` (the state's: fp32, or fp64 for fp64 x), [B, N, C]
-    -> [B, C]; dx = sgn(x) dn, made in x's dtype (two passes; torch's own vector_norm backward
-    adds a cast pass from `dtype`)."""
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-        ctx.save_for_backward(x)
-        return torch.linalg.vector_norm(x, 1, dim=1, dtype=dtype)
-
-    @staticmethod
-    def backward(ctx, dn: torch.Tensor) -> tuple[torch.Tensor, None]:
-        (x,) = ctx.saved_tensors
-        return x.sgn().mul_(dn.to(x.dtype)[:, None, :]), None
+    (head_rows_vjp: the normalisation's vector-Jacobian product, recomputing q S). A zero row
+    of the sum at eps = 0 gives post there, and no gradient, where the unfolded division
+    gives NaN."""
+    (state,) = head_state(k, v, heads, k_l2, k_l1)
+    if weight is not None:  # W ⊙ (D_k S) = D_k (W ⊙ S): the weighting commutes with D_k
+        state = state * weight.view(1, heads, *state.shape[-2:])
+    return head_apply(q, state, False, q_l2, None, 0.0, res, res_scale, out_l2, post, False,
+                      q_l1)
 
 
 # tl.dot tiles per kernel, (batch, M, N, K): backends/triton/legality.py

@@ -40,7 +40,7 @@ def test_forward_matches_float64(runtime, b: int, heads: int, e: int, n: int, ha
     dtype = torch.float16 if half else torch.float32
     qd, kd, vd = (t.to(dtype) for t in (q, k, v))
     with nan_poisoned():
-        state = runtime.head_state(kd, vd, heads)
+        (state,) = runtime.head_state(kd, vd, heads)
         out = runtime.head_apply(qd, state, False)
         out_t = runtime.head_apply(qd, state, True)
     s64 = runtime.naive_head_state(kd.double(), vd.double(), heads)
@@ -54,7 +54,7 @@ def test_transpose_flag_matters(runtime) -> None:
     """The check above can fail: S and S^T differ for a non-symmetric state."""
     gen = torch.Generator().manual_seed(0)
     q, k, v = (torch.randn(1, 9, 6, generator=gen) for _ in range(3))
-    s = runtime.head_state(k, v, 2)
+    (s,) = runtime.head_state(k, v, 2)
     assert _rel(runtime.head_apply(q, s, True), runtime.naive_head_apply(q.double(),
                                                                          s.double(), False)) > 1e-3
 
@@ -112,6 +112,100 @@ def test_l1_fold_scales_rows_not_columns(runtime) -> None:
     assert _rel(wrong, ref) > 0.1
 
 
+@pytest.mark.parametrize("trans", [False, True], ids=["S", "S^T"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
+def test_sign_epilogue_against_the_naive_twin(runtime, trans: bool, dtype) -> None:
+    """head_apply(a, S, res=r, res_scale=d, res_sgn=True) = a S + sgn(r) d with d per batch
+    ([B, C], the l1 norms' gradient): the kernel equals its naive twin in float64, with exact
+    zeros in r (sign 0), r a strided view; r itself in place of its signs misses by far."""
+    gen = torch.Generator().manual_seed(21)
+    wide = torch.randn(2, 37, 2 * 10, generator=gen, dtype=torch.float64)
+    wide[:, ::3, 10:13] = 0.0
+    state = torch.randn(2, 2, 5, 5, generator=gen, dtype=torch.float64)
+    dn = torch.randn(2, 10, generator=gen, dtype=torch.float64)
+    a, r = wide[..., :10].to(dtype), wide[..., 10:].to(dtype)
+    with nan_poisoned():
+        got = runtime.head_apply(a, state.float(), trans, None, None, 0.0, r, dn.float(), None,
+                                 None, True)
+    want = runtime.naive_head_apply(a.double(), state, trans, None, None, 0.0, r.double(), dn,
+                                    None, None, True)
+    assert got.dtype == dtype and _rel(got, want) < 4 * TOL[dtype]
+    unsigned = runtime.naive_head_apply(a.double(), state, trans, None, None, 0.0, r.double(),
+                                        dn)
+    assert _rel(unsigned, want) > 0.1
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
+def test_state_kernel_makes_the_l1_norms(runtime, dtype) -> None:
+    """head_state(k, v, a_l1=eps) = (diag(1 / (n + eps)) k^T v, n), n = sum_t |k[t]| from
+    the state kernel's own tiles (several token chunks, N not a multiple of the tile),
+    against float64."""
+    gen = torch.Generator().manual_seed(22)
+    k, v = (torch.randn(2, 150, 3 * 6, generator=gen, dtype=torch.float64) for _ in range(2))
+    kd, vd = k.to(dtype), v.to(dtype)
+    with nan_poisoned():
+        state, norms = runtime._head_state_impl(kd, vd, 3, None, 1e-2)
+    n64 = kd.double().abs().sum(1)
+    assert norms.shape == (2, 18) and _rel(norms, n64) < 1e-6
+    want = runtime.naive_head_state(_l1_tokens(kd.double(), 1e-2), vd.double(), 3)
+    assert _rel(state, want) < TOL[dtype]
+    with pytest.raises(ValueError, match="not both"):
+        runtime.head_state(kd, vd, 3, 1e-3, 1e-2)
+
+
+def test_l1_fold_backward_passes_gradcheck_in_float64(runtime) -> None:
+    """The l1 folds' derived backward (the norms' terms sgn(x) dn added by the launches that
+    write dq and dk, the state's rows rescaled) against finite differences: SimA's
+    attention with a weighted state, and head_apply's a_l1 on S^T under an output
+    epilogue."""
+    gen = torch.Generator().manual_seed(23)
+    q, k, v, r = (torch.randn(2, 7, 6, generator=gen, dtype=torch.float64).requires_grad_()
+                  for _ in range(4))
+    w = (torch.rand(2 * 3 * 3, generator=gen, dtype=torch.float64) + 0.5).requires_grad_()
+    s = torch.randn(2, 2, 3, 3, generator=gen, dtype=torch.float64).requires_grad_()
+
+    def attention(q, k, v, w):
+        return runtime.linear_attention(q, k, v, 2, w, q_l1=0.1, k_l1=0.2)
+
+    def transposed(q, s, r):
+        return runtime.head_apply(q, s, True, None, None, 0.0, r, None, 0.1, None, False, 0.3)
+
+    assert torch.autograd.gradcheck(attention, (q, k, v, w), check_undefined_grad=False)
+    assert torch.autograd.gradcheck(transposed, (q, s, r), check_undefined_grad=False)
+
+
+def test_l1_fold_takes_no_pass_of_its_own_but_q_norms(runtime, monkeypatch) -> None:
+    """SimA's attention (q and k l1-normalised) forward and backward: the state kernel makes
+    k's norms (A_L1), the launches that write dq and dk add the norms' terms (RES_SGN), and
+    the only torch ops over a [B, N, C] tensor are q's norms (forward, and recomputed in the
+    backward): no sign, product or sum of gradients of their own."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    gen = torch.Generator().manual_seed(24)
+    q, k, v, dy = (torch.randn(1, 9, 2 * 4, generator=gen) for _ in range(4))
+    launched, full = [], []
+
+    class Ops(TorchDispatchMode):  # the aten ops (not views) with an operand of q's size
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if not func.is_view and any(isinstance(t, torch.Tensor) and t.numel() == q.numel()
+                                        for t in args):
+                full.append(func.__name__)
+            return func(*args, **(kwargs or {}))
+
+    for name in ("head_state_kernel", "head_apply_kernel"):
+        monkeypatch.setattr(runtime, name, _Recording(getattr(runtime, name), launched))
+    monkeypatch.setattr(runtime, "_use_triton", lambda x: True)  # launches, not the twins
+    qg, kg, vg = (x.requires_grad_() for x in (q, k, v))
+    with Ops():
+        out = runtime.linear_attention(qg, kg, vg, 2, q_l1=1e-3, k_l1=1e-3)
+        torch.autograd.grad(out, [qg, kg, vg], dy)
+    assert [kw.get("A_L1", False) for kw in launched] == [True, False, False, False, False,
+                                                           False]
+    assert sum(kw.get("RES_SGN", False) for kw in launched) == 2
+    passes = [f for f in full if not f.startswith(("new_empty", "empty"))]  # not allocations
+    assert passes == ["linalg_vector_norm.default"] * 2, passes
+
+
 def _l2_rows(x: torch.Tensor, heads: int, eps: float) -> torch.Tensor:  # the spec's, float64
     b, n, w = x.shape
     xh = x.reshape(b, n, heads, w // heads)
@@ -163,7 +257,7 @@ def test_l2_row_vjp_is_the_projection(runtime) -> None:
     scale = runtime.naive_row_scale(x.detach(), 2, 1e-3)
     linear = (g.reshape(1, 13, 2, 5) * scale).reshape(1, 13, 10)
     assert _rel(linear, want) > 0.1
-    with pytest.raises(ValueError, match="not both"):  # one eps reaches the kernel
+    with pytest.raises(ValueError, match="one of them"):  # one eps reaches the kernel
         runtime.head_apply(x.float(), torch.zeros(1, 2, 5, 5), True, 0.5, x.float(), 0.0)
 
 
@@ -280,8 +374,8 @@ def test_output_vjp_is_taken_at_the_sum(runtime) -> None:
     x = a.float()
     with pytest.raises(ValueError, match="not both"):
         runtime.head_apply(x, s.float(), False, None, x, 0.0, None, None, 0.0)
-    with pytest.raises(ValueError, match="need out_eps"):
-        runtime.head_apply(x, s.float(), False, None, None, 0.0, x)
+    with pytest.raises(ValueError, match="needs out_eps"):  # post: after the normalisation
+        runtime.head_apply(x, s.float(), False, None, None, 0.0, None, None, None, x)
 
 
 

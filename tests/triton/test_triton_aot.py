@@ -270,13 +270,15 @@ def test_a_spilling_tile_is_reported(padre3) -> None:
 
 
 @pytest.mark.parametrize("bf16", [False, True], ids=["fp32", "bf16"])
-@pytest.mark.parametrize("norm", [None, "A_NORM", "VJP", "WIDE", "OUT_NORM", "OUT_VJP"])
+@pytest.mark.parametrize("norm", [None, "A_NORM", "VJP", "WIDE", "OUT_NORM", "OUT_VJP", "L1"])
 def test_linear_attention_kernels_at_gpu_tiles_do_not_spill(bf16: bool, norm: str | None) -> None:
     """SimA's and Castling-ViT's kernels at D = 384, 8 heads (e = 48), 3,136 tokens: plain,
     with rows l2-normalised in the kernel (A_NORM), with the normalisation's vector-Jacobian
     product (VJP, head_apply only), with token offsets in int64 (WIDE, with I64), and with
     Castling-ViT's output epilogue (head_apply only: OUT_NORM, forward, and OUT_VJP, its
-    backward launch, both with q normalised, the scaled res and, forward, the post term)."""
+    backward launch, both with q normalised, the scaled res and, forward, the post term), and
+    SimA's l1 norms (L1: the state's norms, A_L1; the backward's signed term, RES_SGN, with
+    per-batch fp32 scales)."""
     path = codegen_path("castling_vit", "triton")
     cfg = {"BE": 64, "BT": 64, "CHUNK": 1024, "num_warps": 8}  # head_config(3136, 48, True)
     dtype = "bf16" if bf16 else "fp32"
@@ -284,17 +286,19 @@ def test_linear_attention_kernels_at_gpu_tiles_do_not_spill(bf16: bool, norm: st
     if norm in ("OUT_NORM", "OUT_VJP"):
         flags = dict(A_NORM=True, RES=True, RES_SCALE=True, OUT_NORM=True,
                      OUT_VJP=norm == "OUT_VJP", POST=norm == "OUT_NORM")
+    if norm == "L1":
+        flags = dict(RES=True, RES_SCALE=True, RES_SGN=True)
     state = aot.compile_kernel(path, "head_state_kernel",
                                dict(E=48, IEEE=not bf16, CHUNK=cfg["CHUNK"], BT=cfg["BT"],
                                     BE=cfg["BE"], A_NORM=norm == "A_NORM", WIDE=norm == "WIDE",
-                                    I64=norm == "WIDE"),
+                                    I64=norm == "WIDE", A_L1=norm == "L1"),
                                num_warps=cfg["num_warps"], pointer_dtype=dtype,
-                               pointer_dtypes={"p": "fp32"})
+                               pointer_dtypes={"p": "fp32", "pn": "fp32"})
     apply = aot.compile_kernel(path, "head_apply_kernel",  # fp32: head_config's 32 tokens
                                dict(E=48, TRANS=False, F32=not bf16, BT=64 if bf16 else 32,
                                     BE=cfg["BE"], **flags),
                                num_warps=cfg["num_warps"], pointer_dtype=dtype,
-                               pointer_dtypes={"s": "fp32"})
+                               pointer_dtypes={"s": "fp32", "d": "fp32" if norm == "L1" else dtype})
     assert state.stack == 0 and apply.stack == 0, (state, apply)
     if bf16:  # Hopper's warpgroup MMA for the 16-bit products
         assert state.mma == apply.mma == "wgmma", (state.mma, apply.mma)

@@ -234,3 +234,40 @@ def test_a_normalisation_read_as_another_attentions_q_is_folded_once() -> None:
     modules[1].load_state_dict(modules[0].state_dict())
     x = torch.randn(2, 9, 16, dtype=torch.float64)
     assert torch.allclose(modules[0](x), modules[1](x), atol=1e-12)
+
+
+def test_two_attentions_under_one_normalisation_fold_once() -> None:
+    """Two Castling-ViT attentions whose outputs meet in one sum, under one normalisation
+    ((l2rows(A1 + v d1) + l2rows(A2 + v d2)) and l2rows(A1 + A2)): each could fold the same
+    nodes, so one does and the other's call gives its output, and the generated module
+    computes what the PyTorch backend's does (a fold claiming a node twice leaves a value
+    unmade: a NameError)."""
+    import torch
+
+    import padre_compiler as pc
+    from padre_compiler import dsl
+    from padre_compiler.backends.triton.linear_attention import folded_outputs
+
+    def attention(x, v, tag):
+        q, k = (dsl.normalize(dsl.dense(x, w + tag), kind="l2_rows", heads=4, eps=0.0)
+                for w in ("wq", "wk"))
+        y = dsl.expand(v, mode="tile", heads=4)
+        z = dsl.global_sum(y * dsl.expand(k, mode="replicate", heads=4)) \
+            * dsl.expand(q, mode="replicate", heads=4)
+        return y, dsl.contract(dsl.diagonal(z, "w3" + tag), keep="tile", heads=4)
+
+    def rows(t):
+        return dsl.normalize(t, kind="l2_rows", heads=4, eps=0.0)
+
+    x = dsl.tokens("sequence")
+    v = dsl.dense(x, "wv")
+    (y1, a1), (y2, a2) = attention(x, v, "a"), attention(x, v, "b")
+    branches = rows(dsl.contract(dsl.diagonal(y1, "w1a"), keep="tile", heads=4) + a1) \
+        + rows(dsl.contract(dsl.diagonal(y2, "w1b"), keep="tile", heads=4) + a2)
+    for name, out in (("branches", branches), ("summed", rows(a1 + a2))):
+        spec = dsl.spec(name, layout="sequence", output=dsl.dense(out, "proj", bias=True))
+        assert len(folded_outputs(generate(spec, dim=16, backend="triton").graph)) <= 1
+        modules = [pc.compile(spec, dim=16, backend=b).double() for b in ("triton", "torch")]
+        modules[1].load_state_dict(modules[0].state_dict())
+        x_in = torch.randn(2, 9, 16, dtype=torch.float64)
+        assert torch.allclose(modules[0](x_in), modules[1](x_in), atol=1e-10), name
