@@ -78,7 +78,7 @@ if triton is not None:
         o_e = tl.arange(0, BE)
         m_e = o_e < E
         b_s = tl.zeros([BE, BE], dtype=tl.float32)  # [BE, BE] state of this chunk
-        b_n = tl.zeros([BE], dtype=tl.float32)  # [BE] l1 norms of a's columns (A_L1)
+        b_n = tl.zeros([BT, BE], dtype=tl.float32)  # A_L1: sum of |a| over the chunk's tiles
         for t0 in range(0, CHUNK, BT):
             o_t = i_k * CHUNK + t0 + tl.arange(0, BT)
             if WIDE:  # a sequence spans 2**31 elements (index_widths): token offsets in int64
@@ -90,7 +90,7 @@ if triton is not None:
             if A_NORM:
                 b_a = (b_a * row_scales(b_a, eps)[:, None]).to(b_a.dtype)
             if A_L1:  # padding rows and channels load 0
-                b_n += tl.sum(tl.abs(b_a.to(tl.float32)), axis=0)
+                b_n += tl.abs(b_a.to(tl.float32))
             if IEEE:
                 b_s = tl.dot(tl.trans(b_a), b_b, b_s, input_precision="ieee")
             else:
@@ -99,7 +99,7 @@ if triton is not None:
         p_s = p + (i_bh * n_k + i_k) * E * E + o_e[:, None] * E + o_e[None, :]
         tl.store(p_s, b_s, mask=m_e[:, None] & m_e[None, :])
         if A_L1:
-            tl.store(pn + (i_bh * n_k + i_k) * E + o_e, b_n, mask=m_e)
+            tl.store(pn + (i_bh * n_k + i_k) * E + o_e, tl.sum(b_n, axis=0), mask=m_e)
 
 
     @triton.jit(do_not_specialize=["N"])
