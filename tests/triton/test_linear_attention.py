@@ -402,6 +402,27 @@ def test_epilogue_terms_against_the_naive_twin(runtime, trans: bool, out_eps) ->
     for label, g, w in zip(("out", "wide", "state", "scale"), got, want, strict=True):
         assert _rel(g.detach(), w.detach()) < 1e-5, label
 
+@pytest.mark.parametrize("trans", [False, True], ids=["S", "S^T"])
+def test_a_scaled_term_without_the_output_normalisation(runtime, trans: bool) -> None:
+    """head_apply(a, S, res=r, res_scale=d) = a S + r d without out_eps: values and the
+    gradients of a, S, r and d against its naive twin's float64 autograd (d's gradient is
+    sum_t dO r, made in torch where no normalisation's launch makes it)."""
+    gen = torch.Generator().manual_seed(25)
+    a, r, dy = (torch.randn(2, 19, 10, generator=gen, dtype=torch.float64) for _ in range(3))
+    state = torch.randn(2, 2, 5, 5, generator=gen, dtype=torch.float64)
+    scale = torch.rand(10, generator=gen, dtype=torch.float64) + 0.5
+
+    def run(leaves, head_apply):
+        out = head_apply(leaves[0], leaves[1], trans, None, None, 0.0, leaves[2], leaves[3])
+        return (out, *torch.autograd.grad((out * dy.to(out.dtype)).sum(), leaves))
+
+    got = run([t.float().requires_grad_() for t in (a, state, r, scale)], runtime.head_apply)
+    want = run([t.clone().requires_grad_() for t in (a, state, r, scale)],
+               runtime.naive_head_apply)
+    for label, g, w in zip(("out", "a", "state", "r", "d"), got, want, strict=True):
+        assert _rel(g.detach(), w.detach()) < 1e-5, label
+
+
 @pytest.mark.parametrize(("res_shape", "post_shape"), [((2, 1, 8), (1, 13, 8)), ((8,), (2, 1, 8))])
 def test_broadcast_terms_are_read_in_place(runtime, res_shape, post_shape) -> None:
     """res and post of a shape that broadcasts to [B, N, C] give, values and gradients, what

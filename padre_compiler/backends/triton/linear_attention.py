@@ -5,7 +5,7 @@ Per batch b and head g of width e, with A, B, Q: [N, e] slices of [B, N, h*e] te
 
     head_state(A, B) = A^T B                  [e, e], fp32: a sum over all tokens
     head_apply(Q, S) = Q S   (or Q S^T)       [N, e]
-    linear_attention(q, k, v) = head_apply(q, head_state(k, v))
+    linear_attention(q, k, v) = head_apply(q, head_state(k, v))   (head_state gives (S,) in code)
 
 Both are linear in each argument, so their derivatives are the same two maps again:
     d head_state: dA = head_apply(B, dS^T), dB = head_apply(A, dS)
@@ -499,6 +499,8 @@ def _apply_backward(ctx, do, *_):
         normed = ctx.a_eps is not None
         da = apply(dy, m, not trans, None, a if normed else None, ctx.a_eps if normed else 0.0)
     da = da.to(a.dtype)
+    if res_scale is not None and dd is None:  # no output normalisation: dY = dO
+        dd = (dy.to(state_dtype(a)) * res).sum((0, 1))
     dres = None
     if res is not None and ctx.needs_input_grad[6]:  # [B, N, C], summed to res's shape by
         dres = (dy if res_scale is None else dy * res_scale).to(res.dtype)  # autograd
@@ -546,7 +548,8 @@ def _register_head_ops():
 
 
 _state_op, _apply_op = _register_head_ops()
-# (S,): the state's norms stay with autograd
+# head_state(...) gives (S,): the norms, its second output, are saved for the backward and not
+# differentiated
 head_state = custom_op_caller(_state_op, _head_state_impl, _state_setup, _state_backward,
                               outputs=1)
 head_apply = custom_op_caller(_apply_op, _head_apply_impl, _apply_setup, _apply_backward)
@@ -566,8 +569,9 @@ def linear_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: i
     with n[c] = sum_t |x[t, c]|. Each such map is diag(1 / (n + eps)) on the right of q or k,
     so it scales row c of the state: (q D_q) ((k D_k)^T v) = q (D_q D_k (k^T v)). Folded there,
     no normalised copy is made: k's norms come from head_state's kernel, from the tiles its
-    product loads; q's cost one reduction over q (head_apply's a_l1). Their backward adds the
-    norms' terms sgn(x) dn in the launches that write dq and dk (head_apply's res_sgn).
+    product loads; q's cost one reduction over q (head_apply's a_l1), and one more in the
+    backward, which recomputes them. The backward adds the norms' terms sgn(x) dn in the
+    launches that write dq and dk (head_apply's res_sgn).
 
     q_l2 / k_l2 (eps, or None): q / k l2-normalised per token and head first, x[t, g] /
     (|x[t, g]|_2 + eps) (Castling-ViT's): the kernels, which load each row's head slice whole,
@@ -575,7 +579,8 @@ def linear_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: i
     backward launches apply the normalisation's vector-Jacobian product to the gradients
     they write. No normalised copy is made.
 
-    out_l2 (eps), with res, res_scale (per channel) and post optional: the output
+    res, res_scale (per channel; each optional): q S + res * res_scale, the sum made in
+    head_apply's epilogue. out_l2 (eps), with post optional: the output
     rows(q S + res * res_scale) + post, rows the l2 normalisation per row and head
     (Castling-ViT's output, l2rows(attention + v * d) + dwconv(v)), made in head_apply's
     epilogue, the sum never stored; its backward is one more launch of the same kernel
