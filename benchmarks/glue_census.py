@@ -39,7 +39,8 @@ from torch.utils._pytree import tree_leaves
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.host_overhead import load, source_at  # noqa: E402
+from benchmarks.host_overhead import load  # noqa: E402
+from benchmarks.revisions import source_at  # noqa: E402
 
 OUT = Path(os.environ.get("OUT", ROOT / "benchmarks" / "results"))
 GEMMS = {"aten.mm.default", "aten.bmm.default", "aten.addmm.default", "aten.baddbmm.default"}

@@ -25,7 +25,6 @@ import importlib.util
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -37,6 +36,10 @@ os.environ["PADRE_TRITON_CONV"] = "toeplitz"
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.revisions import source_at  # noqa: E402
+
 OUT = Path(os.environ.get("OUT", ROOT / "benchmarks" / "results"))
 DIM, GRID = 8, (8, 8)
 
@@ -102,15 +105,6 @@ def measure(paths: dict[str, Path], burst: int, repeats: int) -> dict[str, dict[
     return {"forward, no_grad": inference,
             "forward, gradients on": bursts_us(fns, burst, repeats),
             "forward + backward": bursts_us(steps, burst, repeats)}
-
-
-def source_at(rev: str, spec: str, tmp: Path) -> Path:
-    rel = f"codegen/triton/{spec}.py"
-    text = subprocess.run(["git", "show", f"{rev}:{rel}"], cwd=ROOT, capture_output=True,
-                          text=True, check=True).stdout
-    path = tmp / f"{spec}_{rev}.py"
-    path.write_text(text)
-    return path
 
 
 def plot(rows: list[dict], path: Path) -> None:

@@ -1455,20 +1455,25 @@ class Conv2former(nn.Module):
             raise ValueError(
                 f"{N} tokens do not fill the {self.grid[0]} x {self.grid[1]} grid"
                 " (N must equal H * W)")
-        w12_weight = torch.cat([self.w1_weight, self.w2_weight], 0)
-        w12_bias = torch.cat([self.w1_bias, self.w2_bias], 0)
-        w12 = F.linear(x, w12_weight, w12_bias)  # [B, N, 2*D] (torch)
-        del w12_bias, w12_weight
-        w1, w2 = w12.split(D, -1)  # [B, N, D] each
-        del w12
-        # fused (triton): z2 = conv(w1) * w2
+        # [B, N, D] (torch)
+        w1, w1_left_bias = dense_for_conv(
+            x,
+            self.w1_weight,
+            self.w1_bias,
+            self.grid[0],
+            11,
+            fold_bias=True,
+        )
+        w2 = F.linear(x, self.w2_weight, self.w2_bias)  # [B, N, D] (torch)
+        # fused (triton): z2 = conv(w1 + w1_left_bias) * w2
         z2 = dwconv_hadamard(  # [B, N, D]
             w1, self.dwconv_weight, bias=self.dwconv_bias, gate=w2,
             acc=None, acc_scale=None, scale=None,
             height=self.grid[0], width=self.grid[1], pad_h=5, pad_w=5,
             store_z=True, store_o=False,
+            in_bias=w1_left_bias,
         )[0]
-        del w1, w2
+        del w1, w1_left_bias, w2
         w3 = F.linear(z2, self.w3_weight, self.w3_bias)  # [B, N, D] (torch)
         del z2
         return w3

@@ -1464,12 +1464,8 @@ class Conv2formerGelu(nn.Module):
             raise ValueError(
                 f"{N} tokens do not fill the {self.grid[0]} x {self.grid[1]} grid"
                 " (N must equal H * W)")
-        w12_weight = torch.cat([self.w1_weight, self.w2_weight], 0)
-        w12_bias = torch.cat([self.w1_bias, self.w2_bias], 0)
-        w12 = F.linear(x, w12_weight, w12_bias)  # [B, N, 2*D] (torch)
-        del w12_bias, w12_weight
-        w1, w2 = w12.split(D, -1)  # [B, N, D] each
-        del w12
+        # [B, N, D] (torch)
+        w1 = dense_for_conv(x, self.w1_weight, self.w1_bias, self.grid[0], 11)[0]
         # [B, N, D] (torch)
         poly = _chebyshev(
             w1,
@@ -1482,6 +1478,7 @@ class Conv2formerGelu(nn.Module):
             6.0,
         )
         del w1
+        w2 = F.linear(x, self.w2_weight, self.w2_bias)  # [B, N, D] (torch)
         # fused (triton): z2 = conv(poly) * w2
         z2 = dwconv_hadamard(  # [B, N, D]
             poly, self.dwconv_weight, bias=self.dwconv_bias, gate=w2,

@@ -3,7 +3,10 @@ CPU: the GPU launch configurations compile quickly and keep every value in regis
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -496,3 +499,26 @@ def test_a_census_compiled_unlike_the_jit_is_reported(first_launches) -> None:
     constexprs = {k: v for k, v in row["constexprs"].items() if k != "s_xn"}
     (differs,) = disagreements([dict(row, constexprs=constexprs)])
     assert str(row["tiles"]) in differs
+
+
+def test_every_launch_of_a_spec_compiles_for_sm_90(tmp_path) -> None:
+    """benchmarks/launch_census.py: Conv2Former's and SimA's modules, forward and backward in
+    bf16 and fp32 on the GPU's code path (default tiles), every launch compiled by Triton's JIT
+    for sm_90 as it specialises the launch: all compile, none spills, and Conv2Former's
+    Toeplitz conv reads 8-aligned channel-major strips (its input from dense_for_conv, not a
+    token-major part of a fused map, which reads them one element at a time: ALIGN = 1)."""
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.run([sys.executable, str(root / "benchmarks" / "launch_census.py"),
+                           "--defaults-only", "--specs", "conv2former", "sima"],
+                          env=dict(os.environ, OUT=str(tmp_path)), capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    result = json.loads((tmp_path / "launch_census.json").read_text())["current codegen"]
+    rows = result["rows"]
+    assert not result["stopped"] and all("error" not in r and r["stack"] == 0 for r in rows)
+    kernels = {r["kernel"] for r in rows}
+    assert {"dwconv_toeplitz_fwd_kernel", "dwconv_toeplitz_wgrad_kernel",
+            "dwconv_hadamard_bwd_kernel", "head_state_kernel", "head_apply_kernel"} <= kernels
+    toeplitz = [r for r in rows if r["kernel"].startswith("dwconv_toeplitz")]
+    assert all(r["constexprs"]["ALIGN"] == 8 for r in toeplitz), toeplitz
+    assert (tmp_path / "launch_census.png").stat().st_size > 0

@@ -7,7 +7,8 @@ backed by `dwconv_hadamard_fwd_kernel` (direct, CUDA cores) or `dwconv_toeplitz_
 (`dwconv_hadamard_bwd_kernel`, then the forward kernel with flipped taps for dx). Every other op
 is lowered exactly as the PyTorch backend lowers it (dense maps go to cuBLAS through F.linear;
 one feeding a conv stores channel-major and, where the conv is its only reader, leaves its bias
-to the conv kernel: conv(y + b) = conv(y) + b * conv(1)) and is marked `(torch)` in the
+to the conv kernel: conv(y + b) = conv(y) + b * conv(1); a 2-D conv's part of a fused dense map
+is a map of its own again, `layout.unfuse_conv_inputs`) and is marked `(torch)` in the
 generated source. The kernel text lives in `kernels.py`; the
 generated file imports only torch and triton and runs its naive PyTorch twins where Triton
 cannot run.
@@ -29,6 +30,7 @@ from padre_compiler.backends.pytorch import (
     var_names,
 )
 from padre_compiler.backends.triton import kernels, linear_attention
+from padre_compiler.backends.triton.layout import conv_source, unfuse_conv_inputs
 from padre_compiler.backends.triton.regions import Region, find_regions
 from padre_compiler.ir.graph import Graph
 from padre_compiler.ir.ops import kernel2d
@@ -169,10 +171,12 @@ def _module_names() -> frozenset[str]:
 def emit_module(g: Graph, decls: dict[str, ParamDecl], *, name: str, header: str,
                 fixed_dim: int | None = None) -> str:
     """Python source of an nn.Module named after the spec, fused regions on Triton kernels."""
+    g = unfuse_conv_inputs(g)
     names = var_names(g, _module_names())
     regions = find_regions(g)
     inner = {r.conv for r in regions.values() if r.conv != r.end}
-    conv_input = {g.inputs(r.conv)[0]: r.conv for r in regions.values()}
+    # the node each conv's input takes its layout from (dense_for_conv's where a dense map)
+    conv_input = {conv_source(g, r.conv): r.conv for r in regions.values()}
     taken = set(names.values())
     # dense maps whose only reader is a conv leave their bias to it (dense_for_conv's fold)
     left_bias = {}
