@@ -22,8 +22,9 @@ standalone codegen/triton/padre3.py, not the compiler. Steps, under a global tim
 4. the 3C-wide fused conv alone, both forms, on a channel-major input as the module feeds it
    (ms and useful TFLOP/s: where the time goes), and its backward (dx, dw, db); the Toeplitz
    tiles each shape's first launch picked (kernels.fastest) are recorded in the JSON's meta;
-5. SimA and Castling-ViT: the linear-attention kernels (head_state / head_apply; Castling-ViT's
-   q and k row normalisations inside them) against the PyTorch backend's einsum module and
+5. SimA and Castling-ViT, on the linear-attention kernels (head_state / head_apply; Castling-ViT's
+   q and k row normalisations inside them), and Conv2Former (its gated 11x11 conv, the conv's
+   input from a channel-major GEMM of its own), against the PyTorch backend's module and
    attention, forward and forward+backward, C = 384;
 6. ratios (attention / x, eager / x) and the fraction of the floor reached. Floor of padre3 =
    max(bytes / bandwidth, FLOPs / matmul rate), where FLOPs are the GEMMs plus the 11x11 taps
@@ -39,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import inspect
 import json
 import os
 import platform
@@ -352,20 +354,25 @@ def per_label(rows: list[dict], field: str, labels: tuple[str, ...], spec: str) 
 
 
 ATTENTION_SHAPES = [(384, 3136, 8), (384, 25600, 1), (384, 102400, 1)]
-# the linear-attention models: spec -> (class, what they are), in the order they are timed
-LINEAR_ATTENTION = {
-    "sima": ("Sima", "SimA (l1-normalised Q (K^T V), its normalisations on the state)"),
+# the other models: spec -> (class, what they are, their kernels), in the order they are timed
+MODELS = {
+    "sima": ("Sima", "SimA (l1-normalised Q (K^T V), its normalisations on the state)",
+             "the head_state / head_apply kernels"),
     "castling_vit": ("CastlingVit", "Castling-ViT (row-normalised Q and K inside the kernels, "
-                                    "its output's row normalisation in head_apply's epilogue)"),
+                                    "its output's row normalisation in head_apply's epilogue)",
+                     "the head_state / head_apply kernels"),
+    "conv2former": ("Conv2former", "Conv2Former (dwconv11(x W1) * (x W2), the conv's input "
+                                   "channel-major from a GEMM of its own)",
+                    "the fused conv kernels"),
 }
 
 
-def linear_attention_rows(name: str, device, budget: Budget, smoke: bool) -> list[dict]:
-    """A linear-attention model (8 heads): the Triton module (head_state / head_apply
-    kernels) vs the PyTorch backend's module (einsum) vs attention (heads of 64), forward and
-    forward+backward, bf16 (fp32 in --smoke); outputs compared before timing."""
+def model_rows(name: str, device, budget: Budget, smoke: bool) -> list[dict]:
+    """One of MODELS: the Triton module vs the PyTorch backend's module vs attention (heads
+    of 64), forward and forward+backward, bf16 (fp32 in --smoke); outputs compared before
+    timing. A grid model takes the square grid of the shape's tokens."""
     tri, ref = load_generated(name), load_generated(name, "torch")
-    cls = LINEAR_ATTENTION[name][0]
+    cls = MODELS[name][0]
     dtype = torch.float32 if smoke else torch.bfloat16
     rows = []
     for c, n, batch in ([(64, 64, 2)] if smoke else ATTENTION_SHAPES):
@@ -373,8 +380,11 @@ def linear_attention_rows(name: str, device, budget: Budget, smoke: bool) -> lis
             rows.append({"C": c, "N": n, "batch": batch, "skipped": ["all (time budget)"]})
             continue
         torch.manual_seed(0)
-        fast = getattr(tri, cls)(c).to(device=device, dtype=dtype)
-        slow = getattr(ref, cls)(c).to(device=device, dtype=dtype)
+        side = int(n ** 0.5)
+        grid = ((side, side),) if "grid" in inspect.signature(getattr(tri, cls)).parameters \
+            else ()
+        fast = getattr(tri, cls)(c, *grid).to(device=device, dtype=dtype)
+        slow = getattr(ref, cls)(c, *grid).to(device=device, dtype=dtype)
         slow.load_state_dict(fast.state_dict())
         attn = Attention(c, num_heads=c // 64).to(device=device, dtype=dtype)
         x = torch.randn(batch, n, c, device=device, dtype=dtype)
@@ -480,11 +490,11 @@ def markdown(meta: dict, rows: list[dict]) -> str:
             f"| {fmt(r.get('conv3c_ms_direct'))} "
             f"| {fmt(r.get('conv3c_useful_tflops_direct'), '.1f')} "
             f"| {fmt(r.get('conv3c_bwd_ms_direct'))} |")
-    for name, (_, title) in LINEAR_ATTENTION.items():
+    for name, (_, title, kernels) in MODELS.items():
         if not meta.get(name):
             continue
-        lines += ["", f"{title}, on the head_state / head_apply kernels, vs the PyTorch "
-                  "backend's einsum module vs attention, ms (forward; forward + backward):",
+        lines += ["", f"{title}, on {kernels}, vs the PyTorch backend's module vs attention, "
+                  "ms (forward; forward + backward):",
                   "", "| C | N | batch | triton | torch | attention | x attn | x torch | "
                   "train: triton | torch | attention | rel. err vs torch |",
                   "|---|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -616,9 +626,9 @@ def main() -> int:
               f"[{budget.left():.0f} s left]", flush=True)
         (out / "gpu_padre3.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
     rows.sort(key=lambda r: (r["C"], r["N"]))  # reported in (C, N) order
-    for name in LINEAR_ATTENTION:
+    for name in MODELS:
         try:
-            meta[name] = linear_attention_rows(name, device, budget, args.smoke)
+            meta[name] = model_rows(name, device, budget, args.smoke)
         except Exception as err:  # recorded, the padre3 results stand
             traceback.print_exc()
             meta[name] = [{"C": 0, "N": 0, "batch": 0, "errors": {name: repr(err)[:300]}}]

@@ -109,20 +109,21 @@ def _backward_nodes(y) -> list[str]:
 
 def test_split_parts_are_one_call() -> None:
     """The parts of a split are bound by one .split: its backward is one concatenation, where a
-    slice per part would zero-fill a full-width gradient each and sum them."""
+    slice per part would zero-fill a full-width gradient each and sum them. (1-D convs: a 2-D
+    conv's part is a map of its own, test_conv_input_layout.py.)"""
     import torch
 
     from padre_compiler import dsl
     from padre_compiler.compiler import compile_module_class
 
-    x = dsl.tokens("grid2d")
+    x = dsl.tokens("sequence")
     ys = [dsl.dense(x, f"b{i}") for i in range(3)]
-    z = dsl.dwconv2d(ys[0], "a1", kernel=3) * ys[1] + dsl.dwconv2d(ys[2], "a2", kernel=3)
-    spec = dsl.spec("three_parts", layout="grid2d", output=dsl.dense(z, "proj"))
-    result = generate(spec, dim=4, grid=(3, 3), backend="triton")
+    z = dsl.dwconv1d(ys[0], "a1", kernel=3) * ys[1] + dsl.dwconv1d(ys[2], "a2", kernel=3)
+    spec = dsl.spec("three_parts", layout="sequence", output=dsl.dense(z, "proj"))
+    result = generate(spec, dim=4, backend="triton")
     body = result.source.split("def forward(self")[1]
     assert "b0, b1, b2 = b012.split(D, -1)" in body and "[..., " not in body
-    module = compile_module_class(result)(4, (3, 3))
+    module = compile_module_class(result)(4)
     nodes = _backward_nodes(module(torch.randn(2, 9, 4, requires_grad=True)))
     assert "SliceBackward0" not in nodes and nodes.count("SplitBackward0") == 1, nodes
 
