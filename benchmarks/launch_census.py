@@ -14,7 +14,10 @@ stay unwritten. The census is of what that JIT made: per distinct kernel (cubin)
 registers, spills, shared memory, programs an SM holds and tensor-core instructions, and the
 specs that launch it, and for the conv forward kernels the warp instructions a program issues
 per output (its SASS, the tap loops weighted by their trip counts: aot.census_of); a launch
-that fails to compile is listed with its error. Where the CPU
+that fails to compile is listed with its error, and a run that fails otherwise, or whose
+launcher gave up the tensor-core form for the direct one, is reported as stopped (exit code 1).
+PADRE_TRITON_CONV is ignored (the GPU picks the form) and PADRE_TRITON_TUNE set by
+--defaults-only alone. Where the CPU
 path differs from a GPU's, this follows the GPU's, except the weight gradient's first-launch
 candidates (its default tiles only; padre3's are in triton_aot.md). With --triton-version the
 census runs in a child process under that Triton release (fetched with pip once): the lent GPU
@@ -33,7 +36,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 import types
 from pathlib import Path
 
@@ -72,7 +74,8 @@ def on_gpu(fn):
 class Compiling:
     """Stands in for a Triton kernel: `kernel[grid](...)` and `kernel.warmup(..., grid=)`
     compile it as that launch specialises it (the JIT, for the active target) and return the
-    compiled kernel; each compile, and each failure, is recorded in `seen`."""
+    compiled kernel; each compile, and each failure, is recorded in `seen` with the launch's
+    scalar keyword arguments (constexprs and launch options, as "constexprs")."""
 
     def __init__(self, kernel, name: str, seen: list[dict], where: dict) -> None:
         self.kernel, self.name, self.seen, self.where = kernel, name, seen, where
@@ -81,13 +84,12 @@ class Compiling:
         record = {"kernel": self.name, **self.where,
                   "constexprs": {k: v for k, v in kwargs.items()
                                  if isinstance(v, (bool, int, float, str))}}
-        t0 = time.perf_counter()
         try:
             compiled = self.kernel.warmup(*args, grid=grid, **kwargs)
         except Exception as err:
             self.seen.append(dict(record, error=f"{type(err).__name__}: {err}"[:300]))
             raise
-        self.seen.append(dict(record, compiled=compiled, seconds=time.perf_counter() - t0))
+        self.seen.append(dict(record, compiled=compiled))
         return compiled
 
     def __getitem__(self, grid):
@@ -140,9 +142,11 @@ def census(path: Path, spec: str, dtype_name: str, seen: list[dict]) -> str | No
     try:
         with aot.jit_for_sm(90):
             model(x).backward(torch.ones(x.shape, dtype=dtype))
-    except Exception as err:  # a compile failure outside a first launch's candidates
+    except Exception as err:  # any failure but a first-launch candidate's (fastest skips it)
         return f"{type(err).__name__}: {err}"[:300]
-    return None
+    # a launcher that gave up the tensor-core form fell back to the direct one: a failure too
+    given_up = [*getattr(m, "TOEPLITZ_FAILED", []), *getattr(m, "WGRAD_FAILED", [])]
+    return f"tensor-core form given up: {given_up[0]}"[:300] if given_up else None
 
 
 def trips_of(kernel: str, c: dict) -> tuple[tuple[int, ...], int] | None:
@@ -176,10 +180,10 @@ def rows_of(seen: list[dict]) -> list[dict]:
         config = {"num_warps": s["constexprs"].get("num_warps", 4),
                   "num_stages": s["constexprs"].get("num_stages", 3)}
         trips = trips_of(s["kernel"], s["constexprs"])
-        r = aot.resources_of(s["compiled"], s["kernel"], config, s["seconds"],
-                             None if trips is None else trips[0])
+        r = aot.resources_of(s["compiled"], s["kernel"], config, 0.0,  # no compile time: the
+                             None if trips is None else trips[0])  # JIT's disk cache may hold it
         rows[digest] = {"kernel": s["kernel"], "constexprs": s["constexprs"], "cubin": digest,
-                        "seconds": r.seconds, "registers": r.registers, "stack": r.stack,
+                        "registers": r.registers, "stack": r.stack,
                         "shared": r.shared, "programs_per_sm": r.programs_per_sm(),
                         "mma": r.mma, "triton": r.triton, "uses": [use],
                         "per_output": None if trips is None else
@@ -191,8 +195,11 @@ def run(codegen: Path, specs: list[str], defaults_only: bool) -> dict:
     """In this process: the census of `specs` (their modules in `codegen`) in both dtypes."""
     import triton
 
+    os.environ.pop("PADRE_TRITON_CONV", None)  # the GPU's own choice of conv form
     if defaults_only:
         os.environ["PADRE_TRITON_TUNE"] = "0"
+    else:
+        os.environ.pop("PADRE_TRITON_TUNE", None)
     seen: list[dict] = []
     stopped = {}
     from rich.progress import track

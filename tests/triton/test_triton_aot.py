@@ -506,12 +506,13 @@ def test_every_launch_of_a_spec_compiles_for_sm_90(tmp_path) -> None:
     bf16 and fp32 on the GPU's code path (default tiles), every launch compiled by Triton's JIT
     for sm_90 as it specialises the launch: all compile, none spills, and Conv2Former's
     Toeplitz conv reads 8-aligned channel-major strips (its input from dense_for_conv, not a
-    token-major part of a fused map, which reads them one element at a time: ALIGN = 1)."""
+    token-major part of a fused map, which reads them one element at a time: ALIGN = 1). A
+    PADRE_TRITON_CONV in the caller's environment does not change the form it compiles."""
     root = Path(__file__).resolve().parents[2]
     proc = subprocess.run([sys.executable, str(root / "benchmarks" / "launch_census.py"),
                            "--defaults-only", "--specs", "conv2former", "sima"],
-                          env=dict(os.environ, OUT=str(tmp_path)), capture_output=True, text=True,
-                          timeout=600)
+                          env=dict(os.environ, OUT=str(tmp_path), PADRE_TRITON_CONV="direct"),
+                          capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     result = json.loads((tmp_path / "launch_census.json").read_text())["current codegen"]
     rows = result["rows"]
@@ -522,3 +523,39 @@ def test_every_launch_of_a_spec_compiles_for_sm_90(tmp_path) -> None:
     toeplitz = [r for r in rows if r["kernel"].startswith("dwconv_toeplitz")]
     assert all(r["constexprs"]["ALIGN"] == 8 for r in toeplitz), toeplitz
     assert (tmp_path / "launch_census.png").stat().st_size > 0
+
+
+LAUNCH_CENSUS_GIVING_UP = """
+import os, sys
+sys.argv = ["launch_census.py"]
+import benchmarks.launch_census as lc
+
+load = lc.load_on_gpu_path
+
+
+def failing_band(path, seen, where):  # a host-side failure on the tensor-core path
+    m = load(path, seen, where)
+
+    def band(*args, **kwargs):
+        raise RuntimeError("no band")
+
+    m.toeplitz_operand = band
+    return m
+
+
+lc.load_on_gpu_path = failing_band
+os.environ.pop("TRITON_INTERPRET", None)
+print(lc.run(lc.CODEGEN, ["conv2former"], defaults_only=True)["stopped"])
+"""
+
+
+def test_the_launch_census_reports_a_launcher_that_gave_up_the_tensor_core_form() -> None:
+    """A launcher that falls back from the Toeplitz form to the direct one (a host-side
+    failure: here its band operand) compiles only direct kernels and raises nothing; the
+    census reports the run as stopped instead of passing it."""
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.run([sys.executable, "-c", LAUNCH_CENSUS_GIVING_UP], cwd=root,
+                          env=dict(os.environ, PYTHONPATH=str(root)), capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "conv2former bfloat16" in proc.stdout and "no band" in proc.stdout, proc.stdout

@@ -10,7 +10,9 @@ with the wide map's channel stride, and the conv gathers its strips element by e
 (Conv2Former: z = dwconv(x W1) * (x W2)). `unfuse_conv_inputs` gives each such part its own
 dense map again (the inverse of fuse_siblings: the part's parameters are its block of the wide
 map's concatenations), which emit_module lowers through `dense_for_conv`; the other parts stay
-one wide map. The price is one more read of the input (a GEMM each). Per-element maps between
+one wide map. The price is one more read of the input (a GEMM each), paid in every form:
+where the conv runs direct (fp32, 1-row grids) dense_for_conv is F.linear, and the split of
+one wide map would have done. Per-element maps between
 the dense map and the conv (`conv_source`: Conv2Former's GELU polynomial) keep the layout, as
 torch's elementwise ops give their output their input's strides.
 """
