@@ -1440,7 +1440,7 @@ if triton is not None:
 
     @triton.jit(do_not_specialize=["N"])
     def head_state_kernel(
-        a, b, p, pn, N, H, s_ab, s_an, s_bb, s_bn, eps,
+        a, b, p, N, H, s_ab, s_an, s_bb, s_bn, eps,
         E: tl.constexpr, IEEE: tl.constexpr, CHUNK: tl.constexpr, BT: tl.constexpr,
         BE: tl.constexpr,
         I64: tl.constexpr = False, A_NORM: tl.constexpr = False, WIDE: tl.constexpr = False,
@@ -1449,11 +1449,12 @@ if triton is not None:
         """Partial state of token chunk i: p[b, g, i] = sum_{t in chunk i} a[b, t, g]^T b[b, t, g]
 
         a, b: [B, N, H*E] (any batch/token strides, channel stride 1); p: [B, H, n_chunks, E, E]
-        fp32 contiguous. [BE, BT] @ [BT, BE] products, fp32 accumulation. A_NORM: a's rows
-        l2-normalised per head first, a[t, g] / (|a[t, g]|_2 + eps), rounded to a's dtype as a
-        normalised copy would be. A_L1: also the chunk's terms of a's l1 norms over tokens,
-        pn[b, g, i] = sum_{t in chunk i} |a[b, t, g]| ([B, H, n_chunks, E] fp32), from the
-        tiles the product loads.
+        fp32 contiguous ([B, H, n_chunks, E + 1, E] with A_L1). [BE, BT] @ [BT, BE] products,
+        fp32 accumulation. A_NORM: a's rows l2-normalised per head first,
+        a[t, g] / (|a[t, g]|_2 + eps), rounded to a's dtype as a normalised copy would be.
+        A_L1: also the chunk's terms of a's l1 norms over tokens, sum_{t in chunk i} |a[b, t, g]|,
+        from the tiles the product loads, in row E of the chunk's block (one sum over chunks
+        then gives the state and the norms).
         """
         i_k, i_bh = tl.program_id(0), tl.program_id(1)
         if I64:  # an offset reaches 2**31 (index_widths): batch and head offsets in int64
@@ -1480,10 +1481,12 @@ if triton is not None:
             else:
                 b_s = tl.dot(tl.trans(b_a), b_b, b_s)
         n_k = tl.num_programs(0)
-        p_s = p + (i_bh * n_k + i_k) * E * E + o_e[:, None] * E + o_e[None, :]
-        tl.store(p_s, b_s, mask=m_e[:, None] & m_e[None, :])
-        if A_L1:
-            tl.store(pn + (i_bh * n_k + i_k) * E + o_e, tl.sum(b_n, axis=0), mask=m_e)
+        if A_L1:  # [E + 1, E] blocks: the state's rows, then the norms
+            p = p + (i_bh * n_k + i_k) * (E + 1) * E
+            tl.store(p + E * E + o_e, tl.sum(b_n, axis=0), mask=m_e)
+        else:
+            p = p + (i_bh * n_k + i_k) * E * E
+        tl.store(p + o_e[:, None] * E + o_e[None, :], b_s, mask=m_e[:, None] & m_e[None, :])
 
 
     @triton.jit(do_not_specialize=["N"])
@@ -1605,26 +1608,27 @@ def state_dtype(a: torch.Tensor) -> torch.dtype:
     return torch.float64 if a.dtype == torch.float64 else torch.float32
 
 
-def l1_tokens(a: torch.Tensor) -> torch.Tensor:
-    """n[b, c] = sum_t |a[b, t, c]|: [B, N, C] -> [B, C] in the state's dtype (one pass)."""
-    return torch.linalg.vector_norm(a, 1, dim=1, dtype=state_dtype(a))
+def l1_tokens(a: torch.Tensor, heads: int) -> torch.Tensor:
+    """n[b, g, c] = sum_t |a[b, t, g, c]|: [B, N, h*e] -> [B, h, e] in the state's dtype (one
+    pass)."""
+    return torch.linalg.vector_norm(a, 1, dim=1, dtype=state_dtype(a)).view(a.shape[0], heads,
+                                                                            -1)
 
 
-def l1_row_scales(n: torch.Tensor, heads: int, eps: float) -> torch.Tensor:
-    """[B, C] l1 norms -> [B, h, e, 1]: 1 / (n + eps), the scales of a state's rows. A map a ->
-    a diag(1 / (n + eps)) on the left of a state S is this scale on S's rows:
-    (a D) S = a (D S)."""
-    return (1 / (n + eps)).view(n.shape[0], heads, -1, 1)
+def l1_denominators(n: torch.Tensor, eps: float) -> torch.Tensor:
+    """[B, h, e] l1 norms -> [B, h, e, 1]: n + eps, what a state's rows are divided by. A map
+    a -> a diag(1 / (n + eps)) on the left of a state S divides S's rows: (a D) S = a (D S)."""
+    return (n + eps)[..., None]
 
 
 def l1_scaled_state(a: torch.Tensor, s: torch.Tensor, trans: bool, eps: float
                     ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(D M, D's [B, h, e, 1] diagonal), M = s (s^T if trans), D = diag(1 / (n + eps)) from
+    """(D M, D's denominators [B, h, e, 1]), M = s (s^T if trans), D = diag(1 / (n + eps)) from
     a's l1 norms over tokens (one pass over a): D M is the state that a's unnormalised rows
     multiply ([B, h, e, e], contiguous)."""
     m = s.transpose(-2, -1) if trans else s
-    scales = l1_row_scales(l1_tokens(a), s.shape[1], eps)
-    return (m * scales).contiguous(), scales
+    den = l1_denominators(l1_tokens(a, s.shape[1]), eps)
+    return m / den, den
 
 
 def naive_head_state(a, b, heads: int, a_eps: float | None = None, a_l1: float | None = None):
@@ -1637,7 +1641,7 @@ def naive_head_state(a, b, heads: int, a_eps: float | None = None, a_l1: float |
         ah = (ah * naive_row_scale(a.to(dt), heads, a_eps)).to(a.dtype).to(dt)
     state = torch.einsum("bthc,bthm->bhcm", ah, bh)
     if a_l1 is not None:
-        state = state * l1_row_scales(l1_tokens(a), heads, a_l1)
+        state = state / l1_denominators(l1_tokens(a, heads), a_l1)
     return state.contiguous()
 
 
@@ -1679,32 +1683,33 @@ def naive_head_apply(a, s, trans: bool, a_eps: float | None = None,
 def _head_state_impl(a: torch.Tensor, b: torch.Tensor, heads: int, a_eps: float | None = None,
                      a_l1: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(S, n): S = â^T b per batch and head, â = a with its rows l2-normalised per head
-    (a_eps) or its columns l1-normalised over tokens (a_l1: S's rows scaled by
-    1 / (n + a_l1)); n = a's l1 norms over tokens ([B, C], made by the same kernel) with
-    a_l1, else empty. n is for the backward."""
+    (a_eps) or its columns l1-normalised over tokens (a_l1: S's rows divided by n + a_l1);
+    n = a's l1 norms over tokens ([B, h, e], made by the same kernel) with a_l1, else empty.
+    n is for the backward."""
     if a_eps is not None and a_l1 is not None:
         raise ValueError("head_state normalises a's rows (a_eps) or its columns over tokens "
                          "(a_l1), not both")
     if not _use_triton(a):
-        n = a.new_empty(0, dtype=state_dtype(a)) if a_l1 is None else l1_tokens(a)
+        n = a.new_empty(0, dtype=state_dtype(a)) if a_l1 is None else l1_tokens(a, heads)
         return naive_head_state(a, b, heads, a_eps, a_l1), n
     bsz, n, w = a.shape
     e = w // heads
     a, b = channel_rows(a), channel_rows(b)
     cfg = head_config(n, e, a.is_cuda)
     chunks = cdiv(n, cfg["CHUNK"])
-    parts = torch.empty((bsz, heads, chunks, e, e), device=a.device, dtype=torch.float32)
-    norms = parts if a_l1 is None else parts.new_empty((bsz, heads, chunks, e))
+    rows = e if a_l1 is None else e + 1  # A_L1: the norms in a last row
+    parts = torch.empty((bsz, heads, chunks, rows, e), device=a.device, dtype=torch.float32)
     head_state_kernel[(chunks, bsz * heads)](
-        a, b, parts, norms, n, heads, a.stride(0), a.stride(1), b.stride(0), b.stride(1),
+        a, b, parts, n, heads, a.stride(0), a.stride(1), b.stride(0), b.stride(1),
         0.0 if a_eps is None else a_eps,
         E=e, IEEE=a.dtype == torch.float32, CHUNK=cfg["CHUNK"], BT=cfg["BT"], BE=cfg["BE"],
         A_NORM=a_eps is not None, A_L1=a_l1 is not None, **index_widths(a, b, parts),
         num_warps=cfg["num_warps"])
+    sums = parts.sum(2)  # [B, h, rows, e]
     if a_l1 is None:
-        return parts.sum(2), parts.new_empty(0)
-    l1 = norms.sum(2).view(bsz, w)
-    return parts.sum(2) * l1_row_scales(l1, heads, a_l1), l1
+        return sums, parts.new_empty(0)
+    norms = sums[:, :, e].contiguous()  # an output of its own, not a view into the sums
+    return sums[:, :, :e] / l1_denominators(norms, a_l1), norms
 
 
 def epilogue_terms(a: torch.Tensor, res: torch.Tensor | None, res_scale: torch.Tensor | None,
@@ -1823,7 +1828,7 @@ def _state_setup(ctx, inputs, output) -> None:
 def _state_backward(ctx, ds, _):
     """S = Â^T B, Â = rows(A) or A: dÂ = B dS^T (then through rows' vector-Jacobian product,
     in the same kernel), dB = Â dS. With a_l1, S = D P, P = A^T B, D = diag(1 / (n + eps)),
-    n = sum_t |A[t]|: dP = D dS, dn = -sum_m dS ∘ S / (n + eps) (on each row of S), and
+    n = sum_t |A[t]|: dP = D dS, dn = -sum_m dP ∘ S (on each row of S), and
     dA = B dP^T + sgn(A) dn in one launch (head_apply's res_sgn epilogue)."""
     if ds is None:  # only the norms were read: they are not differentiated
         return None, None, None, None, None
@@ -1832,9 +1837,8 @@ def _state_backward(ctx, ds, _):
              else torch.ops.padre_triton.head_apply_v4)
     if ctx.a_l1 is not None:
         state, norms = l1
-        scales = l1_row_scales(norms, ds.shape[1], ctx.a_l1)  # [B, h, e, 1]
-        dn = -((ds * state).sum(-1, keepdim=True) * scales).view(norms.shape)
-        ds = ds * scales
+        ds = ds / l1_denominators(norms, ctx.a_l1)  # dP
+        dn = (ds * state).sum(-1).view(a.shape[0], -1).neg_()  # [B, C]
         da = apply(b, ds, True, None, None, 0.0, a, dn, None, None, True)
     else:
         normed = ctx.a_eps is not None
@@ -1859,7 +1863,7 @@ def _apply_backward(ctx, do, *_):
     and dD = sum_t dY R (one launch, recomputing Y), dÂ = dY M^T (then through rows'
     product, in the same kernel), dM = Â^T dY, dR = dY D, dP = dO. With a_l1, Â M = A M',
     M' = D M, D = diag(1 / (n + eps)), n = sum_t |A[t]| (recomputed, one pass over A):
-    dM = D P and dn = -sum_m P ∘ M' / (n + eps) (on each row), P = A^T dY, and
+    dM = D P and dn = -sum_m dM ∘ M' (on each row), P = A^T dY, and
     dA = dY M'^T + sgn(A) dn in one launch."""
     a, s, res, res_scale = ctx.saved_tensors
     heads = s.shape[1]
@@ -1868,15 +1872,15 @@ def _apply_backward(ctx, do, *_):
     state = _head_state_impl if eager else torch.ops.padre_triton.head_state_v3
     m, trans = s, ctx.trans
     if ctx.a_l1 is not None:  # M' (trans taken)
-        (m, scales), trans = l1_scaled_state(a, s, trans, ctx.a_l1), False
+        (m, den), trans = l1_scaled_state(a, s, trans, ctx.a_l1), False
     dy, dd = do, None
     if ctx.out_eps is not None:
         rows_vjp = _rows_vjp_impl if eager else torch.ops.padre_triton.head_rows_vjp_v1
         dy, dd = rows_vjp(a, m, trans, ctx.a_eps, res, res_scale, ctx.out_eps, do)
     ds = state(a, dy, heads, ctx.a_eps)[0]  # Â^T dY
     if ctx.a_l1 is not None:
-        dn = -((ds * m).sum(-1, keepdim=True) * scales).view(a.shape[0], -1)
-        ds = ds * scales
+        ds = ds / den  # dM
+        dn = (ds * m).sum(-1).view(a.shape[0], -1).neg_()
         da = apply(dy, m, True, None, None, 0.0, a, dn, None, None, True)
     else:
         normed = ctx.a_eps is not None
@@ -1912,7 +1916,7 @@ def _register_head_ops():
         e = w // heads
         dt = state_dtype(a)
         return (a.new_empty((bsz, heads, e, e), dtype=dt),
-                a.new_empty((0,) if a_l1 is None else (bsz, w), dtype=dt))
+                a.new_empty((0,) if a_l1 is None else (bsz, heads, e), dtype=dt))
 
     @apply.register_fake
     def _(a, s, trans, a_eps=None, vjp_x=None, vjp_eps=0.0, res=None, res_scale=None,

@@ -146,7 +146,7 @@ def test_state_kernel_makes_the_l1_norms(runtime, dtype) -> None:
     with nan_poisoned():
         state, norms = runtime._head_state_impl(kd, vd, 3, None, 1e-2)
     n64 = kd.double().abs().sum(1)
-    assert norms.shape == (2, 18) and _rel(norms, n64) < 1e-6
+    assert norms.shape == (2, 3, 6) and _rel(norms, n64.view(2, 3, 6)) < 1e-6
     want = runtime.naive_head_state(_l1_tokens(kd.double(), 1e-2), vd.double(), 3)
     assert _rel(state, want) < TOL[dtype]
     with pytest.raises(ValueError, match="not both"):
@@ -204,6 +204,22 @@ def test_l1_fold_takes_no_pass_of_its_own_but_q_norms(runtime, monkeypatch) -> N
     assert sum(kw.get("RES_SGN", False) for kw in launched) == 2
     passes = [f for f in full if not f.startswith(("new_empty", "empty"))]  # not allocations
     assert passes == ["linalg_vector_norm.default"] * 2, passes
+
+
+def test_the_head_ops_pass_opcheck(runtime) -> None:
+    """torch.library.opcheck: the fake kernels, schemas and autograd registrations of
+    head_state (plain, with the l1 norms, with the row normalisation) and head_apply (a_l1 on
+    S^T; the sign epilogue with a per-batch scale) agree with the real ops (the norms come
+    out as a tensor of their own, not a view into the kernel's sums)."""
+    gen = torch.Generator().manual_seed(26)
+    a, b = (torch.randn(2, 70, 12, generator=gen) for _ in range(2))
+    s, dn = torch.randn(2, 2, 6, 6, generator=gen), torch.randn(2, 12, generator=gen)
+    for a_eps, a_l1 in ((None, None), (None, 1e-3), (1e-3, None)):
+        torch.library.opcheck(torch.ops.padre_triton.head_state_v3, (a, b, 2, a_eps, a_l1))
+    torch.library.opcheck(torch.ops.padre_triton.head_apply_v4,
+                          (a, s, True, None, None, 0.0, None, None, None, None, False, 1e-3))
+    torch.library.opcheck(torch.ops.padre_triton.head_apply_v4,
+                          (a, s, False, None, None, 0.0, b, dn, None, None, True, None))
 
 
 def _l2_rows(x: torch.Tensor, heads: int, eps: float) -> torch.Tensor:  # the spec's, float64
