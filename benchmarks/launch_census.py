@@ -55,7 +55,7 @@ GPU_CONFIGS = ("dwconv_hadamard_config", "dwconv_toeplitz_config", "dwconv_toepl
 def fused_specs() -> list[str]:
     """The specs whose generated Triton module has kernels of its own."""
     return sorted(p.stem for p in CODEGEN.glob("*.py")
-                  if "@triton.jit" in p.read_text() and "_kernel(" in p.read_text())
+                  if "@triton.jit" in (text := p.read_text()) and "_kernel(" in text)
 
 
 def on_gpu(fn):

@@ -344,10 +344,19 @@ def l1_scaled_state(a: torch.Tensor, s: torch.Tensor, trans: bool, eps: float
                     ) -> tuple[torch.Tensor, torch.Tensor]:
     """(D M, D's denominators [B, h, e, 1]), M = s (s^T if trans), D = diag(1 / (n + eps)) from
     a's l1 norms over tokens (one pass over a): D M is the state that a's unnormalised rows
-    multiply ([B, h, e, e], contiguous)."""
+    multiply ([B, h, e, e]; transposed strides where trans)."""
     m = s.transpose(-2, -1) if trans else s
     den = l1_denominators(l1_tokens(a, s.shape[1]), eps)
     return m / den, den
+
+
+def l1_backward(d_scaled: torch.Tensor, den: torch.Tensor, scaled: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(dX, dn) for X' = X / den (rows of [B, h, e, e] divided by den = n + eps, [B, h, e, 1])
+    and its gradient dX': dX = dX' / den, dn = -sum_m dX ∘ X' on each row ([B, h*e]), whose
+    term sgn(a) dn the launch writing a's gradient adds (res_sgn)."""
+    dx = d_scaled / den
+    return dx, (dx * scaled).sum(-1).view(dx.shape[0], -1).neg_()
 
 
 def naive_head_state(a, b, heads: int, a_eps: float | None = None, a_l1: float | None = None):
@@ -462,7 +471,7 @@ def _head_apply_impl(a: torch.Tensor, s: torch.Tensor, trans: bool, a_eps: float
     out_eps the output rows(â S + res * res_scale) + post, rows the l2 normalisation per row
     and head (res, res_scale and post optional); or, with vjp_x, the gradient through vjp_x's
     normalised rows (vjp_eps) for the gradient a S of them."""
-    if sum(t is not None for t in (a_eps, vjp_x, a_l1)) > 1:  # the kernel takes one eps
+    if sum(t is not None for t in (a_eps, vjp_x, a_l1)) > 1:  # one normalisation of a
         raise ValueError("head_apply normalises its operand's rows (a_eps) or its columns "
                          "(a_l1), or applies a normalisation's vector-Jacobian product "
                          "(vjp_x): one of them")
@@ -556,8 +565,7 @@ def _state_backward(ctx, ds, _):
              else torch.ops.padre_triton.head_apply_v4)
     if ctx.a_l1 is not None:
         state, norms = l1
-        ds = ds / l1_denominators(norms, ctx.a_l1)  # dP
-        dn = (ds * state).sum(-1).view(a.shape[0], -1).neg_()  # [B, C]
+        ds, dn = l1_backward(ds, l1_denominators(norms, ctx.a_l1), state)  # dP, dn
         da = apply(b, ds, True, None, None, 0.0, a, dn, None, None, True)
     else:
         normed = ctx.a_eps is not None
@@ -598,8 +606,7 @@ def _apply_backward(ctx, do, *_):
         dy, dd = rows_vjp(a, m, trans, ctx.a_eps, res, res_scale, ctx.out_eps, do)
     ds = state(a, dy, heads, ctx.a_eps)[0]  # Â^T dY
     if ctx.a_l1 is not None:
-        ds = ds / den  # dM
-        dn = (ds * m).sum(-1).view(a.shape[0], -1).neg_()
+        ds, dn = l1_backward(ds, den, m)  # dM, dn
         da = apply(dy, m, True, None, None, 0.0, a, dn, None, None, True)
     else:
         normed = ctx.a_eps is not None
