@@ -183,7 +183,7 @@ def rows_of(seen: list[dict]) -> list[dict]:
         r = aot.resources_of(s["compiled"], s["kernel"], config, 0.0,  # no compile time: the
                              None if trips is None else trips[0])  # JIT's disk cache may hold it
         rows[digest] = {"kernel": s["kernel"], "constexprs": s["constexprs"], "cubin": digest,
-                        "registers": r.registers, "stack": r.stack,
+                        "registers": r.registers, "stack": r.stack, "spills": r.spills,
                         "shared": r.shared, "programs_per_sm": r.programs_per_sm(),
                         "mma": r.mma, "triton": r.triton, "uses": [use],
                         "per_output": None if trips is None else
@@ -217,12 +217,15 @@ def table(result: dict) -> list[str]:
     rows = result["rows"]
     failed = [r for r in rows if "error" in r]
     spills = [r for r in rows if r.get("stack", 0) > 0]
+    looped = [r for r in spills if r["spills"][1]]
     lines = [f"{result['launches']} launches compiled {len(rows) - len(failed)} distinct "
-             f"kernels; {len(failed)} failed to compile; {len(spills)} spill registers; runs "
-             f"stopped by an error: {len(result['stopped'])}.", ""]
+             f"kernels; {len(failed)} failed to compile; {len(spills)} spill registers "
+             f"({len(looped)} inside a loop); runs stopped by an error: "
+             f"{len(result['stopped'])}.", ""]
     for use, why in result["stopped"].items():
         lines.append(f"- {use} stopped: `{why}`")
-    lines += ["", "| kernel | flags on, tiles | registers | stack bytes (spills) | shared bytes "
+    lines += ["", "| kernel | flags on, tiles | registers | stack bytes (spills: local-memory "
+              "instructions outside loops, inside) | shared bytes "
               "| programs / SM | tensor cores | warp instructions / output | launched by |",
               "|---|---|---|---|---|---|---|---|---|"]
     for r in sorted(rows, key=lambda r: (r["kernel"], -r.get("stack", 0), -r.get("registers",
@@ -234,7 +237,8 @@ def table(result: dict) -> list[str]:
                          f"{'; '.join(r['uses'])} |")
             continue
         per = "-" if r["per_output"] is None else f"{r['per_output']:.2f}"
-        lines.append(f"| {r['kernel']} | {flags} | {r['registers']} | {r['stack']} | "
+        stack = f"{r['stack']}" + (f" ({r['spills'][0]}, {r['spills'][1]})" if r["stack"] else "")
+        lines.append(f"| {r['kernel']} | {flags} | {r['registers']} | {stack} | "
                      f"{r['shared']} | {r['programs_per_sm']} | {r['mma']} | {per} | "
                      f"{'; '.join(r['uses'])} |")
     return lines

@@ -270,6 +270,7 @@ def test_a_spilling_tile_is_reported(padre3) -> None:
     consts = dict(FLAGS, STORE_Z=True, STORE_O=True, **_taps(11), BT=128, BC=128)
     r = aot.compile_kernel(PATH, "dwconv_hadamard_fwd_kernel", consts, num_warps=4)
     assert r.stack > 0
+    assert r.spills[1] > 0, r.spills  # reloads inside the tap loops: the costly kind
 
 
 @pytest.mark.parametrize("bf16", [False, True], ids=["fp32", "bf16"])
@@ -319,6 +320,7 @@ def test_a_64_token_cuda_core_apply_with_the_epilogue_spills() -> None:
 
 SASS = """
         /*0000*/                   MOV R1, c[0x0][0x28] ;
+        /*0008*/                   STL [R1], R4 ;
         /*0010*/                   LDG.E.128 R4, desc[UR4][R2.64] ;
         /*0020*/               @P0 FFMA R8, R4, R5, R8 ;
         /*0030*/              @!P1 LDG.E.U16 R9, desc[UR4][R2.64+0x2] ;
@@ -327,9 +329,11 @@ SASS = """
         /*004c*/                   LDGSTS.E.128 [R20+0x800], desc[UR4][R2.64+0x40] ;
         /*004e*/                   LDGDEPBAR ;
         /*0050*/                   ISETP.NE.AND P1, PT, R0, 0xb, PT ;
+        /*0058*/                   LDL.LU R54, [R1] ;
         /*0060*/               @P1 BRA 0x30 ;
         /*0070*/               @P2 BRA 0x20 ;
         /*0080*/                   STG.E.128 desc[UR4][R2.64], R8 ;
+        /*0088*/                   LDL R4, [R1] ;
         /*0090*/                   EXIT ;
 """
 
@@ -344,6 +348,8 @@ def test_census_weights_loop_bodies_by_their_trip_counts() -> None:
     assert c.counts["global store"] == 2
     assert c.widths == {16: 2, 2: 2 * 15}  # LDGDEPBAR (a copy barrier) is no load
     assert c.counts["global->shared copy"] == 2 * 2 * 15 and c.l1_copies == 2 * 15
+    assert c.counts["local store"] == 2 and c.counts["local load"] == 2 * (1 + 3 * 5)
+    assert aot.spills_of(SASS) == (2, 1)  # a store and a reload around the loops, one in them
     assert c.per(4)["total"] == c.total / 4
     with pytest.raises(ValueError, match="2 deep"):
         aot.census_of(SASS, (3,), num_warps=2)

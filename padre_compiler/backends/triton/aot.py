@@ -52,7 +52,7 @@ from typing import Any
 
 from padre_compiler.backends.triton.legality import H100, GpuLimits
 
-SCALARS = ("N", "C", "H", "W")  # integer arguments (and every s_* stride)
+SCALARS = ("N", "C", "H", "W", "B")  # integer arguments (and every s_* stride)
 FLOATS = ("eps", "out_eps")  # float arguments
 
 
@@ -68,6 +68,9 @@ class Resources:
     mma: str  # tensor-core instructions in the PTX: "wgmma" (Hopper), "mma.sync", or "none"
     triton: str  # the version of the Triton that compiled it
     census: Census | None = None  # SASS instruction counts per program (trips given)
+    # where stack > 0: the spill stores and reloads (STL, LDL) in the SASS, outside any loop
+    # and inside one; a spill only around a loop costs a few instructions per program
+    spills: tuple[int, int] | None = None
 
     def programs_per_sm(self, gpu: GpuLimits = H100) -> int:
         """Programs (thread blocks) one SM holds at once, by registers, shared memory and
@@ -86,7 +89,9 @@ CLASSES = (
     ("STG", "global store"), ("RED", "global atomic"), ("ATOM", "global atomic"),
     ("LDSM", "shared matrix load"), ("LDS", "shared load"), ("STS", "shared store"),
     ("HGMMA", "tensor core"), ("HMMA", "tensor core"), ("FFMA", "fp32 fma"), ("BAR", "barrier"),
+    ("STL", "local store"), ("LDL", "local load"),  # spilled registers
 )
+LOCAL = ("local store", "local load")
 
 
 @dataclass(frozen=True)
@@ -179,6 +184,8 @@ def compile_kernel(path: str | Path, kernel: str, constexprs: dict[str, Any], *,
     if proc.returncode:
         raise RuntimeError(f"compiling {kernel} of {path} failed:\n{proc.stderr[-3000:]}")
     fields = json.loads(proc.stdout.strip().splitlines()[-1])
+    if fields["spills"] is not None:
+        fields["spills"] = tuple(fields["spills"])
     if fields["census"] is not None:
         fields["census"] = Census(**{k: ({int(w): n for w, n in v.items()} if k == "widths"
                                          else v) for k, v in fields["census"].items()})
@@ -232,38 +239,59 @@ def resources_of(compiled, kernel: str, config: dict[str, Any], seconds: float,
     ptx = compiled.asm["ptx"]
     mma = next((op for op in ("wgmma", "mma.sync") if re.search(rf"\b{re.escape(op)}\b", ptx)),
                "none")
-    census = None if trips is None else census_of(_cuobjdump(compiled.asm["cubin"], "-sass"),
-                                                  trips, config["num_warps"])
+    sass = (_cuobjdump(compiled.asm["cubin"], "-sass")
+            if trips is not None or usage["STACK"] else None)
+    census = None if trips is None else census_of(sass, trips, config["num_warps"])
+    spills = spills_of(sass) if usage["STACK"] else None
     return Resources(kernel, config, seconds, ptx.count("\n"), usage["REG"], usage["STACK"],
-                     shared, mma, triton.__version__, census)
+                     shared, mma, triton.__version__, census, spills)
 
 
-def census_of(sass: str, trips: list[int] | tuple[int, ...], num_warps: int) -> Census:
-    """Count the SASS instructions of one kernel, loop bodies weighted by `trips` per depth.
+def _instructions(sass: str) -> tuple[list[tuple[str, str, int]], list[int]]:
+    """(opcode, operand text, loop depth) of each SASS instruction, any predicate guard
+    removed, and each loop's nesting depth (1 = outermost), sorted.
 
     A loop is a backward branch `BRA target` at address a > target; an instruction at depth d
-    lies inside d such [target, a] ranges. Loops nested deeper than `trips` names are an error.
+    lies inside d such [target, a] ranges.
     """
-    code = []  # (address, opcode, operand text) with any predicate guard removed
-    for m in re.finditer(r"/\*([0-9a-f]{4,})\*/\s+(?:@!?U?P\w+\s+)?([A-Z][\w.]*)([^;]*);", sass):
-        code.append((int(m.group(1), 16), m.group(2), m.group(3)))
+    code = [(int(m.group(1), 16), m.group(2), m.group(3)) for m in re.finditer(
+        r"/\*([0-9a-f]{4,})\*/\s+(?:@!?U?P\w+\s+)?([A-Z][\w.]*)([^;]*);", sass)]
     spans = []
     for addr, op, rest in code:
         target = re.search(r"0x([0-9a-f]+)", rest) if op.startswith("BRA") else None
         if target and int(target.group(1), 16) < addr:
             spans.append((int(target.group(1), 16), addr))
-    depth = {a: sum(lo <= a <= hi for lo, hi in spans) for a, _, _ in code}
-    if spans and max(depth.values()) > len(trips):
-        raise ValueError(f"the SASS nests loops {max(depth.values())} deep; trips names "
+    loops = sorted(sum(lo2 <= lo and hi <= hi2 for lo2, hi2 in spans) for lo, hi in spans)
+    return [(op, rest, sum(lo <= addr <= hi for lo, hi in spans))
+            for addr, op, rest in code], loops
+
+
+def _kind(op: str) -> str:
+    return next((name for prefix, name in CLASSES if op.startswith(prefix)), "other")
+
+
+def spills_of(sass: str) -> tuple[int, int]:
+    """(outside loops, inside loops): the local-memory instructions (spill stores, reloads)."""
+    depths = [d for op, _, d in _instructions(sass)[0] if _kind(op) in LOCAL]
+    return sum(d == 0 for d in depths), sum(d > 0 for d in depths)
+
+
+def census_of(sass: str, trips: list[int] | tuple[int, ...], num_warps: int) -> Census:
+    """Count the SASS instructions of one kernel, loop bodies (_instructions) weighted by
+    `trips` per depth. Loops nested deeper than `trips` names are an error."""
+    code, loops = _instructions(sass)
+    deepest = max((d for _, _, d in code), default=0)
+    if deepest > len(trips):
+        raise ValueError(f"the SASS nests loops {deepest} deep; trips names "
                          f"{len(trips)} trip count(s): {list(trips)}")
     counts: dict[str, int] = {}
     widths: dict[int, int] = {}
     l1_copies = 0
-    for addr, op, _ in code:
+    for op, _, depth in code:
         weight = num_warps
-        for t in trips[:depth[addr]]:
+        for t in trips[:depth]:
             weight *= t
-        kind = next((name for prefix, name in CLASSES if op.startswith(prefix)), "other")
+        kind = _kind(op)
         counts[kind] = counts.get(kind, 0) + weight
         if kind == "global->shared copy" and ".BYPASS" not in op:
             l1_copies += weight
@@ -271,7 +299,6 @@ def census_of(sass: str, trips: list[int] | tuple[int, ...], num_warps: int) -> 
             bits = re.search(r"\.(?:U|S)?(8|16|32|64|128)\b", op)
             width = int(bits.group(1)) // 8 if bits else 4
             widths[width] = widths.get(width, 0) + weight
-    loops = sorted(sum(lo2 <= lo and hi <= hi2 for lo2, hi2 in spans) for lo, hi in spans)
     return Census(loops, counts, widths, l1_copies)
 
 
