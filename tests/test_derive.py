@@ -150,3 +150,19 @@ def test_l1_rows_hook(heads: int, tokens: int, seed: int) -> None:
     assert rel_err(ref, direct) < 1e-12
     module = compiled_with(spec, dim, None, params)
     assert rel_err(module(torch.tensor(x)).detach().numpy(), ref) < 1e-10
+
+
+@pytest.mark.parametrize(("v", "noise", "want"), [
+    (0.205, 2e-8, "2e-01"),  # the approximation error, its cancellation negligible
+    (0.0489, 0.0124, "< 1e-01"),  # a fifth of it cancellation: its digit is the machine's
+    (3.4e3, None, "< 1e+04"),  # a cancellation error itself (3e+03 on one machine, 4e+03 on
+    (4.1e3, None, "< 1e+04"),  # another, same code): the same bound on both
+    (1e-13, None, "< 1e-12"),
+])
+def test_cancellation_dominated_errors_print_as_bounds(v, noise, want) -> None:
+    """Committed reports are compared with a fresh run (test_committed_proof_is_current), so
+    a figure whose digits depend on the summation order of the machine's BLAS prints as a
+    bound."""
+    from padre_compiler.derive.common import fmt1
+
+    assert fmt1(v, noise) == want

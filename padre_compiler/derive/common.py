@@ -305,6 +305,13 @@ def fmt(v: float) -> str:
     return "< 1e-12" if v < 1e-12 else f"{v:.2e}"
 
 
-def fmt1(v: float) -> str:
-    """One significant digit: for errors dominated by floating-point cancellation."""
-    return "< 1e-12" if v < 1e-12 else f"{v:.0e}"
+def fmt1(v: float, noise: float | None = None) -> str:
+    """An error to one significant digit where its floating-point cancellation error `noise`
+    is under 1% of it; else (and where v is such an error itself: noise None) the next power of
+    ten above v, as a bound, since those digits follow the machine's summation order (one of
+    them differed between two machines running the same code)."""
+    if v < 1e-12:
+        return "< 1e-12"
+    if noise is not None and noise < 0.01 * v:
+        return f"{v:.0e}"
+    return f"< 1e{math.floor(math.log10(v)) + 1:+03d}"
