@@ -86,7 +86,7 @@ def first_launch(together: bool, candidates: int | None = None,
     bias, in_bias = torch.zeros(C, dtype=torch.bfloat16), torch.ones(C, dtype=torch.bfloat16)
     z = torch.empty(1, h * w, C, dtype=torch.bfloat16)
     align = m.strip_alignment(x, w)
-    configs = m.dwconv_toeplitz_configs(C, TAPS, True, height=h, pad_w=TAPS // 2, align=align,
+    configs = m.dwconv_toeplitz_configs(C, TAPS, True, rows=h, pad_w=TAPS // 2, align=align,
                                         kh=TAPS)
     token = m.COMPILING.set(True)
     try:

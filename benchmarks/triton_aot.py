@@ -1,6 +1,6 @@
 """What ptxas makes of the generated Triton kernels for an H100 (sm_90), measured on a CPU.
 
-    .venv/bin/python benchmarks/triton_aot.py [--baseline-rev GIT_REV] [--triton-version V]
+    .venv/bin/python benchmarks/triton_aot.py [--baseline-rev GIT_REV ...] [--triton-version V]
     # writes benchmarks/results/triton_aot.{md,json,png} (triton_aot_triton-V.* with V)
 
 Compiles padre3's kernels (direct forward, backward, tensor-core Toeplitz forward and weight
@@ -11,13 +11,15 @@ from one slab (SLAB: at 3 and 2 stages, with the band gathered, on 4 channels an
 32 rows, in two column parts at 3 and 2 stages, and on 4-, 2- and un-aligned strips), and as
 the 3C-wide conv launches it, with and without the dense map's bias folded in) at the launch
 configurations their launchers pick for padre3 on a GPU (C = 384, 56 x 56 tokens, 11 x 11 taps,
-bf16, every other fusion flag on) with a cold Triton cache, specialised as the JIT specialises
+bf16, every other fusion flag on; counted per element of a program's tile, and, for the
+Toeplitz forward at the tiles of 8 x 56 x 56, 32 x 28 x 28 and 128 x 14 x 14 tokens, per
+output stored: stored_run) with a cold Triton cache, specialised as the JIT specialises
 an aligned launch, and reads registers, stack (spilled registers) and shared memory from the
 cubin (shared memory: what a launch requests; programs per SM: the occupancy registers and
 shared memory allow) and the warp instructions each program issues per output element from its
 SASS (padre_compiler/backends/triton/aot.py); one compile per CPU at a time, each in its own
 process. The CUDA-core floor of an 11 x 11 depthwise tap sum is 121 / 32 = 3.78 warp FMAs per
-output. With --baseline-rev, the same for codegen/triton/padre3.py as committed at that git
+output. With --baseline-rev, the same for codegen/triton/padre3.py as committed at each git
 revision. With --triton-version, compiled by that Triton release (fetched with pip once)
 instead of the installed one: the lent GPU machine's own (3.6.0 on the H200 of gpu_padre3.md).
 Then, in a table of their own (current source only), SimA's and Castling-ViT's linear-attention
@@ -26,7 +28,9 @@ kernels with each of their flags' variants (measure_attention)."""
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
+import math
 import os
 import subprocess
 import sys
@@ -58,12 +62,35 @@ def _launchers(path: Path):
 
 
 def _config(module, name: str, *args, **kw) -> dict:
+    """The launcher's tiles; rows (the rows a tile runs over) is height in older launchers,
+    which may also lack backward, pad_w and align."""
+    if "rows" in kw and "rows" not in inspect.signature(getattr(module, name)).parameters:
+        kw["height"] = kw.pop("rows")
     try:
         return getattr(module, name)(*args, **kw)
     except TypeError:  # an older launcher without the keywords
         for key in ("backward", "pad_w", "align"):
             kw.pop(key, None)
         return getattr(module, name)(*args, **kw)
+
+
+GRIDS = ((8, 56), (32, 28), (128, 14))  # padre3's benchmark batches of 25,088 tokens
+
+
+def stored_run(m, b: int, h: int, flags: dict, stages: int) -> tuple:
+    """A census run of the Toeplitz forward at the launcher's tiles for b images of h x h
+    tokens (C = 384), counted per stored output: the b h h C outputs over the grid's programs
+    (row tiles over the images stacked, toeplitz_grid; before it, over each image's rows,
+    a tile padded to BH per image)."""
+    align = min(h & -h, 8)  # strip_alignment of an h-wide grid
+    stacked = hasattr(m, "toeplitz_grid")
+    cfg = _config(m, "dwconv_toeplitz_config", 384, 11, gpu=True,
+                  rows=b * h if stacked else h, pad_w=5, align=align)
+    grid = (m.toeplitz_grid(cfg, b, h, h, 384) if stacked else
+            (-(-h // cfg["BH"]) * -(-h // cfg["BW"]), -(-384 // cfg["BC"]), b))
+    return (f"dwconv_toeplitz_fwd_kernel ({b} x {h} x {h}, per stored output)",
+            "dwconv_toeplitz_fwd_kernel", flags, cfg, stages, {}, (FLAGS["KH"],),
+            b * h * h * 384 / math.prod(grid))
 
 
 def measure(path: Path, triton_path: Path | None = None) -> list[dict]:
@@ -78,7 +105,7 @@ def measure(path: Path, triton_path: Path | None = None) -> list[dict]:
     text = path.read_text()
     direct = _config(m, "dwconv_hadamard_config", 3136, 384, gpu=True)
     backward = _config(m, "dwconv_hadamard_config", 3136, 384, gpu=True, backward=True)
-    toeplitz = _config(m, "dwconv_toeplitz_config", 384, 11, gpu=True, height=56, pad_w=5,
+    toeplitz = _config(m, "dwconv_toeplitz_config", 384, 11, gpu=True, rows=56, pad_w=5,
                        align=8)
     strided = "s_xc" in text
     token_major = {"s_xc": 1} if strided else {}
@@ -139,7 +166,7 @@ def measure(path: Path, triton_path: Path | None = None) -> list[dict]:
             variants["strip copies into L1"] = dict(toeplitz, STRIP_CACHE=".ca")
         for a in (4, 2, 1):
             variants[f"ALIGN={a}"] = _config(m, "dwconv_toeplitz_config", 384, 11, gpu=True,
-                                             height=56, pad_w=5, align=a)
+                                             rows=56, pad_w=5, align=a)
             if "SLAB" in text:  # one load of the slab instead of a narrow strip per row tap
                 variants[f"slab, ALIGN={a}"] = dict(variants[f"ALIGN={a}"], SLAB=True)
         runs += [(f"{label} ({name})", rest[0], rest[1], cfg, *rest[3:])
@@ -188,6 +215,8 @@ def measure(path: Path, triton_path: Path | None = None) -> list[dict]:
                 runs.append((f"{label} (3C conv, input bias folded, slab{note}, 2 stages)",
                              kernel, dict(alone, HAS_IN_BIAS=True), slab, stages, ptrs, trips,
                              slab["BC"] * slab["BH"] * slab["BW"]))
+    if "ALIGN" in text:  # per stored output at the benchmark's batches
+        runs += [stored_run(m, b, h, runs[2][2], runs[2][4]) for b, h in GRIDS]
     if "I64" in text:  # an offset reaching 2**31 (index_widths): batch offsets in int64
         runs += [(f"{label} (I64)", kernel, dict(flags, I64=True), *rest)
                  for label, kernel, flags, *rest in runs[2:4]]  # Toeplitz fwd, bwd (u given)
@@ -322,7 +351,8 @@ def plot(runs: dict[str, list[dict]], path: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--source", type=Path, default=ROOT / "codegen" / "triton" / "padre3.py")
-    parser.add_argument("--baseline-rev", help="compare with padre3's codegen at this git rev")
+    parser.add_argument("--baseline-rev", nargs="*", default=[],
+                        help="compare with padre3's codegen at these git revs")
     parser.add_argument("--triton-version", help="compile with this Triton release (pip)")
     args = parser.parse_args()
     if not aot.available():
@@ -330,15 +360,15 @@ def main() -> None:
     release = aot.triton_release(args.triton_version) if args.triton_version else None
     stem = "triton_aot" + (f"_triton-{args.triton_version}" if release else "")
     runs, sources = {}, {"current": args.source.name}
-    if args.baseline_rev:
-        rel = "codegen/triton/padre3.py"
-        text = subprocess.run(["git", "show", f"{args.baseline_rev}:{rel}"], cwd=ROOT,
+    rel = "codegen/triton/padre3.py"
+    for rev in args.baseline_rev:
+        text = subprocess.run(["git", "show", f"{rev}:{rel}"], cwd=ROOT,
                               capture_output=True, text=True, check=True).stdout
         with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / f"padre3_{args.baseline_rev}.py"
+            path = Path(tmp) / f"padre3_{rev}.py"
             path.write_text(text)
-            runs["baseline"] = measure(path, release)
-        sources["baseline"] = f"{rel} at {args.baseline_rev}"
+            runs[rev] = measure(path, release)
+        sources[rev] = f"{rel} at {rev}"
     runs["current"] = measure(args.source, release)
     attention = measure_attention(ROOT / "codegen" / "triton" / "castling_vit.py", release)
     OUT.mkdir(parents=True, exist_ok=True)

@@ -166,14 +166,15 @@ if triton is not None:
 
 
     @triton.jit
-    def strip_tile(x, o_r, o_k, o_c, m_ck, i_kh, PH: tl.constexpr, H, W, s_xn, s_xc,
+    def strip_tile(x, o_rb, o_r, o_k, o_c, m_ck, i_kh, PH: tl.constexpr, H, W, s_xn, s_xc,
                    STRIP_CACHE: tl.constexpr):
-        """[BC, R, BK] x[c, r + i_kh - PH, k] of the Toeplitz kernels (x: one image's [N, C]
-        view, token n = r * W + k; o_r: [R] rows r, o_k: [BK] columns k, o_c: [BC] channels,
-        m_ck: [BC, 1, BK] channel and column validity); 0 outside the grid."""
+        """[BC, R, BK] x[b, c, r + i_kh - PH, k] of the Toeplitz kernels (x: [B, N, C], token
+        n = r * W + k of image b; o_rb: [R] offsets b * s_xb of each row's image, or one
+        offset for all; o_r: [R] rows r in their image, o_k: [BK] columns k, o_c: [BC]
+        channels, m_ck: [BC, 1, BK] channel and column validity); 0 outside the image."""
         o_hi = o_r + (i_kh - PH)  # [R] input rows
         m_h = inside(o_hi, H)
-        p_x = (x + ((o_hi * W)[:, None] + o_k[None, :])[None, :, :] * s_xn
+        p_x = (x + (o_rb + o_hi * W * s_xn)[None, :, None] + o_k[None, None, :] * s_xn
                + o_c[:, None, None] * s_xc)
         return tl.load(p_x, mask=m_ck & m_h[None, :, None], other=0.,
                        cache_modifier=STRIP_CACHE)
@@ -183,11 +184,12 @@ if triton is not None:
     def slab_tile(x, r0, o_k, o_c, m_ck, PH, H, W, s_xn, s_xc, STRIP_CACHE: tl.constexpr,
                   BC: tl.constexpr, BH: tl.constexpr, BK: tl.constexpr):
         """[32, BC * BH / 16 * BK] windows laid side by side: row b of window (c, q) holds
-        x[c, r0 + 16 q + b - PH, k] (q < BH / 16; strip_tile's arguments), every input row
-        the row taps (KH <= 17) of output rows r0 + 16 q + (0..15) read."""
+        x[c, r0 + 16 q + b - PH, k] (q < BH / 16; x: one image, strip_tile's other
+        arguments), every input row the row taps (KH <= 17) of output rows
+        r0 + 16 q + (0..15) read."""
         o_q = tl.arange(0, 2 * BH)  # window q = o_q // 32, row b = o_q % 32
-        b_slab = strip_tile(x, r0 + 16 * (o_q // 32) + o_q % 32, o_k, o_c, m_ck, 0, PH, H, W,
-                            s_xn, s_xc, STRIP_CACHE)  # [BC, 2 BH, BK]
+        b_slab = strip_tile(x, 0, r0 + 16 * (o_q // 32) + o_q % 32, o_k, o_c, m_ck, 0, PH, H,
+                            W, s_xn, s_xc, STRIP_CACHE)  # [BC, 2 BH, BK]
         b_slab = tl.permute(tl.reshape(b_slab, (BC, BH // 16, 32, BK)), (2, 0, 1, 3))
         return tl.reshape(b_slab, (32, BC * (BH // 16) * BK))
 
@@ -377,11 +379,11 @@ if triton is not None:
                     tl.store(da + p_out, b_do.to(da.dtype.element_ty), mask=m)
 
 
-    @triton.jit(do_not_specialize=["N", "H", "W"])  # one compile for every grid
+    @triton.jit(do_not_specialize=["N", "H", "W", "B"])  # one compile for every grid
     def dwconv_toeplitz_fwd_kernel(
         x, t, w, b, bi, g, a, sa, s, z, o, u,
         s_xb, s_xn, s_xc, s_gb, s_gn, s_ab, s_an,  # strides (elements); g, a: channel stride 1
-        N, C, H, W,
+        N, C, H, W, B,
         KH: tl.constexpr, KW: tl.constexpr, PH: tl.constexpr, PW: tl.constexpr,
         HAS_BIAS: tl.constexpr, HAS_IN_BIAS: tl.constexpr, HAS_GATE: tl.constexpr,
         HAS_ACC: tl.constexpr,
@@ -399,7 +401,11 @@ if triton is not None:
         toeplitz_operand: t[c, i, k, j] = w[c, i, k - j - (HALO - PW)] inside the band, else 0):
         out[c, r, j] += sum_k x[c, r + i - PH, w0 - HALO + k] t[c, i, k, j].
         One [BC, BH, BW] output tile costs KH batched [BH, BK] @ [BK, BW] dots;
-        BK >= BW + HALO + KW - 1 - PW. With a channel-major x (s_xn = 1), ALIGN | W and
+        BK >= BW + HALO + KW - 1 - PW. Row tiles run over the B * H rows of the B images
+        stacked, so a tile spans images where BH does not divide H (no tile is padded to BH
+        per image: 14 x 14 images fill 64-row tiles); each row reads only its own image.
+        SLAB tiles one image's rows (grid axis 2: the image), as its windows are shared
+        between rows. With a channel-major x (s_xn = 1), ALIGN | W and
         ALIGN | HALO, every ALIGN-column group of the strip is wholly inside or outside the grid,
         so the masked strip loads stay ALIGN-element vectors (asynchronous copies into shared
         memory; 16 bytes at ALIGN = 8 in 16-bit). Consecutive row taps read strips that share
@@ -432,13 +438,23 @@ if triton is not None:
         """
         # == themselves (the launcher checks ALIGN divides them); tells the compiler so
         W, s_xb, s_xc = (W // ALIGN) * ALIGN, (s_xb // ALIGN) * ALIGN, (s_xc // ALIGN) * ALIGN
-        i_hw, i_c, i_b = tl.program_id(0), tl.program_id(1), tl.program_id(2)
-        if I64:  # an offset reaches 2**31 (index_widths): batch offsets in int64
-            i_b = i_b.to(tl.int64)
+        i_hw, i_c = tl.program_id(0), tl.program_id(1)
         # fp32 x: IEEE products (CUDA cores), as the direct form; 16-bit: tensor cores
         DOT: tl.constexpr = "ieee" if x.dtype.element_ty == tl.float32 else "tf32"
         i_h, i_w = i_hw // tl.cdiv(W, BW), i_hw % tl.cdiv(W, BW)
-        o_r = i_h * BH + tl.arange(0, BH)  # [BH] output rows
+        if SLAB:  # row tiles of one image (program axis 2): its windows hold no other image
+            i_b = tl.program_id(2)
+            if I64:  # an offset reaches 2**31 (index_widths): batch offsets in int64
+                i_b = i_b.to(tl.int64)
+            o_r = i_h * BH + tl.arange(0, BH)  # [BH] output rows
+            o_b = tl.zeros([BH], dtype=i_b.dtype) + i_b  # [BH] their image
+        else:  # row tiles over the B * H rows of the images stacked: a tile may span images
+            o_rt = i_h * BH + tl.arange(0, BH)  # [BH] stacked output rows
+            o_b = (o_rt.to(tl.uint32) // H.to(tl.uint32)).to(tl.int32)  # [BH] their images
+            o_b = tl.minimum(o_b, B - 1)  # rows past the last image: in it (never stored)
+            o_r = o_rt - o_b * H  # [BH] rows in the image (>= H past the last: not stored)
+            if I64:  # an offset reaches 2**31 (index_widths): batch offsets in int64
+                o_b = o_b.to(tl.int64)
         o_j = i_w * BW + tl.arange(0, BW)  # [BW] output columns
         o_c = i_c * BC + tl.arange(0, BC)  # [BC] channels
         m_c = o_c < C
@@ -460,7 +476,7 @@ if triton is not None:
                 if SLAB:
                     b_x = slab_strip(b_slab, i_kh, BC, BH, BP)  # [BC, BH, BP]
                 else:
-                    b_x = strip_tile(x + i_b * s_xb, o_r, o_k, o_c, m_ck, i_kh, PH, H, W, s_xn,
+                    b_x = strip_tile(x, o_b * s_xb, o_r, o_k, o_c, m_ck, i_kh, PH, H, W, s_xn,
                                      s_xc, STRIP_CACHE)  # [BC, BH, BP]
                 if BAND_FROM_TAPS:  # gathered from the taps (a few hundred bytes, L1-resident)
                     p_t = w + o_c[:, None, None] * (KH * KW) + i_kh * KW + o_m[None, :, :]
@@ -490,30 +506,29 @@ if triton is not None:
             b_1 = tl.dot(f_h, q_hi, input_precision="tf32")
             b_1 = tl.dot(f_h, b_q - q_hi, b_1, input_precision="tf32")  # [BC, BH, BW] conv(1)
             b_u += b_1 * tl.load(bi + o_c, mask=m_c, other=0.).to(tl.float32)[:, None, None]
-        o_t = (o_r[:, None] * W + o_j[None, :])[None, :, :]  # [1, BH, BW] output tokens
+        o_t = (o_r[:, None] * W + o_j[None, :])[None, :, :]  # [1, BH, BW] tokens in the image
+        o_bt = o_b[None, :, None]  # [1, BH, 1] their images
+        p_out = (o_bt * N + o_t) * C + o_c[:, None, None]  # contiguous [B, N, C] offsets
         m = m_c[:, None, None] & ((o_r < H)[:, None] & (o_j < W)[None, :])[None, :, :]
         if STORE_U:  # u = conv(x + bi) + b ([B, N, C] contiguous): the backward's dg, ds read it
-            tl.store(u + i_b * N * C + o_t * C + o_c[:, None, None], b_u.to(u.dtype.element_ty),
-                     mask=m)
+            tl.store(u + p_out, b_u.to(u.dtype.element_ty), mask=m)
         b_z = b_u
         if HAS_GATE:
-            p_g = g + i_b * s_gb + o_t * s_gn + o_c[:, None, None]
+            p_g = g + o_bt * s_gb + o_t * s_gn + o_c[:, None, None]
             b_z = b_z * tl.load(p_g, mask=m, other=0.).to(tl.float32)
         if STORE_Z:
-            tl.store(z + i_b * N * C + o_t * C + o_c[:, None, None], b_z.to(z.dtype.element_ty),
-                     mask=m)
+            tl.store(z + p_out, b_z.to(z.dtype.element_ty), mask=m)
         if STORE_O:
             b_o = b_z
             if HAS_SCALE:
                 b_o = b_o * tl.load(s + o_c, mask=m_c, other=0.).to(tl.float32)[:, None, None]
             if HAS_ACC:
-                b_a = tl.load(a + i_b * s_ab + o_t * s_an + o_c[:, None, None], mask=m,
+                b_a = tl.load(a + o_bt * s_ab + o_t * s_an + o_c[:, None, None], mask=m,
                               other=0.).to(tl.float32)
                 if HAS_ACC_SCALE:
                     b_a = b_a * tl.load(sa + o_c, mask=m_c, other=0.).to(tl.float32)[:, None, None]
                 b_o += b_a
-            tl.store(o + i_b * N * C + o_t * C + o_c[:, None, None], b_o.to(o.dtype.element_ty),
-                     mask=m)
+            tl.store(o + p_out, b_o.to(o.dtype.element_ty), mask=m)
 
 
     @triton.jit(do_not_specialize=["H", "W"])  # one compile for every grid
@@ -577,8 +592,8 @@ if triton is not None:
                 if SLAB:
                     b_x = slab_strip(b_slab, i_kh, BC, BH, BK)  # [BC, BH, BK]
                 else:
-                    b_x = strip_tile(x + i_b * s_xb, o_r, o_k, o_c, m_ck, i_kh, PH, H, W, s_xn,
-                                     s_xc, STRIP_CACHE)  # [BC, BH, BK]
+                    b_x = strip_tile(x + i_b * s_xb, 0, o_r, o_k, o_c, m_ck, i_kh, PH, H, W,
+                                     s_xn, s_xc, STRIP_CACHE)  # [BC, BH, BK]
                 b_p = tl.dot(b_dt, b_x, input_precision=DOT)  # [BC, BW, BK] P of row tap i
                 b_s = tl.sum(tl.gather(b_p, o_lag, axis=2), axis=1)  # [BC, BD] diagonal sums
                 accumulate(dw + o_c[:, None] * (KH * KW) + i_kh * KW + o_d[None, :], b_s,
@@ -624,27 +639,40 @@ def dwconv_hadamard_config(n: int, c: int, gpu: bool, backward: bool = False
     return {"BT": bt, "BC": bc, "num_warps": (8 if backward else 4) if gpu else 1}
 
 
-def dwconv_toeplitz_config(c: int, kw: int, gpu: bool, height: int = 64,
+def dwconv_toeplitz_config(c: int, kw: int, gpu: bool, rows: int = 64,
                            pad_w: int | None = None, align: int = 1) -> dict[str, int]:
     """Tiles of the tensor-core kernel: [BH, BK] @ [BK, BW] per channel. The strip starts HALO
     columns left of the tile (pad_w rounded up to `align`, so aligned strips stay aligned) and
     BK >= BW + HALO + kw - 1 - pad_w. BH rows share each Toeplitz operand, so tall tiles (up to
-    the grid's height) cut its loads per output; 8 channels per program (4 at BW = 32) keep
+    the `rows` they run over: the forward's, every image's rows stacked; the weight gradient's,
+    one image's) cut its loads per output; 8 channels per program (4 at BW = 32) keep
     the [BC, BH, BW] accumulator in registers. num_stages is explicit so that the sm_90 checks
     (tests/triton/test_triton_aot.py) compile what launches: Triton keeps num_stages - 1
     buffers of the dot operands in shared memory, and an H200 timed 2 and 3 stages within 3%
     (benchmarks/results/gpu_profile.md)."""
     pad_w = kw // 2 if pad_w is None else pad_w
     bw = 16 if kw <= 17 else 32
-    bh = 64 if bw == 16 else 32
-    while gpu and bh > 16 and height <= bh // 2:
-        bh //= 2
     halo = -(-pad_w // align) * align
-    return {"BH": bh if gpu else 16, "BW": bw,
+    return {"BH": tile_rows(64 if bw == 16 else 32, rows) if gpu else 16, "BW": bw,
             "BK": next_power_of_2(bw + halo + kw - 1 - pad_w), "HALO": halo,
             "ALIGN": align, "STRIP_CACHE": "", "SLAB": False,
             "BC": min((8 if bw == 16 else 4) if gpu else 64, next_power_of_2(c)),
             "num_warps": 8 if gpu else 1, "num_stages": 3}
+
+
+def toeplitz_grid(cfg: dict, b: int, height: int, width: int, c: int) -> tuple[int, ...]:
+    """dwconv_toeplitz_fwd_kernel's programs: row tiles over the b images' rows stacked (a
+    tile may span images), or, SLAB, over one image's rows (axis 2: the image)."""
+    if cfg.get("SLAB"):
+        return cdiv(height, cfg["BH"]) * cdiv(width, cfg["BW"]), cdiv(c, cfg["BC"]), b
+    return cdiv(b * height, cfg["BH"]) * cdiv(width, cfg["BW"]), cdiv(c, cfg["BC"])
+
+
+def tile_rows(bh: int, rows: int) -> int:
+    """BH, halved (down to 16) while the rows a tile runs over fill half of it or less."""
+    while bh > 16 and rows <= bh // 2:
+        bh //= 2
+    return bh
 
 
 # (BC, BH, num_warps) tried beside the default tile on a GPU, per BW: every one compiles for
@@ -722,29 +750,29 @@ def toeplitz_shared_bytes(cfg: dict[str, int], elem_bytes: int) -> int:
 
 
 @functools.cache  # once per launch shape: every forward asks
-def dwconv_toeplitz_configs(c: int, kw: int, gpu: bool, height: int = 64,
+def dwconv_toeplitz_configs(c: int, kw: int, gpu: bool, rows: int = 64,
                             pad_w: int | None = None, align: int = 1,
-                            elem_bytes: int = 2, kh: int | None = None
-                            ) -> tuple[dict[str, int], ...]:
+                            elem_bytes: int = 2, kh: int | None = None,
+                            height: int | None = None) -> tuple[dict[str, int], ...]:
     """The default tiles, then (on a GPU) the alternatives and the default's L1, band and
     slab variants (slab: kh <= 17; kh defaults to kw): same BW, BK, HALO, so one band operand
-    serves them all; BH shrinks to the grid's height as in the default (a variant's BH is at
-    most the default's). An alternative whose
+    serves them all; BH shrinks to the rows as in the default (a variant's BH is at
+    most the default's), the slab's to one image's `height` (default: rows), the rows its
+    tiles run over. An alternative whose
     dot operands would pass 192 KiB of shared memory (toeplitz_shared_bytes) is left out
     (32-bit inputs), and so is one whose column parts are narrower than 16. Shared between
     calls: not to be modified."""
-    base = dwconv_toeplitz_config(c, kw, gpu, height=height, pad_w=pad_w, align=align)
+    base = dwconv_toeplitz_config(c, kw, gpu, rows=rows, pad_w=pad_w, align=align)
     candidates = []
     for bc, bh, warps in TOEPLITZ_ALTERNATIVES[base["BW"]] if gpu else ():
-        while bh > 16 and height <= bh // 2:
-            bh //= 2
-        candidates.append(dict(base, BC=min(bc, next_power_of_2(c)), BH=bh,
+        candidates.append(dict(base, BC=min(bc, next_power_of_2(c)), BH=tile_rows(bh, rows),
                                num_warps=warps))
     slab = TOEPLITZ_SLAB_VARIANTS if slab_fits(kw if kh is None else kh) else ()
     for variant in TOEPLITZ_L1_VARIANTS + TOEPLITZ_BAND_VARIANTS + slab if gpu else ():
         cfg = dict(base, **variant)
+        bh = tile_rows(cfg["BH"], rows if not cfg["SLAB"] or height is None else height)
         candidates.append(dict(cfg, BC=min(cfg["BC"], next_power_of_2(c)),
-                               BH=min(cfg["BH"], base["BH"])))
+                               BH=min(bh, base["BH"])))
     configs = [base]
     for cfg in candidates:
         if (cfg not in configs and toeplitz_shared_bytes(cfg, elem_bytes) <= 192 * 1024
@@ -1066,9 +1094,9 @@ def dwconv_hadamard_launch(x, weight, bias, gate, acc, acc_scale, scale, height:
     wide = widths["WIDE"]
     if conv_form(x, height, weight.shape[2]) == "toeplitz" and not TOEPLITZ_FAILED and not wide:
         align = strip_alignment(x, width)
-        configs = dwconv_toeplitz_configs(c, weight.shape[2], x.is_cuda, height=height,
+        configs = dwconv_toeplitz_configs(c, weight.shape[2], x.is_cuda, rows=b * height,
                                           pad_w=pad_w, align=align, elem_bytes=x.element_size(),
-                                          kh=weight.shape[1])
+                                          kh=weight.shape[1], height=height)
         if slab_fits(weight.shape[1], forced=True):  # the first slab candidate in parts that
             # fits in shared memory (CPU: the default tiles' slab)
             parts = min(SLAB_FORMS[os.environ["PADRE_TRITON_CONV"]], configs[0]["BK"] // 16)
@@ -1084,12 +1112,10 @@ def dwconv_hadamard_launch(x, weight, bias, gate, acc, acc_scale, scale, height:
                                     x.dtype)
 
         args = (weight, bias, dummy if in_bias is None else in_bias, *tail,
-                dummy if u is None else u, x.stride(0), x.stride(1), x.stride(2), *geometry)
+                dummy if u is None else u, x.stride(0), x.stride(1), x.stride(2), *geometry, b)
 
         def launch(cfg):
-            grid = (cdiv(height, cfg["BH"]) * cdiv(width, cfg["BW"]),
-                    cdiv(c, cfg["BC"]), b)
-            return start(dwconv_toeplitz_fwd_kernel, grid)(
+            return start(dwconv_toeplitz_fwd_kernel, toeplitz_grid(cfg, b, height, width, c))(
                 x, band(cfg), *args, **flags, STORE_U=u is not None,
                 HAS_IN_BIAS=in_bias is not None, KP=in_bias_tile(*weight.shape[1:]),
                 **(TOEPLITZ_FWD_DEFAULTS | cfg))
@@ -1315,7 +1341,7 @@ def dwconv_toeplitz_wgrad_launch(x, du, dw, height: int, width: int, pad_h: int,
     b, _, c = x.shape
     kh, kw = dw.shape[1], dw.shape[2]
     align = min(strip_alignment(x, width), strip_alignment(du, width))
-    base = dwconv_toeplitz_config(c, kw, x.is_cuda, height=height, pad_w=pad_w, align=align)
+    base = dwconv_toeplitz_config(c, kw, x.is_cuda, rows=height, pad_w=pad_w, align=align)
     variants = (*WGRAD_VARIANTS, *((WGRAD_SLAB,) if slab_fits(kh) else ())) if x.is_cuda else ()
     configs = (base, *(dict(base, **v) for v in variants))
     if slab_fits(kh, forced=True):

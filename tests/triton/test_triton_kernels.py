@@ -157,6 +157,30 @@ def test_kernel_writes_every_output_element(dtype, form) -> None:
     assert torch.allclose(o.float(), want_o, atol=tol, rtol=tol)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
+def test_row_tiles_spanning_many_images_read_each_row_from_its_own(dtype, form) -> None:
+    """The Toeplitz forward's row tiles run over the images' rows stacked (16 rows here: 7
+    images of 3 rows, so a tile holds parts of up to 6 images and the last tile rows past the
+    last image): every row must read its own image alone, through the strip rows, the input
+    bias's in-grid tap counts, the strided gate and accumulator, and the stored outputs."""
+    m = _kernels_module()
+    gen = torch.Generator().manual_seed(17)
+    b, h, w, c, k = 7, 3, 6, 5, 5
+    x = torch.randn(b, c, h * w, generator=gen).mT.to(dtype)  # channel-major
+    gate, acc = (torch.randn(b, h * w, c + 2, generator=gen).to(dtype)[..., :c]
+                 for _ in range(2))  # strided views
+    weight, bias, in_bias, scale, acc_scale = (torch.randn(*s, generator=gen) for s in
+                                               ((c, k, k), (c,), (c,), (c,), (c,)))
+    z, o = (torch.full((b, h * w, c), float("nan"), dtype=dtype) for _ in range(2))
+    m.dwconv_hadamard_launch(x, weight, bias, gate, acc, acc_scale, scale, h, w, 2, 2, z, o,
+                             in_bias=in_bias)
+    want = m.naive_dwconv_hadamard(x.double(), weight.double(), bias.double(), gate.double(),
+                                   acc.double(), acc_scale.double(), scale.double(), h, w, 2,
+                                   2, True, True, in_bias=in_bias.double())
+    for got, ref in zip((z, o), want, strict=True):
+        torch.testing.assert_close(got.double(), ref, atol=TOL[dtype] * 20, rtol=TOL[dtype])
+
+
 def test_causal_and_asymmetric_padding_match_naive_twin(form) -> None:
     m = _kernels_module()
     gen = torch.Generator().manual_seed(5)
@@ -374,7 +398,7 @@ def test_gpu_block_sizes_across_tile_boundaries(form, layout, monkeypatch) -> No
     if layout != "token-major":
         x = x.transpose(1, 2).contiguous().mT  # [B, N, C] view of [B, C, N]
     assert m.strip_alignment(x, w) == align
-    halo = m.dwconv_toeplitz_config(c, k, True, height=h, pad_w=2, align=align)["HALO"]
+    halo = m.dwconv_toeplitz_config(c, k, True, rows=h, pad_w=2, align=align)["HALO"]
     weight, bias, scale = (torch.randn(*s, generator=gen) for s in ((c, k, k), (c,), (c,)))
     z, o = (torch.full((b, h * w, c), float("nan")) for _ in range(2))  # contiguous outputs
     shifts = []
@@ -409,7 +433,7 @@ def test_every_gpu_tile_candidate_matches_naive_twin(monkeypatch) -> None:
     x = torch.randn(b, c, h * w, generator=gen).mT  # channel-major [B, N, C] view
     gate = torch.randn(b, h * w, c, generator=gen)
     weight, bias = torch.randn(c, k, k, generator=gen), torch.randn(c, generator=gen)
-    configs = m.dwconv_toeplitz_configs(c, k, True, height=h, pad_w=5, align=8)
+    configs = m.dwconv_toeplitz_configs(c, k, True, rows=h, pad_w=5, align=8)
     want = m.naive_dwconv_hadamard(x, weight, bias, gate, None, None, None, h, w, 5, 5, True,
                                    False)[0]
     for cfg in configs:
@@ -448,7 +472,7 @@ def test_slab_windows_hold_every_row_tap(k: int, pad_h: int, dtype, slab: str,
         assert torch.allclose(z.double(), want, atol=TOL[dtype] * 10, rtol=TOL[dtype]), (h, w)
     assert launched == [m.SLAB_FORMS[slab]] * 2  # the strip: 16 + 2 + 3 - 1 - 1 -> 32 wide
     for taps, offered in ((17, True), (18, False)):
-        configs = m.dwconv_toeplitz_configs(64, 11, True, height=56, kh=taps)
+        configs = m.dwconv_toeplitz_configs(64, 11, True, rows=56, kh=taps)
         assert any(cfg.get("SLAB") for cfg in configs) == offered
 
 def test_fastest_times_each_candidate_once_per_shape(monkeypatch) -> None:
@@ -582,7 +606,7 @@ def test_first_launch_charges_the_band_to_the_candidates_that_read_it(monkeypatc
         return 1.0 if timing[-1] else 2.0  # the gathered band loses: the band tile launches
 
     monkeypatch.setattr(m.triton.testing, "do_bench", bench)
-    base = m.dwconv_toeplitz_config(4, 3, False, height=5, pad_w=1)
+    base = m.dwconv_toeplitz_config(4, 3, False, rows=5, pad_w=1)
     monkeypatch.setattr(m, "dwconv_toeplitz_configs",
                         lambda *a, **k: (base, dict(base, BAND_FROM_TAPS=True)))
     x, weight = torch.randn(1, 20, 4), torch.randn(4, 3, 3)
@@ -845,10 +869,10 @@ def test_tokens_that_do_not_fill_the_grid_are_refused() -> None:
 
 def test_batch_offsets_widen_to_64_bits_where_an_offset_needs_them(form, monkeypatch) -> None:
     """B * N * C may pass 2**31 (e.g. 64 x 224 x 224 x 768): index_widths then sets I64, and
-    every kernel forms its batch offsets in int64 (offsets inside an image stay int32 unless
-    the image itself is that wide: WIDE, below); below it they stay int32, the cheaper code.
-    The int64 path,
-    forced here, computes what the int32 one does (forward and backward, both forms)."""
+    every kernel forms its batch offsets in int64 (per row where row tiles span images;
+    offsets inside an image stay int32 unless the image itself is that wide: WIDE, below);
+    below it they stay int32, the cheaper code. The int64 path, forced here, computes what
+    the int32 one does (forward and backward, both forms)."""
     import re
 
     from padre_compiler.backends.triton import kernels, linear_attention
@@ -865,7 +889,7 @@ def test_batch_offsets_widen_to_64_bits_where_an_offset_needs_them(form, monkeyp
             name = re.search(r"def (\w+)\(", body).group(1)
             if name.endswith("_kernel"):
                 assert "I64: tl.constexpr = False" in body, name
-                assert re.search(r"if I64:.*\n\s+(i_bh?) = \1\.to\(tl\.int64\)", body), name
+                assert re.search(r"if I64:.*\n\s+(i_bh?|o_b) = \1\.to\(tl\.int64\)", body), name
     gen = torch.Generator().manual_seed(13)
     b, h, w, c, k = 2, 5, 6, 8, 3
     x, gate, acc, dz, do = (torch.randn(b, h * w, c, generator=gen) for _ in range(5))

@@ -50,7 +50,7 @@ def test_every_launch_config_is_gpu_legal(name: str) -> None:
                                       dot_tiles=m.DOT_TILES)
         for kw, height in ((1, 8), (3, 14), (7, 320), (11, 14), (11, 56), (17, 80), (31, 9)):
             for elem_bytes, align in ((2, 1), (2, 8), (4, 1)):
-                configs = m.dwconv_toeplitz_configs(c, kw, gpu=True, height=height,
+                configs = m.dwconv_toeplitz_configs(c, kw, gpu=True, rows=height,
                                                     pad_w=kw // 2, align=align,
                                                     elem_bytes=elem_bytes)
                 for cfg in configs:  # the default and every alternative the GPU times
@@ -89,7 +89,7 @@ def test_slab_shift_product_counts_where_it_runs(slab: bool, legal: bool) -> Non
     """The slab's [32, BC * BH / 16 * BK] operand decides shared memory only with SLAB: in
     fp32 at 3 stages it needs 266 KiB, the band product 160 KiB."""
     m = _runtime()
-    cfg = {**m.dwconv_toeplitz_config(384, 11, gpu=True, height=56, pad_w=5, align=8),
+    cfg = {**m.dwconv_toeplitz_config(384, 11, gpu=True, rows=56, pad_w=5, align=8),
            "KP": 16, "BAND_FROM_TAPS": False, "SLAB": slab, "PARTS": 1}
     problems = legality.check_launch(SOURCE, "dwconv_toeplitz_fwd_kernel", cfg, num_warps=8,
                                      num_stages=3, elem_bytes=4, dot_tiles=m.DOT_TILES)
@@ -140,7 +140,7 @@ def test_shared_memory_counts_the_pipelines_buffers(stages: int, legal: bool) ->
     """An H200 ran BC = 16, BH = 64 at 3 stages and refused it at 4 (OutOfResources: 245,760
     bytes, 3 buffers of 81,920): the check agrees on both."""
     m = _runtime()
-    cfg = m.dwconv_toeplitz_config(384, 11, gpu=True, height=56, pad_w=5, align=8)
+    cfg = m.dwconv_toeplitz_config(384, 11, gpu=True, rows=56, pad_w=5, align=8)
     cfg = m.TOEPLITZ_FWD_DEFAULTS | cfg | {"BC": 16, "BH": 64, "num_stages": stages, "KP": 16}
     problems = legality.check_launch(SOURCE, "dwconv_toeplitz_fwd_kernel", cfg,
                                      num_warps=8, num_stages=stages, dot_tiles=m.DOT_TILES)
