@@ -267,7 +267,8 @@ def compile_runs(path: Path, runs: list[tuple], triton_path: Path | None) -> lis
         return {"kernel": label, "tiles": dict(cfg, num_stages=stages), "triton": r.triton,
                 "seconds": r.seconds, "ptx_lines": r.ptx_lines, "registers": r.registers,
                 "stack": r.stack, "shared": r.shared, "mma": r.mma,
-                "programs_per_sm": r.programs_per_sm(), "per_output": r.census.per(outputs),
+                "programs_per_sm": r.programs_per_sm(), "outputs": outputs,
+                "per_output": r.census.per(outputs),
                 "l1_copies_per_output": r.census.l1_copies / outputs,
                 "load_widths": {str(w): n for w, n in sorted(r.census.widths.items())}}
 
@@ -275,17 +276,19 @@ def compile_runs(path: Path, runs: list[tuple], triton_path: Path | None) -> lis
         return list(pool.map(lambda run: row(*run), runs))
 
 
-def operand_bytes(kernel: str, tiles: dict, elem_bytes: int = 2) -> float | None:
+def operand_bytes(kernel: str, tiles: dict, outputs: float | None = None,
+                  elem_bytes: int = 2) -> float | None:
     """Bytes of strip and band a Toeplitz forward program loads per output, by tile
     arithmetic (not measured; what L1 may absorb is not subtracted): per row tap a
     [BH, BK] strip and a [BK, BW] band for [BH, BW] outputs, or with SLAB the [2 BH, BK]
-    slab once; a band gathered from the taps (L1-resident) is not counted."""
+    slab once; a band gathered from the taps (L1-resident) is not counted. Per element of
+    the program's tile, or of its `outputs` (stored_run's) where given."""
     if not kernel.startswith("dwconv_toeplitz_fwd_kernel"):
         return None
-    kh, bh, bw, bk = FLAGS["KH"], tiles["BH"], tiles["BW"], tiles["BK"]
+    kh, bh, bw, bk, bc = FLAGS["KH"], tiles["BH"], tiles["BW"], tiles["BK"], tiles["BC"]
     strip = 2 * bh * bk if tiles.get("SLAB") else kh * bh * bk
     band = 0 if tiles.get("BAND_FROM_TAPS") else kh * bk * bw
-    return (strip + band) * elem_bytes / (bh * bw)
+    return (strip + band) * elem_bytes * bc / (outputs or bc * bh * bw)
 
 
 def table(rows: list[dict], floor: float | None = FMA_FLOOR) -> list[str]:
@@ -314,7 +317,8 @@ def table(rows: list[dict], floor: float | None = FMA_FLOOR) -> list[str]:
         lines.append(f"| {r['kernel']} | {per['total']:.2f} | {ratio} | "
                      + " | ".join(f"{per.get(k, 0.0):.2f}" for k in CLASSES)
                      + f" | {r.get('l1_copies_per_output', 0.0):.2f} | {widths} | "
-                     + ("" if (b := operand_bytes(r["kernel"], r["tiles"])) is None
+                     + ("" if (b := operand_bytes(r["kernel"], r["tiles"], r.get("outputs")))
+                        is None
                         else f"{b:.1f}") + " |")
     return lines
 
