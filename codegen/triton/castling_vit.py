@@ -382,7 +382,8 @@ if triton is not None:
     @triton.jit(do_not_specialize=["N", "H", "W", "B"])  # one compile for every grid
     def dwconv_toeplitz_fwd_kernel(
         x, t, w, b, bi, g, a, sa, s, z, o, u,
-        s_xb, s_xn, s_xc, s_gb, s_gn, s_ab, s_an,  # strides (elements); g, a: channel stride 1
+        s_xb, s_xn, s_xc, s_gb, s_gn, s_ab, s_an,  # strides (elements); g, a: channel stride 1,
+        # batch stride N times their token stride (token_rows; s_gb and s_ab are not read)
         N, C, H, W, B,
         KH: tl.constexpr, KW: tl.constexpr, PH: tl.constexpr, PW: tl.constexpr,
         HAS_BIAS: tl.constexpr, HAS_IN_BIAS: tl.constexpr, HAS_GATE: tl.constexpr,
@@ -506,15 +507,22 @@ if triton is not None:
             b_1 = tl.dot(f_h, q_hi, input_precision="tf32")
             b_1 = tl.dot(f_h, b_q - q_hi, b_1, input_precision="tf32")  # [BC, BH, BW] conv(1)
             b_u += b_1 * tl.load(bi + o_c, mask=m_c, other=0.).to(tl.float32)[:, None, None]
-        o_t = (o_r[:, None] * W + o_j[None, :])[None, :, :]  # [1, BH, BW] tokens in the image
-        o_bt = o_b[None, :, None]  # [1, BH, 1] their images
-        p_out = (o_bt * N + o_t) * C + o_c[:, None, None]  # contiguous [B, N, C] offsets
+        # token b * N + r * W + j of the [B, N, ...] outputs, gate and accumulator is
+        # (b * H + r) * W + j: their rows follow the stacked rows (the SLAB grid's too)
+        if SLAB:
+            o_rt = i_b * H + o_r
+        else:
+            o_rt = i_h * BH + tl.arange(0, BH)
+            if I64:
+                o_rt = o_rt.to(tl.int64)
+        o_t = (o_rt[:, None] * W + o_j[None, :])[None, :, :]  # [1, BH, BW] tokens
+        p_out = o_t * C + o_c[:, None, None]  # contiguous [B, N, C] offsets
         m = m_c[:, None, None] & ((o_r < H)[:, None] & (o_j < W)[None, :])[None, :, :]
         if STORE_U:  # u = conv(x + bi) + b ([B, N, C] contiguous): the backward's dg, ds read it
             tl.store(u + p_out, b_u.to(u.dtype.element_ty), mask=m)
         b_z = b_u
         if HAS_GATE:
-            p_g = g + o_bt * s_gb + o_t * s_gn + o_c[:, None, None]
+            p_g = g + o_t * s_gn + o_c[:, None, None]
             b_z = b_z * tl.load(p_g, mask=m, other=0.).to(tl.float32)
         if STORE_Z:
             tl.store(z + p_out, b_z.to(z.dtype.element_ty), mask=m)
@@ -523,7 +531,7 @@ if triton is not None:
             if HAS_SCALE:
                 b_o = b_o * tl.load(s + o_c, mask=m_c, other=0.).to(tl.float32)[:, None, None]
             if HAS_ACC:
-                b_a = tl.load(a + o_bt * s_ab + o_t * s_an + o_c[:, None, None], mask=m,
+                b_a = tl.load(a + o_t * s_an + o_c[:, None, None], mask=m,
                               other=0.).to(tl.float32)
                 if HAS_ACC_SCALE:
                     b_a = b_a * tl.load(sa + o_c, mask=m_c, other=0.).to(tl.float32)[:, None, None]
@@ -1060,6 +1068,16 @@ def check_grid(height: int, width: int, *tensors: torch.Tensor | None) -> None:
                              "must equal H * W)")
 
 
+def token_rows(t: torch.Tensor | None) -> torch.Tensor | None:
+    """t ([B, N, C]) with its batch stride N times its token stride, so that token b * N + n
+    lies at (b * N + n) * that stride, as the Toeplitz forward addresses its gate and
+    accumulator (a slice of a wider tensor's channels qualifies): t itself where it does,
+    else a contiguous copy."""
+    if t is None or t.shape[0] == 1 or t.stride(0) == t.shape[1] * t.stride(1):
+        return t
+    return t.contiguous()
+
+
 def dwconv_hadamard_launch(x, weight, bias, gate, acc, acc_scale, scale, height: int, width: int,
                            pad_h: int, pad_w: int, z, o, in_bias=None, u=None) -> None:
     """Launch the fused kernel writing z and/or o ([B, N, C] contiguous; None: not stored) of
@@ -1071,7 +1089,7 @@ def dwconv_hadamard_launch(x, weight, bias, gate, acc, acc_scale, scale, height:
     z = x if z is None else z  # placeholders when not stored, never written
     o = x if o is None else o
 
-    gate, acc = channel_rows(gate), channel_rows(acc)  # x: any strides
+    gate, acc = (token_rows(channel_rows(t)) for t in (gate, acc))  # x: any strides
     weight = weight.contiguous()
     dummy = x  # never read: the matching HAS_* flag is off
     tail = (  # the arguments after the input, the taps and the bias: x's strides first

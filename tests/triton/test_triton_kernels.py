@@ -157,18 +157,25 @@ def test_kernel_writes_every_output_element(dtype, form) -> None:
     assert torch.allclose(o.float(), want_o, atol=tol, rtol=tol)
 
 
+@pytest.mark.parametrize("layout", ["channel-slices", "token-first"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
-def test_row_tiles_spanning_many_images_read_each_row_from_its_own(dtype, form) -> None:
+def test_row_tiles_spanning_many_images_read_each_row_from_its_own(dtype, layout, form) -> None:
     """The Toeplitz forward's row tiles run over the images' rows stacked (16 rows here: 7
     images of 3 rows, so a tile holds parts of up to 6 images and the last tile rows past the
     last image): every row must read its own image alone, through the strip rows, the input
-    bias's in-grid tap counts, the strided gate and accumulator, and the stored outputs."""
+    bias's in-grid tap counts, the gate and accumulator (views of wider tensors' channels,
+    or [N, B, C] tensors transposed, whose batch stride is not N token strides: token_rows
+    copies those) and the stored outputs."""
     m = _kernels_module()
     gen = torch.Generator().manual_seed(17)
     b, h, w, c, k = 7, 3, 6, 5, 5
     x = torch.randn(b, c, h * w, generator=gen).mT.to(dtype)  # channel-major
-    gate, acc = (torch.randn(b, h * w, c + 2, generator=gen).to(dtype)[..., :c]
-                 for _ in range(2))  # strided views
+    if layout == "channel-slices":
+        gate, acc = (torch.randn(b, h * w, c + 2, generator=gen).to(dtype)[..., :c]
+                     for _ in range(2))
+    else:
+        gate, acc = (torch.randn(h * w, b, c, generator=gen).to(dtype).transpose(0, 1)
+                     for _ in range(2))
     weight, bias, in_bias, scale, acc_scale = (torch.randn(*s, generator=gen) for s in
                                                ((c, k, k), (c,), (c,), (c,), (c,)))
     z, o = (torch.full((b, h * w, c), float("nan"), dtype=dtype) for _ in range(2))
