@@ -3,7 +3,7 @@ forward and in a training step, with the bytes it reads and writes, at the bench
 
     .venv/bin/python benchmarks/glue_census.py [--baseline-rev GIT_REV ...]
         [--specs padre3 sima castling_vit]
-    # writes benchmarks/results/glue_census.{md,json,png}
+    # writes benchmarks/results/glue_census.{md,json,png} (other specs: glue_census_<specs>.*)
 
 On a GPU each of these ops is a kernel of its own beside the fused Triton kernels: the GEMMs
 (cuBLAS), and the glue (concatenations, band operands, gradient sums and accumulations, layout
@@ -43,6 +43,7 @@ from benchmarks.host_overhead import load  # noqa: E402
 from benchmarks.revisions import source_at  # noqa: E402
 
 OUT = Path(os.environ.get("OUT", ROOT / "benchmarks" / "results"))
+DEFAULT_SPECS = ("padre3", "sima", "castling_vit")
 GEMMS = {"aten.mm.default", "aten.bmm.default", "aten.addmm.default", "aten.baddbmm.default"}
 READS_NOTHING = ("aten.new_", "aten.zeros_like", "aten.ones_like", "aten.full_like",
                  "aten.empty_like", "aten.zeros.", "aten.ones.", "aten.full.", "aten.arange.")
@@ -176,7 +177,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--baseline-rev", nargs="+", default=[],
                     help="compare with the codegen committed at these revs")
-    ap.add_argument("--specs", nargs="+", default=["padre3", "sima", "castling_vit"])
+    ap.add_argument("--specs", nargs="+", default=list(DEFAULT_SPECS))
     ap.add_argument("--dim", type=int, default=384)
     ap.add_argument("--grid", type=int, nargs=2, default=(56, 56))
     ap.add_argument("--batch", type=int, default=8)
@@ -210,10 +211,13 @@ def main() -> int:
         lines += [f"| `{name}` | {e['calls']} | {e['mb']:.1f} | "
                   f"{r['activation_pass_ops'].get(name, 0)} |" for name, e in r["by_op"].items()]
     OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "glue_census.json").write_text(json.dumps(
+    # other specs than the default ones: results of their own (glue_census_hyena.md, ...)
+    stem = "glue_census" + ("" if tuple(args.specs) == DEFAULT_SPECS
+                            else "_" + "_".join(args.specs))
+    (OUT / f"{stem}.json").write_text(json.dumps(
         {"command": command, "torch": torch.__version__, "rows": rows}, indent=1))
-    (OUT / "glue_census.md").write_text("\n".join(lines) + "\n")
-    plot(rows, OUT / "glue_census.png")
+    (OUT / f"{stem}.md").write_text("\n".join(lines) + "\n")
+    plot(rows, OUT / f"{stem}.png")
     print("\n".join(lines[:6 + len(rows)]))
     return 0
 
