@@ -1069,10 +1069,13 @@ def check_grid(height: int, width: int, *tensors: torch.Tensor | None) -> None:
 def token_rows(t: torch.Tensor | None) -> torch.Tensor | None:
     """t ([B, N, C]) with its batch stride N times its token stride, so that token b * N + n
     lies at (b * N + n) * that stride, as the Toeplitz forward addresses its gate and
-    accumulator (a slice of a wider tensor's channels qualifies): t itself where it does,
-    else a contiguous copy."""
+    accumulator (a slice of a wider tensor's channels qualifies): t itself where it does; at
+    N = 1 the view whose token stride is its batch stride (torch counts any [B, 1, C] layout
+    contiguous, so a copy could keep the token stride); else a contiguous copy."""
     if t is None or t.shape[0] == 1 or t.stride(0) == t.shape[1] * t.stride(1):
         return t
+    if t.shape[1] == 1:
+        return t.as_strided(t.shape, (t.stride(0), t.stride(0), t.stride(2)))
     return t.contiguous()
 
 
@@ -1087,7 +1090,13 @@ def dwconv_hadamard_launch(x, weight, bias, gate, acc, acc_scale, scale, height:
     z = x if z is None else z  # placeholders when not stored, never written
     o = x if o is None else o
 
-    gate, acc = (token_rows(channel_rows(t)) for t in (gate, acc))  # x: any strides
+    gate, acc = channel_rows(gate), channel_rows(acc)  # x: any strides
+    widths = index_widths(x, gate, acc, z, o, u)  # WIDE: the direct form, in int64
+    wide = widths["WIDE"]
+    toeplitz = (conv_form(x, height, weight.shape[2]) == "toeplitz" and not TOEPLITZ_FAILED
+                and not wide)
+    if toeplitz:  # it reads the gate and accumulator by the stacked token index
+        gate, acc = token_rows(gate), token_rows(acc)
     weight = weight.contiguous()
     dummy = x  # never read: the matching HAS_* flag is off
     tail = (  # the arguments after the input, the taps and the bias: x's strides first
@@ -1099,7 +1108,6 @@ def dwconv_hadamard_launch(x, weight, bias, gate, acc, acc_scale, scale, height:
         0 if acc is None else acc.stride(0), 0 if acc is None else acc.stride(1),
         n, c, height, width,
     )
-    widths = index_widths(x, gate, acc, z, o, u)  # WIDE: the direct form, in int64
     flags = dict(
         KH=weight.shape[1], KW=weight.shape[2], PH=pad_h, PW=pad_w,
         HAS_BIAS=bias is not None, HAS_GATE=gate is not None, HAS_ACC=acc is not None,
@@ -1107,8 +1115,7 @@ def dwconv_hadamard_launch(x, weight, bias, gate, acc, acc_scale, scale, height:
         STORE_Z=store_z, STORE_O=store_o, I64=widths["I64"],
     )
     bias = dummy if bias is None else bias
-    wide = widths["WIDE"]
-    if conv_form(x, height, weight.shape[2]) == "toeplitz" and not TOEPLITZ_FAILED and not wide:
+    if toeplitz:
         align = strip_alignment(x, width)
         configs = dwconv_toeplitz_configs(c, weight.shape[2], x.is_cuda, rows=b * height,
                                           pad_w=pad_w, align=align, elem_bytes=x.element_size(),

@@ -157,7 +157,7 @@ def test_kernel_writes_every_output_element(dtype, form) -> None:
     assert torch.allclose(o.float(), want_o, atol=tol, rtol=tol)
 
 
-@pytest.mark.parametrize("layout", ["channel-slices", "token-first"])
+@pytest.mark.parametrize("layout", ["channel-slices", "token-first", "one-token"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
 def test_row_tiles_spanning_many_images_read_each_row_from_its_own(dtype, layout, form) -> None:
     """The Toeplitz forward's row tiles run over the images' rows stacked (16 rows here: 7
@@ -165,17 +165,21 @@ def test_row_tiles_spanning_many_images_read_each_row_from_its_own(dtype, layout
     last image): every row must read its own image alone, through the strip rows, the input
     bias's in-grid tap counts, the gate and accumulator (views of wider tensors' channels,
     or [N, B, C] tensors transposed, whose batch stride is not N token strides: token_rows
-    copies those) and the stored outputs."""
+    copies those; one-token images, whose [B, 1, C] layouts torch calls contiguous whatever
+    their token stride: token_rows gives them the batch stride) and the stored outputs."""
     m = _kernels_module()
     gen = torch.Generator().manual_seed(17)
-    b, h, w, c, k = 7, 3, 6, 5, 5
+    b, h, w, c, k = (7, 3, 6, 5, 5) if layout != "one-token" else (7, 1, 1, 5, 5)
     x = torch.randn(b, c, h * w, generator=gen).mT.to(dtype)  # channel-major
     if layout == "channel-slices":
         gate, acc = (torch.randn(b, h * w, c + 2, generator=gen).to(dtype)[..., :c]
                      for _ in range(2))
-    else:
+    elif layout == "token-first":
         gate, acc = (torch.randn(h * w, b, c, generator=gen).to(dtype).transpose(0, 1)
                      for _ in range(2))
+    else:  # token strides 1 and B * C
+        gate = torch.randn(b, c, 1, generator=gen).to(dtype).mT
+        acc = torch.randn(1, b, c, generator=gen).to(dtype).transpose(0, 1)
     weight, bias, in_bias, scale, acc_scale = (torch.randn(*s, generator=gen) for s in
                                                ((c, k, k), (c,), (c,), (c,), (c,)))
     z, o = (torch.full((b, h * w, c), float("nan"), dtype=dtype) for _ in range(2))
