@@ -446,14 +446,14 @@ if triton is not None:
             if I64:  # an offset reaches 2**31 (index_widths): batch offsets in int64
                 i_b = i_b.to(tl.int64)
             o_r = i_h * BH + tl.arange(0, BH)  # [BH] output rows
-            o_b = tl.zeros([BH], dtype=i_b.dtype) + i_b  # [BH] their image
+            o_rt = i_b * H + o_r  # [BH] their rows among the images' rows stacked
         else:  # row tiles over the B * H rows of the images stacked: a tile may span images
             o_rt = i_h * BH + tl.arange(0, BH)  # [BH] stacked output rows
             o_b = (o_rt.to(tl.uint32) // H.to(tl.uint32)).to(tl.int32)  # [BH] their images
             o_b = tl.minimum(o_b, B - 1)  # rows past the last image: in it (never stored)
             o_r = o_rt - o_b * H  # [BH] rows in the image (>= H past the last: not stored)
             if I64:  # an offset reaches 2**31 (index_widths): batch offsets in int64
-                o_b = o_b.to(tl.int64)
+                o_b, o_rt = o_b.to(tl.int64), o_rt.to(tl.int64)
         o_j = i_w * BW + tl.arange(0, BW)  # [BW] output columns
         o_c = i_c * BC + tl.arange(0, BC)  # [BC] channels
         m_c = o_c < C
@@ -506,13 +506,7 @@ if triton is not None:
             b_1 = tl.dot(f_h, b_q - q_hi, b_1, input_precision="tf32")  # [BC, BH, BW] conv(1)
             b_u += b_1 * tl.load(bi + o_c, mask=m_c, other=0.).to(tl.float32)[:, None, None]
         # token b * N + r * W + j of the [B, N, ...] outputs, gate and accumulator is
-        # (b * H + r) * W + j: their rows follow the stacked rows (the SLAB grid's too)
-        if SLAB:
-            o_rt = i_b * H + o_r
-        else:
-            o_rt = i_h * BH + tl.arange(0, BH)
-            if I64:
-                o_rt = o_rt.to(tl.int64)
+        # (b * H + r) * W + j: their rows follow the stacked rows
         o_t = (o_rt[:, None] * W + o_j[None, :])[None, :, :]  # [1, BH, BW] tokens
         p_out = o_t * C + o_c[:, None, None]  # contiguous [B, N, C] offsets
         m = m_c[:, None, None] & ((o_r < H)[:, None] & (o_j < W)[None, :])[None, :, :]
