@@ -18,7 +18,8 @@ accumulator gradients and the db, scale reductions (and dw in the direct form, r
 in the Toeplitz form u comes from the forward kernel and dw from dwconv_toeplitz_wgrad_kernel on
 tensor cores; dx is the forward kernel with flipped taps. Torch ops differentiate through torch
 autograd.
-Linear attention backward: head_state and head_apply again (each is linear in each argument)."""
+Linear attention backward: head_state and head_apply again (each is linear in each argument).
+"""
 
 import contextlib
 import contextvars

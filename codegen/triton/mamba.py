@@ -6,7 +6,7 @@ Layout: sequence. Degree in X: 403; monomial degrees {1,3..403}.
 Passes: eliminate_identity, eliminate_dead, cse, merge_linear, commute_column_normalizers,
 distribute_contract, reassociate_global_sums, contract_expansions, eliminate_dead,
 fuse_siblings, fuse_scaled_sum.
-Fused Triton kernels: none (no depthwise-convolution region or attention).
+Fused Triton kernels: none (no convolution region or attention).
 Torch fallback (marked `(torch)` below): dense, poly, prefix_sum, expand, diagonal, hadamard,
 add, contract; dense maps run on cuBLAS through F.linear, those feeding a conv through
 dense_for_conv (stored channel-major where the conv runs on tensor cores, the bias of a map only

@@ -12,7 +12,8 @@ Torch fallback (marked `(torch)` below): dense; dense maps run on cuBLAS through
 feeding a conv through dense_for_conv (stored channel-major where the conv runs on tensor cores,
 the bias of a map only the conv reads then added by the conv kernel).
 Backward: torch autograd for the torch ops.
-Linear attention backward: head_state and head_apply again (each is linear in each argument)."""
+Linear attention backward: head_state and head_apply again (each is linear in each argument).
+"""
 
 import functools
 import inspect

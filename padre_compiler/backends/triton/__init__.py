@@ -4,7 +4,10 @@ The fused regions (`regions.find_regions`: depthwise conv + bias + Hadamard gate
 accumulation) become calls of one torch.library custom op, `padre_triton::dwconv_hadamard_fwd_v3`,
 backed by `dwconv_hadamard_fwd_kernel` (direct, CUDA cores) or `dwconv_toeplitz_fwd_kernel`
 (banded Toeplitz products on tensor cores), with a derived backward
-(`dwconv_hadamard_bwd_kernel`, then the forward kernel with flipped taps for dx). Every other op
+(`dwconv_hadamard_bwd_kernel`, then the forward kernel with flipped taps for dx). A long
+convolution with the products around it (`long_conv.find_long_conv_regions`) becomes
+`padre_triton::long_conv_hadamard_v1`: two kernels around torch's FFTs, forward and backward.
+Linear attentions go to `linear_attention`'s kernels. Every other op
 is lowered exactly as the PyTorch backend lowers it (dense maps go to cuBLAS through F.linear;
 one feeding a conv stores channel-major and, where the conv is its only reader, leaves its bias
 to the conv kernel: conv(y + b) = conv(y) + b * conv(1); a 2-D conv's part of a fused dense map
@@ -29,8 +32,9 @@ from padre_compiler.backends.pytorch import (
     statement,
     var_names,
 )
-from padre_compiler.backends.triton import kernels, linear_attention
+from padre_compiler.backends.triton import kernels, linear_attention, long_conv
 from padre_compiler.backends.triton.layout import conv_source, unfuse_conv_inputs
+from padre_compiler.backends.triton.long_conv import LongConvRegion, find_long_conv_regions
 from padre_compiler.backends.triton.regions import Region, find_regions
 from padre_compiler.ir.graph import Graph
 from padre_compiler.ir.ops import kernel2d
@@ -103,6 +107,20 @@ def _region_call(g: Graph, r: Region, names: dict[int, str], params: dict[str, s
     ])
 
 
+def _long_conv_call(g: Graph, r: LongConvRegion, names: dict[int, str], body: list[str]) -> None:
+    """Appends the source of one long_conv_hadamard call (a comment states what it computes)."""
+    params = param_codes(g.node(r.conv).params, names[r.conv], body)
+    x = names[r.a] if r.b is None else f"{names[r.a]} * {names[r.b]}"
+    skip = "" if "skip" not in params else f" + {params['skip']} * ({x})"
+    core = f"long_conv({x}){skip}"
+    body.append(f"# fused (triton): {names[r.end]} = "
+                + (core if r.gate is None else f"({core}) * {names[r.gate]}"))
+    args = [names[r.a], "None" if r.b is None else names[r.b], params["filter"],
+            params.get("skip", "None"), "None" if r.gate is None else names[r.gate]]
+    body.append(statement(names[r.end], f"long_conv_hadamard({', '.join(args)})[0]",
+                          g.node(r.end).width))
+
+
 def _attention_call(g: Graph, nid: int, names: dict[int, str], folded: dict[int, str],
                     fold: linear_attention.OutputFold | None, body: list[str]) -> None:
     """Appends the source of one linear_attention call (a comment states what it folds):
@@ -164,7 +182,8 @@ def _module_names() -> frozenset[str]:
         return names
 
     texts = (kernels.STDLIB_IMPORTS, kernels.TORCH_IMPORTS, kernels.SHARED, kernels.KERNEL,
-             kernels.RUNTIME, linear_attention.KERNEL, linear_attention.RUNTIME)
+             kernels.RUNTIME, linear_attention.KERNEL, linear_attention.RUNTIME, long_conv.KERNEL,
+             long_conv.RUNTIME)
     return frozenset(name for text in texts for name in bound(ast.parse(text).body))
 
 
@@ -175,6 +194,9 @@ def emit_module(g: Graph, decls: dict[str, ParamDecl], *, name: str, header: str
     names = var_names(g, _module_names())
     regions = find_regions(g)
     inner = {r.conv for r in regions.values() if r.conv != r.end}
+    long_regions = find_long_conv_regions(g, inner | set(regions))
+    inner |= {n for r in long_regions.values() for n in (r.conv, r.product)
+              if n is not None and n != r.end}
     # the node each conv's input takes its layout from (dense_for_conv's where a dense map)
     conv_input = {conv_source(g, r.conv): r.conv for r in regions.values()}
     taken = set(names.values())
@@ -214,6 +236,9 @@ def emit_module(g: Graph, decls: dict[str, ParamDecl], *, name: str, header: str
             body.append(_region_call(g, region, names, params, scales, body,
                                      left_bias.get(source)))
             continue
+        if nid in long_regions:
+            _long_conv_call(g, long_regions[nid], names, body)
+            continue
         if node.op == "linear_attention" or nid in epilogue_at:
             attention = epilogue_at.get(nid, nid)
             _attention_call(g, attention, names, folded, outputs.get(attention), body)
@@ -247,6 +272,12 @@ def emit_module(g: Graph, decls: dict[str, ParamDecl], *, name: str, header: str
         kernel_notes.append(f"{len(regions)} region(s) of {', '.join(fused_ops)} "
                             "(dwconv_hadamard_fwd_kernel; dwconv_toeplitz_fwd_kernel on tensor "
                             "cores)")
+    if long_regions:
+        products = sum((r.product is not None) + (r.gate is not None)
+                       for r in long_regions.values())
+        kernel_notes.append(f"{len(long_regions)} long convolution(s) with {products} Hadamard "
+                            "product(s) (long_conv_in_kernel, long_conv_out_kernel around "
+                            "torch.fft's FFTs of size 2N)")
     if attention:
         notes = [linear_attention.fold_note(sorted(folded.values()))]
         if outputs:
@@ -258,7 +289,7 @@ def emit_module(g: Graph, decls: dict[str, ParamDecl], *, name: str, header: str
     note = [
         "",
         "Fused Triton kernels: " + ("; ".join(kernel_notes) if kernel_notes else
-                                    "none (no depthwise-convolution region or attention)") + ".",
+                                    "none (no convolution region or attention)") + ".",
         "Torch fallback (marked `(torch)` below): "
         + (", ".join(fallback) if fallback else "none")
         + ("; dense maps run on cuBLAS through F.linear, those feeding a conv through "
@@ -271,11 +302,16 @@ def emit_module(g: Graph, decls: dict[str, ParamDecl], *, name: str, header: str
         "dwconv_toeplitz_wgrad_kernel on tensor cores; dx is the forward kernel with flipped "
         "taps. Torch ops differentiate through torch autograd." if regions
         else "Backward: torch autograd for the torch ops.",
+        "Long convolution backward: derived (custom-op autograd): long_conv_in_kernel and "
+        "long_conv_out_kernel again around FFTs (the adjoint of the causal convolution is the "
+        "anti-causal correlation; the filter's gradient a correlation summed over the batch in "
+        "frequency space)." if long_regions else "",
         "Linear attention backward: head_state and head_apply again (each is linear in each "
         "argument)." if attention else "",
     ]
-    note = [line for text in note for line in (textwrap.wrap(text, 96) or [""])]
-    families = [f for f, used in ((kernels, regions), (linear_attention, attention)) if used]
+    note = ["", *(line for text in note[1:] for line in textwrap.wrap(text, 96)), ""]
+    families = [f for f, used in ((kernels, regions), (linear_attention, attention),
+                                  (long_conv, long_regions)) if used]
     preamble = [kernels.TORCH_IMPORTS.strip("\n"), ""]
     if families:  # the launchers' imports and helpers (a file without kernels has none)
         preamble = [kernels.STDLIB_IMPORTS.strip("\n"), "", *preamble,

@@ -1,0 +1,384 @@
+'''Source text of the long-convolution kernels, pasted into generated modules that compute a
+long-convolution region (`find_long_conv_regions`): the causal long convolution (Hyena's,
+Mamba-LTI's) with the Hadamard product that makes its input and the one that gates its output,
+
+    x = a ⊙ b          y = T_h x + d ⊙ x          o = y ⊙ g          ([B, N, C] each)
+
+T_h the causal Toeplitz map (T_h x)[t, c] = sum_{s<=t} h[c, t - s] x[s, c], d the skip; b, d
+and g optional. T_h x runs as FFTs of size 2N in torch (cuFFT on a GPU): with x and h
+zero-padded to 2N the circular convolution's first N outputs are the causal one's (no
+wrap-around reaches them). Two Triton kernels do the rest, one pass each:
+
+    long_conv_in:   xp[b, c] = x[b, :, c] ++ 0_N     the FFTs' operand: channel-major (each
+                                                    channel's 2N samples contiguous), padded,
+                                                    fp32
+    long_conv_out:  o = (yp[:, :N] + d ⊙ xp[:, :N]) ⊙ g   back to token-major, in o's dtype
+
+so the products, the casts, the padding, the layout change, the slice and the skip term move
+no bytes of their own; torch adds the FFTs and the spectral product.
+
+Backward (derived: the adjoint of T_h is the anti-causal correlation
+(T_h^T dy)[s] = sum_{t>=s} h[t - s] dy[t]; Hadamard products by the product rule):
+
+    dy = do ⊙ g,  dg = do ⊙ y              long_conv_in (dy padded; dg token-major, y kept)
+    dx = T_h^T dy + d ⊙ dy                  irfft(rfft(dy) conj(H)), then long_conv_out:
+    da = dx ⊙ b,  db = dx ⊙ a               the same launch
+    dh[c, k] = sum_{b,t} dy[t, c] x[t - k, c]    irfft(sum_b rfft(dy) conj(X))[:N], X kept
+    dd[c] = sum_{b,t} dy[t, c] x[t, c] = dh[c, 0]
+
+Zero-padded to 2N, each circular correlation is the linear one at lags 0..N-1 as well.
+`derivation_checks` proves these index identities in sympy at small N.
+'''
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import sympy as sp
+
+from padre_compiler.ir.graph import Graph
+
+KERNEL = '''
+if triton is not None:
+
+    @triton.jit(do_not_specialize=["N", "C"])
+    def long_conv_in_kernel(
+        a, b, e, xp, eo, N, C, s_ab, s_an, s_bb, s_bn, s_eb, s_en,
+        B_IN: tl.constexpr, E_IN: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr,
+        I64: tl.constexpr = False,
+    ):
+        """xp[b, c, t] = a[b, t, c] * b[b, t, c] (a alone without B_IN) for t < N, 0 for
+        N <= t < 2N; with E_IN also eo[b, t, c] = a[b, t, c] * e[b, t, c].
+
+        a, b, e: [B, N, C] (any batch/token strides, channel stride 1); xp: [B, C, 2N] fp32
+        contiguous; eo: [B, N, C] contiguous. Products in fp32. One [BT, BC] tile of
+        (token, channel) per program, grid (cdiv(2N, BT), cdiv(C, BC), B): the tiles past N
+        load nothing and store the zero padding. I64: every offset in int64.
+        """
+        i_t, i_c, i_b = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+        o_t = i_t * BT + tl.arange(0, BT)
+        o_c = i_c * BC + tl.arange(0, BC)
+        if I64:
+            i_b, o_t, o_c = i_b.to(tl.int64), o_t.to(tl.int64), o_c.to(tl.int64)
+        m_c = o_c < C
+        m = (o_t < N)[:, None] & m_c[None, :]
+        b_x = tl.load(a + i_b * s_ab + o_t[:, None] * s_an + o_c[None, :], mask=m,
+                      other=0.).to(tl.float32)  # [BT, BC]
+        if E_IN:
+            b_e = tl.load(e + i_b * s_eb + o_t[:, None] * s_en + o_c[None, :], mask=m, other=0.)
+            tl.store(eo + (i_b * N + o_t[:, None]) * C + o_c[None, :],
+                     (b_x * b_e.to(tl.float32)).to(eo.dtype.element_ty), mask=m)
+        if B_IN:
+            b_x *= tl.load(b + i_b * s_bb + o_t[:, None] * s_bn + o_c[None, :], mask=m,
+                           other=0.).to(tl.float32)
+        tl.store(xp + (i_b * C + o_c[None, :]) * (2 * N) + o_t[:, None], b_x,
+                 mask=(o_t < 2 * N)[:, None] & m_c[None, :])
+
+
+    @triton.jit(do_not_specialize=["N", "C"])
+    def long_conv_out_kernel(
+        yp, xp, d, g1, g2, o1, o2, so, N, C, s_1b, s_1n, s_2b, s_2n,
+        SKIP: tl.constexpr, G1: tl.constexpr, G2: tl.constexpr, STORE_S: tl.constexpr,
+        BT: tl.constexpr, BC: tl.constexpr, I64: tl.constexpr = False,
+    ):
+        """s[b, t, c] = yp[b, c, t] (+ d[c] * xp[b, c, t] with SKIP) for t < N;
+        o1 = s * g1 (s without G1), o2 = s * g2 (G2), so = s (STORE_S).
+
+        yp, xp: [B, C, 2N] fp32 contiguous (t < N read); d: [C]; g1, g2: [B, N, C] (any
+        batch/token strides, channel stride 1); o1, o2, so: [B, N, C] contiguous, in o1's
+        dtype. fp32 math. One [BT, BC] tile per program, grid (cdiv(N, BT), cdiv(C, BC), B).
+        """
+        i_t, i_c, i_b = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+        o_t = i_t * BT + tl.arange(0, BT)
+        o_c = i_c * BC + tl.arange(0, BC)
+        if I64:
+            i_b, o_t, o_c = i_b.to(tl.int64), o_t.to(tl.int64), o_c.to(tl.int64)
+        m_c = o_c < C
+        m = (o_t < N)[:, None] & m_c[None, :]
+        spectral = (i_b * C + o_c[None, :]) * (2 * N) + o_t[:, None]
+        b_s = tl.load(yp + spectral, mask=m, other=0.)  # [BT, BC]
+        if SKIP:
+            b_d = tl.load(d + o_c, mask=m_c, other=0.).to(tl.float32)
+            b_s += b_d[None, :] * tl.load(xp + spectral, mask=m, other=0.)
+        out = (i_b * N + o_t[:, None]) * C + o_c[None, :]
+        if STORE_S:
+            tl.store(so + out, b_s.to(so.dtype.element_ty), mask=m)
+        b_o = b_s
+        if G1:
+            b_o = b_s * tl.load(g1 + i_b * s_1b + o_t[:, None] * s_1n + o_c[None, :], mask=m,
+                                other=0.).to(tl.float32)
+        tl.store(o1 + out, b_o.to(o1.dtype.element_ty), mask=m)
+        if G2:
+            b_o = b_s * tl.load(g2 + i_b * s_2b + o_t[:, None] * s_2n + o_c[None, :], mask=m,
+                                other=0.).to(tl.float32)
+            tl.store(o2 + out, b_o.to(o2.dtype.element_ty), mask=m)
+'''
+
+RUNTIME = '''
+# one [BT, BC] tile for both kernels, CPU and GPU: 64 channels of a token-major row are 128
+# bytes in 16 bits, 64 tokens of a channel-major row 256 bytes in fp32
+LONG_CONV_TILE = {"BT": 64, "BC": 64, "num_warps": 4}
+
+
+def spectral_dtype(x: torch.Tensor) -> torch.dtype:
+    """The FFTs' real dtype: float32, float64 for float64 (half-precision FFTs are limited to
+    power-of-two sizes on a GPU and absent on a CPU)."""
+    return torch.float64 if x.dtype == torch.float64 else torch.float32
+
+
+def naive_long_conv_in(a, b, e):
+    """Naive twin of long_conv_in_kernel: (xp, eo), xp = (a ⊙ b) as [B, C, 2N] zero-padded
+    past N, eo = a ⊙ e in a's dtype (None without e)."""
+    dt = spectral_dtype(a)
+    x = a.to(dt) if b is None else a.to(dt) * b.to(dt)
+    xp = F.pad(x.transpose(1, 2), (0, a.shape[1])).contiguous()
+    return xp, None if e is None else (a.to(dt) * e.to(dt)).to(a.dtype)
+
+
+def naive_long_conv_out(yp, xp, d, g1, g2, n: int, store_s: bool, dtype: torch.dtype):
+    """Naive twin of long_conv_out_kernel: (o1, o2, s), s = yp + d ⊙ xp at t < N token-major,
+    o1 = s ⊙ g1 (s without g1), o2 = s ⊙ g2; o2 and s None where not asked for."""
+    s = yp[..., :n].transpose(1, 2)
+    if d is not None:
+        s = s + d.to(s.dtype) * xp[..., :n].transpose(1, 2)
+    o1 = s if g1 is None else s * g1.to(s.dtype)
+    o2 = None if g2 is None else (s * g2.to(s.dtype)).to(dtype)
+    return o1.to(dtype).contiguous(), o2, s.to(dtype).contiguous() if store_s else None
+
+
+def long_conv_in(a, b, e):
+    """(xp, eo) of long_conv_in_kernel, or of its naive twin where Triton cannot run."""
+    if not _use_triton(a):
+        return naive_long_conv_in(a, b, e)
+    bsz, n, c = a.shape
+    n2 = 2 * n
+    a, b, e = channel_rows(a), channel_rows(b), channel_rows(e)
+    xp = torch.empty((bsz, c, n2), device=a.device, dtype=torch.float32)
+    eo = None if e is None else torch.empty((bsz, n, c), device=a.device, dtype=a.dtype)
+    bt, bc = LONG_CONV_TILE["BT"], LONG_CONV_TILE["BC"]
+    bb, ee = (a if b is None else b), (a if e is None else e)  # never read where None
+    long_conv_in_kernel[(cdiv(n2, bt), cdiv(c, bc), bsz)](
+        a, bb, ee, xp, a if eo is None else eo, n, c, a.stride(0), a.stride(1), bb.stride(0),
+        bb.stride(1), ee.stride(0), ee.stride(1), B_IN=b is not None, E_IN=e is not None,
+        BT=bt, BC=bc, I64=any(index_widths(a, bb, ee, xp).values()),
+        num_warps=LONG_CONV_TILE["num_warps"])
+    return xp, eo
+
+
+def long_conv_out(yp, xp, d, g1, g2, n: int, store_s: bool, dtype: torch.dtype):
+    """(o1, o2, s) of long_conv_out_kernel, or of its naive twin where Triton cannot run."""
+    if not _use_triton(yp):
+        return naive_long_conv_out(yp, xp, d, g1, g2, n, store_s, dtype)
+    bsz, c, _ = yp.shape
+    g1, g2 = channel_rows(g1), channel_rows(g2)
+    (d,) = channel_vectors(d)
+    o1, o2, so = (torch.empty((bsz, n, c), device=yp.device, dtype=dtype) if on else None
+                  for on in (True, g2 is not None, store_s))
+    bt, bc = LONG_CONV_TILE["BT"], LONG_CONV_TILE["BC"]
+    h1, h2 = (o1 if g1 is None else g1), (o1 if g2 is None else g2)  # never read where None
+    long_conv_out_kernel[(cdiv(n, bt), cdiv(c, bc), bsz)](
+        yp, xp, yp if d is None else d, h1, h2, o1, o1 if o2 is None else o2,
+        o1 if so is None else so, n, c, h1.stride(0), h1.stride(1), h2.stride(0), h2.stride(1),
+        SKIP=d is not None, G1=g1 is not None, G2=g2 is not None, STORE_S=store_s, BT=bt,
+        BC=bc, I64=any(index_widths(yp, h1, h2, o1).values()),
+        num_warps=LONG_CONV_TILE["num_warps"])
+    return o1, o2, so
+
+
+def filter_spectrum(filt: torch.Tensor, n: int, dt: torch.dtype) -> torch.Tensor:
+    """rfft of the filter's first N taps zero-padded to 2N: [C, N + 1] (taps past its length
+    L count as 0 where N > L)."""
+    return torch.fft.rfft(filt[:, :n].to(dt), n=2 * n)
+
+
+def long_conv_outputs(a: torch.Tensor, gate: torch.Tensor | None, keep: bool
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The forward op's (o, y, X) as the fake kernel gives them, unwritten: o [B, N, C] in a's
+    dtype; y (kept for the gate's gradient) likewise where keep and a gate, else empty;
+    X = rfft(xp) [B, C, N + 1] complex (kept for the filter's gradient) where keep, else
+    empty."""
+    bsz, n, c = a.shape
+    return (a.new_empty(a.shape), a.new_empty(a.shape if keep and gate is not None else 0),
+            a.new_empty((bsz, c, n + 1) if keep else 0, dtype=complex_dtype(a)))
+
+
+def complex_dtype(a: torch.Tensor) -> torch.dtype:
+    return torch.complex128 if a.dtype == torch.float64 else torch.complex64
+
+
+def _long_conv_hadamard_impl(
+    a: torch.Tensor, b: torch.Tensor | None, filt: torch.Tensor, skip: torch.Tensor | None,
+    gate: torch.Tensor | None, keep: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(o, y, X): o = (T_h x + d ⊙ x) ⊙ g, x = a ⊙ b; y = T_h x + d ⊙ x and X = rfft(xp)
+    kept for the backward where keep (autograd's call; as long_conv_outputs says), else
+    empty."""
+    n = a.shape[1]
+    xp, _ = long_conv_in(a, b, None)
+    spectrum = torch.fft.rfft(xp)  # [B, C, N + 1]
+    hf = filter_spectrum(filt, n, xp.dtype)
+    yp = torch.fft.irfft(spectrum * hf if keep else spectrum.mul_(hf), n=2 * n)  # [B, C, 2N]
+    o, _, y = long_conv_out(yp, xp, skip, gate, None, n, keep and gate is not None, a.dtype)
+    return (o, a.new_empty(0) if y is None else y,
+            spectrum if keep else a.new_empty(0, dtype=complex_dtype(a)))
+
+
+def _long_conv_hadamard_setup(ctx, inputs, output) -> None:
+    a, b, filt, skip, gate, _ = inputs
+    _, y, xf = output
+    ctx.save_for_backward(a, b, filt, skip, gate, y, xf)
+
+
+def _long_conv_hadamard_bwd_impl(
+    a: torch.Tensor, b: torch.Tensor | None, filt: torch.Tensor, skip: torch.Tensor | None,
+    gate: torch.Tensor | None, y: torch.Tensor | None, xf: torch.Tensor, do: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(da, db, dh, dd, dg) of o = (T_h x + d ⊙ x) ⊙ g, x = a ⊙ b, for the gradient do; db, dd
+    and dg empty where b, d and g are absent. y = T_h x + d ⊙ x and X = rfft(xp): the
+    forward's. Two launches and three FFTs (module docstring)."""
+    n = a.shape[1]
+    dyp, dg = long_conv_in(do, gate, y)  # dy = do ⊙ g padded; dg = do ⊙ y
+    dyf = torch.fft.rfft(dyp)  # [B, C, N + 1]
+    hf = filter_spectrum(filt, n, dyp.dtype)
+    # conjugates made, not lazy: AOTAutograd's runtime drops a conj view's bit (opcheck)
+    dxp = torch.fft.irfft(dyf * hf.conj_physical(), n=2 * n)  # T_h^T dy at t < N
+    da, db, _ = long_conv_out(dxp, dyp, skip, b, None if b is None else a, n, False, a.dtype)
+    lags = torch.fft.irfft((dyf * xf.conj_physical()).sum(0), n=2 * n)[:, :n]  # [C, N]: dh
+    dh = filt.new_zeros(filt.shape)
+    taps = min(n, filt.shape[1])
+    dh[:, :taps] = lags[:, :taps]
+    empty = a.new_empty(0)
+    return (da, empty if db is None else db, dh,
+            empty if skip is None else lags[:, 0].contiguous().to(skip.dtype),
+            empty if dg is None else dg)
+
+
+def _long_conv_hadamard_backward(ctx, do, *_):
+    """Derived backward (module docstring); one op (_long_conv_hadamard_bwd_impl)."""
+    a, b, filt, skip, gate, y, xf = ctx.saved_tensors
+    some = lambda t: t if t.numel() else None  # noqa: E731 - empty marks an absent tensor
+    bwd = (_long_conv_hadamard_bwd_impl if getattr(ctx, "eager", False)
+           else torch.ops.padre_triton.long_conv_hadamard_bwd_v1)
+    da, db, dh, dd, dg = bwd(a, b, filt, skip, gate, some(y), xf, do)
+    return da, some(db), dh, some(dd), some(dg), None
+
+
+def _register_long_conv_hadamard():
+    """torch.library custom ops (+ fake kernels + autograd), defined once per process."""
+    try:
+        torch.ops.padre_triton.long_conv_hadamard_bwd_v1  # noqa: B018 - registered with the fwd
+        return torch.ops.padre_triton.long_conv_hadamard_v1
+    except AttributeError:
+        pass
+    op = torch.library.custom_op("padre_triton::long_conv_hadamard_v1", mutates_args=())(
+        _long_conv_hadamard_impl)
+
+    @op.register_fake
+    def _(a, b, filt, skip, gate, keep=False):
+        return long_conv_outputs(a, gate, keep)
+
+    bwd = torch.library.custom_op("padre_triton::long_conv_hadamard_bwd_v1", mutates_args=())(
+        _long_conv_hadamard_bwd_impl)
+
+    @bwd.register_fake
+    def _(a, b, filt, skip, gate, y, xf, do):
+        def like(t, shape):
+            return a.new_empty(0) if t is None else a.new_empty(shape, dtype=t.dtype)
+
+        return (a.new_empty(a.shape), like(b, a.shape), filt.new_empty(filt.shape),
+                like(skip, skip.shape if skip is not None else 0), like(gate, a.shape))
+
+    op.register_autograd(_long_conv_hadamard_backward, setup_context=_long_conv_hadamard_setup)
+    return torch.ops.padre_triton.long_conv_hadamard_v1
+
+
+# o: y and X stay with autograd
+long_conv_hadamard = custom_op_caller(_register_long_conv_hadamard(), _long_conv_hadamard_impl,
+                                      _long_conv_hadamard_setup, _long_conv_hadamard_backward,
+                                      grad_flag="keep", outputs=1)
+'''
+
+
+@dataclass(frozen=True)
+class LongConvRegion:
+    """A long_conv node with the product that makes its input and the one that gates it."""
+    conv: int
+    end: int  # the node whose value the call gives: the gating product, else the conv
+    a: int  # the conv's input, or the first factor of the product that makes it
+    b: int | None  # that product's other factor
+    gate: int | None  # the other factor of the gating product
+    product: int | None  # the product making the input (its value is never made)
+
+
+def find_long_conv_regions(g: Graph, taken: set[int]) -> dict[int, LongConvRegion]:
+    """{end: region} for every long_conv node, in a deterministic order. The conv absorbs the
+    two-factor product that makes its input where the conv is that product's only reader, and
+    the two-factor product that is its own only reader (the gate); `taken`: nodes other
+    regions compute (a depthwise region's), which it does not absorb, nor another long
+    convolution's output."""
+    regions: dict[int, LongConvRegion] = {}
+    ends: set[int] = set()
+    for nid, node, inputs in g.items():
+        if node.op != "long_conv":
+            continue
+        a, b, product = inputs[0], None, None
+        if (g.node(a).op == "hadamard" and len(g.inputs(a)) == 2 and g.users(a) == [nid]
+                and a not in taken and a not in ends):
+            product, (a, b) = a, g.inputs(a)
+        end, gate = nid, None
+        users = g.users(nid)
+        if len(users) == 1 and g.node(users[0]).op == "hadamard" and users[0] not in taken:
+            factors = g.inputs(users[0])
+            if len(factors) == 2 and factors.count(nid) == 1:
+                end, gate = users[0], factors[1 - factors.index(nid)]
+        regions[end] = LongConvRegion(nid, end, a, b, gate, product)
+        ends.add(end)
+    return regions
+
+
+# the index identities behind the FFT formulas, at one channel: u and v of length n,
+# zero-padded to 2n; `circular` and `correlation` are what irfft(U V) and irfft(U conj(V)) give
+def circular(u: list, v: list, t: int, n2: int) -> sp.Expr:
+    """sum_j u[j] v[(t - j) mod 2n]: the circular convolution at t."""
+    return sum((u[j] * v[(t - j) % n2] for j in range(len(u)) if (t - j) % n2 < len(v)),
+               sp.Integer(0))
+
+
+def correlation(u: list, v: list, s: int, n2: int) -> sp.Expr:
+    """sum_j u[j] v[(j - s) mod 2n]: the circular correlation at lag s."""
+    return sum((u[j] * v[(j - s) % n2] for j in range(len(u)) if (j - s) % n2 < len(v)),
+               sp.Integer(0))
+
+
+def derivation_checks(n: int, corr: Callable[[list, list, int, int], sp.Expr] = correlation,
+                      n2: int | None = None) -> dict[str, bool]:
+    """The forward and backward of o = (T_h x + d x) ⊙ g at one channel and N = n, in sympy:
+    each formula the runtime computes by FFTs of size n2 = 2n (through `corr` for the
+    correlations) against the causal definition or its derivative. {name: holds}."""
+    x, h, g, do = (list(sp.symbols(f"{p}0:{n}")) for p in ("x", "h", "g", "do"))
+    d = sp.Symbol("d")
+    n2 = 2 * n if n2 is None else n2
+    y = [sum((h[t - s] * x[s] for s in range(t + 1)), sp.Integer(0)) + d * x[t]
+         for t in range(n)]
+    loss = sum((do[t] * y[t] * g[t] for t in range(n)), sp.Integer(0))
+    dy = [do[t] * g[t] for t in range(n)]
+
+    def same(a: sp.Expr, b: sp.Expr) -> bool:
+        return sp.expand(a - b) == 0
+
+    return {
+        "T_h x = circular(x, h)[:N]": all(same(y[t] - d * x[t], circular(x, h, t, n2))
+                                          for t in range(n)),
+        "dx = corr(dy, h)[:N] + d dy": all(same(sp.diff(loss, x[s]),
+                                                corr(dy, h, s, n2) + d * dy[s])
+                                           for s in range(n)),
+        "dh = corr(dy, x)[:N]": all(same(sp.diff(loss, h[k]), corr(dy, x, k, n2))
+                                    for k in range(n)),
+        "dd = corr(dy, x)[0]": same(sp.diff(loss, d), corr(dy, x, 0, n2)),
+        "dg = do y": all(same(sp.diff(loss, g[t]), do[t] * y[t]) for t in range(n)),
+    }
+
+
+# no tl.dot in these kernels (the legality check's declarations)
+DOT_TILES: dict[str, list] = {}

@@ -1,0 +1,263 @@
+"""The long-convolution region (long_conv_hadamard: long_conv_in_kernel, torch's FFTs,
+long_conv_out_kernel) in the CPU interpreter: its derivation proved in sympy at small N, the
+kernels against float64 at real sizes (forward and backward, every optional operand, strided
+layouts, NaN-poisoned outputs), the custom ops' registrations, and the regions the compiler
+forms."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import padre_compiler as pc
+from padre_compiler.backends.triton import long_conv
+from padre_compiler.backends.triton.regions import find_regions
+from padre_compiler.compiler import optimise, pass_context
+from padre_compiler.derive.hyena import hyena_spec
+from padre_compiler.spec import dsl
+from padre_compiler.verify.poison import nan_poisoned
+
+TOL = {torch.float32: 2e-5, torch.float16: 4e-3}
+
+
+@pytest.fixture(scope="module")
+def runtime():
+    module = pc.compile("hyena", dim=8, backend="triton")
+    m = sys.modules[type(module).__module__]
+    if m.triton is None:
+        pytest.skip("Triton is not installed")
+    return m
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 5])
+def test_fft_formulas_are_the_causal_maps_and_their_derivatives(n: int) -> None:
+    """Symbolic (sympy, one channel): the forward's circular convolution of the operands
+    zero-padded to 2N, and the backward's three circular correlations, equal the causal
+    convolution and its gradients for x, h and the skip d at every t, lag and tap."""
+    checks = long_conv.derivation_checks(n)
+    assert all(checks.values()), checks
+
+
+def test_the_symbolic_checks_fail_for_a_wrong_formula() -> None:
+    """Without the zero padding (FFTs of size N) the circular convolution wraps around; a
+    convolution where the adjoint needs a correlation gives wrong dx, dh and dd."""
+    unpadded = long_conv.derivation_checks(4, n2=4)
+    assert not unpadded["T_h x = circular(x, h)[:N]"]
+    swapped = long_conv.derivation_checks(4, corr=long_conv.circular)
+    assert not any(swapped[k] for k in ("dx = corr(dy, h)[:N] + d dy", "dh = corr(dy, x)[:N]",
+                                         "dd = corr(dy, x)[0]"))
+
+
+def _oracle(a, b, filt, skip, gate):
+    """o = (T_h x + d ⊙ x) ⊙ g, x = a ⊙ b, by definition: each channel's causal Toeplitz
+    matrix (taps past the filter's length are 0)."""
+    n = a.shape[1]
+    x = a if b is None else a * b
+    lag = torch.arange(n)[:, None] - torch.arange(n)[None, :]  # [t, s]: t - s
+    taps = torch.cat([filt, filt.new_zeros(filt.shape[0], max(n - filt.shape[1], 0))], 1)
+    toeplitz = torch.where(lag >= 0, taps[:, lag.clamp_min(0)], 0.)  # [C, t, s]
+    y = torch.einsum("cts,bsc->btc", toeplitz, x)
+    if skip is not None:
+        y = y + skip * x
+    return y if gate is None else y * gate
+
+
+def _operand(gen, bsz: int, n: int, c: int, dtype, layout: str) -> torch.Tensor:
+    """[B, N, C] in a layout the generated code passes: contiguous, a channel slice of a wider
+    tensor (a split part), or sequence-first ([N, B, C] transposed)."""
+    if layout == "slice":
+        return torch.randn(bsz, n, 3 * c, generator=gen).to(dtype)[..., c:2 * c]
+    if layout == "sequence-first":
+        return torch.randn(n, bsz, c, generator=gen).to(dtype).transpose(0, 1)
+    return torch.randn(bsz, n, c, generator=gen).to(dtype)
+
+
+@settings(max_examples=12, deadline=None, derandomize=True)
+@given(bsz=st.integers(1, 3), n=st.integers(1, 140), c=st.integers(1, 70),
+       half=st.booleans(), with_b=st.booleans(), with_skip=st.booleans(),
+       with_gate=st.booleans(), layout=st.sampled_from(["contiguous", "slice",
+                                                         "sequence-first"]),
+       short_filter=st.booleans(), seed=st.integers(0, 99))
+def test_forward_and_backward_match_float64(runtime, bsz, n, c, half, with_b, with_skip,
+                                            with_gate, layout, short_filter, seed) -> None:
+    """Every optional operand, tiles across the 64-token and 64-channel boundaries, strided
+    operands, a filter shorter than the sequence: the output and the gradients of every
+    operand against float64 autograd of the definition, every output element written."""
+    dtype = torch.float16 if half else torch.float32
+    gen = torch.Generator().manual_seed(seed)
+    a = _operand(gen, bsz, n, c, dtype, layout)
+    b = _operand(gen, bsz, n, c, dtype, layout) if with_b else None
+    gate = _operand(gen, bsz, n, c, dtype, layout) if with_gate else None
+    filt = (torch.randn(c, max(n // 2, 1) if short_filter else n + 3, generator=gen)
+            / n ** 0.5).to(dtype)
+    skip = torch.randn(c, generator=gen).to(dtype) if with_skip else None
+    inputs = [t if t is None else t.detach().requires_grad_() for t in (a, b, filt, skip, gate)]
+    with nan_poisoned():
+        (out,) = runtime.long_conv_hadamard(*inputs)
+    doubles = [t if t is None else t.detach().double().requires_grad_() for t in inputs]
+    want = _oracle(*doubles)
+    scale = want.detach().abs().max().clamp_min(1e-12)
+    assert out.dtype == dtype and out.isfinite().all()
+    assert float((out.detach().double() - want.detach()).abs().max() / scale) < TOL[dtype]
+    grad = torch.randn(want.shape, generator=gen, dtype=torch.float64)
+    present = [k for k, t in enumerate(inputs) if t is not None]
+    with nan_poisoned():
+        got = torch.autograd.grad(out, [inputs[k] for k in present], grad.to(dtype))
+    ref = torch.autograd.grad(want, [doubles[k] for k in present], grad)
+    for k, g, r in zip(present, got, ref, strict=True):
+        assert g.dtype == dtype and g.shape == r.shape
+        err = float((g.double() - r).abs().max() / r.abs().max().clamp_min(1e-12))
+        assert err < 10 * TOL[dtype], (["a", "b", "filt", "skip", "gate"][k], err)
+
+
+def _launches(runtime, monkeypatch) -> list[str]:
+    """Records each kernel launch (name) and each FFT of the runtime."""
+    calls: list[str] = []
+
+    class Counted:
+        def __init__(self, kernel) -> None:
+            self.kernel = kernel
+
+        def __getitem__(self, grid):
+            calls.append(self.kernel.__name__ if hasattr(self.kernel, "__name__")
+                         else self.kernel.fn.__name__)
+            return self.kernel[grid]
+
+    for name in ("long_conv_in_kernel", "long_conv_out_kernel"):
+        monkeypatch.setitem(runtime.long_conv_in.__globals__, name,
+                            Counted(runtime.long_conv_in.__globals__[name]))
+    for name in ("rfft", "irfft"):
+        real = getattr(torch.fft, name)
+        monkeypatch.setattr(torch.fft, name, lambda *a, real=real, name=name, **k: (
+            calls.append(name), real(*a, **k))[1])
+    return calls
+
+
+def test_forward_is_two_launches_around_the_ffts_and_so_is_the_backward(runtime,
+                                                                          monkeypatch) -> None:
+    """Forward: long_conv_in, rfft of the operand and of the filter, irfft, long_conv_out.
+    Backward: long_conv_in (dy and dg), rfft of dy and of the filter, irfft for dx,
+    long_conv_out (da and db), irfft for dh (summed over the batch first)."""
+    gen = torch.Generator().manual_seed(3)
+    a, b, gate = (torch.randn(2, 40, 8, generator=gen, requires_grad=True) for _ in range(3))
+    filt = torch.randn(8, 50, generator=gen, requires_grad=True)
+    skip = torch.randn(8, generator=gen, requires_grad=True)
+    calls = _launches(runtime, monkeypatch)
+    (out,) = runtime.long_conv_hadamard(a, b, filt, skip, gate)
+    assert calls == ["long_conv_in_kernel", "rfft", "rfft", "irfft", "long_conv_out_kernel"]
+    calls.clear()
+    out.sum().backward()
+    assert calls == ["long_conv_in_kernel", "rfft", "rfft", "irfft", "long_conv_out_kernel",
+                     "irfft"]
+    assert all(t.grad is not None for t in (a, b, gate, filt, skip))
+
+
+def test_float64_runs_the_naive_twins(runtime, monkeypatch) -> None:
+    gen = torch.Generator().manual_seed(4)
+    a, b = (torch.randn(1, 9, 3, generator=gen, dtype=torch.float64) for _ in range(2))
+    filt = torch.randn(3, 9, generator=gen, dtype=torch.float64)
+    calls = _launches(runtime, monkeypatch)
+    (out,) = runtime.long_conv_hadamard(a, b, filt, None, None)
+    assert calls == ["rfft", "rfft", "irfft"] and out.dtype == torch.float64
+    assert torch.allclose(out, _oracle(a, b, filt, None, None), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
+def test_kernels_match_their_naive_twins(runtime, dtype) -> None:
+    """Each kernel against its naive twin on the same operands (both optional products)."""
+    gen = torch.Generator().manual_seed(5)
+    a, b, e = (torch.randn(2, 70, 66, generator=gen).to(dtype) for _ in range(3))
+    for args in ((a, b, e), (a, None, None)):
+        got, want = runtime.long_conv_in(*args), runtime.naive_long_conv_in(*args)
+        for g, w in zip(got, want, strict=True):
+            assert (g is None) == (w is None) and (g is None or torch.equal(g, w))
+    yp, xp = (torch.randn(2, 66, 140, generator=gen) for _ in range(2))
+    d = torch.randn(66, generator=gen).to(dtype)
+    for args in ((yp, xp, d, a, b, 70, True, dtype), (yp, xp, None, None, None, 70, False,
+                                                      dtype)):
+        got, want = runtime.long_conv_out(*args), runtime.naive_long_conv_out(*args)
+        for g, w in zip(got, want, strict=True):
+            assert (g is None) == (w is None)
+            if g is not None:
+                assert torch.allclose(g.float(), w.float(), rtol=1e-3 if dtype != torch.float32
+                                      else 1e-6, atol=1e-6)
+
+
+def test_int64_offsets_compute_the_same(runtime, monkeypatch) -> None:
+    """The kernels' I64 path (every offset in int64, taken where one reaches 2**31) gives what
+    the int32 path gives."""
+    gen = torch.Generator().manual_seed(6)
+    a, b, gate = (torch.randn(2, 33, 10, generator=gen, requires_grad=True) for _ in range(3))
+    filt = torch.randn(10, 33, generator=gen, requires_grad=True)
+    args = (a, b, filt, None, gate)
+
+    def run():
+        (out,) = runtime.long_conv_hadamard(*args)
+        return out, *torch.autograd.grad(out.square().sum(), [a, b, filt, gate])
+
+    want = run()
+    monkeypatch.setattr(runtime, "index_widths", lambda *tensors: {"I64": True, "WIDE": True})
+    for got, ref in zip(run(), want, strict=True):
+        assert torch.allclose(got, ref, atol=1e-5)
+
+
+def test_the_long_conv_ops_pass_opcheck(runtime) -> None:
+    """torch.library.opcheck: the fake kernels, schemas and autograd registration of the
+    forward op (with and without its kept tensors, every optional operand absent or present)
+    and the backward op agree with the real ops."""
+    gen = torch.Generator().manual_seed(7)
+    a, b, gate, do = (torch.randn(2, 21, 6, generator=gen) for _ in range(4))
+    filt, skip = torch.randn(6, 24, generator=gen), torch.randn(6, generator=gen)
+    fwd = torch.ops.padre_triton.long_conv_hadamard_v1
+    for operands in ((a, b, filt, skip, gate), (a, None, filt, None, None)):
+        for keep in (False, True):
+            torch.library.opcheck(fwd, (*operands, keep))
+    _, y, xf = fwd(a, b, filt, skip, gate, True)
+    torch.library.opcheck(torch.ops.padre_triton.long_conv_hadamard_bwd_v1,
+                          (a, b, filt, skip, gate, y, xf, do))
+
+
+def test_torch_compile_traces_hyena_forward_and_backward() -> None:
+    module = pc.compile("hyena", dim=8, backend="triton")
+    compiled = torch.compile(module, backend="aot_eager", fullgraph=True)
+    x = torch.randn(2, 12, 8, requires_grad=True)
+    y, y_ref = compiled(x), module(x)
+    assert torch.allclose(y, y_ref, atol=1e-6)
+    (gx,) = torch.autograd.grad(y.sum(), x)
+    (gx_ref,) = torch.autograd.grad(y_ref.sum(), x)
+    assert torch.allclose(gx, gx_ref, atol=1e-5)
+
+
+def _regions(spec):
+    """The optimised graph the Triton backend lowers, and its long-convolution regions."""
+    g, _ = optimise(spec, pass_context(spec, 8, None))
+    dw = find_regions(g)
+    return g, long_conv.find_long_conv_regions(g, {r.conv for r in dw.values()} | set(dw))
+
+
+def test_hyena_of_order_3_chains_two_regions_without_sharing_a_node() -> None:
+    """z3 = (T z2) ⊙ y3 ends the first region and is the second's plain input (its value is
+    made once); each region absorbs its gate, the first also the product making z2."""
+    _, regions = _regions(hyena_spec(3, length=16))
+    assert len(regions) == 2
+    first, second = sorted(regions.values(), key=lambda r: r.conv)
+    assert first.product is not None and first.gate is not None
+    assert second.a == first.end and second.product is None and second.gate is not None
+
+
+def test_a_product_a_depthwise_region_computes_is_not_absorbed() -> None:
+    """long_conv(dwconv(x) ⊙ y): the product is the depthwise region's (its gate), so the long
+    convolution reads it as a plain input."""
+    x = dsl.tokens("sequence")
+    y = dsl.dense(x, "p")
+    z = dsl.dwconv1d(dsl.dense(x, "q"), "c", kernel=3, causal=True) * y
+    out = dsl.long_conv(z, "h", length=16, skip=True) * dsl.dense(x, "r")
+    spec = dsl.spec("dw_then_long", layout="sequence", output=dsl.dense(out, "o"))
+    g, regions = _regions(spec)
+    (region,) = regions.values()
+    assert region.product is None and region.gate is not None
+    assert region.a in find_regions(g)
