@@ -3,6 +3,7 @@ CPU: the GPU launch configurations compile quickly and keep every value in regis
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import os
@@ -573,3 +574,29 @@ def test_the_launch_census_reports_a_launcher_that_gave_up_the_tensor_core_form(
                           text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "conv2former bfloat16" in proc.stdout and "no band" in proc.stdout, proc.stdout
+
+
+@pytest.mark.parametrize("bf16", [False, True], ids=["fp32", "bf16"])
+@pytest.mark.parametrize("i64", [False, True], ids=["int32", "int64"])
+def test_long_conv_kernels_at_their_tile_do_not_spill(bf16: bool, i64: bool) -> None:
+    """Hyena's long-convolution kernels at LONG_CONV_TILE with every optional operand (the
+    backward's launches: both products in, both gated outputs and y out), in int32 and int64
+    offsets: they compile for sm_90, keep every value in registers (the transposing stores go
+    through shared memory) and leave an SM room for 32 or more of their warps (memory-bound
+    passes: latency is hidden by warps in flight)."""
+    path = codegen_path("hyena", "triton")
+    spec = importlib.util.spec_from_file_location("aot_hyena", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    tile = module.LONG_CONV_TILE
+    dtype = "bf16" if bf16 else "fp32"
+    common = dict(BT=tile["BT"], BC=tile["BC"], I64=i64)
+    fin = aot.compile_kernel(path, "long_conv_in_kernel", dict(B_IN=True, E_IN=True, **common),
+                             num_warps=tile["num_warps"], pointer_dtype=dtype,
+                             pointer_dtypes={"xp": "fp32"})
+    fout = aot.compile_kernel(path, "long_conv_out_kernel",
+                              dict(SKIP=True, G1=True, G2=True, STORE_S=True, **common),
+                              num_warps=tile["num_warps"], pointer_dtype=dtype,
+                              pointer_dtypes={"yp": "fp32", "xp": "fp32"})
+    assert fin.stack == 0 and fout.stack == 0, (fin, fout)
+    assert min(r.programs_per_sm() * tile["num_warps"] for r in (fin, fout)) >= 32, (fin, fout)

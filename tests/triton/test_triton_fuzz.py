@@ -4,6 +4,8 @@ parts) meet the float64 reference."""
 
 from __future__ import annotations
 
+import pytest
+
 from padre_compiler.compiler import as_spec
 from padre_compiler.verify.fuzz import Example, Harness, fuzz
 
@@ -34,3 +36,28 @@ def test_triton_fuzz_sees_a_wrong_band_operand_only_in_the_toeplitz_form(monkeyp
     example = dict(dim=4, tokens=24, grid=(3, 8), batch=1, dtype="float32", seed=5)
     assert not harness.check(Example(**example, conv_form="toeplitz")).ok
     assert harness.check(Example(**example, conv_form="direct")).ok
+
+
+@pytest.mark.parametrize("name", ["hyena", "mamba_lti"])
+def test_triton_fuzz_passes_on_the_long_convolution_specs(name: str) -> None:
+    """Both dtypes the interpreter runs (fp16 included: the FFTs take fp32 operands)."""
+    dtypes: set[str] = set()
+    report = fuzz(name, backend="triton", examples_n=8, seed=1,
+                  on_example=lambda outcome: dtypes.add(outcome.example.dtype))
+    assert report.failure is None and report.examples > 0
+    assert dtypes == {"float32", "float16"}
+
+
+def test_triton_fuzz_sees_a_long_convolution_that_drops_its_skip_term(monkeypatch) -> None:
+    """long_conv_out without Hyena's skip term d ⊙ x: the fuzz check fails."""
+    harness = Harness(as_spec("hyena"), "triton")
+    from torch._library.custom_ops import OPDEFS
+
+    op = OPDEFS["padre_triton::long_conv_hadamard_v1"]._init_fn.__globals__
+    for namespace in (op, harness.cls.forward.__globals__):
+        real = namespace["long_conv_out"]
+        monkeypatch.setitem(namespace, "long_conv_out",
+                            lambda yp, xp, d, *rest, real=real: real(yp, xp, None, *rest))
+    example = Example(dim=4, tokens=24, grid=None, batch=1, dtype="float32", seed=5,
+                      conv_form="auto")
+    assert not harness.check(example).ok
