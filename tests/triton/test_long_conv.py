@@ -127,7 +127,7 @@ def _launches(runtime, monkeypatch) -> list[str]:
                          else self.kernel.fn.__name__)
             return self.kernel[grid]
 
-    for name in ("long_conv_in_kernel", "long_conv_out_kernel"):
+    for name in ("long_conv_in_kernel", "long_conv_out_kernel", "spectral_correlation_kernel"):
         monkeypatch.setitem(runtime.long_conv_in.__globals__, name,
                             Counted(runtime.long_conv_in.__globals__[name]))
     for name in ("rfft", "irfft"):
@@ -140,8 +140,8 @@ def _launches(runtime, monkeypatch) -> list[str]:
 def test_forward_is_two_launches_around_the_ffts_and_so_is_the_backward(runtime,
                                                                           monkeypatch) -> None:
     """Forward: long_conv_in, rfft of the operand and of the filter, irfft, long_conv_out.
-    Backward: long_conv_in (dy and dg), rfft of dy and of the filter, irfft for dx,
-    long_conv_out (da and db), irfft for dh (summed over the batch first)."""
+    Backward: long_conv_in (dy and dg), rfft of dy, the spectra's batch sum and its irfft
+    (dh), rfft of the filter and irfft for dx, long_conv_out (da and db)."""
     gen = torch.Generator().manual_seed(3)
     a, b, gate = (torch.randn(2, 40, 8, generator=gen, requires_grad=True) for _ in range(3))
     filt = torch.randn(8, 50, generator=gen, requires_grad=True)
@@ -151,8 +151,8 @@ def test_forward_is_two_launches_around_the_ffts_and_so_is_the_backward(runtime,
     assert calls == ["long_conv_in_kernel", "rfft", "rfft", "irfft", "long_conv_out_kernel"]
     calls.clear()
     out.sum().backward()
-    assert calls == ["long_conv_in_kernel", "rfft", "rfft", "irfft", "long_conv_out_kernel",
-                     "irfft"]
+    assert calls == ["long_conv_in_kernel", "rfft", "spectral_correlation_kernel", "irfft",
+                     "rfft", "irfft", "long_conv_out_kernel"]
     assert all(t.grad is not None for t in (a, b, gate, filt, skip))
 
 
@@ -261,3 +261,15 @@ def test_a_product_a_depthwise_region_computes_is_not_absorbed() -> None:
     (region,) = regions.values()
     assert region.product is None and region.gate is not None
     assert region.a in find_regions(g)
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 1), (3, 5, 200), (2, 7, 513)])
+def test_spectral_correlation_kernel_matches_its_naive_twin(runtime, shape) -> None:
+    """sum_b u[b] conj(v[b]) across the 512-entry tile boundary, one batch row or several."""
+    gen = torch.Generator().manual_seed(8)
+    u, v = (torch.randn(*shape, generator=gen, dtype=torch.complex64) for _ in range(2))
+    got = runtime.spectral_correlation(u, v)
+    want = (u.to(torch.complex128) * v.to(torch.complex128).conj()).sum(0)
+    assert got.dtype == torch.complex64 and got.shape == want.shape
+    assert torch.allclose(got.to(torch.complex128), want, atol=1e-5)
+    assert torch.allclose(got, runtime.naive_spectral_correlation(u, v), atol=1e-5)

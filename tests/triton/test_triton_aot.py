@@ -580,7 +580,8 @@ def test_the_launch_census_reports_a_launcher_that_gave_up_the_tensor_core_form(
 @pytest.mark.parametrize("i64", [False, True], ids=["int32", "int64"])
 def test_long_conv_kernels_at_their_tile_do_not_spill(bf16: bool, i64: bool) -> None:
     """Hyena's long-convolution kernels at LONG_CONV_TILE with every optional operand (the
-    backward's launches: both products in, both gated outputs and y out), in int32 and int64
+    backward's launches: both products in, both gated outputs and y out) and the backward's
+    spectral batch sum at SPECTRAL_TILE, in int32 and int64
     offsets: they compile for sm_90, keep every value in registers (the transposing stores go
     through shared memory) and leave an SM room for 32 or more of their warps (memory-bound
     passes: latency is hidden by warps in flight)."""
@@ -598,5 +599,10 @@ def test_long_conv_kernels_at_their_tile_do_not_spill(bf16: bool, i64: bool) -> 
                               dict(SKIP=True, G1=True, G2=True, STORE_S=True, **common),
                               num_warps=tile["num_warps"], pointer_dtype=dtype,
                               pointer_dtypes={"yp": "fp32", "xp": "fp32"})
-    assert fin.stack == 0 and fout.stack == 0, (fin, fout)
-    assert min(r.programs_per_sm() * tile["num_warps"] for r in (fin, fout)) >= 32, (fin, fout)
+    spectral = module.SPECTRAL_TILE
+    corr = aot.compile_kernel(path, "spectral_correlation_kernel",
+                              dict(BM=spectral["BM"], I64=i64),
+                              num_warps=spectral["num_warps"], pointer_dtype="fp32")
+    assert fin.stack == 0 and fout.stack == 0 and corr.stack == 0, (fin, fout, corr)
+    warps = [r.programs_per_sm() * r.config["num_warps"] for r in (fin, fout, corr)]
+    assert min(warps) >= 32, (fin, fout, corr)

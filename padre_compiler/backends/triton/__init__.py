@@ -305,7 +305,7 @@ def emit_module(g: Graph, decls: dict[str, ParamDecl], *, name: str, header: str
         "Long convolution backward: derived (custom-op autograd): long_conv_in_kernel and "
         "long_conv_out_kernel again around FFTs (the adjoint of the causal convolution is the "
         "anti-causal correlation; the filter's gradient a correlation summed over the batch in "
-        "frequency space)." if long_regions else "",
+        "frequency space, by spectral_correlation_kernel)." if long_regions else "",
         "Linear attention backward: head_state and head_apply again (each is linear in each "
         "argument)." if attention else "",
     ]

@@ -52,7 +52,7 @@ from typing import Any
 
 from padre_compiler.backends.triton.legality import H100, GpuLimits
 
-SCALARS = ("N", "C", "H", "W", "B")  # integer arguments (and every s_* stride)
+SCALARS = ("N", "C", "H", "W", "B", "M")  # integer arguments (and every s_* stride)
 FLOATS = ("eps", "out_eps")  # float arguments
 
 

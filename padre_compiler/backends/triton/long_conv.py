@@ -23,7 +23,8 @@ Backward (derived: the adjoint of T_h is the anti-causal correlation
     dy = do ⊙ g,  dg = do ⊙ y              long_conv_in (dy padded; dg token-major, y kept)
     dx = T_h^T dy + d ⊙ dy                  irfft(rfft(dy) conj(H)), then long_conv_out:
     da = dx ⊙ b,  db = dx ⊙ a               the same launch
-    dh[c, k] = sum_{b,t} dy[t, c] x[t - k, c]    irfft(sum_b rfft(dy) conj(X))[:N], X kept
+    dh[c, k] = sum_{b,t} dy[t, c] x[t - k, c]    irfft(sum_b rfft(dy) conj(X))[:N], X kept,
+                                                 the batch sum spectral_correlation's kernel
     dd[c] = sum_{b,t} dy[t, c] x[t, c] = dh[c, 0]
 
 Zero-padded to 2N, each circular correlation is the linear one at lags 0..N-1 as well.
@@ -113,6 +114,31 @@ if triton is not None:
             b_o = b_s * tl.load(g2 + i_b * s_2b + o_t[:, None] * s_2n + o_c[None, :], mask=m,
                                 other=0.).to(tl.float32)
             tl.store(o2 + out, b_o.to(o2.dtype.element_ty), mask=m)
+
+
+    @triton.jit(do_not_specialize=["M", "B"])
+    def spectral_correlation_kernel(u, v, p, M, B, BM: tl.constexpr, I64: tl.constexpr = False):
+        """p[m] = sum_b u[b, m] conj(v[b, m]) for complex u, v: [B, M] contiguous, p: [M],
+        each as interleaved (re, im) fp32 pairs. (ur + i ui)(vr - i vi) =
+        ur vr + ui vi + i (ui vr - ur vi); fp32 sums in batch order (deterministic). One [BM]
+        tile per program, grid (cdiv(M, BM),); I64: offsets in a row in int64.
+        """
+        o_m = tl.program_id(0) * BM + tl.arange(0, BM)
+        if I64:
+            o_m, M = o_m.to(tl.int64), M.to(tl.int64)
+        m = o_m < M
+        b_re = tl.zeros([BM], dtype=tl.float32)
+        b_im = tl.zeros([BM], dtype=tl.float32)
+        p_u, p_v = u + 2 * o_m, v + 2 * o_m
+        for _ in range(B):  # row b at 2 * M * b: the pointers advance in 64 bits
+            b_ur, b_ui = tl.load(p_u, mask=m, other=0.), tl.load(p_u + 1, mask=m, other=0.)
+            b_vr, b_vi = tl.load(p_v, mask=m, other=0.), tl.load(p_v + 1, mask=m, other=0.)
+            b_re += b_ur * b_vr + b_ui * b_vi
+            b_im += b_ui * b_vr - b_ur * b_vi
+            p_u += 2 * M
+            p_v += 2 * M
+        tl.store(p + 2 * o_m, b_re, mask=m)
+        tl.store(p + 2 * o_m + 1, b_im, mask=m)
 '''
 
 RUNTIME = '''
@@ -188,6 +214,30 @@ def long_conv_out(yp, xp, d, g1, g2, n: int, store_s: bool, dtype: torch.dtype):
     return o1, o2, so
 
 
+# complex entries a program of spectral_correlation_kernel sums over the batch
+SPECTRAL_TILE = {"BM": 512, "num_warps": 4}
+
+
+def naive_spectral_correlation(u, v):
+    """Naive twin of spectral_correlation_kernel: sum_b u[b] conj(v[b])."""
+    return (u * v.conj_physical()).sum(0)
+
+
+def spectral_correlation(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """sum_b u[b] conj(v[b]) of complex [B, C, F] tensors: [C, F], one read of each (no
+    conjugated copy, no product tensor); the naive twin where Triton cannot run."""
+    ur, vr = torch.view_as_real(u.contiguous()), torch.view_as_real(v.contiguous())
+    if not _use_triton(ur):
+        return naive_spectral_correlation(u, v)
+    bsz, c, f = u.shape
+    p = torch.empty((c, f), device=u.device, dtype=u.dtype)
+    bm = SPECTRAL_TILE["BM"]
+    spectral_correlation_kernel[(cdiv(c * f, bm),)](
+        ur, vr, torch.view_as_real(p), c * f, bsz, BM=bm, I64=2 * c * f >= 2**31,
+        num_warps=SPECTRAL_TILE["num_warps"])
+    return p
+
+
 def filter_spectrum(filt: torch.Tensor, n: int, dt: torch.dtype) -> torch.Tensor:
     """rfft of the filter's first N taps zero-padded to 2N: [C, N + 1] (taps past its length
     L count as 0 where N > L)."""
@@ -242,11 +292,11 @@ def _long_conv_hadamard_bwd_impl(
     n = a.shape[1]
     dyp, dg = long_conv_in(do, gate, y)  # dy = do ⊙ g padded; dg = do ⊙ y
     dyf = torch.fft.rfft(dyp)  # [B, C, N + 1]
+    lags = torch.fft.irfft(spectral_correlation(dyf, xf), n=2 * n)[:, :n]  # [C, N]: dh
     hf = filter_spectrum(filt, n, dyp.dtype)
-    # conjugates made, not lazy: AOTAutograd's runtime drops a conj view's bit (opcheck)
-    dxp = torch.fft.irfft(dyf * hf.conj_physical(), n=2 * n)  # T_h^T dy at t < N
+    # a conjugate made, not lazy: AOTAutograd's runtime drops a conj view's bit (opcheck)
+    dxp = torch.fft.irfft(dyf.mul_(hf.conj_physical()), n=2 * n)  # T_h^T dy at t < N
     da, db, _ = long_conv_out(dxp, dyp, skip, b, None if b is None else a, n, False, a.dtype)
-    lags = torch.fft.irfft((dyf * xf.conj_physical()).sum(0), n=2 * n)[:, :n]  # [C, N]: dh
     dh = filt.new_zeros(filt.shape)
     taps = min(n, filt.shape[1])
     dh[:, :taps] = lags[:, :taps]
