@@ -23,9 +23,10 @@ standalone codegen/triton/padre3.py, not the compiler. Steps, under a global tim
    (ms and useful TFLOP/s: where the time goes), and its backward (dx, dw, db); the Toeplitz
    tiles each shape's first launch picked (kernels.fastest) are recorded in the JSON's meta;
 5. SimA and Castling-ViT, on the linear-attention kernels (head_state / head_apply; Castling-ViT's
-   q and k row normalisations inside them), and Conv2Former (its gated 11x11 conv, the conv's
-   input from a channel-major GEMM of its own), against the PyTorch backend's module and
-   attention, forward and forward+backward, C = 384;
+   q and k row normalisations inside them), Conv2Former (its gated 11x11 conv, the conv's
+   input from a channel-major GEMM of its own) and Hyena (its long convolution's products,
+   padding, layout changes and skip term in the kernels around torch's FFTs), against the
+   PyTorch backend's module and attention, forward and forward+backward, C = 384;
 6. ratios (attention / x, eager / x) and the fraction of the floor reached. Floor of padre3 =
    max(bytes / bandwidth, FLOPs / matmul rate), where FLOPs are the GEMMs plus the 11x11 taps
    counted as tensor-core work (the lowest floor) and bytes are the tensors crossing kernel
@@ -364,6 +365,9 @@ MODELS = {
     "conv2former": ("Conv2former", "Conv2Former (dwconv11(x W1) * (x W2), the conv's input "
                                    "channel-major from a GEMM of its own)",
                     "the fused conv kernels"),
+    "hyena": ("Hyena", "Hyena, order 2 (three causal 3-tap convs, then gates around one causal "
+                       "long convolution of 1,024 taps, as FFTs of size 2N)",
+              "the fused short convs and the long-convolution kernels around torch.fft"),
 }
 
 

@@ -25,7 +25,7 @@ def test_gpu_script_smoke_run_writes_every_result(tmp_path: Path) -> None:
         assert row[f"conv3c_ms_{form}"] > 0 and row[f"conv3c_bwd_ms_{form}"] > 0
     assert set(result["meta"]["gate"]) == {"toeplitz", "direct", "slab", "slab2"}
     assert result["meta"]["sima"] and result["meta"]["castling_vit"]
-    for name in ("castling_vit", "conv2former"):
+    for name in ("castling_vit", "conv2former", "hyena"):
         assert all("ms" in r and r["max_rel_err_vs_torch"] < 1e-4 for r in result["meta"][name])
     assert all(row["first_call_s"][label] > 0 for label in ("triton", "triton_direct"))
     table = (tmp_path / "gpu_padre3.md").read_text()
