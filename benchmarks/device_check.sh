@@ -49,7 +49,7 @@ names=(cuda_tests)
 step cuda_tests "${CHECK_LIMIT:-90}" "$steps/cuda_tests.log" \
     "$python" -m pytest -q -p no:cacheprovider -k cuda \
     tests/test_api.py tests/caote/test_kernel.py tests/caote/test_hf.py &
-for spec in padre3 conv2former hyena sima castling_vit; do
+for spec in padre3 conv2former hyena mamba_lti sima castling_vit; do
     names+=("fuzz_$spec")
     step "fuzz_$spec" "${CHECK_LIMIT:-90}" "$steps/fuzz_$spec.log" \
         "$python" -m padre_compiler.cli fuzz "$spec" --backend triton --device cuda \

@@ -71,16 +71,19 @@ def test_cuda_forward_backward() -> None:
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-@pytest.mark.parametrize("name", ["sima", "castling_vit"])
-def test_cuda_linear_attention_in_bf16_matches_float64(name: str) -> None:
-    """The attention kernels' bf16 paths, which Triton's CPU interpreter cannot run (bf16
-    products on tensor cores; Castling-ViT's row normalisations in the kernels, its output
-    epilogue and their backward launches): the output and the gradients of the input and
-    every parameter of the bf16 Triton module on CUDA, against the same module in float64
-    on the CPU (its naive twins), on the same weights; 1,500 tokens span two state chunks."""
+@pytest.mark.parametrize("name", ["sima", "castling_vit", "hyena", "mamba_lti"])
+def test_cuda_triton_kernels_in_bf16_match_float64(name: str) -> None:
+    """The kernels' bf16 paths, which Triton's CPU interpreter cannot run (the attentions'
+    bf16 products on tensor cores; Castling-ViT's row normalisations in the kernels, its
+    output epilogue and their backward launches; the long convolution's kernels around
+    cuFFT): the output and the gradients of the input and every parameter of the bf16 Triton
+    module on CUDA, against the same module in float64 on the CPU (its naive twins), on the
+    same weights; 1,500 tokens span two state chunks, 1,000 stay within the 1,024-tap long
+    filters."""
     module = pc.compile(name, dim=64, backend="triton").cuda().bfloat16()
     reference = copy.deepcopy(module).cpu().double()
-    x = torch.randn(2, 1500, 64, device="cuda", dtype=torch.bfloat16)
+    tokens = 1000 if name in ("hyena", "mamba_lti") else 1500
+    x = torch.randn(2, tokens, 64, device="cuda", dtype=torch.bfloat16)
     dy = torch.randn_like(x)
 
     def run(m, x, dy):
