@@ -19,6 +19,7 @@ correlation; the filter's gradient a correlation summed over the batch in freque
 spectral_correlation_kernel).
 """
 
+import functools
 import inspect
 import os
 
@@ -239,41 +240,50 @@ if triton is not None:
 LONG_CONV_TILE = {"BT": 32, "BC": 32, "num_warps": 4}
 
 
-def spectral_dtype(x: torch.Tensor) -> torch.dtype:
-    """The FFTs' real dtype: float32, float64 for float64 (half-precision FFTs are limited to
-    power-of-two sizes on a GPU and absent on a CPU)."""
-    return torch.float64 if x.dtype == torch.float64 else torch.float32
+def result_dtype(*tensors: torch.Tensor | None) -> torch.dtype:
+    """The dtype torch's type promotion gives a product of these tensors (None: absent)."""
+    present = [t.dtype for t in tensors if t is not None]
+    return functools.reduce(torch.promote_types, present[1:], present[0])
 
 
-def naive_long_conv_in(a, b, e):
+def spectral_dtype(*tensors: torch.Tensor | None) -> torch.dtype:
+    """The FFTs' real dtype: float32, float64 where an operand is float64 (half-precision
+    FFTs are limited to power-of-two sizes on a GPU and absent on a CPU)."""
+    return torch.float64 if result_dtype(*tensors) == torch.float64 else torch.float32
+
+
+def naive_long_conv_in(a, b, e, e_dtype=None):
     """Naive twin of long_conv_in_kernel: (xp, eo), xp = (a ⊙ b) as [B, C, 2N] zero-padded
-    past N, eo = a ⊙ e in a's dtype (None without e)."""
-    dt = spectral_dtype(a)
+    past N, eo = a ⊙ e in e_dtype (a's by default; None without e)."""
+    dt = spectral_dtype(a, b, e)
     x = a.to(dt) if b is None else a.to(dt) * b.to(dt)
     xp = F.pad(x.transpose(1, 2), (0, a.shape[1])).contiguous()
-    return xp, None if e is None else (a.to(dt) * e.to(dt)).to(a.dtype)
+    return xp, None if e is None else (a.to(dt) * e.to(dt)).to(e_dtype or a.dtype)
 
 
-def naive_long_conv_out(yp, xp, d, g1, g2, n: int, store_s: bool, dtype: torch.dtype):
+def naive_long_conv_out(yp, xp, d, g1, g2, n: int, store_s: bool, dtype: torch.dtype,
+                        dtype2: torch.dtype | None = None):
     """Naive twin of long_conv_out_kernel: (o1, o2, s), s = yp + d ⊙ xp at t < N token-major,
-    o1 = s ⊙ g1 (s without g1), o2 = s ⊙ g2; o2 and s None where not asked for."""
+    o1 = s ⊙ g1 (s without g1), o2 = s ⊙ g2; o1 and s in dtype, o2 in dtype2 (dtype by
+    default); o2 and s None where not asked for."""
     s = yp[..., :n].transpose(1, 2)
     if d is not None:
         s = s + d.to(s.dtype) * xp[..., :n].transpose(1, 2)
     o1 = s if g1 is None else s * g1.to(s.dtype)
-    o2 = None if g2 is None else (s * g2.to(s.dtype)).to(dtype)
+    o2 = None if g2 is None else (s * g2.to(s.dtype)).to(dtype2 or dtype)
     return o1.to(dtype).contiguous(), o2, s.to(dtype).contiguous() if store_s else None
 
 
-def long_conv_in(a, b, e):
+def long_conv_in(a, b, e, e_dtype=None):
     """(xp, eo) of long_conv_in_kernel, or of its naive twin where Triton cannot run."""
-    if not _use_triton(a):
-        return naive_long_conv_in(a, b, e)
+    if not all(_use_triton(t) for t in (a, b, e) if t is not None):
+        return naive_long_conv_in(a, b, e, e_dtype)
     bsz, n, c = a.shape
     n2 = 2 * n
     a, b, e = channel_rows(a), channel_rows(b), channel_rows(e)
     xp = torch.empty((bsz, c, n2), device=a.device, dtype=torch.float32)
-    eo = None if e is None else torch.empty((bsz, n, c), device=a.device, dtype=a.dtype)
+    eo = None if e is None else torch.empty((bsz, n, c), device=a.device,
+                                            dtype=e_dtype or a.dtype)
     bt, bc = LONG_CONV_TILE["BT"], LONG_CONV_TILE["BC"]
     bb, ee = (a if b is None else b), (a if e is None else e)  # never read where None
     long_conv_in_kernel[(cdiv(n2, bt), cdiv(c, bc), bsz)](
@@ -284,15 +294,17 @@ def long_conv_in(a, b, e):
     return xp, eo
 
 
-def long_conv_out(yp, xp, d, g1, g2, n: int, store_s: bool, dtype: torch.dtype):
+def long_conv_out(yp, xp, d, g1, g2, n: int, store_s: bool, dtype: torch.dtype,
+                  dtype2: torch.dtype | None = None):
     """(o1, o2, s) of long_conv_out_kernel, or of its naive twin where Triton cannot run."""
     if not _use_triton(yp):
-        return naive_long_conv_out(yp, xp, d, g1, g2, n, store_s, dtype)
+        return naive_long_conv_out(yp, xp, d, g1, g2, n, store_s, dtype, dtype2)
     bsz, c, _ = yp.shape
     g1, g2 = channel_rows(g1), channel_rows(g2)
     (d,) = channel_vectors(d)
-    o1, o2, so = (torch.empty((bsz, n, c), device=yp.device, dtype=dtype) if on else None
-                  for on in (True, g2 is not None, store_s))
+    o1, o2, so = (torch.empty((bsz, n, c), device=yp.device, dtype=dt) if on else None
+                  for on, dt in ((True, dtype), (g2 is not None, dtype2 or dtype),
+                                 (store_s, dtype)))
     bt, bc = LONG_CONV_TILE["BT"], LONG_CONV_TILE["BC"]
     h1, h2 = (o1 if g1 is None else g1), (o1 if g2 is None else g2)  # never read where None
     long_conv_out_kernel[(cdiv(n, bt), cdiv(c, bc), bsz)](
@@ -334,19 +346,21 @@ def filter_spectrum(filt: torch.Tensor, n: int, dt: torch.dtype) -> torch.Tensor
     return torch.fft.rfft(filt[:, :n].to(dt), n=2 * n)
 
 
-def long_conv_outputs(a: torch.Tensor, gate: torch.Tensor | None, keep: bool
-                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The forward op's (o, y, X) as the fake kernel gives them, unwritten: o [B, N, C] in a's
-    dtype; y (kept for the gate's gradient) likewise where keep and a gate, else empty;
-    X = rfft(xp) [B, C, N + 1] complex (kept for the filter's gradient) where keep, else
-    empty."""
+def long_conv_outputs(a: torch.Tensor, b: torch.Tensor | None, gate: torch.Tensor | None,
+                      keep: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The forward op's (o, y, X) as the fake kernel gives them, unwritten: o [B, N, C] in the
+    operands' promoted dtype (as torch's o = (T_h (a * b)) * g); y (kept for the gate's
+    gradient) likewise where keep and a gate, else empty; X = rfft(xp) [B, C, N + 1] complex
+    (kept for the filter's gradient) where keep, else empty."""
     bsz, n, c = a.shape
-    return (a.new_empty(a.shape), a.new_empty(a.shape if keep and gate is not None else 0),
-            a.new_empty((bsz, c, n + 1) if keep else 0, dtype=complex_dtype(a)))
+    dt = result_dtype(a, b, gate)
+    return (a.new_empty(a.shape, dtype=dt),
+            a.new_empty(a.shape if keep and gate is not None else 0, dtype=dt),
+            a.new_empty((bsz, c, n + 1) if keep else 0, dtype=complex_dtype(a, b)))
 
 
-def complex_dtype(a: torch.Tensor) -> torch.dtype:
-    return torch.complex128 if a.dtype == torch.float64 else torch.complex64
+def complex_dtype(*tensors: torch.Tensor | None) -> torch.dtype:
+    return torch.complex128 if spectral_dtype(*tensors) == torch.float64 else torch.complex64
 
 
 def _long_conv_hadamard_impl(
@@ -361,9 +375,10 @@ def _long_conv_hadamard_impl(
     spectrum = torch.fft.rfft(xp)  # [B, C, N + 1]
     hf = filter_spectrum(filt, n, xp.dtype)
     yp = torch.fft.irfft(spectrum * hf if keep else spectrum.mul_(hf), n=2 * n)  # [B, C, 2N]
-    o, _, y = long_conv_out(yp, xp, skip, gate, None, n, keep and gate is not None, a.dtype)
-    return (o, a.new_empty(0) if y is None else y,
-            spectrum if keep else a.new_empty(0, dtype=complex_dtype(a)))
+    o, _, y = long_conv_out(yp, xp, skip, gate, None, n, keep and gate is not None,
+                            result_dtype(a, b, gate))
+    return (o, a.new_empty(0, dtype=o.dtype) if y is None else y,
+            spectrum if keep else a.new_empty(0, dtype=complex_dtype(a, b)))
 
 
 def _long_conv_hadamard_setup(ctx, inputs, output) -> None:
@@ -375,35 +390,44 @@ def _long_conv_hadamard_setup(ctx, inputs, output) -> None:
 def _long_conv_hadamard_bwd_impl(
     a: torch.Tensor, b: torch.Tensor | None, filt: torch.Tensor, skip: torch.Tensor | None,
     gate: torch.Tensor | None, y: torch.Tensor | None, xf: torch.Tensor, do: torch.Tensor,
+    filter_grad: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(da, db, dh, dd, dg) of o = (T_h x + d ⊙ x) ⊙ g, x = a ⊙ b, for the gradient do; db, dd
-    and dg empty where b, d and g are absent. y = T_h x + d ⊙ x and X = rfft(xp): the
-    forward's. Two launches and three FFTs (module docstring)."""
+    """(da, db, dh, dd, dg) of o = (T_h x + d ⊙ x) ⊙ g, x = a ⊙ b, for the gradient do, each
+    in its operand's dtype; db, dd and dg empty where b, d and g are absent, dh and dd where
+    not filter_grad. y = T_h x + d ⊙ x and X = rfft(xp): the forward's. Two launches and
+    three FFTs, a launch and an FFT more for dh (module docstring)."""
     n = a.shape[1]
-    dyp, dg = long_conv_in(do, gate, y)  # dy = do ⊙ g padded; dg = do ⊙ y
+    # dy = do ⊙ g padded; dg = do ⊙ y
+    dyp, dg = long_conv_in(do, gate, y, None if gate is None else gate.dtype)
     dyf = torch.fft.rfft(dyp)  # [B, C, N + 1]
-    lags = torch.fft.irfft(spectral_correlation(dyf, xf), n=2 * n)[:, :n]  # [C, N]: dh
+    # each absent gradient an empty tensor of its own (outputs may not alias), as the fake's
+    dh, dd = filt.new_empty(0), (a if skip is None else skip).new_empty(0)
+    if filter_grad:
+        lags = torch.fft.irfft(spectral_correlation(dyf, xf), n=2 * n)[:, :n]  # [C, N]: dh
+        dh = filt.new_zeros(filt.shape)
+        taps = min(n, filt.shape[1])
+        dh[:, :taps] = lags[:, :taps]
+        if skip is not None:
+            dd = lags[:, 0].contiguous().to(skip.dtype)
     hf = filter_spectrum(filt, n, dyp.dtype)
     # a conjugate made, not lazy: AOTAutograd's runtime drops a conj view's bit (opcheck)
     dxp = torch.fft.irfft(dyf.mul_(hf.conj_physical()), n=2 * n)  # T_h^T dy at t < N
-    da, db, _ = long_conv_out(dxp, dyp, skip, b, None if b is None else a, n, False, a.dtype)
-    dh = filt.new_zeros(filt.shape)
-    taps = min(n, filt.shape[1])
-    dh[:, :taps] = lags[:, :taps]
-    empty = a.new_empty(0)
-    return (da, empty if db is None else db, dh,
-            empty if skip is None else lags[:, 0].contiguous().to(skip.dtype),
-            empty if dg is None else dg)
+    da, db, _ = long_conv_out(dxp, dyp, skip, b, None if b is None else a, n, False, a.dtype,
+                              None if b is None else b.dtype)
+    return (da, a.new_empty(0) if db is None else db, dh, dd,
+            a.new_empty(0) if dg is None else dg)
 
 
 def _long_conv_hadamard_backward(ctx, do, *_):
-    """Derived backward (module docstring); one op (_long_conv_hadamard_bwd_impl)."""
+    """Derived backward (module docstring); one op (_long_conv_hadamard_bwd_impl). Not
+    differentiable again (a second derivative through it is not derived)."""
     a, b, filt, skip, gate, y, xf = ctx.saved_tensors
     some = lambda t: t if t.numel() else None  # noqa: E731 - empty marks an absent tensor
     bwd = (_long_conv_hadamard_bwd_impl if getattr(ctx, "eager", False)
            else torch.ops.padre_triton.long_conv_hadamard_bwd_v1)
-    da, db, dh, dd, dg = bwd(a, b, filt, skip, gate, some(y), xf, do)
-    return da, some(db), dh, some(dd), some(dg), None
+    filter_grad = ctx.needs_input_grad[2] or ctx.needs_input_grad[3]
+    da, db, dh, dd, dg = bwd(a, b, filt, skip, gate, some(y), xf, do, filter_grad)
+    return da, some(db), some(dh), some(dd), some(dg), None
 
 
 def _register_long_conv_hadamard():
@@ -418,18 +442,19 @@ def _register_long_conv_hadamard():
 
     @op.register_fake
     def _(a, b, filt, skip, gate, keep=False):
-        return long_conv_outputs(a, gate, keep)
+        return long_conv_outputs(a, b, gate, keep)
 
     bwd = torch.library.custom_op("padre_triton::long_conv_hadamard_bwd_v1", mutates_args=())(
         _long_conv_hadamard_bwd_impl)
 
     @bwd.register_fake
-    def _(a, b, filt, skip, gate, y, xf, do):
-        def like(t, shape):
-            return a.new_empty(0) if t is None else a.new_empty(shape, dtype=t.dtype)
+    def _(a, b, filt, skip, gate, y, xf, do, filter_grad=True):
+        def like(t, shape, on=True):
+            return a.new_empty(shape if on else 0, dtype=t.dtype) if t is not None                 else a.new_empty(0)
 
-        return (a.new_empty(a.shape), like(b, a.shape), filt.new_empty(filt.shape),
-                like(skip, skip.shape if skip is not None else 0), like(gate, a.shape))
+        return (a.new_empty(a.shape), like(b, a.shape), like(filt, filt.shape, filter_grad),
+                like(skip, skip.shape if skip is not None else 0, filter_grad),
+                like(gate, a.shape))
 
     op.register_autograd(_long_conv_hadamard_backward, setup_context=_long_conv_hadamard_setup)
     return torch.ops.padre_triton.long_conv_hadamard_v1

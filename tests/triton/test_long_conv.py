@@ -6,6 +6,7 @@ forms."""
 
 from __future__ import annotations
 
+import functools
 import sys
 
 import pytest
@@ -205,20 +206,79 @@ def test_int64_offsets_compute_the_same(runtime, monkeypatch) -> None:
         assert torch.allclose(got, ref, atol=1e-5)
 
 
-def test_the_long_conv_ops_pass_opcheck(runtime) -> None:
+@pytest.mark.parametrize("absent", [(), ("b",), ("skip",), ("gate",), ("b", "skip"),
+                                    ("b", "gate"), ("skip", "gate"), ("b", "skip", "gate")],
+                         ids=lambda absent: "-".join(absent) or "none")
+@pytest.mark.parametrize("mixed", [False, True], ids=["fp32", "mixed"])
+def test_the_long_conv_ops_pass_opcheck(runtime, absent, mixed) -> None:
     """torch.library.opcheck: the fake kernels, schemas and autograd registration of the
-    forward op (with and without its kept tensors, every optional operand absent or present)
-    and the backward op agree with the real ops."""
+    forward op (with and without its kept tensors) and the backward op (with and without the
+    filter's gradient) agree with the real ops, for every optional operand absent or present
+    (each absent gradient a tensor of its own: outputs may not alias) and for operands of
+    mixed dtypes (as autocast leaves Mamba-LTI's: the output in the promoted dtype, each
+    gradient in its operand's)."""
     gen = torch.Generator().manual_seed(7)
     a, b, gate, do = (torch.randn(2, 21, 6, generator=gen) for _ in range(4))
     filt, skip = torch.randn(6, 24, generator=gen), torch.randn(6, generator=gen)
+    if mixed:  # 16-bit a, fp32 b and gate: the output fp32 where b or gate is present
+        a, do = a.half(), do.half()
+    ops = dict(a=a, b=b, filt=filt, skip=skip, gate=gate)
+    operands = [None if k in absent else v for k, v in ops.items()]
     fwd = torch.ops.padre_triton.long_conv_hadamard_v1
-    for operands in ((a, b, filt, skip, gate), (a, None, filt, None, None)):
-        for keep in (False, True):
-            torch.library.opcheck(fwd, (*operands, keep))
-    _, y, xf = fwd(a, b, filt, skip, gate, True)
-    torch.library.opcheck(torch.ops.padre_triton.long_conv_hadamard_bwd_v1,
-                          (a, b, filt, skip, gate, y, xf, do))
+    for keep in (False, True):
+        torch.library.opcheck(fwd, (*operands, keep))
+    out, y, xf = fwd(*operands, True)
+    present = [t.dtype for t in (operands[0], operands[1], operands[4]) if t is not None]
+    assert out.dtype == functools.reduce(torch.promote_types, present)
+    bwd = torch.ops.padre_triton.long_conv_hadamard_bwd_v1
+    for filter_grad in (True, False):
+        args = (*operands, y if y.numel() else None, xf, do.to(out.dtype), filter_grad)
+        torch.library.opcheck(bwd, args)
+        grads = bwd(*args)
+        for grad, operand in zip(grads, (a, operands[1], filt, operands[3], operands[4]),
+                                 strict=True):
+            if grad.numel():
+                assert grad.dtype == operand.dtype
+        empties = [g for g in grads if not g.numel()]
+        assert len({id(g) for g in empties}) == len(empties)
+
+
+def test_mamba_lti_under_autocast_traces_forward_and_backward() -> None:
+    """Autocast leaves Mamba-LTI's long convolution fp32 and 16-bit operands (an expand of x,
+    two dense maps): the compiled module's output and gradients are the eager module's."""
+    module = pc.compile("mamba_lti", dim=8, backend="triton")
+    compiled = torch.compile(module, backend="aot_eager", fullgraph=True)
+    x = torch.randn(2, 16, 8, generator=torch.Generator().manual_seed(12))
+
+    def run(m):
+        xg = x.clone().requires_grad_()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = m(xg)
+        return [out.float(), *torch.autograd.grad(out.float().square().sum(),
+                                                  [xg, *module.parameters()])]
+
+    for got, want in zip(run(compiled), run(module), strict=True):
+        assert got.dtype == want.dtype and torch.allclose(got, want, atol=1e-6)
+
+
+def test_a_frozen_filter_skips_its_gradient(runtime, monkeypatch) -> None:
+    """Without the filter's and the skip's gradients the backward makes no spectral batch sum
+    (nor its inverse FFT); the other gradients are unchanged."""
+    gen = torch.Generator().manual_seed(13)
+    a, b, gate = (torch.randn(2, 30, 5, generator=gen, requires_grad=True) for _ in range(3))
+    filt, skip = torch.randn(5, 30, generator=gen), torch.randn(5, generator=gen)
+
+    def grads(trained: bool):
+        f, d = (t.detach().requires_grad_(trained) for t in (filt, skip))
+        (out,) = runtime.long_conv_hadamard(a, b, f, d, gate)
+        return torch.autograd.grad(out.square().sum(), [a, b, gate])
+
+    want = grads(True)
+    calls = _launches(runtime, monkeypatch)
+    got = grads(False)
+    assert "spectral_correlation_kernel" not in calls and calls.count("irfft") == 2
+    for g, w in zip(got, want, strict=True):
+        assert torch.equal(g, w)
 
 
 def test_torch_compile_traces_hyena_forward_and_backward() -> None:
@@ -247,6 +307,22 @@ def test_hyena_of_order_3_chains_two_regions_without_sharing_a_node() -> None:
     first, second = sorted(regions.values(), key=lambda r: r.conv)
     assert first.product is not None and first.gate is not None
     assert second.a == first.end and second.product is None and second.gate is not None
+
+
+def test_a_product_of_two_long_convolutions_gates_the_first() -> None:
+    """long_conv(p) ⊙ long_conv(q ⊙ r): the product ends the first conv's region (the second
+    conv's value its gate); the second conv is a region of its own that ends at itself."""
+    x = dsl.tokens("sequence")
+    first = dsl.long_conv(dsl.dense(x, "p"), "h1", length=16)
+    second = dsl.long_conv(dsl.dense(x, "q") * dsl.dense(x, "r"), "h2", length=16)
+    spec = dsl.spec("conv_times_conv", layout="sequence", output=dsl.dense(first * second, "o"))
+    _, regions = _regions(spec)
+    assert len(regions) == 2
+    ends = {r.conv: r for r in regions.values()}
+    gated = [r for r in ends.values() if r.gate is not None]
+    (lone,) = [r for r in ends.values() if r.gate is None]
+    assert len(gated) == 1 and gated[0].gate == lone.end == lone.conv
+    assert lone.product is not None
 
 
 def test_a_product_a_depthwise_region_computes_is_not_absorbed() -> None:
