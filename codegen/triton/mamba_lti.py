@@ -137,15 +137,15 @@ if triton is not None:
 
     @triton.jit(do_not_specialize=["N", "C"])
     def long_conv_in_kernel(
-        a, b, e, xp, eo, N, C, s_ab, s_an, s_bb, s_bn, s_eb, s_en,
+        a, b, e, xp, eo, N, C, s_ab, s_an, s_bb, s_bn, s_eb, s_en, s_ob, s_on,
         B_IN: tl.constexpr, E_IN: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr,
         I64: tl.constexpr = False,
     ):
         """xp[b, c, t] = a[b, t, c] * b[b, t, c] (a alone without B_IN) for t < N, 0 for
         N <= t < 2N; with E_IN also eo[b, t, c] = a[b, t, c] * e[b, t, c].
 
-        a, b, e: [B, N, C] (any batch/token strides, channel stride 1); xp: [B, C, 2N] fp32
-        contiguous; eo: [B, N, C] contiguous. Products in fp32. One [BT, BC] tile of
+        a, b, e, eo: [B, N, C] (any batch/token strides, channel stride 1; eo's s_ob, s_on);
+        xp: [B, C, 2N] fp32 contiguous. Products in fp32. One [BT, BC] tile of
         (token, channel) per program, grid (cdiv(2N, BT), cdiv(C, BC), B): the tiles past N
         load nothing and store the zero padding. I64: every offset in int64.
         """
@@ -160,7 +160,7 @@ if triton is not None:
                       other=0.).to(tl.float32)  # [BT, BC]
         if E_IN:
             b_e = tl.load(e + i_b * s_eb + o_t[:, None] * s_en + o_c[None, :], mask=m, other=0.)
-            tl.store(eo + (i_b * N + o_t[:, None]) * C + o_c[None, :],
+            tl.store(eo + i_b * s_ob + o_t[:, None] * s_on + o_c[None, :],
                      (b_x * b_e.to(tl.float32)).to(eo.dtype.element_ty), mask=m)
         if B_IN:
             b_x *= tl.load(b + i_b * s_bb + o_t[:, None] * s_bn + o_c[None, :], mask=m,
@@ -171,16 +171,17 @@ if triton is not None:
 
     @triton.jit(do_not_specialize=["N", "C"])
     def long_conv_out_kernel(
-        yp, xp, d, g1, g2, o1, o2, so, N, C, s_1b, s_1n, s_2b, s_2n,
+        yp, xp, d, g1, g2, o1, o2, so, N, C, s_1b, s_1n, s_2b, s_2n, s_ob, s_on,
         SKIP: tl.constexpr, G1: tl.constexpr, G2: tl.constexpr, STORE_S: tl.constexpr,
         BT: tl.constexpr, BC: tl.constexpr, I64: tl.constexpr = False,
     ):
         """s[b, t, c] = yp[b, c, t] (+ d[c] * xp[b, c, t] with SKIP) for t < N;
         o1 = s * g1 (s without G1), o2 = s * g2 (G2), so = s (STORE_S).
 
-        yp, xp: [B, C, 2N] fp32 contiguous (t < N read); d: [C]; g1, g2: [B, N, C] (any
-        batch/token strides, channel stride 1); o1, o2, so: [B, N, C] contiguous, in o1's
-        dtype. fp32 math. One [BT, BC] tile per program, grid (cdiv(N, BT), cdiv(C, BC), B).
+        yp, xp: [B, C, 2N] fp32 contiguous (t < N read); d: [C]; g1, g2, o1, o2, so:
+        [B, N, C] (any batch/token strides, channel stride 1; o1, o2 and so all at s_ob,
+        s_on), each stored in its own dtype. fp32 math. One [BT, BC] tile per program, grid
+        (cdiv(N, BT), cdiv(C, BC), B).
         """
         i_t, i_c, i_b = tl.program_id(0), tl.program_id(1), tl.program_id(2)
         o_t = i_t * BT + tl.arange(0, BT)
@@ -194,7 +195,7 @@ if triton is not None:
         if SKIP:
             b_d = tl.load(d + o_c, mask=m_c, other=0.).to(tl.float32)
             b_s += b_d[None, :] * tl.load(xp + spectral, mask=m, other=0.)
-        out = (i_b * N + o_t[:, None]) * C + o_c[None, :]
+        out = i_b * s_ob + o_t[:, None] * s_on + o_c[None, :]
         if STORE_S:
             tl.store(so + out, b_s.to(so.dtype.element_ty), mask=m)
         b_o = b_s
@@ -274,44 +275,56 @@ def naive_long_conv_out(yp, xp, d, g1, g2, n: int, store_s: bool, dtype: torch.d
     return o1.to(dtype).contiguous(), o2, s.to(dtype).contiguous() if store_s else None
 
 
-def long_conv_in(a, b, e, e_dtype=None):
-    """(xp, eo) of long_conv_in_kernel, or of its naive twin where Triton cannot run."""
+def long_conv_in(a, b, e, e_dtype=None, eo=None):
+    """(xp, eo) of long_conv_in_kernel, or of its naive twin where Triton cannot run; eo
+    written into the given [B, N, C] view (channel stride 1) where one is given."""
     if not all(_use_triton(t) for t in (a, b, e) if t is not None):
-        return naive_long_conv_in(a, b, e, e_dtype)
+        xp, made = naive_long_conv_in(a, b, e, e_dtype)
+        return xp, made if eo is None or made is None else eo.copy_(made)
     bsz, n, c = a.shape
     n2 = 2 * n
     a, b, e = channel_rows(a), channel_rows(b), channel_rows(e)
     xp = torch.empty((bsz, c, n2), device=a.device, dtype=torch.float32)
-    eo = None if e is None else torch.empty((bsz, n, c), device=a.device,
-                                            dtype=e_dtype or a.dtype)
+    if eo is None and e is not None:
+        eo = torch.empty((bsz, n, c), device=a.device, dtype=e_dtype or a.dtype)
     bt, bc = LONG_CONV_TILE["BT"], LONG_CONV_TILE["BC"]
     bb, ee = (a if b is None else b), (a if e is None else e)  # never read where None
+    oo = a if eo is None else eo
     long_conv_in_kernel[(cdiv(n2, bt), cdiv(c, bc), bsz)](
-        a, bb, ee, xp, a if eo is None else eo, n, c, a.stride(0), a.stride(1), bb.stride(0),
-        bb.stride(1), ee.stride(0), ee.stride(1), B_IN=b is not None, E_IN=e is not None,
-        BT=bt, BC=bc, I64=any(index_widths(a, bb, ee, xp).values()),
+        a, bb, ee, xp, oo, n, c, a.stride(0), a.stride(1), bb.stride(0), bb.stride(1),
+        ee.stride(0), ee.stride(1), oo.stride(0), oo.stride(1), B_IN=b is not None,
+        E_IN=e is not None, BT=bt, BC=bc, I64=any(index_widths(a, bb, ee, xp, oo).values()),
         num_warps=LONG_CONV_TILE["num_warps"])
     return xp, eo
 
 
 def long_conv_out(yp, xp, d, g1, g2, n: int, store_s: bool, dtype: torch.dtype,
-                  dtype2: torch.dtype | None = None):
-    """(o1, o2, s) of long_conv_out_kernel, or of its naive twin where Triton cannot run."""
+                  dtype2: torch.dtype | None = None, outs=None):
+    """(o1, o2, s) of long_conv_out_kernel, or of its naive twin where Triton cannot run;
+    outs: (o1, o2) written into the given [B, N, C] views (o2's None without g2), views of one
+    tensor at its strides, and no s (the backward's gradients as parts of one tensor)."""
     if not _use_triton(yp):
-        return naive_long_conv_out(yp, xp, d, g1, g2, n, store_s, dtype, dtype2)
+        made = naive_long_conv_out(yp, xp, d, g1, g2, n, store_s, dtype, dtype2)
+        if outs is None:
+            return made
+        return (*(o if m is None else o.copy_(m) for o, m in zip(outs, made[:2], strict=True)),
+                None)
     bsz, c, _ = yp.shape
     g1, g2 = channel_rows(g1), channel_rows(g2)
     (d,) = channel_vectors(d)
-    o1, o2, so = (torch.empty((bsz, n, c), device=yp.device, dtype=dt) if on else None
-                  for on, dt in ((True, dtype), (g2 is not None, dtype2 or dtype),
-                                 (store_s, dtype)))
+    if outs is None:
+        o1, o2, so = (torch.empty((bsz, n, c), device=yp.device, dtype=dt) if on else None
+                      for on, dt in ((True, dtype), (g2 is not None, dtype2 or dtype),
+                                     (store_s, dtype)))
+    else:
+        (o1, o2), so = outs, None
     bt, bc = LONG_CONV_TILE["BT"], LONG_CONV_TILE["BC"]
     h1, h2 = (o1 if g1 is None else g1), (o1 if g2 is None else g2)  # never read where None
     long_conv_out_kernel[(cdiv(n, bt), cdiv(c, bc), bsz)](
         yp, xp, yp if d is None else d, h1, h2, o1, o1 if o2 is None else o2,
         o1 if so is None else so, n, c, h1.stride(0), h1.stride(1), h2.stride(0), h2.stride(1),
-        SKIP=d is not None, G1=g1 is not None, G2=g2 is not None, STORE_S=store_s, BT=bt,
-        BC=bc, I64=any(index_widths(yp, h1, h2, o1).values()),
+        o1.stride(0), o1.stride(1), SKIP=d is not None, G1=g1 is not None, G2=g2 is not None,
+        STORE_S=store_s, BT=bt, BC=bc, I64=any(index_widths(yp, h1, h2, o1, o2).values()),
         num_warps=LONG_CONV_TILE["num_warps"])
     return o1, o2, so
 
@@ -363,13 +376,28 @@ def complex_dtype(*tensors: torch.Tensor | None) -> torch.dtype:
     return torch.complex128 if spectral_dtype(*tensors) == torch.float64 else torch.complex64
 
 
+def part_views(a: torch.Tensor, b: torch.Tensor | None, gate: torch.Tensor | None, c: int,
+               parts: list[int] | None) -> tuple[torch.Tensor | None, ...]:
+    """(a, b, gate) as the op reads them. With parts, a holds them side by side as the blocks
+    of C channels of one [B, N, k C] tensor (the parts of one split), parts[i] the block of
+    a, b and the gate (-1: absent), every block one of them; b and gate are then None."""
+    if parts is None:
+        return a, b, gate
+    blocks = sorted(k for k in parts if k >= 0)
+    if b is not None or gate is not None or blocks != list(range(a.shape[-1] // c))             or a.shape[-1] % c:
+        raise ValueError(f"long_conv_hadamard: parts {parts} must give each {c}-channel block "
+                         f"of a ({a.shape[-1]} channels) one role, with b and gate None")
+    return tuple(None if k < 0 else a[..., k * c:(k + 1) * c] for k in parts)
+
+
 def _long_conv_hadamard_impl(
     a: torch.Tensor, b: torch.Tensor | None, filt: torch.Tensor, skip: torch.Tensor | None,
-    gate: torch.Tensor | None, keep: bool = False,
+    gate: torch.Tensor | None, keep: bool = False, parts: list[int] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(o, y, X): o = (T_h x + d ⊙ x) ⊙ g, x = a ⊙ b; y = T_h x + d ⊙ x and X = rfft(xp)
-    kept for the backward where keep (autograd's call; as long_conv_outputs says), else
-    empty."""
+    """(o, y, X): o = (T_h x + d ⊙ x) ⊙ g, x = a ⊙ b (with parts, a, b and g blocks of a:
+    part_views); y = T_h x + d ⊙ x and X = rfft(xp) kept for the backward where keep
+    (autograd's call; as long_conv_outputs says), else empty."""
+    a, b, gate = part_views(a, b, gate, filt.shape[0], parts)
     n = a.shape[1]
     xp, _ = long_conv_in(a, b, None)
     spectrum = torch.fft.rfft(xp)  # [B, C, N + 1]
@@ -382,23 +410,32 @@ def _long_conv_hadamard_impl(
 
 
 def _long_conv_hadamard_setup(ctx, inputs, output) -> None:
-    a, b, filt, skip, gate, _ = inputs
+    a, b, filt, skip, gate, _, parts = inputs
     _, y, xf = output
     ctx.save_for_backward(a, b, filt, skip, gate, y, xf)
+    ctx.parts = parts
 
 
 def _long_conv_hadamard_bwd_impl(
     a: torch.Tensor, b: torch.Tensor | None, filt: torch.Tensor, skip: torch.Tensor | None,
     gate: torch.Tensor | None, y: torch.Tensor | None, xf: torch.Tensor, do: torch.Tensor,
-    filter_grad: bool = True,
+    filter_grad: bool = True, parts: list[int] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """(da, db, dh, dd, dg) of o = (T_h x + d ⊙ x) ⊙ g, x = a ⊙ b, for the gradient do, each
     in its operand's dtype; db, dd and dg empty where b, d and g are absent, dh and dd where
     not filter_grad. y = T_h x + d ⊙ x and X = rfft(xp): the forward's. Two launches and
-    three FFTs, a launch and an FFT more for dh (module docstring)."""
+    three FFTs, a launch and an FFT more for dh (module docstring). With parts (a, b and g
+    blocks of a: part_views), da is a's whole gradient: the kernels write each block's
+    gradient in place (no concatenation), and db, dg are empty."""
+    whole = a
+    a, b, gate = part_views(a, b, gate, filt.shape[0], parts)
+    grad = None if parts is None else torch.empty(whole.shape, dtype=whole.dtype,
+                                                  device=whole.device)
+    ga, gb, gg = (None, None, None) if grad is None else part_views(grad, None, None,
+                                                                    filt.shape[0], parts)
     n = a.shape[1]
     # dy = do ⊙ g padded; dg = do ⊙ y
-    dyp, dg = long_conv_in(do, gate, y, None if gate is None else gate.dtype)
+    dyp, dg = long_conv_in(do, gate, y, None if gate is None else gate.dtype, gg)
     dyf = torch.fft.rfft(dyp)  # [B, C, N + 1]
     # each absent gradient an empty tensor of its own (outputs may not alias), as the fake's
     dh, dd = filt.new_empty(0), (a if skip is None else skip).new_empty(0)
@@ -413,7 +450,9 @@ def _long_conv_hadamard_bwd_impl(
     # a conjugate made, not lazy: AOTAutograd's runtime drops a conj view's bit (opcheck)
     dxp = torch.fft.irfft(dyf.mul_(hf.conj_physical()), n=2 * n)  # T_h^T dy at t < N
     da, db, _ = long_conv_out(dxp, dyp, skip, b, None if b is None else a, n, False, a.dtype,
-                              None if b is None else b.dtype)
+                              None if b is None else b.dtype, None if grad is None else (ga, gb))
+    if grad is not None:
+        da, db, dg = grad, None, None
     return (da, a.new_empty(0) if db is None else db, dh, dd,
             a.new_empty(0) if dg is None else dg)
 
@@ -426,8 +465,8 @@ def _long_conv_hadamard_backward(ctx, do, *_):
     bwd = (_long_conv_hadamard_bwd_impl if getattr(ctx, "eager", False)
            else torch.ops.padre_triton.long_conv_hadamard_bwd_v1)
     filter_grad = ctx.needs_input_grad[2] or ctx.needs_input_grad[3]
-    da, db, dh, dd, dg = bwd(a, b, filt, skip, gate, some(y), xf, do, filter_grad)
-    return da, some(db), some(dh), some(dd), some(dg), None
+    da, db, dh, dd, dg = bwd(a, b, filt, skip, gate, some(y), xf, do, filter_grad, ctx.parts)
+    return da, some(db), some(dh), some(dd), some(dg), None, None
 
 
 def _register_long_conv_hadamard():
@@ -441,18 +480,23 @@ def _register_long_conv_hadamard():
         _long_conv_hadamard_impl)
 
     @op.register_fake
-    def _(a, b, filt, skip, gate, keep=False):
-        return long_conv_outputs(a, b, gate, keep)
+    def _(a, b, filt, skip, gate, keep=False, parts=None):
+        return long_conv_outputs(*part_views(a, b, gate, filt.shape[0], parts), keep)
 
     bwd = torch.library.custom_op("padre_triton::long_conv_hadamard_bwd_v1", mutates_args=())(
         _long_conv_hadamard_bwd_impl)
 
     @bwd.register_fake
-    def _(a, b, filt, skip, gate, y, xf, do, filter_grad=True):
+    def _(a, b, filt, skip, gate, y, xf, do, filter_grad=True, parts=None):
         def like(t, shape, on=True):
             return a.new_empty(shape if on else 0, dtype=t.dtype) if t is not None                 else a.new_empty(0)
 
-        return (a.new_empty(a.shape), like(b, a.shape), like(filt, filt.shape, filter_grad),
+        whole = a
+        a, b, gate = part_views(a, b, gate, filt.shape[0], parts)
+        if parts is not None:  # the whole's gradient, b's and the gate's in it
+            b = gate = None
+        return (whole.new_empty(whole.shape), like(b, a.shape),
+                like(filt, filt.shape, filter_grad),
                 like(skip, skip.shape if skip is not None else 0, filter_grad),
                 like(gate, a.shape))
 
@@ -539,9 +583,11 @@ class MambaLti(nn.Module):
         del w_b
         branch3_channel2 = _expand(w_c, 1, False, D)  # [B, N, 16*D] (torch)
         del w_c
-        # fused (triton): z3 = (long_conv(branch1_channel * branch2_channel2)) * branch3_channel2
-        # [B, N, 16*D]
-        z3 = long_conv_hadamard(branch1_channel, branch2_channel2, self.ssm_filter, None, branch3_channel2)[0]
+        # fused (triton): z3 = (long_conv(branch1_channel * branch2_channel2)) *
+        #   branch3_channel2
+        z3 = long_conv_hadamard(  # [B, N, 16*D]
+            branch1_channel, branch2_channel2, self.ssm_filter, None, branch3_channel2,
+        )[0]
         del branch1_channel, branch2_channel2, branch3_channel2
         w3_z3 = z3 * self.output_w3_scale  # [B, N, 16*D] (torch)
         del z3

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 import padre_compiler as pc
 from padre_compiler.backends.triton import long_conv
 from padre_compiler.backends.triton.regions import find_regions
-from padre_compiler.compiler import optimise, pass_context
+from padre_compiler.compiler import as_spec, optimise, pass_context
 from padre_compiler.derive.hyena import hyena_spec
 from padre_compiler.spec import dsl
 from padre_compiler.verify.poison import nan_poisoned
@@ -349,3 +349,73 @@ def test_spectral_correlation_kernel_matches_its_naive_twin(runtime, shape) -> N
     assert got.dtype == torch.complex64 and got.shape == want.shape
     assert torch.allclose(got.to(torch.complex128), want, atol=1e-5)
     assert torch.allclose(got, runtime.naive_spectral_correlation(u, v), atol=1e-5)
+
+
+@pytest.mark.parametrize("parts", [[0, 1, 2], [2, 0, 1], [1, -1, 0], [0, -1, -1]])
+def test_parts_of_one_tensor_give_its_gradient_whole(runtime, parts) -> None:
+    """With parts, a holds the operands as blocks of one tensor (a split's): the output and
+    the whole's gradient equal those of the same call on the blocks as views, whose gradients
+    autograd concatenates."""
+    gen = torch.Generator().manual_seed(14)
+    c, k = 6, sum(p >= 0 for p in parts)
+    whole = torch.randn(2, 37, k * c, generator=gen, requires_grad=True)
+    filt, skip = torch.randn(c, 40, generator=gen), torch.randn(c, generator=gen)
+    views = [None if p < 0 else whole[..., p * c:(p + 1) * c] for p in parts]
+    dout = torch.randn(2, 37, c, generator=gen)
+    (got,) = runtime.long_conv_hadamard(whole, None, filt, skip, None, parts=parts)
+    (want,) = runtime.long_conv_hadamard(views[0], views[1], filt, skip, views[2])
+    assert torch.equal(got, want)
+    (g_got,) = torch.autograd.grad(got, whole, dout)
+    (g_want,) = torch.autograd.grad(want, whole, dout)
+    assert torch.allclose(g_got, g_want, atol=1e-6)
+
+
+def test_parts_that_leave_a_block_without_a_role_are_refused(runtime) -> None:
+    whole = torch.randn(1, 5, 12)
+    with pytest.raises(ValueError, match="each 4-channel block"):
+        runtime.long_conv_hadamard(whole, None, torch.randn(4, 5), None, None, parts=[0, 2, -1])
+
+
+def test_hyenas_backward_concatenates_no_activation(runtime) -> None:
+    """The long convolution's operands are the three parts of the short conv's output: the
+    op reads it whole and its backward writes its gradient part by part, so no concatenation
+    of activation gradients runs (before, the split's backward was one, 117 MB a training
+    step at 3,136 x 8 x 384 in bf16: benchmarks/results/glue_census_hyena.md)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    module = pc.compile("hyena", dim=8, backend="triton")
+    x = torch.randn(2, 20, 8, requires_grad=True)
+    out = module(x)
+
+    widths: list[int] = []  # of each [B, N, C] concatenation
+
+    class Cats(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            result = func(*args, **(kwargs or {}))
+            if func is torch.ops.aten.cat.default and result.dim() == 3:
+                widths.append(result.shape[-1])
+            return result
+
+    with Cats():
+        out.square().sum().backward()
+    assert widths == [], widths
+    assert x.grad is not None and all(p.grad is not None for p in module.parameters())
+    (region,) = _regions(as_spec("hyena"))[1].values()
+    assert region.parts == (0, 1, 2)
+
+
+
+@pytest.mark.parametrize("shared", [False, True], ids=["region-only", "gate-read-elsewhere"])
+def test_the_op_reads_a_split_whole_only_where_the_region_reads_all_its_parts(shared) -> None:
+    """long_conv(p ⊙ q) ⊙ r with p, q, r one fused dense map's split parts: the op takes the
+    map whole; where r is read elsewhere too, the parts stay views (the split's backward then
+    sums the two readers' gradients)."""
+    x = dsl.tokens("sequence")
+    p, q, r = (dsl.dense(x, name) for name in ("p", "q", "r"))
+    out = dsl.long_conv(p * q, "h", length=16, skip=True) * r
+    spec = dsl.spec("split_parts", layout="sequence",
+                    output=dsl.dense(out + r if shared else out, "o"))
+    g, regions = _regions(spec)
+    (region,) = regions.values()
+    assert all(g.node(n).op == "split" for n in (region.a, region.b, region.gate))
+    assert (region.whole is None) == shared

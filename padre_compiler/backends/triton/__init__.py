@@ -108,17 +108,30 @@ def _region_call(g: Graph, r: Region, names: dict[int, str], params: dict[str, s
 
 
 def _long_conv_call(g: Graph, r: LongConvRegion, names: dict[int, str], body: list[str]) -> None:
-    """Appends the source of one long_conv_hadamard call (a comment states what it computes)."""
+    """Appends the source of one long_conv_hadamard call (a comment states what it computes):
+    with the operands as the parts of one split, the whole tensor and their indexes."""
     params = param_codes(g.node(r.conv).params, names[r.conv], body)
     x = names[r.a] if r.b is None else f"{names[r.a]} * {names[r.b]}"
     skip = "" if "skip" not in params else f" + {params['skip']} * ({x})"
     core = f"long_conv({x}){skip}"
-    body.append(f"# fused (triton): {names[r.end]} = "
-                + (core if r.gate is None else f"({core}) * {names[r.gate]}"))
-    args = [names[r.a], "None" if r.b is None else names[r.b], params["filter"],
-            params.get("skip", "None"), "None" if r.gate is None else names[r.gate]]
-    body.append(statement(names[r.end], f"long_conv_hadamard({', '.join(args)})[0]",
-                          g.node(r.end).width))
+    comment = f"# fused (triton): {names[r.end]} = " + (
+        core if r.gate is None else f"({core}) * {names[r.gate]}")
+    operands = [n for n in (r.a, r.b, r.gate) if n is not None]
+    if r.whole is not None:
+        parts = sorted(operands, key=lambda n: g.node(n).a["index"])
+        comment += f"; {', '.join(names[n] for n in parts)} the parts of {names[r.whole]}"
+    body += textwrap.wrap(comment, 88, subsequent_indent="#   ")
+    if r.whole is None:
+        args = [names[r.a], "None" if r.b is None else names[r.b], params["filter"],
+                params.get("skip", "None"), "None" if r.gate is None else names[r.gate]]
+    else:
+        args = [names[r.whole], "None", params["filter"], params.get("skip", "None"), "None",
+                f"parts={list(r.parts)}"]
+    body.append("\n".join([
+        f"{names[r.end]} = long_conv_hadamard(  # [B, N, {g.node(r.end).width}]",
+        *textwrap.wrap(", ".join(args) + ",", 88, initial_indent="    ",
+                       subsequent_indent="    "),
+        ")[0]"]))
 
 
 def _attention_call(g: Graph, nid: int, names: dict[int, str], folded: dict[int, str],
@@ -197,6 +210,8 @@ def emit_module(g: Graph, decls: dict[str, ParamDecl], *, name: str, header: str
     long_regions = find_long_conv_regions(g, inner | set(regions))
     inner |= {n for r in long_regions.values() for n in (r.conv, r.product)
               if n is not None and n != r.end}
+    inner |= {n for r in long_regions.values() if r.whole is not None  # read whole by the op
+              for n in (r.a, r.b, r.gate) if n is not None}
     # the node each conv's input takes its layout from (dense_for_conv's where a dense map)
     conv_input = {conv_source(g, r.conv): r.conv for r in regions.values()}
     taken = set(names.values())
