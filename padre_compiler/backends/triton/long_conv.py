@@ -152,8 +152,10 @@ LONG_CONV_TILE = {"BT": 32, "BC": 32, "num_warps": 4}
 
 def result_dtype(*tensors: torch.Tensor | None) -> torch.dtype:
     """The dtype torch's type promotion gives a product of these tensors (None: absent)."""
-    present = [t.dtype for t in tensors if t is not None]
-    return functools.reduce(torch.promote_types, present[1:], present[0])
+    present = {t.dtype for t in tensors if t is not None}
+    if len(present) == 1:  # the usual case, without a dispatched call
+        return present.pop()
+    return functools.reduce(torch.promote_types, present)
 
 
 def spectral_dtype(*tensors: torch.Tensor | None) -> torch.dtype:
