@@ -1,7 +1,8 @@
 """Host time of a compiled Triton module's forward, its Triton launches stubbed out.
 
     .venv/bin/python benchmarks/host_overhead.py [--baseline-rev GIT_REV ...] [--specs ...]
-    # writes benchmarks/results/host_overhead.{md,json,png}
+    # writes benchmarks/results/host_overhead.{md,json,png} (other specs than the default
+    # ones: host_overhead_<specs>.*)
 
 What a GPU caller pays on the CPU beside the kernels: Python, the custom ops' dispatch, the
 launchers' configuration and keys, the torch ops (cat, bmm, the band operand) at a width where
@@ -129,11 +130,14 @@ def plot(rows: list[dict], path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
+DEFAULT_SPECS = ("padre3", "sima")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--baseline-rev", nargs="+", default=[],
                     help="compare with the codegen committed at these revs (timed together)")
-    ap.add_argument("--specs", nargs="+", default=["padre3", "sima"])
+    ap.add_argument("--specs", nargs="+", default=list(DEFAULT_SPECS))
     ap.add_argument("--burst", type=int, default=200)
     ap.add_argument("--repeats", type=int, default=9)
     args = ap.parse_args()
@@ -162,10 +166,12 @@ def main() -> int:
         lines.append(f"| {r['spec']} | {r['mode']} | {r['current']:.1f} |" + "".join(
             f" {r[rev]:.1f} | {r[f'x {rev}']:.2f} |" for rev in args.baseline_rev))
     OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "host_overhead.json").write_text(json.dumps(
+    stem = "host_overhead" + ("" if tuple(args.specs) == DEFAULT_SPECS
+                              else "_" + "_".join(args.specs))
+    (OUT / f"{stem}.json").write_text(json.dumps(
         {"command": command, "torch": torch.__version__, "rows": rows}, indent=1))
-    (OUT / "host_overhead.md").write_text("\n".join(lines) + "\n")
-    plot(rows, OUT / "host_overhead.png")
+    (OUT / f"{stem}.md").write_text("\n".join(lines) + "\n")
+    plot(rows, OUT / f"{stem}.png")
     print("\n".join(lines))
     return 0
 
