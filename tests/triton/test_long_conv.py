@@ -43,6 +43,14 @@ def test_fft_formulas_are_the_causal_maps_and_their_derivatives(n: int) -> None:
     assert all(checks.values()), checks
 
 
+@pytest.mark.parametrize("n", [2, 3, 5])
+def test_fft_formulas_hold_at_the_least_length_and_not_below(n: int) -> None:
+    """Any FFT length from 2N - 1 gives every formula (the runtime's is 2N); at 2N - 2 the
+    circular convolution wraps around into t = N - 1."""
+    assert all(long_conv.derivation_checks(n, n2=2 * n - 1).values())
+    assert not long_conv.derivation_checks(n, n2=2 * n - 2)["T_h x = circular(x, h)[:N]"]
+
+
 def test_the_symbolic_checks_fail_for_a_wrong_formula() -> None:
     """Without the zero padding (FFTs of size N) the circular convolution wraps around; a
     convolution where the adjoint needs a correlation gives wrong dx, dh and dd."""

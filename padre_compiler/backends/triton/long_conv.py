@@ -28,7 +28,10 @@ Backward (derived: the adjoint of T_h is the anti-causal correlation
     dd[c] = sum_{b,t} dy[t, c] x[t, c] = dh[c, 0]
 
 Zero-padded to 2N, each circular correlation is the linear one at lags 0..N-1 as well.
-`derivation_checks` proves these index identities in sympy at small N.
+`derivation_checks` proves these index identities in sympy at small N, for any FFT length
+from 2N - 1. The length is 2N: a 7-smooth length would spare cuFFT Bluestein's algorithm
+where 2N has a large prime factor, but the kept spectrum's size would then be no expression
+of a traced N (torch.compile with dynamic shapes).
 '''
 
 from __future__ import annotations
