@@ -1470,10 +1470,13 @@ if triton is not None:
 
         a, b, e, eo: [B, N, C] (any batch/token strides, channel stride 1; eo's s_ob, s_on);
         xp: [B, C, 2N] fp32 contiguous. Products in fp32. One [BT, BC] tile of
-        (token, channel) per program, grid (cdiv(2N, BT), cdiv(C, BC), B): the tiles past N
-        load nothing and store the zero padding. I64: every offset in int64.
+        (token, channel) per program, grid (B * cdiv(2N, BT), cdiv(C, BC)) (the batch on axis
+        0, which holds 2**31 - 1 programs, not 65,535): the tiles past N load nothing and
+        store the zero padding. I64: every offset in int64.
         """
-        i_t, i_c, i_b = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+        i_bt, i_c = tl.program_id(0), tl.program_id(1)
+        tiles = tl.cdiv(2 * N, BT)
+        i_b, i_t = i_bt // tiles, i_bt % tiles
         o_t = i_t * BT + tl.arange(0, BT)
         o_c = i_c * BC + tl.arange(0, BC)
         if I64:
@@ -1505,9 +1508,11 @@ if triton is not None:
         yp, xp: [B, C, 2N] fp32 contiguous (t < N read); d: [C]; g1, g2, o1, o2, so:
         [B, N, C] (any batch/token strides, channel stride 1; o1, o2 and so all at s_ob,
         s_on), each stored in its own dtype. fp32 math. One [BT, BC] tile per program, grid
-        (cdiv(N, BT), cdiv(C, BC), B).
+        (B * cdiv(N, BT), cdiv(C, BC)).
         """
-        i_t, i_c, i_b = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+        i_bt, i_c = tl.program_id(0), tl.program_id(1)
+        tiles = tl.cdiv(N, BT)
+        i_b, i_t = i_bt // tiles, i_bt % tiles
         o_t = i_t * BT + tl.arange(0, BT)
         o_c = i_c * BC + tl.arange(0, BC)
         if I64:
@@ -1616,7 +1621,7 @@ def long_conv_in(a, b, e, e_dtype=None, eo=None):
     bt, bc = LONG_CONV_TILE["BT"], LONG_CONV_TILE["BC"]
     bb, ee = (a if b is None else b), (a if e is None else e)  # never read where None
     oo = a if eo is None else eo
-    long_conv_in_kernel[(cdiv(n2, bt), cdiv(c, bc), bsz)](
+    long_conv_in_kernel[(bsz * cdiv(n2, bt), cdiv(c, bc))](
         a, bb, ee, xp, oo, n, c, a.stride(0), a.stride(1), bb.stride(0), bb.stride(1),
         ee.stride(0), ee.stride(1), oo.stride(0), oo.stride(1), B_IN=b is not None,
         E_IN=e is not None, BT=bt, BC=bc, I64=any(index_widths(a, bb, ee, xp, oo).values()),
@@ -1646,7 +1651,7 @@ def long_conv_out(yp, xp, d, g1, g2, n: int, store_s: bool, dtype: torch.dtype,
         (o1, o2), so = outs, None
     bt, bc = LONG_CONV_TILE["BT"], LONG_CONV_TILE["BC"]
     h1, h2 = (o1 if g1 is None else g1), (o1 if g2 is None else g2)  # never read where None
-    long_conv_out_kernel[(cdiv(n, bt), cdiv(c, bc), bsz)](
+    long_conv_out_kernel[(bsz * cdiv(n, bt), cdiv(c, bc))](
         yp, xp, yp if d is None else d, h1, h2, o1, o1 if o2 is None else o2,
         o1 if so is None else so, n, c, h1.stride(0), h1.stride(1), h2.stride(0), h2.stride(1),
         o1.stride(0), o1.stride(1), SKIP=d is not None, G1=g1 is not None, G2=g2 is not None,
