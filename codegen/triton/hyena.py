@@ -1765,6 +1765,9 @@ def _long_conv_hadamard_bwd_impl(
     ga, gb, gg = (None, None, None) if grad is None else part_views(grad, None, None,
                                                                     filt.shape[0], parts)
     n = a.shape[1]
+    if filter_grad and not xf.numel():
+        raise ValueError("long_conv_hadamard's backward needs the spectrum X its forward keeps "
+                         "with keep=True (custom_op_caller sets it where gradients run)")
     # dy = do ⊙ g padded; dg = do ⊙ y
     dyp, dg = long_conv_in(do, gate, y, None if gate is None else gate.dtype, gg)
     dyf = torch.fft.rfft(dyp)  # [B, C, N + 1]

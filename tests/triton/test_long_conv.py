@@ -427,3 +427,35 @@ def test_the_op_reads_a_split_whole_only_where_the_region_reads_all_its_parts(sh
     (region,) = regions.values()
     assert all(g.node(n).op == "split" for n in (region.a, region.b, region.gate))
     assert (region.whole is None) == shared
+
+
+@pytest.mark.parametrize("with_split", [True, False], ids=["split-whole", "filter"])
+def test_names_longer_than_a_line_compile(with_split) -> None:
+    """The call's arguments wrap at spaces only: a fused map's joined name or a filter's name
+    longer than the line is never cut in two (it had been: a SyntaxError)."""
+    x = dsl.tokens("sequence")
+    if with_split:  # the fused map's name joins the three: over 84 characters
+        p, q, r = (dsl.dense(x, f"{w}_projection_of_the_tokens") for w in ("first", "second",
+                                                                           "third"))
+        out = dsl.long_conv(p * q, "h", length=32) * r
+    else:
+        long = "a_projection_whose_descriptive_name_is_long_enough_to_exceed_the_wrap_width_"
+        out = dsl.long_conv(x * x, long + "filter", length=32) * x
+    spec = dsl.spec("long_names", layout="sequence", output=dsl.dense(out, "o"))
+    module = pc.compile(spec, dim=8, backend="triton")
+    reference = pc.compile(spec, dim=8)
+    reference.load_state_dict(module.state_dict())
+    x = torch.randn(2, 9, 8)
+    with torch.no_grad():
+        assert torch.allclose(module(x), reference(x), atol=1e-5)
+
+
+def test_a_backward_without_the_kept_spectrum_is_refused(runtime) -> None:
+    """The op called directly with keep=False keeps no X; its backward says so instead of
+    reading an empty spectrum."""
+    gen = torch.Generator().manual_seed(15)
+    a, b = (torch.randn(1, 8, 4, generator=gen, requires_grad=True) for _ in range(2))
+    filt = torch.randn(4, 8, generator=gen, requires_grad=True)
+    out, _, _ = torch.ops.padre_triton.long_conv_hadamard_v1(a, b, filt, None, None, False)
+    with pytest.raises(ValueError, match="keep=True"):
+        out.sum().backward()

@@ -56,6 +56,12 @@ def _kernel_width(conv_attrs: dict) -> int:
     return conv_attrs["kernel"] if "causal" in conv_attrs else kernel2d(conv_attrs)[1]
 
 
+def source_lines(text: str, width: int, **indents: str) -> list[str]:
+    """text wrapped at spaces only: an identifier or a hyphenated word is never cut (a name
+    longer than the line gets a line of its own)."""
+    return textwrap.wrap(text, width, break_long_words=False, break_on_hyphens=False, **indents)
+
+
 def _region_call(g: Graph, r: Region, names: dict[int, str], params: dict[str, str],
                  scales: dict[str, str], body: list[str], in_bias: str | None) -> str:
     """Source of one kernel call (a comment states what it computes); in_bias: the local
@@ -120,7 +126,7 @@ def _long_conv_call(g: Graph, r: LongConvRegion, names: dict[int, str], body: li
     if r.whole is not None:
         parts = sorted(operands, key=lambda n: g.node(n).a["index"])
         comment += f"; {', '.join(names[n] for n in parts)} the parts of {names[r.whole]}"
-    body += textwrap.wrap(comment, 88, subsequent_indent="#   ")
+    body += source_lines(comment, 88, subsequent_indent="#   ")
     if r.whole is None:
         args = [names[r.a], "None" if r.b is None else names[r.b], params["filter"],
                 params.get("skip", "None"), "None" if r.gate is None else names[r.gate]]
@@ -129,8 +135,8 @@ def _long_conv_call(g: Graph, r: LongConvRegion, names: dict[int, str], body: li
                 f"parts={list(r.parts)}"]
     body.append("\n".join([
         f"{names[r.end]} = long_conv_hadamard(  # [B, N, {g.node(r.end).width}]",
-        *textwrap.wrap(", ".join(args) + ",", 88, initial_indent="    ",
-                       subsequent_indent="    "),
+        *source_lines(", ".join(args) + ",", 88, initial_indent="    ",
+                      subsequent_indent="    "),
         ")[0]"]))
 
 
@@ -164,13 +170,13 @@ def _attention_call(g: Graph, nid: int, names: dict[int, str], folded: dict[int,
         target = fold.end
     note = "; ".join(n for n in notes if n)
     comment = "triton: head_state, head_apply" + (f" ({note})" if note else "")
-    body += textwrap.wrap(comment, 88, initial_indent="# ", subsequent_indent="#   ")
+    body += source_lines(comment, 88, initial_indent="# ", subsequent_indent="#   ")
     call = f"{names[target]} = linear_attention({', '.join(args)})"
     shape = f"  # [B, N, {g.node(target).width}]"
     if len(call + shape) > 100:  # one argument line, wrapped, as the kernel calls have them
         call = "\n".join([f"{names[target]} = linear_attention({shape}",
-                          *textwrap.wrap(", ".join(args) + ",", 92, initial_indent="    ",
-                                         subsequent_indent="    "), ")"])
+                          *source_lines(", ".join(args) + ",", 92, initial_indent="    ",
+                                        subsequent_indent="    "), ")"])
         shape = ""
     body.append(call + shape)
 

@@ -354,6 +354,9 @@ def _long_conv_hadamard_bwd_impl(
     ga, gb, gg = (None, None, None) if grad is None else part_views(grad, None, None,
                                                                     filt.shape[0], parts)
     n = a.shape[1]
+    if filter_grad and not xf.numel():
+        raise ValueError("long_conv_hadamard's backward needs the spectrum X its forward keeps "
+                         "with keep=True (custom_op_caller sets it where gradients run)")
     # dy = do ⊙ g padded; dg = do ⊙ y
     dyp, dg = long_conv_in(do, gate, y, None if gate is None else gate.dtype, gg)
     dyf = torch.fft.rfft(dyp)  # [B, C, N + 1]
@@ -482,7 +485,8 @@ def _whole_split(g: Graph, r: LongConvRegion) -> tuple[int, tuple[int, int, int]
     and its backward writes the whole's gradient, part by part, with no concatenation."""
     operands = [n for n in (r.a, r.b, r.gate) if n is not None]
     nodes = [g.node(n) for n in operands]
-    if any(node.op != "split" for node in nodes) or len(set(operands)) < len(operands):
+    if (any(node.op != "split" for node in nodes)
+            or len({node.a["index"] for node in nodes}) < len(operands)):
         return None
     wholes = {g.inputs(n)[0] for n in operands}
     if len(wholes) != 1 or any(node.a["parts"] != len(operands) for node in nodes):
