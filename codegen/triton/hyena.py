@@ -1459,6 +1459,21 @@ dwconv_hadamard = custom_op_caller(_register_dwconv_hadamard(), _dwconv_hadamard
 
 if triton is not None:
 
+    @triton.jit
+    def token_tile(rows, N, C, BT: tl.constexpr, BC: tl.constexpr, I64: tl.constexpr):
+        """This program's (batch b, token offsets [BT], channel offsets [BC], mask [BT, BC] of
+        t < N and c < C) on a grid (B * cdiv(rows, BT), cdiv(C, BC)): the batch shares axis 0
+        with the token tiles (2**31 - 1 programs there, not 65,535); in int64 with I64."""
+        i_bt, i_c = tl.program_id(0), tl.program_id(1)
+        tiles = tl.cdiv(rows, BT)
+        i_b, i_t = i_bt // tiles, i_bt % tiles
+        o_t = i_t * BT + tl.arange(0, BT)
+        o_c = i_c * BC + tl.arange(0, BC)
+        if I64:
+            i_b, o_t, o_c = i_b.to(tl.int64), o_t.to(tl.int64), o_c.to(tl.int64)
+        return i_b, o_t, o_c, (o_t < N)[:, None] & (o_c < C)[None, :]
+
+
     @triton.jit(do_not_specialize=["N", "C"])
     def long_conv_in_kernel(
         a, b, e, xp, eo, N, C, s_ab, s_an, s_bb, s_bn, s_eb, s_en, s_ob, s_on,
@@ -1470,19 +1485,10 @@ if triton is not None:
 
         a, b, e, eo: [B, N, C] (any batch/token strides, channel stride 1; eo's s_ob, s_on);
         xp: [B, C, 2N] fp32 contiguous. Products in fp32. One [BT, BC] tile of
-        (token, channel) per program, grid (B * cdiv(2N, BT), cdiv(C, BC)) (the batch on axis
-        0, which holds 2**31 - 1 programs, not 65,535): the tiles past N load nothing and
-        store the zero padding. I64: every offset in int64.
+        (token, channel) per program, grid (B * cdiv(2N, BT), cdiv(C, BC)) (token_tile): the
+        tiles past N load nothing and store the zero padding. I64: every offset in int64.
         """
-        i_bt, i_c = tl.program_id(0), tl.program_id(1)
-        tiles = tl.cdiv(2 * N, BT)
-        i_b, i_t = i_bt // tiles, i_bt % tiles
-        o_t = i_t * BT + tl.arange(0, BT)
-        o_c = i_c * BC + tl.arange(0, BC)
-        if I64:
-            i_b, o_t, o_c = i_b.to(tl.int64), o_t.to(tl.int64), o_c.to(tl.int64)
-        m_c = o_c < C
-        m = (o_t < N)[:, None] & m_c[None, :]
+        i_b, o_t, o_c, m = token_tile(2 * N, N, C, BT, BC, I64)
         b_x = tl.load(a + i_b * s_ab + o_t[:, None] * s_an + o_c[None, :], mask=m,
                       other=0.).to(tl.float32)  # [BT, BC]
         if E_IN:
@@ -1493,7 +1499,7 @@ if triton is not None:
             b_x *= tl.load(b + i_b * s_bb + o_t[:, None] * s_bn + o_c[None, :], mask=m,
                            other=0.).to(tl.float32)
         tl.store(xp + (i_b * C + o_c[None, :]) * (2 * N) + o_t[:, None], b_x,
-                 mask=(o_t < 2 * N)[:, None] & m_c[None, :])
+                 mask=(o_t < 2 * N)[:, None] & (o_c < C)[None, :])
 
 
     @triton.jit(do_not_specialize=["N", "C"])
@@ -1508,21 +1514,13 @@ if triton is not None:
         yp, xp: [B, C, 2N] fp32 contiguous (t < N read); d: [C]; g1, g2, o1, o2, so:
         [B, N, C] (any batch/token strides, channel stride 1; o1, o2 and so all at s_ob,
         s_on), each stored in its own dtype. fp32 math. One [BT, BC] tile per program, grid
-        (B * cdiv(N, BT), cdiv(C, BC)).
+        (B * cdiv(N, BT), cdiv(C, BC)) (token_tile).
         """
-        i_bt, i_c = tl.program_id(0), tl.program_id(1)
-        tiles = tl.cdiv(N, BT)
-        i_b, i_t = i_bt // tiles, i_bt % tiles
-        o_t = i_t * BT + tl.arange(0, BT)
-        o_c = i_c * BC + tl.arange(0, BC)
-        if I64:
-            i_b, o_t, o_c = i_b.to(tl.int64), o_t.to(tl.int64), o_c.to(tl.int64)
-        m_c = o_c < C
-        m = (o_t < N)[:, None] & m_c[None, :]
+        i_b, o_t, o_c, m = token_tile(N, N, C, BT, BC, I64)
         spectral = (i_b * C + o_c[None, :]) * (2 * N) + o_t[:, None]
         b_s = tl.load(yp + spectral, mask=m, other=0.)  # [BT, BC]
         if SKIP:
-            b_d = tl.load(d + o_c, mask=m_c, other=0.).to(tl.float32)
+            b_d = tl.load(d + o_c, mask=o_c < C, other=0.).to(tl.float32)
             b_s += b_d[None, :] * tl.load(xp + spectral, mask=m, other=0.)
         out = i_b * s_ob + o_t[:, None] * s_on + o_c[None, :]
         if STORE_S:
