@@ -1564,7 +1564,8 @@ if triton is not None:
 # one [BT, BC] tile for both kernels, CPU and GPU: 32 channels of a token-major row are two
 # whole 32-byte sectors in 16 bits, 32 tokens of a channel-major row one 128-byte line in fp32;
 # at 8 values a thread both kernels take at most 48 registers for sm_90, so an SM holds 40 or more
-# of their warps to hide memory latency (64 x 64 tiles: 16 to 32; tests/triton/test_triton_aot.py)
+# of their warps to hide memory latency (benchmarks/results/launch_census*.md,
+# tests/triton/test_triton_aot.py)
 LONG_CONV_TILE = {"BT": 32, "BC": 32, "num_warps": 4}
 
 

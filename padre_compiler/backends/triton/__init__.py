@@ -308,7 +308,6 @@ def emit_module(g: Graph, decls: dict[str, ParamDecl], *, name: str, header: str
         kernel_notes.append(f"{len(attention)} linear attention(s) (head_state_kernel, "
                             "head_apply_kernel" + (f"; {folds}" if folds else "") + ")")
     note = [
-        "",
         "Fused Triton kernels: " + ("; ".join(kernel_notes) if kernel_notes else
                                     "none (no convolution region or attention)") + ".",
         "Torch fallback (marked `(torch)` below): "
@@ -330,7 +329,7 @@ def emit_module(g: Graph, decls: dict[str, ParamDecl], *, name: str, header: str
         "Linear attention backward: head_state and head_apply again (each is linear in each "
         "argument)." if attention else "",
     ]
-    note = ["", *(line for text in note[1:] for line in textwrap.wrap(text, 96)), ""]
+    note = [line for text in note for line in textwrap.wrap(text, 96)]
     families = [f for f, used in ((kernels, regions), (linear_attention, attention),
                                   (long_conv, long_regions)) if used]
     preamble = [kernels.TORCH_IMPORTS.strip("\n"), ""]
@@ -344,5 +343,6 @@ def emit_module(g: Graph, decls: dict[str, ParamDecl], *, name: str, header: str
         preamble += ["", "# tl.dot tiles per kernel, (batch, M, N, K): backends/triton/legality.py",
                      "DOT_TILES = {", *(f"    {k!r}: {v!r}," for k, v in tiles.items()), "}", ""]
     preamble += helper_sources(used_helpers)
-    return module_source(g, decls, name=name, docstring=f"{header}\n" + "\n".join(note[1:]),
-                         preamble=preamble, body=body, fixed_dim=fixed_dim)
+    docstring = f"{header}\n" + "".join(f"{line}\n" for line in note)
+    return module_source(g, decls, name=name, docstring=docstring, preamble=preamble, body=body,
+                         fixed_dim=fixed_dim)
