@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import sys
+from types import ModuleType
+
 import numpy as np
+import pytest
 import torch
 
 import padre_compiler as pc
@@ -28,3 +32,13 @@ def random_case_inputs(case, seed: int = 0, batch: int = 2):
     params = random_params(case.spec.param_decls(), case.dim, seed=seed)
     x = np.random.default_rng(seed + 1).standard_normal((batch, case.tokens, case.dim))
     return params, x
+
+
+def generated_runtime(name: str, dim: int) -> ModuleType:
+    """The generated Triton module of `name` (its kernels, launchers and naive twins); the
+    calling test skips where Triton is not installed."""
+    module = pc.compile(name, dim=dim, backend="triton")
+    m = sys.modules[type(module).__module__]
+    if m.triton is None:
+        pytest.skip("Triton is not installed")
+    return m

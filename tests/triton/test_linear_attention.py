@@ -3,26 +3,20 @@ forward and backward, under NaN-poisoned outputs."""
 
 from __future__ import annotations
 
-import sys
-
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import padre_compiler as pc
 from padre_compiler.verify.poison import nan_poisoned
+from tests.helpers import generated_runtime
 
 TOL = {torch.float32: 1e-5, torch.float16: 5e-3}
 
 
 @pytest.fixture(scope="module")
 def runtime():
-    module = pc.compile("sima", dim=16, backend="triton")
-    m = sys.modules[type(module).__module__]
-    if m.triton is None:
-        pytest.skip("Triton is not installed")
-    return m
+    return generated_runtime("sima", 16)
 
 
 def _rel(got: torch.Tensor, ref: torch.Tensor) -> float:

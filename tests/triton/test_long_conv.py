@@ -7,7 +7,6 @@ forms."""
 from __future__ import annotations
 
 import functools
-import sys
 
 import pytest
 import torch
@@ -21,17 +20,14 @@ from padre_compiler.compiler import as_spec, optimise, pass_context
 from padre_compiler.derive.hyena import hyena_spec
 from padre_compiler.spec import dsl
 from padre_compiler.verify.poison import nan_poisoned
+from tests.helpers import generated_runtime
 
 TOL = {torch.float32: 2e-5, torch.float16: 4e-3}
 
 
 @pytest.fixture(scope="module")
 def runtime():
-    module = pc.compile("hyena", dim=8, backend="triton")
-    m = sys.modules[type(module).__module__]
-    if m.triton is None:
-        pytest.skip("Triton is not installed")
-    return m
+    return generated_runtime("hyena", 8)
 
 
 @pytest.mark.parametrize("n", [1, 2, 3, 5])
