@@ -93,6 +93,28 @@ def stored_run(m, b: int, h: int, flags: dict, stages: int) -> tuple:
             b * h * h * 384 / math.prod(grid))
 
 
+WGRAD_FLAGS = dict(KH=11, KW=11, PH=5, PW=5, BD=16, s_xn=1, s_dn=1)
+
+
+def stored_wgrad_run(m, b: int, h: int, rows: int | None = None) -> tuple:
+    """A census run of the weight gradient at the launcher's tiles (BH = rows where given:
+    its first launch's 32-row candidate) for b images of h x h tokens (C = 384), counted per
+    du element it reads: the b h h C elements over the grid's programs (row groups over the
+    images' rows stacked, wgrad_grid; before it, an image a program, its rows tiled apart,
+    the last tile padded to BH)."""
+    align = min(h & -h, 8)
+    stacked = hasattr(m, "wgrad_grid")
+    cfg = _config(m, "dwconv_toeplitz_config", 384, 11, gpu=True,
+                  rows=b * h if stacked else h, pad_w=5, align=align)
+    cfg = cfg if rows is None else dict(cfg, BH=rows)
+    grid, group = (m.wgrad_grid(cfg, b, h, h, 384) if stacked else
+                   ((-(-h // cfg["BW"]), -(-384 // cfg["BC"]), b), h))
+    note = "" if rows is None else f", {rows} rows"
+    return (f"dwconv_toeplitz_wgrad_kernel ({b} x {h} x {h}{note}, per du element)",
+            "dwconv_toeplitz_wgrad_kernel", WGRAD_FLAGS, cfg, 2, {"dw": "fp32"},
+            (-(-group // cfg["BH"]), FLAGS["KH"]), b * h * h * 384 / math.prod(grid))
+
+
 def measure(path: Path, triton_path: Path | None = None) -> list[dict]:
     """padre3's kernels as its GPU module launches them in bf16. Forward: the Toeplitz form on
     the channel-major dense output (token stride 1, 16-byte aligned rows); the direct form on
@@ -142,7 +164,7 @@ def measure(path: Path, triton_path: Path | None = None) -> list[dict]:
                      backward["BT"] * backward["BC"]))
     if "dwconv_toeplitz_wgrad_kernel" in text:
         wgrad = dict(toeplitz)  # the launcher's tiles; the program loops over all 56 rows
-        flags = dict(KH=11, KW=11, PH=5, PW=5, BD=16, s_xn=1, s_dn=1)
+        flags = WGRAD_FLAGS
         body = text[text.index("def dwconv_toeplitz_wgrad_kernel"):]
         rows_outside = body.index("for i_r in range(") < body.index("for i_kh in range(")
         # 160 rows: 25,600 tokens, three row tiles; one stage: plain (L1-cached) strip loads
@@ -217,6 +239,10 @@ def measure(path: Path, triton_path: Path | None = None) -> list[dict]:
                              slab["BC"] * slab["BH"] * slab["BW"]))
     if "ALIGN" in text:  # per stored output at the benchmark's batches
         runs += [stored_run(m, b, h, runs[2][2], runs[2][4]) for b, h in GRIDS]
+        if "dwconv_toeplitz_wgrad_kernel" in text and rows_outside:  # and per du element
+            runs += [stored_wgrad_run(m, b, h) for b, h in GRIDS]
+            if hasattr(m, "wgrad_grid"):  # the 32-row candidate
+                runs += [stored_wgrad_run(m, b, h, rows=32) for b, h in GRIDS]
     if "I64" in text:  # an offset reaching 2**31 (index_widths): batch offsets in int64
         runs += [(f"{label} (I64)", kernel, dict(flags, I64=True), *rest)
                  for label, kernel, flags, *rest in runs[2:4]]  # Toeplitz fwd, bwd (u given)

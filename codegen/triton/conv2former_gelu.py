@@ -179,6 +179,21 @@ if triton is not None:
 
 
     @triton.jit
+    def stacked_rows(r0, BH: tl.constexpr, H, B, I64: tl.constexpr):
+        """Rows r0 + (0..BH-1) of the B images' H rows stacked, as (o_b, o_r, o_rt), each
+        [BH]: the image of each row (a row past the last image: in the last, with o_r >= H,
+        so every masked reader skips it), its row in that image, the stacked row; the image
+        and the stacked row in int64 where I64 (an offset reaches 2**31)."""
+        o_rt = r0 + tl.arange(0, BH)
+        o_b = (o_rt.to(tl.uint32) // H.to(tl.uint32)).to(tl.int32)  # one unsigned division
+        o_b = tl.minimum(o_b, B - 1)
+        o_r = o_rt - o_b * H
+        if I64:
+            o_b, o_rt = o_b.to(tl.int64), o_rt.to(tl.int64)
+        return o_b, o_r, o_rt
+
+
+    @triton.jit
     def slab_tile(x, r0, o_k, o_c, m_ck, PH, H, W, s_xn, s_xc, STRIP_CACHE: tl.constexpr,
                   BC: tl.constexpr, BH: tl.constexpr, BK: tl.constexpr):
         """[32, BC * BH / 16 * BK] windows laid side by side: row b of window (c, q) holds
@@ -448,12 +463,7 @@ if triton is not None:
             o_r = i_h * BH + tl.arange(0, BH)  # [BH] output rows
             o_rt = i_b * H + o_r  # [BH] their rows among the images' rows stacked
         else:  # row tiles over the B * H rows of the images stacked: a tile may span images
-            o_rt = i_h * BH + tl.arange(0, BH)  # [BH] stacked output rows
-            o_b = (o_rt.to(tl.uint32) // H.to(tl.uint32)).to(tl.int32)  # [BH] their images
-            o_b = tl.minimum(o_b, B - 1)  # rows past the last image: in it (never stored)
-            o_r = o_rt - o_b * H  # [BH] rows in the image (>= H past the last: not stored)
-            if I64:  # an offset reaches 2**31 (index_widths): batch offsets in int64
-                o_b, o_rt = o_b.to(tl.int64), o_rt.to(tl.int64)
+            o_b, o_r, o_rt = stacked_rows(i_h * BH, BH, H, B, I64)
         o_j = i_w * BW + tl.arange(0, BW)  # [BW] output columns
         o_c = i_c * BC + tl.arange(0, BC)  # [BC] channels
         m_c = o_c < C
@@ -531,11 +541,11 @@ if triton is not None:
             tl.store(o + p_out, b_o.to(o.dtype.element_ty), mask=m)
 
 
-    @triton.jit(do_not_specialize=["H", "W"])  # one compile for every grid
+    @triton.jit(do_not_specialize=["H", "W", "B", "ROWS"])  # one compile for every grid
     def dwconv_toeplitz_wgrad_kernel(
         x, du, dw,
         s_xb, s_xn, s_xc, s_db, s_dn, s_dc,  # strides (elements) of x and du, [B, N, C] views
-        C, H, W,
+        C, H, W, B, ROWS,
         KH: tl.constexpr, KW: tl.constexpr, PH: tl.constexpr, PW: tl.constexpr,
         BH: tl.constexpr, BW: tl.constexpr, BK: tl.constexpr, BC: tl.constexpr,
         HALO: tl.constexpr, ALIGN: tl.constexpr, STRIP_CACHE: tl.constexpr, BD: tl.constexpr,
@@ -543,29 +553,31 @@ if triton is not None:
         I64: tl.constexpr = False, PARTIAL: tl.constexpr = False,
     ):
         """dw[c, i, d] += sum_{r, j} du[c, r, j] x[c, r + i - PH, j + d - PW] on tensor cores,
-        for one [BC channels, BW columns] stripe of one image, all rows.
+        for one [BC channels, BW columns] stripe of ROWS rows (a multiple of BH) of the B
+        images' H rows stacked (grid axis 2: the ROWS-row group; a row tile may span images,
+        each row reading its own image, so no tile is padded to BH per image); SLAB: of one
+        image's rows (axis 2: the image; its windows are shared between rows).
 
         Per row tile and row tap i, P[c, j, k] = sum_r du[c, r, j] x[c, r + i - PH, w0 - HALO + k]
         is a batched [BW, BH] @ [BH, BK] product (the forward's strip, transposed du tile);
         then dw[c, i, d] += sum_j P[c, j, j + d + HALO - PW] (a diagonal sum, 0 <= d < KW: one
         gather along k, one sum along j). dw: [C, KH, KW]
-        fp32, summed over stripes and images. BK >= BW + HALO + KW - 1 - PW;
+        fp32, summed over stripes and row groups. BK >= BW + HALO + KW - 1 - PW;
         ALIGN and STRIP_CACHE as in the forward (the row taps re-read the stripe's x rows).
         Row tiles outside, taps inside: each du tile is loaded and transposed once for all
         taps, the tap loop is the one pipelined, and the diagonal sums of each (tile, tap)
         are added to dw as they come (they are linear in P). SLAB (KH <= 17, 16 | BH): each
         row tile's strips from one load, as in the forward (slab_tile, slab_strip).
-        PARTIAL: dw is [B * stripes, C, KH, KW], a row of partial sums for each program, which
-        adds its (tile, tap) sums there in a fixed order (deterministic).
+        PARTIAL: dw is [groups * stripes, C, KH, KW], a row of partial sums for each program,
+        which adds its (tile, tap) sums there in a fixed order (deterministic).
         """
         # == themselves (the launcher checks ALIGN divides them, for x and du); tells the compiler
         W, s_xb, s_xc = (W // ALIGN) * ALIGN, (s_xb // ALIGN) * ALIGN, (s_xc // ALIGN) * ALIGN
         s_db, s_dc = (s_db // ALIGN) * ALIGN, (s_dc // ALIGN) * ALIGN
-        i_w, i_c, i_b = tl.program_id(0), tl.program_id(1), tl.program_id(2)
-        if I64:  # an offset reaches 2**31 (index_widths): batch offsets in int64
-            i_b = i_b.to(tl.int64)
+        i_w, i_c, i_g = tl.program_id(0), tl.program_id(1), tl.program_id(2)
         if PARTIAL:  # this program's [C, KH, KW] row of partial sums
-            dw += (i_b * tl.num_programs(0) + i_w) * C * (KH * KW)
+            i_p = i_g * tl.num_programs(0) + i_w
+            dw += (i_p.to(tl.int64) if I64 else i_p) * C * (KH * KW)
         # fp32 x: IEEE products (CUDA cores), as the direct form; 16-bit: tensor cores
         DOT: tl.constexpr = "ieee" if x.dtype.element_ty == tl.float32 else "tf32"
         o_j = i_w * BW + tl.arange(0, BW)  # [BW] output columns
@@ -579,21 +591,34 @@ if triton is not None:
         o_lag = tl.arange(0, BW)[:, None] + o_d[None, :] + (HALO - PW)  # [BW, BD]
         o_lag = tl.broadcast_to(tl.minimum(o_lag, BK - 1)[None, :, :], (BC, BW, BD))
         m_d = (o_d < KW)[None, :]  # [1, BD]
-        p_d = du + i_b * s_db + o_j[None, None, :] * s_dn + o_c[:, None, None] * s_dc
-        for i_r in range(0, H, BH):  # row tiles; the tap loop inside is the pipelined one
-            o_r = i_r + tl.arange(0, BH)  # [BH] du rows
-            b_dt = tl.load(p_d + (o_r * W)[None, :, None] * s_dn,
+        p_d = du + o_j[None, None, :] * s_dn + o_c[:, None, None] * s_dc
+        if SLAB:  # rows of image i_g
+            i_b = i_g
+            if I64:  # an offset reaches 2**31 (index_widths): batch offsets in int64
+                i_b = i_b.to(tl.int64)
+            r_lo, r_hi = 0, H
+        else:  # stacked rows [i_g ROWS, (i_g + 1) ROWS), the last group cut at B H
+            r_lo = i_g * ROWS
+            r_hi = tl.minimum(r_lo + ROWS, B * H)
+        for i_r in range(r_lo, r_hi, BH):  # row tiles; the tap loop inside is the pipelined one
+            if SLAB:
+                o_r = i_r + tl.arange(0, BH)  # [BH] du rows in the image
+                o_xb, o_db = i_b * s_xb, i_b * s_db
+            else:
+                o_b, o_r, _ = stacked_rows(i_r, BH, H, B, I64)  # [BH] images, rows in them
+                o_xb, o_db = o_b * s_xb, o_b * s_db  # [BH] each row's image offsets
+            b_dt = tl.load(p_d + (o_db + o_r * W * s_dn)[None, :, None],
                            mask=m_cj & (o_r < H)[None, :, None], other=0.)  # [BC, BH, BW]
             b_dt = tl.permute(b_dt, (0, 2, 1)).to(x.dtype.element_ty)  # [BC, BW, BH], once
             if SLAB:  # the row tile's strips from one load, as in the forward
-                b_slab = slab_tile(x + i_b * s_xb, i_r, o_k, o_c, m_ck, PH, H, W, s_xn, s_xc,
+                b_slab = slab_tile(x + o_xb, i_r, o_k, o_c, m_ck, PH, H, W, s_xn, s_xc,
                                    STRIP_CACHE, BC, BH, BK)
             for i_kh in range(KH):
                 if SLAB:
                     b_x = slab_strip(b_slab, i_kh, BC, BH, BK)  # [BC, BH, BK]
                 else:
-                    b_x = strip_tile(x + i_b * s_xb, 0, o_r, o_k, o_c, m_ck, i_kh, PH, H, W,
-                                     s_xn, s_xc, STRIP_CACHE)  # [BC, BH, BK]
+                    b_x = strip_tile(x, o_xb, o_r, o_k, o_c, m_ck, i_kh, PH, H, W, s_xn, s_xc,
+                                     STRIP_CACHE)  # [BC, BH, BK]
                 b_p = tl.dot(b_dt, b_x, input_precision=DOT)  # [BC, BW, BK] P of row tap i
                 b_s = tl.sum(tl.gather(b_p, o_lag, axis=2), axis=1)  # [BC, BD] diagonal sums
                 accumulate(dw + o_c[:, None] * (KH * KW) + i_kh * KW + o_d[None, :], b_s,
@@ -666,6 +691,19 @@ def toeplitz_grid(cfg: dict, b: int, height: int, width: int, c: int) -> tuple[i
     if cfg.get("SLAB"):
         return cdiv(height, cfg["BH"]) * cdiv(width, cfg["BW"]), cdiv(c, cfg["BC"]), b
     return cdiv(b * height, cfg["BH"]) * cdiv(width, cfg["BW"]), cdiv(c, cfg["BC"])
+
+
+def wgrad_grid(cfg: dict, b: int, height: int, width: int, c: int
+               ) -> tuple[tuple[int, int, int], int]:
+    """dwconv_toeplitz_wgrad_kernel's programs (column stripes, channel blocks, row groups)
+    and the rows of a group: about an image's rows, rounded up to whole BH tiles, of the b
+    images' rows stacked (b * height rows in cdiv(b * height, BH) tiles: none padded per
+    image); SLAB: one image's (a group an image)."""
+    stripes, blocks = cdiv(width, cfg["BW"]), cdiv(c, cfg["BC"])
+    if cfg.get("SLAB"):
+        return (stripes, blocks, b), height
+    group = cdiv(height, cfg["BH"]) * cfg["BH"]
+    return (stripes, blocks, cdiv(b * height, group)), group
 
 
 def tile_rows(bh: int, rows: int) -> int:
@@ -786,12 +824,35 @@ def dwconv_toeplitz_configs(c: int, kw: int, gpu: bool, rows: int = 64,
 # plain loads where Triton ignores ".ca", as 3.6 does), and 2 stages: the tap loop is the
 # pipelined one, and at 2 stages it issues 2.9 warp instructions per du element against 3.1
 # at 3 (benchmarks/results/triton_aot.md)
+# and 32-row tiles (at most the default's rows): with the row tiles over the images stacked,
+# 64 rows serve every grid, but on 28 x 28 images (4-aligned strips) under the H200's Triton
+# 3.6.0 they take 159 registers a thread (1 program an SM) for 4.59 warp instructions per du
+# element, 32 rows 112 (2) for 6.33 (benchmarks/results/triton_aot_triton-3.6.0.md)
 WGRAD_VARIANTS = ({"STRIP_CACHE": ".ca"}, {"num_stages": 2},
-                  {"STRIP_CACHE": ".ca", "num_stages": 2}, {"num_stages": 1})
+                  {"STRIP_CACHE": ".ca", "num_stages": 2}, {"num_stages": 1}, {"BH": 32})
 # and (KH <= 17) with each row tile's strips from one slab, as the forward's SLAB: 3.08 warp
 # instructions per du element against 3.46 under Triton 3.6.0, 3.24 against 3.08 under 3.9;
 # nothing is loaded in its tap loop, so its pipeline depth makes no difference
 WGRAD_SLAB = {"SLAB": True}
+
+
+@functools.cache  # once per launch shape: every backward asks
+def wgrad_configs(c: int, kh: int, kw: int, gpu: bool, b: int, height: int, pad_w: int,
+                  align: int) -> tuple[tuple[dict, ...], dict]:
+    """(candidates, slab): the weight gradient's tiles for b images of `height` rows, the
+    default (its row tiles over the images' rows stacked) then on a GPU WGRAD_VARIANTS and
+    (kh <= 17) the slab, no variant's tile taller than the default's; and the slab on one
+    image's rows (what PADRE_TRITON_CONV=slab forces). Shared between calls: not to be
+    modified."""
+    base = dwconv_toeplitz_config(c, kw, gpu, rows=b * height, pad_w=pad_w, align=align)
+    slab = dict(base, **WGRAD_SLAB, BH=tile_rows(base["BH"], height))
+    configs = [base]
+    for cfg in (*(dict(base, **v) for v in WGRAD_VARIANTS),
+                *((slab,) if slab_fits(kh) else ())) if gpu else ():
+        cfg = dict(cfg, BH=min(cfg["BH"], base["BH"]))
+        if cfg not in configs:
+            configs.append(cfg)
+    return tuple(configs), slab
 
 
 def in_bias_tile(kh: int, kw: int) -> int:
@@ -1358,18 +1419,16 @@ def dwconv_toeplitz_wgrad_launch(x, du, dw, height: int, width: int, pad_h: int,
     b, _, c = x.shape
     kh, kw = dw.shape[1], dw.shape[2]
     align = min(strip_alignment(x, width), strip_alignment(du, width))
-    base = dwconv_toeplitz_config(c, kw, x.is_cuda, rows=height, pad_w=pad_w, align=align)
-    variants = (*WGRAD_VARIANTS, *((WGRAD_SLAB,) if slab_fits(kh) else ())) if x.is_cuda else ()
-    configs = (base, *(dict(base, **v) for v in variants))
+    configs, slab = wgrad_configs(c, kh, kw, x.is_cuda, b, height, pad_w, align)
     if slab_fits(kh, forced=True):
-        configs = (dict(base, **WGRAD_SLAB),)
+        configs = (slab,)
 
     def launch(cfg, out):
-        grid = (cdiv(width, cfg["BW"]), cdiv(c, cfg["BC"]), b)
-        rows = out.new_zeros((grid[0] * b, *out.shape)) if partial else out
+        grid, group = wgrad_grid(cfg, b, height, width, c)
+        rows = out.new_zeros((grid[0] * grid[2], *out.shape)) if partial else out
         handle = start(dwconv_toeplitz_wgrad_kernel, grid)(
             x, du, rows, x.stride(0), x.stride(1), x.stride(2), du.stride(0), du.stride(1),
-            du.stride(2), c, height, width, KH=kh, KW=kw, PH=pad_h, PW=pad_w,
+            du.stride(2), c, height, width, b, group, KH=kh, KW=kw, PH=pad_h, PW=pad_w,
             BD=next_power_of_2(kw), I64=index_widths(x, du, rows)["I64"], PARTIAL=partial,
             **cfg)
         if partial:

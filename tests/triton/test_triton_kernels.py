@@ -158,13 +158,14 @@ def test_kernel_writes_every_output_element(dtype, form) -> None:
 @pytest.mark.parametrize("layout", ["channel-slices", "token-first", "one-token"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
 def test_row_tiles_spanning_many_images_read_each_row_from_its_own(dtype, layout, form) -> None:
-    """The Toeplitz forward's row tiles run over the images' rows stacked (16 rows here: 7
-    images of 3 rows, so a tile holds parts of up to 6 images and the last tile rows past the
-    last image): every row must read its own image alone, through the strip rows, the input
-    bias's in-grid tap counts, the gate and accumulator (views of wider tensors' channels,
-    or [N, B, C] tensors transposed, whose batch stride is not N token strides: token_rows
-    copies those; one-token images, whose [B, 1, C] layouts torch calls contiguous whatever
-    their token stride: token_rows gives them the batch stride) and the stored outputs."""
+    """The Toeplitz forward's and weight gradient's row tiles run over the images' rows
+    stacked (16 rows here: 7 images of 3 rows, so a tile holds parts of up to 6 images and
+    the last tile rows past the last image): every row must read its own image alone,
+    through the strip rows, the input bias's in-grid tap counts, the gate and accumulator
+    (views of wider tensors' channels, or [N, B, C] tensors transposed, whose batch stride is
+    not N token strides: token_rows copies those; one-token images, whose [B, 1, C] layouts
+    torch calls contiguous whatever their token stride: token_rows gives them the batch
+    stride), the stored outputs, and the weight gradient's du rows."""
     m = _kernels_module()
     gen = torch.Generator().manual_seed(17)
     b, h, w, c, k = (7, 3, 6, 5, 5) if layout != "one-token" else (7, 1, 1, 5, 5)
@@ -188,6 +189,11 @@ def test_row_tiles_spanning_many_images_read_each_row_from_its_own(dtype, layout
                                    2, True, True, in_bias=in_bias.double())
     for got, ref in zip((z, o), want, strict=True):
         torch.testing.assert_close(got.double(), ref, atol=TOL[dtype] * 20, rtol=TOL[dtype])
+    du = torch.randn(b, c, h * w, generator=gen).mT.to(dtype)  # channel-major, as bwd writes it
+    dw = torch.zeros(c, k, k)
+    m.dwconv_toeplitz_wgrad_launch(x, du, dw, h, w, 2, 2)
+    want = m._depthwise_weight_grad(x.double(), du.double(), k, k, h, w, 2, 2)
+    torch.testing.assert_close(dw.double(), want, atol=TOL[dtype] * 20, rtol=TOL[dtype])
 
 
 def test_causal_and_asymmetric_padding_match_naive_twin(form) -> None:
@@ -931,9 +937,9 @@ class LaunchSpy:
 
 def _own_rows(m, spies: dict[str, LaunchSpy]) -> None:
     """Each row of partial sums holds its own program's terms alone: the bias, scale and
-    accumulator-scale gradients of its (image, token tile), the weight gradient of its (image,
-    column stripe). Races between programs sharing a row would not show in the interpreter,
-    which runs programs one by one."""
+    accumulator-scale gradients of its (image, token tile), the weight gradient of its (row
+    group, column stripe), a group's rows spanning images. Races between programs sharing a
+    row would not show in the interpreter, which runs programs one by one."""
     for grid, args, kw in spies["dwconv_hadamard_bwd_kernel"].launches:
         x, weight, bias, gate, acc, do, u = (args[i] for i in (0, 1, 2, 3, 4, 8, 9))
         du, db, ds, dsa = args[10], args[14], args[15], args[16]
@@ -948,13 +954,16 @@ def _own_rows(m, spies: dict[str, LaunchSpy]) -> None:
             assert rows.shape == (grid[0] * grid[2], du.shape[2])
             torch.testing.assert_close(rows, want, rtol=1e-5, atol=1e-5)
     for grid, args, kw in spies["dwconv_toeplitz_wgrad_kernel"].launches:
-        x, du, rows, (height, width) = args[0].float(), args[1].float(), args[2], args[10:12]
+        x, du, rows = args[0].float(), args[1].float(), args[2]
+        height, width, group = args[10], args[11], args[13]
         kh, kw_, bw = kw["KH"], kw["KW"], kw["BW"]
-        column = torch.arange(du.shape[1]) % width
-        want = torch.stack([
-            m._depthwise_weight_grad(x[i:i + 1], du[i:i + 1] * (column // bw == j)[:, None],
-                                     kh, kw_, height, width, kw["PH"], kw["PW"])
-            for i in range(x.shape[0]) for j in range(grid[0])])  # [(image, stripe), C, KH, KW]
+        token = torch.arange(du.shape[1])
+        stacked = torch.arange(du.shape[0])[:, None] * height + token // width  # [B, N]
+        want = torch.stack([  # [(row group, stripe), C, KH, KW]
+            m._depthwise_weight_grad(
+                x, du * ((stacked // group == g) & (token % width // bw == j))[..., None],
+                kh, kw_, height, width, kw["PH"], kw["PW"])
+            for g in range(grid[2]) for j in range(grid[0])])
         torch.testing.assert_close(rows, want, rtol=1e-5, atol=1e-5)
 
 

@@ -28,7 +28,7 @@ compiler rejects. The child may import another Triton release than the installed
 (`triton_path`, from `triton_release`): the lent GPU machines carry their own (Triton 3.6.0
 beside torch 2.11 on the H200 of benchmarks/results/gpu_padre3.md), and what its compiler makes
 of a kernel can differ from what the installed one makes. Kernel signatures follow the
-generated kernels' convention: `s_*` arguments and N, C, H, W are int32 scalars, every other
+generated kernels' convention: `s_*` arguments and the SCALARS are int32 scalars, every other
 non-constexpr argument a pointer (`pointer_dtype`, with per-name exceptions such as the
 backward's fp32 accumulators).
 """
@@ -52,7 +52,7 @@ from typing import Any
 
 from padre_compiler.backends.triton.legality import H100, GpuLimits
 
-SCALARS = ("N", "C", "H", "W", "B", "M")  # integer arguments (and every s_* stride)
+SCALARS = ("N", "C", "H", "W", "B", "M", "ROWS")  # integer arguments (and every s_* stride)
 FLOATS = ("eps", "out_eps")  # float arguments
 
 
