@@ -163,7 +163,8 @@ def measure(path: Path, triton_path: Path | None = None) -> list[dict]:
                           s_dn=1), backward, 3, dict(FP32_GRADS, u="fp32"), (),
                      backward["BT"] * backward["BC"]))
     if "dwconv_toeplitz_wgrad_kernel" in text:
-        wgrad = dict(toeplitz)  # the launcher's tiles; the program loops over all 56 rows
+        wgrad = dict(toeplitz)  # the launcher's tiles for one 56-row image (stored_wgrad_run:
+        # for the images' rows stacked)
         flags = WGRAD_FLAGS
         body = text[text.index("def dwconv_toeplitz_wgrad_kernel"):]
         rows_outside = body.index("for i_r in range(") < body.index("for i_kh in range(")

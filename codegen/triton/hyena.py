@@ -674,8 +674,8 @@ def dwconv_toeplitz_config(c: int, kw: int, gpu: bool, rows: int = 64,
     """Tiles of the tensor-core kernel: [BH, BK] @ [BK, BW] per channel. The strip starts HALO
     columns left of the tile (pad_w rounded up to `align`, so aligned strips stay aligned) and
     BK >= BW + HALO + kw - 1 - pad_w. BH rows share each Toeplitz operand, so tall tiles (up to
-    the `rows` they run over: the forward's, every image's rows stacked; the weight gradient's,
-    one image's) cut its loads per output; 8 channels per program (4 at BW = 32) keep
+    the `rows` they run over: every image's rows stacked, or one image's for a slab) cut its
+    loads per output; 8 channels per program (4 at BW = 32) keep
     the [BC, BH, BW] accumulator in registers. num_stages is explicit so that the sm_90 checks
     (tests/triton/test_triton_aot.py) compile what launches: Triton keeps num_stages - 1
     buffers of the dot operands in shared memory, and an H200 timed 2 and 3 stages within 3%
@@ -782,12 +782,13 @@ TOEPLITZ_SLAB_VARIANTS = ({"SLAB": True}, {"SLAB": True, "num_stages": 2},
 TOEPLITZ_FWD_DEFAULTS = {"BAND_FROM_TAPS": False, "PARTS": 1}
 
 
-def toeplitz_shared_bytes(cfg: dict[str, int], elem_bytes: int) -> int:
+def toeplitz_shared_bytes(cfg: dict[str, int], elem_bytes: int, wgrad: bool = False) -> int:
     """Shared memory of the Toeplitz forward's largest tl.dot: Triton keeps num_stages - 1
     buffers of its operands, [BC, BH, BP] + [BC, BP, BW] (the band product; BP = BK / PARTS
-    columns) or, with SLAB, [16, 32] + [32, BC * BH / 16 * BP] (the row shift)."""
+    columns) or, with SLAB, [16, 32] + [32, BC * BH / 16 * BP] (the row shift); the weight
+    gradient's (wgrad), [BC, BW, BH] + [BC, BH, BK] or the same row shift."""
     bp = cfg["BK"] // cfg.get("PARTS", 1)
-    band = cfg["BC"] * bp * (cfg["BH"] + cfg["BW"])
+    band = cfg["BC"] * (cfg["BH"] * (cfg["BW"] + bp) if wgrad else bp * (cfg["BH"] + cfg["BW"]))
     shift = 16 * 32 + 32 * cfg["BC"] * cfg["BH"] // 16 * bp if cfg.get("SLAB") else 0
     return max(band, shift) * elem_bytes * max(cfg["num_stages"] - 1, 1)
 
@@ -843,19 +844,20 @@ WGRAD_SLAB = {"SLAB": True}
 
 @functools.cache  # once per launch shape: every backward asks
 def wgrad_configs(c: int, kh: int, kw: int, gpu: bool, b: int, height: int, pad_w: int,
-                  align: int) -> tuple[tuple[dict, ...], dict]:
+                  align: int, elem_bytes: int = 2) -> tuple[tuple[dict, ...], dict]:
     """(candidates, slab): the weight gradient's tiles for b images of `height` rows, the
     default (its row tiles over the images' rows stacked) then on a GPU WGRAD_VARIANTS and
-    (kh <= 17) the slab, no variant's tile taller than the default's; and the slab on one
-    image's rows (what PADRE_TRITON_CONV=slab forces). Shared between calls: not to be
-    modified."""
+    (kh <= 17) the slab, no variant's tile taller than the default's nor its dot operands
+    past 192 KiB of shared memory (32-bit inputs); and the slab on one image's rows (what
+    PADRE_TRITON_CONV=slab forces). Shared between calls: not to be modified."""
     base = dwconv_toeplitz_config(c, kw, gpu, rows=b * height, pad_w=pad_w, align=align)
     slab = dict(base, **WGRAD_SLAB, BH=tile_rows(base["BH"], height))
     configs = [base]
     for cfg in (*(dict(base, **v) for v in WGRAD_VARIANTS),
                 *((slab,) if slab_fits(kh) else ())) if gpu else ():
         cfg = dict(cfg, BH=min(cfg["BH"], base["BH"]))
-        if cfg not in configs:
+        if (cfg not in configs
+                and toeplitz_shared_bytes(cfg, elem_bytes, wgrad=True) <= 192 * 1024):
             configs.append(cfg)
     return tuple(configs), slab
 
@@ -1424,7 +1426,8 @@ def dwconv_toeplitz_wgrad_launch(x, du, dw, height: int, width: int, pad_h: int,
     b, _, c = x.shape
     kh, kw = dw.shape[1], dw.shape[2]
     align = min(strip_alignment(x, width), strip_alignment(du, width))
-    configs, slab = wgrad_configs(c, kh, kw, x.is_cuda, b, height, pad_w, align)
+    configs, slab = wgrad_configs(c, kh, kw, x.is_cuda, b, height, pad_w, align,
+                                  x.element_size())
     if slab_fits(kh, forced=True):
         configs = (slab,)
 

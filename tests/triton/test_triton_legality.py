@@ -24,7 +24,7 @@ def test_kernels_are_found_with_their_aranges_and_dots() -> None:
     assert set(shapes) == {"dwconv_hadamard_fwd_kernel", "dwconv_hadamard_bwd_kernel",
                            "dwconv_toeplitz_fwd_kernel", "dwconv_toeplitz_wgrad_kernel",
                            "tf32_high", "strip_tile", "inside", "slab_tile", "slab_strip",
-                           "accumulate"}
+                           "accumulate", "stacked_rows"}
     assert set(shapes["dwconv_hadamard_fwd_kernel"].aranges) == {"BT", "BC"}
     assert shapes["dwconv_hadamard_fwd_kernel"].dots == 0
     assert shapes["dwconv_toeplitz_fwd_kernel"].dots == 5  # the band's, the input bias's 4
@@ -58,10 +58,15 @@ def test_every_launch_config_is_gpu_legal(name: str) -> None:
                     legality.assert_legal(source, "dwconv_toeplitz_fwd_kernel", cfg,
                                           num_warps=cfg["num_warps"], dot_tiles=m.DOT_TILES,
                                           num_stages=cfg["num_stages"], elem_bytes=elem_bytes)
-                wgrad = dict(configs[0], BD=m.next_power_of_2(kw))
-                legality.assert_legal(source, "dwconv_toeplitz_wgrad_kernel", wgrad,
-                                      num_warps=wgrad["num_warps"], dot_tiles=m.DOT_TILES,
-                                      num_stages=wgrad["num_stages"], elem_bytes=elem_bytes)
+                for b in (1, 8, 128):  # every weight-gradient candidate
+                    for cfg in m.wgrad_configs(c, kw, kw, True, b, height, kw // 2, align,
+                                               elem_bytes)[0]:
+                        wgrad = dict(cfg, BD=m.next_power_of_2(kw))
+                        legality.assert_legal(source, "dwconv_toeplitz_wgrad_kernel", wgrad,
+                                              num_warps=wgrad["num_warps"],
+                                              dot_tiles=m.DOT_TILES,
+                                              num_stages=wgrad["num_stages"],
+                                              elem_bytes=elem_bytes)
 
 
 @pytest.mark.parametrize(("kernel", "change", "message"), [
@@ -87,14 +92,20 @@ def test_illegal_configs_are_rejected(kernel: str, change: dict, message: str) -
 @pytest.mark.parametrize(("slab", "legal"), [(False, True), (True, False)])
 def test_slab_shift_product_counts_where_it_runs(slab: bool, legal: bool) -> None:
     """The slab's [32, BC * BH / 16 * BK] operand decides shared memory only with SLAB: in
-    fp32 at 3 stages it needs 266 KiB, the band product 160 KiB."""
+    fp32 at 3 stages it needs 266 KiB, the forward's band product 160 KiB and the weight
+    gradient's 192 KiB; the launchers' estimate (which drops such candidates) agrees."""
     m = _runtime()
     cfg = {**m.dwconv_toeplitz_config(384, 11, gpu=True, rows=56, pad_w=5, align=8),
-           "KP": 16, "BAND_FROM_TAPS": False, "SLAB": slab, "PARTS": 1}
-    problems = legality.check_launch(SOURCE, "dwconv_toeplitz_fwd_kernel", cfg, num_warps=8,
-                                     num_stages=3, elem_bytes=4, dot_tiles=m.DOT_TILES)
-    assert (not problems) == legal, problems
+           "KP": 16, "BAND_FROM_TAPS": False, "SLAB": slab, "PARTS": 1, "BD": 16}
+    for kernel in ("dwconv_toeplitz_fwd_kernel", "dwconv_toeplitz_wgrad_kernel"):
+        problems = legality.check_launch(SOURCE, kernel, cfg, num_warps=8, num_stages=3,
+                                         elem_bytes=4, dot_tiles=m.DOT_TILES)
+        assert (not problems) == legal, (kernel, problems)
     assert m.toeplitz_shared_bytes(cfg, 4) == (266_240 if slab else 163_840)
+    assert m.toeplitz_shared_bytes(cfg, 4, wgrad=True) == (266_240 if slab else 196_608)
+    tiles = m.wgrad_configs(384, 11, 11, True, 8, 56, 5, 8, elem_bytes=4)[0]
+    assert tiles and not any(t["SLAB"] for t in tiles)  # fp32: the slab is dropped
+    assert any(t["SLAB"] for t in m.wgrad_configs(384, 11, 11, True, 8, 56, 5, 8)[0])
 
 
 def test_undeclared_dot_is_rejected() -> None:
