@@ -34,10 +34,10 @@ def random_case_inputs(case, seed: int = 0, batch: int = 2):
     return params, x
 
 
-def generated_runtime(name: str, dim: int) -> ModuleType:
-    """The generated Triton module of `name` (its kernels, launchers and naive twins); the
-    calling test skips where Triton is not installed."""
-    module = pc.compile(name, dim=dim, backend="triton")
+def generated_runtime(name: str, dim: int, grid: tuple[int, int] | None = None) -> ModuleType:
+    """The generated Triton module of `name` (its kernels, launchers and naive twins; a 2-D
+    spec compiled for `grid`); the calling test skips where Triton is not installed."""
+    module = pc.compile(name, dim=dim, backend="triton", grid=grid)
     m = sys.modules[type(module).__module__]
     if m.triton is None:
         pytest.skip("Triton is not installed")
