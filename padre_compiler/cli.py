@@ -8,6 +8,7 @@
     padre inspect SPEC [--expand N,D]   degrees, LaTeX, and the explicit polynomial at small size
     padre verify SPEC [--trials K]      certificate: optimised graph and generated code == spec
     padre fuzz SPEC [--examples N]      hypothesis fuzzing of a backend against float64
+                       [--grad]            its gradients instead of its output
     padre prove NAME... | --all         instance derivations -> proofs/NAME.md (exit 1 on a FAIL)
     padre families                      spec families and their parameters (family = "...")
     padre caote eval [--budgets ...]    KV-cache eviction on SmolLM2-135M (perplexity, passkey,
@@ -265,7 +266,8 @@ def cmd_fuzz(args: argparse.Namespace) -> int:
     columns = (TextColumn("fuzzing {task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("worst error/allowed {task.fields[worst]:.2f}"))
     with Progress(*columns, console=err_console) as progress:
-        task = progress.add_task(f"{spec.name} ({args.backend})", total=args.examples, worst=0.0)
+        what = f"{spec.name} ({args.backend}{', gradients' if args.grad else ''})"
+        task = progress.add_task(what, total=args.examples, worst=0.0)
 
         def tick(outcome) -> None:
             ratio = outcome.error / outcome.allowed if outcome.allowed else float("inf")
@@ -273,7 +275,8 @@ def cmd_fuzz(args: argparse.Namespace) -> int:
             progress.update(task, advance=1, worst=worst)
 
         report = fuzz(spec, backend=args.backend, examples_n=args.examples, seed=args.seed,
-                      regression_dir=Path(args.regressions), on_example=tick, device=device)
+                      regression_dir=Path(args.regressions), on_example=tick, device=device,
+                      grad=args.grad)
     rate = report.examples / (time.perf_counter() - t0)
     if report.failure is None:
         console.print(f"{report.examples} examples passed ({rate:.0f} examples/s)")
@@ -392,6 +395,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
                    help="where the compiled modules run (auto: cuda for --backend triton when "
                         "a GPU is visible, else cpu); the float64 reference runs on the CPU")
+    p.add_argument("--grad", action="store_true",
+                   help="check the gradients of the input and every parameter (float64 "
+                        "autograd of the spec graph lowered op by op) instead of the output")
     _param_arg(p)
     p.set_defaults(fn=cmd_fuzz)
 

@@ -16,6 +16,14 @@ products) or slab2 (the slab in two column parts), so the interpreter runs every
 variant; grids up to 16 wide reach the
 Toeplitz kernel's 8-column aligned strips.
 
+Gradients (`grad=True`, `padre fuzz --grad`): the compiled module's gradients of <out, g>
+(g a random cotangent rounded to the dtype) with respect to the input and every parameter are
+compared with float64 autograd of the eager twin, tensor by tensor: fp64 within 1e-9 of each
+gradient's max|reference|; fp32, fp16 and bf16 within the larger of the fixed tolerance (fp32:
+1e-4) and twice the eager twin's own error in that dtype plus 4 ulp, so an ill-conditioned
+spec's backward is held to what the unoptimised graph achieves in that precision. This checks
+the derived backward kernels (Triton) and every pass's effect on autograd (both backends).
+
 A non-finite result where the reference is finite fails, unless the eager twin in the same
 dtype overflows too (the values exceed the dtype's range). Every rule also allows 16 times the
 reference's own rounding error: the distance between the float64 reference and the same graph
@@ -76,6 +84,7 @@ class Example:
     dtype: str
     seed: int
     conv_form: str = "auto"  # PADRE_TRITON_CONV while the module runs (auto: unset)
+    grad: bool = False  # the gradients of <out, g>, not the output (module docstring)
 
 
 @contextlib.contextmanager
@@ -99,6 +108,7 @@ class Outcome:
     allowed: float
     eager_error: float | None
     message: str = ""
+    tensor: str = ""  # in gradient examples, the gradient whose error/allowed is the worst
 
     @property
     def ok(self) -> bool:
@@ -134,20 +144,30 @@ class Harness:
         self.eager_cls = getattr(load_source(eager, f"{spec.name}_eager"),
                                  result.class_name + "Eager")
 
-    def build(self, cls: type, ex: Example, params: dict[str, torch.Tensor]) -> torch.nn.Module:
+    def build(self, cls: type, ex: Example, params: dict[str, torch.Tensor],
+              device: torch.device | None = None,
+              dtype: torch.dtype | None = None) -> torch.nn.Module:
+        """cls at the example's size with `params`, in `dtype` on `device` (default: the
+        example's dtype, the harness's device)."""
         module = cls(ex.dim, ex.grid) if ex.grid is not None else cls(ex.dim)
-        module = module.to(device=self.device, dtype=DTYPES[ex.dtype])
+        module = module.to(device=device or self.device, dtype=dtype or DTYPES[ex.dtype])
         module.load_state_dict(params)
         return module
 
-    def check(self, ex: Example) -> Outcome:
+    def inputs(self, ex: Example) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """(x, weights) drawn from the example's seed and rounded to its dtype: the references
+        take the rounded values."""
         dtype = DTYPES[ex.dtype]
         params64 = random_params(self.graph.decls, ex.dim, seed=ex.seed)
-        rng = np.random.default_rng(ex.seed + 1)
-        x64 = rng.standard_normal((ex.batch, ex.tokens, ex.dim))
-        # round inputs and weights to the tested dtype; the reference uses the rounded values
-        params = {k: torch.tensor(v).to(dtype) for k, v in params64.items()}
-        x = torch.tensor(x64).to(dtype)
+        x64 = np.random.default_rng(ex.seed + 1).standard_normal((ex.batch, ex.tokens, ex.dim))
+        return (torch.tensor(x64).to(dtype),
+                {k: torch.tensor(v).to(dtype) for k, v in params64.items()})
+
+    def check(self, ex: Example) -> Outcome:
+        if ex.grad:
+            return self.check_grad(ex)
+        dtype = DTYPES[ex.dtype]
+        x, params = self.inputs(ex)
         ref = run_graph(self.graph, x.double().numpy(),
                         {k: v.double().numpy() for k, v in params.items()},
                         EvalContext(grid=ex.grid))
@@ -171,6 +191,55 @@ class Harness:
         floor = 4 * torch.finfo(dtype).eps * max(scale, 1.0)
         return Outcome(ex, error, 2 * eager_error + floor + conditioned, eager_error)
 
+    def gradients(self, cls: type, ex: Example, x: torch.Tensor,
+                  params: dict[str, torch.Tensor], cotangent: torch.Tensor,
+                  device: torch.device, dtype: torch.dtype) -> dict[str, np.ndarray]:
+        """{"x" or a parameter's name: d<cls(x), cotangent>} in float64 on the CPU (zeros for
+        a parameter the output does not read), the module run in `dtype` on `device`."""
+        module = self.build(cls, ex, params, device, dtype)
+        x = x.to(device=device, dtype=dtype).requires_grad_()
+        names, weights = zip(*module.named_parameters(), strict=True)
+        with nan_poisoned(), conv_form(ex.conv_form):
+            out = module(x)
+            grads = torch.autograd.grad(out, [x, *weights], cotangent.to(device, dtype),
+                                        allow_unused=True)
+        return {name: (torch.zeros_like(t) if g is None else g).double().cpu().numpy()
+                for name, t, g in zip(("x", *names), (x, *weights), grads, strict=True)}
+
+    def check_grad(self, ex: Example) -> Outcome:
+        """The gradients of <out, g> against float64 autograd of the eager twin, each under
+        the gradient rule (module docstring); the worst gradient's error and allowance."""
+        dtype = DTYPES[ex.dtype]
+        x, params = self.inputs(ex)
+        g = torch.tensor(np.random.default_rng(ex.seed + 2).standard_normal(
+            (ex.batch, ex.tokens, ex.dim))).to(dtype)
+        cpu = torch.device("cpu")
+        ref = self.gradients(self.eager_cls, ex, x, params, g, cpu, torch.float64)
+        got = self.gradients(self.cls, ex, x, params, g, self.device, dtype)
+        eager = (None if ex.dtype == "float64" else
+                 self.gradients(self.eager_cls, ex, x, params, g, self.device, dtype))
+        eps = torch.finfo(dtype).eps
+        worst = Outcome(ex, 0.0, 0.0, None)
+        for name, want in ref.items():
+            have = got[name]
+            if have.shape != want.shape:
+                return Outcome(ex, float("inf"), 0.0, None, "wrong gradient shape", name)
+            scale = max(float(np.abs(want).max(initial=0.0)), 1.0)
+            if not np.isfinite(have).all() and np.isfinite(want).all():
+                if eager is not None and not np.isfinite(eager[name]).all():
+                    continue  # beyond the dtype's range for the eager twin too
+                return Outcome(ex, float("inf"), 0.0, None, "non-finite gradient where the "
+                               "reference is finite", name)
+            error = float(np.abs(have - want).max(initial=0.0))
+            eager_error = None
+            allowed = FIXED_TOL.get(ex.dtype, 0.0) * scale
+            if eager is not None:
+                eager_error = float(np.abs(eager[name] - want).max(initial=0.0))
+                allowed = max(allowed, 2 * eager_error + 4 * eps * scale)
+            if error / allowed > (worst.error / worst.allowed if worst.allowed else -1.0):
+                worst = Outcome(ex, error, allowed, eager_error, "", name)
+        return worst
+
     def eager(self, ex: Example, x: torch.Tensor, params: dict[str, torch.Tensor]) -> np.ndarray:
         """The eager twin's output in the tested dtype, on the harness's device."""
         with torch.no_grad():
@@ -187,7 +256,7 @@ class Harness:
         return float(np.abs(wide - ref).max(initial=0.0))
 
 
-def examples(spec: Spec, backend: str) -> st.SearchStrategy[Example]:
+def examples(spec: Spec, backend: str, grad: bool = False) -> st.SearchStrategy[Example]:
     dtypes = BACKEND_DTYPES[backend]
     g = spec.graph()
     step = width_step(g)
@@ -202,7 +271,7 @@ def examples(spec: Spec, backend: str) -> st.SearchStrategy[Example]:
             grid, tokens = None, draw(st.integers(1, 17))
         return Example(dim, tokens, grid, draw(st.sampled_from([1, 2, 3])),
                        draw(st.sampled_from(dtypes)), draw(st.integers(0, 2**31 - 1)),
-                       draw(st.sampled_from(BACKEND_CONV_FORMS[backend])))
+                       draw(st.sampled_from(BACKEND_CONV_FORMS[backend])), grad)
 
     return example()
 
@@ -229,10 +298,12 @@ class FuzzReport:
 def fuzz(spec: str | Path | Spec, *, backend: str = "torch", examples_n: int = 100,
          seed: int = 0, regression_dir: Path | None = None,
          on_example: Callable[[Outcome], None] | None = None,
-         harness: Harness | None = None, device: str | None = None) -> FuzzReport:
+         harness: Harness | None = None, device: str | None = None,
+         grad: bool = False) -> FuzzReport:
     """Run `examples_n` hypothesis examples; on failure shrink and write a regression test.
     `harness` replaces the compiled module under test (mutation testing); `device`: where the
-    modules run (default: `default_device(backend)`)."""
+    modules run (default: `default_device(backend)`); `grad`: check the gradients of the input
+    and every parameter instead of the output (module docstring)."""
     spec_obj = as_spec(spec)
     if backend not in BACKEND_DTYPES:
         raise PadreError(f"unknown backend '{backend}'; fuzzable: {', '.join(BACKEND_DTYPES)}")
@@ -245,7 +316,7 @@ def fuzz(spec: str | Path | Spec, *, backend: str = "torch", examples_n: int = 1
     @hypothesis_seed(seed)
     @settings(max_examples=examples_n, deadline=None, database=None, derandomize=False,
               suppress_health_check=list(HealthCheck), report_multiple_bugs=False)
-    @given(examples(spec_obj, backend))
+    @given(examples(spec_obj, backend, grad))
     def run(ex: Example) -> None:
         if not valid(harness, ex):
             return
@@ -293,7 +364,7 @@ def write_regression(spec: Spec, backend: str, failure: Outcome, directory: Path
         def test_{spec.name}_{backend}_{key}() -> None:
             example = Example(dim={ex.dim}, tokens={ex.tokens}, grid={ex.grid!r},
                               batch={ex.batch}, dtype={ex.dtype!r}, seed={ex.seed},
-                              conv_form={ex.conv_form!r})
+                              conv_form={ex.conv_form!r}, grad={ex.grad!r})
             outcome = check_example({source!r}, example, backend={backend!r})
             assert outcome.ok, outcome
         ''')
@@ -304,4 +375,5 @@ def write_regression(spec: Spec, backend: str, failure: Outcome, directory: Path
 
 def describe(outcome: Outcome) -> dict[str, Any]:
     return {**asdict(outcome.example), "error": outcome.error, "allowed": outcome.allowed,
-            "eager_error": outcome.eager_error, "message": outcome.message}
+            "eager_error": outcome.eager_error, "message": outcome.message,
+            **({"tensor": outcome.tensor} if outcome.tensor else {})}

@@ -1,8 +1,11 @@
 """`padre fuzz --backend triton` under the interpreter: examples draw the conv form, so both
 kernel families (direct, tensor-core Toeplitz, with and without the slab, whole or in two column
-parts) meet the float64 reference."""
+parts) meet the float64 reference; with --grad their derived backward kernels meet float64
+autograd."""
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import pytest
 
@@ -61,3 +64,28 @@ def test_triton_fuzz_sees_a_long_convolution_that_drops_its_skip_term(monkeypatc
     example = Example(dim=4, tokens=24, grid=None, batch=1, dtype="float32", seed=5,
                       conv_form="auto")
     assert not harness.check(example).ok
+
+
+def test_triton_gradient_fuzz_passes_and_sees_a_wrong_weight_gradient(monkeypatch) -> None:
+    """--grad on the Triton backend: padre3's backward kernels pass; the tensor-core weight
+    gradient scaled by 1.01 fails in the Toeplitz form, naming a conv's taps, and the direct
+    form (whose weight gradient is its backward kernel's own) still passes."""
+    report = fuzz("padre3", backend="triton", examples_n=4, seed=1, grad=True)
+    assert report.failure is None and report.examples > 0
+    harness = Harness(as_spec("padre3"), "triton")
+    from torch._library.custom_ops import OPDEFS
+
+    op = OPDEFS["padre_triton::dwconv_hadamard_fwd_v3"]._init_fn.__globals__
+    for namespace in (op, harness.cls.forward.__globals__):
+        real = namespace["dwconv_toeplitz_wgrad_launch"]
+
+        def scaled(x, du, dw, *rest, real=real):
+            real(x, du, dw, *rest)
+            dw.mul_(1.01)
+
+        monkeypatch.setitem(namespace, "dwconv_toeplitz_wgrad_launch", scaled)
+    example = Example(dim=4, tokens=24, grid=(3, 8), batch=2, dtype="float32", seed=5,
+                      conv_form="toeplitz", grad=True)
+    outcome = harness.check(example)
+    assert not outcome.ok and outcome.tensor.endswith("token_weight"), outcome
+    assert harness.check(replace(example, conv_form="direct")).ok

@@ -39,6 +39,45 @@ def test_fuzz_catches_wrong_code_and_writes_a_shrunk_regression(tmp_path: Path) 
     assert "check_example" in report.regression.read_text()
 
 
+class _ScaledGradient(torch.autograd.Function):
+    """The identity, with a wrong derivative: its backward scales the gradient by 1.5."""
+
+    @staticmethod
+    def forward(ctx, y: torch.Tensor) -> torch.Tensor:
+        return y.clone()
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor) -> torch.Tensor:
+        return 1.5 * g
+
+
+def test_gradient_fuzz_passes_on_bundled_specs() -> None:
+    """Every gradient of padre3 and of mamba (ill-conditioned: the rule takes the eager twin's
+    error in the same dtype) against float64 autograd of the eager twin, every dtype."""
+    for name in ("padre3", "mamba"):
+        outcomes = []
+        report = fuzz(name, examples_n=12, grad=True, on_example=outcomes.append)
+        assert report.failure is None and report.examples > 0, report.failure
+        assert {o.example.dtype for o in outcomes} == {"float64", "float32", "float16",
+                                                        "bfloat16"}
+
+
+def test_gradient_fuzz_catches_a_wrong_backward_the_output_fuzz_misses(tmp_path: Path) -> None:
+    spec = load_spec("conv2former")
+    harness = Harness(spec, "torch")
+
+    class WrongBackward(harness.cls):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return _ScaledGradient.apply(super().forward(x))
+
+    harness.cls = WrongBackward
+    assert fuzz(spec, examples_n=10, harness=harness).failure is None  # outputs are right
+    report = fuzz(spec, examples_n=20, harness=harness, regression_dir=tmp_path, grad=True)
+    assert report.failure is not None and report.failure.tensor  # the worst gradient named
+    assert report.failure.error > report.failure.allowed
+    assert "grad=True" in report.regression.read_text()
+
+
 def test_low_precision_rule_uses_the_eager_twin() -> None:
     outcome = check_example("conv2former", Example(dim=6, tokens=15, grid=(3, 5), batch=2,
                                                     dtype="bfloat16", seed=3))
@@ -57,6 +96,11 @@ def test_cli_fuzz_exit_codes() -> None:
                            "--examples", "20"], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "20 examples passed" in proc.stdout
+    proc = subprocess.run([sys.executable, "-m", "padre_compiler.cli", "fuzz", "conv2former",
+                           "--grad", "--examples", "10"], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "10 examples passed" in proc.stdout
 
 
 def test_rounding_slack_is_negligible_for_well_conditioned_specs() -> None:
