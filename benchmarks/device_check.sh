@@ -9,7 +9,8 @@
 #      SimA's and Castling-ViT's bf16 attention kernels against float64), CAOTE's Triton
 #      score kernel inside eviction, CAOTE's Hugging Face eviction on CUDA against CPU;
 #    - padre fuzz --backend triton --device cuda on each spec with fused kernels
-#      (FUZZ_EXAMPLES examples each, 4);
+#      (FUZZ_EXAMPLES examples each, 4), and with --grad (the backward kernels) on padre3,
+#      hyena and sima;
 # 2. benchmarks/gpu.py alone on the GPU, logging straight to device_log.txt (correctness gate,
 #    then timings; --budget GPU_BUDGET seconds, 230, stopped 60 s past it; GPU_ARGS adds
 #    arguments, e.g. "--dims 384");
@@ -54,6 +55,12 @@ for spec in padre3 conv2former hyena mamba_lti sima castling_vit; do
     step "fuzz_$spec" "${CHECK_LIMIT:-90}" "$steps/fuzz_$spec.log" \
         "$python" -m padre_compiler.cli fuzz "$spec" --backend triton --device cuda \
         --examples "${FUZZ_EXAMPLES:-4}" --regressions "$regressions/$spec" &
+done
+for spec in padre3 hyena sima; do
+    names+=("fuzz_grad_$spec")
+    step "fuzz_grad_$spec" "${CHECK_LIMIT:-90}" "$steps/fuzz_grad_$spec.log" \
+        "$python" -m padre_compiler.cli fuzz "$spec" --backend triton --device cuda --grad \
+        --examples "${FUZZ_EXAMPLES:-4}" --regressions "$regressions/grad_$spec" &
 done
 wait
 for name in "${names[@]}"; do cat "$steps/$name.log" >>"$log"; done
