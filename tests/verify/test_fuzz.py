@@ -78,6 +78,23 @@ def test_gradient_fuzz_catches_a_wrong_backward_the_output_fuzz_misses(tmp_path:
     assert "grad=True" in report.regression.read_text()
 
 
+def test_gradient_fuzz_sees_a_wrong_attention_backward(monkeypatch) -> None:
+    """Castling-ViT's linear attention with its q, k and weight gradients scaled by 1.5: the
+    gradient fuzz fails (its widths give each of the 8 heads at least 2 channels; at 1 channel
+    the l2-normalised heads are signs, and these gradients vanish)."""
+    harness = Harness(load_spec("castling_vit"), "torch")
+    namespace = harness.cls.forward.__globals__
+    real = namespace["_linear_attention"]
+
+    def wrong(q, k, v, heads, weight=None):
+        scaled = [None if t is None else _ScaledGradient.apply(t) for t in (q, k, weight)]
+        return real(scaled[0], scaled[1], v, heads, scaled[2])
+
+    monkeypatch.setitem(namespace, "_linear_attention", wrong)
+    report = fuzz("castling_vit", examples_n=20, harness=harness, grad=True)
+    assert report.failure is not None and report.failure.example.dim % 16 == 0
+
+
 def test_low_precision_rule_uses_the_eager_twin() -> None:
     outcome = check_example("conv2former", Example(dim=6, tokens=15, grid=(3, 5), batch=2,
                                                     dtype="bfloat16", seed=3))
