@@ -16,21 +16,21 @@ products) or slab2 (the slab in two column parts), so the interpreter runs every
 variant; grids up to 16 wide reach the
 Toeplitz kernel's 8-column aligned strips.
 
-Gradients (`grad=True`, `padre fuzz --grad`): the compiled module's gradients of <out, g>
-(g a random cotangent rounded to the dtype) with respect to the input and every parameter are
+Gradients (`grad=True`, `padre fuzz --grad`): the compiled module's gradients of <out, g> (g a
+random cotangent rounded to the dtype) with respect to the input and every parameter are
 compared with float64 autograd of the eager twin, tensor by tensor, each within the larger of
-the fixed tolerance times its max|reference| (at least 1) and, below fp64, four times the
-eager twin's own error on it in the same dtype (the larger of two samples: at the example's
-input and at that input moved by 1-2 ulp, which shows how much rounding moves an
-ill-conditioned gradient); plus 16 ulp of the largest gradient's
-max|reference| (at least 1), since a gradient may be a cancellation far below the others
-(one sample of the twin's error understates its spread there). Widths with heads give each
-head at least 2 channels, and sequences and grids have at least 2 tokens: a 1-channel head's
-l2 normalisation, or an l1 normalisation over 1 token, is a sign, whose gradient is zero up
-to a cancellation's rounding noise that no relative rule bounds. This checks the derived backward
-kernels (Triton) and every pass's effect on autograd (both backends). A gradient the eager
-twin overflows too is not compared (mamba's surrogates, at random weights, overflow most of
-its fp16 and fp32 gradients; the torch backend's fp64 checks them).
+the fixed tolerance times its max|reference| (at least 1) and, below fp64, four times the eager
+twin's own error on it in the same dtype (the larger of two samples: at the example's input and
+at that input moved by 1-2 ulp, which shows how much rounding moves an ill-conditioned
+gradient); plus 16 ulp of the largest gradient's max|reference| (at least 1), since a gradient
+may be a cancellation far below the others (one sample of the twin's error understates its
+spread there). Widths with heads give each head at least 2 channels, and sequences and grids
+have at least 2 tokens: a 1-channel head's l2 normalisation, or an l1 normalisation over 1
+token, is a sign, whose gradient is zero up to a cancellation's rounding noise that no relative
+rule bounds. This checks the derived backward kernels (Triton) and every pass's effect on
+autograd (both backends). A gradient the eager twin overflows too is not compared (mamba's
+surrogates, at random weights, overflow most of its fp16 and fp32 gradients; the torch
+backend's fp64 checks them).
 
 A non-finite result where the reference is finite fails, unless the eager twin in the same
 dtype overflows too (the values exceed the dtype's range). The output rules also allow 16 times
