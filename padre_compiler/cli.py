@@ -92,6 +92,18 @@ def _write_atomic(path: Path, text: str) -> None:
     tmp.replace(path)
 
 
+def _check_writable_folder(path: Path, option: str) -> None:
+    """Refuse before any work a folder that cannot be made or written: its nearest existing
+    part must be a writable directory."""
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise PadreError(f"{option} {path}: {existing} is not a folder; pass a folder path")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise PadreError(f"{option} {path}: {existing} is not writable; pass a writable folder")
+
+
 def codegen_path(name: str, backend: str) -> Path:
     return CODEGEN_DIR / backend / f"{name}.py"
 
@@ -257,6 +269,7 @@ def cmd_fuzz(args: argparse.Namespace) -> int:
     from padre_compiler.verify.fuzz import default_device, describe, fuzz
 
     spec = _load(args)
+    _check_writable_folder(Path(args.regressions), "--regressions")
     device = default_device(args.backend) if args.device == "auto" else args.device
     if device == "cuda" and not torch.cuda.is_available():
         raise PadreError("--device cuda: no CUDA device is visible to torch")

@@ -253,7 +253,8 @@ def _build_family(data: dict[str, Any], source: str, default_name: str,
     spec = build_family(family, values)
     # the file's description speaks of its own parameters: overridden ones take the builder's
     described = description if description and not overrides else spec.description
-    return dataclasses.replace(spec, name=name, description=described, source=source, raw=data)
+    return dataclasses.replace(spec, name=name, description=described, source=source, raw=data,
+                               params=tuple(sorted((k, values[k]) for k in overrides)))
 
 
 # the canonical recursion ----------------------------------------------------------------------

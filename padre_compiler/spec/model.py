@@ -46,6 +46,8 @@ class Spec:
     form: CanonicalForm | None = None
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
     fixed_dim: int | None = None  # set when the graph hard-codes a head width (expand times=e)
+    # a family spec's parameters set when it was loaded (load_spec's `params`), sorted by name
+    params: tuple[tuple[str, Any], ...] = field(default=(), compare=False)
 
     @staticmethod
     def from_expr(name: str, *, layout: str, output: Expr, description: str = "",

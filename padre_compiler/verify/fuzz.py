@@ -71,6 +71,7 @@ from padre_compiler.compiler import (
 from padre_compiler.errors import PadreError, ShapeError
 from padre_compiler.ir.graph import Graph
 from padre_compiler.ir.ops import EvalContext
+from padre_compiler.spec.loader import SPECS_DIR, load_spec
 from padre_compiler.spec.model import Spec
 from padre_compiler.verify.poison import nan_poisoned
 
@@ -364,24 +365,45 @@ def fuzz(spec: str | Path | Spec, *, backend: str = "torch", examples_n: int = 1
     failure = last_failure[0] if last_failure else None
     path = None
     if failure is not None and regression_dir is not None:
-        path = write_regression(spec_obj, backend, failure, regression_dir)
+        try:
+            path = write_regression(spec_obj, backend, failure, regression_dir)
+        except PadreError as err:
+            raise PadreError(f"{err}. The failing example: {describe(failure)}") from None
     return FuzzReport(spec_obj.name, backend, count[0], failure, path)
 
 
-def check_example(spec: str | Path | Spec, example: Example, backend: str = "torch") -> Outcome:
-    """Re-run one example (what regression tests call)."""
-    return Harness(as_spec(spec), backend).check(example)
+def check_example(spec: str | Path | Spec, example: Example, backend: str = "torch",
+                  params: dict[str, Any] | None = None) -> Outcome:
+    """Re-run one example (what regression tests call); `params` set a family spec's
+    parameters, as `padre fuzz --param` did."""
+    spec_obj = spec if isinstance(spec, Spec) else load_spec(spec, params=params)
+    return Harness(spec_obj, backend).check(example)
+
+
+def replay_source(spec: Spec) -> str:
+    """How a regression test names the spec: a bundled spec by its name (portable across
+    checkouts), any other file by its path; a spec built in Python by its name, which replays
+    only if a bundled spec of that name is the same spec."""
+    path = Path(spec.source)
+    if path.suffix != ".toml":
+        return spec.name
+    bundled = SPECS_DIR / path.name
+    return path.stem if bundled.exists() and bundled.resolve() == path.resolve() else str(path)
 
 
 def write_regression(spec: Spec, backend: str, failure: Outcome, directory: Path) -> Path:
+    """The failing example as a pytest file in `directory`; PadreError if it cannot be written."""
     ex = failure.example
-    key = hashlib.sha256(repr((spec.name, backend, asdict(ex))).encode()).hexdigest()[:10]
+    params = dict(spec.params)
+    key = hashlib.sha256(repr((spec.name, backend, sorted(params.items()), asdict(ex)))
+                         .encode()).hexdigest()[:10]
     path = directory / f"test_fuzz_{spec.name}_{backend}_{key}.py"
-    source = spec.source if spec.source.endswith(".toml") else spec.name
-    grad = " --grad" if ex.grad else ""
+    flags = "".join(f" --param {k}={v!r}" for k, v in params.items())
+    flags += " --grad" if ex.grad else ""
     what = f"the gradient of {failure.tensor}: " if failure.tensor else ""
+    replay = f", params={params!r}" if params else ""
     text = textwrap.dedent(f'''\
-        """Regression found by `padre fuzz {spec.name} --backend {backend}{grad}` (shrunk
+        """Regression found by `padre fuzz {spec.name} --backend {backend}{flags}` (shrunk
         example): {what}error {failure.error:.3e} > allowed {failure.allowed:.3e}."""
 
         from padre_compiler.verify.fuzz import Example, check_example
@@ -391,11 +413,15 @@ def write_regression(spec: Spec, backend: str, failure: Outcome, directory: Path
             example = Example(dim={ex.dim}, tokens={ex.tokens}, grid={ex.grid!r},
                               batch={ex.batch}, dtype={ex.dtype!r}, seed={ex.seed},
                               conv_form={ex.conv_form!r}, grad={ex.grad!r})
-            outcome = check_example({source!r}, example, backend={backend!r})
+            outcome = check_example({replay_source(spec)!r}, example, backend={backend!r}{replay})
             assert outcome.ok, outcome
         ''')
-    directory.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    except OSError as err:
+        raise PadreError(f"cannot write the regression test {path}: {err.strerror or err}; "
+                         "pass --regressions a writable folder") from None
     return path
 
 

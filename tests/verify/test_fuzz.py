@@ -6,12 +6,21 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from padre_compiler.backends.reference import random_params
 from padre_compiler.compiler import generate, load_source
+from padre_compiler.errors import PadreError
 from padre_compiler.spec.loader import load_spec
-from padre_compiler.verify.fuzz import Example, Harness, check_example, fuzz
+from padre_compiler.verify.fuzz import (
+    Example,
+    Harness,
+    Outcome,
+    check_example,
+    fuzz,
+    write_regression,
+)
 from padre_compiler.verify.mutate import zoo
 from padre_compiler.verify.poison import nan_poisoned
 
@@ -37,6 +46,56 @@ def test_fuzz_catches_wrong_code_and_writes_a_shrunk_regression(tmp_path: Path) 
     assert ex.tokens <= 3 and ex.batch == 1  # shrunk towards the smallest failing example
     assert report.regression is not None and report.regression.exists()
     assert "check_example" in report.regression.read_text()
+
+
+def test_a_regression_replays_the_spec_parameters_it_was_found_with(tmp_path: Path,
+                                                                     monkeypatch) -> None:
+    """A failure under `--param heads=4` is written with those parameters and the bundled
+    spec's name (not this checkout's path); replayed, it loads the same 4-head graph."""
+    import importlib.util
+
+    import padre_compiler.verify.fuzz as fuzz_module
+
+    spec = load_spec("castling_vit", params={"heads": 4})
+    assert list(spec.graph().items()) != list(load_spec("castling_vit").graph().items())
+    example = Example(dim=8, tokens=4, grid=None, batch=1, dtype="float32", seed=1)
+    path = fuzz_module.write_regression(spec, "torch", fuzz_module.Outcome(example, 1.0, 0.5, None),
+                                        tmp_path)
+    text = path.read_text()
+    assert "--param heads=4" in text and str(Path.cwd()) not in text
+    replayed = []
+    monkeypatch.setattr(fuzz_module, "check_example", lambda *args, **kw: replayed.append(
+        (load_spec(args[0], params=kw.get("params")), args[1])) or fuzz_module.Outcome(
+        args[1], 0.0, 1.0, None))
+    module_spec = importlib.util.spec_from_file_location("regression", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    getattr(module, path.stem.replace("test_fuzz_", "test_", 1))()
+    (got, got_example), = replayed
+    assert list(got.graph().items()) == list(spec.graph().items()) and got_example == example
+    assert check_example("castling_vit", example, params={"heads": 4}).ok
+
+
+def test_cli_fuzz_refuses_a_regressions_path_it_cannot_write(tmp_path: Path) -> None:
+    """Refused before any example runs, with the option named and no traceback."""
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    proc = subprocess.run([sys.executable, "-m", "padre_compiler.cli", "fuzz", "padre3",
+                           "--regressions", str(blocker / "sub")], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "--regressions" in proc.stderr and "not a folder" in proc.stderr
+    assert "fuzzing" not in proc.stderr
+
+
+def test_an_unwritable_regression_is_an_error_that_names_the_failure(tmp_path: Path) -> None:
+    spec = zoo()[0]
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    example = Example(dim=4, tokens=3, grid=None, batch=1, dtype="float64", seed=0)
+    outcome = Outcome(example, 1.0, 0.5, None)
+    with pytest.raises(PadreError, match="cannot write the regression test"):
+        write_regression(spec, "torch", outcome, blocker / "sub")
 
 
 class _ScaledGradient(torch.autograd.Function):
