@@ -596,6 +596,7 @@ if triton is not None:
             i_b = i_g
             if I64:  # an offset reaches 2**31 (index_widths): batch offsets in int64
                 i_b = i_b.to(tl.int64)
+            o_xb, o_db = i_b * s_xb, i_b * s_db  # the image's offsets in x and du
             r_lo, r_hi = 0, H
         else:  # stacked rows [i_g ROWS, (i_g + 1) ROWS), the last group cut at B H
             r_lo = i_g * ROWS
@@ -603,7 +604,6 @@ if triton is not None:
         for i_r in range(r_lo, r_hi, BH):  # row tiles; the tap loop inside is the pipelined one
             if SLAB:
                 o_r = i_r + tl.arange(0, BH)  # [BH] du rows in the image
-                o_xb, o_db = i_b * s_xb, i_b * s_db
             else:
                 o_b, o_r, _ = stacked_rows(i_r, BH, H, B, I64)  # [BH] images, rows in them
                 o_xb, o_db = o_b * s_xb, o_b * s_db  # [BH] each row's image offsets
