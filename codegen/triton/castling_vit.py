@@ -139,6 +139,10 @@ def custom_op_caller(op, impl, setup_context, backward, grad_flag: str | None = 
     return call
 
 
+# torch.ops namespace of the custom ops below, a digest of their source: modules
+# generated from another source never share them
+DWCONV_OPS = 'padre_dwconv_64634f5a7ca4'
+
 if triton is not None:
 
     @triton.jit
@@ -1469,7 +1473,7 @@ def _dwconv_hadamard_backward(ctx, dz, do, _):
     height, width, pad_h, pad_w, store_z, store_o = ctx.geometry
     some = lambda t: t if t.numel() else None  # noqa: E731 - empty marks an absent tensor
     bwd = (_dwconv_hadamard_bwd_impl if getattr(ctx, "eager", False)
-           else torch.ops.padre_triton.dwconv_hadamard_bwd_v4)
+           else getattr(torch.ops, DWCONV_OPS).dwconv_hadamard_bwd)
     d_x, dg, da, dw, db, ds, dsa, dbi = bwd(
         x, weight, bias, gate, acc, acc_scale, scale, dz if store_z else None,
         do if store_o else None, height, width, pad_h, pad_w, in_bias, some(u))
@@ -1478,13 +1482,15 @@ def _dwconv_hadamard_backward(ctx, dz, do, _):
 
 
 def _register_dwconv_hadamard():
-    """torch.library custom op (+ fake kernel + autograd), defined once per process."""
+    """torch.library custom op (+ fake kernel + autograd), defined once per process and
+    namespace (modules generated from the same source share it)."""
     try:
-        torch.ops.padre_triton.dwconv_hadamard_bwd_v4  # noqa: B018 - registered with the fwd op
-        return torch.ops.padre_triton.dwconv_hadamard_fwd_v3
+        ops = getattr(torch.ops, DWCONV_OPS)
+        ops.dwconv_hadamard_bwd  # noqa: B018 - registered with the forward
+        return ops.dwconv_hadamard_fwd
     except AttributeError:
         pass
-    op = torch.library.custom_op("padre_triton::dwconv_hadamard_fwd_v3", mutates_args=())(
+    op = torch.library.custom_op(f"{DWCONV_OPS}::dwconv_hadamard_fwd", mutates_args=())(
         _dwconv_hadamard_impl)
 
     @op.register_fake
@@ -1492,7 +1498,7 @@ def _register_dwconv_hadamard():
           store_o, in_bias=None, keep_u=False):
         return forward_outputs(x, weight, gate, scale, height, store_z, store_o, keep_u)
 
-    bwd = torch.library.custom_op("padre_triton::dwconv_hadamard_bwd_v4", mutates_args=())(
+    bwd = torch.library.custom_op(f"{DWCONV_OPS}::dwconv_hadamard_bwd", mutates_args=())(
         _dwconv_hadamard_bwd_impl)
 
     @bwd.register_fake
@@ -1508,7 +1514,7 @@ def _register_dwconv_hadamard():
                 like(acc_scale if do is not None else None, x, (c,)), like(in_bias, x, (c,)))
 
     op.register_autograd(_dwconv_hadamard_backward, setup_context=_dwconv_hadamard_setup)
-    return torch.ops.padre_triton.dwconv_hadamard_fwd_v3
+    return getattr(torch.ops, DWCONV_OPS).dwconv_hadamard_fwd
 
 
 # (z, o): the op's u stays with autograd
@@ -1516,6 +1522,10 @@ dwconv_hadamard = custom_op_caller(_register_dwconv_hadamard(), _dwconv_hadamard
                                    _dwconv_hadamard_setup, _dwconv_hadamard_backward,
                                    grad_flag="keep_u", outputs=2)
 
+
+# torch.ops namespace of the custom ops below, a digest of their source: modules
+# generated from another source never share them
+ATTENTION_OPS = 'padre_attention_e2aa5ac4d8b8'
 
 if triton is not None:
 
@@ -1951,7 +1961,7 @@ def _state_backward(ctx, ds, _):
         return None, None, None, None, None
     a, b, *l1 = ctx.saved_tensors
     apply = (_head_apply_impl if getattr(ctx, "eager", False)
-             else torch.ops.padre_triton.head_apply_v4)
+             else getattr(torch.ops, ATTENTION_OPS).head_apply)
     if ctx.a_l1 is not None:
         state, norms = l1
         ds, dn = l1_backward(ds, l1_denominators(norms, ctx.a_l1), state)  # dP, dn
@@ -1984,14 +1994,15 @@ def _apply_backward(ctx, do, *_):
     a, s, res, res_scale = ctx.saved_tensors
     heads = s.shape[1]
     eager = getattr(ctx, "eager", False)
-    apply = _head_apply_impl if eager else torch.ops.padre_triton.head_apply_v4
-    state = _head_state_impl if eager else torch.ops.padre_triton.head_state_v3
+    apply = _head_apply_impl if eager else getattr(torch.ops, ATTENTION_OPS).head_apply
+    state = _head_state_impl if eager else getattr(torch.ops, ATTENTION_OPS).head_state
     m, trans = s, ctx.trans
     if ctx.a_l1 is not None:  # M' (trans taken)
         (m, den), trans = l1_scaled_state(a, s, trans, ctx.a_l1), False
     dy, dd = do, None
     if ctx.out_eps is not None:
-        rows_vjp = _rows_vjp_impl if eager else torch.ops.padre_triton.head_rows_vjp_v1
+        rows_vjp = (_rows_vjp_impl if eager
+                    else getattr(torch.ops, ATTENTION_OPS).head_rows_vjp)
         dy, dd = rows_vjp(a, m, trans, ctx.a_eps, res, res_scale, ctx.out_eps, do)
     ds = state(a, dy, heads, ctx.a_eps)[0]  # Â^T dY
     if ctx.a_l1 is not None:
@@ -2012,17 +2023,19 @@ def _apply_backward(ctx, do, *_):
 
 
 def _register_head_ops():
-    """torch.library custom ops (+ fake kernels + autograd), defined once per process."""
+    """torch.library custom ops (+ fake kernels + autograd), defined once per process and
+    namespace (modules generated from the same source share them)."""
     try:
-        return torch.ops.padre_triton.head_state_v3, torch.ops.padre_triton.head_apply_v4
+        ops = getattr(torch.ops, ATTENTION_OPS)
+        return ops.head_state, ops.head_apply
     except AttributeError:
         pass
-    state = torch.library.custom_op("padre_triton::head_state_v3", mutates_args=())(
+    state = torch.library.custom_op(f"{ATTENTION_OPS}::head_state", mutates_args=())(
         _head_state_impl)
-    apply = torch.library.custom_op("padre_triton::head_apply_v4", mutates_args=())(
+    apply = torch.library.custom_op(f"{ATTENTION_OPS}::head_apply", mutates_args=())(
         _head_apply_impl)
     # the output normalisation's backward step (no autograd of its own: not differentiated)
-    rows_vjp = torch.library.custom_op("padre_triton::head_rows_vjp_v1", mutates_args=())(
+    rows_vjp = torch.library.custom_op(f"{ATTENTION_OPS}::head_rows_vjp", mutates_args=())(
         _rows_vjp_impl)
 
     @state.register_fake
@@ -2046,7 +2059,8 @@ def _register_head_ops():
 
     state.register_autograd(_state_backward, setup_context=_state_setup)
     apply.register_autograd(_apply_backward, setup_context=_apply_setup)
-    return torch.ops.padre_triton.head_state_v3, torch.ops.padre_triton.head_apply_v4
+    ops = getattr(torch.ops, ATTENTION_OPS)
+    return ops.head_state, ops.head_apply
 
 
 _state_op, _apply_op = _register_head_ops()

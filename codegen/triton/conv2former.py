@@ -136,6 +136,10 @@ def custom_op_caller(op, impl, setup_context, backward, grad_flag: str | None = 
     return call
 
 
+# torch.ops namespace of the custom ops below, a digest of their source: modules
+# generated from another source never share them
+DWCONV_OPS = 'padre_dwconv_64634f5a7ca4'
+
 if triton is not None:
 
     @triton.jit
@@ -1466,7 +1470,7 @@ def _dwconv_hadamard_backward(ctx, dz, do, _):
     height, width, pad_h, pad_w, store_z, store_o = ctx.geometry
     some = lambda t: t if t.numel() else None  # noqa: E731 - empty marks an absent tensor
     bwd = (_dwconv_hadamard_bwd_impl if getattr(ctx, "eager", False)
-           else torch.ops.padre_triton.dwconv_hadamard_bwd_v4)
+           else getattr(torch.ops, DWCONV_OPS).dwconv_hadamard_bwd)
     d_x, dg, da, dw, db, ds, dsa, dbi = bwd(
         x, weight, bias, gate, acc, acc_scale, scale, dz if store_z else None,
         do if store_o else None, height, width, pad_h, pad_w, in_bias, some(u))
@@ -1475,13 +1479,15 @@ def _dwconv_hadamard_backward(ctx, dz, do, _):
 
 
 def _register_dwconv_hadamard():
-    """torch.library custom op (+ fake kernel + autograd), defined once per process."""
+    """torch.library custom op (+ fake kernel + autograd), defined once per process and
+    namespace (modules generated from the same source share it)."""
     try:
-        torch.ops.padre_triton.dwconv_hadamard_bwd_v4  # noqa: B018 - registered with the fwd op
-        return torch.ops.padre_triton.dwconv_hadamard_fwd_v3
+        ops = getattr(torch.ops, DWCONV_OPS)
+        ops.dwconv_hadamard_bwd  # noqa: B018 - registered with the forward
+        return ops.dwconv_hadamard_fwd
     except AttributeError:
         pass
-    op = torch.library.custom_op("padre_triton::dwconv_hadamard_fwd_v3", mutates_args=())(
+    op = torch.library.custom_op(f"{DWCONV_OPS}::dwconv_hadamard_fwd", mutates_args=())(
         _dwconv_hadamard_impl)
 
     @op.register_fake
@@ -1489,7 +1495,7 @@ def _register_dwconv_hadamard():
           store_o, in_bias=None, keep_u=False):
         return forward_outputs(x, weight, gate, scale, height, store_z, store_o, keep_u)
 
-    bwd = torch.library.custom_op("padre_triton::dwconv_hadamard_bwd_v4", mutates_args=())(
+    bwd = torch.library.custom_op(f"{DWCONV_OPS}::dwconv_hadamard_bwd", mutates_args=())(
         _dwconv_hadamard_bwd_impl)
 
     @bwd.register_fake
@@ -1505,7 +1511,7 @@ def _register_dwconv_hadamard():
                 like(acc_scale if do is not None else None, x, (c,)), like(in_bias, x, (c,)))
 
     op.register_autograd(_dwconv_hadamard_backward, setup_context=_dwconv_hadamard_setup)
-    return torch.ops.padre_triton.dwconv_hadamard_fwd_v3
+    return getattr(torch.ops, DWCONV_OPS).dwconv_hadamard_fwd
 
 
 # (z, o): the op's u stays with autograd

@@ -133,6 +133,10 @@ def custom_op_caller(op, impl, setup_context, backward, grad_flag: str | None = 
     return call
 
 
+# torch.ops namespace of the custom ops below, a digest of their source: modules
+# generated from another source never share them
+LONG_CONV_OPS = 'padre_long_conv_4dc9fed654a1'
+
 if triton is not None:
 
     @triton.jit
@@ -472,27 +476,29 @@ def _long_conv_hadamard_backward(ctx, do, *_):
     a, b, filt, skip, gate, y, xf = ctx.saved_tensors
     some = lambda t: t if t.numel() else None  # noqa: E731 - empty marks an absent tensor
     bwd = (_long_conv_hadamard_bwd_impl if getattr(ctx, "eager", False)
-           else torch.ops.padre_triton.long_conv_hadamard_bwd_v1)
+           else getattr(torch.ops, LONG_CONV_OPS).long_conv_hadamard_bwd)
     filter_grad = ctx.needs_input_grad[2] or ctx.needs_input_grad[3]
     da, db, dh, dd, dg = bwd(a, b, filt, skip, gate, some(y), xf, do, filter_grad, ctx.parts)
     return da, some(db), some(dh), some(dd), some(dg), None, None
 
 
 def _register_long_conv_hadamard():
-    """torch.library custom ops (+ fake kernels + autograd), defined once per process."""
+    """torch.library custom ops (+ fake kernels + autograd), defined once per process and
+    namespace (modules generated from the same source share them)."""
     try:
-        torch.ops.padre_triton.long_conv_hadamard_bwd_v1  # noqa: B018 - registered with the fwd
-        return torch.ops.padre_triton.long_conv_hadamard_v1
+        ops = getattr(torch.ops, LONG_CONV_OPS)
+        ops.long_conv_hadamard_bwd  # noqa: B018 - registered with the forward
+        return ops.long_conv_hadamard
     except AttributeError:
         pass
-    op = torch.library.custom_op("padre_triton::long_conv_hadamard_v1", mutates_args=())(
+    op = torch.library.custom_op(f"{LONG_CONV_OPS}::long_conv_hadamard", mutates_args=())(
         _long_conv_hadamard_impl)
 
     @op.register_fake
     def _(a, b, filt, skip, gate, keep=False, parts=None):
         return long_conv_outputs(*part_views(a, b, gate, filt.shape[0], parts), keep)
 
-    bwd = torch.library.custom_op("padre_triton::long_conv_hadamard_bwd_v1", mutates_args=())(
+    bwd = torch.library.custom_op(f"{LONG_CONV_OPS}::long_conv_hadamard_bwd", mutates_args=())(
         _long_conv_hadamard_bwd_impl)
 
     @bwd.register_fake
@@ -510,7 +516,7 @@ def _register_long_conv_hadamard():
                 like(gate, a.shape))
 
     op.register_autograd(_long_conv_hadamard_backward, setup_context=_long_conv_hadamard_setup)
-    return torch.ops.padre_triton.long_conv_hadamard_v1
+    return getattr(torch.ops, LONG_CONV_OPS).long_conv_hadamard
 
 
 # o: y and X stay with autograd

@@ -129,6 +129,10 @@ def custom_op_caller(op, impl, setup_context, backward, grad_flag: str | None = 
     return call
 
 
+# torch.ops namespace of the custom ops below, a digest of their source: modules
+# generated from another source never share them
+ATTENTION_OPS = 'padre_attention_e2aa5ac4d8b8'
+
 if triton is not None:
 
     @triton.jit
@@ -563,7 +567,7 @@ def _state_backward(ctx, ds, _):
         return None, None, None, None, None
     a, b, *l1 = ctx.saved_tensors
     apply = (_head_apply_impl if getattr(ctx, "eager", False)
-             else torch.ops.padre_triton.head_apply_v4)
+             else getattr(torch.ops, ATTENTION_OPS).head_apply)
     if ctx.a_l1 is not None:
         state, norms = l1
         ds, dn = l1_backward(ds, l1_denominators(norms, ctx.a_l1), state)  # dP, dn
@@ -596,14 +600,15 @@ def _apply_backward(ctx, do, *_):
     a, s, res, res_scale = ctx.saved_tensors
     heads = s.shape[1]
     eager = getattr(ctx, "eager", False)
-    apply = _head_apply_impl if eager else torch.ops.padre_triton.head_apply_v4
-    state = _head_state_impl if eager else torch.ops.padre_triton.head_state_v3
+    apply = _head_apply_impl if eager else getattr(torch.ops, ATTENTION_OPS).head_apply
+    state = _head_state_impl if eager else getattr(torch.ops, ATTENTION_OPS).head_state
     m, trans = s, ctx.trans
     if ctx.a_l1 is not None:  # M' (trans taken)
         (m, den), trans = l1_scaled_state(a, s, trans, ctx.a_l1), False
     dy, dd = do, None
     if ctx.out_eps is not None:
-        rows_vjp = _rows_vjp_impl if eager else torch.ops.padre_triton.head_rows_vjp_v1
+        rows_vjp = (_rows_vjp_impl if eager
+                    else getattr(torch.ops, ATTENTION_OPS).head_rows_vjp)
         dy, dd = rows_vjp(a, m, trans, ctx.a_eps, res, res_scale, ctx.out_eps, do)
     ds = state(a, dy, heads, ctx.a_eps)[0]  # Â^T dY
     if ctx.a_l1 is not None:
@@ -624,17 +629,19 @@ def _apply_backward(ctx, do, *_):
 
 
 def _register_head_ops():
-    """torch.library custom ops (+ fake kernels + autograd), defined once per process."""
+    """torch.library custom ops (+ fake kernels + autograd), defined once per process and
+    namespace (modules generated from the same source share them)."""
     try:
-        return torch.ops.padre_triton.head_state_v3, torch.ops.padre_triton.head_apply_v4
+        ops = getattr(torch.ops, ATTENTION_OPS)
+        return ops.head_state, ops.head_apply
     except AttributeError:
         pass
-    state = torch.library.custom_op("padre_triton::head_state_v3", mutates_args=())(
+    state = torch.library.custom_op(f"{ATTENTION_OPS}::head_state", mutates_args=())(
         _head_state_impl)
-    apply = torch.library.custom_op("padre_triton::head_apply_v4", mutates_args=())(
+    apply = torch.library.custom_op(f"{ATTENTION_OPS}::head_apply", mutates_args=())(
         _head_apply_impl)
     # the output normalisation's backward step (no autograd of its own: not differentiated)
-    rows_vjp = torch.library.custom_op("padre_triton::head_rows_vjp_v1", mutates_args=())(
+    rows_vjp = torch.library.custom_op(f"{ATTENTION_OPS}::head_rows_vjp", mutates_args=())(
         _rows_vjp_impl)
 
     @state.register_fake
@@ -658,7 +665,8 @@ def _register_head_ops():
 
     state.register_autograd(_state_backward, setup_context=_state_setup)
     apply.register_autograd(_apply_backward, setup_context=_apply_setup)
-    return torch.ops.padre_triton.head_state_v3, torch.ops.padre_triton.head_apply_v4
+    ops = getattr(torch.ops, ATTENTION_OPS)
+    return ops.head_state, ops.head_apply
 
 
 _state_op, _apply_op = _register_head_ops()

@@ -206,13 +206,14 @@ def test_the_head_ops_pass_opcheck(runtime) -> None:
     S^T; the sign epilogue with a per-batch scale) agree with the real ops (the norms come
     out as a tensor of their own, not a view into the kernel's sums)."""
     gen = torch.Generator().manual_seed(26)
+    ops = getattr(torch.ops, runtime.ATTENTION_OPS)
     a, b = (torch.randn(2, 70, 12, generator=gen) for _ in range(2))
     s, dn = torch.randn(2, 2, 6, 6, generator=gen), torch.randn(2, 12, generator=gen)
     for a_eps, a_l1 in ((None, None), (None, 1e-3), (1e-3, None)):
-        torch.library.opcheck(torch.ops.padre_triton.head_state_v3, (a, b, 2, a_eps, a_l1))
-    torch.library.opcheck(torch.ops.padre_triton.head_apply_v4,
+        torch.library.opcheck(ops.head_state, (a, b, 2, a_eps, a_l1))
+    torch.library.opcheck(ops.head_apply,
                           (a, s, True, None, None, 0.0, None, None, None, None, False, 1e-3))
-    torch.library.opcheck(torch.ops.padre_triton.head_apply_v4,
+    torch.library.opcheck(ops.head_apply,
                           (a, s, False, None, None, 0.0, b, dn, None, None, True, None))
 
 

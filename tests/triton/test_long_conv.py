@@ -228,13 +228,13 @@ def test_the_long_conv_ops_pass_opcheck(runtime, absent, mixed) -> None:
         a, do = a.half(), do.half()
     ops = dict(a=a, b=b, filt=filt, skip=skip, gate=gate)
     operands = [None if k in absent else v for k, v in ops.items()]
-    fwd = torch.ops.padre_triton.long_conv_hadamard_v1
+    fwd = getattr(torch.ops, runtime.LONG_CONV_OPS).long_conv_hadamard
     for keep in (False, True):
         torch.library.opcheck(fwd, (*operands, keep))
     out, y, xf = fwd(*operands, True)
     present = [t.dtype for t in (operands[0], operands[1], operands[4]) if t is not None]
     assert out.dtype == functools.reduce(torch.promote_types, present)
-    bwd = torch.ops.padre_triton.long_conv_hadamard_bwd_v1
+    bwd = getattr(torch.ops, runtime.LONG_CONV_OPS).long_conv_hadamard_bwd
     for filter_grad in (True, False):
         args = (*operands, y if y.numel() else None, xf, do.to(out.dtype), filter_grad)
         torch.library.opcheck(bwd, args)
@@ -452,6 +452,7 @@ def test_a_backward_without_the_kept_spectrum_is_refused(runtime) -> None:
     gen = torch.Generator().manual_seed(15)
     a, b = (torch.randn(1, 8, 4, generator=gen, requires_grad=True) for _ in range(2))
     filt = torch.randn(4, 8, generator=gen, requires_grad=True)
-    out, _, _ = torch.ops.padre_triton.long_conv_hadamard_v1(a, b, filt, None, None, False)
+    op = getattr(torch.ops, runtime.LONG_CONV_OPS).long_conv_hadamard
+    out, _, _ = op(a, b, filt, None, None, False)
     with pytest.raises(ValueError, match="keep=True"):
         out.sum().backward()

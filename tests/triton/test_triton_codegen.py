@@ -272,3 +272,26 @@ def test_two_attentions_under_one_normalisation_fold_once() -> None:
         modules[1].load_state_dict(modules[0].state_dict())
         x_in = torch.randn(2, 9, 16, dtype=torch.float64)
         assert torch.allclose(modules[0](x_in), modules[1](x_in), atol=1e-10), name
+
+
+def test_modules_share_custom_ops_only_when_their_source_is_the_same(monkeypatch) -> None:
+    """The ops' torch.ops namespace is a digest of their source: padre3 and conv2former (the
+    same kernel text) share one; a module generated from another text (another revision)
+    registers its own, whose op runs that module's launchers, not the first module's."""
+    from torch._library.custom_ops import OPDEFS
+
+    from padre_compiler.backends.triton import kernels
+    from padre_compiler.compiler import load_source
+
+    def loaded(spec: str):
+        result = generate(load_spec(spec), backend="triton", dim=8, grid=(4, 4))
+        return load_source(result.source, spec)
+
+    first, same = loaded("padre3"), loaded("conv2former")
+    assert first.DWCONV_OPS == same.DWCONV_OPS and first.DWCONV_OPS.startswith("padre_dwconv_")
+    monkeypatch.setattr(kernels, "RUNTIME", kernels.RUNTIME + "\n# another revision\n")
+    other = loaded("padre3")
+    assert other.DWCONV_OPS != first.DWCONV_OPS
+    for module in (first, other):
+        op = OPDEFS[f"{module.DWCONV_OPS}::dwconv_hadamard_fwd"]
+        assert op._init_fn.__globals__["DWCONV_OPS"] == module.DWCONV_OPS

@@ -30,7 +30,8 @@ def test_triton_fuzz_sees_a_wrong_band_operand_only_in_the_toeplitz_form(monkeyp
     # (custom_op_caller): shift the band in the globals both read
     from torch._library.custom_ops import OPDEFS
 
-    op = OPDEFS["padre_triton::dwconv_hadamard_fwd_v3"]._init_fn.__globals__
+    op = OPDEFS[f"{harness.cls.forward.__globals__['DWCONV_OPS']}::dwconv_hadamard_fwd"]
+    op = op._init_fn.__globals__
     for namespace in (op, harness.cls.forward.__globals__):
         real = namespace["toeplitz_operand"]
         monkeypatch.setitem(namespace, "toeplitz_operand",
@@ -56,7 +57,8 @@ def test_triton_fuzz_sees_a_long_convolution_that_drops_its_skip_term(monkeypatc
     harness = Harness(as_spec("hyena"), "triton")
     from torch._library.custom_ops import OPDEFS
 
-    op = OPDEFS["padre_triton::long_conv_hadamard_v1"]._init_fn.__globals__
+    op = OPDEFS[f"{harness.cls.forward.__globals__['LONG_CONV_OPS']}::long_conv_hadamard"]
+    op = op._init_fn.__globals__
     for namespace in (op, harness.cls.forward.__globals__):
         real = namespace["long_conv_out"]
         monkeypatch.setitem(namespace, "long_conv_out",
@@ -75,7 +77,8 @@ def test_triton_gradient_fuzz_passes_and_sees_a_wrong_weight_gradient(monkeypatc
     harness = Harness(as_spec("padre3"), "triton")
     from torch._library.custom_ops import OPDEFS
 
-    op = OPDEFS["padre_triton::dwconv_hadamard_fwd_v3"]._init_fn.__globals__
+    op = OPDEFS[f"{harness.cls.forward.__globals__['DWCONV_OPS']}::dwconv_hadamard_fwd"]
+    op = op._init_fn.__globals__
     for namespace in (op, harness.cls.forward.__globals__):
         real = namespace["dwconv_toeplitz_wgrad_launch"]
 

@@ -772,7 +772,7 @@ def test_toeplitz_backward_launches_a_conv_for_u_only_where_it_is_read_and_not_k
         return launch
 
     # the op runs the launcher of whichever generated module registered it (the same text)
-    op = OPDEFS["padre_triton::dwconv_hadamard_fwd_v3"]._init_fn.__globals__
+    op = OPDEFS[f"{m.DWCONV_OPS}::dwconv_hadamard_fwd"]._init_fn.__globals__
     for namespace in {id(ns): ns for ns in (vars(m), op)}.values():
         monkeypatch.setitem(namespace, "dwconv_hadamard_launch",
                             counted(namespace["dwconv_hadamard_launch"]))

@@ -1,12 +1,13 @@
 """Triton backend: graph -> standalone module source with fused Triton kernels.
 
 The fused regions (`regions.find_regions`: depthwise conv + bias + Hadamard gate + weighted
-accumulation) become calls of one torch.library custom op, `padre_triton::dwconv_hadamard_fwd_v3`,
+accumulation) become calls of one torch.library custom op, `dwconv_hadamard_fwd` (in a
+namespace named by a digest of its source: `ops_namespace`),
 backed by `dwconv_hadamard_fwd_kernel` (direct, CUDA cores) or `dwconv_toeplitz_fwd_kernel`
 (banded Toeplitz products on tensor cores), with a derived backward
 (`dwconv_hadamard_bwd_kernel`, then the forward kernel with flipped taps for dx). A long
 convolution with the products around it (`long_conv.find_long_conv_regions`) becomes
-`padre_triton::long_conv_hadamard_v1`: two kernels around torch's FFTs, forward and backward.
+`long_conv_hadamard`: two kernels around torch's FFTs, forward and backward.
 Linear attentions go to `linear_attention`'s kernels. Every other op
 is lowered exactly as the PyTorch backend lowers it (dense maps go to cuBLAS through F.linear;
 one feeding a conv stores channel-major and, where the conv is its only reader, leaves its bias
@@ -21,7 +22,9 @@ from __future__ import annotations
 
 import ast
 import functools
+import hashlib
 import textwrap
+from types import ModuleType
 
 from padre_compiler.backends.pytorch import (
     helper_sources,
@@ -181,6 +184,16 @@ def _attention_call(g: Graph, nid: int, names: dict[int, str], folded: dict[int,
     body.append(call + shape)
 
 
+def ops_namespace(family: ModuleType) -> str:
+    """The torch.ops namespace of a kernel family's custom ops: a digest of the text that
+    defines and runs them (the shared helpers, the family's kernels and launchers). Modules
+    generated from the same text share the ops; from different texts (other revisions, other
+    families), never."""
+    text = kernels.SHARED + family.KERNEL + family.RUNTIME
+    tag = family.OPS_NAME.removesuffix("_OPS").lower()
+    return f"padre_{tag}_{hashlib.sha256(text.encode()).hexdigest()[:12]}"
+
+
 @functools.cache
 def _module_names() -> frozenset[str]:
     """Every name the pasted kernel and runtime texts bind at module level (parsed once)."""
@@ -203,7 +216,8 @@ def _module_names() -> frozenset[str]:
     texts = (kernels.STDLIB_IMPORTS, kernels.TORCH_IMPORTS, kernels.SHARED, kernels.KERNEL,
              kernels.RUNTIME, linear_attention.KERNEL, linear_attention.RUNTIME, long_conv.KERNEL,
              long_conv.RUNTIME)
-    return frozenset(name for text in texts for name in bound(ast.parse(text).body))
+    constants = {family.OPS_NAME for family in (kernels, linear_attention, long_conv)}
+    return frozenset(constants | {name for text in texts for name in bound(ast.parse(text).body)})
 
 
 def emit_module(g: Graph, decls: dict[str, ParamDecl], *, name: str, header: str,
@@ -337,7 +351,10 @@ def emit_module(g: Graph, decls: dict[str, ParamDecl], *, name: str, header: str
         preamble = [kernels.STDLIB_IMPORTS.strip("\n"), "", *preamble,
                     kernels.SHARED.strip("\n"), ""]
     for family in families:
-        preamble += ["", family.KERNEL.strip("\n"), "", "", family.RUNTIME.strip("\n"), ""]
+        preamble += ["", "# torch.ops namespace of the custom ops below, a digest of their "
+                     "source: modules", "# generated from another source never share them",
+                     f"{family.OPS_NAME} = {ops_namespace(family)!r}",
+                     "", family.KERNEL.strip("\n"), "", "", family.RUNTIME.strip("\n"), ""]
     if families:
         tiles = {k: v for family in families for k, v in family.DOT_TILES.items()}
         preamble += ["", "# tl.dot tiles per kernel, (batch, M, N, K): backends/triton/legality.py",
