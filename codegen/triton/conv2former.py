@@ -138,7 +138,7 @@ def custom_op_caller(op, impl, setup_context, backward, grad_flag: str | None = 
 
 # torch.ops namespace of the custom ops below, a digest of their source: modules
 # generated from another source never share them
-DWCONV_OPS = 'padre_dwconv_64634f5a7ca4'
+DWCONV_OPS = 'padre_dwconv_6e64ec484abe'
 
 if triton is not None:
 
@@ -910,7 +910,8 @@ def compile_together(configs: tuple[dict[str, int], ...], launch) -> None:
         return
     token = COMPILING.set(True)
     try:
-        with ThreadPoolExecutor(min(len(configs), os.cpu_count() or 1)) as pool,                 AsyncCompileMode(pool, ignore_errors=True):
+        with (ThreadPoolExecutor(min(len(configs), os.cpu_count() or 1)) as pool,
+              AsyncCompileMode(pool, ignore_errors=True)):
             for cfg in configs:
                 with contextlib.suppress(Exception):
                     launch(cfg)

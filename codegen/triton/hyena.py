@@ -143,7 +143,7 @@ def custom_op_caller(op, impl, setup_context, backward, grad_flag: str | None = 
 
 # torch.ops namespace of the custom ops below, a digest of their source: modules
 # generated from another source never share them
-DWCONV_OPS = 'padre_dwconv_64634f5a7ca4'
+DWCONV_OPS = 'padre_dwconv_6e64ec484abe'
 
 if triton is not None:
 
@@ -915,7 +915,8 @@ def compile_together(configs: tuple[dict[str, int], ...], launch) -> None:
         return
     token = COMPILING.set(True)
     try:
-        with ThreadPoolExecutor(min(len(configs), os.cpu_count() or 1)) as pool,                 AsyncCompileMode(pool, ignore_errors=True):
+        with (ThreadPoolExecutor(min(len(configs), os.cpu_count() or 1)) as pool,
+              AsyncCompileMode(pool, ignore_errors=True)):
             for cfg in configs:
                 with contextlib.suppress(Exception):
                     launch(cfg)
@@ -1527,7 +1528,7 @@ dwconv_hadamard = custom_op_caller(_register_dwconv_hadamard(), _dwconv_hadamard
 
 # torch.ops namespace of the custom ops below, a digest of their source: modules
 # generated from another source never share them
-LONG_CONV_OPS = 'padre_long_conv_4dc9fed654a1'
+LONG_CONV_OPS = 'padre_long_conv_59bbeda0e675'
 
 if triton is not None:
 
@@ -1786,7 +1787,8 @@ def part_views(a: torch.Tensor, b: torch.Tensor | None, gate: torch.Tensor | Non
     if parts is None:
         return a, b, gate
     blocks = sorted(k for k in parts if k >= 0)
-    if b is not None or gate is not None or blocks != list(range(a.shape[-1] // c))             or a.shape[-1] % c:
+    if (b is not None or gate is not None or blocks != list(range(a.shape[-1] // c))
+            or a.shape[-1] % c):
         raise ValueError(f"long_conv_hadamard: parts {parts} must give each {c}-channel block "
                          f"of a ({a.shape[-1]} channels) one role, with b and gate None")
     return tuple(None if k < 0 else a[..., k * c:(k + 1) * c] for k in parts)
@@ -1896,7 +1898,9 @@ def _register_long_conv_hadamard():
     @bwd.register_fake
     def _(a, b, filt, skip, gate, y, xf, do, filter_grad=True, parts=None):
         def like(t, shape, on=True):
-            return a.new_empty(shape if on else 0, dtype=t.dtype) if t is not None                 else a.new_empty(0)
+            if t is None:
+                return a.new_empty(0)
+            return a.new_empty(shape if on else 0, dtype=t.dtype)
 
         whole = a
         a, b, gate = part_views(a, b, gate, filt.shape[0], parts)

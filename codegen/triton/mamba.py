@@ -36,7 +36,10 @@ def _expand(x: torch.Tensor, heads: int, replicate: bool, times: int | None = No
     e = w // heads
     t = e if times is None else times
     xh = x.reshape(b, n, heads, e)
-    out = xh.unsqueeze(-1).expand(b, n, heads, e, t) if replicate else         xh.unsqueeze(-2).expand(b, n, heads, t, e)
+    if replicate:
+        out = xh.unsqueeze(-1).expand(b, n, heads, e, t)
+    else:
+        out = xh.unsqueeze(-2).expand(b, n, heads, t, e)
     return out.reshape(b, n, heads * e * t)
 
 

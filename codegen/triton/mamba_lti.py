@@ -135,7 +135,7 @@ def custom_op_caller(op, impl, setup_context, backward, grad_flag: str | None = 
 
 # torch.ops namespace of the custom ops below, a digest of their source: modules
 # generated from another source never share them
-LONG_CONV_OPS = 'padre_long_conv_4dc9fed654a1'
+LONG_CONV_OPS = 'padre_long_conv_59bbeda0e675'
 
 if triton is not None:
 
@@ -394,7 +394,8 @@ def part_views(a: torch.Tensor, b: torch.Tensor | None, gate: torch.Tensor | Non
     if parts is None:
         return a, b, gate
     blocks = sorted(k for k in parts if k >= 0)
-    if b is not None or gate is not None or blocks != list(range(a.shape[-1] // c))             or a.shape[-1] % c:
+    if (b is not None or gate is not None or blocks != list(range(a.shape[-1] // c))
+            or a.shape[-1] % c):
         raise ValueError(f"long_conv_hadamard: parts {parts} must give each {c}-channel block "
                          f"of a ({a.shape[-1]} channels) one role, with b and gate None")
     return tuple(None if k < 0 else a[..., k * c:(k + 1) * c] for k in parts)
@@ -504,7 +505,9 @@ def _register_long_conv_hadamard():
     @bwd.register_fake
     def _(a, b, filt, skip, gate, y, xf, do, filter_grad=True, parts=None):
         def like(t, shape, on=True):
-            return a.new_empty(shape if on else 0, dtype=t.dtype) if t is not None                 else a.new_empty(0)
+            if t is None:
+                return a.new_empty(0)
+            return a.new_empty(shape if on else 0, dtype=t.dtype)
 
         whole = a
         a, b, gate = part_views(a, b, gate, filt.shape[0], parts)
@@ -538,7 +541,10 @@ def _expand(x: torch.Tensor, heads: int, replicate: bool, times: int | None = No
     e = w // heads
     t = e if times is None else times
     xh = x.reshape(b, n, heads, e)
-    out = xh.unsqueeze(-1).expand(b, n, heads, e, t) if replicate else         xh.unsqueeze(-2).expand(b, n, heads, t, e)
+    if replicate:
+        out = xh.unsqueeze(-1).expand(b, n, heads, e, t)
+    else:
+        out = xh.unsqueeze(-2).expand(b, n, heads, t, e)
     return out.reshape(b, n, heads * e * t)
 
 

@@ -295,3 +295,21 @@ def test_modules_share_custom_ops_only_when_their_source_is_the_same(monkeypatch
     for module in (first, other):
         op = OPDEFS[f"{module.DWCONV_OPS}::dwconv_hadamard_fwd"]
         assert op._init_fn.__globals__["DWCONV_OPS"] == module.DWCONV_OPS
+
+
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+def test_generated_lines_have_no_joined_continuations(backend: str) -> None:
+    """A backslash-newline inside a generator's template string joins two source lines with
+    the next line's indent: no two tokens of a generated line are 5 or more spaces apart."""
+    import io
+    import itertools
+    import tokenize
+
+    for name in SPECS:
+        source = codegen_path(name, backend).read_text()
+        tokens = [t for t in tokenize.generate_tokens(io.StringIO(source).readline)
+                  if t.type not in (tokenize.COMMENT, tokenize.NL, tokenize.NEWLINE,
+                                    tokenize.INDENT, tokenize.DEDENT)]
+        for prev, tok in itertools.pairwise(tokens):
+            if prev.end[0] == tok.start[0]:
+                assert tok.start[1] - prev.end[1] < 5, f"{name}.py:{tok.start[0]}: {tok.line}"

@@ -917,8 +917,8 @@ def compile_together(configs: tuple[dict[str, int], ...], launch) -> None:
         return
     token = COMPILING.set(True)
     try:
-        with ThreadPoolExecutor(min(len(configs), os.cpu_count() or 1)) as pool, \
-                AsyncCompileMode(pool, ignore_errors=True):
+        with (ThreadPoolExecutor(min(len(configs), os.cpu_count() or 1)) as pool,
+              AsyncCompileMode(pool, ignore_errors=True)):
             for cfg in configs:
                 with contextlib.suppress(Exception):
                     launch(cfg)

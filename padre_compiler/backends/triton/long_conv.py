@@ -305,8 +305,8 @@ def part_views(a: torch.Tensor, b: torch.Tensor | None, gate: torch.Tensor | Non
     if parts is None:
         return a, b, gate
     blocks = sorted(k for k in parts if k >= 0)
-    if b is not None or gate is not None or blocks != list(range(a.shape[-1] // c)) \
-            or a.shape[-1] % c:
+    if (b is not None or gate is not None or blocks != list(range(a.shape[-1] // c))
+            or a.shape[-1] % c):
         raise ValueError(f"long_conv_hadamard: parts {parts} must give each {c}-channel block "
                          f"of a ({a.shape[-1]} channels) one role, with b and gate None")
     return tuple(None if k < 0 else a[..., k * c:(k + 1) * c] for k in parts)
@@ -416,8 +416,9 @@ def _register_long_conv_hadamard():
     @bwd.register_fake
     def _(a, b, filt, skip, gate, y, xf, do, filter_grad=True, parts=None):
         def like(t, shape, on=True):
-            return a.new_empty(shape if on else 0, dtype=t.dtype) if t is not None \
-                else a.new_empty(0)
+            if t is None:
+                return a.new_empty(0)
+            return a.new_empty(shape if on else 0, dtype=t.dtype)
 
         whole = a
         a, b, gate = part_views(a, b, gate, filt.shape[0], parts)
