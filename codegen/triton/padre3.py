@@ -138,7 +138,7 @@ def custom_op_caller(op, impl, setup_context, backward, grad_flag: str | None = 
 
 # torch.ops namespace of the custom ops below, a digest of their source: modules
 # generated from another source never share them
-DWCONV_OPS = 'padre_dwconv_6e64ec484abe'
+DWCONV_OPS = 'padre_dwconv_2e4ebd9324e1'
 
 if triton is not None:
 
@@ -152,7 +152,8 @@ if triton is not None:
 
     @triton.jit
     def inside(v, n):
-        """0 <= v < n (v: an int32 tensor, n: a non-negative int32) in one unsigned compare."""
+        """0 <= v < n (v: an int32 or int64 tensor, n >= 0 below 2**31) in one unsigned
+        compare: a negative v wraps above n."""
         return v.to(tl.uint32) < n.to(tl.uint32)
 
 
@@ -186,7 +187,8 @@ if triton is not None:
     def stacked_rows(r0, BH: tl.constexpr, H, B, I64: tl.constexpr):
         """Rows r0 + (0..BH-1) of the B images' H rows stacked, as (o_b, o_r, o_rt), each
         [BH]: the image of each row (a row past the last image: in the last, with o_r >= H,
-        so every masked reader skips it), its row in that image, the stacked row; the image
+        so its outputs are masked; its strip loads may read the last image's rows, unused),
+        its row in that image, the stacked row; the image
         and the stacked row in int64 where I64 (an offset reaches 2**31)."""
         o_rt = r0 + tl.arange(0, BH)
         o_b = (o_rt.to(tl.uint32) // H.to(tl.uint32)).to(tl.int32)  # one unsigned division
@@ -318,6 +320,8 @@ if triton is not None:
         rows of partial sums, one a program (deterministic); dw then is not formed here.
         WIDE (with I64): an image spans 2**31 elements, token offsets in int64.
         """
+        tl.static_assert(USES_U == (HAS_GATE or (HAS_DO and HAS_SCALE)),
+                         "u is read by dg (a gate) and ds (do with a scale) alone")
         i_t, i_c, i_b = tl.program_id(0), tl.program_id(1), tl.program_id(2)
         if I64:  # an offset reaches 2**31 (index_widths): batch offsets in int64
             i_b = i_b.to(tl.int64)
@@ -396,12 +400,12 @@ if triton is not None:
                     tl.store(da + p_out, b_do.to(da.dtype.element_ty), mask=m)
 
 
-    @triton.jit(do_not_specialize=["N", "H", "W", "B"])  # one compile for every grid
+    @triton.jit(do_not_specialize=["H", "W", "B"])  # one compile for every grid
     def dwconv_toeplitz_fwd_kernel(
         x, t, w, b, bi, g, a, sa, s, z, o, u,
-        s_xb, s_xn, s_xc, s_gb, s_gn, s_ab, s_an,  # strides (elements); g, a: channel stride 1,
-        # batch stride N times their token stride (token_rows; s_gb and s_ab are not read)
-        N, C, H, W, B,
+        s_xb, s_xn, s_xc, s_gn, s_an,  # strides (elements); g, a: channel stride 1 and batch
+        # stride H * W times their token stride (token_rows), so a stacked row addresses them
+        C, H, W, B,
         KH: tl.constexpr, KW: tl.constexpr, PH: tl.constexpr, PW: tl.constexpr,
         HAS_BIAS: tl.constexpr, HAS_IN_BIAS: tl.constexpr, HAS_GATE: tl.constexpr,
         HAS_ACC: tl.constexpr,
@@ -429,11 +433,10 @@ if triton is not None:
         memory; 16 bytes at ALIGN = 8 in 16-bit). Consecutive row taps read strips that share
         BH - 1 of their BH rows: STRIP_CACHE = ".ca" makes the copies allocate in L1 (Triton's
         default 16-byte copy, cp.async.cg, caches in L2 only), so a tap may find its rows there
-        (Triton 3.9; 3.6 issues them as cp.async.cg all the same: one stage, plain loads,
-        is its L1 path).
+        (where Triton keeps the modifier; one stage's plain loads are the other L1 path).
         BAND_FROM_TAPS: t[c, i] gathered from the taps w (KW values a row, cached in L1) instead
-        of read from the precomputed band (BK * BW values a row, from L2: 11 of the ~55 bytes
-        of L2 traffic per output at padre3's tiles); t is then not read.
+        of read from the precomputed band (BK * BW values a row, from L2); t is then not
+        read.
         SLAB (KH <= 17, 16 | BH): the strips without a load per row tap. Output rows
         r0 + 16 q + a (a < 16) of row tap i read input rows r0 + 16 q - PH + (a + i), inside
         the 32-row window starting at r0 + 16 q - PH; one [BC, 2 BH, BK] load holds the windows
@@ -454,10 +457,15 @@ if triton is not None:
         the grid (w: [C, KH, KW], the unrounded taps): q = taps @ column mask and
         conv(1) = row mask @ q, products padded to KP >= KH, KW, 16.
         """
+        tl.static_assert(BK >= BW + HALO + KW - 1 - PW, "the strip must hold every tap")
+        tl.static_assert(not SLAB or (KH <= 17 and BH % 16 == 0), "SLAB: KH <= 17, 16 | BH")
+        tl.static_assert(BK % PARTS == 0 and BK // PARTS >= 16, "parts of 16+ columns")
+        tl.static_assert(HALO % ALIGN == 0, "aligned strips start on an ALIGN column")
         # == themselves (the launcher checks ALIGN divides them); tells the compiler so
         W, s_xb, s_xc = (W // ALIGN) * ALIGN, (s_xb // ALIGN) * ALIGN, (s_xc // ALIGN) * ALIGN
         i_hw, i_c = tl.program_id(0), tl.program_id(1)
-        # fp32 x: IEEE products (CUDA cores), as the direct form; 16-bit: tensor cores
+        # fp32 x: IEEE products (CUDA cores), as the direct form; 16-bit x: tensor cores (the
+        # precision argument applies to fp32 operands alone)
         DOT: tl.constexpr = "ieee" if x.dtype.element_ty == tl.float32 else "tf32"
         i_h, i_w = i_hw // tl.cdiv(W, BW), i_hw % tl.cdiv(W, BW)
         if SLAB:  # row tiles of one image (program axis 2): its windows hold no other image
@@ -575,6 +583,9 @@ if triton is not None:
         PARTIAL: dw is [groups * stripes, C, KH, KW], a row of partial sums for each program,
         which adds its (tile, tap) sums there in a fixed order (deterministic).
         """
+        tl.static_assert(BK >= BW + HALO + KW - 1 - PW, "the strip must hold every lag")
+        tl.static_assert(not SLAB or (KH <= 17 and BH % 16 == 0), "SLAB: KH <= 17, 16 | BH")
+        tl.static_assert(HALO % ALIGN == 0, "aligned strips start on an ALIGN column")
         # == themselves (the launcher checks ALIGN divides them, for x and du); tells the compiler
         W, s_xb, s_xc = (W // ALIGN) * ALIGN, (s_xb // ALIGN) * ALIGN, (s_xc // ALIGN) * ALIGN
         s_db, s_dc = (s_db // ALIGN) * ALIGN, (s_dc // ALIGN) * ALIGN
@@ -582,7 +593,8 @@ if triton is not None:
         if PARTIAL:  # this program's [C, KH, KW] row of partial sums
             i_p = i_g * tl.num_programs(0) + i_w
             dw += (i_p.to(tl.int64) if I64 else i_p) * C * (KH * KW)
-        # fp32 x: IEEE products (CUDA cores), as the direct form; 16-bit: tensor cores
+        # fp32 x: IEEE products (CUDA cores), as the direct form; 16-bit x: tensor cores (the
+        # precision argument applies to fp32 operands alone)
         DOT: tl.constexpr = "ieee" if x.dtype.element_ty == tl.float32 else "tf32"
         o_j = i_w * BW + tl.arange(0, BW)  # [BW] output columns
         o_k = i_w * BW - HALO + tl.arange(0, BK)  # [BK] input columns of the strip
@@ -632,8 +644,8 @@ if triton is not None:
 def naive_dwconv_hadamard(x, weight, bias, gate, acc, acc_scale, scale, height: int,
                           width: int, pad_h: int, pad_w: int, store_z: bool, store_o: bool,
                           in_bias=None):
-    """Naive twin of the forward kernels in PyTorch (same contract, fp32 math): the conv of
-    x + in_bias, by definition."""
+    """Naive twin of the forward kernels in PyTorch (same contract; fp32 math, fp64 for fp64
+    inputs): the conv of x + in_bias, by definition."""
     b, n, c = x.shape
     kh, kw = weight.shape[1], weight.shape[2]
     dt = torch.float64 if x.dtype == torch.float64 else torch.float32
@@ -726,29 +738,25 @@ TOEPLITZ_ALTERNATIVES = {16: ((8, 64, 4), (16, 32, 4), (8, 32, 4), (16, 64, 8)),
                          32: ((4, 32, 4), (8, 32, 8), (4, 64, 4))}
 
 # the default tiles with strip loads that may hit L1, tried beside it on a GPU: row tap i + 1
-# reads BH - 1 of the BH strip rows tap i read, and an H200 profile found the kernel bound by
-# those re-reads from L2 (about 44 of 55 bytes per output; benchmarks/results/gpu_profile.md).
-# ".ca" copies allocate in L1 (with Triton 3.9; Triton 3.6 compiles them to the default's code,
-# so fastest does not time them: benchmarks/results/triton_aot_triton-3.6.0.md); one stage
-# issues plain loads (cached in L1 by default); two stages leave L1 more of the SM's
-# shared-memory/L1 storage than three. Whether L1 keeps a program's
-# [BC, BH + KH - 1, BK] slab beside the carve-out is what the timing decides.
+# re-reads BH - 1 of the BH strip rows tap i read, from L2 by default (what bounds the kernel:
+# benchmarks/results/gpu_profile.md). ".ca" copies allocate in L1 (where the installed Triton
+# compiles them to the default's code, fastest does not time them: SAME_CODE); one stage
+# issues plain loads, cached in L1; two stages leave L1 more of the SM's shared-memory/L1
+# storage than three. Whether L1 keeps a program's [BC, BH + KH - 1, BK] rows is what the
+# timing decides.
 TOEPLITZ_L1_VARIANTS = ({"STRIP_CACHE": ".ca"}, {"STRIP_CACHE": ".ca", "num_stages": 2},
                         {"num_stages": 1})
-# and with the band gathered from the taps in the kernel (BAND_FROM_TAPS): 11 bytes per output
-# less from L2 for +0.31 warp instructions per output with 16-bit taps, +0.13 with 32-bit
-# ones (benchmarks/results/triton_aot.md); where one wins, no band operand is built at all.
-# With strips through L1 as well (".ca", or one stage where Triton ignores ".ca"), L2 would
-# serve each strip row about once per program: ~5 of the ~55 bytes per output.
+# and with the band gathered from the taps in the kernel (BAND_FROM_TAPS): less L2 traffic
+# for more instructions (benchmarks/results/triton_aot.md); where one wins, no band operand is
+# built at all. With strips through L1 as well, L2 would serve each strip row about once per
+# program.
 TOEPLITZ_BAND_VARIANTS = ({"BAND_FROM_TAPS": True},
                           {"BAND_FROM_TAPS": True, "STRIP_CACHE": ".ca"},
                           {"BAND_FROM_TAPS": True, "num_stages": 1})
 # and with the strips taken from one slab per program (SLAB, KH <= 17: row-shift products on
-# tensor cores instead of a strip load per row tap): 8 instead of 44 bytes of strip loaded per
-# output (19 of 55 with the band) for 2.63 warp instructions per output against 2.58 under the
-# H200's Triton 3.6.0, 2.68 against 2.12 under 3.9 (benchmarks/results/triton_aot*.md); at 2
-# stages, with the band gathered from the taps as well (8 bytes per output in all), and on
-# 4 channels and 4 warps, whose registers let an SM hold 3 programs instead of 1
+# tensor cores instead of a strip load per row tap): a program loads each strip row about
+# twice instead of KH times, for more tensor-core work and registers; at 2 stages, with the
+# band gathered from the taps as well, and on 4 channels and 4 warps (more programs an SM)
 SLAB_MAX_TAPS = 17  # row taps whose rows, for 16 output rows, fit in slab_tile's 32-row window
 # PADRE_TRITON_CONV values that force the slab -> the strip's column parts (PARTS) they ask for
 SLAB_FORMS = {"slab": 1, "slab2": 2}
@@ -763,14 +771,10 @@ def slab_fits(kh: int, forced: bool = False) -> bool:
 
 # and with the strip's columns in two parts of one slab and one tap loop each (PARTS = 2,
 # where BK / 2 >= 16, tl.dot's least K): only half the shift product's [16, BC * BH / 16 * BK]
-# result is live, so an SM holds 2 programs instead of 1. Registers a thread and warp
-# instructions per output, against the whole strip's: at 2 stages 128 and 2.95 against 134 and
-# 2.59 under Triton 3.6.0 (at 3 stages 128 and 3.20); at 3 stages 101 and 3.20 against 190
-# and 2.68 under 3.9 (at 2 stages 135: 1 program); both are candidates. And on 32 rows (at
-# most the default's BH) on 8 warps: the shift product's result halves, so an SM holds 3
-# programs (24 warps, against the whole slab's 8; 80 registers a thread under 3.6.0) for
-# 3.32 warp instructions per output against 2.59 at 2 stages (3.56 against 2.58 under 3.9),
-# and 30 bytes of strip and band per output against 19 (the band is shared by half the rows)
+# result is live, so an SM holds more programs, for more instructions (at 3 and 2 stages).
+# And on 32 rows (at most the default's BH): the shift product's result halves again, for
+# more instructions and band traffic (each band tile serves half the rows). Registers,
+# programs an SM and instructions: benchmarks/results/triton_aot*.md
 TOEPLITZ_SLAB_VARIANTS = ({"SLAB": True}, {"SLAB": True, "num_stages": 2},
                           {"SLAB": True, "BAND_FROM_TAPS": True},
                           {"SLAB": True, "BC": 4, "num_warps": 4, "num_stages": 2},
@@ -826,18 +830,13 @@ def dwconv_toeplitz_configs(c: int, kw: int, gpu: bool, rows: int = 64,
 
 # the weight gradient's first launch of a shape times these beside its default tiles: strips
 # cached in L1 (its row taps re-read them as the forward's do: ".ca" copies, or one stage's
-# plain loads where Triton ignores ".ca", as 3.6 does), and 2 stages: the tap loop is the
-# pipelined one, and at 2 stages it issues 2.9 warp instructions per du element against 3.1
-# at 3 (benchmarks/results/triton_aot.md)
-# and 32-row tiles (at most the default's rows): with the row tiles over the images stacked,
-# 64 rows serve every grid, but on 28 x 28 images (4-aligned strips) under the H200's Triton
-# 3.6.0 they take 159 registers a thread (1 program an SM) for 4.59 warp instructions per du
-# element, 32 rows 112 (2) for 6.33 (benchmarks/results/triton_aot_triton-3.6.0.md)
+# plain loads), 2 stages (the tap loop is the pipelined one), and 32-row tiles (at most the
+# default's rows), which hold fewer registers than 64 rows on 4- and 2-aligned strips for
+# more instructions (benchmarks/results/triton_aot*.md)
 WGRAD_VARIANTS = ({"STRIP_CACHE": ".ca"}, {"num_stages": 2},
                   {"STRIP_CACHE": ".ca", "num_stages": 2}, {"num_stages": 1}, {"BH": 32})
-# and (KH <= 17) with each row tile's strips from one slab, as the forward's SLAB: 3.08 warp
-# instructions per du element against 3.46 under Triton 3.6.0, 3.24 against 3.08 under 3.9;
-# nothing is loaded in its tap loop, so its pipeline depth makes no difference
+# and (KH <= 17) with each row tile's strips from one slab, as the forward's SLAB; nothing is
+# loaded in its tap loop, so its pipeline depth makes no difference
 WGRAD_SLAB = {"SLAB": True}
 
 
@@ -899,7 +898,7 @@ def compile_together(configs: tuple[dict[str, int], ...], launch) -> None:
     launch of each finds them. A candidate that fails to compile is left to fastest, which
     meets the error again and skips it. Nothing to do under the interpreter, with fewer than
     two candidates or on a Triton without the async mode; where the mode cannot start (one
-    is active already) fastest compiles the candidates one after another as before."""
+    is active already) fastest compiles the candidates one after another."""
     if INTERPRETED or len(configs) < 2:
         return
     try:
@@ -1108,7 +1107,8 @@ def forward_outputs(x: torch.Tensor, weight: torch.Tensor, gate: torch.Tensor | 
 
 def keeps_u(x: torch.Tensor, weight: torch.Tensor, height: int, gate: torch.Tensor | None,
             scale: torch.Tensor | None, store_o: bool) -> bool:
-    """Whether the forward stores u = conv(x) + b (float32, [B, N, C]) for its backward: where
+    """Whether the forward stores u = conv(x + bi) + b (float32, [B, N, C]; bi the input
+    bias, if any) for its backward: where
     the Triton kernels run in the Toeplitz form, whose backward would otherwise recompute u for
     dg (a gate) or ds (o's gradient with a scale), a conv launch against one store; the direct
     form's backward recomputes u from the loads that give dw anyway. It depends on the call
@@ -1165,11 +1165,8 @@ def dwconv_hadamard_launch(x, weight, bias, gate, acc, acc_scale, scale, height:
         dummy if gate is None else gate, dummy if acc is None else acc,
         dummy if acc_scale is None else acc_scale, dummy if scale is None else scale, z, o,
     )
-    geometry = (
-        0 if gate is None else gate.stride(0), 0 if gate is None else gate.stride(1),
-        0 if acc is None else acc.stride(0), 0 if acc is None else acc.stride(1),
-        n, c, height, width,
-    )
+    g_strides = (0, 0) if gate is None else gate.stride()[:2]  # (batch, token)
+    a_strides = (0, 0) if acc is None else acc.stride()[:2]
     flags = dict(
         KH=weight.shape[1], KW=weight.shape[2], PH=pad_h, PW=pad_w,
         HAS_BIAS=bias is not None, HAS_GATE=gate is not None, HAS_ACC=acc is not None,
@@ -1197,7 +1194,8 @@ def dwconv_hadamard_launch(x, weight, bias, gate, acc, acc_scale, scale, height:
                                     x.dtype)
 
         args = (weight, bias, dummy if in_bias is None else in_bias, *tail,
-                dummy if u is None else u, x.stride(0), x.stride(1), x.stride(2), *geometry, b)
+                dummy if u is None else u, *x.stride(), g_strides[1], a_strides[1], c, height,
+                width, b)
 
         def launch(cfg):
             return start(dwconv_toeplitz_fwd_kernel, toeplitz_grid(cfg, b, height, width, c))(
@@ -1221,15 +1219,16 @@ def dwconv_hadamard_launch(x, weight, bias, gate, acc, acc_scale, scale, height:
         x = x + in_bias
     cfg = dwconv_hadamard_config(n, c, x.is_cuda)
     grid = (cdiv(n, cfg["BT"]), cdiv(c, cfg["BC"]), b)
-    dwconv_hadamard_fwd_kernel[grid](x, weight, bias, *tail, x.stride(0), x.stride(1),
-                                     x.stride(2), *geometry, **flags, WIDE=wide, **cfg)
+    dwconv_hadamard_fwd_kernel[grid](x, weight, bias, *tail, *x.stride(), *g_strides,
+                                     *a_strides, n, c, height, width, **flags, WIDE=wide, **cfg)
 
 
 def _depthwise_weight_grad(x, du, kh: int, kw: int, height: int, width: int, pad_h: int,
                            pad_w: int) -> torch.Tensor:
     """d weight[c, i, j] = sum_{b, t} du[b, t, c] x[b, t + tap(i, j), c], fp32 (torch's
-    conv2d_weight): the naive twin's, and the Toeplitz form's where its weight-gradient kernel
-    failed to compile (the direct form accumulates dw inside dwconv_hadamard_bwd_kernel)."""
+    conv2d_weight): the naive twin of dwconv_toeplitz_wgrad_kernel (and of the direct backward
+    kernel's dw). Also the weight gradient where that kernel failed to compile, and the direct
+    form's under deterministic algorithms (its kernel's dw is a sum of atomic adds)."""
     b, n, c = x.shape
     x4 = F.pad(x.transpose(1, 2).reshape(b, c, height, width),
                (pad_w, kw - 1 - pad_w, pad_h, kh - 1 - pad_h))
@@ -1299,13 +1298,14 @@ def _dwconv_hadamard_bwd_impl(
     """(dx, dg, da, dw, db, ds, dsa, dbi); a gradient of an absent input is an empty tensor.
 
     Direct form: one dwconv_hadamard_bwd_kernel recomputes u from the shifted loads that give
-    dw. Toeplitz form (tensor cores): where dg or ds reads u = conv(x) + b (a gate, or do and a
-    scale), u as the forward stored it (keeps_u), else from the forward kernel (fp32); the
-    elementwise part writes du channel-major, dwconv_toeplitz_wgrad_kernel gives dw. Both: dx
-    is the forward kernel on du with flipped taps. Tensor cores take 16-bit operands: the
-    Toeplitz form rounds du (for dw and dx) and the taps (for u, as its forward does) to x's
-    dtype, so with 32-bit weights and 16-bit activations its dw and ds carry ~1e-4 relative
-    error where the direct form's carry ~1e-7; with 16-bit weights both agree.
+    dw. Toeplitz form (tensor cores): where dg or ds reads u = conv(x + bi) + b (a gate, or do
+    and a scale), u as the forward stored it (keeps_u), else from the forward kernel (fp32);
+    the elementwise part writes du channel-major, dwconv_toeplitz_wgrad_kernel gives dw. Both:
+    dx is the forward kernel on du (in x's dtype) with flipped taps. Tensor cores take 16-bit
+    operands: the Toeplitz form rounds du (for dw and dx) and the taps (for u, as its forward
+    does) to x's dtype, so with 32-bit weights and 16-bit activations its dw and ds carry
+    ~1e-4 relative error where the direct form's carry ~1e-7; with 16-bit weights both
+    agree.
 
     Input bias (the conv of x + bi): the direct form adds it to x first; the Toeplitz form
     keeps x and adds bi * G to dw (wgrad saw x alone) with G[c, i, m] = sum of du[c] over the
@@ -1323,8 +1323,8 @@ def _dwconv_hadamard_bwd_impl(
     if in_bias is not None and not tensor_cores:
         x = x + in_bias
 
-    # the direct form's tap loop loads 16-byte channel vectors from a token-major x (56
-    # against 69 warp instructions per output for padre3's tiles, benchmarks/triton_aot.py)
+    # the direct form's tap loop loads 16-byte channel vectors from a token-major x (fewer
+    # instructions than from a channel-major one: benchmarks/results/triton_aot.md)
     x = x if tensor_cores else channel_rows(x)
     gate, acc = channel_rows(gate), channel_rows(acc)
     dz = None if dz is None else dz.contiguous()
@@ -1381,8 +1381,9 @@ def _dwconv_hadamard_bwd_impl(
     elif partial:  # torch's conv2d_weight, under torch's own deterministic rules
         dw += _depthwise_weight_grad(x.float(), du, kh, kw, height, width, pad_h, pad_w)
     dx = torch.empty(x.shape, dtype=x.dtype, device=x.device)
-    dwconv_hadamard_launch(du, weight.flip(1, 2), None, None, None, None, None, height, width,
-                           kh - 1 - pad_h, kw - 1 - pad_w, dx, None)
+    # du rounded to x's dtype as the atomic mode stores it: dx does not depend on the mode
+    dwconv_hadamard_launch(du.to(x.dtype), weight.flip(1, 2), None, None, None, None, None,
+                           height, width, kh - 1 - pad_h, kw - 1 - pad_w, dx, None)
     dbi = empty()
     if in_bias is not None and tensor_cores:
         grid_sums = in_grid_tap_sums(du, height, width, kh, kw, pad_h, pad_w)  # G
@@ -1460,7 +1461,7 @@ def dwconv_toeplitz_wgrad_launch(x, du, dw, height: int, width: int, pad_h: int,
 
 
 def _dwconv_hadamard_backward(ctx, dz, do, _):
-    """Derived backward. Forward: u = conv(x) + b, z = u * g, o = sa * a + s * z.
+    """Derived backward. Forward: u = conv(x + bi) + b, z = u * g, o = sa * a + s * z.
 
     One op (_dwconv_hadamard_bwd_impl) gives dx = conv(du) with flipped taps and mirrored
     padding (the adjoint of the depthwise map), dg, da and the reductions dw, db, ds, dsa, and

@@ -7,6 +7,7 @@ import importlib.util
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -607,3 +608,19 @@ def test_long_conv_kernels_at_their_tile_do_not_spill(bf16: bool, i64: bool) -> 
     assert fin.stack == 0 and fout.stack == 0 and corr.stack == 0, (fin, fout, corr)
     warps = [r.programs_per_sm() * r.config["num_warps"] for r in (fin, fout, corr)]
     assert min(warps) >= 32, (fin, fout, corr)
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (dict(BK=16), "the strip must hold every tap"),
+    (dict(SLAB=True, BH=24), "SLAB: KH <= 17, 16 | BH"),
+    (dict(PARTS=4), "parts of 16+ columns"),
+])
+def test_the_toeplitz_kernel_refuses_tiles_outside_its_preconditions(padre3, change, message):
+    """The kernel's stated preconditions are compile-time assertions, not comments."""
+    cfg = dict(padre3.dwconv_toeplitz_config(384, 11, gpu=True, rows=448, pad_w=5, align=8),
+               **TOEPLITZ)
+    with pytest.raises(Exception, match=re.escape(message)):
+        aot.compile_kernel(PATH, "dwconv_toeplitz_fwd_kernel",
+                           dict(FLAGS, **_taps(11), STORE_Z=True, STORE_O=True,
+                                **aot.constexprs_of(dict(cfg, **change))),
+                           num_warps=cfg["num_warps"])
