@@ -55,6 +55,7 @@ def cdiv(a: int, b: int) -> int:
     return -(-a // b)
 
 
+
 def next_power_of_2(n: int) -> int:
     """The least power of two >= n >= 1 (triton's is a constexpr function, slow to call)."""
     return 1 << (n - 1).bit_length()
@@ -143,7 +144,7 @@ def custom_op_caller(op, impl, setup_context, backward, grad_flag: str | None = 
 
 # torch.ops namespace of the custom ops below, a digest of their source: modules
 # generated from another source never share them
-DWCONV_OPS = 'padre_dwconv_2e4ebd9324e1'
+DWCONV_OPS = 'padre_dwconv_f4e0f7ccbed6'
 
 if triton is not None:
 
@@ -252,7 +253,8 @@ if triton is not None:
         of the H x W grid; tap (i, j) reads x[h + i - PH, w + j - PW] (zero outside). fp32
         accumulation. WIDE (with I64): an image spans 2**31 elements, token offsets in int64.
         """
-        i_t, i_c, i_b = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+        tiles = tl.cdiv(N, BT)  # axis 0: each image's token tiles in turn (B * tiles < 2**31)
+        i_b, i_t, i_c = tl.program_id(0) // tiles, tl.program_id(0) % tiles, tl.program_id(1)
         if I64:  # an offset reaches 2**31 (index_widths): batch offsets in int64
             i_b = i_b.to(tl.int64)
         o_t = i_t * BT + tl.arange(0, BT)  # [BT] output tokens
@@ -327,11 +329,12 @@ if triton is not None:
         """
         tl.static_assert(USES_U == (HAS_GATE or (HAS_DO and HAS_SCALE)),
                          "u is read by dg (a gate) and ds (do with a scale) alone")
-        i_t, i_c, i_b = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+        tiles = tl.cdiv(N, BT)  # axis 0: each image's token tiles in turn (B * tiles < 2**31)
+        i_b, i_t, i_c = tl.program_id(0) // tiles, tl.program_id(0) % tiles, tl.program_id(1)
         if I64:  # an offset reaches 2**31 (index_widths): batch offsets in int64
             i_b = i_b.to(tl.int64)
         if PARTIAL:  # this program's row of the [B * programs along tokens, C] partial sums
-            p_row = (i_b * tl.num_programs(0) + i_t) * C
+            p_row = (i_b * tiles + i_t) * C
             db, ds, dsa = db + p_row, ds + p_row, dsa + p_row
         o_t = i_t * BT + tl.arange(0, BT)  # [BT] tokens
         if WIDE:  # an image spans 2**31 elements (index_widths): token offsets in int64 too
@@ -431,8 +434,8 @@ if triton is not None:
         BK >= BW + HALO + KW - 1 - PW. Row tiles run over the B * H rows of the B images
         stacked, so a tile spans images where BH does not divide H (no tile is padded to BH
         per image: 14 x 14 images fill 64-row tiles); each row reads only its own image.
-        SLAB tiles one image's rows (grid axis 2: the image), as its windows are shared
-        between rows. With a channel-major x (s_xn = 1), ALIGN | W and
+        SLAB tiles one image's rows (each image's tiles in turn on axis 0), as its windows are
+        shared between rows. With a channel-major x (s_xn = 1), ALIGN | W and
         ALIGN | HALO, every ALIGN-column group of the strip is wholly inside or outside the grid,
         so the masked strip loads stay ALIGN-element vectors (asynchronous copies into shared
         memory; 16 bytes at ALIGN = 8 in 16-bit). Consecutive row taps read strips that share
@@ -469,12 +472,14 @@ if triton is not None:
         # == themselves (the launcher checks ALIGN divides them); tells the compiler so
         W, s_xb, s_xc = (W // ALIGN) * ALIGN, (s_xb // ALIGN) * ALIGN, (s_xc // ALIGN) * ALIGN
         i_hw, i_c = tl.program_id(0), tl.program_id(1)
+        if SLAB:  # axis 0: each image's row and column tiles in turn (B * tiles < 2**31)
+            tiles = tl.cdiv(H, BH) * tl.cdiv(W, BW)
+            i_b, i_hw = i_hw // tiles, i_hw % tiles
         # fp32 x: IEEE products (CUDA cores), as the direct form; 16-bit x: tensor cores (the
         # precision argument applies to fp32 operands alone)
         DOT: tl.constexpr = "ieee" if x.dtype.element_ty == tl.float32 else "tf32"
         i_h, i_w = i_hw // tl.cdiv(W, BW), i_hw % tl.cdiv(W, BW)
-        if SLAB:  # row tiles of one image (program axis 2): its windows hold no other image
-            i_b = tl.program_id(2)
+        if SLAB:  # row tiles of one image (i_b): its windows hold no other image
             if I64:  # an offset reaches 2**31 (index_widths): batch offsets in int64
                 i_b = i_b.to(tl.int64)
             o_r = i_h * BH + tl.arange(0, BH)  # [BH] output rows
@@ -571,9 +576,9 @@ if triton is not None:
     ):
         """dw[c, i, d] += sum_{r, j} du[c, r, j] x[c, r + i - PH, j + d - PW] on tensor cores,
         for one [BC channels, BW columns] stripe of ROWS rows (a multiple of BH) of the B
-        images' H rows stacked (grid axis 2: the ROWS-row group; a row tile may span images,
-        each row reading its own image, so no tile is padded to BH per image); SLAB: of one
-        image's rows (axis 2: the image; its windows are shared between rows).
+        images' H rows stacked (i_g: the ROWS-row group; a row tile may span images, each row
+        reading its own image, so no tile is padded to BH per image); SLAB: of one image's
+        rows (i_g: the image; its windows are shared between rows).
 
         Per row tile and row tap i, P[c, j, k] = sum_r du[c, r, j] x[c, r + i - PH, w0 - HALO + k]
         is a batched [BW, BH] @ [BH, BK] product (the forward's strip, transposed du tile);
@@ -594,9 +599,10 @@ if triton is not None:
         # == themselves (the launcher checks ALIGN divides them, for x and du); tells the compiler
         W, s_xb, s_xc = (W // ALIGN) * ALIGN, (s_xb // ALIGN) * ALIGN, (s_xc // ALIGN) * ALIGN
         s_db, s_dc = (s_db // ALIGN) * ALIGN, (s_dc // ALIGN) * ALIGN
-        i_w, i_c, i_g = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+        stripes = tl.cdiv(W, BW)  # axis 0: each group's stripes in turn (< 2**31 programs)
+        i_g, i_w, i_c = tl.program_id(0) // stripes, tl.program_id(0) % stripes, tl.program_id(1)
         if PARTIAL:  # this program's [C, KH, KW] row of partial sums
-            i_p = i_g * tl.num_programs(0) + i_w
+            i_p = tl.program_id(0)
             dw += (i_p.to(tl.int64) if I64 else i_p) * C * (KH * KW)
         # fp32 x: IEEE products (CUDA cores), as the direct form; 16-bit x: tensor cores (the
         # precision argument applies to fp32 operands alone)
@@ -707,24 +713,25 @@ def dwconv_toeplitz_config(c: int, kw: int, gpu: bool, rows: int = 64,
 
 
 def toeplitz_grid(cfg: dict, b: int, height: int, width: int, c: int) -> tuple[int, ...]:
-    """dwconv_toeplitz_fwd_kernel's programs: row tiles over the b images' rows stacked (a
-    tile may span images), or, SLAB, over one image's rows (axis 2: the image)."""
-    if cfg.get("SLAB"):
-        return cdiv(height, cfg["BH"]) * cdiv(width, cfg["BW"]), cdiv(c, cfg["BC"]), b
-    return cdiv(b * height, cfg["BH"]) * cdiv(width, cfg["BW"]), cdiv(c, cfg["BC"])
+    """dwconv_toeplitz_fwd_kernel's programs (axis 0: row and column tiles, axis 1: channel
+    blocks): row tiles over the b images' rows stacked (a tile may span images), or, SLAB,
+    over one image's rows, for each image in turn."""
+    rows = height if cfg.get("SLAB") else b * height
+    tiles = cdiv(rows, cfg["BH"]) * cdiv(width, cfg["BW"])
+    return tiles * (b if cfg.get("SLAB") else 1), cdiv(c, cfg["BC"])
 
 
 def wgrad_grid(cfg: dict, b: int, height: int, width: int, c: int
-               ) -> tuple[tuple[int, int, int], int]:
-    """dwconv_toeplitz_wgrad_kernel's programs (column stripes, channel blocks, row groups)
-    and the rows of a group: about an image's rows, rounded up to whole BH tiles, of the b
-    images' rows stacked (b * height rows in cdiv(b * height, BH) tiles: none padded per
-    image); SLAB: one image's (a group an image)."""
+               ) -> tuple[tuple[int, int], int]:
+    """dwconv_toeplitz_wgrad_kernel's programs (axis 0: each row group's column stripes in
+    turn, axis 1: channel blocks) and the rows of a group: about an image's rows, rounded up
+    to whole BH tiles, of the b images' rows stacked (b * height rows in cdiv(b * height, BH)
+    tiles: none padded per image); SLAB: one image's (a group an image)."""
     stripes, blocks = cdiv(width, cfg["BW"]), cdiv(c, cfg["BC"])
     if cfg.get("SLAB"):
-        return (stripes, blocks, b), height
+        return (b * stripes, blocks), height
     group = cdiv(height, cfg["BH"]) * cfg["BH"]
-    return (stripes, blocks, cdiv(b * height, group)), group
+    return (cdiv(b * height, group) * stripes, blocks), group
 
 
 def tile_rows(bh: int, rows: int) -> int:
@@ -1203,7 +1210,8 @@ def dwconv_hadamard_launch(x, weight, bias, gate, acc, acc_scale, scale, height:
                 width, b)
 
         def launch(cfg):
-            return start(dwconv_toeplitz_fwd_kernel, toeplitz_grid(cfg, b, height, width, c))(
+            grid = toeplitz_grid(cfg, b, height, width, c)
+            return start(dwconv_toeplitz_fwd_kernel, grid)(
                 x, band(cfg), *args, **flags, STORE_U=u is not None,
                 HAS_IN_BIAS=in_bias is not None, KP=in_bias_tile(*weight.shape[1:]),
                 **(TOEPLITZ_FWD_DEFAULTS | cfg))
@@ -1223,7 +1231,7 @@ def dwconv_hadamard_launch(x, weight, bias, gate, acc, acc_scale, scale, height:
     if in_bias is not None:  # the direct kernel takes no input bias: one torch pass adds it
         x = x + in_bias
     cfg = dwconv_hadamard_config(n, c, x.is_cuda)
-    grid = (cdiv(n, cfg["BT"]), cdiv(c, cfg["BC"]), b)
+    grid = (b * cdiv(n, cfg["BT"]), cdiv(c, cfg["BC"]))  # each image's token tiles on axis 0
     dwconv_hadamard_fwd_kernel[grid](x, weight, bias, *tail, *x.stride(), *g_strides,
                                      *a_strides, n, c, height, width, **flags, WIDE=wide, **cfg)
 
@@ -1340,12 +1348,12 @@ def _dwconv_hadamard_bwd_impl(
     da = empty() if (acc is None or do is None) else torch.empty(x.shape, dtype=acc.dtype,
                                                                device=x.device)
     cfg = dwconv_hadamard_config(n, c, x.is_cuda, backward=True)
-    grid = (cdiv(n, cfg["BT"]), cdiv(c, cfg["BC"]), b)
+    grid = (b * cdiv(n, cfg["BT"]), cdiv(c, cfg["BC"]))  # each image's token tiles on axis 0
     # deterministic algorithms: the kernels sum into rows of partial sums, one a program, and
     # torch adds the rows in a fixed order; otherwise fp32 atomic adds (run-to-run order)
     partial = torch.are_deterministic_algorithms_enabled()
     f32 = dict(dtype=torch.float32, device=x.device)
-    sums = lambda: torch.zeros((grid[0] * b, c) if partial else c, **f32)  # noqa: E731
+    sums = lambda: torch.zeros((grid[0], c) if partial else c, **f32)  # noqa: E731
     dw = torch.zeros((c, kh, kw), **f32)
     db = sums() if bias is not None else empty()
     ds = sums() if scale is not None and do is not None else empty()
@@ -1439,7 +1447,7 @@ def dwconv_toeplitz_wgrad_launch(x, du, dw, height: int, width: int, pad_h: int,
 
     def launch(cfg, out):
         grid, group = wgrad_grid(cfg, b, height, width, c)
-        rows = out.new_zeros((grid[0] * grid[2], *out.shape)) if partial else out
+        rows = out.new_zeros((grid[0], *out.shape)) if partial else out
         handle = start(dwconv_toeplitz_wgrad_kernel, grid)(
             x, du, rows, x.stride(0), x.stride(1), x.stride(2), du.stride(0), du.stride(1),
             du.stride(2), c, height, width, b, group, KH=kh, KW=kw, PH=pad_h, PW=pad_w,
@@ -1529,7 +1537,7 @@ dwconv_hadamard = custom_op_caller(_register_dwconv_hadamard(), _dwconv_hadamard
 
 # torch.ops namespace of the custom ops below, a digest of their source: modules
 # generated from another source never share them
-LONG_CONV_OPS = 'padre_long_conv_59bbeda0e675'
+LONG_CONV_OPS = 'padre_long_conv_530cc3540996'
 
 if triton is not None:
 

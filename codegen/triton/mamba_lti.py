@@ -47,6 +47,7 @@ def cdiv(a: int, b: int) -> int:
     return -(-a // b)
 
 
+
 def next_power_of_2(n: int) -> int:
     """The least power of two >= n >= 1 (triton's is a constexpr function, slow to call)."""
     return 1 << (n - 1).bit_length()
@@ -135,7 +136,7 @@ def custom_op_caller(op, impl, setup_context, backward, grad_flag: str | None = 
 
 # torch.ops namespace of the custom ops below, a digest of their source: modules
 # generated from another source never share them
-LONG_CONV_OPS = 'padre_long_conv_59bbeda0e675'
+LONG_CONV_OPS = 'padre_long_conv_530cc3540996'
 
 if triton is not None:
 

@@ -43,6 +43,7 @@ def cdiv(a: int, b: int) -> int:
     return -(-a // b)
 
 
+
 def next_power_of_2(n: int) -> int:
     """The least power of two >= n >= 1 (triton's is a constexpr function, slow to call)."""
     return 1 << (n - 1).bit_length()
@@ -131,7 +132,7 @@ def custom_op_caller(op, impl, setup_context, backward, grad_flag: str | None = 
 
 # torch.ops namespace of the custom ops below, a digest of their source: modules
 # generated from another source never share them
-ATTENTION_OPS = 'padre_attention_e2aa5ac4d8b8'
+ATTENTION_OPS = 'padre_attention_9142072b3e3e'
 
 if triton is not None:
 
@@ -180,7 +181,8 @@ if triton is not None:
         from the tiles the product loads, in row E of the chunk's block (one sum over chunks
         then gives the state and the norms).
         """
-        i_k, i_bh = tl.program_id(0), tl.program_id(1)
+        n_k = tl.cdiv(N, CHUNK)  # axis 0: each (batch, head)'s chunks in turn (< 2**31)
+        i_bh, i_k = tl.program_id(0) // n_k, tl.program_id(0) % n_k
         if I64:  # an offset reaches 2**31 (index_widths): batch and head offsets in int64
             i_bh = i_bh.to(tl.int64)
         i_b, i_h = i_bh // H, i_bh % H
@@ -204,7 +206,6 @@ if triton is not None:
                 b_s = tl.dot(tl.trans(b_a), b_b, b_s, input_precision="ieee")
             else:
                 b_s = tl.dot(tl.trans(b_a), b_b, b_s)
-        n_k = tl.num_programs(0)
         if A_L1:  # [E + 1, E] blocks: the state's rows, then the norms
             p = p + (i_bh * n_k + i_k) * (E + 1) * E
             tl.store(p + E * E + o_e, tl.sum(b_n, axis=0), mask=m_e)
@@ -242,7 +243,8 @@ if triton is not None:
         tile's terms of d's gradient, sum_t o[t] r[t], in its own row of dd (torch sums them).
         POST: x (a term) added last, o = rows(y) + x.
         """
-        i_t, i_bh = tl.program_id(0), tl.program_id(1)
+        tiles = tl.cdiv(N, BT)  # axis 0: each (batch, head)'s token tiles in turn (< 2**31)
+        i_bh, i_t = tl.program_id(0) // tiles, tl.program_id(0) % tiles
         if I64:  # an offset reaches 2**31 (index_widths): batch and head offsets in int64
             i_bh = i_bh.to(tl.int64)
         i_b, i_h = i_bh // H, i_bh % H
@@ -284,7 +286,7 @@ if triton is not None:
             if OUT_VJP:  # y -> y / (|y| + out_eps) per row, its product at x
                 b_o = rows_vjp(b_o, b_x, out_eps)
                 if RES_SCALE:  # padding rows hold r = 0
-                    p_dd = dd + (i_b * tl.num_programs(0) + i_t) * (H * E) + c_h
+                    p_dd = dd + (i_b * tiles + i_t) * (H * E) + c_h
                     tl.store(p_dd, tl.sum(b_o * b_r, axis=0)[None, :], mask=m_e[None, :])
             else:
                 b_o = b_o * row_scales(b_o, out_eps)[:, None]
@@ -432,7 +434,7 @@ def _head_state_impl(a: torch.Tensor, b: torch.Tensor, heads: int, a_eps: float 
     chunks = cdiv(n, cfg["CHUNK"])
     rows = e if a_l1 is None else e + 1  # A_L1: the norms in a last row
     parts = torch.empty((bsz, heads, chunks, rows, e), device=a.device, dtype=torch.float32)
-    head_state_kernel[(chunks, bsz * heads)](
+    head_state_kernel[(bsz * heads * chunks,)](
         a, b, parts, n, heads, a.stride(0), a.stride(1), b.stride(0), b.stride(1),
         0.0 if a_eps is None else a_eps,
         E=e, IEEE=a.dtype == torch.float32, CHUNK=cfg["CHUNK"], BT=cfg["BT"], BE=cfg["BE"],
@@ -539,7 +541,7 @@ def head_apply_launch(a, s, trans: bool, out, a_eps, vjp_eps: float, res, res_sc
         rows = torch.empty((bsz * tiles, w), device=a.device, dtype=torch.float32)
     xs = a if x is None else x  # never read where None
     rs = a if res is None else res
-    head_apply_kernel[(tiles, bsz * heads)](
+    head_apply_kernel[(bsz * heads * tiles,)](
         a, s, out, xs, rs, a if res_scale is None else res_scale, a if rows is None else rows,
         n, heads, a.stride(0), a.stride(1), xs.stride(0), xs.stride(1), rs.stride(0),
         rs.stride(1), 0 if res_scale is None or res_scale.dim() == 1 else w,

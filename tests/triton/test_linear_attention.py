@@ -508,3 +508,25 @@ class _Recording:
             self.launched.append(kwargs)
             return self.kernel[grid](*args, **kwargs)
         return run
+
+
+def test_the_attention_grids_hold_any_batch_on_axis_0(runtime, monkeypatch) -> None:
+    """Every program (batch, head, token tile or chunk) on grid axis 0, which holds 2**31 - 1
+    programs: axes 1 and 2 hold 65,535, which a batch times the heads may pass (8,192 images
+    of 8 heads). Forward and backward, l1 norms included."""
+    grids = []
+
+    class Grids(_Recording):
+        def __getitem__(self, grid):
+            grids.append(grid)
+            return super().__getitem__(grid)
+
+    for name in ("head_state_kernel", "head_apply_kernel"):
+        monkeypatch.setattr(runtime, name, Grids(getattr(runtime, name), []))
+    monkeypatch.setattr(runtime, "_use_triton", lambda x: True)
+    gen = torch.Generator().manual_seed(30)
+    q, k, v, dy = (torch.randn(3, 9, 2 * 4, generator=gen) for _ in range(4))
+    qg, kg, vg = (x.requires_grad_() for x in (q, k, v))
+    out = runtime.linear_attention(qg, kg, vg, 2, q_l1=1e-3, k_l1=1e-3)
+    torch.autograd.grad(out, [qg, kg, vg], dy)
+    assert len(grids) >= 6 and all(len(g) == 1 for g in grids), grids

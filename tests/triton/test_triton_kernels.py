@@ -951,7 +951,7 @@ def _own_rows(m, spies: dict[str, LaunchSpy]) -> None:
         for rows, terms in ((db, du), (ds, do * u * gate), (dsa, do * acc)):
             tiles = terms.float().split(kw["BT"], dim=1)  # [B, BT, C] each
             want = torch.stack([t.sum(1) for t in tiles], 1).flatten(0, 1)  # [(image, tile), C]
-            assert rows.shape == (grid[0] * grid[2], du.shape[2])
+            assert rows.shape == (grid[0], du.shape[2])  # axis 0: (image, tile)
             torch.testing.assert_close(rows, want, rtol=1e-5, atol=1e-5)
     for grid, args, kw in spies["dwconv_toeplitz_wgrad_kernel"].launches:
         x, du, rows = args[0].float(), args[1].float(), args[2]
@@ -959,11 +959,12 @@ def _own_rows(m, spies: dict[str, LaunchSpy]) -> None:
         kh, kw_, bw = kw["KH"], kw["KW"], kw["BW"]
         token = torch.arange(du.shape[1])
         stacked = torch.arange(du.shape[0])[:, None] * height + token // width  # [B, N]
+        stripes = -(-width // bw)  # axis 0: (row group, stripe)
         want = torch.stack([  # [(row group, stripe), C, KH, KW]
             m._depthwise_weight_grad(
                 x, du * ((stacked // group == g) & (token % width // bw == j))[..., None],
                 kh, kw_, height, width, kw["PH"], kw["PW"])
-            for g in range(grid[2]) for j in range(grid[0])])
+            for g in range(grid[0] // stripes) for j in range(stripes)])
         torch.testing.assert_close(rows, want, rtol=1e-5, atol=1e-5)
 
 
@@ -1107,3 +1108,34 @@ def test_images_spanning_2_31_elements_take_the_direct_kernels_in_int64(form,
     direct = [kw for name in ("dwconv_hadamard_fwd_kernel", "dwconv_hadamard_bwd_kernel")
               for *_, kw in spies[name].launches]
     assert len(direct) == 3 and all(kw["WIDE"] and kw["I64"] for kw in direct)
+
+
+def test_the_batch_rides_on_grid_axis_0(form, monkeypatch) -> None:
+    """CUDA holds 65,535 programs on grid axes 1 and 2 and 2**31 - 1 on axis 0: every conv
+    kernel launch (forward and backward, deterministic rows too) keeps its other axes
+    independent of the batch, so batches past 65,535 images launch."""
+    m = _kernels_module()
+    names = ("dwconv_hadamard_fwd_kernel", "dwconv_toeplitz_fwd_kernel",
+             "dwconv_hadamard_bwd_kernel", "dwconv_toeplitz_wgrad_kernel")
+    grids = {}
+    for b in (1, 3):
+        spies = {name: LaunchSpy(getattr(m, name)) for name in names}
+        for name, spy in spies.items():
+            monkeypatch.setattr(m, name, spy)
+        gen = torch.Generator().manual_seed(b)
+        x, gate, dz = (torch.randn(b, 20, 5, generator=gen) for _ in range(3))
+        weight = torch.randn(5, 3, 3, generator=gen)
+        for deterministic in (False, True):
+            torch.use_deterministic_algorithms(deterministic)
+            try:
+                m._dwconv_hadamard_bwd_impl(x, weight, None, gate, None, None, None, dz, None,
+                                            4, 5, 1, 1)
+            finally:
+                torch.use_deterministic_algorithms(False)
+        grids[b] = {name: [g for g, _, _ in spy.launches] for name, spy in spies.items()}
+    assert any(grids[1].values())
+    for name in names:
+        assert [g[1:] for g in grids[1][name]] == [g[1:] for g in grids[3][name]], name
+        assert all(len(g) <= 2 for g in grids[3][name]), name
+
+
