@@ -20,7 +20,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from padre_compiler.compiler import as_spec
 from padre_compiler.compiler import compile as compile_spec
+from padre_compiler.errors import PadreError
 from padre_compiler.spec.model import Spec
 
 
@@ -38,6 +40,11 @@ class PadreAttention(nn.Module):
         # configure softmax attention; the spec fixes the mixer's structure instead.
         self.grid_size = grid_size
         self.num_prefix_tokens = num_prefix_tokens
+        spec = as_spec(spec)
+        if spec.layout == "grid2d" and grid_size is None:
+            raise PadreError(f"PadreAttention: spec '{spec.name}' mixes tokens on a 2-D grid: "
+                             "pass grid_size=(H, W), the patch grid (e.g. (14, 14) for 224-pixel "
+                             "images of 16-pixel patches)")
         self.mixer = compile_spec(spec, dim=dim, grid=grid_size)
         self.proj_drop = nn.Dropout(proj_drop)
         if device is not None or dtype is not None:

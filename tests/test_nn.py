@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from padre_compiler.errors import PadreError
 from padre_compiler.nn import PadreAttention
 
 TIMM_KWARGS = dict(num_heads=6, qkv_bias=True, qk_norm=False, scale_norm=False, proj_bias=True,
@@ -34,6 +35,8 @@ def test_refuses_masks_and_wrong_token_counts() -> None:
         attn(torch.randn(1, 6, 8), attn_mask=torch.ones(6, 6, dtype=torch.bool))
     with pytest.raises(ValueError, match="grid 2 x 3 has 6"):
         attn(torch.randn(1, 7, 8))
+    with pytest.raises(PadreError, match=r"pass grid_size=\(H, W\)"):
+        PadreAttention(8)  # the keyword named is the constructor's own
 
 
 def test_per_call_grid_for_dynamic_image_size() -> None:
