@@ -1,10 +1,10 @@
 """Hypothesis fuzzing of the depthwise-conv op (dwconv_hadamard) in every conv form, forward
 and backward, against float64 autograd of its definition (F.conv2d, by the naive twin).
 
-Random batch, grid, channels, taps, centred or causal padding, every optional operand, both
-layouts of x (channel-major, as the dense maps write it for the tensor-core forms, and
-token-major), fp32 and fp16, atomic or deterministic sums: row tiles that span images, stripes
-that cross the grid's edge and masked channels all come up."""
+Random batch, grid, channels, taps (odd and even), centred, causal or any padding, every
+optional operand, both layouts of x (channel-major, as the dense maps write it for the
+tensor-core forms, and token-major), fp32 and fp16, atomic or deterministic sums: row tiles
+that span images, stripes that cross the grid's edge and masked channels all come up."""
 
 from __future__ import annotations
 
@@ -38,13 +38,15 @@ def _definition(m, x, weight, ops: dict, geometry: tuple, stores: tuple) -> tupl
 @settings(max_examples=40, deadline=None, derandomize=True)
 @given(form=st.sampled_from(["direct", "toeplitz", "slab", "slab2"]), b=st.integers(1, 5),
        h=st.integers(1, 19), w=st.integers(1, 19), c=st.integers(1, 19),
-       kh=st.sampled_from([1, 3, 5]), kw=st.sampled_from([1, 3, 7]), causal=st.booleans(),
+       kh=st.sampled_from([1, 2, 3, 4, 5]), kw=st.sampled_from([1, 2, 3, 4, 7]),
+       pads=st.tuples(st.sampled_from(["centred", "causal", "drawn"]), st.integers(0, 6),
+                      st.integers(0, 6)),
        present=st.lists(st.booleans(), min_size=len(OPERANDS), max_size=len(OPERANDS)),
        stores=st.sampled_from([(True, False), (False, True), (True, True)]),
        channel_major=st.booleans(), half=st.booleans(), deterministic=st.booleans(),
        seed=st.integers(0, 99))
 def test_conv_op_forward_and_backward_match_float64(runtime, form, b, h, w, c, kh, kw,
-                                                    causal, present, stores, channel_major,
+                                                    pads, present, stores, channel_major,
                                                     half, deterministic, seed) -> None:
     m = runtime
     dtype = torch.float16 if half else torch.float32
@@ -60,7 +62,10 @@ def test_conv_op_forward_and_backward_match_float64(runtime, form, b, h, w, c, k
            if on else None for k, on in zip(OPERANDS, present, strict=True)}
     if ops["acc"] is None:
         ops["acc_scale"] = None  # it scales the accumulator
-    geometry = (h, w, kh - 1 if causal else kh // 2, kw - 1 if causal else kw // 2)
+    kind, ph, pw = pads  # drawn: any padding from 0 (anti-causal) to k - 1 (causal)
+    ph, pw = {"centred": (kh // 2, kw // 2), "causal": (kh - 1, kw - 1),
+              "drawn": (min(ph, kh - 1), min(pw, kw - 1))}[kind]
+    geometry = (h, w, ph, pw)
     args = (x, weight, *(ops[k] for k in OPERANDS[:5]))
     deterministic_before = torch.are_deterministic_algorithms_enabled()
     try:
