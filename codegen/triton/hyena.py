@@ -144,7 +144,7 @@ def custom_op_caller(op, impl, setup_context, backward, grad_flag: str | None = 
 
 # torch.ops namespace of the custom ops below, a digest of their source: modules
 # generated from another source never share them
-DWCONV_OPS = 'padre_dwconv_f4e0f7ccbed6'
+DWCONV_OPS = 'padre_dwconv_e51622d79696'
 
 if triton is not None:
 
@@ -167,7 +167,10 @@ if triton is not None:
     def accumulate(p, v, mask, PARTIAL: tl.constexpr):
         """*p += v (fp32) for a sum over programs: an atomic add, in whatever order the
         programs run; or, PARTIAL, a load and a store, p being in this program's own row of
-        partial sums, which the host adds in a fixed order (bitwise reproducible)."""
+        partial sums, which the host adds in a fixed order (bitwise reproducible). A caller
+        that adds to one address more than once (the weight gradient, once per row tile) does
+        so from loop iterations that are not pipelined against each other (its pipelined tap
+        loop writes a different address each iteration), so each load sees the last store."""
         if PARTIAL:
             tl.store(p, tl.load(p, mask=mask) + v, mask=mask)
         else:
