@@ -84,27 +84,41 @@ def _load(args: argparse.Namespace):
     return load_spec(args.spec, params=dict(args.param or ()))
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    """Write whole or not at all: a regular file is replaced by a rename, so a crash never
-    leaves it half-written; a link is written through to its target, and a device or pipe
-    (/dev/null, /dev/stdout) is written directly, never replaced."""
-    target = path.resolve() if path.is_symlink() else path
+def _write_atomic(path: str | Path, text: str) -> None:
+    """Write whole or not at all: a regular file is replaced by a rename (keeping its
+    permissions), so a crash never leaves it half-written; a link is written through to its
+    target, and a device or pipe (/dev/null, /dev/stdout) is written directly, never
+    replaced. A folder, a path under a file, or one that cannot be written is refused."""
+    shown = str(path)
+    if shown.endswith(("/", os.sep)):
+        raise PadreError(f"-o {shown}: a folder; give a file path such as {shown}module.py")
+    try:
+        target = Path(path).resolve() if Path(path).is_symlink() else Path(path)
+    except (OSError, RuntimeError) as err:  # a symlink loop
+        raise PadreError(f"-o {shown}: cannot follow the link ({err})") from None
+    blocker = next((p for p in target.parents if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise PadreError(f"-o {shown}: {blocker} is a file, not a folder")
     try:
         if target.exists() and not target.is_file():
             if target.is_dir():
-                raise PadreError(f"-o {path}: a folder; give a file path such as "
-                                 f"{path / 'module.py'}")
+                raise PadreError(f"-o {shown}: a folder; give a file path such as "
+                                 f"{target / 'module.py'}")
             target.write_text(text)
             return
+        if target.exists() and not os.access(target, os.W_OK):
+            raise PadreError(f"-o {shown}: the file is read-only")
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(f".{target.name}.tmp")
         try:
             tmp.write_text(text)
+            if target.exists():
+                tmp.chmod(target.stat().st_mode & 0o7777)
             tmp.replace(target)
         finally:
             tmp.unlink(missing_ok=True)
     except OSError as err:
-        raise PadreError(f"-o {path}: cannot write it ({err.strerror or err}); "
+        raise PadreError(f"-o {shown}: cannot write it ({err.strerror or err}); "
                          "give a writable file path") from None
 
 
@@ -132,10 +146,13 @@ def cmd_compile(args: argparse.Namespace) -> int:
 
     if args.all:
         given = [f for f, on in (("SPEC", args.spec), ("-o", args.output), ("--param", args.param),
-                                 ("--run", args.run), ("--explain", args.explain)) if on]
+                                 ("--run", args.run), ("--explain", args.explain),
+                                 ("--backend", args.backend), ("--dim", args.dim),
+                                 ("--grid", args.grid), ("--tokens", args.tokens)) if on]
         if given:
-            raise PadreError(f"--all regenerates codegen/ for every bundled spec at the default "
-                             f"size and takes no {', '.join(given)}; drop them or drop --all")
+            raise PadreError(f"--all regenerates codegen/ for every bundled spec and backend at "
+                             f"the default size and takes no {', '.join(given)}; drop them or "
+                             "drop --all")
         specs = [load_spec(p) for p in bundled_specs()]  # validate all before writing any
         with Progress(console=err_console, transient=True) as progress:
             task = progress.add_task("compiling", total=len(specs) * len(BACKENDS))
@@ -153,22 +170,23 @@ def cmd_compile(args: argparse.Namespace) -> int:
     spec = _load(args)
     grid, tokens = _resolve_size(spec, args)
     t0 = time.perf_counter()
-    result = generate(spec, dim=args.dim, grid=grid, backend=args.backend, tokens=tokens)
+    dim = args.dim or 384
+    result = generate(spec, dim=dim, grid=grid, backend=args.backend or "torch", tokens=tokens)
     elapsed = time.perf_counter() - t0
     if args.explain:
         from padre_compiler.report import explain_graph
 
         for rec in result.records:
             console.print(f"[bold]after {rec.name}[/bold] ({rec.rewrites} rewrites): {rec.cost}")
-            for line in explain_graph(rec.graph, args.dim, tokens):
+            for line in explain_graph(rec.graph, dim, tokens):
                 console.print(line, soft_wrap=True)
     out = Path(args.output) if args.output else None
     if out is not None:
-        _write_atomic(out, result.source)
+        _write_atomic(args.output, result.source)
     elif not args.run and not args.explain:
         sys.stdout.write(result.source)
     if args.run:
-        _run_summary(result, args.dim, grid, tokens, out, elapsed)
+        _run_summary(result, dim, grid, tokens, out, elapsed)
     elif out is not None:
         console.print(f"wrote {out} ({elapsed * 1e3:.0f} ms)")
     # with the source on stdout, the certificate goes to stderr
@@ -209,6 +227,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
     spec = _load(args)
     g = spec.graph()
+    if args.expand_grid and not args.expand:
+        raise PadreError("--expand-grid HxW sets the grid of an expansion: give --expand N,D too")
     expansion = _expand(spec, g, args) if args.expand else None  # may refuse: before printing
     console.print(f"[bold]{spec.name}[/bold] ({spec.layout}): {spec.description}")
     console.print(f"degree {spec.degree}")
@@ -303,7 +323,9 @@ def cmd_fuzz(args: argparse.Namespace) -> int:
     from padre_compiler.verify.fuzz import default_device, describe, fuzz
 
     spec = _load(args)
-    _check_writable_folder(Path(args.regressions), "--regressions")
+    regressions = Path(args.regressions) if args.regressions else ROOT / "tests" / "regressions"
+    if args.regressions:  # the default is checked where a failure is written
+        _check_writable_folder(regressions, "--regressions")
     device = default_device(args.backend) if args.device == "auto" else args.device
     if device == "cuda" and not torch.cuda.is_available():
         raise PadreError("--device cuda: no CUDA device is visible to torch")
@@ -322,7 +344,7 @@ def cmd_fuzz(args: argparse.Namespace) -> int:
             progress.update(task, advance=1, worst=worst)
 
         report = fuzz(spec, backend=args.backend, examples_n=args.examples, seed=args.seed,
-                      regression_dir=Path(args.regressions), on_example=tick, device=device,
+                      regression_dir=regressions, on_example=tick, device=device,
                       grad=args.grad)
     rate = report.examples / (time.perf_counter() - t0)
     if report.failure is None:
@@ -410,10 +432,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("compile", help="compile a spec to module source")
     p.add_argument("spec", nargs="?", help="a spec file or a bundled spec name")
     p.add_argument("--all", action="store_true", help="regenerate codegen/ for every spec")
-    p.add_argument("--backend", default="torch", choices=["torch", "triton"],
+    p.add_argument("--backend", choices=["torch", "triton"],
                    help="torch (default) or triton (fused kernels)")
     p.add_argument("-o", "--output", help="write the module source here")
-    p.add_argument("--dim", type=_positive, default=384, help="model width D (default 384)")
+    p.add_argument("--dim", type=_positive, help="model width D (default 384)")
     p.add_argument("--grid", type=_grid, help="token grid HxW for 2-D specs (default 14x14)")
     p.add_argument("--tokens", type=_positive,
                    help="token count for costs of sequence specs (default 196)")
@@ -438,8 +460,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="triton without a GPU runs the kernels in Triton's CPU interpreter")
     p.add_argument("--examples", type=_positive, default=200)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--regressions", default=str(ROOT / "tests" / "regressions"),
-                   help="where a failing example's regression test is written")
+    p.add_argument("--regressions", metavar="DIR",
+                   help="where a failing example's regression test is written (default: the "
+                        "checkout's tests/regressions)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
                    help="where the compiled modules run (auto: cuda for --backend triton when "
                         "a GPU is visible, else cpu); the float64 reference runs on the CPU")

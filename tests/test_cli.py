@@ -76,8 +76,15 @@ def test_compile_output_paths(tmp_path: Path, capsys: pytest.CaptureFixture) -> 
     assert (tmp_path / "link.py").is_symlink() and "class Conv2former" in target.read_text()
     capsys.readouterr()
     _fails(["compile", "conv2former", "-o", str(tmp_path)], "a folder", capsys)
-    _fails(["compile", "conv2former", "-o", str(target / "x.py")], "cannot write it", capsys)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["link.py", "real.py"]
+    _fails(["compile", "conv2former", "-o", str(target / "x.py")], "is a file, not a folder",
+           capsys)
+    _fails(["compile", "conv2former", "-o", f"{tmp_path / 'new'}/"], "a folder", capsys)
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    _fails(["compile", "conv2former", "-o", str(tmp_path / "loop")], "cannot follow", capsys)
+    target.chmod(0o640)
+    assert cli.main(["compile", "conv2former", "-o", str(target)]) == 0
+    assert target.stat().st_mode & 0o777 == 0o640  # the replaced file keeps its permissions
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link.py", "loop", "real.py"]
 
 
 def test_compile_writes_a_device_without_replacing_it(tmp_path: Path,
@@ -99,6 +106,8 @@ def test_compile_writes_a_device_without_replacing_it(tmp_path: Path,
 
 def test_compile_refuses_options_it_would_ignore(capsys: pytest.CaptureFixture) -> None:
     _fails(["compile", "padre3", "--all", "-o", "x.py"], "takes no SPEC, -o", capsys)
+    _fails(["compile", "--all", "--backend", "triton", "--dim", "64"], "takes no --backend, --dim",
+           capsys)
     _fails(["compile", "padre3", "--tokens", "100"], "drop --tokens", capsys)
     _fails(["compile", "hyena", "--grid", "4x4"], "takes no --grid", capsys)
 
@@ -107,3 +116,4 @@ def test_inspect_checks_the_expansion_before_printing(capsys: pytest.CaptureFixt
     err = _fails(["inspect", "padre3", "--expand", "4,2", "--expand-grid", "2x3"],
                  "--expand-grid 2x3 has 6 tokens", capsys)
     assert "N = 4" in err
+    _fails(["inspect", "padre3", "--expand-grid", "2x2"], "give --expand N,D too", capsys)

@@ -140,8 +140,9 @@ def custom_op_caller(op, impl, setup_context, backward, grad_flag: str | None = 
     return call
 
 
-# torch.ops namespace of the custom ops below, a digest of their source: modules
-# generated from another source never share them
+# torch.ops namespace of the custom ops below, a digest of the source they were
+# generated from: modules from another source never share them (an edited copy of
+# this file must change it, or it runs the first loaded file's ops)
 DWCONV_OPS = 'padre_dwconv_e51622d79696'
 
 if triton is not None:
@@ -1536,8 +1537,9 @@ dwconv_hadamard = custom_op_caller(_register_dwconv_hadamard(), _dwconv_hadamard
                                    grad_flag="keep_u", outputs=2)
 
 
-# torch.ops namespace of the custom ops below, a digest of their source: modules
-# generated from another source never share them
+# torch.ops namespace of the custom ops below, a digest of the source they were
+# generated from: modules from another source never share them (an edited copy of
+# this file must change it, or it runs the first loaded file's ops)
 ATTENTION_OPS = 'padre_attention_9142072b3e3e'
 
 if triton is not None:

@@ -137,8 +137,9 @@ def custom_op_caller(op, impl, setup_context, backward, grad_flag: str | None = 
     return call
 
 
-# torch.ops namespace of the custom ops below, a digest of their source: modules
-# generated from another source never share them
+# torch.ops namespace of the custom ops below, a digest of the source they were
+# generated from: modules from another source never share them (an edited copy of
+# this file must change it, or it runs the first loaded file's ops)
 DWCONV_OPS = 'padre_dwconv_e51622d79696'
 
 if triton is not None:

@@ -47,6 +47,7 @@ import contextlib
 import hashlib
 import math
 import os
+import shlex
 import textwrap
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
@@ -376,19 +377,23 @@ def check_example(spec: str | Path | Spec, example: Example, backend: str = "tor
                   params: dict[str, Any] | None = None) -> Outcome:
     """Re-run one example (what regression tests call); `params` set a family spec's
     parameters, as `padre fuzz --param` did."""
+    if isinstance(spec, Spec) and params:
+        raise PadreError("check_example: params set a family spec's parameters as it loads; "
+                         "pass the spec's name or path, or a Spec built with them")
     spec_obj = spec if isinstance(spec, Spec) else load_spec(spec, params=params)
     return Harness(spec_obj, backend).check(example)
 
 
 def replay_source(spec: Spec) -> str:
     """How a regression test names the spec: a bundled spec by its name (portable across
-    checkouts), any other file by its path; a spec built in Python by its name, which replays
-    only if a bundled spec of that name is the same spec."""
+    checkouts), any other file by its absolute path; a spec built in Python by its name,
+    which replays only if a bundled spec of that name is the same spec."""
     path = Path(spec.source)
     if path.suffix != ".toml":
         return spec.name
     bundled = SPECS_DIR / path.name
-    return path.stem if bundled.exists() and bundled.resolve() == path.resolve() else str(path)
+    return path.stem if bundled.exists() and bundled.resolve() == path.resolve() else str(
+        path.resolve())
 
 
 def write_regression(spec: Spec, backend: str, failure: Outcome, directory: Path) -> Path:
@@ -398,7 +403,7 @@ def write_regression(spec: Spec, backend: str, failure: Outcome, directory: Path
     key = hashlib.sha256(repr((spec.name, backend, sorted(params.items()), asdict(ex)))
                          .encode()).hexdigest()[:10]
     path = directory / f"test_fuzz_{spec.name}_{backend}_{key}.py"
-    flags = "".join(f" --param {k}={v!r}" for k, v in params.items())
+    flags = "".join(f" --param {shlex.quote(f'{k}={v!r}')}" for k, v in params.items())
     flags += " --grad" if ex.grad else ""
     what = f"the gradient of {failure.tensor}: " if failure.tensor else ""
     replay = f", params={params!r}" if params else ""

@@ -614,6 +614,7 @@ def test_long_conv_kernels_at_their_tile_do_not_spill(bf16: bool, i64: bool) -> 
     (dict(BK=16), "the strip must hold every tap"),
     (dict(SLAB=True, BH=24), "SLAB: KH <= 17, 16 | BH"),
     (dict(PARTS=4), "parts of 16+ columns"),
+    (dict(HALO=4), "aligned strips start on an ALIGN column"),
 ])
 def test_the_toeplitz_kernel_refuses_tiles_outside_its_preconditions(padre3, change, message):
     """The kernel's stated preconditions are compile-time assertions, not comments."""
@@ -624,3 +625,23 @@ def test_the_toeplitz_kernel_refuses_tiles_outside_its_preconditions(padre3, cha
                            dict(FLAGS, **_taps(11), STORE_Z=True, STORE_O=True,
                                 **aot.constexprs_of(dict(cfg, **change))),
                            num_warps=cfg["num_warps"])
+
+
+@pytest.mark.parametrize(("kernel", "constexprs", "message"), [
+    ("dwconv_toeplitz_wgrad_kernel", dict(BK=16), "the strip must hold every lag"),
+    ("dwconv_hadamard_bwd_kernel", dict(USES_U=False), "u is read by dg"),
+])
+def test_the_backward_kernels_refuse_launches_outside_their_preconditions(
+        padre3, kernel, constexprs, message):
+    if kernel == "dwconv_toeplitz_wgrad_kernel":
+        cfg = padre3.dwconv_toeplitz_config(384, 11, gpu=True, rows=448, pad_w=5, align=8)
+        flags = dict(_taps(11), BD=16, **aot.constexprs_of(cfg))
+        warps = cfg["num_warps"]
+    else:  # a gate reads u: USES_U must be on
+        cfg = padre3.dwconv_hadamard_config(3136, 384, gpu=True, backward=True)
+        flags = dict(FLAGS, **_taps(11), HAS_DZ=True, HAS_DO=True, RECOMPUTE=True,
+                     **aot.constexprs_of(cfg))
+        warps = cfg["num_warps"]
+    with pytest.raises(Exception, match=re.escape(message)):
+        aot.compile_kernel(PATH, kernel, dict(flags, **constexprs), num_warps=warps,
+                           pointer_dtypes=GRADS)

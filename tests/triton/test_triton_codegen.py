@@ -292,9 +292,10 @@ def test_modules_share_custom_ops_only_when_their_source_is_the_same(monkeypatch
     monkeypatch.setattr(kernels, "RUNTIME", kernels.RUNTIME + "\n# another revision\n")
     other = loaded("padre3")
     assert other.DWCONV_OPS != first.DWCONV_OPS
-    for module in (first, other):
-        op = OPDEFS[f"{module.DWCONV_OPS}::dwconv_hadamard_fwd"]
-        assert op._init_fn.__globals__["DWCONV_OPS"] == module.DWCONV_OPS
+    runs = {m: OPDEFS[f"{m.DWCONV_OPS}::dwconv_hadamard_fwd"]._init_fn.__globals__
+            for m in (first, other)}  # the globals of the launchers each module's op runs
+    assert runs[other] is vars(other)  # its own, registered under its own namespace
+    assert runs[first] is not vars(other)  # the first text's op never runs the other's code
 
 
 @pytest.mark.parametrize("backend", ["torch", "triton"])

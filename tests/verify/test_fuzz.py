@@ -74,6 +74,8 @@ def test_a_regression_replays_the_spec_parameters_it_was_found_with(tmp_path: Pa
     (got, got_example), = replayed
     assert list(got.graph().items()) == list(spec.graph().items()) and got_example == example
     assert check_example("castling_vit", example, params={"heads": 4}).ok
+    with pytest.raises(PadreError, match="pass the spec's name or path"):
+        check_example(spec, example, params={"heads": 4})  # a loaded Spec: params would be lost
 
 
 def test_cli_fuzz_refuses_a_regressions_path_it_cannot_write(tmp_path: Path) -> None:

@@ -351,8 +351,10 @@ def emit_module(g: Graph, decls: dict[str, ParamDecl], *, name: str, header: str
         preamble = [kernels.STDLIB_IMPORTS.strip("\n"), "", *preamble,
                     kernels.SHARED.strip("\n"), ""]
     for family in families:
-        preamble += ["", "# torch.ops namespace of the custom ops below, a digest of their "
-                     "source: modules", "# generated from another source never share them",
+        preamble += ["", "# torch.ops namespace of the custom ops below, a digest of the "
+                     "source they were", "# generated from: modules from another source never "
+                     "share them (an edited copy of", "# this file must change it, or it runs "
+                     "the first loaded file's ops)",
                      f"{family.OPS_NAME} = {ops_namespace(family)!r}",
                      "", family.KERNEL.strip("\n"), "", "", family.RUNTIME.strip("\n"), ""]
     if families:
