@@ -140,7 +140,7 @@ def custom_op_caller(op, impl, setup_context, backward, grad_flag: str | None = 
 # torch.ops namespace of the custom ops below, a digest of the source they were
 # generated from: modules from another source never share them (an edited copy of
 # this file must change it, or it runs the first loaded file's ops)
-DWCONV_OPS = 'padre_dwconv_e51622d79696'
+DWCONV_OPS = 'padre_dwconv_41fbf0c65d21'
 
 if triton is not None:
 
@@ -407,6 +407,36 @@ if triton is not None:
                     tl.store(da + p_out, b_do.to(da.dtype.element_ty), mask=m)
 
 
+    @triton.jit
+    def in_bias_conv(w, bi, o_c, m_c, o_r, o_j, H, W, KH: tl.constexpr, KW: tl.constexpr,
+                     PH: tl.constexpr, PW: tl.constexpr, KP: tl.constexpr, BC: tl.constexpr,
+                     BH: tl.constexpr, BW: tl.constexpr):
+        """[BC, BH, BW] bi * conv(1), the input bias's share of conv(x + bi) at output rows o_r
+        ([BH]) and columns o_j ([BW]) of channels o_c ([BC], valid where m_c):
+        conv(1)[c, r, j] = sum_i [row r + i - PH in the grid] q_i[c, j] and
+        q_i[c, j] = sum_m w[c, i, m] [column j + m - PW in the grid]; q = taps @ column mask
+        and conv(1) = row mask @ q, small products of 0/1 masks (exact in TF32) and of the
+        taps, or q, split in two TF32 halves (tf32_high), padded to KP >= KH, KW, 16."""
+        o_p = tl.arange(0, KP)  # [KP] taps along a row or a column (zero past KH, KW)
+        p_w = (w + o_c[:, None, None] * (KH * KW) + o_p[None, :, None] * KW
+               + o_p[None, None, :])
+        m_w = m_c[:, None, None] & (o_p < KH)[None, :, None] & (o_p < KW)[None, None, :]
+        b_w = tl.load(p_w, mask=m_w, other=0.).to(tl.float32)  # [BC, KP, KP] taps
+        o_wi = o_j[None, :] + (o_p[:, None] - PW)  # [KP, BW] column of tap m
+        f_w = tl.broadcast_to(inside(o_wi, W).to(tl.float32)[None, :, :],
+                              (BC, KP, BW))
+        w_hi = tf32_high(b_w)
+        b_q = tl.dot(w_hi, f_w, input_precision="tf32")
+        b_q = tl.dot(b_w - w_hi, f_w, b_q, input_precision="tf32")  # [BC, KP, BW] q_i
+        o_hi = o_r[:, None] + (o_p[None, :] - PH)  # [BH, KP] row of tap i
+        f_h = tl.broadcast_to(inside(o_hi, H).to(tl.float32)[None, :, :],
+                              (BC, BH, KP))
+        q_hi = tf32_high(b_q)
+        b_1 = tl.dot(f_h, q_hi, input_precision="tf32")
+        b_1 = tl.dot(f_h, b_q - q_hi, b_1, input_precision="tf32")  # [BC, BH, BW] conv(1)
+        return b_1 * tl.load(bi + o_c, mask=m_c, other=0.).to(tl.float32)[:, None, None]
+
+
     @triton.jit(do_not_specialize=["H", "W", "B"])  # one compile for every grid
     def dwconv_toeplitz_fwd_kernel(
         x, t, w, b, bi, g, a, sa, s, z, o, u,
@@ -459,10 +489,8 @@ if triton is not None:
 
         HAS_IN_BIAS: the input is x + bi (bi: [C], the bias of the dense map that wrote x, so
         that map needs no pass of its own to add it). By linearity conv(x + bi) = conv(x) +
-        bi * conv(1), where conv(1)[c, r, j] = sum_i [row r + i - PH in the grid] q_i[c, j] and
-        q_i[c, j] = sum_m w[c, i, m] [column j + m - PW in the grid]: the taps that land inside
-        the grid (w: [C, KH, KW], the unrounded taps): q = taps @ column mask and
-        conv(1) = row mask @ q, products padded to KP >= KH, KW, 16.
+        bi * conv(1), conv(1) counting the taps that land inside the grid (in_bias_conv, from
+        w: [C, KH, KW], the unrounded taps).
         """
         tl.static_assert(BK >= BW + HALO + KW - 1 - PW, "the strip must hold every tap")
         tl.static_assert(not SLAB or (KH <= 17 and BH % 16 == 0), "SLAB: KH <= 17, 16 | BH")
@@ -517,25 +545,8 @@ if triton is not None:
                 b_u = tl.dot(b_x, b_t.to(b_x.dtype), b_u, input_precision=DOT)
         if HAS_BIAS:
             b_u += tl.load(b + o_c, mask=m_c, other=0.).to(tl.float32)[:, None, None]
-        if HAS_IN_BIAS:  # small products of 0/1 masks (exact in TF32) and taps split in two
-            o_p = tl.arange(0, KP)  # [KP] taps along a row or a column (zero past KH, KW)
-            p_w = (w + o_c[:, None, None] * (KH * KW) + o_p[None, :, None] * KW
-                   + o_p[None, None, :])
-            m_w = m_c[:, None, None] & (o_p < KH)[None, :, None] & (o_p < KW)[None, None, :]
-            b_w = tl.load(p_w, mask=m_w, other=0.).to(tl.float32)  # [BC, KP, KP] taps
-            o_wi = o_j[None, :] + (o_p[:, None] - PW)  # [KP, BW] column of tap m
-            f_w = tl.broadcast_to(inside(o_wi, W).to(tl.float32)[None, :, :],
-                                  (BC, KP, BW))
-            w_hi = tf32_high(b_w)
-            b_q = tl.dot(w_hi, f_w, input_precision="tf32")
-            b_q = tl.dot(b_w - w_hi, f_w, b_q, input_precision="tf32")  # [BC, KP, BW] q_i
-            o_hi = o_r[:, None] + (o_p[None, :] - PH)  # [BH, KP] row of tap i
-            f_h = tl.broadcast_to(inside(o_hi, H).to(tl.float32)[None, :, :],
-                                  (BC, BH, KP))
-            q_hi = tf32_high(b_q)
-            b_1 = tl.dot(f_h, q_hi, input_precision="tf32")
-            b_1 = tl.dot(f_h, b_q - q_hi, b_1, input_precision="tf32")  # [BC, BH, BW] conv(1)
-            b_u += b_1 * tl.load(bi + o_c, mask=m_c, other=0.).to(tl.float32)[:, None, None]
+        if HAS_IN_BIAS:  # x + bi: conv(x) + bi * conv(1) (in_bias_conv)
+            b_u += in_bias_conv(w, bi, o_c, m_c, o_r, o_j, H, W, KH, KW, PH, PW, KP, BC, BH, BW)
         # token b * N + r * W + j of the [B, N, ...] outputs, gate and accumulator is
         # (b * H + r) * W + j: their rows follow the stacked rows
         o_t = (o_rt[:, None] * W + o_j[None, :])[None, :, :]  # [1, BH, BW] tokens

@@ -24,10 +24,12 @@ def test_kernels_are_found_with_their_aranges_and_dots() -> None:
     assert set(shapes) == {"dwconv_hadamard_fwd_kernel", "dwconv_hadamard_bwd_kernel",
                            "dwconv_toeplitz_fwd_kernel", "dwconv_toeplitz_wgrad_kernel",
                            "tf32_high", "strip_tile", "inside", "slab_tile", "slab_strip",
-                           "accumulate", "stacked_rows"}
+                           "accumulate", "stacked_rows", "in_bias_conv"}
     assert set(shapes["dwconv_hadamard_fwd_kernel"].aranges) == {"BT", "BC"}
     assert shapes["dwconv_hadamard_fwd_kernel"].dots == 0
-    assert shapes["dwconv_toeplitz_fwd_kernel"].dots == 5  # the band's, the input bias's 4
+    assert shapes["dwconv_toeplitz_fwd_kernel"].dots == 1  # the band's
+    assert shapes["in_bias_conv"].dots == 4  # the input bias's: counted as its caller's
+    assert "in_bias_conv" in shapes["dwconv_toeplitz_fwd_kernel"].calls
     assert shapes["slab_strip"].dots == 1  # the slab's row shift: declared by its callers
     assert "slab_strip" in shapes["dwconv_toeplitz_fwd_kernel"].calls
     assert shapes["dwconv_toeplitz_wgrad_kernel"].dots == 1
