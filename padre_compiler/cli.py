@@ -96,9 +96,7 @@ def _write_atomic(path: str | Path, text: str) -> None:
         target = Path(path).resolve() if Path(path).is_symlink() else Path(path)
     except (OSError, RuntimeError) as err:  # a symlink loop
         raise PadreError(f"-o {shown}: cannot follow the link ({err})") from None
-    blocker = next((p for p in target.parents if p.exists() and not p.is_dir()), None)
-    if blocker is not None:
-        raise PadreError(f"-o {shown}: {blocker} is a file, not a folder")
+    _check_writable_folder(target.parent, f"-o {shown}")
     try:
         if target.exists() and not target.is_file():
             if target.is_dir():
@@ -122,16 +120,16 @@ def _write_atomic(path: str | Path, text: str) -> None:
                          "give a writable file path") from None
 
 
-def _check_writable_folder(path: Path, option: str) -> None:
+def _check_writable_folder(path: Path, what: str) -> None:
     """Refuse before any work a folder that cannot be made or written: its nearest existing
-    part must be a writable directory."""
+    part must be a writable directory. `what`: the option and value the message names."""
     existing = path
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
     if not existing.is_dir():
-        raise PadreError(f"{option} {path}: {existing} is not a folder; pass a folder path")
+        raise PadreError(f"{what}: {existing} is a file, not a folder; pass a folder path")
     if not os.access(existing, os.W_OK | os.X_OK):
-        raise PadreError(f"{option} {path}: {existing} is not writable; pass a writable folder")
+        raise PadreError(f"{what}: {existing} is not writable; pass a writable folder")
 
 
 def codegen_path(name: str, backend: str) -> Path:
@@ -325,7 +323,7 @@ def cmd_fuzz(args: argparse.Namespace) -> int:
     spec = _load(args)
     regressions = Path(args.regressions) if args.regressions else ROOT / "tests" / "regressions"
     if args.regressions:  # the default is checked where a failure is written
-        _check_writable_folder(regressions, "--regressions")
+        _check_writable_folder(regressions, f"--regressions {regressions}")
     device = default_device(args.backend) if args.device == "auto" else args.device
     if device == "cuda" and not torch.cuda.is_available():
         raise PadreError("--device cuda: no CUDA device is visible to torch")
