@@ -30,11 +30,10 @@ from rich.console import Console
 from rich.markup import escape
 
 from padre_compiler.errors import PadreError
+from padre_compiler.paths import checkout_path
 
 console = Console(stderr=False, highlight=False, soft_wrap=True)
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
-ROOT = Path(__file__).resolve().parents[1]
-CODEGEN_DIR = ROOT / "codegen"
 
 
 def _grid(text: str) -> tuple[int, int]:
@@ -132,8 +131,13 @@ def _check_writable_folder(path: Path, what: str) -> None:
         raise PadreError(f"{what}: {existing} is not writable; pass a writable folder")
 
 
+def codegen_dir() -> Path:
+    """The source checkout's codegen/, which `padre compile --all` regenerates."""
+    return checkout_path("codegen", "padre compile --all regenerates codegen/")
+
+
 def codegen_path(name: str, backend: str) -> Path:
-    return CODEGEN_DIR / backend / f"{name}.py"
+    return codegen_dir() / backend / f"{name}.py"
 
 
 def cmd_compile(args: argparse.Namespace) -> int:
@@ -151,6 +155,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
             raise PadreError(f"--all regenerates codegen/ for every bundled spec and backend at "
                              f"the default size and takes no {', '.join(given)}; drop them or "
                              "drop --all")
+        out_dir = codegen_dir()
         specs = [load_spec(p) for p in bundled_specs()]  # validate all before writing any
         with Progress(console=err_console, transient=True) as progress:
             task = progress.add_task("compiling", total=len(specs) * len(BACKENDS))
@@ -160,8 +165,9 @@ def cmd_compile(args: argparse.Namespace) -> int:
                     outputs.append((spec, generate(spec, backend=backend)))
                     progress.advance(task)
         for spec, result in outputs:
-            _write_atomic(codegen_path(spec.name, result.backend), result.source)
-            console.print(f"wrote {codegen_path(spec.name, result.backend).relative_to(ROOT)}")
+            path = codegen_path(spec.name, result.backend)
+            _write_atomic(path, result.source)
+            console.print(f"wrote {path.relative_to(out_dir.parent)}")
         return 0
     if args.spec is None:
         raise PadreError("give a SPEC (a path or a bundled spec name) or --all")
@@ -321,9 +327,13 @@ def cmd_fuzz(args: argparse.Namespace) -> int:
     from padre_compiler.verify.fuzz import default_device, describe, fuzz
 
     spec = _load(args)
-    regressions = Path(args.regressions) if args.regressions else ROOT / "tests" / "regressions"
     if args.regressions:  # the default is checked where a failure is written
+        regressions = Path(args.regressions)
         _check_writable_folder(regressions, f"--regressions {regressions}")
+    else:
+        regressions = checkout_path("tests/regressions",
+                                    "padre fuzz keeps a failing example in tests/regressions/",
+                                    "give --regressions DIR")
     device = default_device(args.backend) if args.device == "auto" else args.device
     if device == "cuda" and not torch.cuda.is_available():
         raise PadreError("--device cuda: no CUDA device is visible to torch")
@@ -360,7 +370,6 @@ def cmd_prove(args: argparse.Namespace) -> int:
     from rich.progress import Progress
 
     from padre_compiler.derive import MODELS, derivation
-    from padre_compiler.derive.common import PROOFS_DIR
 
     caote = importlib.util.find_spec("padre_compiler.caote") is not None and \
         importlib.util.find_spec("padre_compiler.caote.derive") is not None
@@ -372,6 +381,8 @@ def cmd_prove(args: argparse.Namespace) -> int:
     for name in names:
         if name not in known:
             raise PadreError(f"unknown model '{name}'; models: {', '.join(known)}")
+    proofs = None if args.no_write else checkout_path(
+        "proofs", "padre prove writes proofs/NAME.md", "pass --no-write to print the proofs only")
     failed = []
     with Progress(console=err_console, transient=True) as progress:
         task = progress.add_task("proving", total=len(names))
@@ -381,8 +392,8 @@ def cmd_prove(args: argparse.Namespace) -> int:
                 console.print("caote: skipped (padre_compiler.caote.derive is not installed)")
                 progress.advance(task)
                 continue
-            report = derivation(name).prove(write=not args.no_write,
-                                            path=str(PROOFS_DIR / f"{name}.md"))
+            report = derivation(name).prove(write=proofs is not None,
+                                            path=proofs and proofs / f"{name}.md")
             if not args.quiet:
                 progress.stop()
                 sys.stdout.write(report.markdown)  # verbatim: no rich markup or emoji codes

@@ -29,8 +29,7 @@ def test_compile_run_prints_the_summary(tmp_path: Path, capsys: pytest.CaptureFi
 
 
 def test_compile_all_writes_every_spec(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(cli, "CODEGEN_DIR", tmp_path)
-    monkeypatch.setattr(cli, "ROOT", tmp_path)
+    monkeypatch.setattr(cli, "codegen_dir", lambda: tmp_path)
     assert cli.main(["compile", "--all"]) == 0
     assert {p.stem for p in (tmp_path / "torch").glob("*.py")} >= {"padre3", "conv2former"}
 

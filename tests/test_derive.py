@@ -17,8 +17,8 @@ from padre_compiler.backends.reference import run_graph
 from padre_compiler.cli import main
 from padre_compiler.compiler import optimise, pass_context
 from padre_compiler.derive import MODELS, derivation
-from padre_compiler.derive.common import PROOFS_DIR
 from padre_compiler.ir.ops import EvalContext
+from padre_compiler.paths import checkout
 from padre_compiler.symbolic.expand import expand_graph, rational_weights
 from tests.helpers import compiled_with, reference, rel_err
 
@@ -43,7 +43,7 @@ def test_proof_passes(reports: dict, name: str) -> None:
 
 @pytest.mark.parametrize("name", MODELS)
 def test_committed_proof_is_current(reports: dict, name: str) -> None:
-    path = PROOFS_DIR / f"{name}.md"
+    path = checkout() / "proofs" / f"{name}.md"
     assert path.exists(), f"{path} missing: run `padre prove {name}`"
     assert path.read_text(encoding="utf-8") == reports[name].markdown, (
         f"{path} is stale: run `padre prove {name}` and commit the result")

@@ -19,6 +19,8 @@ from pathlib import Path
 import numpy as np
 import sympy as sp
 
+from padre_compiler.paths import write_proof
+
 Formula = Callable[[sp.Expr], sp.Expr]
 
 N_RANGE = range(2, 9)  # cache sizes n for the symbolic single-token identity
@@ -376,9 +378,10 @@ def render(report: ProofReport) -> str:
 
 
 def prove(
-    write: bool = True, path: str = "proofs/caote.md", formula: Formula = caote_factor
+    write: bool = False, path: str | Path | None = None, formula: Formula = caote_factor
 ) -> ProofReport:
-    """Run all checks; optionally write the markdown report to ``path``.
+    """Run all checks; with ``write``, write the markdown report to ``path`` (default: the
+    source checkout's proofs/caote.md).
 
     ``formula`` is the coefficient r(α) claimed in o - o'_j = r(α_j)·(v_j - o); pass a wrong one
     (e.g. ``lambda a: a``) to see the symbolic and numeric checks fail.
@@ -387,7 +390,5 @@ def prove(
     for step in (check_single, check_sets, check_fast, check_gqa, check_numeric):
         report.checks.extend(step(formula))
     if write:
-        p = Path(path)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_text(report.markdown, encoding="utf-8")
+        write_proof("caote", report.markdown, path)
     return report

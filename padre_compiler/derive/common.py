@@ -28,11 +28,11 @@ from padre_compiler.backends.reference import run_graph
 from padre_compiler.ir.cost import graph_cost, node_cost
 from padre_compiler.ir.graph import Graph
 from padre_compiler.ir.ops import EvalContext
+from padre_compiler.paths import write_proof
 from padre_compiler.spec.model import Spec
 from padre_compiler.symbolic.degree import degrees
 from padre_compiler.symbolic.latex import graph_latex
 
-PROOFS_DIR = Path(__file__).resolve().parents[2] / "proofs"
 EXACT_TOL = 1e-10  # float64 relative error accepted for an exact instance
 
 
@@ -87,11 +87,7 @@ class Derivation:
 
 def finish(d: Derivation, write: bool, path: str | Path | None) -> Derivation:
     if write:
-        out = Path(path) if path else PROOFS_DIR / f"{d.name}.md"
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f".{out.name}.tmp")
-        tmp.write_text(d.markdown, encoding="utf-8")
-        tmp.replace(out)
+        write_proof(d.name, d.markdown, path)
     return d
 
 

@@ -30,12 +30,12 @@ from typing import Any
 from padre_compiler.errors import SpecError
 from padre_compiler.ir.registry import OPS
 from padre_compiler.ir.width import Width
+from padre_compiler.paths import SPECS_DIR
 from padre_compiler.spec import dsl
 from padre_compiler.spec.dsl import Expr
 from padre_compiler.spec.families import FAMILIES, build_family, family_params
 from padre_compiler.spec.model import LAYOUTS, Branch, CanonicalForm, Spec
 
-SPECS_DIR = Path(__file__).resolve().parents[2] / "specs"
 STRUCTURE_KEYS = ("layout", "degree", "branch", "mix", "output", "normalize")
 TOP_KEYS = ("name", "description", *STRUCTURE_KEYS, "family", "parameters")
 BRANCH_KEYS = ("token", "channel", "activation")

@@ -72,7 +72,8 @@ from padre_compiler.compiler import (
 from padre_compiler.errors import PadreError, ShapeError
 from padre_compiler.ir.graph import Graph
 from padre_compiler.ir.ops import EvalContext
-from padre_compiler.spec.loader import SPECS_DIR, load_spec
+from padre_compiler.paths import SPECS_DIR
+from padre_compiler.spec.loader import load_spec
 from padre_compiler.spec.model import Spec
 from padre_compiler.verify.poison import nan_poisoned
 

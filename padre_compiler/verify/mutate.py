@@ -18,10 +18,10 @@ import re
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 from padre_compiler import dsl
 from padre_compiler.compiler import compile_module_class, generate, load_source
+from padre_compiler.paths import checkout_path
 from padre_compiler.spec.loader import bundled_specs, load_spec
 from padre_compiler.spec.model import Spec
 from padre_compiler.verify.certificate import check_code
@@ -244,7 +244,7 @@ def main(argv: list[str] | None = None) -> None:
              if s.name not in args.skip]
     with console.status("mutating") as status:
         results = run_mutants(specs, progress=lambda s: status.update(f"mutant {s}"))
-    out = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
+    out = checkout_path("benchmarks/results", "mutate writes benchmarks/results/mutations.md")
     out.mkdir(parents=True, exist_ok=True)
     survivors = [r for r in results if not r.caught]
     text = "\n".join([
