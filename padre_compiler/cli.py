@@ -199,6 +199,9 @@ def cmd_compile(args: argparse.Namespace) -> int:
     return 0 if result.certificate.passed else 1
 
 
+RUN_TOLERANCE = 1e-4  # `compile --run`'s float32 error above which it reruns in float64
+
+
 def _run_summary(result, dim: int, grid, tokens: int, out: Path | None, elapsed: float) -> None:
     import numpy as np
     import torch
@@ -216,13 +219,41 @@ def _run_summary(result, dim: int, grid, tokens: int, out: Path | None, elapsed:
     run_ms = (time.perf_counter() - t0) * 1e3
     params = {k: v.detach().double().numpy() for k, v in module.state_dict().items()}
     ref = run_graph(result.spec.graph(), x.double().numpy(), params, EvalContext(grid=grid))
-    rel = float(np.abs(y.double().numpy() - ref).max() / max(np.abs(ref).max(), 1e-300))
+
+    def rel_error(y: torch.Tensor) -> float:
+        return float(np.abs(y.double().numpy() - ref).max() / max(np.abs(ref).max(), 1e-300))
+
+    rel = rel_error(y)
     for line in summarise(result, dim, tokens).lines():
         console.print(line)
     console.print(f"run            x {tuple(x.shape)} -> y {tuple(y.shape)} in {run_ms:.1f} ms; "
                   f"max rel. error vs float64 reference {rel:.1e}")
+    if result.backend == "triton":
+        console.print(f"kernels        {_kernels_run(module, x)}")
+    if not rel <= RUN_TOLERANCE:  # NaN included: is it rounding or a wrong module?
+        with torch.no_grad():
+            rel64 = rel_error(module.double()(x.double()))
+        why = ("rounding, amplified by this polynomial's conditioning (run it in float64)"
+               if rel64 <= rel * 1e-4 else
+               "not rounding: the module disagrees with its spec (please report it with this "
+               "command)")
+        console.print(f"in float64     max rel. error {rel64:.1e}: the float32 error is {why}")
     where = f"{out}" if out else "not written (use -o FILE)"
     console.print(f"source         {where}; compiled in {elapsed * 1e3:.0f} ms")
+
+
+def _kernels_run(module, x) -> str:
+    """What ran a Triton module's fused regions on x: its kernels or their naive twins."""
+    generated = sys.modules[type(module).__module__]
+    if not hasattr(generated, "_use_triton"):
+        return "none: every op of this spec runs in torch (the source's header says why)"
+    if generated.triton is None:
+        return ("their naive PyTorch twins: Triton is not installed "
+                "(pip install 'padre-compiler[triton]')")
+    if generated._use_triton(x):
+        return "Triton's, in its CPU interpreter (TRITON_INTERPRET=1)"
+    return ("their naive PyTorch twins: the Triton kernels run on a CUDA device, or on the CPU "
+            "in Triton's interpreter with TRITON_INTERPRET=1 (slow)")
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
@@ -347,7 +378,8 @@ def cmd_fuzz(args: argparse.Namespace) -> int:
         task = progress.add_task(what, total=args.examples, worst=0.0)
 
         def tick(outcome) -> None:
-            ratio = outcome.error / outcome.allowed if outcome.allowed else float("inf")
+            ratio = (outcome.error / outcome.allowed if outcome.allowed else  # 0 / 0: skipped
+                     0.0 if outcome.error == 0 else float("inf"))
             worst = max(progress.tasks[0].fields["worst"], ratio)
             progress.update(task, advance=1, worst=worst)
 

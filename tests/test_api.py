@@ -10,6 +10,7 @@ import torch
 
 import padre_compiler as pc
 from padre_compiler import PadreError, dsl
+from padre_compiler.backends.reference import random_params
 from tests.helpers import compiled_with, reference, rel_err
 
 
@@ -60,6 +61,47 @@ def test_dsl_rejects_unnamed_parameters_and_shared_names() -> None:
     a, b = dsl.dense(x, "w"), dsl.diagonal(x, "w")
     with pytest.raises(pc.SpecError, match="share this parameter name"):
         dsl.spec("dup", layout="sequence", output=a * b)
+
+
+def test_dsl_init_draws_a_parameter_on_its_interval() -> None:
+    x = dsl.tokens("sequence")
+    y = dsl.diagonal(dsl.dense(x, "w", bias=True, init={"bias": (-3, -2)}), "s",
+                     init={"scale": (0.5, 0.75)})
+    spec = dsl.spec("inits", layout="sequence", output=y)
+    decls = spec.param_decls()
+    assert (decls["w_bias"].init, decls["w_bias"].bounds) == ("interval", (-3.0, -2.0))
+    assert decls["w_weight"].init == "uniform"  # the op's default for the roles not named
+    module = pc.compile(spec, dim=64)
+    for name, (lo, hi) in (("w_bias", (-3, -2)), ("s_scale", (0.5, 0.75))):
+        t = getattr(module, name)
+        assert lo <= t.min() and t.max() <= hi and t.std() > 0.05 * (hi - lo)
+    params = random_params(decls, 64, seed=1)
+    assert params["w_bias"].min() >= -3 and params["w_bias"].max() <= -2
+
+
+@pytest.mark.parametrize(("init", "error"), [
+    ({"weight": (0, 1)}, r"(?s)s\.init: no parameter 'weight'.*its parameters: scale"),
+    ({"scale": (1, 1)}, r"s\.init\.scale: \(1, 1\) is not an interval"),
+    ({"scale": (0, float("inf"))}, "is not an interval"),
+    ({"scale": 1.0}, "is not an interval"),
+])
+def test_dsl_init_refuses_what_is_not_an_interval_of_a_parameter(init: dict, error: str) -> None:
+    with pytest.raises(pc.SpecError, match=error):
+        dsl.diagonal(dsl.tokens(), "s", init=init, field="s")
+
+
+def test_mamba_is_initialised_inside_its_surrogates_ranges() -> None:
+    """At its default initialisation the bundled Mamba spec stays on the ranges its
+    surrogates were fitted on: in float64 its module is its polynomial (it overflowed to NaN
+    when Δ's bias started at 0 and the decay at +1)."""
+    module = pc.compile("mamba", dim=16).double()
+    spec = pc.load_spec("mamba")
+    xs = torch.randn(2, 196, 16, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    params = {k: v.detach().numpy() for k, v in module.state_dict().items()}
+    with torch.no_grad():
+        out = module(xs).numpy()
+    assert np.isfinite(out).all() and np.abs(out).max() < 1e3
+    assert rel_err(out, reference(spec.graph(), xs.numpy(), params, None)) < 1e-2
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

@@ -73,9 +73,10 @@ class Mamba(nn.Module):
         ):
             bound = fan_in ** -0.5
             nn.init.uniform_(getattr(self, name), -bound, bound)
-        nn.init.ones_(self.decay_scale)
         nn.init.ones_(self.skip_scale)
-        nn.init.zeros_(self.w_dt_bias)
+        # the spec's own ranges (its init=...)
+        nn.init.uniform_(self.w_dt_bias, -6.90726, -2.25217)
+        nn.init.uniform_(self.decay_scale, -0.043956, -0.00274725)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: [B, N, dim] -> [B, N, dim]."""

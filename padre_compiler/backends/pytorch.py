@@ -316,6 +316,10 @@ def _init_lines(decls: dict[str, ParamDecl]) -> list[str]:
                   "    nn.init.uniform_(getattr(self, name), -bound, bound)"]
     for init in ("ones", "zeros"):
         lines += [f"nn.init.{init}_(self.{n})" for n, d in decls.items() if d.init == init]
+    intervals = [(n, d.bounds) for n, d in decls.items() if d.init == "interval"]
+    if intervals:
+        lines.append("# the spec's own ranges (its init=...)")
+        lines += [f"nn.init.uniform_(self.{n}, {lo:.6g}, {hi:.6g})" for n, (lo, hi) in intervals]
     return lines
 
 

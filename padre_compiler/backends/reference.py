@@ -46,6 +46,9 @@ def random_params(decls: dict[str, Any], dim: int, seed: int = 0,
     out = {}
     for name, decl in decls.items():
         shape = decl.concrete(dim)
+        if decl.init == "interval":  # the spec's own range, as the module draws it (unscaled)
+            out[name] = rng.uniform(*decl.bounds, shape)
+            continue
         fan = decl.fan_in.at(dim) if decl.fan_in is not None else 1
         std = scale / np.sqrt(fan) if decl.init == "uniform" else scale * 0.5
         base = 1.0 if decl.init == "ones" else 0.0

@@ -38,11 +38,17 @@ from padre_compiler.spec.surrogates import surrogate_coeffs, surrogate_error
 ORDERS = (4, 8, 16, 24, 32)
 MISTAKES = ("b_c_swap",)  # x_proj's B rows mapped to C and the reverse
 SOFTPLUS_ORDER = 16
+DT_INIT = (1e-3, 0.1)  # Mamba's initial dt range (log-uniform), set through dt_proj's bias
 
 
 # 1. the original: Mamba's selective scan with its projections ------------------------------------
 def softplus(v: np.ndarray) -> np.ndarray:
     return np.logaddexp(0.0, v)
+
+
+def inverse_softplus(v: np.ndarray | float) -> np.ndarray | float:
+    """b with softplus(b) = v (v > 0)."""
+    return v + np.log(-np.expm1(-v))
 
 
 def mamba_selective(x: np.ndarray, p: dict[str, np.ndarray]) -> np.ndarray:
@@ -119,12 +125,18 @@ def _poly(x: dsl.Expr, coeffs: tuple[float, ...], what: str, label: str) -> dsl.
 
 def selective_spec(m: int, q: int, u_min: float, sp_range: tuple[float, float],
                    states: int) -> Spec:
+    # initialised as Mamba is, where the surrogates' ranges were measured: Δ's bias the
+    # inverse softplus of dt in DT_INIT (uniform in b ~ log-uniform in dt), A in S4D-real's
+    # range [-N_s, -1] (the decay holds A / |u_min|)
     x = dsl.tokens("sequence")
-    delta = dsl.surrogate(dsl.dense(x, "w_dt", bias=True), "softplus", q, *sp_range)
+    dt_bias = tuple(float(inverse_softplus(dt)) for dt in DT_INIT)
+    delta = dsl.surrogate(dsl.dense(x, "w_dt", bias=True, init={"bias": dt_bias}), "softplus",
+                          q, *sp_range)
     delta.label = "Δ"
     s_cum = dsl.prefix_sum(delta)
     s_cum.label = "S"
-    v = dsl.diagonal(dsl.expand(s_cum, mode="replicate", times=states), "decay")
+    v = dsl.diagonal(dsl.expand(s_cum, mode="replicate", times=states), "decay",
+                     init={"scale": (-states / abs(u_min), -1 / abs(u_min))})
     v.label = "V"  # A S / |u_min| per (d, n), in [-1, 0]
     dx = delta * x
     dx.label = "ΔX"
@@ -161,10 +173,10 @@ def random_original(d: int, ns: int, seed: int) -> dict[str, np.ndarray]:
     softplus bias, dt_proj uniform ±R^-1/2), projections random; R = ceil(D / 16)."""
     rng = np.random.default_rng(seed)
     rank = -(-d // 16)
-    dt = np.exp(rng.uniform(np.log(1e-3), np.log(0.1), d))
+    dt = np.exp(rng.uniform(*np.log(DT_INIT), d))
     return {"x_proj.weight_dt": rng.standard_normal((rank, d)) / np.sqrt(d),
             "dt_proj.weight": rng.uniform(-1, 1, (d, rank)) / np.sqrt(rank),
-            "dt_proj.bias": dt + np.log(-np.expm1(-dt)),
+            "dt_proj.bias": inverse_softplus(dt),
             "x_proj.weight_B": rng.standard_normal((ns, d)) / np.sqrt(d),
             "x_proj.weight_C": rng.standard_normal((ns, d)) / np.sqrt(d),
             "A_log": np.log(np.tile(np.arange(1, ns + 1, dtype=float), (d, 1))),

@@ -13,7 +13,8 @@ Attributes are validated against the op registry as they are written.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from padre_compiler.errors import ShapeError, SpecError
@@ -26,10 +27,11 @@ from padre_compiler.spec.surrogates import BASES, FUNCTIONS, surrogate_coeffs
 class Expr:
     """A node of the spec's expression DAG. Immutable once built."""
 
-    __slots__ = ("attrs", "inputs", "label", "layout", "name", "op", "width")
+    __slots__ = ("attrs", "init", "inputs", "label", "layout", "name", "op", "width")
 
     def __init__(self, op: str, inputs: tuple[Expr, ...], attrs: dict[str, Any],
-                 name: str | None = None, label: str = "", field: str = "") -> None:
+                 name: str | None = None, label: str = "", field: str = "",
+                 init: Mapping[str, tuple[float, float]] | None = None) -> None:
         opdef = OPS[op]
         self.op, self.inputs, self.name, self.label = op, inputs, name, label
         self.attrs = opdef.resolve_attrs(attrs, field or op)
@@ -48,9 +50,11 @@ class Expr:
             raise SpecError(field or op, f"channel sizes do not compose: {err}",
                             "make both operands of the product the same width "
                             "(check dense 'out', expand/contract 'heads')") from None
-        if _ops.param_rules[op](self.attrs, [x.width for x in inputs], self.width) and not name:
+        roles = _ops.param_rules[op](self.attrs, [x.width for x in inputs], self.width)
+        if roles and not name:
             raise SpecError(field or op, f"op '{op}' has parameters and needs a name",
                             "pass name=... (it prefixes the parameters in generated code)")
+        self.init = _interval_inits(init or {}, roles, field or op)
 
     def __mul__(self, other: Expr) -> Expr:
         return Expr("hadamard", (self, other), {})
@@ -62,6 +66,26 @@ class Expr:
         return f"Expr({self.op}, {self.name or self.label or ''}, width={self.width})"
 
 
+def _interval_inits(init: Mapping[str, Any], roles: Mapping[str, Any], field: str
+                    ) -> dict[str, tuple[float, float]]:
+    """init = {role: (lo, hi)}: those parameters drawn uniformly on [lo, hi] at
+    initialisation (in place of their op's default), checked."""
+    out = {}
+    for role, bounds in init.items():
+        if role not in roles:
+            raise SpecError(f"{field}.init", f"no parameter '{role}' to initialise",
+                            f"its parameters: {', '.join(roles) or 'none'}")
+        try:
+            lo, hi = (float(b) for b in bounds)
+        except (TypeError, ValueError):
+            lo = hi = math.nan
+        if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+            raise SpecError(f"{field}.init.{role}", f"{bounds!r} is not an interval",
+                            "give (lo, hi): two finite numbers, lo < hi")
+        out[role] = (lo, hi)
+    return out
+
+
 def tokens(layout: str = "any") -> Expr:
     """X, the [B, N, D] input."""
     x = Expr("input", (), {}, label="X")
@@ -71,16 +95,19 @@ def tokens(layout: str = "any") -> Expr:
 
 
 def apply(op: str, x: Expr, name: str | None = None, *, label: str = "", field: str = "",
-          **attrs: Any) -> Expr:
-    """Apply a registered op to x (a unary linear map, a normaliser or a surrogate)."""
+          init: Mapping[str, tuple[float, float]] | None = None, **attrs: Any) -> Expr:
+    """Apply a registered op to x (a unary linear map, a normaliser or a surrogate).
+    init = {role: (lo, hi)} draws those of its parameters uniformly on [lo, hi] at
+    initialisation (e.g. dense(x, "w", bias=True, init={"bias": (-7, -2)}))."""
     if op not in OPS:
         raise SpecError(field, f"unknown op '{op}'", f"known ops: {', '.join(sorted(OPS))}")
-    return Expr(op, (x,), attrs, name=name, label=label, field=field)
+    return Expr(op, (x,), attrs, name=name, label=label, field=field, init=init)
 
 
 def _unary(op: str) -> Callable[..., Expr]:
-    def build(x: Expr, name: str | None = None, **attrs: Any) -> Expr:
-        return apply(op, x, name, **attrs)
+    def build(x: Expr, name: str | None = None, *,
+              init: Mapping[str, tuple[float, float]] | None = None, **attrs: Any) -> Expr:
+        return apply(op, x, name, init=init, **attrs)
 
     build.__name__ = op
     build.__doc__ = OPS[op].doc

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from padre_compiler.errors import SpecError
@@ -81,7 +81,9 @@ class Spec:
                 decls = ops.param_rules[expr.op](expr.attrs, [x.width for x in expr.inputs],
                                                  expr.width)
                 params = tuple((role, ParamExpr.leaf(f"{expr.name}_{role}")) for role in decls)
-                g.decls.update({f"{expr.name}_{role}": d for role, d in decls.items()})
+                g.decls.update({f"{expr.name}_{role}": d if role not in expr.init else
+                                replace(d, init="interval", bounds=expr.init[role])
+                                for role, d in decls.items()})
             node = Node(expr.op, freeze(expr.attrs), expr.width, params,
                         expr.label or expr.name or "")
             ids[id(expr)] = g.add(node, [ids[id(x)] for x in expr.inputs])
