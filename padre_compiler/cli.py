@@ -157,6 +157,8 @@ def cmd_compile(args: argparse.Namespace) -> int:
                              "drop --all")
         out_dir = codegen_dir()
         specs = [load_spec(p) for p in bundled_specs()]  # validate all before writing any
+        if not specs:
+            raise PadreError("--all: the checkout's specs/ holds no spec (*.toml)")
         with Progress(console=err_console, transient=True) as progress:
             task = progress.add_task("compiling", total=len(specs) * len(BACKENDS))
             outputs = []
@@ -199,61 +201,15 @@ def cmd_compile(args: argparse.Namespace) -> int:
     return 0 if result.certificate.passed else 1
 
 
-RUN_TOLERANCE = 1e-4  # `compile --run`'s float32 error above which it reruns in float64
-
-
 def _run_summary(result, dim: int, grid, tokens: int, out: Path | None, elapsed: float) -> None:
-    import numpy as np
-    import torch
-
-    from padre_compiler.backends.reference import run_graph
-    from padre_compiler.compiler import compile as compile_spec
-    from padre_compiler.ir.ops import EvalContext
     from padre_compiler.report import summarise
+    from padre_compiler.verify.run_check import run_check
 
-    module = compile_spec(result.spec, dim=dim, grid=grid, backend=result.backend)
-    x = torch.randn(2, tokens, dim, generator=torch.Generator().manual_seed(0))
-    t0 = time.perf_counter()
-    with torch.no_grad():
-        y = module(x)
-    run_ms = (time.perf_counter() - t0) * 1e3
-    params = {k: v.detach().double().numpy() for k, v in module.state_dict().items()}
-    ref = run_graph(result.spec.graph(), x.double().numpy(), params, EvalContext(grid=grid))
-
-    def rel_error(y: torch.Tensor) -> float:
-        return float(np.abs(y.double().numpy() - ref).max() / max(np.abs(ref).max(), 1e-300))
-
-    rel = rel_error(y)
-    for line in summarise(result, dim, tokens).lines():
+    check = run_check(result, dim, grid, tokens)
+    for line in summarise(result, dim, tokens).lines() + check.lines():
         console.print(line)
-    console.print(f"run            x {tuple(x.shape)} -> y {tuple(y.shape)} in {run_ms:.1f} ms; "
-                  f"max rel. error vs float64 reference {rel:.1e}")
-    if result.backend == "triton":
-        console.print(f"kernels        {_kernels_run(module, x)}")
-    if not rel <= RUN_TOLERANCE:  # NaN included: is it rounding or a wrong module?
-        with torch.no_grad():
-            rel64 = rel_error(module.double()(x.double()))
-        why = ("rounding, amplified by this polynomial's conditioning (run it in float64)"
-               if rel64 <= rel * 1e-4 else
-               "not rounding: the module disagrees with its spec (please report it with this "
-               "command)")
-        console.print(f"in float64     max rel. error {rel64:.1e}: the float32 error is {why}")
     where = f"{out}" if out else "not written (use -o FILE)"
     console.print(f"source         {where}; compiled in {elapsed * 1e3:.0f} ms")
-
-
-def _kernels_run(module, x) -> str:
-    """What ran a Triton module's fused regions on x: its kernels or their naive twins."""
-    generated = sys.modules[type(module).__module__]
-    if not hasattr(generated, "_use_triton"):
-        return "none: every op of this spec runs in torch (the source's header says why)"
-    if generated.triton is None:
-        return ("their naive PyTorch twins: Triton is not installed "
-                "(pip install 'padre-compiler[triton]')")
-    if generated._use_triton(x):
-        return "Triton's, in its CPU interpreter (TRITON_INTERPRET=1)"
-    return ("their naive PyTorch twins: the Triton kernels run on a CUDA device, or on the CPU "
-            "in Triton's interpreter with TRITON_INTERPRET=1 (slow)")
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
@@ -424,15 +380,15 @@ def cmd_prove(args: argparse.Namespace) -> int:
                 console.print("caote: skipped (padre_compiler.caote.derive is not installed)")
                 progress.advance(task)
                 continue
-            report = derivation(name).prove(write=proofs is not None,
-                                            path=proofs and proofs / f"{name}.md")
+            path = None if proofs is None else proofs / f"{name}.md"
+            report = derivation(name).prove(write=path is not None, path=path)
             if not args.quiet:
                 progress.stop()
                 sys.stdout.write(report.markdown)  # verbatim: no rich markup or emoji codes
                 sys.stdout.flush()
                 progress.start()
             verdict = "PASS" if report.passed else "FAIL"
-            where = "" if args.no_write else f" -> proofs/{name}.md"
+            where = "" if path is None else f" -> {path}"
             console.print(f"{name}: {verdict}{where}", markup=False)
             if not report.passed:
                 failed.append(name)

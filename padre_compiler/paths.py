@@ -1,10 +1,11 @@
 """Where padre-compiler's files live.
 
-The bundled specs travel with the package: `padre_compiler/spec/bundled` links to the
-checkout's `specs/` and a wheel carries the files themselves. `codegen/`, `proofs/`,
-`tests/regressions/` and `benchmarks/results/` belong to a source checkout (the folder above
-the package, holding pyproject.toml); the commands that regenerate them write there only when
-the package runs from one (a clone, installed with `pip install -e .` or on PYTHONPATH).
+The bundled specs are the checkout's `specs/`; they travel with the package as
+`padre_compiler/spec/bundled`, a link to `specs/` that a wheel (or an sdist) carries as
+files. `codegen/`, `proofs/`, `tests/regressions/` and `benchmarks/results/` belong to a
+source checkout (the folder above the package, holding pyproject.toml); the commands that
+regenerate them write there only when the package runs from one (a clone, installed with
+`pip install -e .` or on PYTHONPATH).
 """
 
 from __future__ import annotations
@@ -14,13 +15,22 @@ from pathlib import Path
 from padre_compiler.errors import PadreError
 
 PACKAGE_DIR = Path(__file__).resolve().parent
-SPECS_DIR = (PACKAGE_DIR / "spec" / "bundled").resolve()
 
 
 def checkout() -> Path | None:
     """The source checkout the package runs from, or None (an installed wheel)."""
     root = PACKAGE_DIR.parent
     return root if (root / "pyproject.toml").is_file() and (root / "specs").is_dir() else None
+
+
+def _specs_dir() -> Path:
+    """A checkout's specs/ (its link in the package is a plain file where a clone keeps no
+    links), else the files an install carries."""
+    root = checkout()
+    return root / "specs" if root else PACKAGE_DIR / "spec" / "bundled"
+
+
+SPECS_DIR = _specs_dir().resolve()
 
 
 def checkout_path(relative: str, purpose: str,

@@ -38,9 +38,10 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for name in ("padre_compiler", "specs"):  # the package's link to specs/ stays a link
         shutil.copytree(ROOT / name, src / name, symlinks=True,
                         ignore=shutil.ignore_patterns("__pycache__"))
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps",
-                    "--no-build-isolation", "--wheel-dir", str(tmp / "dist"), str(src)],
-                   check=True, capture_output=True, cwd=tmp)
+    build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps",
+                            "--no-build-isolation", "--wheel-dir", str(tmp / "dist"), str(src)],
+                           capture_output=True, text=True, cwd=tmp)
+    assert build.returncode == 0, build.stdout + build.stderr
     (wheel,) = (tmp / "dist").glob("padre_compiler-*.whl")
     site = tmp / "site"
     with zipfile.ZipFile(wheel) as zf:
@@ -65,11 +66,21 @@ def test_the_installed_package_compiles_a_bundled_spec(installed: Path) -> None:
     run = padre(installed, "compile", "padre3", "--dim", "16", "--grid", "4x4", "--run")
     assert run.returncode == 0, run.stderr
     assert "max rel. error vs float64 reference" in run.stdout
-    probe = subprocess.run([sys.executable, "-c", "import padre_compiler; "  # the wheel's
+    # the package that ran is the wheel's
+    probe = subprocess.run([sys.executable, "-c", "import padre_compiler; "
                             "print(padre_compiler.__file__)"], capture_output=True, text=True,
                            env={**os.environ, "PYTHONPATH": str(installed)},
                            cwd=installed.parent, check=True)
     assert probe.stdout.strip().startswith(str(installed))
+
+
+def test_an_install_without_its_specs_says_so(installed: Path, tmp_path: Path) -> None:
+    site = tmp_path / "site"
+    shutil.copytree(installed, site)
+    shutil.rmtree(site / "padre_compiler" / "spec" / "bundled")
+    run = padre(site, "compile", "padre3")
+    assert run.returncode == 2 and "Traceback" not in run.stderr
+    assert "this install has no bundled specs" in " ".join(run.stderr.split())
 
 
 @pytest.mark.parametrize(("args", "fix"), [

@@ -75,8 +75,8 @@ class Mamba(nn.Module):
             nn.init.uniform_(getattr(self, name), -bound, bound)
         nn.init.ones_(self.skip_scale)
         # the spec's own ranges (its init=...)
-        nn.init.uniform_(self.w_dt_bias, -6.90726, -2.25217)
-        nn.init.uniform_(self.decay_scale, -0.043956, -0.00274725)
+        nn.init.uniform_(self.w_dt_bias, -6.9072552373154705, -2.2521684610440906)
+        nn.init.uniform_(self.decay_scale, -0.04395604395604396, -0.0027472527472527475)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: [B, N, dim] -> [B, N, dim]."""

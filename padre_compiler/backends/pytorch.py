@@ -308,6 +308,8 @@ def _wrap_tuple(arg: str, width: int) -> str:
 
 def _init_lines(decls: dict[str, ParamDecl]) -> list[str]:
     lines: list[str] = []
+    ranges = {n: d.init_range for n, d in decls.items() if d.init_range is not None}
+    decls = {n: d for n, d in decls.items() if n not in ranges}
     uniform = [(n, d) for n, d in decls.items() if d.init == "uniform"]
     if uniform:
         lines.append("for name, fan_in in (")
@@ -316,10 +318,9 @@ def _init_lines(decls: dict[str, ParamDecl]) -> list[str]:
                   "    nn.init.uniform_(getattr(self, name), -bound, bound)"]
     for init in ("ones", "zeros"):
         lines += [f"nn.init.{init}_(self.{n})" for n, d in decls.items() if d.init == init]
-    intervals = [(n, d.bounds) for n, d in decls.items() if d.init == "interval"]
-    if intervals:
+    if ranges:
         lines.append("# the spec's own ranges (its init=...)")
-        lines += [f"nn.init.uniform_(self.{n}, {lo:.6g}, {hi:.6g})" for n, (lo, hi) in intervals]
+        lines += [f"nn.init.uniform_(self.{n}, {lo!r}, {hi!r})" for n, (lo, hi) in ranges.items()]
     return lines
 
 

@@ -3,7 +3,8 @@
 Public API (torch only; ``BlockwiseEvictor`` needs transformers, ``CAOTEPress`` needs kvpress
 and is imported from ``padre_compiler.caote.press``, ``run_eval`` from ``.evaluate``):
 
-- ``prove`` — sympy/numeric derivation, writes ``proofs/caote.md``
+- ``prove`` — sympy/numeric derivation; ``prove(write=True)`` (or ``padre prove caote``)
+  writes ``proofs/caote.md``
 - score functions — ``h2o_scores``, ``tova_scores``, ``snapkv_scores``, ``caote_scores``,
   ``fastcaote_scores`` (shapes in ``scores.py``)
 - ``EvictionConfig``, ``BlockwiseEvictor`` — block-wise eviction on a transformers DynamicCache

@@ -16,13 +16,15 @@ from padre_compiler.ir.width import Width
 
 @dataclass(frozen=True)
 class ParamDecl:
-    """A trainable tensor. `init` is 'uniform' (bound 1/sqrt(fan_in)), 'ones', 'zeros' or
-    'interval' (uniform on `bounds` = (lo, hi): a spec's own choice, `dsl` init=...)."""
+    """A trainable tensor. `init` is its op's default, 'uniform' (bound 1/sqrt(fan_in)),
+    'ones' or 'zeros'; `init_range` = (lo, hi), a spec's own choice (`dsl` init=...), makes the
+    module draw it uniformly on [lo, hi] instead. Checks draw weights from `init` alone
+    (`random_params`)."""
 
     shape: tuple[Width, ...]
     init: str
     fan_in: Width | None = None
-    bounds: tuple[float, float] | None = None
+    init_range: tuple[float, float] | None = None
 
     def concrete(self, dim: int) -> tuple[int, ...]:
         return tuple(w.at(dim) for w in self.shape)

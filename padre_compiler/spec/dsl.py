@@ -13,7 +13,6 @@ Attributes are validated against the op registry as they are written.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -66,23 +65,32 @@ class Expr:
         return f"Expr({self.op}, {self.name or self.label or ''}, width={self.width})"
 
 
+FLOAT32_MAX = 3.4028234663852886e38  # hi - lo must hold in a parameter's default dtype
+
+
+def _real(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and abs(v) <= FLOAT32_MAX
+
+
 def _interval_inits(init: Mapping[str, Any], roles: Mapping[str, Any], field: str
                     ) -> dict[str, tuple[float, float]]:
     """init = {role: (lo, hi)}: those parameters drawn uniformly on [lo, hi] at
-    initialisation (in place of their op's default), checked."""
+    initialisation (in place of their op's default; lo = hi, a constant), checked."""
+    if not isinstance(init, Mapping):
+        raise SpecError(f"{field}.init", f"{init!r} is not a mapping",
+                        "give {parameter: (lo, hi)}, e.g. {'bias': (-7.0, -2.0)}")
     out = {}
     for role, bounds in init.items():
         if role not in roles:
             raise SpecError(f"{field}.init", f"no parameter '{role}' to initialise",
                             f"its parameters: {', '.join(roles) or 'none'}")
-        try:
-            lo, hi = (float(b) for b in bounds)
-        except (TypeError, ValueError):
-            lo = hi = math.nan
-        if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+        pair = isinstance(bounds, (tuple, list)) and len(bounds) == 2
+        if not (pair and all(_real(b) for b in bounds)
+                and 0 <= bounds[1] - bounds[0] <= FLOAT32_MAX):
             raise SpecError(f"{field}.init.{role}", f"{bounds!r} is not an interval",
-                            "give (lo, hi): two finite numbers, lo < hi")
-        out[role] = (lo, hi)
+                            f"give (lo, hi): two numbers, lo <= hi, hi - lo <= "
+                            f"{FLOAT32_MAX:.3g}")
+        out[role] = (float(bounds[0]), float(bounds[1]))
     return out
 
 

@@ -56,6 +56,10 @@ def resolve_spec_path(path_or_name: str | Path) -> Path:
     if bundled.exists():
         return bundled
     names = [p.stem for p in bundled_specs()]
+    if not names:
+        raise SpecError("", f"no spec file named '{path_or_name}', and this install has no "
+                        f"bundled specs ({SPECS_DIR} is missing or empty)",
+                        "give a spec file's path, or reinstall the package")
     near = difflib.get_close_matches(str(path_or_name), names, n=1)
     hint = f"did you mean '{near[0]}'? " if near else ""
     raise SpecError("", f"no spec file or bundled spec named '{path_or_name}'",

@@ -82,7 +82,7 @@ class Spec:
                                                  expr.width)
                 params = tuple((role, ParamExpr.leaf(f"{expr.name}_{role}")) for role in decls)
                 g.decls.update({f"{expr.name}_{role}": d if role not in expr.init else
-                                replace(d, init="interval", bounds=expr.init[role])
+                                replace(d, init_range=expr.init[role])
                                 for role, d in decls.items()})
             node = Node(expr.op, freeze(expr.attrs), expr.width, params,
                         expr.label or expr.name or "")

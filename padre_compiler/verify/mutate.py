@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass
 
 from padre_compiler import dsl
 from padre_compiler.compiler import compile_module_class, generate, load_source
+from padre_compiler.errors import PadreError
 from padre_compiler.paths import checkout_path
 from padre_compiler.spec.loader import bundled_specs, load_spec
 from padre_compiler.spec.model import Spec
@@ -240,11 +241,15 @@ def main(argv: list[str] | None = None) -> None:
                         help="bundled or zoo specs to leave out")
     args = parser.parse_args(argv)
     console = Console()
+    try:  # where the results go, before the mutants run
+        out = checkout_path("benchmarks/results", "mutate writes benchmarks/results/")
+    except PadreError as err:
+        console.print(f"[red]error:[/red] {err}")
+        raise SystemExit(2) from None
     specs = [s for s in [load_spec(p) for p in bundled_specs()] + zoo()
              if s.name not in args.skip]
     with console.status("mutating") as status:
         results = run_mutants(specs, progress=lambda s: status.update(f"mutant {s}"))
-    out = checkout_path("benchmarks/results", "mutate writes benchmarks/results/mutations.md")
     out.mkdir(parents=True, exist_ok=True)
     survivors = [r for r in results if not r.caught]
     text = "\n".join([

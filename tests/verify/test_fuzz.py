@@ -199,31 +199,11 @@ def test_rounding_slack_is_negligible_for_well_conditioned_specs() -> None:
 
 
 def test_fuzz_passes_on_an_ill_conditioned_spec() -> None:
-    """mamba: a degree-403 surrogate polynomial whose expanded scan cancels in every precision;
-    fp64 passes through the rounding allowance, fp32 and fp16 within twice the eager twin's
-    error (or overflowing like it)."""
+    """mamba: a degree-403 surrogate polynomial, at random weights far outside its surrogates'
+    intervals; fp64 and fp32 pass through the rounding allowance, fp16 overflows like the eager
+    twin."""
     report = fuzz("mamba", examples_n=8)
     assert report.failure is None and report.examples > 0
-
-
-def test_fp32_rule_allows_twice_the_eager_twins_error_and_no_more() -> None:
-    """At this example mamba's fp32 module is off by more than 1e-4 of max|ref| plus the
-    rounding allowance, as its eager twin is; the rule takes the twin's error, so a result
-    three times as far off fails."""
-    import numpy as np
-
-    from padre_compiler.backends.reference import run_graph
-    from padre_compiler.ir.ops import EvalContext
-
-    ex = Example(dim=1, tokens=1, grid=None, batch=1, dtype="float32", seed=0)
-    harness = Harness(load_spec("mamba"), "torch")
-    outcome = harness.check(ex)
-    assert outcome.ok and outcome.eager_error is not None
-    x, params = harness.inputs(ex)
-    ref = run_graph(harness.graph, x.double().numpy(),
-                    {k: v.double().numpy() for k, v in params.items()}, EvalContext())
-    assert outcome.error > 1e-2 * np.abs(ref).max()  # far beyond the fixed 1e-4
-    assert outcome.allowed < 3 * outcome.eager_error
 
 
 def test_fuzz_harness_compiles_at_a_width_its_heads_divide() -> None:

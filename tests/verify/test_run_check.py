@@ -1,0 +1,86 @@
+"""`padre compile --run`'s check: the float32 error, and whether rounding explains it (the
+eager twin's judgement), or which of a Triton module's paths ran."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from padre_compiler import cli, dsl
+from padre_compiler.compiler import generate
+from padre_compiler.verify import run_check as rc
+from tests.helpers import generated_runtime
+
+
+def flat(text: str) -> str:
+    return " ".join(text.split())
+
+
+def test_a_well_conditioned_spec_needs_no_judgement() -> None:
+    check = rc.run_check(generate("padre3", dim=8, grid=(3, 3)), 8, (3, 3), 9)
+    assert check.error < rc.TOLERANCE and check.verdict is None and check.kernels is None
+
+
+def test_mamba_float32_error_is_rounding(capsys: pytest.CaptureFixture) -> None:
+    """Mamba's expanded scan loses float32 to cancellation (proofs/mamba.md); its eager
+    twin loses as much."""
+    torch.manual_seed(0)
+    assert cli.main(["compile", "mamba", "--dim", "8", "--tokens", "64", "--run"]) == 0
+    out = flat(capsys.readouterr().out)
+    assert "op by op the spec lowered op by op in float32 is as far off" in out
+    assert "the error is rounding" in out
+
+
+def test_a_module_one_percent_off_is_wrong(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = rc.compile_spec
+
+    def off(*args, **kwargs) -> torch.nn.Module:
+        module = real(*args, **kwargs)
+        module.register_forward_hook(lambda _m, _i, y: 1.01 * y)
+        return module
+
+    monkeypatch.setattr(rc, "compile_spec", off)
+    check = rc.run_check(generate("conv2former", dim=8, grid=(3, 3)), 8, (3, 3), 9)
+    assert 5e-3 < check.error < 2e-2
+    assert "is off by" in check.verdict and "the module is wrong" in check.verdict
+
+
+def test_overflow_is_told_from_a_wrong_module(monkeypatch: pytest.MonkeyPatch) -> None:
+    x = dsl.tokens("sequence")
+    big = dsl.diagonal(x, "s", init={"scale": (1e25, 2e25)})
+    result = generate(dsl.spec("big", layout="sequence", output=big * big), dim=4)
+    check = rc.run_check(result, 4, None, 5)  # values ~1e50: past float32, fine in float64
+    assert "overflows too" in check.verdict
+    real = rc.compile_spec
+
+    def nan(*args, **kwargs) -> torch.nn.Module:
+        module = real(*args, **kwargs)
+        module.register_forward_hook(lambda _m, _i, y: y.clone().index_fill_(1, torch.tensor(
+            [0]), float("nan")))
+        return module
+
+    monkeypatch.setattr(rc, "compile_spec", nan)
+    check = rc.run_check(generate("conv2former", dim=8, grid=(3, 3)), 8, (3, 3), 9)
+    assert "is finite" in check.verdict and "the module is wrong" in check.verdict
+
+
+def test_run_says_what_ran_the_fused_regions() -> None:
+    runtime = generated_runtime("conv2former", 8, (3, 3))  # skips without Triton
+    result = generate("conv2former", dim=8, grid=(3, 3), backend="triton")
+    kernels = rc.run_check(result, 8, (3, 3), 9).kernels
+    if runtime.INTERPRETED:
+        assert kernels.startswith("Triton's, in its CPU interpreter")
+    else:
+        assert kernels.startswith("their naive PyTorch twins")
+    mamba = rc.run_check(generate("mamba", dim=8, backend="triton"), 8, None, 8).kernels
+    assert "every op of this spec runs in torch" in mamba
+    # a new process without TRITON_INTERPRET, on the CPU: the twins ran
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    run = subprocess.run([sys.executable, "-m", "padre_compiler.cli", "compile", "conv2former",
+                          "--backend", "triton", "--dim", "8", "--grid", "3x3", "--run"],
+                         env=env, capture_output=True, text=True, check=True)
+    assert "kernels their naive PyTorch twins" in flat(run.stdout)
