@@ -198,21 +198,28 @@ def _check_code_numeric(module: Any, spec_graph: Graph, dim: int, tokens: int,
                         grid: tuple[int, int] | None, batch: int,
                         rng: np.random.Generator) -> CodeCheck:
     """Surrogates (binary-fraction coefficients) and normalisers (|.|, sqrt, division) have no
-    integer-exact evaluation: compare in float64 with a 1e-10 relative tolerance instead."""
+    integer-exact evaluation: compare in float64 within 1e-10 relative, or 16 times the float64
+    reference's own rounding error where the graph's conditioning makes that larger (the
+    fuzzer's allowance: a degree-400 surrogate polynomial cancels past 1e-10)."""
     import torch
 
-    from padre_compiler.backends.reference import random_params
+    from padre_compiler.backends.reference import random_params, rounding_error
 
     params = random_params(spec_graph.decls, dim, seed=int(rng.integers(1 << 30)))
     x = rng.standard_normal((batch, tokens, dim))
-    ref = np.asarray(run_graph(spec_graph, x, params, EvalContext(grid=grid)))
+    ctx = EvalContext(grid=grid)
+    ref = np.asarray(run_graph(spec_graph, x, params, ctx))
     with torch.no_grad():
         out = _load(module, params)(torch.tensor(x)).numpy()
-    err = float(np.abs(out - ref).max(initial=0.0) / max(np.abs(ref).max(initial=0.0), 1e-300))
+    scale = max(np.abs(ref).max(initial=0.0), 1e-300)
+    err = float(np.abs(out - ref).max(initial=0.0) / scale)
+    tol = max(1e-10, 16 * rounding_error(spec_graph, x, params, ctx, ref) / scale)
+    ok = err <= tol
     where = f"N={tokens}, D={dim}, batch {batch}"
-    return CodeCheck(True, err < 1e-10,
-                     f"numeric, float64 relative error {err:.1e} <= 1e-10 (surrogates or "
-                     f"normalisers: no exact evaluation; {where})")
+    return CodeCheck(True, ok,
+                     f"numeric, float64 relative error {err:.1e} {'<=' if ok else '>'} "
+                     f"{tol:.1e} (surrogates or normalisers: no exact evaluation; 1e-10, or 16x "
+                     f"the reference's own rounding error; {where})")
 
 
 def small_size(layout: str, dim: int, grid: tuple[int, int] | None, tokens: int,

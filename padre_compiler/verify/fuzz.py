@@ -61,7 +61,7 @@ from hypothesis import seed as hypothesis_seed
 from hypothesis import strategies as st
 
 from padre_compiler.backends.pytorch import class_name, emit_module
-from padre_compiler.backends.reference import random_params, run_graph
+from padre_compiler.backends.reference import random_params, rounding_error, run_graph
 from padre_compiler.compiler import (
     as_spec,
     generate,
@@ -276,12 +276,10 @@ class Harness:
 
     def rounding(self, ex: Example, x: torch.Tensor, params: dict[str, torch.Tensor],
                  ref: np.ndarray) -> float:
-        """max |reference in float64 - reference in extended precision|: the float64
-        reference's own rounding error on this example."""
-        wide = run_graph(self.graph, x.double().numpy().astype(np.longdouble),
-                         {k: v.double().numpy().astype(np.longdouble) for k, v in params.items()},
-                         EvalContext(grid=ex.grid))
-        return float(np.abs(wide - ref).max(initial=0.0))
+        """The float64 reference's own rounding error on this example (`rounding_error`)."""
+        return rounding_error(self.graph, x.double().numpy(),
+                              {k: v.double().numpy() for k, v in params.items()},
+                              EvalContext(grid=ex.grid), ref)
 
 
 def examples(spec: Spec, backend: str, grad: bool = False) -> st.SearchStrategy[Example]:

@@ -197,7 +197,12 @@ def run_mutants(specs: list[Spec], kinds: list[str] | None = None, fuzz_examples
     results = []
     for spec in specs:
         source = generate(spec).source
-        compile_module_class(generate(spec))  # the original must load
+        original = compile_module_class(generate(spec))
+        # a catch means something only where the original passes both checks
+        if _certificate_catches(original, spec) or _fuzzer_catches(original, spec,
+                                                                    fuzz_examples):
+            raise PadreError(f"{spec.name}: the unmutated module fails the code certificate or "
+                             "the fuzzer, so no mutant of it can be judged")
         for kind in kinds or list(MUTATORS):
             for site, mutant in enumerate(MUTATORS[kind](source)):
                 if mutant == source or not _parses(mutant):  # not a program: no mutant

@@ -107,3 +107,23 @@ def test_code_certificate_rejects_wrong_code() -> None:
     cls = getattr(load_source(wrong, "conv2former_wrong"), result.class_name)
     check = check_code(cls(4, (3, 4)), result.records[0].graph, dim=4, tokens=12, grid=(3, 4))
     assert check.applicable and not check.passed
+
+
+def test_numeric_code_certificate_allows_the_references_rounding_and_no_more() -> None:
+    """mamba's degree-403 surrogate polynomial cancels past 1e-10 in float64 (its right module
+    failed the 1e-10 check), so its code check allows 16x the reference's own rounding error
+    (the fuzzer's allowance); its scan negated still fails it. (Its skip term D ⊙ x negated
+    does not: at these weights the polynomial buries it below float64's resolution, as it does
+    from the fuzzer; only an exact evaluation could see it.)"""
+    from padre_compiler.compiler import load_source
+
+    result = generate("mamba", dim=8)
+    graph = result.records[0].graph
+    good = getattr(load_source(result.source, "mamba"), result.class_name)
+    check = check_code(good(8), graph, dim=8, tokens=25, grid=None)
+    assert check.passed and "16x the reference's own rounding error" in check.detail
+    wrong = result.source.replace("add = contract + skip", "add = skip - contract")
+    assert wrong != result.source
+    bad = getattr(load_source(wrong, "mamba_wrong_skip"), result.class_name)
+    check = check_code(bad(8), graph, dim=8, tokens=25, grid=None)
+    assert check.applicable and not check.passed and " > " in check.detail

@@ -22,3 +22,16 @@ def test_every_mutation_kind_applies_somewhere() -> None:
     sources += [generate(s).source for s in zoo()]
     for kind, mutate in MUTATORS.items():
         assert any(next(mutate(src), src) != src for src in sources), kind
+
+
+def test_mutants_of_a_module_that_fails_its_checks_are_not_judged(monkeypatch) -> None:
+    """Were the unmutated module to fail the certificate (as mamba's did at 1e-10), every
+    mutant would count as caught: run_mutants refuses instead."""
+    import pytest
+
+    from padre_compiler.errors import PadreError
+    from padre_compiler.verify import mutate
+
+    monkeypatch.setattr(mutate, "_certificate_catches", lambda cls, spec: True)
+    with pytest.raises(PadreError, match="unmutated module fails"):
+        run_mutants([zoo()[0]], kinds=["dropped bias"], fuzz_examples=2)
