@@ -26,7 +26,7 @@ from padre_compiler.paths import checkout_path
 from padre_compiler.spec.loader import bundled_specs, load_spec
 from padre_compiler.spec.model import Spec
 from padre_compiler.verify.certificate import check_code
-from padre_compiler.verify.fuzz import Harness, fuzz
+from padre_compiler.verify.fuzz import Harness, fuzz, width_step
 
 Mutator = Callable[[str], Iterator[str]]
 MUTATORS: dict[str, Mutator] = {}
@@ -162,9 +162,20 @@ class MutantResult:
 SIZES = {"grid2d": [(4, (3, 5)), (3, (4, 2))], "sequence": [(4, None), (5, None)]}
 
 
+def probe_sizes(spec: Spec) -> list[tuple[int, tuple[int, int] | None]]:
+    """The certificate's two (D, grid) probes: SIZES, with D the spec's one width or a
+    multiple of every head count (2 and 3 channels a head) where D = 4, 5 do not split."""
+    step = width_step(spec.graph())
+    if spec.fixed_dim:
+        return [(spec.fixed_dim, grid) for _, grid in SIZES[spec.layout]]
+    if step == 1:
+        return SIZES[spec.layout]
+    return [(k * step, grid) for k, (_, grid) in zip((2, 3), SIZES[spec.layout], strict=True)]
+
+
 def _certificate_catches(cls: type, spec: Spec) -> bool:
     graph = spec.graph()
-    for seed, (dim, grid) in enumerate(SIZES[spec.layout]):
+    for seed, (dim, grid) in enumerate(probe_sizes(spec)):
         tokens = grid[0] * grid[1] if grid else 11
         try:
             probe = cls(dim, grid) if grid else cls(dim)

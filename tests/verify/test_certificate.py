@@ -112,9 +112,9 @@ def test_code_certificate_rejects_wrong_code() -> None:
 def test_numeric_code_certificate_allows_the_references_rounding_and_no_more() -> None:
     """mamba's degree-403 surrogate polynomial cancels past 1e-10 in float64 (its right module
     failed the 1e-10 check), so its code check allows 16x the reference's own rounding error
-    (the fuzzer's allowance); its scan negated still fails it. (Its skip term D ⊙ x negated
-    does not: at these weights the polynomial buries it below float64's resolution, as it does
-    from the fuzzer; only an exact evaluation could see it.)"""
+    (the fuzzer's allowance). Its scan negated fails it, and so does its skip term D ⊙ x
+    negated, which the polynomial buries below float64's resolution at the default weights
+    (as it does from the fuzzer) but not at the second probe's small input."""
     from padre_compiler.compiler import load_source
 
     result = generate("mamba", dim=8)
@@ -122,8 +122,10 @@ def test_numeric_code_certificate_allows_the_references_rounding_and_no_more() -
     good = getattr(load_source(result.source, "mamba"), result.class_name)
     check = check_code(good(8), graph, dim=8, tokens=25, grid=None)
     assert check.passed and "16x the reference's own rounding error" in check.detail
-    wrong = result.source.replace("add = contract + skip", "add = skip - contract")
-    assert wrong != result.source
-    bad = getattr(load_source(wrong, "mamba_wrong_skip"), result.class_name)
-    check = check_code(bad(8), graph, dim=8, tokens=25, grid=None)
-    assert check.applicable and not check.passed and " > " in check.detail
+    for name, old, new in (("scan", "add = contract + skip", "add = skip - contract"),
+                           ("skip", "skip = x * self.skip_scale", "skip = -x * self.skip_scale")):
+        wrong = result.source.replace(old, new)
+        assert wrong != result.source
+        bad = getattr(load_source(wrong, f"mamba_wrong_{name}"), result.class_name)
+        check = check_code(bad(8), graph, dim=8, tokens=25, grid=None)
+        assert check.applicable and not check.passed and " > " in check.detail, name

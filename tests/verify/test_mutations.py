@@ -35,3 +35,17 @@ def test_mutants_of_a_module_that_fails_its_checks_are_not_judged(monkeypatch) -
     monkeypatch.setattr(mutate, "_certificate_catches", lambda cls, spec: True)
     with pytest.raises(PadreError, match="unmutated module fails"):
         run_mutants([zoo()[0]], kinds=["dropped bias"], fuzz_examples=2)
+
+
+def test_the_certificate_runs_on_specs_with_heads() -> None:
+    """sima and castling_vit have 8 heads: at D = 4, 5 their modules cannot be built, and the
+    crash counted as every mutant caught. The probes now split into heads, and the unmutated
+    modules pass."""
+    from padre_compiler.compiler import compile_module_class, generate
+    from padre_compiler.spec.loader import load_spec
+    from padre_compiler.verify import mutate
+
+    for name in ("sima", "castling_vit"):
+        spec = load_spec(name)
+        assert all(dim % 8 == 0 for dim, _ in mutate.probe_sizes(spec))
+        assert not mutate._certificate_catches(compile_module_class(generate(spec)), spec)
