@@ -145,6 +145,15 @@ def max_tokens(g: Graph) -> list[int]:
     return [g.node(n).a["length"] for n in g.find("long_conv")]
 
 
+def eager_class(graph: Graph, name: str) -> type:
+    """The module class of `graph` lowered op by op to PyTorch, no passes: the "eager twin",
+    what a dtype's rounding alone makes of the graph (parameters named as a compiled module's)."""
+    twin = f"{name}_eager"
+    source = emit_module(graph, graph.decls, name=twin,
+                         header=f"{name}: the spec graph lowered op by op (no passes)")
+    return getattr(load_source(source, twin), class_name(twin))
+
+
 def compile_module_class(result: Compiled) -> type:
     """The nn.Module class of a generated source (width-generic: construct with any dim)."""
     return getattr(load_source(result.source, result.spec.name), result.class_name)

@@ -307,17 +307,18 @@ def _wrap_tuple(arg: str, width: int) -> str:
 
 
 def _init_lines(decls: dict[str, ParamDecl]) -> list[str]:
+    """reset_parameters' body: each op's default init, then the spec's own ranges."""
     lines: list[str] = []
     ranges = {n: d.init_range for n, d in decls.items() if d.init_range is not None}
-    decls = {n: d for n, d in decls.items() if n not in ranges}
-    uniform = [(n, d) for n, d in decls.items() if d.init == "uniform"]
+    default = {n: d for n, d in decls.items() if n not in ranges}
+    uniform = [(n, d) for n, d in default.items() if d.init == "uniform"]
     if uniform:
         lines.append("for name, fan_in in (")
         lines += [f"    ({n!r}, {d.fan_in.render('D')})," for n, d in uniform if d.fan_in]
         lines += ["):", "    bound = fan_in ** -0.5",
                   "    nn.init.uniform_(getattr(self, name), -bound, bound)"]
     for init in ("ones", "zeros"):
-        lines += [f"nn.init.{init}_(self.{n})" for n, d in decls.items() if d.init == init]
+        lines += [f"nn.init.{init}_(self.{n})" for n, d in default.items() if d.init == init]
     if ranges:
         lines.append("# the spec's own ranges (its init=...)")
         lines += [f"nn.init.uniform_(self.{n}, {lo!r}, {hi!r})" for n, (lo, hi) in ranges.items()]

@@ -18,8 +18,8 @@ from padre_compiler.ir.width import Width
 class ParamDecl:
     """A trainable tensor. `init` is its op's default, 'uniform' (bound 1/sqrt(fan_in)),
     'ones' or 'zeros'; `init_range` = (lo, hi), a spec's own choice (`dsl` init=...), makes the
-    module draw it uniformly on [lo, hi] instead. Checks draw weights from `init` alone
-    (`random_params`)."""
+    module draw it uniformly on [lo, hi] instead. `random_params` draws from `init` unless asked
+    for the ranges (the code certificate's second probe)."""
 
     shape: tuple[Width, ...]
     init: str

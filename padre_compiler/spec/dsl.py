@@ -13,8 +13,11 @@ Attributes are validated against the op registry as they are written.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable, Mapping
 from typing import Any
+
+import numpy as np
 
 from padre_compiler.errors import ShapeError, SpecError
 from padre_compiler.ir import ops as _ops
@@ -69,7 +72,9 @@ FLOAT32_MAX = 3.4028234663852886e38  # hi - lo must hold in a parameter's defaul
 
 
 def _real(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and abs(v) <= FLOAT32_MAX
+    """A real number (numpy's too), not a bool, within float32's range."""
+    return isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_)) and \
+        abs(float(v)) <= FLOAT32_MAX
 
 
 def _interval_inits(init: Mapping[str, Any], roles: Mapping[str, Any], field: str
@@ -84,7 +89,7 @@ def _interval_inits(init: Mapping[str, Any], roles: Mapping[str, Any], field: st
         if role not in roles:
             raise SpecError(f"{field}.init", f"no parameter '{role}' to initialise",
                             f"its parameters: {', '.join(roles) or 'none'}")
-        pair = isinstance(bounds, (tuple, list)) and len(bounds) == 2
+        pair = isinstance(bounds, (tuple, list, np.ndarray)) and len(bounds) == 2
         if not (pair and all(_real(b) for b in bounds)
                 and 0 <= bounds[1] - bounds[0] <= FLOAT32_MAX):
             raise SpecError(f"{field}.init.{role}", f"{bounds!r} is not an interval",

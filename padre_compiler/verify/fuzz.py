@@ -60,10 +60,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import seed as hypothesis_seed
 from hypothesis import strategies as st
 
-from padre_compiler.backends.pytorch import class_name, emit_module
 from padre_compiler.backends.reference import random_params, rounding_error, run_graph
 from padre_compiler.compiler import (
     as_spec,
+    eager_class,
     generate,
     load_source,
     max_tokens,
@@ -137,13 +137,10 @@ def default_device(backend: str) -> str:
     return "cuda" if backend == "triton" and torch.cuda.is_available() else "cpu"
 
 
-def eager_twin(spec: Spec) -> type:
-    """The class of the spec's graph lowered op by op to PyTorch, no passes: what a dtype's
-    rounding alone makes of the spec (its parameters are named as the compiled module's)."""
-    graph, name = spec.graph(), f"{spec.name}_eager"
-    source = emit_module(graph, graph.decls, name=name,
-                         header=f"{spec.name}: the spec graph lowered op by op (no passes)")
-    return getattr(load_source(source, name), class_name(name))
+def twin_allowance(twin_error: float, eps: float, scale: float) -> float:
+    """The error a result may have beside its eager twin's in the same dtype (eps): twice the
+    twin's, plus 4 ulp of max(|reference|, 1)."""
+    return 2 * twin_error + 4 * eps * max(scale, 1.0)
 
 
 class Harness:
@@ -159,7 +156,7 @@ class Harness:
         step = width_step(self.graph)  # a width near 384 that every head count divides
         result = generate(spec, backend=backend, dim=spec.fixed_dim or step * max(1, 384 // step))
         self.cls = getattr(load_source(result.source, spec.name), result.class_name)
-        self.eager_cls = eager_twin(spec)
+        self.eager_cls = eager_class(self.graph, spec.name)
 
     def build(self, cls: type, ex: Example, params: dict[str, torch.Tensor],
               device: torch.device | None = None,
@@ -205,8 +202,8 @@ class Harness:
         if ex.dtype in FIXED_TOL:
             return Outcome(ex, error, FIXED_TOL[ex.dtype] * max(scale, 1.0) + conditioned, None)
         eager_error = float(np.abs(self.eager(ex, x, params) - ref).max(initial=0.0))
-        floor = 4 * torch.finfo(dtype).eps * max(scale, 1.0)
-        return Outcome(ex, error, 2 * eager_error + floor + conditioned, eager_error)
+        allowed = twin_allowance(eager_error, torch.finfo(dtype).eps, scale) + conditioned
+        return Outcome(ex, error, allowed, eager_error)
 
     def gradients(self, cls: type, ex: Example, x: torch.Tensor,
                   params: dict[str, torch.Tensor], cotangent: torch.Tensor,

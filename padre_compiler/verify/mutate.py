@@ -1,11 +1,13 @@
 """Mutation testing: does verification catch wrong generated code?
 
 Each mutation operator rewrites the generated PyTorch source of a spec at one site (one mutant
-per site). A mutant is run through the code certificate (exact integer check at two sizes) and
-through the fuzzer; it is *caught* if either reports a mismatch or the mutant crashes. A mutant
-that both accept is reported as *equivalent*: it agrees with the spec exactly at every size
-the certificate tried and numerically on every fuzz example (e.g. swapping the operands of a
-commutative product), never silently counted as caught or missed.
+per site). A mutant is run through the code certificate at two sizes (`probe_sizes`: exact on
+integers, or for specs with surrogates or normalisers numeric, at two probes each) and through
+the fuzzer; it is *caught* if either reports a mismatch or the mutant crashes. The unmutated
+module must pass both, or no catch means anything. A mutant that both accept is reported as
+*equivalent*: it agrees with the spec at every size the certificate tried and numerically on
+every fuzz example (e.g. swapping the operands of a commutative product), never silently
+counted as caught or missed.
 
     python -m padre_compiler.verify.mutate      # writes benchmarks/results/mutations.{md,json}
 """
@@ -21,7 +23,8 @@ from dataclasses import asdict, dataclass
 
 from padre_compiler import dsl
 from padre_compiler.compiler import compile_module_class, generate, load_source
-from padre_compiler.errors import PadreError
+from padre_compiler.errors import PadreError, ShapeError
+from padre_compiler.ir.graph import Graph, validate_dim
 from padre_compiler.paths import checkout_path
 from padre_compiler.spec.loader import bundled_specs, load_spec
 from padre_compiler.spec.model import Spec
@@ -163,14 +166,25 @@ SIZES = {"grid2d": [(4, (3, 5)), (3, (4, 2))], "sequence": [(4, None), (5, None)
 
 
 def probe_sizes(spec: Spec) -> list[tuple[int, tuple[int, int] | None]]:
-    """The certificate's two (D, grid) probes: SIZES, with D the spec's one width or a
-    multiple of every head count (2 and 3 channels a head) where D = 4, 5 do not split."""
-    step = width_step(spec.graph())
-    if spec.fixed_dim:
-        return [(spec.fixed_dim, grid) for _, grid in SIZES[spec.layout]]
-    if step == 1:
-        return SIZES[spec.layout]
-    return [(k * step, grid) for k, (_, grid) in zip((2, 3), SIZES[spec.layout], strict=True)]
+    """The certificate's two (D, grid) probes: SIZES' grids, at the spec's one width, or at
+    SIZES' widths (2 and 3 times the head count's multiple where there are heads) raised to
+    the next width the graph is valid at (every head and per-head width divides it)."""
+    graph, step = spec.graph(), width_step(spec.graph())
+    sizes = []
+    for k, (dim, grid) in enumerate(SIZES[spec.layout]):
+        d = spec.fixed_dim or (dim if step == 1 else (k + 2) * step)
+        while not spec.fixed_dim and not _valid(graph, d):
+            d += step
+        sizes.append((d, grid))
+    return sizes
+
+
+def _valid(graph: Graph, dim: int) -> bool:
+    try:
+        validate_dim(graph, dim)
+    except ShapeError:
+        return False
+    return True
 
 
 def _certificate_catches(cls: type, spec: Spec) -> bool:
@@ -207,8 +221,9 @@ def run_mutants(specs: list[Spec], kinds: list[str] | None = None, fuzz_examples
                 progress: Callable[[str], None] | None = None) -> list[MutantResult]:
     results = []
     for spec in specs:
-        source = generate(spec).source
-        original = compile_module_class(generate(spec))
+        dim = spec.fixed_dim or 384
+        result = generate(spec, dim=dim)
+        source, original = result.source, compile_module_class(result)
         # a catch means something only where the original passes both checks
         if _certificate_catches(original, spec) or _fuzzer_catches(original, spec,
                                                                     fuzz_examples):
@@ -220,7 +235,7 @@ def run_mutants(specs: list[Spec], kinds: list[str] | None = None, fuzz_examples
                     continue
                 name = f"{spec.name}_mutant"
                 try:
-                    cls = getattr(load_source(mutant, name), generate(spec).class_name)
+                    cls = getattr(load_source(mutant, name), result.class_name)
                 except Exception:
                     results.append(MutantResult(spec.name, kind, site, True, True))
                     continue
@@ -273,7 +288,8 @@ def main(argv: list[str] | None = None) -> None:
         "Command: `python -m padre_compiler.verify.mutate"
         + "".join(f" {a}" for a in (sys.argv[1:] if argv is None else argv)) + "`  ",
         f"Specs: {', '.join(s.name for s in specs)} (zoo_* are sequence specs defined in "
-        "padre_compiler/verify/mutate.py). Certificate: exact integer check at two sizes; "
+        "padre_compiler/verify/mutate.py). Certificate: at two sizes, exact on integers (numeric, "
+        "two probes, for specs with surrogates or normalisers); "
         "fuzzer: 30 hypothesis examples.", "",
         table(results), "",
         "Survivors (equivalent mutants): " + (", ".join(

@@ -25,8 +25,8 @@ def test_every_mutation_kind_applies_somewhere() -> None:
 
 
 def test_mutants_of_a_module_that_fails_its_checks_are_not_judged(monkeypatch) -> None:
-    """Were the unmutated module to fail the certificate (as mamba's did at 1e-10), every
-    mutant would count as caught: run_mutants refuses instead."""
+    """Were the unmutated module to fail the certificate, every mutant would count as caught:
+    run_mutants refuses instead."""
     import pytest
 
     from padre_compiler.errors import PadreError
@@ -38,9 +38,8 @@ def test_mutants_of_a_module_that_fails_its_checks_are_not_judged(monkeypatch) -
 
 
 def test_the_certificate_runs_on_specs_with_heads() -> None:
-    """sima and castling_vit have 8 heads: at D = 4, 5 their modules cannot be built, and the
-    crash counted as every mutant caught. The probes now split into heads, and the unmutated
-    modules pass."""
+    """sima and castling_vit have 8 heads: at D = 4, 5 their modules cannot be built, and a
+    crash counts as a catch. The probes split into heads, and the unmutated modules pass."""
     from padre_compiler.compiler import compile_module_class, generate
     from padre_compiler.spec.loader import load_spec
     from padre_compiler.verify import mutate
