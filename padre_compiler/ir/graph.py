@@ -132,3 +132,12 @@ def validate_dim(g: Graph, dim: int) -> None:
             raise ShapeError(f"{node.op} '{node.label}': width {g.node(inputs[0]).width.at(dim)} "
                              f"at dim={dim} does not split into heads={heads}; use a dim "
                              f"divisible by {heads}")
+
+
+def is_valid_dim(g: Graph, dim: int) -> bool:
+    """`validate_dim` as a test."""
+    try:
+        validate_dim(g, dim)
+    except ShapeError:
+        return False
+    return True

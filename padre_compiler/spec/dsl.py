@@ -68,7 +68,7 @@ class Expr:
         return f"Expr({self.op}, {self.name or self.label or ''}, width={self.width})"
 
 
-FLOAT32_MAX = 3.4028234663852886e38  # hi - lo must hold in a parameter's default dtype
+FLOAT32_MAX = float(np.finfo(np.float32).max)  # hi - lo must hold in a parameter's default dtype
 
 
 def _real(v: Any) -> bool:

@@ -67,10 +67,9 @@ from padre_compiler.compiler import (
     generate,
     load_source,
     max_tokens,
-    validate_dim,
 )
-from padre_compiler.errors import PadreError, ShapeError
-from padre_compiler.ir.graph import Graph
+from padre_compiler.errors import PadreError
+from padre_compiler.ir.graph import Graph, is_valid_dim
 from padre_compiler.ir.ops import EvalContext
 from padre_compiler.paths import SPECS_DIR
 from padre_compiler.spec.loader import load_spec
@@ -307,11 +306,8 @@ def examples(spec: Spec, backend: str, grad: bool = False) -> st.SearchStrategy[
 def valid(harness: Harness, ex: Example) -> bool:
     """Widths must be integers at this dim (heads must divide it) and explicit long
     filters at least as long as the sequence."""
-    try:
-        validate_dim(harness.graph, ex.dim)
-    except ShapeError:
-        return False
-    return all(ex.tokens <= n for n in max_tokens(harness.graph))
+    return is_valid_dim(harness.graph, ex.dim) and all(
+        ex.tokens <= n for n in max_tokens(harness.graph))
 
 
 @dataclass

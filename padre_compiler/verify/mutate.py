@@ -23,8 +23,8 @@ from dataclasses import asdict, dataclass
 
 from padre_compiler import dsl
 from padre_compiler.compiler import compile_module_class, generate, load_source
-from padre_compiler.errors import PadreError, ShapeError
-from padre_compiler.ir.graph import Graph, validate_dim
+from padre_compiler.errors import PadreError
+from padre_compiler.ir.graph import is_valid_dim
 from padre_compiler.paths import checkout_path
 from padre_compiler.spec.loader import bundled_specs, load_spec
 from padre_compiler.spec.model import Spec
@@ -173,18 +173,10 @@ def probe_sizes(spec: Spec) -> list[tuple[int, tuple[int, int] | None]]:
     sizes = []
     for k, (dim, grid) in enumerate(SIZES[spec.layout]):
         d = spec.fixed_dim or (dim if step == 1 else (k + 2) * step)
-        while not spec.fixed_dim and not _valid(graph, d):
+        while not spec.fixed_dim and not is_valid_dim(graph, d):
             d += step
         sizes.append((d, grid))
     return sizes
-
-
-def _valid(graph: Graph, dim: int) -> bool:
-    try:
-        validate_dim(graph, dim)
-    except ShapeError:
-        return False
-    return True
 
 
 def _certificate_catches(cls: type, spec: Spec) -> bool:

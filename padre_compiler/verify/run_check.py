@@ -22,6 +22,7 @@ import torch
 from padre_compiler.backends.reference import run_graph
 from padre_compiler.compiler import Compiled, compile_module_class, eager_class
 from padre_compiler.ir.ops import EvalContext
+from padre_compiler.verify.certificate import float64_allowance
 from padre_compiler.verify.fuzz import twin_allowance
 
 TOLERANCE = 1e-4  # relative float32 error above which the eager twin judges the module
@@ -104,7 +105,7 @@ def judge(module: torch.nn.Module, twin: torch.nn.Module, x: torch.Tensor, y: to
              f"by {rel64:.1e} and {TWIN} by {twin64:.1e}")
     if triton:
         found += " (float64 runs the Triton kernels' naive twins)"
-    if rel64 <= max(1e-10, 4 * twin64):
+    if rel64 <= float64_allowance(twin64):
         return f"{found}: rounding (run it in float64)"
     return f"{found}: {WRONG}"
 
