@@ -83,32 +83,25 @@ def _load(args: argparse.Namespace):
     return load_spec(args.spec, params=dict(args.param or ()))
 
 
-def _write_atomic(path: str | Path, text: str) -> None:
+def _write_atomic(path: str | Path, data: str | bytes) -> None:
     """Write whole or not at all: a regular file is replaced by a rename (keeping its
     permissions), so a crash never leaves it half-written; a link is written through to its
     target, and a device or pipe (/dev/null, /dev/stdout) is written directly, never
     replaced. A folder, a path under a file, or one that cannot be written is refused."""
+    target = _output_target(path)
     shown = str(path)
-    if shown.endswith(("/", os.sep)):
-        raise PadreError(f"-o {shown}: a folder; give a file path such as {shown}module.py")
-    try:
-        target = Path(path).resolve() if Path(path).is_symlink() else Path(path)
-    except (OSError, RuntimeError) as err:  # a symlink loop
-        raise PadreError(f"-o {shown}: cannot follow the link ({err})") from None
-    _check_writable_folder(target.parent, f"-o {shown}")
+
+    def write(to: Path) -> None:
+        to.write_bytes(data) if isinstance(data, bytes) else to.write_text(data)
+
     try:
         if target.exists() and not target.is_file():
-            if target.is_dir():
-                raise PadreError(f"-o {shown}: a folder; give a file path such as "
-                                 f"{target / 'module.py'}")
-            target.write_text(text)
+            write(target)
             return
-        if target.exists() and not os.access(target, os.W_OK):
-            raise PadreError(f"-o {shown}: the file is read-only")
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(f".{target.name}.tmp")
         try:
-            tmp.write_text(text)
+            write(tmp)
             if target.exists():
                 tmp.chmod(target.stat().st_mode & 0o7777)
             tmp.replace(target)
@@ -117,6 +110,24 @@ def _write_atomic(path: str | Path, text: str) -> None:
     except OSError as err:
         raise PadreError(f"-o {shown}: cannot write it ({err.strerror or err}); "
                          "give a writable file path") from None
+
+
+def _output_target(path: str | Path, example: str = "module.py") -> Path:
+    """The file `-o path` writes (a link's target), or a PadreError saying why it cannot be
+    written: a folder, a path under a file, a read-only file or folder."""
+    shown = str(path)
+    if shown.endswith(("/", os.sep)):
+        raise PadreError(f"-o {shown}: a folder; give a file path such as {shown}{example}")
+    try:
+        target = Path(path).resolve() if Path(path).is_symlink() else Path(path)
+    except (OSError, RuntimeError) as err:  # a symlink loop
+        raise PadreError(f"-o {shown}: cannot follow the link ({err})") from None
+    _check_writable_folder(target.parent, f"-o {shown}")
+    if target.is_dir():
+        raise PadreError(f"-o {shown}: a folder; give a file path such as {target / example}")
+    if target.is_file() and not os.access(target, os.W_OK):
+        raise PadreError(f"-o {shown}: the file is read-only")
+    return target
 
 
 def _check_writable_folder(path: Path, what: str) -> None:
@@ -210,6 +221,52 @@ def _run_summary(result, dim: int, grid, tokens: int, out: Path | None, elapsed:
         console.print(line)
     where = f"{out}" if out else "not written (use -o FILE)"
     console.print(f"source         {where}; compiled in {elapsed * 1e3:.0f} ms")
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from padre_compiler.export import check_onnx, export_onnx
+
+    spec = _load(args)
+    grid, tokens = _resolve_size(spec, args)
+    _output_target(args.output, "model.onnx")  # refused before the export's work
+    weights = _weights_file(args.weights) if args.weights else None
+    with console.status(f"exporting {spec.name} to ONNX ({args.dtype})"):
+        export = export_onnx(spec, dim=args.dim, grid=grid, tokens=tokens, dtype=args.dtype,
+                             weights=weights, seed=args.seed)
+    if not args.no_check:
+        with console.status("checking the model in onnxruntime"):
+            check = check_onnx(export)
+        console.print(escape(f"check          {check.line()}"), soft_wrap=True)
+        if not check.passed:
+            err_console.print(f"[red]not written:[/red] the ONNX model of {spec.name} does not "
+                              "compute the spec (--no-check writes it anyway)")
+            return 1
+    _write_atomic(args.output, export.model)
+    tokens_axis = "tokens" if export.dynamic_tokens else str(export.tokens)
+    console.print(escape(f"wrote {args.output}: {len(export.model) / 1e6:.2f} MB, opset "
+                         f"{export.opset}, {export.nodes} nodes; input x [batch, {tokens_axis}, "
+                         f"{args.dim}] {args.dtype}"
+                         + (f", grid {grid[0]}x{grid[1]}" if grid else "")))
+    return 0
+
+
+def _weights_file(path: str) -> dict:
+    import pickle
+
+    import torch
+
+    try:
+        weights = torch.load(path, map_location="cpu", weights_only=True)
+    except OSError as err:
+        raise PadreError(f"--weights {path}: cannot read it ({err.strerror or err})") from None
+    except (pickle.UnpicklingError, RuntimeError, EOFError) as err:
+        raise PadreError(f"--weights {path}: not a file torch.save wrote with tensors only "
+                         f"({str(err).strip().splitlines()[0] if str(err).strip() else err!r})"
+                         ) from None
+    if not isinstance(weights, dict):
+        raise PadreError(f"--weights {path}: holds a {type(weights).__name__}, not a state dict "
+                         "(torch.save(module.state_dict(), FILE) writes one)")
+    return weights
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
@@ -468,6 +525,21 @@ def build_parser() -> argparse.ArgumentParser:
                         "autograd of the spec graph lowered op by op) instead of the output")
     _param_arg(p)
     p.set_defaults(fn=cmd_fuzz)
+
+    p = sub.add_parser("export", help="export a compiled module (torch backend) to ONNX, checked "
+                                      "in onnxruntime against the float64 reference")
+    p.add_argument("spec")
+    p.add_argument("-o", "--output", required=True, help="the .onnx file to write")
+    _size_args(p, dim=384)
+    p.add_argument("--dtype", default="float32", choices=["float32", "float16", "float64"])
+    p.add_argument("--weights", metavar="FILE",
+                   help="a state dict saved by torch.save(module.state_dict(), FILE) from a "
+                        "module of this spec and width (default: the module's init)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the default init")
+    p.add_argument("--no-check", action="store_true",
+                   help="write the model without running it in onnxruntime")
+    _param_arg(p)
+    p.set_defaults(fn=cmd_export)
 
     p = sub.add_parser("inspect", help="degrees, LaTeX and small-size expansion of a spec")
     p.add_argument("spec")

@@ -125,12 +125,16 @@ def _normalize(x: torch.Tensor, kind: str, heads: int, eps: float) -> torch.Tens
 ''',
     "poly": '''
 def _chebyshev(x: torch.Tensor, coeffs: tuple[float, ...], lo: float, hi: float) -> torch.Tensor:
-    """sum_k coeffs[k] T_k(u), u = (2x - lo - hi) / (hi - lo), by Clenshaw's recurrence."""
-    u = (2 * x - (lo + hi)) / (hi - lo)
+    """sum_k coeffs[k] T_k(u), u = (2x - lo - hi) / (hi - lo), by Clenshaw's recurrence.
+
+    The constants are tensors in x's dtype: an exporter may round Python floats to float32.
+    """
+    *c, shift, width = x.new_tensor((*coeffs, lo + hi, hi - lo)).unbind()
+    u = (2 * x - shift) / width
     b1 = b2 = torch.zeros_like(u)
-    for ck in reversed(coeffs[1:]):
+    for ck in reversed(c[1:]):
         b1, b2 = ck + 2 * u * b1 - b2, b1
-    return coeffs[0] + u * b1 - b2
+    return c[0] + u * b1 - b2
 ''',
 }
 

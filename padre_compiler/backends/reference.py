@@ -38,14 +38,7 @@ def run_graph(g: Graph, x: np.ndarray, params: dict[str, np.ndarray],
     return values if keep else values[g.output_id]
 
 
-def rounding_error(g: Graph, x: np.ndarray, params: dict[str, np.ndarray], ctx: EvalContext,
-                   ref: np.ndarray) -> float:
-    """max |ref - the graph in extended precision (numpy longdouble)|: the float64 reference's
-    own rounding error at (x, params), a measure of the graph's conditioning there."""
-    wide = run_graph(g, np.asarray(x, dtype=np.float64).astype(np.longdouble),
-                     {k: np.asarray(v, dtype=np.float64).astype(np.longdouble)
-                      for k, v in params.items()}, ctx)
-    return float(np.abs(wide - ref).max(initial=0.0))
+INIT_INPUT_SCALE = 1e-2  # inputs at weights in the init ranges: where low-degree terms lead
 
 
 def random_params(decls: dict[str, Any], dim: int, seed: int = 0, scale: float = 1.0,

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from padre_compiler.backends.reference import run_graph
+from padre_compiler.backends.reference import INIT_INPUT_SCALE, run_graph
 from padre_compiler.ir.graph import Graph, is_valid_dim
 from padre_compiler.ir.ops import EvalContext
 from padre_compiler.verify.degree import total_degree
@@ -211,7 +211,8 @@ def _check_code_numeric(module: Any, spec_graph: Graph, dim: int, tokens: int,
     x = rng.standard_normal((batch, tokens, dim))
     twin = eager_class(spec_graph, "certified")
     probes = [_numeric_probe(module, twin, spec_graph, dim, grid, x, seed, False),
-              _numeric_probe(module, twin, spec_graph, dim, grid, x / 100, seed, True)]
+              _numeric_probe(module, twin, spec_graph, dim, grid, x * INIT_INPUT_SCALE, seed,
+                             True)]
     failing = [(e, t) for e, t in probes if not e <= t]  # NaN fails
     err, tol = failing[0] if failing else max(probes, key=lambda p: p[0] / p[1])
     verdict = ">" if failing else "<="

@@ -136,6 +136,39 @@ def wrong_causal(source: str) -> Iterator[str]:
         yield source.replace("n=2 * n", "n=n")
 
 
+@mutator("doubled constant")
+def doubled_constant(source: str) -> Iterator[str]:
+    # per forward statement: the first and last entries of each tuple of float coefficients
+    # (a surrogate's c_0 and c_m) and every other nonzero float literal (an interval bound), x2
+    data = source.encode()
+    starts = [0, *(i + 1 for i, b in enumerate(data) if b == ord("\n"))]  # ast offsets: bytes
+    forward = next(n for n in ast.walk(ast.parse(source))
+                   if isinstance(n, ast.FunctionDef) and n.name == "forward")
+    for statement in forward.body:
+        for node in _constant_sites(statement):
+            lo = starts[node.lineno - 1] + node.col_offset
+            hi = starts[node.end_lineno - 1] + node.end_col_offset
+            yield (data[:lo] + repr(2 * node.value).encode() + data[hi:]).decode()
+
+
+def _constant_sites(statement: ast.stmt) -> list[ast.Constant]:
+    """`doubled_constant`'s literals in `statement`, in source order."""
+    def literal(node: ast.expr) -> ast.Constant | None:
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+            node = node.operand
+        return node if isinstance(node, ast.Constant) and type(node.value) is float else None
+
+    sites, in_tuples = [], set()
+    for node in ast.walk(statement):
+        entries = [literal(e) for e in node.elts] if isinstance(node, ast.Tuple) else []
+        if entries and all(entries):
+            in_tuples.update(map(id, entries))
+            sites += [entries[0]] if len(entries) == 1 else [entries[0], entries[-1]]
+    sites += [n for n in ast.walk(statement)
+              if isinstance(n, ast.Constant) and type(n.value) is float and id(n) not in in_tuples]
+    return sorted((n for n in sites if n.value != 0.0), key=lambda n: (n.lineno, n.col_offset))
+
+
 def zoo() -> list[Spec]:
     """Sequence specs exercising the operators the bundled image specs lack."""
     x = dsl.tokens("sequence")

@@ -18,7 +18,8 @@ def test_every_mutation_kind_applies_somewhere() -> None:
     from padre_compiler.compiler import generate
     from padre_compiler.spec.loader import load_spec
 
-    sources = [generate(load_spec(n)).source for n in ("padre3", "conv2former")]
+    sources = [generate(load_spec(n)).source
+               for n in ("padre3", "conv2former", "conv2former_gelu")]
     sources += [generate(s).source for s in zoo()]
     for kind, mutate in MUTATORS.items():
         assert any(next(mutate(src), src) != src for src in sources), kind
@@ -48,3 +49,26 @@ def test_the_certificate_runs_on_specs_with_heads() -> None:
         spec = load_spec(name)
         assert all(dim % 8 == 0 for dim, _ in mutate.probe_sizes(spec))
         assert not mutate._certificate_catches(compile_module_class(generate(spec)), spec)
+
+
+def test_doubled_constants_are_a_surrogates_end_coefficients_and_bounds() -> None:
+    """Conv2Former-GELU's one surrogate, 1.88 T_0 + ... - 0.104 T_8 on [-6, 6]: four mutants
+    (c_0, c_8 and each bound doubled; its zero coefficients are left alone), each caught by
+    both checks."""
+    import re
+
+    from padre_compiler.compiler import generate
+    from padre_compiler.spec.loader import load_spec
+    from padre_compiler.verify.mutate import doubled_constant
+
+    spec = load_spec("conv2former_gelu")
+    source = generate(spec).source
+    changed = []
+    for mutant in doubled_constant(source):
+        old, new = (re.findall(r"-?\d+\.\d+(?:e-?\d+)?", text) for text in (source, mutant))
+        (a, b), = [(x, y) for x, y in zip(old, new, strict=True) if x != y]
+        assert float(b) == 2 * float(a)
+        changed.append(float(a))
+    assert changed == [1.8812213644726508, -0.1041900667172935, -6.0, 6.0]
+    results = run_mutants([spec], kinds=["doubled constant"], fuzz_examples=15)
+    assert len(results) == 4 and all(r.by_certificate and r.by_fuzzer for r in results), results
