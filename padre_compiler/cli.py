@@ -9,6 +9,8 @@
     padre verify SPEC [--trials K]      certificate: optimised graph and generated code == spec
     padre fuzz SPEC [--examples N]      hypothesis fuzzing of a backend against float64
                        [--grad]            its gradients instead of its output
+    padre export SPEC -o FILE.onnx      ONNX of the torch module, checked in onnxruntime first
+                       [--dtype float32|float16|float64] [--weights STATE_DICT] [--no-check]
     padre prove NAME... | --all         instance derivations -> proofs/NAME.md (exit 1 on a FAIL)
     padre families                      spec families and their parameters (family = "...")
     padre caote eval [--budgets ...]    KV-cache eviction on SmolLM2-135M (perplexity, passkey,
@@ -25,11 +27,12 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
 
-from padre_compiler.errors import PadreError
+from padre_compiler.errors import PadreError, first_line
 from padre_compiler.paths import checkout_path
 
 console = Console(stderr=False, highlight=False, soft_wrap=True)
@@ -83,16 +86,19 @@ def _load(args: argparse.Namespace):
     return load_spec(args.spec, params=dict(args.param or ()))
 
 
-def _write_atomic(path: str | Path, data: str | bytes) -> None:
+def _write_atomic(path: str | Path, data: str | bytes, example: str = "module.py") -> None:
     """Write whole or not at all: a regular file is replaced by a rename (keeping its
     permissions), so a crash never leaves it half-written; a link is written through to its
     target, and a device or pipe (/dev/null, /dev/stdout) is written directly, never
     replaced. A folder, a path under a file, or one that cannot be written is refused."""
-    target = _output_target(path)
+    target = _output_target(path, example)
     shown = str(path)
 
     def write(to: Path) -> None:
-        to.write_bytes(data) if isinstance(data, bytes) else to.write_text(data)
+        if isinstance(data, bytes):
+            to.write_bytes(data)
+        else:
+            to.write_text(data)
 
     try:
         if target.exists() and not target.is_file():
@@ -237,11 +243,13 @@ def cmd_export(args: argparse.Namespace) -> int:
         with console.status("checking the model in onnxruntime"):
             check = check_onnx(export)
         console.print(escape(f"check          {check.line()}"), soft_wrap=True)
-        if not check.passed:
-            err_console.print(f"[red]not written:[/red] the ONNX model of {spec.name} does not "
-                              "compute the spec (--no-check writes it anyway)")
+        if not check.ok:
+            why = ("does not compute the spec" if not check.passed else
+                   f"cannot be judged in {args.dtype}")
+            err_console.print(f"[red]not written:[/red] the ONNX model of {spec.name} {why} "
+                              "(--no-check writes it anyway)")
             return 1
-    _write_atomic(args.output, export.model)
+    _write_atomic(args.output, export.model, "model.onnx")
     tokens_axis = "tokens" if export.dynamic_tokens else str(export.tokens)
     console.print(escape(f"wrote {args.output}: {len(export.model) / 1e6:.2f} MB, opset "
                          f"{export.opset}, {export.nodes} nodes; input x [batch, {tokens_axis}, "
@@ -250,7 +258,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _weights_file(path: str) -> dict:
+def _weights_file(path: str) -> dict[Any, Any]:
     import pickle
 
     import torch
@@ -261,8 +269,7 @@ def _weights_file(path: str) -> dict:
         raise PadreError(f"--weights {path}: cannot read it ({err.strerror or err})") from None
     except (pickle.UnpicklingError, RuntimeError, EOFError) as err:
         raise PadreError(f"--weights {path}: not a file torch.save wrote with tensors only "
-                         f"({str(err).strip().splitlines()[0] if str(err).strip() else err!r})"
-                         ) from None
+                         f"({first_line(err)})") from None
     if not isinstance(weights, dict):
         raise PadreError(f"--weights {path}: holds a {type(weights).__name__}, not a state dict "
                          "(torch.save(module.state_dict(), FILE) writes one)")
@@ -368,7 +375,7 @@ def cmd_fuzz(args: argparse.Namespace) -> int:
     import torch
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-    from padre_compiler.verify.fuzz import default_device, describe, fuzz
+    from padre_compiler.verify.fuzz import default_device, describe, fuzz, ratio
 
     spec = _load(args)
     if args.regressions:  # the default is checked where a failure is written
@@ -391,18 +398,24 @@ def cmd_fuzz(args: argparse.Namespace) -> int:
         task = progress.add_task(what, total=args.examples, worst=0.0)
 
         def tick(outcome) -> None:
-            ratio = (outcome.error / outcome.allowed if outcome.allowed else  # 0 / 0: skipped
-                     0.0 if outcome.error == 0 else float("inf"))
-            worst = max(progress.tasks[0].fields["worst"], ratio)
+            worst = max(progress.tasks[0].fields["worst"], ratio(outcome))
             progress.update(task, advance=1, worst=worst)
 
         report = fuzz(spec, backend=args.backend, examples_n=args.examples, seed=args.seed,
                       regression_dir=regressions, on_example=tick, device=device,
                       grad=args.grad)
     rate = report.examples / (time.perf_counter() - t0)
-    if report.failure is None:
-        console.print(f"{report.examples} examples passed ({rate:.0f} examples/s)")
+    if report.failure is None and report.judged:
+        console.print(f"{report.examples} examples passed, {report.judged} judged "
+                      f"({rate:.0f} examples/s)")
         return 0
+    if report.failure is None:
+        err_console.print(f"[red]nothing judged:[/red] in all {report.examples} examples the "
+                          f"spec lowered op by op is off by as much as {spec.name}'s output, or "
+                          f"overflows, in the dtypes --backend {args.backend} fuzzes, so any "
+                          "output would pass; fuzz --backend torch, whose float64 examples are "
+                          "judged")
+        return 1
     console.print("[red]FAILED[/red] minimal example: " + repr(describe(report.failure)))
     console.print(f"regression test written to {report.regression}")
     return 1

@@ -41,3 +41,9 @@ class MissingRuleError(PadreError):
 
 class ShapeError(PadreError):
     """Channel widths or token layouts that do not compose."""
+
+
+def first_line(err: BaseException) -> str:
+    """The first line of a foreign exception's message (its type where it has none)."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__

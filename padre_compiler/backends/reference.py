@@ -46,8 +46,8 @@ def random_params(decls: dict[str, Any], dim: int, seed: int = 0, scale: float =
     """float64 parameters drawn like the generated module's default init, but every tensor
     random (biases and scales too), so that no term of the polynomial is silently zero.
     init_ranges: a tensor with a spec's own init_range drawn uniformly on it instead (where
-    training starts; at N(0, 1) inputs Mamba's expanded scan cancels most there, so the
-    fuzzer keeps the default draw)."""
+    training starts; the certificate's second probe and the fuzzer's "init" regime draw so, at
+    inputs scaled by INIT_INPUT_SCALE)."""
     rng = np.random.default_rng(seed)
     out = {}
     for name, decl in decls.items():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -212,7 +213,7 @@ def test_the_init_regime_sees_mambas_low_degree_terms(tmp_path: Path) -> None:
         assert outcome.ok, outcome
 
 
-def test_16_bit_examples_are_checked_in_the_default_regime_only(monkeypatch) -> None:
+def test_float16_examples_are_checked_in_the_default_regime_only(monkeypatch) -> None:
     harness = Harness(load_spec("padre3"), "torch")
     regimes = []
     real = harness.check_output
@@ -222,7 +223,37 @@ def test_16_bit_examples_are_checked_in_the_default_regime_only(monkeypatch) -> 
         assert harness.check(Example(dim=4, tokens=6, grid=(2, 3), batch=1, dtype=dtype,
                                      seed=0)).ok
     assert regimes == [("float64", "default"), ("float64", "init"), ("float32", "default"),
-                       ("float32", "init"), ("float16", "default"), ("bfloat16", "default")]
+                       ("float32", "init"), ("float16", "default"), ("bfloat16", "default"),
+                       ("bfloat16", "init")]
+
+
+def test_an_example_whose_allowance_admits_any_output_is_not_judged(tmp_path: Path) -> None:
+    """mamba on the Triton backend runs in float32 and float16 only, where its spec lowered op
+    by op overflows or is off by more than its output: a module returning zeros would pass every
+    example, so none counts as judged and `padre fuzz` says so (exit 1). The torch backend's
+    float64 examples are judged, and there the zero module fails."""
+    spec = load_spec("mamba")
+
+    class Zeros(torch.nn.Module):
+        def __init__(self, dim: int) -> None:
+            super().__init__()
+            self.inner = Harness(spec, "torch").cls(dim)
+            self.load_state_dict = self.inner.load_state_dict
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.zeros_like(x)
+
+    harness = Harness(spec, "torch")
+    harness.cls = Zeros
+    low = [Example(dim=8, tokens=10, grid=None, batch=1, dtype=d, seed=s)
+           for d in ("float32", "float16", "bfloat16") for s in range(3)]
+    assert all(o.ok and not o.judged for o in map(harness.check, low))
+    assert not harness.check(replace(low[0], dtype="float64")).ok
+    proc = subprocess.run([sys.executable, "-m", "padre_compiler.cli", "fuzz", "mamba",
+                           "--backend", "triton", "--examples", "6", "--regressions",
+                           str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1 and "nothing judged" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr
 
 
 def test_an_undefined_reference_is_not_compared() -> None:
