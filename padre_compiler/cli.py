@@ -410,11 +410,11 @@ def cmd_fuzz(args: argparse.Namespace) -> int:
                       f"({rate:.0f} examples/s)")
         return 0
     if report.failure is None:
-        err_console.print(f"[red]nothing judged:[/red] in all {report.examples} examples the "
-                          f"spec lowered op by op is off by as much as {spec.name}'s output, or "
-                          f"overflows, in the dtypes --backend {args.backend} fuzzes, so any "
-                          "output would pass; fuzz --backend torch, whose float64 examples are "
-                          "judged")
+        hint = ("; fuzz --backend torch, which runs float64" if args.backend == "triton" else
+                "; more --examples draw more float64 ones")
+        err_console.print(f"[red]nothing judged:[/red] {report.examples} examples ran, and in "
+                          f"each {spec.name}'s spec lowered op by op overflows or is off by as "
+                          f"much as the output, so any output would pass{hint}")
         return 1
     console.print("[red]FAILED[/red] minimal example: " + repr(describe(report.failure)))
     console.print(f"regression test written to {report.regression}")
@@ -541,10 +541,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("export", help="export a compiled module (torch backend) to ONNX, checked "
                                       "in onnxruntime against the float64 reference")
-    p.add_argument("spec")
+    p.add_argument("spec", help="a spec file or a bundled spec name")
     p.add_argument("-o", "--output", required=True, help="the .onnx file to write")
     _size_args(p, dim=384)
-    p.add_argument("--dtype", default="float32", choices=["float32", "float16", "float64"])
+    p.add_argument("--dtype", default="float32", choices=["float32", "float16", "float64"],
+                   help="the model's dtype (float64: specs without convolutions, which "
+                        "onnxruntime's CPU provider lacks in float64)")
     p.add_argument("--weights", metavar="FILE",
                    help="a state dict saved by torch.save(module.state_dict(), FILE) from a "
                         "module of this spec and width (default: the module's init)")

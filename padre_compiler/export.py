@@ -8,13 +8,15 @@ drops an l1 normalisation's `+ eps`, which makes an all-zero column 0/0.
 
 `check_onnx` runs the serialised model in onnxruntime at three inputs (N(0, 1) at batch 1 and
 3, a second length where tokens are dynamic, and an all-zero input, where normalisers meet
-their eps) and compares it with the float64 reference evaluation of the spec graph on the
-model's own weights, under the fuzzer's output rule (`compare`: twice the error of the spec
-lowered op by op in the same dtype, plus the fixed tolerance of fp32/fp64; in float64 at least
-the code certificate's four times, since onnxruntime orders a cancelling sum its own way). An
-exporter that changes what the module computes, or a runtime kernel that does, fails it; a
-dtype whose rounding admits any output (mamba's expanded scan in float32) is reported as not
-judged, which the CLI does not write either.
+their eps; in float16 an eps of 1e-12 is 0 and the spec lowered op by op is 0/0 there, which
+the check reports as not judged) and compares it with the float64 reference evaluation of the
+spec graph on the model's own weights, under the fuzzer's output rule (`compare`: twice the
+error of the spec lowered op by op in the same dtype, plus the fixed tolerance of fp32/fp64; in
+float64 at least the code certificate's four times, since onnxruntime orders a cancelling sum
+its own way). An exporter that changes what the module computes, or a runtime kernel that
+does, fails it; a dtype whose rounding admits any output at the N(0, 1) inputs (mamba's
+expanded scan in float32 or float16) is reported as not judged, which the CLI does not write
+either.
 
 The exporter turns a Python float scalar into a float32 constant cast to the tensor's dtype, so
 a float64 module loses each such constant's last 29 bits; the generated `_chebyshev` therefore
@@ -75,12 +77,13 @@ class OnnxExport:
 @dataclass(frozen=True)
 class OnnxCheck:
     passed: bool  # within the rule at every input
-    judged: bool  # at every input the allowance is below max|reference|
+    judged: bool  # at the N(0, 1) inputs every element compared, the allowance < max|reference|
     error: float  # the worst relative error over the inputs run
     allowed: float  # its relative allowance
     twin_error: float  # the op-by-op graph's relative error at that input
     inputs: list[str]
     message: str = ""  # a failure the numbers do not tell (a non-finite output)
+    unjudged: tuple[str, ...] = ()  # inputs where some element was not compared (`compare`)
 
     @property
     def ok(self) -> bool:
@@ -96,6 +99,10 @@ class OnnxCheck:
         if self.passed and not self.judged:
             text += ("; not judged: that error is as large as the output, or it overflows, so "
                      "any model would pass; export float64 to check this spec")
+        elif self.unjudged:
+            text += (f"; not compared in full at x {', '.join(self.unjudged)}, where the spec "
+                     "lowered op by op is not finite (an eps below the dtype's range, or 0/0 "
+                     "at eps = 0)")
         return text
 
 
@@ -217,8 +224,9 @@ def check_onnx(export: OnnxExport, model: bytes | None = None, seed: int = 1) ->
     rng = np.random.default_rng(seed)
     inputs = {f"[{b}, {n}]": rng.standard_normal((b, n, export.dim))
               for b, n in export.shapes()}
-    inputs[f"[1, {export.tokens}] of zeros"] = np.zeros((1, export.tokens, export.dim))
-    rows = []  # relative (error, allowance, the twin's error, judged)
+    zeros = f"[1, {export.tokens}] of zeros"
+    inputs[zeros] = np.zeros((1, export.tokens, export.dim))
+    rows = []  # relative (error, allowance, the twin's error), judged, message, input, whole
     for shown, x64 in inputs.items():
         x = torch.tensor(x64).to(dtype)
         with np.errstate(all="ignore"):
@@ -239,10 +247,13 @@ def check_onnx(export: OnnxExport, model: bytes | None = None, seed: int = 1) ->
         scale = c.scale or 1.0
         twin_error = math.inf if c.twin_error is None else c.twin_error
         rows.append((c.error / scale, allowed / scale, twin_error / scale,
-                     c.judged and allowed < c.scale, c.message and f"at x {shown}, {c.message}"))
-    failing = [r for r in rows if not r[0] <= r[1]]
-    error, allowed, twin_error, _, message = failing[0] if failing else max(
-        rows, key=lambda r: (r[3], r[0] / r[1] if r[1] else 0.0))
-    # judged: at the N(0, 1) inputs (an all-zero input may give an all-zero output)
-    return OnnxCheck(not failing, all(r[3] for r in rows[:-1]), error, allowed, twin_error,
-                     list(inputs), message)
+                     c.judged and allowed < c.scale, c.message and f"at x {shown}, {c.message}",
+                     shown, c.whole))
+
+    def worse(row: tuple) -> tuple[bool, bool, float]:  # fuzz.severity's order
+        return not row[0] <= row[1], row[3], row[0] / row[1] if row[1] else math.inf
+    error, allowed, twin_error, _, message, _, _ = max(rows, key=worse)
+    # judged at the N(0, 1) inputs: at the all-zero one the output may be all zeros
+    judged = all(r[3] for r in rows if r[5] != zeros)
+    return OnnxCheck(all(r[0] <= r[1] for r in rows), judged, error, allowed, twin_error,
+                     list(inputs), message, tuple(r[5] for r in rows if not r[6]))

@@ -30,14 +30,16 @@ def _expand(x: torch.Tensor, heads: int, replicate: bool, times: int | None = No
 def _long_conv(x: torch.Tensor, filt: torch.Tensor, skip: torch.Tensor | None) -> torch.Tensor:
     """Causal long conv y[t, c] = sum_{s<=t} filt[c, t - s] x[s, c] (+ skip[c] x[t, c]).
 
-    x: [B, N, C], filt: [C, L] with L >= N. FFT of size 2N: O(N log N) per channel, computed
+    x: [B, N, C], filt: [C, L] with L >= N. FFT of size m, the power of two >= 2N - 1 (no
+    wrap-around; exporters' DFTs lose digits at other sizes): O(N log N) per channel, computed
     in at least float32 (half-precision FFTs are unsupported on CPU and lossy on GPU).
     """
     n = x.shape[1]
+    m = 1 << (2 * n - 1).bit_length()
     work = torch.promote_types(x.dtype, torch.float32)
-    xf = torch.fft.rfft(x.to(work), n=2 * n, dim=1)
-    hf = torch.fft.rfft(filt[:, :n].transpose(0, 1).to(work), n=2 * n, dim=0)
-    y = torch.fft.irfft(xf * hf, n=2 * n, dim=1)[:, :n].to(x.dtype)
+    xf = torch.fft.rfft(x.to(work), n=m, dim=1)
+    hf = torch.fft.rfft(filt[:, :n].transpose(0, 1).to(work), n=m, dim=0)
+    y = torch.fft.irfft(xf * hf, n=m, dim=1)[:, :n].to(x.dtype)
     return y if skip is None else y + x * skip
 
 

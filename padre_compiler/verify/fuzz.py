@@ -12,10 +12,11 @@ for mamba's degree-403 surrogate polynomial, whose intermediates cancel; no exte
 evaluation is needed. Outputs are compared where the reference and the twin are finite (the
 spec is undefined at 0/0 in an l2 normalisation with eps = 0, as Castling-ViT's 1-channel heads
 at one token can sum to an exact zero; the twin overflows beyond the dtype's range), and a
-non-finite result there fails. An example is *judged* only where its allowance is below
-max|reference|: where the twin is off by half the output or more (mamba in float32 or float16)
-even an all-zero output would pass, so the example counts as run but not judged, and a fuzz
-run reports how many it judged.
+non-finite result there fails. An example is *judged* only where every element was
+compared and its allowance is below max|reference|: where the twin is off by half the output or
+more (mamba in float32 or float16) even an all-zero output would pass, so the example counts as
+run but not judged, and a fuzz run reports how many it judged. A gradient example is judged
+where some gradient's allowance is below its max|reference|.
 
 Every example is checked in two regimes (`REGIMES`), and its outcome is the worse: "default"
 draws weights around each op's default init at x ~ N(0, 1), where every term is large; "init"
@@ -51,6 +52,7 @@ backend's fp64 checks them). Gradients are checked in the default regime.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import hashlib
 import math
@@ -167,7 +169,8 @@ class Comparison:
     allowed: float
     twin_error: float | None  # the eager twin's, where compared
     scale: float  # max |reference| where compared
-    judged: bool  # allowed < scale: an all-zero output would fail
+    judged: bool  # every element compared, and allowed < scale: an all-zero output would fail
+    whole: bool  # every element compared
     message: str = ""
 
 
@@ -176,15 +179,16 @@ def compare(out: np.ndarray, ref: np.ndarray, twin: np.ndarray, dtype: str) -> C
     run in `dtype`; compared where `ref` and `twin` are finite (module docstring)."""
     compared = np.isfinite(ref) & np.isfinite(twin)
     if not compared.any():
-        return Comparison(0.0, 0.0, None, 0.0, False)
+        return Comparison(0.0, 0.0, None, 0.0, False, False)
+    whole = bool(compared.all())
     if not np.isfinite(out[compared]).all():
-        return Comparison(math.inf, 0.0, None, 0.0, True, "non-finite output where the "
-                          "reference and the eager twin are finite")
+        return Comparison(math.inf, 0.0, None, 0.0, True, whole, "non-finite output where "
+                          "the reference and the eager twin are finite")
     scale = float(np.abs(ref[compared]).max())
     error = float(np.abs(out - ref)[compared].max())
     twin_error = float(np.abs(twin - ref)[compared].max())
     allowed = output_allowance(dtype, twin_error, scale)
-    return Comparison(error, allowed, twin_error, scale, allowed < scale)
+    return Comparison(error, allowed, twin_error, scale, whole and allowed < scale, whole)
 
 
 class Harness:
@@ -284,12 +288,13 @@ class Harness:
                     error = float(np.abs(have[name] - want[name]).max(initial=0.0)) \
                         if finite else float("inf")
                     spread[name] = max(spread.get(name, 0.0), error)
-        floor = 16 * eps * max(
-            1.0, *(float(np.abs(want).max(initial=0.0)) for want in ref.values()))
-        worst = Outcome(ex, 0.0, 0.0, None)
+        size = {name: float(np.abs(want).max(initial=0.0)) for name, want in ref.items()}
+        # the largest gradient the twin does not overflow
+        floor = 16 * eps * max(1.0, *(v for k, v in size.items() if spread.get(k) != math.inf))
+        worst, judged = Outcome(ex, 0.0, 0.0, None), False
         for name, want in ref.items():
             have = got[name]  # autograd gives each gradient its tensor's shape
-            scale = max(float(np.abs(want).max(initial=0.0)), 1.0)
+            scale = max(size[name], 1.0)
             eager_error = spread.get(name)
             if not np.isfinite(have).all() and np.isfinite(want).all():
                 if eager_error == float("inf"):
@@ -301,16 +306,16 @@ class Harness:
             if eager_error is not None:
                 allowed = max(allowed, 4 * eager_error)
             allowed += floor
+            judged |= allowed < size[name]  # an all-zero gradient would fail
             if error / allowed > (worst.error / worst.allowed if worst.allowed else -1.0):
                 worst = Outcome(ex, error, allowed, eager_error, "", name)
-        return worst
+        return dataclasses.replace(worst, judged=judged)
 
     def eager(self, ex: Example, x: torch.Tensor, params: dict[str, torch.Tensor]) -> np.ndarray:
         """The eager twin's output in the tested dtype, on the harness's device."""
         with torch.no_grad():
             module = self.build(self.eager_cls, ex, params)
             return module(x.to(self.device)).double().cpu().numpy()
-
 
 
 def severity(outcome: Outcome) -> tuple[bool, bool, float]:

@@ -130,9 +130,9 @@ def wrong_causal(source: str) -> Iterator[str]:
     yield from _each_line(source, r"_dwconv1d\(([^\n]*), (\d+), 0\)", centred)
     yield from _each_line(source, r"torch\.cumsum\(([a-z_0-9]+), 1\)",
                           lambda m: f"{m.group(1)}.sum(1, keepdim=True).expand_as({m.group(1)})")
-    helper = "    y = torch.fft.irfft(xf * hf, n=2 * n, dim=1)[:, :n]"
+    helper = "    y = torch.fft.irfft(xf * hf, n=m, dim=1)[:, :n]"
     if helper in source:  # circular instead of linear convolution: the future wraps around
-        yield source.replace("n=2 * n", "n=n")
+        yield source.replace("n=m,", "n=n,")
 
 
 @mutator("doubled constant")
