@@ -545,8 +545,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="the .onnx file to write")
     _size_args(p, dim=384)
     p.add_argument("--dtype", default="float32", choices=["float32", "float16", "float64"],
-                   help="the model's dtype (float64: specs without convolutions, which "
-                        "onnxruntime's CPU provider lacks in float64)")
+                   help="the model's dtype (float64: specs without depthwise convolutions, "
+                        "whose Conv onnxruntime's CPU provider lacks in float64)")
     p.add_argument("--weights", metavar="FILE",
                    help="a state dict saved by torch.save(module.state_dict(), FILE) from a "
                         "module of this spec and width (default: the module's init)")
