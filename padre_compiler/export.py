@@ -32,7 +32,7 @@ import logging
 import math
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +46,7 @@ from padre_compiler.ir.ops import EvalContext
 from padre_compiler.spec.model import Spec
 from padre_compiler.verify.certificate import float64_allowance
 from padre_compiler.verify.fuzz import DTYPES as FUZZ_DTYPES
-from padre_compiler.verify.fuzz import compare
+from padre_compiler.verify.fuzz import compare, ratio
 
 DTYPES = {name: FUZZ_DTYPES[name] for name in ("float32", "float16", "float64")}
 INSTALL = "pip install 'padre-compiler[onnx]' (onnx, onnxscript and onnxruntime)"
@@ -226,7 +226,7 @@ def check_onnx(export: OnnxExport, model: bytes | None = None, seed: int = 1) ->
               for b, n in export.shapes()}
     zeros = f"[1, {export.tokens}] of zeros"
     inputs[zeros] = np.zeros((1, export.tokens, export.dim))
-    rows = []  # relative (error, allowance, the twin's error), judged, message, input, whole
+    rows = {}  # input -> its comparison
     for shown, x64 in inputs.items():
         x = torch.tensor(x64).to(dtype)
         with np.errstate(all="ignore"):
@@ -241,19 +241,16 @@ def check_onnx(export: OnnxExport, model: bytes | None = None, seed: int = 1) ->
         with torch.no_grad():
             twin_y = twin(x).double().numpy()
         c = compare(y.astype(np.float64), ref, twin_y, export.dtype)
-        allowed = c.allowed
-        if export.dtype == "float64" and c.scale > 0:  # module docstring
-            allowed = max(allowed, float64_allowance(c.twin_error / c.scale) * c.scale)
-        scale = c.scale or 1.0
-        twin_error = math.inf if c.twin_error is None else c.twin_error
-        rows.append((c.error / scale, allowed / scale, twin_error / scale,
-                     c.judged and allowed < c.scale, c.message and f"at x {shown}, {c.message}",
-                     shown, c.whole))
-
-    def worse(row: tuple) -> tuple[bool, bool, float]:  # fuzz.severity's order
-        return not row[0] <= row[1], row[3], row[0] / row[1] if row[1] else math.inf
-    error, allowed, twin_error, _, message, _, _ = max(rows, key=worse)
-    # judged at the N(0, 1) inputs: at the all-zero one the output may be all zeros
-    judged = all(r[3] for r in rows if r[5] != zeros)
-    return OnnxCheck(all(r[0] <= r[1] for r in rows), judged, error, allowed, twin_error,
-                     list(inputs), message, tuple(r[5] for r in rows if not r[6]))
+        if export.dtype == "float64" and c.twin_error is not None:  # module docstring
+            c = replace(c, allowed=max(c.allowed, float64_allowance(c.twin_error / c.scale)
+                                       * c.scale) if c.scale else c.allowed)
+        rows[shown] = c
+    shown, worst = max(rows.items(), key=lambda r: (not r[1].ok, r[1].judged, ratio(r[1])))
+    scale = worst.scale or 1.0
+    twin_error = math.inf if worst.twin_error is None else worst.twin_error
+    return OnnxCheck(all(c.ok for c in rows.values()),
+                     # judged at the N(0, 1) inputs: at the all-zero one the output may be zero
+                     all(c.judged for k, c in rows.items() if k != zeros),
+                     worst.error / scale, worst.allowed / scale, twin_error / scale, list(inputs),
+                     worst.message and f"at x {shown}, {worst.message}",
+                     tuple(k for k, c in rows.items() if not c.whole))

@@ -169,9 +169,17 @@ class Comparison:
     allowed: float
     twin_error: float | None  # the eager twin's, where compared
     scale: float  # max |reference| where compared
-    judged: bool  # every element compared, and allowed < scale: an all-zero output would fail
     whole: bool  # every element compared
     message: str = ""
+
+    @property
+    def judged(self) -> bool:
+        """Every element compared, and an all-zero output would fail."""
+        return self.message != "" or (self.whole and self.allowed < self.scale)
+
+    @property
+    def ok(self) -> bool:
+        return not self.message and self.error <= self.allowed
 
 
 def compare(out: np.ndarray, ref: np.ndarray, twin: np.ndarray, dtype: str) -> Comparison:
@@ -179,16 +187,16 @@ def compare(out: np.ndarray, ref: np.ndarray, twin: np.ndarray, dtype: str) -> C
     run in `dtype`; compared where `ref` and `twin` are finite (module docstring)."""
     compared = np.isfinite(ref) & np.isfinite(twin)
     if not compared.any():
-        return Comparison(0.0, 0.0, None, 0.0, False, False)
+        return Comparison(0.0, 0.0, None, 0.0, False)
     whole = bool(compared.all())
     if not np.isfinite(out[compared]).all():
-        return Comparison(math.inf, 0.0, None, 0.0, True, whole, "non-finite output where "
-                          "the reference and the eager twin are finite")
+        return Comparison(math.inf, 0.0, None, 0.0, whole, "non-finite output where the "
+                          "reference and the eager twin are finite")
     scale = float(np.abs(ref[compared]).max())
     error = float(np.abs(out - ref)[compared].max())
     twin_error = float(np.abs(twin - ref)[compared].max())
     allowed = output_allowance(dtype, twin_error, scale)
-    return Comparison(error, allowed, twin_error, scale, whole and allowed < scale, whole)
+    return Comparison(error, allowed, twin_error, scale, whole)
 
 
 class Harness:
@@ -323,7 +331,7 @@ def severity(outcome: Outcome) -> tuple[bool, bool, float]:
     return not outcome.ok, outcome.judged, ratio(outcome)
 
 
-def ratio(outcome: Outcome) -> float:
+def ratio(outcome: Outcome | Comparison) -> float:
     """error / allowed (0 / 0: nothing compared)."""
     if outcome.allowed:
         return outcome.error / outcome.allowed
