@@ -202,7 +202,8 @@ def probe_sizes(spec: Spec) -> list[tuple[int, tuple[int, int] | None]]:
     """The certificate's two (D, grid) probes: SIZES' grids, at the spec's one width, or at
     SIZES' widths (2 and 3 times the head count's multiple where there are heads) raised to
     the next width the graph is valid at (every head and per-head width divides it)."""
-    graph, step = spec.graph(), width_step(spec.graph())
+    graph = spec.graph()
+    step = width_step(graph)
     sizes = []
     for k, (dim, grid) in enumerate(SIZES[spec.layout]):
         d = spec.fixed_dim or (dim if step == 1 else (k + 2) * step)
