@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from padre_compiler.backends.pytorch import without_unused_imports
 from padre_compiler.cli import codegen_path
@@ -133,3 +134,22 @@ def test_forward_frees_every_intermediate_after_its_last_use(name: str) -> None:
                      and isinstance(n.ctx, ast.Store)}
     returned = {n.id for n in ast.walk(forward.body[-1]) if isinstance(n, ast.Name)}
     assert assigned - {"B", "N", "_", "D"} <= deleted | returned
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_normalisers_keep_their_eps_and_range_in_half_precision(dtype: torch.dtype) -> None:
+    """SimA's eps of 1e-12 is 0 in float16, and a column's l1 norm over 128 tokens of 1000 is
+    past float16's 65504: the generated normalisers take norm, eps and quotient in float32, so
+    an all-zero input maps to zeros and a large one to the float64 reference's output."""
+    import padre_compiler as pc
+
+    module = pc.compile("sima", dim=16)
+    half = pc.compile("sima", dim=16).to(dtype)
+    half.load_state_dict(module.state_dict())
+    zeros = torch.zeros(2, 128, 16, dtype=dtype)
+    assert torch.equal(half(zeros), zeros)
+    x = 1000 * (1 + torch.rand(2, 128, 16, dtype=torch.float64))
+    want = module.double()(x)
+    got = half(x.to(dtype)).double()
+    assert torch.isfinite(got).all()
+    assert (got - want).abs().max() <= 1e-2 * want.abs().max()

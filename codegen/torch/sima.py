@@ -14,13 +14,17 @@ from torch import nn
 
 def _normalize(x: torch.Tensor, kind: str, heads: int, eps: float) -> torch.Tensor:
     """l1_tokens: x[t, c] / (sum_s |x[s, c]| + eps); l2_rows: x[t, g] / (|x[t, g]|_2 + eps);
-    l1_rows: x[t, g] / (|x[t, g]|_1 + eps), g the channels of one head."""
+    l1_rows: x[t, g] / (|x[t, g]|_1 + eps), g the channels of one head. Norm, eps and quotient
+    are float32 at least, the result x's dtype: in float16 a norm overflows past 65504 and an
+    eps below 6e-8 (SimA's 1e-12) is 0, which made an all-zero column 0 / 0."""
+    acc = torch.promote_types(x.dtype, torch.float32)
     if kind == "l1_tokens":
-        return x / (x.abs().sum(1, keepdim=True) + eps)
+        return (x / (x.abs().sum(1, keepdim=True, dtype=acc) + eps)).to(x.dtype)
     b, n, w = x.shape
     xh = x.reshape(b, n, heads, w // heads)
     p = 1 if kind == "l1_rows" else 2
-    return (xh / (xh.norm(p=p, dim=-1, keepdim=True) + eps)).reshape(b, n, w)
+    norm = torch.linalg.vector_norm(xh, ord=p, dim=-1, keepdim=True, dtype=acc)
+    return (xh / (norm + eps)).to(x.dtype).reshape(b, n, w)
 
 
 def _linear_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int,
