@@ -318,3 +318,35 @@ def test_fuzz_harness_compiles_at_a_width_its_heads_divide() -> None:
 
     report = fuzz(sima_like(heads=5), examples_n=5)
     assert report.failure is None and report.examples > 0
+
+
+def test_the_init_regime_sees_a_wrong_gradient_of_a_low_degree_term() -> None:
+    """mamba with the skip term's input gradient scaled by 1.5 (outputs, and the gradient of
+    its weight D, right): at default weights the degree-403 terms bury the wrong part of d/dx
+    below float64's resolution; at init-range weights and x / 100 the gradient check sees
+    it."""
+    spec = load_spec("mamba")
+    result = generate(spec, dim=8)
+    old = "skip = x * self.skip_scale"
+    wrong = result.source.replace(old, "skip = _scaled(x) * self.skip_scale")
+    assert wrong != result.source
+    namespace = load_source(wrong, "mamba_wrong_grad")
+    namespace._scaled = _ScaledGradient.apply
+    harness = Harness(spec, "torch")
+    harness.cls = getattr(namespace, result.class_name)
+    example = Example(dim=8, tokens=10, grid=None, batch=1, dtype="float64", seed=1, grad=True)
+    assert harness.check_grad(example, "default").ok
+    outcome = harness.check(example)
+    assert not outcome.ok and outcome.regime == "init" and outcome.tensor == "x", outcome
+    assert Harness(spec, "torch").check(example).ok
+
+
+def test_a_gradient_the_dtype_cannot_resolve_is_allowed_its_own_shift() -> None:
+    """Castling-ViT at 13 tokens in bfloat16 (2-channel heads, l2-normalised): moving the input
+    by 1-2 ulp shifts the float64 gradient of wk by about its own size, so the compiled module
+    and the eager twin, each rounding its own way, are off by 229 and 20 on a gradient of 78.
+    Against 4x the twin's error alone this failed; the shift is part of the spread."""
+    example = Example(dim=16, tokens=13, grid=None, batch=1, dtype="bfloat16", seed=3853,
+                      grad=True)
+    outcome = check_example("castling_vit", example)
+    assert outcome.ok and outcome.allowed > 4 * 20, outcome
