@@ -117,6 +117,13 @@ CASES = [
     ("family_not_a_string", FAMILY.replace('"hyena"', "3"), "family", "expected str"),
     ("parameters_not_a_table", 'family = "hyena"\nparameters = 3\n', "parameters",
      "expected table"),
+    ("spec_name", 'name = "1 weird/na me"\n' + GOOD, "name", "not a name generated code"),
+    ("empty_name", 'name = ""\n' + GOOD, "name", "not a name generated code"),
+    ("family_spec_name", 'name = "x-y"\n' + FAMILY, "name", "not a name generated code"),
+    ("op_name", GOOD.replace('{ op = "dense" }', '{ op = "dense", name = "a b-c" }', 1),
+     "branch[1].channel", "op name 'a b-c' is not a name"),
+    ("negative_eps", GOOD + '\n[[normalize]]\nat = "Y1"\nkind = "l1_tokens"\neps = -1.0\n',
+     "normalize[1].eps", "must be >= 0"),
 ]
 
 

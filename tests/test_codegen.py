@@ -153,3 +153,26 @@ def test_normalisers_keep_their_eps_and_range_in_half_precision(dtype: torch.dty
     got = half(x.to(dtype)).double()
     assert torch.isfinite(got).all()
     assert (got - want).abs().max() <= 1e-2 * want.abs().max()
+
+
+def test_a_description_cannot_end_the_docstring(tmp_path: Path) -> None:
+    """A spec's description is free text: triple quotes, backslashes and control characters in
+    it stay inside the generated docstring (escaped), and nothing of it runs."""
+    text = 'x"""\nimport os; os.system("touch pwned")\n""" \\ end \u0000 "'
+    path = tmp_path / "2d-mixer.toml"  # no name field: the stem, made an identifier
+    lines = (Path(__file__).parents[1] / "specs" / "conv2former.toml").read_text().splitlines()
+    path.write_text("\n".join([f"description = {_toml_string(text)}",
+                               *(x for x in lines if not x.startswith(("name", "description")))]))
+    spec = load_spec(path)
+    assert spec.name == "spec_2d_mixer"
+    for backend in ("torch", "triton"):
+        source = generate(spec, dim=8, grid=(3, 3), backend=backend).source
+        tree = ast.parse(source)
+        assert ast.get_docstring(tree, clean=False).startswith(f"spec_2d_mixer: {text}\n")
+        assert "pwned" not in ast.unparse(ast.Module(tree.body[1:], []))
+
+
+def _toml_string(text: str) -> str:
+    """A TOML basic string holding `text`."""
+    escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    return '"' + escaped.replace("\u0000", "\\u0000") + '"'

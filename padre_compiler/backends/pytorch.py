@@ -359,6 +359,14 @@ def statement(var: str, code: str, width: Width, note: str = "") -> str:
     return f"{shape}\n{_wrap_call(stmt)}"
 
 
+def docstring_literal(text: str) -> str:
+    """`text` as the body of a triple-quoted literal whose value is `text`: backslashes,
+    quotes and control characters other than newlines escaped (a spec's description is free
+    text; unescaped, a triple quote in it would end the docstring and run the rest)."""
+    text = text.replace("\\", "\\\\").replace('"', '\\"')
+    return "".join(f"\\x{ord(c):02x}" if ord(c) < 32 and c != "\n" else c for c in text)
+
+
 def module_source(g: Graph, decls: dict[str, ParamDecl], *, name: str, docstring: str,
                   preamble: list[str], body: list[str], fixed_dim: int | None = None) -> str:
     """The module file: docstring, imports and helpers (`preamble`), then the class with
@@ -386,7 +394,7 @@ def module_source(g: Graph, decls: dict[str, ParamDecl], *, name: str, docstring
                   '        f"{N} tokens do not fill the {self.grid[0]} x {self.grid[1]} grid"',
                   '        " (N must equal H * W)")']
     ind = "        "
-    parts = [f'"""{docstring}"""', "", *preamble]
+    parts = [f'"""{docstring_literal(docstring)}"""', "", *preamble]
     parts += ["", f"class {class_name(name)}(nn.Module):",
               f'    """{name}: [B, N, dim] -> [B, N, dim]. Parameters are named after the spec."""',
               "", f"    def __init__({sig}) -> None:"]

@@ -84,6 +84,10 @@ def _positive(v: int) -> str | None:
     return None if v >= 1 else f"must be a positive integer, got {v}"
 
 
+def _non_negative(v: float) -> str | None:
+    return None if v >= 0 else f"must be >= 0, got {v}"
+
+
 def _one_of(*allowed: str) -> Callable[[str], str | None]:
     def check(v: str) -> str | None:
         return None if v in allowed else f"must be one of {', '.join(allowed)}; got '{v}'"
@@ -611,7 +615,8 @@ declare(OpDef("normalize", "elementwise", 1, (
              "(each token / its l2 norm over the channels of its head, Castling-ViT) or "
              "l1_rows (each token / its l1 norm over the channels of its head)"),
     HEADS,
-    Attr("eps", float, 1e-6, doc="added to the norm"),
+    Attr("eps", float, 1e-6, check=_non_negative, doc="added to the norm",
+         fix="use eps >= 0 (0: plain division; a negative eps can make the norm 0)"),
 ), doc="a normalisation hook: non-polynomial; the certified object is the polynomial around it"))
 shape_rules.register("normalize")(same_width)
 param_rules.register("normalize")(no_params)

@@ -14,6 +14,7 @@ Attributes are validated against the op registry as they are written.
 from __future__ import annotations
 
 import numbers
+import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -26,6 +27,18 @@ from padre_compiler.ir.width import Width
 from padre_compiler.spec.surrogates import BASES, FUNCTIONS, surrogate_coeffs
 
 
+IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")  # names become Python names in codegen
+
+
+def require_identifier(name: str, field: str, what: str, source: str | None = None) -> None:
+    """SpecError unless `name` is an ASCII identifier: spec and op names become class, file
+    and parameter names in generated code."""
+    if not IDENTIFIER.match(name):
+        raise SpecError(field, f"{what} {name!r} is not a name generated code can use",
+                        "use ASCII letters, digits and underscores, starting with a letter "
+                        "or an underscore (e.g. mixer_2d)", source=source)
+
+
 class Expr:
     """A node of the spec's expression DAG. Immutable once built."""
 
@@ -35,6 +48,8 @@ class Expr:
                  name: str | None = None, label: str = "", field: str = "",
                  init: Mapping[str, tuple[float, float]] | None = None) -> None:
         opdef = OPS[op]
+        if name is not None:
+            require_identifier(name, field or op, "the op name")
         self.op, self.inputs, self.name, self.label = op, inputs, name, label
         self.attrs = opdef.resolve_attrs(attrs, field or op)
         layouts = {x.layout for x in inputs} - {"any"}

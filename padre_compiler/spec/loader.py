@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -113,6 +114,17 @@ def parse_spec(text: str, source: str = "<string>", default_name: str = "spec",
 
 
 # validation helpers -------------------------------------------------------------------------
+def _spec_name(data: dict[str, Any], default_name: str, source: str) -> str:
+    """The `name` field, which must be an identifier, or else the file's stem made one
+    ("2d-mixer.toml" -> "spec_2d_mixer")."""
+    if "name" in data:
+        name = _get(data, "name", str, "")
+        dsl.require_identifier(name, "name", "the spec name", source)
+        return name
+    name = re.sub(r"[^A-Za-z0-9_]", "_", default_name)
+    return name if dsl.IDENTIFIER.match(name) else f"spec_{name}"
+
+
 def _check_finite(value: Any, field: str) -> None:
     if isinstance(value, float) and not math.isfinite(value):
         raise SpecError(field, f"non-finite number {value}", "use a finite number")
@@ -252,7 +264,7 @@ def _build_family(data: dict[str, Any], source: str, default_name: str,
             raise SpecError(key, f"a family spec takes its structure from family '{family}'",
                             f"remove '{key}', or remove 'family' and write the canonical "
                             "recursion")
-    name = _get(data, "name", str, "", default=default_name)
+    name = _spec_name(data, default_name, source)
     description = _get(data, "description", str, "", default="")
     values = family_params(family, _get(data, "parameters", dict, "", default={}))
     values |= {k: v for k, v in family_params(family, overrides, "--param").items()
@@ -266,7 +278,7 @@ def _build_family(data: dict[str, Any], source: str, default_name: str,
 
 # the canonical recursion ----------------------------------------------------------------------
 def _build(data: dict[str, Any], source: str, default_name: str) -> Spec:
-    name = _get(data, "name", str, "", default=default_name)
+    name = _spec_name(data, default_name, source)
     description = _get(data, "description", str, "", default="")
     layout = _get(data, "layout", str, "", fix=f"add layout = one of {', '.join(LAYOUTS)}")
     if layout not in LAYOUTS:
