@@ -26,7 +26,6 @@ from padre_compiler.ir.registry import OPS
 from padre_compiler.ir.width import Width
 from padre_compiler.spec.surrogates import BASES, FUNCTIONS, surrogate_coeffs
 
-
 IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")  # names become Python names in codegen
 
 
