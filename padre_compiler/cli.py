@@ -22,6 +22,7 @@ Errors in specs or arguments print one message (file, field, problem, fix) and e
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import os
 import sys
@@ -32,120 +33,23 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 
+from padre_compiler import argtypes
 from padre_compiler.errors import PadreError, first_line
-from padre_compiler.paths import checkout_path
+from padre_compiler.paths import (
+    check_writable_folder,
+    checkout_path,
+    output_target,
+    write_atomic,
+)
 
 console = Console(stderr=False, highlight=False, soft_wrap=True)
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
-
-
-def _grid(text: str) -> tuple[int, int]:
-    try:
-        h, w = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected HxW such as 14x14, got '{text}'") from None
-    if h < 1 or w < 1:
-        raise argparse.ArgumentTypeError(f"grid sizes must be positive, got '{text}'")
-    return h, w
-
-
-def _pair(text: str) -> tuple[int, int]:
-    try:
-        a, b = (int(v) for v in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected N,D such as 4,2, got '{text}'") from None
-    return a, b
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got '{text}'") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
-
-
-def _param(text: str) -> tuple[str, object]:
-    """KEY=VALUE, VALUE read as a TOML value (3, -2.5, [-8, 2], "x") or else as a bare string."""
-    import tomllib
-
-    key, sep, value = text.partition("=")
-    if not sep or not key.strip():
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE such as order=3, got '{text}'")
-    try:
-        return key.strip(), tomllib.loads(f"v = {value}")["v"]
-    except tomllib.TOMLDecodeError:
-        return key.strip(), value.strip()
 
 
 def _load(args: argparse.Namespace):
     from padre_compiler.spec.loader import load_spec
 
     return load_spec(args.spec, params=dict(args.param or ()))
-
-
-def _write_atomic(path: str | Path, data: str | bytes, example: str = "module.py") -> None:
-    """Write whole or not at all: a regular file is replaced by a rename (keeping its
-    permissions), so a crash never leaves it half-written; a link is written through to its
-    target, and a device or pipe (/dev/null, /dev/stdout) is written directly, never
-    replaced. A folder, a path under a file, or one that cannot be written is refused."""
-    target = _output_target(path, example)
-    shown = str(path)
-
-    def write(to: Path) -> None:
-        if isinstance(data, bytes):
-            to.write_bytes(data)
-        else:
-            to.write_text(data)
-
-    try:
-        if target.exists() and not target.is_file():
-            write(target)
-            return
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.tmp")
-        try:
-            write(tmp)
-            if target.exists():
-                tmp.chmod(target.stat().st_mode & 0o7777)
-            tmp.replace(target)
-        finally:
-            tmp.unlink(missing_ok=True)
-    except OSError as err:
-        raise PadreError(f"-o {shown}: cannot write it ({err.strerror or err}); "
-                         "give a writable file path") from None
-
-
-def _output_target(path: str | Path, example: str = "module.py") -> Path:
-    """The file `-o path` writes (a link's target), or a PadreError saying why it cannot be
-    written: a folder, a path under a file, a read-only file or folder."""
-    shown = str(path)
-    if shown.endswith(("/", os.sep)):
-        raise PadreError(f"-o {shown}: a folder; give a file path such as {shown}{example}")
-    try:
-        target = Path(path).resolve() if Path(path).is_symlink() else Path(path)
-    except (OSError, RuntimeError) as err:  # a symlink loop
-        raise PadreError(f"-o {shown}: cannot follow the link ({err})") from None
-    _check_writable_folder(target.parent, f"-o {shown}")
-    if target.is_dir():
-        raise PadreError(f"-o {shown}: a folder; give a file path such as {target / example}")
-    if target.is_file() and not os.access(target, os.W_OK):
-        raise PadreError(f"-o {shown}: the file is read-only")
-    return target
-
-
-def _check_writable_folder(path: Path, what: str) -> None:
-    """Refuse before any work a folder that cannot be made or written: its nearest existing
-    part must be a writable directory. `what`: the option and value the message names."""
-    existing = path
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir():
-        raise PadreError(f"{what}: {existing} is a file, not a folder; pass a folder path")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise PadreError(f"{what}: {existing} is not writable; pass a writable folder")
 
 
 def codegen_dir() -> Path:
@@ -183,15 +87,20 @@ def cmd_compile(args: argparse.Namespace) -> int:
                 for spec in specs:
                     outputs.append((spec, generate(spec, backend=backend)))
                     progress.advance(task)
-        for spec, result in outputs:
-            path = codegen_path(spec.name, result.backend)
-            _write_atomic(path, result.source)
+        paths = [codegen_path(spec.name, result.backend) for spec, result in outputs]
+        for path in paths:  # every target checked before the first is written
+            output_target(path, what=f"codegen file {path}")
+        for path, (_, result) in zip(paths, outputs, strict=True):
+            write_atomic(path, result.source, what=f"codegen file {path}")
             console.print(f"wrote {path.relative_to(out_dir.parent)}")
         return 0
     if args.spec is None:
         raise PadreError("give a SPEC (a path or a bundled spec name) or --all")
     spec = _load(args)
     grid, tokens = _resolve_size(spec, args)
+    if args.output is not None:  # refused before the work
+        output_target(args.output, inputs=(spec.source,))
+    out = Path(args.output) if args.output is not None else None
     t0 = time.perf_counter()
     dim = args.dim or 384
     result = generate(spec, dim=dim, grid=grid, backend=args.backend or "torch", tokens=tokens)
@@ -203,14 +112,13 @@ def cmd_compile(args: argparse.Namespace) -> int:
             console.print(f"[bold]after {rec.name}[/bold] ({rec.rewrites} rewrites): {rec.cost}")
             for line in explain_graph(rec.graph, dim, tokens):
                 console.print(line, soft_wrap=True)
-    out = Path(args.output) if args.output else None
-    if out is not None:
-        _write_atomic(args.output, result.source)
-    elif not args.run and not args.explain:
+    if out is None and not args.run and not args.explain:
         sys.stdout.write(result.source)
-    if args.run:
+    if args.run:  # before writing: a run that fails leaves no file
         _run_summary(result, dim, grid, tokens, out, elapsed)
-    elif out is not None:
+    if out is not None:
+        write_atomic(out, result.source, inputs=(spec.source,))
+    if out is not None and not args.run:
         console.print(f"wrote {out} ({elapsed * 1e3:.0f} ms)")
     # with the source on stdout, the certificate goes to stderr
     to = console if out is not None or args.run or args.explain else err_console
@@ -234,7 +142,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     spec = _load(args)
     grid, tokens = _resolve_size(spec, args)
-    _output_target(args.output, "model.onnx")  # refused before the export's work
+    inputs = (spec.source, *([args.weights] if args.weights else []))
+    output_target(args.output, example="model.onnx", inputs=inputs)  # before the export
     weights = _weights_file(args.weights) if args.weights else None
     with console.status(f"exporting {spec.name} to ONNX ({args.dtype})"):
         export = export_onnx(spec, dim=args.dim, grid=grid, tokens=tokens, dtype=args.dtype,
@@ -249,7 +158,7 @@ def cmd_export(args: argparse.Namespace) -> int:
             err_console.print(f"[red]not written:[/red] the ONNX model of {spec.name} {why} "
                               "(--no-check writes it anyway)")
             return 1
-    _write_atomic(args.output, export.model, "model.onnx")
+    write_atomic(args.output, export.model, example="model.onnx", inputs=inputs)
     tokens_axis = "tokens" if export.dynamic_tokens else str(export.tokens)
     console.print(escape(f"wrote {args.output}: {len(export.model) / 1e6:.2f} MB, opset "
                          f"{export.opset}, {export.nodes} nodes; input x [batch, {tokens_axis}, "
@@ -318,14 +227,16 @@ def _expand(spec, g, args: argparse.Namespace):
 
 
 def _param_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--param", type=_param, action="append", metavar="KEY=VALUE",
+    p.add_argument("--param", type=argtypes.param, action="append", metavar="KEY=VALUE",
                    help="set a parameter of a family spec (repeatable), e.g. order=3")
 
 
 def _size_args(p: argparse.ArgumentParser, dim: int) -> None:
-    p.add_argument("--dim", type=_positive, default=dim, help=f"model width D (default {dim})")
-    p.add_argument("--grid", type=_grid, help="token grid HxW for 2-D specs (default 14x14)")
-    p.add_argument("--tokens", type=_positive,
+    p.add_argument("--dim", type=argtypes.positive, default=dim,
+                   help=f"model width D (default {dim})")
+    p.add_argument("--grid", type=argtypes.grid, metavar="HxW",
+                   help="token grid HxW for 2-D specs (default 14x14)")
+    p.add_argument("--tokens", type=argtypes.positive,
                    help="token count for sequence specs (default 196)")
 
 
@@ -380,7 +291,7 @@ def cmd_fuzz(args: argparse.Namespace) -> int:
     spec = _load(args)
     if args.regressions:  # the default is checked where a failure is written
         regressions = Path(args.regressions)
-        _check_writable_folder(regressions, f"--regressions {regressions}")
+        check_writable_folder(regressions, f"--regressions {regressions}")
     else:
         regressions = checkout_path("tests/regressions",
                                     "padre fuzz keeps a failing example in tests/regressions/",
@@ -441,6 +352,8 @@ def cmd_prove(args: argparse.Namespace) -> int:
             raise PadreError(f"unknown model '{name}'; models: {', '.join(known)}")
     proofs = None if args.no_write else checkout_path(
         "proofs", "padre prove writes proofs/NAME.md", "pass --no-write to print the proofs only")
+    for name in names if proofs is not None else ():  # refused before the first derivation
+        output_target(proofs / f"{name}.md", what=f"the proof {proofs / name}.md")
     failed = []
     with Progress(console=err_console, transient=True) as progress:
         task = progress.add_task("proving", total=len(names))
@@ -475,6 +388,9 @@ def cmd_families(args: argparse.Namespace) -> int:
         console.print(f"[bold]{name}[/bold]: {escape(fam.doc)}")
         for pname, param in fam.params.items():
             allowed = f" (one of: {', '.join(map(str, param.choices))})" if param.choices else ""
+            bounds = [f"{op} {v:g}" for op, v in ((">=", param.minimum), ("<=", param.maximum))
+                      if v is not None]
+            allowed += f" ({', '.join(bounds)})" if bounds else ""
             console.print(escape(f"  {pname} = {param.default!r}: {param.doc}{allowed}"),
                           soft_wrap=True)
     return 0
@@ -492,19 +408,23 @@ def cmd_caote(args: argparse.Namespace) -> int:
     return 0
 
 
+SPEC_HELP = "a spec file (.toml) or the name of a bundled spec (padre3, hyena, ...)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="padre", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("compile", help="compile a spec to module source")
-    p.add_argument("spec", nargs="?", help="a spec file or a bundled spec name")
+    p.add_argument("spec", nargs="?", help=SPEC_HELP)
     p.add_argument("--all", action="store_true", help="regenerate codegen/ for every spec")
     p.add_argument("--backend", choices=["torch", "triton"],
                    help="torch (default) or triton (fused kernels)")
     p.add_argument("-o", "--output", help="write the module source here")
-    p.add_argument("--dim", type=_positive, help="model width D (default 384)")
-    p.add_argument("--grid", type=_grid, help="token grid HxW for 2-D specs (default 14x14)")
-    p.add_argument("--tokens", type=_positive,
+    p.add_argument("--dim", type=argtypes.positive, help="model width D (default 384)")
+    p.add_argument("--grid", type=argtypes.grid, metavar="HxW",
+                   help="token grid HxW for 2-D specs (default 14x14)")
+    p.add_argument("--tokens", type=argtypes.positive,
                    help="token count for costs of sequence specs (default 196)")
     p.add_argument("--explain", action="store_true", help="print the graph after each pass")
     p.add_argument("--run", action="store_true",
@@ -514,19 +434,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("verify", help="certify optimised graph and generated code against "
                                       "the spec")
-    p.add_argument("spec")
+    p.add_argument("spec", help=SPEC_HELP)
     _size_args(p, dim=64)
-    p.add_argument("--trials", type=_positive, default=8, help="identity-testing trials")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--trials", type=argtypes.positive, default=8,
+                   help="identity-testing trials at random points (default 8)")
+    p.add_argument("--seed", type=argtypes.seed, default=0, help="seed of the random points")
     _param_arg(p)
     p.set_defaults(fn=cmd_verify)
 
     p = sub.add_parser("fuzz", help="fuzz a backend against the float64 reference")
-    p.add_argument("spec")
+    p.add_argument("spec", help=SPEC_HELP)
     p.add_argument("--backend", default="torch", choices=["torch", "triton"],
                    help="triton without a GPU runs the kernels in Triton's CPU interpreter")
-    p.add_argument("--examples", type=_positive, default=200)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--examples", type=argtypes.positive, default=200,
+                   help="hypothesis examples to run (default 200)")
+    p.add_argument("--seed", type=argtypes.seed, default=0, help="hypothesis's seed")
     p.add_argument("--regressions", metavar="DIR",
                    help="where a failing example's regression test is written (default: the "
                         "checkout's tests/regressions)")
@@ -541,7 +463,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("export", help="export a compiled module (torch backend) to ONNX, checked "
                                       "in onnxruntime against the float64 reference")
-    p.add_argument("spec", help="a spec file or a bundled spec name")
+    p.add_argument("spec", help=SPEC_HELP)
     p.add_argument("-o", "--output", required=True, help="the .onnx file to write")
     _size_args(p, dim=384)
     p.add_argument("--dtype", default="float32", choices=["float32", "float16", "float64"],
@@ -550,16 +472,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", metavar="FILE",
                    help="a state dict saved by torch.save(module.state_dict(), FILE) from a "
                         "module of this spec and width (default: the module's init)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the default init")
+    p.add_argument("--seed", type=argtypes.seed, default=0, help="seed of the default init")
     p.add_argument("--no-check", action="store_true",
                    help="write the model without running it in onnxruntime")
     _param_arg(p)
     p.set_defaults(fn=cmd_export)
 
     p = sub.add_parser("inspect", help="degrees, LaTeX and small-size expansion of a spec")
-    p.add_argument("spec")
-    p.add_argument("--expand", type=_pair, metavar="N,D", help="expand at N tokens, D channels")
-    p.add_argument("--expand-grid", type=_grid,
+    p.add_argument("spec", help=SPEC_HELP)
+    p.add_argument("--expand", type=argtypes.pair, metavar="N,D",
+                   help="expand at N tokens, D channels")
+    p.add_argument("--expand-grid", type=argtypes.grid, metavar="HxW",
                    help="grid HxW (H * W = N) for the expansion of 2-D specs (default 1xN)")
     p.add_argument("--symbolic-weights", action="store_true", help="keep weights as symbols")
     _param_arg(p)
@@ -593,6 +516,23 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         err_console.print("interrupted")
         return 130
+    except MemoryError:  # numpy's too (_ArrayMemoryError)
+        return _fail("out of memory: the sizes asked for do not fit in this machine's memory; "
+                     "check --dim, --grid, --tokens and the spec's sizes (kernel, length, "
+                     "times, states)")
+    except RuntimeError as err:
+        if "alloc" not in str(err).lower():  # torch's "can't allocate memory"
+            raise
+        return _fail(f"out of memory ({first_line(err)}); check --dim, --grid, --tokens and "
+                     "the spec's sizes")
+    except OSError as err:  # a full disk or a closed pipe under stdout
+        return _fail(f"cannot write the output ({err.strerror or err})")
+
+
+def _fail(message: str) -> int:
+    with contextlib.suppress(OSError):
+        err_console.print(f"[red]error:[/red] {escape(message)}", soft_wrap=True)
+    return 1
 
 
 if __name__ == "__main__":

@@ -117,6 +117,10 @@ CASES = [
     ("family_not_a_string", FAMILY.replace('"hyena"', "3"), "family", "expected str"),
     ("parameters_not_a_table", 'family = "hyena"\nparameters = 3\n', "parameters",
      "expected table"),
+    ("surrogate_overflow", GOOD.replace('token = { op = "identity" }',
+                                        'token = { op = "identity" }\nactivation = { fn = '
+                                        '"exp", order = 8, range = [-1000, 1000] }'),
+     "branch[2].activation.range", "exp overflows float64 on [-1000.0, 1000.0]"),
     ("spec_name", 'name = "1 weird/na me"\n' + GOOD, "name", "not a name generated code"),
     ("empty_name", 'name = ""\n' + GOOD, "name", "not a name generated code"),
     ("family_spec_name", 'name = "x-y"\n' + FAMILY, "name", "not a name generated code"),

@@ -116,3 +116,69 @@ def test_inspect_checks_the_expansion_before_printing(capsys: pytest.CaptureFixt
                  "--expand-grid 2x3 has 6 tokens", capsys)
     assert "N = 4" in err
     _fails(["inspect", "padre3", "--expand-grid", "2x2"], "give --expand N,D too", capsys)
+
+
+def test_inspect_expands_a_normalised_spec_and_checks_its_width(
+        capsys: pytest.CaptureFixture) -> None:
+    """castling_vit's 8 heads do not split D = 4; its normalisers expand as opaque factors."""
+    _fails(["inspect", "castling_vit", "--expand", "2,4"], "heads must divide D", capsys)
+    with pytest.raises(SystemExit):
+        cli.main(["inspect", "padre3", "--expand", "0,2"])
+    assert "must be positive" in capsys.readouterr().err
+
+
+def test_outputs_never_overwrite_inputs_or_outlive_a_failed_run(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """-o naming the spec (or --weights) is refused before any work; --run runs before -o is
+    written, so a run that fails leaves no file; an empty -o is an error, not stdout."""
+    spec = tmp_path / "mixer.toml"
+    spec.write_text((Path(cli.__file__).parents[1] / "specs" / "conv2former.toml").read_text())
+    before = spec.read_text()
+    _fails(["compile", str(spec), "-o", str(spec)], "which writing would overwrite", capsys)
+    assert spec.read_text() == before
+    _fails(["compile", str(spec), "-o", ""], "an empty path", capsys)
+    lc = tmp_path / "lc.toml"
+    lc.write_text('layout = "sequence"\ndegree = 2\n[[branch]]\nchannel = { op = "dense", name '
+                  '= "b" }\ntoken = { op = "long_conv", name = "h", length = 8 }\n[[branch]]\n'
+                  'channel = { op = "dense", name = "c" }\ntoken = "identity"\n')
+    out = tmp_path / "lc.py"
+    assert cli.main(["compile", str(lc), "--dim", "4", "--tokens", "16", "--run", "-o",
+                     str(out)]) == 2
+    assert "filter length 8 < sequence length 16" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_prove_refuses_a_proof_it_cannot_write_before_deriving(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    (tmp_path / "proofs" / "sima.md").mkdir(parents=True)
+    monkeypatch.setattr(cli, "checkout_path", lambda relative, *a: tmp_path / relative)
+    _fails(["prove", "sima", "-q"], "a folder", capsys)
+    assert [p.name for p in (tmp_path / "proofs").iterdir()] == ["sima.md"]
+
+
+def test_seeds_and_family_bounds(capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit):
+        cli.main(["verify", "padre3", "--seed", "-5"])
+    assert "a seed must be in [0, 2^32)" in capsys.readouterr().err
+    _fails(["compile", "mamba", "--param", "decay_min=-1e308"], "below the minimum", capsys)
+    assert cli.main(["families"]) == 0
+    assert "(>= 1, <= 16)" in capsys.readouterr().out
+
+
+def test_out_of_memory_and_a_full_stdout_exit_1_without_a_traceback(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    def raises(error: BaseException):
+        def run(args):
+            raise error
+        return run
+
+    for error, words in ((MemoryError(), "out of memory"),
+                         (RuntimeError("DefaultCPUAllocator: can't allocate memory"),
+                          "out of memory"),
+                         (OSError(28, "No space left on device"), "cannot write the output")):
+        monkeypatch.setattr(cli, "cmd_families", raises(error))
+        assert cli.main(["families"]) == 1
+        assert words in capsys.readouterr().err
+    monkeypatch.setattr(cli, "cmd_families", raises(RuntimeError("a bug")))
+    with pytest.raises(RuntimeError, match="a bug"):  # other errors are not hidden
+        cli.main(["families"])

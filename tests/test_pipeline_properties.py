@@ -101,3 +101,34 @@ def test_top_term_is_homogeneous(seed: int, case, scale: float) -> None:
                 g.node(a).op for a in g.g.nodes}:
             (d,) = terms
             assert rel_err(scaled[nid], scale ** d * values[nid]) < 1e-9
+
+
+@pytest.mark.parametrize(("kind", "heads"), [("l1_tokens", 1), ("l2_rows", 2), ("l1_rows", 2)])
+def test_expansion_keeps_a_normaliser_as_an_opaque_factor(kind: str, heads: int) -> None:
+    """normalize(v) = v ⊙ phi(v): the expansion is a polynomial in x and phi's symbols, and
+    putting the normaliser's true values in for phi gives the float64 reference."""
+    from padre_compiler import dsl
+
+    x = dsl.tokens("sequence")
+    normed = dsl.apply("normalize", dsl.dense(x, "a"), kind=kind, heads=heads, eps=0.5)
+    spec = dsl.spec("normed", layout="sequence",
+                    output=dsl.dense(normed * dsl.dense(x, "b"), "proj"))
+    g = spec.graph()
+    tokens, dim = 3, 2
+    weights = rational_weights(g.decls, dim)
+    expansion = expand_graph(g, tokens, dim, weights=weights)
+    xs = np.random.default_rng(0).integers(-3, 4, size=(1, tokens, dim)).astype(float)
+    params = {k: np.array(v, dtype=float) for k, v in weights.items()}
+    ref = reference(g, xs, params, None)[0]
+    v = xs[0] @ params["a_weight"].T  # the normaliser's input, [N, D]
+    if kind == "l1_tokens":
+        phi = {f"phi1_{c}": 1 / (np.abs(v[:, c]).sum() + 0.5) for c in range(dim)}
+    else:
+        rows = v.reshape(tokens, heads, dim // heads)
+        norm = np.abs(rows).sum(-1) if kind == "l1_rows" else np.sqrt((rows ** 2).sum(-1))
+        phi = {f"phi1_{t}_{h}": 1 / (norm[t, h] + 0.5) for t in range(tokens)
+               for h in range(heads)}
+    subs = {**dict(zip(expansion.x, (sp.Integer(int(u)) for u in xs.flat), strict=True)),
+            **{sp.Symbol(k): sp.Float(u, 30) for k, u in phi.items()}}
+    assert expansion.degrees_in_x() == {2}
+    assert rel_err(np.array(expansion.matrix.subs(subs), dtype=float), ref) < 1e-12

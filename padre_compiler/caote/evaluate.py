@@ -32,8 +32,11 @@ from typing import Any
 
 import torch
 
+from padre_compiler import argtypes
 from padre_compiler.caote.hf import BlockwiseEvictor
 from padre_compiler.caote.policy import EvictionConfig
+from padre_compiler.errors import PadreError
+from padre_compiler.paths import check_writable_folder
 
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 CACHE_DIR = Path.home() / ".cache" / "padre_compiler" / "smollm2-135m-instruct"
@@ -358,28 +361,56 @@ def plot(r: dict[str, Any], path: Path) -> None:
 def main(argv: list[str] | None = None, prog: str = "python -m padre_compiler.caote.evaluate"
          ) -> None:
     p = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
-    p.add_argument("--budgets", type=int, nargs="+", default=[128, 256, 512])
-    p.add_argument("--context", type=int, default=1280)
-    p.add_argument("--score-from", type=int, default=512)
-    p.add_argument("--passkey-budgets", type=int, nargs="+", default=[128, 256, 512, 768])
-    p.add_argument("--passkey-depths", type=float, nargs="+", default=[0.1, 0.3, 0.5, 0.7, 0.9])
-    p.add_argument("--passkey-filler", type=int, default=900)
-    p.add_argument("--block-size", type=int, default=128)
-    p.add_argument("--out-dir", default="benchmarks/caote")
-    p.add_argument("--threads", type=int, default=2)
+    positive = argtypes.positive
+    p.add_argument("--budgets", type=positive, nargs="+", default=[128, 256, 512],
+                   help="KV-cache budgets b of the perplexity runs (tokens)")
+    p.add_argument("--context", type=positive, default=1280,
+                   help="tokens of the perplexity text")
+    p.add_argument("--score-from", type=positive, default=512,
+                   help="first token whose loss counts (< --context)")
+    p.add_argument("--passkey-budgets", type=positive, nargs="+", default=[128, 256, 512, 768],
+                   help="budgets of the passkey runs")
+    p.add_argument("--passkey-depths", type=argtypes.fraction, nargs="+",
+                   default=[0.1, 0.3, 0.5, 0.7, 0.9],
+                   help="where the passkey sits in the filler, as fractions in (0, 1)")
+    p.add_argument("--passkey-filler", type=positive, default=900,
+                   help="filler tokens around the passkey")
+    p.add_argument("--block-size", type=positive, default=128,
+                   help="prefill block: eviction runs after each block")
+    p.add_argument("--out-dir", default="benchmarks/caote",
+                   help="where results.json, results.md and results.png go")
+    p.add_argument("--threads", type=positive, default=2, help="torch CPU threads")
     p.add_argument("--render-only", action="store_true",
                    help="re-render results.md/.png from an existing results.json")
     args = p.parse_args(argv)
+    out = Path(args.out_dir)
     if args.render_only:
-        out = Path(args.out_dir)
-        write_reports(json.loads((out / "results.json").read_text()), out)
+        write_reports(_results_file(out / "results.json"), out)
         return
+    if args.score_from >= args.context:
+        p.error(f"--score-from {args.score_from} must be below --context {args.context}")
+    check_writable_folder(out, f"--out-dir {out}")
     torch.set_num_threads(args.threads)
     cmd = f"{prog} " + " ".join(
         shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
     run_eval(tuple(args.budgets), args.context, args.score_from, tuple(args.passkey_budgets),
              tuple(args.passkey_depths), args.passkey_filler, args.block_size, args.out_dir,
              command=cmd.strip())
+
+
+def _results_file(path: Path) -> dict[str, Any]:
+    """A results.json an evaluation wrote, or a PadreError saying what is wrong with it."""
+    try:
+        results = json.loads(path.read_text())
+    except OSError as err:
+        raise PadreError(f"--render-only: cannot read {path} ({err.strerror or err}); run the "
+                         "evaluation first, or give --out-dir the folder that holds it") from None
+    except ValueError as err:
+        raise PadreError(f"--render-only: {path} is not JSON ({err})") from None
+    if not isinstance(results, dict) or not {"setup", "ppl", "passkey"} <= results.keys():
+        raise PadreError(f"--render-only: {path} is not a results.json of `padre caote eval` "
+                         "(it lacks 'setup', 'ppl' or 'passkey')")
+    return results
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ Attributes are validated against the op registry as they are written.
 
 from __future__ import annotations
 
+import math
 import numbers
 import re
 from collections.abc import Callable, Mapping
@@ -172,7 +173,15 @@ def surrogate(x: Expr, fn: str, order: int, lo: float, hi: float, basis: str = "
         raise SpecError(f"{field}.range" if field else "range",
                         f"range [{lo}, {hi}] is empty or outside the domain of {fn}",
                         "give range = [lo, hi] with lo < hi inside the function's domain")
-    coeffs = surrogate_coeffs(fn, order, float(lo), float(hi), basis)
+    try:
+        with np.errstate(over="ignore", invalid="ignore"):
+            coeffs = surrogate_coeffs(fn, order, float(lo), float(hi), basis)
+    except (OverflowError, ValueError):  # a function value beyond float64 (Fraction(inf))
+        coeffs = (math.inf,)
+    if not all(math.isfinite(c) for c in coeffs):
+        raise SpecError(f"{field}.range" if field else "range",
+                        f"{fn} overflows float64 on [{lo}, {hi}]",
+                        "narrow the range to the values the input reaches")
     return Expr("poly", (x,), {"coeffs": coeffs, "lo": float(lo), "hi": float(hi),
                                "surrogate": f"{fn} ({basis}, order {order})"}, field=field)
 
@@ -184,7 +193,8 @@ def add(*terms: Expr) -> Expr:
 def output_width_is_dim(out: Expr, field: str) -> None:
     if out.width != Width.dim():
         raise SpecError(field, f"the output has width {out.width}, not D",
-                        "end with a projection back to D (e.g. contract, or dense with no 'out')")
+                        "end with a projection back to D: a dense with out = \"dim\" (a dense "
+                        "with no 'out' keeps its input's width), or a contract")
 
 
 def spec(name: str, *, layout: str, output: Expr, description: str = "",

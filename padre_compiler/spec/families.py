@@ -82,9 +82,10 @@ FAMILIES: dict[str, Family] = {
                                  maximum=48),
          "states": Param(int, 16, "state size N_s", minimum=1),
          "decay_min": Param(float, -64.0, "lowest A (S_t - S_s) the input reaches (< 0)",
-                            maximum=-1e-9),
+                            minimum=-1e6, maximum=-1e-9),
          "softplus_range": Param(list, [-9.0, 0.0],
-                                 "[lo, hi] reached by softplus's argument X W_dt + b")},
+                                 "[lo, hi] reached by softplus's argument X W_dt + b",
+                                 minimum=-1e3, maximum=1e3)},
         _mamba_selective),
     "castling_vit": Family(
         "Castling-ViT linear-angular attention, inference form",
@@ -153,12 +154,15 @@ def _check(value: Any, p: Param, field: str) -> Any:
         hint = f"did you mean '{near[0]}'? " if near else ""
         raise SpecError(field, f"unknown value {value!r}",
                         f"{hint}use one of: {', '.join(map(str, p.choices))}")
-    if isinstance(value, (int, float)) and not math.isfinite(value):
-        raise SpecError(field, f"non-finite number {value}", "use a finite number")
-    if p.minimum is not None and value < p.minimum:
-        raise SpecError(field, f"{value!r} is below the minimum {p.minimum:g}", p.doc)
-    if p.maximum is not None and value > p.maximum:
-        raise SpecError(field, f"{value!r} is above the maximum {p.maximum:g}", p.doc)
+    for v in value if p.kind is list else [value]:  # a [lo, hi] pair: bounds on each
+        if isinstance(v, (int, float)) and not math.isfinite(v):
+            raise SpecError(field, f"non-finite number {v}", "use a finite number")
+        if p.minimum is not None and v < p.minimum:
+            raise SpecError(field, f"{v!r} is below the minimum {p.minimum:g}",
+                            f"give {p.doc}, at least {p.minimum:g}")
+        if p.maximum is not None and v > p.maximum:
+            raise SpecError(field, f"{v!r} is above the maximum {p.maximum:g}",
+                            f"give {p.doc}, at most {p.maximum:g}")
     return value
 
 

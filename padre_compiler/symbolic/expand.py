@@ -4,22 +4,27 @@ Each entry O[t, c] becomes a polynomial in the input symbols x_t_c (and, with sy
 weights, in one symbol per weight entry) with exact rational coefficients. The reference rule
 table is generic over the scalar field, so this is the same interpreter that checks compiled
 code numerically; values live in sympy's sparse polynomial ring, which keeps them expanded.
-Normalisation hooks need |.| and sqrt, which a ring lacks: their specs expand over plain
-sympy expressions instead (slower). The work is bounded so it never dominates a compile.
+A normalisation hook is not polynomial: as in the certificates, normalize(v) = v ⊙ phi(v)
+with phi opaque, one symbol per value it takes (phi{k}_c for column c of the k-th
+normaliser over tokens, phi{k}_t_h for token t and head h of one over a head's channels), so
+the expansion is a polynomial in x and those symbols. The work is bounded so it never
+dominates a compile.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
 from math import comb
+from typing import Any
 
 import numpy as np
 import sympy as sp
 
 from padre_compiler.backends.reference import run_graph
 from padre_compiler.errors import PadreError
-from padre_compiler.ir.graph import Graph
+from padre_compiler.ir.graph import Graph, is_valid_dim
 from padre_compiler.ir.ops import EvalContext
 from padre_compiler.symbolic.degree import degrees
 
@@ -79,26 +84,52 @@ def expand_graph(g: Graph, tokens: int, channels: int, *, grid: tuple[int, int] 
                          f"exceed {MAX_MONOMIALS} monomials; use fewer tokens or channels")
     if g.layout == "grid2d" and (grid is None or grid[0] * grid[1] != tokens):
         raise PadreError(f"a grid2d spec needs grid=(H, W) with H * W = {tokens}")
+    if not is_valid_dim(g, channels):
+        raise PadreError(f"D={channels}: the spec's widths are not whole there (its heads "
+                         "must divide D); give a multiple of every head count")
     x_names = [f"x_{t}_{c}" for t in range(tokens) for c in range(channels)]
     w_names = weight_names(g.decls, channels) if weights is None else {}
     w_flat = [name for names in w_names.values() for name in names]
-    normalized = any(g.node(n).op == "normalize" for n in g.g.nodes)
-    if normalized:  # |.| and sqrt: plain sympy expressions, expanded node by node
-        gens = [sp.Symbol(n) for n in x_names + w_flat]
-        ctx = EvalContext(grid=grid, abs=np.vectorize(sp.Abs, otypes=[object]),
-                          sqrt=np.vectorize(sp.sqrt, otypes=[object]), const=_exact)
-        post = np.vectorize(sp.expand, otypes=[object])
-    else:
-        _, *gens = sp.ring(x_names + w_flat, sp.QQ)
-        ctx = EvalContext(grid=grid, abs=None, sqrt=None, const=_exact)
-        post = None
+    phi_names = _phi_names(g, tokens, channels)
+    _, *gens = sp.ring(x_names + w_flat + [n for block in phi_names for n in block], sp.QQ)
     x = np.array(gens[:len(x_names)], dtype=object).reshape(1, tokens, channels)
+    it = iter(gens[len(x_names):])
     if weights is None:
-        it = iter(gens[len(x_names):])
         weights = {name: np.array([next(it) for _ in names], dtype=object).reshape(
             g.decls[name].concrete(channels)) for name, names in w_names.items()}
-    out = run_graph(g, x, weights, ctx, post=post)[0]
-    as_expr = (lambda v: v) if normalized else (lambda v: v.as_expr() if hasattr(v, "as_expr")
-                                                 else sp.sympify(v))
-    matrix = sp.Matrix(tokens, channels, lambda t, c: as_expr(out[t, c]))
+    phis = [np.array([next(it) for _ in block], dtype=object) for block in phi_names]
+    ctx = EvalContext(grid=grid, abs=None, sqrt=None, const=_exact,
+                      opaque_norm=_opaque(phis, tokens))
+    out = run_graph(g, x, weights, ctx)[0]
+    matrix = sp.Matrix(tokens, channels, lambda t, c: out[t, c].as_expr()
+                       if hasattr(out[t, c], "as_expr") else sp.sympify(out[t, c]))
     return Expansion(matrix, [sp.Symbol(n) for n in x_names], weights)
+
+
+def _phi_names(g: Graph, tokens: int, channels: int) -> list[list[str]]:
+    """The opaque factors' symbol names, one block per normalize node (module docstring)."""
+    blocks = []
+    for k, n in enumerate((n for n in g.topo() if g.node(n).op == "normalize"), 1):
+        node = g.node(n)
+        if node.a["kind"] == "l1_tokens":
+            blocks.append([f"phi{k}_{c}" for c in range(node.width.at(channels))])
+        else:
+            blocks.append([f"phi{k}_{t}_{h}" for t in range(tokens)
+                           for h in range(node.a["heads"])])
+    return blocks
+
+
+def _opaque(phis: list[np.ndarray], tokens: int) -> Callable[[Any, dict[str, Any]], Any]:
+    """opaque_norm for `run_graph`: the k-th normalize evaluated takes the k-th block of
+    symbols, shaped to multiply its input (one per column, or per token and head)."""
+    blocks = iter(phis)
+
+    def phi(v: np.ndarray, attrs: dict[str, Any]) -> np.ndarray:
+        block = next(blocks)
+        w = v.shape[2]
+        if attrs["kind"] == "l1_tokens":
+            return block.reshape(1, 1, w)
+        h = attrs["heads"]
+        return np.repeat(block.reshape(1, tokens, h), w // h, axis=2)
+
+    return phi
