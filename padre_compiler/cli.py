@@ -242,14 +242,23 @@ def _size_args(p: argparse.ArgumentParser, dim: int) -> None:
 
 def _resolve_size(spec, args: argparse.Namespace) -> tuple[tuple[int, int] | None, int]:
     """(grid, tokens): a grid2d spec's --grid (default 14x14), a sequence spec's --tokens
-    (default 196); each refuses the other's option."""
+    (default 196, or its long filter's length if shorter); each refuses the other's option."""
     if spec.layout == "sequence" and args.grid:
         raise PadreError(f"{spec.source}: a sequence spec takes no --grid; use --tokens")
     if spec.layout == "grid2d" and args.tokens is not None:
         raise PadreError(f"{spec.source}: a grid2d spec takes its tokens from --grid HxW "
                          "(default 14x14); drop --tokens")
     grid = args.grid or ((14, 14) if spec.layout == "grid2d" else None)
-    return grid, grid[0] * grid[1] if grid else args.tokens or 196
+    if grid:
+        return grid, grid[0] * grid[1]
+    from padre_compiler.compiler import max_tokens
+
+    longest = min(max_tokens(spec.graph()), default=None)  # a long filter's taps bound N
+    if longest is not None and args.tokens is not None and args.tokens > longest:
+        raise PadreError(f"--tokens {args.tokens}: {spec.source} convolves with a long filter "
+                         f"of {longest} taps, so it is defined for N <= {longest}; give --tokens "
+                         f"<= {longest} (or a longer filter)")
+    return None, args.tokens or min(196, longest or 196)
 
 
 def cmd_verify(args: argparse.Namespace) -> int:

@@ -173,6 +173,9 @@ def compile(spec: str | Path | Spec, *, dim: int, backend: str = "torch",
         raise PadreError(f"spec '{spec.name}' mixes tokens on a 2-D grid: pass grid=(H, W)")
     if spec.layout == "sequence" and grid is not None:
         raise PadreError(f"spec '{spec.name}' is a sequence spec: it takes no grid")
+    if grid is not None and not (len(grid) == 2 and all(
+            isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in grid)):
+        raise PadreError(f"grid={grid!r}: give (H, W), two positive integers")
     result = generate(spec, dim=dim, grid=grid, backend=backend)  # validates dim
     cls = compile_module_class(result)
     instance = cls(dim, grid) if grid is not None else cls(dim)

@@ -178,3 +178,21 @@ def test_cuda_triton_gradients_are_bitwise_reproducible_under_deterministic_algo
     for a, b, ref in zip(first, second, default, strict=True):
         assert torch.equal(a, b)
         assert torch.allclose(a, ref, rtol=2e-2, atol=2e-2 * ref.abs().max().item())
+
+
+def test_dsl_names_operators_and_sizes_get_clear_errors() -> None:
+    x = dsl.tokens("sequence")
+    a = dsl.dense(x, "a")
+    for wrong, words in ((lambda: a * 2, "dsl.diagonal"), (lambda: 1.0 + a, "dsl.bias"),
+                         (lambda: a - a, "no '-'"), (lambda: a @ a, "no '@'")):
+        with pytest.raises(TypeError, match=words):
+            wrong()
+    for name in ("b 1", "1a", "a/b", ""):
+        with pytest.raises(pc.SpecError, match="not a name generated code can use"):
+            dsl.dense(x, name)
+        with pytest.raises(pc.SpecError, match="not a name generated code can use"):
+            dsl.spec(name, layout="sequence", output=dsl.dense(a, "p"))
+    with pytest.raises(pc.SpecError, match="unknown layout 'grid'"):
+        dsl.tokens("grid")
+    with pytest.raises(PadreError, match=r"grid=\(0, 3\): give \(H, W\)"):
+        pc.compile("padre3", dim=8, grid=(0, 3))

@@ -144,8 +144,10 @@ def test_outputs_never_overwrite_inputs_or_outlive_a_failed_run(
     out = tmp_path / "lc.py"
     assert cli.main(["compile", str(lc), "--dim", "4", "--tokens", "16", "--run", "-o",
                      str(out)]) == 2
-    assert "filter length 8 < sequence length 16" in capsys.readouterr().err
+    assert "defined for N <= 8; give --tokens <= 8" in capsys.readouterr().err
     assert not out.exists()
+    assert cli.main(["compile", str(lc), "--dim", "4", "--run", "-o", str(out)]) == 0
+    assert "at N=8" in capsys.readouterr().out and out.exists()  # the default N is 8, not 196
 
 
 def test_prove_refuses_a_proof_it_cannot_write_before_deriving(

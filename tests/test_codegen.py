@@ -176,3 +176,21 @@ def _toml_string(text: str) -> str:
     """A TOML basic string holding `text`."""
     escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
     return '"' + escaped.replace("\u0000", "\\u0000") + '"'
+
+
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+def test_a_sequence_longer_than_the_long_filter_is_refused(backend: str) -> None:
+    """y[t] reads filt[t - s] for s <= t: past the filter's L taps the spec is undefined (the
+    float64 reference refuses it), so the module refuses it too rather than treat the filter
+    as zero there."""
+    import padre_compiler as pc
+
+    from padre_compiler import dsl
+
+    x = dsl.tokens("sequence")
+    gated = dsl.long_conv(dsl.dense(x, "b"), "h", length=16) * dsl.dense(x, "c")
+    spec = dsl.spec("gated", layout="sequence", output=dsl.dense(gated, "proj"))
+    module = pc.compile(spec, dim=8, backend=backend)
+    assert module(torch.randn(1, 16, 8)).shape == (1, 16, 8)
+    with pytest.raises(ValueError, match="17 tokens: the long convolution's filter has 16 taps"):
+        module(torch.randn(1, 17, 8))

@@ -93,6 +93,9 @@ class Hyena(nn.Module):
         """x: [B, N, dim] -> [B, N, dim]."""
         B, N, _ = x.shape
         D = self.dim
+        if N > 1024:
+            raise ValueError(f"{N} tokens: the long convolution's filter has 1024 taps; "
+                             "the spec is defined for N <= 1024")
         v_proj = F.linear(x, self.v_proj_weight, self.v_proj_bias)  # [B, N, D]
         y1 = _dwconv1d(v_proj, self.v_short_weight, self.v_short_bias, 2, 0)  # [B, N, D]
         del v_proj

@@ -86,6 +86,9 @@ class MambaLti(nn.Module):
         """x: [B, N, dim] -> [B, N, dim]."""
         B, N, _ = x.shape
         D = self.dim
+        if N > 1024:
+            raise ValueError(f"{N} tokens: the long convolution's filter has 1024 taps; "
+                             "the spec is defined for N <= 1024")
         branch1_channel = _expand(x, 1, True, 16)  # [B, N, 16*D]
         w_b = F.linear(x, self.w_b_weight, None)  # [B, N, 16]
         branch2_channel2 = _expand(w_b, 1, False, D)  # [B, N, 16*D]

@@ -2005,6 +2005,9 @@ class Hyena(nn.Module):
         """x: [B, N, dim] -> [B, N, dim]."""
         B, N, _ = x.shape
         D = self.dim
+        if N > 1024:
+            raise ValueError(f"{N} tokens: the long convolution's filter has 1024 taps; "
+                             "the spec is defined for N <= 1024")
         v_proj_x1_proj_x0_proj_weight = torch.cat([
             self.v_proj_weight,
             self.x1_proj_weight,

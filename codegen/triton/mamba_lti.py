@@ -593,6 +593,9 @@ class MambaLti(nn.Module):
         """x: [B, N, dim] -> [B, N, dim]."""
         B, N, _ = x.shape
         D = self.dim
+        if N > 1024:
+            raise ValueError(f"{N} tokens: the long convolution's filter has 1024 taps; "
+                             "the spec is defined for N <= 1024")
         branch1_channel = _expand(x, 1, True, 16)  # [B, N, 16*D] (torch)
         diagonal_scale = self.output_w1_scale.view(1, D // 1, 16).sum(2).reshape(-1)
         diagonal = x * diagonal_scale  # [B, N, D] (torch)

@@ -393,6 +393,12 @@ def module_source(g: Graph, decls: dict[str, ParamDecl], *, name: str, docstring
                   '    raise ValueError(',
                   '        f"{N} tokens do not fill the {self.grid[0]} x {self.grid[1]} grid"',
                   '        " (N must equal H * W)")']
+    lengths = [g.node(n).a["length"] for n in g.find("long_conv")]
+    if lengths:  # the spec is defined up to its shortest long filter (y[t] reads filt[t - s])
+        check += [f"if N > {min(lengths)}:",
+                  f'    raise ValueError(f"{{N}} tokens: the long convolution\'s filter has '
+                  f'{min(lengths)} taps; "',
+                  f'                     "the spec is defined for N <= {min(lengths)}")']
     ind = "        "
     parts = [f'"""{docstring_literal(docstring)}"""', "", *preamble]
     parts += ["", f"class {class_name(name)}(nn.Module):",

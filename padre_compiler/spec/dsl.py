@@ -39,6 +39,16 @@ def require_identifier(name: str, field: str, what: str, source: str | None = No
                         "or an underscore (e.g. mixer_2d)", source=source)
 
 
+def _operand(other: Any, op: str) -> Expr:
+    if isinstance(other, Expr):
+        return other
+    hint = ("to scale by a constant, use dsl.diagonal(x, name), a learned per-channel scale"
+            if op == "*" else "to add a constant, use dsl.bias(x, name), a learned per-channel "
+            "bias")
+    raise TypeError(f"'{op}' joins two spec expressions (the Hadamard product or the sum), got "
+                    f"{type(other).__name__} {other!r}; {hint}")
+
+
 class Expr:
     """A node of the spec's expression DAG. Immutable once built."""
 
@@ -74,10 +84,26 @@ class Expr:
         self.init = _interval_inits(init or {}, roles, field or op)
 
     def __mul__(self, other: Expr) -> Expr:
-        return Expr("hadamard", (self, other), {})
+        return Expr("hadamard", (self, _operand(other, "*")), {})
 
     def __add__(self, other: Expr) -> Expr:
-        return Expr("add", (self, other), {})
+        return Expr("add", (self, _operand(other, "+")), {})
+
+    def __rmul__(self, other: Any) -> Expr:
+        return self * other
+
+    def __radd__(self, other: Any) -> Expr:
+        return self + other
+
+    def __sub__(self, other: Any) -> Expr:
+        raise TypeError("a spec has no '-': write a + dsl.diagonal(b, name) (a learned per-"
+                        "channel scale, which may be negative)")
+
+    __rsub__ = __sub__
+
+    def __matmul__(self, other: Any) -> Expr:
+        raise TypeError("a spec has no '@': channel maps are ops (dsl.dense(x, name)), token "
+                        "maps too (dwconv1d, dwconv2d, long_conv, prefix_sum, global_sum)")
 
     def __repr__(self) -> str:
         return f"Expr({self.op}, {self.name or self.label or ''}, width={self.width})"
@@ -116,6 +142,9 @@ def _interval_inits(init: Mapping[str, Any], roles: Mapping[str, Any], field: st
 
 def tokens(layout: str = "any") -> Expr:
     """X, the [B, N, D] input."""
+    if layout not in ("any", "sequence", "grid2d"):
+        raise SpecError("layout", f"unknown layout '{layout}'",
+                        "use 'sequence' (1-D tokens), 'grid2d' (an H x W grid) or 'any'")
     x = Expr("input", (), {}, label="X")
     if layout != "any":
         x.layout = layout
