@@ -5,15 +5,17 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import importlib.util
+import math
 import os
 import sys
 import textwrap
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from padre_compiler.backends.pytorch import class_name, emit_module
-from padre_compiler.errors import PadreError
+from padre_compiler.errors import PadreError, PrecisionWarning
 from padre_compiler.ir.graph import Graph, validate_dim
 from padre_compiler.passes import PIPELINE, PIPELINES, PassContext, PassRecord, run_pipeline
 from padre_compiler.spec.loader import load_spec
@@ -190,4 +192,38 @@ def compile(spec: str | Path | Spec, *, dim: int, backend: str = "torch",
     instance.source = result.source
     instance.compiled = result
     instance.certificate = dataclasses.replace(result.certificate, code=code)
+    loss = float32_error(spec_graph, probe, small_grid, min([small_tokens,
+                                                             *max_tokens(spec_graph)]))
+    if not loss <= FLOAT32_USABLE:
+        warnings.warn(f"{spec.name} in float32 is off by {loss:.1e} relative at its initial "
+                      "weights (evaluated op by op at a small size: its terms cancel below "
+                      "float32's precision); run it in float64, module.double()",
+                      PrecisionWarning, stacklevel=2)
     return instance
+
+
+FLOAT32_USABLE = 1e-2  # relative error of the spec in float32 above which compile() warns
+
+
+def float32_error(graph: Graph, module: Any, grid: tuple[int, int] | None, tokens: int,
+                  seed: int = 0) -> float:
+    """max |spec in float32 - spec in float64| / max |spec in float64|, the spec evaluated op
+    by op (the reference interpreter, numpy) at `module`'s weights and dim on an N(0, 1)
+    input: how much of the spec float32 rounding alone leaves (NaN: not finite)."""
+    import numpy as np
+
+    from padre_compiler.backends.reference import run_graph
+    from padre_compiler.ir.ops import EvalContext
+
+    params = {k: v.detach().double().cpu().numpy() for k, v in module.state_dict().items()}
+    x = np.random.default_rng(seed).standard_normal((1, tokens, module.dim))
+    ref = run_graph(graph, x, params, EvalContext(grid=grid))
+    with np.errstate(all="ignore"):
+        low = run_graph(graph, x.astype(np.float32),
+                        {k: v.astype(np.float32) for k, v in params.items()},
+                        EvalContext(grid=grid))
+        diff = np.abs(low.astype(np.float64) - ref)
+    if not np.isfinite(diff).all():
+        return math.nan
+    error, scale = float(diff.max(initial=0.0)), float(np.abs(ref).max(initial=0.0))
+    return error / scale if scale else (math.inf if error else 0.0)

@@ -47,3 +47,8 @@ def first_line(err: BaseException) -> str:
     """The first line of a foreign exception's message (its type where it has none)."""
     text = str(err).strip()
     return text.splitlines()[0] if text else type(err).__name__
+
+
+class PrecisionWarning(UserWarning):
+    """A compiled module's default dtype (float32) cannot compute its spec at its initial
+    weights: the polynomial's terms cancel below float32's precision (mamba's expanded scan)."""
