@@ -162,13 +162,15 @@ def compile_module_class(result: Compiled) -> type:
 
 
 def compile(spec: str | Path | Spec, *, dim: int, backend: str = "torch",
-            grid: tuple[int, int] | None = None) -> Any:
+            grid: tuple[int, int] | None = None, dtype: Any = None) -> Any:
     """Compile a spec to an nn.Module mapping x [B, N, dim] -> [B, N, dim].
 
     spec: a path, the name of a bundled spec ("padre3") or a Spec. For 2-D specs grid=(H, W)
-    is required and N = H * W. The module carries `.source` (its generated code) and
-    `.compiled` (graph and pass log) and `.certificate` (the graph certificate plus an exact
-    check of the generated code; see padre_compiler.verify.certificate).
+    is required and N = H * W. dtype: the module's (default float32). The module carries
+    `.source` (its generated code) and `.compiled` (graph and pass log) and `.certificate`
+    (the graph certificate plus an exact check of the generated code; see
+    padre_compiler.verify.certificate). A PrecisionWarning says where float32 or float16
+    cannot compute the spec at the module's initial weights (`rounding_error`).
     """
     spec = as_spec(spec)
     if spec.layout == "grid2d" and grid is None:
@@ -186,41 +188,46 @@ def compile(spec: str | Path | Spec, *, dim: int, backend: str = "torch",
                                                      fixed_dim=spec.fixed_dim,
                                                      graph=result.records[0].graph)
     probe = cls(small_dim, small_grid) if small_grid is not None else cls(small_dim)
+    initial = {k: v.detach().double().numpy() for k, v in probe.state_dict().items()}
     spec_graph = result.records[0].graph
     code = check_code(probe, spec_graph, dim=small_dim, grid=small_grid,
                       tokens=min([small_tokens, *max_tokens(spec_graph)]))
     instance.source = result.source
     instance.compiled = result
     instance.certificate = dataclasses.replace(result.certificate, code=code)
-    loss = float32_error(spec_graph, probe, small_grid, min([small_tokens,
-                                                             *max_tokens(spec_graph)]))
-    if not loss <= FLOAT32_USABLE:
-        warnings.warn(f"{spec.name} in float32 is off by {loss:.1e} relative at its initial "
-                      "weights (evaluated op by op at a small size: its terms cancel below "
-                      "float32's precision); run it in float64, module.double()",
-                      PrecisionWarning, stacklevel=2)
+    if dtype is not None:
+        instance = instance.to(dtype)
+    low = str(dtype or "torch.float32").removeprefix("torch.")
+    if low in ("float32", "float16"):  # numpy has no bfloat16
+        error = rounding_error(spec_graph, initial, small_dim, small_grid,
+                               min([small_tokens, *max_tokens(spec_graph)]), low)
+        if not error <= USABLE:
+            warnings.warn(f"{spec.name} in {low} is off by {error:.1e} relative at its initial "
+                          "weights (evaluated op by op at a small size: its terms cancel below "
+                          f"{low}'s precision or leave its range); run it in float64: "
+                          "compile(..., dtype=torch.float64)", PrecisionWarning, stacklevel=2)
     return instance
 
 
-FLOAT32_USABLE = 1e-2  # relative error of the spec in float32 above which compile() warns
+USABLE = 1e-2  # relative rounding error of the spec above which compile() warns
 
 
-def float32_error(graph: Graph, module: Any, grid: tuple[int, int] | None, tokens: int,
-                  seed: int = 0) -> float:
-    """max |spec in float32 - spec in float64| / max |spec in float64|, the spec evaluated op
-    by op (the reference interpreter, numpy) at `module`'s weights and dim on an N(0, 1)
-    input: how much of the spec float32 rounding alone leaves (NaN: not finite)."""
+def rounding_error(graph: Graph, params: dict[str, Any], dim: int,
+                   grid: tuple[int, int] | None, tokens: int, dtype: str = "float32",
+                   seed: int = 0) -> float:
+    """max |spec in dtype - spec in float64| / max |spec in float64|, the spec evaluated op
+    by op (the reference interpreter, numpy) at float64 weights `params` on an N(0, 1) input
+    [1, tokens, dim]: how much of the spec rounding to `dtype` alone leaves (NaN: not
+    finite)."""
     import numpy as np
 
     from padre_compiler.backends.reference import run_graph
     from padre_compiler.ir.ops import EvalContext
 
-    params = {k: v.detach().double().cpu().numpy() for k, v in module.state_dict().items()}
-    x = np.random.default_rng(seed).standard_normal((1, tokens, module.dim))
+    x = np.random.default_rng(seed).standard_normal((1, tokens, dim))
     ref = run_graph(graph, x, params, EvalContext(grid=grid))
     with np.errstate(all="ignore"):
-        low = run_graph(graph, x.astype(np.float32),
-                        {k: v.astype(np.float32) for k, v in params.items()},
+        low = run_graph(graph, x.astype(dtype), {k: v.astype(dtype) for k, v in params.items()},
                         EvalContext(grid=grid))
         diff = np.abs(low.astype(np.float64) - ref)
     if not np.isfinite(diff).all():

@@ -104,7 +104,7 @@ def test_mamba_is_initialised_inside_its_surrogates_ranges() -> None:
     surrogates were fitted on: in float64 its module is its polynomial (it overflowed to NaN
     when Δ's bias started at 0 and the decay at +1)."""
     torch.manual_seed(0)
-    module = pc.compile("mamba", dim=16).double()
+    module = pc.compile("mamba", dim=16, dtype=torch.float64)
     spec = pc.load_spec("mamba")
     xs = torch.randn(2, 196, 16, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     params = {k: v.detach().numpy() for k, v in module.state_dict().items()}
@@ -116,7 +116,7 @@ def test_mamba_is_initialised_inside_its_surrogates_ranges() -> None:
 
 def test_mamba_with_one_state_starts_at_a_constant_decay() -> None:
     """One state: A's range [-N_s, -1] is the point -1, an init range with lo = hi."""
-    module = pc.compile(pc.load_spec("mamba", params={"states": 1}), dim=8)
+    module = pc.compile(pc.load_spec("mamba", params={"states": 1}), dim=8, dtype=torch.float64)
     assert module.decay_scale.unique().numel() == 1
 
 
@@ -206,9 +206,13 @@ def test_compile_warns_where_float32_cannot_compute_the_spec() -> None:
     from padre_compiler.errors import PrecisionWarning
 
     with pytest.warns(PrecisionWarning, match=r"mamba in float32 is off by \d\.\de\+0[5-9]"):
-        module = pc.compile("mamba", dim=8)
-    x = torch.randn(1, 6, 8, dtype=torch.float64)
-    assert torch.isfinite(module.double()(x)).all()
+        pc.compile("mamba", dim=8)
+    with pytest.warns(PrecisionWarning, match="mamba in float16 is off by nan"):
+        pc.compile("mamba", dim=8, dtype=torch.float16)
     with warnings.catch_warnings():
         warnings.simplefilter("error", PrecisionWarning)
-        pc.compile("padre3", dim=8, grid=(3, 3))
+        module = pc.compile("mamba", dim=8, dtype=torch.float64)
+        for dtype in (torch.float32, torch.float16):
+            pc.compile("padre3", dim=8, grid=(3, 3), dtype=dtype)
+    x = torch.randn(1, 6, 8, dtype=torch.float64)
+    assert module.skip_scale.dtype == torch.float64 and torch.isfinite(module(x)).all()

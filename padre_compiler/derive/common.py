@@ -220,7 +220,7 @@ def _compiled_output(spec: Spec, dim: int, grid: tuple[int, int] | None,
 
     from padre_compiler.compiler import compile as compile_spec
 
-    module = compile_spec(spec, dim=dim, grid=grid).double()
+    module = compile_spec(spec, dim=dim, grid=grid, dtype=torch.float64)
     state = module.state_dict()
     missing = set(state) - set(params)
     if missing:

@@ -633,6 +633,8 @@ def _normalize_ref(xs: list, params: dict, attrs: dict, ctx: EvalContext) -> np.
     x, eps = xs[0], ctx.const(attrs["eps"])
     if ctx.opaque_norm is not None:
         return x * ctx.opaque_norm(x, attrs)
+    if getattr(x, "dtype", None) == np.float16:  # in float32 at least, as the lowerings do
+        return _normalize_ref([x.astype(np.float32)], params, attrs, ctx).astype(np.float16)
     if ctx.abs is None or ctx.sqrt is None:
         raise ShapeError("normalize is not defined over this field (it needs abs and sqrt)")
     if attrs["kind"] == "l1_tokens":
