@@ -90,6 +90,22 @@ def channel_vectors(*vectors: torch.Tensor | None) -> tuple[torch.Tensor | None,
     return tuple(v if v is None else v.contiguous() for v in vectors)
 
 
+def on_input_device(impl):
+    """`impl` run with its first argument's CUDA device current: Triton launches on the
+    current device, so tensors on cuda:1 under current device 0 would fail to launch (or, with
+    peer access, run on the wrong GPU and stream). The signature is impl's (custom ops read
+    it)."""
+    @functools.wraps(impl)
+    def run(*args, **kwargs):
+        x = args[0]
+        if x.is_cuda and x.device.index != torch.cuda.current_device():
+            with torch.cuda.device(x.device):
+                return impl(*args, **kwargs)
+        return impl(*args, **kwargs)
+
+    return run
+
+
 def custom_op_caller(op, impl, setup_context, backward, grad_flag: str | None = None,
                      outputs: int | None = None):
     """Call `impl` (the custom op `op`'s implementation) as cheaply as the call allows:
@@ -143,7 +159,7 @@ def custom_op_caller(op, impl, setup_context, backward, grad_flag: str | None = 
 # torch.ops namespace of the custom ops below, a digest of the source they were
 # generated from: modules from another source never share them (an edited copy of
 # this file must change it, or it runs the first loaded file's ops)
-DWCONV_OPS = 'padre_dwconv_41fbf0c65d21'
+DWCONV_OPS = 'padre_dwconv_98128b02da33'
 
 if triton is not None:
 
@@ -169,7 +185,11 @@ if triton is not None:
         partial sums, which the host adds in a fixed order (bitwise reproducible). A caller
         that adds to one address more than once (the weight gradient, once per row tile) does
         so from loop iterations that are not pipelined against each other (its pipelined tap
-        loop writes a different address each iteration), so each load sees the last store."""
+        loop writes a different address each iteration), so each load sees the last store.
+        The load and the store may lay `v` out over threads differently (sm_90: a slice
+        layout loads, a blocked one stores), so one address can belong to different threads
+        in the two: what orders them is the shared-memory barrier each tap iteration of such a
+        caller has; a caller without one must not add to an address twice."""
         if PARTIAL:
             tl.store(p, tl.load(p, mask=mask) + v, mask=mask)
         else:
@@ -260,9 +280,10 @@ if triton is not None:
         if I64:  # an offset reaches 2**31 (index_widths): batch offsets in int64
             i_b = i_b.to(tl.int64)
         o_t = i_t * BT + tl.arange(0, BT)  # [BT] output tokens
-        if WIDE:  # an image spans 2**31 elements (index_widths): token offsets in int64 too
-            o_t = o_t.to(tl.int64)
         o_c = i_c * BC + tl.arange(0, BC)  # [BC] channels
+        if WIDE:  # an image spans 2**31 elements (index_widths): token and channel offsets in
+            # int64 too (a channel-major x strides its channels by N: (C - 1) N >= 2**31)
+            o_t, o_c = o_t.to(tl.int64), o_c.to(tl.int64)
         m_t = o_t < N
         m_c = o_c < C
         o_h = o_t // W
@@ -969,6 +990,8 @@ def fastest(key: tuple, configs: tuple[dict[str, int], ...], launch) -> dict[str
                 seen.setdefault(code, cfg)
                 ms.append(triton.testing.do_bench(lambda cfg=cfg: launch(cfg), warmup=5, rep=20))
                 TIMES.setdefault(key, []).append((cfg, ms[-1]))
+            except torch.OutOfMemoryError:  # memory, not the candidate
+                raise
             except Exception as err:  # any compile or launch failure: not a candidate
                 ms.append(float("inf"))
                 errors.append(err)
@@ -1095,6 +1118,7 @@ class ChannelMajorLinear(torch.autograd.Function):
         return dx, dw, None
 
 
+@on_input_device
 def _dwconv_hadamard_impl(
     x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, gate: torch.Tensor | None,
     acc: torch.Tensor | None, acc_scale: torch.Tensor | None, scale: torch.Tensor | None,
@@ -1109,7 +1133,7 @@ def _dwconv_hadamard_impl(
     if not _use_triton(x):
         return (*naive_dwconv_hadamard(x, weight, bias, gate, acc, acc_scale, scale, height,
                                        width, pad_h, pad_w, store_z, store_o, in_bias),
-                x.new_empty(0))
+                x.new_empty(0, dtype=torch.float32))
     z, o, u = forward_outputs(x, weight, gate, scale, height, store_z, store_o, keep_u)
     dwconv_hadamard_launch(x, weight, bias, gate, acc, acc_scale, scale, height, width, pad_h,
                            pad_w, z if store_z else None, o if store_o else None, in_bias,
@@ -1235,6 +1259,8 @@ def dwconv_hadamard_launch(x, weight, bias, gate, acc, acc_scale, scale, height:
         try:
             launch(fastest(key, configs, launch))
             return
+        except torch.OutOfMemoryError:  # memory, not the compiler: the form stays
+            raise
         except Exception as err:  # a GPU compiler that rejects the 3-D dot: direct from now on
             if os.environ.get("PADRE_TRITON_CONV") in ("toeplitz", *SLAB_FORMS):
                 raise
@@ -1242,7 +1268,7 @@ def dwconv_hadamard_launch(x, weight, bias, gate, acc, acc_scale, scale, height:
             warnings.warn(f"dwconv_toeplitz_fwd_kernel failed ({err!r:.300}); falling back to "
                           "dwconv_hadamard_fwd_kernel", RuntimeWarning, stacklevel=2)
     if in_bias is not None:  # the direct kernel takes no input bias: one torch pass adds it
-        x = x + in_bias
+        x = x + in_bias.to(x.dtype)
     cfg = dwconv_hadamard_config(n, c, x.is_cuda)
     grid = (b * cdiv(n, cfg["BT"]), cdiv(c, cfg["BC"]))  # each image's token tiles on axis 0
     dwconv_hadamard_fwd_kernel[grid](x, weight, bias, *tail, *x.stride(), *g_strides,
@@ -1313,6 +1339,7 @@ def naive_dwconv_hadamard_bwd(x, weight, bias, gate, acc, acc_scale, scale, dz, 
     return tuple(fresh)
 
 
+@on_input_device
 def _dwconv_hadamard_bwd_impl(
     x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, gate: torch.Tensor | None,
     acc: torch.Tensor | None, acc_scale: torch.Tensor | None, scale: torch.Tensor | None,
@@ -1346,8 +1373,8 @@ def _dwconv_hadamard_bwd_impl(
     kh, kw = weight.shape[1], weight.shape[2]
     tensor_cores = (conv_form(x, height, kw) == "toeplitz" and not TOEPLITZ_FAILED
                     and not index_widths(x, gate, acc, dz, do)["WIDE"])
-    if in_bias is not None and not tensor_cores:
-        x = x + in_bias
+    if in_bias is not None and not tensor_cores:  # in x's dtype, as dx must be
+        x = x + in_bias.to(x.dtype)
 
     # the direct form's tap loop loads 16-byte channel vectors from a token-major x (fewer
     # instructions than from a channel-major one: benchmarks/results/triton_aot.md)
@@ -1476,6 +1503,8 @@ def dwconv_toeplitz_wgrad_launch(x, du, dw, height: int, width: int, pad_h: int,
         try:
             launch(fastest(key, configs, lambda cfg: launch(cfg, torch.empty_like(dw))), dw)
             return
+        except torch.OutOfMemoryError:  # memory, not the compiler: the form stays
+            raise
         except Exception as err:  # a GPU compiler that rejects the 3-D dot: torch (cuDNN)
             if os.environ.get("PADRE_TRITON_CONV") in ("toeplitz", *SLAB_FORMS):
                 raise
@@ -1551,7 +1580,7 @@ dwconv_hadamard = custom_op_caller(_register_dwconv_hadamard(), _dwconv_hadamard
 # torch.ops namespace of the custom ops below, a digest of the source they were
 # generated from: modules from another source never share them (an edited copy of
 # this file must change it, or it runs the first loaded file's ops)
-ATTENTION_OPS = 'padre_attention_9142072b3e3e'
+ATTENTION_OPS = 'padre_attention_07f4077a0461'
 
 if triton is not None:
 
@@ -1722,8 +1751,9 @@ def head_config(n: int, e: int, gpu: bool, cuda_core_apply: bool = False) -> dic
     a head_apply whose products run in fp32 on CUDA cores (F32: fp32 and fp16 inputs), with
     or without an epilogue, on 32-token tiles: a [64, 64] fp32 one spills under the output
     epilogue, where bf16 products (tensor cores) keep 64 tokens. For sm_90 these tiles
-    compile without spills at e = 48 (BE = 64) with every epilogue
-    (tests/triton/test_triton_aot.py)."""
+    compile without spills at e = 48 (BE = 64) with every epilogue; past 64-channel heads
+    (BE = 128) the fp32 state product spills (tests/triton/test_triton_aot.py), a cost the
+    bf16 path does not pay."""
     be = max(16, next_power_of_2(e))
     bt = (32 if cuda_core_apply else 64) if gpu else 16
     chunk = max(bt, min(1024 if gpu else 64, next_power_of_2(n)))
@@ -1834,6 +1864,7 @@ def naive_head_apply(a, s, trans: bool, a_eps: float | None = None,
     return out.to(a.dtype)
 
 
+@on_input_device
 def _head_state_impl(a: torch.Tensor, b: torch.Tensor, heads: int, a_eps: float | None = None,
                      a_l1: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(S, n): S = â^T b per batch and head, â = a with its rows l2-normalised per head
@@ -1886,6 +1917,7 @@ def epilogue_terms(a: torch.Tensor, res: torch.Tensor | None, res_scale: torch.T
             None if post is None else post.expand(a.shape))
 
 
+@on_input_device
 def _head_apply_impl(a: torch.Tensor, s: torch.Tensor, trans: bool, a_eps: float | None = None,
                      vjp_x: torch.Tensor | None = None, vjp_eps: float = 0.0,
                      res: torch.Tensor | None = None, res_scale: torch.Tensor | None = None,
@@ -1918,6 +1950,7 @@ def _head_apply_impl(a: torch.Tensor, s: torch.Tensor, trans: bool, a_eps: float
     return out
 
 
+@on_input_device
 def _rows_vjp_impl(a: torch.Tensor, s: torch.Tensor, trans: bool, a_eps: float | None,
                    res: torch.Tensor | None, res_scale: torch.Tensor | None, out_eps: float,
                    grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

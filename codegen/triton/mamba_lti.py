@@ -84,6 +84,22 @@ def channel_vectors(*vectors: torch.Tensor | None) -> tuple[torch.Tensor | None,
     return tuple(v if v is None else v.contiguous() for v in vectors)
 
 
+def on_input_device(impl):
+    """`impl` run with its first argument's CUDA device current: Triton launches on the
+    current device, so tensors on cuda:1 under current device 0 would fail to launch (or, with
+    peer access, run on the wrong GPU and stream). The signature is impl's (custom ops read
+    it)."""
+    @functools.wraps(impl)
+    def run(*args, **kwargs):
+        x = args[0]
+        if x.is_cuda and x.device.index != torch.cuda.current_device():
+            with torch.cuda.device(x.device):
+                return impl(*args, **kwargs)
+        return impl(*args, **kwargs)
+
+    return run
+
+
 def custom_op_caller(op, impl, setup_context, backward, grad_flag: str | None = None,
                      outputs: int | None = None):
     """Call `impl` (the custom op `op`'s implementation) as cheaply as the call allows:
@@ -137,7 +153,7 @@ def custom_op_caller(op, impl, setup_context, backward, grad_flag: str | None = 
 # torch.ops namespace of the custom ops below, a digest of the source they were
 # generated from: modules from another source never share them (an edited copy of
 # this file must change it, or it runs the first loaded file's ops)
-LONG_CONV_OPS = 'padre_long_conv_530cc3540996'
+LONG_CONV_OPS = 'padre_long_conv_f5053e789619'
 
 if triton is not None:
 
@@ -403,6 +419,7 @@ def part_views(a: torch.Tensor, b: torch.Tensor | None, gate: torch.Tensor | Non
     return tuple(None if k < 0 else a[..., k * c:(k + 1) * c] for k in parts)
 
 
+@on_input_device
 def _long_conv_hadamard_impl(
     a: torch.Tensor, b: torch.Tensor | None, filt: torch.Tensor, skip: torch.Tensor | None,
     gate: torch.Tensor | None, keep: bool = False, parts: list[int] | None = None,
@@ -429,6 +446,7 @@ def _long_conv_hadamard_setup(ctx, inputs, output) -> None:
     ctx.parts = parts
 
 
+@on_input_device
 def _long_conv_hadamard_bwd_impl(
     a: torch.Tensor, b: torch.Tensor | None, filt: torch.Tensor, skip: torch.Tensor | None,
     gate: torch.Tensor | None, y: torch.Tensor | None, xf: torch.Tensor, do: torch.Tensor,

@@ -80,6 +80,22 @@ def channel_vectors(*vectors: torch.Tensor | None) -> tuple[torch.Tensor | None,
     return tuple(v if v is None else v.contiguous() for v in vectors)
 
 
+def on_input_device(impl):
+    """`impl` run with its first argument's CUDA device current: Triton launches on the
+    current device, so tensors on cuda:1 under current device 0 would fail to launch (or, with
+    peer access, run on the wrong GPU and stream). The signature is impl's (custom ops read
+    it)."""
+    @functools.wraps(impl)
+    def run(*args, **kwargs):
+        x = args[0]
+        if x.is_cuda and x.device.index != torch.cuda.current_device():
+            with torch.cuda.device(x.device):
+                return impl(*args, **kwargs)
+        return impl(*args, **kwargs)
+
+    return run
+
+
 def custom_op_caller(op, impl, setup_context, backward, grad_flag: str | None = None,
                      outputs: int | None = None):
     """Call `impl` (the custom op `op`'s implementation) as cheaply as the call allows:
@@ -133,7 +149,7 @@ def custom_op_caller(op, impl, setup_context, backward, grad_flag: str | None = 
 # torch.ops namespace of the custom ops below, a digest of the source they were
 # generated from: modules from another source never share them (an edited copy of
 # this file must change it, or it runs the first loaded file's ops)
-ATTENTION_OPS = 'padre_attention_9142072b3e3e'
+ATTENTION_OPS = 'padre_attention_07f4077a0461'
 
 if triton is not None:
 
@@ -304,8 +320,9 @@ def head_config(n: int, e: int, gpu: bool, cuda_core_apply: bool = False) -> dic
     a head_apply whose products run in fp32 on CUDA cores (F32: fp32 and fp16 inputs), with
     or without an epilogue, on 32-token tiles: a [64, 64] fp32 one spills under the output
     epilogue, where bf16 products (tensor cores) keep 64 tokens. For sm_90 these tiles
-    compile without spills at e = 48 (BE = 64) with every epilogue
-    (tests/triton/test_triton_aot.py)."""
+    compile without spills at e = 48 (BE = 64) with every epilogue; past 64-channel heads
+    (BE = 128) the fp32 state product spills (tests/triton/test_triton_aot.py), a cost the
+    bf16 path does not pay."""
     be = max(16, next_power_of_2(e))
     bt = (32 if cuda_core_apply else 64) if gpu else 16
     chunk = max(bt, min(1024 if gpu else 64, next_power_of_2(n)))
@@ -416,6 +433,7 @@ def naive_head_apply(a, s, trans: bool, a_eps: float | None = None,
     return out.to(a.dtype)
 
 
+@on_input_device
 def _head_state_impl(a: torch.Tensor, b: torch.Tensor, heads: int, a_eps: float | None = None,
                      a_l1: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(S, n): S = â^T b per batch and head, â = a with its rows l2-normalised per head
@@ -468,6 +486,7 @@ def epilogue_terms(a: torch.Tensor, res: torch.Tensor | None, res_scale: torch.T
             None if post is None else post.expand(a.shape))
 
 
+@on_input_device
 def _head_apply_impl(a: torch.Tensor, s: torch.Tensor, trans: bool, a_eps: float | None = None,
                      vjp_x: torch.Tensor | None = None, vjp_eps: float = 0.0,
                      res: torch.Tensor | None = None, res_scale: torch.Tensor | None = None,
@@ -500,6 +519,7 @@ def _head_apply_impl(a: torch.Tensor, s: torch.Tensor, trans: bool, a_eps: float
     return out
 
 
+@on_input_device
 def _rows_vjp_impl(a: torch.Tensor, s: torch.Tensor, trans: bool, a_eps: float | None,
                    res: torch.Tensor | None, res_scale: torch.Tensor | None, out_eps: float,
                    grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

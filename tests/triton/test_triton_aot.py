@@ -645,3 +645,21 @@ def test_the_backward_kernels_refuse_launches_outside_their_preconditions(
     with pytest.raises(Exception, match=re.escape(message)):
         aot.compile_kernel(PATH, kernel, dict(flags, **constexprs), num_warps=warps,
                            pointer_dtypes=GRADS)
+
+
+def test_fp32_head_state_spills_past_64_channel_heads() -> None:
+    """A limit, not a target: the fp32 (IEEE, CUDA-core) state product of head_state at e = 128
+    (BE = 128) spills for sm_90 with 8 warps, where e = 64 does not and bf16 (tensor cores) does
+    not (found by a review; head_config states it)."""
+    path = codegen_path("castling_vit", "triton")
+
+    def state(e: int, bf16: bool) -> aot.Resources:
+        return aot.compile_kernel(path, "head_state_kernel",
+                                  dict(E=e, IEEE=not bf16, CHUNK=1024, BT=64,
+                                       BE=max(64, 1 << (e - 1).bit_length())),
+                                  num_warps=8, pointer_dtype="bf16" if bf16 else "fp32",
+                                  pointer_dtypes={"p": "fp32", "pn": "fp32"})
+
+    assert state(64, bf16=False).stack == 0
+    assert state(128, bf16=False).stack > 0
+    assert state(128, bf16=True).stack == 0

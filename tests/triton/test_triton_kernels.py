@@ -1068,15 +1068,21 @@ def test_images_spanning_2_31_elements_take_the_direct_kernels_in_int64(form,
     """An image ([N, C] at its strides) spanning 2**31 elements (Hyena's 3C-wide short conv
     past 932k tokens of 768 channels): the conv takes the direct kernels with token offsets
     in int64 too (WIDE, with I64), forward and backward, whatever form was asked for; the
-    path, forced here on a small image, computes what the int32 one does."""
+    path, forced here on a small image, computes what the int32 one does. The forward reads
+    x at any strides, so its channel offsets are int64 too: a channel-major x strides its
+    channels by N, and (C - 1) N passes 2**31 (a review found them int32); the backward reads
+    a token-major copy."""
     import re
 
     from padre_compiler.backends.triton import kernels
 
+    int64 = r"\.to\(tl\.int64\)"
+    widened = {"dwconv_hadamard_fwd_kernel": rf"o_t, o_c = o_t{int64}, o_c{int64}",
+               "dwconv_hadamard_bwd_kernel": rf"o_t = o_t{int64}"}
     for body in re.split(r"\n    @triton\.jit", kernels.KERNEL)[1:]:
         name = re.search(r"def (\w+)\(", body).group(1)
-        if name in ("dwconv_hadamard_fwd_kernel", "dwconv_hadamard_bwd_kernel"):
-            assert re.search(r"if WIDE:.*\n\s+o_t = o_t\.to\(tl\.int64\)", body), name
+        if name in widened:
+            assert re.search(r"if WIDE:.*\n(\s+#.*\n)*\s+" + widened[name], body), name
     m = _kernels_module()
     meta = dict(device="meta", dtype=torch.bfloat16)
     wide = {"I64": True, "WIDE": True}
@@ -1139,3 +1145,39 @@ def test_the_batch_rides_on_grid_axis_0(form, monkeypatch) -> None:
         assert all(len(g) <= 2 for g in grids[3][name]), name
 
 
+
+
+def test_launches_run_on_their_inputs_device(monkeypatch) -> None:
+    """Triton launches on the current CUDA device: each op's implementation makes its first
+    argument's device current for the call (tensors on cuda:1 under current device 0), and
+    enters nothing where it already is, or on the CPU. Without a GPU the devices are faked."""
+    kernels = _kernels_module()
+    entered = []
+
+    class Device:
+        def __init__(self, device) -> None:
+            self.device = device
+
+        def __enter__(self) -> None:
+            entered.append(self.device.index)
+
+        def __exit__(self, *exc) -> None:
+            entered.append("exit")
+
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "device", Device)
+    seen = []
+    run = kernels.on_input_device(lambda x, y=None: seen.append(list(entered)) or "out")
+    on = types.SimpleNamespace(is_cuda=True, device=torch.device("cuda", 1))
+    here = types.SimpleNamespace(is_cuda=True, device=torch.device("cuda", 0))
+    assert run(on, y=2) == "out" and seen == [[1]] and entered == [1, "exit"]
+    entered.clear()
+    assert run(here) == "out" and run(torch.zeros(1)) == "out" and entered == []
+    families = {"padre3": ("_dwconv_hadamard_impl", "_dwconv_hadamard_bwd_impl"),
+                "castling_vit": ("_head_state_impl", "_head_apply_impl", "_rows_vjp_impl"),
+                "hyena": ("_long_conv_hadamard_impl", "_long_conv_hadamard_bwd_impl")}
+    for name, impls in families.items():  # every op implementation is guarded
+        grid = (2, 3) if name == "padre3" else None
+        module = sys.modules[type(pc.compile(name, dim=16, grid=grid,
+                                             backend="triton")).__module__]
+        assert all(getattr(module, impl).__wrapped__ for impl in impls)

@@ -198,8 +198,9 @@ def head_config(n: int, e: int, gpu: bool, cuda_core_apply: bool = False) -> dic
     a head_apply whose products run in fp32 on CUDA cores (F32: fp32 and fp16 inputs), with
     or without an epilogue, on 32-token tiles: a [64, 64] fp32 one spills under the output
     epilogue, where bf16 products (tensor cores) keep 64 tokens. For sm_90 these tiles
-    compile without spills at e = 48 (BE = 64) with every epilogue
-    (tests/triton/test_triton_aot.py)."""
+    compile without spills at e = 48 (BE = 64) with every epilogue; past 64-channel heads
+    (BE = 128) the fp32 state product spills (tests/triton/test_triton_aot.py), a cost the
+    bf16 path does not pay."""
     be = max(16, next_power_of_2(e))
     bt = (32 if cuda_core_apply else 64) if gpu else 16
     chunk = max(bt, min(1024 if gpu else 64, next_power_of_2(n)))
@@ -310,6 +311,7 @@ def naive_head_apply(a, s, trans: bool, a_eps: float | None = None,
     return out.to(a.dtype)
 
 
+@on_input_device
 def _head_state_impl(a: torch.Tensor, b: torch.Tensor, heads: int, a_eps: float | None = None,
                      a_l1: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(S, n): S = â^T b per batch and head, â = a with its rows l2-normalised per head
@@ -362,6 +364,7 @@ def epilogue_terms(a: torch.Tensor, res: torch.Tensor | None, res_scale: torch.T
             None if post is None else post.expand(a.shape))
 
 
+@on_input_device
 def _head_apply_impl(a: torch.Tensor, s: torch.Tensor, trans: bool, a_eps: float | None = None,
                      vjp_x: torch.Tensor | None = None, vjp_eps: float = 0.0,
                      res: torch.Tensor | None = None, res_scale: torch.Tensor | None = None,
@@ -394,6 +397,7 @@ def _head_apply_impl(a: torch.Tensor, s: torch.Tensor, trans: bool, a_eps: float
     return out
 
 
+@on_input_device
 def _rows_vjp_impl(a: torch.Tensor, s: torch.Tensor, trans: bool, a_eps: float | None,
                    res: torch.Tensor | None, res_scale: torch.Tensor | None, out_eps: float,
                    grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -312,6 +312,7 @@ def part_views(a: torch.Tensor, b: torch.Tensor | None, gate: torch.Tensor | Non
     return tuple(None if k < 0 else a[..., k * c:(k + 1) * c] for k in parts)
 
 
+@on_input_device
 def _long_conv_hadamard_impl(
     a: torch.Tensor, b: torch.Tensor | None, filt: torch.Tensor, skip: torch.Tensor | None,
     gate: torch.Tensor | None, keep: bool = False, parts: list[int] | None = None,
@@ -338,6 +339,7 @@ def _long_conv_hadamard_setup(ctx, inputs, output) -> None:
     ctx.parts = parts
 
 
+@on_input_device
 def _long_conv_hadamard_bwd_impl(
     a: torch.Tensor, b: torch.Tensor | None, filt: torch.Tensor, skip: torch.Tensor | None,
     gate: torch.Tensor | None, y: torch.Tensor | None, xf: torch.Tensor, do: torch.Tensor,
