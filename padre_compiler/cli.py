@@ -49,7 +49,12 @@ err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 def _load(args: argparse.Namespace):
     from padre_compiler.spec.loader import load_spec
 
-    return load_spec(args.spec, params=dict(args.param or ()))
+    params = dict(args.param or ())
+    if len(params) < len(args.param or ()):
+        twice = sorted({k for k, _ in args.param if [p for p, _ in args.param].count(k) > 1})
+        raise PadreError(f"--param {', '.join(twice)} given more than once; give each "
+                         "parameter once")
+    return load_spec(args.spec, params=params)
 
 
 def codegen_dir() -> Path:
@@ -176,9 +181,11 @@ def _weights_file(path: str) -> dict[Any, Any]:
         weights = torch.load(path, map_location="cpu", weights_only=True)
     except OSError as err:
         raise PadreError(f"--weights {path}: cannot read it ({err.strerror or err})") from None
-    except (pickle.UnpicklingError, RuntimeError, EOFError) as err:
-        raise PadreError(f"--weights {path}: not a file torch.save wrote with tensors only "
-                         f"({first_line(err)})") from None
+    except (pickle.UnpicklingError, RuntimeError, EOFError):  # torch's advice to unpickle
+        # anything is not ours to give
+        raise PadreError(f"--weights {path}: not a state dict of tensors that torch.load can "
+                         "read safely (weights_only); save one with torch.save(module."
+                         "state_dict(), FILE)") from None
     if not isinstance(weights, dict):
         raise PadreError(f"--weights {path}: holds a {type(weights).__name__}, not a state dict "
                          "(torch.save(module.state_dict(), FILE) writes one)")
@@ -191,6 +198,9 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
     spec = _load(args)
     g = spec.graph()
+    if args.symbolic_weights and not args.expand:
+        raise PadreError("--symbolic-weights keeps an expansion's weights as symbols: give "
+                         "--expand N,D too")
     if args.expand_grid and not args.expand:
         raise PadreError("--expand-grid HxW sets the grid of an expansion: give --expand N,D too")
     expansion = _expand(spec, g, args) if args.expand else None  # may refuse: before printing

@@ -45,10 +45,13 @@ class PadreAttention(nn.Module):
             raise PadreError(f"PadreAttention: spec '{spec.name}' mixes tokens on a 2-D grid: "
                              "pass grid_size=(H, W), the patch grid (e.g. (14, 14) for 224-pixel "
                              "images of 16-pixel patches)")
-        self.mixer = compile_spec(spec, dim=dim, grid=grid_size)
+        if spec.layout == "sequence" and grid_size is not None:
+            raise PadreError(f"PadreAttention: spec '{spec.name}' mixes a 1-D token sequence: "
+                             "drop grid_size (num_prefix_tokens still sets the prefix)")
+        self.mixer = compile_spec(spec, dim=dim, grid=grid_size, dtype=dtype)
         self.proj_drop = nn.Dropout(proj_drop)
-        if device is not None or dtype is not None:
-            self.to(device=device, dtype=dtype)
+        if device is not None:
+            self.to(device=device)
 
     def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None,
                 is_causal: bool = False, grid_size: tuple[int, int] | None = None,

@@ -121,7 +121,8 @@ def test_inspect_checks_the_expansion_before_printing(capsys: pytest.CaptureFixt
 def test_inspect_expands_a_normalised_spec_and_checks_its_width(
         capsys: pytest.CaptureFixture) -> None:
     """castling_vit's 8 heads do not split D = 4; its normalisers expand as opaque factors."""
-    _fails(["inspect", "castling_vit", "--expand", "2,4"], "heads must divide D", capsys)
+    _fails(["inspect", "castling_vit", "--expand", "2,4"], "does not split into heads=8", capsys)
+    _fails(["compile", "castling_vit", "--dim", "3"], "width 3 at dim=3 does not split", capsys)
     with pytest.raises(SystemExit):
         cli.main(["inspect", "padre3", "--expand", "0,2"])
     assert "must be positive" in capsys.readouterr().err

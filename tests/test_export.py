@@ -204,7 +204,7 @@ def test_cli_export_with_saved_weights(tmp_path: Path) -> None:
     assert "Traceback" not in proc.stderr
     (tmp_path / "junk.pt").write_text("not a checkpoint")
     proc = _cli("conv2former", "-o", str(out), "--weights", str(tmp_path / "junk.pt"))
-    assert proc.returncode == 2 and "not a file torch.save wrote" in proc.stderr
+    assert proc.returncode == 2 and "torch.save(module.state_dict(), FILE)" in proc.stderr
 
 
 def test_cli_export_refuses_before_work_and_leaves_nothing(tmp_path: Path) -> None:

@@ -37,6 +37,22 @@ def test_refuses_masks_and_wrong_token_counts() -> None:
         attn(torch.randn(1, 7, 8))
     with pytest.raises(PadreError, match=r"pass grid_size=\(H, W\)"):
         PadreAttention(8)  # the keyword named is the constructor's own
+    with pytest.raises(PadreError, match="drop grid_size"):
+        PadreAttention(16, spec="sima", grid_size=(2, 3))
+
+
+def test_dtype_is_the_mixers_and_the_precision_warning_follows_it() -> None:
+    """dtype=float64 builds the mixer in float64, where mamba computes its spec: no warning
+    (in float32 compile() warns)."""
+    import warnings
+
+    from padre_compiler.errors import PrecisionWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", PrecisionWarning)
+        attn = PadreAttention(8, spec="mamba", num_prefix_tokens=1, dtype=torch.float64)
+    x = torch.randn(2, 1 + 5, 8, dtype=torch.float64)
+    assert attn(x).dtype == torch.float64
 
 
 def test_per_call_grid_for_dynamic_image_size() -> None:

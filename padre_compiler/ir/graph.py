@@ -125,13 +125,13 @@ class Graph:
 def validate_dim(g: Graph, dim: int) -> None:
     """Every width is a positive integer at this D and every per-head op's input splits into
     its heads; raises ShapeError naming the op otherwise."""
-    for _, node, inputs in g.items():
-        node.width.at(dim)
-        heads = node.a.get("heads")
+    for _, node, inputs in g.items():  # heads first: an unsplittable input makes a
+        heads = node.a.get("heads")      # width like D*D//heads fractional, a vaguer error
         if heads and inputs and g.node(inputs[0]).width.at(dim) % heads:
             raise ShapeError(f"{node.op} '{node.label}': width {g.node(inputs[0]).width.at(dim)} "
                              f"at dim={dim} does not split into heads={heads}; use a dim "
                              f"divisible by {heads}")
+        node.width.at(dim)
 
 
 def is_valid_dim(g: Graph, dim: int) -> bool:

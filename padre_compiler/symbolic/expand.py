@@ -23,8 +23,8 @@ import numpy as np
 import sympy as sp
 
 from padre_compiler.backends.reference import run_graph
-from padre_compiler.errors import PadreError
-from padre_compiler.ir.graph import Graph, is_valid_dim
+from padre_compiler.errors import PadreError, ShapeError
+from padre_compiler.ir.graph import Graph, validate_dim
 from padre_compiler.ir.ops import EvalContext
 from padre_compiler.symbolic.degree import degrees
 
@@ -84,9 +84,10 @@ def expand_graph(g: Graph, tokens: int, channels: int, *, grid: tuple[int, int] 
                          f"exceed {MAX_MONOMIALS} monomials; use fewer tokens or channels")
     if g.layout == "grid2d" and (grid is None or grid[0] * grid[1] != tokens):
         raise PadreError(f"a grid2d spec needs grid=(H, W) with H * W = {tokens}")
-    if not is_valid_dim(g, channels):
-        raise PadreError(f"D={channels}: the spec's widths are not whole there (its heads "
-                         "must divide D); give a multiple of every head count")
+    try:
+        validate_dim(g, channels)
+    except ShapeError as err:
+        raise PadreError(f"expansion at D={channels}: {err}") from None
     x_names = [f"x_{t}_{c}" for t in range(tokens) for c in range(channels)]
     w_names = weight_names(g.decls, channels) if weights is None else {}
     w_flat = [name for names in w_names.values() for name in names]
