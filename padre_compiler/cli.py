@@ -103,6 +103,12 @@ def cmd_compile(args: argparse.Namespace) -> int:
         raise PadreError("give a SPEC (a path or a bundled spec name) or --all")
     spec = _load(args)
     grid, tokens = _resolve_size(spec, args)
+    if args.output == "-" and (args.run or args.explain):
+        raise PadreError("-o - writes the source to stdout, where --run and --explain print "
+                         "their reports: give -o FILE")
+    to_stdout = args.output == "-" or (args.output is None and not args.run and not args.explain)
+    if args.output == "-":
+        args.output = None
     if args.output is not None:  # refused before the work
         output_target(args.output, inputs=(spec.source,))
     out = Path(args.output) if args.output is not None else None
@@ -117,7 +123,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
             console.print(f"[bold]after {rec.name}[/bold] ({rec.rewrites} rewrites): {rec.cost}")
             for line in explain_graph(rec.graph, dim, tokens):
                 console.print(line, soft_wrap=True)
-    if out is None and not args.run and not args.explain:
+    if to_stdout:
         sys.stdout.write(result.source)
     if args.run:  # before writing: a run that fails leaves no file
         _run_summary(result, dim, grid, tokens, out, elapsed)
@@ -439,7 +445,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--all", action="store_true", help="regenerate codegen/ for every spec")
     p.add_argument("--backend", choices=["torch", "triton"],
                    help="torch (default) or triton (fused kernels)")
-    p.add_argument("-o", "--output", help="write the module source here")
+    p.add_argument("-o", "--output", help="write the module source here (-: stdout, the "
+                                          "default without --run or --explain)")
     p.add_argument("--dim", type=argtypes.positive, help="model width D (default 384)")
     p.add_argument("--grid", type=argtypes.grid, metavar="HxW",
                    help="token grid HxW for 2-D specs (default 14x14)")

@@ -185,3 +185,10 @@ def test_out_of_memory_and_a_full_stdout_exit_1_without_a_traceback(
     monkeypatch.setattr(cli, "cmd_families", raises(RuntimeError("a bug")))
     with pytest.raises(RuntimeError, match="a bug"):  # other errors are not hidden
         cli.main(["families"])
+
+
+def test_dash_output_is_stdout(capsys: pytest.CaptureFixture) -> None:
+    assert cli.main(["compile", "conv2former", "-o", "-"]) == 0
+    captured = capsys.readouterr()
+    assert "class Conv2former" in captured.out and "graph certificate" in captured.err
+    _fails(["compile", "conv2former", "-o", "-", "--run"], "give -o FILE", capsys)
