@@ -125,8 +125,12 @@ def cmd_compile(args: argparse.Namespace) -> int:
                 console.print(line, soft_wrap=True)
     if to_stdout:
         sys.stdout.write(result.source)
-    if args.run:  # before writing: a run that fails leaves no file
-        _run_summary(result, dim, grid, tokens, out, elapsed)
+    # --run before writing: a run that fails, or finds the module wrong, leaves no file
+    if args.run and _run_summary(result, dim, grid, tokens, out, elapsed).wrong:
+        err_console.print("[red]not written:[/red] the module does not compute the spec"
+                          if out is not None else "[red]the module does not compute the "
+                          "spec[/red]")
+        return 1
     if out is not None:
         write_atomic(out, result.source, inputs=(spec.source,))
     if out is not None and not args.run:
@@ -137,7 +141,8 @@ def cmd_compile(args: argparse.Namespace) -> int:
     return 0 if result.certificate.passed else 1
 
 
-def _run_summary(result, dim: int, grid, tokens: int, out: Path | None, elapsed: float) -> None:
+def _run_summary(result, dim: int, grid, tokens: int, out: Path | None, elapsed: float) -> Any:
+    """Print `padre compile --run`'s summary; the RunCheck."""
     from padre_compiler.report import summarise
     from padre_compiler.verify.run_check import run_check
 
@@ -146,6 +151,7 @@ def _run_summary(result, dim: int, grid, tokens: int, out: Path | None, elapsed:
         console.print(line)
     where = f"{out}" if out else "not written (use -o FILE)"
     console.print(f"source         {where}; compiled in {elapsed * 1e3:.0f} ms")
+    return check
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -253,7 +259,8 @@ def _size_args(p: argparse.ArgumentParser, dim: int) -> None:
     p.add_argument("--grid", type=argtypes.grid, metavar="HxW",
                    help="token grid HxW for 2-D specs (default 14x14)")
     p.add_argument("--tokens", type=argtypes.positive,
-                   help="token count for sequence specs (default 196)")
+                   help="token count for sequence specs (default 196, or a long filter's "
+                        "length if shorter)")
 
 
 def _resolve_size(spec, args: argparse.Namespace) -> tuple[tuple[int, int] | None, int]:
@@ -451,7 +458,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grid", type=argtypes.grid, metavar="HxW",
                    help="token grid HxW for 2-D specs (default 14x14)")
     p.add_argument("--tokens", type=argtypes.positive,
-                   help="token count for costs of sequence specs (default 196)")
+                   help="token count of sequence specs, for costs and --run (default 196, or "
+                        "a long filter's length if shorter)")
     p.add_argument("--explain", action="store_true", help="print the graph after each pass")
     p.add_argument("--run", action="store_true",
                    help="build the module, run a random batch, check it, print a summary")
@@ -546,13 +554,21 @@ def main(argv: list[str] | None = None) -> int:
         return _fail("out of memory: the sizes asked for do not fit in this machine's memory; "
                      "check --dim, --grid, --tokens and the spec's sizes (kernel, length, "
                      "times, states)")
-    except RuntimeError as err:
-        if "alloc" not in str(err).lower():  # torch's "can't allocate memory"
+    except RuntimeError as err:  # torch.OutOfMemoryError, or the CPU allocator's refusal
+        if not (isinstance(err, torch_oom()) or "can't allocate memory" in str(err)):
             raise
         return _fail(f"out of memory ({first_line(err)}); check --dim, --grid, --tokens and "
                      "the spec's sizes")
-    except OSError as err:  # a full disk or a closed pipe under stdout
-        return _fail(f"cannot write the output ({err.strerror or err})")
+    except OSError as err:  # a full disk, a closed pipe under stdout, a cache folder
+        where = f": {err.filename}" if err.filename else ""
+        return _fail(f"{err.strerror or err}{where}")
+
+
+def torch_oom() -> type[BaseException]:
+    """torch.OutOfMemoryError where torch is imported (a command that never imports torch
+    cannot raise it)."""
+    torch = sys.modules.get("torch")
+    return getattr(torch, "OutOfMemoryError", MemoryError) if torch else MemoryError
 
 
 def _fail(message: str) -> int:

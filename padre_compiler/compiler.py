@@ -6,6 +6,7 @@ import dataclasses
 import hashlib
 import importlib.util
 import math
+import operator
 import os
 import sys
 import textwrap
@@ -14,9 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from padre_compiler.backends.pytorch import class_name, emit_module
+from padre_compiler.backends.pytorch import emit_module
 from padre_compiler.errors import PadreError, PrecisionWarning
 from padre_compiler.ir.graph import Graph, validate_dim
+from padre_compiler.ir.names import class_name
 from padre_compiler.passes import PIPELINE, PIPELINES, PassContext, PassRecord, run_pipeline
 from padre_compiler.paths import SPECS_DIR
 from padre_compiler.spec.loader import load_spec
@@ -193,9 +195,15 @@ def compile(spec: str | Path | Spec, *, dim: int, backend: str = "torch",
         raise PadreError(f"spec '{spec.name}' mixes tokens on a 2-D grid: pass grid=(H, W)")
     if spec.layout == "sequence" and grid is not None:
         raise PadreError(f"spec '{spec.name}' is a sequence spec: it takes no grid")
-    if grid is not None and not (len(grid) == 2 and all(
-            isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in grid)):
-        raise PadreError(f"grid={grid!r}: give (H, W), two positive integers")
+    if grid is not None:
+        try:  # numpy integers too, not bools or floats
+            if len(grid) != 2 or any(isinstance(s, bool) for s in grid):
+                raise TypeError
+            grid = (operator.index(grid[0]), operator.index(grid[1]))
+        except TypeError:
+            raise PadreError(f"grid={grid!r}: give (H, W), two positive integers") from None
+        if min(grid) < 1:
+            raise PadreError(f"grid={grid!r}: give (H, W), two positive integers")
     result = generate(spec, dim=dim, grid=grid, backend=backend)  # validates dim
     cls = compile_module_class(result)
     instance = cls(dim, grid) if grid is not None else cls(dim)

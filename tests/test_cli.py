@@ -129,7 +129,9 @@ def test_inspect_expands_a_normalised_spec_and_checks_its_width(
 
 
 def test_outputs_never_overwrite_inputs_or_outlive_a_failed_run(
-        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+        tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    from padre_compiler.verify import run_check as rc
+
     """-o naming the spec (or --weights) is refused before any work; --run runs before -o is
     written, so a run that fails leaves no file; an empty -o is an error, not stdout."""
     spec = tmp_path / "mixer.toml"
@@ -138,6 +140,21 @@ def test_outputs_never_overwrite_inputs_or_outlive_a_failed_run(
     _fails(["compile", str(spec), "-o", str(spec)], "which writing would overwrite", capsys)
     assert spec.read_text() == before
     _fails(["compile", str(spec), "-o", ""], "an empty path", capsys)
+    wrong = tmp_path / "wrong.py"  # a module the run check finds wrong is not written
+    real = rc.compile_module_class
+
+    def off(result) -> type:
+        class Off(real(result)):
+            def forward(self, x):
+                return 1.01 * super().forward(x)
+
+        return Off
+
+    monkeypatch.setattr(rc, "compile_module_class", off)
+    assert cli.main(["compile", str(spec), "--dim", "8", "--grid", "3x3", "--run", "-o",
+                     str(wrong)]) == 1
+    assert "not written" in capsys.readouterr().err and not wrong.exists()
+    monkeypatch.undo()
     lc = tmp_path / "lc.toml"
     lc.write_text('layout = "sequence"\ndegree = 2\n[[branch]]\nchannel = { op = "dense", name '
                   '= "b" }\ntoken = { op = "long_conv", name = "h", length = 8 }\n[[branch]]\n'
@@ -178,7 +195,7 @@ def test_out_of_memory_and_a_full_stdout_exit_1_without_a_traceback(
     for error, words in ((MemoryError(), "out of memory"),
                          (RuntimeError("DefaultCPUAllocator: can't allocate memory"),
                           "out of memory"),
-                         (OSError(28, "No space left on device"), "cannot write the output")):
+                         (OSError(28, "No space left on device"), "No space left on device")):
         monkeypatch.setattr(cli, "cmd_families", raises(error))
         assert cli.main(["families"]) == 1
         assert words in capsys.readouterr().err

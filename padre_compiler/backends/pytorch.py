@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from padre_compiler.ir.graph import Graph, Node
+from padre_compiler.ir.names import class_name
 from padre_compiler.ir.params import ParamDecl, ParamExpr, render_param
 from padre_compiler.ir.registry import RuleTable
 from padre_compiler.ir.width import Width
@@ -234,10 +235,6 @@ def split_targets(g: Graph, names: dict[int, str]) -> dict[int, str]:
 
 
 # module assembly ------------------------------------------------------------------------------
-def class_name(spec_name: str) -> str:
-    return "".join(part.capitalize() for part in re.split(r"[^0-9a-zA-Z]+", spec_name) if part)
-
-
 def _ascii(label: str) -> str:
     """Greek letters by name (Δ -> delta), accents dropped (K̂ -> K); other symbols kept."""
     out = []
@@ -361,10 +358,12 @@ def statement(var: str, code: str, width: Width, note: str = "") -> str:
 
 def docstring_literal(text: str) -> str:
     """`text` as the body of a triple-quoted literal whose value is `text`: backslashes,
-    quotes and control characters other than newlines escaped (a spec's description is free
-    text; unescaped, a triple quote in it would end the docstring and run the rest)."""
+    quotes, control characters other than newlines and lone surrogates escaped (a spec's
+    description is free text; unescaped, a triple quote in it would end the docstring and run
+    the rest, and a surrogate cannot be written as UTF-8)."""
     text = text.replace("\\", "\\\\").replace('"', '\\"')
-    return "".join(f"\\x{ord(c):02x}" if ord(c) < 32 and c != "\n" else c for c in text)
+    return "".join(f"\\x{ord(c):02x}" if ord(c) < 32 and c != "\n" else
+                   f"\\u{ord(c):04x}" if 0xD800 <= ord(c) <= 0xDFFF else c for c in text)
 
 
 def module_source(g: Graph, decls: dict[str, ParamDecl], *, name: str, docstring: str,

@@ -414,4 +414,7 @@ def _results_file(path: Path) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except PadreError as err:
+        sys.exit(f"error: {err}")

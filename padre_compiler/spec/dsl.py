@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import math
 import numbers
-import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -23,20 +22,20 @@ import numpy as np
 
 from padre_compiler.errors import ShapeError, SpecError
 from padre_compiler.ir import ops as _ops
+from padre_compiler.ir.names import name_problem
 from padre_compiler.ir.registry import OPS
 from padre_compiler.ir.width import Width
 from padre_compiler.spec.surrogates import BASES, FUNCTIONS, surrogate_coeffs
 
-IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")  # names become Python names in codegen
-
 
 def require_identifier(name: str, field: str, what: str, source: str | None = None) -> None:
-    """SpecError unless `name` is an ASCII identifier: spec and op names become class, file
-    and parameter names in generated code."""
-    if not IDENTIFIER.match(name):
-        raise SpecError(field, f"{what} {name!r} is not a name generated code can use",
-                        "use ASCII letters, digits and underscores, starting with a letter "
-                        "or an underscore (e.g. mixer_2d)", source=source)
+    """SpecError unless `name` can name a spec (`what` starts "the spec") or an op in
+    generated code (padre_compiler.ir.names)."""
+    problem = name_problem(name, spec=what.startswith("the spec"))
+    if problem:
+        raise SpecError(field, f"{what} {name!r} {problem}",
+                        "choose another of ASCII letters, digits and underscores, starting with "
+                        "a letter (e.g. mixer_2d)", source=source)
 
 
 def _operand(other: Any, op: str) -> Expr:
@@ -93,6 +92,8 @@ class Expr:
         return self * other
 
     def __radd__(self, other: Any) -> Expr:
+        if type(other) is int and other == 0:  # sum(terms) starts from 0
+            return self
         return self + other
 
     def __sub__(self, other: Any) -> Expr:

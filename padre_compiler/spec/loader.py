@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from padre_compiler.errors import SpecError
+from padre_compiler.ir.names import name_problem
 from padre_compiler.ir.registry import OPS
 from padre_compiler.ir.width import Width
 from padre_compiler.paths import SPECS_DIR
@@ -121,8 +122,8 @@ def _spec_name(data: dict[str, Any], default_name: str, source: str) -> str:
         name = _get(data, "name", str, "")
         dsl.require_identifier(name, "name", "the spec name", source)
         return name
-    name = re.sub(r"[^A-Za-z0-9_]", "_", default_name)
-    return name if dsl.IDENTIFIER.match(name) else f"spec_{name}"
+    name = re.sub(r"[^A-Za-z0-9_]+", "_", default_name).strip("_")
+    return name if name_problem(name, spec=True) is None else f"spec_{name}".rstrip("_")
 
 
 def _check_finite(value: Any, field: str) -> None:

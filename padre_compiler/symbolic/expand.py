@@ -78,20 +78,24 @@ def expand_graph(g: Graph, tokens: int, channels: int, *, grid: tuple[int, int] 
 
     weights: exact (rational or sympy) parameter arrays; None makes every weight a symbol.
     """
-    top = degrees(g)[g.output_id].top
-    if comb(tokens * channels + top, top) > MAX_MONOMIALS:
-        raise PadreError(f"symbolic expansion at N={tokens}, D={channels}, degree {top} would "
-                         f"exceed {MAX_MONOMIALS} monomials; use fewer tokens or channels")
     if g.layout == "grid2d" and (grid is None or grid[0] * grid[1] != tokens):
         raise PadreError(f"a grid2d spec needs grid=(H, W) with H * W = {tokens}")
     try:
         validate_dim(g, channels)
     except ShapeError as err:
         raise PadreError(f"expansion at D={channels}: {err}") from None
+    phi_names = _phi_names(g, tokens, channels)
+    top, phis = degrees(g)[g.output_id].top, sum(map(len, phi_names))
+    # monomials of degree <= top in x, times those of degree <= (normalisers) in phi
+    bound = comb(tokens * channels + top, top) * comb(phis + len(phi_names), len(phi_names))
+    if bound > MAX_MONOMIALS:
+        raise PadreError(f"symbolic expansion at N={tokens}, D={channels}, degree {top} in x"
+                         + (f" and {len(phi_names)} in {phis} normaliser symbols" if phis else "")
+                         + f" would exceed {MAX_MONOMIALS} monomials; use fewer tokens or "
+                         "channels")
     x_names = [f"x_{t}_{c}" for t in range(tokens) for c in range(channels)]
     w_names = weight_names(g.decls, channels) if weights is None else {}
     w_flat = [name for names in w_names.values() for name in names]
-    phi_names = _phi_names(g, tokens, channels)
     _, *gens = sp.ring(x_names + w_flat + [n for block in phi_names for n in block], sp.QQ)
     x = np.array(gens[:len(x_names)], dtype=object).reshape(1, tokens, channels)
     it = iter(gens[len(x_names):])

@@ -40,6 +40,11 @@ class RunCheck:
     kernels: str | None  # a Triton module: what ran its fused regions
     verdict: str | None  # where error > TOLERANCE: rounding or not, and why
 
+    @property
+    def wrong(self) -> bool:
+        """The module does not compute the spec (rounding does not explain its error)."""
+        return self.verdict is not None and self.verdict.endswith(WRONG)
+
     def lines(self) -> list[str]:
         out = [f"run            x {self.x_shape} -> y {self.y_shape} in {self.ms:.1f} ms; "
                f"max rel. error vs float64 reference {self.error:.1e}"]

@@ -1,0 +1,24 @@
+"""Names a spec gives that become Python names in generated code: the spec's name (module and
+class: `conv2former` -> class `Conv2former`) and its ops' names (parameter prefixes:
+`branch1_channel` -> `self.branch1_channel_weight`)."""
+
+from __future__ import annotations
+
+import keyword
+import re
+
+NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*\Z")  # no leading underscore: `self.__x` is mangled
+
+
+def class_name(spec_name: str) -> str:
+    """The generated module's class: the name's parts between underscores, capitalised."""
+    return "".join(part.capitalize() for part in re.split(r"[^0-9a-zA-Z]+", spec_name) if part)
+
+
+def name_problem(name: str, spec: bool = False) -> str | None:
+    """Why `name` cannot name a spec (`spec`) or an op in generated code, or None."""
+    if not NAME.match(name):
+        return "is not a name generated code can use"
+    if spec and keyword.iskeyword(class_name(name)):
+        return f"would name its class {class_name(name)}, a Python keyword"
+    return None
