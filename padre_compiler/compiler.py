@@ -187,9 +187,11 @@ def compile(spec: str | Path | Spec, *, dim: int, backend: str = "torch",
     is required and N = H * W. dtype: the module's (default float32). The module carries
     `.source` (its generated code) and `.compiled` (graph and pass log) and `.certificate`
     (the graph certificate plus an exact check of the generated code; see
-    padre_compiler.verify.certificate). A PrecisionWarning says where float32 or float16
-    cannot compute the spec at the module's initial weights (`rounding_error`).
+    padre_compiler.verify.certificate). A PrecisionWarning says where float32, float16 or
+    bfloat16 cannot compute the spec at the module's initial weights (`rounding_error`).
     """
+    import torch
+
     spec = as_spec(spec)
     if spec.layout == "grid2d" and grid is None:
         raise PadreError(f"spec '{spec.name}' mixes tokens on a 2-D grid: pass grid=(H, W)")
@@ -212,7 +214,6 @@ def compile(spec: str | Path | Spec, *, dim: int, backend: str = "torch",
                                                      fixed_dim=spec.fixed_dim,
                                                      graph=result.records[0].graph)
     probe = cls(small_dim, small_grid) if small_grid is not None else cls(small_dim)
-    initial = {k: v.detach().double().numpy() for k, v in probe.state_dict().items()}
     spec_graph = result.records[0].graph
     code = check_code(probe, spec_graph, dim=small_dim, grid=small_grid,
                       tokens=min([small_tokens, *max_tokens(spec_graph)]))
@@ -222,18 +223,21 @@ def compile(spec: str | Path | Spec, *, dim: int, backend: str = "torch",
     if dtype is not None:
         instance = instance.to(dtype)
     low = str(dtype or "torch.float32").removeprefix("torch.")
-    if low in ("float32", "float16"):  # numpy has no bfloat16
-        error = rounding_error(spec_graph, initial, small_dim, small_grid,
+    if low in ("float32", "float16", "bfloat16"):
+        # at the module's own width and weights (a head's width sets the conditioning of
+        # its normalisations), on the certificate's few tokens
+        initial = {k: v.detach().double().numpy() for k, v in instance.state_dict().items()}
+        error = rounding_error(spec_graph, initial, dim, small_grid,
                                min([small_tokens, *max_tokens(spec_graph)]), low)
-        if not error <= USABLE:
+        if not error <= max(USABLE, 16 * torch.finfo(getattr(torch, low)).eps):
             warnings.warn(f"{spec.name} in {low} is off by {error:.1e} relative at its initial "
-                          "weights (evaluated op by op at a small size: its terms cancel below "
+                          "weights (evaluated op by op on a few tokens: its terms cancel below "
                           f"{low}'s precision or leave its range); run it in float64: "
                           "compile(..., dtype=torch.float64)", PrecisionWarning, stacklevel=2)
     return instance
 
 
-USABLE = 1e-2  # relative rounding error of the spec above which compile() warns
+USABLE = 1e-2  # relative rounding error of the spec above which compile() warns (or 16 ulp)
 
 
 def rounding_error(graph: Graph, params: dict[str, Any], dim: int,
@@ -242,7 +246,8 @@ def rounding_error(graph: Graph, params: dict[str, Any], dim: int,
     """max |spec in dtype - spec in float64| / max |spec in float64|, the spec evaluated op
     by op (the reference interpreter, numpy) at float64 weights `params` on an N(0, 1) input
     [1, tokens, dim]: how much of the spec rounding to `dtype` alone leaves (NaN: not
-    finite)."""
+    finite). numpy has no bfloat16: there each op runs in float32 and its result is rounded to
+    bfloat16 (to nearest, ties to even), as a bfloat16 tensor stores it."""
     import numpy as np
 
     from padre_compiler.backends.reference import run_graph
@@ -250,11 +255,25 @@ def rounding_error(graph: Graph, params: dict[str, Any], dim: int,
 
     x = np.random.default_rng(seed).standard_normal((1, tokens, dim))
     ref = run_graph(graph, x, params, EvalContext(grid=grid))
+    post, dtype = (_round_bfloat16, "float32") if dtype == "bfloat16" else (None, dtype)
+    cast = post or (lambda v: v)
     with np.errstate(all="ignore"):
-        low = run_graph(graph, x.astype(dtype), {k: v.astype(dtype) for k, v in params.items()},
-                        EvalContext(grid=grid))
+        low = run_graph(graph, cast(x.astype(dtype)),
+                        {k: cast(v.astype(dtype)) for k, v in params.items()},
+                        EvalContext(grid=grid), post=post)
         diff = np.abs(low.astype(np.float64) - ref)
     if not np.isfinite(diff).all():
         return math.nan
     error, scale = float(diff.max(initial=0.0)), float(np.abs(ref).max(initial=0.0))
     return error / scale if scale else (math.inf if error else 0.0)
+
+
+def _round_bfloat16(v: Any) -> Any:
+    """float32 values rounded to bfloat16's 8 significant bits (to nearest, ties to even),
+    kept in float32; NaN stays NaN."""
+    import numpy as np
+
+    v = np.asarray(v, dtype=np.float32)
+    bits = v.view(np.uint32).astype(np.uint64)
+    rounded = ((bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000).astype(np.uint32)
+    return np.where(np.isnan(v), v, rounded.view(np.float32))

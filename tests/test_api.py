@@ -188,11 +188,15 @@ def test_dsl_names_operators_and_sizes_get_clear_errors() -> None:
                          (lambda: a - a, "no '-'"), (lambda: a @ a, "no '@'")):
         with pytest.raises(TypeError, match=words):
             wrong()
-    for name in ("b 1", "1a", "a/b", ""):
+    for name in ("b 1", "1a", "a/b", "", "_x", "__a"):  # __a: self.__a_weight is mangled
         with pytest.raises(pc.SpecError, match="not a name generated code can use"):
             dsl.dense(x, name)
         with pytest.raises(pc.SpecError, match="not a name generated code can use"):
             dsl.spec(name, layout="sequence", output=dsl.dense(a, "p"))
+    for name in ("none", "true", "false"):  # class None, True, False
+        with pytest.raises(pc.SpecError, match="a Python keyword"):
+            dsl.spec(name, layout="sequence", output=dsl.dense(a, "p"))
+    assert sum([a, dsl.dense(x, "b")]).op == "add"
     with pytest.raises(pc.SpecError, match="unknown layout 'grid'"):
         dsl.tokens("grid")
     with pytest.raises(PadreError, match=r"grid=\(0, 3\): give \(H, W\)"):
@@ -209,10 +213,23 @@ def test_compile_warns_where_float32_cannot_compute_the_spec() -> None:
         pc.compile("mamba", dim=8)
     with pytest.warns(PrecisionWarning, match="mamba in float16 is off by nan"):
         pc.compile("mamba", dim=8, dtype=torch.float16)
+    with pytest.warns(PrecisionWarning, match="mamba in bfloat16 is off by"):
+        pc.compile("mamba", dim=8, dtype=torch.bfloat16)
     with warnings.catch_warnings():
         warnings.simplefilter("error", PrecisionWarning)
         module = pc.compile("mamba", dim=8, dtype=torch.float64)
-        for dtype in (torch.float32, torch.float16):
-            pc.compile("padre3", dim=8, grid=(3, 3), dtype=dtype)
+        for dtype in (torch.float32, torch.float16, torch.bfloat16):
+            for name, grid in (("padre3", (3, 3)), ("hyena", None), ("sima", None)):
+                pc.compile(name, dim=64, grid=grid, dtype=dtype)
     x = torch.randn(1, 6, 8, dtype=torch.float64)
     assert module.skip_scale.dtype == torch.float64 and torch.isfinite(module(x)).all()
+
+
+def test_bfloat16_rounding_is_emulated_as_torch_rounds() -> None:
+    from padre_compiler.compiler import _round_bfloat16
+
+    v = torch.randn(4096, dtype=torch.float32) * torch.logspace(-30, 30, 4096)
+    v[:3] = torch.tensor([float("nan"), float("inf"), 3.4e38])
+    got = _round_bfloat16(v.numpy())
+    want = v.to(torch.bfloat16).float().numpy()
+    assert np.array_equal(got, want, equal_nan=True)

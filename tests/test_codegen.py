@@ -169,6 +169,10 @@ def test_a_description_cannot_end_the_docstring(tmp_path: Path) -> None:
                                *(x for x in lines if not x.startswith(("name", "description")))]))
     spec = load_spec(path)
     assert spec.name == "spec_2d_mixer"
+    for stem, name in (("none", "spec_none"), ("-", "spec"), ("_x-y", "x_y")):
+        other = path.with_name(f"{stem}.toml")
+        other.write_text(path.read_text())
+        assert load_spec(other).name == name
     for backend in ("torch", "triton"):
         source = generate(spec, dim=8, grid=(3, 3), backend=backend).source
         tree = ast.parse(source)
