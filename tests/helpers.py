@@ -42,3 +42,20 @@ def generated_runtime(name: str, dim: int, grid: tuple[int, int] | None = None) 
     if m.triton is None:
         pytest.skip("Triton is not installed")
     return m
+
+
+def scale_run_check_modules(monkeypatch, factor: float) -> None:
+    """`padre compile --run`'s module (run_check.compile_module_class) returns `factor` times
+    its output: a module the run check must find wrong."""
+    from padre_compiler.verify import run_check
+
+    real = run_check.compile_module_class
+
+    def scaled(result) -> type:
+        class Scaled(real(result)):
+            def forward(self, x):
+                return factor * super().forward(x)
+
+        return Scaled
+
+    monkeypatch.setattr(run_check, "compile_module_class", scaled)

@@ -130,7 +130,7 @@ def test_inspect_expands_a_normalised_spec_and_checks_its_width(
 
 def test_outputs_never_overwrite_inputs_or_outlive_a_failed_run(
         tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
-    from padre_compiler.verify import run_check as rc
+    from tests.helpers import scale_run_check_modules
 
     """-o naming the spec (or --weights) is refused before any work; --run runs before -o is
     written, so a run that fails leaves no file; an empty -o is an error, not stdout."""
@@ -141,16 +141,7 @@ def test_outputs_never_overwrite_inputs_or_outlive_a_failed_run(
     assert spec.read_text() == before
     _fails(["compile", str(spec), "-o", ""], "an empty path", capsys)
     wrong = tmp_path / "wrong.py"  # a module the run check finds wrong is not written
-    real = rc.compile_module_class
-
-    def off(result) -> type:
-        class Off(real(result)):
-            def forward(self, x):
-                return 1.01 * super().forward(x)
-
-        return Off
-
-    monkeypatch.setattr(rc, "compile_module_class", off)
+    scale_run_check_modules(monkeypatch, 1.01)
     assert cli.main(["compile", str(spec), "--dim", "8", "--grid", "3x3", "--run", "-o",
                      str(wrong)]) == 1
     assert "not written" in capsys.readouterr().err and not wrong.exists()

@@ -13,7 +13,7 @@ import torch
 from padre_compiler import cli, dsl
 from padre_compiler.compiler import generate
 from padre_compiler.verify import run_check as rc
-from tests.helpers import generated_runtime
+from tests.helpers import generated_runtime, scale_run_check_modules
 
 
 def flat(text: str) -> str:
@@ -36,16 +36,7 @@ def test_mamba_float32_error_is_rounding(capsys: pytest.CaptureFixture) -> None:
 
 
 def test_a_module_one_percent_off_is_wrong(monkeypatch: pytest.MonkeyPatch) -> None:
-    real = rc.compile_module_class
-
-    def off(result) -> type:
-        class Off(real(result)):
-            def forward(self, x):
-                return 1.01 * super().forward(x)
-
-        return Off
-
-    monkeypatch.setattr(rc, "compile_module_class", off)
+    scale_run_check_modules(monkeypatch, 1.01)
     check = rc.run_check(generate("conv2former", dim=8, grid=(3, 3)), 8, (3, 3), 9)
     assert 5e-3 < check.error < 2e-2
     assert "in float32: the module is wrong" in check.verdict
