@@ -27,6 +27,7 @@ import dataclasses
 import os
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -49,12 +50,12 @@ err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 def _load(args: argparse.Namespace):
     from padre_compiler.spec.loader import load_spec
 
-    params = dict(args.param or ())
-    if len(params) < len(args.param or ()):
-        twice = sorted({k for k, _ in args.param if [p for p, _ in args.param].count(k) > 1})
+    given = args.param or []
+    twice = sorted(k for k, n in Counter(k for k, _ in given).items() if n > 1)
+    if twice:
         raise PadreError(f"--param {', '.join(twice)} given more than once; give each "
                          "parameter once")
-    return load_spec(args.spec, params=params)
+    return load_spec(args.spec, params=dict(given))
 
 
 def codegen_dir() -> Path:
@@ -103,15 +104,14 @@ def cmd_compile(args: argparse.Namespace) -> int:
         raise PadreError("give a SPEC (a path or a bundled spec name) or --all")
     spec = _load(args)
     grid, tokens = _resolve_size(spec, args)
-    if args.output == "-" and (args.run or args.explain):
+    reports = args.run or args.explain  # printed on stdout
+    if args.output == "-" and reports:
         raise PadreError("-o - writes the source to stdout, where --run and --explain print "
                          "their reports: give -o FILE")
-    to_stdout = args.output == "-" or (args.output is None and not args.run and not args.explain)
-    if args.output == "-":
-        args.output = None
-    if args.output is not None:  # refused before the work
+    to_stdout = args.output == "-" or (args.output is None and not reports)
+    out = None if args.output in (None, "-") else Path(args.output)
+    if out is not None:  # refused before the work
         output_target(args.output, inputs=(spec.source,))
-    out = Path(args.output) if args.output is not None else None
     t0 = time.perf_counter()
     dim = args.dim or 384
     result = generate(spec, dim=dim, grid=grid, backend=args.backend or "torch", tokens=tokens)
@@ -136,7 +136,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
     if out is not None and not args.run:
         console.print(f"wrote {out} ({elapsed * 1e3:.0f} ms)")
     # with the source on stdout, the certificate goes to stderr
-    to = console if out is not None or args.run or args.explain else err_console
+    to = err_console if to_stdout else console
     to.print(str(result.certificate), soft_wrap=True)
     return 0 if result.certificate.passed else 1
 

@@ -6,7 +6,7 @@ import dataclasses
 import hashlib
 import importlib.util
 import math
-import operator
+import numbers
 import os
 import sys
 import textwrap
@@ -20,7 +20,7 @@ from padre_compiler.errors import PadreError, PrecisionWarning
 from padre_compiler.ir.graph import Graph, validate_dim
 from padre_compiler.ir.names import class_name
 from padre_compiler.passes import PIPELINE, PIPELINES, PassContext, PassRecord, run_pipeline
-from padre_compiler.paths import SPECS_DIR
+from padre_compiler.paths import bundled_stem
 from padre_compiler.spec.loader import load_spec
 from padre_compiler.spec.model import Spec
 from padre_compiler.symbolic.degree import degrees
@@ -77,8 +77,7 @@ def regenerate_command(spec: Spec, backend: str) -> str:
     path = Path(spec.source)
     if path.suffix != ".toml":
         return "padre_compiler.compile() of the Python spec that built it"
-    bundled = SPECS_DIR / path.name
-    if not spec.params and bundled.exists() and bundled.resolve() == path.resolve():
+    if not spec.params and bundled_stem(spec.source):
         return "padre compile --all"
     flags = "".join(f" --param {k}={v!r}".replace("'", '"') for k, v in spec.params)
     backend_flag = "" if backend == "torch" else f" --backend {backend}"
@@ -197,15 +196,11 @@ def compile(spec: str | Path | Spec, *, dim: int, backend: str = "torch",
         raise PadreError(f"spec '{spec.name}' mixes tokens on a 2-D grid: pass grid=(H, W)")
     if spec.layout == "sequence" and grid is not None:
         raise PadreError(f"spec '{spec.name}' is a sequence spec: it takes no grid")
-    if grid is not None:
-        try:  # numpy integers too, not bools or floats
-            if len(grid) != 2 or any(isinstance(s, bool) for s in grid):
-                raise TypeError
-            grid = (operator.index(grid[0]), operator.index(grid[1]))
-        except TypeError:
-            raise PadreError(f"grid={grid!r}: give (H, W), two positive integers") from None
-        if min(grid) < 1:
+    if grid is not None:  # numpy integers too, not bools or floats
+        if not (len(grid) == 2 and all(isinstance(s, numbers.Integral) and
+                                       not isinstance(s, bool) and s >= 1 for s in grid)):
             raise PadreError(f"grid={grid!r}: give (H, W), two positive integers")
+        grid = (int(grid[0]), int(grid[1]))
     result = generate(spec, dim=dim, grid=grid, backend=backend)  # validates dim
     cls = compile_module_class(result)
     instance = cls(dim, grid) if grid is not None else cls(dim)
@@ -220,16 +215,16 @@ def compile(spec: str | Path | Spec, *, dim: int, backend: str = "torch",
     instance.source = result.source
     instance.compiled = result
     instance.certificate = dataclasses.replace(result.certificate, code=code)
-    if dtype is not None:
-        instance = instance.to(dtype)
-    low = str(dtype or "torch.float32").removeprefix("torch.")
+    dtype = dtype or torch.float32
+    instance = instance.to(dtype)
+    low = str(dtype).removeprefix("torch.")
     if low in ("float32", "float16", "bfloat16"):
         # at the module's own width and weights (a head's width sets the conditioning of
         # its normalisations), on the certificate's few tokens
         initial = {k: v.detach().double().numpy() for k, v in instance.state_dict().items()}
         error = rounding_error(spec_graph, initial, dim, small_grid,
                                min([small_tokens, *max_tokens(spec_graph)]), low)
-        if not error <= max(USABLE, 16 * torch.finfo(getattr(torch, low)).eps):
+        if not error <= max(USABLE, 16 * torch.finfo(dtype).eps):
             warnings.warn(f"{spec.name} in {low} is off by {error:.1e} relative at its initial "
                           "weights (evaluated op by op on a few tokens: its terms cancel below "
                           f"{low}'s precision or leave its range); run it in float64: "

@@ -47,6 +47,16 @@ def checkout_path(relative: str, purpose: str,
     return root / relative
 
 
+def bundled_stem(source: str) -> str | None:
+    """The bundled spec's name where `source` is that spec's file, else None (another file,
+    or a spec built in Python)."""
+    path = Path(source)
+    bundled = SPECS_DIR / path.name
+    if path.suffix == ".toml" and bundled.exists() and bundled.resolve() == path.resolve():
+        return path.stem
+    return None
+
+
 def write_proof(name: str, markdown: str, path: str | Path | None = None) -> Path:
     """Write a derivation's report to `path`, else to proofs/<name>.md of the source
     checkout, whole or not at all (a temporary file renamed over it); returns the path."""

@@ -28,14 +28,18 @@ from padre_compiler.ir.width import Width
 from padre_compiler.spec.surrogates import BASES, FUNCTIONS, surrogate_coeffs
 
 
-def require_identifier(name: str, field: str, what: str, source: str | None = None) -> None:
-    """SpecError unless `name` can name a spec (`what` starts "the spec") or an op in
-    generated code (padre_compiler.ir.names)."""
-    problem = name_problem(name, spec=what.startswith("the spec"))
+def require_identifier(name: str, field: str, *, spec: bool = False,
+                       source: str | None = None) -> None:
+    """SpecError unless `name` can name a spec (`spec`) or an op in generated code
+    (padre_compiler.ir.names)."""
+    problem = name_problem(name, spec=spec)
     if problem:
-        raise SpecError(field, f"{what} {name!r} {problem}",
+        raise SpecError(field, f"the {'spec' if spec else 'op'} name {name!r} {problem}",
                         "choose another of ASCII letters, digits and underscores, starting with "
                         "a letter (e.g. mixer_2d)", source=source)
+
+
+LAYOUTS = ("sequence", "grid2d")  # 1-D tokens; an H x W grid, row-major
 
 
 def _operand(other: Any, op: str) -> Expr:
@@ -58,7 +62,7 @@ class Expr:
                  init: Mapping[str, tuple[float, float]] | None = None) -> None:
         opdef = OPS[op]
         if name is not None:
-            require_identifier(name, field or op, "the op name")
+            require_identifier(name, field or op)
         self.op, self.inputs, self.name, self.label = op, inputs, name, label
         self.attrs = opdef.resolve_attrs(attrs, field or op)
         layouts = {x.layout for x in inputs} - {"any"}
@@ -143,9 +147,9 @@ def _interval_inits(init: Mapping[str, Any], roles: Mapping[str, Any], field: st
 
 def tokens(layout: str = "any") -> Expr:
     """X, the [B, N, D] input."""
-    if layout not in ("any", "sequence", "grid2d"):
+    if layout not in ("any", *LAYOUTS):
         raise SpecError("layout", f"unknown layout '{layout}'",
-                        "use 'sequence' (1-D tokens), 'grid2d' (an H x W grid) or 'any'")
+                        f"use one of: any, {', '.join(LAYOUTS)}")
     x = Expr("input", (), {}, label="X")
     if layout != "any":
         x.layout = layout

@@ -120,7 +120,7 @@ def _spec_name(data: dict[str, Any], default_name: str, source: str) -> str:
     ("2d-mixer.toml" -> "spec_2d_mixer")."""
     if "name" in data:
         name = _get(data, "name", str, "")
-        dsl.require_identifier(name, "name", "the spec name", source)
+        dsl.require_identifier(name, "name", spec=True, source=source)
         return name
     name = re.sub(r"[^A-Za-z0-9_]+", "_", default_name).strip("_")
     return name if name_problem(name, spec=True) is None else f"spec_{name}".rstrip("_")

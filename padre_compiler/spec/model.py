@@ -9,9 +9,7 @@ from padre_compiler.errors import SpecError
 from padre_compiler.ir import ops
 from padre_compiler.ir.graph import Graph, Node, freeze
 from padre_compiler.ir.params import ParamDecl, ParamExpr
-from padre_compiler.spec.dsl import Expr, output_width_is_dim, require_identifier
-
-LAYOUTS = ("sequence", "grid2d")
+from padre_compiler.spec.dsl import LAYOUTS, Expr, output_width_is_dim, require_identifier
 
 
 @dataclass(frozen=True)
@@ -53,7 +51,7 @@ class Spec:
     def from_expr(name: str, *, layout: str, output: Expr, description: str = "",
                   source: str = "<python>", form: CanonicalForm | None = None,
                   raw: dict[str, Any] | None = None, fixed_dim: int | None = None) -> Spec:
-        require_identifier(name, "name", "the spec name", source)
+        require_identifier(name, "name", spec=True, source=source)
         if layout not in LAYOUTS:
             raise SpecError("layout", f"unknown layout '{layout}'",
                             f"use one of: {', '.join(LAYOUTS)}", source=source)

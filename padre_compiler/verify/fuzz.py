@@ -86,7 +86,7 @@ from padre_compiler.compiler import (
 from padre_compiler.errors import PadreError
 from padre_compiler.ir.graph import Graph, is_valid_dim
 from padre_compiler.ir.ops import EvalContext
-from padre_compiler.paths import SPECS_DIR
+from padre_compiler.paths import bundled_stem
 from padre_compiler.spec.loader import load_spec
 from padre_compiler.spec.model import Spec
 from padre_compiler.verify.poison import nan_poisoned
@@ -461,9 +461,7 @@ def replay_source(spec: Spec) -> str:
     path = Path(spec.source)
     if path.suffix != ".toml":
         return spec.name
-    bundled = SPECS_DIR / path.name
-    return path.stem if bundled.exists() and bundled.resolve() == path.resolve() else str(
-        path.resolve())
+    return bundled_stem(spec.source) or str(path.resolve())
 
 
 def write_regression(spec: Spec, backend: str, failure: Outcome, directory: Path) -> Path:
