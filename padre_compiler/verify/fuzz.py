@@ -62,6 +62,7 @@ import functools
 import hashlib
 import math
 import os
+import pprint
 import shlex
 import textwrap
 from collections.abc import Callable, Iterator
@@ -87,6 +88,7 @@ from padre_compiler.errors import PadreError
 from padre_compiler.ir.graph import Graph, is_valid_dim
 from padre_compiler.ir.ops import EvalContext
 from padre_compiler.paths import bundled_stem
+from padre_compiler.spec.literal import to_literal
 from padre_compiler.spec.loader import load_spec
 from padre_compiler.spec.model import Spec
 from padre_compiler.verify.poison import nan_poisoned
@@ -454,14 +456,17 @@ def check_example(spec: str | Path | Spec, example: Example, backend: str = "tor
     return Harness(spec_obj, backend).check(example)
 
 
-def replay_source(spec: Spec) -> str:
-    """How a regression test names the spec: a bundled spec by its name (portable across
-    checkouts), any other file by its absolute path; a spec built in Python by its name,
-    which replays only if a bundled spec of that name is the same spec."""
-    path = Path(spec.source)
-    if path.suffix != ".toml":
-        return spec.name
-    return bundled_stem(spec.source) or str(path.resolve())
+def replay_source(spec: Spec) -> tuple[str, str]:
+    """How a regression test names the spec: (its definition, the expression naming it). A
+    bundled spec by its name (portable across checkouts; family parameters are passed beside
+    it); any other spec, built in Python or read from another file, as its literal
+    (padre_compiler.spec.literal), so it replays without that code or file."""
+    stem = bundled_stem(spec.source)
+    if stem:
+        return "", repr(stem)
+    literal = pprint.pformat(to_literal(spec), width=80, sort_dicts=False)
+    return (f"\n# the spec {spec.name} ({Path(spec.source).name}) when the failure was found\n"
+            f"SPEC = from_literal({textwrap.indent(literal, ' ' * 19).lstrip()})\n\n\n"), "SPEC"
 
 
 def write_regression(spec: Spec, backend: str, failure: Outcome, directory: Path) -> Path:
@@ -475,19 +480,21 @@ def write_regression(spec: Spec, backend: str, failure: Outcome, directory: Path
     flags += " --grad" if ex.grad else ""
     what = f"the gradient of {failure.tensor}: " if failure.tensor else ""
     what += f"in the {failure.regime} regime, " if failure.regime != "default" else ""
-    replay = f", params={params!r}" if params else ""
+    definition, named = replay_source(spec)
+    imports = "from padre_compiler.spec.literal import from_literal\n" if definition else ""
+    replay = f", params={params!r}" if params and not definition else ""
     text = textwrap.dedent(f'''\
         """Regression found by `padre fuzz {spec.name} --backend {backend}{flags}` (shrunk
         example): {what}error {failure.error:.3e} > allowed {failure.allowed:.3e}."""
 
+        ''') + imports + textwrap.dedent('''\
         from padre_compiler.verify.fuzz import Example, check_example
-
-
+        ''') + (definition or "\n\n") + textwrap.dedent(f'''\
         def test_{spec.name}_{backend}_{key}() -> None:
             example = Example(dim={ex.dim}, tokens={ex.tokens}, grid={ex.grid!r},
                               batch={ex.batch}, dtype={ex.dtype!r}, seed={ex.seed},
                               conv_form={ex.conv_form!r}, grad={ex.grad!r})
-            outcome = check_example({replay_source(spec)!r}, example, backend={backend!r}{replay})
+            outcome = check_example({named}, example, backend={backend!r}{replay})
             assert outcome.ok, outcome
         ''')
     try:

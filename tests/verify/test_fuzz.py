@@ -11,10 +11,13 @@ import numpy as np
 import pytest
 import torch
 
+from padre_compiler import dsl
 from padre_compiler.backends.reference import run_graph
 from padre_compiler.compiler import generate, load_source
-from padre_compiler.errors import PadreError
+from padre_compiler.errors import PadreError, SpecError
 from padre_compiler.ir.ops import EvalContext
+from padre_compiler.paths import SPECS_DIR
+from padre_compiler.spec.literal import from_literal, to_literal
 from padre_compiler.spec.loader import load_spec
 from padre_compiler.verify.fuzz import (
     Example,
@@ -55,8 +58,6 @@ def test_a_regression_replays_the_spec_parameters_it_was_found_with(tmp_path: Pa
                                                                      monkeypatch) -> None:
     """A failure under `--param heads=4` is written with those parameters and the bundled
     spec's name (not this checkout's path); replayed, it loads the same 4-head graph."""
-    import importlib.util
-
     import padre_compiler.verify.fuzz as fuzz_module
 
     spec = load_spec("castling_vit", params={"heads": 4})
@@ -70,15 +71,56 @@ def test_a_regression_replays_the_spec_parameters_it_was_found_with(tmp_path: Pa
     monkeypatch.setattr(fuzz_module, "check_example", lambda *args, **kw: replayed.append(
         (load_spec(args[0], params=kw.get("params")), args[1])) or fuzz_module.Outcome(
         args[1], 0.0, 1.0, None))
-    module_spec = importlib.util.spec_from_file_location("regression", path)
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
-    getattr(module, path.stem.replace("test_fuzz_", "test_", 1))()
+    run_regression(path)
     (got, got_example), = replayed
     assert list(got.graph().items()) == list(spec.graph().items()) and got_example == example
     assert check_example("castling_vit", example, params={"heads": 4}).ok
     with pytest.raises(PadreError, match="pass the spec's name or path"):
         check_example(spec, example, params={"heads": 4})  # a loaded Spec: params would be lost
+
+
+def run_regression(path: Path) -> object:
+    """Import a written regression file and run its test; the module."""
+    import importlib.util
+
+    module_spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    getattr(module, path.stem.replace("test_fuzz_", "test_", 1))()
+    return module
+
+
+@pytest.mark.parametrize("name", ["padre3", "castling_vit", "mamba", "zoo"])
+def test_a_spec_literal_rebuilds_the_same_graph(name: str) -> None:
+    specs = zoo() if name == "zoo" else [load_spec(name)]
+    for spec in specs:
+        back = from_literal(to_literal(spec))
+        assert list(back.graph().items()) == list(spec.graph().items())
+        assert back.graph().decls == spec.graph().decls and back.fixed_dim == spec.fixed_dim
+
+
+def test_a_spec_literal_is_validated_as_it_rebuilds() -> None:
+    """A literal of another format, or one whose node breaks an op's rule, is a SpecError
+    naming the node."""
+    literal = to_literal(zoo()[0])
+    with pytest.raises(SpecError, match="format"):
+        from_literal({**literal, "format": 0})
+    conv = next(i for i, n in enumerate(literal["nodes"]) if n["op"] == "dwconv1d")
+    literal["nodes"][conv]["attrs"] = {**literal["nodes"][conv]["attrs"], "kernel": 0}
+    with pytest.raises(SpecError, match=rf"nodes\[{conv}\]\.kernel"):
+        from_literal(literal)
+
+
+def test_a_regression_of_a_python_spec_replays_without_its_code(tmp_path: Path) -> None:
+    """A spec built in Python has no file to name: its regression embeds the graph as a literal,
+    imports nothing of the code that built it, and replays that graph."""
+    spec = dsl.spec("gate_only", layout="sequence", output=dsl.dense(
+        dsl.dwconv1d(dsl.dense(x := dsl.tokens(), "b"), "a", kernel=2, causal=True) * x, "o"))
+    example = Example(dim=4, tokens=3, grid=None, batch=1, dtype="float64", seed=0)
+    path = write_regression(spec, "torch", Outcome(example, 1.0, 0.5, None), tmp_path)
+    assert not (SPECS_DIR / "gate_only.toml").exists()
+    module = run_regression(path)  # the correct module passes the example
+    assert list(module.SPEC.graph().items()) == list(spec.graph().items())
 
 
 def test_cli_fuzz_refuses_a_regressions_path_it_cannot_write(tmp_path: Path) -> None:
