@@ -24,6 +24,7 @@ probes (`_check_code_numeric`), and the graph certificate carries the exact guar
 from __future__ import annotations
 
 import hashlib
+import math
 import time
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -36,6 +37,7 @@ from padre_compiler.ir.graph import Graph, is_valid_dim
 from padre_compiler.ir.ops import EvalContext
 from padre_compiler.verify.degree import total_degree
 from padre_compiler.verify.field import GF, P, element, random_gf
+from padre_compiler.verify.lowering import Lowering, check_lowering
 
 
 @dataclass(frozen=True)
@@ -62,15 +64,24 @@ class Certificate:
 
     @property
     def bound(self) -> float:
-        """Probability that a wrong identity survived every trial."""
+        """Probability that a wrong identity survived every trial (0.0 once it underflows)."""
         return (self.degree / self.prime) ** self.trials
+
+    @property
+    def bound_text(self) -> str:
+        """The bound in scientific notation, from its logarithm where the float underflows."""
+        if self.bound > 0 or self.degree == 0:
+            return f"{self.bound:.1e}"
+        exponent = self.trials * math.log10(self.degree / self.prime)
+        mantissa, power = 10 ** (exponent - math.floor(exponent)), math.floor(exponent)
+        return f"{mantissa:.1f}e{power:+04d}"
 
     def __str__(self) -> str:
         verdict = "passed" if self.passed else f"FAILED after {', '.join(self.failed_after)}"
         lines = [f"graph certificate: optimised graph == spec over GF({self.prime}), "
                  f"{self.trials} trials at N={self.tokens}, D={self.dim}: {verdict}; "
                  f"total degree {self.degree}, a wrong identity survives with probability "
-                 f"<= ({self.degree}/{self.prime})^{self.trials} = {self.bound:.1e}"]
+                 f"<= ({self.degree}/{self.prime})^{self.trials} = {self.bound_text}"]
         if self.normalisers != "none":
             lines.append(f"normalisers: {self.normalisers}")
         if self.code is not None:
@@ -200,11 +211,12 @@ def _check_code_numeric(module: Any, spec_graph: Graph, dim: int, tokens: int,
     integer-exact evaluation: compare in float64 with the reference, within 1e-10 relative or
     four times the eager twin's error (the spec lowered op by op, in float64), whichever is
     larger: a degree-400 surrogate polynomial cancels past 1e-10, and the twin shows by how
-    much at each probe. Two probes: weights around each op's default at x ~ N(0, 1), where every
-    term is large; and weights in the spec's init ranges at x / 100, where low-degree terms
-    lead (at the first, mamba's degree-403 terms bury its skip term D ⊙ x below float64's
-    resolution; at the second it is most of the output). Both must pass; the report names the
-    first that fails."""
+    much at each probe. The twin shares the module's lowering helpers, so it is first held to
+    the reference in long double (padre_compiler.verify.lowering). Two probes: weights around
+    each op's default at x ~ N(0, 1), where every term is large; and weights in the spec's
+    init ranges at x / 100, where low-degree terms lead (at the first, mamba's degree-403 terms
+    bury its skip term D ⊙ x below float64's resolution; at the second it is most of the
+    output). Both must pass; the report names the first that fails."""
     from padre_compiler.compiler import eager_class  # the compiler certifies through here
 
     seed = int(rng.integers(1 << 30))
@@ -213,20 +225,31 @@ def _check_code_numeric(module: Any, spec_graph: Graph, dim: int, tokens: int,
     probes = [_numeric_probe(module, twin, spec_graph, dim, grid, x, seed, False),
               _numeric_probe(module, twin, spec_graph, dim, grid, x * INIT_INPUT_SCALE, seed,
                              True)]
-    failing = [(e, t) for e, t in probes if not e <= t]  # NaN fails
-    err, tol = failing[0] if failing else max(probes, key=lambda p: p[0] / p[1])
-    verdict = ">" if failing else "<="
     where = f"N={tokens}, D={dim}, batch {batch}"
+    wrong = [low for _, _, low in probes if low is not None and not low.ok]
+    if wrong:
+        return CodeCheck(True, False, f"the spec lowered op by op is off the reference by "
+                         f"{wrong[0].error:.1e} > {wrong[0].allowed:.1e} relative in float64 "
+                         f"({where}): a lowering helper that every compiled module shares "
+                         "is wrong (backends/pytorch.py)")
+    failing = [(e, t) for e, t, _ in probes if not e <= t]  # NaN fails
+    err, tol = failing[0] if failing else max(((e, t) for e, t, _ in probes),
+                                              key=lambda p: p[0] / p[1])
+    verdict = ">" if failing else "<="
+    lowered = "unchecked: long double is float64 here" if any(
+        low is None for _, _, low in probes) else "checked against the reference in long double"
     return CodeCheck(True, not failing,
                      f"numeric, float64 relative error {err:.1e} {verdict} {tol:.1e} "
                      f"(surrogates or normalisers: no exact evaluation; 1e-10, or 4x the "
-                     f"error of the spec lowered op by op; the worse of two probes; {where})")
+                     f"error of the spec lowered op by op, {lowered}; the worse of two "
+                     f"probes; {where})")
 
 
 def _numeric_probe(module: Any, twin: type, spec_graph: Graph, dim: int,
                    grid: tuple[int, int] | None, x: np.ndarray, seed: int,
-                   init_ranges: bool) -> tuple[float, float]:
-    """(relative error of the module in float64, its allowance) at x and random weights."""
+                   init_ranges: bool) -> tuple[float, float, Lowering | None]:
+    """(relative error of the module in float64, its allowance, the twin's lowering check) at
+    x and random weights."""
     import torch
 
     from padre_compiler.backends.reference import random_params
@@ -235,12 +258,15 @@ def _numeric_probe(module: Any, twin: type, spec_graph: Graph, dim: int,
     ref = np.asarray(run_graph(spec_graph, x, params, EvalContext(grid=grid)))
     scale = max(np.abs(ref).max(initial=0.0), 1e-300)
 
-    def error(m: Any) -> float:
+    def run(m: Any) -> np.ndarray:
         with torch.no_grad():
-            out = _load(m, params)(torch.tensor(x)).numpy()
-        return float(np.abs(out - ref).max(initial=0.0) / scale)
+            return _load(m, params)(torch.tensor(x)).numpy()
 
-    return error(module), float64_allowance(error(twin(dim, grid) if grid else twin(dim)))
+    twin_out = run(twin(dim, grid) if grid else twin(dim))
+    twin_error = float(np.abs(twin_out - ref).max(initial=0.0) / scale)
+    error = float(np.abs(run(module) - ref).max(initial=0.0) / scale)
+    return (error, float64_allowance(twin_error),
+            check_lowering(twin_out, spec_graph, x, params, grid))
 
 
 def float64_allowance(twin_error: float) -> float:

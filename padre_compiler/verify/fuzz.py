@@ -91,6 +91,7 @@ from padre_compiler.paths import bundled_stem
 from padre_compiler.spec.literal import to_literal
 from padre_compiler.spec.loader import load_spec
 from padre_compiler.spec.model import Spec
+from padre_compiler.verify.lowering import check_lowering
 from padre_compiler.verify.poison import nan_poisoned
 
 DTYPES = {"float64": torch.float64, "float32": torch.float32, "float16": torch.float16,
@@ -247,7 +248,26 @@ class Harness:
         """The example's outcome: the worse of its regimes' (module docstring)."""
         regimes = REGIMES if ex.dtype in INIT_DTYPES else REGIMES[:1]
         check = self.check_grad if ex.grad else self.check_output
-        return max((check(ex, regime) for regime in regimes), key=severity)
+        return max((self.check_lowering(ex, regime) or check(ex, regime)
+                    for regime in regimes), key=severity)
+
+    def check_lowering(self, ex: Example, regime: str) -> Outcome | None:
+        """A failure where the eager twin, run in float64 at the example's (rounded) inputs,
+        is off the reference in long double (padre_compiler.verify.lowering): a lowering
+        helper that the compiled module shares is wrong, and the twin's error no measure."""
+        x, params = self.inputs(ex, regime)
+        x, params = x.double(), {k: v.double() for k, v in params.items()}
+        cpu = torch.device("cpu")
+        with torch.no_grad():
+            twin = self.build(self.eager_cls, ex, params, cpu, torch.float64)(x).numpy()
+        lowering = check_lowering(twin, self.graph, x.numpy(),
+                                  {k: v.numpy() for k, v in params.items()}, ex.grid)
+        if lowering is None or lowering.ok:
+            return None
+        return Outcome(ex, lowering.error, lowering.allowed, None,
+                       f"the spec lowered op by op is off the reference by {lowering.error:.1e}"
+                       f" > {lowering.allowed:.1e} relative in float64: a lowering helper "
+                       "that every compiled module shares is wrong", regime=regime)
 
     def check_output(self, ex: Example, regime: str) -> Outcome:
         """The output against the float64 reference under the output rule, in `regime`."""
