@@ -4,6 +4,7 @@ what the command needs, or refuses it with a message that says what was expected
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 
 
 def grid(text: str) -> tuple[int, int]:
@@ -34,6 +35,17 @@ def positive(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
     return value
+
+
+def positive_up_to(limit: int, why: str) -> Callable[[str], int]:
+    """A positive integer no larger than `limit`; `why` says what a larger one would not buy."""
+    def parse(text: str) -> int:
+        value = positive(text)
+        if value > limit:
+            raise argparse.ArgumentTypeError(f"at most {limit}: {why}, got {value}")
+        return value
+
+    return parse
 
 
 def seed(text: str) -> int:

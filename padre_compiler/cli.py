@@ -440,6 +440,7 @@ def cmd_caote(args: argparse.Namespace) -> int:
     return 0
 
 
+MAX_TRIALS = 64  # (degree / p)^64 < 1e-290 for degree < 1,000 and p ~ 2^25
 SPEC_HELP = "a spec file (.toml) or the name of a bundled spec (padre3, hyena, ...)"
 
 
@@ -470,8 +471,10 @@ def build_parser() -> argparse.ArgumentParser:
                                       "the spec")
     p.add_argument("spec", help=SPEC_HELP)
     _size_args(p, dim=64)
-    p.add_argument("--trials", type=argtypes.positive, default=8,
-                   help="identity-testing trials at random points (default 8)")
+    p.add_argument("--trials", default=8, type=argtypes.positive_up_to(
+        MAX_TRIALS, f"{MAX_TRIALS} trials bound a wrong identity's survival below 1e-290 at any "
+        "degree under 1,000; more only take longer"),
+        help=f"identity-testing trials at random points (default 8, at most {MAX_TRIALS})")
     p.add_argument("--seed", type=argtypes.seed, default=0, help="seed of the random points")
     _param_arg(p)
     p.set_defaults(fn=cmd_verify)

@@ -171,6 +171,9 @@ def test_seeds_and_family_bounds(capsys: pytest.CaptureFixture) -> None:
     with pytest.raises(SystemExit):
         cli.main(["verify", "padre3", "--seed", "-5"])
     assert "a seed must be in [0, 2^32)" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # refused at once, not run for hours
+        cli.main(["verify", "padre3", "--trials", str(cli.MAX_TRIALS + 1)])
+    assert f"--trials: at most {cli.MAX_TRIALS}" in capsys.readouterr().err
     _fails(["compile", "mamba", "--param", "decay_min=-1e308"], "below the minimum", capsys)
     assert cli.main(["families"]) == 0
     assert "(>= 1, <= 16)" in capsys.readouterr().out

@@ -35,6 +35,16 @@ def test_compile_carries_a_passing_certificate(name: str) -> None:
     assert "bit for bit" in cert.code.detail
 
 
+def test_the_printed_bound_survives_float_underflow() -> None:
+    """(15/p)^200 is 0.0 as a float; the report prints it from its logarithm."""
+    from dataclasses import replace
+
+    cert = pc.compile("padre3", dim=16, grid=(3, 4)).certificate
+    deep = replace(cert, trials=200)
+    assert cert.degree == 15 and deep.bound == 0.0 and deep.bound_text == "1.2e-1270"
+    assert replace(cert, trials=2).bound_text == f"{(cert.degree / cert.prime) ** 2:.1e}"
+
+
 @settings(max_examples=15)
 @given(specs())
 def test_random_compiles_are_certified(case) -> None:
