@@ -76,6 +76,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import seed as hypothesis_seed
 from hypothesis import strategies as st
 
+from padre_compiler.backends.pytorch import docstring_literal
 from padre_compiler.backends.reference import INIT_INPUT_SCALE, random_params, run_graph
 from padre_compiler.compiler import (
     as_spec,
@@ -402,6 +403,10 @@ def valid(harness: Harness, ex: Example) -> bool:
         ex.tokens <= n for n in max_tokens(harness.graph))
 
 
+class Failed(Exception):
+    """An example failed (raised inside hypothesis so that it shrinks the example)."""
+
+
 @dataclass
 class FuzzReport:
     spec: str
@@ -437,21 +442,24 @@ def fuzz(spec: str | Path | Spec, *, backend: str = "torch", examples_n: int = 1
     def run(ex: Example) -> None:
         if not valid(harness, ex):
             return
-        outcome = harness.check(ex)
+        try:
+            outcome = harness.check(ex)
+        except Exception as err:  # a crash is a failure, shrunk and written like any other
+            outcome = Outcome(ex, math.inf, 0.0, None, f"raised {type(err).__name__}: {err}")
         count[0] += 1
         judged[0] += outcome.judged
         if on_example is not None:
             on_example(outcome)
         if not outcome.ok:
             last_failure[:] = [outcome]
-            raise AssertionError(outcome.message or f"error {outcome.error:.3e} > allowed "
-                                 f"{outcome.allowed:.3e}")
+            raise Failed(outcome.message or f"error {outcome.error:.3e} > allowed "
+                         f"{outcome.allowed:.3e}")
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # small examples: threads only add synchronisation
     try:
         run()
-    except AssertionError:
+    except Failed:
         pass
     finally:
         torch.set_num_threads(threads)
@@ -500,12 +508,15 @@ def write_regression(spec: Spec, backend: str, failure: Outcome, directory: Path
     flags += " --grad" if ex.grad else ""
     what = f"the gradient of {failure.tensor}: " if failure.tensor else ""
     what += f"in the {failure.regime} regime, " if failure.regime != "default" else ""
+    why = " ".join(failure.message.split())[:300] or \
+        f"error {failure.error:.3e} > allowed {failure.allowed:.3e}"
+    why = docstring_literal(why)  # an exception's text, quotes and all
     definition, named = replay_source(spec)
     imports = "from padre_compiler.spec.literal import from_literal\n" if definition else ""
     replay = f", params={params!r}" if params and not definition else ""
     text = textwrap.dedent(f'''\
         """Regression found by `padre fuzz {spec.name} --backend {backend}{flags}` (shrunk
-        example): {what}error {failure.error:.3e} > allowed {failure.allowed:.3e}."""
+        example): {what}{why}."""
 
         ''') + imports + textwrap.dedent('''\
         from padre_compiler.verify.fuzz import Example, check_example

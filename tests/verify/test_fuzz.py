@@ -123,6 +123,27 @@ def test_a_regression_of_a_python_spec_replays_without_its_code(tmp_path: Path) 
     assert list(module.SPEC.graph().items()) == list(spec.graph().items())
 
 
+@pytest.mark.parametrize("error", [AssertionError, RuntimeError])
+def test_a_crash_is_a_failure_shrunk_and_written(tmp_path: Path, error: type) -> None:
+    """An exception in the code under test (a plain assert, a torch error) fails the run like
+    a wrong output: shrunk, reported, written as a regression that still parses when the
+    exception's text holds quotes."""
+    spec = load_spec("padre3")
+
+    class Crashing(Harness):
+        def check(self, ex: Example) -> Outcome:
+            if ex.batch > 1:
+                raise error('boom """ at batch > 1\nsecond line')
+            return super().check(ex)
+
+    report = fuzz(spec, examples_n=30, harness=Crashing(spec, "torch"), regression_dir=tmp_path)
+    assert report.failure is not None and report.failure.example.batch == 2  # shrunk
+    assert report.failure.message.startswith(f"raised {error.__name__}: boom")
+    text = report.regression.read_text()
+    compile(text, str(report.regression), "exec")
+    assert f"raised {error.__name__}: boom" in text
+
+
 def test_cli_fuzz_refuses_a_regressions_path_it_cannot_write(tmp_path: Path) -> None:
     """Refused before any example runs, with the option named and no traceback."""
     blocker = tmp_path / "a_file"
