@@ -189,3 +189,17 @@ def test_cli_bad_param_exits_2_naming_it() -> None:
                               capture_output=True, text=True, timeout=120)
         assert proc.returncode == 2, proc.stderr
         assert words in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_contract_whose_width_is_not_heads_times_times_is_refused(tmp_path) -> None:
+    """Checked as the width is resolved, with the op named (it was a numpy reshape error)."""
+    from padre_compiler.compiler import compile as compile_spec
+    from padre_compiler.errors import ShapeError
+
+    spec = tmp_path / "bad.toml"
+    spec.write_text('layout = "sequence"\ndegree = 2\n[[branch]]\nchannel = [{ op = "dense", '
+                    'name = "a", out = 6 }, { op = "contract", heads = 2, times = 6 }, '
+                    '{ op = "dense", name = "b", out = "dim" }]\ntoken = "identity"\n'
+                    '[[branch]]\nchannel = { op = "dense", name = "c" }\ntoken = "identity"\n')
+    with pytest.raises(ShapeError, match=r"contract .*width 6 at dim=4 is not heads \* times"):
+        compile_spec(spec, dim=4)

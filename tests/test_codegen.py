@@ -201,3 +201,62 @@ def test_a_sequence_longer_than_the_long_filter_is_refused(backend: str) -> None
     assert module(torch.randn(1, 16, 8)).shape == (1, 16, 8)
     with pytest.raises(ValueError, match="17 tokens: the long convolution's filter has 16 taps"):
         module(torch.randn(1, 17, 8))
+
+
+def _module_level_names(tree: ast.Module) -> set[str]:
+    """Names a module binds at top level (imports in a top-level try too)."""
+    names: set[str] = set()
+    top = [*tree.body, *(n for t in tree.body if isinstance(t, ast.Try) for n in t.body)]
+    for node in top:
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            names |= {(a.asname or a.name).split(".")[0] for a in node.names}
+        elif isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, ast.Assign):
+            names |= {t.id for t in node.targets if isinstance(t, ast.Name)}
+    return names
+
+
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+def test_no_spec_name_makes_a_class_that_rebinds_a_generated_name(backend: str) -> None:
+    """A class name is capitalised parts (`f` -> F); every module-level name of generated code
+    that such a name can spell is in names.GENERATED_CLASS_LIKE, which specs may not take."""
+    import re
+
+    from padre_compiler import dsl
+    from padre_compiler.errors import SpecError
+    from padre_compiler.ir.names import GENERATED_CLASS_LIKE, class_name
+
+    for name in SPECS:
+        tree = ast.parse(codegen_path(name, backend).read_text())
+        spelled = {n for n in _module_level_names(tree) - {class_name(name)}
+                   if re.fullmatch(r"(?:[A-Z][a-z0-9]*)+", n)}
+        assert spelled <= GENERATED_CLASS_LIKE, spelled - GENERATED_CLASS_LIKE
+    x = dsl.tokens("sequence")
+    for name in ("f", "channel_major_linear", "thread_pool_executor"):
+        with pytest.raises(SpecError, match="which the generated module already defines"):
+            dsl.spec(name, layout="sequence", output=dsl.dense(x, "p"))
+
+
+def test_a_merged_parameter_never_rebinds_a_node_variable() -> None:
+    """Merged parameters are prepared into `_<owner>_<role>` locals: an op named like one
+    (`m_n_weight`) keeps its own variable, and the module equals the reference."""
+    import numpy as np
+
+    from padre_compiler import dsl
+    from padre_compiler.backends.reference import random_params, run_graph
+    from padre_compiler.compiler import compile_module_class
+    from padre_compiler.verify.certificate import _load
+
+    x = dsl.tokens("sequence")
+    t = dsl.dense(x, "m_n_weight", out="dim")
+    spec = dsl.spec("clash", layout="sequence",
+                    output=t * dsl.dense(dsl.diagonal(x, "m"), "n") + t)
+    result = generate(spec, dim=4, tokens=5)
+    assert "self.n_weight * self.m_scale" in result.source  # the merge under test happened
+    params = random_params(spec.graph().decls, 4, seed=1)
+    xs = np.random.default_rng(0).standard_normal((2, 5, 4))
+    with torch.no_grad():
+        out = _load(compile_module_class(result)(4), params)(torch.tensor(xs)).numpy()
+    np.testing.assert_allclose(out, run_graph(spec.graph(), xs, params), rtol=1e-12,
+                               atol=1e-12)

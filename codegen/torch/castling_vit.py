@@ -103,9 +103,9 @@ class CastlingVit(nn.Module):
         # [B, N, D]
         linear_attention = _linear_attention(normalize_2, normalize, wv, 8, self.w3_scale)
         del normalize, normalize_2
-        diagonal_scale = self.w1_scale.view(8, D // 8, D // 8).sum(1).reshape(-1)
-        diagonal = wv * diagonal_scale  # [B, N, D]
-        del diagonal_scale, wv
+        _diagonal_scale = self.w1_scale.view(8, D // 8, D // 8).sum(1).reshape(-1)
+        diagonal = wv * _diagonal_scale  # [B, N, D]
+        del _diagonal_scale, wv
         add = diagonal + linear_attention  # [B, N, D]
         del diagonal, linear_attention
         normalize_3 = _normalize(add, 'l2_rows', 8, 0.0)  # [B, N, D]

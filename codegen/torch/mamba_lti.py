@@ -106,9 +106,9 @@ class MambaLti(nn.Module):
         del z3
         contract = _contract(w3_z3, 1, False, 16)  # [B, N, D]
         del w3_z3
-        diagonal_scale = self.output_w1_scale.view(1, D // 1, 16).sum(2).reshape(-1)
-        diagonal = x * diagonal_scale  # [B, N, D]
-        del diagonal_scale
+        _diagonal_scale = self.output_w1_scale.view(1, D // 1, 16).sum(2).reshape(-1)
+        diagonal = x * _diagonal_scale  # [B, N, D]
+        del _diagonal_scale
         proj1 = diagonal + contract  # [B, N, D]
         del contract, diagonal
         out_proj = F.linear(proj1, self.out_proj_weight, None)  # [B, N, D]

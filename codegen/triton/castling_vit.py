@@ -2215,9 +2215,9 @@ class CastlingVit(nn.Module):
         """x: [B, N, dim] -> [B, N, dim]."""
         B, N, _ = x.shape
         D = self.dim
-        wvkq_weight = torch.cat([self.wv_weight, self.wk_weight, self.wq_weight], 0)
-        wvkq = F.linear(x, wvkq_weight, None)  # [B, N, 3*D] (torch)
-        del wvkq_weight
+        _wvkq_weight = torch.cat([self.wv_weight, self.wk_weight, self.wq_weight], 0)
+        wvkq = F.linear(x, _wvkq_weight, None)  # [B, N, 3*D] (torch)
+        del _wvkq_weight
         wv, wk, wq = wvkq.split(D, -1)  # [B, N, D] each
         del wvkq
         # fused (triton): dconv = conv(wv)
@@ -2227,15 +2227,15 @@ class CastlingVit(nn.Module):
             height=1, width=N, pad_h=0, pad_w=4,
             store_z=True, store_o=False,
         )[0]
-        diagonal_scale = self.w1_scale.view(8, D // 8, D // 8).sum(1).reshape(-1)
+        _diagonal_scale = self.w1_scale.view(8, D // 8, D // 8).sum(1).reshape(-1)
         # triton: head_state, head_apply (q and k l2-normalised per row and head in the kernels;
-        #   output l2rows(q S + wv * diagonal_scale) + dconv in head_apply's epilogue, l2rows
+        #   output l2rows(q S + wv * _diagonal_scale) + dconv in head_apply's epilogue, l2rows
         #   per row and head)
         add_2 = linear_attention(  # [B, N, D]
-            wq, wk, wv, 8, self.w3_scale, q_l2=0.0, k_l2=0.0, res=wv, res_scale=diagonal_scale,
+            wq, wk, wv, 8, self.w3_scale, q_l2=0.0, k_l2=0.0, res=wv, res_scale=_diagonal_scale,
             out_l2=0.0, post=dconv,
         )
-        del dconv, diagonal_scale, wk, wq, wv
+        del _diagonal_scale, dconv, wk, wq, wv
         proj = F.linear(add_2, self.proj_weight, self.proj_bias)  # [B, N, D] (torch)
         del add_2
         return proj

@@ -2039,12 +2039,12 @@ class Hyena(nn.Module):
         if N > 1024:
             raise ValueError(f"{N} tokens: the long convolution's filter has 1024 taps; "
                              "the spec is defined for N <= 1024")
-        v_proj_x1_proj_x0_proj_weight = torch.cat([
+        _v_proj_x1_proj_x0_proj_weight = torch.cat([
             self.v_proj_weight,
             self.x1_proj_weight,
             self.x0_proj_weight,
         ], 0)
-        v_proj_x1_proj_x0_proj_bias = torch.cat([
+        _v_proj_x1_proj_x0_proj_bias = torch.cat([
             self.v_proj_bias,
             self.x1_proj_bias,
             self.x0_proj_bias,
@@ -2052,32 +2052,32 @@ class Hyena(nn.Module):
         # [B, N, 3*D] (torch)
         v_proj_x1_proj_x0_proj, v_proj_x1_proj_x0_proj_left_bias = dense_for_conv(
             x,
-            v_proj_x1_proj_x0_proj_weight,
-            v_proj_x1_proj_x0_proj_bias,
+            _v_proj_x1_proj_x0_proj_weight,
+            _v_proj_x1_proj_x0_proj_bias,
             1,
             3,
             fold_bias=True,
         )
-        del v_proj_x1_proj_x0_proj_bias, v_proj_x1_proj_x0_proj_weight
-        y123_weight = torch.cat([
+        del _v_proj_x1_proj_x0_proj_bias, _v_proj_x1_proj_x0_proj_weight
+        _y123_weight = torch.cat([
             self.v_short_weight,
             self.x1_short_weight,
             self.x0_short_weight,
         ], 0)
-        y123_bias = torch.cat([
+        _y123_bias = torch.cat([
             self.v_short_bias,
             self.x1_short_bias,
             self.x0_short_bias,
         ], 0)
         # fused (triton): y123 = conv(v_proj_x1_proj_x0_proj + v_proj_x1_proj_x0_proj_left_bias)
         y123 = dwconv_hadamard(  # [B, N, 3*D]
-            v_proj_x1_proj_x0_proj, y123_weight.unsqueeze(1), bias=y123_bias, gate=None,
+            v_proj_x1_proj_x0_proj, _y123_weight.unsqueeze(1), bias=_y123_bias, gate=None,
             acc=None, acc_scale=None, scale=None,
             height=1, width=N, pad_h=0, pad_w=2,
             store_z=True, store_o=False,
             in_bias=v_proj_x1_proj_x0_proj_left_bias,
         )[0]
-        del v_proj_x1_proj_x0_proj, v_proj_x1_proj_x0_proj_left_bias, y123_bias, y123_weight
+        del _y123_bias, _y123_weight, v_proj_x1_proj_x0_proj, v_proj_x1_proj_x0_proj_left_bias
         # fused (triton): z3 = (long_conv(y1 * y2) + self.filter0_skip * (y1 * y2)) * y3; y1,
         #   y2, y3 the parts of y123
         z3 = long_conv_hadamard(  # [B, N, D]

@@ -615,12 +615,12 @@ class MambaLti(nn.Module):
             raise ValueError(f"{N} tokens: the long convolution's filter has 1024 taps; "
                              "the spec is defined for N <= 1024")
         branch1_channel = _expand(x, 1, True, 16)  # [B, N, 16*D] (torch)
-        diagonal_scale = self.output_w1_scale.view(1, D // 1, 16).sum(2).reshape(-1)
-        diagonal = x * diagonal_scale  # [B, N, D] (torch)
-        del diagonal_scale
-        w_bc_weight = torch.cat([self.w_b_weight, self.w_c_weight], 0)
-        w_bc = F.linear(x, w_bc_weight, None)  # [B, N, 32] (torch)
-        del w_bc_weight
+        _diagonal_scale = self.output_w1_scale.view(1, D // 1, 16).sum(2).reshape(-1)
+        diagonal = x * _diagonal_scale  # [B, N, D] (torch)
+        del _diagonal_scale
+        _w_bc_weight = torch.cat([self.w_b_weight, self.w_c_weight], 0)
+        w_bc = F.linear(x, _w_bc_weight, None)  # [B, N, 32] (torch)
+        del _w_bc_weight
         w_b, w_c = w_bc.split(16, -1)  # [B, N, 16] each
         del w_bc
         branch2_channel2 = _expand(w_b, 1, False, D)  # [B, N, 16*D] (torch)

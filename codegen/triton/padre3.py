@@ -1648,12 +1648,12 @@ class Padre3(nn.Module):
             raise ValueError(
                 f"{N} tokens do not fill the {self.grid[0]} x {self.grid[1]} grid"
                 " (N must equal H * W)")
-        branch123_channel_weight = torch.cat([
+        _branch123_channel_weight = torch.cat([
             self.branch1_channel_weight,
             self.branch2_channel_weight,
             self.branch3_channel_weight,
         ], 0)
-        branch123_channel_bias = torch.cat([
+        _branch123_channel_bias = torch.cat([
             self.branch1_channel_bias,
             self.branch2_channel_bias,
             self.branch3_channel_bias,
@@ -1661,32 +1661,32 @@ class Padre3(nn.Module):
         # [B, N, 3*D] (torch)
         branch123_channel, branch123_channel_left_bias = dense_for_conv(
             x,
-            branch123_channel_weight,
-            branch123_channel_bias,
+            _branch123_channel_weight,
+            _branch123_channel_bias,
             self.grid[0],
             11,
             fold_bias=True,
         )
-        del branch123_channel_bias, branch123_channel_weight
-        y123_weight = torch.cat([
+        del _branch123_channel_bias, _branch123_channel_weight
+        _y123_weight = torch.cat([
             self.branch1_token_weight,
             self.branch2_token_weight,
             self.branch3_token_weight,
         ], 0)
-        y123_bias = torch.cat([
+        _y123_bias = torch.cat([
             self.branch1_token_bias,
             self.branch2_token_bias,
             self.branch3_token_bias,
         ], 0)
         # fused (triton): y123 = conv(branch123_channel + branch123_channel_left_bias)
         y123 = dwconv_hadamard(  # [B, N, 3*D]
-            branch123_channel, y123_weight, bias=y123_bias, gate=None,
+            branch123_channel, _y123_weight, bias=_y123_bias, gate=None,
             acc=None, acc_scale=None, scale=None,
             height=self.grid[0], width=self.grid[1], pad_h=5, pad_w=5,
             store_z=True, store_o=False,
             in_bias=branch123_channel_left_bias,
         )[0]
-        del branch123_channel, branch123_channel_left_bias, y123_bias, y123_weight
+        del _y123_bias, _y123_weight, branch123_channel, branch123_channel_left_bias
         y1, y2, y3 = y123.split(D, -1)  # [B, N, D] each
         del y123
         # [B, N, D] (torch)

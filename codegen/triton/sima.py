@@ -776,9 +776,9 @@ class Sima(nn.Module):
         """x: [B, N, dim] -> [B, N, dim]."""
         B, N, _ = x.shape
         D = self.dim
-        wkvq_weight = torch.cat([self.wk_weight, self.wv_weight, self.wq_weight], 0)
-        wkvq = F.linear(x, wkvq_weight, None)  # [B, N, 3*D] (torch)
-        del wkvq_weight
+        _wkvq_weight = torch.cat([self.wk_weight, self.wv_weight, self.wq_weight], 0)
+        wkvq = F.linear(x, _wkvq_weight, None)  # [B, N, 3*D] (torch)
+        del _wkvq_weight
         wk, wv, wq = wkvq.split(D, -1)  # [B, N, D] each
         del wkvq
         # triton: head_state, head_apply (q and k l1-normalised over tokens in the state)

@@ -335,13 +335,14 @@ def _init_lines(decls: dict[str, ParamDecl]) -> list[str]:
 def param_codes(params: tuple[tuple[str, ParamExpr], ...], owner: str,
                 body: list[str]) -> dict[str, str]:
     """Source for each parameter role; composite expressions (products, concatenations) are
-    prepared once per call into `<owner>_<role>` locals appended to `body`."""
+    prepared once per call into `_<owner>_<role>` locals appended to `body` (the underscore:
+    node variables never start with one, so no op's name can make them collide)."""
     out = {}
     for role, expr in params:
         code = render_param(expr, lambda leaf: f"self.{leaf}")
         if expr.fn != "leaf":
-            body.append(f"{owner}_{role} = {_wrap(code)}")
-            code = f"{owner}_{role}"
+            body.append(f"_{owner}_{role} = {_wrap(code)}")
+            code = f"_{owner}_{role}"
         out[role] = code
     return out
 

@@ -131,6 +131,11 @@ def validate_dim(g: Graph, dim: int) -> None:
             raise ShapeError(f"{node.op} '{node.label}': width {g.node(inputs[0]).width.at(dim)} "
                              f"at dim={dim} does not split into heads={heads}; use a dim "
                              f"divisible by {heads}")
+        times = node.a.get("times") if node.op == "contract" else None
+        if times and inputs and g.node(inputs[0]).width.at(dim) % ((heads or 1) * times):
+            raise ShapeError(f"contract '{node.label}': width {g.node(inputs[0]).width.at(dim)} "
+                             f"at dim={dim} is not heads * times * e (heads={heads or 1}, "
+                             f"times={times}); make the contracted width a multiple of both")
         node.width.at(dim)
 
 

@@ -8,6 +8,11 @@ import keyword
 import re
 
 NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*\Z")  # no leading underscore: `self.__x` is mangled
+# module-level names of generated code that a class name can spell (capitalised parts: `f` ->
+# `F`, torch.nn.functional; `i_n_t_e_r_p_r_e_t_e_d` -> INTERPRETED); a class of that name
+# would rebind it (tests/test_codegen.py checks this set against every generated module)
+GENERATED_CLASS_LIKE = frozenset({"F", "ChannelMajorLinear", "ThreadPoolExecutor", "COMPILING",
+                                  "INTERPRETED"})
 
 
 def class_name(spec_name: str) -> str:
@@ -21,4 +26,7 @@ def name_problem(name: str, spec: bool = False) -> str | None:
         return "is not a name generated code can use"
     if spec and keyword.iskeyword(class_name(name)):
         return f"would name its class {class_name(name)}, a Python keyword"
+    if spec and class_name(name) in GENERATED_CLASS_LIKE:
+        return (f"would name its class {class_name(name)}, which the generated module "
+                "already defines")
     return None

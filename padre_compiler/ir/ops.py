@@ -587,9 +587,12 @@ param_rules.register("poly")(no_params)
 
 @degree_rules.register("poly")
 def _poly_degree(attrs: dict, degs: list[Degrees], has_bias: bool) -> Degrees:
-    q = len(attrs["coeffs"]) - 1
-    terms = frozenset({0}) | frozenset(k * d for d in degs[0].terms for k in range(1, q + 1))
-    return Degrees(terms, degs[0].normalized)
+    # p(y) = sum_k a_k y^k: the degrees of y^k are k-fold sums of y's (cross terms included)
+    terms, power = {0}, {0}
+    for _ in range(len(attrs["coeffs"]) - 1):
+        power = {a + b for a in power for b in degs[0].terms}
+        terms |= power
+    return Degrees(frozenset(terms), degs[0].normalized)
 
 
 @flop_rules.register("poly")
