@@ -7,9 +7,9 @@ node (X, shape [B, N, D]) and one `output` node.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
-from math import prod
 from typing import Any
 
 import networkx as nx
@@ -102,7 +102,7 @@ class Graph:
     def param_numel(self, nid: int, dim: int) -> int:
         """Elements of the trainable tensors node `nid` reads."""
         leaves = {leaf for _, expr in self.node(nid).params for leaf in expr.leaves()}
-        return sum(prod(self.decls[leaf].concrete(dim)) for leaf in leaves)
+        return sum(math.prod(self.decls[leaf].concrete(dim)) for leaf in leaves)
 
     # rewriting --------------------------------------------------------------------------------
     def replace_uses(self, old: int, new: int) -> None:
@@ -137,6 +137,11 @@ def validate_dim(g: Graph, dim: int) -> None:
                              f"at dim={dim} is not heads * times * e (heads={heads or 1}, "
                              f"times={times}); make the contracted width a multiple of both")
         node.width.at(dim)
+
+
+def width_step(g: Graph) -> int:
+    """Widths that multiples of this split into every op's heads."""
+    return math.lcm(1, *(g.node(n).a.get("heads") or 1 for n in g.g.nodes))
 
 
 def is_valid_dim(g: Graph, dim: int) -> bool:

@@ -33,8 +33,8 @@ from typing import Any
 import numpy as np
 
 from padre_compiler.backends.reference import INIT_INPUT_SCALE, run_graph
-from padre_compiler.ir.graph import Graph, is_valid_dim
-from padre_compiler.ir.ops import EvalContext
+from padre_compiler.ir.graph import Graph, is_valid_dim, width_step
+from padre_compiler.ir.ops import EvalContext, kernel2d
 from padre_compiler.verify.degree import total_degree
 from padre_compiler.verify.field import GF, P, element, random_gf
 from padre_compiler.verify.lowering import Lowering, check_lowering
@@ -282,11 +282,27 @@ def small_size(layout: str, dim: int, grid: tuple[int, int] | None, tokens: int,
     """A size at which a compile's certificate is cheap: the same graph, smaller D and N. D is
     the largest width <= max_dim at which `graph` is valid (heads divide it), else `dim`; it
     stays `fixed_dim` for a spec valid at one width only."""
-    small_dim = fixed_dim or _largest_valid(graph, min(dim, max_dim), dim)
+    heads = width_step(graph) if graph is not None else 1  # 2 channels a head at least
+    small_dim = fixed_dim or _largest_valid(graph, min(dim, max(max_dim, 2 * heads)), dim)
+    rows, columns, length = _reach(graph)
     if layout == "grid2d" and grid is not None:
-        small = (min(grid[0], max_side), min(grid[1], max_side + 1))
+        small = (min(grid[0], max(max_side, rows)), min(grid[1], max(max_side + 1, columns)))
         return small_dim, small, small[0] * small[1]
-    return small_dim, None, min(tokens, max_side * max_side)
+    return small_dim, None, min(tokens, max(max_side * max_side, length))
+
+
+def _reach(graph: Graph | None) -> tuple[int, int, int]:
+    """The fewest rows, columns and sequence tokens at which every tap of every depthwise
+    conv in `graph` joins two tokens: a tap at offset o needs |o| + 1 of them (a centred
+    k-tap window reaches k // 2; a causal one k - 1)."""
+    rows = columns = length = 1
+    for _, node, _ in graph.items() if graph is not None else ():
+        if node.op == "dwconv2d":
+            kh, kw = kernel2d(node.a)
+            rows, columns = max(rows, kh // 2 + 1), max(columns, kw // 2 + 1)
+        elif node.op == "dwconv1d":
+            length = max(length, node.a["kernel"])
+    return rows, columns, length
 
 
 def _largest_valid(graph: Graph | None, cap: int, fallback: int) -> int:

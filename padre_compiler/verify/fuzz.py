@@ -86,7 +86,7 @@ from padre_compiler.compiler import (
     max_tokens,
 )
 from padre_compiler.errors import PadreError
-from padre_compiler.ir.graph import Graph, is_valid_dim
+from padre_compiler.ir.graph import is_valid_dim, width_step
 from padre_compiler.ir.ops import EvalContext
 from padre_compiler.paths import bundled_stem
 from padre_compiler.spec.literal import to_literal
@@ -146,11 +146,6 @@ class Outcome:
     @property
     def ok(self) -> bool:
         return not self.message and self.error <= self.allowed
-
-
-def width_step(g: Graph) -> int:
-    """Widths that multiples of this split into every op's heads."""
-    return math.lcm(1, *(g.node(n).a.get("heads") or 1 for n in g.g.nodes))
 
 
 def default_device(backend: str) -> str:
@@ -375,8 +370,9 @@ def examples(spec: Spec, backend: str, grad: bool = False) -> st.SearchStrategy[
     g = spec.graph()
     step = width_step(g)
 
-    # gradients: heads of at least 2 channels, up to 16 (module docstring)
-    widths = (2 if step > 1 else 1, max(2, 12 // step)) if grad else (1, max(1, 12 // step))
+    # heads of 1 to 3 channels at least (a 1-channel head's K^T V state is 1 x 1 and hides
+    # a transposed one); gradients: of at least 2 (module docstring)
+    widths = (2 if step > 1 else 1, max(3, 12 // step)) if grad else (1, max(3, 12 // step))
 
     @st.composite
     def example(draw: st.DrawFn) -> Example:

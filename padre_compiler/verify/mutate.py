@@ -23,12 +23,12 @@ from dataclasses import asdict, dataclass
 from padre_compiler import dsl
 from padre_compiler.compiler import compile_module_class, generate, load_source
 from padre_compiler.errors import PadreError
-from padre_compiler.ir.graph import is_valid_dim
+from padre_compiler.ir.graph import is_valid_dim, width_step
 from padre_compiler.paths import checkout_path
 from padre_compiler.spec.loader import bundled_specs, load_spec
 from padre_compiler.spec.model import Spec
 from padre_compiler.verify.certificate import check_code
-from padre_compiler.verify.fuzz import Harness, fuzz, width_step
+from padre_compiler.verify.fuzz import Harness, fuzz
 
 Mutator = Callable[[str], Iterator[str]]
 MUTATORS: dict[str, Mutator] = {}

@@ -140,3 +140,18 @@ def test_numeric_code_certificate_allows_the_references_rounding_and_no_more() -
         bad = getattr(load_source(wrong, f"mamba_wrong_{name}"), result.class_name)
         check = check_code(bad(8), graph, dim=8, tokens=25, grid=None)
         assert check.applicable and not check.passed and " > " in check.detail, name
+
+
+def test_the_code_certificate_reaches_every_tap_of_the_kernel(monkeypatch) -> None:
+    """compile()'s small grid is wide enough that each of the 11 x 11 taps joins two tokens:
+    a module that drops the kernel's outer ring (offsets +-5) fails (a 4 x 5 grid passed it)."""
+    from padre_compiler.backends import pytorch
+
+    old = "    y = F.conv2d(x4, weight.unsqueeze(1)"
+    ring = ("    weight = weight.clone()\n    weight[:, [0, -1], :] = 0\n"
+            "    weight[:, :, [0, -1]] = 0\n")
+    assert old in pytorch.HELPERS["dwconv2d"]
+    monkeypatch.setitem(pytorch.HELPERS, "dwconv2d",
+                        pytorch.HELPERS["dwconv2d"].replace(old, ring + old))
+    code = pc.compile("padre3", dim=16, grid=(14, 14)).certificate.code
+    assert code.applicable and not code.passed and "N=36" in code.detail

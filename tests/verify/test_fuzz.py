@@ -413,3 +413,20 @@ def test_a_gradient_the_dtype_cannot_resolve_is_allowed_its_own_shift() -> None:
                       grad=True)
     outcome = check_example("castling_vit", example)
     assert outcome.ok and outcome.allowed > 4 * 20, outcome
+
+
+def test_heads_get_more_than_one_channel_in_fuzzing_and_verify() -> None:
+    """castling_vit's 8 heads at D = 8 have 1-channel heads, whose 1 x 1 K^T V state hides a
+    transposed one: the fuzzer draws 2- and 3-channel heads too, and verify's code check
+    runs 2 a head."""
+    from hypothesis import find
+
+    from padre_compiler.verify.certificate import small_size
+    from padre_compiler.verify.fuzz import examples
+
+    spec = load_spec("castling_vit")
+    dims = {find(examples(spec, "torch"), lambda ex: ex.dim == 16).dim,
+            find(examples(spec, "torch"), lambda ex: ex.dim == 24).dim}
+    assert dims == {16, 24}
+    assert small_size("grid2d", 384, (14, 14), 196, max_dim=8, max_side=5,
+                      graph=spec.graph())[0] == 16
