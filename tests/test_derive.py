@@ -24,7 +24,8 @@ from tests.helpers import compiled_with, reference, rel_err
 
 MISTAKES = [("hyena", "gate_order"), ("sima", "channels"), ("castling_vit", "constant_swap"),
             ("castling_vit", "cubic_coefficient"), ("mamba_lti", "zoh_b"),
-            ("conv2former", "hadamard_branch"), ("mamba", "b_c_swap")]
+            ("conv2former", "hadamard_branch"), ("mamba", "b_c_swap"),
+            ("mamba", "shared_decay")]
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +56,9 @@ def test_wrong_mapping_fails_the_proof(name: str, mistake: str) -> None:
     report = derivation(name).prove(write=False, mistake=mistake, **kw)
     assert not report.passed
     failed = {c.kind for c in report.checks if not c.passed}
-    assert any(k.startswith("numeric") for k in failed), failed
+    # Mamba's init repeats A's row across channels: only the exact check's A tells them apart
+    caught_by = "exact" if mistake == "shared_decay" else "numeric"
+    assert any(k.startswith(caught_by) for k in failed), failed
     assert "**Overall verdict: FAIL**" in report.markdown
 
 
@@ -166,3 +169,15 @@ def test_cancellation_dominated_errors_print_as_bounds(v, noise, want) -> None:
     from padre_compiler.derive.common import fmt1
 
     assert fmt1(v, noise) == want
+
+
+def test_the_conv2former_proof_sees_a_grid_read_with_h_and_w_swapped(monkeypatch) -> None:
+    """Its grids are not square (2x3 symbolic, 12x16 numeric): on square ones a module that
+    reads the grid transposed passed."""
+    from padre_compiler.backends import pytorch
+
+    old = "x.reshape(b, grid[0], grid[1], c)"
+    assert old in pytorch.HELPERS["dwconv2d"]
+    monkeypatch.setitem(pytorch.HELPERS, "dwconv2d", pytorch.HELPERS["dwconv2d"].replace(
+        old, "x.reshape(b, grid[1], grid[0], c)"))
+    assert not derivation("conv2former").prove(write=False).passed

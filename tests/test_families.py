@@ -105,6 +105,10 @@ def test_castling_cubic_term_needs_and_fixes_the_head_width() -> None:
         pc.compile(spec, dim=8)
     module = pc.compile(spec, dim=4).double()
     assert module(torch.randn(1, 5, 4, dtype=torch.float64)).shape == (1, 5, 4)
+    from padre_compiler.derive.castling_vit import castling_spec
+
+    with pytest.raises(pc.SpecError, match="1 or 2 odd arccos terms"):  # not silently 2
+        castling_spec(taylor_terms=3, head_dim=2)
 
 
 def test_cli_lists_every_family_with_its_parameters() -> None:

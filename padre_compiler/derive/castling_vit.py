@@ -79,6 +79,10 @@ def castling_spec(heads: int = 8, variant: str = "released", eps: float = 0.0,
     """taylor_terms = 2 adds (a_1/π) (Q̂ K̂ᵀ)^{⊙3} V per head through cubic tensor-power
     features (`power3`, width e^4 per head), which fix the head width: head_dim is then
     required and the spec compiles at D = heads * head_dim only."""
+    if taylor_terms not in (1, 2):  # the third arccos term is measured in closed form only
+        raise SpecError("parameters.taylor_terms", f"taylor_terms = {taylor_terms!r}: a spec "
+                        "is built for 1 or 2 odd arccos terms",
+                        "use 1 (the released model) or 2 (adds x^3 / (6 pi))")
     if taylor_terms > 1 and head_dim is None:
         raise SpecError("parameters.head_dim", f"taylor_terms = {taylor_terms} needs a fixed "
                         "head width (its tensor-power features have e^3 slots per head)",

@@ -146,15 +146,16 @@ GELU variant (`specs/conv2former_gelu.toml`): the same table with `activation = 
 branch 1, i.e. $Y_1 = A_1(p_q(X W_1 + b_1))$ where $p_q$ is the degree-q Chebyshev interpolant
 of GELU on the range of $X W_1 + b_1$ actually reached: degree q + 1.""")
 
-    # 3. symbolic identity at small size
-    c, grid = 2, (2, 2)
+    # 3. symbolic identity at small size (a grid that is not square: H and W swapped fails)
+    c, grid = 2, (2, 3)
     res, _ = common.symbolic_identity(
         spec.graph(), lambda x, p, F: to_tokens(spatial_attention(
             from_tokens(x, *grid), p, F)), shapes(c, k),
         lambda p, F: mapping(p, F, mistake), grid[0] * grid[1], c, grid=grid,
         symbolic={n for n in shapes(c, k) if n != "a.2.weight"})
     d.check("paper equation, symbolic", "symbolic identity",
-            f"twin(X) - spec(X) = 0 over QQ[x, w] at N = 2x2 tokens, C = {c} (all weights "
+            f"twin(X) - spec(X) = 0 over QQ[x, w] at N = {grid[0]}x{grid[1]} tokens, C = {c} "
+            "(all weights "
             "symbolic except the 11x11 kernel: exact rationals)", res.zero,
             f"{res.entries} entries, {res.monomials} monomials; degrees in x {res.degrees}")
     # GELU variant: structure exact with GELU replaced by the surrogate polynomial
@@ -195,7 +196,7 @@ match GELU's value at 0 exactly), so the residual's leading degree in X is {lead
 {lead + 1} after the product with X W_2; its size is measured below.""")
 
     # 4. numeric at realistic size
-    h = w = 14
+    h, w = 12, 16  # not square: a grid read with H and W swapped fails
     c = 64
     p = random_original(c, k, seed=1)
     rng = np.random.default_rng(2)
@@ -228,7 +229,7 @@ match GELU's value at 0 exactly), so the residual's leading degree in X is {lead
             "error decreases with q and is below 1e-3 at q = 16", conv,
             "errors " + ", ".join(fmt(e) for e in errs) + " at q = 2, 4, 8, 12, 16")
     d.section("4. Numeric check at realistic size", f"""
-float64, batch 1, 14x14 tokens, C = 64, weights drawn N(0, 1/fan_in) (seed 1), input x̃ =
+float64, batch 1, {h}x{w} tokens, C = {c}, weights drawn N(0, 1/fan_in) (seed 1), input x̃ =
 LN_cf(N(0, 1)) (seed 2). Exact instance: max relative error **{fmt(err)}**.
 
 GELU variant (approximate), same weights and input; the surrogate range is the range of

@@ -93,7 +93,7 @@ FAMILIES: dict[str, Family] = {
          "variant": Param(str, "released", "constant term of the angular kernel: 0.5 V "
                           "(released code) or 0.5 1 1^T V (exact kernel)",
                           choices=("released", "exact_kernel")),
-         "eps": Param(float, 0.0, "added under each l2 norm's square root (0 in the code)",
+         "eps": Param(float, 0.0, "added to each l2 norm: x / (|x|_2 + eps) (0 in the code)",
                       minimum=0.0),
          "taylor_terms": Param(int, 1, "odd Taylor terms of 1 - arccos(x)/pi after the "
                                "constant: 1 keeps x/pi (the released model), 2 adds x^3/(6 pi) "
