@@ -45,6 +45,7 @@ FILLER_TEXT = Path("/usr/share/common-licenses/Apache-2.0")
 BASES = ("h2o", "tova", "snapkv")
 VARIANTS = ("none", "caote", "fastcaote")
 LABEL = {"h2o": "H2O", "tova": "TOVA", "snapkv": "SnapKV"}
+SNAPKV_WINDOW, SNAPKV_KERNEL = 32, 7
 
 
 def load_smollm2(cache_dir: Path = CACHE_DIR) -> tuple[Any, Any]:
@@ -75,8 +76,14 @@ def load_smollm2(cache_dir: Path = CACHE_DIR) -> tuple[Any, Any]:
 
 def policies(budget: int, block_size: int) -> list[EvictionConfig]:
     return [EvictionConfig(budget=budget, base=b, variant=v, block_size=block_size, sink=0,
-                           snapkv_window=32, snapkv_kernel=7)
+                           snapkv_window=SNAPKV_WINDOW, snapkv_kernel=SNAPKV_KERNEL)
             for b in BASES for v in VARIANTS]
+
+
+def plan(budgets: tuple[int, ...], block_size: int) -> dict[int, list[EvictionConfig]]:
+    """The nine policies of every budget, built before any work: a budget EvictionConfig
+    refuses raises its ValueError here."""
+    return {b: policies(b, block_size) for b in budgets}
 
 
 # --------------------------------------------------------------------------- perplexity
@@ -146,10 +153,16 @@ def run_eval(
     """Run the whole evaluation and write results.json, results.md and results.png to out_dir."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+    ppl_plan, pk_plan = plan(budgets, block_size), plan(passkey_budgets, block_size)
     torch.manual_seed(seed)
     rng = random.Random(seed)
     model, tok = load_smollm2()
     ids = torch.tensor([tok(PPL_TEXT.read_text()).input_ids[:context]])
+    if not 1 <= score_from < ids.shape[1]:
+        raise PadreError(f"--score-from {score_from} leaves no token to score: {PPL_TEXT} "
+                         f"gives {ids.shape[1]} tokens (at most --context {context}), and "
+                         f"perplexity is taken on tokens [score-from, {ids.shape[1]}); give a "
+                         f"--score-from between 1 and {ids.shape[1] - 1}")
     filler = tok(FILLER_TEXT.read_text()).input_ids
     keys = [rng.randrange(10000, 99999) for _ in passkey_depths]
     n_ppl = 1 + len(budgets) * 9
@@ -171,8 +184,8 @@ def run_eval(
         full, reference = ppl_run(model, ids, None, score_from, block_size, None)
         results["ppl"]["full"] = full
         bar.advance(task)
-        for b in budgets:
-            for cfg in policies(b, block_size):
+        for b, cfgs in ppl_plan.items():
+            for cfg in cfgs:
                 bar.update(task, description=f"ppl {cfg.name} b={b}")
                 res, _ = ppl_run(model, ids, cfg, score_from, block_size, reference)
                 results["ppl"][f"{cfg.name}@{b}"] = res
@@ -185,8 +198,8 @@ def run_eval(
             results["passkey"].setdefault("full", []).append(
                 passkey_run(model, p_ids, None, key, block_size, tok))
             bar.advance(task)
-            for b in passkey_budgets:
-                for cfg in policies(b, block_size):
+            for b, cfgs in pk_plan.items():
+                for cfg in cfgs:
                     bar.update(task, description=f"passkey {cfg.name} b={b} depth={depth}")
                     ok = passkey_run(model, p_ids, cfg, key, block_size, tok)
                     results["passkey"].setdefault(f"{cfg.name}@{b}", []).append(ok)
@@ -198,9 +211,10 @@ def run_eval(
 
 def write_reports(results: dict[str, Any], out: Path) -> None:
     """results.json, results.md (tables + the command line) and results.png in ``out``."""
+    markdown = render_markdown(results)  # before any write: a malformed results dict fails here
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
-    (out / "results.md").write_text(render_markdown(results))
+    (out / "results.md").write_text(markdown)
     plot(results, out / "results.png")
 
 
@@ -363,13 +377,14 @@ def main(argv: list[str] | None = None, prog: str = "python -m padre_compiler.ca
     p = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
     positive = argtypes.positive
     p.add_argument("--budgets", type=positive, nargs="+", default=[128, 256, 512],
-                   help="KV-cache budgets b of the perplexity runs (tokens)")
+                   help="KV-cache budgets b of the perplexity runs (tokens, each above "
+                   f"{SNAPKV_WINDOW}: SnapKV keeps its {SNAPKV_WINDOW}-query window)")
     p.add_argument("--context", type=positive, default=1280,
                    help="tokens of the perplexity text")
     p.add_argument("--score-from", type=positive, default=512,
                    help="first token whose loss counts (< --context)")
     p.add_argument("--passkey-budgets", type=positive, nargs="+", default=[128, 256, 512, 768],
-                   help="budgets of the passkey runs")
+                   help=f"budgets of the passkey runs (each above {SNAPKV_WINDOW})")
     p.add_argument("--passkey-depths", type=argtypes.fraction, nargs="+",
                    default=[0.1, 0.3, 0.5, 0.7, 0.9],
                    help="where the passkey sits in the filler, as fractions in (0, 1)")
@@ -385,10 +400,15 @@ def main(argv: list[str] | None = None, prog: str = "python -m padre_compiler.ca
     args = p.parse_args(argv)
     out = Path(args.out_dir)
     if args.render_only:
-        write_reports(_results_file(out / "results.json"), out)
+        _render_only(out / "results.json")
         return
     if args.score_from >= args.context:
         p.error(f"--score-from {args.score_from} must be below --context {args.context}")
+    for flag, budgets in (("--budgets", args.budgets), ("--passkey-budgets", args.passkey_budgets)):
+        try:
+            plan(tuple(budgets), args.block_size)
+        except ValueError as err:
+            p.error(f"{flag}: {err}")
     check_writable_folder(out, f"--out-dir {out}")
     torch.set_num_threads(args.threads)
     cmd = f"{prog} " + " ".join(
@@ -396,6 +416,20 @@ def main(argv: list[str] | None = None, prog: str = "python -m padre_compiler.ca
     run_eval(tuple(args.budgets), args.context, args.score_from, tuple(args.passkey_budgets),
              tuple(args.passkey_depths), args.passkey_filler, args.block_size, args.out_dir,
              command=cmd.strip())
+
+
+def _render_only(path: Path) -> None:
+    """Rewrites results.md/.png beside ``path`` from it, or a PadreError naming what it lacks."""
+    results = _results_file(path)
+    try:
+        write_reports(results, path.parent)
+    except KeyError as err:
+        raise PadreError(f"--render-only: {path} lacks the entry {err} that `padre caote eval` "
+                         "writes; rerun the evaluation to regenerate it") from None
+    except (TypeError, IndexError, ZeroDivisionError) as err:
+        raise PadreError(f"--render-only: {path} holds an entry of the wrong shape for "
+                         f"`padre caote eval` ({type(err).__name__}: {err}); rerun the "
+                         "evaluation to regenerate it") from None
 
 
 def _results_file(path: Path) -> dict[str, Any]:

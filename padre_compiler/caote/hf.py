@@ -16,6 +16,13 @@ as explicit ``position_ids`` (absolute), while ``cache_position`` stays the mode
 (relative to the stored length), which keeps HF's causal mask correct after eviction. Every KV head
 keeps the same number of entries, so one mask per forward serves all heads. Batch rows must share
 positions (no left padding).
+
+Full-attention layers only: a model whose cache has a sliding-window (or chunked) layer
+(``config.sliding_window`` / ``attention_chunk_size`` with ``layer_types`` naming such layers, e.g.
+Mistral, Gemma 2/3) is refused at construction, whatever the budget. Such a layer cuts itself to
+its last ``sliding_window - 1`` entries and sizes the model's mask from every token ever fed, not
+from the entries kept, so after the first eviction mask and cache disagree even when
+budget + block_size fits inside the window.
 """
 
 from __future__ import annotations
@@ -99,6 +106,17 @@ class BlockwiseEvictor:
                  block_size: int | None = None, record_outputs: bool = False) -> None:
         if DynamicCache is None:
             raise ImportError("padre_compiler.caote.hf needs transformers (pinned 5.2.0)")
+        layers = DynamicCache(config=model.config).layers
+        sliding = sum(getattr(layer, "is_sliding", False) for layer in layers)
+        if sliding:
+            raise ValueError(
+                f"BlockwiseEvictor needs full-attention layers, but {sliding} of the "
+                f"{len(layers)} layers of this {model.config.model_type} model use "
+                "sliding-window or chunked attention "
+                "(config.sliding_window / attention_chunk_size / layer_types): their cache "
+                "trims itself to the window and masks by tokens fed, not tokens kept, which "
+                "eviction breaks; use a full-attention model or config "
+                "(e.g. sliding_window=None)")
         self.model = model
         self.config = config
         self.block_size = block_size or (config.block_size if config else 128)
@@ -162,6 +180,9 @@ class BlockwiseEvictor:
     def generate(self, input_ids: torch.Tensor, max_new_tokens: int,
                  eos_token_id: int | None = None) -> torch.Tensor:
         """Greedy generation with eviction; returns the new tokens [B, ≤ max_new_tokens]."""
+        if max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens} (a "
+                             "prompt without generation is `prefill`)")
         logits = self.prefill(input_ids)[:, -1]
         new = []
         for step in range(max_new_tokens):

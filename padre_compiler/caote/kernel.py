@@ -1,9 +1,12 @@
 """CAOTE scores as one Triton kernel, beside its PyTorch twin (`scores.caote_from_weights`).
 
-Per (batch, query head), with KV head h // G (grouped-query attention):
-    o   = sum_j w_j v_j              (FastCAOTE: o = mean_j v_j)
-    c_j = w_j / (1 - w_j) * ||o - v_j||_2,   w_j clamped to [0, 1 - EPS]
-One program reads its head's values twice (once for o, once for the distances), in fp32
+Per (batch, query head), with KV head h // G (grouped-query attention), m = argmax_j w_j,
+u = v - v_m, W = sum_j w_j and r_j = sum_{i != j} w_i (`scores.rest_weight`):
+    s   = sum_i w_i u_i                           (FastCAOTE: s = mean_i u_i and W -> 1)
+    c_j = w_j * ||(s - W u_j) / r_j||_2 = w_j / (1 - w_j) * ||o - v_j||_2,
+c_j = +inf where r_j = 0 < w_j (as in `scores`). u_m = 0 keeps the dominant entry out of s,
+so c_m tends to the finite ||o'_m - v_m|| as w_m -> 1 instead of cancelling to 0. One program
+reads its head's weights once (m) and its values twice (s, then the distances), in fp32
 whatever the cache dtype, and writes c; nothing of size T x d is materialised. The kernel runs
 where Triton runs (CUDA tensors, or CPU tensors under TRITON_INTERPRET=1); elsewhere the
 PyTorch scores are used. The evictor calls it through `evictor_scorer`: on CUDA tensors only
@@ -17,7 +20,6 @@ import os
 import torch
 
 from padre_compiler.caote.scores import (
-    EPS,
     WeightScorer,
     caote_from_weights,
     fastcaote_from_weights,
@@ -32,7 +34,7 @@ except ImportError:  # no Triton: the PyTorch twin serves
 if triton is not None:
 
     @triton.jit
-    def caote_fwd_kernel(w, v, c, T, D, H, G, s_wb, s_wh, s_vb, s_vh, s_vt, eps,
+    def caote_fwd_kernel(w, v, c, T, D, H, G, s_wb, s_wh, s_vb, s_vh, s_vt,
                          FAST: tl.constexpr, BT: tl.constexpr, BD: tl.constexpr):
         """w: [B, H, T]; v: [B, H / G, T, D] (last stride 1); c: [B, H, T] fp32."""
         i_bh = tl.program_id(0)
@@ -41,27 +43,42 @@ if triton is not None:
         p_v = v + i_b * s_vb + (i_h // G) * s_vh
         o_d = tl.arange(0, BD)
         m_d = o_d < D
-        b_o = tl.zeros([BD], dtype=tl.float32)  # [BD] the (pseudo-)output o
+        b_max = tl.full([], float("-inf"), tl.float32)
+        b_top = tl.zeros([], dtype=tl.int32)  # m = argmax_j w_j, first of equal maxima
+        for t0 in range(0, T, BT):
+            o_t = t0 + tl.arange(0, BT)
+            b_w = tl.load(p_w + o_t, mask=o_t < T, other=float("-inf")).to(tl.float32)
+            b_top = tl.where(tl.max(b_w, axis=0) > b_max, t0 + tl.argmax(b_w, axis=0), b_top)
+            b_max = tl.maximum(b_max, tl.max(b_w, axis=0))
+        b_vm = tl.load(p_v + b_top * s_vt + o_d, mask=m_d, other=0.).to(tl.float32)  # [BD]
+        b_s = tl.zeros([BD], dtype=tl.float32)  # [BD] s = sum_i p_i u_i
+        b_sum = tl.zeros([BT], dtype=tl.float32)  # lanes of W
+        b_rest = tl.zeros([BT], dtype=tl.float32)  # lanes of r_m = sum_{i != m} w_i
         for t0 in range(0, T, BT):
             o_t = t0 + tl.arange(0, BT)
             m_t = o_t < T
-            b_v = tl.load(p_v + o_t[:, None] * s_vt + o_d[None, :],
-                          mask=m_t[:, None] & m_d[None, :], other=0.).to(tl.float32)  # [BT, BD]
-            if FAST:
-                b_w = tl.where(m_t, 1.0 / T, 0.0)
-            else:
-                b_w = tl.load(p_w + o_t, mask=m_t, other=0.).to(tl.float32)  # [BT]
-            b_o += tl.sum(b_w[:, None] * b_v, axis=0)  # [BT] x [BT, BD] -> [BD]
+            b_u = tl.load(p_v + o_t[:, None] * s_vt + o_d[None, :],
+                          mask=m_t[:, None] & m_d[None, :], other=0.).to(tl.float32) \
+                - b_vm[None, :]  # [BT, BD] u = v - v_m
+            b_w = tl.load(p_w + o_t, mask=m_t, other=0.).to(tl.float32)  # [BT]
+            b_p = tl.where(m_t, 1.0 / T, 0.0) if FAST else b_w
+            b_s += tl.sum(b_p[:, None] * b_u, axis=0)  # [BT] x [BT, BD] -> [BD]
+            b_sum += b_w
+            b_rest += tl.where(o_t == b_top, 0.0, b_w)
+        w_sum, r_top = tl.sum(b_sum, axis=0), tl.sum(b_rest, axis=0)
+        scale = 1.0 if FAST else w_sum
         for t0 in range(0, T, BT):
             o_t = t0 + tl.arange(0, BT)
             m_t = o_t < T
-            b_v = tl.load(p_v + o_t[:, None] * s_vt + o_d[None, :],
-                          mask=m_t[:, None] & m_d[None, :], other=0.).to(tl.float32)
-            b_diff = b_o[None, :] - b_v  # masked channels: 0 - 0
-            b_dist = tl.sqrt(tl.sum(b_diff * b_diff, axis=1))  # [BT] ||o - v_j||
-            b_a = tl.load(p_w + o_t, mask=m_t, other=0.).to(tl.float32)
-            b_a = tl.minimum(tl.maximum(b_a, 0.0), 1.0 - eps)
-            tl.store(c + i_bh * T + o_t, b_a / (1.0 - b_a) * b_dist, mask=m_t)
+            b_u = tl.load(p_v + o_t[:, None] * s_vt + o_d[None, :],
+                          mask=m_t[:, None] & m_d[None, :], other=0.).to(tl.float32) \
+                - b_vm[None, :]
+            b_w = tl.load(p_w + o_t, mask=m_t, other=0.).to(tl.float32)
+            b_r = tl.where(o_t == b_top, r_top, w_sum - b_w)  # [BT] r_j
+            b_diff = (b_s[None, :] - scale * b_u) / tl.where(b_r > 0, b_r, 1.0)[:, None]
+            b_dist = tl.sqrt(tl.sum(b_diff * b_diff, axis=1))  # [BT] ||o'_j - v_j||
+            b_c = tl.where(b_r > 0, b_w * b_dist, tl.where(b_w > 0, float("inf"), 0.0))
+            tl.store(c + i_bh * T + o_t, b_c, mask=m_t)
 
 
 def triton_runs_on(t: torch.Tensor) -> bool:
@@ -81,7 +98,7 @@ def caote_scores_fused(weights: torch.Tensor, values: torch.Tensor,
     out = torch.empty(b, hq, t, device=values.device, dtype=torch.float32)
     caote_fwd_kernel[(b * hq,)](
         w, v, out, t, d, hq, hq // v.shape[1], w.stride(0), w.stride(1), v.stride(0),
-        v.stride(1), v.stride(2), EPS, FAST=fast, BT=32,
+        v.stride(1), v.stride(2), FAST=fast, BT=32,
         BD=max(16, triton.next_power_of_2(d)))
     return out
 

@@ -9,8 +9,6 @@ import math
 
 import torch
 
-EPS = 1e-6
-
 
 def _kv(h: int, n_q: int, n_kv: int) -> int:
     """KV head read by query head h (HF repeat_kv layout)."""
@@ -48,16 +46,21 @@ def snapkv_scores(
 
 
 def _caote_head(w: list[float], vals: list[list[float]], fast: bool) -> list[float]:
+    """c_j = w_j · ‖o'_j - v_j‖, o'_j = Σ_{i≠j} w_i v_i / r_j, r_j = Σ_{i≠j} w_i (FastCAOTE:
+    w_j / r_j · ‖v̄ - v_j‖); +inf where r_j = 0 < w_j, 0 where w_j = r_j = 0."""
     t, d = len(w), len(vals[0])
-    if fast:
-        o = [sum(vals[i][k] for i in range(t)) / t for k in range(d)]
-    else:
-        o = [sum(w[i] * vals[i][k] for i in range(t)) for k in range(d)]
+    mean = [sum(vals[i][k] for i in range(t)) / t for k in range(d)]
     res = []
     for j in range(t):
-        a = min(max(w[j], 0.0), 1.0 - EPS)
-        dist = math.sqrt(sum((o[k] - vals[j][k]) ** 2 for k in range(d)))
-        res.append(a / (1.0 - a) * dist)
+        rest = sum(w[i] for i in range(t) if i != j)
+        if rest == 0:
+            res.append(math.inf if w[j] > 0 else 0.0)
+        elif fast:
+            res.append(w[j] / rest * math.dist(mean, vals[j]))
+        else:
+            evicted = [sum(w[i] * vals[i][k] for i in range(t) if i != j) / rest
+                       for k in range(d)]
+            res.append(w[j] * math.dist(evicted, vals[j]))
     return res
 
 

@@ -8,20 +8,24 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 
 from padre_compiler.caote.kernel import evictor_scorer
 from padre_compiler.caote.scores import (
+    GROUP_REDUCES,
     GroupReduce,
+    Pooling,
     base_scores_per_kv,
     caote_scores,
+    check_snapkv,
     fastcaote_scores,
 )
 
 Base = Literal["h2o", "tova", "snapkv"]
 Variant = Literal["none", "caote", "fastcaote"]
+BASES: tuple[str, ...] = get_args(Base)
 
 # variant -> (base [B, Hq, T], values [B, Hkv, T, d], group) -> eviction score [B, Hkv, T];
 # the CAOTE norms run as one Triton kernel on CUDA tensors (kernel.evictor_scorer)
@@ -55,19 +59,30 @@ class EvictionConfig:
     recent: int = 0
     snapkv_window: int = 32
     snapkv_kernel: int = 7
-    snapkv_pooling: Literal["max", "avg"] = "max"
+    snapkv_pooling: Pooling = "max"
     group: GroupReduce = "rss"
     decode: bool = True
 
     def __post_init__(self) -> None:
-        if self.base not in ("h2o", "tova", "snapkv"):
-            raise ValueError(f"unknown base method {self.base!r}")
-        if self.variant not in VARIANTS:
-            raise ValueError(f"unknown variant {self.variant!r}")
-        if self.budget < 1 or self.block_size < 1:
-            raise ValueError("budget and block_size must be positive")
+        check_choice("base", self.base, BASES)
+        check_choice("variant", self.variant, tuple(VARIANTS))
+        check_choice("group", self.group, GROUP_REDUCES)
+        for name in ("budget", "block_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("sink", "recent"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0 (tokens never evicted), "
+                                 f"got {getattr(self, name)}")
+        check_snapkv(self.snapkv_window, self.snapkv_kernel, self.snapkv_pooling,
+                     ("snapkv_window", "snapkv_kernel", "snapkv_pooling"))
         if self.sink + self.protected_recent >= self.budget:
-            raise ValueError("sink + recent (or SnapKV window) must be smaller than the budget")
+            window = (f" (SnapKV keeps its snapkv_window of {self.snapkv_window})"
+                      if self.base == "snapkv" else "")
+            raise ValueError(
+                f"budget {self.budget} must exceed the tokens always kept, sink {self.sink} + "
+                f"recent {self.protected_recent}{window}; give a budget above "
+                f"{self.sink + self.protected_recent} or protect fewer tokens")
 
     @property
     def protected_recent(self) -> int:
@@ -78,6 +93,11 @@ class EvictionConfig:
         base = {"h2o": "H2O", "tova": "TOVA", "snapkv": "SnapKV"}[self.base]
         suffix = {"none": "", "caote": "+CAOTE", "fastcaote": "+FastCAOTE"}[self.variant]
         return base + suffix
+
+
+def check_choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
 
 
 def protected_mask(positions: torch.Tensor, newest: int, sink: int, recent: int) -> torch.Tensor:

@@ -22,8 +22,14 @@ from kvpress import ScorerPress
 from torch import nn
 
 from padre_compiler.caote.hf import block_queries, causal_attention
-from padre_compiler.caote.policy import VARIANTS
-from padre_compiler.caote.scores import h2o_scores, snapkv_scores, tova_scores
+from padre_compiler.caote.policy import BASES, VARIANTS, check_choice
+from padre_compiler.caote.scores import (
+    GROUP_REDUCES,
+    check_snapkv,
+    h2o_scores,
+    snapkv_scores,
+    tova_scores,
+)
 
 
 @dataclass
@@ -45,8 +51,11 @@ class CAOTEPress(ScorerPress):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.base not in ("h2o", "tova", "snapkv") or self.variant not in VARIANTS:
-            raise ValueError(f"unknown base/variant {self.base!r}/{self.variant!r}")
+        check_choice("base", self.base, BASES)
+        check_choice("variant", self.variant, tuple(VARIANTS))
+        check_choice("group", self.group, GROUP_REDUCES)
+        check_snapkv(self.window_size, self.kernel_size, self.pooling,
+                     ("window_size", "kernel_size", "pooling"))
 
     def score(self, module: nn.Module, hidden_states: torch.Tensor, keys: torch.Tensor,
               values: torch.Tensor, attentions: torch.Tensor | None, kwargs: dict[str, Any]

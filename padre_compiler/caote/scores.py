@@ -25,15 +25,15 @@ convention of kvpress and of SnapKV (issue #22) — for ranking, mean and sum ar
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
 
 GroupReduce = Literal["rss", "mean", "max"]
-
-EPS = 1e-6  # α clamped to [0, 1 - EPS]: a token holding all the attention is kept (c -> ∞)
-
+Pooling = Literal["max", "avg"]
+GROUP_REDUCES: tuple[str, ...] = get_args(GroupReduce)
+POOLINGS: tuple[str, ...] = get_args(Pooling)
 
 # --------------------------------------------------------------------------- helpers
 
@@ -52,13 +52,13 @@ def reduce_group(scores: torch.Tensor, n_kv_heads: int, how: GroupReduce = "rss"
     """
     b, hq, t = scores.shape
     grouped = scores.view(b, n_kv_heads, hq // n_kv_heads, t)  # [B, Hkv, G, T]
-    if how == "rss":
-        return grouped.pow(2).sum(2).sqrt()
+    if how == "rss":  # squares in float64: an fp32 s_h below ~1e-19 would square to 0
+        return grouped.double().pow(2).sum(2).sqrt().to(scores.dtype)
     if how == "mean":
         return grouped.mean(2)
     if how == "max":
         return grouped.amax(2)
-    raise ValueError(f"unknown group reduction {how!r}")
+    raise ValueError(f"unknown group reduction {how!r}; expected one of {GROUP_REDUCES}")
 
 
 def _f32(x: torch.Tensor) -> torch.Tensor:
@@ -94,61 +94,112 @@ def tova_scores(attn: torch.Tensor) -> torch.Tensor:
     return attn[..., -1, :]
 
 
+def check_snapkv(window: int, kernel: int, pooling: str,
+                 names: tuple[str, str, str] = ("window", "kernel", "pooling")) -> None:
+    """ValueError naming the offending setting (``names``: what the caller calls window, kernel
+    and pooling) unless window >= 1, kernel is odd and >= 1, and pooling is "max" or "avg"."""
+    if window < 1:
+        raise ValueError(f"{names[0]} must be at least 1 (the SnapKV observation window, in "
+                         f"queries), got {window}")
+    if kernel < 1 or kernel % 2 == 0:
+        raise ValueError(f"{names[1]} must be an odd number >= 1, got {kernel}: the stride-1 "
+                         "pool pads kernel // 2 tokens on each side, which keeps one score per "
+                         "token only for an odd width (e.g. 5 or 7)")
+    if pooling not in POOLINGS:
+        raise ValueError(f"{names[2]} must be one of {POOLINGS}, got {pooling!r}")
+
+
 def snapkv_scores(
     attn: torch.Tensor,
     window: int = 32,
     kernel: int = 7,
-    pooling: Literal["max", "avg"] = "max",
+    pooling: Pooling = "max",
 ) -> torch.Tensor:
     """SnapKV votes: Σ over the last ``window`` queries, then 1-D pooling over tokens.
 
     [B, Hq, Q, T] -> [B, Hq, T]. As in the SnapKV paper: votes are *summed* over the observation
-    window and smoothed by a stride-1 pool of width ``kernel`` (padding kernel//2, so T is kept).
-    Pooling runs along the cache order, which after earlier evictions is ascending position
-    with gaps. The observation window itself is always kept by SnapKV; here that is the caller's job
-    (``protect_recent >= window``). kvpress's SnapKVPress differs: it *averages* over a 64-query
-    window, uses ``avg_pool1d`` (kernel 5), and pads the window with ``max + 1``.
+    window and smoothed by a stride-1 pool of odd width ``kernel`` (padding kernel//2, so T is
+    kept; ``check_snapkv``). Pooling runs along the cache order, which after earlier evictions
+    is ascending position with gaps. The observation window itself is always kept by SnapKV;
+    here that is the caller's job (``protect_recent >= window``). kvpress's SnapKVPress differs:
+    it *averages* over a 64-query window, uses ``avg_pool1d`` (kernel 5), and pads the window
+    with ``max + 1``.
     """
+    check_snapkv(window, kernel, pooling)
     votes = attn[..., -window:, :].sum(-2)  # [B, Hq, T]
     b, h, t = votes.shape
     flat = votes.reshape(b * h, 1, t)
     if pooling == "max":
         pooled = F.max_pool1d(flat, kernel, stride=1, padding=kernel // 2)
-    elif pooling == "avg":
-        pooled = F.avg_pool1d(flat, kernel, stride=1, padding=kernel // 2, count_include_pad=False)
     else:
-        raise ValueError(f"unknown pooling {pooling!r}")
+        pooled = F.avg_pool1d(flat, kernel, stride=1, padding=kernel // 2, count_include_pad=False)
     return pooled.reshape(b, h, t)
 
 
 # --------------------------------------------------------------------------- CAOTE
 
 
+def rest_weight(weights: torch.Tensor) -> torch.Tensor:
+    """r_j = Σ_{i≠j} w_i, the 1 - w_j of the closed form without its cancellation. [..., T].
+
+    W - w_j loses every digit for the dominant entry m = argmax w when w_m rounds to W
+    (fp32 softmax with a logit gap above ~17); r_m is therefore summed with w_m left out.
+    For j ≠ m, w_j <= W/2, so W - w_j is exact to rounding.
+    """
+    top = weights.argmax(-1, keepdim=True)  # m: [..., 1]
+    rest_top = weights.scatter(-1, top, 0.0).sum(-1, keepdim=True)  # Σ_{i≠m} w_i
+    return (weights.sum(-1, keepdim=True) - weights).scatter(-1, top, rest_top)
+
+
+def _per_rest(x: torch.Tensor, rest: torch.Tensor) -> torch.Tensor:
+    """x / r, broadcast; r_j = 0 divides by 1 (``_score`` overrides those entries)."""
+    return x / rest.where(rest > 0, 1.0)
+
+
+def _score(weights: torch.Tensor, rest: torch.Tensor, dist: torch.Tensor) -> torch.Tensor:
+    """c_j = w_j · dist_j, dist_j = ‖o'_j - v_j‖ (or its FastCAOTE stand-in). Where r_j = 0 no
+    other entry has weight and the error is unbounded: +inf for w_j > 0 (the query would attend
+    to nothing), 0 for an all-zero row. [..., T]."""
+    return torch.where(rest > 0, weights * dist,
+                       torch.where(weights > 0, torch.inf, 0.0).to(dist.dtype))
+
+
 def caote_from_weights(weights: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
     """Per-query-head CAOTE error norms for a weight vector summing to 1.
 
     weights [B, Hq, T] (α of one query, or normalised base scores); values [B, Hkv, T, d].
-    Returns c [B, Hq, T] with c_j = w_j/(1-w_j) · ‖o - v_j‖₂ and o = Σ_l w_l v_l.
+    Returns c [B, Hq, T], c_j = w_j/(1-w_j) · ‖o - v_j‖₂ with o = Σ_l w_l v_l, evaluated as
+
+        c_j = w_j · ‖o'_j - v_j‖₂,   o'_j - v_j = Σ_{i≠j} w_i (v_i - v_j) / r_j,   r_j = Σ_{i≠j} w_i
+
+    (o - v_j = r_j (o'_j - v_j), o'_j the output after evicting j). No step cancels: the sum
+    runs on u = v - v_m, m = argmax w, so u_m = 0 drops the dominant term exactly and
+    Σ_{i≠j} w_i (v_i - v_j) = Σ_i w_i u_i - W u_j with W = Σ_i w_i; r_j as in ``rest_weight``;
+    the division precedes the norm (for the dominant entry the sum is of order r_m, whose fp32
+    square can underflow). As w_j -> 1 the score tends to the finite ‖o'_j - v_j‖, never to 0.
     """
     w = _f32(weights)
     v = expand_kv(_f32(values), w.shape[1])  # [B, Hq, T, d]
-    out = torch.einsum("bht,bhtd->bhd", w, v)  # o: [B, Hq, T] @ [B, Hq, T, d] -> [B, Hq, d]
-    dist = (out.unsqueeze(2) - v).norm(dim=-1)  # ‖o - v_j‖: [B, Hq, T]
-    w = w.clamp(0.0, 1.0 - EPS)
-    return w / (1.0 - w) * dist
+    top = w.argmax(-1)[..., None, None].expand(-1, -1, 1, v.shape[-1])  # m: [B, Hq, 1, d]
+    u = v - v.gather(2, top)  # u = v - v_m: [B, Hq, T, d], u_m = 0
+    su = torch.einsum("bht,bhtd->bhd", w, u)  # Σ_i w_i u_i: [B, Hq, d]
+    rest = rest_weight(w)
+    shift = _per_rest(su.unsqueeze(2) - w.sum(-1)[..., None, None] * u,  # o'_j - v_j
+                      rest.unsqueeze(-1))
+    return _score(w, rest, shift.norm(dim=-1))
 
 
 def fastcaote_from_weights(weights: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
     """FastCAOTE: o replaced by the plain value mean, c_j = w_j/(1-w_j) · ‖v̄ - v_j‖₂.
 
     weights [B, Hq, T]; values [B, Hkv, T, d] -> [B, Hq, T]. Equals CAOTE when w is uniform.
+    1 - w_j is taken as r_j = Σ_{i≠j} w_i (``rest_weight``).
     """
     w = _f32(weights)
     vf = _f32(values)
     dist = (vf.mean(2, keepdim=True) - vf).norm(dim=-1)  # ‖v̄ - v_j‖: [B, Hkv, T]
-    dist = expand_kv(dist, w.shape[1])  # [B, Hq, T]
-    w = w.clamp(0.0, 1.0 - EPS)
-    return w / (1.0 - w) * dist
+    rest = rest_weight(w)
+    return _score(w, rest, _per_rest(expand_kv(dist, w.shape[1]), rest))
 
 
 WeightScorer = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]

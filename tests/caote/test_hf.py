@@ -158,6 +158,29 @@ def _check_least_disruptive(m, kw, keys, values, kept) -> None:
         assert evicted == [min(range(13), key=errs.__getitem__)]
 
 
+def test_sliding_window_models_are_refused() -> None:
+    """A sliding-window cache trims itself and masks by tokens fed: refused whatever the budget
+    (here budget + block = 24 < window 48, which would still fail at the first eviction)."""
+    cfg = transformers.MistralConfig(
+        vocab_size=101, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, sliding_window=48)
+    model = transformers.MistralForCausalLM(cfg).eval()
+    with pytest.raises(ValueError, match=r"2 of the 2 layers .* sliding-window"):
+        BlockwiseEvictor(model, EvictionConfig(budget=16, block_size=8))
+    cfg.sliding_window = None
+    with BlockwiseEvictor(transformers.MistralForCausalLM(cfg).eval(),
+                          EvictionConfig(budget=16, block_size=8)) as ev:
+        ev.prefill(torch.randint(0, 101, (1, 40)))
+        assert ev.cache_lengths() == [16, 16]
+
+
+def test_generate_needs_a_token(model, ids) -> None:
+    with BlockwiseEvictor(model, EvictionConfig(budget=24, block_size=16)) as ev:
+        with pytest.raises(ValueError, match="max_new_tokens must be at least 1, got 0"):
+            ev.generate(ids, 0)
+        assert ev.next_position == 0  # refused before the prefill
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
 def test_cuda_matches_cpu(model, ids) -> None:
     cfg = EvictionConfig(budget=24, base="snapkv", variant="caote", block_size=16, snapkv_window=8)

@@ -69,3 +69,16 @@ def test_press_scores_protect_snapkv_window() -> None:
     s = seen["s"]
     assert s.shape == (1, 2, 30)
     assert bool(torch.isinf(s[..., -8:]).all()) and bool(torch.isfinite(s[..., :-8]).all())
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("kernel_size", 4, "kernel_size must be an odd number >= 1, got 4"),
+    ("kernel_size", 0, "kernel_size must be an odd number >= 1, got 0"),
+    ("window_size", 0, "window_size must be at least 1"),
+    ("pooling", "min", "pooling must be one of"),
+    ("group", "sum", "group must be one of"),
+    ("base", "lru", "base must be one of"),
+])
+def test_press_names_the_bad_field(field: str, value: object, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        CAOTEPress(**{"compression_ratio": 0.5, field: value})

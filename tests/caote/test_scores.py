@@ -7,8 +7,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from padre_compiler.caote import naive, scores
-from padre_compiler.caote.policy import EvictionConfig, protected_mask, select_keep
+from padre_compiler.caote import kernel, naive, scores
+from padre_compiler.caote.policy import VARIANTS, EvictionConfig, protected_mask, select_keep
 
 CAOTE = settings.get_profile("caote")
 
@@ -141,6 +141,47 @@ def test_gqa_rss_is_group_error_norm(seed: int, t: int, d: int, g: int) -> None:
         assert torch.isclose(c[j], delta.norm(), rtol=1e-9, atol=1e-12)
 
 
+NEEDS_TRITON = pytest.mark.skipif(kernel.triton is None, reason="Triton is not installed")
+DOMINANT_SCORERS = [
+    pytest.param(lambda w, v: VARIANTS["caote"](w, v, "rss"), id="evictor"),
+    pytest.param(naive.caote_scores, id="naive"),
+    pytest.param(lambda w, v: scores.caote_scores(w, v, scorer=kernel.caote_scores_fused),
+                 id="triton", marks=NEEDS_TRITON),
+]
+
+
+@pytest.mark.parametrize("scorer", DOMINANT_SCORERS)
+@pytest.mark.parametrize("gap", [10.0, 18.0, 25.0, 60.0])
+def test_dominant_token_keeps_its_exact_score(scorer, gap: float) -> None:
+    """One query, token 0 ahead by ``gap`` logits: from fp32 weights (α_0 rounds to 1 above a
+    gap of ~17) the scores still equal the float64 errors recomputed from the logits, and the
+    token evicted is the exact argmin, never the dominant one."""
+    t, d = 8, 4
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn(t, generator=gen, dtype=torch.float64)
+    logits[0] += gap
+    v = torch.randn(t, d, generator=gen, dtype=torch.float64)
+    u = v - v[0]  # outputs move with a common value shift; u_0 = 0 keeps o - o'_j ~ 1e-26 exact
+    full = logits.softmax(-1) @ u
+    exact = torch.stack([(full - logits[keep].softmax(-1) @ u[keep]).norm()
+                         for keep in (torch.arange(t) != j for j in range(t))])
+    c = scorer(logits.float().softmax(-1).view(1, 1, t), v.float().view(1, 1, t, d)).view(t)
+    torch.testing.assert_close(c.double(), exact, rtol=1e-4, atol=0.0)
+    keep = select_keep(c.view(1, 1, t), torch.zeros(1, 1, t, dtype=torch.bool), t - 1)
+    assert set(range(t)) - set(keep.view(-1).tolist()) == {int(exact.argmin())}
+
+
+@pytest.mark.parametrize("scorer", DOMINANT_SCORERS)
+def test_token_holding_all_weight_is_never_evicted(scorer) -> None:
+    """Other weights underflow to 0 (or T = 1): evicting the holder leaves nothing, c = +inf."""
+    w = torch.tensor([[[0.0, 1.0, 0.0]], [[1.0, 0.0, 0.0]]]).view(2, 1, 3)
+    v = torch.randn(2, 1, 3, 4, generator=torch.Generator().manual_seed(1))
+    c = scorer(w, v)
+    assert c[0, 0].tolist() == [0.0, float("inf"), 0.0]
+    assert c[1, 0].tolist() == [float("inf"), 0.0, 0.0]
+    assert scorer(torch.ones(1, 1, 1), v[:1, :, :1]).tolist() == [[[float("inf")]]]
+
+
 def test_select_keep_protects_and_sorts() -> None:
     positions = torch.arange(10).view(1, 1, 10).expand(1, 2, 10)
     s = torch.tensor([[[0.0, 9, 8, 7, 6, 5, 4, 3, 2, 1], [5.0, 1, 2, 3, 4, 0, 6, 7, 8, 9]]])
@@ -151,8 +192,32 @@ def test_select_keep_protects_and_sorts() -> None:
 
 
 def test_config_rejects_bad_settings() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"budget 16 must exceed .* above 32"):
         EvictionConfig(budget=16, base="snapkv", snapkv_window=32)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="variant must be one of"):
         EvictionConfig(budget=16, variant="exact")
     assert EvictionConfig(budget=64, base="h2o", variant="fastcaote").name == "H2O+FastCAOTE"
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("snapkv_kernel", 4, "snapkv_kernel must be an odd number >= 1, got 4"),
+    ("snapkv_kernel", 0, "snapkv_kernel must be an odd number >= 1, got 0"),
+    ("snapkv_window", 0, "snapkv_window must be at least 1"),
+    ("snapkv_pooling", "min", "snapkv_pooling must be one of"),
+    ("group", "sum", "group must be one of"),
+    ("sink", -1, "sink must be >= 0"),
+    ("recent", -2, "recent must be >= 0"),
+    ("block_size", 0, "block_size must be at least 1"),
+])
+def test_config_names_the_bad_field(field: str, value: object, message: str) -> None:
+    """Refused at construction, naming the field: an even kernel would pool T + 1 scores and
+    fail at the first eviction, window 0 would read as every query."""
+    with pytest.raises(ValueError, match=message):
+        EvictionConfig(**{"budget": 40, "base": "snapkv", "snapkv_window": 8, field: value})
+
+
+@pytest.mark.parametrize("kernel", [0, 2, 4])
+def test_snapkv_scores_refuse_an_even_or_empty_kernel(kernel: int) -> None:
+    attn = torch.rand(1, 1, 3, 10).softmax(-1)
+    with pytest.raises(ValueError, match="kernel must be an odd number"):
+        scores.snapkv_scores(attn, window=2, kernel=kernel)

@@ -1,0 +1,66 @@
+"""`padre caote eval` refuses bad options before loading the model or running anything."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from padre_compiler.caote import evaluate
+from padre_compiler.errors import PadreError
+
+
+@pytest.fixture
+def no_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    def load(*args: object) -> None:
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(evaluate, "load_smollm2", load)
+
+
+@pytest.mark.parametrize("flag,budgets", [("--budgets", ["64", "32"]),
+                                          ("--passkey-budgets", ["16"])])
+def test_budget_at_most_the_snapkv_window_is_a_usage_error(
+        no_model: None, tmp_path: Path, capsys: pytest.CaptureFixture[str], flag: str,
+        budgets: list[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        evaluate.main([flag, *budgets, "--out-dir", str(tmp_path)])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert f"{flag}: budget {budgets[-1]} must exceed" in err
+    assert "give a budget above 32" in err
+
+
+def test_score_from_beyond_the_text_is_refused_before_running(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The text gives 300 tokens: --score-from 2000 < --context 3000 still scores nothing."""
+    tokens = SimpleNamespace(input_ids=list(range(300)))
+    monkeypatch.setattr(evaluate, "load_smollm2", lambda: (None, lambda text: tokens))
+    monkeypatch.setattr(evaluate, "PPL_TEXT", tmp_path / "text.txt")
+    (tmp_path / "text.txt").write_text("short")
+
+    def run(*args: object) -> None:
+        raise AssertionError("an evaluation run started")
+
+    monkeypatch.setattr(evaluate, "ppl_run", run)
+    with pytest.raises(PadreError, match=r"--score-from 2000 .* gives 300 tokens .* between 1 "
+                                         r"and 299"):
+        evaluate.main(["--context", "3000", "--score-from", "2000", "--budgets", "64",
+                       "--passkey-budgets", "64", "--out-dir", str(tmp_path / "out")])
+
+
+def test_render_only_names_the_missing_entry(tmp_path: Path) -> None:
+    (tmp_path / "results.json").write_text(json.dumps({"setup": {}, "ppl": {}, "passkey": {}}))
+    with pytest.raises(PadreError, match="lacks the entry 'budgets'"):
+        evaluate.main(["--render-only", "--out-dir", str(tmp_path)])
+    assert not (tmp_path / "results.md").exists()
+
+
+def test_render_only_names_a_misshapen_entry(tmp_path: Path) -> None:
+    results = {"setup": {"budgets": [], "passkey_budgets": []}, "ppl": {"full": 9.0},
+               "passkey": {}}
+    (tmp_path / "results.json").write_text(json.dumps(results))
+    with pytest.raises(PadreError, match="wrong shape"):
+        evaluate.main(["--render-only", "--out-dir", str(tmp_path)])
