@@ -169,7 +169,7 @@ def test_attention_folds_castling_vits_output_normalisation() -> None:
     from padre_compiler.ir.graph import Node
 
     castling = codegen_path("castling_vit", "triton").read_text().split("def forward(self")[1]
-    assert "res=wv, res_scale=diagonal_scale,\n            out_l2=0.0, post=dconv," in castling
+    assert "res=wv, res_scale=_diagonal_scale,\n            out_l2=0.0, post=dconv," in castling
     assert "diagonal = " not in castling and "add = " not in castling
 
     def castling_folds(change=None) -> tuple:
