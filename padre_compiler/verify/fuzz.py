@@ -217,6 +217,13 @@ class Harness:
         result = generate(spec, backend=backend, dim=spec.fixed_dim or step * max(1, 384 // step))
         self.cls = getattr(load_source(result.source, spec.name), result.class_name)
         self.eager_cls = eager_class(self.graph, spec.name)
+        from padre_compiler.verify.run_check import TWINS, kernels_run  # it imports this
+
+        ran = kernels_run(self.cls, torch.zeros(1, device=self.device)) \
+            if backend == "triton" else ""
+        if ran.startswith(TWINS):  # fuzzing them would check none of the kernels
+            raise PadreError(f"fuzz --backend triton on {self.device}: the fused regions would "
+                             f"run {ran}")
 
     def build(self, cls: type, ex: Example, params: dict[str, torch.Tensor],
               device: torch.device | None = None,

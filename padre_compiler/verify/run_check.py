@@ -83,7 +83,7 @@ def run_check(result: Compiled, dim: int, grid: tuple[int, int] | None, tokens: 
         twin = build(eager_class(result.spec.graph(), result.spec.name))
         twin.load_state_dict(module.state_dict())
         verdict = judge(module, twin, x, y, error, scale, result.backend == "triton")
-    kernels = kernels_run(module, x) if result.backend == "triton" else None
+    kernels = kernels_run(type(module), x) if result.backend == "triton" else None
     return RunCheck(tuple(x.shape), tuple(y.shape), ms, rel, kernels, verdict)
 
 
@@ -115,15 +115,19 @@ def judge(module: torch.nn.Module, twin: torch.nn.Module, x: torch.Tensor, y: to
     return f"{found}: {WRONG}"
 
 
-def kernels_run(module: torch.nn.Module, x: torch.Tensor) -> str:
-    """What ran a Triton module's fused regions on x: its kernels or their naive twins."""
-    generated = sys.modules[type(module).__module__]
+TWINS = "their naive PyTorch twins"
+
+
+def kernels_run(cls: type, x: torch.Tensor) -> str:
+    """What runs the fused regions of a Triton module class on x: its kernels or (a string
+    starting with TWINS) their naive twins."""
+    generated = sys.modules[cls.__module__]
     if not hasattr(generated, "_use_triton"):
         return "none: every op of this spec runs in torch (the source's header says why)"
     if generated.triton is None:
-        return ("their naive PyTorch twins: Triton is not installed "
-                "(pip install 'padre-compiler[triton]')")
+        return f"{TWINS}: Triton is not installed (pip install 'padre-compiler[triton]')"
     if generated._use_triton(x):
-        return "Triton's, in its CPU interpreter (TRITON_INTERPRET=1)"
-    return ("their naive PyTorch twins: the Triton kernels run on a CUDA device, or on the CPU "
-            "in Triton's interpreter with TRITON_INTERPRET=1 (slow)")
+        return f"Triton's, on {x.device}" if x.is_cuda else \
+            "Triton's, in its CPU interpreter (TRITON_INTERPRET=1)"
+    return (f"{TWINS}: the Triton kernels run on a CUDA device, or on the CPU in Triton's "
+            "interpreter with TRITON_INTERPRET=1 set before the module loads (slow)")

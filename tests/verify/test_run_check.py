@@ -100,3 +100,8 @@ def test_run_says_what_ran_the_fused_regions() -> None:
                           "--backend", "triton", "--dim", "8", "--grid", "3x3", "--run"],
                          env=env, capture_output=True, text=True, check=True)
     assert "kernels their naive PyTorch twins" in flat(run.stdout)
+    # fuzzing there would check none of the kernels: refused, exit 2, before any example
+    run = subprocess.run([sys.executable, "-c", "from padre_compiler.verify.fuzz import fuzz; "
+                          "fuzz('conv2former', backend='triton', examples_n=2)"],
+                         env={**env, "TRITON_INTERPRET": "0"}, capture_output=True, text=True)
+    assert run.returncode != 0 and "the fused regions would run their naive" in run.stderr
