@@ -149,7 +149,9 @@ def certify_graphs(spec_name: str, reference: Graph, stages: list[tuple[str, Gra
             break
     normalised = any(reference.node(n).op == "normalize" for n in reference.g.nodes)
     return Certificate(
-        spec=spec_name, trials=trials, prime=P, degree=total_degree(reference), tokens=tokens,
+        # Schwartz-Zippel bounds a nonzero difference of degree <= the larger of the two
+        spec=spec_name, trials=trials, prime=P,
+        degree=max(total_degree(reference), total_degree(stages[-1][1])), tokens=tokens,
         dim=dim, passed=not failed, failed_after=tuple(failed),
         normalisers="uninterpreted functions of their column (l1_tokens) or token head slice "
                     "(l2_rows)" if normalised else "none",

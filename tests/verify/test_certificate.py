@@ -155,3 +155,17 @@ def test_the_code_certificate_reaches_every_tap_of_the_kernel(monkeypatch) -> No
                         pytorch.HELPERS["dwconv2d"].replace(old, ring + old))
     code = pc.compile("padre3", dim=16, grid=(14, 14)).certificate.code
     assert code.applicable and not code.passed and "N=36" in code.detail
+
+
+def test_the_bound_takes_the_larger_degree_of_the_two_graphs() -> None:
+    """A wrong stage may have a higher degree than the spec: the difference's degree, which
+    Schwartz-Zippel needs, is bounded by the larger."""
+    from padre_compiler.verify.degree import total_degree
+
+    x = dsl.tokens("sequence")
+    spec = dsl.spec("lin", layout="sequence", output=dsl.dense(x, "p"))
+    wrong = dsl.spec("lin", layout="sequence", output=dsl.dense(x * x, "p"))
+    assert (total_degree(spec.graph()), total_degree(wrong.graph())) == (2, 3)
+    cert = certify_graphs("lin", spec.graph(), [("wrong", wrong.graph())], dim=3, tokens=4,
+                          grid=None)
+    assert not cert.passed and cert.failed_after == ("wrong",) and cert.degree == 3

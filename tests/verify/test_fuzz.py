@@ -430,3 +430,21 @@ def test_heads_get_more_than_one_channel_in_fuzzing_and_verify() -> None:
     assert dims == {16, 24}
     assert small_size("grid2d", 384, (14, 14), 196, max_dim=8, max_side=5,
                       graph=spec.graph())[0] == 16
+
+
+def test_a_module_that_writes_into_its_input_fails() -> None:
+    """The module runs on a copy of the input, which must come back unchanged (a drop-in
+    mixer may not overwrite the residual stream it is given)."""
+    spec = load_spec("padre3")
+    harness = Harness(spec, "torch")
+
+    class Writes(harness.cls):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            y = super().forward(x)
+            x.mul_(2)
+            return y
+
+    harness.cls = Writes
+    report = fuzz(spec, examples_n=5, harness=harness)
+    assert report.failure is not None and report.failure.message == ("the module wrote into "
+                                                                     "its input")
