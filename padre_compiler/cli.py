@@ -70,7 +70,7 @@ def codegen_path(name: str, backend: str) -> Path:
 def cmd_compile(args: argparse.Namespace) -> int:
     from rich.progress import Progress
 
-    from padre_compiler.compiler import BACKENDS, generate
+    from padre_compiler.compiler import BACKENDS, code_certificate, code_size, generate
     from padre_compiler.spec.loader import bundled_specs, load_spec
 
     if args.all:
@@ -123,6 +123,12 @@ def cmd_compile(args: argparse.Namespace) -> int:
             console.print(f"[bold]after {rec.name}[/bold] ({rec.rewrites} rewrites): {rec.cost}")
             for line in explain_graph(rec.graph, dim, tokens):
                 console.print(line, soft_wrap=True)
+    cert = dataclasses.replace(result.certificate, code=code_certificate(
+        result, code_size(result, dim, grid, tokens)))
+    if not (cert.passed and cert.code.passed):  # a compiler bug: nothing is written
+        err_console.print(str(cert), soft_wrap=True)
+        err_console.print("[red]not written:[/red] the module failed its certificate")
+        return 1
     if to_stdout:
         sys.stdout.write(result.source)
     # --run before writing: a run that fails, or finds the module wrong, leaves no file
@@ -137,8 +143,8 @@ def cmd_compile(args: argparse.Namespace) -> int:
         console.print(f"wrote {out} ({elapsed * 1e3:.0f} ms)")
     # with the source on stdout, the certificate goes to stderr
     to = err_console if to_stdout else console
-    to.print(str(result.certificate), soft_wrap=True)
-    return 0 if result.certificate.passed else 1
+    to.print(str(cert), soft_wrap=True)
+    return 0
 
 
 def _run_summary(result, dim: int, grid, tokens: int, out: Path | None, elapsed: float) -> Any:
@@ -287,11 +293,11 @@ def _resolve_size(spec, args: argparse.Namespace) -> tuple[tuple[int, int] | Non
 def cmd_verify(args: argparse.Namespace) -> int:
     from padre_compiler.compiler import (
         certify_compile,
-        compile_module_class,
+        code_certificate,
+        code_size,
         generate,
         pass_context,
     )
-    from padre_compiler.verify.certificate import check_code, small_size
 
     spec = _load(args)
     grid, tokens = _resolve_size(spec, args)
@@ -300,14 +306,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
                         f"({args.trials} trials)"):
         cert = certify_compile(spec, result.records, pass_context(spec, args.dim, grid, tokens),
                                trials=args.trials, full_size=True, seed=args.seed)
-        dim, small_grid, small_tokens = small_size(spec.layout, args.dim, grid, tokens,
-                                                   max_dim=8, max_side=5,
-                                                   fixed_dim=spec.fixed_dim,
-                                                   graph=result.records[0].graph)
-        cls = compile_module_class(result)
-        probe = cls(dim, small_grid) if small_grid else cls(dim)
-        code = check_code(probe, result.records[0].graph, dim=dim, tokens=small_tokens,
-                          grid=small_grid, seed=args.seed)
+        code = code_certificate(result, code_size(result, args.dim, grid, tokens, max_side=5),
+                                seed=args.seed)
     cert = dataclasses.replace(cert, code=code)
     console.print(str(cert), soft_wrap=True)
     console.print(f"({cert.seconds:.2f} s for the graph certificate)")

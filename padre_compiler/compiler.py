@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from padre_compiler.backends.pytorch import emit_module
-from padre_compiler.errors import PadreError, PrecisionWarning
+from padre_compiler.errors import CertificateError, PadreError, PrecisionWarning
 from padre_compiler.ir.graph import Graph, validate_dim
 from padre_compiler.ir.names import class_name
 from padre_compiler.passes import PIPELINE, PIPELINES, PassContext, PassRecord, run_pipeline
@@ -26,6 +26,7 @@ from padre_compiler.spec.model import Spec
 from padre_compiler.symbolic.degree import degrees
 from padre_compiler.verify.certificate import (
     Certificate,
+    CodeCheck,
     certify_graphs,
     check_code,
     small_size,
@@ -173,6 +174,28 @@ def eager_class(graph: Graph, name: str) -> type:
     return getattr(load_source(source, twin), class_name(twin))
 
 
+def code_size(result: Compiled, dim: int, grid: tuple[int, int] | None, tokens: int,
+              max_side: int = 4) -> tuple[int, tuple[int, int] | None, int]:
+    """(D, grid, N) at which the generated code is certified: the same graph at D <= 8 (2
+    channels a head at least), a grid or sequence that reaches every conv tap
+    (verify.certificate.small_size), N within the long filters."""
+    graph = result.records[0].graph
+    small_dim, small_grid, small_tokens = small_size(
+        result.spec.layout, dim, grid, tokens, max_dim=8, max_side=max_side,
+        fixed_dim=result.spec.fixed_dim, graph=graph)
+    return small_dim, small_grid, min([small_tokens, *max_tokens(graph)])
+
+
+def code_certificate(result: Compiled, size: tuple[int, tuple[int, int] | None, int],
+                     seed: int = 0) -> CodeCheck:
+    """verify.certificate.check_code of the generated module at `size` (`code_size`)."""
+    dim, grid, tokens = size
+    cls = compile_module_class(result)
+    probe = cls(dim, grid) if grid is not None else cls(dim)
+    return check_code(probe, result.records[0].graph, dim=dim, grid=grid, tokens=tokens,
+                      seed=seed)
+
+
 def compile_module_class(result: Compiled) -> type:
     """The nn.Module class of a generated source (width-generic: construct with any dim)."""
     return getattr(load_source(result.source, result.spec.name), result.class_name)
@@ -187,7 +210,8 @@ def compile(spec: str | Path | Spec, *, dim: int, backend: str = "torch",
     `.source` (its generated code) and `.compiled` (graph and pass log) and `.certificate`
     (the graph certificate plus an exact check of the generated code; see
     padre_compiler.verify.certificate). A PrecisionWarning says where float32, float16 or
-    bfloat16 cannot compute the spec at the module's initial weights (`rounding_error`).
+    bfloat16 cannot compute the spec at the module's initial weights (`rounding_error`);
+    a CertificateError (carrying the module and certificate) where a certificate fails.
     """
     import torch
 
@@ -204,17 +228,15 @@ def compile(spec: str | Path | Spec, *, dim: int, backend: str = "torch",
     result = generate(spec, dim=dim, grid=grid, backend=backend)  # validates dim
     cls = compile_module_class(result)
     instance = cls(dim, grid) if grid is not None else cls(dim)
-    small_dim, small_grid, small_tokens = small_size(spec.layout, dim, grid, DEFAULT_TOKENS,
-                                                     max_dim=8, max_side=4,
-                                                     fixed_dim=spec.fixed_dim,
-                                                     graph=result.records[0].graph)
-    probe = cls(small_dim, small_grid) if small_grid is not None else cls(small_dim)
+    small = code_size(result, dim, grid, DEFAULT_TOKENS)
+    code = code_certificate(result, small)
+    _, small_grid, small_tokens = small
     spec_graph = result.records[0].graph
-    code = check_code(probe, spec_graph, dim=small_dim, grid=small_grid,
-                      tokens=min([small_tokens, *max_tokens(spec_graph)]))
     instance.source = result.source
     instance.compiled = result
     instance.certificate = dataclasses.replace(result.certificate, code=code)
+    if not (instance.certificate.passed and code.passed):
+        raise CertificateError(instance, instance.certificate)
     dtype = dtype or torch.float32
     instance = instance.to(dtype)
     low = str(dtype).removeprefix("torch.")
@@ -222,8 +244,7 @@ def compile(spec: str | Path | Spec, *, dim: int, backend: str = "torch",
         # at the module's own width and weights (a head's width sets the conditioning of
         # its normalisations), on the certificate's few tokens
         initial = {k: v.detach().double().numpy() for k, v in instance.state_dict().items()}
-        error = rounding_error(spec_graph, initial, dim, small_grid,
-                               min([small_tokens, *max_tokens(spec_graph)]), low)
+        error = rounding_error(spec_graph, initial, dim, small_grid, small_tokens, low)
         if not error <= max(USABLE, 16 * torch.finfo(dtype).eps):
             warnings.warn(f"{spec.name} in {low} is off by {error:.1e} relative at its initial "
                           "weights (evaluated op by op on a few tokens: its terms cancel below "

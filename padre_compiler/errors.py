@@ -43,6 +43,17 @@ class ShapeError(PadreError):
     """Channel widths or token layouts that do not compose."""
 
 
+class CertificateError(PadreError):
+    """A compiled module failed its certificate (a compiler bug, not bad input): the module is
+    not handed out as correct. Carries the module and its certificate for inspection."""
+
+    def __init__(self, module: object, certificate: object) -> None:
+        self.module = module
+        self.certificate = certificate
+        super().__init__(f"the compiled module failed its certificate (please report this "
+                         f"compiler bug with the spec):\n{certificate}")
+
+
 def first_line(err: BaseException) -> str:
     """The first line of a foreign exception's message (its type where it has none)."""
     text = str(err).strip()

@@ -203,3 +203,18 @@ def test_dash_output_is_stdout(capsys: pytest.CaptureFixture) -> None:
     captured = capsys.readouterr()
     assert "class Conv2former" in captured.out and "graph certificate" in captured.err
     _fails(["compile", "conv2former", "-o", "-", "--run"], "give -o FILE", capsys)
+
+
+def test_compile_writes_nothing_that_fails_its_certificate(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    """`padre compile` checks the generated code too (not only with --run): a module that
+    drops the 11 x 11 kernel's outer ring is not written, exit 1."""
+    from padre_compiler.backends import pytorch
+
+    old = "    y = F.conv2d(x4, weight.unsqueeze(1)"
+    monkeypatch.setitem(pytorch.HELPERS, "dwconv2d", pytorch.HELPERS["dwconv2d"].replace(
+        old, "    weight = weight.clone()\n    weight[:, [0, -1], :] = 0\n" + old))
+    out = tmp_path / "p3.py"
+    assert cli.main(["compile", "padre3", "--dim", "16", "--grid", "14x14", "-o", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "code certificate: FAILED" in err and "not written" in err and not out.exists()
