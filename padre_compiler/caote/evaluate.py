@@ -299,9 +299,11 @@ def render_markdown(r: dict[str, Any]) -> str:
                      f"{sum(f_rec) / len(f_rec):.3f} | {len(runs)} |")
     q = s["block_size"]
     lines += ["", "FLOP count (Derived, per query head and eviction event over T cached tokens of "
-              "dim d): CAOTE ≈ 5·T·d (pseudo-output 2·T·d + distances 3·T·d), FastCAOTE ≈ 3·T·d "
-              "per KV head; the block's attention costs 4·Q·T·d (QKᵀ and AV). Ratio for "
-              f"Q = {q}: CAOTE {5 / (4 * q):.2%}, FastCAOTE {3 / (4 * q):.2%} of the attention "
+              "dim d): CAOTE ≈ 8·T·d (values shifted by the most-attended one's T·d, weighted "
+              "sum 2·T·d, s - W·u_j 2·T·d, division by r_j T·d, norms 2·T·d), FastCAOTE ≈ "
+              "4·T·d per KV head (mean, differences, norms); the block's attention costs 4·Q·T·d "
+              f"(QKᵀ and AV). Ratio for Q = {q}: CAOTE {8 / (4 * q):.2%}, FastCAOTE "
+              f"{4 / (4 * q):.2%} of the attention "
               "FLOPs (less of the whole prefill). The measured wall-clock ratios above are far "
               "higher because these small CPU ops are dominated by per-call overhead.", ""]
     lines += ["", "Plot: `results.png` (perplexity vs budget per base; per-layer error at "
