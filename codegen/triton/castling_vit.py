@@ -44,9 +44,13 @@ INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
 
 
 def _use_triton(x: torch.Tensor) -> bool:
+    """Whether x's op runs the kernels: on CUDA tensors, or on CPU ones under the interpreter,
+    but not in bfloat16 there (its tl.dot on bfloat16 is wrong; the naive twins run)."""
     if triton is None or x.dtype not in (torch.float32, torch.float16, torch.bfloat16):
         return False
-    return x.device.type == "cpu" if INTERPRETED else x.is_cuda
+    if INTERPRETED:
+        return x.device.type == "cpu" and x.dtype != torch.bfloat16
+    return x.is_cuda
 
 
 def cdiv(a: int, b: int) -> int:
@@ -159,7 +163,7 @@ def custom_op_caller(op, impl, setup_context, backward, grad_flag: str | None = 
 # torch.ops namespace of the custom ops below, a digest of the source they were
 # generated from: modules from another source never share them (an edited copy of
 # this file must change it, or it runs the first loaded file's ops)
-DWCONV_OPS = 'padre_dwconv_98128b02da33'
+DWCONV_OPS = 'padre_dwconv_134e873be0dd'
 
 if triton is not None:
 
@@ -1311,10 +1315,10 @@ def naive_dwconv_hadamard_bwd(x, weight, bias, gate, acc, acc_scale, scale, dz, 
     g = None if gate is None else gate.to(f32)
     du = dzt if g is None else dzt * g
     empty = lambda: x.new_empty(0)  # noqa: E731 - a fresh one each: outputs may not alias
-    d_gate = empty() if gate is None else (dzt * u).to(gate.dtype)
+    d_gate = empty() if gate is None else (dzt * u).to(gate.dtype).contiguous()
     d_acc, d_acc_scale, d_scale = empty(), empty(), empty()
     if do is not None and acc is not None:
-        d_acc = (do if acc_scale is None else do * acc_scale.to(f32)).to(acc.dtype)
+        d_acc = (do if acc_scale is None else do * acc_scale.to(f32)).to(acc.dtype).contiguous()
         if acc_scale is not None:
             d_acc_scale = (do * acc.to(f32)).sum((0, 1)).to(acc_scale.dtype)
     if do is not None and scale is not None:
@@ -1580,7 +1584,7 @@ dwconv_hadamard = custom_op_caller(_register_dwconv_hadamard(), _dwconv_hadamard
 # torch.ops namespace of the custom ops below, a digest of the source they were
 # generated from: modules from another source never share them (an edited copy of
 # this file must change it, or it runs the first loaded file's ops)
-ATTENTION_OPS = 'padre_attention_07f4077a0461'
+ATTENTION_OPS = 'padre_attention_5218d787267e'
 
 if triton is not None:
 

@@ -46,9 +46,13 @@ INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
 
 
 def _use_triton(x: torch.Tensor) -> bool:
+    """Whether x's op runs the kernels: on CUDA tensors, or on CPU ones under the interpreter,
+    but not in bfloat16 there (its tl.dot on bfloat16 is wrong; the naive twins run)."""
     if triton is None or x.dtype not in (torch.float32, torch.float16, torch.bfloat16):
         return False
-    return x.device.type == "cpu" if INTERPRETED else x.is_cuda
+    if INTERPRETED:
+        return x.device.type == "cpu" and x.dtype != torch.bfloat16
+    return x.is_cuda
 
 
 def cdiv(a: int, b: int) -> int:
@@ -161,7 +165,7 @@ def custom_op_caller(op, impl, setup_context, backward, grad_flag: str | None = 
 # torch.ops namespace of the custom ops below, a digest of the source they were
 # generated from: modules from another source never share them (an edited copy of
 # this file must change it, or it runs the first loaded file's ops)
-DWCONV_OPS = 'padre_dwconv_98128b02da33'
+DWCONV_OPS = 'padre_dwconv_134e873be0dd'
 
 if triton is not None:
 
@@ -1313,10 +1317,10 @@ def naive_dwconv_hadamard_bwd(x, weight, bias, gate, acc, acc_scale, scale, dz, 
     g = None if gate is None else gate.to(f32)
     du = dzt if g is None else dzt * g
     empty = lambda: x.new_empty(0)  # noqa: E731 - a fresh one each: outputs may not alias
-    d_gate = empty() if gate is None else (dzt * u).to(gate.dtype)
+    d_gate = empty() if gate is None else (dzt * u).to(gate.dtype).contiguous()
     d_acc, d_acc_scale, d_scale = empty(), empty(), empty()
     if do is not None and acc is not None:
-        d_acc = (do if acc_scale is None else do * acc_scale.to(f32)).to(acc.dtype)
+        d_acc = (do if acc_scale is None else do * acc_scale.to(f32)).to(acc.dtype).contiguous()
         if acc_scale is not None:
             d_acc_scale = (do * acc.to(f32)).sum((0, 1)).to(acc_scale.dtype)
     if do is not None and scale is not None:
@@ -1582,7 +1586,7 @@ dwconv_hadamard = custom_op_caller(_register_dwconv_hadamard(), _dwconv_hadamard
 # torch.ops namespace of the custom ops below, a digest of the source they were
 # generated from: modules from another source never share them (an edited copy of
 # this file must change it, or it runs the first loaded file's ops)
-LONG_CONV_OPS = 'padre_long_conv_f5053e789619'
+LONG_CONV_OPS = 'padre_long_conv_f3e43865860f'
 
 if triton is not None:
 
@@ -1716,7 +1720,7 @@ def naive_long_conv_in(a, b, e, e_dtype=None):
     dt = spectral_dtype(a, b, e)
     x = a.to(dt) if b is None else a.to(dt) * b.to(dt)
     xp = F.pad(x.transpose(1, 2), (0, a.shape[1])).contiguous()
-    return xp, None if e is None else (a.to(dt) * e.to(dt)).to(e_dtype or a.dtype)
+    return xp, None if e is None else (a.to(dt) * e.to(dt)).to(e_dtype or a.dtype).contiguous()
 
 
 def naive_long_conv_out(yp, xp, d, g1, g2, n: int, store_s: bool, dtype: torch.dtype,
@@ -1728,7 +1732,7 @@ def naive_long_conv_out(yp, xp, d, g1, g2, n: int, store_s: bool, dtype: torch.d
     if d is not None:
         s = s + d.to(s.dtype) * xp[..., :n].transpose(1, 2)
     o1 = s if g1 is None else s * g1.to(s.dtype)
-    o2 = None if g2 is None else (s * g2.to(s.dtype)).to(dtype2 or dtype)
+    o2 = None if g2 is None else (s * g2.to(s.dtype)).to(dtype2 or dtype).contiguous()
     return o1.to(dtype).contiguous(), o2, s.to(dtype).contiguous() if store_s else None
 
 

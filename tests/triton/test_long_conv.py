@@ -456,3 +456,17 @@ def test_a_backward_without_the_kept_spectrum_is_refused(runtime) -> None:
     out, _, _ = op(a, b, filt, None, None, False)
     with pytest.raises(ValueError, match="keep=True"):
         out.sum().backward()
+
+
+def test_the_naive_backward_keeps_the_fake_kernels_layout(runtime) -> None:
+    """In float64 (the naive twins) too, each gradient is the contiguous [B, N, C] tensor the
+    fake kernel promises: a channel-major one failed inductor's backward (mamba_lti)."""
+    gen = torch.Generator().manual_seed(3)
+    a, b, gate = (torch.randn(2, 21, 6, generator=gen, dtype=torch.float64) for _ in range(3))
+    filt = torch.randn(6, 24, generator=gen, dtype=torch.float64)
+    skip = torch.randn(6, generator=gen, dtype=torch.float64)
+    ops = getattr(torch.ops, runtime.LONG_CONV_OPS)
+    _, y, xf = ops.long_conv_hadamard(a, b, filt, skip, gate, True)
+    do = torch.randn(2, 6, 21, generator=gen, dtype=torch.float64).mT  # channel-major
+    torch.library.opcheck(ops.long_conv_hadamard_bwd,
+                          (a, b, filt, skip, gate, y if y.numel() else None, xf, do, True))

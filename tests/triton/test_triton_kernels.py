@@ -1181,3 +1181,38 @@ def test_launches_run_on_their_inputs_device(monkeypatch) -> None:
         module = sys.modules[type(pc.compile(name, dim=16, grid=grid,
                                              backend="triton")).__module__]
         assert all(getattr(module, impl).__wrapped__ for impl in impls)
+
+
+@pytest.mark.parametrize("form", ["direct", "toeplitz"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_the_dwconv_ops_pass_opcheck(monkeypatch, form: str, dtype: torch.dtype) -> None:
+    """torch.library.opcheck of the fused conv's forward and backward ops, with a
+    channel-major dz (float64 runs the naive twins, whose gradients must be as contiguous as
+    the fake kernels say)."""
+    from tests.helpers import generated_runtime
+
+    runtime = generated_runtime("padre3", 4, grid=(2, 3))
+    ops = getattr(torch.ops, runtime.DWCONV_OPS)
+    monkeypatch.setenv("PADRE_TRITON_CONV", form)
+    gen = torch.Generator().manual_seed(5)
+    b, h, w, c = 2, 2, 3, 4
+    x, g, do = (torch.randn(b, h * w, c, generator=gen, dtype=dtype) for _ in range(3))
+    weight = torch.randn(c, 3, 3, generator=gen, dtype=dtype)
+    scale, in_bias = (torch.randn(c, generator=gen, dtype=dtype) for _ in range(2))
+    torch.library.opcheck(ops.dwconv_hadamard_fwd, (x, weight, None, g, None, None, scale, h, w,
+                                                     1, 1, True, True, in_bias, True))
+    dz = torch.randn(b, c, h * w, generator=gen, dtype=dtype).mT
+    torch.library.opcheck(ops.dwconv_hadamard_bwd, (x, weight, None, g, None, None, scale, dz,
+                                                     do, h, w, 1, 1, in_bias, None))
+
+
+def test_bfloat16_runs_the_naive_twins_under_the_interpreter() -> None:
+    """The interpreter's tl.dot on bfloat16 is wrong (errors of 1e10): those inputs take the
+    naive twins there; float32 and float16 take the kernels."""
+    from tests.helpers import generated_runtime
+
+    runtime = generated_runtime("padre3", 4, grid=(2, 3))
+    assert runtime.INTERPRETED
+    x = torch.zeros(1)
+    assert runtime._use_triton(x) and runtime._use_triton(x.half())
+    assert not runtime._use_triton(x.bfloat16())

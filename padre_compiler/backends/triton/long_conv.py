@@ -180,7 +180,7 @@ def naive_long_conv_in(a, b, e, e_dtype=None):
     dt = spectral_dtype(a, b, e)
     x = a.to(dt) if b is None else a.to(dt) * b.to(dt)
     xp = F.pad(x.transpose(1, 2), (0, a.shape[1])).contiguous()
-    return xp, None if e is None else (a.to(dt) * e.to(dt)).to(e_dtype or a.dtype)
+    return xp, None if e is None else (a.to(dt) * e.to(dt)).to(e_dtype or a.dtype).contiguous()
 
 
 def naive_long_conv_out(yp, xp, d, g1, g2, n: int, store_s: bool, dtype: torch.dtype,
@@ -192,7 +192,7 @@ def naive_long_conv_out(yp, xp, d, g1, g2, n: int, store_s: bool, dtype: torch.d
     if d is not None:
         s = s + d.to(s.dtype) * xp[..., :n].transpose(1, 2)
     o1 = s if g1 is None else s * g1.to(s.dtype)
-    o2 = None if g2 is None else (s * g2.to(s.dtype)).to(dtype2 or dtype)
+    o2 = None if g2 is None else (s * g2.to(s.dtype)).to(dtype2 or dtype).contiguous()
     return o1.to(dtype).contiguous(), o2, s.to(dtype).contiguous() if store_s else None
 
 
