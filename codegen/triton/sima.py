@@ -153,7 +153,7 @@ def custom_op_caller(op, impl, setup_context, backward, grad_flag: str | None = 
 # torch.ops namespace of the custom ops below, a digest of the source they were
 # generated from: modules from another source never share them (an edited copy of
 # this file must change it, or it runs the first loaded file's ops)
-ATTENTION_OPS = 'padre_attention_5218d787267e'
+ATTENTION_OPS = 'padre_attention_fcdeb39fdc56'
 
 if triton is not None:
 
@@ -736,6 +736,9 @@ def linear_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: i
     (head_rows_vjp: the normalisation's vector-Jacobian product, recomputing q S). A zero row
     of the sum at eps = 0 gives post there, and no gradient, where the unfolded division
     gives NaN."""
+    if q.shape[-1] % heads:  # the kernels would read past a head's channels
+        raise ValueError(f"linear_attention: width {q.shape[-1]} does not split into "
+                         f"heads={heads}")
     (state,) = head_state(k, v, heads, k_l2, k_l1)
     if weight is not None:  # W ⊙ (D_k S) = D_k (W ⊙ S): the weighting commutes with D_k
         state = state * weight.view(1, heads, *state.shape[-2:])

@@ -530,3 +530,10 @@ def test_the_attention_grids_hold_any_batch_on_axis_0(runtime, monkeypatch) -> N
     out = runtime.linear_attention(qg, kg, vg, 2, q_l1=1e-3, k_l1=1e-3)
     torch.autograd.grad(out, [qg, kg, vg], dy)
     assert len(grids) >= 6 and all(len(g) == 1 for g in grids), grids
+
+
+def test_a_width_that_heads_do_not_split_is_refused(runtime) -> None:
+    """Width 9 in 2 heads: a ValueError, not a last channel of uninitialised memory."""
+    q = torch.randn(2, 5, 9)
+    with pytest.raises(ValueError, match="width 9 does not split into heads=2"):
+        runtime.linear_attention(q, q, q, 2)

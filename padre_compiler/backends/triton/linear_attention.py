@@ -610,6 +610,9 @@ def linear_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: i
     (head_rows_vjp: the normalisation's vector-Jacobian product, recomputing q S). A zero row
     of the sum at eps = 0 gives post there, and no gradient, where the unfolded division
     gives NaN."""
+    if q.shape[-1] % heads:  # the kernels would read past a head's channels
+        raise ValueError(f"linear_attention: width {q.shape[-1]} does not split into "
+                         f"heads={heads}")
     (state,) = head_state(k, v, heads, k_l2, k_l1)
     if weight is not None:  # W ⊙ (D_k S) = D_k (W ⊙ S): the weighting commutes with D_k
         state = state * weight.view(1, heads, *state.shape[-2:])
