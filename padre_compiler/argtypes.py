@@ -4,7 +4,9 @@ what the command needs, or refuses it with a message that says what was expected
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
+import json
+import shlex
+from collections.abc import Callable, Iterable
 
 
 def grid(text: str) -> tuple[int, int]:
@@ -70,6 +72,22 @@ def param(text: str) -> tuple[str, object]:
         return key.strip(), tomllib.loads(f"v = {value}")["v"]
     except tomllib.TOMLDecodeError:
         return key.strip(), value.strip()
+
+
+def param_flags(params: Iterable[tuple[str, object]]) -> str:
+    """` --param KEY=VALUE` for each pair, VALUE written as TOML (what `param` reads) and
+    the whole argument quoted for a POSIX shell."""
+    return "".join(f" --param {shlex.quote(f'{k}={_toml(v)}')}" for k, v in params)
+
+
+def _toml(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value)  # a TOML basic string
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    return repr(value)
 
 
 def fraction(text: str) -> float:

@@ -98,7 +98,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
             output_target(path, what=f"codegen file {path}")
         for path, (_, result) in zip(paths, outputs, strict=True):
             write_atomic(path, result.source, what=f"codegen file {path}")
-            console.print(f"wrote {path.relative_to(out_dir.parent)}")
+            console.print(escape(f"wrote {path.relative_to(out_dir.parent)}"))
         return 0
     if args.spec is None:
         raise PadreError("give a SPEC (a path or a bundled spec name) or --all")
@@ -122,11 +122,11 @@ def cmd_compile(args: argparse.Namespace) -> int:
         for rec in result.records:
             console.print(f"[bold]after {rec.name}[/bold] ({rec.rewrites} rewrites): {rec.cost}")
             for line in explain_graph(rec.graph, dim, tokens):
-                console.print(line, soft_wrap=True)
+                console.print(line, soft_wrap=True, markup=False)
     cert = dataclasses.replace(result.certificate, code=code_certificate(
         result, code_size(result, dim, grid, tokens)))
     if not (cert.passed and cert.code.passed):  # a compiler bug: nothing is written
-        err_console.print(str(cert), soft_wrap=True)
+        err_console.print(str(cert), soft_wrap=True, markup=False)
         err_console.print("[red]not written:[/red] the module failed its certificate")
         return 1
     if to_stdout:
@@ -140,10 +140,10 @@ def cmd_compile(args: argparse.Namespace) -> int:
     if out is not None:
         write_atomic(out, result.source, inputs=(spec.source,))
     if out is not None and not args.run:
-        console.print(f"wrote {out} ({elapsed * 1e3:.0f} ms)")
+        console.print(escape(f"wrote {out} ({elapsed * 1e3:.0f} ms)"))
     # with the source on stdout, the certificate goes to stderr
     to = err_console if to_stdout else console
-    to.print(str(cert), soft_wrap=True)
+    to.print(str(cert), soft_wrap=True, markup=False)
     return 0
 
 
@@ -154,9 +154,9 @@ def _run_summary(result, dim: int, grid, tokens: int, out: Path | None, elapsed:
 
     check = run_check(result, dim, grid, tokens)
     for line in summarise(result, dim, tokens).lines() + check.lines():
-        console.print(line)
+        console.print(line, markup=False)
     where = f"{out}" if out else "not written (use -o FILE)"
-    console.print(f"source         {where}; compiled in {elapsed * 1e3:.0f} ms")
+    console.print(escape(f"source         {where}; compiled in {elapsed * 1e3:.0f} ms"))
     return check
 
 
@@ -199,8 +199,9 @@ def _weights_file(path: str) -> dict[Any, Any]:
         weights = torch.load(path, map_location="cpu", weights_only=True)
     except OSError as err:
         raise PadreError(f"--weights {path}: cannot read it ({err.strerror or err})") from None
-    except (pickle.UnpicklingError, RuntimeError, EOFError):  # torch's advice to unpickle
-        # anything is not ours to give
+    except (pickle.UnpicklingError, RuntimeError, EOFError, IndexError, KeyError, ValueError,
+            TypeError):  # what unpickling a file of another kind raises; torch's advice to
+        # unpickle anything is not ours to give
         raise PadreError(f"--weights {path}: not a state dict of tensors that torch.load can "
                          "read safely (weights_only); save one with torch.save(module."
                          "state_dict(), FILE)") from None
@@ -222,19 +223,19 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     if args.expand_grid and not args.expand:
         raise PadreError("--expand-grid HxW sets the grid of an expansion: give --expand N,D too")
     expansion = _expand(spec, g, args) if args.expand else None  # may refuse: before printing
-    console.print(f"[bold]{spec.name}[/bold] ({spec.layout}): {spec.description}")
+    console.print(f"[bold]{spec.name}[/bold] ({spec.layout}): {escape(spec.description)}")
     console.print(f"degree {spec.degree}")
     for label, deg in output_terms(g):
         console.print(f"  term {label}: degrees {deg}, "
                       f"{'homogeneous' if deg.homogeneous else 'inhomogeneous'}")
     console.print("[bold]LaTeX[/bold]")
     for eq in graph_latex(g):
-        console.print(f"  {eq}", soft_wrap=True)
+        console.print(f"  {eq}", soft_wrap=True, markup=False)
     if expansion is not None:
         e, (n, d) = expansion, args.expand
         console.print(f"[bold]O[0, 0] at N={n}, D={d}[/bold] (degrees in x: "
                       f"{sorted(e.degrees_in_x())})")
-        console.print(str(e.matrix[0, 0]), soft_wrap=True)
+        console.print(str(e.matrix[0, 0]), soft_wrap=True, markup=False)
     return 0
 
 
@@ -309,7 +310,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         code = code_certificate(result, code_size(result, args.dim, grid, tokens, max_side=5),
                                 seed=args.seed)
     cert = dataclasses.replace(cert, code=code)
-    console.print(str(cert), soft_wrap=True)
+    console.print(str(cert), soft_wrap=True, markup=False)
     console.print(f"({cert.seconds:.2f} s for the graph certificate)")
     return 0 if cert.passed and code.passed else 1
 
@@ -359,8 +360,8 @@ def cmd_fuzz(args: argparse.Namespace) -> int:
                           f"each {spec.name}'s spec lowered op by op overflows or is off by as "
                           f"much as the output, so any output would pass{hint}")
         return 1
-    console.print("[red]FAILED[/red] minimal example: " + repr(describe(report.failure)))
-    console.print(f"regression test written to {report.regression}")
+    console.print("[red]FAILED[/red] minimal example: " + escape(repr(describe(report.failure))))
+    console.print(escape(f"regression test written to {report.regression}"))
     return 1
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from padre_compiler.argtypes import param_flags
 from padre_compiler.backends.pytorch import emit_module
 from padre_compiler.errors import CertificateError, PadreError, PrecisionWarning
 from padre_compiler.ir.graph import Graph, validate_dim
@@ -59,6 +60,28 @@ def as_spec(spec: str | Path | Spec) -> Spec:
     return spec if isinstance(spec, Spec) else load_spec(spec)
 
 
+def _count(value: Any) -> bool:
+    """A positive integer (numpy's too), not a bool or a float."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 1
+
+
+def checked_size(spec: Spec, dim: Any, grid: Any, tokens: Any = None
+                 ) -> tuple[int, tuple[int, int] | None]:
+    """(dim, grid) as ints, or a PadreError saying which argument is wrong: dim a positive
+    integer, grid (H, W) two of them and only for grid2d specs, tokens one where given."""
+    if not _count(dim):
+        raise PadreError(f"dim={dim!r}: give the model width, a positive integer")
+    if tokens is not None and not _count(tokens):
+        raise PadreError(f"tokens={tokens!r}: give a positive integer")
+    if grid is None:
+        return int(dim), None
+    if spec.layout == "sequence":
+        raise PadreError(f"spec '{spec.name}' is a sequence spec: it takes no grid")
+    if not (isinstance(grid, (tuple, list)) and len(grid) == 2 and all(map(_count, grid))):
+        raise PadreError(f"grid={grid!r}: give (H, W), two positive integers")
+    return int(dim), (int(grid[0]), int(grid[1]))
+
+
 def pass_context(spec: Spec, dim: int, grid: tuple[int, int] | None,
                  tokens: int | None = None) -> PassContext:
     if tokens is None:
@@ -80,7 +103,7 @@ def regenerate_command(spec: Spec, backend: str) -> str:
         return "padre_compiler.compile() of the Python spec that built it"
     if not spec.params and bundled_stem(spec.source):
         return "padre compile --all"
-    flags = "".join(f" --param {k}={v!r}".replace("'", '"') for k, v in spec.params)
+    flags = param_flags(spec.params)
     backend_flag = "" if backend == "torch" else f" --backend {backend}"
     return f"padre compile {path.name}{flags}{backend_flag} -o FILE"
 
@@ -104,6 +127,7 @@ def generate(spec: str | Path | Spec, *, dim: int = 384, grid: tuple[int, int] |
              backend: str = "torch", tokens: int | None = None) -> Compiled:
     """Run the pipeline up to source code (no module is built)."""
     spec = as_spec(spec)
+    dim, grid = checked_size(spec, dim, grid, tokens)
     if backend not in BACKENDS:
         raise PadreError(f"unknown backend '{backend}'; available: {', '.join(BACKENDS)}")
     if spec.fixed_dim is not None and dim != spec.fixed_dim:
@@ -218,14 +242,8 @@ def compile(spec: str | Path | Spec, *, dim: int, backend: str = "torch",
     spec = as_spec(spec)
     if spec.layout == "grid2d" and grid is None:
         raise PadreError(f"spec '{spec.name}' mixes tokens on a 2-D grid: pass grid=(H, W)")
-    if spec.layout == "sequence" and grid is not None:
-        raise PadreError(f"spec '{spec.name}' is a sequence spec: it takes no grid")
-    if grid is not None:  # numpy integers too, not bools or floats
-        if not (len(grid) == 2 and all(isinstance(s, numbers.Integral) and
-                                       not isinstance(s, bool) and s >= 1 for s in grid)):
-            raise PadreError(f"grid={grid!r}: give (H, W), two positive integers")
-        grid = (int(grid[0]), int(grid[1]))
-    result = generate(spec, dim=dim, grid=grid, backend=backend)  # validates dim
+    dim, grid = checked_size(spec, dim, grid)
+    result = generate(spec, dim=dim, grid=grid, backend=backend)
     cls = compile_module_class(result)
     instance = cls(dim, grid) if grid is not None else cls(dim)
     small = code_size(result, dim, grid, DEFAULT_TOKENS)

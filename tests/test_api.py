@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 import warnings
 
 import numpy as np
@@ -201,6 +202,14 @@ def test_dsl_names_operators_and_sizes_get_clear_errors() -> None:
         dsl.tokens("grid")
     with pytest.raises(PadreError, match=r"grid=\(0, 3\): give \(H, W\)"):
         pc.compile("padre3", dim=8, grid=(0, 3))
+    # generate() checks its sizes as compile() does (an empty grid made a vacuous certificate)
+    for kw, words in ((dict(grid=(0, 2)), "grid=(0, 2)"), (dict(grid=(2.5, 2)), "grid=(2.5"),
+                      (dict(dim=True), "dim=True"), (dict(dim=4.0), "dim=4.0"),
+                      (dict(tokens=0), "tokens=0")):
+        with pytest.raises(PadreError, match=re.escape(words)):
+            pc.generate("padre3", **{"dim": 4, **kw})
+    with pytest.raises(PadreError, match="takes no grid"):
+        pc.generate("hyena", dim=4, grid=(2, 2))
 
 
 def test_compile_warns_where_float32_cannot_compute_the_spec() -> None:

@@ -90,6 +90,23 @@ CASES = [
                                       'token = { op = "identity" }\n'
                                       'activation = { fn = "tanh", order = 4, range = [-1, 1] }'),
      "branch[2].activation.fn", "unknown function"),
+    ("dsl_keyword_as_attribute", GOOD.replace("kernel = 3", "kernel = 3, field = 1"),
+     "branch[1].token.field", "unknown attribute"),
+    ("input_name_as_attribute", GOOD.replace("kernel = 3", "kernel = 3, x = 1"),
+     "branch[1].token.x", "unknown attribute"),
+    ("label_as_attribute", GOOD.replace("kernel = 3", "kernel = 3, label = 3"),
+     "branch[1].token.label", "unknown attribute"),
+    ("hook_label", GOOD + '\n[[normalize]]\nat = "Y1"\nkind = "l1_tokens"\nlabel = "q"\n',
+     "normalize[1].label", "unknown field"),
+    ("hook_name", GOOD + '\n[[normalize]]\nat = "Y1"\nkind = "l1_tokens"\nname = "q"\n',
+     "normalize[1].name", "unknown field"),
+    ("huge_kernel", GOOD.replace("kernel = 3", "kernel = 4611686018427387905"),
+     "branch[1].token.kernel", "at most 1,048,576"),
+    ("huge_out", GOOD.replace('op = "dense" }', 'op = "dense", out = 4611686018427387904 }', 1),
+     "branch[1].channel.out", "at most 1,048,576"),
+    ("bad_init", GOOD.replace('op = "dense" }', 'op = "dense", bias = true, init = { bias = '
+                              '[-2, -7] } }', 1), "branch[1].channel.init.bias",
+     "not an interval"),
     ("bad_hook_target", GOOD + '\n[[normalize]]\nat = "Y9"\nkind = "l1_tokens"\n',
      "normalize[1].at", "unknown target"),
     ("bad_hook_kind", GOOD + '\n[[normalize]]\nat = "Y1"\nkind = "softmax"\n',
@@ -203,3 +220,12 @@ def test_a_contract_whose_width_is_not_heads_times_times_is_refused(tmp_path) ->
                     '[[branch]]\nchannel = { op = "dense", name = "c" }\ntoken = "identity"\n')
     with pytest.raises(ShapeError, match=r"contract .*width 6 at dim=4 is not heads \* times"):
         compile_spec(spec, dim=4)
+
+
+def test_an_op_table_sets_init_ranges(tmp_path) -> None:
+    """init = { role = [lo, hi] } in TOML, as dsl's init=: that parameter starts uniform on it."""
+    path = tmp_path / "init.toml"
+    path.write_text(GOOD.replace('op = "dense" }', 'op = "dense", bias = true, init = { bias = '
+                                 '[-7, -2] } }', 1))
+    decls = load_spec(path).param_decls()
+    assert [d.init_range for d in decls.values() if d.init_range] == [(-7.0, -2.0)]

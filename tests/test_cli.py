@@ -218,3 +218,17 @@ def test_compile_writes_nothing_that_fails_its_certificate(
     assert cli.main(["compile", "padre3", "--dim", "16", "--grid", "14x14", "-o", str(out)]) == 1
     err = capsys.readouterr().err
     assert "code certificate: FAILED" in err and "not written" in err and not out.exists()
+
+
+def test_brackets_in_a_description_or_path_are_printed_as_written(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """Rich markup is not read in user text: '[/]' in a description crashed inspect, and
+    '[bold]' in -o's path was printed without it."""
+    spec = tmp_path / "mixer.toml"
+    spec.write_text((Path(cli.__file__).parents[1] / "specs" / "conv2former.toml").read_text()
+                    .replace('description = "', 'description = "weights in [/] and [red]x[/red] '))
+    assert cli.main(["inspect", str(spec)]) == 0
+    assert "weights in [/] and [red]x[/red]" in capsys.readouterr().out
+    out = tmp_path / "x[bold]y.py"
+    assert cli.main(["compile", str(spec), "--dim", "8", "--grid", "3x3", "-o", str(out)]) == 0
+    assert out.exists() and "x[bold]y.py" in capsys.readouterr().out

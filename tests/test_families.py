@@ -128,3 +128,23 @@ def test_reduced_certificate_sizes_respect_the_heads() -> None:
     module = pc.compile(spec, dim=48)
     assert module.certificate.passed and module.certificate.code.passed
     assert "D=30" in str(module.certificate)
+
+
+def test_the_regenerate_line_reads_back_in_a_shell(tmp_path: Path) -> None:
+    """The generated header's `padre compile ... --param ...` line, split as a shell splits
+    it, parses to the parameters the spec was built with (a list value's spaces and a
+    string's quotes included)."""
+    import shlex
+
+    from padre_compiler import argtypes, cli
+
+    copy = tmp_path / "mymamba.toml"
+    copy.write_text((Path(cli.__file__).parents[1] / "specs" / "mamba.toml").read_text())
+    params = {"softplus_range": [-8.0, 0.0], "exp_order": 4}
+    spec = load_spec(copy, params=params)
+    line = next(x for x in pc.generate(spec, dim=16).source.splitlines()
+                if "Regenerate with:" in x).split("Regenerate with: ")[1]
+    words = shlex.split(line)
+    assert words[:3] == ["padre", "compile", "mymamba.toml"] and words[-2:] == ["-o", "FILE"]
+    given = dict(argtypes.param(w) for w in words[4:-2:2])
+    assert given == params and words[3:-2:2] == ["--param"] * len(params)

@@ -80,8 +80,21 @@ class EvalContext:
 
 
 # attribute checks ---------------------------------------------------------------------------
+MAX_SIZE = 2**20  # kernel, filter length, widths, copies, heads: far beyond any model, and
+# within what the arrays the certificates draw can hold (2**62 overflowed numpy)
+
+
 def _positive(v: int) -> str | None:
-    return None if v >= 1 else f"must be a positive integer, got {v}"
+    if v < 1:
+        return f"must be a positive integer, got {v}"
+    return None if v <= MAX_SIZE else f"must be at most {MAX_SIZE:,}, got {v:,}"
+
+
+def _size_or_dim(v: int | str | None) -> str | None:
+    """None (the op's default), "dim" (the model width D) or a positive size."""
+    if v is None or v == "dim" or (isinstance(v, int) and not isinstance(v, bool) and v >= 1):
+        return None if not isinstance(v, int) else _positive(v)
+    return f'must be a positive integer or "dim", got {v!r}'
 
 
 def _non_negative(v: float) -> str | None:
@@ -101,7 +114,7 @@ def _kernel2d(v: int | list | tuple) -> str | None:
         return f"must be an odd integer or a pair [kh, kw] of odd integers, got {v!r}"
     if any(k < 1 or k % 2 == 0 for k in ks):
         return f"kernel sizes must be odd and positive (a centred window), got {v!r}"
-    return None
+    return next((_positive(k) for k in ks if _positive(k)), None)
 
 
 def kernel2d(attrs: dict[str, Any]) -> tuple[int, int]:
@@ -239,18 +252,12 @@ def _diagonal_ref(xs: list, params: dict, attrs: dict, ctx: EvalContext) -> np.n
 
 
 declare(OpDef("dense", "channel", 1, (
-    Attr("out", (int, str, type(None)), None, check=lambda v: _dense_out(v),
+    Attr("out", (int, str, type(None)), None, check=_size_or_dim,
          fix='give out as a positive integer or "dim" (the model width D)',
          doc='output width: an integer, "dim" for D, or absent for the input width'),
     BIAS,
 ), doc="x -> x @ weight.T + bias  (weight: [out, in])"))
 degree_rules.register("dense")(linear_degrees)
-
-
-def _dense_out(v: int | str | None) -> str | None:
-    if v is None or v == "dim" or (isinstance(v, int) and v >= 1):
-        return None
-    return f'must be a positive integer or "dim", got {v!r}'
 
 
 @shape_rules.register("dense")
@@ -275,12 +282,6 @@ def _dense_ref(xs: list, params: dict, attrs: dict, ctx: EvalContext) -> np.ndar
     return _add_bias(xs[0] @ params["weight"].T, params)
 
 
-def _times(v: int | str | None) -> str | None:
-    if v is None or v == "dim" or (isinstance(v, int) and not isinstance(v, bool) and v >= 1):
-        return None
-    return f'must be a positive integer or "dim", got {v!r}'
-
-
 def _copies(attrs: dict[str, Any], e: int, ctx: EvalContext) -> int:
     """How many copies `expand` makes of each head of width e: e (square), T, or D."""
     t = attrs["times"]
@@ -295,7 +296,7 @@ declare(OpDef("expand", "channel", 1, (
     Attr("mode", str, "replicate", check=_one_of("replicate", "tile"),
          doc="replicate: slot (g, c, n) holds channel c of head g; tile: it holds channel n"),
     HEADS,
-    Attr("times", (int, str, type(None)), None, check=_times,
+    Attr("times", (int, str, type(None)), None, check=_size_or_dim,
          fix='give times as a positive integer or "dim" (the model width D)',
          doc="copies per head: absent for e (outer-product features, e -> e*e), an integer T "
              "or \"dim\" for D (rectangular: replicate lays slots out (g, c, j), tile "

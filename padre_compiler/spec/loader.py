@@ -196,7 +196,9 @@ def _apply_op(x: Expr, value: Any, role: str, field: str, default_name: str,
         raise SpecError(f"{field}.op", f"'{op}' is a {opdef.layout} operator but the spec's "
                         f"layout is {layout}",
                         "use dwconv1d for sequences and dwconv2d for grid2d specs")
-    expr = dsl.apply(op, x, name or default_name, field=field, **attrs)
+    init = attrs.pop("init", None)  # {role = [lo, hi]}: validated by the op's parameters
+    # attributes as a table, not keywords: any key is checked against the op's schema
+    expr = Expr(op, (x,), attrs, name=name or default_name, field=field, init=init)
     return expr, op
 
 
@@ -246,6 +248,7 @@ def _normalize_hooks(data: dict[str, Any], degree: int) -> dict[str, dict[str, A
                             f"normalize one of: {', '.join(targets)}")
         if at in hooks:
             raise SpecError(f"{field}.at", f"{at} is normalized twice", "keep one hook per target")
+        _unknown_keys(hook, ("at", "kind", "heads", "eps"), field)
         hooks[at] = {k: v for k, v in hook.items() if k != "at"}
     return hooks
 
@@ -254,7 +257,7 @@ def _hook(x: Expr, hooks: dict[str, dict[str, Any]], at: str) -> Expr:
     if at not in hooks:
         return x
     k = list(hooks).index(at) + 1
-    return dsl.apply("normalize", x, field=f"normalize[{k}]", label=at, **hooks[at])
+    return Expr("normalize", (x,), hooks[at], field=f"normalize[{k}]", label=at)
 
 
 def _build_family(data: dict[str, Any], source: str, default_name: str,

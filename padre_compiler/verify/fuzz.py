@@ -63,7 +63,6 @@ import hashlib
 import math
 import os
 import pprint
-import shlex
 import textwrap
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
@@ -76,6 +75,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import seed as hypothesis_seed
 from hypothesis import strategies as st
 
+from padre_compiler.argtypes import param_flags
 from padre_compiler.backends.pytorch import docstring_literal
 from padre_compiler.backends.reference import INIT_INPUT_SCALE, random_params, run_graph
 from padre_compiler.compiler import (
@@ -509,7 +509,7 @@ def write_regression(spec: Spec, backend: str, failure: Outcome, directory: Path
     key = hashlib.sha256(repr((spec.name, backend, sorted(params.items()), asdict(ex)))
                          .encode()).hexdigest()[:10]
     path = directory / f"test_fuzz_{spec.name}_{backend}_{key}.py"
-    flags = "".join(f" --param {shlex.quote(f'{k}={v!r}')}" for k, v in params.items())
+    flags = param_flags(params.items())
     flags += " --grad" if ex.grad else ""
     what = f"the gradient of {failure.tensor}: " if failure.tensor else ""
     what += f"in the {failure.regime} regime, " if failure.regime != "default" else ""
