@@ -36,6 +36,7 @@ class PadreAttention(nn.Module):
                  grid_size: tuple[int, int] | None = None, num_prefix_tokens: int = 0,
                  **unused: Any) -> None:
         super().__init__()
+        _check_prefix(num_prefix_tokens)
         # num_heads, qkv_bias, qk_norm, scale_norm, proj_bias, attn_drop and norm_layer
         # configure softmax attention; the spec fixes the mixer's structure instead.
         self.grid_size = grid_size
@@ -61,6 +62,10 @@ class PadreAttention(nn.Module):
             raise NotImplementedError("PadreAttention mixes a fixed token grid: attention "
                                       "masks and is_causal cannot be honoured")
         prefix = self.num_prefix_tokens if num_prefix_tokens is None else num_prefix_tokens
+        _check_prefix(prefix, x.shape[1])
+        if grid_size is not None and self.grid_size is None:
+            raise ValueError("grid_size: this PadreAttention mixes a 1-D token sequence; "
+                             "drop it")
         grid = grid_size or self.grid_size
         n = x.shape[1] - prefix
         if grid is not None and n != grid[0] * grid[1]:
@@ -77,3 +82,13 @@ class PadreAttention(nn.Module):
             readout = mixed.mean(dim=1, keepdim=True).expand(-1, prefix, -1)
             mixed = torch.cat([readout, mixed], dim=1)
         return self.proj_drop(mixed)
+
+
+def _check_prefix(prefix: Any, tokens: int | None = None) -> None:
+    """num_prefix_tokens: an int >= 0, leaving at least one token to mix where `tokens` is
+    known; ValueError otherwise."""
+    if not (isinstance(prefix, int) and not isinstance(prefix, bool) and prefix >= 0):
+        raise ValueError(f"num_prefix_tokens must be an integer >= 0, got {prefix!r}")
+    if tokens is not None and prefix >= tokens:
+        raise ValueError(f"num_prefix_tokens={prefix} leaves none of the {tokens} tokens to "
+                         "mix")

@@ -39,6 +39,14 @@ def test_refuses_masks_and_wrong_token_counts() -> None:
         PadreAttention(8)  # the keyword named is the constructor's own
     with pytest.raises(PadreError, match="drop grid_size"):
         PadreAttention(16, spec="sima", grid_size=(2, 3))
+    # a prefix must be a count that leaves tokens to mix (-1 returned 2 of 5 tokens)
+    with pytest.raises(ValueError, match="integer >= 0, got -1"):
+        PadreAttention(8, spec="hyena", num_prefix_tokens=-1)
+    seq = PadreAttention(8, spec="hyena")
+    with pytest.raises(ValueError, match="leaves none of the 5 tokens"):
+        seq(torch.randn(2, 5, 8), num_prefix_tokens=5)
+    with pytest.raises(ValueError, match="mixes a 1-D token sequence"):
+        seq(torch.randn(2, 6, 8), grid_size=(2, 3))
 
 
 def test_dtype_is_the_mixers_and_the_precision_warning_follows_it() -> None:
