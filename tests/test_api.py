@@ -198,6 +198,9 @@ def test_dsl_names_operators_and_sizes_get_clear_errors() -> None:
         with pytest.raises(pc.SpecError, match="a Python keyword"):
             dsl.spec(name, layout="sequence", output=dsl.dense(a, "p"))
     assert sum([a, dsl.dense(x, "b")]).op == "add"
+    for op in ("input", "output", "hadamard", "poly", "linear_attention"):  # not user maps
+        with pytest.raises(pc.SpecError, match="not an op apply"):
+            dsl.apply(op, x)
     with pytest.raises(pc.SpecError, match="unknown layout 'grid'"):
         dsl.tokens("grid")
     with pytest.raises(PadreError, match=r"grid=\(0, 3\): give \(H, W\)"):

@@ -161,9 +161,18 @@ def apply(op: str, x: Expr, name: str | None = None, *, label: str = "", field: 
     """Apply a registered op to x (a unary linear map, a normaliser or a surrogate).
     init = {role: (lo, hi)} draws those of its parameters uniformly on [lo, hi] at
     initialisation (e.g. dense(x, "w", bias=True, init={"bias": (-7, -2)}))."""
-    if op not in OPS:
-        raise SpecError(field, f"unknown op '{op}'", f"known ops: {', '.join(sorted(OPS))}")
+    if op not in APPLICABLE:
+        what = "unknown op" if op not in OPS else "not an op apply() takes"
+        hint = " (a polynomial: dsl.surrogate)" if op == "poly" else ""
+        raise SpecError(field, f"{what} '{op}'{hint}",
+                        f"apply takes: {', '.join(APPLICABLE)}; join expressions with * and +")
     return Expr(op, (x,), attrs, name=name, label=label, field=field, init=init)
+
+
+# the unary maps a spec is written with: token and channel maps, bias, normalisation (the
+# structural and fused ops are the compiler's; poly is built by `surrogate`)
+APPLICABLE = tuple(sorted(name for name, d in OPS.items()
+                          if d.kind in ("token", "channel") or name in ("bias", "normalize")))
 
 
 def _unary(op: str) -> Callable[..., Expr]:
