@@ -255,7 +255,12 @@ def compile(spec: str | Path | Spec, *, dim: int, backend: str = "torch",
     instance.certificate = dataclasses.replace(result.certificate, code=code)
     if not (instance.certificate.passed and code.passed):
         raise CertificateError(instance, instance.certificate)
+    if isinstance(dtype, str):  # "float64" as torch.float64
+        dtype = getattr(torch, dtype.removeprefix("torch."), dtype)
     dtype = dtype or torch.float32
+    if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        raise PadreError(f"dtype={dtype!r}: give a floating dtype such as torch.float32 or "
+                         "'float64'")
     instance = instance.to(dtype)
     low = str(dtype).removeprefix("torch.")
     if low in ("float32", "float16", "bfloat16"):

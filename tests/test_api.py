@@ -213,6 +213,10 @@ def test_dsl_names_operators_and_sizes_get_clear_errors() -> None:
             pc.generate("padre3", **{"dim": 4, **kw})
     with pytest.raises(PadreError, match="takes no grid"):
         pc.generate("hyena", dim=4, grid=(2, 2))
+    assert pc.compile("hyena", dim=4, dtype="float64").out_proj_weight.dtype == torch.float64
+    for dtype in ("float66", torch.int32):
+        with pytest.raises(PadreError, match="give a floating dtype"):
+            pc.compile("hyena", dim=4, dtype=dtype)
 
 
 def test_compile_warns_where_float32_cannot_compute_the_spec() -> None:
