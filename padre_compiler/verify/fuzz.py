@@ -217,6 +217,7 @@ class Harness:
         result = generate(spec, backend=backend, dim=spec.fixed_dim or step * max(1, 384 // step))
         self.cls = getattr(load_source(result.source, spec.name), result.class_name)
         self.eager_cls = eager_class(self.graph, spec.name)
+        self.lowered: dict[tuple[Example, str], Outcome | None] = {}  # check_lowering's
         from padre_compiler.verify.run_check import TWINS, kernels_run  # it imports this
 
         ran = kernels_run(self.cls, torch.zeros(1, device=self.device)) \
@@ -257,7 +258,13 @@ class Harness:
     def check_lowering(self, ex: Example, regime: str) -> Outcome | None:
         """A failure where the eager twin, run in float64 at the example's (rounded) inputs,
         is off the reference in long double (padre_compiler.verify.lowering): a lowering
-        helper that the compiled module shares is wrong, and the twin's error no measure."""
+        helper that the compiled module shares is wrong, and the twin's error no measure.
+        Memoised: the twin, unlike `cls`, is the harness's own."""
+        if (ex, regime) not in self.lowered:
+            self.lowered[ex, regime] = self._check_lowering(ex, regime)
+        return self.lowered[ex, regime]
+
+    def _check_lowering(self, ex: Example, regime: str) -> Outcome | None:
         x, params = self.inputs(ex, regime)
         x, params = x.double(), {k: v.double() for k, v in params.items()}
         cpu = torch.device("cpu")

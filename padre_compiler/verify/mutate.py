@@ -213,21 +213,25 @@ def probe_sizes(spec: Spec) -> list[tuple[int, tuple[int, int] | None]]:
     return sizes
 
 
-def _certificate_catches(cls: type, spec: Spec) -> bool:
+def _certificate_catches(cls: type, spec: Spec, lowering: bool = True) -> bool:
+    """lowering: hold the eager twin to the reference too (the unmutated module's check;
+    a mutant changes the module, not the twin)."""
     graph = spec.graph()
     for seed, (dim, grid) in enumerate(probe_sizes(spec)):
         tokens = grid[0] * grid[1] if grid else 11
         try:
             probe = cls(dim, grid) if grid else cls(dim)
-            if not check_code(probe, graph, dim=dim, tokens=tokens, grid=grid, seed=seed).passed:
+            if not check_code(probe, graph, dim=dim, tokens=tokens, grid=grid, seed=seed,
+                              lowering=lowering).passed:
                 return True
         except Exception:  # a crash is a catch
             return True
     return False
 
 
-def _fuzzer_catches(cls: type, spec: Spec, examples: int) -> bool:
-    harness = Harness(spec, "torch")
+def _fuzzer_catches(cls: type, harness: Harness, examples: int) -> bool:
+    """harness: the spec's, shared by its mutants (it memoises the twin's checks)."""
+    spec = harness.spec
     harness.cls = cls
     try:
         return fuzz(spec, examples_n=examples, seed=1, harness=harness).failure is not None
@@ -250,8 +254,9 @@ def run_mutants(specs: list[Spec], kinds: list[str] | None = None, fuzz_examples
         dim = spec.fixed_dim or 384
         result = generate(spec, dim=dim)
         source, original = result.source, compile_module_class(result)
+        harness = Harness(spec, "torch")
         # a catch means something only where the original passes both checks
-        if _certificate_catches(original, spec) or _fuzzer_catches(original, spec,
+        if _certificate_catches(original, spec) or _fuzzer_catches(original, harness,
                                                                     fuzz_examples):
             raise PadreError(f"{spec.name}: the unmutated module fails the code certificate or "
                              "the fuzzer, so no mutant of it can be judged")
@@ -265,8 +270,8 @@ def run_mutants(specs: list[Spec], kinds: list[str] | None = None, fuzz_examples
                 except Exception:
                     results.append(MutantResult(spec.name, kind, site, True, True))
                     continue
-                by_cert = _certificate_catches(cls, spec)
-                by_fuzz = _fuzzer_catches(cls, spec, fuzz_examples)
+                by_cert = _certificate_catches(cls, spec, lowering=False)
+                by_fuzz = _fuzzer_catches(cls, harness, fuzz_examples)
                 results.append(MutantResult(spec.name, kind, site, by_cert, by_fuzz))
                 if progress is not None:
                     progress(f"{spec.name}: {kind} #{site}")
