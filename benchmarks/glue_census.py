@@ -110,6 +110,9 @@ def census(path: Path, label: str, dim: int, grid: tuple[int, int], batch: int,
     if "head_config" in runtime:  # the GPU's token chunks: they size the partial states
         cpu_config = runtime["head_config"]
         runtime["head_config"] = lambda n, e, gpu, *args, **kw: cpu_config(n, e, True, *args, **kw)
+    # the GPU's rule for which inputs take the kernels (stubbed here): bfloat16 too, which
+    # the interpreter itself leaves to the naive twins
+    runtime["_use_triton"] = lambda t: t.dtype in (torch.float32, torch.float16, torch.bfloat16)
     takes_grid = "grid" in cls.__init__.__code__.co_varnames
     torch.manual_seed(0)
     model = (cls(dim, grid) if takes_grid else cls(dim)).to(dtype)
