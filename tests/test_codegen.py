@@ -260,3 +260,29 @@ def test_a_merged_parameter_never_rebinds_a_node_variable() -> None:
         out = _load(compile_module_class(result)(4), params)(torch.tensor(xs)).numpy()
     np.testing.assert_allclose(out, run_graph(spec.graph(), xs, params), rtol=1e-12,
                                atol=1e-12)
+
+
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+def test_a_module_returns_a_fresh_contiguous_tensor(backend: str) -> None:
+    """An output that is global_sum's broadcast (a stride-0 view) is made contiguous, and one
+    that is the input itself is copied: the caller may update either in place."""
+    from padre_compiler import compile as compile_spec
+    from padre_compiler import dsl
+
+    x = dsl.tokens("sequence")
+    for output in (dsl.global_sum(dsl.dense(x, "a")), dsl.identity(x)):
+        module = compile_spec(dsl.spec("fresh", layout="sequence", output=output), dim=4,
+                              backend=backend)
+        given = torch.randn(2, 3, 4)
+        before = given.clone()
+        y = module(given)
+        assert y.is_contiguous() and y.data_ptr() != given.data_ptr()
+        y += 1  # a stride-0 view refuses this
+        assert torch.equal(given, before)
+
+
+def test_an_empty_batch_runs_through_a_long_convolution() -> None:
+    """torch's CPU FFT refuses a batch of 0; the long convolution returns the empty result."""
+    from padre_compiler import compile as compile_spec
+
+    assert compile_spec("hyena", dim=8)(torch.randn(0, 6, 8)).shape == (0, 6, 8)

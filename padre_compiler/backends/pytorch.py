@@ -65,6 +65,8 @@ def _long_conv(x: torch.Tensor, filt: torch.Tensor, skip: torch.Tensor | None) -
     wrap-around; exporters' DFTs lose digits at other sizes): O(N log N) per channel, computed
     in at least float32 (half-precision FFTs are unsupported on CPU and lossy on GPU).
     """
+    if x.numel() == 0:  # torch's CPU FFT refuses an empty batch
+        return torch.zeros_like(x)
     n = x.shape[1]
     m = 1 << (2 * n - 1).bit_length()
     work = torch.promote_types(x.dtype, torch.float32)
@@ -474,6 +476,15 @@ def lower_node(nid: int, node: Node, inputs: tuple[int, ...], names: dict[int, s
     return torch_lowering[node.op](Lowered(node, [names[i] for i in inputs], params))
 
 
+def return_statement(g: Graph, nid: int, code: str) -> str:
+    """`return code` for the output node `nid`: a fresh, contiguous tensor, as any layer's
+    (global_sum's broadcast is a stride-0 view, which refuses in-place updates; the input
+    itself would alias the caller's)."""
+    producer = g.node(g.inputs(nid)[0]).op
+    suffix = {"global_sum": ".contiguous()", "input": ".clone()"}.get(producer, "")
+    return f"return {code}{suffix}"
+
+
 def emit_module(g: Graph, decls: dict[str, ParamDecl], *, name: str, header: str,
                 fixed_dim: int | None = None) -> str:
     """Python source of an nn.Module named after the spec that computes graph `g`."""
@@ -486,7 +497,7 @@ def emit_module(g: Graph, decls: dict[str, ParamDecl], *, name: str, header: str
             continue  # bound with its first sibling
         code = lower_node(nid, node, inputs, names, body, used_helpers)
         if node.op == "output":
-            body.append(f"return {code}")
+            body.append(return_statement(g, nid, code))
         elif node.op == "split":
             body.append(statement(splits[nid], code, node.width, " each"))
         elif node.op != "input":

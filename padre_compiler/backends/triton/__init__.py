@@ -31,6 +31,7 @@ from padre_compiler.backends.pytorch import (
     lower_node,
     module_source,
     param_codes,
+    return_statement,
     split_targets,
     statement,
     var_names,
@@ -291,7 +292,7 @@ def emit_module(g: Graph, decls: dict[str, ParamDecl], *, name: str, header: str
         else:
             code = lower_node(nid, node, inputs, names, body, used_helpers)
         if node.op == "output":
-            body.append(f"return {code}")
+            body.append(return_statement(g, nid, code))
         elif node.op != "input":
             if node.op not in fallback and node.op not in ("split", "identity"):
                 fallback.append(node.op)
