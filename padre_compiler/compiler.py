@@ -243,6 +243,12 @@ def compile(spec: str | Path | Spec, *, dim: int, backend: str = "torch",
     if spec.layout == "grid2d" and grid is None:
         raise PadreError(f"spec '{spec.name}' mixes tokens on a 2-D grid: pass grid=(H, W)")
     dim, grid = checked_size(spec, dim, grid)
+    if isinstance(dtype, str):  # "float64" as torch.float64
+        dtype = getattr(torch, dtype.removeprefix("torch."), dtype)
+    dtype = dtype or torch.float32
+    if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):  # before any work
+        raise PadreError(f"dtype={dtype!r}: give a floating dtype such as torch.float32 or "
+                         "'float64'")
     result = generate(spec, dim=dim, grid=grid, backend=backend)
     cls = compile_module_class(result)
     instance = cls(dim, grid) if grid is not None else cls(dim)
@@ -255,12 +261,6 @@ def compile(spec: str | Path | Spec, *, dim: int, backend: str = "torch",
     instance.certificate = dataclasses.replace(result.certificate, code=code)
     if not (instance.certificate.passed and code.passed):
         raise CertificateError(instance, instance.certificate)
-    if isinstance(dtype, str):  # "float64" as torch.float64
-        dtype = getattr(torch, dtype.removeprefix("torch."), dtype)
-    dtype = dtype or torch.float32
-    if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
-        raise PadreError(f"dtype={dtype!r}: give a floating dtype such as torch.float32 or "
-                         "'float64'")
     instance = instance.to(dtype)
     low = str(dtype).removeprefix("torch.")
     if low in ("float32", "float16", "bfloat16"):

@@ -242,9 +242,12 @@ def _check_code_numeric(module: Any, spec_graph: Graph, dim: int, tokens: int,
     err, tol = failing[0] if failing else max(((e, t) for e, t, _ in probes),
                                               key=lambda p: p[0] / p[1])
     verdict = ">" if failing else "<="
-    lowered = "checked against the reference in long double" if all(
-        low is not None for _, _, low in probes) else "unchecked: long double is float64 " \
-        "here" if lowering else "checked once, not per module"
+    if not lowering:
+        lowered = "checked once, not per module"
+    elif any(low is None for _, _, low in probes):
+        lowered = "unchecked: long double is float64 here"
+    else:
+        lowered = "checked against the reference in long double"
     return CodeCheck(True, not failing,
                      f"numeric, float64 relative error {err:.1e} {verdict} {tol:.1e} "
                      f"(surrogates or normalisers: no exact evaluation; 1e-10, or 4x the "
