@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
+
+import numpy as np
 import pytest
 
 from padre_compiler.backends.pytorch import torch_lowering
@@ -46,3 +49,51 @@ def test_the_degree_rule_of_a_surrogate_counts_cross_terms() -> None:
     expansion = expand_graph(g, 1, 1, weights=rational_weights(g.decls, 1, seed=3))
     exact = expansion.degrees_in_x()
     assert {1, 2, 3, 4} <= exact <= degrees(g)[g.output_id].terms
+
+
+def _apply(matrix: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """y[b, t, c] = sum_s matrix[c, t, s] x[b, s, c]: a per-channel token map."""
+    return np.einsum("cts,bsc->btc", matrix, x)
+
+
+@pytest.mark.parametrize("n, k, causal", [(1, 3, False), (5, 4, True), (4, 9, False),
+                                          (7, 3, True)])
+def test_reference_1d_token_maps_are_their_matrices(n: int, k: int, causal: bool) -> None:
+    """dwconv1d's A[t, s] = w[s - t + pad] (pad k - 1 causal, k // 2 centred; zero off the
+    band) and long_conv's A[t, s] = h[t - s] for s <= t, built entry by entry; kernels longer
+    than the sequence included (the reference skips taps that reach no token)."""
+    rng = np.random.default_rng(n * 10 + k)
+    x, w, h = (rng.standard_normal(s) for s in ((2, n, 3), (3, k), (3, n + 2)))
+    pad = k - 1 if causal else k // 2
+    conv = np.zeros((3, n, n))
+    lower = np.zeros((3, n, n))
+    for t, s in itertools.product(range(n), repeat=2):
+        if 0 <= s - t + pad < k:
+            conv[:, t, s] = w[:, s - t + pad]
+        if s <= t:
+            lower[:, t, s] = h[:, t - s]
+    got = ops.reference_rules["dwconv1d"]([x], {"weight": w},
+                                          {"kernel": k, "causal": causal}, ops.EvalContext())
+    np.testing.assert_allclose(got, _apply(conv, x), rtol=1e-13, atol=1e-13)
+    got = ops.reference_rules["long_conv"]([x], {"filter": h}, {"length": n + 2},
+                                           ops.EvalContext())
+    np.testing.assert_allclose(got, _apply(lower, x), rtol=1e-13, atol=1e-13)
+
+
+@pytest.mark.parametrize("grid, kernel", [((1, 1), (3, 3)), ((2, 3), (11, 11)),
+                                          ((5, 4), (3, 7)), ((3, 8), (5, 3))])
+def test_reference_dwconv2d_is_its_matrix(grid: tuple[int, int], kernel: tuple[int, int]
+                                          ) -> None:
+    """A[(h, w), (h', w')] = weight[h' - h + kh // 2, w' - w + kw // 2] on a row-major
+    grid, zero off the kernel's window: non-square grids and kernels past the grid."""
+    (gh, gw), (kh, kw) = grid, kernel
+    rng = np.random.default_rng(gh * 100 + kh)
+    x, wt = rng.standard_normal((2, gh * gw, 3)), rng.standard_normal((3, kh, kw))
+    matrix = np.zeros((3, gh * gw, gh * gw))
+    for h, w, h2, w2 in itertools.product(range(gh), range(gw), range(gh), range(gw)):
+        i, j = h2 - h + kh // 2, w2 - w + kw // 2
+        if 0 <= i < kh and 0 <= j < kw:
+            matrix[:, h * gw + w, h2 * gw + w2] = wt[:, i, j]
+    got = ops.reference_rules["dwconv2d"]([x], {"weight": wt}, {"kernel": list(kernel)},
+                                          ops.EvalContext(grid=grid))
+    np.testing.assert_allclose(got, _apply(matrix, x), rtol=1e-13, atol=1e-13)

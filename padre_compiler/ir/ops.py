@@ -15,6 +15,7 @@ lowering table lives in the backend.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
 from math import log2
@@ -152,16 +153,25 @@ def per_element(k: int) -> Callable[..., int]:
     return rule
 
 
-def _shifted(x: np.ndarray, offset: int, axis: int) -> np.ndarray:
-    """y[..., i, ...] = x[..., i + offset, ...], zero outside the range (any dtype)."""
+def _tap_sum(x: np.ndarray, w: np.ndarray, offsets: list[list[int]],
+             axes: tuple[int, ...]) -> np.ndarray:
+    """y = sum over taps t of w[:, t] * x shifted by (offsets[k][t_k] along axes[k]):
+    y[..., i, ...] += w[:, t] x[..., i + offset, ...], zero outside x's range (any dtype).
+    w: [C, len(offsets[0]), ...]. A tap whose window lies wholly outside x adds zero and is
+    skipped."""
+    reach = [[(t, d) for t, d in enumerate(o) if -x.shape[a] < d < x.shape[a]]
+             for a, o in zip(axes, offsets, strict=True)]
+    widths = [(0, 0)] * x.ndim
+    for a, taps in zip(axes, reach, strict=True):
+        ds = [d for _, d in taps] or [0]
+        widths[a] = (max(0, -min(ds)), max(0, max(ds)))
+    padded = np.pad(x, widths)
     y = np.zeros_like(x)
-    n = x.shape[axis]
-    lo, hi = max(0, -offset), min(n, n - offset)
-    if lo < hi:
-        dst = [slice(None)] * x.ndim
-        src = [slice(None)] * x.ndim
-        dst[axis], src[axis] = slice(lo, hi), slice(lo + offset, hi + offset)
-        y[tuple(dst)] = x[tuple(src)]
+    for tap in itertools.product(*reach):
+        window = [slice(None)] * x.ndim
+        for a, (_, d) in zip(axes, tap, strict=True):
+            window[a] = slice(widths[a][0] + d, widths[a][0] + d + x.shape[a])
+        y = y + padded[tuple(window)] * w[(slice(None), *(t for t, _ in tap))]
     return y
 
 
@@ -406,7 +416,7 @@ def _dwconv1d_ref(xs: list, params: dict, attrs: dict, ctx: EvalContext) -> np.n
     # y[t, c] = sum_j w[c, j] x[t + j - pad, c], pad = k - 1 (causal) or k // 2 (centred)
     x, w, k = xs[0], params["weight"], attrs["kernel"]
     pad = k - 1 if attrs["causal"] else k // 2
-    y = sum(_shifted(x, j - pad, axis=1) * w[:, j] for j in range(k))
+    y = _tap_sum(x, w, [[j - pad for j in range(k)]], axes=(1,))
     return _add_bias(y, params)
 
 
@@ -443,10 +453,8 @@ def _dwconv2d_ref(xs: list, params: dict, attrs: dict, ctx: EvalContext) -> np.n
     gh, gw = ctx.grid
     kh, kw = kernel2d(attrs)
     x4 = x.reshape(b, gh, gw, c)
-    y = sum(
-        _shifted(_shifted(x4, i - kh // 2, axis=1), j - kw // 2, axis=2) * wt[:, i, j]
-        for i in range(kh) for j in range(kw)
-    )
+    y = _tap_sum(x4, wt, [[i - kh // 2 for i in range(kh)], [j - kw // 2 for j in range(kw)]],
+                 axes=(1, 2))
     return _add_bias(y.reshape(b, n, c), params)
 
 
@@ -507,7 +515,7 @@ def _long_conv_ref(xs: list, params: dict, attrs: dict, ctx: EvalContext) -> np.
     n = x.shape[1]
     if n > attrs["length"]:
         raise ShapeError(f"long_conv filter length {attrs['length']} < sequence length {n}")
-    y = sum(_shifted(x, -lag, axis=1) * h[:, lag] for lag in range(n))
+    y = _tap_sum(x, h, [[-lag for lag in range(n)]], axes=(1,))
     return y + x * params["skip"] if "skip" in params else y
 
 
