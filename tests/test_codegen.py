@@ -281,8 +281,15 @@ def test_a_module_returns_a_fresh_contiguous_tensor(backend: str) -> None:
         assert torch.equal(given, before)
 
 
-def test_an_empty_batch_runs_through_a_long_convolution() -> None:
-    """torch's CPU FFT refuses a batch of 0; the long convolution returns the empty result."""
+@pytest.mark.parametrize("name", ["hyena", "mamba_lti"])
+def test_an_empty_batch_runs_through_a_long_convolution(name: str) -> None:
+    """torch's CPU FFT refuses a batch of 0; the long convolution returns the empty result,
+    and every parameter's gradient is zero (not None: the graph stays connected)."""
     from padre_compiler import compile as compile_spec
 
-    assert compile_spec("hyena", dim=8)(torch.randn(0, 6, 8)).shape == (0, 6, 8)
+    module = compile_spec(name, dim=8)
+    x = torch.randn(0, 6, 8, requires_grad=True)
+    y = module(x)
+    y.sum().backward()
+    assert y.shape == x.grad.shape == (0, 6, 8)
+    assert all(p.grad is not None and not p.grad.any() for p in module.parameters())

@@ -1586,7 +1586,7 @@ dwconv_hadamard = custom_op_caller(_register_dwconv_hadamard(), _dwconv_hadamard
 # torch.ops namespace of the custom ops below, a digest of the source they were
 # generated from: modules from another source never share them (an edited copy of
 # this file must change it, or it runs the first loaded file's ops)
-LONG_CONV_OPS = 'padre_long_conv_f3e43865860f'
+LONG_CONV_OPS = 'padre_long_conv_da4fdb9bcb24'
 
 if triton is not None:
 
@@ -1861,6 +1861,8 @@ def _long_conv_hadamard_impl(
     part_views); y = T_h x + d ⊙ x and X = rfft(xp) kept for the backward where keep
     (autograd's call; as long_conv_outputs says), else empty."""
     a, b, gate = part_views(a, b, gate, filt.shape[0], parts)
+    if not a.shape[0]:  # an empty batch (torch's CPU FFT refuses it): every output empty
+        return long_conv_outputs(a, b, gate, keep)
     n = a.shape[1]
     xp, _ = long_conv_in(a, b, None)
     spectrum = torch.fft.rfft(xp)  # [B, C, N + 1]
@@ -1897,6 +1899,13 @@ def _long_conv_hadamard_bwd_impl(
                                                   device=whole.device)
     ga, gb, gg = (None, None, None) if grad is None else part_views(grad, None, None,
                                                                     filt.shape[0], parts)
+    if not a.shape[0]:  # an empty batch (torch's CPU FFT refuses it): zero gradients
+        def zeros(t, on=True):
+            return t.new_zeros(t.shape) if t is not None and on else a.new_empty(0)
+
+        return (whole.new_zeros(whole.shape), zeros(None if parts else b),
+                zeros(filt, filter_grad), zeros(skip, filter_grad),
+                zeros(None if parts else gate))
     n = a.shape[1]
     if filter_grad and not xf.numel():
         raise ValueError("long_conv_hadamard's backward needs the spectrum X its forward keeps "

@@ -65,8 +65,8 @@ def _long_conv(x: torch.Tensor, filt: torch.Tensor, skip: torch.Tensor | None) -
     wrap-around; exporters' DFTs lose digits at other sizes): O(N log N) per channel, computed
     in at least float32 (half-precision FFTs are unsupported on CPU and lossy on GPU).
     """
-    if x.numel() == 0:  # torch's CPU FFT refuses an empty batch
-        return torch.zeros_like(x)
+    if x.shape[0] == 0:  # torch's CPU FFT refuses an empty batch: run a zero row, drop it
+        return _long_conv(torch.cat([x, x.new_zeros(1, *x.shape[1:])]), filt, skip)[:0]
     n = x.shape[1]
     m = 1 << (2 * n - 1).bit_length()
     work = torch.promote_types(x.dtype, torch.float32)
