@@ -163,8 +163,12 @@ class BlockwiseEvictor:
         return out.logits
 
     @torch.no_grad()
-    def prefill(self, input_ids: torch.Tensor) -> torch.Tensor:
-        """Block-wise prefill of input_ids [B, L]; returns logits [B, L, V]."""
+    def prefill(self, input_ids: torch.Tensor, extend: bool = False) -> torch.Tensor:
+        """Block-wise prefill of input_ids [B, L]; returns logits [B, L, V]. A new sequence
+        (cache, eviction states and recorded outputs reset), or with extend=True the
+        continuation of the current one (its tokens at the next positions)."""
+        if not extend:
+            self.reset()
         self._prefill = True
         logits = [self._forward(input_ids[:, s:s + self.block_size])
                   for s in range(0, input_ids.shape[1], self.block_size)]
@@ -179,7 +183,8 @@ class BlockwiseEvictor:
     @torch.no_grad()
     def generate(self, input_ids: torch.Tensor, max_new_tokens: int,
                  eos_token_id: int | None = None) -> torch.Tensor:
-        """Greedy generation with eviction; returns the new tokens [B, ≤ max_new_tokens]."""
+        """Greedy generation with eviction from the prompt input_ids [B, L] (a new sequence,
+        as `prefill`); returns the new tokens [B, ≤ max_new_tokens]."""
         if max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens} (a "
                              "prompt without generation is `prefill`)")

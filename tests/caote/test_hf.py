@@ -174,6 +174,24 @@ def test_sliding_window_models_are_refused() -> None:
         assert ev.cache_lengths() == [16, 16]
 
 
+def test_prefill_starts_a_sequence_and_extend_continues_it(model, ids) -> None:
+    """A second prefill is a new sequence (it ran on at the old one's positions and cache);
+    extend=True continues the current one, as one prefill of the whole does."""
+    cfg = EvictionConfig(budget=80, block_size=16)
+    with BlockwiseEvictor(model, cfg, block_size=16) as ev:
+        whole = ev.prefill(ids)
+        ev.prefill(ids[:, :20])
+        again = ev.prefill(ids)
+        assert torch.equal(again, whole)
+        assert ev.cache_lengths() == [70, 70]
+        ev.prefill(ids[:, :32])
+        rest = ev.prefill(ids[:, 32:], extend=True)
+        assert ev.next_position == 70
+        torch.testing.assert_close(rest, whole[:, 32:], rtol=1e-5, atol=1e-5)
+        new = ev.generate(ids[:, :30], max_new_tokens=2)
+        assert ev.next_position == 31 and new.shape == (2, 2)
+
+
 def test_generate_needs_a_token(model, ids) -> None:
     with BlockwiseEvictor(model, EvictionConfig(budget=24, block_size=16)) as ev:
         with pytest.raises(ValueError, match="max_new_tokens must be at least 1, got 0"):
