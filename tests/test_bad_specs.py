@@ -83,6 +83,8 @@ CASES = [
      "branch[1].token.kernal", "unknown attribute"),
     ("unknown_layout", GOOD.replace('"sequence"', '"sequense"'), "layout",
      "did you mean 'sequence'"),
+    ("shared_name", GOOD.replace('op = "dense" }', 'op = "dense", name = "w" }'),
+     "branch[2].channel", "'w' also names branch[1].channel"),
     ("bad_terms", GOOD + "\n[output]\nterms = [3]\n", "output.terms", "distinct degrees"),
     ("bad_weights", GOOD + '\n[output]\nweights = "dense"\n', "output.weights",
      "unknown weighting"),

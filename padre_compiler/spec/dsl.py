@@ -55,7 +55,7 @@ def _operand(other: Any, op: str) -> Expr:
 class Expr:
     """A node of the spec's expression DAG. Immutable once built."""
 
-    __slots__ = ("attrs", "init", "inputs", "label", "layout", "name", "op", "width")
+    __slots__ = ("attrs", "field", "init", "inputs", "label", "layout", "name", "op", "width")
 
     def __init__(self, op: str, inputs: tuple[Expr, ...], attrs: dict[str, Any],
                  name: str | None = None, label: str = "", field: str = "",
@@ -64,6 +64,7 @@ class Expr:
         if name is not None:
             require_identifier(name, field or op)
         self.op, self.inputs, self.name, self.label = op, inputs, name, label
+        self.field = field  # where a spec file declares it ("" for the DSL)
         self.attrs = opdef.resolve_attrs(attrs, field or op)
         layouts = {x.layout for x in inputs} - {"any"}
         if opdef.layout != "any":

@@ -73,8 +73,12 @@ class Spec:
         for expr in _postorder(self.output):
             params: tuple[tuple[str, ParamExpr], ...] = ()
             if expr.name:
-                if owners.setdefault(expr.name, expr) is not expr:
-                    raise SpecError(expr.name, "two operators share this parameter name",
+                owner = owners.setdefault(expr.name, expr)
+                if owner is not expr:
+                    other = owner.field or f"another {owner.op}"
+                    raise SpecError(expr.field or expr.name,
+                                    f"two operators share this parameter name: '{expr.name}' "
+                                    f"also names {other}",
                                     "give every parameterised operator its own name",
                                     source=self.source)
                 decls = ops.param_rules[expr.op](expr.attrs, [x.width for x in expr.inputs],
