@@ -32,13 +32,17 @@ class PadreAttention(nn.Module):
     def __init__(self, dim: int, num_heads: int = 8, qkv_bias: bool = False,
                  qk_norm: bool = False, scale_norm: bool = False, proj_bias: bool = True,
                  attn_drop: float = 0.0, proj_drop: float = 0.0, norm_layer: Any = None,
-                 device: Any = None, dtype: Any = None, *, spec: str | Spec = "padre3",
-                 grid_size: tuple[int, int] | None = None, num_prefix_tokens: int = 0,
-                 **unused: Any) -> None:
+                 device: Any = None, dtype: Any = None, *, attn_head_dim: int | None = None,
+                 dim_out: int | None = None, spec: str | Spec = "padre3",
+                 grid_size: tuple[int, int] | None = None, num_prefix_tokens: int = 0) -> None:
         super().__init__()
         _check_prefix(num_prefix_tokens)
-        # num_heads, qkv_bias, qk_norm, scale_norm, proj_bias, attn_drop and norm_layer
-        # configure softmax attention; the spec fixes the mixer's structure instead.
+        # num_heads, attn_head_dim, qkv_bias, qk_norm, scale_norm, proj_bias, attn_drop and
+        # norm_layer configure softmax attention; the spec fixes the mixer's structure instead.
+        # Any other keyword is a TypeError (a misspelt grid_size is not ignored).
+        if dim_out is not None and dim_out != dim:
+            raise PadreError(f"PadreAttention: dim_out={dim_out}, but the mixer maps width "
+                             f"{dim} to {dim}; drop dim_out or set it to dim")
         self.grid_size = grid_size
         self.num_prefix_tokens = num_prefix_tokens
         spec = as_spec(spec)

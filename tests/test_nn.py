@@ -23,6 +23,17 @@ def test_accepts_timm_constructor_and_mixes_grid_with_prefix_tokens() -> None:
     assert torch.allclose(attn(x, attn_mask=None, is_causal=False), y)
 
 
+def test_takes_timms_newer_keywords_and_refuses_unknown_ones() -> None:
+    """attn_head_dim is softmax attention's (ignored); dim_out must be dim (the mixer keeps
+    the width); a misspelt keyword is an error, not ignored."""
+    attn = PadreAttention(48, **TIMM_KWARGS, attn_head_dim=16, dim_out=48, grid_size=(2, 2))
+    assert attn(torch.randn(1, 4, 48)).shape == (1, 4, 48)
+    with pytest.raises(PadreError, match="dim_out=96, but the mixer maps width 48 to 48"):
+        PadreAttention(48, dim_out=96, grid_size=(2, 2))
+    with pytest.raises(TypeError, match="grid"):
+        PadreAttention(48, grid=(2, 2), spec="sima")
+
+
 def test_grid_tokens_match_the_compiled_mixer() -> None:
     attn = PadreAttention(16, grid_size=(3, 3), num_prefix_tokens=2, spec="conv2former")
     x = torch.randn(1, 11, 16)
