@@ -10,6 +10,7 @@ import numbers
 import os
 import sys
 import textwrap
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +38,8 @@ BACKENDS = ("torch", "triton")
 DEFAULT_TOKENS = 196  # the token count cost-driven passes assume for sequence specs
 CERTIFICATE_ELEMENTS = 8192  # tokens x widest feature map of a compile's (reduced) certificate
 CACHE_DIR = Path(os.environ.get("PADRE_CACHE_DIR", Path.home() / ".cache" / "padre_compiler"))
+CACHE_KEEP = 2000  # generated modules the cache keeps; past it the least recently used go
+CACHE_IDLE_S = 3600.0  # a module used within this long is kept (a process may be importing it)
 
 
 @dataclass(frozen=True)
@@ -172,16 +175,41 @@ def load_source(source: str, name: str) -> Any:
         return sys.modules[modname]
     CACHE_DIR.mkdir(parents=True, exist_ok=True)
     path = CACHE_DIR / f"{modname}.py"
-    if not path.exists():
+    try:
+        os.utime(path)  # its last use: prune_cache keeps the most recently used
+    except FileNotFoundError:
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
         tmp.write_text(source)
         tmp.replace(path)
+        prune_cache(CACHE_DIR, CACHE_KEEP, CACHE_IDLE_S)
+    except OSError:  # a read-only cache: nothing to record
+        pass
     module_spec = importlib.util.spec_from_file_location(modname, path)
     assert module_spec is not None and module_spec.loader is not None
     module = importlib.util.module_from_spec(module_spec)
     sys.modules[modname] = module
     module_spec.loader.exec_module(module)
     return module
+
+
+def prune_cache(directory: Path, keep: int, idle_s: float) -> int:
+    """Delete the generated modules (and interrupted writes) of `directory` past the `keep`
+    most recently used (last modified: load_source touches what it loads), except those used
+    within `idle_s` seconds; returns how many it deleted. Safe beside other processes pruning
+    or loading: a file that vanishes meanwhile is skipped."""
+    used: list[tuple[float, Path]] = []
+    for path in [*directory.glob("padre_generated_*.py"),
+                 *directory.glob("padre_generated_*.tmp")]:
+        try:
+            used.append((path.stat().st_mtime, path))
+        except FileNotFoundError:
+            continue
+    used.sort(reverse=True)
+    cutoff = time.time() - idle_s
+    stale = [path for mtime, path in used[keep:] if mtime < cutoff]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return len(stale)
 
 
 def max_tokens(g: Graph) -> list[int]:

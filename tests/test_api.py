@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import copy
 import re
+import sys
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -249,3 +251,37 @@ def test_bfloat16_rounding_is_emulated_as_torch_rounds() -> None:
     got = _round_bfloat16(v.numpy())
     want = v.to(torch.bfloat16).float().numpy()
     assert np.array_equal(got, want, equal_nan=True)
+
+
+def test_the_module_cache_keeps_the_most_recently_used(tmp_path, monkeypatch) -> None:
+    """Past `keep` modules the least recently used go, except any used within `idle_s`;
+    a new module prunes the cache, and loading a cached one marks it used."""
+    import os
+    import time
+
+    from padre_compiler import compiler
+
+    def made(name: str, age_s: float) -> None:
+        (tmp_path / name).write_text("")
+        os.utime(tmp_path / name, (time.time() - age_s,) * 2)
+
+    for name, age_s in [("padre_generated_m0_0.py", 10), ("padre_generated_m1_0.py", 20),
+                        ("padre_generated_m2_0.py", 7200), ("padre_generated_m3_0.py", 7300),
+                        ("padre_generated_m4_0.123.tmp", 9000), ("other.py", 9999)]:
+        made(name, age_s)
+    assert compiler.prune_cache(tmp_path, keep=1, idle_s=3600) == 3  # m1: used recently
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "other.py", "padre_generated_m0_0.py", "padre_generated_m1_0.py"]
+
+    monkeypatch.setattr(compiler, "CACHE_DIR", tmp_path)
+    monkeypatch.setattr(compiler, "CACHE_KEEP", 2)
+    monkeypatch.setattr(compiler, "CACHE_IDLE_S", 0.0)
+    made("padre_generated_old_0.py", 7200)
+    cached = compiler.load_source("X = 1\n", "cached")
+    made(Path(cached.__file__).name, 7200)  # cached, last used long ago ...
+    del sys.modules[cached.__name__]
+    compiler.load_source("X = 1\n", "cached")  # ... and used now: it stays
+    compiler.load_source("X = 2\n", "fresh")  # a new module prunes to 2
+    assert sorted(p.name[:len("padre_generated_cached")]
+                  for p in tmp_path.glob("padre_generated_*")) == [
+        "padre_generated_cached", "padre_generated_fresh_"]
