@@ -225,7 +225,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     expansion = _expand(spec, g, args) if args.expand else None  # may refuse: before printing
     console.print(f"[bold]{spec.name}[/bold] ({spec.layout}): {escape(spec.description)}")
     console.print(f"degree {spec.degree}")
-    for label, deg in output_terms(g):
+    for label, deg in output_terms(g, spec.projection_maps):
         console.print(f"  term {label}: degrees {deg}, "
                       f"{'homogeneous' if deg.homogeneous else 'inhomogeneous'}")
     console.print("[bold]LaTeX[/bold]")
@@ -281,14 +281,14 @@ def _resolve_size(spec, args: argparse.Namespace) -> tuple[tuple[int, int] | Non
     grid = args.grid or ((14, 14) if spec.layout == "grid2d" else None)
     if grid:
         return grid, grid[0] * grid[1]
-    from padre_compiler.compiler import max_tokens
+    from padre_compiler.compiler import DEFAULT_TOKENS, max_tokens
 
     longest = min(max_tokens(spec.graph()), default=None)  # a long filter's taps bound N
     if longest is not None and args.tokens is not None and args.tokens > longest:
         raise PadreError(f"--tokens {args.tokens}: {spec.source} convolves with a long filter "
                          f"of {longest} taps, so it is defined for N <= {longest}; give --tokens "
                          f"<= {longest} (or a longer filter)")
-    return None, args.tokens or min(196, longest or 196)
+    return None, args.tokens or min(DEFAULT_TOKENS, longest or DEFAULT_TOKENS)
 
 
 def cmd_verify(args: argparse.Namespace) -> int:

@@ -87,8 +87,9 @@ def checked_size(spec: Spec, dim: Any, grid: Any, tokens: Any = None
 
 def pass_context(spec: Spec, dim: int, grid: tuple[int, int] | None,
                  tokens: int | None = None) -> PassContext:
-    if tokens is None:
-        tokens = grid[0] * grid[1] if grid else DEFAULT_TOKENS
+    if tokens is None:  # a sequence spec: DEFAULT_TOKENS, or fewer where a long filter caps N
+        tokens = grid[0] * grid[1] if grid else min([DEFAULT_TOKENS,
+                                                     *max_tokens(spec.graph())])
     return PassContext(dim=dim, tokens=tokens, grid=grid)
 
 

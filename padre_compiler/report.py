@@ -28,7 +28,9 @@ class Summary:
     dim: int
 
     def lines(self) -> list[str]:
-        ratio = self.attention_flops_per_token / self.flops_per_token
+        flops, attention = self.flops_per_token, self.attention_flops_per_token
+        versus = ("no FLOPs" if flops == 0 else f"{attention / flops:.2f}x fewer"
+                  if attention >= flops else f"{flops / attention:.2f}x more")
         out = [
             f"spec           {self.name}",
             f"degree         {self.degree}",
@@ -36,12 +38,8 @@ class Summary:
                 f"{lab}: degrees {deg}{' (homogeneous)' if hom else ''}"
                 for lab, deg, hom in self.terms),
             f"parameters     {self.params:,} at dim={self.dim}",
-            f"FLOPs / token  {self.flops_per_token / 1e6:.3f} M  vs softmax attention "
-            f"{self.attention_flops_per_token / 1e6:.3f} M at N={self.tokens}  "
-            f"({ratio:.2f}x fewer)" if ratio >= 1 else
-            f"FLOPs / token  {self.flops_per_token / 1e6:.3f} M  vs softmax attention "
-            f"{self.attention_flops_per_token / 1e6:.3f} M at N={self.tokens}  "
-            f"({1 / ratio:.2f}x more)",
+            f"FLOPs / token  {flops / 1e6:.3f} M  vs softmax attention "
+            f"{attention / 1e6:.3f} M at N={self.tokens}  ({versus})",
             f"bytes / token  {self.bytes_per_token / 1e3:.1f} kB (fp32, each op on its own)",
         ]
         return out
@@ -50,7 +48,8 @@ class Summary:
 def summarise(result: Compiled, dim: int, tokens: int) -> Summary:
     g = result.graph
     cost = graph_cost(g, dim, tokens)
-    terms = [(label, str(d), d.homogeneous) for label, d in output_terms(result.spec.graph())]
+    terms = [(label, str(d), d.homogeneous) for label, d in output_terms(
+        result.spec.graph(), result.spec.projection_maps)]
     return Summary(result.spec.name, degrees(g)[g.output_id].top, terms, cost.params,
                    cost.flops / tokens, attention_flops_per_token(dim, tokens),
                    cost.bytes / tokens, tokens, dim)

@@ -28,6 +28,32 @@ def test_compile_run_prints_the_summary(tmp_path: Path, capsys: pytest.CaptureFi
     assert "class Conv2former" in out_file.read_text()
 
 
+@pytest.mark.parametrize("branch, output, terms", [
+    # P = W1 ⊙ Z1 alone: its terms are P's own, not the branch's input X (the summary
+    # walked back through every unary map to X)
+    ('channel = { op = "dense", bias = true }', 'projection = { op = "dense" }',
+     "W1⊙Z1: degrees {0,1}\n"),
+    ('channel = { op = "identity" }', "", "W1⊙Z1: degrees {1} (homogeneous)\n"),
+])
+def test_the_summary_names_ps_terms(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                    branch: str, output: str, terms: str) -> None:
+    spec = tmp_path / "one.toml"
+    spec.write_text(f'layout = "sequence"\ndegree = 1\n[[branch]]\n{branch}\n'
+                    f'token = {{ op = "identity" }}\n[output]\n{output}\n')
+    assert cli.main(["compile", str(spec), "--dim", "8", "--run"]) == 0
+    assert f"terms of P     {terms}" in capsys.readouterr().out
+
+
+def test_a_spec_without_flops_is_summarised(tmp_path: Path,
+                                            capsys: pytest.CaptureFixture) -> None:
+    """X itself (identity maps, no weights): no FLOPs, no division by zero."""
+    spec = tmp_path / "x.toml"
+    spec.write_text('layout = "sequence"\ndegree = 1\n[[branch]]\nchannel = { op = '
+                    '"identity" }\ntoken = { op = "identity" }\n[output]\nweights = "none"\n')
+    assert cli.main(["compile", str(spec), "--dim", "8", "--run"]) == 0
+    assert "(no FLOPs)" in capsys.readouterr().out
+
+
 def test_compile_all_writes_every_spec(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(cli, "codegen_dir", lambda: tmp_path)
     assert cli.main(["compile", "--all"]) == 0

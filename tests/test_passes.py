@@ -73,6 +73,58 @@ def test_merge_linear_keeps_square_dense_pairs_at_few_tokens() -> None:
     assert sum(g.node(n).op == "dense" for n in g.topo()) == 2
 
 
+@pytest.mark.parametrize("tokens, folded", [(8, False), (200, True)])
+def test_a_scale_folds_into_a_dense_map_only_where_it_saves_flops(tokens: int,
+                                                                    folded: bool) -> None:
+    """dense_W(diag_s(x)) -> dense_{W diag(s)}(x) saves N D multiplies a call and costs the
+    D x D product W diag(s) a call: at D = 64 it pays from N > 64 only, and the graph cost
+    counts the product."""
+    x = dsl.tokens("sequence")
+    spec = dsl.spec("scaled", layout="sequence",
+                    output=dsl.dense(dsl.diagonal(x, "s"), "w") * x)
+    g, records = optimise(spec, pass_context(spec, 64, None, tokens))
+    ops = [g.node(n).op for n in g.topo()]
+    assert ("diagonal" not in ops) is folded
+    before, after = (graph_cost(r.graph, 64, tokens).flops for r in (records[0], records[-1]))
+    assert after < before if folded else after == before
+    merged = [e for n in g.topo() for _, e in g.node(n).params if e.fn != "leaf"]
+    assert bool(merged) is folded
+    if folded:  # the product is in the cost: N (2 D^2) + D^2, against N (2 D^2 + D)
+        assert after == tokens * (2 * 64 * 64 + 64) + 64 * 64  # dense, ⊙ x; W diag(s)
+
+
+def test_fuse_scaled_sum_counts_one_product_then_a_multiply_add_a_term() -> None:
+    """s0 x0 + s1 x1 + s2 x2: 5 FLOPs an element, as the three diagonals and the add it
+    replaces (3 + 2): the pass saves memory passes, not arithmetic."""
+    spec = load_spec("padre3")
+    _, records = optimise(spec, pass_context(spec, 16, (4, 4)))
+    costs = {r.name: r.cost.flops for r in records}
+    assert costs["fuse_scaled_sum"] == costs["eliminate_dead"]
+
+
+def test_a_long_chain_of_rewrites_reaches_its_fixed_point() -> None:
+    """merge_linear rewrites once a round: 120 scales in a row need 119 rounds (the bound
+    grows with the graph, it was 100)."""
+    x = y = dsl.tokens("sequence")
+    for k in range(120):
+        y = dsl.diagonal(y, f"s{k}")
+    spec = dsl.spec("chain", layout="sequence", output=y * x)
+    g, records = optimise(spec, pass_context(spec, 4, None, 16))
+    assert [g.node(n).op for n in g.topo()].count("diagonal") == 1
+    assert dict((r.name, r.rewrites) for r in records)["merge_linear"] == 119
+
+
+def test_the_api_optimises_for_the_tokens_a_long_filter_allows() -> None:
+    """A sequence spec whose long filter has 16 taps is optimised at N = 16 (the CLI's
+    choice), not at 196 tokens it refuses: there 32 -> 32 -> 32 dense maps stay apart."""
+    x = dsl.tokens("sequence")
+    y = dsl.long_conv(dsl.dense(dsl.dense(x, "a"), "b"), "h", length=16)
+    spec = dsl.spec("short_filter", layout="sequence", output=y * x)
+    assert pass_context(spec, 32, None).tokens == 16
+    g, _ = optimise(spec, pass_context(spec, 32, None))
+    assert [g.node(n).op for n in g.topo()].count("dense") == 2
+
+
 def test_fuse_siblings_batches_padre3_branches() -> None:
     spec = load_spec("padre3")
     g, records = optimise(spec, pass_context(spec, 8, (3, 4)))

@@ -6,7 +6,8 @@ from dataclasses import dataclass
 from math import prod
 
 from padre_compiler.ir import ops
-from padre_compiler.ir.graph import Graph
+from padre_compiler.ir.graph import Graph, Node
+from padre_compiler.ir.params import param_flops
 
 
 @dataclass(frozen=True)
@@ -25,14 +26,25 @@ class NodeCost:
     bytes: int
 
 
+def node_flops(g: Graph, node: Node, inputs: tuple[int, ...], dim: int, tokens: int) -> int:
+    """FLOPs of `node` reading `inputs` of g at N tokens, its merged parameters' expressions
+    included (evaluated once a call: counted once, as for a batch of one)."""
+    in_w = [g.node(i).width.at(dim) for i in inputs]
+    out = node.width.at(dim) if node.op != "input" else dim
+    decls = g.decls
+    params = sum(param_flops(expr, lambda name: decls[name].concrete(dim))[1]
+                 for _, expr in node.params)
+    return ops.flop_rules[node.op](node.a, in_w, out, tokens) + params
+
+
 def node_cost(g: Graph, nid: int, dim: int, tokens: int) -> NodeCost:
     node = g.node(nid)
-    in_w = [g.node(i).width.at(dim) for i in g.inputs(nid)]
-    out = node.width.at(dim) if node.op != "input" else dim
-    flops = ops.flop_rules[node.op](node.a, in_w, out, tokens)
     if node.op in ("input", "output", "split", "identity"):  # views: no memory traffic
         return NodeCost(0, 0)
-    return NodeCost(flops, ops.node_bytes(in_w, out, tokens, g.param_numel(nid, dim)))
+    in_w = [g.node(i).width.at(dim) for i in g.inputs(nid)]
+    flops = node_flops(g, node, g.inputs(nid), dim, tokens)
+    return NodeCost(flops, ops.node_bytes(in_w, node.width.at(dim), tokens,
+                                          g.param_numel(nid, dim)))
 
 
 def graph_cost(g: Graph, dim: int, tokens: int) -> Cost:

@@ -7,9 +7,12 @@ concatenations of leaves, which backends evaluate once per call, outside the tok
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
 
 from padre_compiler.ir.width import Width
 
@@ -99,6 +102,33 @@ def evaluate_param(expr: ParamExpr, leaf: Callable[[str], Any], lib: Any) -> Any
             return a[0] + a[1]
         case "concat":
             return lib.concatenate(a, 0) if hasattr(lib, "concatenate") else lib.cat(a, 0)
+    raise ValueError(f"unknown parameter function '{expr.fn}'")
+
+
+def param_flops(expr: ParamExpr, shape: Callable[[str], tuple[int, ...]]
+                ) -> tuple[tuple[int, ...], int]:
+    """(shape, FLOPs) of evaluating `expr` once, `shape(name)` a leaf's shape: a multiply-add
+    counts 2, an elementwise product or sum 1 an element, a concatenation none."""
+    if expr.fn == "leaf":
+        return shape(expr.args[0]), 0
+    parts = [param_flops(x, shape) for x in expr.operands()]
+    shapes, below = [s for s, _ in parts], sum(f for _, f in parts)
+    match expr.fn:
+        case "matmul":  # [m, k] @ [k, n] or [m, k] @ [k]
+            (m, k), rest = shapes[0], shapes[1][1:]
+            return (m, *rest), below + 2 * m * k * math.prod(rest)
+        case "mul" | "add":
+            out = tuple(np.broadcast_shapes(*shapes))
+            return out, below + math.prod(out)
+        case "scale_cols" | "scale_rows":
+            return shapes[0], below + math.prod(shapes[0])
+        case "concat":
+            return (sum(s[0] for s in shapes), *shapes[0][1:]), below
+        case "sum_copies":  # [heads T e] -> [heads e]: T - 1 additions an output
+            heads, times = expr.args[1:3]
+            n = math.prod(shapes[0])
+            kept = heads * _copies_layout(n, heads, times)[1]
+            return (kept,), below + n - kept
     raise ValueError(f"unknown parameter function '{expr.fn}'")
 
 

@@ -60,13 +60,14 @@ def run_pipeline(g: Graph, ctx: PassContext, names: tuple[str, ...]) -> tuple[Gr
     records = [PassRecord("spec", 0, graph_cost(g, ctx.dim, ctx.tokens), g.copy())]
     for name in names:
         total = 0
-        for _ in range(100):
+        rounds = 4 * len(g.g) + 16  # a pass rewrites a bounded number of times a node
+        for _ in range(rounds):
             n = PASSES[name].run(g, ctx)
             total += n
             if n == 0:
                 break
         else:
-            raise RuntimeError(f"pass {name} did not reach a fixed point in 100 rounds")
+            raise RuntimeError(f"pass {name} did not reach a fixed point in {rounds} rounds")
         g.prune()
         records.append(PassRecord(name, total, graph_cost(g, ctx.dim, ctx.tokens), g.copy()))
         log.info("pass %-24s %3d rewrites  %s", name, total, records[-1].cost)

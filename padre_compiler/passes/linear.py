@@ -1,11 +1,12 @@
 """Linear-map passes: merge adjacent channel maps, re-associate global token sums, and batch
 sibling maps into one wider map.
 
-merge_linear (each rule needs the inner map to have no other user):
+merge_linear (each rule needs the inner map to have no other user, and applies where the
+merged map costs fewer FLOPs at N tokens, its merged parameter's product counted once a call):
     diagonal_t(diagonal_s(x))    -> diagonal_{s*t}(x)
     dense_W(diagonal_s(x))       -> dense_{W diag(s)}(x)
     diagonal_s(dense_{W,b}(x))   -> dense_{diag(s) W, s*b}(x)
-    dense_{W2,b2}(dense_{W1,b1}(x)) -> dense_{W2 W1, W2 b1 + b2}(x)   when cheaper at N tokens
+    dense_{W2,b2}(dense_{W1,b1}(x)) -> dense_{W2 W1, W2 b1 + b2}(x)
 
 commute_column_normalizers (a per-column normaliser commutes with copying columns):
     normalize_{l1_tokens}(expand(x)) -> expand(normalize_{l1_tokens}(x))
@@ -31,6 +32,7 @@ fuse_siblings (channel concatenation commutes with per-channel maps):
 
 from __future__ import annotations
 
+from padre_compiler.ir.cost import node_flops
 from padre_compiler.ir.graph import Graph, Node, freeze
 from padre_compiler.ir.params import ParamExpr
 from padre_compiler.ir.width import Width
@@ -49,8 +51,8 @@ def _rewire(g: Graph, old: int, node: Node, inputs: tuple[int, ...]) -> int:
     return new
 
 
-@register_pass("merge_linear", "fold diagonal scales into neighbouring maps; multiply adjacent "
-                               "dense maps when that costs fewer FLOPs")
+@register_pass("merge_linear", "fold diagonal scales into neighbouring maps and multiply "
+                               "adjacent dense maps, where that costs fewer FLOPs")
 def merge_linear(g: Graph, ctx: PassContext) -> int:
     for nid, outer, inputs in g.items():
         if outer.op not in ("dense", "diagonal") or not inputs:
@@ -59,15 +61,18 @@ def merge_linear(g: Graph, ctx: PassContext) -> int:
         inner = g.node(inner_id)
         if inner.op not in ("dense", "diagonal") or not _sole_user(g, inner_id):
             continue
-        merged = _merge(outer, inner, g.node(g.inputs(inner_id)[0]).width, ctx)
-        if merged is not None:
-            _rewire(g, nid, merged, g.inputs(inner_id))
+        merged = _merge(outer, inner)
+        source = g.inputs(inner_id)
+        if node_flops(g, merged, source, ctx.dim, ctx.tokens) < \
+                node_flops(g, inner, source, ctx.dim, ctx.tokens) + \
+                node_flops(g, outer, inputs, ctx.dim, ctx.tokens):
+            _rewire(g, nid, merged, source)
             g.g.remove_node(inner_id)
             return 1
     return 0
 
 
-def _merge(outer: Node, inner: Node, in_width: Width, ctx: PassContext) -> Node | None:
+def _merge(outer: Node, inner: Node) -> Node:
     po, pi = outer.p, inner.p
     label = f"{inner.label}+{outer.label}"
     if outer.op == "diagonal" and inner.op == "diagonal":
@@ -81,11 +86,6 @@ def _merge(outer: Node, inner: Node, in_width: Width, ctx: PassContext) -> Node 
         if "bias" in pi:
             params["bias"] = ParamExpr("mul", (pi["bias"], po["scale"]))
         return Node("dense", inner.attrs, outer.width, tuple(params.items()), label)
-    # dense after dense: per token in*mid + mid*out MACs, against in*out plus a one-off
-    # in*mid*out for the product W2 W1
-    d_in, d_mid, d_out = (w.at(ctx.dim) for w in (in_width, inner.width, outer.width))
-    if ctx.tokens * d_in * d_out + d_in * d_mid * d_out >= ctx.tokens * d_mid * (d_in + d_out):
-        return None
     params = {"weight": ParamExpr("matmul", (po["weight"], pi["weight"]))}
     bias = ParamExpr("matmul", (po["weight"], pi["bias"])) if "bias" in pi else None
     if bias is not None and "bias" in po:

@@ -105,6 +105,12 @@ class Spec:
         g = self.graph()
         return degrees(g)[g.output_id].top
 
+    @property
+    def projection_maps(self) -> int | None:
+        """How many unary maps follow the polynomial P in the graph (a TOML spec's projection
+        chain); None where the spec does not mark P (the DSL)."""
+        return len(self.form.projection) if self.form is not None else None
+
 
 def _postorder(root: Expr) -> list[Expr]:
     """Expressions in dependency order (inputs first; ties in argument order), each once."""

@@ -20,13 +20,21 @@ def degrees(g: Graph) -> dict[int, Degrees]:
     return out
 
 
-def output_terms(g: Graph) -> list[tuple[str, Degrees]]:
-    """The summands of the output polynomial P (before the projection), with their degrees."""
+def output_terms(g: Graph, projection: int | None = None) -> list[tuple[str, Degrees]]:
+    """The summands of the output polynomial P (before the projection), with their degrees.
+
+    projection: how many unary maps follow P (a TOML spec's `len(form.projection)`); P is
+    that many steps back from the output, past a hook normalising it. None (a DSL spec, whose
+    P is not marked): the first node back from the output with several inputs, or X."""
     deg = degrees(g)
     nid = g.inputs(g.output_id)[0]
-    # walk back through the projection (unary linear maps) to the sum that forms P
-    while g.node(nid).op not in ("add",) and len(g.inputs(nid)) == 1 \
-            and g.node(nid).op != "input":
-        nid = g.inputs(nid)[0]
+    if projection is None:
+        while len(g.inputs(nid)) == 1:
+            nid = g.inputs(nid)[0]
+    else:
+        for _ in range(projection):
+            nid = g.inputs(nid)[0]
+        if g.node(nid).op == "normalize":  # P's hook: the terms are those of its input
+            nid = g.inputs(nid)[0]
     terms = g.inputs(nid) if g.node(nid).op == "add" else (nid,)
     return [(g.node(t).label or g.node(t).op, deg[t]) for t in terms]
