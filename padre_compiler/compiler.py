@@ -282,7 +282,8 @@ def compile(spec: str | Path | Spec, *, dim: int, backend: str = "torch",
     cls = compile_module_class(result)
     instance = cls(dim, grid) if grid is not None else cls(dim)
     small = code_size(result, dim, grid, DEFAULT_TOKENS)
-    code = code_certificate(result, small)
+    with torch.device("cpu"):  # the checks run on the CPU, whatever the default device
+        code = code_certificate(result, small)
     _, small_grid, small_tokens = small
     spec_graph = result.records[0].graph
     instance.source = result.source
@@ -295,7 +296,11 @@ def compile(spec: str | Path | Spec, *, dim: int, backend: str = "torch",
     if low in ("float32", "float16", "bfloat16"):
         # at the module's own width and weights (a head's width sets the conditioning of
         # its normalisations), on the certificate's few tokens
-        initial = {k: v.detach().double().numpy() for k, v in instance.state_dict().items()}
+        weights = instance.state_dict()
+        if any(v.is_meta for v in weights.values()):  # built under torch.device("meta"):
+            with torch.device("cpu"):  # the same initialisation, drawn on the CPU
+                weights = (cls(dim, grid) if grid is not None else cls(dim)).state_dict()
+        initial = {k: v.detach().double().cpu().numpy() for k, v in weights.items()}
         error = rounding_error(spec_graph, initial, dim, small_grid, small_tokens, low)
         if not error <= max(USABLE, 16 * torch.finfo(dtype).eps):
             warnings.warn(f"{spec.name} in {low} is off by {error:.1e} relative at its initial "

@@ -285,3 +285,16 @@ def test_the_module_cache_keeps_the_most_recently_used(tmp_path, monkeypatch) ->
     assert sorted(p.name[:len("padre_generated_cached")]
                   for p in tmp_path.glob("padre_generated_*")) == [
         "padre_generated_cached", "padre_generated_fresh_"]
+
+
+def test_compile_under_a_meta_default_device_builds_a_meta_module() -> None:
+    """Deferred initialisation (timm builds models under torch.device("meta")): the checks
+    run on the CPU, the module is built on the default device (its weights' values were read
+    for the precision check, which a meta tensor has none of)."""
+    from padre_compiler.nn import PadreAttention
+
+    with torch.device("meta"):
+        module = pc.compile("padre3", dim=16, grid=(4, 4), dtype="float16")
+        attn = PadreAttention(16, grid_size=(4, 4), spec="sima")
+    assert {p.device.type for p in [*module.parameters(), *attn.parameters()]} == {"meta"}
+    assert module.certificate.passed

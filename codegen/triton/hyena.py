@@ -1586,7 +1586,7 @@ dwconv_hadamard = custom_op_caller(_register_dwconv_hadamard(), _dwconv_hadamard
 # torch.ops namespace of the custom ops below, a digest of the source they were
 # generated from: modules from another source never share them (an edited copy of
 # this file must change it, or it runs the first loaded file's ops)
-LONG_CONV_OPS = 'padre_long_conv_da4fdb9bcb24'
+LONG_CONV_OPS = 'padre_long_conv_8bc5437bdf71'
 
 if triton is not None:
 
@@ -1936,6 +1936,8 @@ def _long_conv_hadamard_bwd_impl(
 def _long_conv_hadamard_backward(ctx, do, *_):
     """Derived backward (module docstring); one op (_long_conv_hadamard_bwd_impl). Not
     differentiable again (a second derivative through it is not derived)."""
+    if do is None:  # o's gradient is undefined (set_materialize_grads(False)): none flows
+        return (None,) * 7
     a, b, filt, skip, gate, y, xf = ctx.saved_tensors
     some = lambda t: t if t.numel() else None  # noqa: E731 - empty marks an absent tensor
     bwd = (_long_conv_hadamard_bwd_impl if getattr(ctx, "eager", False)

@@ -153,7 +153,7 @@ def custom_op_caller(op, impl, setup_context, backward, grad_flag: str | None = 
 # torch.ops namespace of the custom ops below, a digest of the source they were
 # generated from: modules from another source never share them (an edited copy of
 # this file must change it, or it runs the first loaded file's ops)
-ATTENTION_OPS = 'padre_attention_fcdeb39fdc56'
+ATTENTION_OPS = 'padre_attention_fa6f41c43d74'
 
 if triton is not None:
 
@@ -359,8 +359,8 @@ def state_dtype(a: torch.Tensor) -> torch.dtype:
 def l1_tokens(a: torch.Tensor, heads: int) -> torch.Tensor:
     """n[b, g, c] = sum_t |a[b, t, g, c]|: [B, N, h*e] -> [B, h, e] in the state's dtype (one
     pass)."""
-    return torch.linalg.vector_norm(a, 1, dim=1, dtype=state_dtype(a)).view(a.shape[0], heads,
-                                                                            -1)
+    return torch.linalg.vector_norm(a, 1, dim=1, dtype=state_dtype(a)).view(
+        a.shape[0], heads, a.shape[2] // heads)  # not -1: an empty batch leaves it open
 
 
 def l1_denominators(n: torch.Tensor, eps: float) -> torch.Tensor:
@@ -385,7 +385,7 @@ def l1_backward(d_scaled: torch.Tensor, den: torch.Tensor, scaled: torch.Tensor
     and its gradient dX': dX = dX' / den, dn = -sum_m dX ∘ X' on each row ([B, h*e]), whose
     term sgn(a) dn the launch writing a's gradient adds (res_sgn)."""
     dx = d_scaled / den
-    return dx, (dx * scaled).sum(-1).view(dx.shape[0], -1).neg_()
+    return dx, (dx * scaled).sum(-1).flatten(1).neg_()
 
 
 def naive_head_state(a, b, heads: int, a_eps: float | None = None, a_l1: float | None = None):
@@ -624,6 +624,8 @@ def _apply_backward(ctx, do, *_):
     M' = D M, D = diag(1 / (n + eps)), n = sum_t |A[t]| (recomputed, one pass over A):
     dM = D P and dn = -sum_m dM ∘ M' (on each row), P = A^T dY, and
     dA = dY M'^T + sgn(A) dn in one launch."""
+    if do is None:  # O's gradient is undefined (set_materialize_grads(False)): none flows
+        return (None,) * 12
     a, s, res, res_scale = ctx.saved_tensors
     heads = s.shape[1]
     eager = getattr(ctx, "eager", False)

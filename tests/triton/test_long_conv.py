@@ -446,18 +446,6 @@ def test_names_longer_than_a_line_compile(with_split) -> None:
         assert torch.allclose(module(x), reference(x), atol=1e-5)
 
 
-@pytest.mark.parametrize("name", ["hyena", "mamba_lti"])
-def test_an_empty_batch_runs_forward_and_backward(name: str) -> None:
-    """torch's CPU FFT refuses a batch of 0: the op returns the empty outputs and zero (or
-    absent) gradients without a transform."""
-    module = pc.compile(name, dim=8, backend="triton")
-    x = torch.randn(0, 6, 8, requires_grad=True)
-    y = module(x)
-    y.sum().backward()
-    assert y.shape == x.grad.shape == (0, 6, 8)
-    assert all(p.grad is None or not p.grad.any() for p in module.parameters())
-
-
 def test_a_backward_without_the_kept_spectrum_is_refused(runtime) -> None:
     """The op called directly with keep=False keeps no X; its backward says so instead of
     reading an empty spectrum."""

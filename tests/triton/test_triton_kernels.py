@@ -136,6 +136,47 @@ def _kernels_module():
     return __import__("sys").modules[type(module).__module__]
 
 
+FUSED = [("padre3", (3, 4)), ("conv2former", (3, 4)), ("hyena", None), ("sima", None),
+         ("castling_vit", None), ("mamba_lti", None)]
+
+
+@pytest.mark.parametrize(("name", "grid"), FUSED, ids=[n for n, _ in FUSED])
+def test_an_empty_batch_runs_forward_and_backward(name: str, grid) -> None:
+    """A batch of 0 (torch's CPU FFT refuses one; a view of -1 over 0 elements is open): the
+    empty output, and zero (or absent) gradients."""
+    module = pc.compile(name, dim=16, grid=grid, backend="triton")
+    x = torch.randn(0, 12, 16, requires_grad=True)
+    y = module(x)
+    y.sum().backward()
+    assert y.shape == x.grad.shape == (0, 12, 16)
+    assert all(p.grad is None or not p.grad.any() for p in module.parameters())
+
+
+class _NoGradient(torch.autograd.Function):
+    """The identity, passing back an undefined gradient (as a detached branch does)."""
+
+    @staticmethod
+    def forward(ctx, y):
+        return y.clone()
+
+    @staticmethod
+    def backward(ctx, dy):
+        return None
+
+
+@pytest.mark.parametrize(("name", "grid"), FUSED, ids=[n for n, _ in FUSED])
+def test_an_undefined_output_gradient_sends_none_back(name: str, grid) -> None:
+    """The module's output gradient undefined (None, not materialised as zeros): no
+    gradient reaches the input or a parameter through the module (castling_vit's backward
+    read its forward output as dY and sent 6.7 back; sima's, hyena's and mamba_lti's
+    crashed)."""
+    module = pc.compile(name, dim=16, grid=grid, backend="triton")
+    x = torch.randn(2, 12, 16, requires_grad=True)
+    (x.sum() + _NoGradient.apply(module(x)).sum()).backward()
+    assert torch.equal(x.grad, torch.ones_like(x))
+    assert all(p.grad is None or not p.grad.any() for p in module.parameters())
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
 def test_kernel_writes_every_output_element(dtype, form) -> None:
     """Outputs poisoned with NaN before the launch: none may survive (odd C, H, W)."""

@@ -396,6 +396,8 @@ def _long_conv_hadamard_bwd_impl(
 def _long_conv_hadamard_backward(ctx, do, *_):
     """Derived backward (module docstring); one op (_long_conv_hadamard_bwd_impl). Not
     differentiable again (a second derivative through it is not derived)."""
+    if do is None:  # o's gradient is undefined (set_materialize_grads(False)): none flows
+        return (None,) * 7
     a, b, filt, skip, gate, y, xf = ctx.saved_tensors
     some = lambda t: t if t.numel() else None  # noqa: E731 - empty marks an absent tensor
     bwd = (_long_conv_hadamard_bwd_impl if getattr(ctx, "eager", False)
