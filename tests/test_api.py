@@ -295,6 +295,6 @@ def test_compile_under_a_meta_default_device_builds_a_meta_module() -> None:
 
     with torch.device("meta"):
         module = pc.compile("padre3", dim=16, grid=(4, 4), dtype="float16")
-        attn = PadreAttention(16, grid_size=(4, 4), spec="sima")
+        attn = PadreAttention(16, spec="sima")
     assert {p.device.type for p in [*module.parameters(), *attn.parameters()]} == {"meta"}
     assert module.certificate.passed
