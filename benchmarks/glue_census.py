@@ -41,6 +41,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.host_overhead import load  # noqa: E402
 from benchmarks.revisions import source_at  # noqa: E402
+from benchmarks.shapes import tokens_for  # noqa: E402
 
 OUT = Path(os.environ.get("OUT", ROOT / "benchmarks" / "results"))
 DEFAULT_SPECS = ("padre3", "sima", "castling_vit")
@@ -102,8 +103,9 @@ class CountedLaunch:
 
 
 def census(path: Path, label: str, dim: int, grid: tuple[int, int], batch: int,
-           dtype: torch.dtype) -> dict[str, dict]:
-    """{mode: summary} of the module at `path`: forward under no_grad, forward + backward."""
+           dtype: torch.dtype, tokens: int | None = None) -> dict[str, dict]:
+    """{mode: summary} of the module at `path`: forward under no_grad, forward + backward;
+    a sequence module on `tokens` (default: the grid's)."""
     launches: Counter = Counter()
     cls = load(path, label, lambda name: CountedLaunch(name, launches))
     runtime = cls.forward.__globals__  # the generated module's namespace
@@ -116,7 +118,8 @@ def census(path: Path, label: str, dim: int, grid: tuple[int, int], batch: int,
     takes_grid = "grid" in cls.__init__.__code__.co_varnames
     torch.manual_seed(0)
     model = (cls(dim, grid) if takes_grid else cls(dim)).to(dtype)
-    x = torch.randn(batch, grid[0] * grid[1], dim, dtype=dtype)
+    n = grid[0] * grid[1] if takes_grid or tokens is None else tokens
+    x = torch.randn(batch, n, dim, dtype=dtype)
     tokens = (x.shape[1], batch * x.shape[1])
     result = {}
     for mode in ("forward, no_grad", "forward + backward"):
@@ -192,20 +195,23 @@ def main() -> int:
             paths = {"current": ROOT / "codegen" / "triton" / f"{spec}.py"}
             for rev in args.baseline_rev:
                 paths[rev] = source_at(rev, spec, Path(tmp))
+            tokens = tokens_for(spec, grid[0] * grid[1])  # a grid spec's are the grid's
             for version, path in paths.items():
                 for mode, s in census(path, version, args.dim, grid, args.batch,
-                                      torch.bfloat16).items():
-                    rows.append({"spec": spec, "version": version, "mode": mode, **s})
+                                      torch.bfloat16, tokens).items():
+                    rows.append({"spec": spec, "version": version, "mode": mode,
+                                 "tokens": tokens, **s})
                     print(spec, version, mode, {k: v for k, v in s.items()
                                                 if not isinstance(v, dict)}, flush=True)
     command = " ".join(["python benchmarks/glue_census.py", *sys.argv[1:]])
     lines = [f"# Torch ops around the Triton kernels (bf16, dim {args.dim}, {grid[0]} x "
-             f"{grid[1]} grid, batch {args.batch})", "",
+             f"{grid[1]} grid or N tokens, batch {args.batch})", "",
              f"Command: `{command}`; torch {torch.__version__}. Counted on the CPU on the GPU's "
              "code path (Triton launches stubbed, counted); MB read + written.", "",
-             "| spec | version | mode | Triton launches | torch ops | GEMM MB | glue ops | "
-             "glue MB | activation passes | their MB |", "|" + "---|" * 10]
-    lines += [f"| {r['spec']} | {r['version']} | {r['mode']} | {r['triton_launches']} | "
+             "| spec | N | version | mode | Triton launches | torch ops | GEMM MB | glue ops | "
+             "glue MB | activation passes | their MB |", "|" + "---|" * 11]
+    lines += [f"| {r['spec']} | {r['tokens']} | {r['version']} | {r['mode']} | "
+              f"{r['triton_launches']} | "
               f"{r['torch_ops']} | {r['gemm_mb']:.1f} | {r['glue_ops']} | {r['glue_mb']:.1f} | "
               f"{r['activation_passes']} | {r['activation_pass_mb']:.1f} |" for r in rows]
     for r in rows:

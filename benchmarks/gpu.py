@@ -19,7 +19,8 @@ standalone codegen/triton/padre3.py, not the compiler. Steps, under a global tim
    {3136, 25600} only: its compile time counts against the budget), and qkv + SDPA + proj
    attention; forward and forward+backward; the first forward call at each shape (compiles,
    first-launch tuning) is timed on its own;
-4. the 3C-wide fused conv alone, both forms, on a channel-major input as the module feeds it
+4. the 3C-wide fused conv alone, both forms, on a channel-major input with the input bias
+   folded in, as the module feeds it
    (ms and useful TFLOP/s: where the time goes), and its backward (dx, dw, db); the Toeplitz
    tiles each shape's first launch picked (kernels.fastest) are recorded in the JSON's meta;
 5. SimA and Castling-ViT, on the linear-attention kernels (head_state / head_apply; Castling-ViT's
@@ -32,7 +33,10 @@ standalone codegen/triton/padre3.py, not the compiler. Steps, under a global tim
    counted as tensor-core work (the lowest floor) and bytes are the tensors crossing kernel
    boundaries in the compiled structure (25 C elements per token, bf16); attention's floor is
    its GEMMs plus 4 N^2 C per sequence at the matmul rate. Forward+backward floors are 3x the
-   forward FLOPs (approximate).
+   forward floor (FLOPs and bytes alike; approximate). Every timed Triton row's output is also
+   compared with the hand-written module's on the same input (`err_vs_eager`, flagged where
+   it passes the gate's bf16 tolerance): the gate's sizes do not reach the kernels (strip
+   alignment, tiles) that the larger shapes compile.
 
 Results: gpu_padre3.{json,md} (+ .png) with device name and versions.
 """
@@ -188,6 +192,7 @@ FORMS = ["toeplitz", "direct"]  # conv forms to gate and time (--forms)
 # and in two column parts, which the Toeplitz form's first launches may pick
 # (kernels.TOEPLITZ_SLAB_VARIANTS)
 GATED_ONLY = ["slab", "slab2"]
+BF16_TOL = 4e-2  # relative, bf16 module against the hand-written one (fp32 weights rounded)
 
 
 def gate(mod, device, smoke: bool) -> dict[str, dict]:
@@ -197,11 +202,11 @@ def gate(mod, device, smoke: bool) -> dict[str, dict]:
     torch.backends.cuda.matmul.allow_tf32 = False
     dims = (32,) if smoke else DIMS
     for form in FORMS + GATED_ONLY:
-        os.environ["PADRE_TRITON_CONV"] = form
+        os.environ["PADRE_TRITON_CONV"] = form  # popped when the gate ends
         checks = {}
         try:
-            cases = [(dims[0], 196, 2, torch.bfloat16, 4e-2),
-                     (dims[-1], 784, 1, torch.bfloat16, 4e-2)]
+            cases = [(dims[0], 196, 2, torch.bfloat16, BF16_TOL),
+                     (dims[-1], 784, 1, torch.bfloat16, BF16_TOL)]
             if form == "direct":  # fp32 end to end: exact up to rounding (toeplitz: tf32 dots)
                 cases.append((dims[0], 196, 2, torch.float32, 1e-4))
             for c, n, batch, dtype, tol in cases:
@@ -231,6 +236,7 @@ def gate(mod, device, smoke: bool) -> dict[str, dict]:
         print(f"gate {form:9s}: {'PASS' if ok else 'FAIL'} (worst rel. error {worst:.1e})",
               flush=True)
     torch.backends.cudnn.allow_tf32 = True
+    os.environ.pop("PADRE_TRITON_CONV", None)
     return results
 
 
@@ -265,9 +271,17 @@ def time_row(mod, c: int, n: int, batch: int, device, rates, budget: Budget,
                 os.environ["PADRE_TRITON_CONV"] = form
             with torch.no_grad():
                 t0 = time.perf_counter()  # the first call: compiles and first launches
-                module(x)
+                out = module(x)
                 sync(device)
                 row.setdefault("first_call_s", {})[label] = time.perf_counter() - t0
+                if module is fused:  # the shape's own kernels against the hand-written module
+                    err = rel(out, hand(x))
+                    row.setdefault("err_vs_eager", {})[label] = err
+                    if not err < BF16_TOL:
+                        row.setdefault("failed_check", []).append(label)
+                        print(f"  {label} off the hand-written module by {err:.1e} at C={c} "
+                              f"N={n}", flush=True)
+                del out
                 row["ms"][label] = median_ms(lambda m=module: m(x), device)
                 if label in GRAPHED:
                     row["ms_graph"][label] = graph_ms(lambda m=module: m(x), device)
@@ -300,20 +314,21 @@ def time_row(mod, c: int, n: int, batch: int, device, rates, budget: Budget,
             x3 = torch.randn(batch, 3 * c, n, device=device, dtype=dtype).mT
             w3 = torch.randn(3 * c, KERNEL, KERNEL, device=device, dtype=dtype)
             b3 = torch.randn(3 * c, device=device, dtype=dtype)
+            bi3 = torch.randn(3 * c, device=device, dtype=dtype)  # dense_for_conv's, folded
             dz3 = torch.randn(batch, n, 3 * c, device=device, dtype=dtype)
             h, w = GRIDS[n]
             for form in FORMS:
                 os.environ["PADRE_TRITON_CONV"] = form
                 t = median_ms(lambda: mod.dwconv_hadamard(
                     x3, w3, b3, None, None, None, None, h, w, KERNEL // 2, KERNEL // 2, True,
-                    False), device)
+                    False, in_bias=bi3), device)
                 row[f"conv3c_ms_{form}"] = t
                 row[f"conv3c_useful_tflops_{form}"] = (
                     2 * n * batch * 3 * c * KERNEL * KERNEL / (t * 1e-3) / 1e12)
                 # its backward (dz given): dx, dw, db; twice the taps' multiply-adds
                 row[f"conv3c_bwd_ms_{form}"] = median_ms(lambda: mod._dwconv_hadamard_bwd_impl(
                     x3, w3, b3, None, None, None, None, dz3, None, h, w, KERNEL // 2,
-                    KERNEL // 2), device)
+                    KERNEL // 2, in_bias=bi3), device)
         except Exception as err:  # recorded, the row goes on
             row.setdefault("errors", {})["conv3c"] = repr(err)[:300]
     os.environ.pop("PADRE_TRITON_CONV", None)
@@ -355,6 +370,8 @@ def per_label(rows: list[dict], field: str, labels: tuple[str, ...], spec: str) 
 
 
 ATTENTION_SHAPES = [(384, 3136, 8), (384, 25600, 1), (384, 102400, 1)]
+# a model defined for fewer tokens: its longest sequence, with a batch of ~25k tokens a call
+MODEL_SHAPES = {"hyena": [(384, 1024, 24)]}
 # the other models: spec -> (class, what they are, their kernels), in the order they are timed
 MODELS = {
     "sima": ("Sima", "SimA (l1-normalised Q (K^T V), its normalisations on the state)",
@@ -366,7 +383,8 @@ MODELS = {
                                    "channel-major from a GEMM of its own)",
                     "the fused conv kernels"),
     "hyena": ("Hyena", "Hyena, order 2 (three causal 3-tap convs, then gates around one causal "
-                       "long convolution of 1,024 taps, as FFTs of size 2N)",
+                       "long convolution of 1,024 taps, as FFTs of size 2N; defined for "
+                       "N <= 1,024, timed there)",
               "the fused short convs and the long-convolution kernels around torch.fft"),
 }
 
@@ -379,7 +397,7 @@ def model_rows(name: str, device, budget: Budget, smoke: bool) -> list[dict]:
     cls = MODELS[name][0]
     dtype = torch.float32 if smoke else torch.bfloat16
     rows = []
-    for c, n, batch in ([(64, 64, 2)] if smoke else ATTENTION_SHAPES):
+    for c, n, batch in ([(64, 64, 2)] if smoke else MODEL_SHAPES.get(name, ATTENTION_SHAPES)):
         if budget.left() < 30:
             rows.append({"C": c, "N": n, "batch": batch, "skipped": ["all (time budget)"]})
             continue
@@ -432,8 +450,8 @@ def markdown(meta: dict, rows: list[dict]) -> str:
              "", "Forward, ms (median of CUDA-event timings), speed-up vs attention and vs eager, "
              "fraction of the floor:", "",
              "| C | N | batch | triton | triton direct | eager | compile(hand) | attention "
-             "| x attn | x eager | floor ms | floor frac | target |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| x attn | x eager | floor ms | floor frac | target | err vs eager |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         ms = r.get("ms", {})
         target = TARGETS.get((r["C"], r["N"]))
@@ -446,7 +464,8 @@ def markdown(meta: dict, rows: list[dict]) -> str:
             f"| {fmt(ms.get('compiled_hand'))} | {fmt(ms.get('attention'))} "
             f"| {fmt(r.get('x_attention_triton'), '.2f')} | {fmt(r.get('x_eager_triton'), '.2f')} "
             f"| {fmt(r.get('floor_ms'), '.4f')} | {fmt(r.get('floor_fraction_triton'), '.2f')} "
-            f"| {verdict} |")
+            f"| {verdict} | {fmt(r.get('err_vs_eager', {}).get('triton'), '.1e')}"
+            f"{' FAILED' if 'triton' in r.get('failed_check', []) else ''} |")
     lines += ["", "Forward, device time alone: the same calls replayed from a CUDA graph (no "
               "Python, dispatch or launch overhead), ms, and the ratios on those times:", "",
               "| C | N | batch | triton | triton direct | attention | x attn | floor frac |",

@@ -20,6 +20,7 @@ import json
 import os
 import sys
 import tempfile
+import traceback
 from pathlib import Path
 
 import torch
@@ -183,6 +184,8 @@ def markdown(meta: dict, rows: list[dict]) -> str:
         graph = "-" if r["graph_ms"] is None else f"{r['graph_ms']:.3f}"
         lines.append(f"| {r['C']} | {r['N']} | {r['batch']} | {r['form']} "
                      f"| {r['launch_ms']:.3f} | {graph} |")
+    if meta.get("errors"):
+        lines += ["", "Rows that failed (not timed): " + "; ".join(meta["errors"])]
     if meta.get("same_code"):
         lines += ["", "First-launch candidates compiled to an earlier candidate's machine code "
                   "(not timed; the sweep leaves out \".ca\" strips where these include them): "
@@ -230,25 +233,34 @@ def main() -> int:
             "command": " ".join(["python benchmarks/gpu_profile.py", *sys.argv[1:]])}
     dtype = torch.float32 if args.smoke else torch.bfloat16
     shapes = [(32, 196, 1)] if args.smoke else SHAPES
-    rows = [profile_form(mod, c, n, b, form, device, dtype)
-            for c, n, b in shapes for form in args.forms]
-    os.environ.pop("PADRE_TRITON_CONV", None)
-    meta["toeplitz_tiles"] = [{"key": [str(part) for part in key], "tiles": cfg}
-                              for key, cfg in mod.TUNED.items()]
-    for tuned in meta["toeplitz_tiles"]:
-        print("tiles", tuned["tiles"], "for x", tuned["key"][4], "weight", tuned["key"][8])
-    meta["same_code"] = [{"key": [str(part) for part in key], "tiles": cfg, "same_as": other}
-                         for key, pairs in getattr(mod, "SAME_CODE", {}).items()
-                         for cfg, other in pairs]
+    rows: list[dict] = []
 
-    def save(sweep: list[dict] | None = None) -> None:  # after each phase: a limit may end it
-        if sweep is not None:
+    def save(sweep: list[dict] | None = None) -> None:  # after each row and phase: a limit
+        if sweep is not None:                         # or a failure may end the run
             meta["sweep"] = sweep
+        meta["toeplitz_tiles"] = [{"key": [str(part) for part in key], "tiles": cfg}
+                                  for key, cfg in mod.TUNED.items()]
+        meta["same_code"] = [{"key": [str(part) for part in key], "tiles": cfg,
+                              "same_as": other}
+                             for key, pairs in getattr(mod, "SAME_CODE", {}).items()
+                             for cfg, other in pairs]
         (out / "gpu_profile.json").write_text(json.dumps({"meta": meta, "rows": rows},
                                                          indent=1))
         (out / "gpu_profile.md").write_text(markdown(meta, rows))
 
-    save()
+    for c, n, b in shapes:
+        for form in args.forms:
+            try:
+                rows.append(profile_form(mod, c, n, b, form, device, dtype))
+            except Exception as err:  # recorded; the other rows and the sweep go on
+                traceback.print_exc()
+                meta.setdefault("errors", []).append(f"C={c} N={n} batch={b} {form}: "
+                                                     f"{err!r}"[:400])
+            finally:
+                os.environ.pop("PADRE_TRITON_CONV", None)
+            save()
+    for tuned in meta["toeplitz_tiles"]:
+        print("tiles", tuned["tiles"], "for x", tuned["key"][4], "weight", tuned["key"][8])
     if args.sweep:
         tile_sweep(mod, device, dtype, args.smoke, save)
     print(f"wrote {out}/gpu_profile.{{json,md}}")

@@ -5,7 +5,8 @@
     # writes benchmarks/results/launch_census[_triton-V].{md,json,png}
 
 Each spec's generated Triton module (codegen/triton/) runs a forward and a backward, in bf16
-and in fp32, at gpu.py's width (C = 384; a 56 x 56 grid, or 3,136 tokens; batch 1), on the
+and in fp32, at gpu.py's width (C = 384; a 56 x 56 grid, or 3,136 tokens, 1,000 where a long filter
+defines a spec for fewer; batch 1), on the
 GPU's code path: the launchers' GPU tiles and conv form, and every candidate a shape's first
 launch would time (`fastest`; --defaults-only: the default tiles alone, as PADRE_TRITON_TUNE=0
 and deterministic mode launch). Nothing runs: each launch is Triton's JIT compiling the kernel
@@ -43,6 +44,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.revisions import source_at  # noqa: E402
+from benchmarks.shapes import tokens_for  # noqa: E402
 
 OUT = Path(os.environ.get("OUT", ROOT / "benchmarks" / "results"))
 CODEGEN = ROOT / "codegen" / "triton"
@@ -138,7 +140,8 @@ def census(path: Path, spec: str, dtype_name: str, seen: list[dict]) -> str | No
     takes_grid = "grid" in inspect.signature(cls).parameters
     torch.manual_seed(0)
     model = (cls(DIM, GRID) if takes_grid else cls(DIM)).to(dtype)
-    x = torch.randn(BATCH, GRID[0] * GRID[1], DIM, dtype=dtype, requires_grad=True)
+    tokens = GRID[0] * GRID[1] if takes_grid else tokens_for(spec, GRID[0] * GRID[1])
+    x = torch.randn(BATCH, tokens, DIM, dtype=dtype, requires_grad=True)
     try:
         with aot.jit_for_sm(90):
             model(x).backward(torch.ones(x.shape, dtype=dtype))
@@ -321,7 +324,8 @@ def main() -> int:
     lines = ["# Every kernel the generated modules compile on a GPU, compiled for sm_90 on a CPU",
              "", "Command: `python benchmarks/launch_census.py " + " ".join(sys.argv[1:]) + "`  ",
              f"Triton {current['triton']}; specs: {', '.join(specs)}; forward and backward in "
-             f"{' and '.join(DTYPES)}, C = {DIM}, {GRID[0]} x {GRID[1]} tokens, batch {BATCH}; "
+             f"{' and '.join(DTYPES)}, C = {DIM}, {GRID[0]} x {GRID[1]} tokens (1,000 where a long "
+             f"filter defines a spec for fewer), batch {BATCH}; "
              + ("the default tiles alone." if current["defaults_only"] else
                 "every first-launch candidate (the weight gradient's: its default).")
              + f" ![programs an SM holds]({stem}.png)", ""]

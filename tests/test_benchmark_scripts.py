@@ -10,13 +10,14 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+SCRIPT_TIMEOUT = 900  # s; a smoke run takes 13 s alone, minutes beside a loaded machine's jobs
 
 
 def test_gpu_script_smoke_run_writes_every_result(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu.py"), "--smoke"],
                           env=dict(env, OUT=str(tmp_path)), capture_output=True, text=True,
-                          timeout=300)
+                          timeout=SCRIPT_TIMEOUT)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     result = json.loads((tmp_path / "gpu_padre3.json").read_text())
     (row,) = result["rows"]
@@ -28,16 +29,31 @@ def test_gpu_script_smoke_run_writes_every_result(tmp_path: Path) -> None:
     for name in ("castling_vit", "conv2former", "hyena"):
         assert all("ms" in r and r["max_rel_err_vs_torch"] < 1e-4 for r in result["meta"][name])
     assert all(row["first_call_s"][label] > 0 for label in ("triton", "triton_direct"))
+    assert set(row["err_vs_eager"]) == {"triton", "triton_direct"} and "failed_check" not in row
     table = (tmp_path / "gpu_padre3.md").read_text()
     assert table.startswith("#") and "The first forward call at each shape" in table
     assert (tmp_path / "gpu_padre3.png").stat().st_size > 0
+
+
+def test_every_model_is_timed_at_sizes_its_spec_is_defined_for() -> None:
+    """gpu.py's model rows (Hyena's filter has 1,024 taps: at 3,136 tokens its module
+    refuses the call, and the row would only record the error)."""
+    sys.path.insert(0, str(ROOT))
+    from benchmarks import gpu
+    from padre_compiler import load_spec
+    from padre_compiler.compiler import max_tokens
+
+    for name in gpu.MODELS:
+        longest = min(max_tokens(load_spec(name).graph()), default=None)
+        for _, n, _ in gpu.MODEL_SHAPES.get(name, gpu.ATTENTION_SHAPES):
+            assert longest is None or n <= longest, (name, n, longest)
 
 
 def test_gpu_profile_smoke_run_writes_its_tables(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_profile.py"),
                            "--smoke"], env=dict(env, OUT=str(tmp_path)), capture_output=True,
-                          text=True, timeout=300)
+                          text=True, timeout=SCRIPT_TIMEOUT)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     result = json.loads((tmp_path / "gpu_profile.json").read_text())
     assert {r["form"] for r in result["rows"]} == {"toeplitz", "slab", "direct"}
@@ -51,7 +67,7 @@ def test_host_overhead_script_writes_its_table(tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "host_overhead.py"),
                            "--specs", "padre3", "--burst", "3", "--repeats", "1"],
                           env=dict(os.environ, OUT=str(tmp_path)), capture_output=True,
-                          text=True, timeout=300)
+                          text=True, timeout=SCRIPT_TIMEOUT)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     # specs other than the default set: results of their own
     rows = json.loads((tmp_path / "host_overhead_padre3.json").read_text())["rows"]
@@ -121,7 +137,7 @@ def test_glue_census_counts_the_torch_passes_around_the_kernels(tmp_path: Path) 
                            "9", "9",
                            "--batch", "3"],
                           env=dict(os.environ, OUT=str(tmp_path)), capture_output=True,
-                          text=True, timeout=300)
+                          text=True, timeout=SCRIPT_TIMEOUT)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     rows = {(r["spec"], r["mode"]): r
             for r in json.loads((tmp_path / "glue_census.json").read_text())["rows"]}
@@ -154,3 +170,25 @@ def test_glue_census_sees_a_pass_over_an_activation() -> None:
                           text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.split() == ["2"]
+
+
+def test_gpu_profile_keeps_the_rows_around_a_failing_one(tmp_path: Path, monkeypatch) -> None:
+    """A form that fails (forced forms raise rather than fall back) is recorded; the rows
+    before and after it are written, as each row is saved when it ends."""
+    sys.path.insert(0, str(ROOT))
+    from benchmarks import gpu_profile
+
+    def profile_form(mod, c, n, batch, form, device, dtype):
+        if form == "slab":
+            raise RuntimeError("slab refused")
+        return {"C": c, "N": n, "batch": batch, "form": form, "launch_ms": 1.0,
+                "graph_ms": None, "kernels": [], "train_kernels": []}
+
+    monkeypatch.setattr(gpu_profile, "profile_form", profile_form)
+    monkeypatch.setattr(sys, "argv", ["gpu_profile.py", "--smoke", "--no-sweep"])
+    monkeypatch.setenv("OUT", str(tmp_path))
+    assert gpu_profile.main() == 0
+    result = json.loads((tmp_path / "gpu_profile.json").read_text())
+    assert [r["form"] for r in result["rows"]] == ["toeplitz", "direct"]
+    assert "slab refused" in result["meta"]["errors"][0]
+    assert "Rows that failed" in (tmp_path / "gpu_profile.md").read_text()
