@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Every check that needs a GPU, in one call of at most 580 s (the defaults' limits, under the
-# device tool's 600 s a command) on a lent H100/H200:
+# Every check that needs a GPU, in one call of at most 580 s (the defaults' limits: 20 + 90 +
+# 290 + 180, under the device tool's 600 s a command) on a lent H100/H200:
 #
 #   bash benchmarks/device_check.sh          # writes $OUT (or benchmarks/results/device/)
 #
@@ -16,7 +16,7 @@
 #    arguments, e.g. "--dims 384");
 # 3. benchmarks/gpu_profile.py: host overhead, kernel-by-kernel device time and the Toeplitz
 #    tile sweep: tiles x pipelines x L1 strips x band from the taps x slab (limit PROFILE_LIMIT
-#    seconds, 200).
+#    seconds, 180; it saves each row as it ends).
 # It needs only what the GPU machines' image has (torch, triton, sympy, networkx, hypothesis,
 # rich, pytest, transformers): the package runs from this checkout through PYTHONPATH. Every
 # step runs whatever the others did; device_log.txt says which passed. $OUT holds six files
@@ -44,7 +44,7 @@ step() {  # step NAME SECONDS LOG COMMAND...: run with a time limit, appending t
 }
 
 : >"$log"
-"$python" -c "import torch, triton; print(torch.cuda.get_device_name(), 'torch', \
+timeout 20 "$python" -c "import torch, triton; print(torch.cuda.get_device_name(), 'torch', \
 torch.__version__, 'triton', triton.__version__)" 2>&1 | tee -a "$log"
 names=(cuda_tests)
 step cuda_tests "${CHECK_LIMIT:-90}" "$steps/cuda_tests.log" \
@@ -68,7 +68,7 @@ names+=(gpu_benchmark gpu_profile)
 # shellcheck disable=SC2086  # GPU_ARGS is a list of arguments
 step gpu_benchmark $(( ${GPU_BUDGET:-230} + 60 )) "$log" "$python" benchmarks/gpu.py \
     --budget "${GPU_BUDGET:-230}" ${GPU_ARGS:-}
-step gpu_profile "${PROFILE_LIMIT:-200}" "$log" "$python" benchmarks/gpu_profile.py
+step gpu_profile "${PROFILE_LIMIT:-180}" "$log" "$python" benchmarks/gpu_profile.py
 failed=$(grep -h "^== .*: exit [1-9]" "$log" | sed 's/^== \(.*\): exit.*/\1/' | tr '\n' ' ')
 echo "== ${#names[@]} steps; failed: ${failed:-none}" | tee -a "$log"
 grep -h -E "^(gate|C=|sima|castling_vit|== )|passed|failed|error" "$log" | tail -60
