@@ -94,7 +94,9 @@ def _merge(outer: Node, inner: Node) -> Node:
         bias = po["bias"]
     if bias is not None:
         params["bias"] = bias
-    attrs = freeze({"out": outer.a["out"], "bias": bias is not None})
+    # out: the outer map's, or (None: as wide as its input) the inner one's
+    out = outer.a["out"] if outer.a["out"] is not None else inner.a["out"]
+    attrs = freeze({"out": out, "bias": bias is not None})
     return Node("dense", attrs, outer.width, tuple(params.items()), label)
 
 
