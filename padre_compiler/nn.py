@@ -43,7 +43,7 @@ class PadreAttention(nn.Module):
         if dim_out is not None and dim_out != dim:
             raise PadreError(f"PadreAttention: dim_out={dim_out}, but the mixer maps width "
                              f"{dim} to {dim}; drop dim_out or set it to dim")
-        self.grid_size = grid_size
+        self.grid_size = None if grid_size is None else (int(grid_size[0]), int(grid_size[1]))
         self.num_prefix_tokens = num_prefix_tokens
         spec = as_spec(spec)
         if spec.layout == "grid2d" and grid_size is None:

@@ -32,6 +32,9 @@ def test_takes_timms_newer_keywords_and_refuses_unknown_ones() -> None:
         PadreAttention(48, dim_out=96, grid_size=(2, 2))
     with pytest.raises(TypeError, match="grid"):
         PadreAttention(48, grid=(2, 2), spec="sima")
+    listed = PadreAttention(48, grid_size=[2, 2])  # a list, as a config file gives it
+    listed(torch.randn(1, 4, 48))
+    assert listed.grid_size == listed.mixer.grid == (2, 2)
 
 
 def test_grid_tokens_match_the_compiled_mixer() -> None:
