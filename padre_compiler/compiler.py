@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import dataclasses
 import hashlib
 import importlib.util
@@ -168,8 +169,10 @@ def certify_compile(spec: Spec, records: list[PassRecord], ctx: PassContext, *,
 
 
 def load_source(source: str, name: str) -> Any:
-    """Import generated source as a module (kept in a content-addressed cache file, so
-    tracebacks and `inspect` show the generated lines)."""
+    """Import generated source as a module, kept in a content-addressed cache file so that
+    tracebacks and `inspect` show the generated lines. The module runs from `source` itself
+    (no bytecode cache, no read of the file: another process pruning it cannot break the
+    import)."""
     digest = hashlib.sha256(source.encode()).hexdigest()[:16]
     modname = f"padre_generated_{name}_{digest}"
     if modname in sys.modules:
@@ -189,25 +192,32 @@ def load_source(source: str, name: str) -> Any:
     assert module_spec is not None and module_spec.loader is not None
     module = importlib.util.module_from_spec(module_spec)
     sys.modules[modname] = module
-    module_spec.loader.exec_module(module)
+    # the builtin: this module's compile() is the spec compiler
+    exec(builtins.compile(source, str(path), "exec"), module.__dict__)
     return module
 
 
 def prune_cache(directory: Path, keep: int, idle_s: float) -> int:
     """Delete the generated modules (and interrupted writes) of `directory` past the `keep`
-    most recently used (last modified: load_source touches what it loads), except those used
-    within `idle_s` seconds; returns how many it deleted. Safe beside other processes pruning
-    or loading: a file that vanishes meanwhile is skipped."""
-    used: list[tuple[float, Path]] = []
-    for path in [*directory.glob("padre_generated_*.py"),
-                 *directory.glob("padre_generated_*.tmp")]:
-        try:
-            used.append((path.stat().st_mtime, path))
-        except FileNotFoundError:
-            continue
-    used.sort(reverse=True)
+    most recently used (last modified: load_source touches what it loads), and any bytecode
+    earlier versions cached for them, except what was used within `idle_s` seconds; returns
+    how many it deleted. Safe beside other processes pruning or loading: a file that vanishes
+    meanwhile is skipped."""
+
+    def last_used(paths: list[Path]) -> list[tuple[float, Path]]:
+        found = []
+        for path in paths:
+            try:
+                found.append((path.stat().st_mtime, path))
+            except FileNotFoundError:
+                continue
+        return sorted(found, reverse=True)
+
     cutoff = time.time() - idle_s
-    stale = [path for mtime, path in used[keep:] if mtime < cutoff]
+    modules = last_used([*directory.glob("padre_generated_*.py"),
+                         *directory.glob("padre_generated_*.tmp")])
+    bytecode = last_used(list(directory.glob("__pycache__/padre_generated_*.pyc")))
+    stale = [path for mtime, path in modules[keep:] + bytecode if mtime < cutoff]
     for path in stale:
         path.unlink(missing_ok=True)
     return len(stale)

@@ -265,15 +265,19 @@ def test_the_module_cache_keeps_the_most_recently_used(tmp_path, monkeypatch) ->
         (tmp_path / name).write_text("")
         os.utime(tmp_path / name, (time.time() - age_s,) * 2)
 
+    (tmp_path / "__pycache__").mkdir()
     for name, age_s in [("padre_generated_m0_0.py", 10), ("padre_generated_m1_0.py", 20),
                         ("padre_generated_m2_0.py", 7200), ("padre_generated_m3_0.py", 7300),
-                        ("padre_generated_m4_0.123.tmp", 9000), ("other.py", 9999)]:
+                        ("padre_generated_m4_0.123.tmp", 9000), ("other.py", 9999),
+                        ("__pycache__/padre_generated_m2_0.cpython-311.pyc", 7200)]:
         made(name, age_s)
-    assert compiler.prune_cache(tmp_path, keep=1, idle_s=3600) == 3  # m1: used recently
+    assert compiler.prune_cache(tmp_path, keep=1, idle_s=3600) == 4  # m1: used recently
     assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "other.py", "padre_generated_m0_0.py", "padre_generated_m1_0.py"]
+        "__pycache__", "other.py", "padre_generated_m0_0.py", "padre_generated_m1_0.py"]
+    assert not any((tmp_path / "__pycache__").iterdir())
 
-    monkeypatch.setattr(compiler, "CACHE_DIR", tmp_path)
+    monkeypatch.setattr(sys, "dont_write_bytecode", False)  # the module runs from source:
+    monkeypatch.setattr(compiler, "CACHE_DIR", tmp_path)     # no bytecode written
     monkeypatch.setattr(compiler, "CACHE_KEEP", 2)
     monkeypatch.setattr(compiler, "CACHE_IDLE_S", 0.0)
     made("padre_generated_old_0.py", 7200)
@@ -285,6 +289,7 @@ def test_the_module_cache_keeps_the_most_recently_used(tmp_path, monkeypatch) ->
     assert sorted(p.name[:len("padre_generated_cached")]
                   for p in tmp_path.glob("padre_generated_*")) == [
         "padre_generated_cached", "padre_generated_fresh_"]
+    assert not any((tmp_path / "__pycache__").iterdir())
 
 
 def test_compile_under_a_meta_default_device_builds_a_meta_module() -> None:

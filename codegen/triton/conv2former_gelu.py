@@ -107,6 +107,14 @@ def on_input_device(impl):
     return run
 
 
+def present(operand: torch.Tensor | None, grad: torch.Tensor) -> torch.Tensor | None:
+    """grad where `operand` was given and its gradient made, else None. The ops return an
+    empty tensor for a gradient they did not make (an absent operand, no incoming gradient),
+    which only an empty operand's own gradient (an empty batch's) also is."""
+    made = operand is not None and (grad.numel() > 0 or operand.numel() == 0)
+    return grad if made else None
+
+
 def custom_op_caller(op, impl, setup_context, backward, grad_flag: str | None = None,
                      outputs: int | None = None):
     """Call `impl` (the custom op `op`'s implementation) as cheaply as the call allows:
@@ -160,7 +168,7 @@ def custom_op_caller(op, impl, setup_context, backward, grad_flag: str | None = 
 # torch.ops namespace of the custom ops below, a digest of the source they were
 # generated from: modules from another source never share them (an edited copy of
 # this file must change it, or it runs the first loaded file's ops)
-DWCONV_OPS = 'padre_dwconv_134e873be0dd'
+DWCONV_OPS = 'padre_dwconv_6b4ded242763'
 
 if triton is not None:
 
@@ -1532,8 +1540,11 @@ def _dwconv_hadamard_backward(ctx, dz, do, _):
     d_x, dg, da, dw, db, ds, dsa, dbi = bwd(
         x, weight, bias, gate, acc, acc_scale, scale, dz if store_z else None,
         do if store_o else None, height, width, pad_h, pad_w, in_bias, some(u))
-    return (d_x.to(x.dtype), dw, some(db), some(dg), some(da), some(dsa), some(ds),
-            None, None, None, None, None, None, some(dbi), None)
+    # each present operand's gradient (an empty batch's are empty or zero, not absent)
+    return (d_x.to(x.dtype), dw, present(bias, db), present(gate, dg), present(acc, da),
+            present(acc_scale, dsa), present(scale, ds), None, None, None, None, None, None,
+            present(in_bias, dbi), None)
+
 
 
 def _register_dwconv_hadamard():

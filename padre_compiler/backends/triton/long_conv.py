@@ -404,7 +404,8 @@ def _long_conv_hadamard_backward(ctx, do, *_):
            else getattr(torch.ops, LONG_CONV_OPS).long_conv_hadamard_bwd)
     filter_grad = ctx.needs_input_grad[2] or ctx.needs_input_grad[3]
     da, db, dh, dd, dg = bwd(a, b, filt, skip, gate, some(y), xf, do, filter_grad, ctx.parts)
-    return da, some(db), some(dh), some(dd), some(dg), None, None
+    return (da, present(b, db), present(filt, dh) if filter_grad else None,
+            present(skip, dd) if filter_grad else None, present(gate, dg), None, None)
 
 
 def _register_long_conv_hadamard():
