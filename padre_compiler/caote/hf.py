@@ -166,7 +166,9 @@ class BlockwiseEvictor:
     def prefill(self, input_ids: torch.Tensor, extend: bool = False) -> torch.Tensor:
         """Block-wise prefill of input_ids [B, L]; returns logits [B, L, V]. A new sequence
         (cache, eviction states and recorded outputs reset), or with extend=True the
-        continuation of the current one (its tokens at the next positions)."""
+        continuation of the current one (its tokens at the next positions; its blocks start
+        at the split, so eviction matches one prefill of the whole where the split falls on
+        a block boundary)."""
         if not extend:
             self.reset()
         self._prefill = True

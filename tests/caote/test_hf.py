@@ -176,7 +176,8 @@ def test_sliding_window_models_are_refused() -> None:
 
 def test_prefill_starts_a_sequence_and_extend_continues_it(model, ids) -> None:
     """A second prefill is a new sequence (it ran on at the old one's positions and cache);
-    extend=True continues the current one, as one prefill of the whole does."""
+    extend=True continues the current one, as one prefill of the whole does (a split on a
+    block boundary)."""
     cfg = EvictionConfig(budget=80, block_size=16)
     with BlockwiseEvictor(model, cfg, block_size=16) as ev:
         whole = ev.prefill(ids)
