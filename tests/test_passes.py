@@ -125,6 +125,31 @@ def test_the_api_optimises_for_the_tokens_a_long_filter_allows() -> None:
     assert [g.node(n).op for n in g.topo()].count("dense") == 2
 
 
+@pytest.mark.parametrize("global_sum", [False, True])
+def test_a_contract_is_distributed_only_where_a_term_then_reduces(global_sum: bool) -> None:
+    """contract(o_1 + o_2 + o_3) of outer products: distributed, three contracts at the wide
+    width cost more than the sum's adds saved; distributed where each term then becomes a
+    linear attention (a global sum of the k v products, times the expanded q)."""
+    x = dsl.tokens("sequence")
+
+    def term(k: int):
+        outer = (dsl.expand(dsl.dense(x, f"k{k}"), mode="replicate")
+                 * dsl.expand(dsl.dense(x, f"v{k}"), mode="tile"))
+        if not global_sum:
+            return outer
+        return dsl.global_sum(outer) * dsl.expand(dsl.dense(x, f"q{k}"), mode="replicate")
+
+    spec = dsl.spec("terms", layout="sequence",
+                    output=dsl.dense(dsl.contract(dsl.add(*map(term, range(3)))), "p"))
+    g, records = optimise(spec, pass_context(spec, 8, None, 50))
+    rewrites = {r.name: r.rewrites for r in records}
+    assert rewrites["distribute_contract"] == (1 if global_sum else 0)
+    assert [g.node(n).op for n in g.topo()].count("linear_attention") == (3 if global_sum else 0)
+    before, after = graph_cost(records[0].graph, 8, 50), graph_cost(g, 8, 50)
+    assert after.bytes < before.bytes / 10 if global_sum else after.flops == before.flops
+    _check_preserved(_case(spec, 8, 50), records)
+
+
 def test_fuse_siblings_batches_padre3_branches() -> None:
     spec = load_spec("padre3")
     g, records = optimise(spec, pass_context(spec, 8, (3, 4)))

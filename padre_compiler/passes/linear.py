@@ -12,7 +12,8 @@ commute_column_normalizers (a per-column normaliser commutes with copying column
     normalize_{l1_tokens}(expand(x)) -> expand(normalize_{l1_tokens}(x))
 so the hooks of SimA's Q and K stop hiding the expand that reassociate_global_sums needs.
 
-distribute_contract (contract is linear):
+distribute_contract (contract is linear; where a term's contract then reduces by one of the
+next two rules):
     contract(add(t_1, ..., t_n)) -> add(contract(t_1), ..., contract(t_n))
 
 reassociate_global_sums (per head g, e = head width, S = 1 1^T):
@@ -164,18 +165,31 @@ def _outer_pair(g: Graph, nid: int, rep: str, heads: int) -> tuple[int, int] | N
 
 
 @register_pass("distribute_contract", "contract(t_1 + ... + t_n) -> contract(t_1) + ... + "
-                                      "contract(t_n)")
+                                      "contract(t_n), where a term's contract then reduces")
 def distribute_contract(g: Graph, ctx: PassContext) -> int:
     for nid, node, inputs in g.items():
         total = inputs[0] if node.op == "contract" else None
         if total is None or g.node(total).op != "add" or not _sole_user(g, total):
             continue
-        parts = tuple(g.add(Node("contract", node.attrs, node.width, (), ""), (t,))
-                      for t in g.inputs(total))
-        _rewire(g, nid, Node("add", (), node.width, (), node.label), parts)
-        g.g.remove_node(total)
+        # only where a term's contract then reduces: n contracts at the wide width and n - 1
+        # narrow adds cost more FLOPs than n - 1 wide adds and one contract
+        trial = g.copy()
+        if not any(_reassociation(trial, part) or _contracted_expansion(trial, part)
+                   for part in _distribute(trial, nid, total)):
+            continue
+        _distribute(g, nid, total)
         return 1
     return 0
+
+
+def _distribute(g: Graph, nid: int, total: int) -> tuple[int, ...]:
+    """contract(add(t_1, ..., t_n)) at `nid` -> add(contract(t_1), ...); the new contracts."""
+    node = g.node(nid)
+    parts = tuple(g.add(Node("contract", node.attrs, node.width, (), ""), (t,))
+                  for t in g.inputs(total))
+    _rewire(g, nid, Node("add", (), node.width, (), node.label), parts)
+    g.g.remove_node(total)
+    return parts
 
 
 def _state_weight(g: Graph, nid: int) -> tuple[int, ParamExpr | None]:
@@ -186,30 +200,40 @@ def _state_weight(g: Graph, nid: int) -> tuple[int, ParamExpr | None]:
     return nid, None
 
 
+def _reassociation(g: Graph, nid: int) -> tuple[Node, tuple[int, int, int]] | None:
+    """The linear_attention node (and its inputs q, k, v) that node `nid` re-associates to:
+    contract(S(E k ⊙ F v) ⊙ E q), optionally weighted; None where it does not match."""
+    node = g.node(nid)
+    if node.op != "contract" or node.a.get("times") is not None:
+        return None
+    heads = node.a["heads"]
+    # keep = tile sums over the replicated index c, so q and k carry c and v carries m
+    rep = "replicate" if node.a["keep"] == "tile" else "tile"
+    prod_id, weight = _state_weight(g, g.inputs(nid)[0])
+    if g.node(prod_id).op != "hadamard" or (weight is not None and rep != "replicate"):
+        return None  # a weight's slots (g, c, m) read as the state's [c, m] for keep = tile
+    for s_id, q_id in (g.inputs(prod_id), reversed(g.inputs(prod_id))):
+        q = _expanded(g, q_id, rep, heads)
+        if q is None or g.node(s_id).op != "global_sum":
+            continue
+        kv = _outer_pair(g, g.inputs(s_id)[0], rep, heads)
+        if kv is None:
+            continue
+        params = () if weight is None else (("state", weight),)
+        fused = Node("linear_attention",
+                     freeze({"heads": heads, "weighted": weight is not None}), node.width,
+                     params, node.label or "linear_attention")
+        return fused, (q, kv[0], kv[1])
+    return None
+
+
 @register_pass("reassociate_global_sums", "contract(S(E k ⊙ F v) ⊙ E q) -> q (k^T v) per head: "
                                           "never materialise the N x D^2 outer products")
 def reassociate_global_sums(g: Graph, ctx: PassContext) -> int:
-    for nid, node, inputs in g.items():
-        if node.op != "contract" or node.a.get("times") is not None:
-            continue
-        heads = node.a["heads"]
-        # keep = tile sums over the replicated index c, so q and k carry c and v carries m
-        rep = "replicate" if node.a["keep"] == "tile" else "tile"
-        prod_id, weight = _state_weight(g, inputs[0])
-        if g.node(prod_id).op != "hadamard" or (weight is not None and rep != "replicate"):
-            continue  # a weight's slots (g, c, m) read as the state's [c, m] for keep = tile
-        for s_id, q_id in (g.inputs(prod_id), reversed(g.inputs(prod_id))):
-            q = _expanded(g, q_id, rep, heads)
-            if q is None or g.node(s_id).op != "global_sum":
-                continue
-            kv = _outer_pair(g, g.inputs(s_id)[0], rep, heads)
-            if kv is None:
-                continue
-            params = () if weight is None else (("state", weight),)
-            fused = Node("linear_attention",
-                         freeze({"heads": heads, "weighted": weight is not None}), node.width,
-                         params, node.label or "linear_attention")
-            _rewire(g, nid, fused, (q, kv[0], kv[1]))
+    for nid, _, _ in g.items():
+        found = _reassociation(g, nid)
+        if found is not None:
+            _rewire(g, nid, *found)
             return 1
     return 0
 
@@ -217,20 +241,30 @@ def reassociate_global_sums(g: Graph, ctx: PassContext) -> int:
 COPY_COMMUTING = ("identity", "global_sum", "prefix_sum")  # the same map on every channel
 
 
+def _contracted_expansion(g: Graph, nid: int) -> tuple[int, int | None, ParamExpr] | None:
+    """(x, the token map T or None, W) where node `nid` is contract(diag_W(T(expand(x))))
+    with the expand's layout; None where it does not match."""
+    node = g.node(nid)
+    if node.op != "contract":
+        return None
+    inner, weight = _state_weight(g, g.inputs(nid)[0])
+    token = inner if g.node(inner).op in COPY_COMMUTING and _sole_user(g, inner) else None
+    exp_id = g.inputs(token)[0] if token is not None else inner
+    exp = g.node(exp_id)
+    if weight is None or exp.op != "expand" or exp.a["mode"] != node.a["keep"] \
+            or exp.a["heads"] != node.a["heads"] or exp.a.get("times") != node.a["times"]:
+        return None
+    return g.inputs(exp_id)[0], token, weight
+
+
 @register_pass("contract_expansions", "contract(diag_W(T(expand(x)))) -> "
                                       "diag_{sum of W over the copies}(T(x))")
 def contract_expansions(g: Graph, ctx: PassContext) -> int:
-    for nid, node, inputs in g.items():
-        if node.op != "contract":
+    for nid, node, _ in g.items():
+        found = _contracted_expansion(g, nid)
+        if found is None:
             continue
-        inner, weight = _state_weight(g, inputs[0])
-        token = inner if g.node(inner).op in COPY_COMMUTING and _sole_user(g, inner) else None
-        exp_id = g.inputs(token)[0] if token is not None else inner
-        exp = g.node(exp_id)
-        if weight is None or exp.op != "expand" or exp.a["mode"] != node.a["keep"] \
-                or exp.a["heads"] != node.a["heads"] or exp.a.get("times") != node.a["times"]:
-            continue
-        x = g.inputs(exp_id)[0]
+        x, token, weight = found
         width = g.node(x).width
         if token is not None:
             x = g.add(Node(g.node(token).op, g.node(token).attrs, width, (),
