@@ -1,8 +1,10 @@
-"""Hand-written PyTorch twins of the benchmarked mixers, written the way an engineer would
-without the compiler, and timm-style softmax attention of the same width.
+"""Hand-written PyTorch twins of the benchmarked mixers, and timm-style softmax attention of
+the same width.
 
-`HandwrittenPadre3` computes exactly specs/padre3.toml; `to_spec_state_dict` maps its weights
-to the compiled module's parameter names, so benchmarks check both agree before timing them.
+`HandwrittenPadre3` computes exactly specs/padre3.toml the way a careful engineer writes it
+without the compiler; `IdiomaticPadre3`, the same function as one first writes it. Their
+`to_spec_state_dict` maps the weights to the compiled module's parameter names, so benchmarks
+check that the modules agree before timing them.
 """
 
 from __future__ import annotations
@@ -14,11 +16,19 @@ from torch import nn
 
 class HandwrittenPadre3(nn.Module):
     """Y_i = DW_i(X B_i + b_i); Z_1 = Y_1; Z_{i+1} = DW'_i(Z_i D_i) ⊙ Y_{i+1};
-    O = (w_1 Z_1 + w_2 Z_2 + w_3 Z_3) W_out + b_out.  x: [B, N, C] with N = H * W."""
+    O = (w_1 Z_1 + w_2 Z_2 + w_3 Z_3) W_out + b_out.  x: [B, N, C] with N = H * W.
 
-    def __init__(self, dim: int, grid: tuple[int, int], kernel: int = 11) -> None:
+    Written with care: each depthwise conv reads a channels-last view of the [B, N, C]
+    activations and returns one (conv_layout="nchw": a contiguous NCHW copy instead, which a
+    GPU's cuDNN may run faster), each Y_i is made where it is used and dropped after, and P
+    accumulates in place."""
+
+    def __init__(self, dim: int, grid: tuple[int, int], kernel: int = 11,
+                 conv_layout: str = "channels_last") -> None:
         super().__init__()
-        self.grid = grid
+        if conv_layout not in ("channels_last", "nchw"):
+            raise ValueError(f"conv_layout={conv_layout!r}: 'channels_last' or 'nchw'")
+        self.grid, self.conv_layout = grid, conv_layout
         self.branch = nn.ModuleList(nn.Linear(dim, dim) for _ in range(3))
         self.branch_dw = nn.ModuleList(
             nn.Conv2d(dim, dim, kernel, padding=kernel // 2, groups=dim) for _ in range(3))
@@ -30,16 +40,21 @@ class HandwrittenPadre3(nn.Module):
         self.proj = nn.Linear(dim, dim)
 
     def _dw(self, conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
-        b, _, c = x.shape
-        y = conv(x.transpose(1, 2).reshape(b, c, *self.grid))
-        return y.flatten(2).transpose(1, 2)
+        b, n, c = x.shape
+        image = x.view(b, *self.grid, c).permute(0, 3, 1, 2)  # [B, C, H, W], channels last
+        if self.conv_layout == "nchw":
+            image = image.contiguous()
+        return conv(image).permute(0, 2, 3, 1).reshape(b, n, c)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = [self._dw(conv, lin(x)) for lin, conv in zip(self.branch, self.branch_dw, strict=True)]
-        z = [y[0]]
+        z = self._dw(self.branch_dw[0], self.branch[0](x))
+        p = z * self.weights[0]
         for i in range(2):
-            z.append(self._dw(self.mix_dw[i], self.mix[i](z[-1])) * y[i + 1])
-        p = self.weights[0] * z[0] + self.weights[1] * z[1] + self.weights[2] * z[2]
+            y = self._dw(self.branch_dw[i + 1], self.branch[i + 1](x))
+            z = self._dw(self.mix_dw[i], self.mix[i](z)) * y
+            del y
+            p.addcmul_(z, self.weights[i + 1])
+        del z
         return self.proj(p)
 
     def to_spec_state_dict(self) -> dict[str, torch.Tensor]:
@@ -56,6 +71,25 @@ class HandwrittenPadre3(nn.Module):
             out[f"mix{i + 1}_token_weight"] = self.mix_dw[i].weight[:, 0]
         out["proj_weight"], out["proj_bias"] = self.proj.weight, self.proj.bias
         return {k: v.detach().clone() for k, v in out.items()}
+
+
+class IdiomaticPadre3(HandwrittenPadre3):
+    """The same function as one first writes it: x.transpose(1, 2).reshape(B, C, H, W) into
+    each conv (at batch 1 a stride PyTorch reads as NCHW: oneDNN copies the input in and the
+    result out), and every intermediate held until the forward returns."""
+
+    def _dw(self, conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+        b, _, c = x.shape
+        y = conv(x.transpose(1, 2).reshape(b, c, *self.grid))
+        return y.flatten(2).transpose(1, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = [self._dw(conv, lin(x)) for lin, conv in zip(self.branch, self.branch_dw, strict=True)]
+        z = [y[0]]
+        for i in range(2):
+            z.append(self._dw(self.mix_dw[i], self.mix[i](z[-1])) * y[i + 1])
+        p = self.weights[0] * z[0] + self.weights[1] * z[1] + self.weights[2] * z[2]
+        return self.proj(p)
 
 
 class Attention(nn.Module):
