@@ -671,7 +671,7 @@ degree_rules.register("scaled_sum")(_add_degree)
 
 @flop_rules.register("scaled_sum")
 def _scaled_sum_flops(attrs: dict, widths: list[int], out: int, tokens: int) -> int:
-    return (2 * len(widths) - 1) * tokens * out  # a product, then a multiply-add a term
+    return (2 * len(widths) - 1) * tokens * out  # s0 x0, then a multiply-add a further term
 
 
 @param_rules.register("scaled_sum")
