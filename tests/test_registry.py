@@ -97,3 +97,40 @@ def test_reference_dwconv2d_is_its_matrix(grid: tuple[int, int], kernel: tuple[i
     got = ops.reference_rules["dwconv2d"]([x], {"weight": wt}, {"kernel": list(kernel)},
                                           ops.EvalContext(grid=grid))
     np.testing.assert_allclose(got, _apply(matrix, x), rtol=1e-13, atol=1e-13)
+
+
+def test_latex_brackets_every_operand_that_would_bind_wrongly() -> None:
+    """(a ⊙ b) W, w ⊙ (a + b), 1 1^T (a + b) and (w ⊙ x) W keep their brackets (they printed as
+    a ⊙ b W, w ⊙ a + b, ...); a conv's bias and a long convolution's skip term are printed;
+    a name holding "_rows" is escaped once (twice made a LaTeX line break)."""
+    from padre_compiler import dsl
+    from padre_compiler.symbolic.latex import graph_latex
+
+    x = dsl.tokens("sequence")
+    a, b = dsl.dense(x, "a"), dsl.dense(x, "q_rows")
+    cases = {
+        dsl.dense(a * b, "p"): r"\left(\left(X\,W_{\mathrm{a}}\right) \odot \left(X\,W_{"
+                               r"\mathrm{q\_rows}}\right)\right)\,W_{\mathrm{p}}",
+        dsl.diagonal(dsl.add(a, b), "s") * x: r"w_{\mathrm{s}} \odot \left(X\,W_{\mathrm{a}} + ",
+        dsl.global_sum(dsl.add(a, b)) * x: r"\mathbf{1}\mathbf{1}^\top \left(X\,W_{\mathrm{a}} +",
+        dsl.dense(dsl.diagonal(x, "s"), "p") * x: r"\left(w_{\mathrm{s}} \odot X\right)\,W",
+        dsl.dwconv1d(x, "c", kernel=3, bias=True) * dsl.long_conv(x, "h", length=8, skip=True):
+            r"\mathrm{DW}^{3}_{\mathrm{c}}\left(X\right) + b\right) \odot \left(\mathcal{T}_"
+            r"{\mathrm{h}}\left(X\right) + d_{\mathrm{h}} \odot X\right)",
+    }
+    for output, text in cases.items():
+        (equation,) = graph_latex(dsl.spec("t", layout="sequence", output=output).graph())
+        assert text in equation, equation
+        assert r"\\" not in equation
+
+
+def test_rational_weights_are_never_zero() -> None:
+    """A zero among them hid every term through a 1 x 1 weight in `inspect --expand` at
+    D = 1 (hyena's showed degrees [0, 1, 2] of 3)."""
+    from padre_compiler.ir.params import ParamDecl
+    from padre_compiler.ir.width import Width
+    from padre_compiler.symbolic.expand import rational_weights
+
+    decls = {"w": ParamDecl((Width.const(40), Width.const(50)), "uniform")}
+    values = rational_weights(decls, 1, seed=0)["w"]
+    assert all(v != 0 and abs(v) <= 2 for v in values.ravel())

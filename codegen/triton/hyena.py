@@ -112,14 +112,6 @@ def on_input_device(impl):
     return run
 
 
-def present(operand: torch.Tensor | None, grad: torch.Tensor) -> torch.Tensor | None:
-    """grad where `operand` was given and its gradient made, else None. The ops return an
-    empty tensor for a gradient they did not make (an absent operand, no incoming gradient),
-    which only an empty operand's own gradient (an empty batch's) also is."""
-    made = operand is not None and (grad.numel() > 0 or operand.numel() == 0)
-    return grad if made else None
-
-
 def custom_op_caller(op, impl, setup_context, backward, grad_flag: str | None = None,
                      outputs: int | None = None):
     """Call `impl` (the custom op `op`'s implementation) as cheaply as the call allows:
@@ -173,7 +165,7 @@ def custom_op_caller(op, impl, setup_context, backward, grad_flag: str | None = 
 # torch.ops namespace of the custom ops below, a digest of the source they were
 # generated from: modules from another source never share them (an edited copy of
 # this file must change it, or it runs the first loaded file's ops)
-DWCONV_OPS = 'padre_dwconv_6b4ded242763'
+DWCONV_OPS = 'padre_dwconv_0f4e12a49280'
 
 if triton is not None:
 
@@ -1049,9 +1041,12 @@ def toeplitz_operand(weight: torch.Tensor, bk: int, bw: int, shift: int,
     return bands
 
 
-def conv_form(x: torch.Tensor, height: int, kw: int, dtype: torch.dtype | None = None) -> str:
-    """'toeplitz' (tensor cores) for 16-bit 2-D maps on a GPU, else 'direct' (CUDA cores);
-    `dtype`: the conv input's dtype where x is not that input yet (default x.dtype).
+def conv_form(x: torch.Tensor, height: int, kw: int, dtype: torch.dtype | None = None,
+              kh: int = 1) -> str:
+    """'toeplitz' (tensor cores) for 16-bit 2-D maps of kernels up to 33 x 33 on a GPU, else
+    'direct' (CUDA cores): past 33 taps a side the folded input bias's [KP, KP] tap tile (KP
+    the power of two covering both sides) needs more shared memory than a GPU has (legality
+    checker); `dtype`: the conv input's dtype where x is not that input yet (default x.dtype).
 
     PADRE_TRITON_CONV=direct|toeplitz forces one (the CPU tests run both in the interpreter);
     =slab forces the Toeplitz form with its strips from one slab per program (SLAB), =slab2
@@ -1061,7 +1056,8 @@ def conv_form(x: torch.Tensor, height: int, kw: int, dtype: torch.dtype | None =
     if forced in ("direct", "toeplitz", *SLAB_FORMS):
         return "direct" if forced == "direct" else "toeplitz"
     sixteen = (dtype or x.dtype) in (torch.float16, torch.bfloat16)
-    return "toeplitz" if x.is_cuda and sixteen and height >= 8 and kw <= 33 else "direct"
+    small = max(kh, kw) <= 33
+    return "toeplitz" if x.is_cuda and sixteen and height >= 8 and small else "direct"
 
 
 TOEPLITZ_FAILED: list[str] = []  # why the tensor-core form was given up, if it was
@@ -1179,7 +1175,7 @@ def keeps_u(x: torch.Tensor, weight: torch.Tensor, height: int, gate: torch.Tens
     (TOEPLITZ_FAILED) u is allocated but not written, and no backward reads it (they all take
     the direct form from then on)."""
     return ((gate is not None or (store_o and scale is not None)) and _use_triton(x)
-            and conv_form(x, height, weight.shape[2]) == "toeplitz"
+            and conv_form(x, height, weight.shape[2], kh=weight.shape[1]) == "toeplitz"
             and not index_widths(x, gate)["WIDE"])
 
 
@@ -1218,8 +1214,8 @@ def dwconv_hadamard_launch(x, weight, bias, gate, acc, acc_scale, scale, height:
     gate, acc = channel_rows(gate), channel_rows(acc)  # x: any strides
     widths = index_widths(x, gate, acc, z, o, u)  # WIDE: the direct form, in int64
     wide = widths["WIDE"]
-    toeplitz = (conv_form(x, height, weight.shape[2]) == "toeplitz" and not TOEPLITZ_FAILED
-                and not wide)
+    toeplitz = (conv_form(x, height, weight.shape[2], kh=weight.shape[1]) == "toeplitz"
+                and not TOEPLITZ_FAILED and not wide)
     if toeplitz:  # it reads the gate and accumulator by the stacked token index
         gate, acc = token_rows(gate), token_rows(acc)
     weight = weight.contiguous()
@@ -1385,7 +1381,7 @@ def _dwconv_hadamard_bwd_impl(
                                          height, width, pad_h, pad_w, in_bias)
     b, n, c = x.shape
     kh, kw = weight.shape[1], weight.shape[2]
-    tensor_cores = (conv_form(x, height, kw) == "toeplitz" and not TOEPLITZ_FAILED
+    tensor_cores = (conv_form(x, height, kw, kh=kh) == "toeplitz" and not TOEPLITZ_FAILED
                     and not index_widths(x, gate, acc, dz, do)["WIDE"])
     if in_bias is not None and not tensor_cores:  # in x's dtype, as dx must be
         x = x + in_bias.to(x.dtype)
@@ -1529,6 +1525,14 @@ def dwconv_toeplitz_wgrad_launch(x, du, dw, height: int, width: int, pad_h: int,
     dw += _depthwise_weight_grad(x.float(), du.float(), kh, kw, height, width, pad_h, pad_w)
 
 
+def present(operand: torch.Tensor | None, grad: torch.Tensor) -> torch.Tensor | None:
+    """grad where `operand` was given and its gradient made, else None. The op returns an
+    empty tensor for a gradient it did not make (an absent operand, no incoming gradient),
+    which only an empty operand's own gradient (an empty batch's) also is."""
+    made = operand is not None and (grad.numel() > 0 or operand.numel() == 0)
+    return grad if made else None
+
+
 def _dwconv_hadamard_backward(ctx, dz, do, _):
     """Derived backward. Forward: u = conv(x + bi) + b, z = u * g, o = sa * a + s * z.
 
@@ -1597,7 +1601,7 @@ dwconv_hadamard = custom_op_caller(_register_dwconv_hadamard(), _dwconv_hadamard
 # torch.ops namespace of the custom ops below, a digest of the source they were
 # generated from: modules from another source never share them (an edited copy of
 # this file must change it, or it runs the first loaded file's ops)
-LONG_CONV_OPS = 'padre_long_conv_6704832262e5'
+LONG_CONV_OPS = 'padre_long_conv_7f53b9788fd8'
 
 if triton is not None:
 
@@ -1955,8 +1959,10 @@ def _long_conv_hadamard_backward(ctx, do, *_):
            else getattr(torch.ops, LONG_CONV_OPS).long_conv_hadamard_bwd)
     filter_grad = ctx.needs_input_grad[2] or ctx.needs_input_grad[3]
     da, db, dh, dd, dg = bwd(a, b, filt, skip, gate, some(y), xf, do, filter_grad, ctx.parts)
-    return (da, present(b, db), present(filt, dh) if filter_grad else None,
-            present(skip, dd) if filter_grad else None, present(gate, dg), None, None)
+    # each given operand's gradient (an empty batch's are empty or zero, not absent)
+    return (da, None if b is None else db, dh if filter_grad else None,
+            dd if filter_grad and skip is not None else None, None if gate is None else dg,
+            None, None)
 
 
 def _register_long_conv_hadamard():

@@ -104,14 +104,6 @@ def on_input_device(impl):
     return run
 
 
-def present(operand: torch.Tensor | None, grad: torch.Tensor) -> torch.Tensor | None:
-    """grad where `operand` was given and its gradient made, else None. The ops return an
-    empty tensor for a gradient they did not make (an absent operand, no incoming gradient),
-    which only an empty operand's own gradient (an empty batch's) also is."""
-    made = operand is not None and (grad.numel() > 0 or operand.numel() == 0)
-    return grad if made else None
-
-
 def custom_op_caller(op, impl, setup_context, backward, grad_flag: str | None = None,
                      outputs: int | None = None):
     """Call `impl` (the custom op `op`'s implementation) as cheaply as the call allows:
@@ -165,7 +157,7 @@ def custom_op_caller(op, impl, setup_context, backward, grad_flag: str | None = 
 # torch.ops namespace of the custom ops below, a digest of the source they were
 # generated from: modules from another source never share them (an edited copy of
 # this file must change it, or it runs the first loaded file's ops)
-LONG_CONV_OPS = 'padre_long_conv_6704832262e5'
+LONG_CONV_OPS = 'padre_long_conv_7f53b9788fd8'
 
 if triton is not None:
 
@@ -523,8 +515,10 @@ def _long_conv_hadamard_backward(ctx, do, *_):
            else getattr(torch.ops, LONG_CONV_OPS).long_conv_hadamard_bwd)
     filter_grad = ctx.needs_input_grad[2] or ctx.needs_input_grad[3]
     da, db, dh, dd, dg = bwd(a, b, filt, skip, gate, some(y), xf, do, filter_grad, ctx.parts)
-    return (da, present(b, db), present(filt, dh) if filter_grad else None,
-            present(skip, dd) if filter_grad else None, present(gate, dg), None, None)
+    # each given operand's gradient (an empty batch's are empty or zero, not absent)
+    return (da, None if b is None else db, dh if filter_grad else None,
+            dd if filter_grad and skip is not None else None, None if gate is None else dg,
+            None, None)
 
 
 def _register_long_conv_hadamard():

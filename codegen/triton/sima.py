@@ -100,14 +100,6 @@ def on_input_device(impl):
     return run
 
 
-def present(operand: torch.Tensor | None, grad: torch.Tensor) -> torch.Tensor | None:
-    """grad where `operand` was given and its gradient made, else None. The ops return an
-    empty tensor for a gradient they did not make (an absent operand, no incoming gradient),
-    which only an empty operand's own gradient (an empty batch's) also is."""
-    made = operand is not None and (grad.numel() > 0 or operand.numel() == 0)
-    return grad if made else None
-
-
 def custom_op_caller(op, impl, setup_context, backward, grad_flag: str | None = None,
                      outputs: int | None = None):
     """Call `impl` (the custom op `op`'s implementation) as cheaply as the call allows:
@@ -161,7 +153,7 @@ def custom_op_caller(op, impl, setup_context, backward, grad_flag: str | None = 
 # torch.ops namespace of the custom ops below, a digest of the source they were
 # generated from: modules from another source never share them (an edited copy of
 # this file must change it, or it runs the first loaded file's ops)
-ATTENTION_OPS = 'padre_attention_4d26c70866bc'
+ATTENTION_OPS = 'padre_attention_fa6f41c43d74'
 
 if triton is not None:
 

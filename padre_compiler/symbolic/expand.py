@@ -37,12 +37,15 @@ def _exact(v: float) -> sp.Rational:
 
 
 def rational_weights(decls: dict, dim: int, seed: int = 0) -> dict[str, np.ndarray]:
-    """Exact random weights k/4, |k| <= 8: expansion stays exact and cheap."""
+    """Exact random weights k/4, 1 <= |k| <= 8: expansion stays exact and cheap, and no
+    weight is 0 (a zero 1 x 1 weight at a small D would hide every term through it)."""
     rng = np.random.default_rng(seed)
     out = {}
     for name, decl in decls.items():
         shape = decl.concrete(dim)
-        vals = [sp.Rational(int(n), 4) for n in rng.integers(-8, 9, size=int(np.prod(shape)))]
+        size = int(np.prod(shape))
+        ks = rng.integers(1, 9, size=size) * rng.choice([-1, 1], size=size)
+        vals = [sp.Rational(int(k), 4) for k in ks]
         out[name] = np.array(vals, dtype=object).reshape(shape)
     return out
 

@@ -19,59 +19,87 @@ def _name(node: Node) -> str:
         name = leaves[0].removesuffix(f"_{role}") if len(leaves) == 1 else node.label
     else:
         name = node.label or node.op
-    return name.replace("_", r"\_")
+    return _escaped(name)
 
 
-def _group(text: str) -> str:
-    """Parenthesise a sum before a right-multiplication: (a + b) W, not a + b W."""
-    depth = 0
+def _escaped(text: str) -> str:
+    return text.replace("_", r"\_")
+
+
+def _top(text: str) -> set[str]:
+    """The operators at `text`'s top level: "+", "odot" (⊙), "mul" (a matrix product or an
+    operator applied on the left, written by juxtaposition or a thin space)."""
+    flat, depth = [], 0
     for ch in text:
-        depth += ch in "({"
         depth -= ch in ")}"
-        if ch == "+" and depth == 0:
-            return rf"\left({text}\right)"
-    return text
+        if depth == 0:
+            flat.append(ch)
+        depth += ch in "({"
+    top = "".join(flat).replace(" + ", "+").replace(r" \odot ", r"\odot")
+    return ({"+"} & set(top)) | ({"odot"} if r"\odot" in top else set()) \
+        | ({"mul"} if " " in top or r"\," in top else set())
 
 
-def _op(symbol: str) -> callable:
-    return lambda node, args: rf"{symbol}_{{\mathrm{{{_name(node)}}}}}\left({args[0]}\right)"
+def _group(text: str, safe: frozenset[str] = frozenset({"mul"})) -> str:
+    """`text` as an operand, bracketed where an operator at its top level would bind wrongly:
+    (a + b) W and (a ⊙ b) W, not a + b W or a ⊙ b W. `safe`: the operators that may stay
+    bare (a matrix product before another one is associative: X W E)."""
+    return rf"\left({text}\right)" if _top(text) - safe else text
+
+
+def _factor(text: str) -> str:
+    """`text` as a factor of ⊙: bracketed around a sum or a matrix product (⊙ and the
+    product have no agreed precedence), bare around a ⊙ (associative)."""
+    return _group(text, frozenset({"odot"}))
+
+
+def _sub(node: Node) -> str:
+    return rf"_{{\mathrm{{{_name(node)}}}}}"
+
+
+def _biased(node: Node, text: str) -> str:
+    return text + (r" + b" if node.a.get("bias") else "")
 
 
 latex_rules.register("input")(lambda node, args: "X")
 latex_rules.register("output", "identity", "split")(lambda node, args: args[0])
-latex_rules.register("dense")(lambda node, args: _group(args[0])
-                              + rf"\,W_{{\mathrm{{{_name(node)}}}}}"
-                              + (r" + b" if node.a.get("bias") else ""))
-latex_rules.register("diagonal")(lambda node, args: rf"w_{{\mathrm{{{_name(node)}}}}} \odot "
-                                 rf"{args[0]}")
-latex_rules.register("hadamard")(lambda node, args: rf"\left({args[0]}\right) \odot "
-                                 rf"\left({args[1]}\right)")
+latex_rules.register("dense")(
+    lambda node, args: _biased(node, rf"{_group(args[0])}\,W{_sub(node)}"))
+latex_rules.register("diagonal")(lambda node, args: rf"w{_sub(node)} \odot {_factor(args[0])}")
+latex_rules.register("hadamard")(lambda node, args: rf"{_factor(args[0])} \odot "
+                                 rf"{_factor(args[1])}")
 latex_rules.register("add")(lambda node, args: " + ".join(args))
 latex_rules.register("bias")(lambda node, args: rf"{args[0]} + L")
-latex_rules.register("global_sum")(lambda node, args: rf"\mathbf{{1}}\mathbf{{1}}^\top {args[0]}")
-latex_rules.register("prefix_sum")(lambda node, args: rf"\mathrm{{tril}}(\mathbf{{1}}) {args[0]}")
+latex_rules.register("global_sum")(
+    lambda node, args: rf"\mathbf{{1}}\mathbf{{1}}^\top {_group(args[0])}")
+latex_rules.register("prefix_sum")(
+    lambda node, args: rf"\mathrm{{tril}}(\mathbf{{1}}) {_group(args[0])}")
 latex_rules.register("expand")(
-    lambda node, args: rf"{args[0]}\,{'E' if node.a['mode'] == 'replicate' else 'F'}"
+    lambda node, args: rf"{_group(args[0])}\,{'E' if node.a['mode'] == 'replicate' else 'F'}"
     + ("" if node.a.get("times") is None else rf"_{{{node.a['times']}}}".replace("dim", "D")))
 latex_rules.register("contract")(
-    lambda node, args: rf"{args[0]}\,{'F' if node.a['keep'] == 'tile' else 'E'}"
+    lambda node, args: rf"{_group(args[0])}\,{'F' if node.a['keep'] == 'tile' else 'E'}"
     + ("" if node.a.get("times") is None else rf"_{{{node.a['times']}}}") + r"^\top")
-latex_rules.register("long_conv")(_op(r"\mathcal{T}"))
-latex_rules.register("dwconv1d")(lambda node, args: rf"\mathrm{{DW}}^{{{node.a['kernel']}"
-                                 rf"{',c' if node.a['causal'] else ''}}}"
-                                 rf"_{{\mathrm{{{_name(node)}}}}}\left({args[0]}\right)")
-latex_rules.register("dwconv2d")(lambda node, args: rf"\mathrm{{DW}}^{{{kernel2d(node.a)[0]}"
-                                 rf"\times{kernel2d(node.a)[1]}}}_{{\mathrm{{{_name(node)}}}}}"
-                                 rf"\left({args[0]}\right)")
-latex_rules.register("normalize")(lambda node, args: rf"\mathcal{{N}}_{{\mathrm{{{node.a['kind']}"
-                                  rf"}}}}\left({args[0]}\right)".replace("_tokens", r"\_tokens")
-                                  .replace("_rows", r"\_rows"))
+# T_h x, plus the skip term d ⊙ x
+latex_rules.register("long_conv")(
+    lambda node, args: rf"\mathcal{{T}}{_sub(node)}\left({args[0]}\right)"
+    + (rf" + d{_sub(node)} \odot {_factor(args[0])}" if node.a.get("skip") else ""))
+latex_rules.register("dwconv1d")(lambda node, args: _biased(
+    node, rf"\mathrm{{DW}}^{{{node.a['kernel']}{',c' if node.a['causal'] else ''}}}"
+    rf"{_sub(node)}\left({args[0]}\right)"))
+latex_rules.register("dwconv2d")(lambda node, args: _biased(
+    node, rf"\mathrm{{DW}}^{{{kernel2d(node.a)[0]}\times{kernel2d(node.a)[1]}}}{_sub(node)}"
+    rf"\left({args[0]}\right)"))
+latex_rules.register("normalize")(
+    lambda node, args: rf"\mathcal{{N}}_{{\mathrm{{{_escaped(node.a['kind'])}}}}}"
+                       rf"\left({args[0]}\right)")
 latex_rules.register("poly")(lambda node, args: rf"p_{{{len(node.a['coeffs']) - 1}}}\left("
                              rf"{args[0]}\right)")
 latex_rules.register("scaled_sum")(
-    lambda node, args: " + ".join(rf"s_{{{k}}} \odot {a}" for k, a in enumerate(args)))
-latex_rules.register("linear_attention")(lambda node, args: rf"{args[0]}\left({args[1]}^\top "
-                                         rf"{args[2]}\right)")
+    lambda node, args: " + ".join(rf"s_{{{k}}} \odot {_factor(a)}" for k, a in enumerate(args)))
+latex_rules.register("linear_attention")(
+    lambda node, args: rf"{_group(args[0])}\left({_group(args[1])}^\top "
+                       rf"{_group(args[2])}\right)")
 
 _NAMED = re.compile(r"^(Y|Z)(\d+)$|^P$|^O$")
 

@@ -396,7 +396,7 @@ def test_rejected_tensor_core_kernel_falls_back_to_direct(monkeypatch) -> None:
     """A GPU compiler rejecting the Toeplitz kernel costs a warning, not a wrong answer."""
     m = _kernels_module()
     monkeypatch.delenv("PADRE_TRITON_CONV", raising=False)
-    monkeypatch.setattr(m, "conv_form", lambda *a: "toeplitz")
+    monkeypatch.setattr(m, "conv_form", lambda *a, **kw: "toeplitz")
     monkeypatch.setattr(m, "TOEPLITZ_FAILED", [])
 
     monkeypatch.setattr(m, "dwconv_toeplitz_fwd_kernel", Rejected())
@@ -416,7 +416,7 @@ def test_rejected_tensor_core_kernel_under_autograd_keeps_u_as_the_fake_kernel_s
     backward (the direct form from then on) gives float64's gradients."""
     m = _kernels_module()
     monkeypatch.delenv("PADRE_TRITON_CONV", raising=False)
-    monkeypatch.setattr(m, "conv_form", lambda *a: "toeplitz")
+    monkeypatch.setattr(m, "conv_form", lambda *a, **kw: "toeplitz")
     monkeypatch.setattr(m, "TOEPLITZ_FAILED", [])
     monkeypatch.setattr(m, "dwconv_toeplitz_fwd_kernel", Rejected())
     gen = torch.Generator().manual_seed(7)
@@ -1258,3 +1258,15 @@ def test_bfloat16_runs_the_naive_twins_under_the_interpreter() -> None:
     x = torch.zeros(1)
     assert runtime._use_triton(x) and runtime._use_triton(x.half())
     assert not runtime._use_triton(x.bfloat16())
+
+
+def test_a_kernel_past_33_taps_a_side_takes_the_direct_form() -> None:
+    """Past 33 taps in either direction the folded input bias's tap tile needs more shared
+    memory than a GPU has: the direct form, not a tensor-core launch whose failure would
+    give up the tensor-core form for every later conv (a tall kh passed; only kw was
+    checked)."""
+    m = _kernels_module()
+    gpu_half = types.SimpleNamespace(is_cuda=True, dtype=torch.float16)
+    assert m.conv_form(gpu_half, 56, kw=5, kh=33) == "toeplitz"
+    assert m.conv_form(gpu_half, 56, kw=5, kh=35) == "direct"
+    assert m.conv_form(gpu_half, 56, kw=35) == "direct"

@@ -404,8 +404,10 @@ def _long_conv_hadamard_backward(ctx, do, *_):
            else getattr(torch.ops, LONG_CONV_OPS).long_conv_hadamard_bwd)
     filter_grad = ctx.needs_input_grad[2] or ctx.needs_input_grad[3]
     da, db, dh, dd, dg = bwd(a, b, filt, skip, gate, some(y), xf, do, filter_grad, ctx.parts)
-    return (da, present(b, db), present(filt, dh) if filter_grad else None,
-            present(skip, dd) if filter_grad else None, present(gate, dg), None, None)
+    # each given operand's gradient (an empty batch's are empty or zero, not absent)
+    return (da, None if b is None else db, dh if filter_grad else None,
+            dd if filter_grad and skip is not None else None, None if gate is None else dg,
+            None, None)
 
 
 def _register_long_conv_hadamard():
