@@ -12,10 +12,11 @@ Torch fallback (marked `(torch)` below): dense; dense maps run on cuBLAS through
 feeding a conv through dense_for_conv (stored channel-major where the conv runs on tensor cores,
 the bias of a map only the conv reads then added by the conv kernel).
 Backward: derived (custom-op autograd): dwconv_hadamard_bwd_kernel gives du, the gate and
-accumulator gradients and the db, scale reductions (and dw in the direct form, recomputing u);
-in the Toeplitz form u comes from the forward kernel and dw from dwconv_toeplitz_wgrad_kernel on
-tensor cores; dx is the forward kernel with flipped taps. Torch ops differentiate through torch
-autograd.
+accumulator gradients and the db, scale reductions (and dw in the direct form, or torch's
+conv2d_weight under deterministic algorithms; u, where a gate or a scaled output reads it,
+recomputed); in the Toeplitz form u comes from the forward kernel and dw from
+dwconv_toeplitz_wgrad_kernel on tensor cores; dx is the forward kernel with flipped taps. Torch
+ops differentiate through torch autograd.
 """
 
 import contextlib

@@ -333,7 +333,9 @@ def emit_module(g: Graph, decls: dict[str, ParamDecl], *, name: str, header: str
            if "dense" in fallback else "."),
         "Backward: derived (custom-op autograd): dwconv_hadamard_bwd_kernel gives du, the gate "
         "and accumulator gradients and the db, scale reductions (and dw in the direct form, "
-        "recomputing u); in the Toeplitz form u comes from the forward kernel and dw from "
+        "or torch's conv2d_weight under deterministic algorithms; u, where a gate or a scaled "
+        "output reads it, recomputed); in the Toeplitz form u comes from the forward kernel "
+        "and dw from "
         "dwconv_toeplitz_wgrad_kernel on tensor cores; dx is the forward kernel with flipped "
         "taps. Torch ops differentiate through torch autograd." if regions
         else "Backward: torch autograd for the torch ops.",
