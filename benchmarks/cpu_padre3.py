@@ -66,11 +66,7 @@ def bench(dim: int, n: int, batch: int, repeats: int, rates: tuple[float, float]
           inductor: bool) -> dict:
     grid = GRIDS[n]
     torch.manual_seed(0)
-    hand = HandwrittenPadre3(dim, grid).eval()
-    with torch.no_grad():  # off their init (zero biases, unit output weights)
-        for name, param in hand.named_parameters():
-            if param.dim() == 1 or name == "weights":
-                param.normal_(0.0, 0.5)
+    hand = HandwrittenPadre3(dim, grid).off_init_().eval()
     idiomatic = IdiomaticPadre3(dim, grid).eval()
     idiomatic.load_state_dict(hand.state_dict())
     compiled = pc.compile("padre3", dim=dim, grid=grid).eval()

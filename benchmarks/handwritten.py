@@ -57,6 +57,15 @@ class HandwrittenPadre3(nn.Module):
         del z
         return self.proj(p)
 
+    @torch.no_grad()
+    def off_init_(self) -> HandwrittenPadre3:
+        """Biases and output weights drawn from N(0, 0.5) instead of their init (zeros, ones),
+        so that no term is trivially zero and a mis-mapped one shows in a comparison."""
+        for name, param in self.named_parameters():
+            if param.dim() == 1 or name == "weights":
+                param.normal_(0.0, 0.5)
+        return self
+
     def to_spec_state_dict(self) -> dict[str, torch.Tensor]:
         """The same weights under specs/padre3.toml's parameter names."""
         out: dict[str, torch.Tensor] = {}

@@ -254,9 +254,15 @@ def code_certificate(result: Compiled, size: tuple[int, tuple[int, int] | None, 
     """verify.certificate.check_code of the generated module at `size` (`code_size`)."""
     dim, grid, tokens = size
     cls = compile_module_class(result)
-    probe = cls(dim, grid) if grid is not None else cls(dim)
+    probe = construct(cls, dim, grid)
     return check_code(probe, result.records[0].graph, dim=dim, grid=grid, tokens=tokens,
                       seed=seed)
+
+
+def construct(cls: type, dim: int, grid: tuple[int, int] | None) -> Any:
+    """An instance of a generated module class at width `dim` (and `grid`: grid specs'
+    classes take it, sequence specs' do not)."""
+    return cls(dim, grid) if grid is not None else cls(dim)
 
 
 def compile_module_class(result: Compiled) -> type:
@@ -290,7 +296,7 @@ def compile(spec: str | Path | Spec, *, dim: int, backend: str = "torch",
                          "'float64'")
     result = generate(spec, dim=dim, grid=grid, backend=backend)
     cls = compile_module_class(result)
-    instance = cls(dim, grid) if grid is not None else cls(dim)
+    instance = construct(cls, dim, grid)
     small = code_size(result, dim, grid, DEFAULT_TOKENS)
     with torch.device("cpu"):  # the checks run on the CPU, whatever the default device
         code = code_certificate(result, small)
@@ -309,7 +315,7 @@ def compile(spec: str | Path | Spec, *, dim: int, backend: str = "torch",
         weights = instance.state_dict()
         if any(v.is_meta for v in weights.values()):  # built under torch.device("meta"):
             with torch.device("cpu"):  # the same initialisation, drawn on the CPU
-                weights = (cls(dim, grid) if grid is not None else cls(dim)).state_dict()
+                weights = construct(cls, dim, grid).state_dict()
         initial = {k: v.detach().double().cpu().numpy() for k, v in weights.items()}
         error = rounding_error(spec_graph, initial, dim, small_grid, small_tokens, low)
         if not error <= max(USABLE, 16 * torch.finfo(dtype).eps):

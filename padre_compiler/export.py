@@ -40,7 +40,14 @@ import numpy as np
 import torch
 
 from padre_compiler.backends.reference import run_graph
-from padre_compiler.compiler import as_spec, compile_module_class, eager_class, generate, max_tokens
+from padre_compiler.compiler import (
+    as_spec,
+    compile_module_class,
+    construct,
+    eager_class,
+    generate,
+    max_tokens,
+)
 from padre_compiler.errors import PadreError, first_line
 from padre_compiler.ir.ops import EvalContext
 from padre_compiler.spec.model import Spec
@@ -149,7 +156,7 @@ def export_onnx(spec: str | Path | Spec, *, dim: int, grid: tuple[int, int] | No
     cls = compile_module_class(result)
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        module = (cls(dim, grid) if grid else cls(dim)).to(DTYPES[dtype]).eval()
+        module = construct(cls, dim, grid).to(DTYPES[dtype]).eval()
     if weights is not None:
         _load_weights(module, weights, spec.name, dim, dtype)
     shapes: dict[int, Any] = {0: torch.export.Dim("batch")}

@@ -80,6 +80,7 @@ from padre_compiler.backends.pytorch import docstring_literal
 from padre_compiler.backends.reference import INIT_INPUT_SCALE, random_params, run_graph
 from padre_compiler.compiler import (
     as_spec,
+    construct,
     eager_class,
     generate,
     load_source,
@@ -231,7 +232,7 @@ class Harness:
               dtype: torch.dtype | None = None) -> torch.nn.Module:
         """cls at the example's size with `params`, in `dtype` on `device` (default: the
         example's dtype, the harness's device)."""
-        module = cls(ex.dim, ex.grid) if ex.grid is not None else cls(ex.dim)
+        module = construct(cls, ex.dim, ex.grid)
         module = module.to(device=device or self.device, dtype=dtype or DTYPES[ex.dtype])
         module.load_state_dict(params)
         return module

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 
 from padre_compiler import dsl
-from padre_compiler.compiler import compile_module_class, generate, load_source
+from padre_compiler.compiler import compile_module_class, construct, generate, load_source
 from padre_compiler.errors import PadreError
 from padre_compiler.ir.graph import is_valid_dim, width_step
 from padre_compiler.paths import checkout_path
@@ -220,7 +220,7 @@ def _certificate_catches(cls: type, spec: Spec, lowering: bool = True) -> bool:
     for seed, (dim, grid) in enumerate(probe_sizes(spec)):
         tokens = grid[0] * grid[1] if grid else 11
         try:
-            probe = cls(dim, grid) if grid else cls(dim)
+            probe = construct(cls, dim, grid)
             if not check_code(probe, graph, dim=dim, tokens=tokens, grid=grid, seed=seed,
                               lowering=lowering).passed:
                 return True

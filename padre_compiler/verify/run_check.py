@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from padre_compiler.backends.reference import run_graph
-from padre_compiler.compiler import Compiled, compile_module_class, eager_class
+from padre_compiler.compiler import Compiled, compile_module_class, construct, eager_class
 from padre_compiler.ir.ops import EvalContext
 from padre_compiler.verify.certificate import float64_allowance
 from padre_compiler.verify.fuzz import twin_allowance
@@ -59,10 +59,7 @@ def run_check(result: Compiled, dim: int, grid: tuple[int, int] | None, tokens: 
               seed: int = 0) -> RunCheck:
     """Build `result`'s module at `dim`, run it on a [2, tokens, dim] N(0, 1) batch on the CPU
     and check it against the float64 reference interpreter."""
-    def build(cls: type) -> torch.nn.Module:
-        return cls(dim, grid) if grid else cls(dim)
-
-    module = build(compile_module_class(result))
+    module = construct(compile_module_class(result), dim, grid)
     x = torch.randn(2, tokens, dim, generator=torch.Generator().manual_seed(seed))
     t0 = time.perf_counter()
     with torch.no_grad():
@@ -80,7 +77,7 @@ def run_check(result: Compiled, dim: int, grid: tuple[int, int] | None, tokens: 
     rel = error(y)
     verdict = None
     if not rel <= TOLERANCE:  # NaN included
-        twin = build(eager_class(result.spec.graph(), result.spec.name))
+        twin = construct(eager_class(result.spec.graph(), result.spec.name), dim, grid)
         twin.load_state_dict(module.state_dict())
         verdict = judge(module, twin, x, y, error, scale, result.backend == "triton")
     kernels = kernels_run(type(module), x) if result.backend == "triton" else None
