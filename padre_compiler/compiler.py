@@ -34,6 +34,7 @@ from padre_compiler.verify.certificate import (
     check_code,
     small_size,
 )
+from padre_compiler.verify.lowering import WIDE
 
 BACKENDS = ("torch", "triton")
 DEFAULT_TOKENS = 196  # the token count cost-driven passes assume for sequence specs
@@ -278,8 +279,9 @@ def compile(spec: str | Path | Spec, *, dim: int, backend: str = "torch",
     is required and N = H * W. dtype: the module's (default float32). The module carries
     `.source` (its generated code) and `.compiled` (graph and pass log) and `.certificate`
     (the graph certificate plus an exact check of the generated code; see
-    padre_compiler.verify.certificate). A PrecisionWarning says where float32, float16 or
-    bfloat16 cannot compute the spec at the module's initial weights (`rounding_error`);
+    padre_compiler.verify.certificate). A PrecisionWarning says where the module's dtype
+    (float64 included, against long double) cannot compute the spec at its initial weights
+    (`rounding_error`);
     a CertificateError (carrying the module and certificate) where a certificate fails.
     """
     import torch
@@ -309,7 +311,7 @@ def compile(spec: str | Path | Spec, *, dim: int, backend: str = "torch",
         raise CertificateError(instance, instance.certificate)
     instance = instance.to(dtype)
     low = str(dtype).removeprefix("torch.")
-    if low in ("float32", "float16", "bfloat16"):
+    if low in ("float32", "float16", "bfloat16") or (low == "float64" and WIDE):
         # at the module's own width and weights (a head's width sets the conditioning of
         # its normalisations), on the certificate's few tokens
         weights = instance.state_dict()
@@ -319,10 +321,13 @@ def compile(spec: str | Path | Spec, *, dim: int, backend: str = "torch",
         initial = {k: v.detach().double().cpu().numpy() for k, v in weights.items()}
         error = rounding_error(spec_graph, initial, dim, small_grid, small_tokens, low)
         if not error <= max(USABLE, 16 * torch.finfo(dtype).eps):
+            fix = ("no dtype computes it: lower its surrogates' orders or narrow their ranges"
+                   if low == "float64" else
+                   "run it in float64: compile(..., dtype=torch.float64)")
             warnings.warn(f"{spec.name} in {low} is off by {error:.1e} relative at its initial "
                           "weights (evaluated op by op on a few tokens: its terms cancel below "
-                          f"{low}'s precision or leave its range); run it in float64: "
-                          "compile(..., dtype=torch.float64)", PrecisionWarning, stacklevel=2)
+                          f"{low}'s precision or leave its range); {fix}", PrecisionWarning,
+                          stacklevel=2)
     return instance
 
 
@@ -332,25 +337,29 @@ USABLE = 1e-2  # relative rounding error of the spec above which compile() warns
 def rounding_error(graph: Graph, params: dict[str, Any], dim: int,
                    grid: tuple[int, int] | None, tokens: int, dtype: str = "float32",
                    seed: int = 0) -> float:
-    """max |spec in dtype - spec in float64| / max |spec in float64|, the spec evaluated op
-    by op (the reference interpreter, numpy) at float64 weights `params` on an N(0, 1) input
+    """max |spec in dtype - spec in wider| / max |spec in wider|, the spec evaluated op by op
+    (the reference interpreter, numpy) at float64 weights `params` on an N(0, 1) input
     [1, tokens, dim]: how much of the spec rounding to `dtype` alone leaves (NaN: not
-    finite). numpy has no bfloat16: there each op runs in float32 and its result is rounded to
-    bfloat16 (to nearest, ties to even), as a bfloat16 tensor stores it."""
+    finite). wider: float64, or long double for float64 itself (x86's 64-bit significand;
+    verify.lowering.WIDE says whether this platform has one). numpy has no bfloat16: there
+    each op runs in float32 and its result is rounded to bfloat16 (to nearest, ties to even),
+    as a bfloat16 tensor stores it."""
     import numpy as np
 
     from padre_compiler.backends.reference import run_graph
     from padre_compiler.ir.ops import EvalContext
 
     x = np.random.default_rng(seed).standard_normal((1, tokens, dim))
-    ref = run_graph(graph, x, params, EvalContext(grid=grid))
+    wider = np.longdouble if dtype == "float64" else np.float64
+    ref = run_graph(graph, x.astype(wider), {k: v.astype(wider) for k, v in params.items()},
+                    EvalContext(grid=grid))
     post, dtype = (_round_bfloat16, "float32") if dtype == "bfloat16" else (None, dtype)
     cast = post or (lambda v: v)
     with np.errstate(all="ignore"):
         low = run_graph(graph, cast(x.astype(dtype)),
                         {k: cast(v.astype(dtype)) for k, v in params.items()},
                         EvalContext(grid=grid), post=post)
-        diff = np.abs(low.astype(np.float64) - ref)
+        diff = np.abs(low.astype(wider) - ref)
     if not np.isfinite(diff).all():
         return math.nan
     error, scale = float(diff.max(initial=0.0)), float(np.abs(ref).max(initial=0.0))

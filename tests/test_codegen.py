@@ -281,15 +281,20 @@ def test_a_module_returns_a_fresh_contiguous_tensor(backend: str) -> None:
         assert torch.equal(given, before)
 
 
-@pytest.mark.parametrize("name", ["hyena", "mamba_lti"])
-def test_an_empty_batch_runs_through_a_long_convolution(name: str) -> None:
-    """torch's CPU FFT refuses a batch of 0; the long convolution returns the empty result,
-    and every parameter's gradient is zero (not None: the graph stays connected)."""
+EMPTY_SHAPES = [(0, 6, 8), (2, 0, 8)]
+
+
+@pytest.mark.parametrize("shape", EMPTY_SHAPES, ids=["no-batch", "no-tokens"])
+@pytest.mark.parametrize("name", ["hyena", "mamba_lti", "castling_vit", "sima"])
+def test_an_empty_batch_or_sequence_runs_forward_and_backward(name: str, shape) -> None:
+    """torch's CPU FFT refuses no points and conv2d a window past its padded input; the
+    module returns the empty result, and every parameter's gradient is zero (not None: the
+    graph stays connected)."""
     from padre_compiler import compile as compile_spec
 
     module = compile_spec(name, dim=8)
-    x = torch.randn(0, 6, 8, requires_grad=True)
+    x = torch.randn(*shape, requires_grad=True)
     y = module(x)
     y.sum().backward()
-    assert y.shape == x.grad.shape == (0, 6, 8)
+    assert y.shape == x.grad.shape == shape
     assert all(p.grad is not None and not p.grad.any() for p in module.parameters())

@@ -102,7 +102,8 @@ def test_reference_dwconv2d_is_its_matrix(grid: tuple[int, int], kernel: tuple[i
 def test_latex_brackets_every_operand_that_would_bind_wrongly() -> None:
     """(a ⊙ b) W, w ⊙ (a + b), 1 1^T (a + b) and (w ⊙ x) W keep their brackets (they printed as
     a ⊙ b W, w ⊙ a + b, ...); a conv's bias and a long convolution's skip term are printed;
-    a name holding "_rows" is escaped once (twice made a LaTeX line break)."""
+    a name holding "_rows" is escaped once (twice made a LaTeX line break); two surrogates of
+    one degree print apart (both printed p_4)."""
     from padre_compiler import dsl
     from padre_compiler.symbolic.latex import graph_latex
 
@@ -117,6 +118,8 @@ def test_latex_brackets_every_operand_that_would_bind_wrongly() -> None:
         dsl.dwconv1d(x, "c", kernel=3, bias=True) * dsl.long_conv(x, "h", length=8, skip=True):
             r"\mathrm{DW}^{3}_{\mathrm{c}}\left(X\right) + b\right) \odot \left(\mathcal{T}_"
             r"{\mathrm{h}}\left(X\right) + d_{\mathrm{h}} \odot X\right)",
+        dsl.surrogate(x, "exp", 4, -1, 0) * dsl.surrogate(x, "softplus", 4, -1, 1):
+            r"p^{\mathrm{exp}}_{4}\left(X\right) \odot p^{\mathrm{softplus}}_{4}\left(X\right)",
     }
     for output, text in cases.items():
         (equation,) = graph_latex(dsl.spec("t", layout="sequence", output=output).graph())

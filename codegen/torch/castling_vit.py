@@ -35,6 +35,8 @@ def _dwconv1d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, 
     on a channels-last view, so input and output stay [B, N, C]-contiguous (no layout copies).
     """
     b, n, c = x.shape
+    if n == 0:  # conv2d refuses a window longer than its padded input: run a zero token, drop it
+        return _dwconv1d(torch.cat([x, x.new_zeros(b, 1, c)], 1), weight, bias, left, right)[:, :0]
     xp = F.pad(x, (0, 0, left, right)).unsqueeze(1).permute(0, 3, 1, 2)  # [B, C, 1, N + k - 1]
     y = F.conv2d(xp, weight[:, None, None, :], bias, groups=c)
     return y.permute(0, 2, 3, 1).reshape(b, n, c)

@@ -1596,7 +1596,7 @@ dwconv_hadamard = custom_op_caller(_register_dwconv_hadamard(), _dwconv_hadamard
 
 # tl.dot tiles per kernel, (batch, M, N, K): backends/triton/legality.py
 DOT_TILES = {
-    'dwconv_toeplitz_fwd_kernel': [(1, 16, 'BC * (BH // 16) * BP', 32, 'SLAB'), ('BC', 'BH', 'BW', 'BP'), ('BC', 'KP', 'BW', 'KP'), ('BC', 'KP', 'BW', 'KP'), ('BC', 'BH', 'BW', 'KP'), ('BC', 'BH', 'BW', 'KP')],
+    'dwconv_toeplitz_fwd_kernel': [(1, 16, 'BC * (BH // 16) * BP', 32, 'SLAB'), ('BC', 'BH', 'BW', 'BP'), ('BC', 'KP', 'BW', 'KP', 'HAS_IN_BIAS'), ('BC', 'KP', 'BW', 'KP', 'HAS_IN_BIAS'), ('BC', 'BH', 'BW', 'KP', 'HAS_IN_BIAS'), ('BC', 'BH', 'BW', 'KP', 'HAS_IN_BIAS')],
     'dwconv_toeplitz_wgrad_kernel': [(1, 16, 'BC * (BH // 16) * BK', 32, 'SLAB'), ('BC', 'BW', 'BK', 'BH')],
 }
 

@@ -1602,7 +1602,7 @@ dwconv_hadamard = custom_op_caller(_register_dwconv_hadamard(), _dwconv_hadamard
 # torch.ops namespace of the custom ops below, a digest of the source they were
 # generated from: modules from another source never share them (an edited copy of
 # this file must change it, or it runs the first loaded file's ops)
-LONG_CONV_OPS = 'padre_long_conv_7f53b9788fd8'
+LONG_CONV_OPS = 'padre_long_conv_d5ce92469c8b'
 
 if triton is not None:
 
@@ -1877,7 +1877,7 @@ def _long_conv_hadamard_impl(
     part_views); y = T_h x + d ⊙ x and X = rfft(xp) kept for the backward where keep
     (autograd's call; as long_conv_outputs says), else empty."""
     a, b, gate = part_views(a, b, gate, filt.shape[0], parts)
-    if not a.shape[0]:  # an empty batch (torch's CPU FFT refuses it): every output empty
+    if not a.numel():  # no tokens (an empty batch or sequence; FFTs refuse it): outputs empty
         return long_conv_outputs(a, b, gate, keep)
     n = a.shape[1]
     xp, _ = long_conv_in(a, b, None)
@@ -1915,7 +1915,7 @@ def _long_conv_hadamard_bwd_impl(
                                                   device=whole.device)
     ga, gb, gg = (None, None, None) if grad is None else part_views(grad, None, None,
                                                                     filt.shape[0], parts)
-    if not a.shape[0]:  # an empty batch (torch's CPU FFT refuses it): zero gradients
+    if not a.numel():  # no tokens (an empty batch or sequence; FFTs refuse it): zero gradients
         def zeros(t, on=True):
             return t.new_zeros(t.shape) if t is not None and on else a.new_empty(0)
 
@@ -2013,7 +2013,7 @@ long_conv_hadamard = custom_op_caller(_register_long_conv_hadamard(), _long_conv
 
 # tl.dot tiles per kernel, (batch, M, N, K): backends/triton/legality.py
 DOT_TILES = {
-    'dwconv_toeplitz_fwd_kernel': [(1, 16, 'BC * (BH // 16) * BP', 32, 'SLAB'), ('BC', 'BH', 'BW', 'BP'), ('BC', 'KP', 'BW', 'KP'), ('BC', 'KP', 'BW', 'KP'), ('BC', 'BH', 'BW', 'KP'), ('BC', 'BH', 'BW', 'KP')],
+    'dwconv_toeplitz_fwd_kernel': [(1, 16, 'BC * (BH // 16) * BP', 32, 'SLAB'), ('BC', 'BH', 'BW', 'BP'), ('BC', 'KP', 'BW', 'KP', 'HAS_IN_BIAS'), ('BC', 'KP', 'BW', 'KP', 'HAS_IN_BIAS'), ('BC', 'BH', 'BW', 'KP', 'HAS_IN_BIAS'), ('BC', 'BH', 'BW', 'KP', 'HAS_IN_BIAS')],
     'dwconv_toeplitz_wgrad_kernel': [(1, 16, 'BC * (BH // 16) * BK', 32, 'SLAB'), ('BC', 'BW', 'BK', 'BH')],
 }
 

@@ -157,7 +157,7 @@ def custom_op_caller(op, impl, setup_context, backward, grad_flag: str | None = 
 # torch.ops namespace of the custom ops below, a digest of the source they were
 # generated from: modules from another source never share them (an edited copy of
 # this file must change it, or it runs the first loaded file's ops)
-LONG_CONV_OPS = 'padre_long_conv_7f53b9788fd8'
+LONG_CONV_OPS = 'padre_long_conv_d5ce92469c8b'
 
 if triton is not None:
 
@@ -432,7 +432,7 @@ def _long_conv_hadamard_impl(
     part_views); y = T_h x + d ⊙ x and X = rfft(xp) kept for the backward where keep
     (autograd's call; as long_conv_outputs says), else empty."""
     a, b, gate = part_views(a, b, gate, filt.shape[0], parts)
-    if not a.shape[0]:  # an empty batch (torch's CPU FFT refuses it): every output empty
+    if not a.numel():  # no tokens (an empty batch or sequence; FFTs refuse it): outputs empty
         return long_conv_outputs(a, b, gate, keep)
     n = a.shape[1]
     xp, _ = long_conv_in(a, b, None)
@@ -470,7 +470,7 @@ def _long_conv_hadamard_bwd_impl(
                                                   device=whole.device)
     ga, gb, gg = (None, None, None) if grad is None else part_views(grad, None, None,
                                                                     filt.shape[0], parts)
-    if not a.shape[0]:  # an empty batch (torch's CPU FFT refuses it): zero gradients
+    if not a.numel():  # no tokens (an empty batch or sequence; FFTs refuse it): zero gradients
         def zeros(t, on=True):
             return t.new_zeros(t.shape) if t is not None and on else a.new_empty(0)
 

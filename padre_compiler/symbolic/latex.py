@@ -7,6 +7,7 @@ import re
 from padre_compiler.ir.graph import Graph, Node
 from padre_compiler.ir.ops import kernel2d
 from padre_compiler.ir.registry import RuleTable
+from padre_compiler.spec.surrogates import FUNCTIONS
 
 latex_rules = RuleTable("latex")
 
@@ -93,8 +94,19 @@ latex_rules.register("dwconv2d")(lambda node, args: _biased(
 latex_rules.register("normalize")(
     lambda node, args: rf"\mathcal{{N}}_{{\mathrm{{{_escaped(node.a['kind'])}}}}}"
                        rf"\left({args[0]}\right)")
-latex_rules.register("poly")(lambda node, args: rf"p_{{{len(node.a['coeffs']) - 1}}}\left("
-                             rf"{args[0]}\right)")
+
+
+@latex_rules.register("poly")
+def _poly(node: Node, args: list[str]) -> str:
+    """p^{f}_q(x), a degree-q polynomial named so that two of one degree print apart: f the
+    function it approximates where its `surrogate` note starts with one ("exp (chebyshev,
+    order 16)"), else its label (mamba's expansion terms), else none."""
+    fn = node.a["surrogate"].split(" ", 1)[0]
+    name = fn if fn in FUNCTIONS else node.label
+    top = rf"^{{\mathrm{{{_escaped(name)}}}}}" if name else ""
+    return rf"p{top}_{{{len(node.a['coeffs']) - 1}}}\left({args[0]}\right)"
+
+
 latex_rules.register("scaled_sum")(
     lambda node, args: " + ".join(rf"s_{{{k}}} \odot {_factor(a)}" for k, a in enumerate(args)))
 latex_rules.register("linear_attention")(

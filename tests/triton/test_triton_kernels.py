@@ -140,16 +140,22 @@ FUSED = [("padre3", (3, 4)), ("conv2former", (3, 4)), ("hyena", None), ("sima", 
          ("castling_vit", None), ("mamba_lti", None)]
 
 
-@pytest.mark.parametrize(("name", "grid"), FUSED, ids=[n for n, _ in FUSED])
-def test_an_empty_batch_runs_forward_and_backward(name: str, grid) -> None:
-    """A batch of 0 (torch's CPU FFT refuses one; a view of -1 over 0 elements is open): the
-    empty output, and every parameter's gradient zero, as the torch backend's (the ops' empty
-    gradients of an empty batch were taken for absent ones: None)."""
+EMPTY = [(name, grid, shape) for name, grid in FUSED
+         for shape in [(0, 12, 16)] + ([(2, 0, 16)] if grid is None else [])]
+
+
+@pytest.mark.parametrize(("name", "grid", "shape"), EMPTY,
+                         ids=[f"{n}-{'no-tokens' if s[1] == 0 else 'no-batch'}"
+                              for n, _, s in EMPTY])
+def test_an_empty_batch_or_sequence_runs_forward_and_backward(name: str, grid, shape) -> None:
+    """A batch of 0 or a sequence of 0 tokens (FFTs refuse no points; a view of -1 over 0
+    elements is open): the empty output, and every parameter's gradient zero, as the torch
+    backend's (the ops' empty gradients were taken for absent ones: None)."""
     module = pc.compile(name, dim=16, grid=grid, backend="triton")
-    x = torch.randn(0, 12, 16, requires_grad=True)
+    x = torch.randn(*shape, requires_grad=True)
     y = module(x)
     y.sum().backward()
-    assert y.shape == x.grad.shape == (0, 12, 16)
+    assert y.shape == x.grad.shape == shape
     assert all(p.grad is not None and not p.grad.any() for p in module.parameters())
 
 

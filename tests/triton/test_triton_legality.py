@@ -56,7 +56,8 @@ def test_every_launch_config_is_gpu_legal(name: str) -> None:
                                                     pad_w=kw // 2, align=align,
                                                     elem_bytes=elem_bytes)
                 for cfg in configs:  # the default and every alternative the GPU times
-                    cfg = {**m.TOEPLITZ_FWD_DEFAULTS, **cfg, "KP": m.in_bias_tile(kw, kw)}
+                    cfg = {**m.TOEPLITZ_FWD_DEFAULTS, **cfg, "KP": m.in_bias_tile(kw, kw),
+                           "HAS_IN_BIAS": 1}
                     legality.assert_legal(source, "dwconv_toeplitz_fwd_kernel", cfg,
                                           num_warps=cfg["num_warps"], dot_tiles=m.DOT_TILES,
                                           num_stages=cfg["num_stages"], elem_bytes=elem_bytes)
@@ -84,7 +85,7 @@ def test_illegal_configs_are_rejected(kernel: str, change: dict, message: str) -
     m = _runtime()
     cfg = (m.dwconv_hadamard_config(3136, 384, gpu=True) if "hadamard" in kernel
            else {**m.TOEPLITZ_FWD_DEFAULTS, **m.dwconv_toeplitz_config(384, 11, gpu=True),
-                 "KP": 16})
+                 "KP": 16, "HAS_IN_BIAS": 1})
     cfg = cfg | change
     with pytest.raises(legality.GpuLegalityError, match=message):
         legality.assert_legal(SOURCE, kernel, cfg, num_warps=cfg["num_warps"],
@@ -98,7 +99,8 @@ def test_slab_shift_product_counts_where_it_runs(slab: bool, legal: bool) -> Non
     gradient's 192 KiB; the launchers' estimate (which drops such candidates) agrees."""
     m = _runtime()
     cfg = {**m.dwconv_toeplitz_config(384, 11, gpu=True, rows=56, pad_w=5, align=8),
-           "KP": 16, "BAND_FROM_TAPS": False, "SLAB": slab, "PARTS": 1, "BD": 16}
+           "KP": 16, "HAS_IN_BIAS": 1, "BAND_FROM_TAPS": False, "SLAB": slab, "PARTS": 1,
+           "BD": 16}
     for kernel in ("dwconv_toeplitz_fwd_kernel", "dwconv_toeplitz_wgrad_kernel"):
         problems = legality.check_launch(SOURCE, kernel, cfg, num_warps=8, num_stages=3,
                                          elem_bytes=4, dot_tiles=m.DOT_TILES)
@@ -112,7 +114,8 @@ def test_slab_shift_product_counts_where_it_runs(slab: bool, legal: bool) -> Non
 
 def test_undeclared_dot_is_rejected() -> None:
     m = _runtime()
-    cfg = {**m.TOEPLITZ_FWD_DEFAULTS, **m.dwconv_toeplitz_config(384, 11, gpu=True), "KP": 16}
+    cfg = {**m.TOEPLITZ_FWD_DEFAULTS, **m.dwconv_toeplitz_config(384, 11, gpu=True), "KP": 16,
+           "HAS_IN_BIAS": 1}
     problems = legality.check_launch(SOURCE, "dwconv_toeplitz_fwd_kernel", cfg,
                                      num_warps=4, dot_tiles={})
     assert any("declared" in p for p in problems)
@@ -154,7 +157,22 @@ def test_shared_memory_counts_the_pipelines_buffers(stages: int, legal: bool) ->
     bytes, 3 buffers of 81,920): the check agrees on both."""
     m = _runtime()
     cfg = m.dwconv_toeplitz_config(384, 11, gpu=True, rows=56, pad_w=5, align=8)
-    cfg = m.TOEPLITZ_FWD_DEFAULTS | cfg | {"BC": 16, "BH": 64, "num_stages": stages, "KP": 16}
+    cfg = m.TOEPLITZ_FWD_DEFAULTS | cfg | {"BC": 16, "BH": 64, "num_stages": stages, "KP": 16,
+                                           "HAS_IN_BIAS": 1}
     problems = legality.check_launch(SOURCE, "dwconv_toeplitz_fwd_kernel", cfg,
                                      num_warps=8, num_stages=stages, dot_tiles=m.DOT_TILES)
     assert (not problems) == legal, problems
+
+
+@pytest.mark.parametrize("in_bias", [False, True])
+def test_input_bias_products_count_only_where_they_run(in_bias: bool) -> None:
+    """in_bias_conv's [KP, KP] tap tiles run under HAS_IN_BIAS: a 65 x 65 kernel's (KP = 128)
+    need more shared memory than an H100 has with an input bias, and nothing without one (the
+    checker counted them for every launch)."""
+    m = _runtime()
+    cfg = {**m.TOEPLITZ_FWD_DEFAULTS, **m.dwconv_toeplitz_config(384, 65, gpu=True, rows=64),
+           "KP": m.in_bias_tile(65, 65), "HAS_IN_BIAS": int(in_bias)}
+    problems = legality.check_launch(SOURCE, "dwconv_toeplitz_fwd_kernel", cfg,
+                                     num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
+                                     dot_tiles=m.DOT_TILES)
+    assert bool(problems) == in_bias and all("shared memory" in p for p in problems), problems

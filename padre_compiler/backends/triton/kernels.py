@@ -1604,7 +1604,7 @@ dwconv_hadamard = custom_op_caller(_register_dwconv_hadamard(), _dwconv_hadamard
 # module carries them as DOT_TILES)
 DOT_TILES = {"dwconv_toeplitz_fwd_kernel": [(1, 16, "BC * (BH // 16) * BP", 32, "SLAB"),
                                             ("BC", "BH", "BW", "BP"),
-                                            *[("BC", "KP", "BW", "KP")] * 2,
-                                            *[("BC", "BH", "BW", "KP")] * 2],
+                                            *[("BC", "KP", "BW", "KP", "HAS_IN_BIAS")] * 2,
+                                            *[("BC", "BH", "BW", "KP", "HAS_IN_BIAS")] * 2],
              "dwconv_toeplitz_wgrad_kernel": [(1, 16, "BC * (BH // 16) * BK", 32, "SLAB"),
                                               ("BC", "BW", "BK", "BH")]}

@@ -321,7 +321,7 @@ def _long_conv_hadamard_impl(
     part_views); y = T_h x + d ⊙ x and X = rfft(xp) kept for the backward where keep
     (autograd's call; as long_conv_outputs says), else empty."""
     a, b, gate = part_views(a, b, gate, filt.shape[0], parts)
-    if not a.shape[0]:  # an empty batch (torch's CPU FFT refuses it): every output empty
+    if not a.numel():  # no tokens (an empty batch or sequence; FFTs refuse it): outputs empty
         return long_conv_outputs(a, b, gate, keep)
     n = a.shape[1]
     xp, _ = long_conv_in(a, b, None)
@@ -359,7 +359,7 @@ def _long_conv_hadamard_bwd_impl(
                                                   device=whole.device)
     ga, gb, gg = (None, None, None) if grad is None else part_views(grad, None, None,
                                                                     filt.shape[0], parts)
-    if not a.shape[0]:  # an empty batch (torch's CPU FFT refuses it): zero gradients
+    if not a.numel():  # no tokens (an empty batch or sequence; FFTs refuse it): zero gradients
         def zeros(t, on=True):
             return t.new_zeros(t.shape) if t is not None and on else a.new_empty(0)
 
