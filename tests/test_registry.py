@@ -137,3 +137,20 @@ def test_rational_weights_are_never_zero() -> None:
     decls = {"w": ParamDecl((Width.const(40), Width.const(50)), "uniform")}
     values = rational_weights(decls, 1, seed=0)["w"]
     assert all(v != 0 and abs(v) <= 2 for v in values.ravel())
+
+
+def test_symbolic_weights_expansion_is_bounded_by_its_terms() -> None:
+    """With symbolic weights no degree bound holds (mamba_selective's expansion took minutes):
+    a node past MAX_SYMBOLIC_TERMS stops it with a PadreError naming the way out; the same
+    spec at rational weights, or a smaller one, expands."""
+    from padre_compiler import dsl
+    from padre_compiler.errors import PadreError
+    from padre_compiler.symbolic.expand import expand_graph, rational_weights
+
+    x = dsl.tokens("sequence")
+    output = dsl.dense(x, "a") * dsl.dense(x, "b") * dsl.dense(x, "c") * dsl.dense(x, "d")
+    g = dsl.spec("t", layout="sequence", output=output).graph()
+    with pytest.raises(PadreError, match=r"reached \d+ terms in one node .*--symbolic-weights"):
+        expand_graph(g, 1, 8)  # each of 8 entries a product of four 8-term sums: 8^4 terms
+    assert expand_graph(g, 1, 8, weights=rational_weights(g.decls, 8)).degrees_in_x() == {4}
+    assert expand_graph(g, 1, 3).degrees_in_x() == {4}

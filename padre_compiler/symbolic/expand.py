@@ -30,6 +30,11 @@ from padre_compiler.symbolic.degree import degrees
 
 MAX_MONOMIALS = 50_000  # monomials of degree <= d in the N*D inputs
 MAX_WEIGHT_SYMBOLS = 400
+# terms of one node's value (all its entries) with symbolic weights, where no bound from the
+# degrees holds: each product's work grows with its operands' terms (mamba_selective at
+# N=2, D=1, one state: exp_order 4 peaks at 4,809 terms and expands in 2 s; 6 reaches 14,395
+# at 1.7 s and takes 19 s more)
+MAX_SYMBOLIC_TERMS = 10_000
 
 
 def _exact(v: float) -> sp.Rational:
@@ -97,7 +102,8 @@ def expand_graph(g: Graph, tokens: int, channels: int, *, grid: tuple[int, int] 
                          + f" would exceed {MAX_MONOMIALS} monomials; use fewer tokens or "
                          "channels")
     x_names = [f"x_{t}_{c}" for t in range(tokens) for c in range(channels)]
-    w_names = weight_names(g.decls, channels) if weights is None else {}
+    symbolic = weights is None
+    w_names = weight_names(g.decls, channels) if symbolic else {}
     w_flat = [name for names in w_names.values() for name in names]
     _, *gens = sp.ring(x_names + w_flat + [n for block in phi_names for n in block], sp.QQ)
     x = np.array(gens[:len(x_names)], dtype=object).reshape(1, tokens, channels)
@@ -108,10 +114,21 @@ def expand_graph(g: Graph, tokens: int, channels: int, *, grid: tuple[int, int] 
     phis = [np.array([next(it) for _ in block], dtype=object) for block in phi_names]
     ctx = EvalContext(grid=grid, abs=None, sqrt=None, const=_exact,
                       opaque_norm=_opaque(phis, tokens))
-    out = run_graph(g, x, weights, ctx)[0]
+    out = run_graph(g, x, weights, ctx, post=_bounded if symbolic else None)[0]
     matrix = sp.Matrix(tokens, channels, lambda t, c: out[t, c].as_expr()
                        if hasattr(out[t, c], "as_expr") else sp.sympify(out[t, c]))
     return Expansion(matrix, [sp.Symbol(n) for n in x_names], weights)
+
+
+def _bounded(value: np.ndarray) -> np.ndarray:
+    """`value` (a node's [B, N, w] polynomials) where its terms stay within
+    MAX_SYMBOLIC_TERMS, else a PadreError before the nodes after it multiply them."""
+    terms = sum(len(v) if isinstance(v, dict) else 1 for v in value.flat)  # PolyElement: dict
+    if terms > MAX_SYMBOLIC_TERMS:
+        raise PadreError(f"symbolic expansion with symbolic weights reached {terms} terms in one "
+                         f"node (limit {MAX_SYMBOLIC_TERMS}); use rational weights (drop "
+                         "--symbolic-weights), fewer tokens or channels, or lower orders")
+    return value
 
 
 def _phi_names(g: Graph, tokens: int, channels: int) -> list[list[str]]:
