@@ -17,6 +17,8 @@ from padre_compiler.backends.reference import run_graph
 from padre_compiler.cli import main
 from padre_compiler.compiler import optimise, pass_context
 from padre_compiler.derive import MODELS, derivation
+from padre_compiler.derive.castling_vit import _taylor
+from padre_compiler.derive.mamba_lti import ssm_constants
 from padre_compiler.ir.ops import EvalContext
 from padre_compiler.paths import checkout
 from padre_compiler.symbolic.expand import expand_graph, rational_weights
@@ -60,6 +62,52 @@ def test_wrong_mapping_fails_the_proof(name: str, mistake: str) -> None:
     caught_by = "exact" if mistake == "shared_decay" else "numeric"
     assert any(k.startswith(caught_by) for k in failed), failed
     assert "**Overall verdict: FAIL**" in report.markdown
+
+
+def _halved_a1(j: int) -> Fraction:
+    return _taylor(j) / (2 if j == 1 else 1)
+
+
+def _shifted_ssm(p: dict, F) -> tuple:
+    """A off by 0.5 where it is read from Mamba's A_log (the symbolic run gives A itself)."""
+    a, delta = ssm_constants(p, F)
+    return (a - 0.5 if "A_log" in p else a), delta
+
+
+# a wrong function or constant shared by the twin and the mapping (it cancels in every other
+# check): (model, the attribute of its derive module or of common, the wrong value, the check)
+SHARED = [
+    ("castling_vit", "common.Float.inv_pi", 1.0 / 3.0, "angular kernel: shared functions"),
+    ("castling_vit", "_taylor", _halved_a1, "arccos Taylor coefficients"),
+    ("mamba_lti", "ssm_constants", _shifted_ssm, "discretisation: shared functions"),
+    ("mamba_lti", "_Float.exp", staticmethod(lambda v: np.exp(2 * v)),
+     "discretisation: shared functions"),
+    ("conv2former", "common.Float.gelu",
+     staticmethod(lambda v: 0.5 * v * (1 + np.tanh(0.7978845608 * (v + 0.044715 * v ** 3)))),
+     "GELU: shared functions"),
+    ("mamba", "softplus", lambda v: 1.05 * np.logaddexp(0.0, v), "scan: shared functions"),
+]
+
+
+@pytest.mark.parametrize(("name", "attribute", "wrong", "check"), SHARED,
+                         ids=[f"{n}-{a}" for n, a, _, _ in SHARED])
+def test_a_wrong_shared_function_fails_the_proof(monkeypatch, name: str, attribute: str,
+                                                 wrong, check: str) -> None:
+    """Each passed `padre prove` with its report unchanged before the shared-function checks
+    (a proof-soundness review): the twin and the mapping read the same wrong value."""
+    import importlib
+
+    from padre_compiler.derive import common
+
+    module = importlib.import_module(f"padre_compiler.derive.{name}")
+    *path, leaf = attribute.split(".")
+    owner = module
+    for part in path:
+        owner = common if part == "common" else getattr(owner, part)
+    monkeypatch.setattr(owner, leaf, wrong)
+    kw = {"orders": (4, 8)} if name == "mamba" else {}
+    report = derivation(name).prove(write=False, **kw)
+    assert {c.name for c in report.checks if not c.passed} == {check}
 
 
 def test_cli_prove_exit_codes(tmp_path, capsys) -> None:

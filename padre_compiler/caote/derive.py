@@ -49,7 +49,7 @@ class ProofReport:
 
     @property
     def passed(self) -> bool:
-        return all(c.passed for c in self.checks)
+        return bool(self.checks) and all(c.passed for c in self.checks)  # no checks: no proof
 
     @property
     def markdown(self) -> str:

@@ -28,6 +28,7 @@ VARIANTS = ("released", "exact_kernel")
 # cubic_coefficient: the x³ term mapped with 2 a_1 = 1/3 instead of a_1 = 1/6
 MISTAKES = ("constant_swap", "cubic_coefficient")
 KERNEL = 9
+TAYLOR_CHECKED = 12  # the arccos terms checked against sympy's series: every K used below
 
 
 # 1. the naive twin: LinAngularAttention of GATECH-EIC/Castling-ViT ------------------------------
@@ -304,6 +305,19 @@ head, degree 7 in X), which fixes the head width.""")
         "| variant | taylor_terms | degrees in x | monomials (twin) | difference |",
         "|---|---|---|---|---|", *rows]))
 
+    # the kernel's constants, shared by the twin, the mappings and the truncations
+    common.function_check(d, "angular kernel", [
+        ("1/π", lambda v: common.Float.inv_pi, 1 / sp.pi, (-1.0, 1.0)),
+        ("1/2", lambda v: common.Float.half, sp.Rational(1, 2), (-1.0, 1.0))])
+    t = sp.Symbol("t")
+    series = sp.series(sp.pi / 2 - sp.acos(t), t, 0, 2 * TAYLOR_CHECKED + 1).removeO()
+    ours = sum(sp.Rational(_taylor(j).numerator, _taylor(j).denominator) * t ** (2 * j + 1)
+               for j in range(TAYLOR_CHECKED))
+    d.check("arccos Taylor coefficients", "symbolic identity",
+            f"π/2 - arccos(t) = Σ_(j<{TAYLOR_CHECKED}) a_j t^(2j+1) + O(t^"
+            f"{2 * TAYLOR_CHECKED + 1}) with the a_j the twin, the mappings and the truncations "
+            "use (`_taylor`), against sympy's series", sp.expand(series - ours) == 0,
+            "a_j = " + ", ".join(str(_taylor(j)) for j in range(TAYLOR_CHECKED)))
     n, c = 196, 64
     p = random_original(c, heads, seed=5)
     x = np.random.default_rng(6).standard_normal((1, n, c))
@@ -353,7 +367,8 @@ head, degree 7 in X), which fixes the head width.""")
             all(e < common.EXACT_TOL for _, e in spec_agree),
             "; ".join(f"K={t}: {fmt(e)}" for t, e in spec_agree))
     d.check("angular kernel, truncation error", "approximation (measured)",
-            "the truncated kernel approaches (1 - arccos(q̂·k̂)/π) V monotonically in K",
+            "the truncated kernel's error against (1 - arccos(q̂·k̂)/π) V decreases over the K "
+            "measured",
             all(b < a for a, b in itertools.pairwise(closed_errs)),
             "errors " + ", ".join(f"{fmt(e)}" for e in closed_errs) + " at K = 1, 2, 3, 6, 12")
     d.section("4. Numeric check at realistic size", "\n".join([

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import sympy as sp
 from numpy.polynomial import chebyshev as cheb
 
 from padre_compiler import dsl
@@ -33,7 +34,7 @@ from padre_compiler.derive.common import Derivation, fmt, fmt1
 from padre_compiler.derive.mamba_lti import selective_scan_ref
 from padre_compiler.ir.ops import EvalContext
 from padre_compiler.spec.model import Spec
-from padre_compiler.spec.surrogates import surrogate_coeffs, surrogate_error
+from padre_compiler.spec.surrogates import FUNCTIONS, surrogate_coeffs, surrogate_error
 
 ORDERS = (4, 8, 16, 24, 32)
 # b_c_swap: x_proj's B rows mapped to C and the reverse; shared_decay: every channel given
@@ -226,6 +227,15 @@ gate):
     B = x_proj_B(x);  C = x_proj_C(x);  A = -exp(A_log)
     h_t = exp(Δ_t A) ⊙ h_{t-1} + Δ_t B_t x_t;  y_t = h_t C_t + D x_t;  out = out_proj(y)""")
 
+    # softplus and exp are shared by the twin and the closed form, and the surrogates are
+    # fitted to (and measured against) the spec layer's functions: each against its definition
+    t = common.T
+    common.function_check(d, "scan", [
+        ("softplus", softplus, sp.log(1 + sp.exp(t)), (-9.0, 9.0)),
+        ("exp", _Exp.exp, sp.exp(t), (-364.0, 0.0)),
+        ("surrogate target exp", FUNCTIONS["exp"][0], sp.exp(t), (-364.0, 0.0)),
+        ("surrogate target softplus", FUNCTIONS["softplus"][0], sp.log(1 + sp.exp(t)),
+         (-9.0, 9.0))])
     dd, ns, n = 64, 16, 196
     p = random_original(dd, ns, seed=11)
     x = np.random.default_rng(12).standard_normal((1, n, dd))

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import sympy as sp
 
 from padre_compiler.derive import common
 from padre_compiler.derive.common import Derivation, fmt
@@ -192,6 +193,15 @@ exp(Δ_d A[d, n]) is one free generator per (d, n) (the twin's `exp` returns it)
 holds for every step and every A. Result: difference {'0' if res.zero else 'NONZERO'}, degrees
 in x {res.degrees}, {res.monomials} monomials in the twin's output.""")
 
+    # the twin and the mapping's filter both read A and Δ through ssm_constants and take
+    # exp from _Float: each against its definition (Mamba: A = -exp(A_log), Δ = softplus)
+    common.function_check(d, "discretisation", [
+        ("exp", _Float.exp, sp.exp(common.T), (-10.0, 0.0)),
+        ("A(A_log)", lambda v: ssm_constants({"A_log": v, "dt_proj.bias": v}, _Float)[0],
+         -sp.exp(common.T), (-3.0, 3.0)),
+        ("Δ(dt_proj.bias)", lambda v: ssm_constants({"A_log": v, "dt_proj.bias": v}, _Float)[1],
+         sp.log(1 + sp.exp(common.T)), (-9.0, 3.0)),
+        ("1/N_s", lambda v: _Float.inv_states(16), sp.Rational(1, 16), (0.0, 1.0))])
     dd, ns, n = 64, 16, 196
     p = random_original(dd, ns, seed=7)
     x = np.random.default_rng(8).standard_normal((1, n, dd))

@@ -28,3 +28,10 @@ def test_wrong_formula_fails() -> None:
     assert "output shift after evicting one token" in failed
     assert "brute force, single token" in failed
     assert "FAIL" in report.markdown
+
+
+def test_a_report_without_checks_does_not_pass() -> None:
+    """An empty report proves nothing (it passed vacuously; Derivation already refused it)."""
+    from padre_compiler.caote.derive import ProofReport
+
+    assert not ProofReport().passed
