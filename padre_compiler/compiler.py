@@ -39,7 +39,8 @@ from padre_compiler.verify.lowering import WIDE
 BACKENDS = ("torch", "triton")
 DEFAULT_TOKENS = 196  # the token count cost-driven passes assume for sequence specs
 CERTIFICATE_ELEMENTS = 8192  # tokens x widest feature map of a compile's (reduced) certificate
-CACHE_DIR = Path(os.environ.get("PADRE_CACHE_DIR", Path.home() / ".cache" / "padre_compiler"))
+# set and empty: the default (Path("") is the working directory)
+CACHE_DIR = Path(os.environ.get("PADRE_CACHE_DIR") or Path.home() / ".cache" / "padre_compiler")
 CACHE_KEEP = 2000  # generated modules the cache keeps; past it the least recently used go
 CACHE_IDLE_S = 3600.0  # a module used within this long is kept (a process may be importing it)
 
@@ -178,7 +179,11 @@ def load_source(source: str, name: str) -> Any:
     modname = f"padre_generated_{name}_{digest}"
     if modname in sys.modules:
         return sys.modules[modname]
-    CACHE_DIR.mkdir(parents=True, exist_ok=True)
+    try:
+        CACHE_DIR.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise PadreError(f"cannot make the module cache {CACHE_DIR}: {err.strerror}; set "
+                         "PADRE_CACHE_DIR to a writable folder") from None
     path = CACHE_DIR / f"{modname}.py"
     try:
         os.utime(path)  # its last use: prune_cache keeps the most recently used

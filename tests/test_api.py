@@ -300,6 +300,26 @@ def test_the_module_cache_keeps_the_most_recently_used(tmp_path, monkeypatch) ->
     assert not any((tmp_path / "__pycache__").iterdir())
 
 
+def test_a_cache_folder_that_cannot_be_made_is_named_with_its_variable(monkeypatch,
+                                                                       tmp_path) -> None:
+    """PADRE_CACHE_DIR naming a file: a PadreError naming the variable (it was a bare
+    FileExistsError); set but empty: the default cache (it was the working directory)."""
+    import subprocess
+
+    from padre_compiler import compiler
+
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    monkeypatch.setattr(compiler, "CACHE_DIR", afile)
+    with pytest.raises(PadreError, match=r"cannot make the module cache .*afile.*PADRE_CACHE_DIR"):
+        compiler.load_source("X = 3\n", "nowhere")
+    env = {**__import__("os").environ, "PADRE_CACHE_DIR": ""}
+    out = subprocess.run([sys.executable, "-c", "from padre_compiler import compiler; "
+                          "print(compiler.CACHE_DIR)"], env=env, capture_output=True, text=True,
+                         check=True, timeout=300).stdout.strip()
+    assert out == str(Path.home() / ".cache" / "padre_compiler")
+
+
 def test_compile_under_a_meta_default_device_builds_a_meta_module() -> None:
     """Deferred initialisation (timm builds models under torch.device("meta")): the checks
     run on the CPU, the module is built on the default device (its weights' values were read

@@ -177,6 +177,24 @@ def test_missing_file_and_unknown_name() -> None:
         load_spec("/nonexistent/x.toml")
 
 
+def test_unreadable_files_say_why(tmp_path: Path, monkeypatch) -> None:
+    """A byte-order mark, bytes that are not UTF-8 and a folder each get their own error and
+    fix (a BOM read as 'not valid TOML' at line 1; a folder as errno 21); a folder named like
+    a bundled spec, such as `-o padre3/module.py` creates, no longer hides that spec."""
+    (tmp_path / "bom.toml").write_bytes(b'\xef\xbb\xbfname = "x"\n')
+    (tmp_path / "latin.toml").write_bytes(b'name = "\xff"\n')
+    (tmp_path / "folder.toml").mkdir()
+    for name, message, fix in (("bom.toml", "byte-order mark", "without a BOM"),
+                               ("latin.toml", "not UTF-8 text", "save the spec as UTF-8"),
+                               ("folder.toml", "is a folder", "path of a .toml file")):
+        with pytest.raises(SpecError, match=message) as err:
+            load_spec(tmp_path / name)
+        assert fix in err.value.fix and str(tmp_path / name) in str(err.value)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "padre3").mkdir()
+    assert load_spec("padre3").name == "padre3"
+
+
 @pytest.mark.parametrize("name", ["empty", "unknown_op", "even_kernel", "widths_do_not_compose",
                                   "parameter_pair"])
 def test_cli_exits_2_without_traceback_and_writes_nothing(tmp_path: Path, name: str) -> None:

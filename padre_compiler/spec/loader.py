@@ -51,8 +51,10 @@ def bundled_specs() -> list[Path]:
 
 
 def resolve_spec_path(path_or_name: str | Path) -> Path:
+    """A .toml path or an existing file as given, else the bundled spec of that name (a
+    folder named like one, such as `-o padre3/module.py` creates, does not hide it)."""
     path = Path(path_or_name)
-    if path.suffix == ".toml" or path.exists():
+    if path.suffix == ".toml" or (path.exists() and not path.is_dir()):
         return path
     bundled = SPECS_DIR / f"{path_or_name}.toml"
     if bundled.exists():
@@ -77,8 +79,17 @@ def load_spec(path_or_name: str | Path, params: Mapping[str, Any] | None = None)
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise SpecError("", "file not found", "check the path", source=source) from None
-    except (OSError, UnicodeDecodeError) as err:
+    except IsADirectoryError:
+        raise SpecError("", "is a folder, not a spec file", "give the path of a .toml file",
+                        source=source) from None
+    except UnicodeDecodeError as err:
+        raise SpecError("", f"not UTF-8 text: {err}", "save the spec as UTF-8",
+                        source=source) from None
+    except OSError as err:
         raise SpecError("", f"cannot read the file: {err}", source=source) from None
+    if text.startswith("\ufeff"):
+        raise SpecError("", "the file starts with a UTF-8 byte-order mark (tomllib refuses it)",
+                        "save the spec as UTF-8 without a BOM", source=source)
     try:
         return parse_spec(text, source=source, default_name=path.stem, params=params)
     except SpecError as err:
