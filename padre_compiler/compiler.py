@@ -9,6 +9,7 @@ import importlib.util
 import math
 import numbers
 import os
+import shlex
 import sys
 import textwrap
 import time
@@ -102,17 +103,18 @@ def optimise(spec: Spec, ctx: PassContext,
 
 
 def regenerate_command(spec: Spec, backend: str) -> str:
-    """What rewrites this file: `padre compile --all` for a bundled spec as bundled (its file
-    under codegen/), else `padre compile` of the spec file with its --param values, else (a
-    spec built in Python) compile() of it."""
-    path = Path(spec.source)
-    if path.suffix != ".toml":
+    """What rewrites this file, a line a shell runs from where the spec was compiled:
+    `padre compile` of the bundled spec's name (from anywhere), or of the spec file as it was
+    given, with its --param values (and `padre compile --all` for a bundled spec as bundled,
+    whose files are under codegen/); compile() of a spec built in Python."""
+    if Path(spec.source).suffix != ".toml":
         return "padre_compiler.compile() of the Python spec that built it"
-    if not spec.params and bundled_stem(spec.source):
-        return "padre compile --all"
+    stem = bundled_stem(spec.source)
     flags = param_flags(spec.params)
     backend_flag = "" if backend == "torch" else f" --backend {backend}"
-    return f"padre compile {path.name}{flags}{backend_flag} -o FILE"
+    command = (f"padre compile {stem or shlex.quote(spec.source)}{flags}{backend_flag} "
+               "-o FILE")
+    return command if spec.params or not stem else f"padre compile --all, or {command}"
 
 
 def header(spec: Spec, records: list[PassRecord], backend: str) -> str:
