@@ -20,7 +20,7 @@ from typing import Any
 
 from padre_compiler.argtypes import param_flags
 from padre_compiler.backends.pytorch import emit_module
-from padre_compiler.errors import CertificateError, PadreError, PrecisionWarning
+from padre_compiler.errors import CertificateError, PadreError, PrecisionWarning, ShapeError
 from padre_compiler.ir.graph import Graph, validate_dim
 from padre_compiler.ir.names import class_name
 from padre_compiler.passes import PIPELINE, PIPELINES, PassContext, PassRecord, run_pipeline
@@ -145,7 +145,10 @@ def generate(spec: str | Path | Spec, *, dim: int = 384, grid: tuple[int, int] |
                          f"dim={spec.fixed_dim} (--dim {spec.fixed_dim})")
     if spec.layout == "grid2d" and grid is None:
         grid = (14, 14)
-    validate_dim(spec.graph(), dim)  # the passes decide by costs at this width: it must exist
+    try:  # the passes decide by costs at this width: it must exist
+        validate_dim(spec.graph(), dim)
+    except ShapeError as err:
+        raise ShapeError(f"{spec.source}: {err}") from None
     ctx = pass_context(spec, dim, grid if spec.layout == "grid2d" else None, tokens)
     g, records = optimise(spec, ctx, PIPELINES[backend])
     emit = emit_module

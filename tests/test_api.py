@@ -205,6 +205,13 @@ def test_dsl_names_operators_and_sizes_get_clear_errors() -> None:
             dsl.apply(op, x)
     with pytest.raises(pc.SpecError, match="unknown layout 'grid'"):
         dsl.tokens("grid")
+    # each said what it is, not "needs a any layout" and "sum of widths " with nothing after
+    with pytest.raises(pc.SpecError, match="mixes layouts: its inputs are grid2d and sequence"):
+        a * dsl.tokens("grid2d")
+    with pytest.raises(pc.SpecError, match="a sum of no terms"):
+        dsl.add()
+    with pytest.raises(pc.SpecError, match="give a product's or a sum's operands one width"):
+        a * dsl.dense(x, "c", out=2)
     with pytest.raises(PadreError, match=r"grid=\(0, 3\): give \(H, W\)"):
         pc.compile("padre3", dim=8, grid=(0, 3))
     # generate() checks its sizes as compile() does (an empty grid made a vacuous certificate)

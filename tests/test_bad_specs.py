@@ -73,11 +73,12 @@ CASES = [
     ("widths_do_not_compose",
      GOOD.replace('channel = { op = "dense" }\ntoken = { op = "identity" }',
                   'channel = { op = "dense", out = 7 }\ntoken = { op = "identity" }'),
-     "mix[1]", "channel sizes do not compose"),
+     "branch[2] (its product with Z1)", "channel sizes do not compose"),  # no [[mix]]: was
+    # reported at mix[1], which the spec does not have
     ("expand_vs_plain", GOOD.replace('channel = { op = "dense" }\ntoken = { op = "dwconv1d"',
                                      'channel = [{ op = "dense" }, { op = "expand" }]\n'
                                      'token = { op = "dwconv1d"'),
-     "mix[1]", "channel sizes do not compose"),
+     "branch[2] (its product with Z1)", "channel sizes do not compose"),
     ("unknown_top_field", "degre = 3\n" + GOOD, "degre", "did you mean 'degree'"),
     ("unknown_attr", GOOD.replace("kernel = 3", "kernel = 3, kernal = 5"),
      "branch[1].token.kernal", "unknown attribute"),
@@ -144,7 +145,9 @@ CASES = [
     ("empty_name", 'name = ""\n' + GOOD, "name", "not a name generated code"),
     ("family_spec_name", 'name = "x-y"\n' + FAMILY, "name", "not a name generated code"),
     ("op_name", GOOD.replace('{ op = "dense" }', '{ op = "dense", name = "a b-c" }', 1),
-     "branch[1].channel", "op name 'a b-c' is not a name"),
+     "branch[1].channel.name", "op name 'a b-c' is not a name"),
+    ("empty_op_name", GOOD.replace('{ op = "dense" }', '{ op = "dense", name = "" }', 1),
+     "branch[1].channel.name", "op name '' is not a name"),  # was taken for no name
     ("negative_eps", GOOD + '\n[[normalize]]\nat = "Y1"\nkind = "l1_tokens"\neps = -1.0\n',
      "normalize[1].eps", "must be >= 0"),
 ]

@@ -157,3 +157,16 @@ def test_the_regenerate_line_reads_back_in_a_shell(tmp_path: Path) -> None:
         "Regenerate with: ")[1].splitlines()[0])[2] == str(spaced)
     bundled = pc.generate(load_spec("castling_vit", params={"heads": 4}), dim=16).source
     assert "Regenerate with: padre compile castling_vit --param heads=4 -o FILE" in bundled
+
+
+def test_size_parameters_are_bounded_where_they_are_named() -> None:
+    """A state count or head count past the ops' size limit is refused at the parameter (it
+    was refused by an op the user never wrote: `expand.times`, `normalize.heads`), and a width
+    that does not split into heads names the spec file."""
+    from padre_compiler.errors import ShapeError, SpecError
+
+    for name, param in (("mamba", "states"), ("castling_vit", "heads")):
+        with pytest.raises(SpecError, match=rf"{param}: 2000000 is above the maximum 1,048,576"):
+            load_spec(name, params={param: 2_000_000})
+    with pytest.raises(ShapeError, match=r"sima\.toml: expand .* does not split into heads=8"):
+        pc.generate("sima", dim=7)

@@ -62,13 +62,17 @@ class Expr:
                  init: Mapping[str, tuple[float, float]] | None = None) -> None:
         opdef = OPS[op]
         if name is not None:
-            require_identifier(name, field or op)
+            require_identifier(name, f"{field}.name" if field else op)
         self.op, self.inputs, self.name, self.label = op, inputs, name, label
         self.field = field  # where a spec file declares it ("" for the DSL)
         self.attrs = opdef.resolve_attrs(attrs, field or op)
         layouts = {x.layout for x in inputs} - {"any"}
         if opdef.layout != "any":
             layouts.add(opdef.layout)
+        if len(layouts) > 1 and opdef.layout == "any":
+            raise SpecError(field or op, f"op '{op}' mixes layouts: its inputs are "
+                            f"{' and '.join(sorted(layouts))}",
+                            "build every operand from one dsl.tokens(layout)")
         if len(layouts) > 1:
             raise SpecError(field or op, f"op '{op}' needs a {opdef.layout} layout, but its "
                             f"input is a {' and '.join(sorted(layouts - {opdef.layout}))}",
@@ -79,8 +83,8 @@ class Expr:
             self.width = _ops.shape_rules[op](self.attrs, [x.width for x in inputs])
         except ShapeError as err:
             raise SpecError(field or op, f"channel sizes do not compose: {err}",
-                            "make both operands of the product the same width "
-                            "(check dense 'out', expand/contract 'heads')") from None
+                            "give a product's or a sum's operands one width, and check dense "
+                            "'out' and expand/contract 'heads' and 'times'") from None
         roles = _ops.param_rules[op](self.attrs, [x.width for x in inputs], self.width)
         if roles and not name:
             raise SpecError(field or op, f"op '{op}' has parameters and needs a name",
@@ -231,6 +235,8 @@ def surrogate(x: Expr, fn: str, order: int, lo: float, hi: float, basis: str = "
 
 
 def add(*terms: Expr) -> Expr:
+    if not terms:
+        raise SpecError("add", "a sum of no terms", "pass one expression or more")
     return terms[0] if len(terms) == 1 else Expr("add", tuple(terms), {})
 
 

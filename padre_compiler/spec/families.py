@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from padre_compiler.errors import SpecError
+from padre_compiler.ir.ops import MAX_SIZE
 from padre_compiler.spec.model import Spec
 
 
@@ -71,7 +72,7 @@ FAMILIES: dict[str, Family] = {
         "Hyena operator of any order N (degree N + 1): N gates, N - 1 long convolutions",
         {"order": Param(int, 2, "number of gates N", minimum=1, maximum=16),
          "filter_length": Param(int, 1024, "long-filter length (>= the longest sequence)",
-                                minimum=1)},
+                                minimum=1, maximum=MAX_SIZE)},
         _hyena),
     "mamba_selective": Family(
         "Mamba-1's selective scan, approximate: exp and softplus replaced by Chebyshev "
@@ -80,7 +81,7 @@ FAMILIES: dict[str, Family] = {
                             minimum=1, maximum=48),
          "softplus_order": Param(int, 16, "order q of the softplus surrogate", minimum=1,
                                  maximum=48),
-         "states": Param(int, 16, "state size N_s", minimum=1),
+         "states": Param(int, 16, "state size N_s", minimum=1, maximum=MAX_SIZE),
          "decay_min": Param(float, -64.0, "lowest A (S_t - S_s) the input reaches (< 0)",
                             minimum=-1e6, maximum=-1e-9),
          "softplus_range": Param(list, [-9.0, 0.0],
@@ -89,7 +90,8 @@ FAMILIES: dict[str, Family] = {
         _mamba_selective),
     "castling_vit": Family(
         "Castling-ViT linear-angular attention, inference form",
-        {"heads": Param(int, 8, "attention heads (D must be a multiple)", minimum=1),
+        {"heads": Param(int, 8, "attention heads (D must be a multiple)", minimum=1,
+                        maximum=MAX_SIZE),
          "variant": Param(str, "released", "constant term of the angular kernel: 0.5 V "
                           "(released code) or 0.5 1 1^T V (exact kernel)",
                           choices=("released", "exact_kernel")),
@@ -99,9 +101,15 @@ FAMILIES: dict[str, Family] = {
                                "constant: 1 keeps x/pi (the released model), 2 adds x^3/(6 pi) "
                                "through e^3 tensor-power features", minimum=1, maximum=2),
          "head_dim": Param(int, 0, "head width e, required by taylor_terms = 2 (the spec then "
-                           "compiles at D = heads * e only); 0: any D", minimum=0)},
+                           "compiles at D = heads * e only); 0: any D", minimum=0,
+                           maximum=MAX_SIZE)},
         _castling_vit),
 }
+
+
+def _bound(v: float) -> str:
+    """1,048,576 for an integral bound, else as %g (-1e-09)."""
+    return f"{int(v):,}" if float(v).is_integer() else f"{v:g}"
 
 
 def family_params(family: str, values: Mapping[str, Any], field: str = "parameters"
@@ -158,11 +166,11 @@ def _check(value: Any, p: Param, field: str) -> Any:
         if isinstance(v, (int, float)) and not math.isfinite(v):
             raise SpecError(field, f"non-finite number {v}", "use a finite number")
         if p.minimum is not None and v < p.minimum:
-            raise SpecError(field, f"{v!r} is below the minimum {p.minimum:g}",
-                            f"give {p.doc}, at least {p.minimum:g}")
+            raise SpecError(field, f"{v!r} is below the minimum {_bound(p.minimum)}",
+                            f"give {p.doc}, at least {_bound(p.minimum)}")
         if p.maximum is not None and v > p.maximum:
-            raise SpecError(field, f"{v!r} is above the maximum {p.maximum:g}",
-                            f"give {p.doc}, at most {p.maximum:g}")
+            raise SpecError(field, f"{v!r} is above the maximum {_bound(p.maximum)}",
+                            f"give {p.doc}, at most {_bound(p.maximum)}")
     return value
 
 

@@ -209,7 +209,8 @@ def _apply_op(x: Expr, value: Any, role: str, field: str, default_name: str,
                         "use dwconv1d for sequences and dwconv2d for grid2d specs")
     init = attrs.pop("init", None)  # {role = [lo, hi]}: validated by the op's parameters
     # attributes as a table, not keywords: any key is checked against the op's schema
-    expr = Expr(op, (x,), attrs, name=name or default_name, field=field, init=init)
+    expr = Expr(op, (x,), attrs, name=default_name if name is None else name, field=field,
+                init=init)
     return expr, op
 
 
@@ -339,8 +340,9 @@ def _build(data: dict[str, Any], source: str, default_name: str) -> Spec:
         rows.append(Branch(token, channel, act))
 
     zs, mix_rows = [_hook(ys[0], hooks, "Z1")], []
+    implicit = "mix" not in data  # identity mixes: the product is Z_i and branch i + 1's
     for i, mix in enumerate(mixes, start=1):
-        field = f"mix[{i}]"
+        field = f"branch[{i + 1}] (its product with Z{i})" if implicit else f"mix[{i}]"
         if not isinstance(mix, dict):
             raise SpecError(field, "expected a table", "write [[mix]] tables")
         _unknown_keys(mix, ("token", "channel"), field)
