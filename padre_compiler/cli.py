@@ -342,12 +342,14 @@ def cmd_fuzz(args: argparse.Namespace) -> int:
         task = progress.add_task(what, total=args.examples, worst=0.0)
 
         def tick(outcome) -> None:
-            worst = max(progress.tasks[0].fields["worst"], ratio(outcome))
-            progress.update(task, advance=1, worst=worst)
+            state = progress.tasks[0]
+            worst = max(state.fields["worst"], ratio(outcome))
+            total = max(state.total or 0, state.completed + 1)  # the boundary examples too
+            progress.update(task, advance=1, worst=worst, total=total)
 
         report = fuzz(spec, backend=args.backend, examples_n=args.examples, seed=args.seed,
                       regression_dir=regressions, on_example=tick, device=device,
-                      grad=args.grad)
+                      grad=args.grad, boundary=None if args.boundary else False)
     rate = report.examples / (time.perf_counter() - t0)
     if report.failure is None and report.judged:
         console.print(f"{report.examples} examples passed, {report.judged} judged "
@@ -496,6 +498,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grad", action="store_true",
                    help="check the gradients of the input and every parameter (float64 "
                         "autograd of the spec graph lowered op by op) instead of the output")
+    p.add_argument("--no-boundary", dest="boundary", action="store_false",
+                   help="--backend triton: skip the examples one past each kernel block "
+                        "(run before the drawn ones; slow in the CPU interpreter)")
     _param_arg(p)
     p.set_defaults(fn=cmd_fuzz)
 

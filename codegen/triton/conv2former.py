@@ -136,8 +136,14 @@ def custom_op_caller(op, impl, setup_context, backward, grad_flag: str | None = 
             return out
 
         @staticmethod
-        @torch.autograd.function.once_differentiable
         def backward(ctx, *grads):
+            if torch.is_grad_enabled():  # create_graph: the kernels' backward has no graph
+                # (once_differentiable's deferred error never fires for autograd.grad(...,
+                # inputs) past this node: a second derivative silently lost its terms)
+                raise RuntimeError(f"{op}: the fused Triton backward is not differentiable, so "
+                                   "a second derivative through it cannot be taken "
+                                   "(create_graph=True); compile with backend='torch' for "
+                                   "higher derivatives")
             return backward(ctx, *grads)
 
     def call(*args, **kwargs):
@@ -161,7 +167,7 @@ def custom_op_caller(op, impl, setup_context, backward, grad_flag: str | None = 
 # torch.ops namespace of the custom ops below, a digest of the source they were
 # generated from: modules from another source never share them (an edited copy of
 # this file must change it, or it runs the first loaded file's ops)
-DWCONV_OPS = 'padre_dwconv_0f4e12a49280'
+DWCONV_OPS = 'padre_dwconv_0a7b6d9c4530'
 
 if triton is not None:
 

@@ -128,8 +128,14 @@ def custom_op_caller(op, impl, setup_context, backward, grad_flag: str | None = 
             return out
 
         @staticmethod
-        @torch.autograd.function.once_differentiable
         def backward(ctx, *grads):
+            if torch.is_grad_enabled():  # create_graph: the kernels' backward has no graph
+                # (once_differentiable's deferred error never fires for autograd.grad(...,
+                # inputs) past this node: a second derivative silently lost its terms)
+                raise RuntimeError(f"{op}: the fused Triton backward is not differentiable, so "
+                                   "a second derivative through it cannot be taken "
+                                   "(create_graph=True); compile with backend='torch' for "
+                                   "higher derivatives")
             return backward(ctx, *grads)
 
     def call(*args, **kwargs):
@@ -153,7 +159,7 @@ def custom_op_caller(op, impl, setup_context, backward, grad_flag: str | None = 
 # torch.ops namespace of the custom ops below, a digest of the source they were
 # generated from: modules from another source never share them (an edited copy of
 # this file must change it, or it runs the first loaded file's ops)
-ATTENTION_OPS = 'padre_attention_fa6f41c43d74'
+ATTENTION_OPS = 'padre_attention_2803e4bacadf'
 
 if triton is not None:
 

@@ -60,6 +60,7 @@ import contextlib
 import dataclasses
 import functools
 import hashlib
+import itertools
 import math
 import os
 import pprint
@@ -217,6 +218,7 @@ class Harness:
         step = width_step(self.graph)  # a width near 384 that every head count divides
         result = generate(spec, backend=backend, dim=spec.fixed_dim or step * max(1, 384 // step))
         self.cls = getattr(load_source(result.source, spec.name), result.class_name)
+        self.kernels = backend == "triton" and "@triton.jit" in result.source  # fused regions
         self.eager_cls = eager_class(self.graph, spec.name)
         self.lowered: dict[tuple[Example, str], Outcome | None] = {}  # check_lowering's
         from padre_compiler.verify.run_check import TWINS, kernels_run  # it imports this
@@ -410,6 +412,37 @@ def examples(spec: Spec, backend: str, grad: bool = False) -> st.SearchStrategy[
     return example()
 
 
+# the largest token and channel block of any Triton kernel's launch on each device, a grid's
+# rows or columns of tokens at most its square root (a test holds the launchers' tiles to
+# them: the Toeplitz form's 64 rows on a GPU): the drawn sizes stay inside one block, where
+# a launch grid rounded down, a mask or a chunk offset past the first block cannot show
+BLOCKS = {"cpu": (256, 128), "cuda": (4096, 64)}
+
+
+def boundary_examples(harness: Harness, grad: bool = False, seed: int = 0) -> list[Example]:
+    """Examples one past each block of the Triton kernels on the harness's device (BLOCKS):
+    many tokens at a narrow width, and a wide width at a few tokens; a grid spec's in the
+    direct and the tensor-core conv form each. Those the spec cannot take (a long filter
+    shorter than the sequence) are left out."""
+    tokens_block, channels_block = BLOCKS[harness.device.type]
+    spec, step = harness.spec, width_step(harness.graph)
+    narrow = spec.fixed_dim or step * max(1, 4 // step)
+    wide = spec.fixed_dim or step * (channels_block // step + 1)
+    if spec.layout == "grid2d":
+        side = math.isqrt(tokens_block) + 1
+        sizes = [((side, side), narrow), ((2, 3), wide)]
+        forms = ("direct", "toeplitz")
+    else:
+        longest = min([tokens_block + 1, *max_tokens(harness.graph)])
+        sizes = [(longest, narrow), (6, wide)]
+        forms = ("auto",)
+    found = [Example(dim, size[0] * size[1] if isinstance(size, tuple) else size,
+                     size if isinstance(size, tuple) else None, 1, "float32", seed + k, form,
+                     grad)
+             for k, ((size, dim), form) in enumerate(itertools.product(sizes, forms))]
+    return [ex for ex in found if valid(harness, ex)]
+
+
 def valid(harness: Harness, ex: Example) -> bool:
     """Widths must be integers at this dim (heads must divide it) and explicit long
     filters at least as long as the sequence."""
@@ -435,11 +468,13 @@ def fuzz(spec: str | Path | Spec, *, backend: str = "torch", examples_n: int = 1
          seed: int = 0, regression_dir: Path | None = None,
          on_example: Callable[[Outcome], None] | None = None,
          harness: Harness | None = None, device: str | None = None,
-         grad: bool = False) -> FuzzReport:
+         grad: bool = False, boundary: bool | None = None) -> FuzzReport:
     """Run `examples_n` hypothesis examples; on failure shrink and write a regression test.
     `harness` replaces the compiled module under test (mutation testing); `device`: where the
     modules run (default: `default_device(backend)`); `grad`: check the gradients of the input
-    and every parameter instead of the output (module docstring)."""
+    and every parameter instead of the output (module docstring); `boundary` (default: where
+    the module launches Triton kernels) runs `boundary_examples` first, beside the examples_n
+    drawn."""
     spec_obj = as_spec(spec)
     if backend not in BACKEND_DTYPES:
         raise PadreError(f"unknown backend '{backend}'; fuzzable: {', '.join(BACKEND_DTYPES)}")
@@ -449,12 +484,7 @@ def fuzz(spec: str | Path | Spec, *, backend: str = "torch", examples_n: int = 1
     last_failure: list[Outcome] = []
     count, judged = [0], [0]
 
-    @hypothesis_seed(seed)
-    @settings(max_examples=examples_n, deadline=None, database=None, derandomize=False,
-              suppress_health_check=list(HealthCheck), report_multiple_bugs=False)
-    @given(examples(spec_obj, backend, grad))
-    def run(ex: Example) -> None:
-        assume(valid(harness, ex))  # an invalid draw does not count toward examples_n
+    def check(ex: Example) -> None:
         try:
             outcome = harness.check(ex)
         except Exception as err:  # a crash is a failure, shrunk and written like any other
@@ -468,9 +498,22 @@ def fuzz(spec: str | Path | Spec, *, backend: str = "torch", examples_n: int = 1
             raise Failed(outcome.message or f"error {outcome.error:.3e} > allowed "
                          f"{outcome.allowed:.3e}")
 
+    @hypothesis_seed(seed)
+    @settings(max_examples=examples_n, deadline=None, database=None, derandomize=False,
+              suppress_health_check=list(HealthCheck), report_multiple_bugs=False)
+    @given(examples(spec_obj, backend, grad))
+    def run(ex: Example) -> None:
+        assume(valid(harness, ex))  # an invalid draw does not count toward examples_n
+        check(ex)
+
+    edges = boundary_examples(harness, grad, seed) if (
+        harness.kernels if boundary is None else boundary) else []
+
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # small examples: threads only add synchronisation
     try:
+        for ex in edges:  # not shrunk: each is the smallest past its block
+            check(ex)
         run()
     except Failed:
         pass

@@ -5,17 +5,20 @@ autograd."""
 
 from __future__ import annotations
 
+import math
+import re
+import sys
 from dataclasses import replace
 
 import pytest
 
-from padre_compiler.compiler import as_spec
-from padre_compiler.verify.fuzz import Example, Harness, fuzz
+from padre_compiler.compiler import as_spec, generate, load_source
+from padre_compiler.verify.fuzz import BLOCKS, Example, Harness, boundary_examples, fuzz
 
 
 def test_triton_fuzz_passes_in_every_conv_form() -> None:
     forms: set[str] = set()
-    report = fuzz("padre3", backend="triton", examples_n=8, seed=1,
+    report = fuzz("padre3", backend="triton", examples_n=8, seed=1, boundary=False,
                   on_example=lambda outcome: forms.add(outcome.example.conv_form))
     assert report.failure is None and report.examples > 0
     assert forms == {"auto", "direct", "toeplitz", "slab", "slab2"}
@@ -46,7 +49,7 @@ def test_triton_fuzz_sees_a_wrong_band_operand_only_in_the_toeplitz_form(monkeyp
 def test_triton_fuzz_passes_on_the_long_convolution_specs(name: str) -> None:
     """Both dtypes the interpreter runs (fp16 included: the FFTs take fp32 operands)."""
     dtypes: set[str] = set()
-    report = fuzz(name, backend="triton", examples_n=8, seed=1,
+    report = fuzz(name, backend="triton", examples_n=8, seed=1, boundary=False,
                   on_example=lambda outcome: dtypes.add(outcome.example.dtype))
     assert report.failure is None and report.examples > 0
     assert dtypes == {"float32", "float16"}
@@ -72,7 +75,7 @@ def test_triton_gradient_fuzz_passes_and_sees_a_wrong_weight_gradient(monkeypatc
     """--grad on the Triton backend: padre3's backward kernels pass; the tensor-core weight
     gradient scaled by 1.01 fails in the Toeplitz form, naming a conv's taps, and the direct
     form (whose weight gradient is its backward kernel's own) still passes."""
-    report = fuzz("padre3", backend="triton", examples_n=4, seed=1, grad=True)
+    report = fuzz("padre3", backend="triton", examples_n=4, seed=1, grad=True, boundary=False)
     assert report.failure is None and report.examples > 0
     harness = Harness(as_spec("padre3"), "triton")
     from torch._library.custom_ops import OPDEFS
@@ -92,3 +95,81 @@ def test_triton_gradient_fuzz_passes_and_sees_a_wrong_weight_gradient(monkeypatc
     outcome = harness.check(example)
     assert not outcome.ok and outcome.tensor.endswith("token_weight"), outcome
     assert harness.check(replace(example, conv_form="direct")).ok
+
+
+def _module(name: str):
+    """The generated Triton module of a bundled spec (its launchers' tile functions)."""
+    return sys.modules[Harness(as_spec(name), "triton").cls.__module__]
+
+
+def test_the_blocks_bound_every_launch() -> None:
+    """BLOCKS holds each device's largest token and channel block, so that the boundary
+    examples reach a second block of every kernel: the direct conv's tiles, the Toeplitz
+    form's rows and columns (its grid side past both), the head kernels' chunks, the long
+    convolution's tiles."""
+    conv, heads, long_conv = _module("padre3"), _module("sima"), _module("hyena")
+    for device, gpu in (("cpu", False), ("cuda", True)):
+        tokens, channels = BLOCKS[device]
+        side = math.isqrt(tokens) + 1
+        for n, c in ((2**20, 2**14), (side * side, 8), (6, channels + 1)):
+            tile = conv.dwconv_hadamard_config(n, c, gpu=gpu)
+            assert tile["BT"] <= tokens and tile["BC"] <= channels
+            band = conv.dwconv_toeplitz_config(c, 11, gpu=gpu, rows=side)
+            assert band["BH"] < side and band["BW"] < side and band["BC"] <= channels
+            assert heads.head_config(n, 64, gpu=gpu)["CHUNK"] <= tokens
+        assert long_conv.LONG_CONV_TILE["BT"] <= tokens
+        assert long_conv.LONG_CONV_TILE["BC"] <= channels
+
+
+BOUNDARY = ["padre3", "hyena", "sima", "castling_vit", "mamba_lti"]
+
+
+@pytest.mark.parametrize("name", BOUNDARY)
+def test_the_boundary_examples_pass(name: str) -> None:
+    """Every kernel family one past its blocks on this device (the drawn sizes stay inside
+    one), each example judged."""
+    harness = Harness(as_spec(name), "triton")
+    examples = boundary_examples(harness)
+    assert len(examples) == (4 if name == "padre3" else 2)
+    for example in examples:
+        outcome = harness.check(example)
+        assert outcome.ok and outcome.judged, outcome
+
+
+@pytest.mark.parametrize("name", ["hyena", "sima"])
+def test_the_boundary_gradients_pass(name: str) -> None:
+    harness = Harness(as_spec(name), "triton")
+    for example in boundary_examples(harness, grad=True):
+        outcome = harness.check(example)
+        assert outcome.ok and outcome.judged, outcome
+
+
+def _mutant(name: str, old: str, new: str) -> Harness:
+    """A harness whose module is the generated one with `old` replaced by `new` (its custom
+    ops renamed, so that they do not meet the real ones registered under the same name)."""
+    harness = Harness(as_spec(name), "triton")
+    source = generate(name, dim=16, grid=(4, 4) if name == "padre3" else None,
+                      backend="triton").source
+    assert old in source
+    source = re.sub(r"(_OPS = 'padre_\w+)'", r"\1_mutant'", source.replace(old, new))
+    harness.cls = getattr(load_source(source, f"{name}_mutant"), harness.cls.__name__)
+    return harness
+
+
+# bugs only a second block shows, each passed by every check before the boundary examples (a
+# verification review): the fuzzer drew at most 17 tokens, a 6 x 16 grid, 12 heads' width
+MUTANTS = [("sima", "o_t = i_k * CHUNK + t0", "o_t = i_k * BT + t0"),
+           ("padre3", 'grid = (b * cdiv(n, cfg["BT"]), cdiv(c, cfg["BC"]))',
+            'grid = (b * max(1, n // cfg["BT"]), max(1, c // cfg["BC"]))'),
+           ("hyena", "long_conv_out_kernel[(bsz * cdiv(n, bt), cdiv(c, bc))](",
+            "long_conv_out_kernel[(bsz * max(1, n // bt), max(1, c // bc))](")]
+
+
+@pytest.mark.parametrize(("name", "old", "new"), MUTANTS, ids=[m[0] for m in MUTANTS])
+def test_the_boundary_examples_see_what_one_block_hides(name: str, old: str, new: str) -> None:
+    harness = _mutant(name, old, new)
+    drawn = Example(dim=8, tokens=17, grid=None, batch=2, dtype="float32", seed=3)
+    if name == "padre3":
+        drawn = replace(drawn, tokens=96, grid=(6, 16), conv_form="direct")
+    assert harness.check(drawn).ok
+    assert not all(harness.check(ex).ok for ex in boundary_examples(harness))

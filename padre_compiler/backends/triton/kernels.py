@@ -141,8 +141,14 @@ def custom_op_caller(op, impl, setup_context, backward, grad_flag: str | None = 
             return out
 
         @staticmethod
-        @torch.autograd.function.once_differentiable
         def backward(ctx, *grads):
+            if torch.is_grad_enabled():  # create_graph: the kernels' backward has no graph
+                # (once_differentiable's deferred error never fires for autograd.grad(...,
+                # inputs) past this node: a second derivative silently lost its terms)
+                raise RuntimeError(f"{op}: the fused Triton backward is not differentiable, so "
+                                   "a second derivative through it cannot be taken "
+                                   "(create_graph=True); compile with backend='torch' for "
+                                   "higher derivatives")
             return backward(ctx, *grads)
 
     def call(*args, **kwargs):
