@@ -156,7 +156,20 @@ def test_the_code_certificate_reaches_every_tap_of_the_kernel(monkeypatch) -> No
     with pytest.raises(pc.CertificateError, match="failed its certificate") as caught:
         pc.compile("padre3", dim=16, grid=(14, 14))
     code = caught.value.certificate.code  # compile() hands no failed module out as correct
-    assert code.applicable and not code.passed and "N=36" in code.detail
+    assert code.applicable and not code.passed and "N=42" in code.detail  # a 6 x 7 grid
+
+
+def test_the_code_certificate_sees_a_transposed_grid(monkeypatch) -> None:
+    """The helper reading the [N, C] tokens as a W x H grid: the small grid is not square (a
+    6 x 6 one, every 11 x 11 kernel's, read the same transposed and passed it)."""
+    from padre_compiler.backends import pytorch
+
+    old = "x.reshape(b, grid[0], grid[1], c)"
+    assert old in pytorch.HELPERS["dwconv2d"]
+    monkeypatch.setitem(pytorch.HELPERS, "dwconv2d", pytorch.HELPERS["dwconv2d"].replace(
+        old, "x.reshape(b, grid[1], grid[0], c)"))
+    with pytest.raises(pc.CertificateError, match="failed its certificate"):
+        pc.compile("padre3", dim=16, grid=(14, 12))
 
 
 def test_the_bound_takes_the_larger_degree_of_the_two_graphs() -> None:
