@@ -97,10 +97,10 @@ def wrong_axis(source: str) -> Iterator[str]:
         yield source.replace(line, line.replace("weight.unsqueeze(1)",
                                                 "weight.transpose(1, 2).unsqueeze(1)")
                              .replace("padding=pad", "padding=pad[::-1]"))
-    line = "    xt = F.pad(x.transpose(1, 2), (left, right))"
+    line = "    y = F.conv2d(xp, weight[:, None, None, :], bias, groups=c)"
     if line in source:  # taps applied in reverse order (correlation vs convolution)
-        yield source.replace("F.conv1d(xt, weight.unsqueeze(1)",
-                             "F.conv1d(xt, weight.flip(-1).unsqueeze(1)")
+        yield source.replace(line, line.replace("weight[:, None, None, :]",
+                                                "weight.flip(-1)[:, None, None, :]"))
 
 
 @mutator("Hadamard with the wrong operand")

@@ -23,6 +23,10 @@ def test_every_mutation_kind_applies_somewhere() -> None:
     sources += [generate(s).source for s in zoo()]
     for kind, mutate in MUTATORS.items():
         assert any(next(mutate(src), src) != src for src in sources), kind
+    # each branch of a mutator finds its line: the 1-D conv's reversed taps had looked for a
+    # helper line that no longer exists (its 2-D branch kept the kind applying)
+    hyena = generate(load_spec("hyena")).source
+    assert any("weight.flip(-1)" in m for m in MUTATORS["convolution on the wrong axis"](hyena))
 
 
 def test_mutants_of_a_module_that_fails_its_checks_are_not_judged(monkeypatch) -> None:
