@@ -298,3 +298,16 @@ def test_an_empty_batch_or_sequence_runs_forward_and_backward(name: str, shape) 
     y.sum().backward()
     assert y.shape == x.grad.shape == shape
     assert all(p.grad is not None and not p.grad.any() for p in module.parameters())
+
+
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+def test_a_generated_class_refuses_a_width_its_heads_do_not_split(backend: str) -> None:
+    """Sima(12) with 8 heads: refused by the constructor, naming the multiple (it built, and
+    forward raised a reshape error)."""
+    from padre_compiler.compiler import generate, load_source
+
+    result = generate("sima", dim=16, backend=backend)
+    cls = getattr(load_source(result.source, "sima"), result.class_name)
+    with pytest.raises(ValueError, match="dim must be a multiple of 8, got 12"):
+        cls(12)
+    assert cls(24)(torch.randn(1, 5, 24)).shape == (1, 5, 24)

@@ -48,6 +48,8 @@ class Sima(nn.Module):
 
     def __init__(self, dim: int) -> None:
         super().__init__()
+        if dim % 8:
+            raise ValueError(f"sima splits its width into heads: dim must be a multiple of 8, got {dim}")
         self.dim = dim
         D = dim
         self.wk_weight = nn.Parameter(torch.empty(D, D))

@@ -2215,6 +2215,8 @@ class CastlingVit(nn.Module):
 
     def __init__(self, dim: int) -> None:
         super().__init__()
+        if dim % 8:
+            raise ValueError(f"castling_vit splits its width into heads: dim must be a multiple of 8, got {dim}")
         self.dim = dim
         D = dim
         self.wv_weight = nn.Parameter(torch.empty(D, D))

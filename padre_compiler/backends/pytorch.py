@@ -18,7 +18,7 @@ import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from padre_compiler.ir.graph import Graph, Node
+from padre_compiler.ir.graph import Graph, Node, width_step
 from padre_compiler.ir.names import class_name
 from padre_compiler.ir.params import ParamDecl, ParamExpr, render_param
 from padre_compiler.ir.registry import RuleTable
@@ -379,10 +379,15 @@ def module_source(g: Graph, decls: dict[str, ParamDecl], *, name: str, docstring
     grid = g.layout == "grid2d"
     sig = "self, dim: int, grid: tuple[int, int]" if grid else "self, dim: int"
     init = ["super().__init__()", "self.dim = dim", "D = dim"]
+    step = width_step(g)
     if fixed_dim is not None:
         init[1:1] = [f"if dim != {fixed_dim}:",
                      f"    raise ValueError(f\"{name} hard-codes its head width: dim must be "
                      f"{fixed_dim}, got {{dim}}\")"]
+    elif step > 1:  # every per-head op's input splits into its heads
+        init[1:1] = [f"if dim % {step}:",
+                     f"    raise ValueError(f\"{name} splits its width into heads: dim must be "
+                     f"a multiple of {step}, got {{dim}}\")"]
     if grid:
         init.insert(2, "self.grid = (int(grid[0]), int(grid[1]))")
     for pname, decl in decls.items():
