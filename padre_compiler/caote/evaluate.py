@@ -408,6 +408,14 @@ def main(argv: list[str] | None = None, prog: str = "python -m padre_compiler.ca
         return
     if args.score_from >= args.context:
         p.error(f"--score-from {args.score_from} must be below --context {args.context}")
+    if max(args.budgets) > args.score_from:  # else the first scored tokens saw a full cache
+        p.error(f"--budgets {max(args.budgets)} is past --score-from {args.score_from}: the "
+                "scored tokens must all come after every budget has started evicting; give "
+                f"budgets up to {args.score_from} or a later --score-from")
+    if max(args.passkey_budgets) >= args.passkey_filler:
+        p.error(f"--passkey-budgets {max(args.passkey_budgets)} holds the whole "
+                f"--passkey-filler {args.passkey_filler}: nothing would be evicted; give "
+                "smaller budgets or more filler")
     for flag, budgets in (("--budgets", args.budgets), ("--passkey-budgets", args.passkey_budgets)):
         try:
             plan(tuple(budgets), args.block_size)

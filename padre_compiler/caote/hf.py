@@ -50,6 +50,11 @@ def _rotate_half(x: torch.Tensor) -> torch.Tensor:
     return torch.cat((-x2, x1), dim=-1)
 
 
+# model types whose attention block_queries recomputes exactly (Llama-style: q_proj, an
+# optional per-head q_norm, split-half RoPE over the whole head); tests run llama and mistral
+LLAMA_STYLE = frozenset({"llama", "mistral", "qwen2", "qwen3"})
+
+
 def block_queries(module: nn.Module, hidden: torch.Tensor, cos: torch.Tensor,
                   sin: torch.Tensor) -> torch.Tensor:
     """Post-RoPE queries of a Llama-style attention module. hidden [B, Q, D] -> [B, Hq, Q, d]."""
@@ -117,9 +122,20 @@ class BlockwiseEvictor:
                 "trims itself to the window and masks by tokens fed, not tokens kept, which "
                 "eviction breaks; use a full-attention model or config "
                 "(e.g. sliding_window=None)")
+        kind = model.config.model_type
+        if kind not in LLAMA_STYLE or getattr(model.config, "clip_qkv", None) or \
+                getattr(model.config, "partial_rotary_factor", 1.0) != 1.0:
+            raise ValueError(
+                f"BlockwiseEvictor recomputes attention weights as Llama-style attention does "
+                f"(split-half RoPE over the whole head, no q/k clipping), which this {kind} "
+                f"model's attention is not known to be: its scores would use wrong weights; "
+                f"the architectures it is checked on: {', '.join(sorted(LLAMA_STYLE))}")
+        if block_size is not None and block_size < 1:
+            raise ValueError(f"block_size must be at least 1, got {block_size}")
         self.model = model
         self.config = config
-        self.block_size = block_size or (config.block_size if config else 128)
+        self.block_size = block_size if block_size is not None else (
+            config.block_size if config else 128)
         self.record_outputs = record_outputs
         self.attn_modules = [layer.self_attn for layer in _decoder_layers(model)]
         self.handles: list[Any] = []
@@ -138,6 +154,13 @@ class BlockwiseEvictor:
         self._t0: dict[int, float] = {}
 
     def __enter__(self) -> BlockwiseEvictor:
+        if self.handles:
+            raise RuntimeError("this BlockwiseEvictor is attached already (a `with` inside "
+                               "its own `with`)")
+        if getattr(self.model, "_padre_evictor", None) is not None:
+            raise RuntimeError("another BlockwiseEvictor is attached to this model: leave its "
+                               "`with` block first (two would evict each other's cache)")
+        self.model._padre_evictor = self
         for i, m in enumerate(self.attn_modules):
             self.handles.append(m.register_forward_pre_hook(self._make_pre(i)))
             self.handles.append(m.register_forward_hook(self._make_post(i), with_kwargs=True))
@@ -148,13 +171,19 @@ class BlockwiseEvictor:
         for h in self.handles:
             h.remove()
         self.handles.clear()
+        self.model._padre_evictor = None
 
     # ------------------------------------------------------------------ driving the model
 
     @torch.no_grad()
     def _forward(self, ids: torch.Tensor) -> torch.Tensor:
         """One model call on ids [B, Q] at the next absolute positions. Returns logits [B, Q, V]."""
+        if not self.handles:  # the hooks that record and evict attach in __enter__
+            raise RuntimeError("BlockwiseEvictor runs inside `with evictor:` (its hooks attach "
+                               "there); outside it the model would run without eviction")
         q = ids.shape[1]
+        if q == 0:
+            raise ValueError("no tokens to feed: input_ids is [B, 0]")
         self._positions = torch.arange(self.next_position, self.next_position + q,
                                        device=ids.device)
         out = self.model(input_ids=ids, position_ids=self._positions.unsqueeze(0),
@@ -169,6 +198,8 @@ class BlockwiseEvictor:
         continuation of the current one (its tokens at the next positions; its blocks start
         at the split, so eviction matches one prefill of the whole where the split falls on
         a block boundary)."""
+        if not input_ids.shape[1]:
+            raise ValueError("an empty prompt: input_ids is [B, 0]")
         if not extend:
             self.reset()
         self._prefill = True

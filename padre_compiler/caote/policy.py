@@ -110,6 +110,9 @@ def select_keep(scores: torch.Tensor, protected: torch.Tensor, budget: int) -> t
 
     scores [B, Hkv, T], higher = keep; protected entries are kept first (their score -> +inf).
     Protection masks the final score only: it never pads the base scores that CAOTE normalises.
+    A NaN score (a cache that overflowed) ranks last: topk ranks NaN above +inf, which
+    evicted protected entries.
     """
-    s = scores.float().masked_fill(protected, float("inf"))
+    s = scores.float().nan_to_num(nan=float("-inf"), posinf=float("inf"),
+                                  neginf=float("-inf")).masked_fill(protected, float("inf"))
     return s.topk(budget, dim=-1).indices.sort(dim=-1).values

@@ -62,6 +62,13 @@ class CAOTEPress(ScorerPress):
               ) -> torch.Tensor:
         """[B, Hkv, T] scores, higher = keep (CAOTE error of evicting the entry)."""
         b, hkv, t, _ = keys.shape
+        kept = int(t * (1 - self.compression_ratio))  # kvpress's count of the kept entries
+        if self.base == "snapkv" and 0 < kept <= self.window_size:
+            raise ValueError(
+                f"CAOTEPress(base='snapkv'): the ratio keeps {kept} of {t} entries, no more "
+                f"than SnapKV's protected window of {self.window_size}: the scores would "
+                "decide nothing (the last entries kept by tie order); give a smaller "
+                "window_size or compression_ratio, or a longer prompt")
         n_q = {"h2o": hidden_states.shape[1], "tova": 1, "snapkv": self.window_size}[self.base]
         n_q = min(n_q, hidden_states.shape[1])
         cos, sin = kwargs["position_embeddings"]

@@ -33,6 +33,21 @@ def test_budget_at_most_the_snapkv_window_is_a_usage_error(
     assert "give a budget above 32" in err
 
 
+@pytest.mark.parametrize("args,words", [
+    (["--budgets", "600", "--score-from", "512"], "--budgets 600 is past --score-from 512"),
+    (["--passkey-budgets", "128", "1000"], "--passkey-budgets 1000 holds the whole "
+                                           "--passkey-filler 900"),
+])
+def test_budgets_that_evict_nothing_measured_are_usage_errors(
+        no_model: None, tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str],
+        words: str) -> None:
+    """A budget past --score-from (or the whole passkey filler) ran, and reported the full
+    cache's numbers as that budget's."""
+    with pytest.raises(SystemExit) as exit_:
+        evaluate.main([*args, "--out-dir", str(tmp_path)])
+    assert exit_.value.code == 2 and words in capsys.readouterr().err
+
+
 def test_score_from_beyond_the_text_is_refused_before_running(
         monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """The text gives 300 tokens: --score-from 2000 < --context 3000 still scores nothing."""

@@ -213,3 +213,42 @@ def test_cuda_matches_cpu(model, ids) -> None:
         agree = (ev.states[1].positions.cpu() == cpu_pos).float().mean()
     torch.testing.assert_close(gpu.cpu(), cpu, rtol=1e-3, atol=1e-3)
     assert agree > 0.9  # near-ties may flip under different kernels
+
+
+def test_attention_it_cannot_recompute_is_refused() -> None:
+    """Cohere rotates interleaved pairs, OLMo may clip q/k, Phi rotates part of a head: the
+    hook's recomputed weights were wrong (Cohere's largest off by 0.087 where the largest true
+    weight is 0.078) and eviction ran on them. Refused up front, naming the checked kinds."""
+    small = dict(vocab_size=101, hidden_size=64, intermediate_size=96, num_hidden_layers=1,
+                 num_attention_heads=4, num_key_value_heads=2)
+    cohere = transformers.CohereForCausalLM(transformers.CohereConfig(**small))
+    with pytest.raises(ValueError, match="this cohere model's attention is not known"):
+        BlockwiseEvictor(cohere, EvictionConfig(budget=16, block_size=8))
+    llama = transformers.LlamaForCausalLM(transformers.LlamaConfig(**small))
+    llama.config.partial_rotary_factor = 0.5
+    with pytest.raises(ValueError, match="checked on: llama, mistral, qwen2, qwen3"):
+        BlockwiseEvictor(llama, EvictionConfig(budget=16, block_size=8))
+
+
+def test_the_evictor_runs_only_attached_and_once(model, ids) -> None:
+    """Outside `with` it evicted nothing, silently (its hooks attach in __enter__); a nested
+    `with` and a second evictor on the model crashed mid-run; an empty prompt and a block
+    size of 0 (taken for the default) are refused."""
+    cfg = EvictionConfig(budget=8, block_size=16)
+    evictor = BlockwiseEvictor(model, cfg)
+    with pytest.raises(RuntimeError, match="runs inside `with evictor:`"):
+        evictor.prefill(ids)
+    with evictor:
+        with pytest.raises(RuntimeError, match="attached already"), evictor:
+            pass
+        with pytest.raises(RuntimeError, match="another BlockwiseEvictor"), \
+                BlockwiseEvictor(model, cfg):
+            pass
+        with pytest.raises(ValueError, match="an empty prompt"):
+            evictor.prefill(ids[:, :0])
+        evictor.prefill(ids)
+        assert evictor.cache_lengths() == [8, 8]
+    with BlockwiseEvictor(model, cfg) as again:  # detached: another may attach
+        again.prefill(ids[:, :20])
+    with pytest.raises(ValueError, match="block_size must be at least 1, got 0"):
+        BlockwiseEvictor(model, cfg, block_size=0)

@@ -189,6 +189,10 @@ def test_select_keep_protects_and_sorts() -> None:
     keep = select_keep(s, prot, budget=5)
     assert keep[0, 0].tolist() == [0, 1, 2, 8, 9]
     assert keep[0, 1].tolist() == [0, 6, 7, 8, 9]
+    # a NaN score (an overflowed cache) ranks last: topk put it above +inf, evicting index 0
+    keep = select_keep(torch.tensor([[[0.1, float("nan"), 0.2, 0.3]]]),
+                       torch.tensor([[[True, False, False, True]]]), 2)
+    assert keep[0, 0].tolist() == [0, 3]
 
 
 def test_config_rejects_bad_settings() -> None:
