@@ -221,11 +221,14 @@ def test_cancellation_dominated_errors_print_as_bounds(v, noise, want) -> None:
 
 def test_the_conv2former_proof_sees_a_grid_read_with_h_and_w_swapped(monkeypatch) -> None:
     """Its grids are not square (2x3 symbolic, 12x16 numeric): on square ones a module that
-    reads the grid transposed passed."""
+    reads the grid transposed passed. compile()'s code certificate, on a grid wider than
+    tall, now refuses that module before the proof's numeric check runs."""
     from padre_compiler.backends import pytorch
+    from padre_compiler.errors import CertificateError
 
     old = "x.reshape(b, grid[0], grid[1], c)"
     assert old in pytorch.HELPERS["dwconv2d"]
     monkeypatch.setitem(pytorch.HELPERS, "dwconv2d", pytorch.HELPERS["dwconv2d"].replace(
         old, "x.reshape(b, grid[1], grid[0], c)"))
-    assert not derivation("conv2former").prove(write=False).passed
+    with pytest.raises(CertificateError, match="code certificate: FAILED"):
+        derivation("conv2former").prove(write=False)

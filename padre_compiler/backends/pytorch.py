@@ -378,18 +378,19 @@ def module_source(g: Graph, decls: dict[str, ParamDecl], *, name: str, docstring
     fixed_dim: the only width the graph is valid at (the constructor refuses others)."""
     grid = g.layout == "grid2d"
     sig = "self, dim: int, grid: tuple[int, int]" if grid else "self, dim: int"
-    init = ["super().__init__()", "self.dim = dim", "D = dim"]
     step = width_step(g)
     if fixed_dim is not None:
-        init[1:1] = [f"if dim != {fixed_dim}:",
-                     f"    raise ValueError(f\"{name} hard-codes its head width: dim must be "
-                     f"{fixed_dim}, got {{dim}}\")"]
+        checks = [f"if dim != {fixed_dim}:",
+                  f"    raise ValueError(f\"{name} hard-codes its head width: dim must be "
+                  f"{fixed_dim}, got {{dim}}\")"]
     elif step > 1:  # every per-head op's input splits into its heads
-        init[1:1] = [f"if dim % {step}:",
-                     f"    raise ValueError(f\"{name} splits its width into heads: dim must be "
-                     f"a multiple of {step}, got {{dim}}\")"]
-    if grid:
-        init.insert(2, "self.grid = (int(grid[0]), int(grid[1]))")
+        checks = [f"if dim % {step}:",
+                  f"    raise ValueError(f\"{name} splits its width into heads: dim must be "
+                  f"a multiple of {step}, got {{dim}}\")"]
+    else:
+        checks = []
+    init = ["super().__init__()", *checks, "self.dim = dim",
+            *(["self.grid = (int(grid[0]), int(grid[1]))"] if grid else []), "D = dim"]
     for pname, decl in decls.items():
         shape = ", ".join(w.render("D") for w in decl.shape)
         init.append(f"self.{pname} = nn.Parameter(torch.empty({shape}))")
