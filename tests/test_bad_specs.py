@@ -195,7 +195,11 @@ def test_unreadable_files_say_why(tmp_path: Path, monkeypatch) -> None:
         assert fix in err.value.fix and str(tmp_path / name) in str(err.value)
     monkeypatch.chdir(tmp_path)
     (tmp_path / "padre3").mkdir()
+    (tmp_path / "mine").mkdir()
     assert load_spec("padre3").name == "padre3"
+    for given in ("./padre3", "mine"):  # a path, or a name no spec has: the folder's error
+        with pytest.raises(SpecError, match="is a folder"):
+            load_spec(given)
 
 
 @pytest.mark.parametrize("name", ["empty", "unknown_op", "even_kernel", "widths_do_not_compose",

@@ -302,12 +302,33 @@ def test_an_empty_batch_or_sequence_runs_forward_and_backward(name: str, shape) 
 
 @pytest.mark.parametrize("backend", ["torch", "triton"])
 def test_a_generated_class_refuses_a_width_its_heads_do_not_split(backend: str) -> None:
-    """Sima(12) with 8 heads: refused by the constructor, naming the multiple (it built, and
-    forward raised a reshape error)."""
+    """Sima(12) with 8 heads: refused by the constructor, naming valid widths (it built, and
+    forward raised a reshape error); the constructor accepts exactly the widths the spec
+    does."""
+    from padre_compiler import dsl
     from padre_compiler.compiler import generate, load_source
+    from padre_compiler.ir.graph import is_valid_dim
+    from padre_compiler.spec.loader import load_spec
 
     result = generate("sima", dim=16, backend=backend)
     cls = getattr(load_source(result.source, "sima"), result.class_name)
-    with pytest.raises(ValueError, match="dim must be a multiple of 8, got 12"):
+    with pytest.raises(ValueError, match=r"at dim=12 a width does not split into its heads "
+                                         r"\(valid: 8, 16, 24, \.\.\.\)"):
         cls(12)
     assert cls(24)(torch.randn(1, 5, 24)).shape == (1, 5, 24)
+    # heads over a fixed-width input: every D (a check on D's multiples refused D = 12)
+    x = dsl.tokens("sequence")
+    heads = dsl.contract(dsl.expand(dsl.dense(x, "a", out=64), mode="replicate", heads=8)
+                         * dsl.expand(dsl.dense(x, "b", out=64), mode="tile", heads=8),
+                         keep="tile", heads=8)
+    for spec in (dsl.spec("fixed", layout="sequence", output=dsl.dense(heads, "p", out="dim")),
+                 load_spec("castling_vit"), load_spec("mamba")):
+        result = generate(spec, dim=16, backend=backend)
+        cls = getattr(load_source(result.source, spec.name), result.class_name)
+        for dim in range(1, 41):  # the constructor agrees with validate_dim
+            try:
+                cls(dim)
+                built = True
+            except ValueError:
+                built = False
+            assert built == is_valid_dim(spec.graph(), dim), (spec.name, dim)

@@ -2215,8 +2215,8 @@ class CastlingVit(nn.Module):
 
     def __init__(self, dim: int) -> None:
         super().__init__()
-        if dim % 8:
-            raise ValueError(f"castling_vit splits its width into heads: dim must be a multiple of 8, got {dim}")
+        if any(n * dim**p % m for n, p, m in ((1, 1, 8),)):
+            raise ValueError(f"castling_vit: at dim={dim} a width does not split into its heads (valid: 8, 16, 24, ...)")
         self.dim = dim
         D = dim
         self.wv_weight = nn.Parameter(torch.empty(D, D))

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import ast
 import builtins
+import itertools
 import keyword
 import re
 import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from padre_compiler.ir.graph import Graph, Node, width_step
+from padre_compiler.ir.graph import Graph, Node, dim_rules, is_valid_dim
 from padre_compiler.ir.names import class_name
 from padre_compiler.ir.params import ParamDecl, ParamExpr, render_param
 from padre_compiler.ir.registry import RuleTable
@@ -378,15 +379,17 @@ def module_source(g: Graph, decls: dict[str, ParamDecl], *, name: str, docstring
     fixed_dim: the only width the graph is valid at (the constructor refuses others)."""
     grid = g.layout == "grid2d"
     sig = "self, dim: int, grid: tuple[int, int]" if grid else "self, dim: int"
-    step = width_step(g)
+    rules = dim_rules(g)
     if fixed_dim is not None:
         checks = [f"if dim != {fixed_dim}:",
                   f"    raise ValueError(f\"{name} hard-codes its head width: dim must be "
                   f"{fixed_dim}, got {{dim}}\")"]
-    elif step > 1:  # every per-head op's input splits into its heads
-        checks = [f"if dim % {step}:",
-                  f"    raise ValueError(f\"{name} splits its width into heads: dim must be "
-                  f"a multiple of {step}, got {{dim}}\")"]
+    elif rules:  # integer widths that split into their heads: (n, p, m) with n dim^p % m == 0
+        valid = ", ".join(str(d) for d in itertools.islice(
+            (d for d in range(1, 2**16) if is_valid_dim(g, d)), 3))
+        checks = [f"if any(n * dim**p % m for n, p, m in {tuple(rules)!r}):",
+                  f"    raise ValueError(f\"{name}: at dim={{dim}} a width does not split into "
+                  f"its heads (valid: {valid}, ...)\")"]
     else:
         checks = []
     init = ["super().__init__()", *checks, "self.dim = dim",

@@ -139,6 +139,23 @@ def validate_dim(g: Graph, dim: int) -> None:
         node.width.at(dim)
 
 
+def dim_rules(g: Graph) -> list[tuple[int, int, int]]:
+    """`validate_dim` as arithmetic a generated constructor runs: (n, p, m) with
+    n * D**p % m == 0 for each width n D^p / d that depends on D (m = d: an integer), and for
+    each per-head op's input (m = d * heads, times its copies for a contract). Widths that do
+    not depend on D, and rules with m dividing n, hold at every D or at none."""
+    rules = set()
+    for _, node, inputs in g.items():
+        if node.width.power and node.width.coef.denominator > 1:
+            rules.add((node.width.coef.numerator, node.width.power,
+                       node.width.coef.denominator))
+        split = (node.a.get("heads") or 1) * (
+            node.a.get("times") or 1 if node.op == "contract" else 1)
+        if split > 1 and inputs and (w := g.node(inputs[0]).width).power:
+            rules.add((w.coef.numerator, w.power, w.coef.denominator * split))
+    return sorted(r for r in rules if r[0] % r[2])  # n % m == 0 holds at every D
+
+
 def width_step(g: Graph) -> int:
     """Widths that multiples of this split into every op's heads."""
     return math.lcm(1, *(g.node(n).a.get("heads") or 1 for n in g.g.nodes))

@@ -51,10 +51,12 @@ def bundled_specs() -> list[Path]:
 
 
 def resolve_spec_path(path_or_name: str | Path) -> Path:
-    """A .toml path or an existing file as given, else the bundled spec of that name (a
-    folder named like one, such as `-o padre3/module.py` creates, does not hide it)."""
+    """A .toml path or an existing path as given (a folder: load_spec says so), else the
+    bundled spec of that name; a bare name stays the bundled spec's where a folder of that
+    name exists (`-o padre3/module.py` makes one)."""
     path = Path(path_or_name)
-    if path.suffix == ".toml" or (path.exists() and not path.is_dir()):
+    bundled_name = str(path_or_name) == path.name and (SPECS_DIR / f"{path.name}.toml").exists()
+    if path.suffix == ".toml" or (path.exists() and not (bundled_name and path.is_dir())):
         return path
     bundled = SPECS_DIR / f"{path_or_name}.toml"
     if bundled.exists():

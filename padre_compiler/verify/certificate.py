@@ -296,11 +296,13 @@ def small_size(layout: str, dim: int, grid: tuple[int, int] | None, tokens: int,
     heads = width_step(graph) if graph is not None else 1  # 2 channels a head at least
     small_dim = fixed_dim or _largest_valid(graph, min(dim, max(max_dim, 2 * heads)), dim)
     rows, columns, length = _reach(graph)
-    if layout == "grid2d" and grid is not None:  # wider than tall where the grid allows: a
-        # square one reads the same transposed (an 11 x 11 kernel made every bundled one 6 x 6)
-        small = (min(grid[0], max(max_side, rows)),
-                 min(grid[1], max(max_side + 1, columns, rows + 1)))
-        return small_dim, small, small[0] * small[1]
+    if layout == "grid2d" and grid is not None:  # not square unless the grid is: a square
+        # one reads the same transposed (an 11 x 11 kernel made every bundled one 6 x 6)
+        height = min(grid[0], max(max_side, rows))
+        width = min(grid[1], max(max_side + 1, columns, height + 1))  # wider than tall, or
+        if width == height:  # where the grid is too narrow for that, taller than wide
+            height = min(grid[0], width + 1)
+        return small_dim, (height, width), height * width
     return small_dim, None, min(tokens, max(max_side * max_side, length))
 
 

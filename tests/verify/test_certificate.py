@@ -160,16 +160,18 @@ def test_the_code_certificate_reaches_every_tap_of_the_kernel(monkeypatch) -> No
 
 
 def test_the_code_certificate_sees_a_transposed_grid(monkeypatch) -> None:
-    """The helper reading the [N, C] tokens as a W x H grid: the small grid is not square (a
-    6 x 6 one, every 11 x 11 kernel's, read the same transposed and passed it)."""
+    """The helper reading the [N, C] tokens as a W x H grid: the small grid is not square
+    unless the compiled one is (a 6 x 6 one, every 11 x 11 kernel's, read the same transposed
+    and passed it; so did 20 x 6 after a first fix)."""
     from padre_compiler.backends import pytorch
 
     old = "x.reshape(b, grid[0], grid[1], c)"
     assert old in pytorch.HELPERS["dwconv2d"]
     monkeypatch.setitem(pytorch.HELPERS, "dwconv2d", pytorch.HELPERS["dwconv2d"].replace(
         old, "x.reshape(b, grid[1], grid[0], c)"))
-    with pytest.raises(pc.CertificateError, match="failed its certificate"):
-        pc.compile("padre3", dim=16, grid=(14, 12))
+    for grid in ((14, 12), (20, 6)):  # wider than tall; taller where the grid is narrow
+        with pytest.raises(pc.CertificateError, match="failed its certificate"):
+            pc.compile("padre3", dim=16, grid=grid)
 
 
 def test_the_bound_takes_the_larger_degree_of_the_two_graphs() -> None:
