@@ -143,7 +143,7 @@ def passkey_run(model: Any, ids: torch.Tensor, cfg: EvictionConfig | None, key: 
 def run_eval(
     budgets: tuple[int, ...] = (128, 256, 512),
     context: int = 1280,
-    score_from: int = 512,
+    score_from: int = 768,
     passkey_budgets: tuple[int, ...] = (128, 256, 512, 768),
     passkey_depths: tuple[float, ...] = (0.1, 0.3, 0.5, 0.7, 0.9),
     passkey_filler: int = 900,
@@ -385,8 +385,9 @@ def main(argv: list[str] | None = None, prog: str = "python -m padre_compiler.ca
                    f"{SNAPKV_WINDOW}: SnapKV keeps its {SNAPKV_WINDOW}-query window)")
     p.add_argument("--context", type=positive, default=1280,
                    help="tokens of the perplexity text")
-    p.add_argument("--score-from", type=positive, default=512,
-                   help="first token whose loss counts (< --context)")
+    p.add_argument("--score-from", type=positive, default=768,
+                   help="first token whose loss counts (< --context; its block starts past "
+                   "every budget, so every scored token sees an evicted cache)")
     p.add_argument("--passkey-budgets", type=positive, nargs="+", default=[128, 256, 512, 768],
                    help=f"budgets of the passkey runs (each above {SNAPKV_WINDOW})")
     p.add_argument("--passkey-depths", type=argtypes.fraction, nargs="+",
@@ -408,14 +409,20 @@ def main(argv: list[str] | None = None, prog: str = "python -m padre_compiler.ca
         return
     if args.score_from >= args.context:
         p.error(f"--score-from {args.score_from} must be below --context {args.context}")
-    if max(args.budgets) > args.score_from:  # else the first scored tokens saw a full cache
-        p.error(f"--budgets {max(args.budgets)} is past --score-from {args.score_from}: the "
-                "scored tokens must all come after every budget has started evicting; give "
-                f"budgets up to {args.score_from} or a later --score-from")
+    # the first scored token's logits come from position score_from - 1, computed in the
+    # block that starts at `start` with the cache of the `start` tokens before it, which
+    # eviction has cut to the budget only where start > budget (it runs after each block)
+    start = (args.score_from - 1) // args.block_size * args.block_size
+    if max(args.budgets) >= start:
+        p.error(f"--budgets {max(args.budgets)}: the first scored token (--score-from "
+                f"{args.score_from}) is predicted in the block starting at token {start}, "
+                f"before which a cache of {start} tokens has not been cut to that budget: give "
+                f"budgets below {start}, or a --score-from past budget + --block-size "
+                f"{args.block_size}")
     if max(args.passkey_budgets) >= args.passkey_filler:
         p.error(f"--passkey-budgets {max(args.passkey_budgets)} holds the whole "
-                f"--passkey-filler {args.passkey_filler}: nothing would be evicted; give "
-                "smaller budgets or more filler")
+                f"--passkey-filler {args.passkey_filler}: only the few tokens around it could "
+                "be evicted; give smaller budgets or more filler")
     for flag, budgets in (("--budgets", args.budgets), ("--passkey-budgets", args.passkey_budgets)):
         try:
             plan(tuple(budgets), args.block_size)

@@ -34,15 +34,20 @@ def test_budget_at_most_the_snapkv_window_is_a_usage_error(
 
 
 @pytest.mark.parametrize("args,words", [
-    (["--budgets", "600", "--score-from", "512"], "--budgets 600 is past --score-from 512"),
+    (["--budgets", "512", "--score-from", "512"], "predicted in the block starting at token "
+                                                  "384, before which a cache of 384 tokens"),
+    (["--budgets", "128", "--context", "384", "--score-from", "256"],
+     "block starting at token 128"),  # the README's small run before it moved to 320
     (["--passkey-budgets", "128", "1000"], "--passkey-budgets 1000 holds the whole "
                                            "--passkey-filler 900"),
 ])
 def test_budgets_that_evict_nothing_measured_are_usage_errors(
         no_model: None, tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str],
         words: str) -> None:
-    """A budget past --score-from (or the whole passkey filler) ran, and reported the full
-    cache's numbers as that budget's."""
+    """A budget not yet enforced in the block that predicts the first scored token (eviction
+    runs after each block, once the cache is over the budget), or one holding the whole
+    passkey filler, ran and reported (partly) the full cache's numbers as that budget's: at
+    the old defaults 128 of budget 512's 768 scored tokens."""
     with pytest.raises(SystemExit) as exit_:
         evaluate.main([*args, "--out-dir", str(tmp_path)])
     assert exit_.value.code == 2 and words in capsys.readouterr().err
