@@ -103,16 +103,18 @@ def optimise(spec: Spec, ctx: PassContext,
 
 
 def regenerate_command(spec: Spec, backend: str) -> str:
-    """What rewrites this file, a line a shell runs from where the spec was compiled:
-    `padre compile` of the bundled spec's name (from anywhere), or of the spec file as it was
-    given, with its --param values (and `padre compile --all` for a bundled spec as bundled,
-    whose files are under codegen/); compile() of a spec built in Python."""
-    if Path(spec.source).suffix != ".toml":
+    """What rewrites this file, a line a shell runs: `padre compile` of the bundled spec's
+    name (from anywhere), or of the spec file's name (from its folder: the path as typed
+    would make the code depend on where it was compiled from), with its --param values (and
+    `padre compile --all` for a bundled spec as bundled, whose files are under codegen/);
+    compile() of a spec built in Python."""
+    path = Path(spec.source)
+    if path.suffix != ".toml":
         return "padre_compiler.compile() of the Python spec that built it"
     stem = bundled_stem(spec.source)
     flags = param_flags(spec.params)
     backend_flag = "" if backend == "torch" else f" --backend {backend}"
-    command = (f"padre compile {stem or shlex.quote(spec.source)}{flags}{backend_flag} "
+    command = (f"padre compile {stem or shlex.quote(path.name)}{flags}{backend_flag} "
                "-o FILE")
     return command if spec.params or not stem else f"padre compile --all, or {command}"
 
