@@ -59,6 +59,11 @@ class Compiled:
     certificate: Certificate
 
     @property
+    def kernels(self) -> bool:
+        """Whether the module launches Triton kernels (fused regions), not only torch ops."""
+        return self.backend == "triton" and "@triton.jit" in self.source
+
+    @property
     def class_name(self) -> str:
         return class_name(self.spec.name)
 
@@ -270,7 +275,7 @@ def code_certificate(result: Compiled, size: tuple[int, tuple[int, int] | None, 
     probe = construct(cls, dim, grid)
     check = check_code(probe, result.records[0].graph, dim=dim, grid=grid, tokens=tokens,
                        seed=seed)
-    if result.backend == "triton" and "@triton.jit" in result.source:
+    if result.kernels:
         check = dataclasses.replace(check, detail=f"{check.detail}; in float64 the fused "
                                     "regions run their PyTorch twins, not the Triton kernels "
                                     "(padre fuzz --backend triton checks those)")

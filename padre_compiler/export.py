@@ -103,8 +103,8 @@ class OnnxCheck:
         verdict = "<=" if self.passed else ">"
         text = (f"onnxruntime at x {', '.join(self.inputs)}: max rel. error vs float64 reference "
                 f"{self.error:.1e} {verdict} {self.allowed:.1e} at x {self.worst} (the fuzzer's "
-                "rule, from the "
-                f"error of the spec lowered op by op in this dtype: {self.twin_error:.1e})")
+                "rule, from the error of the spec lowered op by op in this dtype: "
+                f"{self.twin_error:.1e})")
         if self.passed and not self.judged:
             text += ("; not judged: that error is as large as the output, or it overflows, so "
                      "any model would pass; export float64 to check this spec")

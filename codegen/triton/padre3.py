@@ -167,7 +167,7 @@ def custom_op_caller(op, impl, setup_context, backward, grad_flag: str | None = 
 # torch.ops namespace of the custom ops below, a digest of the source they were
 # generated from: modules from another source never share them (an edited copy of
 # this file must change it, or it runs the first loaded file's ops)
-DWCONV_OPS = 'padre_dwconv_0a7b6d9c4530'
+DWCONV_OPS = 'padre_dwconv_9866ad12fd1c'
 
 if triton is not None:
 
@@ -1555,7 +1555,6 @@ def _dwconv_hadamard_backward(ctx, dz, do, _):
     return (d_x.to(x.dtype), dw, present(bias, db), present(gate, dg), present(acc, da),
             present(acc_scale, dsa), present(scale, ds), None, None, None, None, None, None,
             present(in_bias, dbi), None)
-
 
 
 def _register_dwconv_hadamard():

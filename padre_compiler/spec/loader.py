@@ -55,10 +55,10 @@ def resolve_spec_path(path_or_name: str | Path) -> Path:
     bundled spec of that name; a bare name stays the bundled spec's where a folder of that
     name exists (`-o padre3/module.py` makes one)."""
     path = Path(path_or_name)
-    bundled_name = str(path_or_name) == path.name and (SPECS_DIR / f"{path.name}.toml").exists()
-    if path.suffix == ".toml" or (path.exists() and not (bundled_name and path.is_dir())):
-        return path
     bundled = SPECS_DIR / f"{path_or_name}.toml"
+    bare = str(path_or_name) == path.name and bundled.exists()  # a bundled spec's name
+    if path.suffix == ".toml" or (path.exists() and not (bare and path.is_dir())):
+        return path
     if bundled.exists():
         return bundled
     names = [p.stem for p in bundled_specs()]

@@ -218,7 +218,7 @@ class Harness:
         step = width_step(self.graph)  # a width near 384 that every head count divides
         result = generate(spec, backend=backend, dim=spec.fixed_dim or step * max(1, 384 // step))
         self.cls = getattr(load_source(result.source, spec.name), result.class_name)
-        self.kernels = backend == "triton" and "@triton.jit" in result.source  # fused regions
+        self.kernels = result.kernels
         self.eager_cls = eager_class(self.graph, spec.name)
         self.lowered: dict[tuple[Example, str], Outcome | None] = {}  # check_lowering's
         from padre_compiler.verify.run_check import TWINS, kernels_run  # it imports this
@@ -422,24 +422,22 @@ BLOCKS = {"cpu": (256, 128), "cuda": (4096, 64)}
 def boundary_examples(harness: Harness, grad: bool = False, seed: int = 0) -> list[Example]:
     """Examples one past each block of the Triton kernels on the harness's device (BLOCKS):
     many tokens at a narrow width, and a wide width at a few tokens; a grid spec's in the
-    direct and the tensor-core conv form each. Those the spec cannot take (a long filter
-    shorter than the sequence) are left out."""
+    direct and the tensor-core conv form each. A sequence stops at the spec's longest filter;
+    a width the spec cannot take is left out."""
     tokens_block, channels_block = BLOCKS[harness.device.type]
     spec, step = harness.spec, width_step(harness.graph)
     narrow = spec.fixed_dim or step * max(1, 4 // step)
     wide = spec.fixed_dim or step * (channels_block // step + 1)
     if spec.layout == "grid2d":
         side = math.isqrt(tokens_block) + 1
-        sizes = [((side, side), narrow), ((2, 3), wide)]
+        sizes = [(side * side, (side, side), narrow), (6, (2, 3), wide)]  # (N, grid, D)
         forms = ("direct", "toeplitz")
     else:
         longest = min([tokens_block + 1, *max_tokens(harness.graph)])
-        sizes = [(longest, narrow), (6, wide)]
+        sizes = [(longest, None, narrow), (6, None, wide)]
         forms = ("auto",)
-    found = [Example(dim, size[0] * size[1] if isinstance(size, tuple) else size,
-                     size if isinstance(size, tuple) else None, 1, "float32", seed + k, form,
-                     grad)
-             for k, ((size, dim), form) in enumerate(itertools.product(sizes, forms))]
+    found = [Example(dim, tokens, grid, 1, "float32", seed + k, form, grad)
+             for k, ((tokens, grid, dim), form) in enumerate(itertools.product(sizes, forms))]
     return [ex for ex in found if valid(harness, ex)]
 
 

@@ -1563,7 +1563,6 @@ def _dwconv_hadamard_backward(ctx, dz, do, _):
             present(in_bias, dbi), None)
 
 
-
 def _register_dwconv_hadamard():
     """torch.library custom op (+ fake kernel + autograd), defined once per process and
     namespace (modules generated from the same source share it)."""
