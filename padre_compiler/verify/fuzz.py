@@ -422,15 +422,17 @@ BLOCKS = {"cpu": (256, 128), "cuda": (4096, 64)}
 def boundary_examples(harness: Harness, grad: bool = False, seed: int = 0) -> list[Example]:
     """Examples one past each block of the Triton kernels on the harness's device (BLOCKS):
     many tokens at a narrow width, and a wide width at a few tokens; a grid spec's in the
-    direct and the tensor-core conv form each. A sequence stops at the spec's longest filter;
-    a width the spec cannot take is left out."""
+    direct and the tensor-core conv form each, on a grid twice as wide as tall (side and 2 x
+    side past a block's rows and columns in a different count of tiles, so a launcher that
+    swapped height and width shows). A sequence stops at the spec's longest filter; a width the
+    spec cannot take is left out."""
     tokens_block, channels_block = BLOCKS[harness.device.type]
     spec, step = harness.spec, width_step(harness.graph)
     narrow = spec.fixed_dim or step * max(1, 4 // step)
     wide = spec.fixed_dim or step * (channels_block // step + 1)
     if spec.layout == "grid2d":
         side = math.isqrt(tokens_block) + 1
-        sizes = [(side * side, (side, side), narrow), (6, (2, 3), wide)]  # (N, grid, D)
+        sizes = [(2 * side * side, (side, 2 * side), narrow), (6, (2, 3), wide)]  # (N, grid, D)
         forms = ("direct", "toeplitz")
     else:
         longest = min([tokens_block + 1, *max_tokens(harness.graph)])
