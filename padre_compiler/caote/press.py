@@ -9,11 +9,13 @@ Scores are computed per query head from recomputed window attention (works with 
 eager attention needed), normalised over the whole cache *before* protection, and reduced per KV
 head like ``scores.caote_scores``. SnapKV's observation window is protected by setting its final
 score to +inf afterwards, never by padding the base scores (kvpress's ``max + 1`` padding would
-corrupt h^norm and the pseudo-output).
+corrupt h^norm and the pseudo-output). Where the ratio keeps no more entries than that window,
+the scores decide nothing: the most recent entries are kept, with a ``RecencyFallback`` warning.
 """
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +32,11 @@ from padre_compiler.caote.scores import (
     snapkv_scores,
     tova_scores,
 )
+
+
+class RecencyFallback(UserWarning):
+    """A SnapKV press whose ratio keeps no more than its protected window kept the most
+    recent entries, unscored."""
 
 
 @dataclass
@@ -63,12 +70,15 @@ class CAOTEPress(ScorerPress):
         """[B, Hkv, T] scores, higher = keep (CAOTE error of evicting the entry)."""
         b, hkv, t, _ = keys.shape
         kept = int(t * (1 - self.compression_ratio))  # kvpress's count of the kept entries
-        if self.base == "snapkv" and 0 < kept <= self.window_size:
-            raise ValueError(
+        if self.base == "snapkv" and kept <= self.window_size:
+            # every kept entry lies in the protected window: SnapKV keeps the most recent
+            warnings.warn(
                 f"CAOTEPress(base='snapkv'): the ratio keeps {kept} of {t} entries, no more "
-                f"than SnapKV's protected window of {self.window_size}: the scores would "
-                "decide nothing (the last entries kept by tie order); give a smaller "
-                "window_size or compression_ratio, or a longer prompt")
+                f"than SnapKV's protected window of {self.window_size}, so the most recent "
+                f"{kept} are kept and no score is computed; give a smaller window_size or "
+                "compression_ratio, or a longer prompt, for the scores to decide",
+                RecencyFallback, stacklevel=2)
+            return torch.arange(t, dtype=values.dtype, device=keys.device).expand(b, hkv, t)
         n_q = {"h2o": hidden_states.shape[1], "tova": 1, "snapkv": self.window_size}[self.base]
         n_q = min(n_q, hidden_states.shape[1])
         cos, sin = kwargs["position_embeddings"]
