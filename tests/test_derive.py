@@ -86,6 +86,9 @@ SHARED = [
      staticmethod(lambda v: 0.5 * v * (1 + np.tanh(0.7978845608 * (v + 0.044715 * v ** 3)))),
      "GELU: shared functions"),
     ("mamba", "softplus", lambda v: 1.05 * np.logaddexp(0.0, v), "scan: shared functions"),
+    # flushed to 0 below -30: off by at most e^-30 = 9e-14 of exp's largest value on the range
+    ("mamba", "_Exp.exp", staticmethod(lambda v: np.where(v < -30, 0.0, np.exp(v))),
+     "scan: shared functions"),
 ]
 
 

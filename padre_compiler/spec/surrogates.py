@@ -21,7 +21,8 @@ _t = sp.Symbol("t")
 # name -> (numpy function, sympy expression in t, natural domain)
 FUNCTIONS: dict[str, tuple[Callable[[np.ndarray], np.ndarray], sp.Expr, tuple[float, float]]] = {
     "exp": (np.exp, sp.exp(_t), (-math.inf, math.inf)),
-    "gelu": (lambda x: 0.5 * x * (1 + np.vectorize(math.erf)(x / math.sqrt(2))),
+    # erfc(-x/√2) = 1 + erf(x/√2), without the sum's cancellation for x << 0
+    "gelu": (lambda x: 0.5 * x * np.vectorize(math.erfc)(-x / math.sqrt(2)),
              _t / 2 * (1 + sp.erf(_t / sp.sqrt(2))), (-math.inf, math.inf)),
     "silu": (lambda x: x / (1 + np.exp(-x)), _t / (1 + sp.exp(-_t)), (-math.inf, math.inf)),
     "softplus": (lambda x: np.logaddexp(0, x), sp.log(1 + sp.exp(_t)), (-math.inf, math.inf)),
