@@ -109,6 +109,23 @@ def test_generated_module_traces_whole_under_torch_compile(name: str) -> None:
     assert torch.allclose(y, module(x), rtol=1e-9) and x.grad is not None
 
 
+def test_castling_vit_trains_under_inductor_at_a_second_token_count() -> None:
+    """Inductor recompiles at the second token count with it dynamic; a saved per-head view
+    of a computed tensor (the normaliser's) had failed its stride ordering there
+    (pytorch/pytorch#185510), in training only."""
+    import torch
+
+    from padre_compiler import compile as compile_spec
+
+    module = compile_spec("castling_vit", dim=16)
+    compiled = torch.compile(module)
+    for n in (9, 14):
+        x = torch.randn(2, n, 16, requires_grad=True)
+        y = compiled(x)
+        y.sum().backward()
+        torch.testing.assert_close(y, module(x))
+
+
 @pytest.mark.parametrize("name", SPECS)
 def test_forward_frees_every_intermediate_after_its_last_use(name: str) -> None:
     """Each local is deleted right after the statement that reads it last (never earlier) or

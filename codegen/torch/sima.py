@@ -16,15 +16,18 @@ def _normalize(x: torch.Tensor, kind: str, heads: int, eps: float) -> torch.Tens
     """l1_tokens: x[t, c] / (sum_s |x[s, c]| + eps); l2_rows: x[t, g] / (|x[t, g]|_2 + eps);
     l1_rows: x[t, g] / (|x[t, g]|_1 + eps), g the channels of one head. Norm, eps and quotient
     are float32 at least, the result x's dtype: in float16 a norm overflows past 65504 and an
-    eps below 6e-8 (SimA's 1e-12) is 0, which made an all-zero column 0 / 0."""
+    eps below 6e-8 (SimA's 1e-12) is 0, which made an all-zero column 0 / 0. The rows' norms
+    [B, N, heads] are repeated to [B, N, w] and divide x itself: autograd saves no view of x
+    by heads, which Inductor's stride ordering cannot place at a dynamic token count
+    (pytorch/pytorch#185510)."""
     acc = torch.promote_types(x.dtype, torch.float32)
     if kind == "l1_tokens":
         return (x / (x.abs().sum(1, keepdim=True, dtype=acc) + eps)).to(x.dtype)
     b, n, w = x.shape
-    xh = x.reshape(b, n, heads, w // heads)
     p = 1 if kind == "l1_rows" else 2
-    norm = torch.linalg.vector_norm(xh, ord=p, dim=-1, keepdim=True, dtype=acc)
-    return (xh / (norm + eps)).to(x.dtype).reshape(b, n, w)
+    norm = torch.linalg.vector_norm(x.reshape(b, n, heads, w // heads), ord=p, dim=-1,
+                                    dtype=acc)  # [B, N, heads]
+    return (x / (norm.repeat_interleave(w // heads, -1) + eps)).to(x.dtype)
 
 
 def _linear_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int,
