@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 import re
 import sys
 import warnings
@@ -115,6 +116,55 @@ def test_mamba_is_initialised_inside_its_surrogates_ranges() -> None:
         out = module(xs).numpy()
     assert np.isfinite(out).all() and np.abs(out).max() < 1e3
     assert rel_err(out, reference(spec.graph(), xs.numpy(), params, None)) < 5e-2
+
+
+@pytest.mark.parametrize(("mode", "times"), [("replicate", 4), ("tile", None)])
+def test_scales_on_copies_a_contract_sums_start_at_the_identity(mode: str,
+                                                                 times: int | None) -> None:
+    """expand -> diagonal -> contract of the same copies is x at init (1 / copies per slot,
+    ParamDecl.copies), not copies * x; a diagonal with another reader keeps its ones."""
+    x = dsl.tokens("sequence")
+    copies = dsl.expand(x, mode=mode, heads=2, times=times)
+    chain = dsl.contract(dsl.diagonal(copies, "w"), keep=mode, heads=2, times=times)
+    module = pc.compile(dsl.spec("chain", layout="sequence", output=chain), dim=8)
+    xs = torch.randn(2, 5, 8)
+    torch.testing.assert_close(module(xs), xs)
+    both = dsl.diagonal(dsl.expand(x, mode=mode, heads=2, times=times), "v")
+    shared = dsl.contract(both, keep=mode, heads=2, times=times) + dsl.contract(
+        both * both, keep=mode, heads=2, times=times)
+    spec = dsl.spec("shared", layout="sequence", output=shared)
+    assert spec.param_decls()["v_scale"].copies is None
+
+
+def test_castling_vit_starts_at_its_own_formula() -> None:
+    """At init the module computes l2rows(V / 2 + Q̂ (K̂ᵀ V) / π) + DWConv9(V), then proj:
+    the V term had started at e V (its e copies summed at ones) and the attention at 1, not
+    1/π, so the normaliser left the attention term 1/20 of its weight at D = 384."""
+    torch.manual_seed(0)
+    module = pc.compile("castling_vit", dim=32, dtype=torch.float64)
+    x = torch.randn(2, 11, 32, dtype=torch.float64)
+
+    def heads(t: torch.Tensor) -> torch.Tensor:  # [B, N, 32] -> [B, N, 8 heads, 4]
+        return t.reshape(2, 11, 8, 4)
+
+    def l2rows(t: torch.Tensor) -> torch.Tensor:
+        return heads(t) / heads(t).norm(dim=-1, keepdim=True)
+
+    q, k = (l2rows(x @ getattr(module, f"w{n}_weight").T) for n in "qk")
+    v = x @ module.wv_weight.T
+    attention = torch.einsum("bthc,bhcm->bthm", q, torch.einsum("bshc,bshm->bhcm", k, heads(v)))
+    o = l2rows((heads(v) / 2 + attention / math.pi).reshape(2, 11, 32)).reshape(2, 11, 32)
+    conv = torch.nn.functional.conv1d(torch.nn.functional.pad(v.transpose(1, 2), (4, 4)),
+                                      module.dconv_weight[:, None, :], groups=32)
+    want = (o + conv.transpose(1, 2)) @ module.proj_weight.T + module.proj_bias
+    torch.testing.assert_close(module(x), want)
+
+
+def test_mamba_lti_starts_with_mambas_unit_skip() -> None:
+    """Its skip D ⊙ x is the sum over 16 states of w_1 ⊙ x: w_1 starts at 1/16 (D = 1, as
+    Mamba's), not 1 (a skip of 16 that grew the residual stream)."""
+    module = pc.compile("mamba_lti", dim=8)
+    assert torch.equal(module.output_w1_scale, torch.full_like(module.output_w1_scale, 1 / 16))
 
 
 def test_mamba_with_one_state_starts_at_a_constant_decay() -> None:

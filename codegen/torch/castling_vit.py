@@ -91,9 +91,10 @@ class CastlingVit(nn.Module):
         ):
             bound = fan_in ** -0.5
             nn.init.uniform_(getattr(self, name), -bound, bound)
-        nn.init.ones_(self.w1_scale)
-        nn.init.ones_(self.w3_scale)
         nn.init.zeros_(self.proj_bias)
+        nn.init.constant_(self.w1_scale, 1 / (D // 8))  # 1 / the copies its contract sums
+        # the spec's own ranges (its init=...)
+        nn.init.uniform_(self.w3_scale, 0.6366197723675814, 0.6366197723675814)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: [B, N, dim] -> [B, N, dim]."""

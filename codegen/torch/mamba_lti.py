@@ -81,8 +81,8 @@ class MambaLti(nn.Module):
         ):
             bound = fan_in ** -0.5
             nn.init.uniform_(getattr(self, name), -bound, bound)
-        nn.init.ones_(self.output_w1_scale)
         nn.init.ones_(self.output_w3_scale)
+        nn.init.constant_(self.output_w1_scale, 1 / 16)  # 1 / the copies its contract sums
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: [B, N, dim] -> [B, N, dim]."""

@@ -333,7 +333,11 @@ def _init_lines(decls: dict[str, ParamDecl]) -> list[str]:
         lines += ["):", "    bound = fan_in ** -0.5",
                   "    nn.init.uniform_(getattr(self, name), -bound, bound)"]
     for init in ("ones", "zeros"):
-        lines += [f"nn.init.{init}_(self.{n})" for n, d in default.items() if d.init == init]
+        lines += [f"nn.init.{init}_(self.{n})" for n, d in default.items()
+                  if d.init == init and d.copies is None]
+    copies = {n: d.copies.render("D") for n, d in default.items() if d.copies is not None}
+    lines += [f"nn.init.constant_(self.{n}, 1 / {c if c.isdigit() else f'({c})'})  # 1 / the "
+              "copies its contract sums" for n, c in copies.items()]
     if ranges:
         lines.append("# the spec's own ranges (its init=...)")
         lines += [f"nn.init.uniform_(self.{n}, {lo!r}, {hi!r})" for n, (lo, hi) in ranges.items()]

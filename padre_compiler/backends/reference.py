@@ -57,6 +57,6 @@ def random_params(decls: dict[str, Any], dim: int, seed: int = 0, scale: float =
             continue
         fan = decl.fan_in.at(dim) if decl.fan_in is not None else 1
         std = scale / np.sqrt(fan) if decl.init == "uniform" else scale * 0.5
-        base = 1.0 if decl.init == "ones" else 0.0
+        base = decl.ones(dim) if decl.init == "ones" else 0.0
         out[name] = base + std * rng.standard_normal(shape)
     return out

@@ -101,7 +101,9 @@ def castling_spec(heads: int = 8, variant: str = "released", eps: float = 0.0,
     z3 = dsl.global_sum(z2) * y3
     z3.label = "Z3"
     lin = y1 if variant == "released" else dsl.global_sum(y1)
-    p = dsl.diagonal(lin, "w1") + dsl.diagonal(z3, "w3")
+    # at init the model's own function, doubled (l2rows is scale-free): w1 sums its e copies
+    # to 1 = 2 * 1/2 (ParamDecl.copies), w3 = 2 a_0 / π, w7 = 2 a_1 / π
+    p = dsl.diagonal(lin, "w1") + dsl.diagonal(z3, "w3", init={"scale": _initial(0)})
     p.label = "P"
     o = dsl.contract(p, keep="tile", heads=heads)
     if taylor_terms >= 2:
@@ -133,7 +135,8 @@ def cubic_term(q: dsl.Expr, k: dsl.Expr, v: dsl.Expr, heads: int, e: int,
     z = dsl.global_sum(kv) * dsl.expand(power3(q, heads, e), mode="replicate", heads=heads,
                                         times=e)
     z.label = "Z7"
-    return dsl.contract(dsl.diagonal(z, name), keep="tile", heads=heads, times=e ** 3)
+    return dsl.contract(dsl.diagonal(z, name, init={"scale": _initial(1)}), keep="tile",
+                        heads=heads, times=e ** 3)
 
 
 def mapping(p: dict, F: Any, heads: int, taylor_terms: int = 1,
@@ -186,6 +189,11 @@ def angular_attention(x: np.ndarray, p: dict, heads: int, terms: int | None = No
 def _taylor(j: int) -> Fraction:
     """The coefficient a_j of x^(2j+1) in π/2 - arccos(x): (2j)! / (4^j (j!)^2 (2j + 1))."""
     return Fraction(math.factorial(2 * j), 4**j * math.factorial(j) ** 2 * (2 * j + 1))
+
+
+def _initial(j: int) -> tuple[float, float]:
+    """The init range (a constant) of arccos term j's weight: 2 a_j / π."""
+    return (2 * float(_taylor(j)) / math.pi,) * 2
 
 
 def _coeff(F: Any, j: int) -> Any:

@@ -21,13 +21,20 @@ from padre_compiler.ir.width import Width
 class ParamDecl:
     """A trainable tensor. `init` is its op's default, 'uniform' (bound 1/sqrt(fan_in)),
     'ones' or 'zeros'; `init_range` = (lo, hi), a spec's own choice (`dsl` init=...), makes the
-    module draw it uniformly on [lo, hi] instead. `random_params` draws from `init` unless asked
-    for the ranges (the code certificate's second probe)."""
+    module draw it uniformly on [lo, hi] instead. `copies`: 'ones' scales copies of a tensor
+    that a contract sums back (expand -> diagonal -> contract), so it starts at 1 / copies and
+    the chain as x, not copies * x. `random_params` draws from `init` unless asked for the
+    ranges (the code certificate's second probe)."""
 
     shape: tuple[Width, ...]
     init: str
     fan_in: Width | None = None
     init_range: tuple[float, float] | None = None
+    copies: Width | None = None
+
+    def ones(self, dim: int) -> float:
+        """The value 'ones' starts at: 1, or 1 / copies."""
+        return 1.0 if self.copies is None else 1.0 / self.copies.at(dim)
 
     def concrete(self, dim: int) -> tuple[int, ...]:
         return tuple(w.at(dim) for w in self.shape)

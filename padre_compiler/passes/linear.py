@@ -38,6 +38,7 @@ from padre_compiler.ir.graph import Graph, Node, freeze
 from padre_compiler.ir.params import ParamExpr
 from padre_compiler.ir.width import Width
 from padre_compiler.passes.base import PassContext, register_pass
+from padre_compiler.passes.simplify import eliminate_identity
 
 
 def _sole_user(g: Graph, nid: int) -> bool:
@@ -255,6 +256,29 @@ def _contracted_expansion(g: Graph, nid: int) -> tuple[int, int | None, ParamExp
             or exp.a["heads"] != node.a["heads"] or exp.a.get("times") != node.a["times"]:
         return None
     return g.inputs(exp_id)[0], token, weight
+
+
+def summed_copies(g: Graph) -> dict[str, Width]:
+    """The diagonal scales whose copies a contract sums (contract_expansions' W, a contract's
+    input or a term of its sum): name -> the copies each output channel sums (the expand's
+    times, or its head width e). An all-ones W makes that chain `copies` times x. Identities
+    are dropped first, as the pipeline does (a branch's token identity may feed two terms)."""
+    g = g.copy()
+    eliminate_identity.run(g, PassContext(dim=1, tokens=1))  # reads no context
+    out: dict[str, Width] = {}
+    for nid in g.find("contract"):
+        total = g.inputs(nid)[0]
+        parts = (_distribute(g, nid, total) if g.node(total).op == "add" and _sole_user(g, total)
+                 else (nid,))
+        for part in parts:
+            found = _contracted_expansion(g, part)
+            if found is None or found[2].fn != "leaf":
+                continue
+            times, width = g.node(part).a["times"], g.node(found[0]).width
+            heads = g.node(part).a["heads"]
+            out[found[2].args[0]] = (Width.const(times) if times is not None else
+                                     Width(width.coef / heads, width.power))
+    return out
 
 
 @register_pass("contract_expansions", "contract(diag_W(T(expand(x)))) -> "

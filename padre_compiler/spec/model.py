@@ -9,6 +9,7 @@ from padre_compiler.errors import SpecError
 from padre_compiler.ir import ops
 from padre_compiler.ir.graph import Graph, Node, freeze
 from padre_compiler.ir.params import ParamDecl, ParamExpr
+from padre_compiler.passes.linear import summed_copies
 from padre_compiler.spec.dsl import LAYOUTS, Expr, output_width_is_dim, require_identifier
 
 
@@ -92,6 +93,9 @@ class Spec:
             ids[id(expr)] = g.add(node, [ids[id(x)] for x in expr.inputs])
         root = ids[id(self.output)]
         g.add(Node("output", (), self.output.width, (), "O"), [root])
+        for name, copies in summed_copies(g).items():
+            if g.decls[name].init == "ones" and g.decls[name].init_range is None:
+                g.decls[name] = replace(g.decls[name], copies=copies)
         return g
 
     def param_decls(self) -> dict[str, ParamDecl]:
