@@ -65,7 +65,8 @@ def next_power_of_2(n: int) -> int:
 
 
 def index_widths(*tensors: torch.Tensor | None) -> dict[str, bool]:
-    """The kernels' offset widths for these [B, N, C] tensors, as launch flags: I64 where an
+    """The kernels' offset widths for these [B, N, C] tensors (the Toeplitz band's, sized by C
+    alone, its launcher adds), as launch flags: I64 where an
     element offset of any reaches 2**31 (batch offsets in int64), WIDE where an offset inside
     one image ([N, C] at its strides) does too (token offsets in int64 as well; a conv then
     takes the direct form, the tensor-core kernels indexing inside an image in int32). The
@@ -170,7 +171,7 @@ def custom_op_caller(op, impl, setup_context, backward, grad_flag: str | None = 
 # torch.ops namespace of the custom ops below, a digest of the source they were
 # generated from: modules from another source never share them (an edited copy of
 # this file must change it, or it runs the first loaded file's ops)
-DWCONV_OPS = 'padre_dwconv_9866ad12fd1c'
+DWCONV_OPS = 'padre_dwconv_6fb7b189a96f'
 
 if triton is not None:
 
@@ -184,8 +185,9 @@ if triton is not None:
 
     @triton.jit
     def inside(v, n):
-        """0 <= v < n (v: an int32 or int64 tensor, n >= 0 below 2**31) in one unsigned
-        compare: a negative v wraps above n."""
+        """0 <= v < n (v: an int32 or int64 tensor with |v| < 2**31, as a grid row or column
+        offset by a tap is; n >= 0 below 2**31) in one unsigned compare: a negative v wraps
+        above n (the cast keeps v's low 32 bits)."""
         return v.to(tl.uint32) < n.to(tl.uint32)
 
 
@@ -551,6 +553,10 @@ if triton is not None:
         o_j = i_w * BW + tl.arange(0, BW)  # [BW] output columns
         o_c = i_c * BC + tl.arange(0, BC)  # [BC] channels
         m_c = o_c < C
+        if I64:  # the band's C * KH * BK * BW elements may pass 2**31 (the launcher's flag)
+            o_cb = o_c.to(tl.int64)
+        else:
+            o_cb = o_c
         BP: tl.constexpr = BK // PARTS  # strip columns per part
         b_u = tl.zeros([BC, BH, BW], dtype=tl.float32)  # [BC, BH, BW] conv accumulator
         for i_p in tl.static_range(PARTS):
@@ -575,7 +581,7 @@ if triton is not None:
                     p_t = w + o_c[:, None, None] * (KH * KW) + i_kh * KW + o_m[None, :, :]
                     b_t = tl.load(p_t, mask=m_band, other=0.)  # [BC, BP, BW]
                 else:  # the precomputed band, from L2
-                    p_t = t + (o_c[:, None, None] * KH + i_kh) * (BK * BW) + o_tk
+                    p_t = t + (o_cb[:, None, None] * KH + i_kh) * (BK * BW) + o_tk
                     b_t = tl.load(p_t, mask=m_c[:, None, None], other=0.)  # [BC, BP, BW]
                 b_u = tl.dot(b_x, b_t.to(b_x.dtype), b_u, input_precision=DOT)
         if HAS_BIAS:
@@ -1250,6 +1256,8 @@ def dwconv_hadamard_launch(x, weight, bias, gate, acc, acc_scale, scale, height:
                             if cfg["SLAB"] and cfg.get("PARTS", 1) == parts),
                            (dict(configs[0], SLAB=True, PARTS=parts),))
         first = configs[0]  # BW, BK, HALO: shared by every candidate
+        # the band's C * KH rows of BK * BW elements: offsets past 2**31 in int64 (not in x's)
+        flags["I64"] |= c * weight.shape[1] * first["BK"] * first["BW"] >= 2**31
         def band(cfg):  # built by every launch that reads it, as every forward does: the
             # first launch's timings charge it to the candidates that need it
             if cfg.get("BAND_FROM_TAPS"):
@@ -1605,7 +1613,7 @@ dwconv_hadamard = custom_op_caller(_register_dwconv_hadamard(), _dwconv_hadamard
 # torch.ops namespace of the custom ops below, a digest of the source they were
 # generated from: modules from another source never share them (an edited copy of
 # this file must change it, or it runs the first loaded file's ops)
-ATTENTION_OPS = 'padre_attention_2803e4bacadf'
+ATTENTION_OPS = 'padre_attention_aa44c336fef7'
 
 if triton is not None:
 

@@ -58,7 +58,8 @@ def next_power_of_2(n: int) -> int:
 
 
 def index_widths(*tensors: torch.Tensor | None) -> dict[str, bool]:
-    """The kernels' offset widths for these [B, N, C] tensors, as launch flags: I64 where an
+    """The kernels' offset widths for these [B, N, C] tensors (the Toeplitz band's, sized by C
+    alone, its launcher adds), as launch flags: I64 where an
     element offset of any reaches 2**31 (batch offsets in int64), WIDE where an offset inside
     one image ([N, C] at its strides) does too (token offsets in int64 as well; a conv then
     takes the direct form, the tensor-core kernels indexing inside an image in int32). The
@@ -163,7 +164,7 @@ def custom_op_caller(op, impl, setup_context, backward, grad_flag: str | None = 
 # torch.ops namespace of the custom ops below, a digest of the source they were
 # generated from: modules from another source never share them (an edited copy of
 # this file must change it, or it runs the first loaded file's ops)
-LONG_CONV_OPS = 'padre_long_conv_aad1cb45cfd0'
+LONG_CONV_OPS = 'padre_long_conv_a682a96335ca'
 
 if triton is not None:
 

@@ -36,8 +36,10 @@ if triton is not None:
     @triton.jit
     def caote_fwd_kernel(w, v, c, T, D, H, G, s_wb, s_wh, s_vb, s_vh, s_vt,
                          FAST: tl.constexpr, BT: tl.constexpr, BD: tl.constexpr):
-        """w: [B, H, T]; v: [B, H / G, T, D] (last stride 1); c: [B, H, T] fp32."""
-        i_bh = tl.program_id(0)
+        """w: [B, H, T]; v: [B, H / G, T, D] (last stride 1); c: [B, H, T] fp32. Offsets
+        within a head (T * D, T) fit int32 (the launcher's check); batch and head offsets are
+        int64 (a layer's cache passes 2**31 elements: 17 x 128k tokens of Llama-3-8B's)."""
+        i_bh = tl.program_id(0).to(tl.int64)
         i_b, i_h = i_bh // H, i_bh % H
         p_w = w + i_b * s_wb + i_h * s_wh
         p_v = v + i_b * s_vb + (i_h // G) * s_vh
@@ -81,6 +83,14 @@ if triton is not None:
             tl.store(c + i_bh * T + o_t, b_c, mask=m_t)
 
 
+CAOTE_TILE = {"BT": 32, "num_warps": 4}  # tokens a step; the head width is one block
+
+
+def head_block(d: int) -> int:
+    """BD: the head width's block, a power of two of at least 16."""
+    return max(16, 1 << max(0, d - 1).bit_length())
+
+
 def triton_runs_on(t: torch.Tensor) -> bool:
     return triton is not None and (t.is_cuda or os.environ.get("TRITON_INTERPRET") == "1")
 
@@ -88,18 +98,26 @@ def triton_runs_on(t: torch.Tensor) -> bool:
 def caote_scores_fused(weights: torch.Tensor, values: torch.Tensor,
                        fast: bool = False) -> torch.Tensor:
     """CAOTE (or FastCAOTE) error norms: weights [B, Hq, T], values [B, Hkv, T, d] -> [B, Hq, T]
-    (fp32; fp64 inputs stay on the float64 PyTorch path)."""
-    if not triton_runs_on(values) or values.dtype == torch.float64:
-        twin = fastcaote_from_weights if fast else caote_from_weights
-        return twin(weights, values)
+    (fp32; fp64 inputs, and one head's values past 2**31 elements, take the PyTorch path)."""
     b, hq, t = weights.shape
     d = values.shape[-1]
+    hkv = values.shape[1] if values.dim() == 4 else 0
+    if values.dim() != 4 or values.shape[0] != b or values.shape[2] != t or \
+            (hq % hkv if hkv else hq > 0):
+        raise ValueError(f"CAOTE scores: weights {tuple(weights.shape)} [B, Hq, T] and values "
+                         f"{tuple(values.shape)} [B, Hkv, T, d] need the same B and T, and Hq "
+                         "a multiple of Hkv (grouped-query heads)")
+    if weights.numel() == 0:  # no entry to score (the kernel would read v_m of none)
+        return torch.zeros(b, hq, t, device=values.device, dtype=torch.float32)
+    if not triton_runs_on(values) or values.dtype == torch.float64 or t * d >= 2**31:
+        twin = fastcaote_from_weights if fast else caote_from_weights
+        return twin(weights, values)
     w, v = weights.contiguous(), values.contiguous()
     out = torch.empty(b, hq, t, device=values.device, dtype=torch.float32)
     caote_fwd_kernel[(b * hq,)](
         w, v, out, t, d, hq, hq // v.shape[1], w.stride(0), w.stride(1), v.stride(0),
-        v.stride(1), v.stride(2), FAST=fast, BT=32,
-        BD=max(16, triton.next_power_of_2(d)))
+        v.stride(1), v.stride(2), FAST=fast, BT=CAOTE_TILE["BT"], BD=head_block(d),
+        num_warps=CAOTE_TILE["num_warps"])
     return out
 
 

@@ -47,6 +47,24 @@ def test_wrong_formula_is_caught() -> None:
     assert not torch.allclose(kernel.caote_scores_fused(w, v), wrong)
 
 
+@pytest.mark.parametrize(("w", "v"), [((1, 6, 40), (1, 4, 40, 16)),  # 6 heads on 4 KV heads
+                                       ((1, 4, 40), (1, 2, 39, 16)),
+                                       ((2, 4, 40), (1, 2, 40, 16))])
+def test_heads_that_do_not_group_are_refused(w: tuple, v: tuple) -> None:
+    """Query head h reads KV head h // G: with Hq not a multiple of Hkv the last read past
+    the values (non-finite scores, silently)."""
+    with pytest.raises(ValueError, match="Hq a multiple of Hkv"):
+        kernel.caote_scores_fused(torch.rand(w), torch.randn(v))
+
+
+@pytest.mark.parametrize("shape", [(1, 2, 0), (0, 2, 5), (1, 0, 5)])
+def test_nothing_to_score_gives_an_empty_result(shape: tuple) -> None:
+    """T = 0 had read v_m of no entry (a segfault); B = 0 and Hq = 0 launch nothing."""
+    b, hq, t = shape
+    got = kernel.caote_scores_fused(torch.rand(shape), torch.randn(b, 1 if hq else 0, t, 8))
+    assert got.shape == shape and got.dtype == torch.float32
+
+
 @pytest.mark.parametrize("fast", [False, True])
 def test_eviction_uses_the_kernel_on_cuda_and_the_twin_elsewhere(fast: bool) -> None:
     from padre_compiler.caote.policy import VARIANTS

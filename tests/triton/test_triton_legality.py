@@ -151,6 +151,29 @@ def test_linear_attention_launch_configs_are_gpu_legal() -> None:
                                       dot_tiles=m.DOT_TILES)
 
 
+def test_long_convolution_and_caote_launch_configs_are_gpu_legal() -> None:
+    """The long convolution's kernels at their fixed tiles, and the CAOTE score kernel at
+    every head width up to 256 (BD: the next power of two, at least 16)."""
+    from pathlib import Path
+
+    from padre_compiler.caote import kernel as caote
+
+    source = codegen_path("hyena", "triton").read_text()
+    module = pc.compile("hyena", dim=16, backend="triton")
+    m = __import__("sys").modules[type(module).__module__]
+    tile = {k: v for k, v in m.LONG_CONV_TILE.items() if k != "num_warps"}
+    for kernel in ("long_conv_in_kernel", "long_conv_out_kernel"):
+        legality.assert_legal(source, kernel, tile, num_warps=m.LONG_CONV_TILE["num_warps"],
+                              dot_tiles=m.DOT_TILES)
+    legality.assert_legal(source, "spectral_correlation_kernel", {"BM": m.SPECTRAL_TILE["BM"]},
+                          num_warps=m.SPECTRAL_TILE["num_warps"], dot_tiles=m.DOT_TILES)
+    source = Path(caote.__file__).read_text()
+    for d in (1, 64, 96, 128, 256):
+        legality.assert_legal(source, "caote_fwd_kernel",
+                              {"BT": caote.CAOTE_TILE["BT"], "BD": caote.head_block(d)},
+                              num_warps=caote.CAOTE_TILE["num_warps"], dot_tiles=m.DOT_TILES)
+
+
 @pytest.mark.parametrize(("stages", "legal"), [(3, True), (4, False)])
 def test_shared_memory_counts_the_pipelines_buffers(stages: int, legal: bool) -> None:
     """An H200 ran BC = 16, BH = 64 at 3 stages and refused it at 4 (OutOfResources: 245,760
