@@ -168,7 +168,7 @@ def custom_op_caller(op, impl, setup_context, backward, grad_flag: str | None = 
 # torch.ops namespace of the custom ops below, a digest of the source they were
 # generated from: modules from another source never share them (an edited copy of
 # this file must change it, or it runs the first loaded file's ops)
-DWCONV_OPS = 'padre_dwconv_6fb7b189a96f'
+DWCONV_OPS = 'padre_dwconv_61cb41c4bac6'
 
 if triton is not None:
 
@@ -856,6 +856,17 @@ def toeplitz_shared_bytes(cfg: dict[str, int], elem_bytes: int, wgrad: bool = Fa
     return max(band, shift) * elem_bytes * max(cfg["num_stages"] - 1, 1)
 
 
+SHARED_BYTES = 192 * 1024  # the dot operands a Toeplitz config may hold (toeplitz_shared_bytes)
+
+
+def fit_shared(cfg: dict[str, int], elem_bytes: int, wgrad: bool = False) -> dict[str, int]:
+    """cfg with BH halved (down to 16) until its dot operands fit in SHARED_BYTES: for a tile
+    that is forced (PADRE_TRITON_CONV=slab or slab2), where a candidate would be left out."""
+    while cfg["BH"] > 16 and toeplitz_shared_bytes(cfg, elem_bytes, wgrad) > SHARED_BYTES:
+        cfg = dict(cfg, BH=cfg["BH"] // 2)
+    return cfg
+
+
 @functools.cache  # once per launch shape: every forward asks
 def dwconv_toeplitz_configs(c: int, kw: int, gpu: bool, rows: int = 64,
                             pad_w: int | None = None, align: int = 1,
@@ -882,7 +893,7 @@ def dwconv_toeplitz_configs(c: int, kw: int, gpu: bool, rows: int = 64,
                                BH=min(bh, base["BH"])))
     configs = [base]
     for cfg in candidates:
-        if (cfg not in configs and toeplitz_shared_bytes(cfg, elem_bytes) <= 192 * 1024
+        if (cfg not in configs and toeplitz_shared_bytes(cfg, elem_bytes) <= SHARED_BYTES
                 and cfg["BK"] // cfg.get("PARTS", 1) >= 16):
             configs.append(cfg)
     return tuple(configs)
@@ -907,7 +918,8 @@ def wgrad_configs(c: int, kh: int, kw: int, gpu: bool, b: int, height: int, pad_
     default (its row tiles over the images' rows stacked) then on a GPU WGRAD_VARIANTS and
     (kh <= 17) the slab, no variant's tile taller than the default's nor its dot operands
     past 192 KiB of shared memory (32-bit inputs); and the slab on one image's rows (what
-    PADRE_TRITON_CONV=slab forces). Shared between calls: not to be modified."""
+    PADRE_TRITON_CONV=slab forces), its rows cut to fit that memory (fit_shared). Shared
+    between calls: not to be modified."""
     base = dwconv_toeplitz_config(c, kw, gpu, rows=b * height, pad_w=pad_w, align=align)
     slab = dict(base, **WGRAD_SLAB, BH=tile_rows(base["BH"], height))
     configs = [base]
@@ -915,9 +927,9 @@ def wgrad_configs(c: int, kh: int, kw: int, gpu: bool, b: int, height: int, pad_
                 *((slab,) if slab_fits(kh) else ())) if gpu else ():
         cfg = dict(cfg, BH=min(cfg["BH"], base["BH"]))
         if (cfg not in configs
-                and toeplitz_shared_bytes(cfg, elem_bytes, wgrad=True) <= 192 * 1024):
+                and toeplitz_shared_bytes(cfg, elem_bytes, wgrad=True) <= SHARED_BYTES):
             configs.append(cfg)
-    return tuple(configs), slab
+    return tuple(configs), fit_shared(slab, elem_bytes, wgrad=True)
 
 
 def in_bias_tile(kh: int, kw: int) -> int:
@@ -1002,7 +1014,8 @@ def fastest(key: tuple, configs: tuple[dict[str, int], ...], launch) -> dict[str
                     ms.append(float("inf"))
                     continue
                 seen.setdefault(code, cfg)
-                ms.append(triton.testing.do_bench(lambda cfg=cfg: launch(cfg), warmup=5, rep=20))
+                ms.append(triton.testing.do_bench(lambda cfg=cfg: launch(cfg), warmup=5, rep=20,
+                                                  return_mode="median"))
                 TIMES.setdefault(key, []).append((cfg, ms[-1]))
             except torch.OutOfMemoryError:  # memory, not the candidate
                 raise
@@ -1251,7 +1264,8 @@ def dwconv_hadamard_launch(x, weight, bias, gate, acc, acc_scale, scale, height:
             parts = min(SLAB_FORMS[os.environ["PADRE_TRITON_CONV"]], configs[0]["BK"] // 16)
             configs = next(((cfg,) for cfg in configs
                             if cfg["SLAB"] and cfg.get("PARTS", 1) == parts),
-                           (dict(configs[0], SLAB=True, PARTS=parts),))
+                           (fit_shared(dict(configs[0], SLAB=True, PARTS=parts),
+                                       x.element_size()),))
         first = configs[0]  # BW, BK, HALO: shared by every candidate
         # the band's C * KH rows of BK * BW elements: offsets past 2**31 in int64 (not in x's)
         flags["I64"] |= c * weight.shape[1] * first["BK"] * first["BW"] >= 2**31

@@ -543,7 +543,8 @@ def test_fastest_times_each_candidate_once_per_shape(monkeypatch) -> None:
     times = {1: 3.0, 2: 1.0, 3: 2.0}
     timed = []
 
-    def bench(fn, **_):
+    def bench(fn, **kwargs):
+        assert kwargs["return_mode"] == "median"  # do_bench's default is the mean
         fn()
         return times[timed[-1]]
 

@@ -112,6 +112,23 @@ def test_slab_shift_product_counts_where_it_runs(slab: bool, legal: bool) -> Non
     assert any(t["SLAB"] for t in m.wgrad_configs(384, 11, 11, True, 8, 56, 5, 8)[0])
 
 
+@pytest.mark.parametrize("elem_bytes", [2, 4])
+def test_a_forced_weight_gradient_slab_fits_in_shared_memory(elem_bytes: int) -> None:
+    """PADRE_TRITON_CONV=slab takes the weight gradient's slab even where the candidates drop
+    it (fp32 at 56 x 56: 260 KiB at 64 rows): its rows are cut until it fits (32 in fp32), and
+    the launch passes the legality check; in bf16 it keeps the default tile's 64 rows."""
+    m = _runtime()
+    forced = m.wgrad_configs(384, 11, 11, True, 8, 56, 5, 8, elem_bytes)[1]
+    assert forced["SLAB"] and forced["BH"] == (64 if elem_bytes == 2 else 32)
+    assert m.toeplitz_shared_bytes(forced, elem_bytes, wgrad=True) <= m.SHARED_BYTES
+    problems = legality.check_launch(SOURCE, "dwconv_toeplitz_wgrad_kernel",
+                                     dict(forced, BD=16, PARTIAL=False),
+                                     num_warps=forced["num_warps"],
+                                     num_stages=forced["num_stages"], elem_bytes=elem_bytes,
+                                     dot_tiles=m.DOT_TILES)
+    assert not problems, problems
+
+
 def test_undeclared_dot_is_rejected() -> None:
     m = _runtime()
     cfg = {**m.TOEPLITZ_FWD_DEFAULTS, **m.dwconv_toeplitz_config(384, 11, gpu=True), "KP": 16,
