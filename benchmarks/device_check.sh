@@ -10,7 +10,11 @@
 #      score kernel inside eviction, CAOTE's Hugging Face eviction on CUDA against CPU;
 #    - padre fuzz --backend triton --device cuda on each spec with fused kernels
 #      (FUZZ_EXAMPLES examples each, 4), and with --grad (the backward kernels) on padre3,
-#      hyena and sima;
+#      hyena and sima, under PADRE_TRITON_TUNE=0: each shape runs the default tiles (and the
+#      forced forms' own) instead of compiling and timing every candidate, so a failure
+#      shrinks within the limit (the tiles a first launch picks are checked by the CUDA tests
+#      and by gpu.py at every shape it times). A failing example is printed as it is found,
+#      before shrinking, and the regression tests written are appended to device_log.txt;
 # 2. benchmarks/gpu.py alone on the GPU, logging straight to device_log.txt (correctness gate,
 #    then timings; --budget GPU_BUDGET seconds, 230, stopped 60 s past it; GPU_ARGS adds
 #    arguments, e.g. "--dims 384");
@@ -50,20 +54,26 @@ names=(cuda_tests)
 step cuda_tests "${CHECK_LIMIT:-90}" "$steps/cuda_tests.log" \
     "$python" -m pytest -q -p no:cacheprovider -k cuda \
     tests/test_api.py tests/caote/test_kernel.py tests/caote/test_hf.py &
+fuzz=(env PADRE_TRITON_TUNE=0 "$python" -m padre_compiler.cli fuzz)  # default tiles only
 for spec in padre3 conv2former hyena mamba_lti sima castling_vit; do
     names+=("fuzz_$spec")
     step "fuzz_$spec" "${CHECK_LIMIT:-90}" "$steps/fuzz_$spec.log" \
-        "$python" -m padre_compiler.cli fuzz "$spec" --backend triton --device cuda \
+        "${fuzz[@]}" "$spec" --backend triton --device cuda \
         --examples "${FUZZ_EXAMPLES:-4}" --regressions "$regressions/$spec" &
 done
 for spec in padre3 hyena sima; do
     names+=("fuzz_grad_$spec")
     step "fuzz_grad_$spec" "${CHECK_LIMIT:-90}" "$steps/fuzz_grad_$spec.log" \
-        "$python" -m padre_compiler.cli fuzz "$spec" --backend triton --device cuda --grad \
+        "${fuzz[@]}" "$spec" --backend triton --device cuda --grad \
         --examples "${FUZZ_EXAMPLES:-4}" --regressions "$regressions/grad_$spec" &
 done
 wait
 for name in "${names[@]}"; do cat "$steps/$name.log" >>"$log"; done
+# the trap removes $regressions: the tests a failing fuzz step wrote go into the log
+find "$regressions" -type f -name '*.py' | sort | while read -r test; do
+    echo "== regression test ${test#"$regressions"/}:"
+    cat "$test"
+done >>"$log"
 names+=(gpu_benchmark gpu_profile)
 # shellcheck disable=SC2086  # GPU_ARGS is a list of arguments
 step gpu_benchmark $(( ${GPU_BUDGET:-230} + 60 )) "$log" "$python" benchmarks/gpu.py \

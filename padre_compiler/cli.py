@@ -341,11 +341,17 @@ def cmd_fuzz(args: argparse.Namespace) -> int:
         what = f"{spec.name} ({args.backend}{', gradients' if args.grad else ''})"
         task = progress.add_task(what, total=args.examples, worst=0.0)
 
+        first_failure: list[Any] = []
+
         def tick(outcome) -> None:
             state = progress.tasks[0]
             worst = max(state.fields["worst"], ratio(outcome))
             total = max(state.total or 0, state.completed + 1)  # the boundary examples too
             progress.update(task, advance=1, worst=worst, total=total)
+            if not outcome.ok and not first_failure:  # printed before hypothesis shrinks it:
+                first_failure.append(outcome)  # a run stopped while shrinking keeps it
+                console.print("[red]failed[/red] (shrinking next): "
+                              + escape(repr(describe(outcome))))
 
         report = fuzz(spec, backend=args.backend, examples_n=args.examples, seed=args.seed,
                       regression_dir=regressions, on_example=tick, device=device,

@@ -195,3 +195,45 @@ def test_gpu_profile_keeps_the_rows_around_a_failing_one(tmp_path: Path, monkeyp
     assert [r["form"] for r in result["rows"]] == ["toeplitz", "direct"]
     assert "slab refused" in result["meta"]["errors"][0]
     assert "Rows that failed" in (tmp_path / "gpu_profile.md").read_text()
+
+
+STUB_PYTHON = """#!/usr/bin/env bash
+# device_check.sh's python: prints what it ran; the fuzz of sima's gradients fails, writing a
+# regression test as padre fuzz does
+echo "stub PADRE_TRITON_TUNE=${PADRE_TRITON_TUNE:-unset}: $*"
+if [[ " $* " == *" fuzz sima "*" --grad "* ]]; then
+    while [ $# -gt 0 ] && [ "$1" != --regressions ]; do shift; done
+    mkdir -p "$2" && echo "def test_found(): assert False" >"$2/test_fuzz_sima_stub.py"
+    exit 1
+fi
+"""
+
+
+def test_device_check_keeps_a_fuzz_regression_and_fits_its_limit(tmp_path: Path) -> None:
+    """device_check.sh with every python call stubbed: the fuzz steps run untuned, the
+    regression test a failing one wrote (in a folder the script removes) reaches the log, the
+    failure is named, and the steps' limits (step 1's run concurrently) sum to at most 580 s."""
+    import re
+
+    stub = tmp_path / "python"
+    stub.write_text(STUB_PYTHON)
+    stub.chmod(0o755)
+    out = tmp_path / "out"
+    env = {k: v for k, v in os.environ.items() if k not in ("GPU_BUDGET", "CHECK_LIMIT",
+                                                              "PROFILE_LIMIT", "GPU_ARGS")}
+    proc = subprocess.run(["bash", str(ROOT / "benchmarks" / "device_check.sh")],
+                          env=dict(env, PYTHON=str(stub), OUT=str(out)), capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    log = (out / "device_log.txt").read_text()
+    assert "== regression test grad_sima/test_fuzz_sima_stub.py:" in log
+    assert "def test_found(): assert False" in log
+    assert "failed: fuzz_grad_sima" in log
+    ran = [line for line in log.splitlines() if line.startswith("stub ")]
+    fuzzes = [line for line in ran if " fuzz " in line]
+    assert len(fuzzes) == 9 and all("PADRE_TRITON_TUNE=0:" in line for line in fuzzes)
+    assert all("PADRE_TRITON_TUNE=unset" in line for line in ran if " fuzz " not in line)
+    limits = {name: int(limit) for name, limit in
+              re.findall(r"^== (\w+) \(\S+, limit (\d+) s\)", log, flags=re.M)}
+    concurrent = max(v for k, v in limits.items() if k == "cuda_tests" or k.startswith("fuzz"))
+    assert 20 + concurrent + limits["gpu_benchmark"] + limits["gpu_profile"] <= 580, limits

@@ -156,6 +156,30 @@ def test_cli_fuzz_refuses_a_regressions_path_it_cannot_write(tmp_path: Path) -> 
     assert "fuzzing" not in proc.stderr
 
 
+def test_cli_fuzz_prints_the_first_failure_before_shrinking(tmp_path: Path, monkeypatch,
+                                                             capsys) -> None:
+    """A run stopped while hypothesis shrinks (a time limit) still shows the failing example:
+    the first failure is printed as it happens, once, on one line."""
+    import padre_compiler.verify.fuzz as fuzz_module
+    from padre_compiler import cli
+
+    example = Example(dim=4, tokens=3, grid=None, batch=2, dtype="float32", seed=7)
+    failures = [Outcome(example, 1.0, 0.5, None, "raised RuntimeError: boom\nsecond line"),
+                Outcome(replace(example, batch=1), 1.0, 0.5, None)]
+
+    def stopped_while_shrinking(*args, on_example, **kwargs):
+        on_example(Outcome(replace(example, seed=1), 0.0, 1.0, None))
+        for outcome in failures:
+            on_example(outcome)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(fuzz_module, "fuzz", stopped_while_shrinking)
+    assert cli.main(["fuzz", "padre3", "--regressions", str(tmp_path)]) == 130
+    lines = [line for line in capsys.readouterr().out.splitlines() if "failed" in line]
+    assert len(lines) == 1 and "shrinking next" in lines[0], lines
+    assert "'batch': 2" in lines[0] and "'seed': 7" in lines[0] and "boom" in lines[0]
+
+
 def test_an_unwritable_regression_is_an_error_that_names_the_failure(tmp_path: Path) -> None:
     spec = zoo()[0]
     blocker = tmp_path / "a_file"
