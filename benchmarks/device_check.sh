@@ -16,11 +16,16 @@
 #      and by gpu.py at every shape it times). A failing example is printed as it is found,
 #      before shrinking, and the regression tests written are appended to device_log.txt;
 # 2. benchmarks/gpu.py alone on the GPU, logging straight to device_log.txt (correctness gate,
-#    then timings; --budget GPU_BUDGET seconds, 230, stopped 60 s past it; GPU_ARGS adds
-#    arguments, e.g. "--dims 384");
+#    then timings, each timed Triton form's output and gradients checked, 30% of the budget
+#    kept for the other models; --budget GPU_BUDGET seconds, 230, stopped 60 s past it;
+#    GPU_ARGS adds arguments, e.g. "--dims 384"; it saves its results after every row and
+#    exits 1 where a check failed);
 # 3. benchmarks/gpu_profile.py: host overhead, kernel-by-kernel device time and the Toeplitz
-#    tile sweep: tiles x pipelines x L1 strips x band from the taps x slab (limit PROFILE_LIMIT
-#    seconds, 180; it saves each row as it ends).
+#    tile sweep: tiles x pipelines x L1 strips x band from the taps x slab, each tile's
+#    output checked against the default tiles' (limit PROFILE_LIMIT seconds, 180; it saves
+#    each row as it ends).
+# Both record the source digest (benchmarks/revisions.py), which names the commit without
+# a .git.
 # It needs only what the GPU machines' image has (torch, triton, sympy, networkx, hypothesis,
 # rich, pytest, transformers): the package runs from this checkout through PYTHONPATH. Every
 # step runs whatever the others did; device_log.txt says which passed. $OUT holds six files

@@ -10,7 +10,11 @@ Per (C, N, batch) and conv form (PADRE_TRITON_CONV: toeplitz, slab, direct), bf1
   launch_ms - graph_ms is what host overhead (Python, dispatch, launches) adds;
 - `kernels`: torch.profiler's device time per kernel and forward (and per forward+backward),
   the largest first; `toeplitz_operand`, GEMMs and the fused kernels show up by name;
-- a tile sweep of the Toeplitz forward on the 3C-wide conv alone (tile_sweep), beside cuDNN.
+- a tile sweep of the Toeplitz forward on the 3C-wide conv alone (tile_sweep), beside cuDNN:
+  each tile's output is compared with the default tiles' first (which is compared with
+  cuDNN's), and a tile that disagrees is marked, not timed.
+
+The JSON and markdown record the source digest and git revision (benchmarks/revisions.py).
 """
 
 from __future__ import annotations
@@ -28,7 +32,17 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.gpu import GRIDS, build, graph_ms, load_generated, median_ms  # noqa: E402
+from benchmarks.gpu import (  # noqa: E402
+    BF16_TOL,
+    GRIDS,
+    build,
+    fmt,
+    graph_ms,
+    load_generated,
+    median_ms,
+    rel,
+)
+from benchmarks.revisions import revision_line, revision_meta  # noqa: E402
 
 SHAPES = [(384, 3136, 8), (384, 25600, 1), (384, 102400, 1)]
 
@@ -108,9 +122,9 @@ def tile_sweep(mod, device, dtype, smoke: bool, save=lambda results: None) -> li
     gathered from the taps, SWEEP_SLAB_TILES with the strips from one slab), beside cuDNN's
     depthwise conv (NCHW, the same bytes) as a baseline; ".ca" strips are left out where the
     installed Triton ignores them (the same code as the default, so the same time). A tile
-    that fails to compile or launch is recorded as such; `save` gets the results after each
-    shape (a time limit may end the sweep). Each shape's tiles are compiled together before
-    the first is timed (sweep_shape)."""
+    that fails to compile or launch is recorded as such, and so is one whose output is off
+    the default tiles' (sweep_shape); `save` gets the results after each shape (a time limit
+    may end the sweep). Each shape's tiles are compiled together before the first is timed."""
     os.environ["PADRE_TRITON_CONV"] = "toeplitz"
     real = mod.dwconv_toeplitz_configs
     skip_ca = strip_cache_ignored(getattr(mod, "SAME_CODE", {}))
@@ -136,20 +150,34 @@ def tile_sweep(mod, device, dtype, smoke: bool, save=lambda results: None) -> li
 
 
 def sweep_shape(mod, real, c: int, n: int, batch: int, grid, device, dtype) -> list[dict]:
+    """One shape of tile_sweep: cuDNN's time, then each tile of `grid`'s, where its output
+    is within BF16_TOL (relative to the largest) of the default tiles' (`err_vs_default`;
+    else it is marked `disagrees` and not timed). The default tiles' own output is compared
+    with cuDNN's (`err_vs_cudnn` of the cuDNN row)."""
     import torch.nn.functional as F
 
     h, w = GRIDS[n]
     x = torch.randn(batch, c, n, device=device, dtype=dtype)  # [B, C, N]: channel-major
     weight = torch.randn(c, 11, 11, device=device, dtype=dtype)
     bias = torch.randn(c, device=device, dtype=dtype)
-    cudnn = median_ms(lambda: F.conv2d(x.view(batch, c, h, w), weight[:, None], bias,
-                                       padding=5, groups=c), device)
-    results = [{"C": c, "N": n, "batch": batch, "tiles": "cudnn", "ms": cudnn}]
-    print(f"sweep C={c} N={n} B={batch}: cuDNN depthwise {cudnn:.3f} ms", flush=True)
 
-    def conv():
+    def cudnn():
+        return F.conv2d(x.view(batch, c, h, w), weight[:, None], bias, padding=5, groups=c)
+
+    def conv():  # z, [B, N, C]
         return mod.dwconv_hadamard(x.mT, weight, bias, None, None, None, None, h, w, 5, 5, True,
-                                   False)
+                                   False)[0]
+
+    def on(tiles: dict):  # the Toeplitz forward's configs: the default's, with `tiles` set
+        return lambda *a, **k: [dict(real(*a, **k)[0], **tiles)]
+
+    mod.dwconv_toeplitz_configs = on({})
+    reference = conv()  # the default tiles' output, which every tile is held to
+    cudnn_err = rel(reference.mT.reshape(batch, c, h, w), cudnn())
+    results = [{"C": c, "N": n, "batch": batch, "tiles": "cudnn",
+                "ms": median_ms(cudnn, device), "err_vs_cudnn": cudnn_err}]
+    print(f"sweep C={c} N={n} B={batch}: cuDNN depthwise {results[0]['ms']:.3f} ms (the "
+          f"default tiles' output off cuDNN's by {cudnn_err:.1e})", flush=True)
 
     # every tile compiled at once first (the kernels' compile_together, as a first launch
     # does): one call whose first launch is handed them all, the timings below then compile
@@ -164,20 +192,35 @@ def sweep_shape(mod, real, c: int, n: int, batch: int, grid, device, dtype) -> l
     finally:
         mod.fastest = fastest
     for tiles in grid:
-        mod.dwconv_toeplitz_configs = lambda *a, tiles=tiles, **k: [dict(real(*a, **k)[0],
-                                                                          **tiles)]
+        mod.dwconv_toeplitz_configs = on(tiles)
+        result = {"C": c, "N": n, "batch": batch, "tiles": tiles, "ms": None}
         try:
-            ms = median_ms(conv, device, samples=7)
+            result["err_vs_default"] = rel(conv(), reference)
+            if result["err_vs_default"] < BF16_TOL:
+                result["ms"] = median_ms(conv, device, samples=7)
+            else:
+                result["disagrees"] = True
         except Exception as err:  # out of shared memory, say: recorded, the sweep goes on
-            ms, tiles = None, dict(tiles, error=repr(err)[:200])
-        results.append({"C": c, "N": n, "batch": batch, "tiles": tiles, "ms": ms})
-        print(f"    {tiles}: {'failed' if ms is None else f'{ms:.3f} ms'}", flush=True)
+            result["tiles"] = dict(tiles, error=repr(err)[:200])
+        results.append(result)
+        verdict = (f"{result['ms']:.3f} ms" if result["ms"] is not None else
+                   f"off the default tiles by {result['err_vs_default']:.1e}, not timed"
+                   if result.get("disagrees") else "failed")
+        print(f"    {tiles}: {verdict}", flush=True)
     return results
+
+
+def _swept(r: dict) -> str:
+    """A sweep row's time, or why it has none."""
+    if r.get("disagrees"):
+        return f"wrong ({r['err_vs_default']:.1e} off the default)"
+    return "failed" if r["ms"] is None else format(r["ms"], ".3f")
 
 
 def markdown(meta: dict, rows: list[dict]) -> str:
     lines = [f"# Where padre3's time goes on {meta['device']} (bf16)", "",
              f"Command: `{meta['command']}`; torch {meta['torch']}, triton {meta['triton']}.", "",
+             revision_line(meta), "",
              "| C | N | batch | form | forward as called, ms | from a CUDA graph, ms |",
              "|---|---|---|---|---|---|"]
     for r in rows:
@@ -193,11 +236,14 @@ def markdown(meta: dict, rows: list[dict]) -> str:
     if meta.get("sweep"):
         lines += ["", "Tile sweep: the 3C-wide 11x11 conv alone (channel-major input), ms "
                   "(median of CUDA-event timings), fastest first per shape; cuDNN's depthwise "
-                  "conv on the same NCHW tensor as a baseline:", "",
-                  "| C | N | batch | tiles | ms |", "|---|---|---|---|---|"]
+                  "conv on the same NCHW tensor as a baseline. Error: each tile's output "
+                  "against the default tiles' (the cuDNN row: the default tiles' against "
+                  f"cuDNN's), relative to the largest; a tile {BF16_TOL:g} or more off is "
+                  "wrong, not timed:", "",
+                  "| C | N | batch | tiles | ms | error |", "|---|---|---|---|---|---|"]
         ordered = sorted(meta["sweep"], key=lambda r: (r["N"], r["ms"] is None, r["ms"] or 0))
-        lines += [f"| {r['C']} | {r['N']} | {r['batch']} | {r['tiles']} "
-                  f"| {'failed' if r['ms'] is None else format(r['ms'], '.3f')} |"
+        lines += [f"| {r['C']} | {r['N']} | {r['batch']} | {r['tiles']} | {_swept(r)} "
+                  f"| {fmt(r.get('err_vs_default', r.get('err_vs_cudnn')), '.1e')} |"
                   for r in ordered]
     for r in rows:
         for part in ("kernels", "train_kernels"):
@@ -230,7 +276,8 @@ def main() -> int:
 
     meta = {"device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
             "torch": torch.__version__, "triton": triton.__version__,
-            "command": " ".join(["python benchmarks/gpu_profile.py", *sys.argv[1:]])}
+            "command": " ".join(["python benchmarks/gpu_profile.py", *sys.argv[1:]]),
+            **revision_meta(ROOT)}
     dtype = torch.float32 if args.smoke else torch.bfloat16
     shapes = [(32, 196, 1)] if args.smoke else SHAPES
     rows: list[dict] = []

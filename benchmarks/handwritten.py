@@ -9,6 +9,8 @@ check that the modules agree before timing them.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -66,20 +68,27 @@ class HandwrittenPadre3(nn.Module):
                 param.normal_(0.0, 0.5)
         return self
 
-    def to_spec_state_dict(self) -> dict[str, torch.Tensor]:
-        """The same weights under specs/padre3.toml's parameter names."""
+    def spec_tensors(self, of: Callable[[nn.Parameter], torch.Tensor] = lambda p: p
+                     ) -> dict[str, torch.Tensor]:
+        """`of` each parameter (default: the parameter; `lambda p: p.grad`: its gradient)
+        under specs/padre3.toml's parameter names, shaped as the compiled module's (a
+        depthwise conv's [C, 1, KH, KW] as [C, KH, KW]); views, not copies."""
         out: dict[str, torch.Tensor] = {}
         for i in range(3):
-            out[f"branch{i + 1}_channel_weight"] = self.branch[i].weight
-            out[f"branch{i + 1}_channel_bias"] = self.branch[i].bias
-            out[f"branch{i + 1}_token_weight"] = self.branch_dw[i].weight[:, 0]
-            out[f"branch{i + 1}_token_bias"] = self.branch_dw[i].bias
-            out[f"output_w{i + 1}_scale"] = self.weights[i]
+            out[f"branch{i + 1}_channel_weight"] = of(self.branch[i].weight)
+            out[f"branch{i + 1}_channel_bias"] = of(self.branch[i].bias)
+            out[f"branch{i + 1}_token_weight"] = of(self.branch_dw[i].weight)[:, 0]
+            out[f"branch{i + 1}_token_bias"] = of(self.branch_dw[i].bias)
+            out[f"output_w{i + 1}_scale"] = of(self.weights)[i]
         for i in range(2):
-            out[f"mix{i + 1}_channel_weight"] = self.mix[i].weight
-            out[f"mix{i + 1}_token_weight"] = self.mix_dw[i].weight[:, 0]
-        out["proj_weight"], out["proj_bias"] = self.proj.weight, self.proj.bias
-        return {k: v.detach().clone() for k, v in out.items()}
+            out[f"mix{i + 1}_channel_weight"] = of(self.mix[i].weight)
+            out[f"mix{i + 1}_token_weight"] = of(self.mix_dw[i].weight)[:, 0]
+        out["proj_weight"], out["proj_bias"] = of(self.proj.weight), of(self.proj.bias)
+        return out
+
+    def to_spec_state_dict(self) -> dict[str, torch.Tensor]:
+        """The same weights under specs/padre3.toml's parameter names (copies)."""
+        return {k: v.detach().clone() for k, v in self.spec_tensors().items()}
 
 
 class IdiomaticPadre3(HandwrittenPadre3):

@@ -33,9 +33,119 @@ def test_gpu_script_smoke_run_writes_every_result(tmp_path: Path) -> None:
         assert all("ms" in r and r["max_rel_err_vs_torch"] < 1e-4 for r in result["meta"][name])
     assert all(row["first_call_s"][label] > 0 for label in ("triton", "triton_direct"))
     assert set(row["err_vs_eager"]) == {"triton", "triton_direct"} and "failed_check" not in row
+    # after each Triton form's timed step: x's gradient and every parameter's, by spec name
+    for label in ("triton", "triton_direct"):
+        grads = row["grad_err_vs_eager"][label]
+        assert len(grads) == 22 and "x" in grads and max(grads.values()) < 1e-4, grads
+    assert row["attention_from"]["ms"] in ("attention_flash", "attention_cudnn")
+    for name in gpu_models():
+        (model,) = result["meta"][name]
+        assert max(model["grad_err_vs_torch"].values()) < 1e-4 and "failed_check" not in model
+    assert len(result["meta"]["source_digest"]) == 64
     table = (tmp_path / "gpu_padre3.md").read_text()
     assert table.startswith("#") and "The first forward call at each shape" in table
+    assert "Source digest" in table and " FAILED |" not in table
     assert (tmp_path / "gpu_padre3.png").stat().st_size > 0
+
+
+def gpu_models() -> dict:
+    sys.path.insert(0, str(ROOT))
+    from benchmarks import gpu
+
+    return gpu.MODELS
+
+
+def test_gpu_gradient_check_names_every_parameter_and_flags_a_wrong_one() -> None:
+    """gpu.py's check after a timed training step: the hand-written module's gradients under
+    the spec's names (spec_tensors) meet the compiled module's one for one (here the PyTorch
+    backend's, on the CPU), and a gradient 1.5x off fails the row's check."""
+    sys.path.insert(0, str(ROOT))
+    import torch
+
+    from benchmarks import gpu
+
+    hand, fused = gpu.build(gpu.load_generated("padre3", "torch"), 16, 196, "cpu",
+                            torch.float32)
+    x, g = torch.randn(2, 196, 16), torch.randn(2, 196, 16)
+    want = gpu.gradients(hand, x, g, lambda m: m.spec_tensors(lambda p: p.grad))
+    assert all(p.grad is None for p in hand.parameters())  # none left to accumulate into
+    errs = gpu.grad_errors(gpu.gradients(fused, x, g), want)
+    assert set(errs) == {"x", *dict(fused.named_parameters())} and max(errs.values()) < 1e-5
+    row = {"C": 16, "N": 196}
+    gpu.check(row, "triton gradients", max(errs.values()))
+    assert "failed_check" not in row
+    fused.mix2_token_weight.register_hook(lambda grad: 1.5 * grad)
+    errs = gpu.grad_errors(gpu.gradients(fused, x, g), want)
+    assert errs["mix2_token_weight"] > 0.3 and max(errs.values()) == errs["mix2_token_weight"]
+    gpu.check(row, "triton gradients", max(errs.values()))
+    assert row["failed_check"] == ["triton gradients"]
+
+
+def test_gpu_attention_baseline_is_the_faster_backend_per_timing() -> None:
+    sys.path.insert(0, str(ROOT))
+    from benchmarks import gpu
+
+    row = {"ms": {"attention_flash": 2.0, "attention_cudnn": 1.0},
+           "ms_graph": {"attention_flash": 1.5, "attention_cudnn": None},
+           "ms_train": {"attention_flash": 3.0}}
+    gpu.take_fastest(row, tuple(gpu.ATTENTION_BACKENDS), "attention")
+    assert [row[f]["attention"] for f in gpu.TIMINGS] == [1.0, 1.5, 3.0]
+    assert row["attention_from"] == {"ms": "attention_cudnn", "ms_graph": "attention_flash",
+                                     "ms_train": "attention_flash"}
+    assert "| 1.000 (cudnn) |" in gpu.markdown(
+        {"device": "d", "torch": "t", "triton": "3", "cuda": "c", "gate": {},
+         "peaks": {"matmul_flops": 1e15, "bandwidth": 4e12}},
+        [{"C": 384, "N": 3136, "batch": 8, **row}])
+
+
+def test_gpu_script_keeps_the_models_share_and_saves_after_every_row(tmp_path: Path,
+                                                                     monkeypatch) -> None:
+    """padre3's rows get the budget less the models' share (MODELS_SHARE): a row that spends
+    all of it leaves every model its first shape; each row is written before the next
+    starts. Without the share, the same run skips every model."""
+    sys.path.insert(0, str(ROOT))
+    from benchmarks import gpu
+
+    clock = [0.0]
+    monkeypatch.setattr(gpu.time, "perf_counter", lambda: clock[0])
+    monkeypatch.setattr(gpu, "peaks", lambda device, smoke: {"matmul_flops": 1.0,
+                                                             "bandwidth": 1.0})
+    monkeypatch.setattr(gpu, "gate", lambda mod, device, smoke: {"toeplitz": {"ok": True}})
+    monkeypatch.setattr(gpu, "load_generated", lambda name, backend="triton": None)
+    monkeypatch.setattr(gpu, "plot", lambda rows, path: None)
+    seen = []
+
+    def written() -> tuple[int, list[str]]:
+        path = tmp_path / "gpu_padre3.json"
+        result = json.loads(path.read_text()) if path.exists() else {"rows": [], "meta": {}}
+        return len(result["rows"]), [m for m in gpu.MODELS if result["meta"].get(m)]
+
+    def time_row(mod, c, n, batch, device, rates, budget, smoke):
+        seen.append(("padre3", budget.left(), written()))
+        clock[0] += budget.left()  # spends all it is given
+        return {"C": c, "N": n, "batch": batch, "ms": {}, "ms_train": {}, "ms_graph": {}}
+
+    def model_row(name, c, n, batch, device, smoke):
+        seen.append((name, None, written()))
+        clock[0] += 10
+        return {"C": c, "N": n, "batch": batch, "ms": {}, "ms_train": {}}
+
+    monkeypatch.setattr(gpu, "time_row", time_row)
+    monkeypatch.setattr(gpu, "model_row", model_row)
+    monkeypatch.setattr(sys, "argv", ["gpu.py", "--smoke", "--budget", "200"])
+    monkeypatch.setenv("OUT", str(tmp_path))
+    assert gpu.main() == 0
+    assert seen[0] == ("padre3", 200 * (1 - gpu.MODELS_SHARE), (0, []))
+    assert [(name, done) for name, _, done in seen[1:]] == [
+        ("sima", (1, [])), ("castling_vit", (1, ["sima"])),
+        ("conv2former", (1, ["sima", "castling_vit"])),
+        ("hyena", (1, ["sima", "castling_vit", "conv2former"]))]
+    monkeypatch.setattr(gpu, "MODELS_SHARE", 0.0)
+    seen.clear()
+    clock[0] = 0.0
+    assert gpu.main() == 0 and [name for name, _, _ in seen] == ["padre3"]
+    result = json.loads((tmp_path / "gpu_padre3.json").read_text())
+    assert all(r["skipped"] for name in gpu.MODELS for r in result["meta"][name])
 
 
 def test_every_model_is_timed_at_sizes_its_spec_is_defined_for() -> None:
@@ -237,3 +347,77 @@ def test_device_check_keeps_a_fuzz_regression_and_fits_its_limit(tmp_path: Path)
               re.findall(r"^== (\w+) \(\S+, limit (\d+) s\)", log, flags=re.M)}
     concurrent = max(v for k, v in limits.items() if k == "cuda_tests" or k.startswith("fuzz"))
     assert 20 + concurrent + limits["gpu_benchmark"] + limits["gpu_profile"] <= 580, limits
+
+
+def test_source_digest_names_the_commit_without_git(tmp_path: Path) -> None:
+    """A result's source digest, taken from the files on disk, equals the digest git gives the
+    commit they came from (git ls-tree), changes with any source file, and is the same once
+    .git is gone (a lent GPU machine's copy); the revision is git's where there is a .git."""
+    import shutil
+
+    sys.path.insert(0, str(ROOT))
+    from benchmarks import revisions
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args],
+                              cwd=tmp_path, capture_output=True, text=True,
+                              check=True).stdout.strip()
+
+    for rel in ("padre_compiler/a.py", "codegen/triton/b.py", "benchmarks/c.py", "specs/d.py"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text(f"# {rel}\n")
+    (tmp_path / "codegen" / "notes.md").write_text("not source\n")
+    git("init", "-q")
+    git("add", "-A")
+    git("commit", "-qm", "one")
+    first = revisions.source_digest(tmp_path)
+    assert first == revisions.digest_at("HEAD", tmp_path)
+    assert revisions.git_revision(tmp_path) == git("rev-parse", "HEAD")
+    (tmp_path / "specs" / "d.py").write_text("# outside the digested folders\n")
+    (tmp_path / "codegen" / "notes.md").write_text("changed, not source\n")
+    assert revisions.source_digest(tmp_path) == first
+    (tmp_path / "codegen" / "triton" / "b.py").write_text("# changed\n")
+    second = revisions.source_digest(tmp_path)
+    assert second != first and revisions.git_revision(tmp_path).endswith("+changes")
+    assert revisions.find_commits(second, root=tmp_path) == []
+    git("commit", "-qam", "two")
+    assert revisions.find_commits(second, root=tmp_path) == [git("rev-parse", "HEAD")]
+    assert revisions.find_commits(first, root=tmp_path) == [git("rev-parse", "HEAD~1")]
+    shutil.rmtree(tmp_path / ".git")
+    assert revisions.source_digest(tmp_path) == second
+    assert revisions.git_revision(tmp_path) is None
+
+
+def test_profile_sweep_marks_a_tile_whose_output_is_off_the_default(monkeypatch) -> None:
+    """A tile whose conv disagrees with the default tiles' is marked and not timed; the
+    default tiles' output is compared with cuDNN's."""
+    sys.path.insert(0, str(ROOT))
+    import types
+
+    import torch
+    import torch.nn.functional as F
+
+    from benchmarks import gpu_profile
+
+    def dwconv_hadamard(x, weight, bias, *rest):  # the conv; 1.5x off with 16 channels a tile
+        b, _, c = x.shape
+        z = F.conv2d(x.mT.reshape(b, c, 14, 14), weight[:, None], bias, padding=5, groups=c)
+        scale = 1.5 if mod.dwconv_toeplitz_configs()[0]["BC"] == 16 else 1.0
+        return z.flatten(2).mT * scale, None, None
+
+    mod = types.SimpleNamespace(dwconv_hadamard=dwconv_hadamard,
+                                fastest=lambda key, configs, launch: configs[0],
+                                compile_together=lambda configs, launch: None)
+    timed = []
+    monkeypatch.setattr(gpu_profile, "median_ms", lambda fn, device, **_: timed.append(1) or 1.0)
+    results = gpu_profile.sweep_shape(mod, lambda *a, **k: ({"BC": 8, "BH": 64},), 4, 196, 1,
+                                      [{"BC": 8}, {"BC": 16}], torch.device("cpu"),
+                                      torch.float32)
+    cudnn, same, off = results
+    assert cudnn["tiles"] == "cudnn" and cudnn["err_vs_cudnn"] < 1e-5
+    assert same["ms"] == 1.0 and same["err_vs_default"] == 0.0 and "disagrees" not in same
+    assert off["ms"] is None and off["disagrees"] and abs(off["err_vs_default"] - 0.5) < 1e-6
+    assert len(timed) == 2  # cuDNN and the tile that agrees
+    meta = {"device": "d", "command": "c", "torch": "t", "triton": "3", "sweep": results}
+    assert "| {'BC': 16} | wrong (5.0e-01 off the default) | 5.0e-01 |" in \
+        gpu_profile.markdown(meta, [])
