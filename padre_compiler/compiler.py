@@ -72,9 +72,26 @@ def as_spec(spec: str | Path | Spec) -> Spec:
     return spec if isinstance(spec, Spec) else load_spec(spec)
 
 
+def is_int(value: Any) -> bool:
+    """An integer: Python's, numpy's or a torch.SymInt (a size torch.compile traces); not a
+    bool, a float or a tensor."""
+    import torch
+
+    return isinstance(value, (numbers.Integral, torch.SymInt)) and not isinstance(value, bool)
+
+
 def _count(value: Any) -> bool:
-    """A positive integer (numpy's too), not a bool or a float."""
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 1
+    """A positive integer (`is_int`)."""
+    return is_int(value) and value >= 1
+
+
+def checked_grid(grid: Any, name: str = "grid") -> tuple[int, int]:
+    """grid as (H, W) ints, or a PadreError naming the argument `name`: a tuple or list of
+    two positive integers (`is_int`)."""
+    if not (isinstance(grid, (tuple, list)) and len(grid) == 2 and all(map(_count, grid))):
+        raise PadreError(f"{name}={grid!r}: give (H, W), two positive integers (the token "
+                         "grid's rows and columns)")
+    return int(grid[0]), int(grid[1])
 
 
 def checked_size(spec: Spec, dim: Any, grid: Any, tokens: Any = None
@@ -89,9 +106,7 @@ def checked_size(spec: Spec, dim: Any, grid: Any, tokens: Any = None
         return int(dim), None
     if spec.layout == "sequence":
         raise PadreError(f"spec '{spec.name}' is a sequence spec: it takes no grid")
-    if not (isinstance(grid, (tuple, list)) and len(grid) == 2 and all(map(_count, grid))):
-        raise PadreError(f"grid={grid!r}: give (H, W), two positive integers")
-    return int(dim), (int(grid[0]), int(grid[1]))
+    return int(dim), checked_grid(grid)
 
 
 def pass_context(spec: Spec, dim: int, grid: tuple[int, int] | None,
@@ -298,13 +313,13 @@ def compile(spec: str | Path | Spec, *, dim: int, backend: str = "torch",
     """Compile a spec to an nn.Module mapping x [B, N, dim] -> [B, N, dim].
 
     spec: a path, the name of a bundled spec ("padre3") or a Spec. For 2-D specs grid=(H, W)
-    is required and N = H * W. dtype: the module's (default float32). The module carries
-    `.source` (its generated code) and `.compiled` (graph and pass log) and `.certificate`
-    (the graph certificate plus an exact check of the generated code; see
-    padre_compiler.verify.certificate). A PrecisionWarning says where the module's dtype
-    (float64 included, against long double) cannot compute the spec at its initial weights
-    (`rounding_error`);
-    a CertificateError (carrying the module and certificate) where a certificate fails.
+    is required and N = H * W. dtype: the module's (default torch.get_default_dtype(), as
+    nn.Linear's). The module carries `.source` (its generated code) and `.compiled` (graph
+    and pass log) and `.certificate` (the graph certificate plus an exact check of the
+    generated code; see padre_compiler.verify.certificate). A PrecisionWarning says where the
+    module's dtype (float64 included, against long double) cannot compute the spec at its
+    initial weights (`rounding_error`); a CertificateError (carrying the module and
+    certificate) where a certificate fails.
     """
     import torch
 
@@ -314,7 +329,7 @@ def compile(spec: str | Path | Spec, *, dim: int, backend: str = "torch",
     dim, grid = checked_size(spec, dim, grid)
     if isinstance(dtype, str):  # "float64" as torch.float64
         dtype = getattr(torch, dtype.removeprefix("torch."), dtype)
-    dtype = dtype or torch.float32
+    dtype = torch.get_default_dtype() if dtype is None else dtype
     if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):  # before any work
         raise PadreError(f"dtype={dtype!r}: give a floating dtype such as torch.float32 or "
                          "'float64'")

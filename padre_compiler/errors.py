@@ -61,5 +61,5 @@ def first_line(err: BaseException) -> str:
 
 
 class PrecisionWarning(UserWarning):
-    """A compiled module's default dtype (float32) cannot compute its spec at its initial
-    weights: the polynomial's terms cancel below float32's precision (mamba's expanded scan)."""
+    """A compiled module's dtype cannot compute its spec at its initial weights: the
+    polynomial's terms cancel below its precision (mamba's expanded scan in float32)."""

@@ -20,31 +20,39 @@ from typing import Any
 import torch
 from torch import nn
 
-from padre_compiler.compiler import as_spec
+from padre_compiler.compiler import as_spec, checked_grid, is_int
 from padre_compiler.compiler import compile as compile_spec
 from padre_compiler.errors import PadreError
 from padre_compiler.spec.model import Spec
 
 
 class PadreAttention(nn.Module):
-    """A PADRe token mixer with timm's Attention constructor and forward signatures."""
+    """A PADRe token mixer with timm's Attention constructor and forward signatures.
+
+    Beyond timm's arguments: `spec` (a bundled spec's name, a path or a Spec), `grid_size`
+    (H, W), the patch grid, which 2-D specs need and sequence specs refuse;
+    `num_prefix_tokens`, the class or register tokens before the grid; `backend` ("torch",
+    the default, or "triton"), passed to padre_compiler.compile. grid_size takes two positive
+    integers and num_prefix_tokens a non-negative one (numpy's too). `dtype` defaults to
+    torch.get_default_dtype(), as nn.Linear's.
+    """
 
     def __init__(self, dim: int, num_heads: int = 8, qkv_bias: bool = False,
                  qk_norm: bool = False, scale_norm: bool = False, proj_bias: bool = True,
                  attn_drop: float = 0.0, proj_drop: float = 0.0, norm_layer: Any = None,
                  device: Any = None, dtype: Any = None, *, attn_head_dim: int | None = None,
                  dim_out: int | None = None, spec: str | Spec = "padre3",
-                 grid_size: tuple[int, int] | None = None, num_prefix_tokens: int = 0) -> None:
+                 grid_size: tuple[int, int] | None = None, num_prefix_tokens: int = 0,
+                 backend: str = "torch") -> None:
         super().__init__()
-        _check_prefix(num_prefix_tokens)
         # num_heads, attn_head_dim, qkv_bias, qk_norm, scale_norm, proj_bias, attn_drop and
         # norm_layer configure softmax attention; the spec fixes the mixer's structure instead.
         # Any other keyword is a TypeError (a misspelt grid_size is not ignored).
+        self.num_prefix_tokens = _checked_prefix(num_prefix_tokens)
+        self.grid_size = None if grid_size is None else checked_grid(grid_size, "grid_size")
         if dim_out is not None and dim_out != dim:
             raise PadreError(f"PadreAttention: dim_out={dim_out}, but the mixer maps width "
                              f"{dim} to {dim}; drop dim_out or set it to dim")
-        self.grid_size = None if grid_size is None else (int(grid_size[0]), int(grid_size[1]))
-        self.num_prefix_tokens = num_prefix_tokens
         spec = as_spec(spec)
         if spec.layout == "grid2d" and grid_size is None:
             raise PadreError(f"PadreAttention: spec '{spec.name}' mixes tokens on a 2-D grid: "
@@ -53,7 +61,9 @@ class PadreAttention(nn.Module):
         if spec.layout == "sequence" and grid_size is not None:
             raise PadreError(f"PadreAttention: spec '{spec.name}' mixes a 1-D token sequence: "
                              "drop grid_size (num_prefix_tokens still sets the prefix)")
-        self.mixer = compile_spec(spec, dim=dim, grid=grid_size, dtype=dtype)
+        self.mixer = compile_spec(spec, dim=dim, grid=self.grid_size, dtype=dtype,
+                                  backend=backend)
+        self.dim = int(dim)  # compile_spec took it: a positive integer
         self.proj_drop = nn.Dropout(proj_drop)
         if device is not None:
             self.to(device=device)
@@ -61,22 +71,34 @@ class PadreAttention(nn.Module):
     def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None,
                 is_causal: bool = False, grid_size: tuple[int, int] | None = None,
                 num_prefix_tokens: int | None = None) -> torch.Tensor:
-        """x: [B, P + H * W, C] -> [B, P + H * W, C], P prefix tokens first."""
+        """x: [B, P + H * W, C] -> [B, P + H * W, C], P prefix tokens first, C = dim."""
         if attn_mask is not None or is_causal:
             raise NotImplementedError("PadreAttention mixes a fixed token grid: attention "
                                       "masks and is_causal cannot be honoured")
-        prefix = self.num_prefix_tokens if num_prefix_tokens is None else num_prefix_tokens
-        _check_prefix(prefix, x.shape[1])
+        if x.ndim != 3:
+            fix = "add the batch axis: x.unsqueeze(0)" if x.ndim == 2 else "reshape it"
+            raise ValueError(f"x has shape {tuple(x.shape)}, but PadreAttention takes "
+                             f"[B, N, C] (batch, tokens, channels); {fix}")
+        if x.shape[-1] != self.dim:
+            raise ValueError(f"x has {x.shape[-1]} channels (shape {tuple(x.shape)}), but this "
+                             f"PadreAttention was built for dim={self.dim}; build it with "
+                             f"dim={x.shape[-1]} or project x to {self.dim} channels")
+        prefix = (self.num_prefix_tokens if num_prefix_tokens is None else
+                  _checked_prefix(num_prefix_tokens))
+        if prefix >= x.shape[1]:
+            raise ValueError(f"num_prefix_tokens={prefix} leaves none of the {x.shape[1]} "
+                             "tokens to mix")
         if grid_size is not None and self.grid_size is None:
             raise ValueError("grid_size: this PadreAttention mixes a 1-D token sequence; "
                              "drop it")
-        grid = grid_size or self.grid_size
+        # this call's grid (timm's dynamic_img_size), else the one it was built with
+        grid = self.grid_size if grid_size is None else checked_grid(grid_size, "grid_size")
         n = x.shape[1] - prefix
         if grid is not None and n != grid[0] * grid[1]:
             raise ValueError(f"{x.shape[1]} tokens = {prefix} prefix + {n} patch tokens, but "
                              f"the grid {grid[0]} x {grid[1]} has {grid[0] * grid[1]}")
-        if grid is not None:  # this call's grid (timm's dynamic_img_size), then the default
-            self.mixer.grid = (int(grid[0]), int(grid[1]))
+        if grid is not None:
+            self.mixer.grid = grid
         try:
             mixed = self.mixer(x[:, prefix:])
         finally:
@@ -88,11 +110,8 @@ class PadreAttention(nn.Module):
         return self.proj_drop(mixed)
 
 
-def _check_prefix(prefix: Any, tokens: int | None = None) -> None:
-    """num_prefix_tokens: an int >= 0, leaving at least one token to mix where `tokens` is
-    known; ValueError otherwise."""
-    if not (isinstance(prefix, int) and not isinstance(prefix, bool) and prefix >= 0):
+def _checked_prefix(prefix: Any) -> int:
+    """num_prefix_tokens as an int, or a ValueError: an integer >= 0 (`is_int`)."""
+    if not (is_int(prefix) and prefix >= 0):
         raise ValueError(f"num_prefix_tokens must be an integer >= 0, got {prefix!r}")
-    if tokens is not None and prefix >= tokens:
-        raise ValueError(f"num_prefix_tokens={prefix} leaves none of the {tokens} tokens to "
-                         "mix")
+    return int(prefix)

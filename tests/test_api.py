@@ -388,3 +388,22 @@ def test_compile_under_a_meta_default_device_builds_a_meta_module() -> None:
         attn = PadreAttention(16, spec="sima")
     assert {p.device.type for p in [*module.parameters(), *attn.parameters()]} == {"meta"}
     assert module.certificate.passed
+
+
+def test_dtype_defaults_to_torchs_default_dtype() -> None:
+    """As nn.Linear's: without dtype=, the module is built in torch.get_default_dtype() (it
+    was float32 whatever the default), and the rounding check follows it: mamba, off by ~1e7
+    in float32, computes its spec in float64 (no PrecisionWarning)."""
+    from padre_compiler.errors import PrecisionWarning
+
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", PrecisionWarning)
+            module = pc.compile("mamba", dim=8)
+    finally:
+        torch.set_default_dtype(previous)
+    assert {p.dtype for p in module.parameters()} == {torch.float64}
+    assert module.certificate.passed and module.certificate.code.passed
+    assert pc.compile("hyena", dim=4).out_proj_weight.dtype == torch.float32

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -81,3 +82,73 @@ def test_per_call_grid_for_dynamic_image_size() -> None:
     attn = PadreAttention(8, grid_size=(2, 3))
     assert attn(torch.randn(1, 12, 8), grid_size=(3, 4)).shape == (1, 12, 8)
     assert attn.mixer.grid == (2, 3)  # the per-call grid does not stick
+
+
+def test_dtype_defaults_to_torchs_default_dtype() -> None:
+    """As nn.Linear's: without dtype=, the mixer is built in torch.get_default_dtype() (it was
+    float32 whatever the default)."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        attn = PadreAttention(8, spec="hyena", num_prefix_tokens=1)
+    finally:
+        torch.set_default_dtype(previous)
+    assert {p.dtype for p in attn.parameters()} == {torch.float64}
+    assert attn(torch.randn(2, 6, 8, dtype=torch.float64)).dtype == torch.float64
+
+
+def test_backend_is_passed_to_compile() -> None:
+    """backend= goes to compile(): "triton" builds the fused kernels' module (run by their
+    PyTorch twins on the CPU); an unknown one is compile()'s error."""
+    assert PadreAttention(8, spec="hyena").mixer.compiled.backend == "torch"
+    fused = PadreAttention(8, grid_size=(2, 3), spec="conv2former", backend="triton")
+    assert fused.mixer.compiled.kernels and fused(torch.randn(1, 6, 8)).shape == (1, 6, 8)
+    with pytest.raises(PadreError, match="unknown backend 'cuda'; available: torch, triton"):
+        PadreAttention(8, spec="hyena", backend="cuda")
+
+
+@pytest.mark.parametrize("grid", [(4,), 4, (4, 4, 1), (4.0, 4), (True, 4), (0, 4), (-4, -4),
+                                  "44", None])
+def test_grid_size_is_two_positive_integers_at_construction_and_per_call(grid) -> None:
+    """(4,) raised IndexError, 4 a TypeError, and per call (-4, -4) matched 16 tokens and
+    failed inside the mixer: each is named, and never cast first."""
+    error = r"grid_size=.*: give \(H, W\), two positive integers"
+    if grid is not None:
+        with pytest.raises(PadreError, match=error):
+            PadreAttention(8, grid_size=grid)
+    attn = PadreAttention(8, grid_size=(4, 4))
+    x = torch.randn(1, 16, 8)
+    if grid is None:  # per call: this module's own grid
+        assert attn(x, grid_size=grid).shape == x.shape
+        return
+    with pytest.raises(PadreError, match=error):
+        attn(x, grid_size=grid)
+    assert attn.mixer.grid == (4, 4)
+
+
+def test_numpy_integers_are_integers() -> None:
+    """A numpy integer dim was accepted but numpy grid sizes and prefix counts were not."""
+    attn = PadreAttention(np.int64(8), grid_size=(np.int64(2), np.int32(3)),
+                          num_prefix_tokens=np.int64(1))
+    assert attn.grid_size == (2, 3) and attn.num_prefix_tokens == 1
+    assert {type(v) for v in (*attn.grid_size, attn.num_prefix_tokens)} == {int}
+    y = attn(torch.randn(1, 8, 8), grid_size=(np.int64(3), np.int64(2)),
+             num_prefix_tokens=np.int16(2))
+    assert y.shape == (1, 8, 8)
+    for prefix in (True, 1.0, -1, "1"):
+        with pytest.raises(ValueError, match="num_prefix_tokens must be an integer >= 0"):
+            PadreAttention(8, spec="hyena", num_prefix_tokens=prefix)
+        with pytest.raises(ValueError, match="num_prefix_tokens must be an integer >= 0"):
+            attn(torch.randn(1, 7, 8), num_prefix_tokens=prefix)
+
+
+def test_forward_names_an_input_that_is_not_batch_tokens_channels() -> None:
+    """An unbatched [N, C] input was read as N batches of C tokens; a width other than dim
+    failed in a matmul."""
+    attn = PadreAttention(8, grid_size=(2, 3))
+    with pytest.raises(ValueError, match=r"x has shape \(6, 8\), but PadreAttention takes "
+                       r"\[B, N, C\] .*x\.unsqueeze\(0\)"):
+        attn(torch.randn(6, 8))
+    with pytest.raises(ValueError, match=r"x has 16 channels \(shape \(1, 6, 16\)\), but this "
+                       "PadreAttention was built for dim=8"):
+        attn(torch.randn(1, 6, 16))
