@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 import torch
@@ -152,3 +154,33 @@ def test_forward_names_an_input_that_is_not_batch_tokens_channels() -> None:
     with pytest.raises(ValueError, match=r"x has 16 channels \(shape \(1, 6, 16\)\), but this "
                        "PadreAttention was built for dim=8"):
         attn(torch.randn(1, 6, 16))
+
+
+def _train_at_two_grids(spec: str, **compile_kw: Any) -> None:
+    """torch.compile (Inductor, on the CPU) of a PadreAttention, forward and backward at its
+    grid and then at another one passed per call, as timm's dynamic_img_size does."""
+    torch._dynamo.reset()
+    attn = PadreAttention(16, spec=spec, grid_size=(4, 4), num_prefix_tokens=1)
+    compiled = torch.compile(attn, **compile_kw)
+    for grid in ((4, 4), (5, 6)):
+        x = torch.randn(2, 1 + grid[0] * grid[1], 16, requires_grad=True)
+        y = compiled(x, grid_size=grid)
+        y.sum().backward()
+        torch.testing.assert_close(y, attn(x, grid_size=grid))
+        assert x.grad is not None
+
+
+@pytest.mark.parametrize("spec", ["padre3", "conv2former"])
+def test_trains_under_inductor_at_a_per_call_grid_with_static_shapes(spec: str) -> None:
+    """The documented workaround for pytorch/pytorch#185510: dynamic=False compiles one
+    graph per grid."""
+    _train_at_two_grids(spec, dynamic=False)
+
+
+@pytest.mark.xfail(raises=torch._dynamo.exc.BackendCompilerFailed, strict=True,
+                   reason="pytorch/pytorch#185510: on the recompile the grid ints are dynamic "
+                   "and Inductor cannot order the strides of the saved channels-last view of "
+                   "_dwconv2d's input (its W * C against C); when this passes, drop the "
+                   "README's dynamic=False note")
+def test_trains_under_inductor_at_a_per_call_grid_with_dynamic_shapes() -> None:
+    _train_at_two_grids("conv2former")
