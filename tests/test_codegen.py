@@ -126,6 +126,24 @@ def test_castling_vit_trains_under_inductor_at_a_second_token_count() -> None:
         torch.testing.assert_close(y, module(x))
 
 
+@pytest.mark.parametrize("name", ["hyena", "mamba_lti"])
+def test_long_convolution_traces_under_jit_trace_and_follows_the_length(name: str) -> None:
+    """torch.jit.trace records sizes as 0-d tensors, which have no int.bit_length (the FFT
+    size's): the trace failed. Computed by tensor ops there, the FFT size follows N, so a
+    trace at 12 tokens (FFT size 32) runs at 17 and 40 (64, 128)."""
+    import warnings
+
+    from padre_compiler import compile as compile_spec
+
+    module = compile_spec(name, dim=8, dtype=torch.float64)
+    with warnings.catch_warnings():  # jit's deprecation; the forward's size checks fold away
+        warnings.simplefilter("ignore")
+        traced = torch.jit.trace(module, torch.randn(2, 12, 8, dtype=torch.float64))
+    for n in (12, 17, 40):
+        x = torch.randn(2, n, 8, dtype=torch.float64)
+        torch.testing.assert_close(traced(x), module(x), rtol=1e-12, atol=1e-12)
+
+
 @pytest.mark.parametrize("name", SPECS)
 def test_forward_frees_every_intermediate_after_its_last_use(name: str) -> None:
     """Each local is deleted right after the statement that reads it last (never earlier) or

@@ -37,7 +37,10 @@ def _long_conv(x: torch.Tensor, filt: torch.Tensor, skip: torch.Tensor | None) -
     if x.shape[0] == 0:  # torch's CPU FFT refuses an empty batch: run a zero row, drop it
         return _long_conv(torch.cat([x, x.new_zeros(1, *x.shape[1:])]), filt, skip)[:0]
     n = x.shape[1]
-    m = 1 << (2 * n - 1).bit_length()
+    if torch.jit.is_tracing():  # N is a 0-d tensor: m by tensor ops, so the trace follows N
+        m = 2 * torch.exp2(torch.log2(n.clamp(min=1).double()).ceil()).long()
+    else:
+        m = 1 << (2 * n - 1).bit_length()
     work = torch.promote_types(x.dtype, torch.float32)
     xf = torch.fft.rfft(x.to(work), n=m, dim=1)
     hf = torch.fft.rfft(filt[:, :n].transpose(0, 1).to(work), n=m, dim=0)
