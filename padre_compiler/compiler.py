@@ -308,6 +308,58 @@ def compile_module_class(result: Compiled) -> type:
     return getattr(load_source(result.source, result.spec.name), result.class_name)
 
 
+@dataclass(frozen=True)
+class Built:
+    """What compile() makes once per `build_key` and reuses: the generated class, its compile
+    and its certificate (graph certificate plus code check), and per dtype the spec's
+    rounding error at the first module's initial weights (`initial_rounding_error`)."""
+
+    result: Compiled
+    cls: type
+    certificate: Certificate
+    rounding: dict[str, float] = dataclasses.field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        """Both the graph certificate and the code check passed."""
+        code = self.certificate.code
+        return self.certificate.passed and code is not None and code.passed
+
+
+BUILT_KEEP = 64  # builds compile() keeps in this process; past it the oldest go
+_built: dict[tuple[Any, ...], Built] = {}
+
+
+def build_key(spec: Spec, dim: int, grid: tuple[int, int] | None,
+              backend: str) -> tuple[Any, ...]:
+    """Everything the generated source and its certificate are a function of, hashable: the
+    spec's content (equal for two loads of one file), the sizes, the backend and the lowering
+    helpers' text (HELPERS, which a check patches to plant a bug)."""
+    from padre_compiler.backends.pytorch import HELPERS
+
+    g = spec.graph()
+    content = (spec.name, spec.layout, spec.description, spec.source, spec.fixed_dim,
+               param_flags(spec.params), tuple(g.decls.items()), tuple(g.items()))
+    return content, dim, grid, backend, tuple(HELPERS.items())
+
+
+def build(spec: Spec, dim: int, grid: tuple[int, int] | None, backend: str) -> Built:
+    """The generated class and its certificate, from the cache or made and cached."""
+    import torch
+
+    key = build_key(spec, dim, grid, backend)
+    if key in _built:
+        return _built[key]
+    result = generate(spec, dim=dim, grid=grid, backend=backend)
+    with torch.device("cpu"):  # the checks run on the CPU, whatever the default device
+        code = code_certificate(result, code_size(result, dim, grid, DEFAULT_TOKENS))
+    certificate = dataclasses.replace(result.certificate, code=code)
+    built = _built[key] = Built(result, compile_module_class(result), certificate)
+    while len(_built) > BUILT_KEEP:
+        del _built[next(iter(_built))]
+    return built
+
+
 def compile(spec: str | Path | Spec, *, dim: int, backend: str = "torch",
             grid: tuple[int, int] | None = None, dtype: Any = None) -> Any:
     """Compile a spec to an nn.Module mapping x [B, N, dim] -> [B, N, dim].
@@ -319,7 +371,12 @@ def compile(spec: str | Path | Spec, *, dim: int, backend: str = "torch",
     generated code; see padre_compiler.verify.certificate). A PrecisionWarning says where the
     module's dtype (float64 included, against long double) cannot compute the spec at its
     initial weights (`rounding_error`); a CertificateError (carrying the module and
-    certificate) where a certificate fails.
+    certificate) where a certificate fails, on every compile.
+
+    The generated class and its certificate are made once per spec content, sizes and
+    backend in a process, the rounding check once per dtype too (`build`): a repeated compile
+    (a model's blocks) returns a new module of that class with its own, freshly initialised
+    weights.
     """
     import torch
 
@@ -333,30 +390,19 @@ def compile(spec: str | Path | Spec, *, dim: int, backend: str = "torch",
     if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):  # before any work
         raise PadreError(f"dtype={dtype!r}: give a floating dtype such as torch.float32 or "
                          "'float64'")
-    result = generate(spec, dim=dim, grid=grid, backend=backend)
-    cls = compile_module_class(result)
-    instance = construct(cls, dim, grid)
-    small = code_size(result, dim, grid, DEFAULT_TOKENS)
-    with torch.device("cpu"):  # the checks run on the CPU, whatever the default device
-        code = code_certificate(result, small)
-    _, small_grid, small_tokens = small
-    spec_graph = result.records[0].graph
-    instance.source = result.source
-    instance.compiled = result
-    instance.certificate = dataclasses.replace(result.certificate, code=code)
-    if not (instance.certificate.passed and code.passed):
-        raise CertificateError(instance, instance.certificate)
+    built = build(spec, dim, grid, backend)
+    instance = construct(built.cls, dim, grid)
+    instance.source = built.result.source
+    instance.compiled = built.result
+    instance.certificate = built.certificate
+    if not built.passed:
+        raise CertificateError(instance, built.certificate)
     instance = instance.to(dtype)
     low = str(dtype).removeprefix("torch.")
     if low in ("float32", "float16", "bfloat16") or (low == "float64" and WIDE):
-        # at the module's own width and weights (a head's width sets the conditioning of
-        # its normalisations), on the certificate's few tokens
-        weights = instance.state_dict()
-        if any(v.is_meta for v in weights.values()):  # built under torch.device("meta"):
-            with torch.device("cpu"):  # the same initialisation, drawn on the CPU
-                weights = construct(cls, dim, grid).state_dict()
-        initial = {k: v.detach().double().cpu().numpy() for k, v in weights.items()}
-        error = rounding_error(spec_graph, initial, dim, small_grid, small_tokens, low)
+        if low not in built.rounding:
+            built.rounding[low] = initial_rounding_error(built, instance, dim, grid, low)
+        error = built.rounding[low]
         if not error <= max(USABLE, 16 * torch.finfo(dtype).eps):
             fix = ("no dtype computes it: lower its surrogates' orders or narrow their ranges"
                    if low == "float64" else
@@ -366,6 +412,23 @@ def compile(spec: str | Path | Spec, *, dim: int, backend: str = "torch",
                           f"{low}'s precision or leave its range); {fix}", PrecisionWarning,
                           stacklevel=2)
     return instance
+
+
+def initial_rounding_error(built: Built, instance: Any, dim: int,
+                           grid: tuple[int, int] | None, dtype: str) -> float:
+    """`rounding_error` of the spec in `dtype` at the module's own width and initial weights
+    (a head's width sets the conditioning of its normalisations), on the code certificate's
+    few tokens."""
+    import torch
+
+    weights = instance.state_dict()
+    if any(v.is_meta for v in weights.values()):  # built under torch.device("meta"):
+        with torch.device("cpu"):  # the same initialisation, drawn on the CPU
+            weights = construct(built.cls, dim, grid).state_dict()
+    initial = {k: v.detach().double().cpu().numpy() for k, v in weights.items()}
+    _, small_grid, small_tokens = code_size(built.result, dim, grid, DEFAULT_TOKENS)
+    return rounding_error(built.result.records[0].graph, initial, dim, small_grid,
+                          small_tokens, dtype)
 
 
 USABLE = 1e-2  # relative rounding error of the spec above which compile() warns (or 16 ulp)

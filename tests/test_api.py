@@ -407,3 +407,60 @@ def test_dtype_defaults_to_torchs_default_dtype() -> None:
     assert {p.dtype for p in module.parameters()} == {torch.float64}
     assert module.certificate.passed and module.certificate.code.passed
     assert pc.compile("hyena", dim=4).out_proj_weight.dtype == torch.float32
+
+
+def test_a_repeated_compile_reuses_the_build_with_fresh_weights(monkeypatch) -> None:
+    """A ViT's blocks compile one spec at one size: the second compile generates nothing and
+    certifies nothing (much faster), and returns a new module of the same class, certificate
+    and source whose weights are its own, drawn afresh; a load of the same file by its path
+    is the same spec. The rounding check's verdict is kept too: it warns every time."""
+    import time
+
+    from padre_compiler import compiler
+    from padre_compiler.errors import PrecisionWarning
+    from padre_compiler.spec.loader import resolve_spec_path
+
+    monkeypatch.setattr(compiler, "_built", {})
+    generated = []
+    real = compiler.generate
+    monkeypatch.setattr(compiler, "generate",
+                        lambda *a, **kw: generated.append(a[0]) or real(*a, **kw))
+    start = time.perf_counter()
+    first = pc.compile("padre3", dim=64, grid=(7, 7))
+    made = time.perf_counter() - start
+    start = time.perf_counter()
+    second = pc.compile(resolve_spec_path("padre3"), dim=64, grid=(7, 7))
+    reused = time.perf_counter() - start
+    assert len(generated) == 1 and reused < made / 4, (made, reused)
+    assert type(second) is type(first) and second.compiled is first.compiled
+    assert second.source == first.source and second.certificate is first.certificate
+    assert second.certificate.passed and second.certificate.code.passed
+    pairs = list(zip(first.parameters(), second.parameters(), strict=True))
+    assert all(a.data_ptr() != b.data_ptr() for a, b in pairs)
+    assert not torch.equal(first.proj_weight, second.proj_weight)  # drawn afresh
+    with torch.no_grad():
+        second.proj_weight.zero_()
+    assert first.proj_weight.abs().sum() > 0
+    pc.compile("padre3", dim=64, grid=(7, 8))  # another size: another build
+    pc.compile("padre3", dim=64, grid=(7, 7), backend="triton")  # another backend
+    assert len(generated) == 3
+    for _ in range(2):
+        with pytest.warns(PrecisionWarning, match="mamba in float32 is off by"):
+            pc.compile("mamba", dim=8)
+
+
+def test_a_failing_certificate_is_raised_on_every_compile(monkeypatch) -> None:
+    """A build is keyed by the lowering helpers' text too: a helper patched to drop the
+    kernel's outer ring is not served the earlier, passing build, and its failing certificate
+    is raised on each compile (no module of it is handed out)."""
+    from padre_compiler import compiler
+    from padre_compiler.backends import pytorch
+
+    monkeypatch.setattr(compiler, "_built", {})
+    pc.compile("conv2former", dim=8, grid=(14, 14))
+    old = "    y = F.conv2d(x4, weight.unsqueeze(1)"
+    monkeypatch.setitem(pytorch.HELPERS, "dwconv2d", pytorch.HELPERS["dwconv2d"].replace(
+        old, "    weight = weight.clone()\n    weight[:, [0, -1], :] = 0\n" + old))
+    for _ in range(2):
+        with pytest.raises(pc.CertificateError, match="failed its certificate"):
+            pc.compile("conv2former", dim=8, grid=(14, 14))
