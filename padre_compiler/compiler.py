@@ -330,27 +330,26 @@ BUILT_KEEP = 64  # builds compile() keeps in this process; past it the oldest go
 _built: dict[tuple[Any, ...], Built] = {}
 
 
-def build_key(spec: Spec, dim: int, grid: tuple[int, int] | None,
-              backend: str) -> tuple[Any, ...]:
-    """Everything the generated source and its certificate are a function of, hashable: the
-    spec's content (equal for two loads of one file), the sizes, the backend and the lowering
-    helpers' text (HELPERS, which a check patches to plant a bug)."""
-    from padre_compiler.backends.pytorch import HELPERS
-
+def build_key(result: Compiled, dim: int, grid: tuple[int, int] | None) -> tuple[Any, ...]:
+    """Everything a build's class and certificate are a function of, hashable: the spec's
+    content (equal for two loads of one file; the certificate evaluates it), the sizes and
+    the generated source (the backend, passes and lowering helpers it was made by)."""
+    spec = result.spec
     g = spec.graph()
     content = (spec.name, spec.layout, spec.description, spec.source, spec.fixed_dim,
                param_flags(spec.params), tuple(g.decls.items()), tuple(g.items()))
-    return content, dim, grid, backend, tuple(HELPERS.items())
+    return content, dim, grid, result.source
 
 
 def build(spec: Spec, dim: int, grid: tuple[int, int] | None, backend: str) -> Built:
-    """The generated class and its certificate, from the cache or made and cached."""
+    """The generated class and its certificate: generated every time (a tenth of a build),
+    checked once per generated source (the cache)."""
     import torch
 
-    key = build_key(spec, dim, grid, backend)
+    result = generate(spec, dim=dim, grid=grid, backend=backend)
+    key = build_key(result, dim, grid)
     if key in _built:
         return _built[key]
-    result = generate(spec, dim=dim, grid=grid, backend=backend)
     with torch.device("cpu"):  # the checks run on the CPU, whatever the default device
         code = code_certificate(result, code_size(result, dim, grid, DEFAULT_TOKENS))
     certificate = dataclasses.replace(result.certificate, code=code)
@@ -373,10 +372,9 @@ def compile(spec: str | Path | Spec, *, dim: int, backend: str = "torch",
     initial weights (`rounding_error`); a CertificateError (carrying the module and
     certificate) where a certificate fails, on every compile.
 
-    The generated class and its certificate are made once per spec content, sizes and
-    backend in a process, the rounding check once per dtype too (`build`): a repeated compile
-    (a model's blocks) returns a new module of that class with its own, freshly initialised
-    weights.
+    The generated class is loaded and certified once per generated source and spec in a
+    process, the rounding check once per dtype too (`build`): a repeated compile (a model's
+    blocks) returns a new module of that class with its own, freshly initialised weights.
     """
     import torch
 

@@ -410,28 +410,22 @@ def test_dtype_defaults_to_torchs_default_dtype() -> None:
 
 
 def test_a_repeated_compile_reuses_the_build_with_fresh_weights(monkeypatch) -> None:
-    """A ViT's blocks compile one spec at one size: the second compile generates nothing and
-    certifies nothing (much faster), and returns a new module of the same class, certificate
+    """A ViT's blocks compile one spec at one size: the second compile certifies nothing and
+    loads no class (the most of a build), and returns a new module of the same class, certificate
     and source whose weights are its own, drawn afresh; a load of the same file by its path
     is the same spec. The rounding check's verdict is kept too: it warns every time."""
-    import time
-
     from padre_compiler import compiler
     from padre_compiler.errors import PrecisionWarning
     from padre_compiler.spec.loader import resolve_spec_path
 
     monkeypatch.setattr(compiler, "_built", {})
-    generated = []
-    real = compiler.generate
-    monkeypatch.setattr(compiler, "generate",
-                        lambda *a, **kw: generated.append(a[0]) or real(*a, **kw))
-    start = time.perf_counter()
+    certified = []
+    real = compiler.code_certificate
+    monkeypatch.setattr(compiler, "code_certificate",
+                        lambda *a, **kw: certified.append(a[0]) or real(*a, **kw))
     first = pc.compile("padre3", dim=64, grid=(7, 7))
-    made = time.perf_counter() - start
-    start = time.perf_counter()
     second = pc.compile(resolve_spec_path("padre3"), dim=64, grid=(7, 7))
-    reused = time.perf_counter() - start
-    assert len(generated) == 1 and reused < made / 4, (made, reused)
+    assert len(certified) == 1
     assert type(second) is type(first) and second.compiled is first.compiled
     assert second.source == first.source and second.certificate is first.certificate
     assert second.certificate.passed and second.certificate.code.passed
@@ -443,14 +437,14 @@ def test_a_repeated_compile_reuses_the_build_with_fresh_weights(monkeypatch) -> 
     assert first.proj_weight.abs().sum() > 0
     pc.compile("padre3", dim=64, grid=(7, 8))  # another size: another build
     pc.compile("padre3", dim=64, grid=(7, 7), backend="triton")  # another backend
-    assert len(generated) == 3
+    assert len(certified) == 3
     for _ in range(2):
         with pytest.warns(PrecisionWarning, match="mamba in float32 is off by"):
             pc.compile("mamba", dim=8)
 
 
 def test_a_failing_certificate_is_raised_on_every_compile(monkeypatch) -> None:
-    """A build is keyed by the lowering helpers' text too: a helper patched to drop the
+    """A build is keyed by its generated source: a lowering helper patched to drop the
     kernel's outer ring is not served the earlier, passing build, and its failing certificate
     is raised on each compile (no module of it is handed out)."""
     from padre_compiler import compiler
