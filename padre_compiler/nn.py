@@ -15,6 +15,8 @@ would get from attention) and the prefix tokens do not influence the grid.
 
 from __future__ import annotations
 
+import functools
+import inspect
 from typing import Any
 
 import torch
@@ -36,6 +38,18 @@ class PadreAttention(nn.Module):
     integers and num_prefix_tokens a non-negative one (numpy's too). `dtype` defaults to
     torch.get_default_dtype(), as nn.Linear's.
     """
+
+    @classmethod
+    def configure(cls, **defaults: Any) -> type[PadreAttention]:
+        """A subclass whose constructor takes `defaults` (grid_size=..., spec=...) unless a
+        call gives them: for model code that wants an attention class, not a callable (a
+        `functools.partial` fails `issubclass`, which timm's newer Block applies)."""
+        bad = sorted(set(defaults) - set(inspect.signature(cls.__init__).parameters))
+        if bad:
+            raise TypeError(f"PadreAttention.configure: no argument {', '.join(bad)}")
+        return type(cls.__name__, (cls,), {
+            "__init__": functools.partialmethod(cls.__init__, **defaults),
+            "__module__": cls.__module__, "__doc__": cls.__doc__})
 
     def __init__(self, dim: int, num_heads: int = 8, qkv_bias: bool = False,
                  qk_norm: bool = False, scale_norm: bool = False, proj_bias: bool = True,

@@ -184,3 +184,20 @@ def test_trains_under_inductor_at_a_per_call_grid_with_static_shapes(spec: str) 
                    "README's dynamic=False note")
 def test_trains_under_inductor_at_a_per_call_grid_with_dynamic_shapes() -> None:
     _train_at_two_grids("conv2former")
+
+
+def test_configure_makes_a_class_with_defaults() -> None:
+    """For model code that checks issubclass(attn_layer, ...) (a partial fails it): the
+    defaults apply unless a call gives its own; an unknown default is refused."""
+    from functools import partial
+
+    layer = PadreAttention.configure(grid_size=(4, 4), num_prefix_tokens=1)
+    with pytest.raises(TypeError):
+        issubclass(partial(PadreAttention, grid_size=(4, 4)), PadreAttention)
+    assert issubclass(layer, PadreAttention) and layer.__name__ == "PadreAttention"
+    attn = layer(16, num_heads=2)
+    assert attn.grid_size == (4, 4) and attn.num_prefix_tokens == 1
+    assert attn(torch.randn(2, 17, 16)).shape == (2, 17, 16)
+    assert layer(16, grid_size=(2, 8)).grid_size == (2, 8)
+    with pytest.raises(TypeError, match="no argument grid"):
+        PadreAttention.configure(grid=(4, 4))
