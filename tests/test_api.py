@@ -458,3 +458,14 @@ def test_a_failing_certificate_is_raised_on_every_compile(monkeypatch) -> None:
     for _ in range(2):
         with pytest.raises(pc.CertificateError, match="failed its certificate"):
             pc.compile("conv2former", dim=8, grid=(14, 14))
+
+
+@pytest.mark.parametrize(("name", "share"), [("hyena", 0.46), ("mamba_lti", 0.80)])
+def test_long_filters_past_the_tokens_get_no_gradient(name: str, share: float) -> None:
+    """The README's figures: at 196 tokens and D = 192 the taps past the 196th of the bundled
+    1,024-tap filters (and what only they read) get an exactly zero gradient."""
+    module = pc.compile(name, dim=192)
+    module(torch.randn(2, 196, 192)).square().sum().backward()
+    total = sum(p.numel() for p in module.parameters())
+    zero = sum(int((p.grad == 0).sum()) for p in module.parameters())
+    assert round(zero / total, 2) == share
