@@ -367,3 +367,19 @@ def test_a_generated_class_refuses_a_width_its_heads_do_not_split(backend: str) 
             except ValueError:
                 built = False
             assert built == is_valid_dim(spec.graph(), dim), (spec.name, dim)
+
+
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+@pytest.mark.parametrize("name", SPECS)
+def test_generated_methods_assign_no_local_they_never_read(name: str, backend: str) -> None:
+    """The module's methods (forward, reset_parameters, __init__) assign no name they never
+    read (a shape's unpacking aside): `D = self.dim` had stood in forwards that never use the
+    width."""
+    tree = ast.parse(codegen_path(name, backend).read_text())
+    cls = next(n for n in tree.body if isinstance(n, ast.ClassDef))
+    for method in (n for n in cls.body if isinstance(n, ast.FunctionDef)):
+        stored = {t.id for a in ast.walk(method) if isinstance(a, ast.Assign)
+                  for t in a.targets if isinstance(t, ast.Name)}
+        read = {n.id for n in ast.walk(method)
+                if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
+        assert stored <= read, (method.name, stored - read)

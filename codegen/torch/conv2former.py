@@ -65,7 +65,6 @@ class Conv2former(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: [B, N, dim] with N = H * W (row-major grid) -> [B, N, dim]."""
         B, N, _ = x.shape
-        D = self.dim
         if N != self.grid[0] * self.grid[1]:
             raise ValueError(
                 f"{N} tokens do not fill the {self.grid[0]} x {self.grid[1]} grid"

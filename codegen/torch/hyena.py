@@ -99,7 +99,6 @@ class Hyena(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: [B, N, dim] -> [B, N, dim]."""
         B, N, _ = x.shape
-        D = self.dim
         if N > 1024:
             raise ValueError(f"{N} tokens: the long convolution's filter has 1024 taps; "
                              "the spec is defined for N <= 1024")

@@ -77,7 +77,6 @@ class Sima(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: [B, N, dim] -> [B, N, dim]."""
         B, N, _ = x.shape
-        D = self.dim
         wk = F.linear(x, self.wk_weight, None)  # [B, N, D]
         wv = F.linear(x, self.wv_weight, None)  # [B, N, D]
         wq = F.linear(x, self.wq_weight, None)  # [B, N, D]

@@ -161,10 +161,23 @@ def custom_op_caller(op, impl, setup_context, backward, grad_flag: str | None = 
     return call
 
 
+if triton is not None:
+
+    @triton.jit
+    def outer_tile(tiles, I64: tl.constexpr):
+        """Axis 0 runs each outer index's `tiles` tiles in turn (an image's, or a batch and
+        head's; up to 2**31 - 1 programs, where axes 1 and 2 take 65,535): this program's
+        (outer index, tile), the outer index in int64 with I64 (its offsets reach 2**31)."""
+        outer, tile = tl.program_id(0) // tiles, tl.program_id(0) % tiles
+        if I64:
+            outer = outer.to(tl.int64)
+        return outer, tile
+
+
 # torch.ops namespace of the custom ops below, a digest of the source they were
 # generated from: modules from another source never share them (an edited copy of
 # this file must change it, or it runs the first loaded file's ops)
-LONG_CONV_OPS = 'padre_long_conv_a682a96335ca'
+LONG_CONV_OPS = 'padre_long_conv_5541ea4ec787'
 
 if triton is not None:
 
@@ -173,13 +186,11 @@ if triton is not None:
         """This program's (batch b, token offsets [BT], channel offsets [BC], mask [BT, BC] of
         t < N and c < C) on a grid (B * cdiv(rows, BT), cdiv(C, BC)): the batch shares axis 0
         with the token tiles (2**31 - 1 programs there, not 65,535); in int64 with I64."""
-        i_bt, i_c = tl.program_id(0), tl.program_id(1)
-        tiles = tl.cdiv(rows, BT)
-        i_b, i_t = i_bt // tiles, i_bt % tiles
+        i_b, i_t = outer_tile(tl.cdiv(rows, BT), I64)
         o_t = i_t * BT + tl.arange(0, BT)
-        o_c = i_c * BC + tl.arange(0, BC)
+        o_c = tl.program_id(1) * BC + tl.arange(0, BC)
         if I64:
-            i_b, o_t, o_c = i_b.to(tl.int64), o_t.to(tl.int64), o_c.to(tl.int64)
+            o_t, o_c = o_t.to(tl.int64), o_c.to(tl.int64)
         return i_b, o_t, o_c, (o_t < N)[:, None] & (o_c < C)[None, :]
 
 

@@ -157,10 +157,23 @@ def custom_op_caller(op, impl, setup_context, backward, grad_flag: str | None = 
     return call
 
 
+if triton is not None:
+
+    @triton.jit
+    def outer_tile(tiles, I64: tl.constexpr):
+        """Axis 0 runs each outer index's `tiles` tiles in turn (an image's, or a batch and
+        head's; up to 2**31 - 1 programs, where axes 1 and 2 take 65,535): this program's
+        (outer index, tile), the outer index in int64 with I64 (its offsets reach 2**31)."""
+        outer, tile = tl.program_id(0) // tiles, tl.program_id(0) % tiles
+        if I64:
+            outer = outer.to(tl.int64)
+        return outer, tile
+
+
 # torch.ops namespace of the custom ops below, a digest of the source they were
 # generated from: modules from another source never share them (an edited copy of
 # this file must change it, or it runs the first loaded file's ops)
-ATTENTION_OPS = 'padre_attention_aa44c336fef7'
+ATTENTION_OPS = 'padre_attention_9bbac54d22e5'
 
 if triton is not None:
 
@@ -209,10 +222,8 @@ if triton is not None:
         from the tiles the product loads, in row E of the chunk's block (one sum over chunks
         then gives the state and the norms).
         """
-        n_k = tl.cdiv(N, CHUNK)  # axis 0: each (batch, head)'s chunks in turn (< 2**31)
-        i_bh, i_k = tl.program_id(0) // n_k, tl.program_id(0) % n_k
-        if I64:  # an offset reaches 2**31 (index_widths): batch and head offsets in int64
-            i_bh = i_bh.to(tl.int64)
+        n_k = tl.cdiv(N, CHUNK)
+        i_bh, i_k = outer_tile(n_k, I64)  # a batch and head's chunks
         i_b, i_h = i_bh // H, i_bh % H
         o_e = tl.arange(0, BE)
         m_e = o_e < E
@@ -271,10 +282,8 @@ if triton is not None:
         tile's terms of d's gradient, sum_t o[t] r[t], in its own row of dd (torch sums them).
         POST: x (a term) added last, o = rows(y) + x.
         """
-        tiles = tl.cdiv(N, BT)  # axis 0: each (batch, head)'s token tiles in turn (< 2**31)
-        i_bh, i_t = tl.program_id(0) // tiles, tl.program_id(0) % tiles
-        if I64:  # an offset reaches 2**31 (index_widths): batch and head offsets in int64
-            i_bh = i_bh.to(tl.int64)
+        tiles = tl.cdiv(N, BT)
+        i_bh, i_t = outer_tile(tiles, I64)  # a batch and head's token tiles
         i_b, i_h = i_bh // H, i_bh % H
         o_t = i_t * BT + tl.arange(0, BT)
         if WIDE:  # a sequence spans 2**31 elements (index_widths): token offsets in int64

@@ -410,7 +410,7 @@ def module_source(g: Graph, decls: dict[str, ParamDecl], *, name: str, docstring
     init.append("self.reset_parameters()")
     fwd_doc = ('"""x: [B, N, dim] with N = H * W (row-major grid) -> [B, N, dim]."""' if grid
                else '"""x: [B, N, dim] -> [B, N, dim]."""')
-    check = ["B, N, _ = x.shape", "D = self.dim"]
+    check = ["B, N, _ = x.shape", *(["D = self.dim"] if _reads_d(body) else [])]
     if grid:
         check += ["if N != self.grid[0] * self.grid[1]:",
                   '    raise ValueError(',
@@ -428,12 +428,20 @@ def module_source(g: Graph, decls: dict[str, ParamDecl], *, name: str, docstring
               f'    """{name}: [B, N, dim] -> [B, N, dim]. Parameters are named after the spec."""',
               "", f"    def __init__({sig}) -> None:"]
     parts += [ind + line for line in init]
-    parts += ["", "    def reset_parameters(self) -> None:", ind + "D = self.dim"]
-    parts += [ind + line for line in _init_lines(decls)]
+    inits = _init_lines(decls)
+    parts += ["", "    def reset_parameters(self) -> None:",
+              *([ind + "D = self.dim"] if _reads_d(inits) else [])]
+    parts += [ind + line for line in inits]
     parts += ["", "    def forward(self, x: torch.Tensor) -> torch.Tensor:", ind + fwd_doc]
     parts += [ind + line for stmt in check + free_after_last_use(body)
               for line in stmt.split("\n")]
     return without_unused_imports("\n".join(parts) + "\n")
+
+
+def _reads_d(lines: list[str]) -> bool:
+    """Whether these statements read the model width's local, D."""
+    return any(isinstance(n, ast.Name) and n.id == "D" and isinstance(n.ctx, ast.Load)
+               for n in ast.walk(ast.parse("\n".join(lines))))
 
 
 def without_unused_imports(source: str) -> str:

@@ -169,6 +169,18 @@ def custom_op_caller(op, impl, setup_context, backward, grad_flag: str | None = 
     call.__doc__ = f"{op}: its implementation, an autograd.Function of it, or the op itself."
     return call
 
+
+if triton is not None:
+
+    @triton.jit
+    def outer_tile(tiles, I64: tl.constexpr):
+        """Axis 0 runs each outer index's `tiles` tiles in turn (an image's, or a batch and
+        head's; up to 2**31 - 1 programs, where axes 1 and 2 take 65,535): this program's
+        (outer index, tile), the outer index in int64 with I64 (its offsets reach 2**31)."""
+        outer, tile = tl.program_id(0) // tiles, tl.program_id(0) % tiles
+        if I64:
+            outer = outer.to(tl.int64)
+        return outer, tile
 '''
 
 # the generated module's constant naming this family's torch.ops namespace
@@ -290,10 +302,8 @@ if triton is not None:
         of the H x W grid; tap (i, j) reads x[h + i - PH, w + j - PW] (zero outside). fp32
         accumulation. WIDE (with I64): an image spans 2**31 elements, token offsets in int64.
         """
-        tiles = tl.cdiv(N, BT)  # axis 0: each image's token tiles in turn (B * tiles < 2**31)
-        i_b, i_t, i_c = tl.program_id(0) // tiles, tl.program_id(0) % tiles, tl.program_id(1)
-        if I64:  # an offset reaches 2**31 (index_widths): batch offsets in int64
-            i_b = i_b.to(tl.int64)
+        i_b, i_t = outer_tile(tl.cdiv(N, BT), I64)  # an image's token tiles; I64: index_widths
+        i_c = tl.program_id(1)
         o_t = i_t * BT + tl.arange(0, BT)  # [BT] output tokens
         o_c = i_c * BC + tl.arange(0, BC)  # [BC] channels
         if WIDE:  # an image spans 2**31 elements (index_widths): token and channel offsets in
@@ -367,10 +377,9 @@ if triton is not None:
         """
         tl.static_assert(USES_U == (HAS_GATE or (HAS_DO and HAS_SCALE)),
                          "u is read by dg (a gate) and ds (do with a scale) alone")
-        tiles = tl.cdiv(N, BT)  # axis 0: each image's token tiles in turn (B * tiles < 2**31)
-        i_b, i_t, i_c = tl.program_id(0) // tiles, tl.program_id(0) % tiles, tl.program_id(1)
-        if I64:  # an offset reaches 2**31 (index_widths): batch offsets in int64
-            i_b = i_b.to(tl.int64)
+        tiles = tl.cdiv(N, BT)
+        i_b, i_t = outer_tile(tiles, I64)  # an image's token tiles; I64: index_widths
+        i_c = tl.program_id(1)
         if PARTIAL:  # this program's row of the [B * programs along tokens, C] partial sums
             p_row = (i_b * tiles + i_t) * C
             db, ds, dsa = db + p_row, ds + p_row, dsa + p_row
@@ -538,16 +547,13 @@ if triton is not None:
         # == themselves (the launcher checks ALIGN divides them); tells the compiler so
         W, s_xb, s_xc = (W // ALIGN) * ALIGN, (s_xb // ALIGN) * ALIGN, (s_xc // ALIGN) * ALIGN
         i_hw, i_c = tl.program_id(0), tl.program_id(1)
-        if SLAB:  # axis 0: each image's row and column tiles in turn (B * tiles < 2**31)
-            tiles = tl.cdiv(H, BH) * tl.cdiv(W, BW)
-            i_b, i_hw = i_hw // tiles, i_hw % tiles
+        if SLAB:  # axis 0: each image's row and column tiles in turn; I64: index_widths
+            i_b, i_hw = outer_tile(tl.cdiv(H, BH) * tl.cdiv(W, BW), I64)
         # fp32 x: IEEE products (CUDA cores), as the direct form; 16-bit x: tensor cores (the
         # precision argument applies to fp32 operands alone)
         DOT: tl.constexpr = "ieee" if x.dtype.element_ty == tl.float32 else "tf32"
         i_h, i_w = i_hw // tl.cdiv(W, BW), i_hw % tl.cdiv(W, BW)
         if SLAB:  # row tiles of one image (i_b): its windows hold no other image
-            if I64:  # an offset reaches 2**31 (index_widths): batch offsets in int64
-                i_b = i_b.to(tl.int64)
             o_r = i_h * BH + tl.arange(0, BH)  # [BH] output rows
             o_rt = i_b * H + o_r  # [BH] their rows among the images' rows stacked
         else:  # row tiles over the B * H rows of the images stacked: a tile may span images

@@ -75,10 +75,8 @@ if triton is not None:
         from the tiles the product loads, in row E of the chunk's block (one sum over chunks
         then gives the state and the norms).
         """
-        n_k = tl.cdiv(N, CHUNK)  # axis 0: each (batch, head)'s chunks in turn (< 2**31)
-        i_bh, i_k = tl.program_id(0) // n_k, tl.program_id(0) % n_k
-        if I64:  # an offset reaches 2**31 (index_widths): batch and head offsets in int64
-            i_bh = i_bh.to(tl.int64)
+        n_k = tl.cdiv(N, CHUNK)
+        i_bh, i_k = outer_tile(n_k, I64)  # a batch and head's chunks
         i_b, i_h = i_bh // H, i_bh % H
         o_e = tl.arange(0, BE)
         m_e = o_e < E
@@ -137,10 +135,8 @@ if triton is not None:
         tile's terms of d's gradient, sum_t o[t] r[t], in its own row of dd (torch sums them).
         POST: x (a term) added last, o = rows(y) + x.
         """
-        tiles = tl.cdiv(N, BT)  # axis 0: each (batch, head)'s token tiles in turn (< 2**31)
-        i_bh, i_t = tl.program_id(0) // tiles, tl.program_id(0) % tiles
-        if I64:  # an offset reaches 2**31 (index_widths): batch and head offsets in int64
-            i_bh = i_bh.to(tl.int64)
+        tiles = tl.cdiv(N, BT)
+        i_bh, i_t = outer_tile(tiles, I64)  # a batch and head's token tiles
         i_b, i_h = i_bh // H, i_bh % H
         o_t = i_t * BT + tl.arange(0, BT)
         if WIDE:  # a sequence spans 2**31 elements (index_widths): token offsets in int64

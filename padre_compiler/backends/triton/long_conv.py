@@ -54,13 +54,11 @@ if triton is not None:
         """This program's (batch b, token offsets [BT], channel offsets [BC], mask [BT, BC] of
         t < N and c < C) on a grid (B * cdiv(rows, BT), cdiv(C, BC)): the batch shares axis 0
         with the token tiles (2**31 - 1 programs there, not 65,535); in int64 with I64."""
-        i_bt, i_c = tl.program_id(0), tl.program_id(1)
-        tiles = tl.cdiv(rows, BT)
-        i_b, i_t = i_bt // tiles, i_bt % tiles
+        i_b, i_t = outer_tile(tl.cdiv(rows, BT), I64)
         o_t = i_t * BT + tl.arange(0, BT)
-        o_c = i_c * BC + tl.arange(0, BC)
+        o_c = tl.program_id(1) * BC + tl.arange(0, BC)
         if I64:
-            i_b, o_t, o_c = i_b.to(tl.int64), o_t.to(tl.int64), o_c.to(tl.int64)
+            o_t, o_c = o_t.to(tl.int64), o_c.to(tl.int64)
         return i_b, o_t, o_c, (o_t < N)[:, None] & (o_c < C)[None, :]
 
 
