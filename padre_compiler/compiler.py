@@ -23,6 +23,7 @@ from padre_compiler.backends.pytorch import emit_module
 from padre_compiler.errors import CertificateError, PadreError, PrecisionWarning, ShapeError
 from padre_compiler.ir.graph import Graph, validate_dim
 from padre_compiler.ir.names import class_name
+from padre_compiler.ir.ops import reference_rules
 from padre_compiler.passes import PIPELINE, PIPELINES, PassContext, PassRecord, run_pipeline
 from padre_compiler.paths import bundled_stem
 from padre_compiler.spec.loader import load_spec
@@ -331,14 +332,15 @@ _built: dict[tuple[Any, ...], Built] = {}
 
 
 def build_key(result: Compiled, dim: int, grid: tuple[int, int] | None) -> tuple[Any, ...]:
-    """Everything a build's class and certificate are a function of, hashable: the spec's
-    content (equal for two loads of one file; the certificate evaluates it), the sizes and
-    the generated source (the backend, passes and lowering helpers it was made by)."""
+    """What a build's class and certificate are a function of, hashable: the spec's content
+    (equal for two loads of one file; the certificate evaluates it), the sizes, the generated
+    source (the backend, passes and lowering helpers it was made by) and the verifier (the
+    reference rules and the code certificate, as they stand)."""
     spec = result.spec
     g = spec.graph()
     content = (spec.name, spec.layout, spec.description, spec.source, spec.fixed_dim,
                param_flags(spec.params), tuple(g.decls.items()), tuple(g.items()))
-    return content, dim, grid, result.source
+    return content, dim, grid, result.source, reference_rules.snapshot(), code_certificate
 
 
 def build(spec: Spec, dim: int, grid: tuple[int, int] | None, backend: str) -> Built:
@@ -350,7 +352,9 @@ def build(spec: Spec, dim: int, grid: tuple[int, int] | None, backend: str) -> B
     key = build_key(result, dim, grid)
     if key in _built:
         return _built[key]
-    with torch.device("cpu"):  # the checks run on the CPU, whatever the default device
+    # the checks run on the CPU, whatever the default device, and draw from a fork of torch's
+    # generator: a seeded compile gives the same weights whether its build was cached or not
+    with torch.device("cpu"), torch.random.fork_rng(devices=[]):
         code = code_certificate(result, code_size(result, dim, grid, DEFAULT_TOKENS))
     certificate = dataclasses.replace(result.certificate, code=code)
     built = _built[key] = Built(result, compile_module_class(result), certificate)
@@ -421,7 +425,8 @@ def initial_rounding_error(built: Built, instance: Any, dim: int,
 
     weights = instance.state_dict()
     if any(v.is_meta for v in weights.values()):  # built under torch.device("meta"):
-        with torch.device("cpu"):  # the same initialisation, drawn on the CPU
+        # the same initialisation, drawn on the CPU from a fork of torch's generator
+        with torch.device("cpu"), torch.random.fork_rng(devices=[]):
             weights = construct(built.cls, dim, grid).state_dict()
     initial = {k: v.detach().double().cpu().numpy() for k, v in weights.items()}
     _, small_grid, small_tokens = code_size(built.result, dim, grid, DEFAULT_TOKENS)

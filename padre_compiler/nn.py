@@ -44,11 +44,14 @@ class PadreAttention(nn.Module):
         """A subclass whose constructor takes `defaults` (grid_size=..., spec=...) unless a
         call gives them: for model code that wants an attention class, not a callable (a
         `functools.partial` fails `issubclass`, which timm's newer Block applies)."""
-        bad = sorted(set(defaults) - set(inspect.signature(cls.__init__).parameters))
+        settable = set(inspect.signature(cls.__init__).parameters) - {"self", "dim"}
+        bad = sorted(set(defaults) - settable)
         if bad:
-            raise TypeError(f"PadreAttention.configure: no argument {', '.join(bad)}")
+            raise TypeError(f"PadreAttention.configure: {', '.join(bad)} cannot be given a "
+                            "default (dim is each layer's own; the others are not arguments)")
         return type(cls.__name__, (cls,), {
             "__init__": functools.partialmethod(cls.__init__, **defaults),
+            "__reduce__": lambda self: (_configured, (cls, defaults, self.__getstate__())),
             "__module__": cls.__module__, "__doc__": cls.__doc__})
 
     def __init__(self, dim: int, num_heads: int = 8, qkv_bias: bool = False,
@@ -129,3 +132,13 @@ def _checked_prefix(prefix: Any) -> int:
     if not (is_int(prefix) and prefix >= 0):
         raise ValueError(f"num_prefix_tokens must be an integer >= 0, got {prefix!r}")
     return int(prefix)
+
+
+def _configured(base: type[PadreAttention], defaults: dict[str, Any],
+                state: dict[str, Any]) -> PadreAttention:
+    """Unpickles a module of `base.configure(**defaults)`: the class made again, its state
+    set without running __init__ (pickle cannot find a class made at run time by name)."""
+    cls = base.configure(**defaults)
+    module = cls.__new__(cls)
+    module.__setstate__(state)
+    return module

@@ -129,6 +129,10 @@ def test_scales_on_copies_a_contract_sums_start_at_the_identity(mode: str,
     module = pc.compile(dsl.spec("chain", layout="sequence", output=chain), dim=8)
     xs = torch.randn(2, 5, 8)
     torch.testing.assert_close(module(xs), xs)
+    terms = [dsl.diagonal(dsl.expand(x, mode=mode, heads=2, times=times), n) for n in "abc"]
+    three = dsl.contract(terms[0] + terms[1] + terms[2], keep=mode, heads=2, times=times)
+    module = pc.compile(dsl.spec("three", layout="sequence", output=three), dim=8)
+    torch.testing.assert_close(module(xs), 3 * xs)  # add(add(a, b), c): each chain x
     both = dsl.diagonal(dsl.expand(x, mode=mode, heads=2, times=times), "v")
     shared = dsl.contract(both, keep=mode, heads=2, times=times) + dsl.contract(
         both * both, keep=mode, heads=2, times=times)
@@ -441,6 +445,33 @@ def test_a_repeated_compile_reuses_the_build_with_fresh_weights(monkeypatch) -> 
     for _ in range(2):
         with pytest.warns(PrecisionWarning, match="mamba in float32 is off by"):
             pc.compile("mamba", dim=8)
+
+
+def test_a_seeded_compile_draws_the_same_weights_cached_or_not(monkeypatch) -> None:
+    """The certificate's probe draws from a fork of torch's generator: the first compile
+    (certified) and the second (cached) of one seed are equal."""
+    from padre_compiler import compiler
+
+    monkeypatch.setattr(compiler, "_built", {})
+    weights = []
+    for _ in range(2):
+        torch.manual_seed(0)
+        weights.append(pc.compile("hyena", dim=16).state_dict())
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+
+def test_a_patched_reference_rule_is_a_new_build(monkeypatch) -> None:
+    """The verifier is part of a build's key: a reference rule replaced after a passing build
+    is not served its verdict."""
+    from padre_compiler import compiler
+    from padre_compiler.ir.ops import reference_rules
+
+    monkeypatch.setattr(compiler, "_built", {})
+    pc.compile("conv2former", dim=8, grid=(4, 4))
+    real = reference_rules["dwconv2d"]
+    monkeypatch.setitem(reference_rules._rules, "dwconv2d", lambda *a: 2 * real(*a))
+    with pytest.raises(pc.CertificateError):
+        pc.compile("conv2former", dim=8, grid=(4, 4))
 
 
 def test_a_failing_certificate_is_raised_on_every_compile(monkeypatch) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import io
 from typing import Any
 
 import numpy as np
@@ -199,5 +201,14 @@ def test_configure_makes_a_class_with_defaults() -> None:
     assert attn.grid_size == (4, 4) and attn.num_prefix_tokens == 1
     assert attn(torch.randn(2, 17, 16)).shape == (2, 17, 16)
     assert layer(16, grid_size=(2, 8)).grid_size == (2, 8)
-    with pytest.raises(TypeError, match="no argument grid"):
-        PadreAttention.configure(grid=(4, 4))
+    for bad in ({"grid": (4, 4)}, {"dim": 16}, {"self": 3}):
+        with pytest.raises(TypeError, match="cannot be given a default"):
+            PadreAttention.configure(**bad)
+    buffer = io.BytesIO()  # a module of the made class pickles (within the process)
+    torch.save(attn, buffer)
+    buffer.seek(0)
+    loaded = torch.load(buffer, weights_only=False)
+    assert type(loaded).__name__ == "PadreAttention" and loaded.grid_size == (4, 4)
+    x = torch.randn(2, 17, 16)
+    torch.testing.assert_close(loaded(x), attn(x))
+    assert copy.deepcopy(attn).num_prefix_tokens == 1

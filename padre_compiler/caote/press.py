@@ -78,7 +78,8 @@ class CAOTEPress(ScorerPress):
                 f"{kept} are kept and no score is computed; give a smaller window_size or "
                 "compression_ratio, or a longer prompt, for the scores to decide",
                 RecencyFallback, stacklevel=2)
-            return torch.arange(t, dtype=values.dtype, device=keys.device).expand(b, hkv, t)
+            # positions in float32, exact to 2**24 (bfloat16 ties them past 256)
+            return torch.arange(t, dtype=torch.float32, device=keys.device).expand(b, hkv, t)
         n_q = {"h2o": hidden_states.shape[1], "tova": 1, "snapkv": self.window_size}[self.base]
         n_q = min(n_q, hidden_states.shape[1])
         cos, sin = kwargs["position_embeddings"]

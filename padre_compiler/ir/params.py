@@ -32,10 +32,6 @@ class ParamDecl:
     init_range: tuple[float, float] | None = None
     copies: Width | None = None
 
-    def ones(self, dim: int) -> float:
-        """The value 'ones' starts at: 1, or 1 / copies."""
-        return 1.0 if self.copies is None else 1.0 / self.copies.at(dim)
-
     def concrete(self, dim: int) -> tuple[int, ...]:
         return tuple(w.at(dim) for w in self.shape)
 

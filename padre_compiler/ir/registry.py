@@ -120,5 +120,9 @@ class RuleTable:
     def __contains__(self, op: str) -> bool:
         return op in self._rules
 
+    def snapshot(self) -> tuple[tuple[str, Callable[..., Any]], ...]:
+        """The rules as they stand (op, function): equal while no rule is replaced."""
+        return tuple(self._rules.items())
+
     def missing(self) -> list[str]:
         return sorted(set(OPS) - set(self._rules))

@@ -266,18 +266,20 @@ def summed_copies(g: Graph) -> dict[str, Width]:
     g = g.copy()
     eliminate_identity.run(g, PassContext(dim=1, tokens=1))  # reads no context
     out: dict[str, Width] = {}
-    for nid in g.find("contract"):
+    contracts = g.find("contract")
+    while contracts:  # a sum of sums (a + b + c is add(add(a, b), c)) distributes again
+        nid = contracts.pop()
         total = g.inputs(nid)[0]
-        parts = (_distribute(g, nid, total) if g.node(total).op == "add" and _sole_user(g, total)
-                 else (nid,))
-        for part in parts:
-            found = _contracted_expansion(g, part)
-            if found is None or found[2].fn != "leaf":
-                continue
-            times, width = g.node(part).a["times"], g.node(found[0]).width
-            heads = g.node(part).a["heads"]
-            out[found[2].args[0]] = (Width.const(times) if times is not None else
-                                     Width(width.coef / heads, width.power))
+        if g.node(total).op == "add" and _sole_user(g, total):
+            contracts += _distribute(g, nid, total)
+            continue
+        found = _contracted_expansion(g, nid)
+        if found is None or found[2].fn != "leaf":
+            continue
+        times, width = g.node(nid).a["times"], g.node(found[0]).width
+        heads = g.node(nid).a["heads"]
+        out[found[2].args[0]] = (Width.const(times) if times is not None else
+                                 Width(width.coef / heads, width.power))
     return out
 
 

@@ -34,13 +34,14 @@ def test_a_snapkv_press_whose_window_holds_every_kept_entry_keeps_the_most_recen
     try:
         from padre_compiler.caote.press import CAOTEPress, RecencyFallback
 
-        keys = torch.zeros(1, 2, 40, 8)
-        press = CAOTEPress(compression_ratio=0.5, base="snapkv", window_size=32)
-        with pytest.warns(RecencyFallback, match="keeps 20 of 40 entries, no more than Snap"):
-            scores = press.score(torch.nn.Module(), torch.zeros(1, 40, 16), keys, keys, None,
-                                 {})
-        assert scores.shape == (1, 2, 40)
-        kept = scores.topk(20, dim=-1).indices.sort(dim=-1).values
-        assert kept.tolist() == [[list(range(20, 40))] * 2]
+        for t, dtype in ((40, torch.float32), (1000, torch.bfloat16)):  # bf16 ties past 256
+            keys = torch.zeros(1, 2, t, 8, dtype=dtype)
+            press = CAOTEPress(compression_ratio=1 - 20 / t, base="snapkv", window_size=32)
+            with pytest.warns(RecencyFallback, match=f"keeps 20 of {t} entries, no more than"):
+                scores = press.score(torch.nn.Module(), torch.zeros(1, t, 16), keys, keys,
+                                     None, {})
+            assert scores.shape == (1, 2, t)
+            kept = scores.topk(20, dim=-1).indices.sort(dim=-1).values
+            assert kept.tolist() == [[list(range(t - 20, t))] * 2]
     finally:
         sys.modules.pop("padre_compiler.caote.press", None)
