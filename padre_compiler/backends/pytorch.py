@@ -428,7 +428,7 @@ def module_source(g: Graph, decls: dict[str, ParamDecl], *, name: str, docstring
               f'    """{name}: [B, N, dim] -> [B, N, dim]. Parameters are named after the spec."""',
               "", f"    def __init__({sig}) -> None:"]
     parts += [ind + line for line in init]
-    inits = _init_lines(decls)
+    inits = _init_lines(decls) or ["pass  # no parameters"]
     parts += ["", "    def reset_parameters(self) -> None:",
               *([ind + "D = self.dim"] if _reads_d(inits) else [])]
     parts += [ind + line for line in inits]

@@ -953,7 +953,10 @@ def test_batch_offsets_widen_to_64_bits_where_an_offset_needs_them(form, monkeyp
             name = re.search(r"def (\w+)\(", body).group(1)
             if name.endswith("_kernel"):
                 assert "I64: tl.constexpr = False" in body, name
-                assert re.search(r"if I64:.*\n\s+(i_bh?|o_b) = \1\.to\(tl\.int64\)", body), name
+                assert (re.search(r"if I64:.*\n\s+(i_bh?|o_b) = \1\.to\(tl\.int64\)", body)
+                        or re.search(r"= outer_tile\([^\n]*, I64\)", body)), name
+    assert re.search(r"def outer_tile\(.*\n(.*\n)*?\s+if I64:\n\s+outer = outer\.to\(tl\.int64\)",
+                     kernels.SHARED)
     gen = torch.Generator().manual_seed(13)
     b, h, w, c, k = 2, 5, 6, 8, 3
     x, gate, acc, dz, do = (torch.randn(b, h * w, c, generator=gen) for _ in range(5))
