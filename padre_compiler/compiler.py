@@ -344,8 +344,8 @@ def build_key(result: Compiled, dim: int, grid: tuple[int, int] | None) -> tuple
 
 
 def build(spec: Spec, dim: int, grid: tuple[int, int] | None, backend: str) -> Built:
-    """The generated class and its certificate: generated every time (a tenth of a build),
-    checked once per generated source (the cache)."""
+    """The generated class and its certificate: generated every time (the cheap part of a
+    build), loaded and certified once per key (the cache)."""
     import torch
 
     result = generate(spec, dim=dim, grid=grid, backend=backend)

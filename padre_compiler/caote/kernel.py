@@ -88,7 +88,7 @@ CAOTE_TILE = {"BT": 32, "num_warps": 4}  # tokens a step; the head width is one 
 
 def head_block(d: int) -> int:
     """BD: the head width's block, a power of two of at least 16."""
-    return max(16, 1 << max(0, d - 1).bit_length())
+    return max(16, triton.next_power_of_2(d))
 
 
 def triton_runs_on(t: torch.Tensor) -> bool:
