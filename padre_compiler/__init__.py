@@ -6,11 +6,11 @@
 """
 
 from padre_compiler.compiler import compile, generate
-from padre_compiler.errors import CertificateError, PadreError, SpecError
+from padre_compiler.errors import ArgumentError, CertificateError, PadreError, SpecError
 from padre_compiler.spec import dsl
 from padre_compiler.spec.loader import load_spec
 from padre_compiler.spec.model import Spec
 
 __version__ = "0.1.0"
-__all__ = ["CertificateError", "PadreError", "Spec", "SpecError", "compile", "dsl", "generate",
-           "load_spec"]
+__all__ = ["ArgumentError", "CertificateError", "PadreError", "Spec", "SpecError", "compile",
+           "dsl", "generate", "load_spec"]

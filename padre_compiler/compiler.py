@@ -20,7 +20,13 @@ from typing import Any
 
 from padre_compiler.argtypes import param_flags
 from padre_compiler.backends.pytorch import emit_module
-from padre_compiler.errors import CertificateError, PadreError, PrecisionWarning, ShapeError
+from padre_compiler.errors import (
+    ArgumentError,
+    CertificateError,
+    PadreError,
+    PrecisionWarning,
+    ShapeError,
+)
 from padre_compiler.ir.graph import Graph, validate_dim
 from padre_compiler.ir.names import class_name
 from padre_compiler.ir.ops import reference_rules
@@ -90,8 +96,8 @@ def checked_grid(grid: Any, name: str = "grid") -> tuple[int, int]:
     """grid as (H, W) ints, or a PadreError naming the argument `name`: a tuple or list of
     two positive integers (`is_int`)."""
     if not (isinstance(grid, (tuple, list)) and len(grid) == 2 and all(map(_count, grid))):
-        raise PadreError(f"{name}={grid!r}: give (H, W), two positive integers (the token "
-                         "grid's rows and columns)")
+        raise ArgumentError(f"{name}={grid!r}: give (H, W), two positive integers (the token "
+                            "grid's rows and columns)")
     return int(grid[0]), int(grid[1])
 
 
@@ -100,13 +106,13 @@ def checked_size(spec: Spec, dim: Any, grid: Any, tokens: Any = None
     """(dim, grid) as ints, or a PadreError saying which argument is wrong: dim a positive
     integer, grid (H, W) two of them and only for grid2d specs, tokens one where given."""
     if not _count(dim):
-        raise PadreError(f"dim={dim!r}: give the model width, a positive integer")
+        raise ArgumentError(f"dim={dim!r}: give the model width, a positive integer")
     if tokens is not None and not _count(tokens):
-        raise PadreError(f"tokens={tokens!r}: give a positive integer")
+        raise ArgumentError(f"tokens={tokens!r}: give a positive integer")
     if grid is None:
         return int(dim), None
     if spec.layout == "sequence":
-        raise PadreError(f"spec '{spec.name}' is a sequence spec: it takes no grid")
+        raise ArgumentError(f"spec '{spec.name}' is a sequence spec: it takes no grid")
     return int(dim), checked_grid(grid)
 
 
@@ -161,11 +167,11 @@ def generate(spec: str | Path | Spec, *, dim: int = 384, grid: tuple[int, int] |
     spec = as_spec(spec)
     dim, grid = checked_size(spec, dim, grid, tokens)
     if backend not in BACKENDS:
-        raise PadreError(f"unknown backend '{backend}'; available: {', '.join(BACKENDS)}")
+        raise ArgumentError(f"unknown backend '{backend}'; available: {', '.join(BACKENDS)}")
     if spec.fixed_dim is not None and dim != spec.fixed_dim:
-        raise PadreError(f"{spec.source}: {spec.name} hard-codes its head width and is valid "
-                         f"at dim = {spec.fixed_dim} only, not {dim}; compile it with "
-                         f"dim={spec.fixed_dim} (--dim {spec.fixed_dim})")
+        raise ArgumentError(f"{spec.source}: {spec.name} hard-codes its head width and is valid "
+                            f"at dim = {spec.fixed_dim} only, not {dim}; compile it with "
+                            f"dim={spec.fixed_dim} (--dim {spec.fixed_dim})")
     if spec.layout == "grid2d" and grid is None:
         grid = (14, 14)
     try:  # the passes decide by costs at this width: it must exist
@@ -384,14 +390,14 @@ def compile(spec: str | Path | Spec, *, dim: int, backend: str = "torch",
 
     spec = as_spec(spec)
     if spec.layout == "grid2d" and grid is None:
-        raise PadreError(f"spec '{spec.name}' mixes tokens on a 2-D grid: pass grid=(H, W)")
+        raise ArgumentError(f"spec '{spec.name}' mixes tokens on a 2-D grid: pass grid=(H, W)")
     dim, grid = checked_size(spec, dim, grid)
     if isinstance(dtype, str):  # "float64" as torch.float64
         dtype = getattr(torch, dtype.removeprefix("torch."), dtype)
     dtype = torch.get_default_dtype() if dtype is None else dtype
     if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):  # before any work
-        raise PadreError(f"dtype={dtype!r}: give a floating dtype such as torch.float32 or "
-                         "'float64'")
+        raise ArgumentError(f"dtype={dtype!r}: give a floating dtype such as torch.float32 or "
+                            "'float64'")
     built = build(spec, dim, grid, backend)
     instance = construct(built.cls, dim, grid)
     instance.source = built.result.source

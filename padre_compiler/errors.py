@@ -29,6 +29,11 @@ class SpecError(PadreError):
         return SpecError(field, self.problem, self.fix, source=self.source or source)
 
 
+class ArgumentError(PadreError, ValueError):
+    """A bad argument to a Python entry point (`compile`, `generate`, `PadreAttention` and its
+    forward): a ValueError to Python callers, a message without a traceback to the CLI."""
+
+
 class MissingRuleError(PadreError):
     """An op has no rule in a table (shape, cost, reference, a backend's lowering, ...)."""
 

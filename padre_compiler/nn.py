@@ -24,7 +24,7 @@ from torch import nn
 
 from padre_compiler.compiler import as_spec, checked_grid, is_int
 from padre_compiler.compiler import compile as compile_spec
-from padre_compiler.errors import PadreError
+from padre_compiler.errors import ArgumentError
 from padre_compiler.spec.model import Spec
 
 
@@ -68,16 +68,16 @@ class PadreAttention(nn.Module):
         self.num_prefix_tokens = _checked_prefix(num_prefix_tokens)
         self.grid_size = None if grid_size is None else checked_grid(grid_size, "grid_size")
         if dim_out is not None and dim_out != dim:
-            raise PadreError(f"PadreAttention: dim_out={dim_out}, but the mixer maps width "
-                             f"{dim} to {dim}; drop dim_out or set it to dim")
+            raise ArgumentError(f"PadreAttention: dim_out={dim_out}, but the mixer maps width "
+                                f"{dim} to {dim}; drop dim_out or set it to dim")
         spec = as_spec(spec)
         if spec.layout == "grid2d" and grid_size is None:
-            raise PadreError(f"PadreAttention: spec '{spec.name}' mixes tokens on a 2-D grid: "
-                             "pass grid_size=(H, W), the patch grid (e.g. (14, 14) for 224-pixel "
-                             "images of 16-pixel patches)")
+            raise ArgumentError(f"PadreAttention: spec '{spec.name}' mixes tokens on a 2-D grid: "
+                                "pass grid_size=(H, W), the patch grid (e.g. (14, 14) for "
+                                "224-pixel images of 16-pixel patches)")
         if spec.layout == "sequence" and grid_size is not None:
-            raise PadreError(f"PadreAttention: spec '{spec.name}' mixes a 1-D token sequence: "
-                             "drop grid_size (num_prefix_tokens still sets the prefix)")
+            raise ArgumentError(f"PadreAttention: spec '{spec.name}' mixes a 1-D token sequence: "
+                                "drop grid_size (num_prefix_tokens still sets the prefix)")
         self.mixer = compile_spec(spec, dim=dim, grid=self.grid_size, dtype=dtype,
                                   backend=backend)
         self.dim = int(dim)  # compile_spec took it: a positive integer

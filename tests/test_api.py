@@ -266,19 +266,21 @@ def test_dsl_names_operators_and_sizes_get_clear_errors() -> None:
         dsl.add()
     with pytest.raises(pc.SpecError, match="give a product's or a sum's operands one width"):
         a * dsl.dense(x, "c", out=2)
-    with pytest.raises(PadreError, match=r"grid=\(0, 3\): give \(H, W\)"):
+    # a bad argument is a ValueError to Python callers and a PadreError to the CLI
+    assert issubclass(pc.ArgumentError, ValueError) and issubclass(pc.ArgumentError, PadreError)
+    with pytest.raises(pc.ArgumentError, match=r"grid=\(0, 3\): give \(H, W\)"):
         pc.compile("padre3", dim=8, grid=(0, 3))
     # generate() checks its sizes as compile() does (an empty grid made a vacuous certificate)
     for kw, words in ((dict(grid=(0, 2)), "grid=(0, 2)"), (dict(grid=(2.5, 2)), "grid=(2.5"),
                       (dict(dim=True), "dim=True"), (dict(dim=4.0), "dim=4.0"),
                       (dict(tokens=0), "tokens=0")):
-        with pytest.raises(PadreError, match=re.escape(words)):
+        with pytest.raises(pc.ArgumentError, match=re.escape(words)):
             pc.generate("padre3", **{"dim": 4, **kw})
-    with pytest.raises(PadreError, match="takes no grid"):
+    with pytest.raises(pc.ArgumentError, match="takes no grid"):
         pc.generate("hyena", dim=4, grid=(2, 2))
     assert pc.compile("hyena", dim=4, dtype="float64").out_proj_weight.dtype == torch.float64
     for dtype in ("float66", torch.int32):
-        with pytest.raises(PadreError, match="give a floating dtype"):
+        with pytest.raises(pc.ArgumentError, match="give a floating dtype"):
             pc.compile("hyena", dim=4, dtype=dtype)
 
 

@@ -125,7 +125,7 @@ def test_grid_size_is_two_positive_integers_at_construction_and_per_call(grid) -
     if grid is None:  # per call: this module's own grid
         assert attn(x, grid_size=grid).shape == x.shape
         return
-    with pytest.raises(PadreError, match=error):
+    with pytest.raises(ValueError, match=error):  # a forward's bad argument, as torch's
         attn(x, grid_size=grid)
     assert attn.mixer.grid == (4, 4)
 
