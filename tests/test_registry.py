@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import itertools
+import math
 
 import numpy as np
 import pytest
+import torch
 
+import padre_compiler as pc
 from padre_compiler.backends.pytorch import torch_lowering
 from padre_compiler.errors import MissingRuleError
 from padre_compiler.ir import ops
@@ -154,3 +157,24 @@ def test_symbolic_weights_expansion_is_bounded_by_its_terms() -> None:
         expand_graph(g, 1, 8)  # each of 8 entries a product of four 8-term sums: 8^4 terms
     assert expand_graph(g, 1, 8, weights=rational_weights(g.decls, 8)).degrees_in_x() == {4}
     assert expand_graph(g, 1, 3).degrees_in_x() == {4}
+
+
+@pytest.mark.parametrize("tokens", [1, 196, 256, 1000])
+def test_long_conv_flops_count_the_fft_length_the_torch_module_runs(tokens: int,
+                                                                    monkeypatch) -> None:
+    """The rule counts three real FFTs of length m and the spectral product: m is read off the
+    generated module's own rfft calls (the rule had counted 2N, 392 where 196 tokens run 512)."""
+    mixer = pc.compile("hyena", dim=4)
+    lengths = []
+    rfft = torch.fft.rfft
+
+    def recorded(*args, n: int, **kwargs) -> torch.Tensor:
+        lengths.append(n)
+        return rfft(*args, n=n, **kwargs)
+
+    monkeypatch.setattr(torch.fft, "rfft", recorded)
+    with torch.no_grad():
+        mixer(torch.randn(1, tokens, 4))
+    (m,) = set(lengths)
+    rule = ops.flop_rules["long_conv"]({"length": 1024, "skip": False}, [4], 4, tokens)
+    assert rule == int(4 * (3 * 2.5 * m * math.log2(m) + 6 * m))

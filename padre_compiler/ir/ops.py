@@ -503,11 +503,11 @@ def _long_conv_params(attrs: dict, widths: list[Width], out: Width) -> dict[str,
 
 @flop_rules.register("long_conv")
 def _long_conv_flops(attrs: dict, widths: list[int], out: int, tokens: int) -> int:
-    # FFT lowering: two real FFTs and one inverse of size 2N (~2.5 * 2N log2 2N flops each)
-    # plus the spectral product; O(N log N) per channel, not linear. 2N is the Triton
-    # backend's size; the torch backend pads to the power of two >= 2N - 1 (up to 2x more).
-    n2 = 2 * max(tokens, 1)
-    return int(out * (3 * 2.5 * n2 * log2(n2) + 6 * n2))
+    # FFT lowering: two real FFTs and one inverse of size m (~2.5 m log2 m flops each) plus
+    # the spectral product; O(N log N) per channel, not linear. m is the torch backend's size,
+    # the power of two >= 2N - 1; the Triton backend's, 2N, is at most m.
+    m = 1 << (2 * max(tokens, 1) - 1).bit_length()
+    return int(out * (3 * 2.5 * m * log2(m) + 6 * m))
 
 
 @reference_rules.register("long_conv")
