@@ -136,7 +136,7 @@ def test_the_boundary_examples_pass(name: str) -> None:
         assert outcome.ok and outcome.judged, outcome
 
 
-@pytest.mark.parametrize("name", ["hyena", "sima"])
+@pytest.mark.parametrize("name", BOUNDARY)
 def test_the_boundary_gradients_pass(name: str) -> None:
     harness = Harness(as_spec(name), "triton")
     for example in boundary_examples(harness, grad=True):
@@ -179,3 +179,17 @@ def test_the_boundary_examples_see_what_one_block_hides(name: str, old: str, new
         drawn = replace(drawn, tokens=96, grid=(6, 16), conv_form=form)
     assert harness.check(drawn).ok
     assert not all(harness.check(ex).ok for ex in boundary_examples(harness))
+
+
+def test_the_boundary_gradients_see_what_one_block_hides() -> None:
+    """The tensor-core weight gradient's launcher counting whole column stripes only: the
+    forward never runs it, and a drawn grid of whole stripes hides it."""
+    harness = _mutant("padre3", 'stripes, blocks = cdiv(width, cfg["BW"]), cdiv(c, cfg["BC"])',
+                      'stripes, blocks = max(1, width // cfg["BW"]), cdiv(c, cfg["BC"])')
+    drawn = Example(dim=8, tokens=96, grid=(6, 16), batch=2, dtype="float32", seed=3,
+                    conv_form="toeplitz", grad=True)
+    assert harness.check(drawn).ok
+    assert harness.check(replace(drawn, grad=False)).ok
+    found = [harness.check(ex) for ex in boundary_examples(harness, grad=True)
+             if ex.conv_form == "toeplitz"]
+    assert any(not o.ok and o.tensor.endswith("token_weight") for o in found), found
