@@ -118,6 +118,31 @@ def test_toeplitz_forward_keeping_u_does_not_spill(padre3, pick: int) -> None:
     assert r.stack == 0, f"the forward keeping u spills {r.stack} bytes per thread at {cfg}"
 
 
+@pytest.mark.parametrize("in_bias", [False, True])
+@pytest.mark.parametrize(("pick", "tile"), [(1, (8, 64, 4)), (4, (16, 64, 8))])
+def test_tiles_within_the_per_tile_limit_can_spill_together(padre3, pick: int, tile: tuple,
+                                                            in_bias: bool) -> None:
+    """A limit of legality.py, which checks each register tile on its own: the 17-tap
+    forward's (BC, BH, num_warps) = (8, 64, 4) and (16, 64, 8) alternatives hold no tile over
+    128 registers per thread with or without the input bias folded (their [BC, BH, KP] tile,
+    KP = 32, is 128), and spill with it, outside the loops (the epilogue's input-bias
+    products), for sm_90."""
+    from padre_compiler.backends.triton import legality
+
+    cfg = padre3.dwconv_toeplitz_configs(384, 17, gpu=True, rows=80, pad_w=8, align=8)[pick]
+    assert (cfg["BC"], cfg["BH"], cfg["num_warps"]) == tile and cfg["BW"] == 16
+    consts = {**FLAGS, **TOEPLITZ, "STORE_Z": True, "STORE_O": True, "s_xn": 1, **_taps(17),
+              **aot.constexprs_of(cfg), "HAS_IN_BIAS": in_bias,
+              "KP": padre3.in_bias_tile(17, 17)}
+    tiles, unsized = legality.register_tiles(PATH.read_text(), "dwconv_toeplitz_fwd_kernel",
+                                             consts)
+    assert not unsized and max(t.per_thread(cfg["num_warps"]) for t in tiles) == 128
+    r = aot.compile_kernel(PATH, "dwconv_toeplitz_fwd_kernel", consts,
+                           num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
+    assert (r.stack > 0) == in_bias, r
+    assert not in_bias or r.spills[1] == 0, r.spills
+
+
 @pytest.mark.parametrize("slab", [False, True])
 def test_fp32_toeplitz_products_are_ieee_not_tf32(padre3, slab: bool) -> None:
     """A forced Toeplitz form on fp32 inputs keeps fp32 products (IEEE, CUDA cores), as the

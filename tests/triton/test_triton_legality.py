@@ -207,12 +207,100 @@ def test_shared_memory_counts_the_pipelines_buffers(stages: int, legal: bool) ->
 @pytest.mark.parametrize("in_bias", [False, True])
 def test_input_bias_products_count_only_where_they_run(in_bias: bool) -> None:
     """in_bias_conv's [KP, KP] tap tiles run under HAS_IN_BIAS: a 65 x 65 kernel's (KP = 128)
-    need more shared memory than an H100 has with an input bias, and nothing without one (the
-    checker counted them for every launch)."""
+    need more shared memory than an H100 has with an input bias, and its [BC, KP, KP] fp32
+    taps 4 x 128 x 128 / 256 threads = 256 registers per thread (conv_form takes the direct
+    form past 33 taps); without one, nothing (the checker counted them for every launch)."""
     m = _runtime()
     cfg = {**m.TOEPLITZ_FWD_DEFAULTS, **m.dwconv_toeplitz_config(384, 65, gpu=True, rows=64),
            "KP": m.in_bias_tile(65, 65), "HAS_IN_BIAS": int(in_bias)}
     problems = legality.check_launch(SOURCE, "dwconv_toeplitz_fwd_kernel", cfg,
                                      num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
                                      dot_tiles=m.DOT_TILES)
-    assert bool(problems) == in_bias and all("shared memory" in p for p in problems), problems
+    assert bool(problems) == in_bias, problems
+    if in_bias:
+        assert any("shared memory" in p for p in problems), problems
+        assert any("tile [4, 128, 128] of `tl.load(p_w" in p and "256 registers" in p
+                   for p in problems), problems
+
+
+LOADED = '''
+@triton.jit
+def loaded_tile_kernel(x, y, BT: tl.constexpr, BD: tl.constexpr):
+    o_t = tl.arange(0, BT)
+    b_x = tl.load(x + o_t[:, None] * BD + tl.arange(0, BD)[None, :])  # [BT, BD]
+    tl.store(y + o_t, tl.sum(b_x, axis=1))
+'''
+
+
+@pytest.mark.parametrize(("bt", "legal"), [(64, True), (256, False)])
+def test_a_loaded_tile_is_counted(bt: int, legal: bool) -> None:
+    """The kernel's one 2-D tile is a load (no tl.zeros): [BT, 128] over 4 warps is 64
+    registers per thread at BT = 64 and 256 at BT = 256, which spills."""
+    problems = legality.check_launch(LOADED, "loaded_tile_kernel", {"BT": bt, "BD": 128},
+                                     num_warps=4)
+    assert (not problems) == legal, problems
+    if not legal:
+        assert len(problems) == 1, problems
+        assert "tile [256, 128] of `tl.load(" in problems[0], problems
+        assert "256 registers per thread at num_warps=4" in problems[0], problems
+
+
+@pytest.mark.parametrize(("elem_bytes", "regs"), [(2, 1), (4, 1), (8, 2)])
+def test_a_load_takes_a_register_per_element_two_for_64_bits(elem_bytes: int,
+                                                             regs: int) -> None:
+    tiles, unsized = legality.register_tiles(LOADED, "loaded_tile_kernel",
+                                             {"BT": 64, "BD": 128}, elem_bytes)
+    assert not unsized
+    (load,) = (t for t in tiles if t.expr.startswith("tl.load("))
+    assert load.shape == (64, 128) and load.regs == regs
+
+
+@pytest.mark.parametrize(("consts", "legal"), [({"BIG": 0}, True), ({"BIG": 1}, False),
+                                               ({}, False)])
+def test_tiles_count_on_the_branches_a_launch_takes(consts: dict, legal: bool) -> None:
+    """A tl.full tile under a constexpr branch counts where the launch takes it, and where
+    the launch leaves the constexpr open (both ways)."""
+    source = '''
+@triton.jit
+def branch_kernel(y, BT: tl.constexpr, BIG: tl.constexpr):
+    b_y = tl.zeros([BT], dtype=tl.float32)
+    if BIG:
+        b_y += tl.sum(tl.full([BT, 1024], 1.0, tl.float32), axis=1)
+    tl.store(y + tl.arange(0, BT), b_y)
+'''
+    problems = legality.check_launch(source, "branch_kernel", {"BT": 64, **consts},
+                                     num_warps=4)
+    assert (not problems) == legal, problems
+    assert all("tile [64, 1024] of `tl.full(" in p for p in problems), problems
+
+
+def test_an_unsized_tile_is_reported() -> None:
+    """A tile the interpreter cannot size is a problem, not a tile left out."""
+    source = '''
+@triton.jit
+def opaque_kernel(x, BT: tl.constexpr):
+    o_t = offsets(BT)
+    tl.store(x + o_t, tl.load(x + o_t) * 2)
+'''
+    problems = legality.check_launch(source, "opaque_kernel", {"BT": 64}, num_warps=4)
+    assert problems == ["opaque_kernel: cannot size `offsets(BT)` (opaque_kernel, line 4): "
+                        "the name offsets is not bound in the source"], problems
+
+
+@pytest.mark.parametrize(("warps", "legal"), [(8, True), (4, False)])
+def test_the_slab_load_is_counted_through_its_helpers(warps: int, legal: bool) -> None:
+    """slab_tile loads [BC, 2 BH, BK] through strip_tile (a helper's load, sized by its
+    caller's aranges): 8 x 128 x 32 values are 128 registers per thread at 8 warps and 256
+    at 4, while the accumulator [BC, BH, BW] is 64 at 4 warps (all the checker counted)."""
+    m = _runtime()
+    cfg = {**m.TOEPLITZ_FWD_DEFAULTS, **m.dwconv_toeplitz_config(384, 11, gpu=True, rows=56,
+                                                                   pad_w=5, align=8),
+           "KP": 16, "HAS_IN_BIAS": 1, "SLAB": True, "num_warps": warps}
+    assert (cfg["BC"], cfg["BH"], cfg["BK"]) == (8, 64, 32)
+    problems = legality.check_launch(SOURCE, "dwconv_toeplitz_fwd_kernel", cfg,
+                                     num_warps=warps, num_stages=cfg["num_stages"],
+                                     dot_tiles=m.DOT_TILES)
+    assert (not problems) == legal, problems
+    if not legal:
+        assert any("tile [8, 128, 32] of `tl.load(p_x" in p and "(strip_tile, line" in p
+                   and "256 registers" in p for p in problems), problems
