@@ -127,15 +127,15 @@ def test_tiles_within_the_per_tile_limit_can_spill_together(padre3, pick: int, t
     128 registers per thread with or without the input bias folded (their [BC, BH, KP] tile,
     KP = 32, is 128), and spill with it, outside the loops (the epilogue's input-bias
     products), for sm_90."""
-    from padre_compiler.backends.triton import legality
+    from padre_compiler.backends.triton import tile_shapes
 
     cfg = padre3.dwconv_toeplitz_configs(384, 17, gpu=True, rows=80, pad_w=8, align=8)[pick]
     assert (cfg["BC"], cfg["BH"], cfg["num_warps"]) == tile and cfg["BW"] == 16
     consts = {**FLAGS, **TOEPLITZ, "STORE_Z": True, "STORE_O": True, "s_xn": 1, **_taps(17),
               **aot.constexprs_of(cfg), "HAS_IN_BIAS": in_bias,
               "KP": padre3.in_bias_tile(17, 17)}
-    tiles, unsized = legality.register_tiles(PATH.read_text(), "dwconv_toeplitz_fwd_kernel",
-                                             consts)
+    tiles, unsized = tile_shapes.register_tiles(PATH.read_text(),
+                                                "dwconv_toeplitz_fwd_kernel", consts)
     assert not unsized and max(t.per_thread(cfg["num_warps"]) for t in tiles) == 128
     r = aot.compile_kernel(PATH, "dwconv_toeplitz_fwd_kernel", consts,
                            num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])

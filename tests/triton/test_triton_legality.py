@@ -7,7 +7,7 @@ import itertools
 import pytest
 
 import padre_compiler as pc
-from padre_compiler.backends.triton import legality
+from padre_compiler.backends.triton import legality, tile_shapes
 from padre_compiler.cli import codegen_path
 from padre_compiler.spec.loader import bundled_specs
 
@@ -248,8 +248,8 @@ def test_a_loaded_tile_is_counted(bt: int, legal: bool) -> None:
 @pytest.mark.parametrize(("elem_bytes", "regs"), [(2, 1), (4, 1), (8, 2)])
 def test_a_load_takes_a_register_per_element_two_for_64_bits(elem_bytes: int,
                                                              regs: int) -> None:
-    tiles, unsized = legality.register_tiles(LOADED, "loaded_tile_kernel",
-                                             {"BT": 64, "BD": 128}, elem_bytes)
+    tiles, unsized = tile_shapes.register_tiles(LOADED, "loaded_tile_kernel",
+                                                {"BT": 64, "BD": 128}, elem_bytes)
     assert not unsized
     (load,) = (t for t in tiles if t.expr.startswith("tl.load("))
     assert load.shape == (64, 128) and load.regs == regs
