@@ -1,16 +1,26 @@
-"""CAOTE scores as one Triton kernel, beside its PyTorch twin (`scores.caote_from_weights`).
+"""CAOTE scores as three Triton kernels, beside their PyTorch twin (`scores.caote_from_weights`).
 
-Per (batch, query head), with KV head h // G (grouped-query attention), m = argmax_j w_j,
-u = v - v_m, W = sum_j w_j and r_j = sum_{i != j} w_i (`scores.rest_weight`):
+Per (batch, query head) row r = b * H + h, with KV head h // G (grouped-query attention),
+m = argmax_j w_j, u = v - v_m, W = sum_j w_j and r_j = sum_{i != j} w_i (`scores.rest_weight`):
     s   = sum_i w_i u_i                           (FastCAOTE: s = mean_i u_i and W -> 1)
     c_j = w_j * ||(s - W u_j) / r_j||_2 = w_j / (1 - w_j) * ||o - v_j||_2,
 c_j = +inf where r_j = 0 < w_j (as in `scores`). u_m = 0 keeps the dominant entry out of s,
-so c_m tends to the finite ||o'_m - v_m|| as w_m -> 1 instead of cancelling to 0. One program
-reads its head's weights once (m) and its values twice (s, then the distances), in fp32
-whatever the cache dtype, and writes c; nothing of size T x d is materialised. The kernel runs
-where Triton runs (CUDA tensors, or CPU tensors under TRITON_INTERPRET=1); elsewhere the
-PyTorch scores are used. The evictor calls it through `evictor_scorer`: on CUDA tensors only
-(the interpreter is for tests).
+so c_m tends to the finite ||o'_m - v_m|| as w_m -> 1 instead of cancelling to 0.
+
+The token axis is split into S chunks of CHUNK tokens (a multiple of the token tile BT), so a
+launch runs B * H * S programs rather than B * H: at decode time B = 1 and H alone leaves most
+of a GPU's SMs idle while each program walks the whole cache. Three launches, no atomics:
+1. `caote_weights_kernel`, one program a row: m, W and r_m from the weights alone;
+2. `caote_partial_kernel`, one program a (row, chunk): the chunk's part of s, into a
+   [B, H, S, d] fp32 buffer;
+3. `caote_distance_kernel`, one program a (row, chunk): s as the sum of the S parts in the
+   order k = 0 .. S - 1 (the same s, bit for bit, in every chunk of a row and every run), then
+   c over the chunk.
+The values are read twice (2, then 3), in fp32 whatever the cache dtype; nothing of size
+T x d is materialised. `token_split` chooses S. The kernels run where Triton runs (CUDA
+tensors, or CPU tensors under TRITON_INTERPRET=1); elsewhere the PyTorch scores are used. The
+evictor calls them through `evictor_scorer`: on CUDA tensors only (the interpreter is for
+tests).
 """
 
 from __future__ import annotations
@@ -33,62 +43,129 @@ except ImportError:  # no Triton: the PyTorch twin serves
 
 if triton is not None:
 
+    # Shapes (all contiguous): w [B, H, T], v [B, H / G, T, D], R = B * H rows. Offsets within
+    # a row (T * D, T) fit int32 (the launcher's check); row offsets are int64 (a layer's cache
+    # passes 2**31 elements: 17 x 128k tokens of Llama-3-8B's).
+
     @triton.jit
-    def caote_fwd_kernel(w, v, c, T, D, H, G, s_wb, s_wh, s_vb, s_vh, s_vt,
-                         FAST: tl.constexpr, BT: tl.constexpr, BD: tl.constexpr):
-        """w: [B, H, T]; v: [B, H / G, T, D] (last stride 1); c: [B, H, T] fp32. Offsets
-        within a head (T * D, T) fit int32 (the launcher's check); batch and head offsets are
-        int64 (a layer's cache passes 2**31 elements: 17 x 128k tokens of Llama-3-8B's)."""
-        i_bh = tl.program_id(0).to(tl.int64)
-        i_b, i_h = i_bh // H, i_bh % H
-        p_w = w + i_b * s_wb + i_h * s_wh
-        p_v = v + i_b * s_vb + (i_h // G) * s_vh
+    def head_values(v, top, i_bh, T, D, H, G, BD: tl.constexpr):
+        """Row i_bh (int64) -> (v[b, h // G] as a pointer, m, [BD] fp32 v_m, 0 past D)."""
+        p_v = v + ((i_bh // H) * (H // G) + (i_bh % H) // G) * T * D
+        b_top = tl.load(top + i_bh)
         o_d = tl.arange(0, BD)
-        m_d = o_d < D
+        b_vm = tl.load(p_v + b_top * D + o_d, mask=o_d < D, other=0.).to(tl.float32)
+        return p_v, b_top, b_vm
+
+    @triton.jit
+    def value_tile(p_v, b_vm, t0, T, D, BT: tl.constexpr, BD: tl.constexpr):
+        """[BT, BD] fp32 u = v - v_m of tokens t0 .. t0 + BT - 1 (rows past T: -v_m, columns
+        past D: 0)."""
+        o_t = t0 + tl.arange(0, BT)
+        o_d = tl.arange(0, BD)
+        b_v = tl.load(p_v + o_t[:, None] * D + o_d[None, :],
+                      mask=(o_t < T)[:, None] & (o_d < D)[None, :], other=0.)
+        return b_v.to(tl.float32) - b_vm[None, :]
+
+    @triton.jit
+    def caote_weights_kernel(w, top, sums, T, BT: tl.constexpr):
+        """Grid (R,). w: [R, T] -> top: [R] int32, m = argmax_j w_j (the first of equal
+        maxima); sums: [R, 2] fp32, (W, r_m) = (sum_j w_j, sum_{j != m} w_j). r_m is summed
+        with w_m left out: W - w_m keeps no digit when w_m rounds to W."""
+        i_bh = tl.program_id(0).to(tl.int64)
+        p_w = w + i_bh * T
         b_max = tl.full([], float("-inf"), tl.float32)
-        b_top = tl.zeros([], dtype=tl.int32)  # m = argmax_j w_j, first of equal maxima
+        b_top = tl.zeros([], dtype=tl.int32)
         for t0 in range(0, T, BT):
             o_t = t0 + tl.arange(0, BT)
             b_w = tl.load(p_w + o_t, mask=o_t < T, other=float("-inf")).to(tl.float32)
             b_top = tl.where(tl.max(b_w, axis=0) > b_max, t0 + tl.argmax(b_w, axis=0), b_top)
             b_max = tl.maximum(b_max, tl.max(b_w, axis=0))
-        b_vm = tl.load(p_v + b_top * s_vt + o_d, mask=m_d, other=0.).to(tl.float32)  # [BD]
-        b_s = tl.zeros([BD], dtype=tl.float32)  # [BD] s = sum_i p_i u_i
         b_sum = tl.zeros([BT], dtype=tl.float32)  # lanes of W
-        b_rest = tl.zeros([BT], dtype=tl.float32)  # lanes of r_m = sum_{i != m} w_i
+        b_rest = tl.zeros([BT], dtype=tl.float32)  # lanes of r_m
         for t0 in range(0, T, BT):
             o_t = t0 + tl.arange(0, BT)
-            m_t = o_t < T
-            b_u = tl.load(p_v + o_t[:, None] * s_vt + o_d[None, :],
-                          mask=m_t[:, None] & m_d[None, :], other=0.).to(tl.float32) \
-                - b_vm[None, :]  # [BT, BD] u = v - v_m
-            b_w = tl.load(p_w + o_t, mask=m_t, other=0.).to(tl.float32)  # [BT]
-            b_p = tl.where(m_t, 1.0 / T, 0.0) if FAST else b_w
-            b_s += tl.sum(b_p[:, None] * b_u, axis=0)  # [BT] x [BT, BD] -> [BD]
+            b_w = tl.load(p_w + o_t, mask=o_t < T, other=0.).to(tl.float32)
             b_sum += b_w
             b_rest += tl.where(o_t == b_top, 0.0, b_w)
-        w_sum, r_top = tl.sum(b_sum, axis=0), tl.sum(b_rest, axis=0)
+        tl.store(top + i_bh, b_top)
+        tl.store(sums + 2 * i_bh, tl.sum(b_sum, axis=0))
+        tl.store(sums + 2 * i_bh + 1, tl.sum(b_rest, axis=0))
+
+    @triton.jit
+    def caote_partial_kernel(w, v, top, part, T, D, H, G, CHUNK, S, FAST: tl.constexpr,
+                             BT: tl.constexpr, BD: tl.constexpr):
+        """Grid (R, S). part: [R, S, D] fp32, part[r, k] = sum_{i in chunk k} p_i u_i over
+        chunk k = tokens [k CHUNK, min((k + 1) CHUNK, T)), p_i = w_i (FastCAOTE: 1 / T);
+        CHUNK a multiple of BT, so a chunk's tiles are the whole-row walk's tiles."""
+        i_bh = tl.program_id(0).to(tl.int64)
+        i_k = tl.program_id(1)
+        p_v, _, b_vm = head_values(v, top, i_bh, T, D, H, G, BD)
+        b_s = tl.zeros([BD], dtype=tl.float32)  # [BD] this chunk's part of s
+        c0 = i_k * CHUNK  # chunk k: tokens c0 .. c0 + min(CHUNK, T - c0) - 1
+        for t0 in range(c0, c0 + tl.minimum(CHUNK, T - c0), BT):
+            o_t = t0 + tl.arange(0, BT)
+            if FAST:
+                b_p = tl.where(o_t < T, 1.0 / T, 0.0)
+            else:
+                b_p = tl.load(w + i_bh * T + o_t, mask=o_t < T, other=0.).to(tl.float32)
+            b_s += tl.sum(b_p[:, None] * value_tile(p_v, b_vm, t0, T, D, BT, BD), axis=0)
+        o_d = tl.arange(0, BD)
+        tl.store(part + (i_bh * S + i_k) * D + o_d, b_s, mask=o_d < D)
+
+    @triton.jit
+    def caote_distance_kernel(w, v, top, sums, part, c, T, D, H, G, CHUNK, S,
+                              FAST: tl.constexpr, BT: tl.constexpr, BD: tl.constexpr):
+        """Grid (R, S). c: [R, T] fp32 over chunk k (as in `caote_partial_kernel`):
+        c_j = w_j * ||(s - W u_j) / r_j||_2 with s = sum_{k'} part[r, k'] summed in the order
+        k' = 0 .. S - 1, r_j = W - w_j for j != m and r_m from `sums` (FastCAOTE: W -> 1 in
+        front of u_j, not in r_j); c_j = +inf where r_j = 0 < w_j, 0 where r_j = w_j = 0."""
+        i_bh = tl.program_id(0).to(tl.int64)
+        i_k = tl.program_id(1)
+        p_v, b_top, b_vm = head_values(v, top, i_bh, T, D, H, G, BD)
+        o_d = tl.arange(0, BD)
+        b_s = tl.zeros([BD], dtype=tl.float32)  # [BD] s, the same in every chunk of the row
+        for k in range(0, S):
+            b_s += tl.load(part + (i_bh * S + k) * D + o_d, mask=o_d < D, other=0.)
+        w_sum, r_top = tl.load(sums + 2 * i_bh), tl.load(sums + 2 * i_bh + 1)
         scale = 1.0 if FAST else w_sum
-        for t0 in range(0, T, BT):
+        c0 = i_k * CHUNK  # chunk k: tokens c0 .. c0 + min(CHUNK, T - c0) - 1
+        for t0 in range(c0, c0 + tl.minimum(CHUNK, T - c0), BT):
             o_t = t0 + tl.arange(0, BT)
             m_t = o_t < T
-            b_u = tl.load(p_v + o_t[:, None] * s_vt + o_d[None, :],
-                          mask=m_t[:, None] & m_d[None, :], other=0.).to(tl.float32) \
-                - b_vm[None, :]
-            b_w = tl.load(p_w + o_t, mask=m_t, other=0.).to(tl.float32)
+            b_w = tl.load(w + i_bh * T + o_t, mask=m_t, other=0.).to(tl.float32)
             b_r = tl.where(o_t == b_top, r_top, w_sum - b_w)  # [BT] r_j
-            b_diff = (b_s[None, :] - scale * b_u) / tl.where(b_r > 0, b_r, 1.0)[:, None]
+            b_diff = (b_s[None, :] - scale * value_tile(p_v, b_vm, t0, T, D, BT, BD)) \
+                / tl.where(b_r > 0, b_r, 1.0)[:, None]  # [BT, BD] o'_j - v_j
             b_dist = tl.sqrt(tl.sum(b_diff * b_diff, axis=1))  # [BT] ||o'_j - v_j||
             b_c = tl.where(b_r > 0, b_w * b_dist, tl.where(b_w > 0, float("inf"), 0.0))
             tl.store(c + i_bh * T + o_t, b_c, mask=m_t)
 
 
 CAOTE_TILE = {"BT": 32, "num_warps": 4}  # tokens a step; the head width is one block
+# token_split: programs a CUDA launch aims for per SM, the fewest tiles a CUDA chunk holds (the
+# distance kernel reads the S parts of s once a chunk), and the chunks a row in the interpreter
+CAOTE_SPLIT = {"programs_per_sm": 4, "min_chunk_tiles": 32, "interpreter_chunks": 3}
 
 
 def head_block(d: int) -> int:
     """BD: the head width's block, a power of two of at least 16."""
     return max(16, triton.next_power_of_2(d))
+
+
+def token_split(t: int, rows: int, device: torch.device) -> tuple[int, int]:
+    """(S, CHUNK): each row's t tokens in S = ceil(t / CHUNK) >= 1 chunks of CHUNK tokens, a
+    multiple of the tile BT (the last chunk may be shorter). On CUDA, rows * S reaches
+    programs_per_sm programs per SM where each chunk keeps min_chunk_tiles tiles; elsewhere
+    (the interpreter) up to interpreter_chunks chunks of whole tiles, so tests run several."""
+    tiles = triton.cdiv(t, CAOTE_TILE["BT"])
+    if device.type == "cuda":
+        sms = torch.cuda.get_device_properties(device).multi_processor_count
+        want = min(triton.cdiv(CAOTE_SPLIT["programs_per_sm"] * sms, rows),
+                   tiles // CAOTE_SPLIT["min_chunk_tiles"])
+    else:
+        want = CAOTE_SPLIT["interpreter_chunks"]
+    per = triton.cdiv(tiles, max(1, min(want, tiles)))  # tiles a chunk
+    return triton.cdiv(tiles, per), per * CAOTE_TILE["BT"]
 
 
 def triton_runs_on(t: torch.Tensor) -> bool:
@@ -107,22 +184,30 @@ def caote_scores_fused(weights: torch.Tensor, values: torch.Tensor,
         raise ValueError(f"CAOTE scores: weights {tuple(weights.shape)} [B, Hq, T] and values "
                          f"{tuple(values.shape)} [B, Hkv, T, d] need the same B and T, and Hq "
                          "a multiple of Hkv (grouped-query heads)")
-    if weights.numel() == 0:  # no entry to score (the kernel would read v_m of none)
+    if weights.numel() == 0:  # no entry to score (the kernels would read v_m of none)
         return torch.zeros(b, hq, t, device=values.device, dtype=torch.float32)
     if not triton_runs_on(values) or values.dtype == torch.float64 or t * d >= 2**31:
         twin = fastcaote_from_weights if fast else caote_from_weights
         return twin(weights, values)
     w, v = weights.contiguous(), values.contiguous()
-    out = torch.empty(b, hq, t, device=values.device, dtype=torch.float32)
-    caote_fwd_kernel[(b * hq,)](
-        w, v, out, t, d, hq, hq // v.shape[1], w.stride(0), w.stride(1), v.stride(0),
-        v.stride(1), v.stride(2), FAST=fast, BT=CAOTE_TILE["BT"], BD=head_block(d),
-        num_warps=CAOTE_TILE["num_warps"])
+    rows, dev = b * hq, values.device
+    n_chunks, chunk = token_split(t, rows, dev)
+    top = torch.empty(rows, device=dev, dtype=torch.int32)  # m
+    sums = torch.empty(rows, 2, device=dev, dtype=torch.float32)  # (W, r_m)
+    part = torch.empty(b, hq, n_chunks, d, device=dev, dtype=torch.float32)  # parts of s
+    out = torch.empty(b, hq, t, device=dev, dtype=torch.float32)
+    bt, warps = CAOTE_TILE["BT"], CAOTE_TILE["num_warps"]
+    launch = dict(FAST=fast, BT=bt, BD=head_block(d), num_warps=warps)
+    caote_weights_kernel[(rows,)](w, top, sums, t, BT=bt, num_warps=warps)
+    caote_partial_kernel[(rows, n_chunks)](w, v, top, part, t, d, hq, hq // hkv, chunk,
+                                           n_chunks, **launch)
+    caote_distance_kernel[(rows, n_chunks)](w, v, top, sums, part, out, t, d, hq, hq // hkv,
+                                            chunk, n_chunks, **launch)
     return out
 
 
 def evictor_scorer(fast: bool) -> WeightScorer:
-    """The per-query-head scorer eviction uses: this kernel on CUDA tensors when Triton is
+    """The per-query-head scorer eviction uses: these kernels on CUDA tensors when Triton is
     installed, the PyTorch twin otherwise."""
     twin = fastcaote_from_weights if fast else caote_from_weights
 

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from padre_compiler.caote import kernel, naive
-from padre_compiler.caote.scores import caote_from_weights
+from padre_compiler.caote.scores import caote_from_weights, fastcaote_from_weights
 from padre_compiler.verify.poison import nan_poisoned
 
 pytestmark = pytest.mark.skipif(kernel.triton is None, reason="Triton is not installed")
@@ -79,3 +79,109 @@ def test_eviction_uses_the_kernel_on_cuda_and_the_twin_elsewhere(fast: bool) -> 
     if torch.cuda.is_available():
         gpu = VARIANTS["fastcaote" if fast else "caote"](base.cuda(), values.cuda(), "rss")
         assert torch.allclose(gpu.cpu(), plain, rtol=1e-5, atol=1e-6)
+
+
+def _split(monkeypatch: pytest.MonkeyPatch, chunk: int) -> list[tuple[int, int]]:
+    """Launches split into chunks of `chunk` tokens; the list records each launch's (S, CHUNK)."""
+    seen: list[tuple[int, int]] = []
+
+    def split(t: int, rows: int, device: torch.device) -> tuple[int, int]:
+        seen.append((-(-t // chunk), chunk))
+        return seen[-1]
+
+    monkeypatch.setattr(kernel, "token_split", split)
+    return seen
+
+
+def _inputs(b: int, hq: int, hkv: int, t: int, d: int, sharpness: float = 1.0,
+            seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    weights = (torch.randn(b, hq, t, generator=gen, dtype=torch.float64) * sharpness).softmax(-1)
+    return weights.float(), torch.randn(b, hkv, t, d, generator=gen)
+
+
+@pytest.mark.parametrize("fast", [False, True])
+@pytest.mark.parametrize(("t", "chunk", "chunks"), [
+    (100, 32, 4),  # T not a multiple of the chunk (the last holds 4 tokens)
+    (20, 64, 1),  # T within one tile of one chunk
+    (150, 64, 3),  # chunks of two tiles, the last of one partial tile
+    (100, 128, 1),  # S = 1 over several tiles
+])
+@pytest.mark.parametrize("sharpness", [1.0, 30.0])  # 30: one weight per head near or at 1
+def test_split_scores_equal_the_twin(monkeypatch: pytest.MonkeyPatch, fast: bool, t: int,
+                                     chunk: int, chunks: int, sharpness: float) -> None:
+    """Every token scored once, by the chunk that holds it, with s summed over every chunk:
+    grouped-query heads (6 on 2), a head width under the block."""
+    seen = _split(monkeypatch, chunk)
+    w, v = _inputs(2, 6, 2, t, 20, sharpness, seed=t)
+    with nan_poisoned():
+        got = kernel.caote_scores_fused(w, v, fast=fast)
+    assert seen == [(chunks, chunk)]
+    ref = (fastcaote_from_weights if fast else caote_from_weights)(w, v)
+    torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5 * ref.abs().max().item())
+
+
+@pytest.mark.parametrize("fast", [False, True])
+def test_split_scores_where_no_other_entry_has_weight(monkeypatch: pytest.MonkeyPatch,
+                                                      fast: bool) -> None:
+    """r_j = 0: a head whose weight is all on one token in the last chunk (+inf there, 0
+    elsewhere), and an all-zero head (0 everywhere), as the twin scores them."""
+    _split(monkeypatch, 32)
+    w, v = _inputs(1, 3, 1, 80, 8)
+    w[0, 0] = 0.0
+    w[0, 0, 70] = 1.0
+    w[0, 1] = 0.0
+    with nan_poisoned():
+        got = kernel.caote_scores_fused(w, v, fast=fast)
+    ref = (fastcaote_from_weights if fast else caote_from_weights)(w, v)
+    assert got[0, 0, 70] == float("inf") and not got[0, :2].isnan().any()
+    assert torch.equal(got[0, :2], ref[0, :2])
+    torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-6)
+
+
+def test_split_scores_are_bitwise_deterministic(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two runs of three chunks a row give the same bits, the second over NaN-filled scratch
+    (a part of s read before it is written would differ); and the module adds no partial sums
+    atomically (the interpreter runs programs in one order, so a reduction whose order varies
+    on a GPU would not show here)."""
+    from pathlib import Path
+
+    _split(monkeypatch, 32)
+    w, v = _inputs(1, 4, 2, 90, 24, 30.0)
+    first = kernel.caote_scores_fused(w, v)
+    with nan_poisoned():
+        second = kernel.caote_scores_fused(w, v)
+    assert torch.equal(first, second)
+    assert "tl.atomic" not in Path(kernel.__file__).read_text()
+
+
+def test_decode_split_fills_the_sms(monkeypatch: pytest.MonkeyPatch) -> None:
+    """B = 1, Hq = 32 (Llama-3-8B decoding), T = 128k on a 132-SM device: at least one program
+    per SM, chunks of whole tiles covering T with none empty; many rows or few tokens keep one
+    chunk a row."""
+    from types import SimpleNamespace
+
+    monkeypatch.setattr(torch.cuda, "get_device_properties",
+                        lambda device: SimpleNamespace(multi_processor_count=132))
+    cuda, bt = torch.device("cuda", 0), kernel.CAOTE_TILE["BT"]
+    for rows, t in ((32, 128 * 1024), (8, 64 * 1024), (1, 512 * 1024)):
+        n, chunk = kernel.token_split(t, rows, cuda)
+        assert rows * n >= 132 and chunk % bt == 0 and (n - 1) * chunk < t <= n * chunk
+    assert kernel.token_split(128 * 1024, 32 * 64, cuda)[0] == 1
+    assert kernel.token_split(1000, 32, cuda)[0] == 1
+    n, chunk = kernel.token_split(70, 4, torch.device("cpu"))  # the interpreter's
+    assert n > 1 and chunk % bt == 0 and (n - 1) * chunk < 70 <= n * chunk
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("fast", [False, True])
+def test_decode_split_matches_the_twin_on_cuda(fast: bool) -> None:
+    """B = 1, 32 query heads on 8 KV heads of 128, 16k tokens: the device's own split (several
+    chunks a row), equal to the twin and bitwise the same twice."""
+    w, v = _inputs(1, 32, 8, 16 * 1024, 128, 4.0)
+    w, v = w.cuda(), v.cuda()
+    assert kernel.token_split(w.shape[-1], 32, w.device)[0] > 1
+    got = kernel.caote_scores_fused(w, v, fast=fast)
+    assert torch.equal(got, kernel.caote_scores_fused(w, v, fast=fast))
+    ref = (fastcaote_from_weights if fast else caote_from_weights)(w, v)
+    torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-5 * ref.abs().max().item())

@@ -169,8 +169,9 @@ def test_linear_attention_launch_configs_are_gpu_legal() -> None:
 
 
 def test_long_convolution_and_caote_launch_configs_are_gpu_legal() -> None:
-    """The long convolution's kernels at their fixed tiles, and the CAOTE score kernel at
-    every head width up to 256 (BD: the next power of two, at least 16)."""
+    """The long convolution's kernels at their fixed tiles, and every CAOTE score kernel (the
+    module's *_kernel functions, all checked) at every head width up to 256 (BD: the next
+    power of two, at least 16)."""
     from pathlib import Path
 
     from padre_compiler.caote import kernel as caote
@@ -185,9 +186,11 @@ def test_long_convolution_and_caote_launch_configs_are_gpu_legal() -> None:
     legality.assert_legal(source, "spectral_correlation_kernel", {"BM": m.SPECTRAL_TILE["BM"]},
                           num_warps=m.SPECTRAL_TILE["num_warps"], dot_tiles=m.DOT_TILES)
     source = Path(caote.__file__).read_text()
-    for d in (1, 64, 96, 128, 256):
-        legality.assert_legal(source, "caote_fwd_kernel",
-                              {"BT": caote.CAOTE_TILE["BT"], "BD": caote.head_block(d)},
+    kernels = ("caote_weights_kernel", "caote_partial_kernel", "caote_distance_kernel")
+    assert {k for k in legality.kernel_shapes(source) if k.endswith("_kernel")} == set(kernels)
+    for kernel, d, fast in itertools.product(kernels, (1, 64, 96, 128, 256), (0, 1)):
+        legality.assert_legal(source, kernel, {"BT": caote.CAOTE_TILE["BT"],
+                                               "BD": caote.head_block(d), "FAST": fast},
                               num_warps=caote.CAOTE_TILE["num_warps"], dot_tiles=m.DOT_TILES)
 
 
