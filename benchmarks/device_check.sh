@@ -7,7 +7,8 @@
 # 1. correctness, concurrently (nothing is timed yet; limit CHECK_LIMIT seconds, 90):
 #    - the CUDA tests: compiled modules forward/backward (padre3's deterministic backward,
 #      SimA's and Castling-ViT's bf16 attention kernels against float64), CAOTE's Triton
-#      score kernel inside eviction, CAOTE's Hugging Face eviction on CUDA against CPU;
+#      score kernels inside eviction and split over the tokens at B = 1 (16k tokens, 32
+#      heads) against the PyTorch twin, CAOTE's Hugging Face eviction on CUDA against CPU;
 #    - padre fuzz --backend triton --device cuda on each spec with fused kernels
 #      (FUZZ_EXAMPLES examples each, 4), and with --grad (the backward kernels) on padre3,
 #      hyena and sima, under PADRE_TRITON_TUNE=0: each shape runs the default tiles (and the

@@ -1,4 +1,5 @@
-"""The CAOTE score kernel against the float64 loop twin, under NaN-poisoned outputs."""
+"""The CAOTE score kernels against the float64 loop twin and the PyTorch twin, under NaN-poisoned
+outputs, and their split of the tokens over programs."""
 
 from __future__ import annotations
 
@@ -93,11 +94,13 @@ def _split(monkeypatch: pytest.MonkeyPatch, chunk: int) -> list[tuple[int, int]]
     return seen
 
 
-def _inputs(b: int, hq: int, hkv: int, t: int, d: int, sharpness: float = 1.0,
+def _inputs(b: int, hq: int, hkv: int, t: int, d: int, gap: float = 0.0,
             seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """fp32 softmax weights of normal logits, token t // 2's ahead by `gap`; normal values."""
     gen = torch.Generator().manual_seed(seed)
-    weights = (torch.randn(b, hq, t, generator=gen, dtype=torch.float64) * sharpness).softmax(-1)
-    return weights.float(), torch.randn(b, hkv, t, d, generator=gen)
+    logits = torch.randn(b, hq, t, generator=gen, dtype=torch.float64)
+    logits[..., t // 2] += gap
+    return logits.softmax(-1).float(), torch.randn(b, hkv, t, d, generator=gen)
 
 
 @pytest.mark.parametrize("fast", [False, True])
@@ -105,15 +108,16 @@ def _inputs(b: int, hq: int, hkv: int, t: int, d: int, sharpness: float = 1.0,
     (100, 32, 4),  # T not a multiple of the chunk (the last holds 4 tokens)
     (20, 64, 1),  # T within one tile of one chunk
     (150, 64, 3),  # chunks of two tiles, the last of one partial tile
+    (65, 32, 3),  # the last chunk one token
     (100, 128, 1),  # S = 1 over several tiles
 ])
-@pytest.mark.parametrize("sharpness", [1.0, 30.0])  # 30: one weight per head near or at 1
+@pytest.mark.parametrize("gap", [0.0, 20.0])  # 20: w_m = 1 or within 3e-6 of it, m = T // 2
 def test_split_scores_equal_the_twin(monkeypatch: pytest.MonkeyPatch, fast: bool, t: int,
-                                     chunk: int, chunks: int, sharpness: float) -> None:
+                                     chunk: int, chunks: int, gap: float) -> None:
     """Every token scored once, by the chunk that holds it, with s summed over every chunk:
     grouped-query heads (6 on 2), a head width under the block."""
     seen = _split(monkeypatch, chunk)
-    w, v = _inputs(2, 6, 2, t, 20, sharpness, seed=t)
+    w, v = _inputs(2, 6, 2, t, 20, gap, seed=t)
     with nan_poisoned():
         got = kernel.caote_scores_fused(w, v, fast=fast)
     assert seen == [(chunks, chunk)]
@@ -147,12 +151,27 @@ def test_split_scores_are_bitwise_deterministic(monkeypatch: pytest.MonkeyPatch)
     from pathlib import Path
 
     _split(monkeypatch, 32)
-    w, v = _inputs(1, 4, 2, 90, 24, 30.0)
+    w, v = _inputs(1, 4, 2, 90, 24, 20.0)
     first = kernel.caote_scores_fused(w, v)
     with nan_poisoned():
         second = kernel.caote_scores_fused(w, v)
     assert torch.equal(first, second)
     assert "tl.atomic" not in Path(kernel.__file__).read_text()
+
+
+@pytest.mark.parametrize("fast", [False, True])
+def test_every_chunk_of_a_row_scores_with_the_same_sum(monkeypatch: pytest.MonkeyPatch,
+                                                       fast: bool) -> None:
+    """Chunks 1 and 2 holding the same tokens (weights and values), chunk 0 others and m,
+    score bitwise alike: both use one s, its parts (a, a after b) added in one order."""
+    _split(monkeypatch, 32)
+    w, v = _inputs(2, 4, 2, 64, 24, 3.0)  # token 32 ahead: tokens 32.. move to chunk 0
+    w, v = torch.cat([w[..., 32:], w[..., :32], w[..., :32]], -1), \
+        torch.cat([v[..., 32:, :], v[..., :32, :], v[..., :32, :]], -2)
+    w = w / w.sum(-1, keepdim=True)
+    assert (w.argmax(-1) < 32).all()  # m in chunk 0
+    got = kernel.caote_scores_fused(w, v, fast=fast)
+    assert torch.equal(got[..., 32:64], got[..., 64:96])
 
 
 def test_decode_split_fills_the_sms(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -178,7 +197,7 @@ def test_decode_split_fills_the_sms(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_decode_split_matches_the_twin_on_cuda(fast: bool) -> None:
     """B = 1, 32 query heads on 8 KV heads of 128, 16k tokens: the device's own split (several
     chunks a row), equal to the twin and bitwise the same twice."""
-    w, v = _inputs(1, 32, 8, 16 * 1024, 128, 4.0)
+    w, v = _inputs(1, 32, 8, 16 * 1024, 128, 20.0)
     w, v = w.cuda(), v.cuda()
     assert kernel.token_split(w.shape[-1], 32, w.device)[0] > 1
     got = kernel.caote_scores_fused(w, v, fast=fast)
