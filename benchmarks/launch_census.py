@@ -11,7 +11,7 @@ GPU's code path: the launchers' GPU tiles and conv form, and every candidate a s
 launch would time (`fastest`; --defaults-only: the default tiles alone, as PADRE_TRITON_TUNE=0
 and deterministic mode launch). Nothing runs: each launch is Triton's JIT compiling the kernel
 for sm_90 as that launch specialises it (`aot.jit_for_sm`, `kernel.warmup`), and the outputs
-stay unwritten. The census is of what that JIT made: per distinct kernel (cubin), its
+stay unwritten. The census is of what that JIT made: per distinct kernel (below), its
 registers, spills, shared memory, programs an SM holds and tensor-core instructions, and the
 specs that launch it, and for the conv forward kernels the warp instructions a program issues
 per output (its SASS, the tap loops weighted by their trip counts: aot.census_of); a launch
@@ -23,6 +23,17 @@ path differs from a GPU's, this follows the GPU's, except the weight gradient's 
 candidates (its default tiles only; padre3's are in triton_aot.md). With --triton-version the
 census runs in a child process under that Triton release (fetched with pip once): the lent GPU
 machine's own. With --baseline-rev, the same for the codegen committed at that git revision.
+
+A distinct kernel is a distinct cubin less its debug sections (code_digest: sha256 of the
+other ELF sections, names and bytes, in the cubin's order; a row's "cubin"). Triton compiles
+with line info, so a cubin's .debug_line and .nv_debug_ptx_txt (the PTX, .loc lines and .file
+paths in it) hold the source file's path and the kernel's line numbers: the same kernel
+copied into two specs' modules, or compiled from two checkouts, gives cubins whose machine
+code (.text), resource notes (.nv.info) and constants are alike and whose bytes differ.
+Whether two such compiles are even two depends on the JIT's disk cache, whose key holds each
+jit function's source and first line but no file path (a module whose copy starts on the
+same line hits the entry another module's compile left). The debug-less digest is the same
+either way.
 """
 
 from __future__ import annotations
@@ -34,6 +45,7 @@ import importlib.util
 import inspect
 import json
 import os
+import struct
 import subprocess
 import sys
 import tempfile
@@ -163,8 +175,37 @@ def trips_of(kernel: str, c: dict) -> tuple[tuple[int, ...], int] | None:
     return None
 
 
+DEBUG_SECTIONS = (".debug", ".nv_debug", ".rela.debug", ".rela.nv_debug")  # name prefixes
+
+
+def elf_sections(elf: bytes) -> list[tuple[str, bytes]]:
+    """(name, contents) of each section of a 64-bit little-endian ELF file (a cubin), in
+    its section header order; a section without file contents (SHT_NOBITS) as b""."""
+    if elf[:5] != b"\x7fELF\x02" or elf[5] != 1:
+        raise ValueError("not a 64-bit little-endian ELF file")
+    (shoff,) = struct.unpack_from("<Q", elf, 0x28)
+    entsize, count, names_at = struct.unpack_from("<HHH", elf, 0x3A)
+    headers = [struct.unpack_from("<IIQQQQ", elf, shoff + i * entsize) for i in range(count)]
+    names = headers[names_at]
+    table = elf[names[4]:names[4] + names[5]]
+    return [(table[h[0]:table.index(b"\0", h[0])].decode(),
+             b"" if h[1] == 8 else elf[h[4]:h[4] + h[5]]) for h in headers]
+
+
+def code_digest(cubin: bytes) -> str:
+    """The census's key of a compiled kernel: sha256 (16 hex digits) of its cubin's
+    sections less the debug ones (DEBUG_SECTIONS), each as its name, length and bytes."""
+    digest = hashlib.sha256()
+    for name, body in elf_sections(cubin):
+        if not name.startswith(DEBUG_SECTIONS):
+            digest.update(b"%s\0%d\0" % (name.encode(), len(body)))
+            digest.update(body)
+    return digest.hexdigest()[:16]
+
+
 def rows_of(seen: list[dict]) -> list[dict]:
-    """One row per distinct compiled kernel (its cubin), with every launch that compiled it."""
+    """One row per distinct compiled kernel (code_digest), with every launch that compiled
+    it."""
     from padre_compiler.backends.triton import aot
 
     rows: dict[str, dict] = {}
@@ -174,7 +215,7 @@ def rows_of(seen: list[dict]) -> list[dict]:
                 "kernel": s["kernel"], "constexprs": s["constexprs"], "error": s["error"],
                 "uses": [f"{s['spec']} {s['dtype']}"]})
             continue
-        digest = hashlib.sha256(s["compiled"].asm["cubin"]).hexdigest()[:16]
+        digest = code_digest(s["compiled"].asm["cubin"])
         use = f"{s['spec']} {s['dtype']}"
         if digest in rows:
             if use not in rows[digest]["uses"]:

@@ -603,6 +603,45 @@ def test_the_launch_census_reports_a_launcher_that_gave_up_the_tensor_core_form(
     assert "conv2former bfloat16" in proc.stdout and "no band" in proc.stdout, proc.stdout
 
 
+LAUNCH_CENSUS_KEY = """
+import hashlib, json, os, sys
+sys.argv = ["launch_census.py"]
+import benchmarks.launch_census as lc
+
+os.environ["PADRE_TRITON_TUNE"] = "0"
+seen = []
+for spec in ("hyena", "mamba_lti"):
+    assert lc.census(lc.CODEGEN / f"{spec}.py", spec, "bfloat16", seen) is None
+cubins = {}
+for s in seen:
+    if s["kernel"] == "long_conv_in_kernel":
+        key = (json.dumps(s["constexprs"], sort_keys=True), s["spec"])
+        cubins[key] = hashlib.sha256(s["compiled"].asm["cubin"]).hexdigest()
+rows = [r for r in lc.rows_of(seen) if r["kernel"] == "long_conv_in_kernel"]
+print(json.dumps({"cubins": sorted(cubins.items()), "uses": [r["uses"] for r in rows]}))
+"""
+
+
+def test_the_launch_census_keys_a_kernel_by_its_code_not_its_debug_lines(tmp_path) -> None:
+    """Hyena's and Mamba-LTI's modules each hold long_conv_in_kernel, at different lines of
+    differently named files, and launch it at the same configurations: the JIT compiles it
+    for each (its cache key holds the first line), to cubins whose bytes differ (line info);
+    the census counts one kernel per configuration, launched by both specs."""
+    root = Path(__file__).resolve().parents[2]
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    proc = subprocess.run([sys.executable, "-c", LAUNCH_CENSUS_KEY], cwd=root,
+                          env=dict(env, PYTHONPATH=str(root), TRITON_CACHE_DIR=str(tmp_path)),
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    found = json.loads(proc.stdout.strip().splitlines()[-1])
+    by_config: dict[str, dict[str, str]] = {}
+    for (config, spec), digest in found["cubins"]:
+        by_config.setdefault(config, {})[spec] = digest
+    assert by_config and all(d["hyena"] != d["mamba_lti"] for d in by_config.values())
+    assert sorted(map(sorted, found["uses"])) == [["hyena bfloat16", "mamba_lti bfloat16"]] * len(
+        by_config), found
+
+
 @pytest.mark.parametrize("bf16", [False, True], ids=["fp32", "bf16"])
 @pytest.mark.parametrize("i64", [False, True], ids=["int32", "int64"])
 def test_long_conv_kernels_at_their_tile_do_not_spill(bf16: bool, i64: bool) -> None:
