@@ -160,7 +160,10 @@ def census(path: Path, spec: str, dtype_name: str, seen: list[dict]) -> str | No
     except Exception as err:  # any failure but a first-launch candidate's (fastest skips it)
         return f"{type(err).__name__}: {err}"[:300]
     # a launcher that gave up the tensor-core form fell back to the direct one: a failure too
-    given_up = [*getattr(m, "TOEPLITZ_FAILED", []), *getattr(m, "WGRAD_FAILED", [])]
+    # (each record maps a scope or launch key to the error; an earlier revision's codegen,
+    # under --baseline-rev, holds a list of errors)
+    records = [getattr(m, name, {}) for name in ("TOEPLITZ_FAILED", "WGRAD_FAILED")]
+    given_up = [e for r in records for e in (r.values() if isinstance(r, dict) else r)]
     return f"tensor-core form given up: {given_up[0]}"[:300] if given_up else None
 
 

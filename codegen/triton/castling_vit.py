@@ -184,7 +184,7 @@ if triton is not None:
 # torch.ops namespace of the custom ops below, a digest of the source they were
 # generated from: modules from another source never share them (an edited copy of
 # this file must change it, or it runs the first loaded file's ops)
-DWCONV_OPS = 'padre_dwconv_22aca3ebad9f'
+DWCONV_OPS = 'padre_dwconv_d75e53505e0c'
 
 if triton is not None:
 
@@ -1093,15 +1093,44 @@ def conv_form(x: torch.Tensor, height: int, kw: int, dtype: torch.dtype | None =
     return "toeplitz" if x.is_cuda and sixteen and height >= 8 and small else "direct"
 
 
-TOEPLITZ_FAILED: list[str] = []  # why the tensor-core form was given up, if it was
-WGRAD_FAILED: list[str] = []  # why the tensor-core weight gradient was given up, if it was
+# where a tensor-core launch failed (a GPU compiler rejecting its 3-D dot), and why: the
+# forward's by toeplitz_scope, the weight gradient's by its launch key
+TOEPLITZ_FAILED: dict[tuple, str] = {}
+WGRAD_FAILED: dict[tuple, str] = {}
+
+
+def toeplitz_scope(x: torch.Tensor, channels: int, height: int, kh: int, kw: int,
+                   dtype: torch.dtype | None = None) -> tuple:
+    """The scope of a failed Toeplitz launch, for a conv of `channels` channels and kh x kw
+    taps on x's B images of N tokens in `height` rows (x: [B, N, ...], the conv's input or the
+    dense map's that writes it; `dtype`: the conv input's, default x.dtype): (device, dtype, B,
+    N, C, H, KH, KW). The device and the dtype (the dots' operand type; its size sizes the
+    tiles) and the conv's shape, which picks the candidate tiles (channels, the rows stacked,
+    taps), so a failure stays with the convs whose dots a compiler sees alike. Left out is
+    what the callers that decide the form before the launch cannot know: the input's layout
+    and alignment (dense_for_conv picks the layout by this decision) and the epilogue's flags
+    (fixed for each conv of a generated module by its region, whose padding its taps fix)."""
+    return (x.device, dtype or x.dtype, x.shape[0], x.shape[1], channels, height, kh, kw)
+
+
+def tensor_core_form(x: torch.Tensor, channels: int, height: int, kh: int, kw: int,
+                     dtype: torch.dtype | None = None) -> bool:
+    """Whether the conv of toeplitz_scope's arguments runs in the Toeplitz form: conv_form's
+    choice, unless a Toeplitz launch of its scope has failed. dense_for_conv (the layout it
+    stores), the forward launcher and the backward all decide by it, so they agree: once a
+    conv's Toeplitz launch failed, it gets token-major input and the direct kernels, forward
+    and backward (which then recomputes u, never reading one the failed forward left
+    unwritten)."""
+    return (conv_form(x, height, kw, dtype, kh=kh) == "toeplitz"
+            and toeplitz_scope(x, channels, height, kh, kw, dtype) not in TOEPLITZ_FAILED)
 
 
 def dense_for_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-                   height: int, kw: int, fold_bias: bool = False
+                   height: int, kh: int, kw: int, fold_bias: bool = False
                    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """(y, left): F.linear(x, weight, bias) = y + left for a depthwise conv's input. Where the
-    conv runs in the Toeplitz form y is stored channel-major (one GEMM, weight @ x^T, into a
+    """(y, left): F.linear(x, weight, bias) = y + left for the input of a depthwise conv of kh x
+    kw taps. Where the conv runs in the Toeplitz form (tensor_core_form) y is stored
+    channel-major (one GEMM, weight @ x^T, into a
     contiguous [B, C, N] returned as its [B, N, C] view), so the kernel reads each channel's
     grid rows as 16-byte vectors instead of transposing [token, channel] tiles in shared
     memory; and with fold_bias (the conv is y's only reader) the bias is left out, `left`,
@@ -1111,7 +1140,7 @@ def dense_for_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | N
     The product is ChannelMajorLinear's (bmm in its forward, token-major dx in its backward)."""
     kind = x.device.type
     out = torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else x.dtype
-    if conv_form(x, height, kw, out) != "toeplitz" or TOEPLITZ_FAILED:
+    if not tensor_core_form(x, weight.shape[0], height, kh, kw, out):
         return F.linear(x, weight, bias), None
     grads = torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)
     y = (ChannelMajorLinear.apply if grads else ChannelMajorLinear.product)(x, weight, out)
@@ -1204,9 +1233,9 @@ def keeps_u(x: torch.Tensor, weight: torch.Tensor, height: int, gate: torch.Tens
     the Triton kernels run in the Toeplitz form, whose backward would otherwise recompute u for
     dg (a gate) or ds (o's gradient with a scale), a conv launch against one store; the direct
     form's backward recomputes u from the loads that give dw anyway. It depends on the call
-    alone, as the fake kernel's output shapes must: once the tensor-core kernel has failed
-    (TOEPLITZ_FAILED) u is allocated but not written, and no backward reads it (they all take
-    the direct form from then on)."""
+    alone, as the fake kernel's output shapes must: once a Toeplitz launch of the conv's scope
+    has failed (TOEPLITZ_FAILED) u is allocated but not written, and no backward reads it
+    (tensor_core_form: the conv's backward takes the direct form from then on)."""
     return ((gate is not None or (store_o and scale is not None)) and _use_triton(x)
             and conv_form(x, height, weight.shape[2], kh=weight.shape[1]) == "toeplitz"
             and not index_widths(x, gate)["WIDE"])
@@ -1247,8 +1276,8 @@ def dwconv_hadamard_launch(x, weight, bias, gate, acc, acc_scale, scale, height:
     gate, acc = channel_rows(gate), channel_rows(acc)  # x: any strides
     widths = index_widths(x, gate, acc, z, o, u)  # WIDE: the direct form, in int64
     wide = widths["WIDE"]
-    toeplitz = (conv_form(x, height, weight.shape[2], kh=weight.shape[1]) == "toeplitz"
-                and not TOEPLITZ_FAILED and not wide)
+    kh, kw = weight.shape[1], weight.shape[2]
+    toeplitz = tensor_core_form(x, c, height, kh, kw) and not wide
     if toeplitz:  # it reads the gate and accumulator by the stacked token index
         gate, acc = token_rows(gate), token_rows(acc)
     weight = weight.contiguous()
@@ -1307,12 +1336,16 @@ def dwconv_hadamard_launch(x, weight, bias, gate, acc, acc_scale, scale, height:
             return
         except torch.OutOfMemoryError:  # memory, not the compiler: the form stays
             raise
-        except Exception as err:  # a GPU compiler that rejects the 3-D dot: direct from now on
+        except Exception as err:  # a GPU compiler that rejects the 3-D dot: this conv's
+            # scope takes the direct form from now on (a channel-major x is read through its
+            # strides)
             if os.environ.get("PADRE_TRITON_CONV") in ("toeplitz", *SLAB_FORMS):
                 raise
-            TOEPLITZ_FAILED.append(repr(err))
+            TOEPLITZ_FAILED[toeplitz_scope(x, c, height, kh, kw)] = repr(err)
             warnings.warn(f"dwconv_toeplitz_fwd_kernel failed ({err!r:.300}); falling back to "
-                          "dwconv_hadamard_fwd_kernel", RuntimeWarning, stacklevel=2)
+                          f"dwconv_hadamard_fwd_kernel for {x.dtype} convs of {kh} x {kw} "
+                          f"taps over {c} channels of {b} x {height} x {width} on {x.device}",
+                          RuntimeWarning, stacklevel=2)
     if in_bias is not None:  # the direct kernel takes no input bias: one torch pass adds it
         x = x + in_bias.to(x.dtype)
     cfg = dwconv_hadamard_config(n, c, x.is_cuda)
@@ -1417,7 +1450,7 @@ def _dwconv_hadamard_bwd_impl(
                                          height, width, pad_h, pad_w, in_bias)
     b, n, c = x.shape
     kh, kw = weight.shape[1], weight.shape[2]
-    tensor_cores = (conv_form(x, height, kw, kh=kh) == "toeplitz" and not TOEPLITZ_FAILED
+    tensor_cores = (tensor_core_form(x, c, height, kh, kw)
                     and not index_widths(x, gate, acc, dz, do)["WIDE"])
     if in_bias is not None and not tensor_cores:  # in x's dtype, as dx must be
         x = x + in_bias.to(x.dtype)
@@ -1519,10 +1552,10 @@ def in_grid(length: int, taps: int, pad: int, device: torch.device) -> torch.Ten
 def dwconv_toeplitz_wgrad_launch(x, du, dw, height: int, width: int, pad_h: int,
                                  pad_w: int, partial: bool = False) -> None:
     """dw += the weight gradient of the depthwise map (fp32 [C, KH, KW]) from x and du, on
-    tensor cores; torch's conv2d_weight where the GPU compiler rejects the kernel. On a GPU
-    the first launch of a shape times WGRAD_VARIANTS beside the default (into a scratch dw:
-    the kernel accumulates). partial: each program sums into a row of its own, and torch adds
-    the rows (deterministic)."""
+    tensor cores; torch's conv2d_weight where the GPU compiler rejects the kernel (for that
+    launch key from then on: WGRAD_FAILED). On a GPU the first launch of a shape times
+    WGRAD_VARIANTS beside the default (into a scratch dw: the kernel accumulates). partial:
+    each program sums into a row of its own, and torch adds the rows (deterministic)."""
     b, _, c = x.shape
     kh, kw = dw.shape[1], dw.shape[2]
     align = min(strip_alignment(x, width), strip_alignment(du, width))
@@ -1543,9 +1576,12 @@ def dwconv_toeplitz_wgrad_launch(x, du, dw, height: int, width: int, pad_h: int,
             out += rows.sum(0)
         return handle
 
+    # the launch key: what picks the tiles and the compile (device, dtypes, layouts and their
+    # alignment, shape, taps, padding, the summation mode's kernel body); the fallback needs
+    # no decision before the launch, so a failure is kept for this key alone
     key = ("wgrad", x.device, x.dtype, du.dtype, tuple(x.shape), x.stride(), du.stride(),
-           height, width, kh, kw, pad_h, pad_w, align)
-    if not WGRAD_FAILED:
+           height, width, kh, kw, pad_h, pad_w, align, partial)
+    if key not in WGRAD_FAILED:
         try:
             launch(fastest(key, configs, lambda cfg: launch(cfg, torch.empty_like(dw))), dw)
             return
@@ -1554,10 +1590,11 @@ def dwconv_toeplitz_wgrad_launch(x, du, dw, height: int, width: int, pad_h: int,
         except Exception as err:  # a GPU compiler that rejects the 3-D dot: torch (cuDNN)
             if os.environ.get("PADRE_TRITON_CONV") in ("toeplitz", *SLAB_FORMS):
                 raise
-            WGRAD_FAILED.append(repr(err))
+            WGRAD_FAILED[key] = repr(err)
             warnings.warn(f"dwconv_toeplitz_wgrad_kernel failed ({err!r:.300}); dw from "
-                          "torch.nn.grad.conv2d_weight from now on", RuntimeWarning,
-                          stacklevel=2)
+                          f"torch.nn.grad.conv2d_weight for its {x.dtype} launches of {kh} x "
+                          f"{kw} taps over {tuple(x.shape)} at these strides on {x.device}",
+                          RuntimeWarning, stacklevel=2)
     dw += _depthwise_weight_grad(x.float(), du.float(), kh, kw, height, width, pad_h, pad_w)
 
 

@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import types
+import warnings
 
 import numpy as np
 import pytest
@@ -403,7 +404,7 @@ def test_rejected_tensor_core_kernel_falls_back_to_direct(monkeypatch) -> None:
     m = _kernels_module()
     monkeypatch.delenv("PADRE_TRITON_CONV", raising=False)
     monkeypatch.setattr(m, "conv_form", lambda *a, **kw: "toeplitz")
-    monkeypatch.setattr(m, "TOEPLITZ_FAILED", [])
+    monkeypatch.setattr(m, "TOEPLITZ_FAILED", {})
 
     monkeypatch.setattr(m, "dwconv_toeplitz_fwd_kernel", Rejected())
     x, weight = torch.randn(1, 12, 4), torch.randn(4, 3, 3)
@@ -415,6 +416,75 @@ def test_rejected_tensor_core_kernel_falls_back_to_direct(monkeypatch) -> None:
     assert torch.allclose(z, want, atol=1e-5) and m.TOEPLITZ_FAILED
 
 
+class RejectedFor:
+    """A kernel whose launches on an input ([B, N, C], the first argument) of one shape fail as
+    a GPU compiler rejecting it would; the others run. `tried`: the shapes it was launched on."""
+
+    def __init__(self, kernel, shape: tuple[int, ...]) -> None:
+        self.kernel, self.shape, self.tried = kernel, shape, []
+
+    def __getitem__(self, grid):
+        def launch(*args, **kwargs):
+            self.tried.append(tuple(args[0].shape))
+            if tuple(args[0].shape) == self.shape:
+                raise RuntimeError("PassManager::run failed (simulated)")
+            return self.kernel[grid](*args, **kwargs)
+        return launch
+
+
+def test_a_rejected_tensor_core_kernel_is_given_up_for_its_scope_alone(monkeypatch) -> None:
+    """The Toeplitz kernel rejected for convs of 4 channels: those take the direct form, one
+    warning, no second try; convs of 6 channels keep the tensor-core kernel. dense_for_conv
+    stores each conv's input in the layout of the form its launcher then takes, and the
+    backward takes the same form (the direct one recomputes u)."""
+    m = _kernels_module()
+    monkeypatch.delenv("PADRE_TRITON_CONV", raising=False)
+    monkeypatch.setattr(m, "conv_form", lambda *a, **kw: "toeplitz")
+    monkeypatch.setattr(m, "TOEPLITZ_FAILED", {})
+    monkeypatch.setattr(m, "WGRAD_FAILED", {})
+    fwd = RejectedFor(m.dwconv_toeplitz_fwd_kernel, (2, 12, 4))
+    monkeypatch.setattr(m, "dwconv_toeplitz_fwd_kernel", fwd)
+    bwd = LaunchSpy(m.dwconv_hadamard_bwd_kernel)
+    monkeypatch.setattr(m, "dwconv_hadamard_bwd_kernel", bwd)
+    gen = torch.Generator().manual_seed(11)
+
+    def conv(c: int) -> None:
+        x, gate, dz = (torch.randn(2, 12, c, generator=gen) for _ in range(3))
+        weight, bias = torch.randn(c, 3, 3, generator=gen), torch.randn(c, generator=gen)
+        args = (None, None, None, 3, 4, 1, 1, True, False)
+        with nan_poisoned():  # a u the forward leaves unwritten is NaN
+            z, _, u = m._dwconv_hadamard_impl(x, weight, bias, gate, *args, keep_u=True)
+        want = m.naive_dwconv_hadamard(x, weight, bias, gate, *args)[0]
+        assert torch.allclose(z, want, atol=1e-5)
+        got = m._dwconv_hadamard_bwd_impl(x, weight, bias, gate, None, None, None, dz, None,
+                                          3, 4, 1, 1, None, u)
+        wants = m.naive_dwconv_hadamard_bwd(x, weight, bias, gate, None, None, None, dz, None,
+                                            3, 4, 1, 1)
+        for label, a, e in zip(("dx", "dg", "da", "dw", "db"), got, wants, strict=False):
+            assert torch.allclose(a, e, atol=1e-4, rtol=1e-4), (c, label)
+
+    with pytest.warns(RuntimeWarning, match="falling back"):
+        conv(4)
+    assert list(m.TOEPLITZ_FAILED) == [m.toeplitz_scope(torch.empty(2, 12, 4), 4, 3, 3, 3)]
+    assert bwd.launches[-1][2]["RECOMPUTE"]  # the direct backward: the unwritten u unread
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no warning for another scope, nor a second one
+        fwd.tried.clear()
+        conv(6)
+        assert fwd.tried and set(fwd.tried) == {(2, 12, 6)}  # the tensor-core kernel ran
+        assert not bwd.launches[-1][2]["RECOMPUTE"]
+        fwd.tried.clear()
+        conv(4)
+        assert fwd.tried == [] and bwd.launches[-1][2]["RECOMPUTE"]  # direct, not retried
+    x = torch.randn(2, 12, 5, generator=gen)
+    for c, channel_major in ((4, False), (6, True)):
+        weight, b = torch.randn(c, 5, generator=gen), torch.randn(c, generator=gen)
+        y, left = m.dense_for_conv(x, weight, b, 3, 3, 3, fold_bias=True)
+        assert y.mT.is_contiguous() == channel_major and (left is b) == channel_major
+        want = torch.nn.functional.linear(x, weight, b)
+        assert torch.allclose(y if left is None else y + left, want, atol=1e-5)
+
+
 def test_rejected_tensor_core_kernel_under_autograd_keeps_u_as_the_fake_kernel_says(
         monkeypatch) -> None:
     """A gated conv under autograd keeps u; the tensor-core kernel failing at that launch
@@ -423,7 +493,7 @@ def test_rejected_tensor_core_kernel_under_autograd_keeps_u_as_the_fake_kernel_s
     m = _kernels_module()
     monkeypatch.delenv("PADRE_TRITON_CONV", raising=False)
     monkeypatch.setattr(m, "conv_form", lambda *a, **kw: "toeplitz")
-    monkeypatch.setattr(m, "TOEPLITZ_FAILED", [])
+    monkeypatch.setattr(m, "TOEPLITZ_FAILED", {})
     monkeypatch.setattr(m, "dwconv_toeplitz_fwd_kernel", Rejected())
     gen = torch.Generator().manual_seed(7)
     x, g, dz = (torch.randn(2, 12, 4, generator=gen) for _ in range(3))
@@ -712,16 +782,42 @@ def test_rejected_weight_gradient_kernel_falls_back_to_torch(monkeypatch) -> Non
     monkeypatch.delenv("PADRE_TRITON_CONV", raising=False)
 
     monkeypatch.setattr(m, "dwconv_toeplitz_wgrad_kernel", Rejected())
-    monkeypatch.setattr(m, "WGRAD_FAILED", [])
+    monkeypatch.setattr(m, "WGRAD_FAILED", {})
     x, du = torch.randn(1, 12, 4), torch.randn(1, 12, 4)
     want = m._depthwise_weight_grad(x, du, 3, 3, 3, 4, 1, 1)
     dw = torch.zeros(4, 3, 3)
     with pytest.warns(RuntimeWarning, match="conv2d_weight"):
         m.dwconv_toeplitz_wgrad_launch(x, du, dw, 3, 4, 1, 1)
     assert torch.allclose(dw, want, atol=1e-5) and m.WGRAD_FAILED
-    dw.zero_()  # given up for the process: no second try, no second warning
+    dw.zero_()  # given up for that launch key: no second try, no second warning
     m.dwconv_toeplitz_wgrad_launch(x, du, dw, 3, 4, 1, 1)
     assert torch.allclose(dw, want, atol=1e-5) and len(m.WGRAD_FAILED) == 1
+
+
+def test_a_rejected_weight_gradient_kernel_is_given_up_for_its_launch_key_alone(
+        monkeypatch) -> None:
+    """The weight-gradient kernel rejected at one launch key: torch's dw there, one warning;
+    another key (more channels) keeps the tensor-core kernel."""
+    m = _kernels_module()
+    monkeypatch.delenv("PADRE_TRITON_CONV", raising=False)
+    wgrad = RejectedFor(m.dwconv_toeplitz_wgrad_kernel, (1, 12, 4))
+    monkeypatch.setattr(m, "dwconv_toeplitz_wgrad_kernel", wgrad)
+    monkeypatch.setattr(m, "WGRAD_FAILED", {})
+    gen = torch.Generator().manual_seed(5)
+
+    def grad(c: int) -> None:
+        x, du = (torch.randn(1, 12, c, generator=gen) for _ in range(2))
+        dw = torch.zeros(c, 3, 3)
+        m.dwconv_toeplitz_wgrad_launch(x, du, dw, 3, 4, 1, 1)
+        assert torch.allclose(dw, m._depthwise_weight_grad(x, du, 3, 3, 3, 4, 1, 1), atol=1e-5)
+
+    with pytest.warns(RuntimeWarning, match="conv2d_weight"):
+        grad(4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        grad(6)
+        grad(4)
+    assert wgrad.tried == [(1, 12, 4), (1, 12, 6)] and len(m.WGRAD_FAILED) == 1
 
 
 @pytest.mark.parametrize(("bias", "fold"), [(False, False), (True, False), (True, True)])
@@ -734,13 +830,13 @@ def test_dense_for_conv_writes_channel_major_without_a_copy(bias: bool, fold: bo
 
     m = _kernels_module()
     monkeypatch.setenv("PADRE_TRITON_CONV", "toeplitz")
-    monkeypatch.setattr(m, "TOEPLITZ_FAILED", [])
+    monkeypatch.setattr(m, "TOEPLITZ_FAILED", {})
     gen = torch.Generator().manual_seed(3)
     x = torch.randn(2, 15, 6, generator=gen)
     weight = torch.randn(9, 6, generator=gen).requires_grad_()
     b = torch.randn(9, generator=gen).requires_grad_() if bias else None
     with profile(record_shapes=True) as prof, record_function("dense_for_conv"):
-        y, left = m.dense_for_conv(x, weight, b, 3, 3, fold_bias=fold)
+        y, left = m.dense_for_conv(x, weight, b, 3, 3, 3, fold_bias=fold)
     assert y.shape == (2, 15, 9) and y.mT.is_contiguous()  # [B, N, C] view of [B, C, N]
     assert (left is b) if fold else left is None
     want = torch.nn.functional.linear(x, weight, b)
@@ -760,7 +856,7 @@ def test_dense_for_conv_keeps_its_bias_where_the_conv_is_direct(monkeypatch) -> 
     m = _kernels_module()
     monkeypatch.setenv("PADRE_TRITON_CONV", "direct")
     x, weight, b = torch.randn(2, 15, 6), torch.randn(9, 6), torch.randn(9)
-    y, left = m.dense_for_conv(x, weight, b, 3, 3, fold_bias=True)
+    y, left = m.dense_for_conv(x, weight, b, 3, 3, 3, fold_bias=True)
     assert left is None and torch.allclose(y, torch.nn.functional.linear(x, weight, b))
 
 

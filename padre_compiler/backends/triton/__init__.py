@@ -56,8 +56,9 @@ def _geometry(g: Graph, conv_attrs: dict) -> tuple[str, str, int, int]:
     return "self.grid[0]", "self.grid[1]", kh // 2, kw // 2
 
 
-def _kernel_width(conv_attrs: dict) -> int:
-    return conv_attrs["kernel"] if "causal" in conv_attrs else kernel2d(conv_attrs)[1]
+def _kernel_size(conv_attrs: dict) -> tuple[int, int]:
+    """(kh, kw) of the conv: 1-D maps run on a 1 x N grid, with one row tap."""
+    return (1, conv_attrs["kernel"]) if "causal" in conv_attrs else kernel2d(conv_attrs)
 
 
 def source_lines(text: str, width: int, **indents: str) -> list[str]:
@@ -284,7 +285,8 @@ def emit_module(g: Graph, decls: dict[str, ParamDecl], *, name: str, header: str
             conv = g.node(conv_input[nid]).a
             dense = param_codes(node.params, names[nid], body)
             code = (f"dense_for_conv({names[inputs[0]]}, {dense['weight']}, "
-                    f"{dense.get('bias', 'None')}, {_geometry(g, conv)[0]}, {_kernel_width(conv)}")
+                    f"{dense.get('bias', 'None')}, {_geometry(g, conv)[0]}, "
+                    f"{', '.join(map(str, _kernel_size(conv)))}")
             if nid in left_bias:
                 code, target = f"{code}, fold_bias=True)", f"{target}, {left_bias[nid]}"
             else:
