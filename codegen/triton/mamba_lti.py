@@ -19,6 +19,7 @@ correlation; the filter's gradient a correlation summed over the batch in freque
 spectral_correlation_kernel).
 """
 
+import contextvars
 import functools
 import inspect
 import os
@@ -55,6 +56,54 @@ def cdiv(a: int, b: int) -> int:
 def next_power_of_2(n: int) -> int:
     """The least power of two >= n >= 1 (triton's is a constexpr function, slow to call)."""
     return 1 << (n - 1).bit_length()
+
+
+# CUDA's programs per launch-grid axis (x, y, z)
+GRID_LIMITS = (2**31 - 1, 65535, 65535)
+
+# set where launches only compile (the conv launchers' compile_together): start warms up
+COMPILING = contextvars.ContextVar("padre_compiling", default=False)
+
+
+class GridLimitError(ValueError):
+    """A launch grid past GRID_LIMITS that no fold brings within them: a GPU refuses it."""
+
+
+def legal_grid(kernel: str, grid: tuple[int, ...]) -> tuple[tuple[int, ...], bool]:
+    """(the grid to launch, whether its axis 1 is folded) for `kernel`'s logical `grid` (up to
+    three axes): the grid itself where every axis is within GRID_LIMITS. Past them, axis 1 of a
+    two-axis grid (channel blocks, in every launch that has an axis 1) holding n > 65,535
+    programs launches as (grid[0], p, q): q = cdiv(n, 65,535) programs on axis 2, p =
+    cdiv(n, q) <= 65,535 on axis 1. Its kernel reads the logical index as program_id(1) +
+    p * program_id(2) (grid_axis1 under FOLD); the p q - n < q programs past n find every
+    channel masked, so they load and store nothing. Any other excess raises GridLimitError
+    naming the kernel, the axis, its programs and the limit: axis 0 holds each outer index's
+    tiles (outer_tile), with no axis left to take its excess, and axis 1 folds up to
+    65,535 x 65,535 programs."""
+    limits = GRID_LIMITS
+    if all(n <= limit for n, limit in zip(grid, limits, strict=False)):  # all but huge ones
+        return grid, False
+    fold = len(grid) == 2 and grid[1] > limits[1]
+    for axis, n in enumerate(grid):
+        folded = fold and axis == 1
+        limit = limits[1] * limits[2] if folded else limits[axis]
+        if n > limit:
+            raise GridLimitError(
+                f"{kernel}: its launch grid needs {n:,} programs on axis {axis}, past the "
+                f"{limit:,} a GPU launch holds there"
+                + (" (axis 1 folded onto axis 2)" if folded else ""))
+    q = -(-grid[1] // limits[1])
+    return (grid[0], -(-grid[1] // q), q), True
+
+
+def start(kernel, grid: tuple[int, ...]):
+    """kernel[grid], the launcher of a Triton kernel on its logical `grid`, made legal for a
+    GPU (legal_grid; FOLD=True among the arguments where it folds axis 1); where COMPILING is
+    set, the kernel's warmup on that grid instead: compiled as the launch specialises it, not
+    run."""
+    grid, fold = legal_grid(getattr(kernel, "__name__", repr(kernel)), grid)
+    run = functools.partial(kernel.warmup, grid=grid) if COMPILING.get() else kernel[grid]
+    return functools.partial(run, FOLD=True) if fold else run
 
 
 def index_widths(*tensors: torch.Tensor | None) -> dict[str, bool]:
@@ -174,21 +223,34 @@ if triton is not None:
         return outer, tile
 
 
+    @triton.jit
+    def grid_axis1(FOLD: tl.constexpr):
+        """This program's index on axis 1 of its logical grid: program_id(1), or, FOLD (start
+        split that axis over axes 1 and 2: legal_grid), program_id(1) + num_programs(1) *
+        program_id(2), in int64 (up to 65,535**2 programs)."""
+        i = tl.program_id(1)
+        if FOLD:
+            i = tl.program_id(2).to(tl.int64) * tl.num_programs(1) + i
+        return i
+
+
 # torch.ops namespace of the custom ops below, a digest of the source they were
 # generated from: modules from another source never share them (an edited copy of
 # this file must change it, or it runs the first loaded file's ops)
-LONG_CONV_OPS = 'padre_long_conv_5541ea4ec787'
+LONG_CONV_OPS = 'padre_long_conv_e57d8cb3111a'
 
 if triton is not None:
 
     @triton.jit
-    def token_tile(rows, N, C, BT: tl.constexpr, BC: tl.constexpr, I64: tl.constexpr):
+    def token_tile(rows, N, C, BT: tl.constexpr, BC: tl.constexpr, I64: tl.constexpr,
+                   FOLD: tl.constexpr):
         """This program's (batch b, token offsets [BT], channel offsets [BC], mask [BT, BC] of
         t < N and c < C) on a grid (B * cdiv(rows, BT), cdiv(C, BC)): the batch shares axis 0
-        with the token tiles (2**31 - 1 programs there, not 65,535); in int64 with I64."""
+        with the token tiles (2**31 - 1 programs there, not 65,535), the channel blocks are
+        axis 1 (grid_axis1: FOLD where start folded it); in int64 with I64."""
         i_b, i_t = outer_tile(tl.cdiv(rows, BT), I64)
         o_t = i_t * BT + tl.arange(0, BT)
-        o_c = tl.program_id(1) * BC + tl.arange(0, BC)
+        o_c = grid_axis1(FOLD) * BC + tl.arange(0, BC)
         if I64:
             o_t, o_c = o_t.to(tl.int64), o_c.to(tl.int64)
         return i_b, o_t, o_c, (o_t < N)[:, None] & (o_c < C)[None, :]
@@ -198,7 +260,7 @@ if triton is not None:
     def long_conv_in_kernel(
         a, b, e, xp, eo, N, C, s_ab, s_an, s_bb, s_bn, s_eb, s_en, s_ob, s_on,
         B_IN: tl.constexpr, E_IN: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr,
-        I64: tl.constexpr = False,
+        I64: tl.constexpr = False, FOLD: tl.constexpr = False,
     ):
         """xp[b, c, t] = a[b, t, c] * b[b, t, c] (a alone without B_IN) for t < N, 0 for
         N <= t < 2N; with E_IN also eo[b, t, c] = a[b, t, c] * e[b, t, c].
@@ -208,7 +270,7 @@ if triton is not None:
         (token, channel) per program, grid (B * cdiv(2N, BT), cdiv(C, BC)) (token_tile): the
         tiles past N load nothing and store the zero padding. I64: every offset in int64.
         """
-        i_b, o_t, o_c, m = token_tile(2 * N, N, C, BT, BC, I64)
+        i_b, o_t, o_c, m = token_tile(2 * N, N, C, BT, BC, I64, FOLD)
         b_x = tl.load(a + i_b * s_ab + o_t[:, None] * s_an + o_c[None, :], mask=m,
                       other=0.).to(tl.float32)  # [BT, BC]
         if E_IN:
@@ -227,6 +289,7 @@ if triton is not None:
         yp, xp, d, g1, g2, o1, o2, so, N, C, s_1b, s_1n, s_2b, s_2n, s_ob, s_on,
         SKIP: tl.constexpr, G1: tl.constexpr, G2: tl.constexpr, STORE_S: tl.constexpr,
         BT: tl.constexpr, BC: tl.constexpr, I64: tl.constexpr = False,
+        FOLD: tl.constexpr = False,
     ):
         """s[b, t, c] = yp[b, c, t] (+ d[c] * xp[b, c, t] with SKIP) for t < N;
         o1 = s * g1 (s without G1), o2 = s * g2 (G2), so = s (STORE_S).
@@ -236,7 +299,7 @@ if triton is not None:
         s_on), each stored in its own dtype. fp32 math. One [BT, BC] tile per program, grid
         (B * cdiv(N, BT), cdiv(C, BC)) (token_tile).
         """
-        i_b, o_t, o_c, m = token_tile(N, N, C, BT, BC, I64)
+        i_b, o_t, o_c, m = token_tile(N, N, C, BT, BC, I64, FOLD)
         spectral = (i_b * C + o_c[None, :]) * (2 * N) + o_t[:, None]
         b_s = tl.load(yp + spectral, mask=m, other=0.)  # [BT, BC]
         if SKIP:
@@ -340,7 +403,7 @@ def long_conv_in(a, b, e, e_dtype=None, eo=None):
     bt, bc = LONG_CONV_TILE["BT"], LONG_CONV_TILE["BC"]
     bb, ee = (a if b is None else b), (a if e is None else e)  # never read where None
     oo = a if eo is None else eo
-    long_conv_in_kernel[(bsz * cdiv(n2, bt), cdiv(c, bc))](
+    start(long_conv_in_kernel, (bsz * cdiv(n2, bt), cdiv(c, bc)))(
         a, bb, ee, xp, oo, n, c, a.stride(0), a.stride(1), bb.stride(0), bb.stride(1),
         ee.stride(0), ee.stride(1), oo.stride(0), oo.stride(1), B_IN=b is not None,
         E_IN=e is not None, BT=bt, BC=bc, I64=any(index_widths(a, bb, ee, xp, oo).values()),
@@ -370,7 +433,7 @@ def long_conv_out(yp, xp, d, g1, g2, n: int, store_s: bool, dtype: torch.dtype,
         (o1, o2), so = outs, None
     bt, bc = LONG_CONV_TILE["BT"], LONG_CONV_TILE["BC"]
     h1, h2 = (o1 if g1 is None else g1), (o1 if g2 is None else g2)  # never read where None
-    long_conv_out_kernel[(bsz * cdiv(n, bt), cdiv(c, bc))](
+    start(long_conv_out_kernel, (bsz * cdiv(n, bt), cdiv(c, bc)))(
         yp, xp, yp if d is None else d, h1, h2, o1, o1 if o2 is None else o2,
         o1 if so is None else so, n, c, h1.stride(0), h1.stride(1), h2.stride(0), h2.stride(1),
         o1.stride(0), o1.stride(1), SKIP=d is not None, G1=g1 is not None, G2=g2 is not None,
@@ -397,7 +460,7 @@ def spectral_correlation(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     bsz, c, f = u.shape
     p = torch.empty((c, f), device=u.device, dtype=u.dtype)
     bm = SPECTRAL_TILE["BM"]
-    spectral_correlation_kernel[(cdiv(c * f, bm),)](
+    start(spectral_correlation_kernel, (cdiv(c * f, bm),))(
         ur, vr, torch.view_as_real(p), c * f, bsz, BM=bm, I64=2 * c * f >= 2**31,
         num_warps=SPECTRAL_TILE["num_warps"])
     return p

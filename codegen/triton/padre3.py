@@ -61,6 +61,54 @@ def next_power_of_2(n: int) -> int:
     return 1 << (n - 1).bit_length()
 
 
+# CUDA's programs per launch-grid axis (x, y, z)
+GRID_LIMITS = (2**31 - 1, 65535, 65535)
+
+# set where launches only compile (the conv launchers' compile_together): start warms up
+COMPILING = contextvars.ContextVar("padre_compiling", default=False)
+
+
+class GridLimitError(ValueError):
+    """A launch grid past GRID_LIMITS that no fold brings within them: a GPU refuses it."""
+
+
+def legal_grid(kernel: str, grid: tuple[int, ...]) -> tuple[tuple[int, ...], bool]:
+    """(the grid to launch, whether its axis 1 is folded) for `kernel`'s logical `grid` (up to
+    three axes): the grid itself where every axis is within GRID_LIMITS. Past them, axis 1 of a
+    two-axis grid (channel blocks, in every launch that has an axis 1) holding n > 65,535
+    programs launches as (grid[0], p, q): q = cdiv(n, 65,535) programs on axis 2, p =
+    cdiv(n, q) <= 65,535 on axis 1. Its kernel reads the logical index as program_id(1) +
+    p * program_id(2) (grid_axis1 under FOLD); the p q - n < q programs past n find every
+    channel masked, so they load and store nothing. Any other excess raises GridLimitError
+    naming the kernel, the axis, its programs and the limit: axis 0 holds each outer index's
+    tiles (outer_tile), with no axis left to take its excess, and axis 1 folds up to
+    65,535 x 65,535 programs."""
+    limits = GRID_LIMITS
+    if all(n <= limit for n, limit in zip(grid, limits, strict=False)):  # all but huge ones
+        return grid, False
+    fold = len(grid) == 2 and grid[1] > limits[1]
+    for axis, n in enumerate(grid):
+        folded = fold and axis == 1
+        limit = limits[1] * limits[2] if folded else limits[axis]
+        if n > limit:
+            raise GridLimitError(
+                f"{kernel}: its launch grid needs {n:,} programs on axis {axis}, past the "
+                f"{limit:,} a GPU launch holds there"
+                + (" (axis 1 folded onto axis 2)" if folded else ""))
+    q = -(-grid[1] // limits[1])
+    return (grid[0], -(-grid[1] // q), q), True
+
+
+def start(kernel, grid: tuple[int, ...]):
+    """kernel[grid], the launcher of a Triton kernel on its logical `grid`, made legal for a
+    GPU (legal_grid; FOLD=True among the arguments where it folds axis 1); where COMPILING is
+    set, the kernel's warmup on that grid instead: compiled as the launch specialises it, not
+    run."""
+    grid, fold = legal_grid(getattr(kernel, "__name__", repr(kernel)), grid)
+    run = functools.partial(kernel.warmup, grid=grid) if COMPILING.get() else kernel[grid]
+    return functools.partial(run, FOLD=True) if fold else run
+
+
 def index_widths(*tensors: torch.Tensor | None) -> dict[str, bool]:
     """The kernels' offset widths for these [B, N, C] tensors (the Toeplitz band's, sized by C
     alone, its launcher adds), as launch flags: I64 where an
@@ -178,10 +226,21 @@ if triton is not None:
         return outer, tile
 
 
+    @triton.jit
+    def grid_axis1(FOLD: tl.constexpr):
+        """This program's index on axis 1 of its logical grid: program_id(1), or, FOLD (start
+        split that axis over axes 1 and 2: legal_grid), program_id(1) + num_programs(1) *
+        program_id(2), in int64 (up to 65,535**2 programs)."""
+        i = tl.program_id(1)
+        if FOLD:
+            i = tl.program_id(2).to(tl.int64) * tl.num_programs(1) + i
+        return i
+
+
 # torch.ops namespace of the custom ops below, a digest of the source they were
 # generated from: modules from another source never share them (an edited copy of
 # this file must change it, or it runs the first loaded file's ops)
-DWCONV_OPS = 'padre_dwconv_d75e53505e0c'
+DWCONV_OPS = 'padre_dwconv_fb5f5715eac5'
 
 if triton is not None:
 
@@ -288,7 +347,7 @@ if triton is not None:
         HAS_ACC_SCALE: tl.constexpr, HAS_SCALE: tl.constexpr,
         STORE_Z: tl.constexpr, STORE_O: tl.constexpr,
         BT: tl.constexpr, BC: tl.constexpr,
-        I64: tl.constexpr = False, WIDE: tl.constexpr = False,
+        I64: tl.constexpr = False, WIDE: tl.constexpr = False, FOLD: tl.constexpr = False,
     ):
         """One [BT tokens, BC channels] tile of z = (conv(x) + b) * g, o = sa * a + s * z.
 
@@ -299,7 +358,7 @@ if triton is not None:
         accumulation. WIDE (with I64): an image spans 2**31 elements, token offsets in int64.
         """
         i_b, i_t = outer_tile(tl.cdiv(N, BT), I64)  # an image's token tiles; I64: index_widths
-        i_c = tl.program_id(1)
+        i_c = grid_axis1(FOLD)
         o_t = i_t * BT + tl.arange(0, BT)  # [BT] output tokens
         o_c = i_c * BC + tl.arange(0, BC)  # [BC] channels
         if WIDE:  # an image spans 2**31 elements (index_widths): token and channel offsets in
@@ -357,6 +416,7 @@ if triton is not None:
         HAS_DZ: tl.constexpr, HAS_DO: tl.constexpr, RECOMPUTE: tl.constexpr,
         USES_U: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr,
         I64: tl.constexpr = False, PARTIAL: tl.constexpr = False, WIDE: tl.constexpr = False,
+        FOLD: tl.constexpr = False,
     ):
         """Backward of dwconv_hadamard_fwd_kernel on one [BT, BC] tile, derived by the compiler.
 
@@ -375,7 +435,7 @@ if triton is not None:
                          "u is read by dg (a gate) and ds (do with a scale) alone")
         tiles = tl.cdiv(N, BT)
         i_b, i_t = outer_tile(tiles, I64)  # an image's token tiles; I64: index_widths
-        i_c = tl.program_id(1)
+        i_c = grid_axis1(FOLD)
         if PARTIAL:  # this program's row of the [B * programs along tokens, C] partial sums
             p_row = (i_b * tiles + i_t) * C
             db, ds, dsa = db + p_row, ds + p_row, dsa + p_row
@@ -495,7 +555,7 @@ if triton is not None:
         BH: tl.constexpr, BW: tl.constexpr, BK: tl.constexpr, BC: tl.constexpr,
         HALO: tl.constexpr, ALIGN: tl.constexpr, STRIP_CACHE: tl.constexpr, KP: tl.constexpr,
         BAND_FROM_TAPS: tl.constexpr, SLAB: tl.constexpr, PARTS: tl.constexpr,
-        I64: tl.constexpr = False,
+        I64: tl.constexpr = False, FOLD: tl.constexpr = False,
     ):
         """dwconv_hadamard_fwd_kernel's contract on tensor cores (banded Toeplitz products).
 
@@ -542,7 +602,7 @@ if triton is not None:
         tl.static_assert(HALO % ALIGN == 0, "aligned strips start on an ALIGN column")
         # == themselves (the launcher checks ALIGN divides them); tells the compiler so
         W, s_xb, s_xc = (W // ALIGN) * ALIGN, (s_xb // ALIGN) * ALIGN, (s_xc // ALIGN) * ALIGN
-        i_hw, i_c = tl.program_id(0), tl.program_id(1)
+        i_hw, i_c = tl.program_id(0), grid_axis1(FOLD)
         if SLAB:  # axis 0: each image's row and column tiles in turn; I64: index_widths
             i_b, i_hw = outer_tile(tl.cdiv(H, BH) * tl.cdiv(W, BW), I64)
         # fp32 x: IEEE products (CUDA cores), as the direct form; 16-bit x: tensor cores (the
@@ -627,7 +687,7 @@ if triton is not None:
         BH: tl.constexpr, BW: tl.constexpr, BK: tl.constexpr, BC: tl.constexpr,
         HALO: tl.constexpr, ALIGN: tl.constexpr, STRIP_CACHE: tl.constexpr, BD: tl.constexpr,
         SLAB: tl.constexpr,
-        I64: tl.constexpr = False, PARTIAL: tl.constexpr = False,
+        I64: tl.constexpr = False, PARTIAL: tl.constexpr = False, FOLD: tl.constexpr = False,
     ):
         """dw[c, i, d] += sum_{r, j} du[c, r, j] x[c, r + i - PH, j + d - PW] on tensor cores,
         for one [BC channels, BW columns] stripe of ROWS rows (a multiple of BH) of the B
@@ -655,7 +715,7 @@ if triton is not None:
         W, s_xb, s_xc = (W // ALIGN) * ALIGN, (s_xb // ALIGN) * ALIGN, (s_xc // ALIGN) * ALIGN
         s_db, s_dc = (s_db // ALIGN) * ALIGN, (s_dc // ALIGN) * ALIGN
         stripes = tl.cdiv(W, BW)  # axis 0: each group's stripes in turn (< 2**31 programs)
-        i_g, i_w, i_c = tl.program_id(0) // stripes, tl.program_id(0) % stripes, tl.program_id(1)
+        i_g, i_w, i_c = tl.program_id(0) // stripes, tl.program_id(0) % stripes, grid_axis1(FOLD)
         if PARTIAL:  # this program's [C, KH, KW] row of partial sums
             i_p = tl.program_id(0)
             dw += (i_p.to(tl.int64) if I64 else i_p) * C * (KH * KW)
@@ -960,16 +1020,6 @@ def machine_code(handle) -> bytes | str | None:
     launch returns none (the interpreter)."""
     asm = getattr(handle, "asm", None)
     return None if asm is None else asm.get("cubin") or asm.get("ptx")
-
-
-COMPILING = contextvars.ContextVar("padre_compiling", default=False)  # see compile_together
-
-
-def start(kernel, grid):
-    """kernel[grid], the launcher of a Triton kernel on `grid`; inside compile_together (or any
-    block that sets COMPILING) its warmup on that grid: compiled as the launch specialises it,
-    not run."""
-    return functools.partial(kernel.warmup, grid=grid) if COMPILING.get() else kernel[grid]
 
 
 def compile_together(configs: tuple[dict[str, int], ...], launch) -> None:
@@ -1331,8 +1381,8 @@ def dwconv_hadamard_launch(x, weight, bias, gate, acc, acc_scale, scale, height:
         try:
             launch(fastest(key, configs, launch))
             return
-        except torch.OutOfMemoryError:  # memory, not the compiler: the form stays
-            raise
+        except (torch.OutOfMemoryError, GridLimitError):  # memory or the grid, not the
+            raise  # compiler: the form stays
         except Exception as err:  # a GPU compiler that rejects the 3-D dot: this conv's
             # scope takes the direct form from now on (a channel-major x is read through its
             # strides)
@@ -1347,8 +1397,9 @@ def dwconv_hadamard_launch(x, weight, bias, gate, acc, acc_scale, scale, height:
         x = x + in_bias.to(x.dtype)
     cfg = dwconv_hadamard_config(n, c, x.is_cuda)
     grid = (b * cdiv(n, cfg["BT"]), cdiv(c, cfg["BC"]))  # each image's token tiles on axis 0
-    dwconv_hadamard_fwd_kernel[grid](x, weight, bias, *tail, *x.stride(), *g_strides,
-                                     *a_strides, n, c, height, width, **flags, WIDE=wide, **cfg)
+    start(dwconv_hadamard_fwd_kernel, grid)(x, weight, bias, *tail, *x.stride(), *g_strides,
+                                            *a_strides, n, c, height, width, **flags, WIDE=wide,
+                                            **cfg)
 
 
 def _depthwise_weight_grad(x, du, kh: int, kw: int, height: int, width: int, pad_h: int,
@@ -1488,7 +1539,7 @@ def _dwconv_hadamard_bwd_impl(
         u, du = x, torch.empty(x.shape, dtype=torch.float32 if partial else x.dtype,
                                device=x.device)
     pick = lambda t: x if t is None or t.numel() == 0 else t  # noqa: E731 - never-read slots
-    dwconv_hadamard_bwd_kernel[grid](
+    start(dwconv_hadamard_bwd_kernel, grid)(
         x, weight, pick(bias), pick(gate), pick(acc), pick(acc_scale), pick(scale), pick(dz),
         pick(do), u, du, pick(dg), pick(da), dw, pick(db), pick(ds), pick(dsa),
         x.stride(0), x.stride(1), x.stride(2),
@@ -1582,8 +1633,8 @@ def dwconv_toeplitz_wgrad_launch(x, du, dw, height: int, width: int, pad_h: int,
         try:
             launch(fastest(key, configs, lambda cfg: launch(cfg, torch.empty_like(dw))), dw)
             return
-        except torch.OutOfMemoryError:  # memory, not the compiler: the form stays
-            raise
+        except (torch.OutOfMemoryError, GridLimitError):  # memory or the grid, not the
+            raise  # compiler: the form stays
         except Exception as err:  # a GPU compiler that rejects the 3-D dot: torch (cuDNN)
             if os.environ.get("PADRE_TRITON_CONV") in ("toeplitz", *SLAB_FORMS):
                 raise

@@ -15,6 +15,7 @@ Backward: torch autograd for the torch ops.
 Linear attention backward: head_state and head_apply again (each is linear in each argument).
 """
 
+import contextvars
 import functools
 import inspect
 import os
@@ -51,6 +52,54 @@ def cdiv(a: int, b: int) -> int:
 def next_power_of_2(n: int) -> int:
     """The least power of two >= n >= 1 (triton's is a constexpr function, slow to call)."""
     return 1 << (n - 1).bit_length()
+
+
+# CUDA's programs per launch-grid axis (x, y, z)
+GRID_LIMITS = (2**31 - 1, 65535, 65535)
+
+# set where launches only compile (the conv launchers' compile_together): start warms up
+COMPILING = contextvars.ContextVar("padre_compiling", default=False)
+
+
+class GridLimitError(ValueError):
+    """A launch grid past GRID_LIMITS that no fold brings within them: a GPU refuses it."""
+
+
+def legal_grid(kernel: str, grid: tuple[int, ...]) -> tuple[tuple[int, ...], bool]:
+    """(the grid to launch, whether its axis 1 is folded) for `kernel`'s logical `grid` (up to
+    three axes): the grid itself where every axis is within GRID_LIMITS. Past them, axis 1 of a
+    two-axis grid (channel blocks, in every launch that has an axis 1) holding n > 65,535
+    programs launches as (grid[0], p, q): q = cdiv(n, 65,535) programs on axis 2, p =
+    cdiv(n, q) <= 65,535 on axis 1. Its kernel reads the logical index as program_id(1) +
+    p * program_id(2) (grid_axis1 under FOLD); the p q - n < q programs past n find every
+    channel masked, so they load and store nothing. Any other excess raises GridLimitError
+    naming the kernel, the axis, its programs and the limit: axis 0 holds each outer index's
+    tiles (outer_tile), with no axis left to take its excess, and axis 1 folds up to
+    65,535 x 65,535 programs."""
+    limits = GRID_LIMITS
+    if all(n <= limit for n, limit in zip(grid, limits, strict=False)):  # all but huge ones
+        return grid, False
+    fold = len(grid) == 2 and grid[1] > limits[1]
+    for axis, n in enumerate(grid):
+        folded = fold and axis == 1
+        limit = limits[1] * limits[2] if folded else limits[axis]
+        if n > limit:
+            raise GridLimitError(
+                f"{kernel}: its launch grid needs {n:,} programs on axis {axis}, past the "
+                f"{limit:,} a GPU launch holds there"
+                + (" (axis 1 folded onto axis 2)" if folded else ""))
+    q = -(-grid[1] // limits[1])
+    return (grid[0], -(-grid[1] // q), q), True
+
+
+def start(kernel, grid: tuple[int, ...]):
+    """kernel[grid], the launcher of a Triton kernel on its logical `grid`, made legal for a
+    GPU (legal_grid; FOLD=True among the arguments where it folds axis 1); where COMPILING is
+    set, the kernel's warmup on that grid instead: compiled as the launch specialises it, not
+    run."""
+    grid, fold = legal_grid(getattr(kernel, "__name__", repr(kernel)), grid)
+    run = functools.partial(kernel.warmup, grid=grid) if COMPILING.get() else kernel[grid]
+    return functools.partial(run, FOLD=True) if fold else run
 
 
 def index_widths(*tensors: torch.Tensor | None) -> dict[str, bool]:
@@ -170,10 +219,21 @@ if triton is not None:
         return outer, tile
 
 
+    @triton.jit
+    def grid_axis1(FOLD: tl.constexpr):
+        """This program's index on axis 1 of its logical grid: program_id(1), or, FOLD (start
+        split that axis over axes 1 and 2: legal_grid), program_id(1) + num_programs(1) *
+        program_id(2), in int64 (up to 65,535**2 programs)."""
+        i = tl.program_id(1)
+        if FOLD:
+            i = tl.program_id(2).to(tl.int64) * tl.num_programs(1) + i
+        return i
+
+
 # torch.ops namespace of the custom ops below, a digest of the source they were
 # generated from: modules from another source never share them (an edited copy of
 # this file must change it, or it runs the first loaded file's ops)
-ATTENTION_OPS = 'padre_attention_9bbac54d22e5'
+ATTENTION_OPS = 'padre_attention_8b3011446bcb'
 
 if triton is not None:
 
@@ -473,7 +533,7 @@ def _head_state_impl(a: torch.Tensor, b: torch.Tensor, heads: int, a_eps: float 
     chunks = cdiv(n, cfg["CHUNK"])
     rows = e if a_l1 is None else e + 1  # A_L1: the norms in a last row
     parts = torch.empty((bsz, heads, chunks, rows, e), device=a.device, dtype=torch.float32)
-    head_state_kernel[(bsz * heads * chunks,)](
+    start(head_state_kernel, (bsz * heads * chunks,))(
         a, b, parts, n, heads, a.stride(0), a.stride(1), b.stride(0), b.stride(1),
         0.0 if a_eps is None else a_eps,
         E=e, IEEE=a.dtype == torch.float32, CHUNK=cfg["CHUNK"], BT=cfg["BT"], BE=cfg["BE"],
@@ -582,7 +642,7 @@ def head_apply_launch(a, s, trans: bool, out, a_eps, vjp_eps: float, res, res_sc
         rows = torch.empty((bsz * tiles, w), device=a.device, dtype=torch.float32)
     xs = a if x is None else x  # never read where None
     rs = a if res is None else res
-    head_apply_kernel[(bsz * heads * tiles,)](
+    start(head_apply_kernel, (bsz * heads * tiles,))(
         a, s, out, xs, rs, a if res_scale is None else res_scale, a if rows is None else rows,
         n, heads, a.stride(0), a.stride(1), xs.stride(0), xs.stride(1), rs.stride(0),
         rs.stride(1), 0 if res_scale is None or res_scale.dim() == 1 else w,

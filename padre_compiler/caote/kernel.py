@@ -20,7 +20,8 @@ The values are read twice (2, then 3), in fp32 whatever the cache dtype; nothing
 T x d is materialised. `token_split` chooses S. The kernels run where Triton runs (CUDA
 tensors, or CPU tensors under TRITON_INTERPRET=1); elsewhere the PyTorch scores are used. The
 evictor calls them through `evictor_scorer`: on CUDA tensors only (the interpreter is for
-tests).
+tests). The launches go through the launchers' `start` (launch.py: GridLimitError past a
+GPU's grid limits; S stays far below axis 1's).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import os
 
 import torch
 
+from padre_compiler.backends.triton.launch import start
 from padre_compiler.caote.scores import (
     WeightScorer,
     caote_from_weights,
@@ -198,11 +200,11 @@ def caote_scores_fused(weights: torch.Tensor, values: torch.Tensor,
     out = torch.empty(b, hq, t, device=dev, dtype=torch.float32)
     bt, warps = CAOTE_TILE["BT"], CAOTE_TILE["num_warps"]
     launch = dict(FAST=fast, BT=bt, BD=head_block(d), num_warps=warps)
-    caote_weights_kernel[(rows,)](w, top, sums, t, BT=bt, num_warps=warps)
-    caote_partial_kernel[(rows, n_chunks)](w, v, top, part, t, d, hq, hq // hkv, chunk,
-                                           n_chunks, **launch)
-    caote_distance_kernel[(rows, n_chunks)](w, v, top, sums, part, out, t, d, hq, hq // hkv,
-                                            chunk, n_chunks, **launch)
+    start(caote_weights_kernel, (rows,))(w, top, sums, t, BT=bt, num_warps=warps)
+    start(caote_partial_kernel, (rows, n_chunks))(w, v, top, part, t, d, hq, hq // hkv,
+                                                   chunk, n_chunks, **launch)
+    start(caote_distance_kernel, (rows, n_chunks))(w, v, top, sums, part, out, t, d, hq,
+                                                    hq // hkv, chunk, n_chunks, **launch)
     return out
 
 

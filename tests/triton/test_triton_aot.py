@@ -644,17 +644,14 @@ def test_the_launch_census_keys_a_kernel_by_its_code_not_its_debug_lines(tmp_pat
 
 @pytest.mark.parametrize("bf16", [False, True], ids=["fp32", "bf16"])
 @pytest.mark.parametrize("i64", [False, True], ids=["int32", "int64"])
-def test_long_conv_kernels_at_their_tile_do_not_spill(bf16: bool, i64: bool) -> None:
+def test_long_conv_kernels_at_their_tile_do_not_spill(hyena, bf16: bool, i64: bool) -> None:
     """Hyena's long-convolution kernels at LONG_CONV_TILE with every optional operand (the
     backward's launches: both products in, both gated outputs and y out) and the backward's
     spectral batch sum at SPECTRAL_TILE, in int32 and int64
     offsets: they compile for sm_90, keep every value in registers (the transposing stores go
     through shared memory) and leave an SM room for 32 or more of their warps (memory-bound
     passes: latency is hidden by warps in flight)."""
-    path = codegen_path("hyena", "triton")
-    spec = importlib.util.spec_from_file_location("aot_hyena", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    path, module = Path(hyena.__file__), hyena
     tile = module.LONG_CONV_TILE
     dtype = "bf16" if bf16 else "fp32"
     common = dict(BT=tile["BT"], BC=tile["BC"], I64=i64)
@@ -672,6 +669,62 @@ def test_long_conv_kernels_at_their_tile_do_not_spill(bf16: bool, i64: bool) -> 
     assert fin.stack == 0 and fout.stack == 0 and corr.stack == 0, (fin, fout, corr)
     warps = [r.programs_per_sm() * r.config["num_warps"] for r in (fin, fout, corr)]
     assert min(warps) >= 32, (fin, fout, corr)
+
+
+@pytest.fixture(scope="module")
+def hyena():
+    """Hyena's generated module (the long convolution's tiles)."""
+    spec = importlib.util.spec_from_file_location("aot_hyena", codegen_path("hyena", "triton"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _folding_launches(padre3, hyena) -> dict[str, tuple[Path, dict, dict]]:
+    """{kernel: (path, constexprs, options)} of every kernel whose grid has an axis 1 (channel
+    blocks), at its default GPU tiles."""
+    direct = padre3.dwconv_hadamard_config(3136, 384, gpu=True)
+    bwd = padre3.dwconv_hadamard_config(3136, 384, gpu=True, backward=True)
+    cfg = padre3.dwconv_toeplitz_config(384, 11, gpu=True, rows=56, pad_w=5, align=8)
+    stages = dict(num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
+    tile = hyena.LONG_CONV_TILE
+    long = dict(BT=tile["BT"], BC=tile["BC"])
+    return {
+        "dwconv_hadamard_fwd_kernel": (
+            PATH, dict(FLAGS, **_taps(11), STORE_Z=True, STORE_O=True,
+                       **aot.constexprs_of(direct)),
+            dict(num_warps=direct["num_warps"], pointer_dtypes=GRADS)),
+        "dwconv_hadamard_bwd_kernel": (
+            PATH, dict(FLAGS, **_taps(11), HAS_DZ=True, HAS_DO=True, RECOMPUTE=True,
+                       USES_U=True, **aot.constexprs_of(bwd)),
+            dict(num_warps=bwd["num_warps"], pointer_dtypes=GRADS)),
+        "dwconv_toeplitz_fwd_kernel": (
+            PATH, {**FLAGS, **TOEPLITZ, "STORE_Z": True, "STORE_O": True, "s_xn": 1,
+                   **_taps(11), **aot.constexprs_of(cfg)}, stages),
+        "dwconv_toeplitz_wgrad_kernel": (
+            PATH, dict(_taps(11), BD=16, s_xn=1, s_dn=1, **aot.constexprs_of(cfg)),
+            dict(stages, pointer_dtypes={"dw": "fp32"})),
+        "long_conv_in_kernel": (
+            Path(hyena.__file__), dict(B_IN=True, E_IN=True, **long),
+            dict(num_warps=tile["num_warps"], pointer_dtypes={"xp": "fp32"})),
+        "long_conv_out_kernel": (
+            Path(hyena.__file__), dict(SKIP=True, G1=True, G2=True, STORE_S=True, **long),
+            dict(num_warps=tile["num_warps"], pointer_dtypes={"yp": "fp32", "xp": "fp32"})),
+    }
+
+
+@pytest.mark.parametrize("kernel", ["dwconv_hadamard_fwd_kernel", "dwconv_hadamard_bwd_kernel",
+                                    "dwconv_toeplitz_fwd_kernel", "dwconv_toeplitz_wgrad_kernel",
+                                    "long_conv_in_kernel", "long_conv_out_kernel"])
+def test_kernels_on_a_folded_channel_axis_compile_without_spills(padre3, hyena,
+                                                                 kernel: str) -> None:
+    """FOLD (axis 1 past 65,535 channel blocks, folded onto axis 2: launch.legal_grid): every
+    kernel with an axis 1 compiles for sm_90 reading its blocks from both axes (other code
+    than without), still in registers."""
+    path, consts, options = _folding_launches(padre3, hyena)[kernel]
+    plain, folded = (aot.compile_kernel(path, kernel, dict(consts, FOLD=f), **options)
+                     for f in (False, True))
+    assert folded.stack == 0 and folded.ptx_lines != plain.ptx_lines
 
 
 @pytest.mark.parametrize(("change", "message"), [

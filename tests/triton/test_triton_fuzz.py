@@ -161,8 +161,8 @@ def _mutant(name: str, old: str, new: str) -> Harness:
 MUTANTS = [("sima", "o_t = i_k * CHUNK + t0", "o_t = i_k * BT + t0"),
            ("padre3", 'grid = (b * cdiv(n, cfg["BT"]), cdiv(c, cfg["BC"]))',
             'grid = (b * max(1, n // cfg["BT"]), max(1, c // cfg["BC"]))'),
-           ("hyena", "long_conv_out_kernel[(bsz * cdiv(n, bt), cdiv(c, bc))](",
-            "long_conv_out_kernel[(bsz * max(1, n // bt), max(1, c // bc))](")]
+           ("hyena", "start(long_conv_out_kernel, (bsz * cdiv(n, bt), cdiv(c, bc)))(",
+            "start(long_conv_out_kernel, (bsz * max(1, n // bt), max(1, c // bc)))(")]
 # a launcher that swapped height and width: inside one block, or on a square grid, both count
 # the same tiles
 SWAPPED = ("padre3", 'cdiv(rows, cfg["BH"]) * cdiv(width, cfg["BW"])',

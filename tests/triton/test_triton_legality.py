@@ -24,7 +24,8 @@ def test_kernels_are_found_with_their_aranges_and_dots() -> None:
     assert set(shapes) == {"dwconv_hadamard_fwd_kernel", "dwconv_hadamard_bwd_kernel",
                            "dwconv_toeplitz_fwd_kernel", "dwconv_toeplitz_wgrad_kernel",
                            "tf32_high", "strip_tile", "inside", "slab_tile", "slab_strip",
-                           "accumulate", "stacked_rows", "in_bias_conv", "outer_tile"}
+                           "accumulate", "stacked_rows", "in_bias_conv", "outer_tile",
+                           "grid_axis1"}
     assert set(shapes["dwconv_hadamard_fwd_kernel"].aranges) == {"BT", "BC"}
     assert shapes["dwconv_hadamard_fwd_kernel"].dots == 0
     assert shapes["dwconv_toeplitz_fwd_kernel"].dots == 1  # the band's

@@ -2,11 +2,13 @@
 
 The CPU interpreter (TRITON_INTERPRET=1) runs kernels a GPU compiler rejects or cannot fit:
 non-power-of-two `tl.arange` extents, `tl.dot` tiles under 16, more shared memory than an SM
-has, more warps than a block may hold, register tiles that spill. This module reads the kernel
-source (Python AST: every `tl.arange` and `tl.dot` of every `@triton.jit` function, and the
-shape of every register tile a launch makes, `tile_shapes.register_tiles`), takes the constexpr
-values a launcher would pass, and reports every violation, so tests on a CPU-only machine catch
-what only a GPU would.
+has, more warps than a block may hold, register tiles that spill, launch grids past 2**31 - 1
+programs on axis 0 or 65,535 on axes 1 and 2. This module reads the kernel source (Python
+AST: every `tl.arange` and `tl.dot` of every `@triton.jit` function, and the shape of every
+register tile a launch makes, `tile_shapes.register_tiles`), takes the constexpr values (and
+grid) a launcher would pass, and reports every violation, so tests on a CPU-only machine catch
+what only a GPU would. (The launchers' `start` makes every grid legal or raises:
+launch.legal_grid.)
 
 Dot tiles: a kernel that calls `tl.dot` declares its tiles in the generated module's
 `DOT_TILES = {kernel: [(batch, M, N, K), ...]}` (constexpr names or integers, one entry per
@@ -23,6 +25,7 @@ import functools
 import math
 from dataclasses import dataclass
 
+from padre_compiler.backends.triton.launch import GRID_LIMITS
 from padre_compiler.backends.triton.tile_shapes import jit_functions, register_tiles
 
 
@@ -40,6 +43,7 @@ class GpuLimits:
     shared_reserved: int = 1024  # reserved per resident block (sm_80 and later)
     sm_warps: int = 64
     sm_blocks: int = 32
+    grid: tuple[int, int, int] = GRID_LIMITS  # programs a launch holds per grid axis
 
 
 H100 = GpuLimits()
@@ -108,8 +112,9 @@ def _value(expr: str | int, consts: dict[str, int]) -> int:
 def check_launch(source: str, kernel: str, consts: dict[str, int], *, num_warps: int,
                  num_stages: int = 1, elem_bytes: int = 2,
                  dot_tiles: dict[str, list[tuple]] | None = None,
-                 limits: GpuLimits = H100) -> list[str]:
-    """Every reason `kernel` of `source`, launched with constexprs `consts`, fails on a GPU."""
+                 limits: GpuLimits = H100, grid: tuple[int, ...] | None = None) -> list[str]:
+    """Every reason `kernel` of `source`, launched with constexprs `consts` (on `grid`, where
+    given), fails on a GPU."""
     shapes = kernel_shapes(source)
     if kernel not in shapes:
         return [f"{kernel}: no @triton.jit function of that name in the source"]
@@ -119,6 +124,12 @@ def check_launch(source: str, kernel: str, consts: dict[str, int], *, num_warps:
     for name, expr in shape.constexprs:  # a local may use an earlier one
         consts[name] = _value(expr, consts)
     problems: list[str] = []
+    if grid is not None and len(grid) > len(limits.grid):
+        problems.append(f"{kernel}: a launch grid has at most {len(limits.grid)} axes, not "
+                        f"{len(grid)}")
+    for axis, (n, limit) in enumerate(zip(grid or (), limits.grid, strict=False)):
+        if n > limit:
+            problems.append(f"{kernel}: grid axis {axis} has {n:,} programs (> {limit:,})")
     if num_warps < 1 or num_warps & (num_warps - 1) or num_warps > limits.max_warps:
         problems.append(f"{kernel}: num_warps={num_warps} must be a power of two <= "
                         f"{limits.max_warps}")

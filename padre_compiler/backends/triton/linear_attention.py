@@ -327,7 +327,7 @@ def _head_state_impl(a: torch.Tensor, b: torch.Tensor, heads: int, a_eps: float 
     chunks = cdiv(n, cfg["CHUNK"])
     rows = e if a_l1 is None else e + 1  # A_L1: the norms in a last row
     parts = torch.empty((bsz, heads, chunks, rows, e), device=a.device, dtype=torch.float32)
-    head_state_kernel[(bsz * heads * chunks,)](
+    start(head_state_kernel, (bsz * heads * chunks,))(
         a, b, parts, n, heads, a.stride(0), a.stride(1), b.stride(0), b.stride(1),
         0.0 if a_eps is None else a_eps,
         E=e, IEEE=a.dtype == torch.float32, CHUNK=cfg["CHUNK"], BT=cfg["BT"], BE=cfg["BE"],
@@ -436,7 +436,7 @@ def head_apply_launch(a, s, trans: bool, out, a_eps, vjp_eps: float, res, res_sc
         rows = torch.empty((bsz * tiles, w), device=a.device, dtype=torch.float32)
     xs = a if x is None else x  # never read where None
     rs = a if res is None else res
-    head_apply_kernel[(bsz * heads * tiles,)](
+    start(head_apply_kernel, (bsz * heads * tiles,))(
         a, s, out, xs, rs, a if res_scale is None else res_scale, a if rows is None else rows,
         n, heads, a.stride(0), a.stride(1), xs.stride(0), xs.stride(1), rs.stride(0),
         rs.stride(1), 0 if res_scale is None or res_scale.dim() == 1 else w,

@@ -50,13 +50,15 @@ KERNEL = '''
 if triton is not None:
 
     @triton.jit
-    def token_tile(rows, N, C, BT: tl.constexpr, BC: tl.constexpr, I64: tl.constexpr):
+    def token_tile(rows, N, C, BT: tl.constexpr, BC: tl.constexpr, I64: tl.constexpr,
+                   FOLD: tl.constexpr):
         """This program's (batch b, token offsets [BT], channel offsets [BC], mask [BT, BC] of
         t < N and c < C) on a grid (B * cdiv(rows, BT), cdiv(C, BC)): the batch shares axis 0
-        with the token tiles (2**31 - 1 programs there, not 65,535); in int64 with I64."""
+        with the token tiles (2**31 - 1 programs there, not 65,535), the channel blocks are
+        axis 1 (grid_axis1: FOLD where start folded it); in int64 with I64."""
         i_b, i_t = outer_tile(tl.cdiv(rows, BT), I64)
         o_t = i_t * BT + tl.arange(0, BT)
-        o_c = tl.program_id(1) * BC + tl.arange(0, BC)
+        o_c = grid_axis1(FOLD) * BC + tl.arange(0, BC)
         if I64:
             o_t, o_c = o_t.to(tl.int64), o_c.to(tl.int64)
         return i_b, o_t, o_c, (o_t < N)[:, None] & (o_c < C)[None, :]
@@ -66,7 +68,7 @@ if triton is not None:
     def long_conv_in_kernel(
         a, b, e, xp, eo, N, C, s_ab, s_an, s_bb, s_bn, s_eb, s_en, s_ob, s_on,
         B_IN: tl.constexpr, E_IN: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr,
-        I64: tl.constexpr = False,
+        I64: tl.constexpr = False, FOLD: tl.constexpr = False,
     ):
         """xp[b, c, t] = a[b, t, c] * b[b, t, c] (a alone without B_IN) for t < N, 0 for
         N <= t < 2N; with E_IN also eo[b, t, c] = a[b, t, c] * e[b, t, c].
@@ -76,7 +78,7 @@ if triton is not None:
         (token, channel) per program, grid (B * cdiv(2N, BT), cdiv(C, BC)) (token_tile): the
         tiles past N load nothing and store the zero padding. I64: every offset in int64.
         """
-        i_b, o_t, o_c, m = token_tile(2 * N, N, C, BT, BC, I64)
+        i_b, o_t, o_c, m = token_tile(2 * N, N, C, BT, BC, I64, FOLD)
         b_x = tl.load(a + i_b * s_ab + o_t[:, None] * s_an + o_c[None, :], mask=m,
                       other=0.).to(tl.float32)  # [BT, BC]
         if E_IN:
@@ -95,6 +97,7 @@ if triton is not None:
         yp, xp, d, g1, g2, o1, o2, so, N, C, s_1b, s_1n, s_2b, s_2n, s_ob, s_on,
         SKIP: tl.constexpr, G1: tl.constexpr, G2: tl.constexpr, STORE_S: tl.constexpr,
         BT: tl.constexpr, BC: tl.constexpr, I64: tl.constexpr = False,
+        FOLD: tl.constexpr = False,
     ):
         """s[b, t, c] = yp[b, c, t] (+ d[c] * xp[b, c, t] with SKIP) for t < N;
         o1 = s * g1 (s without G1), o2 = s * g2 (G2), so = s (STORE_S).
@@ -104,7 +107,7 @@ if triton is not None:
         s_on), each stored in its own dtype. fp32 math. One [BT, BC] tile per program, grid
         (B * cdiv(N, BT), cdiv(C, BC)) (token_tile).
         """
-        i_b, o_t, o_c, m = token_tile(N, N, C, BT, BC, I64)
+        i_b, o_t, o_c, m = token_tile(N, N, C, BT, BC, I64, FOLD)
         spectral = (i_b * C + o_c[None, :]) * (2 * N) + o_t[:, None]
         b_s = tl.load(yp + spectral, mask=m, other=0.)  # [BT, BC]
         if SKIP:
@@ -209,7 +212,7 @@ def long_conv_in(a, b, e, e_dtype=None, eo=None):
     bt, bc = LONG_CONV_TILE["BT"], LONG_CONV_TILE["BC"]
     bb, ee = (a if b is None else b), (a if e is None else e)  # never read where None
     oo = a if eo is None else eo
-    long_conv_in_kernel[(bsz * cdiv(n2, bt), cdiv(c, bc))](
+    start(long_conv_in_kernel, (bsz * cdiv(n2, bt), cdiv(c, bc)))(
         a, bb, ee, xp, oo, n, c, a.stride(0), a.stride(1), bb.stride(0), bb.stride(1),
         ee.stride(0), ee.stride(1), oo.stride(0), oo.stride(1), B_IN=b is not None,
         E_IN=e is not None, BT=bt, BC=bc, I64=any(index_widths(a, bb, ee, xp, oo).values()),
@@ -239,7 +242,7 @@ def long_conv_out(yp, xp, d, g1, g2, n: int, store_s: bool, dtype: torch.dtype,
         (o1, o2), so = outs, None
     bt, bc = LONG_CONV_TILE["BT"], LONG_CONV_TILE["BC"]
     h1, h2 = (o1 if g1 is None else g1), (o1 if g2 is None else g2)  # never read where None
-    long_conv_out_kernel[(bsz * cdiv(n, bt), cdiv(c, bc))](
+    start(long_conv_out_kernel, (bsz * cdiv(n, bt), cdiv(c, bc)))(
         yp, xp, yp if d is None else d, h1, h2, o1, o1 if o2 is None else o2,
         o1 if so is None else so, n, c, h1.stride(0), h1.stride(1), h2.stride(0), h2.stride(1),
         o1.stride(0), o1.stride(1), SKIP=d is not None, G1=g1 is not None, G2=g2 is not None,
@@ -266,7 +269,7 @@ def spectral_correlation(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     bsz, c, f = u.shape
     p = torch.empty((c, f), device=u.device, dtype=u.dtype)
     bm = SPECTRAL_TILE["BM"]
-    spectral_correlation_kernel[(cdiv(c * f, bm),)](
+    start(spectral_correlation_kernel, (cdiv(c * f, bm),))(
         ur, vr, torch.view_as_real(p), c * f, bsz, BM=bm, I64=2 * c * f >= 2**31,
         num_warps=SPECTRAL_TILE["num_warps"])
     return p
