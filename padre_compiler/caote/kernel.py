@@ -69,6 +69,17 @@ if triton is not None:
         return b_v.to(tl.float32) - b_vm[None, :]
 
     @triton.jit
+    def scaled_norm(x):
+        """[BT, BD] -> [BT] ||x_j||_2 as a_j ||x_j / a_j||_2, a_j = max_i |x_ji|: no square
+        overflows or underflows where the norm itself is finite and normal (FastCAOTE's
+        dominant entry divides an O(1) distance by r_m, 1e19 and up where its weight rounds
+        to 1, whose plain square passes fp32's range). A row holding inf has norm inf."""
+        b_big = tl.max(tl.abs(x), axis=1)  # [BT]
+        b_unit = x / tl.where(b_big > 0, b_big, 1.0)[:, None]
+        b_norm = b_big * tl.sqrt(tl.sum(b_unit * b_unit, axis=1))
+        return tl.where(b_big == float("inf"), b_big, b_norm)
+
+    @triton.jit
     def caote_weights_kernel(w, top, sums, T, BT: tl.constexpr):
         """Grid (R,). w: [R, T] -> top: [R] int32, m = argmax_j w_j (the first of equal
         maxima); sums: [R, 2] fp32, (W, r_m) = (sum_j w_j, sum_{j != m} w_j). r_m is summed
@@ -138,7 +149,7 @@ if triton is not None:
             b_r = tl.where(o_t == b_top, r_top, w_sum - b_w)  # [BT] r_j
             b_diff = (b_s[None, :] - scale * value_tile(p_v, b_vm, t0, T, D, BT, BD)) \
                 / tl.where(b_r > 0, b_r, 1.0)[:, None]  # [BT, BD] o'_j - v_j
-            b_dist = tl.sqrt(tl.sum(b_diff * b_diff, axis=1))  # [BT] ||o'_j - v_j||
+            b_dist = scaled_norm(b_diff)  # [BT] ||o'_j - v_j||
             b_c = tl.where(b_r > 0, b_w * b_dist, tl.where(b_w > 0, float("inf"), 0.0))
             tl.store(c + i_bh * T + o_t, b_c, mask=m_t)
 

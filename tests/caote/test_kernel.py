@@ -40,6 +40,18 @@ def test_kernel_matches_float64_twin(b: int, hkv: int, g: int, t: int, d: int, f
     assert torch.allclose(got.double(), ref, rtol=tol, atol=tol * ref.abs().max().item())
 
 
+@pytest.mark.parametrize("fast", [False, True])
+def test_a_dominant_weight_that_rounds_to_one_scores_finite(fast: bool) -> None:
+    """r_m = 1e-24 under a weight that rounds to 1: FastCAOTE's o'_m - v_m is 0.5 / r_m, whose
+    fp32 square overflowed (inf where the twins give 5e23); CAOTE's sum is of order r_m."""
+    w = torch.tensor([[[1.0, 1e-24]]])
+    v = torch.tensor([[[[0.0], [1.0]]]])
+    got = kernel.caote_scores_fused(w, v, fast=fast)
+    ref = (fastcaote_from_weights if fast else caote_from_weights)(w, v)
+    assert torch.isfinite(got).all()
+    torch.testing.assert_close(got, ref, rtol=1e-6, atol=0.0)
+
+
 def test_wrong_formula_is_caught() -> None:
     """The check above can fail: scores without the 1/(1 - w) factor differ."""
     w = torch.tensor([[[0.7, 0.2, 0.1]]])

@@ -213,5 +213,5 @@ def test_an_axis_0_past_its_limit_is_refused_before_any_launch(monkeypatch) -> N
         long_conv._long_conv_hadamard_impl(torch.randn(3, 5, 8), None, torch.randn(8, 5), None,
                                            None)
     monkeypatch.setattr(launch, "GRID_LIMITS", limits)
-    with refused(launch, "caote_fwd_kernel"):
+    with refused(launch, "caote_weights_kernel"):
         caote.caote_scores_fused(torch.rand(3, 1, 4), torch.randn(3, 1, 4, 8))
