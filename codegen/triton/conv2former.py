@@ -240,7 +240,7 @@ if triton is not None:
 # torch.ops namespace of the custom ops below, a digest of the source they were
 # generated from: modules from another source never share them (an edited copy of
 # this file must change it, or it runs the first loaded file's ops)
-DWCONV_OPS = 'padre_dwconv_fb5f5715eac5'
+DWCONV_OPS = 'padre_dwconv_009e69e888d8'
 
 if triton is not None:
 
@@ -1377,7 +1377,8 @@ def dwconv_hadamard_launch(x, weight, bias, gate, acc, acc_scale, scale, height:
 
         key = (x.device, x.dtype, z.dtype, o.dtype, tuple(x.shape), x.stride(), height, width,
                tuple(weight.shape), pad_h, pad_w, align, in_bias is not None, u is not None,
-               tuple(flags.values()))
+               tuple(flags.values()), getattr(gate, "dtype", None), g_strides,
+               getattr(acc, "dtype", None), a_strides)  # what specialises the kernel
         try:
             launch(fastest(key, configs, launch))
             return

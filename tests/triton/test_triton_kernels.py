@@ -658,6 +658,23 @@ def test_fastest_skips_a_candidate_that_fails_and_raises_when_all_do(monkeypatch
         m.fastest(("another",), configs, broken)
 
 
+def test_the_toeplitz_tuning_key_holds_what_specialises_the_kernel(monkeypatch) -> None:
+    """Two launches alike but for the gate's dtype compile different kernels and are timed
+    apart: each is its own key of `fastest` (the gate's dtype was left out, so the first one's
+    timing chose for both). A channel-major gate is read token-major (token_rows): one key."""
+    m = _kernels_module()
+    keys = []
+    monkeypatch.delenv("PADRE_TRITON_CONV", raising=False)
+    monkeypatch.setattr(m, "conv_form", lambda *a, **kw: "toeplitz")
+    monkeypatch.setattr(m, "fastest", lambda key, configs, launch: keys.append(key) or configs[0])
+    x, weight = torch.randn(1, 16 * 16, 4), torch.randn(4, 3, 3)
+    gate = torch.randn(1, 16 * 16, 4)
+    for g in (gate, gate.half(), gate.mT.contiguous().mT):
+        m.dwconv_hadamard_launch(x, weight, None, g, None, None, None, 16, 16, 1, 1,
+                                 torch.empty_like(x), None)
+    assert len(set(keys)) == 2 and keys[0] == keys[2]
+
+
 def test_fastest_does_not_time_a_candidate_that_compiles_to_the_same_code(monkeypatch) -> None:
     """A variant the installed Triton lowers like an earlier candidate (Triton 3.6 issues ".ca"
     strip copies as cp.async.cg) is recorded in SAME_CODE, not timed; machine code from the
