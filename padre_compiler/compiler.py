@@ -93,7 +93,7 @@ def _count(value: Any) -> bool:
 
 
 def checked_grid(grid: Any, name: str = "grid") -> tuple[int, int]:
-    """grid as (H, W) ints, or a PadreError naming the argument `name`: a tuple or list of
+    """grid as (H, W) ints, or an ArgumentError naming the argument `name`: a tuple or list of
     two positive integers (`is_int`)."""
     if not (isinstance(grid, (tuple, list)) and len(grid) == 2 and all(map(_count, grid))):
         raise ArgumentError(f"{name}={grid!r}: give (H, W), two positive integers (the token "
@@ -103,7 +103,7 @@ def checked_grid(grid: Any, name: str = "grid") -> tuple[int, int]:
 
 def checked_size(spec: Spec, dim: Any, grid: Any, tokens: Any = None
                  ) -> tuple[int, tuple[int, int] | None]:
-    """(dim, grid) as ints, or a PadreError saying which argument is wrong: dim a positive
+    """(dim, grid) as ints, or an ArgumentError saying which argument is wrong: dim a positive
     integer, grid (H, W) two of them and only for grid2d specs, tokens one where given."""
     if not _count(dim):
         raise ArgumentError(f"dim={dim!r}: give the model width, a positive integer")

@@ -94,26 +94,26 @@ class PadreAttention(nn.Module):
                                       "masks and is_causal cannot be honoured")
         if x.ndim != 3:
             fix = "add the batch axis: x.unsqueeze(0)" if x.ndim == 2 else "reshape it"
-            raise ValueError(f"x has shape {tuple(x.shape)}, but PadreAttention takes "
-                             f"[B, N, C] (batch, tokens, channels); {fix}")
+            raise ArgumentError(f"x has shape {tuple(x.shape)}, but PadreAttention takes "
+                                f"[B, N, C] (batch, tokens, channels); {fix}")
         if x.shape[-1] != self.dim:
-            raise ValueError(f"x has {x.shape[-1]} channels (shape {tuple(x.shape)}), but this "
-                             f"PadreAttention was built for dim={self.dim}; build it with "
-                             f"dim={x.shape[-1]} or project x to {self.dim} channels")
+            raise ArgumentError(f"x has {x.shape[-1]} channels (shape {tuple(x.shape)}), but "
+                                f"this PadreAttention was built for dim={self.dim}; build it "
+                                f"with dim={x.shape[-1]} or project x to {self.dim} channels")
         prefix = (self.num_prefix_tokens if num_prefix_tokens is None else
                   _checked_prefix(num_prefix_tokens))
         if prefix >= x.shape[1]:
-            raise ValueError(f"num_prefix_tokens={prefix} leaves none of the {x.shape[1]} "
-                             "tokens to mix")
+            raise ArgumentError(f"num_prefix_tokens={prefix} leaves none of the {x.shape[1]} "
+                                "tokens to mix")
         if grid_size is not None and self.grid_size is None:
-            raise ValueError("grid_size: this PadreAttention mixes a 1-D token sequence; "
-                             "drop it")
+            raise ArgumentError("grid_size: this PadreAttention mixes a 1-D token sequence; "
+                                "drop it")
         # this call's grid (timm's dynamic_img_size), else the one it was built with
         grid = self.grid_size if grid_size is None else checked_grid(grid_size, "grid_size")
         n = x.shape[1] - prefix
         if grid is not None and n != grid[0] * grid[1]:
-            raise ValueError(f"{x.shape[1]} tokens = {prefix} prefix + {n} patch tokens, but "
-                             f"the grid {grid[0]} x {grid[1]} has {grid[0] * grid[1]}")
+            raise ArgumentError(f"{x.shape[1]} tokens = {prefix} prefix + {n} patch tokens, "
+                                f"but the grid {grid[0]} x {grid[1]} has {grid[0] * grid[1]}")
         if grid is not None:
             self.mixer.grid = grid
         try:
@@ -128,9 +128,9 @@ class PadreAttention(nn.Module):
 
 
 def _checked_prefix(prefix: Any) -> int:
-    """num_prefix_tokens as an int, or a ValueError: an integer >= 0 (`is_int`)."""
+    """num_prefix_tokens as an int, or an ArgumentError: an integer >= 0 (`is_int`)."""
     if not (is_int(prefix) and prefix >= 0):
-        raise ValueError(f"num_prefix_tokens must be an integer >= 0, got {prefix!r}")
+        raise ArgumentError(f"num_prefix_tokens must be an integer >= 0, got {prefix!r}")
     return int(prefix)
 
 

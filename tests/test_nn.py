@@ -139,8 +139,8 @@ def test_numpy_integers_are_integers() -> None:
     y = attn(torch.randn(1, 8, 8), grid_size=(np.int64(3), np.int64(2)),
              num_prefix_tokens=np.int16(2))
     assert y.shape == (1, 8, 8)
-    for prefix in (True, 1.0, -1, "1"):
-        with pytest.raises(ValueError, match="num_prefix_tokens must be an integer >= 0"):
+    for prefix in (True, 1.0, -1, "1"):  # ArgumentError: a ValueError and a PadreError
+        with pytest.raises(PadreError, match="num_prefix_tokens must be an integer >= 0"):
             PadreAttention(8, spec="hyena", num_prefix_tokens=prefix)
         with pytest.raises(ValueError, match="num_prefix_tokens must be an integer >= 0"):
             attn(torch.randn(1, 7, 8), num_prefix_tokens=prefix)

@@ -28,6 +28,7 @@ import functools
 import inspect
 import os
 import warnings
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import torch
@@ -75,39 +76,46 @@ class GridLimitError(ValueError):
     """A launch grid past GRID_LIMITS that no fold brings within them: a GPU refuses it."""
 
 
-def legal_grid(kernel: str, grid: tuple[int, ...]) -> tuple[tuple[int, ...], bool]:
+def legal_grid(kernel: str, grid: tuple[int, ...], foldable: bool = True
+               ) -> tuple[tuple[int, ...], bool]:
     """(the grid to launch, whether its axis 1 is folded) for `kernel`'s logical `grid` (up to
     three axes): the grid itself where every axis is within GRID_LIMITS. Past them, axis 1 of a
-    two-axis grid (channel blocks, in every launch that has an axis 1) holding n > 65,535
-    programs launches as (grid[0], p, q): q = cdiv(n, 65,535) programs on axis 2, p =
-    cdiv(n, q) <= 65,535 on axis 1. Its kernel reads the logical index as program_id(1) +
+    two-axis grid (channel blocks in the conv, long-convolution and attention launches) holding
+    n > 65,535 programs launches as (grid[0], p, q): q = cdiv(n, 65,535) programs on axis 2,
+    p = cdiv(n, q) <= 65,535 on axis 1. Its kernel reads the logical index as program_id(1) +
     p * program_id(2) (grid_axis1 under FOLD); the p q - n < q programs past n find every
     channel masked, so they load and store nothing. Any other excess raises GridLimitError
     naming the kernel, the axis, its programs and the limit: axis 0 holds each outer index's
-    tiles (outer_tile), with no axis left to take its excess, and axis 1 folds up to
-    65,535 x 65,535 programs."""
+    tiles (outer_tile), with no axis left to take its excess, axis 1 folds up to 65,535 x
+    65,535 programs, and only for a kernel that reads it folded (`foldable`: it takes FOLD;
+    Triton drops an argument the kernel does not declare, and the programs on axis 2 would
+    repeat axis 1's)."""
     limits = GRID_LIMITS
     if all(n <= limit for n, limit in zip(grid, limits, strict=False)):  # all but huge ones
         return grid, False
-    fold = len(grid) == 2 and grid[1] > limits[1]
+    fold = len(grid) == 2 and grid[1] > limits[1] and foldable
     for axis, n in enumerate(grid):
         folded = fold and axis == 1
         limit = limits[1] * limits[2] if folded else limits[axis]
         if n > limit:
+            fix = ("run the batch in parts" if axis == 0 else
+                   "split the channels across calls" if folded else
+                   "its kernel reads no folded axis (FOLD): give it one, or split the work")
             raise GridLimitError(
                 f"{kernel}: its launch grid needs {n:,} programs on axis {axis}, past the "
                 f"{limit:,} a GPU launch holds there"
-                + (" (axis 1 folded onto axis 2)" if folded else ""))
+                + (" (axis 1 folded onto axis 2)" if folded else "") + f"; {fix}")
     q = -(-grid[1] // limits[1])
     return (grid[0], -(-grid[1] // q), q), True
 
 
-def start(kernel, grid: tuple[int, ...]):
+def start(kernel: object, grid: tuple[int, ...]) -> Callable[..., object]:
     """kernel[grid], the launcher of a Triton kernel on its logical `grid`, made legal for a
-    GPU (legal_grid; FOLD=True among the arguments where it folds axis 1); where COMPILING is
-    set, the kernel's warmup on that grid instead: compiled as the launch specialises it, not
-    run."""
-    grid, fold = legal_grid(getattr(kernel, "__name__", repr(kernel)), grid)
+    GPU (legal_grid; FOLD=True among the arguments where it folds axis 1, for a kernel that
+    declares FOLD); where COMPILING is set, the kernel's warmup on that grid instead: compiled
+    as the launch specialises it, not run."""
+    grid, fold = legal_grid(getattr(kernel, "__name__", repr(kernel)), grid,
+                            foldable="FOLD" in getattr(kernel, "arg_names", ()))
     run = functools.partial(kernel.warmup, grid=grid) if COMPILING.get() else kernel[grid]
     return functools.partial(run, FOLD=True) if fold else run
 
@@ -243,7 +251,7 @@ if triton is not None:
 # torch.ops namespace of the custom ops below, a digest of the source they were
 # generated from: modules from another source never share them (an edited copy of
 # this file must change it, or it runs the first loaded file's ops)
-DWCONV_OPS = 'padre_dwconv_009e69e888d8'
+DWCONV_OPS = 'padre_dwconv_94e9adb22d4c'
 
 if triton is not None:
 
@@ -1150,7 +1158,7 @@ WGRAD_FAILED: dict[tuple, str] = {}
 
 
 def toeplitz_scope(x: torch.Tensor, channels: int, height: int, kh: int, kw: int,
-                   dtype: torch.dtype | None = None) -> tuple:
+                   dtype: torch.dtype | None = None) -> tuple[object, ...]:
     """The scope of a failed Toeplitz launch, for a conv of `channels` channels and kh x kw
     taps on x's B images of N tokens in `height` rows (x: [B, N, ...], the conv's input or the
     dense map's that writes it; `dtype`: the conv input's, default x.dtype): (device, dtype, B,
@@ -1725,7 +1733,7 @@ dwconv_hadamard = custom_op_caller(_register_dwconv_hadamard(), _dwconv_hadamard
 # torch.ops namespace of the custom ops below, a digest of the source they were
 # generated from: modules from another source never share them (an edited copy of
 # this file must change it, or it runs the first loaded file's ops)
-ATTENTION_OPS = 'padre_attention_8b3011446bcb'
+ATTENTION_OPS = 'padre_attention_b6c77ba38e7b'
 
 if triton is not None:
 

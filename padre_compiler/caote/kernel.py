@@ -73,11 +73,13 @@ if triton is not None:
         """[BT, BD] -> [BT] ||x_j||_2 as a_j ||x_j / a_j||_2, a_j = max_i |x_ji|: no square
         overflows or underflows where the norm itself is finite and normal (FastCAOTE's
         dominant entry divides an O(1) distance by r_m, 1e19 and up where its weight rounds
-        to 1, whose plain square passes fp32's range). A row holding inf has norm inf."""
+        to 1, whose plain square passes fp32's range). A row holding NaN has norm NaN (as
+        torch's norm; tl.max passes NaN over), else one holding inf has norm inf."""
         b_big = tl.max(tl.abs(x), axis=1)  # [BT]
         b_unit = x / tl.where(b_big > 0, b_big, 1.0)[:, None]
         b_norm = b_big * tl.sqrt(tl.sum(b_unit * b_unit, axis=1))
-        return tl.where(b_big == float("inf"), b_big, b_norm)
+        b_nan = tl.sum((x != x).to(tl.int32), axis=1) > 0
+        return tl.where(b_nan, float("nan"), tl.where(b_big == float("inf"), b_big, b_norm))
 
     @triton.jit
     def caote_weights_kernel(w, top, sums, T, BT: tl.constexpr):

@@ -12,7 +12,7 @@ NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*\Z")  # no leading underscore: `self.__
 # `F`, torch.nn.functional; `i_n_t_e_r_p_r_e_t_e_d` -> INTERPRETED); a class of that name
 # would rebind it (tests/test_codegen.py checks this set against every generated module)
 GENERATED_CLASS_LIKE = frozenset({"F", "ChannelMajorLinear", "ThreadPoolExecutor", "COMPILING",
-                                  "INTERPRETED", "GridLimitError"})
+                                  "INTERPRETED", "GridLimitError", "Callable"})
 
 
 def class_name(spec_name: str) -> str:

@@ -52,6 +52,30 @@ def test_a_dominant_weight_that_rounds_to_one_scores_finite(fast: bool) -> None:
     torch.testing.assert_close(got, ref, rtol=1e-6, atol=0.0)
 
 
+if kernel.triton is not None:
+    tl = kernel.tl
+
+    @kernel.triton.jit
+    def _row_norms(x, out, BD: tl.constexpr):
+        o_d = tl.arange(0, BD)
+        o_t = tl.arange(0, 8)
+        b_x = tl.load(x + o_t[:, None] * BD + o_d[None, :])
+        tl.store(out + o_t, kernel.scaled_norm(b_x))
+
+
+def test_scaled_norm_is_the_norm_of_every_row_torch_takes() -> None:
+    """||x||_2 per row as torch's vector_norm in float64 gives it, finite or not: NaN wherever a
+    row holds one (inf beside it too), inf, zero, subnormal, and past fp32's square."""
+    inf, nan = float("inf"), float("nan")
+    rows = [[nan, inf, 0, 0], [inf, -inf, 1, 0], [nan, 1, 0, 0], [0, 0, 0, 0],
+            [1e-45, 0, 0, 0], [1e30, 1e30, 1e30, 1e30], [3e38, 3e38, 0, 0], [3, 4, 0, 0]]
+    x = torch.tensor(rows, dtype=torch.float32)
+    out = torch.empty(8)
+    _row_norms[(1,)](x, out, BD=4)
+    ref = torch.linalg.vector_norm(x.double(), dim=1).float()
+    torch.testing.assert_close(out, ref, equal_nan=True, rtol=1e-6, atol=0.0)
+
+
 def test_wrong_formula_is_caught() -> None:
     """The check above can fail: scores without the 1/(1 - w) factor differ."""
     w = torch.tensor([[[0.7, 0.2, 0.1]]])

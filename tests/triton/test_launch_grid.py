@@ -23,6 +23,7 @@ class Spy:
 
     def __init__(self, kernel) -> None:
         self.kernel, self.launches = kernel, []
+        self.__name__, self.arg_names = kernel.__name__, kernel.arg_names  # as start reads them
 
     def __getitem__(self, grid):
         def run(*args, **kwargs):
@@ -215,3 +216,20 @@ def test_an_axis_0_past_its_limit_is_refused_before_any_launch(monkeypatch) -> N
     monkeypatch.setattr(launch, "GRID_LIMITS", limits)
     with refused(launch, "caote_weights_kernel"):
         caote.caote_scores_fused(torch.rand(3, 1, 4), torch.randn(3, 1, 4, 8))
+
+
+def test_a_kernel_without_fold_is_refused_rather_than_folded(monkeypatch) -> None:
+    """The CAOTE kernels keep their chunks on axis 1 and declare no FOLD: Triton drops an
+    undeclared argument, so a folded launch would score the chunks on axis 1 only and leave
+    the rest unwritten. Past the limit they are refused by name; a kernel with FOLD folds."""
+    from padre_compiler.caote import kernel as caote
+
+    monkeypatch.setattr(launch, "GRID_LIMITS", (2**31 - 1, 2, 65535))
+    monkeypatch.setattr(caote, "token_split", lambda t, rows, device: (3, 32))
+    with pytest.raises(launch.GridLimitError,
+                       match=r"caote_partial_kernel: .* 3 programs on axis 1, past the 2 .*"
+                             r"reads no folded axis"):
+        caote.caote_scores_fused(torch.rand(1, 1, 65), torch.randn(1, 1, 65, 8))
+    assert launch.legal_grid("k", (1, 3), foldable=True) == ((1, 2, 2), True)
+    with pytest.raises(launch.GridLimitError, match="run the batch in parts"):
+        launch.legal_grid("k", (2**31,))

@@ -33,9 +33,9 @@ def test_triton_source_imports_only_torch_and_triton(name: str) -> None:
     tree = ast.parse(codegen_path(name, "triton").read_text())
     modules = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     modules |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
-    allowed = {"contextlib", "contextvars", "concurrent.futures", "functools", "inspect", "os",
-               "warnings", "torch", "torch.nn.functional", "triton", "triton.language",
-               "triton.runtime._async_compile"}
+    allowed = {"collections.abc", "contextlib", "contextvars", "concurrent.futures", "functools",
+               "inspect", "os", "warnings", "torch", "torch.nn.functional", "triton",
+               "triton.language", "triton.runtime._async_compile"}
     assert modules <= allowed, modules
 
 

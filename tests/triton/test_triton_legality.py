@@ -259,6 +259,31 @@ def test_a_load_takes_a_register_per_element_two_for_64_bits(elem_bytes: int,
     assert load.shape == (64, 128) and load.regs == regs
 
 
+REDUCED = '''
+@triton.jit
+def reduced_kernel(x, y, BT: tl.constexpr):
+    o_t = tl.arange(0, BT)
+    b_x = tl.load(x + o_t[:, None] * BT + o_t[None, :])  # [BT, BT]
+    b_top = tl.argmax(b_x, 1, True)  # tie_break_left, not keep_dims: [BT]
+    b_max, b_at = tl.max(b_x, 1, True)  # return_indices: ([BT], [BT])
+    b_kept = tl.sum(b_x, 1, True)  # keep_dims: [BT, 1]
+    b_wide = b_at + o_t.to(tl.int64) * BT  # int32 data, int64 offsets: int64 [BT]
+    tl.store(y + o_t, b_top + b_max + b_wide + tl.sum(b_kept, axis=1))
+'''
+
+
+def test_reductions_read_their_own_positional_arguments_and_int64_takes_two() -> None:
+    """The third positional argument is keep_dims for tl.sum, tie_break_left for tl.argmax
+    and return_indices for tl.max; an int32 tile plus int64 offsets is int64."""
+    tiles, unsized = tile_shapes.register_tiles(REDUCED, "reduced_kernel", {"BT": 64})
+    assert not unsized, unsized
+    shapes = {t.expr.split(" =")[0]: (t.shape, t.regs) for t in tiles}
+    assert shapes["tl.argmax(b_x, 1, True)"] == ((64,), 1)
+    assert shapes["tl.sum(b_x, 1, True)"] == ((64, 1), 1)
+    assert shapes["b_at + o_t.to(tl.int64) * BT"] == ((64,), 2)
+    assert all(t.shape in ((64,), (64, 1)) for t in tiles if not t.expr.startswith("tl.load"))
+
+
 @pytest.mark.parametrize(("consts", "legal"), [({"BIG": 0}, True), ({"BIG": 1}, False),
                                                ({}, False)])
 def test_tiles_count_on_the_branches_a_launch_takes(consts: dict, legal: bool) -> None:

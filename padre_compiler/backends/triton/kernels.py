@@ -46,6 +46,7 @@ import functools
 import inspect
 import os
 import warnings
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 '''
 
@@ -1126,7 +1127,7 @@ WGRAD_FAILED: dict[tuple, str] = {}
 
 
 def toeplitz_scope(x: torch.Tensor, channels: int, height: int, kh: int, kw: int,
-                   dtype: torch.dtype | None = None) -> tuple:
+                   dtype: torch.dtype | None = None) -> tuple[object, ...]:
     """The scope of a failed Toeplitz launch, for a conv of `channels` channels and kh x kw
     taps on x's B images of N tokens in `height` rows (x: [B, N, ...], the conv's input or the
     dense map's that writes it; `dtype`: the conv input's, default x.dtype): (device, dtype, B,

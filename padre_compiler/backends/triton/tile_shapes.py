@@ -118,7 +118,9 @@ _UNARY = {ast.USub: operator.neg, ast.UAdd: operator.pos, ast.Not: operator.not_
 _ELEMENTWISE = {"where", "minimum", "maximum", "clamp", "fma", "abs", "exp", "exp2", "log",
                 "log2", "sqrt", "sqrt_rn", "rsqrt", "sigmoid", "sin", "cos", "erf", "floor",
                 "ceil", "fdiv", "div_rn", "umulhi", "cdiv", "softmax"}
-_REDUCTIONS = {"sum", "max", "min", "argmax", "argmin", "xor_sum", "reduce"}
+# reductions, each with the position of its keep_dims argument in Triton's signature
+_REDUCTIONS = {"sum": 2, "xor_sum": 2, "max": 4, "min": 4, "argmax": 3, "argmin": 3,
+               "reduce": 3}
 _SCANS = {"cumsum", "cumprod", "associative_scan", "sort", "flip"}  # same shape
 _ATOMICS = {"atomic_add", "atomic_max", "atomic_min", "atomic_and", "atomic_or", "atomic_xor",
             "atomic_xchg", "atomic_cas"}
@@ -388,7 +390,8 @@ class _Interpreter:
             return self.unknown(node, " and ".join(str(list(t.shape)) for t in tiles)
                                 + " do not broadcast")
         data = [t for t in tiles if t.data]
-        regs = 1 if type(op) in _COMPARE else max(t.regs for t in data or tiles)
+        # the wider operand's registers (int32 data + an int64 offset is int64: two)
+        regs = 1 if type(op) in _COMPARE else max(t.regs for t in tiles)
         return _Tile(shape, bool(data), regs)
 
     def subscript(self, node: ast.Subscript) -> Any:
@@ -546,13 +549,18 @@ class _Interpreter:
             return self.unknown(node, f"tl.{name} of {x}")
         if name in _REDUCTIONS:
             axis = getattr(arg(1, "axis"), "value", None)  # None: every axis
-            keep = getattr(arg(3 if name == "reduce" else 2, "keep_dims"), "value", False)
+            keep = getattr(arg(_REDUCTIONS[name], "keep_dims"), "value", False)
             if axis is None:
-                return _Tile((1,) * len(x.shape), x.data, x.regs) if keep else _Scalar()
-            axis %= len(x.shape)
-            shape = tuple(1 if i == axis and keep else d for i, d in enumerate(x.shape)
-                          if i != axis or keep)
-            return _Tile(shape, x.data, x.regs) if shape else _Scalar()
+                out = _Tile((1,) * len(x.shape), x.data, x.regs) if keep else _Scalar()
+            else:
+                axis %= len(x.shape)
+                shape = tuple(1 if i == axis and keep else d for i, d in enumerate(x.shape)
+                              if i != axis or keep)
+                out = _Tile(shape, x.data, x.regs) if shape else _Scalar()
+            indices = name in ("max", "min") and getattr(arg(2, "return_indices"), "value",
+                                                         False)
+            return (out, replace(out, regs=1) if isinstance(out, _Tile) else out) if indices \
+                else out
         if name in _SCANS:
             return x
         if name == "dot":
