@@ -163,7 +163,7 @@ def test_symbolic_weights_expansion_is_bounded_by_its_terms() -> None:
 def test_long_conv_flops_count_the_fft_length_the_torch_module_runs(tokens: int,
                                                                     monkeypatch) -> None:
     """The rule counts three real FFTs of length m and the spectral product: m is read off the
-    generated module's own rfft calls (the rule had counted 2N, 392 where 196 tokens run 512)."""
+    generated module's own rfft calls: the power of two >= 2N - 1, 512 at 196 tokens, not 2N."""
     mixer = pc.compile("hyena", dim=4)
     lengths = []
     rfft = torch.fft.rfft

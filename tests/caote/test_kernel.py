@@ -43,7 +43,7 @@ def test_kernel_matches_float64_twin(b: int, hkv: int, g: int, t: int, d: int, f
 @pytest.mark.parametrize("fast", [False, True])
 def test_a_dominant_weight_that_rounds_to_one_scores_finite(fast: bool) -> None:
     """r_m = 1e-24 under a weight that rounds to 1: FastCAOTE's o'_m - v_m is 0.5 / r_m, whose
-    fp32 square overflowed (inf where the twins give 5e23); CAOTE's sum is of order r_m."""
+    fp32 square is past fp32's range (the twins give 5e23); CAOTE's sum is of order r_m."""
     w = torch.tensor([[[1.0, 1e-24]]])
     v = torch.tensor([[[[0.0], [1.0]]]])
     got = kernel.caote_scores_fused(w, v, fast=fast)

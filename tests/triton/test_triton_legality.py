@@ -213,7 +213,8 @@ def test_input_bias_products_count_only_where_they_run(in_bias: bool) -> None:
     """in_bias_conv's [KP, KP] tap tiles run under HAS_IN_BIAS: a 65 x 65 kernel's (KP = 128)
     need more shared memory than an H100 has with an input bias, and its [BC, KP, KP] fp32
     taps 4 x 128 x 128 / 256 threads = 256 registers per thread (conv_form takes the direct
-    form past 33 taps); without one, nothing (the checker counted them for every launch)."""
+    form past 33 taps); without one, nothing: a tile under a branch the launch does not take
+    is not counted."""
     m = _runtime()
     cfg = {**m.TOEPLITZ_FWD_DEFAULTS, **m.dwconv_toeplitz_config(384, 65, gpu=True, rows=64),
            "KP": m.in_bias_tile(65, 65), "HAS_IN_BIAS": int(in_bias)}
@@ -320,7 +321,8 @@ def opaque_kernel(x, BT: tl.constexpr):
 def test_the_slab_load_is_counted_through_its_helpers(warps: int, legal: bool) -> None:
     """slab_tile loads [BC, 2 BH, BK] through strip_tile (a helper's load, sized by its
     caller's aranges): 8 x 128 x 32 values are 128 registers per thread at 8 warps and 256
-    at 4, while the accumulator [BC, BH, BW] is 64 at 4 warps (all the checker counted)."""
+    at 4, while the accumulator [BC, BH, BW] is 64 at 4 warps: the load, not the
+    accumulator, sets the warps."""
     m = _runtime()
     cfg = {**m.TOEPLITZ_FWD_DEFAULTS, **m.dwconv_toeplitz_config(384, 11, gpu=True, rows=56,
                                                                    pad_w=5, align=8),
