@@ -176,6 +176,19 @@ def test_gpu_profile_smoke_run_writes_its_tables(tmp_path: Path) -> None:
     assert "Tile sweep" in (tmp_path / "gpu_profile.md").read_text()
 
 
+def test_caote_split_smoke_run_checks_and_writes_its_table(tmp_path: Path) -> None:
+    """The CPU dry run: each row's split and one-chunk kernels checked against the twin, the
+    table written (split into more than one chunk a row, not timed)."""
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "caote_split.py"),
+                           "--smoke"], env=dict(os.environ, OUT=str(tmp_path)),
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    table = (tmp_path / "caote_split.md").read_text()
+    rows = [line.split(" | ") for line in table.splitlines()
+            if line.startswith(("| 100 ", "| 300 "))]
+    assert len(rows) == 2 and all(int(r[1]) > 1 and r[3] == "-" for r in rows), table
+
+
 def test_host_overhead_script_writes_its_table(tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "host_overhead.py"),
                            "--specs", "padre3", "--burst", "3", "--repeats", "1"],
@@ -330,7 +343,8 @@ def test_device_check_keeps_a_fuzz_regression_and_fits_its_limit(tmp_path: Path)
     stub.chmod(0o755)
     out = tmp_path / "out"
     env = {k: v for k, v in os.environ.items() if k not in ("GPU_BUDGET", "CHECK_LIMIT",
-                                                              "PROFILE_LIMIT", "GPU_ARGS")}
+                                                              "PROFILE_LIMIT", "GPU_ARGS",
+                                                              "CAOTE_LIMIT")}
     proc = subprocess.run(["bash", str(ROOT / "benchmarks" / "device_check.sh")],
                           env=dict(env, PYTHON=str(stub), OUT=str(out)), capture_output=True,
                           text=True, timeout=120)
@@ -346,7 +360,8 @@ def test_device_check_keeps_a_fuzz_regression_and_fits_its_limit(tmp_path: Path)
     limits = {name: int(limit) for name, limit in
               re.findall(r"^== (\w+) \(\S+, limit (\d+) s\)", log, flags=re.M)}
     concurrent = max(v for k, v in limits.items() if k == "cuda_tests" or k.startswith("fuzz"))
-    assert 20 + concurrent + limits["gpu_benchmark"] + limits["gpu_profile"] <= 580, limits
+    assert 20 + concurrent + sum(limits[k] for k in ("gpu_benchmark", "gpu_profile",
+                                                     "caote_split")) <= 580, limits
 
 
 def test_source_digest_names_the_commit_without_git(tmp_path: Path) -> None:
