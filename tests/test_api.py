@@ -140,6 +140,18 @@ def test_scales_on_copies_a_contract_sums_start_at_the_identity(mode: str,
     assert spec.param_decls()["v_scale"].copies is None
 
 
+def test_random_params_can_draw_the_copies_scales_around_their_init() -> None:
+    """copies_at_init moves only the scales on copies, from around 1 to around 1 / copies
+    (the same noise: one seed), as benchmarks/castling_bf16_state.py draws them."""
+    decls = pc.load_spec("castling_vit").graph().decls
+    ones, at_init = (random_params(decls, 16, seed=3, copies_at_init=c) for c in (False, True))
+    moved = {name for name in decls if not np.array_equal(ones[name], at_init[name])}
+    assert moved == {name for name, d in decls.items() if d.copies is not None} != set()
+    for name in moved:
+        np.testing.assert_allclose(ones[name] - at_init[name],
+                                   1 - 1 / decls[name].copies.at(16))
+
+
 def test_castling_vit_starts_at_its_own_formula() -> None:
     """At init the module computes l2rows(V / 2 + Q̂ (K̂ᵀ V) / π) + DWConv9(V), then proj:
     the V term had started at e V (its e copies summed at ones) and the attention at 1, not

@@ -42,10 +42,12 @@ INIT_INPUT_SCALE = 1e-2  # inputs at weights in the init ranges: where low-degre
 
 
 def random_params(decls: dict[str, Any], dim: int, seed: int = 0, scale: float = 1.0,
-                  init_ranges: bool = False) -> dict[str, np.ndarray]:
+                  init_ranges: bool = False, copies_at_init: bool = False
+                  ) -> dict[str, np.ndarray]:
     """float64 parameters drawn like the generated module's default init, but every tensor
     random (biases and scales too), so that no term of the polynomial is silently zero;
-    'ones' around 1, scales on copies (decl.copies) too.
+    'ones' around 1, scales on copies (decl.copies) too, or, copies_at_init, around 1 / copies
+    as the module starts (benchmarks/castling_bf16_state.py: not the checks' draw).
     init_ranges: a tensor with a spec's own init_range drawn uniformly on it instead (where
     training starts; the certificate's second probe and the fuzzer's "init" regime draw so, at
     inputs scaled by INIT_INPUT_SCALE)."""
@@ -59,5 +61,7 @@ def random_params(decls: dict[str, Any], dim: int, seed: int = 0, scale: float =
         fan = decl.fan_in.at(dim) if decl.fan_in is not None else 1
         std = scale / np.sqrt(fan) if decl.init == "uniform" else scale * 0.5
         base = 1.0 if decl.init == "ones" else 0.0
+        if copies_at_init and decl.copies is not None:
+            base /= decl.copies.at(dim)
         out[name] = base + std * rng.standard_normal(shape)
     return out
