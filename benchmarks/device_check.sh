@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Every check that needs a GPU, in one call of at most 580 s (the defaults' limits: 20 + 90 +
-# 290 + 160 + 20, under the device tool's 600 s a command) on a lent H100/H200:
+# 290 + 150 + 30, under the device tool's 600 s a command) on a lent H100/H200:
 #
 #   bash benchmarks/device_check.sh          # writes $OUT (or benchmarks/results/device/)
 #
@@ -23,11 +23,11 @@
 #    exits 1 where a check failed);
 # 3. benchmarks/gpu_profile.py: host overhead, kernel-by-kernel device time and the Toeplitz
 #    tile sweep: tiles x pipelines x L1 strips x band from the taps x slab, each tile's
-#    output checked against the default tiles' (limit PROFILE_LIMIT seconds, 160; it saves
+#    output checked against the default tiles' (limit PROFILE_LIMIT seconds, 150; it saves
 #    each row as it ends);
 # 4. benchmarks/caote_split.py: the CAOTE score kernels at B = 1 decode shapes, the tokens
 #    split over programs against one chunk a row and against the PyTorch twin (limit
-#    CAOTE_LIMIT seconds, 20).
+#    CAOTE_LIMIT seconds, 30; it rewrites its table after every shape).
 # Each records the source digest (benchmarks/revisions.py), which names the commit without
 # a .git.
 # It needs only what the GPU machines' image has (torch, triton, sympy, networkx, hypothesis,
@@ -87,8 +87,8 @@ names+=(gpu_benchmark gpu_profile caote_split)
 # shellcheck disable=SC2086  # GPU_ARGS is a list of arguments
 step gpu_benchmark $(( ${GPU_BUDGET:-230} + 60 )) "$log" "$python" benchmarks/gpu.py \
     --budget "${GPU_BUDGET:-230}" ${GPU_ARGS:-}
-step gpu_profile "${PROFILE_LIMIT:-160}" "$log" "$python" benchmarks/gpu_profile.py
-step caote_split "${CAOTE_LIMIT:-20}" "$log" "$python" benchmarks/caote_split.py
+step gpu_profile "${PROFILE_LIMIT:-150}" "$log" "$python" benchmarks/gpu_profile.py
+step caote_split "${CAOTE_LIMIT:-30}" "$log" "$python" benchmarks/caote_split.py
 failed=$(grep -h "^== .*: exit [1-9]" "$log" | sed 's/^== \(.*\): exit.*/\1/' | tr '\n' ' ')
 echo "== ${#names[@]} steps; failed: ${failed:-none}" | tee -a "$log"
 grep -h -E "^(gate|C=|sima|castling_vit|== )|passed|failed|error" "$log" | tail -60

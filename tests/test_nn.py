@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from padre_compiler.errors import PadreError
+from padre_compiler.errors import ArgumentError, PadreError
 from padre_compiler.nn import PadreAttention
 
 TIMM_KWARGS = dict(num_heads=6, qkv_bias=True, qk_norm=False, scale_norm=False, proj_bias=True,
@@ -49,22 +49,23 @@ def test_grid_tokens_match_the_compiled_mixer() -> None:
 
 
 def test_refuses_masks_and_wrong_token_counts() -> None:
+    """Each bad argument an ArgumentError (a ValueError, as torch's, and a PadreError)."""
     attn = PadreAttention(8, grid_size=(2, 3))
     with pytest.raises(NotImplementedError, match="masks"):
         attn(torch.randn(1, 6, 8), attn_mask=torch.ones(6, 6, dtype=torch.bool))
-    with pytest.raises(ValueError, match="grid 2 x 3 has 6"):
+    with pytest.raises(ArgumentError, match="grid 2 x 3 has 6"):
         attn(torch.randn(1, 7, 8))
     with pytest.raises(PadreError, match=r"pass grid_size=\(H, W\)"):
         PadreAttention(8)  # the keyword named is the constructor's own
     with pytest.raises(PadreError, match="drop grid_size"):
         PadreAttention(16, spec="sima", grid_size=(2, 3))
     # a prefix must be a count that leaves tokens to mix (-1 returned 2 of 5 tokens)
-    with pytest.raises(ValueError, match="integer >= 0, got -1"):
+    with pytest.raises(ArgumentError, match="integer >= 0, got -1"):
         PadreAttention(8, spec="hyena", num_prefix_tokens=-1)
     seq = PadreAttention(8, spec="hyena")
-    with pytest.raises(ValueError, match="leaves none of the 5 tokens"):
+    with pytest.raises(ArgumentError, match="leaves none of the 5 tokens"):
         seq(torch.randn(2, 5, 8), num_prefix_tokens=5)
-    with pytest.raises(ValueError, match="mixes a 1-D token sequence"):
+    with pytest.raises(ArgumentError, match="mixes a 1-D token sequence"):
         seq(torch.randn(2, 6, 8), grid_size=(2, 3))
 
 
@@ -150,11 +151,11 @@ def test_forward_names_an_input_that_is_not_batch_tokens_channels() -> None:
     """An unbatched [N, C] input was read as N batches of C tokens; a width other than dim
     failed in a matmul."""
     attn = PadreAttention(8, grid_size=(2, 3))
-    with pytest.raises(ValueError, match=r"x has shape \(6, 8\), but PadreAttention takes "
+    with pytest.raises(ArgumentError, match=r"x has shape \(6, 8\), but PadreAttention takes "
                        r"\[B, N, C\] .*x\.unsqueeze\(0\)"):
         attn(torch.randn(6, 8))
-    with pytest.raises(ValueError, match=r"x has 16 channels \(shape \(1, 6, 16\)\), but this "
-                       "PadreAttention was built for dim=8"):
+    with pytest.raises(ArgumentError, match=r"x has 16 channels \(shape \(1, 6, 16\)\), but "
+                       "this PadreAttention was built for dim=8"):
         attn(torch.randn(1, 6, 16))
 
 

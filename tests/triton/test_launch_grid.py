@@ -219,9 +219,10 @@ def test_an_axis_0_past_its_limit_is_refused_before_any_launch(monkeypatch) -> N
 
 
 def test_a_kernel_without_fold_is_refused_rather_than_folded(monkeypatch) -> None:
-    """The CAOTE kernels keep their chunks on axis 1 and declare no FOLD: Triton drops an
-    undeclared argument, so a folded launch would score the chunks on axis 1 only and leave
-    the rest unwritten. Past the limit they are refused by name; a kernel with FOLD folds."""
+    """The CAOTE kernels keep their chunks on axis 1 and declare no FOLD: a folded launch
+    would fail on a GPU (an undeclared keyword) and, in the interpreter, which drops it, score
+    the chunks on axis 1 only. Past the limit they are refused by name; a kernel with FOLD
+    folds."""
     from padre_compiler.caote import kernel as caote
 
     monkeypatch.setattr(launch, "GRID_LIMITS", (2**31 - 1, 2, 65535))

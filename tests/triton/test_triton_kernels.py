@@ -660,8 +660,8 @@ def test_fastest_skips_a_candidate_that_fails_and_raises_when_all_do(monkeypatch
 
 def test_the_toeplitz_tuning_key_holds_what_specialises_the_kernel(monkeypatch) -> None:
     """Two launches alike but for the gate's dtype compile different kernels and are timed
-    apart: each is its own key of `fastest` (the gate's dtype was left out, so the first one's
-    timing chose for both). A channel-major gate is read token-major (token_rows): one key."""
+    apart: each is its own key of `fastest`. A channel-major gate is read token-major
+    (token_rows): one key."""
     m = _kernels_module()
     keys = []
     monkeypatch.delenv("PADRE_TRITON_CONV", raising=False)

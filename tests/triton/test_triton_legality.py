@@ -269,7 +269,8 @@ def reduced_kernel(x, y, BT: tl.constexpr):
     b_max, b_at = tl.max(b_x, 1, True)  # return_indices: ([BT], [BT])
     b_kept = tl.sum(b_x, 1, True)  # keep_dims: [BT, 1]
     b_wide = b_at + o_t.to(tl.int64) * BT  # int32 data, int64 offsets: int64 [BT]
-    tl.store(y + o_t, b_top + b_max + b_wide + tl.sum(b_kept, axis=1))
+    b_far = tl.maximum(b_at, o_t.to(tl.int64))  # the same, elementwise
+    tl.store(y + o_t, b_top + b_max + b_wide + b_far + tl.sum(b_kept, axis=1))
 '''
 
 
@@ -282,6 +283,7 @@ def test_reductions_read_their_own_positional_arguments_and_int64_takes_two() ->
     assert shapes["tl.argmax(b_x, 1, True)"] == ((64,), 1)
     assert shapes["tl.sum(b_x, 1, True)"] == ((64, 1), 1)
     assert shapes["b_at + o_t.to(tl.int64) * BT"] == ((64,), 2)
+    assert shapes["tl.maximum(b_at, o_t.to(tl.int64))"] == ((64,), 2)
     assert all(t.shape in ((64,), (64, 1)) for t in tiles if not t.expr.startswith("tl.load"))
 
 

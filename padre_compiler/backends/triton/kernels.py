@@ -1357,7 +1357,7 @@ def dwconv_hadamard_launch(x, weight, bias, gate, acc, acc_scale, scale, height:
 
         key = (x.device, x.dtype, z.dtype, o.dtype, tuple(x.shape), x.stride(), height, width,
                tuple(weight.shape), pad_h, pad_w, align, in_bias is not None, u is not None,
-               tuple(flags.values()), getattr(gate, "dtype", None), g_strides,
+               tuple(flags.values()), weight.dtype, getattr(gate, "dtype", None), g_strides,
                getattr(acc, "dtype", None), a_strides)  # what specialises the kernel
         try:
             launch(fastest(key, configs, launch))

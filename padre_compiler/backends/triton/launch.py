@@ -29,7 +29,7 @@ def legal_grid(kernel: str, grid: tuple[int, ...], foldable: bool = True
                ) -> tuple[tuple[int, ...], bool]:
     """(the grid to launch, whether its axis 1 is folded) for `kernel`'s logical `grid` (up to
     three axes): the grid itself where every axis is within GRID_LIMITS. Past them, axis 1 of a
-    two-axis grid (channel blocks in the conv, long-convolution and attention launches) holding
+    two-axis grid (channel blocks in the conv and long-convolution launches) holding
     n > 65,535 programs launches as (grid[0], p, q): q = cdiv(n, 65,535) programs on axis 2,
     p = cdiv(n, q) <= 65,535 on axis 1. Its kernel reads the logical index as program_id(1) +
     p * program_id(2) (grid_axis1 under FOLD); the p q - n < q programs past n find every
@@ -37,8 +37,8 @@ def legal_grid(kernel: str, grid: tuple[int, ...], foldable: bool = True
     naming the kernel, the axis, its programs and the limit: axis 0 holds each outer index's
     tiles (outer_tile), with no axis left to take its excess, axis 1 folds up to 65,535 x
     65,535 programs, and only for a kernel that reads it folded (`foldable`: it takes FOLD;
-    Triton drops an argument the kernel does not declare, and the programs on axis 2 would
-    repeat axis 1's)."""
+    a compiled launch refuses an undeclared FOLD with a KeyError, the interpreter drops it and
+    runs axis 2's programs as repeats of axis 1's)."""
     limits = GRID_LIMITS
     if all(n <= limit for n, limit in zip(grid, limits, strict=False)):  # all but huge ones
         return grid, False

@@ -542,8 +542,7 @@ class _Interpreter:
             shape = _broadcast(*(t.shape for t in tiles))
             if shape is None:
                 return self.unknown(node, "arguments do not broadcast")
-            data = [t for t in tiles if t.data]
-            return _Tile(shape, bool(data), max(t.regs for t in data or tiles))
+            return _Tile(shape, any(t.data for t in tiles), max(t.regs for t in tiles))
         x = args[0] if args else None
         if not isinstance(x, _Tile):
             return self.unknown(node, f"tl.{name} of {x}")
