@@ -54,6 +54,7 @@ from padre_compiler.spec.model import Spec
 from padre_compiler.verify.certificate import float64_allowance
 from padre_compiler.verify.fuzz import DTYPES as FUZZ_DTYPES
 from padre_compiler.verify.fuzz import compare, ratio
+from padre_compiler.verify.rounding import undecided
 
 DTYPES = {name: FUZZ_DTYPES[name] for name in ("float32", "float16", "float64")}
 INSTALL = "pip install 'padre-compiler[onnx]' (onnx, onnxscript and onnxruntime)"
@@ -238,10 +239,10 @@ def check_onnx(export: OnnxExport, model: bytes | None = None, seed: int = 1) ->
     rows = {}  # input -> its comparison
     for shown, x64 in inputs.items():
         x = torch.tensor(x64).to(dtype)
+        x64, params64 = x.double().numpy(), {k: v.double().numpy() for k, v in params.items()}
         with np.errstate(all="ignore"):
-            ref = run_graph(graph, x.double().numpy(),
-                            {k: v.double().numpy() for k, v in params.items()},
-                            EvalContext(grid=export.grid))
+            ref = run_graph(graph, x64, params64, EvalContext(grid=export.grid))
+            left_out = undecided(graph, x64, params64, dtype, EvalContext(grid=export.grid))
         try:
             (y,) = session.run(["y"], {"x": x.numpy()})
         except Exception as err:
@@ -249,7 +250,7 @@ def check_onnx(export: OnnxExport, model: bytes | None = None, seed: int = 1) ->
                              f"{first_line(err)}") from None
         with torch.no_grad():
             twin_y = twin(x).double().numpy()
-        c = compare(y.astype(np.float64), ref, twin_y, export.dtype)
+        c = compare(y.astype(np.float64), ref, twin_y, export.dtype, left_out)
         if export.dtype == "float64" and c.twin_error is not None:  # module docstring
             c = replace(c, allowed=max(c.allowed, float64_allowance(c.twin_error / c.scale)
                                        * c.scale) if c.scale else c.allowed)

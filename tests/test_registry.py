@@ -15,9 +15,11 @@ from padre_compiler.errors import MissingRuleError
 from padre_compiler.ir import ops
 from padre_compiler.ir.registry import OPS, RuleTable
 from padre_compiler.symbolic.latex import latex_rules
+from padre_compiler.verify.degree import total_degree_rules
+from padre_compiler.verify.rounding import rounding_rules
 
 TABLES = [ops.shape_rules, ops.param_rules, ops.degree_rules, ops.flop_rules,
-          ops.reference_rules, torch_lowering, latex_rules]
+          ops.reference_rules, torch_lowering, latex_rules, total_degree_rules, rounding_rules]
 
 
 @pytest.mark.parametrize("table", TABLES, ids=[t.concern for t in TABLES])

@@ -113,15 +113,20 @@ def _linear_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: 
     """Per head g: q_g (W_g ⊙ k_g^T v_g), the re-associated (Q K^T) V; W [h*e*e] slot-wise
     weights (None: 1). [B, N, h*e] each -> [B, N, h*e].
 
-    Never forms the [B, N, h*e*e] outer products nor the N x N matrix: O(N e^2) per head.
+    Never forms the [B, N, h*e*e] outer products nor the N x N matrix: O(N e^2) per head. The
+    state and its weighting are float32 at least (as in the Triton kernels), the result q's
+    dtype: a state rounded to bfloat16 rounds every q_t's product once more, which a sum that
+    cancels downstream (Castling-ViT's V term before its l2 normalisation) amplifies past the
+    eager twin's error.
     """
     b, n, w = q.shape
     e = w // heads
-    qh, kh, vh = (t.reshape(b, n, heads, e) for t in (q, k, v))
+    acc = torch.promote_types(q.dtype, torch.float32)
+    qh, kh, vh = (t.reshape(b, n, heads, e).to(acc) for t in (q, k, v))
     state = torch.einsum("bshc,bshm->bhcm", kh, vh)  # [B, h, e, e] = K^T V
     if weight is not None:
-        state = state * weight.view(heads, e, e)
-    return torch.einsum("bthc,bhcm->bthm", qh, state).reshape(b, n, w)
+        state = state * weight.view(heads, e, e).to(acc)
+    return torch.einsum("bthc,bhcm->bthm", qh, state).reshape(b, n, w).to(q.dtype)
 ''',
     "normalize": '''
 def _normalize(x: torch.Tensor, kind: str, heads: int, eps: float) -> torch.Tensor:

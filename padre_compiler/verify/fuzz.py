@@ -12,8 +12,14 @@ for mamba's degree-403 surrogate polynomial, whose intermediates cancel; no exte
 evaluation is needed. Outputs are compared where the reference and the twin are finite (the
 spec is undefined at 0/0 in an l2 normalisation with eps = 0, as Castling-ViT's 1-channel heads
 at one token can sum to an exact zero; the twin overflows beyond the dtype's range), and a
-non-finite result there fails. An example is *judged* only where every element was
-compared and its allowance is below max|reference|: where the twin is off by half the output or
+non-finite result there fails. Elements that depend on a normalisation the dtype cannot
+decide are left out as well: a forward rounding bound (padre_compiler.verify.rounding) marks
+the rows whose error may reach their norm (an l2-normalised 1-channel head is the sign of an
+entry that may cancel below the dtype's resolution), where the twin's rounding may get a sign
+right by chance and a module's wrong, neither more correct (a module may even round such a
+row to exactly 0 and meet the 0/0 the spec leaves undefined). An example is *judged* only where
+every element was compared or left out so, some were compared, and its allowance is below
+max|reference|: where the twin is off by half the output or
 more (mamba in float32 or float16) even an all-zero output would pass, so the example counts as
 run but not judged, and a fuzz run reports how many it judged. A gradient example is judged
 where some gradient's allowance is below its max|reference|.
@@ -96,6 +102,7 @@ from padre_compiler.spec.loader import load_spec
 from padre_compiler.spec.model import Spec
 from padre_compiler.verify.lowering import check_lowering
 from padre_compiler.verify.poison import nan_poisoned
+from padre_compiler.verify.rounding import undecided
 
 DTYPES = {"float64": torch.float64, "float32": torch.float32, "float16": torch.float16,
           "bfloat16": torch.bfloat16}
@@ -144,6 +151,7 @@ class Outcome:
     tensor: str = ""  # in gradient examples, the gradient whose error/allowed is the worst
     regime: str = "default"  # the regime (REGIMES) of the worse outcome
     judged: bool = True  # False: the allowance admits any output (module docstring)
+    undecided: int = 0  # output elements left out: a normalisation upstream is undecided
 
     @property
     def ok(self) -> bool:
@@ -175,12 +183,13 @@ class Comparison:
     allowed: float
     twin_error: float | None  # the eager twin's, where compared
     scale: float  # max |reference| where compared
-    whole: bool  # every element compared
+    whole: bool  # every element where the reference and the twin are finite
     message: str = ""
+    undecided: int = 0  # elements left out: a normalisation upstream is undecided
 
     @property
     def judged(self) -> bool:
-        """Every element compared, and an all-zero output would fail."""
+        """Every finite element compared or undecided, and an all-zero output would fail."""
         return self.message != "" or (self.whole and self.allowed < self.scale)
 
     @property
@@ -188,21 +197,25 @@ class Comparison:
         return not self.message and self.error <= self.allowed
 
 
-def compare(out: np.ndarray, ref: np.ndarray, twin: np.ndarray, dtype: str) -> Comparison:
+def compare(out: np.ndarray, ref: np.ndarray, twin: np.ndarray, dtype: str,
+            undecided: np.ndarray | None = None) -> Comparison:
     """`out` against the float64 reference `ref` under the output rule, its eager twin `twin`
-    run in `dtype`; compared where `ref` and `twin` are finite (module docstring)."""
-    compared = np.isfinite(ref) & np.isfinite(twin)
+    run in `dtype`; compared where `ref` and `twin` are finite and `undecided` (a rounding
+    bound's verdict, padre_compiler.verify.rounding) is False (module docstring)."""
+    finite = np.isfinite(ref) & np.isfinite(twin)
+    whole = bool(finite.all())
+    compared = finite if undecided is None else finite & ~undecided
+    left_out = int((finite & ~compared).sum())
     if not compared.any():
-        return Comparison(0.0, 0.0, None, 0.0, False)
-    whole = bool(compared.all())
+        return Comparison(0.0, 0.0, None, 0.0, False, undecided=left_out)
     if not np.isfinite(out[compared]).all():
         return Comparison(math.inf, 0.0, None, 0.0, whole, "non-finite output where the "
-                          "reference and the eager twin are finite")
+                          "reference and the eager twin are finite", left_out)
     scale = float(np.abs(ref[compared]).max())
     error = float(np.abs(out - ref)[compared].max())
     twin_error = float(np.abs(twin - ref)[compared].max())
     allowed = output_allowance(dtype, twin_error, scale)
-    return Comparison(error, allowed, twin_error, scale, whole)
+    return Comparison(error, allowed, twin_error, scale, whole, undecided=left_out)
 
 
 class Harness:
@@ -286,9 +299,10 @@ class Harness:
         """The output against the float64 reference under the output rule, in `regime`."""
         result = functools.partial(Outcome, ex, regime=regime)
         x, params = self.inputs(ex, regime)
-        ref = run_graph(self.graph, x.double().numpy(),
-                        {k: v.double().numpy() for k, v in params.items()},
-                        EvalContext(grid=ex.grid))
+        x64, params64 = x.double().numpy(), {k: v.double().numpy() for k, v in params.items()}
+        ref = run_graph(self.graph, x64, params64, EvalContext(grid=ex.grid))
+        left_out = undecided(self.graph, x64, params64, DTYPES[ex.dtype],
+                             EvalContext(grid=ex.grid))
         with torch.no_grad(), nan_poisoned(), conv_form(ex.conv_form):
             given = x.to(self.device, copy=True)  # the twin's input stays x
             out = self.build(self.cls, ex, params)(given).double().cpu().numpy()
@@ -296,8 +310,9 @@ class Harness:
             return result(float("inf"), 0.0, None, "the module wrote into its input")
         if out.shape != ref.shape:
             return result(float("inf"), 0.0, None, "wrong shape")
-        c = compare(out, ref, self.eager(ex, x, params), ex.dtype)
-        return result(c.error, c.allowed, c.twin_error, c.message, judged=c.judged)
+        c = compare(out, ref, self.eager(ex, x, params), ex.dtype, left_out)
+        return result(c.error, c.allowed, c.twin_error, c.message, judged=c.judged,
+                      undecided=c.undecided)
 
     def gradients(self, cls: type, ex: Example, x: torch.Tensor,
                   params: dict[str, torch.Tensor], cotangent: torch.Tensor,
@@ -462,6 +477,7 @@ class FuzzReport:
     failure: Outcome | None
     regression: Path | None
     judged: int  # examples whose allowance is below max|reference| (module docstring)
+    undecided: int = 0  # examples with output elements a normalisation left undecided
 
 
 def fuzz(spec: str | Path | Spec, *, backend: str = "torch", examples_n: int = 100,
@@ -482,7 +498,7 @@ def fuzz(spec: str | Path | Spec, *, backend: str = "torch", examples_n: int = 1
         raise PadreError("--device cuda: no CUDA device is visible to torch")
     harness = harness or Harness(spec_obj, backend, device)
     last_failure: list[Outcome] = []
-    count, judged = [0], [0]
+    count, judged, partial = [0], [0], [0]
 
     def check(ex: Example) -> None:
         try:
@@ -491,6 +507,7 @@ def fuzz(spec: str | Path | Spec, *, backend: str = "torch", examples_n: int = 1
             outcome = Outcome(ex, math.inf, 0.0, None, f"raised {type(err).__name__}: {err}")
         count[0] += 1
         judged[0] += outcome.judged
+        partial[0] += outcome.undecided > 0
         if on_example is not None:
             on_example(outcome)
         if not outcome.ok:
@@ -526,7 +543,7 @@ def fuzz(spec: str | Path | Spec, *, backend: str = "torch", examples_n: int = 1
             path = write_regression(spec_obj, backend, failure, regression_dir)
         except PadreError as err:
             raise PadreError(f"{err}. The failing example: {describe(failure)}") from None
-    return FuzzReport(spec_obj.name, backend, count[0], failure, path, judged[0])
+    return FuzzReport(spec_obj.name, backend, count[0], failure, path, judged[0], partial[0])
 
 
 def check_example(spec: str | Path | Spec, example: Example, backend: str = "torch",
@@ -570,11 +587,10 @@ def write_regression(spec: Spec, backend: str, failure: Outcome, directory: Path
     definition, named = replay_source(spec)
     imports = "from padre_compiler.spec.literal import from_literal\n" if definition else ""
     replay = f", params={params!r}" if params and not definition else ""
-    text = textwrap.dedent(f'''\
-        """Regression found by `padre fuzz {spec.name} --backend {backend}{flags}` (shrunk
-        example): {what}{why}."""
-
-        ''') + imports + textwrap.dedent('''\
+    summary = textwrap.fill(f'"""Regression found by `padre fuzz {spec.name} --backend '
+                            f'{backend}{flags}` (shrunk example): {what}{why}."""', width=100,
+                            break_long_words=False, break_on_hyphens=False)
+    text = summary + "\n\n" + imports + textwrap.dedent('''\
         from padre_compiler.verify.fuzz import Example, check_example
         ''') + (definition or "\n\n") + textwrap.dedent(f'''\
         def test_{spec.name}_{backend}_{key}() -> None:

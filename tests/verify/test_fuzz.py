@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import subprocess
 import sys
 from dataclasses import replace
@@ -79,6 +80,20 @@ def test_a_regression_replays_the_spec_parameters_it_was_found_with(tmp_path: Pa
         check_example(spec, example, params={"heads": 4})  # a loaded Spec: params would be lost
 
 
+def test_a_regression_file_keeps_its_lines_to_the_line_length(tmp_path: Path) -> None:
+    """A long failure message is wrapped in the written docstring (ruff's 100 columns), and
+    the file still replays."""
+    import padre_compiler.verify.fuzz as fuzz_module
+
+    example = Example(dim=8, tokens=4, grid=None, batch=1, dtype="float32", seed=1)
+    message = "non-finite output where the reference and the eager twin are finite " * 3
+    path = fuzz_module.write_regression(load_spec("padre3"), "torch", fuzz_module.Outcome(
+        example, 1.0, 0.5, None, message, regime="init"), tmp_path)
+    assert max(len(line) for line in path.read_text().splitlines()) <= 100
+    assert "in the init regime, non-finite output" in " ".join(path.read_text().split())
+    compile(path.read_text(), str(path), "exec")
+
+
 def run_regression(path: Path) -> object:
     """Import a written regression file and run its test; the module."""
     import importlib.util
@@ -141,7 +156,7 @@ def test_a_crash_is_a_failure_shrunk_and_written(tmp_path: Path, error: type) ->
     assert report.failure.message.startswith(f"raised {error.__name__}: boom")
     text = report.regression.read_text()
     compile(text, str(report.regression), "exec")
-    assert f"raised {error.__name__}: boom" in text
+    assert f"raised {error.__name__}: boom" in " ".join(text.split())  # wrapped at 100
 
 
 def test_cli_fuzz_refuses_a_regressions_path_it_cannot_write(tmp_path: Path) -> None:
@@ -472,3 +487,22 @@ def test_a_module_that_writes_into_its_input_fails() -> None:
     report = fuzz(spec, examples_n=5, harness=harness)
     assert report.failure is not None and report.failure.message == ("the module wrote into "
                                                                      "its input")
+
+
+def test_castling_vit_bfloat16_gradients_at_the_modules_initial_scales(monkeypatch) -> None:
+    """The torch backend's linear attention keeps its K^T V state in float32: rounded to
+    bfloat16, Castling-ViT's wq gradient at this example (the copies' scales drawn around
+    their init, 1 / copies, where the V term and the attention term cancel before the l2
+    normalisation) is off by twice the rule's allowance (benchmarks/castling_bf16_state.py).
+    The example is not judged (every allowance here is above its gradient's size), but a
+    bfloat16 state's error exceeds even those."""
+    import padre_compiler.verify.fuzz as fuzz_module
+    from padre_compiler.backends.reference import random_params
+
+    harness = Harness(load_spec("castling_vit"), "torch")
+    example = Example(dim=16, tokens=13, grid=None, batch=1, dtype="bfloat16", seed=166,
+                      grad=True)
+    monkeypatch.setattr(fuzz_module, "random_params",
+                        functools.partial(random_params, copies_at_init=True))
+    outcome = harness.check_grad(example, "default")
+    assert outcome.ok, outcome

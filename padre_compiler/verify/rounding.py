@@ -1,0 +1,240 @@
+"""Rounding bounds: element by element, how far an evaluation of a graph in a dtype may be from
+its float64 reference at the same (rounded) inputs and weights: a first-order forward error
+analysis, one rule per op.
+
+The evaluation model: each op rounds its output to the dtype once (unit roundoff u = eps / 2);
+its sums over tokens, channels or taps accumulate in float32 (float64 for float64 tensors,
+unit u_acc), at most N + (input width) terms; an op of k terms (add, scaled_sum) may round its
+partial sums to the dtype too; a parameter the reference resolves from an expression of
+several tensors (a pass's product of weights) may be rounded once. Every lowering of the
+package computes at least this exactly: the eager twin rounds at every op, the fused kernels
+less often.
+
+The bound E of a node's output from its inputs' values x and bounds E_in:
+
+    multilinear ops (every op but normalize and poly):
+        E = f(|x| + E_in, |w| + dw) - f(|x|, |w|)          propagated (exact for multilinear f)
+          + u |f(x, w)| + u r f(|x|, |w|)                    the output's and r partial sums'
+          + u_acc n f(|x|, |w|)                              accumulation of n terms
+      (long_conv adds its FFT's normwise bound, u_acc 4 log2(m) |x_c|_2 |h_c|_2 per channel)
+    poly p:       E = sup |p'| on [x - E_in, x + E_in] E_in + the Clenshaw recurrence's
+                  rounding, both from the Chebyshev coefficients' absolute values
+    normalize:    |v/(|v| + eps) - w/(|w| + eps)| <= 2 |e| / (|v| - |e| + eps) for w = v + e,
+                  with the row's (or column's) norms of v and E_in
+
+The bound is of rounding alone, first order in it: a result that overflows the dtype's range
+is beyond it (mamba's degree-403 surrogate in float16, where the bound itself passes 1e47).
+
+A normalisation whose bound reaches 2 (twice a unit vector) cannot be decided by the dtype: its
+row's bound is inf (the row's direction may come out anything; an l2-normalised 1-channel head
+is the sign of an entry that may cancel below the dtype's resolution), and so is every element
+that depends on it (inf propagates through the multilinear rules). The fuzzer's output rule
+leaves those elements out: the eager twin, whose error measures the graph's conditioning
+elsewhere, says nothing about a sign that its rounding happened to get right.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+from numpy.polynomial import chebyshev
+
+from padre_compiler.backends.reference import run_graph
+from padre_compiler.ir import ops
+from padre_compiler.ir.graph import Graph
+from padre_compiler.ir.ops import EvalContext
+from padre_compiler.ir.params import ParamExpr, evaluate_param
+from padre_compiler.ir.registry import RuleTable
+
+rounding_rules = RuleTable("rounding")
+
+
+@dataclass(frozen=True)
+class Units:
+    """Unit roundoffs: `store` of the dtype the tensors are held in, `acc` of its sums."""
+
+    store: float
+    acc: float
+
+    @staticmethod
+    def of(dtype: torch.dtype) -> Units:
+        acc = torch.promote_types(dtype, torch.float32)
+        return Units(torch.finfo(dtype).eps / 2, torch.finfo(acc).eps / 2)
+
+
+@dataclass(frozen=True)
+class Site:
+    """What a rule sees of one node: its op, inputs' float64 values and bounds, its output's
+    value, its resolved parameters and their own rounding bounds (0 for a trainable tensor)."""
+
+    op: str
+    attrs: dict
+    xs: list[np.ndarray]
+    errs: list[np.ndarray]
+    out: np.ndarray
+    params: dict[str, np.ndarray]
+    param_errs: dict[str, np.ndarray]
+    ctx: EvalContext
+    units: Units
+
+    def evaluate(self, xs: list[np.ndarray], params: dict[str, np.ndarray]) -> np.ndarray:
+        return ops.reference_rules[self.op](xs, params, self.attrs, self.ctx)
+
+    @functools.cached_property
+    def magnitude(self) -> np.ndarray:
+        """f(|x|, |w|): the sum of the absolute values of the terms of every output element."""
+        return self.evaluate([np.abs(x) for x in self.xs],
+                             {k: np.abs(v) for k, v in self.params.items()})
+
+    def propagated(self) -> np.ndarray:
+        """(f(|x| + t E_in, |w| + t dw) - f(|x|, |w|)) / t for a t >= 1: the inputs' and
+        parameters' errors carried through a multilinear op (inf where an input's bound is).
+        The first-order terms are exact, the higher ones counted t^(j-1) times over: an upper
+        bound. t lifts the errors to 1e-6 of the values, where the float64 difference keeps
+        their digits (at t = 1 a float64 tensor's errors, 1e-16 of its values, would not)."""
+        errs = [*self.errs, *self.param_errs.values()]
+        finite = [np.abs(e[np.isfinite(e)]).max(initial=0.0) for e in errs]
+        if max(finite, default=0.0) == 0.0 and all(np.isfinite(e).all() for e in errs):
+            return np.zeros_like(self.out)
+        values = max(np.abs(v).max(initial=0.0) for v in [*self.xs, *self.params.values()])
+        t = max(1.0, 1e-6 * values / max(max(finite, default=0.0), 1e-300))
+        grown = self.evaluate(
+            [np.abs(x) + t * e for x, e in zip(self.xs, self.errs, strict=True)],
+            {k: np.abs(v) + t * self.param_errs[k] for k, v in self.params.items()})
+        with np.errstate(invalid="ignore"):
+            return np.maximum(grown - self.magnitude, 0.0) / t
+
+    def terms(self) -> int:
+        """A bound on the terms any output element sums: the tokens and the input channels."""
+        return self.xs[0].shape[1] + sum(x.shape[-1] for x in self.xs) + 1
+
+
+Rule = Callable[[Site], np.ndarray]
+
+
+def _multilinear(partials: Callable[[int], int] = lambda k: 0,
+                 accumulates: bool = False, rounds: bool = True) -> Rule:
+    """The multilinear rule (module docstring): `partials(k)` partial sums of k inputs rounded
+    to the dtype, sums accumulated in u_acc when `accumulates`, the output rounded when
+    `rounds` (a view or a copy is not)."""
+
+    def rule(s: Site) -> np.ndarray:
+        bound = s.propagated()
+        if rounds:
+            bound = bound + s.units.store * np.abs(s.out)
+        r = partials(len(s.xs))
+        if r or accumulates:
+            mag = s.magnitude
+            bound = bound + (s.units.store * r + (s.units.acc * s.terms() if accumulates
+                                                  else 0.0)) * mag
+        return bound
+
+    return rule
+
+
+def _long_conv(s: Site) -> np.ndarray:
+    # the FFT's error is normwise: |y_err[:, c]|_2 <= u_acc 4 log2(m) |x[:, c]|_2 |h[c, :N]|_2
+    # (per batch row), then y + x * skip in the dtype rounds twice more
+    x, n = s.xs[0], s.xs[0].shape[1]
+    m = 1 << (2 * max(n, 1) - 1).bit_length()
+    fft = (4 * np.log2(m) * s.units.acc * np.linalg.norm(x, axis=1, keepdims=True)
+           * np.linalg.norm(s.params["filter"][:, :n], axis=1))
+    partials = 1 if "skip" in s.params else 0
+    return _multilinear(lambda k: partials, accumulates=True)(s) + fft
+
+
+def _poly(s: Site) -> np.ndarray:
+    # p(x) = sum_k c_k T_k(t), t = (2x - lo - hi) / (hi - lo); |T_k(t)| <= T_k(max(1, |t|)),
+    # so sum_k |d_k| T_k(max(1, |t| + dt)) bounds |dp/dt| within dt of t (d: p's derivative)
+    x, e = s.xs[0], s.errs[0]
+    lo, hi = s.attrs["lo"], s.attrs["hi"]
+    c = np.asarray(s.attrs["coeffs"], dtype=float)
+    t = np.abs((2 * x - lo - hi) / (hi - lo))
+    dt = 2 * e / (hi - lo)
+
+    def majorant(coeffs: np.ndarray, at: np.ndarray) -> np.ndarray:
+        return chebyshev.chebval(np.maximum(1.0, at), np.abs(coeffs))
+
+    slope = majorant(chebyshev.chebder(c), t + dt) if len(c) > 1 else 0.0 * t
+    recurrence = (2 * len(c) + 2) * s.units.store * majorant(c, t)  # Clenshaw, in the dtype
+    return slope * dt + recurrence + s.units.store * np.abs(s.out)
+
+
+def _normalize(s: Site) -> np.ndarray:
+    # per row (l1_tokens: per column over the tokens) v with error e, |e| <= |E_in|:
+    # |v/(|v|+eps) - w/(|w|+eps)| <= 2|e| / (|v| - |e| + eps); both sides are at most unit
+    # vectors, so a bound of 2 or more decides nothing: inf
+    x, e, eps = s.xs[0], s.errs[0], s.attrs["eps"]
+    kind = s.attrs["kind"]
+    p = 2 if kind == "l2_rows" else 1
+    b, n, w = x.shape
+    if kind == "l1_tokens":
+        rows, axis = (b, n, w), 1
+    else:
+        rows, axis = (b, n, s.attrs["heads"], w // s.attrs["heads"]), -1
+    v, err = x.reshape(rows), e.reshape(rows)
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        nv = np.linalg.norm(v, ord=p, axis=axis, keepdims=True)
+        ne = np.linalg.norm(err, ord=p, axis=axis, keepdims=True)
+        moved = np.where(2 * ne < nv + eps, 2 * ne / (nv - ne + eps), np.inf)
+    length = v.shape[axis]
+    if length == 1 and eps == 0:  # v / |v| is v's sign: exact wherever |e| < |v|
+        moved = np.where(ne < nv, 0.0, np.inf)
+    norm_rounding = (s.units.acc * (length + 2) + s.units.store) * np.abs(s.out)
+    return np.broadcast_to(moved, rows).reshape(b, n, w) + norm_rounding
+
+
+rounding_rules.register("input")(lambda s: np.zeros_like(s.out))
+rounding_rules.register("output", "identity", "split", "expand")(_multilinear(rounds=False))
+rounding_rules.register("diagonal", "hadamard", "bias")(_multilinear())
+rounding_rules.register("add")(_multilinear(lambda k: max(k - 2, 0)))
+rounding_rules.register("scaled_sum")(_multilinear(lambda k: k - 1))
+rounding_rules.register("dense", "contract", "dwconv1d", "dwconv2d", "global_sum",
+                        "prefix_sum", "linear_attention")(_multilinear(accumulates=True))
+rounding_rules.register("long_conv")(_long_conv)
+rounding_rules.register("poly")(_poly)
+rounding_rules.register("normalize")(_normalize)
+
+
+def _param_error(expr: ParamExpr, value: np.ndarray, units: Units) -> np.ndarray:
+    """A trainable tensor is exact (the reference takes the rounded weights); a product or sum
+    of several, as a pass folds them, may be rounded once."""
+    return np.zeros_like(value) if expr.fn == "leaf" else units.store * np.abs(value)
+
+
+def rounding_bound(g: Graph, x: np.ndarray, params: dict[str, np.ndarray],
+                   dtype: torch.dtype, ctx: EvalContext | None = None) -> np.ndarray:
+    """The bound E on |(g evaluated in dtype) - (g in float64)| at the output, element by
+    element, for float64 inputs x and params already rounded to dtype; inf where a
+    normalisation upstream is undecided (module docstring)."""
+    ctx = ctx or EvalContext()
+    if ctx.dim is None:
+        ctx = replace(ctx, dim=x.shape[-1])
+    values = run_graph(g, x, params, ctx, keep=True)
+    units = Units.of(dtype)
+    errs: dict[int, np.ndarray] = {}
+    for nid, node, inputs in g.items():
+        resolved = {role: evaluate_param(expr, params.__getitem__, np)
+                    for role, expr in node.params}
+        site = Site(node.op, node.a, [x] if node.op == "input" else [values[i] for i in inputs],
+                    [np.zeros_like(x)] if node.op == "input" else [errs[i] for i in inputs],
+                    values[nid], resolved,
+                    {role: _param_error(expr, resolved[role], units) for role, expr in node.params},
+                    ctx, units)
+        with np.errstate(invalid="ignore", over="ignore"):
+            errs[nid] = np.where(np.isnan(bound := rounding_rules[node.op](site)), np.inf, bound)
+    return errs[g.output_id]
+
+
+def undecided(g: Graph, x: np.ndarray, params: dict[str, np.ndarray], dtype: torch.dtype,
+              ctx: EvalContext | None = None) -> np.ndarray | None:
+    """The output elements that depend on a normalisation the dtype cannot decide (a bool
+    array), or None for a graph without normalisations, whose bound is not evaluated (there an
+    infinite bound would only mean that it overflowed)."""
+    if all(node.op != "normalize" for _, node, _ in g.items()):
+        return None
+    return ~np.isfinite(rounding_bound(g, x, params, dtype, ctx))
