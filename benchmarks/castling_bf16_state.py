@@ -1,14 +1,15 @@
 """Castling-ViT's gradient rule in bfloat16 with the scales on copies drawn around their init,
-1 / copies, instead of the fuzzer's 1: the known failure the README's status names.
+1 / copies, instead of the fuzzer's 1, beside the fuzzer's draw.
 
     python benchmarks/castling_bf16_state.py    # writes benchmarks/results/castling_bf16_state.md
 
-The torch backend's Castling-ViT computes its linear attention re-associated, Q (K^T V), and
-rounds the state K^T V and its weighting to bfloat16; the eager twin (the spec op by op)
-rounds (Q K^T) V instead. Where the attention term and the V term cancel before an l2
-normalisation, the module's rounding is amplified past the rule's allowance (four times the
-twin's error, from three samples). The table gives each example's worst tensor in each dtype
-and regime, and whether the rule passes.
+The torch backend's Castling-ViT computes its linear attention re-associated, Q (K^T V), with
+the state K^T V and its weighting in float32; the eager twin (the spec op by op) rounds
+(Q K^T) V instead. Where the attention term and the V term cancel before an l2 normalisation,
+a state rounded to bfloat16 is amplified past the rule's allowance (four times the twin's
+error, from three samples) at this example's wq gradient (tests/verify/test_fuzz.py holds it).
+The table gives each example's worst tensor in each dtype and regime, and whether the rule
+passes.
 """
 
 from __future__ import annotations
