@@ -9,13 +9,15 @@ so c_m tends to the finite ||o'_m - v_m|| as w_m -> 1 instead of cancelling to 0
 
 The token axis is split into S chunks of CHUNK tokens (a multiple of the token tile BT), so a
 launch runs B * H * S programs rather than B * H: at decode time B = 1 and H alone leaves most
-of a GPU's SMs idle while each program walks the whole cache. Three launches, no atomics:
-1. `caote_weights_kernel`, one program a row: m, W and r_m from the weights alone;
-2. `caote_partial_kernel`, one program a (row, chunk): the chunk's part of s, into a
+of a GPU's SMs idle while each program walks the whole cache. Three launches, each of one
+program a (row, chunk), no atomics:
+1. `caote_weights_kernel`: the chunk's largest weight, its first index, its sum and its sum
+   less that entry, from the weights alone;
+2. `caote_partial_kernel`: m from the S chunks' (`row_top`), then the chunk's part of s, into a
    [B, H, S, d] fp32 buffer;
-3. `caote_distance_kernel`, one program a (row, chunk): s as the sum of the S parts in the
-   order k = 0 .. S - 1 (the same s, bit for bit, in every chunk of a row and every run), then
-   c over the chunk.
+3. `caote_distance_kernel`: m, W and r_m from the S chunks' (`row_top`, `row_sums`), s as the
+   sum of the S parts, each in the order k = 0 .. S - 1 (the same m, W, r_m and s, bit for
+   bit, in every chunk of a row and every run), then c over the chunk.
 The values are read twice (2, then 3), in fp32 whatever the cache dtype; nothing of size
 T x d is materialised. `token_split` chooses S. The kernels run where Triton runs (CUDA
 tensors, or CPU tensors under TRITON_INTERPRET=1); elsewhere the PyTorch scores are used. The
@@ -50,13 +52,40 @@ if triton is not None:
     # passes 2**31 elements: 17 x 128k tokens of Llama-3-8B's).
 
     @triton.jit
-    def head_values(v, top, i_bh, T, D, H, G, BD: tl.constexpr):
-        """Row i_bh (int64) -> (v[b, h // G] as a pointer, m, [BD] fp32 v_m, 0 past D)."""
+    def head_values(v, b_top, i_bh, T, D, H, G, BD: tl.constexpr):
+        """Row i_bh (int64), m -> (v[b, h // G] as a pointer, [BD] fp32 v_m, 0 past D)."""
         p_v = v + ((i_bh // H) * (H // G) + (i_bh % H) // G) * T * D
-        b_top = tl.load(top + i_bh)
         o_d = tl.arange(0, BD)
         b_vm = tl.load(p_v + b_top * D + o_d, mask=o_d < D, other=0.).to(tl.float32)
-        return p_v, b_top, b_vm
+        return p_v, b_vm
+
+    @triton.jit
+    def row_top(tops, stats, i_bh, S):
+        """(m, k*): the row's first largest weight's index, as the whole row's walk finds it
+        (the first chunk k* whose largest weight beats the earlier chunks', its first index of
+        it), from `caote_weights_kernel`'s tops [R, S] and stats [R, S, 3]."""
+        b_max = tl.full([], float("-inf"), tl.float32)
+        b_top = tl.zeros([], dtype=tl.int32)
+        b_k = tl.zeros([], dtype=tl.int32)
+        for k in range(0, S):
+            m_k = tl.load(stats + (i_bh * S + k) * 3)
+            b_top = tl.where(m_k > b_max, tl.load(tops + i_bh * S + k), b_top)
+            b_k = tl.where(m_k > b_max, k, b_k)
+            b_max = tl.maximum(b_max, m_k)
+        return b_top, b_k
+
+    @triton.jit
+    def row_sums(stats, i_bh, S, b_k):
+        """(W, r_m) = (sum_k W_k, sum_{k != k*} W_k + R_k*) over the chunks' sums W_k and sums
+        R_k less their largest entry: r_m keeps w_m out of every sum (W - w_m keeps no digit
+        when w_m rounds to W)."""
+        w_sum = tl.zeros([], dtype=tl.float32)
+        r_top = tl.zeros([], dtype=tl.float32)
+        for k in range(0, S):
+            w_k = tl.load(stats + (i_bh * S + k) * 3 + 1)
+            w_sum += w_k
+            r_top += tl.where(k == b_k, tl.load(stats + (i_bh * S + k) * 3 + 2), w_k)
+        return w_sum, r_top
 
     @triton.jit
     def value_tile(p_v, b_vm, t0, T, D, BT: tl.constexpr, BD: tl.constexpr):
@@ -82,39 +111,45 @@ if triton is not None:
         return tl.where(b_nan, float("nan"), tl.where(b_big == float("inf"), b_big, b_norm))
 
     @triton.jit
-    def caote_weights_kernel(w, top, sums, T, BT: tl.constexpr):
-        """Grid (R,). w: [R, T] -> top: [R] int32, m = argmax_j w_j (the first of equal
-        maxima); sums: [R, 2] fp32, (W, r_m) = (sum_j w_j, sum_{j != m} w_j). r_m is summed
-        with w_m left out: W - w_m keeps no digit when w_m rounds to W."""
+    def caote_weights_kernel(w, tops, stats, T, CHUNK, S, BT: tl.constexpr):
+        """Grid (R, S). w: [R, T] over chunk k (as in `caote_partial_kernel`) -> tops[r, k]
+        int32, the chunk's first index of its largest weight j_k; stats[r, k] fp32, (w_{j_k},
+        W_k, R_k) = (its largest weight, sum_j w_j, sum_{j != j_k} w_j) over the chunk."""
         i_bh = tl.program_id(0).to(tl.int64)
+        i_k = tl.program_id(1)
         p_w = w + i_bh * T
+        c0 = i_k * CHUNK  # chunk k: tokens c0 .. c0 + min(CHUNK, T - c0) - 1
+        c1 = c0 + tl.minimum(CHUNK, T - c0)
         b_max = tl.full([], float("-inf"), tl.float32)
         b_top = tl.zeros([], dtype=tl.int32)
-        for t0 in range(0, T, BT):
+        for t0 in range(c0, c1, BT):
             o_t = t0 + tl.arange(0, BT)
             b_w = tl.load(p_w + o_t, mask=o_t < T, other=float("-inf")).to(tl.float32)
             b_top = tl.where(tl.max(b_w, axis=0) > b_max, t0 + tl.argmax(b_w, axis=0), b_top)
             b_max = tl.maximum(b_max, tl.max(b_w, axis=0))
-        b_sum = tl.zeros([BT], dtype=tl.float32)  # lanes of W
-        b_rest = tl.zeros([BT], dtype=tl.float32)  # lanes of r_m
-        for t0 in range(0, T, BT):
+        b_sum = tl.zeros([BT], dtype=tl.float32)  # lanes of W_k
+        b_rest = tl.zeros([BT], dtype=tl.float32)  # lanes of R_k
+        for t0 in range(c0, c1, BT):
             o_t = t0 + tl.arange(0, BT)
             b_w = tl.load(p_w + o_t, mask=o_t < T, other=0.).to(tl.float32)
             b_sum += b_w
             b_rest += tl.where(o_t == b_top, 0.0, b_w)
-        tl.store(top + i_bh, b_top)
-        tl.store(sums + 2 * i_bh, tl.sum(b_sum, axis=0))
-        tl.store(sums + 2 * i_bh + 1, tl.sum(b_rest, axis=0))
+        i_rk = i_bh * S + i_k
+        tl.store(tops + i_rk, b_top)
+        tl.store(stats + 3 * i_rk, b_max)
+        tl.store(stats + 3 * i_rk + 1, tl.sum(b_sum, axis=0))
+        tl.store(stats + 3 * i_rk + 2, tl.sum(b_rest, axis=0))
 
     @triton.jit
-    def caote_partial_kernel(w, v, top, part, T, D, H, G, CHUNK, S, FAST: tl.constexpr,
-                             BT: tl.constexpr, BD: tl.constexpr):
+    def caote_partial_kernel(w, v, tops, stats, part, T, D, H, G, CHUNK, S,
+                             FAST: tl.constexpr, BT: tl.constexpr, BD: tl.constexpr):
         """Grid (R, S). part: [R, S, D] fp32, part[r, k] = sum_{i in chunk k} p_i u_i over
         chunk k = tokens [k CHUNK, min((k + 1) CHUNK, T)), p_i = w_i (FastCAOTE: 1 / T);
         CHUNK a multiple of BT, so a chunk's tiles are the whole-row walk's tiles."""
         i_bh = tl.program_id(0).to(tl.int64)
         i_k = tl.program_id(1)
-        p_v, _, b_vm = head_values(v, top, i_bh, T, D, H, G, BD)
+        b_top, _ = row_top(tops, stats, i_bh, S)
+        p_v, b_vm = head_values(v, b_top, i_bh, T, D, H, G, BD)
         b_s = tl.zeros([BD], dtype=tl.float32)  # [BD] this chunk's part of s
         c0 = i_k * CHUNK  # chunk k: tokens c0 .. c0 + min(CHUNK, T - c0) - 1
         for t0 in range(c0, c0 + tl.minimum(CHUNK, T - c0), BT):
@@ -128,20 +163,21 @@ if triton is not None:
         tl.store(part + (i_bh * S + i_k) * D + o_d, b_s, mask=o_d < D)
 
     @triton.jit
-    def caote_distance_kernel(w, v, top, sums, part, c, T, D, H, G, CHUNK, S,
+    def caote_distance_kernel(w, v, tops, stats, part, c, T, D, H, G, CHUNK, S,
                               FAST: tl.constexpr, BT: tl.constexpr, BD: tl.constexpr):
         """Grid (R, S). c: [R, T] fp32 over chunk k (as in `caote_partial_kernel`):
         c_j = w_j * ||(s - W u_j) / r_j||_2 with s = sum_{k'} part[r, k'] summed in the order
-        k' = 0 .. S - 1, r_j = W - w_j for j != m and r_m from `sums` (FastCAOTE: W -> 1 in
+        k' = 0 .. S - 1, r_j = W - w_j for j != m and r_m from `row_sums` (FastCAOTE: W -> 1 in
         front of u_j, not in r_j); c_j = +inf where r_j = 0 < w_j, 0 where r_j = w_j = 0."""
         i_bh = tl.program_id(0).to(tl.int64)
         i_k = tl.program_id(1)
-        p_v, b_top, b_vm = head_values(v, top, i_bh, T, D, H, G, BD)
+        b_top, b_k = row_top(tops, stats, i_bh, S)
+        p_v, b_vm = head_values(v, b_top, i_bh, T, D, H, G, BD)
         o_d = tl.arange(0, BD)
         b_s = tl.zeros([BD], dtype=tl.float32)  # [BD] s, the same in every chunk of the row
         for k in range(0, S):
             b_s += tl.load(part + (i_bh * S + k) * D + o_d, mask=o_d < D, other=0.)
-        w_sum, r_top = tl.load(sums + 2 * i_bh), tl.load(sums + 2 * i_bh + 1)
+        w_sum, r_top = row_sums(stats, i_bh, S, b_k)
         scale = 1.0 if FAST else w_sum
         c0 = i_k * CHUNK  # chunk k: tokens c0 .. c0 + min(CHUNK, T - c0) - 1
         for t0 in range(c0, c0 + tl.minimum(CHUNK, T - c0), BT):
@@ -207,16 +243,17 @@ def caote_scores_fused(weights: torch.Tensor, values: torch.Tensor,
     w, v = weights.contiguous(), values.contiguous()
     rows, dev = b * hq, values.device
     n_chunks, chunk = token_split(t, rows, dev)
-    top = torch.empty(rows, device=dev, dtype=torch.int32)  # m
-    sums = torch.empty(rows, 2, device=dev, dtype=torch.float32)  # (W, r_m)
+    tops = torch.empty(rows, n_chunks, device=dev, dtype=torch.int32)  # j_k
+    stats = torch.empty(rows, n_chunks, 3, device=dev, dtype=torch.float32)  # (w_j_k, W_k, R_k)
     part = torch.empty(b, hq, n_chunks, d, device=dev, dtype=torch.float32)  # parts of s
     out = torch.empty(b, hq, t, device=dev, dtype=torch.float32)
     bt, warps = CAOTE_TILE["BT"], CAOTE_TILE["num_warps"]
     launch = dict(FAST=fast, BT=bt, BD=head_block(d), num_warps=warps)
-    start(caote_weights_kernel, (rows,))(w, top, sums, t, BT=bt, num_warps=warps)
-    start(caote_partial_kernel, (rows, n_chunks))(w, v, top, part, t, d, hq, hq // hkv,
+    start(caote_weights_kernel, (rows, n_chunks))(w, tops, stats, t, chunk, n_chunks, BT=bt,
+                                                   num_warps=warps)
+    start(caote_partial_kernel, (rows, n_chunks))(w, v, tops, stats, part, t, d, hq, hq // hkv,
                                                    chunk, n_chunks, **launch)
-    start(caote_distance_kernel, (rows, n_chunks))(w, v, top, sums, part, out, t, d, hq,
+    start(caote_distance_kernel, (rows, n_chunks))(w, v, tops, stats, part, out, t, d, hq,
                                                     hq // hkv, chunk, n_chunks, **launch)
     return out
 

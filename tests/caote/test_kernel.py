@@ -179,6 +179,23 @@ def test_split_scores_where_no_other_entry_has_weight(monkeypatch: pytest.Monkey
     torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("fast", [False, True])
+@pytest.mark.parametrize("dominant", [5, 40, 75])  # in chunk 0, 1 or 2 (of 32 tokens)
+def test_a_dominant_weight_in_any_chunk_keeps_its_rest_exact(monkeypatch: pytest.MonkeyPatch,
+                                                              fast: bool, dominant: int) -> None:
+    """w_m rounds to 1 and the other 79 weights are 1e-26 each, spread over three chunks: r_m
+    (7.9e-25) is the other chunks' sums plus m's chunk's sum less w_m, never W - w_m (0)."""
+    _split(monkeypatch, 32)
+    w = torch.full((1, 1, 80), 1e-26)
+    w[0, 0, dominant] = 1.0
+    v = torch.randn(1, 1, 80, 4, generator=torch.Generator().manual_seed(dominant))
+    with nan_poisoned():
+        got = kernel.caote_scores_fused(w, v, fast=fast)
+    ref = (fastcaote_from_weights if fast else caote_from_weights)(w.double(), v.double())
+    assert torch.isfinite(got).all()
+    torch.testing.assert_close(got.double(), ref, rtol=1e-5, atol=0.0)
+
+
 def test_split_scores_are_bitwise_deterministic(monkeypatch: pytest.MonkeyPatch) -> None:
     """Two runs of three chunks a row give the same bits, the second over NaN-filled scratch
     (a part of s read before it is written would differ); and the module adds no partial sums

@@ -228,7 +228,7 @@ def test_a_kernel_without_fold_is_refused_rather_than_folded(monkeypatch) -> Non
     monkeypatch.setattr(launch, "GRID_LIMITS", (2**31 - 1, 2, 65535))
     monkeypatch.setattr(caote, "token_split", lambda t, rows, device: (3, 32))
     with pytest.raises(launch.GridLimitError,
-                       match=r"caote_partial_kernel: .* 3 programs on axis 1, past the 2 .*"
+                       match=r"caote_weights_kernel: .* 3 programs on axis 1, past the 2 .*"
                              r"reads no folded axis"):
         caote.caote_scores_fused(torch.rand(1, 1, 65), torch.randn(1, 1, 65, 8))
     assert launch.legal_grid("k", (1, 3), foldable=True) == ((1, 2, 2), True)
