@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -105,3 +106,27 @@ def test_run_says_what_ran_the_fused_regions() -> None:
                           "fuzz('conv2former', backend='triton', examples_n=2)"],
                          env={**env, "TRITON_INTERPRET": "0"}, capture_output=True, text=True)
     assert run.returncode != 0 and "the fused regions would run their naive" in run.stderr
+
+
+def test_an_undecided_element_is_left_out_as_the_fuzzer_leaves_it(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A reference whose first element differs from the module's (a sign the dtype cannot
+    decide): left out where the rounding bound calls it undecided, an error otherwise."""
+    result = generate("castling_vit", dim=8)
+    reference = rc.run_graph
+
+    def flipped(*args, **kwargs):
+        ref = reference(*args, **kwargs).copy()
+        ref[0, 0, 0] = -ref[0, 0, 0] - 1.0
+        return ref
+
+    monkeypatch.setattr(rc, "run_graph", flipped)
+    assert rc.run_check(result, 8, None, 6).error > 0.1
+
+    def first_undecided(graph, x, params, dtype, ctx):
+        mask = np.zeros(x.shape, bool)  # Castling-ViT's output has its input's shape
+        mask[0, 0, 0] = True
+        return mask
+
+    monkeypatch.setattr(rc, "undecided", first_undecided)
+    assert rc.run_check(result, 8, None, 6).error < rc.TOLERANCE
