@@ -17,8 +17,9 @@ The bound E of a node's output from its inputs' values x and bounds E_in:
           + u |f(x, w)| + u r f(|x|, |w|)                    the output's and r partial sums'
           + u_acc n f(|x|, |w|)                              accumulation of n terms
       (long_conv adds its FFT's normwise bound, u_acc 4 log2(m) |x_c|_2 |h_c|_2 per channel)
-    poly p:       E = sup |p'| on [x - E_in, x + E_in] E_in + the Clenshaw recurrence's
-                  rounding, both from the Chebyshev coefficients' absolute values
+    poly p:       E = sup |p'| within dt of the argument t, times dt (the input's error and
+                  the argument's rounding), + the Clenshaw recurrence's rounding: each step's
+                  error eta_k moves p by eta_k T_k(t)
     normalize:    |v/(|v| + eps) - w/(|w| + eps)| <= 2 |e| / (|v| - |e| + eps) for w = v + e,
                   with the row's (or column's) norms of v and E_in
 
@@ -148,20 +149,34 @@ def _long_conv(s: Site) -> np.ndarray:
 
 
 def _poly(s: Site) -> np.ndarray:
-    # p(x) = sum_k c_k T_k(t), t = (2x - lo - hi) / (hi - lo); |T_k(t)| <= T_k(max(1, |t|)),
-    # so sum_k |d_k| T_k(max(1, |t| + dt)) bounds |dp/dt| within dt of t (d: p's derivative)
-    x, e = s.xs[0], s.errs[0]
+    # p(x) = sum_k c_k T_k(t), t = (2x - lo - hi) / (hi - lo), by Clenshaw in the dtype:
+    # b_k = c_k + 2t b_{k+1} - b_{k+2}, p = c_0 + t b_1 - b_2. |T_k(t)| <= T_k(max(1, |t|)), so
+    # sum_k |d_k| T_k(max(1, |t| + dt)) bounds |dp/dt| within dt of t (d: p's derivative); dt
+    # holds the input's error and the argument's own rounding: fl(fl(2x - fl(lo + hi)) /
+    # fl(hi - lo)) is within u (3|t| + |lo + hi| / |hi - lo|) of t. An error eta_k made in b_k
+    # moves p by eta_k T_k(t), as a change of c_k would, with |eta_k| <= u (|c_k| + |2t b_{k+1}|
+    # + |c_k + 2t b_{k+1}| + |b_k|): c_k rounded, then the recurrence's three operations
+    x, e, u = s.xs[0], s.errs[0], s.units.store
     lo, hi = s.attrs["lo"], s.attrs["hi"]
     c = np.asarray(s.attrs["coeffs"], dtype=float)
-    t = np.abs((2 * x - lo - hi) / (hi - lo))
-    dt = 2 * e / (hi - lo)
+    t = (2 * x - lo - hi) / (hi - lo)
+    dt = 2 * e / abs(hi - lo) + u * (3 * np.abs(t) + abs((lo + hi) / (hi - lo)))
 
     def majorant(coeffs: np.ndarray, at: np.ndarray) -> np.ndarray:
         return chebyshev.chebval(np.maximum(1.0, at), np.abs(coeffs))
 
-    slope = majorant(chebyshev.chebder(c), t + dt) if len(c) > 1 else 0.0 * t
-    recurrence = (2 * len(c) + 2) * s.units.store * majorant(c, t)  # Clenshaw, in the dtype
-    return slope * dt + recurrence + s.units.store * np.abs(s.out)
+    slope = majorant(chebyshev.chebder(c), np.abs(t) + dt) if len(c) > 1 else 0.0 * t
+    growth = np.arccosh(np.maximum(1.0, np.abs(t)))  # T_k(max(1, |t|)) = cosh(k growth)
+    b1 = b2 = np.zeros_like(t)
+    recurrence = np.zeros_like(t)
+    for k in range(len(c) - 1, 0, -1):
+        step = 2 * t * b1
+        b1, b2 = c[k] + step - b2, b1
+        eta = u * (abs(c[k]) + np.abs(step) + np.abs(c[k] + step) + np.abs(b1))
+        recurrence = recurrence + eta * np.cosh(k * growth)
+    last = t * b1
+    recurrence = recurrence + u * (abs(c[0]) + np.abs(last) + np.abs(c[0] + last))
+    return slope * dt + recurrence + u * np.abs(s.out)
 
 
 def _normalize(s: Site) -> np.ndarray:

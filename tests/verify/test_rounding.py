@@ -14,10 +14,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from padre_compiler.backends.reference import random_params, run_graph
-from padre_compiler.compiler import optimise, pass_context
-from padre_compiler.ir.graph import Graph, is_valid_dim, width_step
+from padre_compiler.compiler import construct, eager_class, optimise, pass_context
+from padre_compiler.ir.graph import Graph, Node, freeze, is_valid_dim, width_step
 from padre_compiler.ir.ops import EvalContext
 from padre_compiler.ir.params import evaluate_param
+from padre_compiler.ir.width import Width
 from padre_compiler.spec.loader import bundled_specs, load_spec
 from padre_compiler.verify import fuzz, rounding
 from padre_compiler.verify.rounding import Site, Units, rounding_bound, rounding_rules
@@ -166,6 +167,25 @@ def test_the_bound_holds_for_the_twin_and_the_compiled_module(name: str) -> None
             for cls in ("twin", "compiled"):
                 ratio, _ = end_to_end(name, seed, dtype, cls)
                 assert ratio <= 1, (dtype, seed, cls, ratio)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
+def test_the_poly_rule_bounds_the_twins_own_rounding(dtype: torch.dtype) -> None:
+    """At exact inputs a Chebyshev sum still rounds its argument t = (2x - lo - hi) / (hi - lo)
+    (lo + hi and hi - lo rounded too), which p' amplifies, and each Clenshaw step, whose error
+    moves p by T_k(t): up to k times the step's size near t = +-1."""
+    coeffs = tuple(float(c) for c in np.random.default_rng(0).standard_normal(30))
+    g = Graph("sequence")
+    x_id = g.add(Node("input", (), Width.dim()))
+    attrs = {"coeffs": coeffs, "lo": 0.1, "hi": 5.3, "surrogate": ""}
+    p_id = g.add(Node("poly", freeze(attrs), Width.dim()), [x_id])
+    g.add(Node("output", (), Width.dim()), [p_id])
+    x = torch.linspace(0.1, 5.3, 64, dtype=torch.float64).reshape(1, 16, 4).to(dtype)
+    x64 = x.double().numpy()
+    with torch.no_grad():
+        twin = construct(eager_class(g, "chebyshev"), 4, None).to(dtype)(x).double().numpy()
+    bound = rounding_bound(g, x64, {}, dtype)
+    assert (np.abs(twin - run_graph(g, x64, {}, EvalContext())) <= bound).all()
 
 
 def test_a_cancelling_one_channel_head_is_undecided_and_only_there() -> None:
