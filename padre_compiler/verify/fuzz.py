@@ -16,13 +16,14 @@ non-finite result there fails. Elements that depend on a normalisation the dtype
 decide are left out as well: a forward rounding bound (padre_compiler.verify.rounding) marks
 the rows whose error may reach their norm (an l2-normalised 1-channel head is the sign of an
 entry that may cancel below the dtype's resolution), where the twin's rounding may get a sign
-right by chance and a module's wrong, neither more correct (a module may even round such a
-row to exactly 0 and meet the 0/0 the spec leaves undefined). An example is *judged* only where
-every element was compared or left out so, some were compared, and its allowance is below
-max|reference|: where the twin is off by half the output or
-more (mamba in float32 or float16) even an all-zero output would pass, so the example counts as
-run but not judged, and a fuzz run reports how many it judged. A gradient example is judged
-where some gradient's allowance is below its max|reference|.
+right by chance and a module's wrong, neither more correct; where every normalisation's eps
+is 0, a module may even round such a row to exactly 0 and meet the 0/0 the spec leaves
+undefined, so a non-finite result is admitted there (with eps > 0 it fails). An example is
+*judged* only where every element was compared or left out so, some were compared, and its
+allowance is below max|reference|: where the twin is off by half the output or more (mamba
+in float32 or float16) even an all-zero output would pass, so the example counts as run but
+not judged, and a fuzz run reports how many it judged and how many left elements out. A
+gradient example is judged where some gradient's allowance is below its max|reference|.
 
 Every example is checked in two regimes (`REGIMES`), and its outcome is the worse: "default"
 draws weights around each op's default init at x ~ N(0, 1), where every term is large; "init"
@@ -102,7 +103,7 @@ from padre_compiler.spec.loader import load_spec
 from padre_compiler.spec.model import Spec
 from padre_compiler.verify.lowering import check_lowering
 from padre_compiler.verify.poison import nan_poisoned
-from padre_compiler.verify.rounding import undecided
+from padre_compiler.verify.rounding import Undecided, undecided
 
 DTYPES = {"float64": torch.float64, "float32": torch.float32, "float16": torch.float16,
           "bfloat16": torch.bfloat16}
@@ -183,7 +184,7 @@ class Comparison:
     allowed: float
     twin_error: float | None  # the eager twin's, where compared
     scale: float  # max |reference| where compared
-    whole: bool  # every element where the reference and the twin are finite
+    whole: bool  # the reference and the twin finite everywhere
     message: str = ""
     undecided: int = 0  # elements left out: a normalisation upstream is undecided
 
@@ -198,19 +199,23 @@ class Comparison:
 
 
 def compare(out: np.ndarray, ref: np.ndarray, twin: np.ndarray, dtype: str,
-            undecided: np.ndarray | None = None) -> Comparison:
+            undecided: Undecided | None = None) -> Comparison:
     """`out` against the float64 reference `ref` under the output rule, its eager twin `twin`
-    run in `dtype`; compared where `ref` and `twin` are finite and `undecided` (a rounding
-    bound's verdict, padre_compiler.verify.rounding) is False (module docstring)."""
+    run in `dtype`; compared where `ref` and `twin` are finite and no normalisation upstream
+    is undecided (a rounding bound's verdict, padre_compiler.verify.rounding); non-finite
+    results fail where `ref` and `twin` are finite, except at undecided elements that may be
+    the spec's 0 / 0 (module docstring)."""
     finite = np.isfinite(ref) & np.isfinite(twin)
     whole = bool(finite.all())
-    compared = finite if undecided is None else finite & ~undecided
-    left_out = int((finite & ~compared).sum())
-    if not compared.any():
-        return Comparison(0.0, 0.0, None, 0.0, False, undecided=left_out)
-    if not np.isfinite(out[compared]).all():
+    left = finite & (False if undecided is None else undecided.mask)
+    compared = finite & ~left
+    left_out = int(left.sum())
+    must_be_finite = compared if undecided is not None and undecided.undefined else finite
+    if not np.isfinite(out[must_be_finite]).all():
         return Comparison(math.inf, 0.0, None, 0.0, whole, "non-finite output where the "
                           "reference and the eager twin are finite", left_out)
+    if not compared.any():
+        return Comparison(0.0, 0.0, None, 0.0, False, undecided=left_out)
     scale = float(np.abs(ref[compared]).max())
     error = float(np.abs(out - ref)[compared].max())
     twin_error = float(np.abs(twin - ref)[compared].max())

@@ -14,6 +14,7 @@ import torch
 from padre_compiler import cli, dsl
 from padre_compiler.compiler import generate
 from padre_compiler.verify import run_check as rc
+from padre_compiler.verify.rounding import Undecided
 from tests.helpers import generated_runtime, scale_run_check_modules
 
 
@@ -126,7 +127,7 @@ def test_an_undecided_element_is_left_out_as_the_fuzzer_leaves_it(
     def first_undecided(graph, x, params, dtype, ctx):
         mask = np.zeros(x.shape, bool)  # Castling-ViT's output has its input's shape
         mask[0, 0, 0] = True
-        return mask
+        return Undecided(mask, undefined=True)
 
     monkeypatch.setattr(rc, "undecided", first_undecided)
     assert rc.run_check(result, 8, None, 6).error < rc.TOLERANCE
