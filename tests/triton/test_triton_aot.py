@@ -780,3 +780,54 @@ def test_fp32_head_state_spills_past_64_channel_heads() -> None:
     assert state(64, bf16=False).stack == 0
     assert state(128, bf16=False).stack > 0
     assert state(128, bf16=True).stack == 0
+
+
+CAOTE_FOR_SM_90 = """
+import json
+import torch
+from padre_compiler.backends.triton import aot
+from padre_compiler.backends.triton.launch import COMPILING
+from padre_compiler.caote import kernel
+
+found = []
+for name in ("caote_weights_kernel", "caote_partial_kernel", "caote_distance_kernel"):
+    fn = getattr(kernel, name)
+
+    def warmup(*args, _fn=fn, _name=name, **kw):
+        compiled = type(_fn).warmup(_fn, *args, **kw)
+        sass = aot._cuobjdump(compiled.asm["cubin"], "-sass")
+        ops = {op.split(".")[0] for op, _, _ in aot._instructions(sass)[0]}
+        found.append({"kernel": _name, "spills": aot.spills_of(sass),
+                      "atomics": sorted(ops & {"RED", "REDG", "ATOM", "ATOMG", "ATOMS"})})
+        return compiled
+
+    fn.warmup = warmup
+kernel.triton_runs_on = lambda t: True  # CPU tensors, launched as on a GPU
+token = COMPILING.set(True)
+with aot.jit_for_sm(90):
+    for t, s, chunk, dtype in ((1, 1, 32, torch.float32), (4096, 1, 4096, torch.bfloat16),
+                               (4096, 4, 1024, torch.float16)):
+        kernel.token_split = lambda t_, rows, device, s=s, chunk=chunk: (s, chunk)
+        for fast in (False, True):
+            kernel.caote_scores_fused(torch.rand(1, 32, t),
+                                      torch.randn(1, 8, t, 128, dtype=dtype), fast)
+COMPILING.reset(token)
+print(json.dumps(found))
+"""
+
+
+def test_caote_kernels_compile_for_sm_90(tmp_path) -> None:
+    """The three CAOTE score kernels, launched by caote_scores_fused at decode shapes (32 query
+    heads on 8 KV heads of 128; one token, S = 1 of 4,096 tokens, S = 4; every value dtype the
+    evictor passes), compiled by Triton's JIT for sm_90 as each launch specialises it: the
+    interpreter runs what the GPU compiler refuses (a loop-carried scalar whose type changes
+    in row_top's or row_sums' fold, say), and none spills or issues an atomic."""
+    root = Path(__file__).resolve().parents[2]
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    proc = subprocess.run([sys.executable, "-c", CAOTE_FOR_SM_90], cwd=root,
+                          env=dict(env, PYTHONPATH=str(root), TRITON_CACHE_DIR=str(tmp_path)),
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    found = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert len(found) == 3 * 3 * 2, found
+    assert all(r["spills"] == [0, 0] and r["atomics"] == [] for r in found), found
