@@ -62,6 +62,15 @@ if kernel.triton is not None:
         b_x = tl.load(x + o_t[:, None] * BD + o_d[None, :])
         tl.store(out + o_t, kernel.scaled_norm(b_x))
 
+    @kernel.triton.jit
+    def _row_fold(tops, stats, top, sums, S):
+        i_bh = tl.program_id(0).to(tl.int64)
+        b_top, b_k = kernel.row_top(tops, stats, i_bh, S)
+        w_sum, r_top = kernel.row_sums(stats, i_bh, S, b_k)
+        tl.store(top + i_bh, b_top)
+        tl.store(sums + 2 * i_bh, w_sum)
+        tl.store(sums + 2 * i_bh + 1, r_top)
+
 
 def test_scaled_norm_is_the_norm_of_every_row_torch_takes() -> None:
     """||x||_2 per row as torch's vector_norm in float64 gives it, finite or not: NaN wherever a
@@ -194,6 +203,50 @@ def test_a_dominant_weight_in_any_chunk_keeps_its_rest_exact(monkeypatch: pytest
     ref = (fastcaote_from_weights if fast else caote_from_weights)(w.double(), v.double())
     assert torch.isfinite(got).all()
     torch.testing.assert_close(got.double(), ref, rtol=1e-5, atol=0.0)
+
+
+def _rows_folded(t: int) -> torch.Tensor:
+    """Rows of t weights (chunks of 64 tokens: two tiles of 32) whose first largest entry
+    lies at one place, each with another of equal weight after it (a later tile of its
+    chunk, a later chunk, the same tile)."""
+    w = torch.full((9, t), 0.01)
+    w[0, [10, 40, 70, 140]] = 0.3  # chunk 0, tiles 0 and 1, chunks 1 and 2
+    w[1, [70, 100, 140]] = 0.3  # chunk 1, tiles 0 and 1, chunk 2
+    w[2, [140, 145]] = 0.3  # the last (short) chunk, one tile
+    w[3, 130] = 0.5  # chunk 2 alone
+    w[4] = 0.0  # all zero: m = 0
+    w[5] = -torch.arange(t, 0, -1.0)  # all negative, largest last
+    w[6] = float("-inf")
+    w[6, [90, 120]] = -1.0  # -inf but two entries of chunk 1
+    w[7] = 1e-26
+    w[7, 100] = 1.0  # rounds to W: r_m = (t - 1) 1e-26, not W - w_m
+    w[8] = 1e-26
+    w[8, [5, 100]] = 1.0  # equal weights that round to 1 in two chunks
+    return w
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_the_chunks_fold_to_the_first_largest_weight_and_its_rest(dtype: torch.dtype) -> None:
+    """row_top and row_sums over the weights pass's chunks give the row's m as torch.argmax
+    finds it (the first of equal maxima, in a later tile of its chunk or a later chunk too), W
+    and r_m = the sum of every weight but w_m, from w_m's own chunk less it: equal maxima cost
+    scores no accuracy, so only this check sees which is taken."""
+    t, chunk = 150, 64
+    w = _rows_folded(t).to(dtype)
+    n = -(-t // chunk)
+    tops = torch.full((w.shape[0], n), -1, dtype=torch.int32)
+    stats = torch.full((w.shape[0], n, 3), float("nan"))
+    kernel.caote_weights_kernel[(w.shape[0], n)](w, tops, stats, t, chunk, n,
+                                                 BT=kernel.CAOTE_TILE["BT"])
+    top = torch.empty(w.shape[0], dtype=torch.int32)
+    sums = torch.empty(w.shape[0], 2)
+    _row_fold[(w.shape[0],)](tops, stats, top, sums, n)
+    wd = w.double()
+    m = wd.argmax(-1)
+    assert top.tolist() == m.tolist()
+    rest = wd.scatter(-1, m[:, None], 0.0).sum(-1)
+    torch.testing.assert_close(sums.double(), torch.stack([wd.sum(-1), rest], -1), rtol=1e-6,
+                               atol=0.0, equal_nan=True)
 
 
 def test_split_scores_are_bitwise_deterministic(monkeypatch: pytest.MonkeyPatch) -> None:
