@@ -831,3 +831,13 @@ def test_caote_kernels_compile_for_sm_90(tmp_path) -> None:
     found = json.loads(proc.stdout.strip().splitlines()[-1])
     assert len(found) == 3 * 3 * 2, found
     assert all(r["spills"] == [0, 0] and r["atomics"] == [] for r in found), found
+
+
+def test_warp_reductions_and_shared_atomics_are_not_global_atomics() -> None:
+    """REDUX (a warp's integer reduction, sm_80 on) and ATOMS (a shared-memory atomic) share
+    prefixes with RED and ATOM, the global atomics a deterministic kernel must not issue."""
+    assert aot._kind("REDUX.SUM.S32") == "warp reduction"
+    assert aot._kind("ATOMS.ADD") == "shared atomic"
+    for op in ("RED.E.ADD.F32.FTZ.RN.STRONG.GPU", "REDG.E.ADD.F32.FTZ.RN.STRONG.GPU",
+               "ATOM.E.ADD.STRONG.GPU", "ATOMG.E.CAS.STRONG.GPU"):
+        assert aot._kind(op) == "global atomic", op

@@ -86,7 +86,8 @@ class Resources:
 # address arithmetic, predicates, conversions, moves, branches)
 CLASSES = (
     ("LDGSTS", "global->shared copy"), ("LDGDEPBAR", "barrier"), ("LDG", "global load"),
-    ("STG", "global store"), ("RED", "global atomic"), ("ATOM", "global atomic"),
+    ("STG", "global store"), ("REDUX", "warp reduction"), ("RED", "global atomic"),
+    ("ATOMS", "shared atomic"), ("ATOM", "global atomic"),
     ("LDSM", "shared matrix load"), ("LDS", "shared load"), ("STS", "shared store"),
     ("HGMMA", "tensor core"), ("HMMA", "tensor core"), ("FFMA", "fp32 fma"), ("BAR", "barrier"),
     ("STL", "local store"), ("LDL", "local load"),  # spilled registers
