@@ -11,6 +11,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -603,6 +604,18 @@ def test_the_launch_census_reports_a_launcher_that_gave_up_the_tensor_core_form(
     assert "conv2former bfloat16" in proc.stdout and "no band" in proc.stdout, proc.stdout
 
 
+def compiled_json(script: str, cache: Path) -> Any:
+    """The JSON last line `script` prints, run from the checkout in a fresh interpreter that
+    compiles for a GPU (no TRITON_INTERPRET) into the Triton cache `cache`."""
+    root = Path(__file__).resolve().parents[2]
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    proc = subprocess.run([sys.executable, "-c", script], cwd=root,
+                          env=dict(env, PYTHONPATH=str(root), TRITON_CACHE_DIR=str(cache)),
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 LAUNCH_CENSUS_KEY = """
 import hashlib, json, os, sys
 sys.argv = ["launch_census.py"]
@@ -627,13 +640,7 @@ def test_the_launch_census_keys_a_kernel_by_its_code_not_its_debug_lines(tmp_pat
     differently named files, and launch it at the same configurations: the JIT compiles it
     for each (its cache key holds the first line), to cubins whose bytes differ (line info);
     the census counts one kernel per configuration, launched by both specs."""
-    root = Path(__file__).resolve().parents[2]
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    proc = subprocess.run([sys.executable, "-c", LAUNCH_CENSUS_KEY], cwd=root,
-                          env=dict(env, PYTHONPATH=str(root), TRITON_CACHE_DIR=str(tmp_path)),
-                          capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    found = json.loads(proc.stdout.strip().splitlines()[-1])
+    found = compiled_json(LAUNCH_CENSUS_KEY, tmp_path)
     by_config: dict[str, dict[str, str]] = {}
     for (config, spec), digest in found["cubins"]:
         by_config.setdefault(config, {})[spec] = digest
@@ -822,13 +829,7 @@ def test_caote_kernels_compile_for_sm_90(tmp_path) -> None:
     evictor passes), compiled by Triton's JIT for sm_90 as each launch specialises it: the
     interpreter runs what the GPU compiler refuses (a loop-carried scalar whose type changes
     in row_top's or row_sums' fold, say), and none spills or issues an atomic."""
-    root = Path(__file__).resolve().parents[2]
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    proc = subprocess.run([sys.executable, "-c", CAOTE_FOR_SM_90], cwd=root,
-                          env=dict(env, PYTHONPATH=str(root), TRITON_CACHE_DIR=str(tmp_path)),
-                          capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    found = json.loads(proc.stdout.strip().splitlines()[-1])
+    found = compiled_json(CAOTE_FOR_SM_90, tmp_path)
     assert len(found) == 3 * 3 * 2, found
     assert all(r["spills"] == [0, 0] and r["atomics"] == [] for r in found), found
 
