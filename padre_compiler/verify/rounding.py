@@ -16,7 +16,7 @@ allowance: where it is too small, fewer elements are left out and the rule is st
 The bound E of a node's output from its inputs' values x and bounds E_in:
 
     multilinear ops (every op but normalize and poly):
-        E = f(|x| + E_in, |w| + dw) - f(|x|, |w|)          propagated (exact for multilinear f)
+        E = f(|x| + E_in, |w|) - f(|x|, |w|)               propagated (`Site.propagated`)
           + u |f(x, w)| + u r f(|x|, |w|)                    the output's and r partial sums'
           + u_acc n f(|x|, |w|)                              accumulation of n terms
       (long_conv adds its FFT's normwise bound, u_acc 4 log2(m) (|x_c|_2 |h_c|_1 +
