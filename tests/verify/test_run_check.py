@@ -111,18 +111,20 @@ def test_run_says_what_ran_the_fused_regions() -> None:
 
 def test_an_undecided_element_is_left_out_as_the_fuzzer_leaves_it(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    """A reference whose first element differs from the module's (a sign the dtype cannot
-    decide): left out where the rounding bound calls it undecided, an error otherwise."""
+    """A reference whose first element is far off the module's (as where a sign the dtype
+    cannot decide came out the other way): left out where the rounding bound calls it
+    undecided, an error otherwise (seeded: the module's weights set the error's scale)."""
+    torch.manual_seed(0)
     result = generate("castling_vit", dim=8)
     reference = rc.run_graph
 
     def flipped(*args, **kwargs):
         ref = reference(*args, **kwargs).copy()
-        ref[0, 0, 0] = -ref[0, 0, 0] - 1.0
+        ref[0, 0, 0] += 10 * np.abs(ref).max()  # 10/11 of the largest off, whatever the weights
         return ref
 
     monkeypatch.setattr(rc, "run_graph", flipped)
-    assert rc.run_check(result, 8, None, 6).error > 0.1
+    assert rc.run_check(result, 8, None, 6).error > 0.5
 
     def first_undecided(graph, x, params, dtype, ctx):
         mask = np.zeros(x.shape, bool)  # Castling-ViT's output has its input's shape
