@@ -1,0 +1,102 @@
+"""How much of each output the fuzzer's rule leaves out, and how loose the rounding bound that
+decides it is, for the specs with normalisations:
+
+    python benchmarks/rounding_bound.py           # writes benchmarks/results/rounding_bound.md
+    python benchmarks/rounding_bound.py --smoke   # 3 examples a row, into $OUT (tests)
+
+Each row draws EXAMPLES examples as `padre fuzz` does (widths of 1-3 channels a head, 1-17
+tokens, batch 1-3, weights around their init, x ~ N(0, 1)) and reports:
+- left out: the share of output elements downstream of an undecided normalisation, over all
+  examples, and the largest share in one example;
+- examples: how many left something out;
+- slack: |eager twin - reference| / bound over the elements the rule compares, its median
+  and largest (at most 1 where the bound holds; far below 1 where it is loose).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.revisions import revision_line, revision_meta  # noqa: E402
+from padre_compiler.backends.reference import run_graph  # noqa: E402
+from padre_compiler.ir.graph import is_valid_dim, width_step  # noqa: E402
+from padre_compiler.ir.ops import EvalContext  # noqa: E402
+from padre_compiler.spec.loader import load_spec  # noqa: E402
+from padre_compiler.verify import fuzz  # noqa: E402
+from padre_compiler.verify.rounding import rounding_bound  # noqa: E402
+
+CASES = (("castling_vit", {}), ("castling_vit", {"eps": 1e-6}), ("sima", {}))
+DTYPES = ("bfloat16", "float16", "float32")
+EXAMPLES = 200
+
+
+def draws(harness: fuzz.Harness, dtype: str, n: int) -> list[fuzz.Example]:
+    """n examples of fuzz's sizes in `dtype`, from a fixed seed."""
+    rng = np.random.default_rng(0)
+    step, found = width_step(harness.graph), []
+    while len(found) < n:
+        ex = fuzz.Example(step * int(rng.integers(1, 4)), int(rng.integers(1, 18)), None,
+                          int(rng.integers(1, 4)), dtype, int(rng.integers(0, 2**31 - 1)))
+        if is_valid_dim(harness.graph, ex.dim):
+            found.append(ex)
+    return found
+
+
+def measure(harness: fuzz.Harness, dtype: str, n: int) -> dict[str, float]:
+    left, total, worst_share, partial, slack = 0, 0, 0.0, 0, []
+    for ex in draws(harness, dtype, n):
+        x, params = harness.inputs(ex)
+        x64, p64 = x.double().numpy(), {k: v.double().numpy() for k, v in params.items()}
+        ref = run_graph(harness.graph, x64, p64, EvalContext())
+        bound = rounding_bound(harness.graph, x64, p64, fuzz.DTYPES[dtype])
+        twin = harness.eager(ex, x, params)
+        finite = np.isfinite(ref) & np.isfinite(twin)
+        out = finite & ~np.isfinite(bound)
+        left, total = left + int(out.sum()), total + int(finite.sum())
+        worst_share = max(worst_share, out.sum() / max(finite.sum(), 1))
+        partial += bool(out.any())
+        held = finite & np.isfinite(bound) & (bound > 0)
+        slack.extend((np.abs(twin - ref)[held] / bound[held]).tolist())
+    return {"share": left / max(total, 1), "worst_share": worst_share, "partial": partial,
+            "median_slack": float(np.median(slack)), "max_slack": float(np.max(slack))}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--smoke", action="store_true", help="3 examples a row, into $OUT")
+    args = parser.parse_args()
+    n = 3 if args.smoke else EXAMPLES
+    out = Path(os.environ.get("OUT", ROOT / "benchmarks" / "results")) if args.smoke else \
+        ROOT / "benchmarks" / "results"
+    lines = ["# Elements the output rule leaves out, and the rounding bound's slack", "",
+             "Command: `python benchmarks/rounding_bound.py`  ", revision_line(revision_meta()),
+             "", f"{n} examples a row, drawn as `padre fuzz` draws them (default regime); "
+             "slack: |eager twin - reference| / bound where compared.", "",
+             "| spec | dtype | left out | most in one example | examples with some left out "
+             "| median slack | largest slack |", "|---|---|---|---|---|---|---|"]
+    torch.set_num_threads(1)
+    for name, params in CASES:
+        harness = fuzz.Harness(load_spec(name, params=params), "torch")
+        shown = name + "".join(f" {k}={v}" for k, v in params.items())
+        for dtype in DTYPES:
+            m = measure(harness, dtype, n)
+            lines.append(f"| {shown} | {dtype} | {m['share']:.1%} | {m['worst_share']:.0%} | "
+                         f"{m['partial']} of {n} | {m['median_slack']:.2g} | "
+                         f"{m['max_slack']:.2g} |")
+            print(lines[-1], flush=True)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "rounding_bound.md").write_text("\n".join(lines) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
