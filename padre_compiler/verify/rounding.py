@@ -25,7 +25,8 @@ The bound E of a node's output from its inputs' values x and bounds E_in:
                   the argument's rounding), + the Clenshaw recurrence's rounding: each step's
                   error eta_k moves p by eta_k T_k(t)
     normalize:    |v/(|v| + eps) - w/(|w| + eps)| <= 2 |e| / (|v| - |e| + eps) for w = v + e,
-                  with the row's (or column's) norms of v and E_in
+                  with the row's (or column's) norms of v and E_in; a 1-channel row keeps
+                  its sign while |e| < |v|, and moves by eps |e| / ((|v| - |e| + eps)(|v| + eps))
 
 The bound is of rounding alone, first order in it: a result that overflows the dtype's range
 is beyond it (mamba's degree-403 surrogate in float16, where the bound itself passes 1e47).
@@ -206,8 +207,12 @@ def _normalize(s: Site) -> np.ndarray:
         ne = np.linalg.norm(err, ord=p, axis=axis, keepdims=True)
         moved = np.where(2 * ne < nv + eps, 2 * ne / (nv - ne + eps), np.inf)
     length = v.shape[axis]
-    if length == 1 and eps == 0:  # v / |v| is v's sign: exact wherever |e| < |v|
-        moved = np.where(ne < nv, 0.0, np.inf)
+    if length == 1:  # v / (|v| + eps) = sign(v) |v| / (|v| + eps): where |e| < |v| the sign
+        # holds and only the magnitude moves, by eps ||w| - |v|| / ((|w| + eps)(|v| + eps))
+        # (0 at eps = 0: the sign is exact)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            kept = eps * ne / ((nv - ne + eps) * (nv + eps)) if eps else np.zeros_like(ne)
+        moved = np.where(ne < nv, kept, moved)
     norm_rounding = (s.units.acc * (length + 2) + s.units.store) * np.abs(s.out)
     return np.broadcast_to(moved, rows).reshape(b, n, w) + norm_rounding
 
