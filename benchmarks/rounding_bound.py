@@ -2,7 +2,7 @@
 decides it is, for the specs with normalisations:
 
     python benchmarks/rounding_bound.py           # writes benchmarks/results/rounding_bound.md
-    python benchmarks/rounding_bound.py --smoke   # 3 examples a row, into $OUT (tests)
+    python benchmarks/rounding_bound.py --smoke   # 3 examples a row, into $OUT or a temp dir
 
 Each row draws EXAMPLES examples as `padre fuzz` does (widths of 1-3 channels a head, 1-17
 tokens, batch 1-3, weights around their init, x ~ N(0, 1)) and reports:
@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -72,10 +73,11 @@ def measure(harness: fuzz.Harness, dtype: str, n: int) -> dict[str, float]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--smoke", action="store_true", help="3 examples a row, into $OUT")
+    parser.add_argument("--smoke", action="store_true",
+                        help="3 examples a row, into $OUT (default: a temporary folder)")
     args = parser.parse_args()
     n = 3 if args.smoke else EXAMPLES
-    out = Path(os.environ.get("OUT", ROOT / "benchmarks" / "results")) if args.smoke else \
+    out = Path(os.environ.get("OUT") or tempfile.mkdtemp()) if args.smoke else \
         ROOT / "benchmarks" / "results"
     lines = ["# Elements the output rule leaves out, and the rounding bound's slack", "",
              "Command: `python benchmarks/rounding_bound.py`  ", revision_line(revision_meta()),
@@ -95,6 +97,7 @@ def main() -> int:
             print(lines[-1], flush=True)
     out.mkdir(parents=True, exist_ok=True)
     (out / "rounding_bound.md").write_text("\n".join(lines) + "\n")
+    print(f"written to {out / 'rounding_bound.md'}")
     return 0
 
 

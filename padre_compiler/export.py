@@ -237,12 +237,13 @@ def check_onnx(export: OnnxExport, model: bytes | None = None, seed: int = 1) ->
     zeros = f"[1, {export.tokens}] of zeros"
     inputs[zeros] = np.zeros((1, export.tokens, export.dim))
     rows = {}  # input -> its comparison
-    for shown, x64 in inputs.items():
-        x = torch.tensor(x64).to(dtype)
-        x64, params64 = x.double().numpy(), {k: v.double().numpy() for k, v in params.items()}
+    params64 = {k: v.double().numpy() for k, v in params.items()}
+    for shown, drawn in inputs.items():
+        x = torch.tensor(drawn).to(dtype)
+        rounded = x.double().numpy()
         with np.errstate(all="ignore"):
-            ref = run_graph(graph, x64, params64, EvalContext(grid=export.grid))
-            left_out = undecided(graph, x64, params64, dtype, EvalContext(grid=export.grid))
+            ref = run_graph(graph, rounded, params64, EvalContext(grid=export.grid))
+            left_out = undecided(graph, rounded, params64, dtype, EvalContext(grid=export.grid))
         try:
             (y,) = session.run(["y"], {"x": x.numpy()})
         except Exception as err:

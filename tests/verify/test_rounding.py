@@ -163,7 +163,7 @@ def test_a_wrong_rule_fails_the_check(monkeypatch: pytest.MonkeyPatch, op: str, 
 
 def end_to_end(name: str, seed: int, dtype: str, cls: str) -> tuple[float, int]:
     """(the largest |result - reference| / bound where the bound is finite, how many output
-    elements are not checked) for the eager twin or the compiled module in `dtype`. A bound on
+    elements are undecided) for the eager twin or the compiled module in `dtype`. A bound on
     rounding says nothing of the dtype's range: a result that overflowed is not checked
     (mamba's degree-403 surrogate in float16)."""
     harness = HARNESSES.setdefault(name, fuzz.Harness(load_spec(name), "torch"))
@@ -183,7 +183,8 @@ def end_to_end(name: str, seed: int, dtype: str, cls: str) -> tuple[float, int]:
     held = np.isfinite(bound) & np.isfinite(ref) & np.isfinite(out)  # overflow: out of scope
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = np.abs(out - ref)[held] / bound[held]
-    return float(np.nan_to_num(ratio, nan=np.inf).max(initial=0)), int((~held).sum())
+    undecided = int((np.isfinite(ref) & ~np.isfinite(bound)).sum())
+    return float(np.nan_to_num(ratio, nan=np.inf).max(initial=0)), undecided
 
 
 HARNESSES: dict[str, fuzz.Harness] = {}
@@ -194,8 +195,11 @@ def test_the_bound_holds_for_the_twin_and_the_compiled_module(name: str) -> None
     for dtype in ("bfloat16", "float16", "float32"):
         for seed in (0, 1):
             for cls in ("twin", "compiled"):
-                ratio, _ = end_to_end(name, seed, dtype, cls)
+                ratio, left_out = end_to_end(name, seed, dtype, cls)
                 assert ratio <= 1, (dtype, seed, cls, ratio)
+                # only Castling-ViT's l2 rows cancel, and not below float32's resolution here
+                may_leave = name == "castling_vit" and dtype != "float32"
+                assert left_out == 0 or may_leave, (dtype, seed, cls, left_out)
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
