@@ -119,8 +119,10 @@ class Site:
 Rule = Callable[[Site], np.ndarray]
 
 
-def _with_bias(s: Site) -> int:
-    return int("bias" in s.params)  # the product rounded before the bias is added
+def _rounded_before(role: str) -> Callable[[Site], int]:
+    """One partial result rounded where the op has the parameter `role` (a bias, a skip
+    weight): the product is rounded before that term is added."""
+    return lambda s: int(role in s.params)
 
 
 def _multilinear(partials: Callable[[Site], int] = lambda s: 0,
@@ -143,6 +145,9 @@ def _multilinear(partials: Callable[[Site], int] = lambda s: 0,
     return rule
 
 
+_LONG_CONV_TERMS = _multilinear(_rounded_before("skip"), accumulates=True)
+
+
 def _long_conv(s: Site) -> np.ndarray:
     # y = irfft(rfft(x) rfft(h)) of size m: each transform's error is normwise, u_acc log2(m)
     # of its input's 2-norm (times sqrt(m) unnormalised), and each spectrum's entries are at
@@ -154,8 +159,7 @@ def _long_conv(s: Site) -> np.ndarray:
     fft = 4 * np.log2(m) * s.units.acc * (
         np.linalg.norm(x, axis=1, keepdims=True) * np.abs(h).sum(axis=1)
         + np.abs(x).sum(axis=1, keepdims=True) * np.linalg.norm(h, axis=1))
-    skip = _multilinear(lambda site: int("skip" in site.params), accumulates=True)
-    return skip(s) + fft
+    return _LONG_CONV_TERMS(s) + fft
 
 
 def _poly(s: Site) -> np.ndarray:
@@ -223,7 +227,8 @@ rounding_rules.register("diagonal", "hadamard", "bias")(_multilinear())
 rounding_rules.register("add")(_multilinear(lambda s: max(len(s.xs) - 2, 0)))
 rounding_rules.register("scaled_sum")(_multilinear(lambda s: len(s.xs) - 1))
 rounding_rules.register("dense", "contract", "dwconv1d", "dwconv2d", "global_sum",
-                        "prefix_sum", "linear_attention")(_multilinear(_with_bias, True))
+                        "prefix_sum", "linear_attention")(
+    _multilinear(_rounded_before("bias"), accumulates=True))
 rounding_rules.register("long_conv")(_long_conv)
 rounding_rules.register("poly")(_poly)
 rounding_rules.register("normalize")(_normalize)

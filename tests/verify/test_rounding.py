@@ -5,6 +5,7 @@ output rule leaves out exactly the elements a normalisation cannot decide."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 
 import numpy as np
@@ -72,8 +73,8 @@ def sites(g: Graph, x: np.ndarray, params: dict, ctx: EvalContext, rel: float,
     """Every node but the input as a Site whose inputs' bounds are drawn, part relative to
     each element and part relative to the largest (so that small entries may change sign),
     with inputs moved to corners of them (where a bound is reached)."""
-    values = run_graph(g, x, params, EvalContext(grid=ctx.grid, dim=x.shape[-1]), keep=True)
     ctx = EvalContext(grid=ctx.grid, dim=x.shape[-1])
+    values = run_graph(g, x, params, ctx, keep=True)
     for nid, node, inputs in g.items():
         if node.op == "input":
             continue
@@ -161,12 +162,18 @@ def test_a_wrong_rule_fails_the_check(monkeypatch: pytest.MonkeyPatch, op: str, 
     assert worst_ratio(name, 3, rel, channels=2)[op] > 1
 
 
+@functools.cache
+def torch_harness(name: str) -> fuzz.Harness:
+    """The spec's torch-backend harness, compiled once for every test that asks."""
+    return fuzz.Harness(load_spec(name), "torch")
+
+
 def end_to_end(name: str, seed: int, dtype: str, cls: str) -> tuple[float, int]:
     """(the largest |result - reference| / bound where the bound is finite, how many output
     elements are undecided) for the eager twin or the compiled module in `dtype`. A bound on
     rounding says nothing of the dtype's range: a result that overflowed is not checked
     (mamba's degree-403 surrogate in float16)."""
-    harness = HARNESSES.setdefault(name, fuzz.Harness(load_spec(name), "torch"))
+    harness = torch_harness(name)
     g = harness.graph
     spec = harness.spec
     step = width_step(g)
@@ -185,9 +192,6 @@ def end_to_end(name: str, seed: int, dtype: str, cls: str) -> tuple[float, int]:
         ratio = np.abs(out - ref)[held] / bound[held]
     undecided = int((np.isfinite(ref) & ~np.isfinite(bound)).sum())
     return float(np.nan_to_num(ratio, nan=np.inf).max(initial=0)), undecided
-
-
-HARNESSES: dict[str, fuzz.Harness] = {}
 
 
 @pytest.mark.parametrize("name", SPECS)
