@@ -6,7 +6,8 @@
 #
 # 1. correctness, concurrently (nothing is timed yet; limit CHECK_LIMIT seconds, 90):
 #    - the CUDA tests: compiled modules forward/backward (padre3's deterministic backward,
-#      SimA's and Castling-ViT's bf16 attention kernels against float64), CAOTE's Triton
+#      SimA's and Castling-ViT's bf16 attention kernels against float64, Castling-ViT's
+#      bf16 gradient rule where a state rounded to bf16 fails it), CAOTE's Triton
 #      score kernels inside eviction and split over the tokens at B = 1 (16k tokens, 32
 #      heads) against the PyTorch twin, CAOTE's Hugging Face eviction on CUDA against CPU;
 #    - padre fuzz --backend triton --device cuda on each spec with fused kernels
@@ -62,7 +63,7 @@ torch.__version__, 'triton', triton.__version__)" 2>&1 | tee -a "$log"
 names=(cuda_tests)
 step cuda_tests "${CHECK_LIMIT:-90}" "$steps/cuda_tests.log" \
     "$python" -m pytest -q -p no:cacheprovider -k cuda \
-    tests/test_api.py tests/caote/test_kernel.py tests/caote/test_hf.py &
+    tests/test_api.py tests/caote/test_kernel.py tests/caote/test_hf.py tests/verify/test_fuzz.py &
 fuzz=(env PADRE_TRITON_TUNE=0 "$python" -m padre_compiler.cli fuzz)  # default tiles only
 for spec in padre3 conv2former hyena mamba_lti sima castling_vit; do
     names+=("fuzz_$spec")

@@ -241,7 +241,7 @@ if triton is not None:
 # torch.ops namespace of the custom ops below, a digest of the source they were
 # generated from: modules from another source never share them (an edited copy of
 # this file must change it, or it runs the first loaded file's ops)
-ATTENTION_OPS = 'padre_attention_adbd6736530c'
+ATTENTION_OPS = 'padre_attention_49315da1ecdb'
 
 if triton is not None:
 
@@ -270,6 +270,17 @@ if triton is not None:
         b_r, b_n = row_scales(b_x, eps), row_norms(b_x)
         b_c = tl.sum(b_x * b_g, axis=1) * b_r * b_r / tl.where(b_n > 0, b_n, 1.)
         return b_g * b_r[:, None] - b_x * b_c[:, None]
+
+
+    @triton.jit
+    def split_dot(b_a, b_s):
+        """[BT, BE] @ [BE, BE] fp32: b_a (16-bit) times b_s (fp32) as two products of b_a's
+        dtype into one fp32 accumulator, b_s = hi + lo + r with hi = b_s rounded to that
+        dtype and lo = (b_s - hi) rounded: |r| <= u^2 |b_s| (u its unit roundoff, 2^-16
+        relative in bf16), where one rounded b_s would err by u |b_s| in every product."""
+        b_hi = b_s.to(b_a.dtype)
+        b_lo = (b_s - b_hi.to(tl.float32)).to(b_a.dtype)
+        return tl.dot(b_a, b_lo, tl.dot(b_a, b_hi))
 
 
     @triton.jit(do_not_specialize=["N"])
@@ -338,7 +349,8 @@ if triton is not None:
         broadcast term); s: [B, H, E, E] fp32 contiguous; d: [H*E], or [B, H*E] (batch stride
         s_db; 0 for one vector); o: [B, N, H*E] contiguous; dd: [B * token tiles, H*E] fp32.
         [BT, BE] @ [BE, BE], fp32 accumulation; F32: fp32 operands (fp32 inputs, and fp16
-        ones, whose range cannot hold a state summed over N tokens), else bf16. Each row's
+        ones, whose range cannot hold a state summed over N tokens), else bf16 operands with
+        the state in two bf16 parts (`split_dot`: to 2^-16, as the fp32 state). Each row's
         head slice is in one tile, so the l2 normalisations of rows,
         x[t, g] / (|x[t, g]|_2 + eps), apply here (eps: A_NORM's or VJP's, one at a time):
         A_NORM: a's rows normalised first (eps): a row scale of the product, in fp32.
@@ -369,7 +381,7 @@ if triton is not None:
         if F32:
             b_o = tl.dot(b_a.to(tl.float32), b_s, input_precision="ieee")
         else:  # bf16 operands on tensor cores, fp32 accumulation
-            b_o = tl.dot(b_a, b_s.to(b_a.dtype))
+            b_o = split_dot(b_a, b_s)
         if A_NORM:
             b_o = b_o * row_scales(b_a, eps)[:, None]
         if RES:  # padding rows and channels load 0, so they add nothing to a row's norm

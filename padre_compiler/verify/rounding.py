@@ -20,7 +20,8 @@ The bound E of a node's output from its inputs' values x and bounds E_in:
           + u |f(x, w)| + u r f(|x|, |w|)                    the output's and r partial sums'
           + u_acc n f(|x|, |w|)                              accumulation of n terms
       (long_conv adds its FFT's normwise bound, u_acc 4 log2(m) (|x_c|_2 |h_c|_1 +
-      |x_c|_1 |h_c|_2) per batch row and channel)
+      |x_c|_1 |h_c|_2) per batch row and channel; linear_attention u^2 f(|x|, |w|), its
+      state in two parts of the dtype in the Triton kernels' 16-bit products)
     poly p:       E = sup |p'| within dt of the argument t, times dt (the input's error and
                   the argument's rounding), + the Clenshaw recurrence's rounding: each step's
                   error eta_k moves p by eta_k T_k(t)
@@ -226,9 +227,18 @@ rounding_rules.register("output", "identity", "split", "expand")(_multilinear(ro
 rounding_rules.register("diagonal", "hadamard", "bias")(_multilinear())
 rounding_rules.register("add")(_multilinear(lambda s: max(len(s.xs) - 2, 0)))
 rounding_rules.register("scaled_sum")(_multilinear(lambda s: len(s.xs) - 1))
+_ACCUMULATES = _multilinear(_rounded_before("bias"), accumulates=True)
+
+
+def _linear_attention(s: Site) -> np.ndarray:
+    # q (K^T V) with the state summed in u_acc; the Triton kernels' 16-bit products take the
+    # state in two parts of the dtype (`split_dot`), which leave u^2 of each product
+    return _ACCUMULATES(s) + s.units.store ** 2 * s.magnitude
+
+
 rounding_rules.register("dense", "contract", "dwconv1d", "dwconv2d", "global_sum",
-                        "prefix_sum", "linear_attention")(
-    _multilinear(_rounded_before("bias"), accumulates=True))
+                        "prefix_sum")(_ACCUMULATES)
+rounding_rules.register("linear_attention")(_linear_attention)
 rounding_rules.register("long_conv")(_long_conv)
 rounding_rules.register("poly")(_poly)
 rounding_rules.register("normalize")(_normalize)

@@ -537,3 +537,41 @@ def test_a_width_that_heads_do_not_split_is_refused(runtime) -> None:
     q = torch.randn(2, 5, 9)
     with pytest.raises(ValueError, match="width 9 does not split into heads=2"):
         runtime.linear_attention(q, q, q, 2)
+
+
+_SPLIT: dict = {}  # the generated module whose split_dot _split_dot_kernel calls
+
+try:
+    import triton
+    import triton.language as tl
+except ImportError:
+    triton = None
+
+if triton is not None:
+
+    @triton.jit
+    def _split_dot_kernel(a, s, o, B: tl.constexpr):
+        r = tl.arange(0, B)
+        b_a = tl.load(a + r[:, None] * B + r[None, :])
+        b_s = tl.load(s + r[:, None] * B + r[None, :])
+        tl.store(o + r[:, None] * B + r[None, :], _SPLIT["runtime"].split_dot(b_a, b_s))
+
+
+def test_split_dot_keeps_the_fp32_state_to_the_square_of_the_unit_roundoff(runtime) -> None:
+    """head_apply's 16-bit products (bf16 on a GPU) take the fp32 state in two parts of the
+    operand's dtype: |a @ S - split_dot(a, S)| <= (u^2 + fp32's accumulation) |a| |S|, where
+    a state rounded once errs by u |a| |S| (u = 2^-11 in fp16, the dtype the interpreter
+    multiplies right; its bf16 products are wrong). The state's entries are 10 and up: in
+    fp16 a smaller one's low part would be subnormal, in bf16 (fp32's exponents) it is not."""
+    _SPLIT["runtime"] = runtime
+    gen = torch.Generator().manual_seed(7)
+    a = torch.randn(16, 16, generator=gen).half()
+    s = torch.randn(16, 16, generator=gen) * torch.logspace(1, 4, 16)  # columns 10 .. 1e4
+    out = torch.empty(16, 16)
+    _split_dot_kernel[(1,)](a, s, out, B=16)
+    exact = a.double() @ s.double()
+    size = a.double().abs() @ s.double().abs()
+    once = a.double() @ s.half().double()  # the state rounded once
+    u = 2.0 ** -11
+    assert ((out.double() - exact).abs() <= (u * u + 16 * 2.0 ** -24) * size).all()
+    assert ((once - exact).abs() > (u * u + 16 * 2.0 ** -24) * size).any()  # the check can fail
