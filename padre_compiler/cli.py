@@ -358,8 +358,9 @@ def cmd_fuzz(args: argparse.Namespace) -> int:
                       grad=args.grad, boundary=None if args.boundary else False)
     rate = report.examples / (time.perf_counter() - t0)
     if report.failure is None and report.judged:
-        partial = (f", {report.undecided} with output elements left out downstream of a "
-                   "normalisation the dtype cannot decide" if report.undecided else "")
+        partial = (f", {report.undecided} with output elements downstream of a "
+                   "normalisation the dtype cannot decide, held to the rounding bound"
+                   if report.undecided else "")
         console.print(f"{report.examples} examples passed, {report.judged} judged{partial} "
                       f"({rate:.0f} examples/s)")
         return 0

@@ -13,16 +13,19 @@ evaluation is needed. Outputs are compared where the reference and the twin are 
 spec is undefined at 0/0 in an l2 normalisation with eps = 0, as Castling-ViT's 1-channel heads
 at one token can sum to an exact zero; the twin overflows beyond the dtype's range), and a
 non-finite result there fails. Elements that depend on a normalisation the dtype cannot
-decide are left out as well: a forward rounding bound (padre_compiler.verify.rounding) marks
+decide are judged otherwise: a forward rounding bound (padre_compiler.verify.rounding) marks
 the rows whose error may reach their norm (an l2-normalised 1-channel head is the sign of an
 entry that may cancel below the dtype's resolution), where the twin's rounding may get a sign
-right by chance and a module's wrong, neither more correct; where every normalisation's eps
-is 0, a module may even round such a row to exactly 0 and meet the 0/0 the spec leaves
-undefined, so a non-finite result is admitted there (with eps > 0 it fails). An example is
-*judged* only where every element was compared or left out so, some were compared, and its
-allowance is below max|reference|: where the twin is off by half the output or more (mamba
-in float32 or float16) even an all-zero output would pass, so the example counts as run but
-not judged, and a fuzz run reports how many it judged and how many left elements out. A
+right by chance and a module's wrong, neither more correct. Those elements are held to the
+bound itself, carried past such a row as the most two normalised rows can differ (a flipped
+sign passes; a result no choice of those rows gives fails), not to the twin's error; where
+every normalisation's eps is 0, a module may even round such a row to exactly 0 and meet the
+0/0 the spec leaves undefined, so a non-finite result is admitted there (with eps > 0 it
+fails). An example is *judged* only where every element was compared or held to the bound
+so, some were compared, and its allowance is below max|reference|: where the twin is off by
+half the output or more (mamba in float32 or float16) even an all-zero output would pass, so
+the example counts as run but not judged, and a fuzz run reports how many it judged and how
+many held elements to the bound. A
 gradient example is judged where some gradient's allowance is below its max|reference|.
 
 Every example is checked in two regimes (`REGIMES`), and its outcome is the worse: "default"
@@ -152,7 +155,8 @@ class Outcome:
     tensor: str = ""  # in gradient examples, the gradient whose error/allowed is the worst
     regime: str = "default"  # the regime (REGIMES) of the worse outcome
     judged: bool = True  # False: the allowance admits any output (module docstring)
-    undecided: int = 0  # output elements left out: a normalisation upstream is undecided
+    undecided: int = 0  # output elements judged by the rounding bound: a normalisation
+    # upstream is undecided
 
     @property
     def ok(self) -> bool:
@@ -186,7 +190,8 @@ class Comparison:
     scale: float  # max |reference| where compared
     whole: bool  # the reference and the twin finite everywhere
     message: str = ""
-    undecided: int = 0  # elements left out: a normalisation upstream is undecided
+    undecided: int = 0  # elements judged by the rounding bound: a normalisation upstream is
+    # undecided
 
     @property
     def judged(self) -> bool:
@@ -202,9 +207,9 @@ def compare(out: np.ndarray, ref: np.ndarray, twin: np.ndarray, dtype: str,
             undecided: Undecided | None = None) -> Comparison:
     """`out` against the float64 reference `ref` under the output rule, its eager twin `twin`
     run in `dtype`; compared where `ref` and `twin` are finite and no normalisation upstream
-    is undecided (a rounding bound's verdict, padre_compiler.verify.rounding); non-finite
-    results fail where `ref` and `twin` are finite, except at undecided elements that may be
-    the spec's 0 / 0 (module docstring)."""
+    is undecided (padre_compiler.verify.rounding), and at the undecided elements against the
+    rounding bound; non-finite results fail where `ref` and `twin` are finite, except at
+    undecided elements that may be the spec's 0 / 0 (module docstring)."""
     finite = np.isfinite(ref) & np.isfinite(twin)
     whole = bool(finite.all())
     left = finite & (False if undecided is None else undecided.mask)
@@ -214,6 +219,13 @@ def compare(out: np.ndarray, ref: np.ndarray, twin: np.ndarray, dtype: str,
     if not np.isfinite(out[must_be_finite]).all():
         return Comparison(math.inf, 0.0, None, 0.0, whole, "non-finite output where the "
                           "reference and the eager twin are finite", left_out)
+    beyond = left & undecided.beyond(out, ref) if left_out else left
+    if beyond.any():
+        at = tuple(int(i) for i in np.argwhere(beyond)[0])
+        return Comparison(math.inf, 0.0, None, 0.0, whole, f"{int(beyond.sum())} output "
+                          "element(s) downstream of a normalisation the dtype cannot decide "
+                          f"are off the reference by more than the rounding bound: at {at}, "
+                          f"{abs(out[at] - ref[at]):.3g} > {undecided.bound[at]:.3g}", left_out)
     if not compared.any():
         return Comparison(0.0, 0.0, None, 0.0, False, undecided=left_out)
     scale = float(np.abs(ref[compared]).max())

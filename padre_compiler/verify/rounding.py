@@ -16,28 +16,35 @@ allowance: where it is too small, fewer elements are left out and the rule is st
 The bound E of a node's output from its inputs' values x and bounds E_in:
 
     multilinear ops (every op but normalize and poly):
-        E = f(|x| + E_in, |w|) - f(|x|, |w|)               propagated (`Site.propagated`)
-          + u |f(x, w)| + u r f(|x|, |w|)                    the output's and r partial sums'
-          + u_acc n f(|x|, |w|)                              accumulation of n terms
+        P = f(|x| + E_in, |w|) - f(|x|, |w|)               propagated (`Site.propagated`)
+        E = P + u (|f(x, w)| + P)                            the output's rounding
+          + (u r + u_acc n) (f(|x|, |w|) + P)                r partial sums', n terms summed
       (long_conv adds its FFT's normwise bound, u_acc 4 log2(m) (|x_c|_2 |h_c|_1 +
       |x_c|_1 |h_c|_2) per batch row and channel; linear_attention u^2 f(|x|, |w|), its
       state in two parts of the dtype in the Triton kernels' 16-bit products)
     poly p:       E = sup |p'| within dt of the argument t, times dt (the input's error and
                   the argument's rounding), + the Clenshaw recurrence's rounding: each step's
-                  error eta_k moves p by eta_k T_k(t)
+                  error eta_k moves p by eta_k T_k(t), + the output's, u (|p| + that sup dt)
     normalize:    |v/(|v| + eps) - w/(|w| + eps)| <= 2 |e| / (|v| - |e| + eps) for w = v + e,
                   with the row's (or column's) norms of v and E_in; a 1-channel row keeps
                   its sign while |e| < |v|, and moves by eps |e| / ((|v| - |e| + eps)(|v| + eps))
 
-The bound is of rounding alone, first order in it: a result that overflows the dtype's range
-is beyond it (mamba's degree-403 surrogate in float16, where the bound itself passes 1e47).
+Each rounding is of the computed value, which the carried error P moves off the exact one, so
+the bound holds where the inputs' errors are not small (past an undecided normalisation,
+below). It is first order in the unit roundoffs (a rounding of an error's rounding is left
+out), of rounding alone: a
+result that overflows the dtype's range is beyond it (mamba's degree-403 surrogate in float16,
+where the bound itself passes 1e47).
 
-A normalisation whose bound reaches 2 (twice a unit vector) cannot be decided by the dtype: its
-row's bound is inf (the row's direction may come out anything; an l2-normalised 1-channel head
-is the sign of an entry that may cancel below the dtype's resolution), and so is every element
-that depends on it (inf propagates through the multilinear rules). The fuzzer's output rule
-leaves those elements out: the eager twin, whose error measures the graph's conditioning
-elsewhere, says nothing about a sign that its rounding happened to get right.
+A normalisation whose bound reaches 2 cannot be decided by the dtype: the row's direction may
+come out anything (an l2-normalised 1-channel head is the sign of an entry that may cancel
+below the dtype's resolution). Its bound is `undecided_error`: inf marks every element that
+depends on it (inf propagates through the rules; `undecided` gives that mask), and 2 carries
+the bound on past it, since a normalised row, v / (|v| + eps) for any eps >= 0, is at most a
+unit vector, and two differ by at most 2 in the norm and in every element (the one exception:
+a row computed as exactly 0 at eps = 0, which is 0 / 0). The fuzzer's output rule judges those
+elements against that bound, not against the eager twin's error, which says nothing where its
+rounding happened to get a sign right.
 """
 
 from __future__ import annotations
@@ -86,6 +93,7 @@ class Site:
     params: dict[str, np.ndarray]
     ctx: EvalContext
     units: Units
+    undecided_error: float = np.inf  # an undecided normalisation's bound (module docstring)
 
     def evaluate(self, xs: list[np.ndarray], params: dict[str, np.ndarray]) -> np.ndarray:
         return ops.reference_rules[self.op](xs, params, self.attrs, self.ctx)
@@ -133,14 +141,13 @@ def _multilinear(partials: Callable[[Site], int] = lambda s: 0,
     rounded when `rounds` (a view or a copy is not)."""
 
     def rule(s: Site) -> np.ndarray:
-        bound = s.propagated()
+        bound = carried = s.propagated()
         if rounds:
-            bound = bound + s.units.store * np.abs(s.out)
+            bound = bound + s.units.store * (np.abs(s.out) + carried)
         r = partials(s)
         if r or accumulates:
-            mag = s.magnitude
             bound = bound + (s.units.store * r + (s.units.acc * s.terms() if accumulates
-                                                  else 0.0)) * mag
+                                                  else 0.0)) * (s.magnitude + carried)
         return bound
 
     return rule
@@ -153,8 +160,9 @@ def _long_conv(s: Site) -> np.ndarray:
     # y = irfft(rfft(x) rfft(h)) of size m: each transform's error is normwise, u_acc log2(m)
     # of its input's 2-norm (times sqrt(m) unnormalised), and each spectrum's entries are at
     # most the other's 1-norm, so |y_err[:, c]|_2 <= u_acc 4 log2(m) (|x_c|_2 |h_c|_1 +
-    # |x_c|_1 |h_c|_2) per batch row; then y + x * skip in the dtype rounds once more
-    x, n = s.xs[0], s.xs[0].shape[1]
+    # |x_c|_1 |h_c|_2) per batch row, x the computed input; then y + x * skip in the dtype
+    # rounds once more
+    x, n = np.abs(s.xs[0]) + s.errs[0], s.xs[0].shape[1]  # the computed input's size
     m = 1 << (2 * max(n, 1) - 1).bit_length()
     h = s.params["filter"][:, :n]
     fft = 4 * np.log2(m) * s.units.acc * (
@@ -191,13 +199,13 @@ def _poly(s: Site) -> np.ndarray:
         recurrence = recurrence + eta * np.cosh(k * growth)
     last = t * b1
     recurrence = recurrence + u * (abs(c[0]) + np.abs(last) + np.abs(c[0] + last))
-    return slope * dt + recurrence + u * np.abs(s.out)
+    return slope * dt + recurrence + u * (np.abs(s.out) + slope * dt)
 
 
 def _normalize(s: Site) -> np.ndarray:
     # per row (l1_tokens: per column over the tokens) v with error e, |e| <= |E_in|:
     # |v/(|v|+eps) - w/(|w|+eps)| <= 2|e| / (|v| - |e| + eps); both sides are at most unit
-    # vectors, so a bound of 2 or more decides nothing: inf
+    # vectors, so a bound of 2 or more decides nothing: undecided_error
     x, e, eps = s.xs[0], s.errs[0], s.attrs["eps"]
     kind = s.attrs["kind"]
     p = 2 if kind == "l2_rows" else 1
@@ -210,7 +218,7 @@ def _normalize(s: Site) -> np.ndarray:
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
         nv = np.linalg.norm(v, ord=p, axis=axis, keepdims=True)
         ne = np.linalg.norm(err, ord=p, axis=axis, keepdims=True)
-        moved = np.where(2 * ne < nv + eps, 2 * ne / (nv - ne + eps), np.inf)
+        moved = np.where(2 * ne < nv + eps, 2 * ne / (nv - ne + eps), s.undecided_error)
     length = v.shape[axis]
     if length == 1:  # v / (|v| + eps) = sign(v) |v| / (|v| + eps): where |e| < |v| the sign
         # holds and only the magnitude moves, by eps ||w| - |v|| / ((|w| + eps)(|v| + eps))
@@ -218,8 +226,8 @@ def _normalize(s: Site) -> np.ndarray:
         with np.errstate(invalid="ignore", divide="ignore"):
             kept = eps * ne / ((nv - ne + eps) * (nv + eps)) if eps else np.zeros_like(ne)
         moved = np.where(ne < nv, kept, moved)
-    norm_rounding = (s.units.acc * (length + 2) + s.units.store) * np.abs(s.out)
-    return np.broadcast_to(moved, rows).reshape(b, n, w) + norm_rounding
+    moved = np.broadcast_to(moved, rows).reshape(b, n, w)
+    return moved + (s.units.acc * (length + 2) + s.units.store) * (np.abs(s.out) + moved)
 
 
 rounding_rules.register("input")(lambda s: np.zeros_like(s.out))
@@ -245,11 +253,13 @@ rounding_rules.register("normalize")(_normalize)
 
 
 def rounding_bound(g: Graph, x: np.ndarray, params: dict[str, np.ndarray],
-                   dtype: torch.dtype, ctx: EvalContext | None = None) -> np.ndarray:
+                   dtype: torch.dtype, ctx: EvalContext | None = None,
+                   undecided_error: float = np.inf) -> np.ndarray:
     """The bound E on |(g evaluated in dtype) - (g in float64)| at the output, element by
-    element, for float64 inputs x and params already rounded to dtype; inf where a
-    normalisation upstream is undecided (module docstring). g is a spec's graph: a node that
-    reads a folded parameter expression (an optimised graph's) is refused."""
+    element, for float64 inputs x and params already rounded to dtype, an undecided
+    normalisation's rows bounded by `undecided_error` (inf: inf where one is upstream; 2: the
+    bound past it; module docstring). g is a spec's graph: a node that reads a folded
+    parameter expression (an optimised graph's) is refused."""
     ctx = ctx or EvalContext()
     if ctx.dim is None:
         ctx = replace(ctx, dim=x.shape[-1])
@@ -265,28 +275,43 @@ def rounding_bound(g: Graph, x: np.ndarray, params: dict[str, np.ndarray],
                     for role, expr in node.params}
         site = Site(node.op, node.a, [x] if node.op == "input" else [values[i] for i in inputs],
                     [np.zeros_like(x)] if node.op == "input" else [errs[i] for i in inputs],
-                    values[nid], resolved, ctx, units)
+                    values[nid], resolved, ctx, units, undecided_error)
         with np.errstate(invalid="ignore", over="ignore"):
             errs[nid] = np.where(np.isnan(bound := rounding_rules[node.op](site)), np.inf, bound)
     return errs[g.output_id]
 
 
+UNIT_VECTORS_APART = 2.0  # the most two normalised rows differ by, in any element
+
+
 @dataclass(frozen=True)
 class Undecided:
-    """The output elements that depend on a normalisation the dtype cannot decide, and whether
+    """The output elements that depend on a normalisation the dtype cannot decide (`mask`),
+    the rounding bound carried past it (`bound`, finite where the reference is), and whether
     such an element may be the spec's 0 / 0 (every normalisation's eps is 0: a row rounded to
     exactly 0 divides by its norm, 0), where a non-finite result is the spec's too."""
 
     mask: np.ndarray
     undefined: bool
+    bound: np.ndarray
+
+    def beyond(self, out: np.ndarray, ref: np.ndarray) -> np.ndarray:
+        """The undecided elements, where `ref` is finite, at which `out` is off by more than
+        the bound; a non-finite `out` is beyond it unless the spec may be 0 / 0 there."""
+        with np.errstate(invalid="ignore"):
+            within = np.abs(out - ref) <= self.bound
+        admitted = within | (self.undefined & ~np.isfinite(out))
+        return self.mask & np.isfinite(ref) & ~admitted
 
 
 def undecided(g: Graph, x: np.ndarray, params: dict[str, np.ndarray], dtype: torch.dtype,
               ctx: EvalContext | None = None) -> Undecided | None:
-    """The undecided output elements, or None for a graph without normalisations, whose bound
-    is not evaluated (there an infinite bound would only mean that it overflowed)."""
+    """The undecided output elements and the bound past them, or None for a graph without
+    normalisations, whose bound is not evaluated (there an infinite bound would only mean
+    that it overflowed)."""
     norms = [node.a["eps"] for _, node, _ in g.items() if node.op == "normalize"]
     if not norms:
         return None
     return Undecided(~np.isfinite(rounding_bound(g, x, params, dtype, ctx)),
-                     all(eps == 0 for eps in norms))
+                     all(eps == 0 for eps in norms),
+                     rounding_bound(g, x, params, dtype, ctx, UNIT_VECTORS_APART))

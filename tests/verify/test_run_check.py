@@ -109,11 +109,12 @@ def test_run_says_what_ran_the_fused_regions() -> None:
     assert run.returncode != 0 and "the fused regions would run their naive" in run.stderr
 
 
-def test_an_undecided_element_is_left_out_as_the_fuzzer_leaves_it(
+def test_an_undecided_element_is_held_to_the_bound_as_the_fuzzer_holds_it(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """A reference whose first element is far off the module's (as where a sign the dtype
-    cannot decide came out the other way): left out where the rounding bound calls it
-    undecided, an error otherwise (seeded: the module's weights set the error's scale)."""
+    cannot decide came out the other way): held to the rounding bound where that bound calls
+    it undecided (a pass within it, a wrong module beyond it), an error otherwise (seeded:
+    the module's weights set the error's scale)."""
     torch.manual_seed(0)
     result = generate("castling_vit", dim=8)
     reference = rc.run_graph
@@ -126,10 +127,17 @@ def test_an_undecided_element_is_left_out_as_the_fuzzer_leaves_it(
     monkeypatch.setattr(rc, "run_graph", flipped)
     assert rc.run_check(result, 8, None, 6).error > 0.5
 
-    def first_undecided(graph, x, params, dtype, ctx):
-        mask = np.zeros(x.shape, bool)  # Castling-ViT's output has its input's shape
-        mask[0, 0, 0] = True
-        return Undecided(mask, undefined=True)
+    def first_undecided(bound: float):
+        def undecided(graph, x, params, dtype, ctx):
+            mask = np.zeros(x.shape, bool)  # Castling-ViT's output has its input's shape
+            mask[0, 0, 0] = True
+            largest = np.abs(reference(graph, x, params, ctx)).max()  # the offset's scale
+            return Undecided(mask, True, np.where(mask, bound * largest, 0.0))
+        return undecided
 
-    monkeypatch.setattr(rc, "undecided", first_undecided)
-    assert rc.run_check(result, 8, None, 6).error < rc.TOLERANCE
+    monkeypatch.setattr(rc, "undecided", first_undecided(11.0))
+    check = rc.run_check(result, 8, None, 6)
+    assert check.error < rc.TOLERANCE and check.verdict is None
+    monkeypatch.setattr(rc, "undecided", first_undecided(9.0))
+    check = rc.run_check(result, 8, None, 6)
+    assert check.wrong and "more than the rounding bound" in check.verdict
