@@ -16,8 +16,11 @@ program a (row, chunk), no atomics:
 2. `caote_partial_kernel`: m from the S chunks' (`row_top`), then the chunk's part of s, into a
    [B, H, S, d] fp32 buffer;
 3. `caote_distance_kernel`: m, W and r_m from the S chunks' (`row_top`, `row_sums`), s as the
-   sum of the S parts, each in the order k = 0 .. S - 1 (the same m, W, r_m and s, bit for
-   bit, in every chunk of a row and every run), then c over the chunk.
+   sum of the S parts, then c over the chunk.
+Kernels 2 and 3 fold the S chunks' in block loads of SB chunks a step (`chunk_block`: S's
+power of two, at most CAOTE_TILE["SB"]) and block reductions, in one fixed order: the same m,
+W, r_m and s, bit for bit, in every chunk of a row and every run (m exactly the first largest
+weight's index, whatever the order).
 The values are read twice (2, then 3), in fp32 whatever the cache dtype; nothing of size
 T x d is materialised. `token_split` chooses S. The kernels run where Triton runs (CUDA
 tensors, or CPU tensors under TRITON_INTERPRET=1); elsewhere the PyTorch scores are used. The
@@ -60,32 +63,46 @@ if triton is not None:
         return p_v, b_vm
 
     @triton.jit
-    def row_top(tops, stats, i_bh, S):
-        """(m, k*): the row's first largest weight's index, as the whole row's walk finds it
-        (the first chunk k* whose largest weight beats the earlier chunks', its first index of
-        it), from `caote_weights_kernel`'s tops [R, S] and stats [R, S, 3]."""
-        b_max = tl.full([], float("-inf"), tl.float32)
+    def row_top(tops, stats, i_bh, S, SB: tl.constexpr):
+        """(m, k*): the row's first largest weight's index and its chunk, from
+        `caote_weights_kernel`'s tops [R, S] and stats [R, S, 3]: k* is the first chunk whose
+        largest weight w_k equals the row's largest, m = tops[k*] (as torch.argmax: the first
+        of equal maxima). NaN and -inf chunk maxima never win; a row of none else gives
+        (0, 0). Read SB chunks a step (a power of two): a step's candidates are its w_k above
+        the earlier steps' largest, so a tie goes to the earlier step, and within the step to
+        the least k."""
+        b_max = tl.full([], float("-inf"), tl.float32)  # the largest w_k of the earlier steps
         b_top = tl.zeros([], dtype=tl.int32)
         b_k = tl.zeros([], dtype=tl.int32)
-        for k in range(0, S):
-            m_k = tl.load(stats + (i_bh * S + k) * 3)
-            b_top = tl.where(m_k > b_max, tl.load(tops + i_bh * S + k), b_top)
-            b_k = tl.where(m_k > b_max, k, b_k)
-            b_max = tl.maximum(b_max, m_k)
+        for k0 in range(0, S, SB):
+            o_k = k0 + tl.arange(0, SB)  # [SB] chunks k0 .. k0 + SB - 1, those past S masked
+            b_m = tl.load(stats + (i_bh * S + o_k) * 3, mask=o_k < S, other=float("-inf"))
+            # candidates: NaN and -inf are none, whatever tl.max does with NaN
+            b_m = tl.where(b_m > b_max, b_m, float("-inf"))
+            m_step = tl.max(b_m, axis=0)
+            k_step = tl.min(tl.where(b_m == m_step, o_k, S), axis=0)  # its first chunk
+            b_tops = tl.load(tops + i_bh * S + o_k, mask=o_k < S, other=0)
+            t_step = tl.sum(tl.where(o_k == k_step, b_tops, 0), axis=0)  # tops[k_step]
+            b_top = tl.where(m_step > b_max, t_step, b_top)
+            b_k = tl.where(m_step > b_max, k_step, b_k)
+            b_max = tl.maximum(b_max, m_step)
         return b_top, b_k
 
     @triton.jit
-    def row_sums(stats, i_bh, S, b_k):
+    def row_sums(stats, i_bh, S, b_k, SB: tl.constexpr):
         """(W, r_m) = (sum_k W_k, sum_{k != k*} W_k + R_k*) over the chunks' sums W_k and sums
         R_k less their largest entry: r_m keeps w_m out of every sum (W - w_m keeps no digit
-        when w_m rounds to W)."""
-        w_sum = tl.zeros([], dtype=tl.float32)
-        r_top = tl.zeros([], dtype=tl.float32)
-        for k in range(0, S):
-            w_k = tl.load(stats + (i_bh * S + k) * 3 + 1)
-            w_sum += w_k
-            r_top += tl.where(k == b_k, tl.load(stats + (i_bh * S + k) * 3 + 2), w_k)
-        return w_sum, r_top
+        when w_m rounds to W). Lane i of [SB] adds chunks i, SB + i, ... in turn, then one tree
+        reduction over the lanes: a fixed order, the same in every program and every run."""
+        b_w = tl.zeros([SB], dtype=tl.float32)  # lanes of W
+        b_r = tl.zeros([SB], dtype=tl.float32)  # lanes of r_m
+        for k0 in range(0, S, SB):
+            o_k = k0 + tl.arange(0, SB)  # [SB] chunks k0 .. k0 + SB - 1, those past S masked
+            p_k = stats + (i_bh * S + o_k) * 3
+            w_k = tl.load(p_k + 1, mask=o_k < S, other=0.)
+            b_w += w_k
+            b_r += tl.where(o_k == b_k, tl.load(p_k + 2, mask=o_k < S, other=0.), w_k)
+        return tl.sum(b_w, axis=0), tl.sum(b_r, axis=0)
 
     @triton.jit
     def value_tile(p_v, b_vm, t0, T, D, BT: tl.constexpr, BD: tl.constexpr):
@@ -141,14 +158,14 @@ if triton is not None:
         tl.store(stats + 3 * i_rk + 2, tl.sum(b_rest, axis=0))
 
     @triton.jit
-    def caote_partial_kernel(w, v, tops, stats, part, T, D, H, G, CHUNK, S,
-                             FAST: tl.constexpr, BT: tl.constexpr, BD: tl.constexpr):
+    def caote_partial_kernel(w, v, tops, stats, part, T, D, H, G, CHUNK, S, FAST: tl.constexpr,
+                             BT: tl.constexpr, BD: tl.constexpr, SB: tl.constexpr):
         """Grid (R, S). part: [R, S, D] fp32, part[r, k] = sum_{i in chunk k} p_i u_i over
         chunk k = tokens [k CHUNK, min((k + 1) CHUNK, T)), p_i = w_i (FastCAOTE: 1 / T);
         CHUNK a multiple of BT, so a chunk's tiles are the whole-row walk's tiles."""
         i_bh = tl.program_id(0).to(tl.int64)
         i_k = tl.program_id(1)
-        b_top, _ = row_top(tops, stats, i_bh, S)
+        b_top, _ = row_top(tops, stats, i_bh, S, SB)
         p_v, b_vm = head_values(v, b_top, i_bh, T, D, H, G, BD)
         b_s = tl.zeros([BD], dtype=tl.float32)  # [BD] this chunk's part of s
         c0 = i_k * CHUNK  # chunk k: tokens c0 .. c0 + min(CHUNK, T - c0) - 1
@@ -164,20 +181,25 @@ if triton is not None:
 
     @triton.jit
     def caote_distance_kernel(w, v, tops, stats, part, c, T, D, H, G, CHUNK, S,
-                              FAST: tl.constexpr, BT: tl.constexpr, BD: tl.constexpr):
+                              FAST: tl.constexpr, BT: tl.constexpr, BD: tl.constexpr,
+                              SB: tl.constexpr):
         """Grid (R, S). c: [R, T] fp32 over chunk k (as in `caote_partial_kernel`):
-        c_j = w_j * ||(s - W u_j) / r_j||_2 with s = sum_{k'} part[r, k'] summed in the order
-        k' = 0 .. S - 1, r_j = W - w_j for j != m and r_m from `row_sums` (FastCAOTE: W -> 1 in
-        front of u_j, not in r_j); c_j = +inf where r_j = 0 < w_j, 0 where r_j = w_j = 0."""
+        c_j = w_j * ||(s - W u_j) / r_j||_2 with s = sum_k' part[r, k'] (SB parts a step, each
+        step's [SB, BD] block summed over its parts, the steps in turn), r_j = W - w_j for
+        j != m and r_m from `row_sums` (FastCAOTE: W -> 1 in front of u_j, not in r_j);
+        c_j = +inf where r_j = 0 < w_j, 0 where r_j = w_j = 0."""
         i_bh = tl.program_id(0).to(tl.int64)
         i_k = tl.program_id(1)
-        b_top, b_k = row_top(tops, stats, i_bh, S)
+        b_top, b_k = row_top(tops, stats, i_bh, S, SB)
         p_v, b_vm = head_values(v, b_top, i_bh, T, D, H, G, BD)
         o_d = tl.arange(0, BD)
         b_s = tl.zeros([BD], dtype=tl.float32)  # [BD] s, the same in every chunk of the row
-        for k in range(0, S):
-            b_s += tl.load(part + (i_bh * S + k) * D + o_d, mask=o_d < D, other=0.)
-        w_sum, r_top = row_sums(stats, i_bh, S, b_k)
+        for k0 in range(0, S, SB):
+            o_k = k0 + tl.arange(0, SB)  # [SB] parts k0 .. k0 + SB - 1, those past S masked
+            b_s += tl.sum(tl.load(part + (i_bh * S + o_k[:, None]) * D + o_d[None, :],
+                                  mask=(o_k < S)[:, None] & (o_d < D)[None, :], other=0.),
+                          axis=0)
+        w_sum, r_top = row_sums(stats, i_bh, S, b_k, SB)
         scale = 1.0 if FAST else w_sum
         c0 = i_k * CHUNK  # chunk k: tokens c0 .. c0 + min(CHUNK, T - c0) - 1
         for t0 in range(c0, c0 + tl.minimum(CHUNK, T - c0), BT):
@@ -192,7 +214,9 @@ if triton is not None:
             tl.store(c + i_bh * T + o_t, b_c, mask=m_t)
 
 
-CAOTE_TILE = {"BT": 32, "num_warps": 4}  # tokens a step; the head width is one block
+# BT: tokens a step; SB: the most chunks a step of the kernels' folds over a row's S chunks
+# (`chunk_block`); the head width is one block
+CAOTE_TILE = {"BT": 32, "SB": 32, "num_warps": 4}
 # token_split: programs a CUDA launch aims for per SM, the fewest tiles a CUDA chunk holds (the
 # distance kernel reads the S parts of s once a chunk), and the chunks a row in the interpreter
 CAOTE_SPLIT = {"programs_per_sm": 4, "min_chunk_tiles": 32, "interpreter_chunks": 3}
@@ -201,6 +225,13 @@ CAOTE_SPLIT = {"programs_per_sm": 4, "min_chunk_tiles": 32, "interpreter_chunks"
 def head_block(d: int) -> int:
     """BD: the head width's block, a power of two of at least 16."""
     return max(16, triton.next_power_of_2(d))
+
+
+def chunk_block(s: int) -> int:
+    """SB: the chunks a step of the folds over S chunks, the power of two that holds them up to
+    CAOTE_TILE["SB"] (past it, several steps: the distance kernel's [SB, BD] fp32 block of
+    parts of s stays at most SB x BD / (32 num_warps) registers a thread)."""
+    return min(triton.next_power_of_2(max(s, 1)), CAOTE_TILE["SB"])
 
 
 def token_split(t: int, rows: int, device: torch.device) -> tuple[int, int]:
@@ -248,7 +279,7 @@ def caote_scores_fused(weights: torch.Tensor, values: torch.Tensor,
     part = torch.empty(b, hq, n_chunks, d, device=dev, dtype=torch.float32)  # parts of s
     out = torch.empty(b, hq, t, device=dev, dtype=torch.float32)
     bt, warps = CAOTE_TILE["BT"], CAOTE_TILE["num_warps"]
-    launch = dict(FAST=fast, BT=bt, BD=head_block(d), num_warps=warps)
+    launch = dict(FAST=fast, BT=bt, BD=head_block(d), SB=chunk_block(n_chunks), num_warps=warps)
     start(caote_weights_kernel, (rows, n_chunks))(w, tops, stats, t, chunk, n_chunks, BT=bt,
                                                    num_warps=warps)
     start(caote_partial_kernel, (rows, n_chunks))(w, v, tops, stats, part, t, d, hq, hq // hkv,

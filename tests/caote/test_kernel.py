@@ -63,11 +63,14 @@ if kernel.triton is not None:
         tl.store(out + o_t, kernel.scaled_norm(b_x))
 
     @kernel.triton.jit
-    def _row_fold(tops, stats, top, sums, S):
+    def _row_fold(tops, stats, top, sums, S, SB: tl.constexpr, ks=None):
+        """Row i's (m, W, r_m) into top[i], sums[i], and k* into ks[i] where given."""
         i_bh = tl.program_id(0).to(tl.int64)
-        b_top, b_k = kernel.row_top(tops, stats, i_bh, S)
-        w_sum, r_top = kernel.row_sums(stats, i_bh, S, b_k)
+        b_top, b_k = kernel.row_top(tops, stats, i_bh, S, SB)
+        w_sum, r_top = kernel.row_sums(stats, i_bh, S, b_k, SB)
         tl.store(top + i_bh, b_top)
+        if ks is not None:
+            tl.store(ks + i_bh, b_k)
         tl.store(sums + 2 * i_bh, w_sum)
         tl.store(sums + 2 * i_bh + 1, r_top)
 
@@ -240,13 +243,110 @@ def test_the_chunks_fold_to_the_first_largest_weight_and_its_rest(dtype: torch.d
                                                  BT=kernel.CAOTE_TILE["BT"])
     top = torch.empty(w.shape[0], dtype=torch.int32)
     sums = torch.empty(w.shape[0], 2)
-    _row_fold[(w.shape[0],)](tops, stats, top, sums, n)
+    _row_fold[(w.shape[0],)](tops, stats, top, sums, n, kernel.chunk_block(n))
     wd = w.double()
     m = wd.argmax(-1)
     assert top.tolist() == m.tolist()
     rest = wd.scatter(-1, m[:, None], 0.0).sum(-1)
     torch.testing.assert_close(sums.double(), torch.stack([wd.sum(-1), rest], -1), rtol=1e-6,
                                atol=0.0, equal_nan=True)
+
+
+def _serial_fold(tops: torch.Tensor, stats: torch.Tensor) -> list[tuple[int, int, float, float]]:
+    """Each row's (m, k*, W, r_m) as a walk over k = 0 .. S - 1 finds them: chunk k wins where
+    its largest weight beats every earlier chunk's (NaN never does), from (m, k*) = (0, 0)."""
+    out = []
+    for top, stat in zip(tops.tolist(), stats.double().tolist(), strict=True):
+        m, k_top, best = 0, 0, float("-inf")
+        for k, (w_max, _, _) in enumerate(stat):
+            if w_max > best:
+                m, k_top, best = top[k], k, w_max
+        w_sum = sum(s[1] for s in stat)
+        out.append((m, k_top, w_sum, w_sum - stat[k_top][1] + stat[k_top][2]))
+    return out
+
+
+def _chunk_stats(s: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """tops [R, S] and stats [R, S, 3] of rows whose largest chunk maxima tie across steps of
+    any SB, lie in the last chunk, follow -inf and NaN chunks, or are none (all -inf, all NaN);
+    each followed by a row of larger maxima (a fold reading past S would take one of them).
+    W_k in [1, 2) and R_k in [0, 0.1): r_m taken at another chunk is off by about 1."""
+    gen = torch.Generator().manual_seed(seed)
+    inf, nan = float("inf"), float("nan")
+    rows = []
+    for case in range(7):
+        m = torch.rand(s, generator=gen)
+        if case == 0:  # equal maxima at every third chunk: in every step of SB >= 4 or none
+            m[1::3] = 2.0
+        elif case == 1:  # the largest in the last chunk, an equal one nowhere
+            m[-1] = 2.0
+        elif case == 2:  # -inf and NaN chunks before and after the largest
+            m[::3], m[1::3] = -inf, nan
+            m[s // 2] = 2.0
+        elif case == 3:
+            m[:] = -inf
+        elif case == 4:
+            m[:] = nan
+        elif case == 5:  # NaN and -inf only
+            m[:] = -inf
+            m[::2] = nan
+        else:  # equal maxima in the first and the last chunk
+            m[[0, -1]] = 2.0
+        rows += [m, torch.rand(s, generator=gen) + 10.0]
+    maxima = torch.stack(rows)
+    stats = torch.stack([maxima, torch.rand(maxima.shape, generator=gen) + 1.0,
+                         torch.rand(maxima.shape, generator=gen) * 0.1], -1)
+    tops = torch.randint(0, 2**20, maxima.shape, generator=gen, dtype=torch.int32)
+    return tops, stats
+
+
+@pytest.mark.parametrize(("s", "sb"), [(1, 1), (3, 4), (11, 4), (11, 16), (17, 8), (40, 32),
+                                       (100, 32), (64, 16)])
+def test_the_fold_takes_the_first_chunk_of_the_largest_weight_in_any_step(s: int,
+                                                                          sb: int) -> None:
+    """row_top and row_sums over S chunks, SB a step (one step, several, the last partial):
+    the serial walk's m and k* exactly, its W and r_m to fp32 rounding; equal maxima across
+    steps go to the earlier, NaN and -inf maxima never win, a row of none gives (0, 0)."""
+    tops, stats = _chunk_stats(s, seed=s * 100 + sb)
+    rows = tops.shape[0]
+    top, ks = torch.full((rows,), -1, dtype=torch.int32), torch.full((rows,), -1,
+                                                                     dtype=torch.int32)
+    sums = torch.full((rows, 2), float("nan"))
+    _row_fold[(rows,)](tops, stats, top, sums, s, sb, ks)
+    ref = _serial_fold(tops, stats)
+    assert list(zip(top.tolist(), ks.tolist(), strict=True)) == [r[:2] for r in ref]
+    torch.testing.assert_close(sums.double(), torch.tensor([r[2:] for r in ref]).double(),
+                               rtol=1e-6, atol=0.0)
+
+
+@pytest.mark.parametrize("fast", [False, True])
+@pytest.mark.parametrize("dominant", [5, 200, 345])  # in chunk 0 (step 0), 6 (1), 10 (2)
+def test_folds_of_several_steps_keep_the_rest_exact(monkeypatch: pytest.MonkeyPatch,
+                                                    fast: bool, dominant: int) -> None:
+    """S = 11 chunks of 32 tokens folded 4 a step (3 steps, the last of 3 chunks): a weight
+    that rounds to 1 in any step keeps r_m = the other 345 weights' sum, and every token
+    scores as the twin."""
+    seen = _split(monkeypatch, 32)
+    monkeypatch.setitem(kernel.CAOTE_TILE, "SB", 4)
+    w = torch.full((1, 2, 346), 1e-26)
+    w[0, :, dominant] = 1.0
+    w[0, 1] = torch.rand(346, generator=torch.Generator().manual_seed(dominant))
+    w[0, 1, [dominant, 100]] = 2.0  # equal maxima, beside one in chunk 3 (step 0)
+    w[0, 1] /= w[0, 1].sum()
+    v = torch.randn(1, 1, 346, 8, generator=torch.Generator().manual_seed(dominant))
+    with nan_poisoned():
+        got = kernel.caote_scores_fused(w, v, fast=fast)
+    assert seen == [(11, 32)] and kernel.chunk_block(11) == 4
+    ref = (fastcaote_from_weights if fast else caote_from_weights)(w.double(), v.double())
+    assert torch.isfinite(got).all()
+    torch.testing.assert_close(got.double(), ref, rtol=1e-5, atol=1e-6 * ref.abs().max().item())
+
+
+def test_chunk_block_holds_s_up_to_its_cap() -> None:
+    """SB: S's power of two (1 for S = 1), at most CAOTE_TILE["SB"]."""
+    cap = kernel.CAOTE_TILE["SB"]
+    assert [kernel.chunk_block(s) for s in (1, 2, 3, 17)] == [min(n, cap) for n in (1, 2, 4, 32)]
+    assert kernel.chunk_block(528) == cap and cap & (cap - 1) == 0
 
 
 def test_split_scores_are_bitwise_deterministic(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -813,7 +813,7 @@ kernel.triton_runs_on = lambda t: True  # CPU tensors, launched as on a GPU
 token = COMPILING.set(True)
 with aot.jit_for_sm(90):
     for t, s, chunk, dtype in ((1, 1, 32, torch.float32), (4096, 1, 4096, torch.bfloat16),
-                               (4096, 4, 1024, torch.float16)):
+                               (4096, 4, 1024, torch.float16), (3200, 100, 32, torch.bfloat16)):
         kernel.token_split = lambda t_, rows, device, s=s, chunk=chunk: (s, chunk)
         for fast in (False, True):
             kernel.caote_scores_fused(torch.rand(1, 32, t),
@@ -825,12 +825,13 @@ print(json.dumps(found))
 
 def test_caote_kernels_compile_for_sm_90(tmp_path) -> None:
     """The three CAOTE score kernels, launched by caote_scores_fused at decode shapes (32 query
-    heads on 8 KV heads of 128; one token, S = 1 of 4,096 tokens, S = 4; every value dtype the
-    evictor passes), compiled by Triton's JIT for sm_90 as each launch specialises it: the
-    interpreter runs what the GPU compiler refuses (a loop-carried scalar whose type changes
-    in row_top's or row_sums' fold, say), and none spills or issues an atomic."""
+    heads on 8 KV heads of 128; one token, S = 1 of 4,096 tokens, S = 4, S = 100: folds of
+    several steps of CAOTE_TILE["SB"] chunks; every value dtype the evictor passes), compiled
+    by Triton's JIT for sm_90 as each launch specialises it: the interpreter runs what the GPU
+    compiler refuses (a loop-carried scalar whose type changes in row_top's or row_sums' fold,
+    say), and none spills or issues an atomic."""
     found = compiled_json(CAOTE_FOR_SM_90, tmp_path)
-    assert len(found) == 3 * 3 * 2, found
+    assert len(found) == 3 * 4 * 2, found
     assert all(r["spills"] == [0, 0] and r["atomics"] == [] for r in found), found
 
 

@@ -172,7 +172,8 @@ def test_linear_attention_launch_configs_are_gpu_legal() -> None:
 def test_long_convolution_and_caote_launch_configs_are_gpu_legal() -> None:
     """The long convolution's kernels at their fixed tiles, and every CAOTE score kernel (the
     module's *_kernel functions, all checked) at every head width up to 256 (BD: the next
-    power of two, at least 16)."""
+    power of two, at least 16) and chunks a row from 1 to past one fold step (SB: S's power of
+    two, at most CAOTE_TILE["SB"])."""
     from pathlib import Path
 
     from padre_compiler.caote import kernel as caote
@@ -189,9 +190,11 @@ def test_long_convolution_and_caote_launch_configs_are_gpu_legal() -> None:
     source = Path(caote.__file__).read_text()
     kernels = ("caote_weights_kernel", "caote_partial_kernel", "caote_distance_kernel")
     assert {k for k in legality.kernel_shapes(source) if k.endswith("_kernel")} == set(kernels)
-    for kernel, d, fast in itertools.product(kernels, (1, 64, 96, 128, 256), (0, 1)):
+    for kernel, d, fast, s in itertools.product(kernels, (1, 64, 96, 128, 256), (0, 1),
+                                                (1, 17, 528)):
         legality.assert_legal(source, kernel, {"BT": caote.CAOTE_TILE["BT"],
-                                               "BD": caote.head_block(d), "FAST": fast},
+                                               "BD": caote.head_block(d), "FAST": fast,
+                                               "SB": caote.chunk_block(s)},
                               num_warps=caote.CAOTE_TILE["num_warps"], dot_tiles=m.DOT_TILES)
 
 
