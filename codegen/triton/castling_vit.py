@@ -2341,7 +2341,7 @@ DOT_TILES = {
     'dwconv_toeplitz_fwd_kernel': [(1, 16, 'BC * (BH // 16) * BP', 32, 'SLAB'), ('BC', 'BH', 'BW', 'BP'), ('BC', 'KP', 'BW', 'KP', 'HAS_IN_BIAS'), ('BC', 'KP', 'BW', 'KP', 'HAS_IN_BIAS'), ('BC', 'BH', 'BW', 'KP', 'HAS_IN_BIAS'), ('BC', 'BH', 'BW', 'KP', 'HAS_IN_BIAS')],
     'dwconv_toeplitz_wgrad_kernel': [(1, 16, 'BC * (BH // 16) * BK', 32, 'SLAB'), ('BC', 'BW', 'BK', 'BH')],
     'head_state_kernel': [(1, 'BE', 'BE', 'BT'), (1, 'BE', 'BE', 'BT')],
-    'head_apply_kernel': [(1, 'BT', 'BE', 'BE'), (1, 'BT', 'BE', 'BE')],
+    'head_apply_kernel': [(1, 'BT', 'BE', 'BE'), (1, 'BT', 'BE', 'BE'), (1, 'BT', 'BE', 'BE')],
 }
 
 

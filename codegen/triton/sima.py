@@ -847,7 +847,7 @@ def linear_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: i
 # tl.dot tiles per kernel, (batch, M, N, K): backends/triton/legality.py
 DOT_TILES = {
     'head_state_kernel': [(1, 'BE', 'BE', 'BT'), (1, 'BE', 'BE', 'BT')],
-    'head_apply_kernel': [(1, 'BT', 'BE', 'BE'), (1, 'BT', 'BE', 'BE')],
+    'head_apply_kernel': [(1, 'BT', 'BE', 'BE'), (1, 'BT', 'BE', 'BE'), (1, 'BT', 'BE', 'BE')],
 }
 
 

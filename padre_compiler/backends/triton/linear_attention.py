@@ -728,4 +728,4 @@ def fold_note(keywords: list[str]) -> str:
 # tl.dot tiles per kernel, (batch, M, N, K), for the static GPU-legality check (one entry per
 # call site; the generated module carries them as DOT_TILES)
 DOT_TILES = {"head_state_kernel": [(1, "BE", "BE", "BT"), (1, "BE", "BE", "BT")],
-             "head_apply_kernel": [(1, "BT", "BE", "BE"), (1, "BT", "BE", "BE")]}
+             "head_apply_kernel": [(1, "BT", "BE", "BE")] * 3}  # fp32, split_dot's two
