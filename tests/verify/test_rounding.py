@@ -301,6 +301,28 @@ def test_undecided_elements_are_held_to_the_bound_and_decided_ones_to_the_twin()
     assert not fuzz.compare(flipped * 4, ref, twin, "bfloat16", everywhere).ok
 
 
+def test_undecided_gives_the_bound_carried_past_the_rows_it_marks() -> None:
+    """`undecided` (what the fuzzer, padre compile --run and the ONNX check call) holds the
+    bound carried past the undecided rows (UNIT_VECTORS_APART), finite where the reference
+    is: the twin passes compare there, and a result off by more than that bound at one such
+    element fails (with the infinite bound that marks the rows, every result would pass)."""
+    harness = torch_harness("castling_vit")
+    ex = fuzz.Example(width_step(harness.graph) * 2, 11, None, 2, "bfloat16", 1)
+    x, params = harness.inputs(ex)
+    x64, p64 = x.double().numpy(), {k: v.double().numpy() for k, v in params.items()}
+    ref = run_graph(harness.graph, x64, p64, EvalContext())
+    found = rounding.undecided(harness.graph, x64, p64, torch.bfloat16, EvalContext())
+    held = found.mask & np.isfinite(ref)
+    assert held.any() and np.isfinite(found.bound[held]).all()
+    twin = harness.eager(ex, x, params)
+    assert fuzz.compare(twin, ref, twin, "bfloat16", found).ok
+    at = tuple(np.argwhere(held)[0])
+    off = twin.copy()
+    off[at] = ref[at] + 1.01 * found.bound[at]
+    wrong = fuzz.compare(off, ref, twin, "bfloat16", found)
+    assert not wrong.ok and "more than the rounding bound" in wrong.message
+
+
 def test_a_graph_without_normalisations_is_not_bounded() -> None:
     g, _, x, params, ctx = small_case("padre3", 0)
     assert rounding.undecided(g, x, params, torch.bfloat16, ctx) is None
