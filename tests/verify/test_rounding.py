@@ -326,3 +326,18 @@ def test_undecided_gives_the_bound_carried_past_the_rows_it_marks() -> None:
 def test_a_graph_without_normalisations_is_not_bounded() -> None:
     g, _, x, params, ctx = small_case("padre3", 0)
     assert rounding.undecided(g, x, params, torch.bfloat16, ctx) is None
+
+
+def test_each_rounding_is_of_the_computed_value() -> None:
+    """A product whose input moved by 0.75 of itself (as past an undecided normalisation)
+    rounds the moved value, 1.75 x 1.15625 = 2.0234375 -> 2.03125 in bf16: an error beyond
+    P + u |out| (the output's rounding taken at the exact value) and within the rule's
+    P + u (|out| + P)."""
+    a, moved, b = np.array([1.0]), np.array([1.75]), np.array([1.15625])
+    units = Units.of(torch.bfloat16)
+    site = Site("hadamard", {}, [a, b], [moved - a, np.zeros(1)], a * b, {}, EvalContext(),
+                units)
+    computed = (torch.tensor(moved).bfloat16() * torch.tensor(b).bfloat16()).double().numpy()
+    error, carried = np.abs(computed - a * b), (moved - a) * b
+    assert error <= rounding_rules["hadamard"](site)
+    assert error > carried + units.store * np.abs(a * b)  # the check can fail
