@@ -260,25 +260,37 @@ def rounding_bound(g: Graph, x: np.ndarray, params: dict[str, np.ndarray],
     normalisation's rows bounded by `undecided_error` (inf: inf where one is upstream; 2: the
     bound past it; module docstring). g is a spec's graph: a node that reads a folded
     parameter expression (an optimised graph's) is refused."""
-    ctx = ctx or EvalContext()
-    if ctx.dim is None:
-        ctx = replace(ctx, dim=x.shape[-1])
-    values = run_graph(g, x, params, ctx, keep=True)
-    units = Units.of(dtype)
-    errs: dict[int, np.ndarray] = {}
-    for nid, node, inputs in g.items():
-        folded = [role for role, expr in node.params if expr.fn != "leaf"]
-        if folded:
-            raise ValueError(f"rounding_bound takes a spec's graph: node {nid} ({node.op}) "
-                             f"reads {folded[0]} as a folded expression, which rounds too")
-        resolved = {role: evaluate_param(expr, params.__getitem__, np)
-                    for role, expr in node.params}
-        site = Site(node.op, node.a, [x] if node.op == "input" else [values[i] for i in inputs],
-                    [np.zeros_like(x)] if node.op == "input" else [errs[i] for i in inputs],
-                    values[nid], resolved, ctx, units, undecided_error)
-        with np.errstate(invalid="ignore", over="ignore"):
-            errs[nid] = np.where(np.isnan(bound := rounding_rules[node.op](site)), np.inf, bound)
-    return errs[g.output_id]
+    return _Evaluation(g, x, params, ctx).bound(dtype, undecided_error)
+
+
+class _Evaluation:
+    """g's float64 values at x (evaluated once), whose rounding bounds `bound` carries."""
+
+    def __init__(self, g: Graph, x: np.ndarray, params: dict[str, np.ndarray],
+                 ctx: EvalContext | None) -> None:
+        ctx = ctx or EvalContext()
+        self.ctx = ctx if ctx.dim is not None else replace(ctx, dim=x.shape[-1])
+        self.g, self.x, self.params = g, x, params
+        self.values = run_graph(g, x, params, self.ctx, keep=True)
+
+    def bound(self, dtype: torch.dtype, undecided_error: float) -> np.ndarray:
+        g, x, values, units = self.g, self.x, self.values, Units.of(dtype)
+        errs: dict[int, np.ndarray] = {}
+        for nid, node, inputs in g.items():
+            folded = [role for role, expr in node.params if expr.fn != "leaf"]
+            if folded:
+                raise ValueError(f"rounding_bound takes a spec's graph: node {nid} ({node.op}) "
+                                 f"reads {folded[0]} as a folded expression, which rounds too")
+            resolved = {role: evaluate_param(expr, self.params.__getitem__, np)
+                        for role, expr in node.params}
+            site = Site(node.op, node.a,
+                        [x] if node.op == "input" else [values[i] for i in inputs],
+                        [np.zeros_like(x)] if node.op == "input" else [errs[i] for i in inputs],
+                        values[nid], resolved, self.ctx, units, undecided_error)
+            with np.errstate(invalid="ignore", over="ignore"):
+                bound = rounding_rules[node.op](site)
+                errs[nid] = np.where(np.isnan(bound), np.inf, bound)
+        return errs[g.output_id]
 
 
 UNIT_VECTORS_APART = 2.0  # the most two normalised rows differ by, in any element
@@ -312,6 +324,7 @@ def undecided(g: Graph, x: np.ndarray, params: dict[str, np.ndarray], dtype: tor
     norms = [node.a["eps"] for _, node, _ in g.items() if node.op == "normalize"]
     if not norms:
         return None
-    return Undecided(~np.isfinite(rounding_bound(g, x, params, dtype, ctx)),
+    evaluation = _Evaluation(g, x, params, ctx)
+    return Undecided(~np.isfinite(evaluation.bound(dtype, np.inf)),
                      all(eps == 0 for eps in norms),
-                     rounding_bound(g, x, params, dtype, ctx, UNIT_VECTORS_APART))
+                     evaluation.bound(dtype, UNIT_VECTORS_APART))
