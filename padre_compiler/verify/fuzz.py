@@ -18,7 +18,8 @@ the rows whose error may reach their norm (an l2-normalised 1-channel head is th
 entry that may cancel below the dtype's resolution), where the twin's rounding may get a sign
 right by chance and a module's wrong, neither more correct. Those elements are held to the
 bound itself, carried past such a row as the most two normalised rows can differ (a flipped
-sign passes; a result no choice of those rows gives fails), not to the twin's error; where
+sign passes; a result no choice of those rows gives fails), not to the twin's error, wherever
+the reference is finite (the twin too may round such a row to 0/0); where
 every normalisation's eps is 0, a module may even round such a row to exactly 0 and meet the
 0/0 the spec leaves undefined, so a non-finite result is admitted there (with eps > 0 it
 fails). An example is *judged* only where every element was compared or held to the bound
@@ -207,12 +208,14 @@ def compare(out: np.ndarray, ref: np.ndarray, twin: np.ndarray, dtype: str,
             undecided: Undecided | None = None) -> Comparison:
     """`out` against the float64 reference `ref` under the output rule, its eager twin `twin`
     run in `dtype`; compared where `ref` and `twin` are finite and no normalisation upstream
-    is undecided (padre_compiler.verify.rounding), and at the undecided elements against the
-    rounding bound; non-finite results fail where `ref` and `twin` are finite, except at
-    undecided elements that may be the spec's 0 / 0 (module docstring)."""
+    is undecided (padre_compiler.verify.rounding), and at the undecided elements where `ref`
+    is finite against the rounding bound; non-finite results fail where `ref` and `twin` are
+    finite, except at undecided elements that may be the spec's 0 / 0 (module docstring)."""
     finite = np.isfinite(ref) & np.isfinite(twin)
     whole = bool(finite.all())
-    left = finite & (False if undecided is None else undecided.mask)
+    # held to the bound wherever the reference is finite: the twin is no measure there, and
+    # may itself have rounded an undecided row to 0 / 0
+    left = np.isfinite(ref) & (False if undecided is None else undecided.mask)
     compared = finite & ~left
     left_out = int(left.sum())
     must_be_finite = compared if undecided is not None and undecided.undefined else finite

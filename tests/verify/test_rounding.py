@@ -295,6 +295,10 @@ def test_undecided_elements_are_held_to_the_bound_and_decided_ones_to_the_twin()
     assert fuzz.compare(flipped, ref, twin, "bfloat16", with_eps).ok
     nan_elsewhere = np.where(np.arange(4) == 2, np.nan, twin)
     assert fuzz.compare(nan_elsewhere, ref, twin, "bfloat16", second).message
+    twin_nan = np.where(np.arange(4) == 1, np.nan, twin)  # the twin's own 0 / 0 there
+    assert fuzz.compare(flipped, ref, twin_nan, "bfloat16", second).ok
+    assert "more than the rounding bound" in fuzz.compare(flipped, ref, twin_nan, "bfloat16",
+                                                          tight).message
     everywhere = Undecided(np.ones(4, bool), True, np.full(4, 3.0))
     nothing = fuzz.compare(flipped, ref, twin, "bfloat16", everywhere)
     assert nothing.ok and not nothing.judged
