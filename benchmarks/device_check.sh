@@ -10,8 +10,8 @@
 #      bf16 gradient rule where a state rounded to bf16 fails it), CAOTE's Triton
 #      score kernels inside eviction and split over the tokens at B = 1 (16k tokens, 32
 #      heads) against the PyTorch twin, CAOTE's Hugging Face eviction on CUDA against CPU;
-#    - padre fuzz --backend triton --device cuda on each spec with fused kernels
-#      (FUZZ_EXAMPLES examples each, 4), and with --grad (the backward kernels) on padre3,
+#    - padre fuzz --backend triton --device cuda on each spec with fused kernels, in fp32,
+#      fp16 and bf16 (FUZZ_EXAMPLES examples each, 4), and with --grad (the backward kernels) on padre3,
 #      hyena and sima, under PADRE_TRITON_TUNE=0: each shape runs the default tiles (and the
 #      forced forms' own) instead of compiling and timing every candidate, so a failure
 #      shrinks within the limit (the tiles a first launch picks are checked by the CUDA tests

@@ -36,7 +36,8 @@ terms lead (the code certificate's second probe: at default weights mamba's degr
 bury its skip term D ⊙ x below float64's resolution). "init" is checked in fp64, fp32 and
 bf16, not fp16, whose narrow range squares x / 100 into subnormals.
 
-Triton examples also draw the depthwise conv's form (`PADRE_TRITON_CONV`): auto (the
+Triton examples draw fp32 and fp16 under the CPU interpreter and bf16 as well on a GPU
+(`fuzzed_dtypes`), and the depthwise conv's form (`PADRE_TRITON_CONV`): auto (the
 launcher's choice), direct (CUDA cores), toeplitz (tensor cores, with its channel-major dense
 inputs), slab (toeplitz with every row tap's strip taken from one slab by row-shift
 products) or slab2 (the slab in two column parts), so the interpreter runs every kernel
@@ -112,7 +113,8 @@ from padre_compiler.verify.rounding import Undecided, undecided
 DTYPES = {"float64": torch.float64, "float32": torch.float32, "float16": torch.float16,
           "bfloat16": torch.bfloat16}
 BACKEND_DTYPES = {"torch": ("float64", "float32", "float16", "bfloat16"),
-                  "triton": ("float32", "float16")}
+                  "triton": ("float32", "float16", "bfloat16")}
+INTERPRETER_DTYPES = ("float32", "float16")  # Triton's CPU interpreter multiplies bf16 wrong
 FIXED_TOL = {"float64": 1e-9, "float32": 1e-4}
 REGIMES = ("default", "init")  # weights and input scale (module docstring)
 INIT_DTYPES = ("float64", "float32", "bfloat16")  # where "init" is checked
@@ -420,8 +422,18 @@ def ratio(outcome: Outcome | Comparison) -> float:
     return math.inf if outcome.error else 0.0
 
 
-def examples(spec: Spec, backend: str, grad: bool = False) -> st.SearchStrategy[Example]:
-    dtypes = BACKEND_DTYPES[backend]
+def fuzzed_dtypes(backend: str, device: torch.device) -> tuple[str, ...]:
+    """The dtypes examples draw: the backend's, less bf16 for Triton off a GPU (the
+    interpreter's bf16 products are wrong, so its modules run the naive twins in bf16)."""
+    if backend == "triton" and device.type != "cuda":
+        return INTERPRETER_DTYPES
+    return BACKEND_DTYPES[backend]
+
+
+def examples(spec: Spec, backend: str, grad: bool = False,
+             device: torch.device | None = None) -> st.SearchStrategy[Example]:
+    """Examples of `spec` for `backend`'s modules on `device` (default: the CPU)."""
+    dtypes = fuzzed_dtypes(backend, device or torch.device("cpu"))
     g = spec.graph()
     step = width_step(g)
 
@@ -538,7 +550,7 @@ def fuzz(spec: str | Path | Spec, *, backend: str = "torch", examples_n: int = 1
     @hypothesis_seed(seed)
     @settings(max_examples=examples_n, deadline=None, database=None, derandomize=False,
               suppress_health_check=list(HealthCheck), report_multiple_bugs=False)
-    @given(examples(spec_obj, backend, grad))
+    @given(examples(spec_obj, backend, grad, harness.device))
     def run(ex: Example) -> None:
         assume(valid(harness, ex))  # an invalid draw does not count toward examples_n
         check(ex)

@@ -471,6 +471,22 @@ def test_heads_get_more_than_one_channel_in_fuzzing_and_verify() -> None:
                       graph=spec.graph())[0] == 16
 
 
+def test_triton_examples_draw_bf16_on_a_gpu_only() -> None:
+    """bf16 is the dtype the GPU benchmarks run: on CUDA the Triton kernels' bf16 paths (the
+    tensor-core products, `split_dot`) are fuzzed; under the interpreter, whose bf16 products
+    are wrong and whose modules run the naive twins in bf16, they are not."""
+    from hypothesis import find
+    from hypothesis.errors import NoSuchExample
+
+    from padre_compiler.verify.fuzz import examples
+
+    spec = load_spec("castling_vit")
+    cuda = examples(spec, "triton", device=torch.device("cuda"))
+    assert find(cuda, lambda ex: ex.dtype == "bfloat16").dtype == "bfloat16"
+    with pytest.raises(NoSuchExample):
+        find(examples(spec, "triton"), lambda ex: ex.dtype == "bfloat16")
+
+
 def test_a_module_that_writes_into_its_input_fails() -> None:
     """The module runs on a copy of the input, which must come back unchanged (a drop-in
     mixer may not overwrite the residual stream it is given)."""
