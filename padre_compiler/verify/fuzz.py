@@ -287,7 +287,13 @@ class Harness:
                 {k: torch.tensor(v).to(dtype) for k, v in params64.items()})
 
     def check(self, ex: Example) -> Outcome:
-        """The example's outcome: the worse of its regimes' (module docstring)."""
+        """The example's outcome: the worse of its regimes' (module docstring). PadreError for
+        a dtype whose kernels the harness's device does not run (`fuzzed_dtypes`: Triton's
+        interpreter runs a bf16 module's naive twins, which pass whatever the kernels do)."""
+        if ex.dtype not in fuzzed_dtypes(self.backend, self.device):
+            raise PadreError(f"a {ex.dtype} example of the {self.backend} backend on "
+                             f"{self.device} checks none of the kernels (their naive twins "
+                             "run instead): it needs a CUDA device")
         regimes = REGIMES if ex.dtype in INIT_DTYPES else REGIMES[:1]
         check = self.check_grad if ex.grad else self.check_output
         return max((self.check_lowering(ex, regime) or check(ex, regime)
@@ -618,13 +624,20 @@ def write_regression(spec: Spec, backend: str, failure: Outcome, directory: Path
     why = docstring_literal(why)  # an exception's text, quotes and all
     definition, named = replay_source(spec)
     imports = "from padre_compiler.spec.literal import from_literal\n" if definition else ""
+    # an example whose kernels run on a GPU only (`fuzzed_dtypes`) is skipped without one:
+    # check_example refuses it there
+    gpu = ex.dtype not in fuzzed_dtypes(backend, torch.device("cpu"))
+    if gpu:
+        imports = "import pytest\nimport torch\n\n" + imports
+    mark = ("@pytest.mark.skipif(not torch.cuda.is_available(), reason=\"the kernels run "
+            f"{ex.dtype} on a GPU only\")\n" if gpu else "")
     replay = f", params={params!r}" if params and not definition else ""
     summary = textwrap.fill(f'"""Regression found by `padre fuzz {spec.name} --backend '
                             f'{backend}{flags}` (shrunk example): {what}{why}."""', width=100,
                             break_long_words=False, break_on_hyphens=False)
     text = summary + "\n\n" + imports + textwrap.dedent('''\
         from padre_compiler.verify.fuzz import Example, check_example
-        ''') + (definition or "\n\n") + textwrap.dedent(f'''\
+        ''') + (definition or "\n\n") + mark + textwrap.dedent(f'''\
         def test_{spec.name}_{backend}_{key}() -> None:
             example = Example(dim={ex.dim}, tokens={ex.tokens}, grid={ex.grid!r},
                               batch={ex.batch}, dtype={ex.dtype!r}, seed={ex.seed},

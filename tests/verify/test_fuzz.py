@@ -487,6 +487,33 @@ def test_triton_examples_draw_bf16_on_a_gpu_only() -> None:
         find(examples(spec, "triton"), lambda ex: ex.dtype == "bfloat16")
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="off a GPU: the interpreter's twins")
+def test_a_bf16_triton_example_off_a_gpu_is_refused_and_its_regression_skipped(
+        tmp_path: Path) -> None:
+    """Under the interpreter a bf16 Triton module runs the kernels' naive twins, which pass
+    whatever the kernels do (this example passed with the Toeplitz band shifted a column,
+    which fails it in fp32 and fp16): check_example refuses it rather than pass it, and the
+    regression a GPU fuzz writes for it is skipped without a GPU."""
+    example = Example(dim=4, tokens=24, grid=(3, 8), batch=1, dtype="bfloat16", seed=5,
+                      conv_form="toeplitz")
+    with pytest.raises(PadreError, match="checks none of the kernels"):
+        check_example("padre3", example, backend="triton")
+    path = write_regression(load_spec("padre3"), "triton", Outcome(example, 1.0, 0.5, None),
+                            tmp_path)
+    assert max(len(line) for line in path.read_text().splitlines()) <= 100
+    import importlib.util
+
+    module_spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    test = getattr(module, path.stem.replace("test_fuzz_", "test_", 1))
+    (mark,) = test.pytestmark
+    assert mark.name == "skipif" and mark.args == (True,)
+    torch_regression = write_regression(load_spec("padre3"), "torch",
+                                        Outcome(example, 1.0, 0.5, None), tmp_path)
+    assert "skipif" not in torch_regression.read_text()  # the torch backend runs bf16 here
+
+
 def test_a_module_that_writes_into_its_input_fails() -> None:
     """The module runs on a copy of the input, which must come back unchanged (a drop-in
     mixer may not overwrite the residual stream it is given)."""
