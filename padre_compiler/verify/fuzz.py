@@ -22,8 +22,9 @@ sign passes; a result no choice of those rows gives fails), not to the twin's er
 the reference is finite (the twin too may round such a row to 0/0); where
 every normalisation's eps is 0, a module may even round such a row to exactly 0 and meet the
 0/0 the spec leaves undefined, so a non-finite result is admitted there (with eps > 0 it
-fails). An example is *judged* only where every element was compared or held to the bound
-so, some were compared, and its allowance is below max|reference|: where the twin is off by
+fails, unless the twin's is not finite either). An example is *judged* only where every
+element was compared or held to the bound so, some were compared, and its allowance is below
+max|reference|: where the twin is off by
 half the output or more (mamba in float32 or float16) even an all-zero output would pass, so
 the example counts as run but not judged, and a fuzz run reports how many it judged and how
 many held elements to the bound. A
@@ -191,7 +192,8 @@ class Comparison:
     allowed: float
     twin_error: float | None  # the eager twin's, where compared
     scale: float  # max |reference| where compared
-    whole: bool  # the reference and the twin finite everywhere
+    whole: bool  # every element compared, or held to the bound where the twin is not finite
+    # and the result is (the reference and the twin finite everywhere, less those)
     message: str = ""
     undecided: int = 0  # elements judged by the rounding bound: a normalisation upstream is
     # undecided
@@ -214,17 +216,20 @@ def compare(out: np.ndarray, ref: np.ndarray, twin: np.ndarray, dtype: str,
     is finite against the rounding bound; non-finite results fail where `ref` and `twin` are
     finite, except at undecided elements that may be the spec's 0 / 0 (module docstring)."""
     finite = np.isfinite(ref) & np.isfinite(twin)
-    whole = bool(finite.all())
     # held to the bound wherever the reference is finite: the twin is no measure there, and
     # may itself have rounded an undecided row to 0 / 0
     left = np.isfinite(ref) & (False if undecided is None else undecided.mask)
+    whole = bool((finite | (left & np.isfinite(out))).all())
     compared = finite & ~left
     left_out = int(left.sum())
     must_be_finite = compared if undecided is not None and undecided.undefined else finite
     if not np.isfinite(out[must_be_finite]).all():
         return Comparison(math.inf, 0.0, None, 0.0, whole, "non-finite output where the "
                           "reference and the eager twin are finite", left_out)
-    beyond = left & undecided.beyond(out, ref) if left_out else left
+    # a non-finite result where the twin is not finite either (past the dtype's range for the
+    # twin too) is admitted, as at the decided elements
+    beyond = left & undecided.beyond(out, ref) & (finite | np.isfinite(out)) if left_out \
+        else left
     if beyond.any():
         at = tuple(int(i) for i in np.argwhere(beyond)[0])
         return Comparison(math.inf, 0.0, None, 0.0, whole, f"{int(beyond.sum())} output "

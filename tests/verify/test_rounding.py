@@ -299,6 +299,15 @@ def test_undecided_elements_are_held_to_the_bound_and_decided_ones_to_the_twin()
     assert fuzz.compare(flipped, ref, twin_nan, "bfloat16", second).ok
     assert "more than the rounding bound" in fuzz.compare(flipped, ref, twin_nan, "bfloat16",
                                                           tight).message
+    # every element compared or held to the bound: judged, though the twin is 0 / 0 there
+    assert fuzz.compare(flipped, ref, twin_nan, "bfloat16", second).judged
+    # past the dtype's range for the twin too (eps > 0): a non-finite result is admitted there,
+    # as at a decided element, and the example is not judged; a finite one is held to the bound
+    twin_inf = np.where(mask, np.inf, twin)
+    overflowed = fuzz.compare(twin_inf, ref, twin_inf, "bfloat16", with_eps)
+    assert overflowed.ok and not overflowed.judged
+    assert fuzz.compare(np.where(mask, 3.0, twin), ref, twin_inf, "bfloat16", with_eps).message
+    assert fuzz.compare(nan_there, ref, np.where(mask, np.nan, twin), "bfloat16", with_eps).ok
     everywhere = Undecided(np.ones(4, bool), True, np.full(4, 3.0))
     nothing = fuzz.compare(flipped, ref, twin, "bfloat16", everywhere)
     assert nothing.ok and not nothing.judged
