@@ -10,9 +10,9 @@
 #      bf16 gradient rule where a state rounded to bf16 fails it), CAOTE's Triton
 #      score kernels inside eviction and split over the tokens at B = 1 (16k tokens, 32
 #      heads) against the PyTorch twin, CAOTE's Hugging Face eviction on CUDA against CPU;
-#    - padre fuzz --backend triton --device cuda on each spec with fused kernels, in fp32,
-#      fp16 and bf16 (FUZZ_EXAMPLES examples each, 4), and with --grad (the backward kernels) on padre3,
-#      hyena and sima, under PADRE_TRITON_TUNE=0: each shape runs the default tiles (and the
+#    - padre fuzz --backend triton --device cuda on each spec with fused kernels, drawn
+#      from fp32, fp16 and bf16 (FUZZ_EXAMPLES examples each, 6: at 4 the draws of four specs
+#      held no fp16 one), and with --grad (the backward kernels) on padre3, hyena and sima, under PADRE_TRITON_TUNE=0: each shape runs the default tiles (and the
 #      forced forms' own) instead of compiling and timing every candidate, so a failure
 #      shrinks within the limit (the tiles a first launch picks are checked by the CUDA tests
 #      and by gpu.py at every shape it times). A failing example is printed as it is found,
@@ -69,13 +69,13 @@ for spec in padre3 conv2former hyena mamba_lti sima castling_vit; do
     names+=("fuzz_$spec")
     step "fuzz_$spec" "${CHECK_LIMIT:-90}" "$steps/fuzz_$spec.log" \
         "${fuzz[@]}" "$spec" --backend triton --device cuda \
-        --examples "${FUZZ_EXAMPLES:-4}" --regressions "$regressions/$spec" &
+        --examples "${FUZZ_EXAMPLES:-6}" --regressions "$regressions/$spec" &
 done
 for spec in padre3 hyena sima; do
     names+=("fuzz_grad_$spec")
     step "fuzz_grad_$spec" "${CHECK_LIMIT:-90}" "$steps/fuzz_grad_$spec.log" \
         "${fuzz[@]}" "$spec" --backend triton --device cuda --grad \
-        --examples "${FUZZ_EXAMPLES:-4}" --regressions "$regressions/grad_$spec" &
+        --examples "${FUZZ_EXAMPLES:-6}" --regressions "$regressions/grad_$spec" &
 done
 wait
 for name in "${names[@]}"; do cat "$steps/$name.log" >>"$log"; done
