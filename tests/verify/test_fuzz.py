@@ -487,6 +487,23 @@ def test_triton_examples_draw_bf16_on_a_gpu_only() -> None:
         find(examples(spec, "triton"), lambda ex: ex.dtype == "bfloat16")
 
 
+def test_fuzz_draws_the_dtypes_of_its_harness_device() -> None:
+    """fuzz() draws for the device its harness runs on: a Triton harness on CUDA (here a CPU
+    one labelled so, whose checks only record the dtype) gets bf16 examples."""
+    spec = load_spec("sima")
+    drawn = []
+
+    class OnCuda(Harness):
+        def check(self, ex: Example) -> Outcome:
+            drawn.append(ex.dtype)
+            return Outcome(ex, 0.0, 1.0, None)
+
+    harness = OnCuda(spec, "triton")
+    harness.device = torch.device("cuda")
+    assert fuzz(spec, backend="triton", examples_n=30, harness=harness).failure is None
+    assert "bfloat16" in drawn
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="off a GPU: the interpreter's twins")
 def test_a_bf16_triton_example_off_a_gpu_is_refused_and_its_regression_skipped(
         tmp_path: Path) -> None:
