@@ -19,6 +19,7 @@ tokens, batch 1-3, weights around their init, x ~ N(0, 1)) and reports:
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import tempfile
@@ -104,8 +105,9 @@ def main() -> int:
         shown = name + "".join(f" {k}={v}" for k, v in params.items())
         for dtype in DTYPES:
             m = measure(harness, dtype, n)
+            held = "-" if math.isnan(m["past"]) else f"{m['past']:.2g}"  # "-": none held
             lines.append(f"| {shown} | {dtype} | {m['share']:.1%} | {m['worst_share']:.0%} | "
-                         f"{m['partial']} of {n} | {m['past']:.2g} | {m['median_slack']:.2g} | "
+                         f"{m['partial']} of {n} | {held} | {m['median_slack']:.2g} | "
                          f"{m['max_slack']:.2g} | {m['past_slack']:.2g} |")
             print(lines[-1], flush=True)
     out.mkdir(parents=True, exist_ok=True)
