@@ -19,16 +19,15 @@ entry that may cancel below the dtype's resolution), where the twin's rounding m
 right by chance and a module's wrong, neither more correct. Those elements are held to the
 bound itself, carried past such a row as the most two normalised rows can differ (a flipped
 sign passes; a result no choice of those rows gives fails), not to the twin's error, wherever
-the reference is finite (the twin too may round such a row to 0/0); where
-every normalisation's eps is 0, a module may even round such a row to exactly 0 and meet the
-0/0 the spec leaves undefined, so a non-finite result is admitted there (with eps > 0 it
-fails, unless the twin's is not finite either). An example is *judged* only where every
-element was compared or held to the bound so, some were compared, and its allowance is below
-max|reference|: where the twin is off by
-half the output or more (mamba in float32 or float16) even an all-zero output would pass, so
-the example counts as run but not judged, and a fuzz run reports how many it judged and how
-many held elements to the bound. A
-gradient example is judged where some gradient's allowance is below its max|reference|.
+the reference is finite (the twin too may round such a row to 0/0); where every normalisation's
+eps is 0, a module may even round such a row to exactly 0 and meet the 0/0 the spec leaves
+undefined, so a non-finite result is admitted there (with eps > 0 it fails, unless the twin's
+is not finite either). An example is *judged* only where every element was compared or held to
+the bound so, some were compared, and its allowance is below max|reference|: where the twin is
+off by half the output or more (mamba in float32 or float16) even an all-zero output would
+pass, so the example counts as run but not judged, and a fuzz run reports how many it judged
+and how many held elements to the bound. A gradient example is judged where some gradient's
+allowance is below its max|reference|.
 
 Every example is checked in two regimes (`REGIMES`), and its outcome is the worse: "default"
 draws weights around each op's default init at x ~ N(0, 1), where every term is large; "init"

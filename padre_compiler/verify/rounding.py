@@ -10,8 +10,9 @@ scaled_sum) may round its partial sums to the dtype too, and a map with a bias i
 before the bias. The eager twin computes so. A compiled module fuses ops (rounding less
 often) and folds weights (rounding their products once more); tests hold it within the bound
 for every bundled spec in bf16, fp16 and fp32 on the CPU (a CUDA GEMM that reduces fp16 in
-fp16 is outside the model). The bound decides which elements the fuzzer leaves out, never an
-allowance: where it is too small, fewer elements are left out and the rule is stricter.
+fp16 is outside the model). The bound decides which elements the fuzzer holds to the bound
+itself instead of to the eager twin's error (those past an undecided normalisation, below);
+elsewhere it is never an allowance.
 
 The bound E of a node's output from its inputs' values x and bounds E_in:
 
@@ -32,9 +33,8 @@ The bound E of a node's output from its inputs' values x and bounds E_in:
 Each rounding is of the computed value, which the carried error P moves off the exact one, so
 the bound holds where the inputs' errors are not small (past an undecided normalisation,
 below). It is first order in the unit roundoffs (a rounding of an error's rounding is left
-out), of rounding alone: a
-result that overflows the dtype's range is beyond it (mamba's degree-403 surrogate in float16,
-where the bound itself passes 1e47).
+out), of rounding alone: a result that overflows the dtype's range is beyond it (mamba's
+degree-403 surrogate in float16, where the bound itself passes 1e47).
 
 A normalisation whose bound reaches 2 cannot be decided by the dtype: the row's direction may
 come out anything (an l2-normalised 1-channel head is the sign of an entry that may cancel
