@@ -37,7 +37,7 @@ from padre_compiler.ir.graph import is_valid_dim, width_step  # noqa: E402
 from padre_compiler.ir.ops import EvalContext  # noqa: E402
 from padre_compiler.spec.loader import load_spec  # noqa: E402
 from padre_compiler.verify import fuzz  # noqa: E402
-from padre_compiler.verify.rounding import UNIT_VECTORS_APART, rounding_bound  # noqa: E402
+from padre_compiler.verify.rounding import undecided  # noqa: E402
 
 CASES = (("castling_vit", {}), ("castling_vit", {"eps": 1e-6}), ("sima", {}))
 DTYPES = ("bfloat16", "float16", "float32")
@@ -62,19 +62,18 @@ def measure(harness: fuzz.Harness, dtype: str, n: int) -> dict[str, float]:
         x, params = harness.inputs(ex)
         x64, p64 = x.double().numpy(), {k: v.double().numpy() for k, v in params.items()}
         ref = run_graph(harness.graph, x64, p64, EvalContext())
-        bound = rounding_bound(harness.graph, x64, p64, fuzz.DTYPES[dtype])
-        carried = rounding_bound(harness.graph, x64, p64, fuzz.DTYPES[dtype],
-                                 undecided_error=UNIT_VECTORS_APART)
+        # the bound carried past undecided rows: a bound at every element, the mask apart
+        found = undecided(harness.graph, x64, p64, fuzz.DTYPES[dtype])
         twin = harness.eager(ex, x, params)
         finite = np.isfinite(ref) & np.isfinite(twin)
-        out = finite & ~np.isfinite(bound)
-        left, total = left + int(out.sum()), total + int(finite.sum())
-        worst_share = max(worst_share, out.sum() / max(finite.sum(), 1))
-        partial += bool(out.any())
-        held = finite & np.isfinite(bound) & (bound > 0)
-        slack.extend((np.abs(twin - ref)[held] / bound[held]).tolist())
-        past.extend((carried[out] / np.abs(ref[finite]).max()).tolist())
-        past_slack.extend((np.abs(twin - ref)[out] / carried[out]).tolist())
+        held = finite & found.mask  # held to the bound
+        left, total = left + int(held.sum()), total + int(finite.sum())
+        worst_share = max(worst_share, held.sum() / max(finite.sum(), 1))
+        partial += bool(held.any())
+        compared = finite & ~found.mask & (found.bound > 0)  # judged by the twin
+        slack.extend((np.abs(twin - ref)[compared] / found.bound[compared]).tolist())
+        past.extend((found.bound[held] / np.abs(ref[finite]).max()).tolist())
+        past_slack.extend((np.abs(twin - ref)[held] / found.bound[held]).tolist())
     return {"share": left / max(total, 1), "worst_share": worst_share, "partial": partial,
             "past": float(np.median(past)) if past else float("nan"),
             "median_slack": float(np.median(slack)), "max_slack": float(np.max(slack)),

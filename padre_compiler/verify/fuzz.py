@@ -227,8 +227,8 @@ def compare(out: np.ndarray, ref: np.ndarray, twin: np.ndarray, dtype: str,
                           "reference and the eager twin are finite", left_out)
     # a non-finite result where the twin is not finite either (past the dtype's range for the
     # twin too) is admitted, as at the decided elements
-    beyond = left & undecided.beyond(out, ref) & (finite | np.isfinite(out)) if left_out \
-        else left
+    beyond = left if undecided is None else \
+        undecided.beyond(out, ref) & (finite | np.isfinite(out))
     if beyond.any():
         at = tuple(int(i) for i in np.argwhere(beyond)[0])
         return Comparison(math.inf, 0.0, None, 0.0, whole, f"{int(beyond.sum())} output "
