@@ -243,7 +243,7 @@ def check_onnx(export: OnnxExport, model: bytes | None = None, seed: int = 1) ->
         rounded = x.double().numpy()
         with np.errstate(all="ignore"):
             ref = run_graph(graph, rounded, params64, EvalContext(grid=export.grid))
-            left_out = undecided(graph, rounded, params64, dtype, EvalContext(grid=export.grid))
+            held = undecided(graph, rounded, params64, dtype, EvalContext(grid=export.grid))
         try:
             (y,) = session.run(["y"], {"x": x.numpy()})
         except Exception as err:
@@ -251,7 +251,7 @@ def check_onnx(export: OnnxExport, model: bytes | None = None, seed: int = 1) ->
                              f"{first_line(err)}") from None
         with torch.no_grad():
             twin_y = twin(x).double().numpy()
-        c = compare(y.astype(np.float64), ref, twin_y, export.dtype, left_out)
+        c = compare(y.astype(np.float64), ref, twin_y, export.dtype, held)
         if export.dtype == "float64" and c.twin_error is not None:  # module docstring
             c = replace(c, allowed=max(c.allowed, float64_allowance(c.twin_error / c.scale)
                                        * c.scale) if c.scale else c.allowed)

@@ -217,31 +217,31 @@ def compare(out: np.ndarray, ref: np.ndarray, twin: np.ndarray, dtype: str,
     finite = np.isfinite(ref) & np.isfinite(twin)
     # held to the bound wherever the reference is finite: the twin is no measure there, and
     # may itself have rounded an undecided row to 0 / 0
-    left = np.isfinite(ref) & (False if undecided is None else undecided.mask)
-    whole = bool((finite | (left & np.isfinite(out))).all())
-    compared = finite & ~left
-    left_out = int(left.sum())
+    held = np.isfinite(ref) & (False if undecided is None else undecided.mask)
+    whole = bool((finite | (held & np.isfinite(out))).all())
+    compared = finite & ~held
+    n_held = int(held.sum())
     must_be_finite = compared if undecided is not None and undecided.undefined else finite
     if not np.isfinite(out[must_be_finite]).all():
         return Comparison(math.inf, 0.0, None, 0.0, whole, "non-finite output where the "
-                          "reference and the eager twin are finite", left_out)
+                          "reference and the eager twin are finite", n_held)
     # a non-finite result where the twin is not finite either (past the dtype's range for the
     # twin too) is admitted, as at the decided elements
-    beyond = left if undecided is None else \
+    beyond = held if undecided is None else \
         undecided.beyond(out, ref) & (finite | np.isfinite(out))
     if beyond.any():
         at = tuple(int(i) for i in np.argwhere(beyond)[0])
         return Comparison(math.inf, 0.0, None, 0.0, whole, f"{int(beyond.sum())} output "
                           "element(s) downstream of a normalisation the dtype cannot decide "
                           f"are off the reference by more than the rounding bound: at {at}, "
-                          f"{abs(out[at] - ref[at]):.3g} > {undecided.bound[at]:.3g}", left_out)
+                          f"{abs(out[at] - ref[at]):.3g} > {undecided.bound[at]:.3g}", n_held)
     if not compared.any():
-        return Comparison(0.0, 0.0, None, 0.0, False, undecided=left_out)
+        return Comparison(0.0, 0.0, None, 0.0, False, undecided=n_held)
     scale = float(np.abs(ref[compared]).max())
     error = float(np.abs(out - ref)[compared].max())
     twin_error = float(np.abs(twin - ref)[compared].max())
     allowed = output_allowance(dtype, twin_error, scale)
-    return Comparison(error, allowed, twin_error, scale, whole, undecided=left_out)
+    return Comparison(error, allowed, twin_error, scale, whole, undecided=n_held)
 
 
 class Harness:
@@ -333,8 +333,7 @@ class Harness:
         x, params = self.inputs(ex, regime)
         x64, params64 = x.double().numpy(), {k: v.double().numpy() for k, v in params.items()}
         ref = run_graph(self.graph, x64, params64, EvalContext(grid=ex.grid))
-        left_out = undecided(self.graph, x64, params64, DTYPES[ex.dtype],
-                             EvalContext(grid=ex.grid))
+        held = undecided(self.graph, x64, params64, DTYPES[ex.dtype], EvalContext(grid=ex.grid))
         with torch.no_grad(), nan_poisoned(), conv_form(ex.conv_form):
             given = x.to(self.device, copy=True)  # the twin's input stays x
             out = self.build(self.cls, ex, params)(given).double().cpu().numpy()
@@ -342,7 +341,7 @@ class Harness:
             return result(float("inf"), 0.0, None, "the module wrote into its input")
         if out.shape != ref.shape:
             return result(float("inf"), 0.0, None, "wrong shape")
-        c = compare(out, ref, self.eager(ex, x, params), ex.dtype, left_out)
+        c = compare(out, ref, self.eager(ex, x, params), ex.dtype, held)
         return result(c.error, c.allowed, c.twin_error, c.message, judged=c.judged,
                       undecided=c.undecided)
 
@@ -519,7 +518,7 @@ class FuzzReport:
     failure: Outcome | None
     regression: Path | None
     judged: int  # examples whose allowance is below max|reference| (module docstring)
-    undecided: int = 0  # examples with output elements a normalisation left undecided
+    undecided: int = 0  # examples with output elements held to the rounding bound
 
 
 def fuzz(spec: str | Path | Spec, *, backend: str = "torch", examples_n: int = 100,

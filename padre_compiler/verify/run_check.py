@@ -74,8 +74,8 @@ def run_check(result: Compiled, dim: int, grid: tuple[int, int] | None, tokens: 
     ref = run_graph(graph, x64, params64, EvalContext(grid=grid))
     # as the fuzzer's rule: elements a normalisation leaves undecided in float32 are held to
     # the rounding bound, not to the twin
-    left_out = undecided(graph, x64, params64, torch.float32, EvalContext(grid=grid))
-    decided = np.ones(ref.shape, bool) if left_out is None else ~left_out.mask
+    held = undecided(graph, x64, params64, torch.float32, EvalContext(grid=grid))
+    decided = np.ones(ref.shape, bool) if held is None else ~held.mask
     scale = max(float(np.abs(ref[decided]).max(initial=0.0)), 1e-300)
 
     def error(out: torch.Tensor) -> float:  # relative; NaN where out is not finite
@@ -84,7 +84,7 @@ def run_check(result: Compiled, dim: int, grid: tuple[int, int] | None, tokens: 
 
     rel = error(y)
     verdict = None
-    beyond = 0 if left_out is None else int(left_out.beyond(y.double().numpy(), ref).sum())
+    beyond = 0 if held is None else int(held.beyond(y.double().numpy(), ref).sum())
     if beyond:
         verdict = (f"{beyond} output element(s) downstream of a normalisation float32 cannot "
                    f"decide are off the reference by more than the rounding bound: {WRONG}")
