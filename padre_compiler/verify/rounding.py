@@ -33,8 +33,10 @@ The bound E of a node's output from its inputs' values x and bounds E_in:
 Each rounding is of the computed value, which the carried error P moves off the exact one, so
 the bound holds where the inputs' errors are not small (past an undecided normalisation,
 below). It is first order in the unit roundoffs (a rounding of an error's rounding is left
-out), of rounding alone: a result that overflows the dtype's range is beyond it (mamba's
-degree-403 surrogate in float16, where the bound itself passes 1e47).
+out), of rounding to normal numbers alone: a result that overflows the dtype's range is
+beyond it (mamba's degree-403 surrogate in float16, where the bound itself passes 1e47), and
+so is a value below its normal range, which rounds by up to half the smallest subnormal, not
+by u of itself (a constant of 1e-165 flushed to 0).
 
 A normalisation whose bound reaches 2 cannot be decided by the dtype: the row's direction may
 come out anything (an l2-normalised 1-channel head is the sign of an entry that may cancel
@@ -173,32 +175,39 @@ def _long_conv(s: Site) -> np.ndarray:
 
 def _poly(s: Site) -> np.ndarray:
     # p(x) = sum_k c_k T_k(t), t = (2x - lo - hi) / (hi - lo), by Clenshaw in the dtype:
-    # b_k = c_k + 2t b_{k+1} - b_{k+2}, p = c_0 + t b_1 - b_2. |T_k(t)| <= T_k(max(1, |t|)), so
-    # sum_k |d_k| T_k(max(1, |t| + dt)) bounds |dp/dt| within dt of t (d: p's derivative); dt
-    # holds the input's error and the argument's own rounding: fl(fl(2x - fl(lo + hi)) /
-    # fl(hi - lo)) is within u (3|t| + |lo + hi| / |hi - lo|) of t. An error eta_k made in b_k
-    # moves p by eta_k T_k(t), as a change of c_k would, with |eta_k| <= u (|c_k| + |2t b_{k+1}|
-    # + |c_k + 2t b_{k+1}| + |b_k|): c_k rounded, then the recurrence's three operations
+    # b_k = c_k + 2t b_{k+1} - b_{k+2}, p = c_0 + t b_1 - b_2, all at the computed argument t',
+    # within dt of t. dt holds the input's error and the argument's own rounding: fl(fl(2x' -
+    # fl(lo + hi)) / fl(hi - lo)) is within u (3|t'| + |lo + hi| / |hi - lo|) of t'.
+    # |T_k(t')| <= T_k(tau), tau = max(1, |t| + dt), so sum_k |d_k| T_k(tau) bounds |dp/dt|
+    # there (d: p's derivative). An error eta_k made in b_k moves p by eta_k T_k(t'), as a
+    # change of c_k would, with |eta_k| <= u (|c_k| + |2t' b_{k+1}| + |c_k + 2t' b_{k+1}| +
+    # |b_k|): c_k rounded, then the recurrence's three operations. The b_k at t' are within r_k
+    # of those at t (midpoint and radius: |2t' b' - 2t b| <= 2|t| r + 2 dt (|b| + r)).
     x, e, u = s.xs[0], s.errs[0], s.units.store
     lo, hi = s.attrs["lo"], s.attrs["hi"]
     c = np.asarray(s.attrs["coeffs"], dtype=float)
     t = (2 * x - lo - hi) / (hi - lo)
-    dt = 2 * e / abs(hi - lo) + u * (3 * np.abs(t) + abs((lo + hi) / (hi - lo)))
+    moved = 2 * e / abs(hi - lo)
+    dt = moved + u * (3 * (np.abs(t) + moved) + abs((lo + hi) / (hi - lo)))
+    tau = np.maximum(1.0, np.abs(t) + dt)
 
-    def majorant(coeffs: np.ndarray, at: np.ndarray) -> np.ndarray:
-        return chebyshev.chebval(np.maximum(1.0, at), np.abs(coeffs))
+    def majorant(coeffs: np.ndarray) -> np.ndarray:
+        return chebyshev.chebval(tau, np.abs(coeffs))
 
-    slope = majorant(chebyshev.chebder(c), np.abs(t) + dt) if len(c) > 1 else 0.0 * t
-    growth = np.arccosh(np.maximum(1.0, np.abs(t)))  # T_k(max(1, |t|)) = cosh(k growth)
-    b1 = b2 = np.zeros_like(t)
+    def times_t(b: np.ndarray, r: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return t * b, np.abs(t) * r + dt * (np.abs(b) + r)  # t' b' within the radius of t b
+
+    slope = majorant(chebyshev.chebder(c)) if len(c) > 1 else 0.0 * t
+    growth = np.arccosh(tau)  # T_k(tau) = cosh(k growth)
+    b1 = b2 = r1 = r2 = np.zeros_like(t)
     recurrence = np.zeros_like(t)
     for k in range(len(c) - 1, 0, -1):
-        step = 2 * t * b1
-        b1, b2 = c[k] + step - b2, b1
-        eta = u * (abs(c[k]) + np.abs(step) + np.abs(c[k] + step) + np.abs(b1))
+        step, radius = times_t(2 * b1, 2 * r1)
+        b1, b2, r1, r2 = c[k] + step - b2, b1, radius + r2, r1
+        eta = u * (abs(c[k]) + np.abs(step) + np.abs(c[k] + step) + 2 * radius + np.abs(b1) + r1)
         recurrence = recurrence + eta * np.cosh(k * growth)
-    last = t * b1
-    recurrence = recurrence + u * (abs(c[0]) + np.abs(last) + np.abs(c[0] + last))
+    last, radius = times_t(b1, r1)
+    recurrence = recurrence + u * (abs(c[0]) + np.abs(last) + np.abs(c[0] + last) + 2 * radius)
     return slope * dt + recurrence + u * (np.abs(s.out) + slope * dt)
 
 

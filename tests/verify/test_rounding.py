@@ -227,23 +227,81 @@ def test_the_bound_holds_for_the_twin_and_the_compiled_module(name: str) -> None
     assert undecided > 0 or name != "castling_vit"
 
 
+def _chebyshev(coeffs: tuple[float, ...], lo: float, hi: float) -> Graph:
+    """X -> sum_k coeffs[k] T_k((2X - lo - hi) / (hi - lo))."""
+    g = Graph("sequence")
+    x_id = g.add(Node("input", (), Width.dim()))
+    attrs = {"coeffs": coeffs, "lo": lo, "hi": hi, "surrogate": ""}
+    p_id = g.add(Node("poly", freeze(attrs), Width.dim()), [x_id])
+    g.add(Node("output", (), Width.dim()), [p_id])
+    return g
+
+
+def _chebyshev_twin(g: Graph, x: torch.Tensor) -> np.ndarray:
+    """The eager twin of a _chebyshev graph, evaluated in x's dtype."""
+    with torch.no_grad():
+        module = construct(eager_class(g, "chebyshev"), x.shape[-1], None).to(x.dtype)
+        return module(x).double().numpy()
+
+
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
 def test_the_poly_rule_bounds_the_twins_own_rounding(dtype: torch.dtype) -> None:
     """At exact inputs a Chebyshev sum still rounds its argument t = (2x - lo - hi) / (hi - lo)
     (lo + hi and hi - lo rounded too), which p' amplifies, and each Clenshaw step, whose error
     moves p by T_k(t): up to k times the step's size near t = +-1."""
     coeffs = tuple(float(c) for c in np.random.default_rng(0).standard_normal(30))
-    g = Graph("sequence")
-    x_id = g.add(Node("input", (), Width.dim()))
-    attrs = {"coeffs": coeffs, "lo": 0.1, "hi": 5.3, "surrogate": ""}
-    p_id = g.add(Node("poly", freeze(attrs), Width.dim()), [x_id])
-    g.add(Node("output", (), Width.dim()), [p_id])
+    g = _chebyshev(coeffs, 0.1, 5.3)
     x = torch.linspace(0.1, 5.3, 64, dtype=torch.float64).reshape(1, 16, 4).to(dtype)
     x64 = x.double().numpy()
-    with torch.no_grad():
-        twin = construct(eager_class(g, "chebyshev"), 4, None).to(dtype)(x).double().numpy()
     bound = rounding_bound(g, x64, {}, dtype)
-    assert (np.abs(twin - run_graph(g, x64, {}, EvalContext())) <= bound).all()
+    assert (np.abs(_chebyshev_twin(g, x) - run_graph(g, x64, {}, EvalContext())) <= bound).all()
+
+
+def _poly_site(g: Graph, x: np.ndarray, moved: np.ndarray, dtype: torch.dtype) -> Site:
+    """The poly node of a _chebyshev graph at exact x, its input computed as `moved`."""
+    node = next(node for _, node, _ in g.items() if node.op == "poly")
+    return Site("poly", node.a, [x], [np.abs(moved - x)], run_graph(g, x, {}, EvalContext()),
+                {}, EvalContext(dim=x.shape[-1]), Units.of(dtype))
+
+
+def test_a_polys_roundings_are_taken_at_the_computed_argument() -> None:
+    """p = 1.375 t, t = (2x + 2.25) / 1, exact at x = -1.125 (t = 0, p = 0) and computed at
+    x' = 31.25 in bf16: 2x' + 2.25 = 64.75 rounds to 65, and 1.375 x 65 = 89.375 to 89.5. The
+    argument's rounding is u 3|t'|, not u 3|t|: taken at the exact t, the bound is 89.41."""
+    g = _chebyshev((0.0, 1.375), -1.625, -0.625)
+    x, moved = np.full((1, 1, 1), -1.125), np.full((1, 1, 1), 31.25)
+    site = _poly_site(g, x, moved, torch.bfloat16)
+    error = np.abs(_chebyshev_twin(g, torch.tensor(moved).bfloat16()) - site.out)
+    assert error == 89.5 and error <= rounding_rules["poly"](site)
+    u, dt = site.units.store, 2 * 32.375 + site.units.store * 2.25
+    at_the_exact_argument = 1.375 * dt + u * (3 * 1.375) + u * 1.375 * dt
+    assert error > at_the_exact_argument  # the check can fail
+
+
+def _normal(c: float) -> float:
+    """c, or 0 where it is far below the normal range of every dtype (the bound is of
+    rounding to normal numbers; module docstring)."""
+    return c if abs(c) > 1e-3 else 0.0
+
+
+@settings(max_examples=60, deadline=None)
+@given(coeffs=st.lists(st.floats(-2, 2).map(_normal), min_size=1, max_size=30),
+       lo=st.floats(-3, 3), width=st.floats(0.1, 4), at=st.floats(-1.5, 1.5),
+       move=st.sampled_from([0.0, 1e-3, 0.1, 1.0, 10.0]), sign=st.sampled_from([-1.0, 1.0]),
+       dtype=st.sampled_from([torch.bfloat16, torch.float16, torch.float32]))
+def test_the_poly_rule_bounds_the_twin_at_moved_inputs(coeffs: list[float], lo: float,
+                                                       width: float, at: float, move: float,
+                                                       sign: float, dtype: torch.dtype) -> None:
+    """The twin's Chebyshev sum in the dtype at an input moved by up to 10 times the interval
+    (as past an undecided normalisation) is within the bound of the exact sum at the input,
+    wherever it does not overflow."""
+    g = _chebyshev(tuple(coeffs), lo, lo + width)
+    x = torch.tensor([[[lo + (at + 1) * width / 2]]]).to(dtype)
+    moved = (x.double() + sign * move * width).to(dtype)
+    twin = _chebyshev_twin(g, moved)
+    site = _poly_site(g, x.double().numpy(), moved.double().numpy(), dtype)
+    if np.isfinite(twin).all() and np.abs(twin).max() < torch.finfo(dtype).max / 2:
+        assert (np.abs(twin - site.out) <= rounding_rules["poly"](site)).all()
 
 
 def test_a_cancelling_one_channel_head_is_undecided_and_only_there() -> None:
