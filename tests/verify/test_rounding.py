@@ -16,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from padre_compiler import dsl
+from padre_compiler.backends.pytorch import HELPERS
 from padre_compiler.backends.reference import random_params, run_graph
 from padre_compiler.compiler import construct, eager_class, optimise, pass_context
 from padre_compiler.ir.graph import Graph, Node, freeze, is_valid_dim, width_step
@@ -412,3 +413,103 @@ def test_each_rounding_is_of_the_computed_value() -> None:
     error, carried = np.abs(computed - a * b), (moved - a) * b
     assert error <= rounding_rules["hadamard"](site)
     assert error > carried + units.store * np.abs(a * b)  # the check can fail
+
+
+def _moved_site(op: str, xs: list[np.ndarray], moved: list[np.ndarray], dtype: torch.dtype,
+                params: dict | None = None, attrs: dict | None = None) -> Site:
+    """op at exact inputs xs whose computed values are `moved` (errors |moved - xs|)."""
+    site = Site(op, attrs or {}, xs, [np.abs(m - x) for m, x in zip(moved, xs, strict=True)],
+                np.zeros(0), params or {}, EvalContext(dim=xs[0].shape[-1]), Units.of(dtype))
+    return replace(site, out=site.evaluate(xs, site.params))
+
+
+def _in(dtype: torch.dtype, a: np.ndarray | float) -> torch.Tensor:
+    return torch.tensor(a, dtype=torch.float64).to(dtype)
+
+
+QUARTER_PAST = 0.625 * 2.0 ** -7  # 0.625 of bf16's ulp at 1: 1 + it rounds up a whole ulp
+
+
+@pytest.mark.parametrize("op", ["add", "dense"])
+def test_a_partial_sum_rounds_the_computed_value(op: str) -> None:
+    """Exact inputs 0 computed as 1 and 0.625 ulp (past an undecided row): bf16 rounds the
+    partial sum 1 + 0.625 ulp up to 1 + ulp, then (its last term 0.625 ulp) the output up to
+    1 + 2 ulp. Each rounding is u of the computed value, which the carried error P makes: the
+    partial sum's term u (magnitude + P), not u magnitude (0 here), is what holds it.
+    add: x + y + z, its first two summed in the dtype; dense: 1 x + 1 y in fp32, rounded to
+    bf16, then its bias 0.625 ulp."""
+    zero, one, q = np.zeros((1, 1, 1)), np.ones((1, 1, 1)), np.full((1, 1, 1), QUARTER_PAST)
+    if op == "add":
+        site = _moved_site("add", [zero] * 3, [one, q, q], torch.bfloat16)
+        computed = _in(torch.bfloat16, one) + _in(torch.bfloat16, q) + _in(torch.bfloat16, q)
+    else:
+        x, moved = np.zeros((1, 1, 2)), np.array([[[1.0, QUARTER_PAST]]])
+        params = {"weight": np.ones((1, 2)), "bias": np.array([QUARTER_PAST])}
+        site = _moved_site("dense", [x], [moved], torch.bfloat16, params)
+        product = _in(torch.float32, moved) @ _in(torch.float32, params["weight"]).T
+        computed = product.bfloat16() + _in(torch.bfloat16, params["bias"])
+    error = np.abs(computed.double().numpy() - site.out)
+    assert error == 1 + 2 * 2.0 ** -7 - site.out and error <= rounding_rules[op](site)
+    carried, u, n = site.propagated(), site.units, site.terms()
+    at_the_magnitude = (carried + u.store * (np.abs(site.out) + carried)
+                        + (u.store + u.acc * n * (op == "dense")) * site.magnitude
+                        + u.acc * n * (op == "dense") * carried)
+    assert error > at_the_magnitude  # the check can fail
+
+
+def test_an_accumulation_rounds_the_computed_terms() -> None:
+    """A token sum in float32 of exact zeros computed as 1, 0.625 ulp and 0.625 ulp: each
+    partial sum rounds up (1 + ulp, then 1 + 2 ulp), beyond the carried 1 + 1.25 ulp and its
+    output rounding; the accumulation's u_acc n (magnitude + P) holds it, u_acc n magnitude
+    (0) does not."""
+    q = 0.625 * 2.0 ** -23
+    x, moved = np.zeros((1, 3, 1)), np.array([1.0, q, q]).reshape(1, 3, 1)
+    site = _moved_site("global_sum", [x], [moved], torch.float32)
+    computed = torch.zeros((), dtype=torch.float32)
+    for term in _in(torch.float32, moved).flatten():  # one sequential order the model admits
+        computed = computed + term
+    error = np.abs(computed.double().item() - site.out)
+    assert (error == 1 + 2 * 2.0 ** -23).all()
+    assert (error <= rounding_rules["global_sum"](site)).all()
+    carried = site.propagated()
+    assert (error > carried + site.units.store * carried).all()  # the check can fail
+
+
+def test_the_fft_bound_is_of_the_computed_input() -> None:
+    """The long conv's FFT errs normwise in its computed input: exact zeros computed as a
+    sparse random x' give rounding noise at lags where the filter is 0 and the carried error
+    P is 0 there. The FFT's term in |x| + E holds it; in |x| (0) it would not."""
+    rng = np.random.default_rng(0)
+    n, c = 16, 4
+    filt = _in(torch.float32, rng.standard_normal((c, n)) * (rng.uniform(size=(c, n)) < 0.5))
+    moved = _in(torch.float32, rng.standard_normal((1, n, c)) * (rng.uniform(size=(1, n, c)) < 0.3))
+    x = np.zeros((1, n, c))
+    site = _moved_site("long_conv", [x], [moved.double().numpy()], torch.float32,
+                       {"filter": filt.double().numpy()}, {"length": n, "skip": False})
+    namespace = {"torch": torch}
+    exec(HELPERS["long_conv"], namespace)  # the torch backend's FFT convolution
+    error = np.abs(namespace["_long_conv"](moved, filt, None).double().numpy() - site.out)
+    assert (error <= rounding_rules["long_conv"](site)).all()
+    assert (error > rounding._LONG_CONV_TERMS(site)).any()  # the check can fail
+
+
+def test_the_split_states_residue_is_bounded() -> None:
+    """The Triton kernels' 16-bit products take the fp32 state S in two parts, hi = bf16(S)
+    and lo = bf16(S - hi), leaving up to u^2 |S|. Two entries of S, 1 + 2^-9 + 62 2^-23 and
+    1 + 2^-9 + 66 2^-23 (three tokens' exact fp32 sums), split to 1 + 2^-9 and 1 + 2^-9 +
+    2^-16: q = (1, -1) gives -2^-16 for the exact -2^-21, beyond the fp32 state's u_acc n
+    magnitude and within the rule's u^2 magnitude."""
+    k = np.array([[1.0, 1.0], [2.0 ** -9, 2.0 ** -9], [62 * 2.0 ** -23, 66 * 2.0 ** -23]])
+    v = np.array([[1.0, 0.0]] * 3)
+    q = np.array([[1.0, -1.0], [0.0, 0.0], [0.0, 0.0]])
+    q, k, v = (a[None] for a in (q, k, v))
+    site = _moved_site("linear_attention", [q, k, v], [q, k, v], torch.bfloat16,
+                       attrs={"heads": 1, "weighted": False})
+    state = _in(torch.float32, k[0]).T @ _in(torch.float32, v[0])  # exact: 1 + 2^-9 + a 2^-23
+    hi = state.bfloat16().float()
+    lo = (state - hi).bfloat16().float()
+    computed = (_in(torch.float32, q[0]) @ hi + _in(torch.float32, q[0]) @ lo).bfloat16()
+    error = np.abs(computed.double().numpy() - site.out)
+    assert error[0, 0, 0] == 2.0 ** -16 - 2.0 ** -21
+    assert (error <= rounding_rules["linear_attention"](site)).all()
+    assert (error > rounding._ACCUMULATES(site)).any()  # the check can fail
