@@ -248,7 +248,7 @@ if triton is not None:
 # torch.ops namespace of the custom ops below, a digest of the source they were
 # generated from: modules from another source never share them (an edited copy of
 # this file must change it, or it runs the first loaded file's ops)
-DWCONV_OPS = 'padre_dwconv_af9c2a1e6c62'
+DWCONV_OPS = 'padre_dwconv_faa931e3d5e5'
 
 if triton is not None:
 
@@ -437,7 +437,7 @@ if triton is not None:
         is a launch of the forward kernel with flipped taps. dg, da: [B, N, C] contiguous; du:
         any strides. db, ds, dsa: [C] atomic sums, or PARTIAL: [B * programs along tokens, C]
         rows of partial sums, one a program (deterministic); dw then is not formed here.
-        WIDE (with I64): an image spans 2**31 elements, token offsets in int64.
+        WIDE (with I64): an image spans 2**31 elements, token and channel offsets in int64.
         """
         tl.static_assert(USES_U == (HAS_GATE or (HAS_DO and HAS_SCALE)),
                          "u is read by dg (a gate) and ds (do with a scale) alone")
@@ -448,9 +448,10 @@ if triton is not None:
             p_row = (i_b * tiles + i_t) * C
             db, ds, dsa = db + p_row, ds + p_row, dsa + p_row
         o_t = i_t * BT + tl.arange(0, BT)  # [BT] tokens
-        if WIDE:  # an image spans 2**31 elements (index_widths): token offsets in int64 too
-            o_t = o_t.to(tl.int64)
         o_c = i_c * BC + tl.arange(0, BC)  # [BC] channels
+        if WIDE:  # an image spans 2**31 elements (index_widths): token and channel offsets in
+            # int64 too (a channel-major du strides its channels by N: (C - 1) N >= 2**31)
+            o_t, o_c = o_t.to(tl.int64), o_c.to(tl.int64)
         m_t = o_t < N
         m_c = o_c < C
         m = m_t[:, None] & m_c[None, :]

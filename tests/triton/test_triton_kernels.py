@@ -1235,15 +1235,15 @@ def test_images_spanning_2_31_elements_take_the_direct_kernels_in_int64(form,
     in int64 too (WIDE, with I64), forward and backward, whatever form was asked for; the
     path, forced here on a small image, computes what the int32 one does. The forward reads
     x at any strides, so its channel offsets are int64 too: a channel-major x strides its
-    channels by N, and (C - 1) N passes 2**31 (a review found them int32); the backward reads
-    a token-major copy."""
+    channels by N, and (C - 1) N passes 2**31 (a review found them int32); so are the
+    backward's, whose du may be channel-major (a later review found them int32 there)."""
     import re
 
     from padre_compiler.backends.triton import kernels
 
     int64 = r"\.to\(tl\.int64\)"
     widened = {"dwconv_hadamard_fwd_kernel": rf"o_t, o_c = o_t{int64}, o_c{int64}",
-               "dwconv_hadamard_bwd_kernel": rf"o_t = o_t{int64}"}
+               "dwconv_hadamard_bwd_kernel": rf"o_t, o_c = o_t{int64}, o_c{int64}"}
     for body in re.split(r"\n    @triton\.jit", kernels.KERNEL)[1:]:
         name = re.search(r"def (\w+)\(", body).group(1)
         if name in widened:
