@@ -6,19 +6,20 @@ Layout: sequence. Degree in X: 3; monomial degrees {0,1,3} (normalized).
 Passes: eliminate_identity, eliminate_dead, cse, merge_linear, commute_column_normalizers,
 distribute_contract, reassociate_global_sums, contract_expansions, eliminate_dead,
 fuse_siblings, fuse_scaled_sum.
-Fused Triton kernels: 1 region(s) of dwconv1d (dwconv_hadamard_fwd_kernel;
-dwconv_toeplitz_fwd_kernel on tensor cores); 1 linear attention(s) (head_state_kernel,
-head_apply_kernel; k and q l2-normalised per row and head in the kernels; the output's l2 row
-normalisation and the terms around it in head_apply_kernel's epilogue).
-Torch fallback (marked `(torch)` below): dense; dense maps run on cuBLAS through F.linear, those
-feeding a conv through dense_for_conv (stored channel-major where the conv runs on tensor cores,
-the bias of a map only the conv reads then added by the conv kernel).
+Fused Triton kernels: 1 region(s) of dwconv1d (dwconv_hadamard_fwd_kernel; on CUDA cores: the
+tensor-core form below serves 2-D maps, 1-D ones only where PADRE_TRITON_CONV forces it); 1
+linear attention(s) (head_state_kernel, head_apply_kernel; k and q l2-normalised per row and
+head in the kernels; the output's l2 row normalisation and the terms around it in
+head_apply_kernel's epilogue; between them, in torch, the [B, h, e, e] state summed over its
+chunks, weighted slot-wise).
+Torch fallback (marked `(torch)` below): dense; dense maps run on cuBLAS through F.linear.
 Backward: derived (custom-op autograd): dwconv_hadamard_bwd_kernel gives du, the gate and
 accumulator gradients and the db, scale reductions (and dw in the direct form, or torch's
 conv2d_weight under deterministic algorithms; u, where a gate or a scaled output reads it,
-recomputed); in the Toeplitz form u comes from the forward kernel and dw from
-dwconv_toeplitz_wgrad_kernel on tensor cores; dx is the forward kernel with flipped taps. Torch
-ops differentiate through torch autograd.
+recomputed); dx is the forward kernel with flipped taps. Torch ops differentiate through torch
+autograd.
+Where the kernels cannot run (no Triton, a CPU tensor without TRITON_INTERPRET=1, float64, bf16
+under the interpreter), each fused call runs its naive PyTorch twin, defined beside its kernels.
 Linear attention backward: head_state and head_apply again (each is linear in each argument).
 """
 

@@ -8,7 +8,7 @@ distribute_contract, reassociate_global_sums, contract_expansions, eliminate_dea
 fuse_siblings, fuse_scaled_sum.
 Fused Triton kernels: 1 region(s) of dwconv2d, hadamard (dwconv_hadamard_fwd_kernel;
 dwconv_toeplitz_fwd_kernel on tensor cores).
-Torch fallback (marked `(torch)` below): dense, poly; dense maps run on cuBLAS through F.linear,
+Torch fallback (marked `(torch)` below): dense, poly; dense maps run on cuBLAS through F.linear;
 those feeding a conv through dense_for_conv (stored channel-major where the conv runs on tensor
 cores, the bias of a map only the conv reads then added by the conv kernel).
 Backward: derived (custom-op autograd): dwconv_hadamard_bwd_kernel gives du, the gate and
@@ -17,6 +17,8 @@ conv2d_weight under deterministic algorithms; u, where a gate or a scaled output
 recomputed); in the Toeplitz form u comes from the forward kernel and dw from
 dwconv_toeplitz_wgrad_kernel on tensor cores; dx is the forward kernel with flipped taps. Torch
 ops differentiate through torch autograd.
+Where the kernels cannot run (no Triton, a CPU tensor without TRITON_INTERPRET=1, float64, bf16
+under the interpreter), each fused call runs its naive PyTorch twin, defined beside its kernels.
 """
 
 import contextlib

@@ -6,18 +6,20 @@ Layout: sequence. Degree in X: 3; monomial degrees {0,1,2,3}.
 Passes: eliminate_identity, eliminate_dead, cse, merge_linear, commute_column_normalizers,
 distribute_contract, reassociate_global_sums, contract_expansions, eliminate_dead,
 fuse_siblings, fuse_scaled_sum.
-Fused Triton kernels: 1 region(s) of dwconv1d (dwconv_hadamard_fwd_kernel;
-dwconv_toeplitz_fwd_kernel on tensor cores); 1 long convolution(s) with 2 Hadamard product(s)
-(long_conv_in_kernel, long_conv_out_kernel around torch.fft's FFTs of size 2N).
-Torch fallback (marked `(torch)` below): dense; dense maps run on cuBLAS through F.linear, those
+Fused Triton kernels: 1 region(s) of dwconv1d (dwconv_hadamard_fwd_kernel; on CUDA cores: the
+tensor-core form below serves 2-D maps, 1-D ones only where PADRE_TRITON_CONV forces it); 1 long
+convolution(s) with 2 Hadamard product(s) (long_conv_in_kernel, long_conv_out_kernel around
+torch.fft's FFTs of size 2N).
+Torch fallback (marked `(torch)` below): dense; dense maps run on cuBLAS through F.linear; those
 feeding a conv through dense_for_conv (stored channel-major where the conv runs on tensor cores,
 the bias of a map only the conv reads then added by the conv kernel).
 Backward: derived (custom-op autograd): dwconv_hadamard_bwd_kernel gives du, the gate and
 accumulator gradients and the db, scale reductions (and dw in the direct form, or torch's
 conv2d_weight under deterministic algorithms; u, where a gate or a scaled output reads it,
-recomputed); in the Toeplitz form u comes from the forward kernel and dw from
-dwconv_toeplitz_wgrad_kernel on tensor cores; dx is the forward kernel with flipped taps. Torch
-ops differentiate through torch autograd.
+recomputed); dx is the forward kernel with flipped taps. Torch ops differentiate through torch
+autograd.
+Where the kernels cannot run (no Triton, a CPU tensor without TRITON_INTERPRET=1, float64, bf16
+under the interpreter), each fused call runs its naive PyTorch twin, defined beside its kernels.
 Long convolution backward: derived (custom-op autograd): long_conv_in_kernel and
 long_conv_out_kernel again around FFTs (the adjoint of the causal convolution is the anti-causal
 correlation; the filter's gradient a correlation summed over the batch in frequency space, by

@@ -8,9 +8,7 @@ distribute_contract, reassociate_global_sums, contract_expansions, eliminate_dea
 fuse_siblings, fuse_scaled_sum.
 Fused Triton kernels: none (no convolution region or attention).
 Torch fallback (marked `(torch)` below): dense, poly, prefix_sum, expand, diagonal, hadamard,
-add, contract; dense maps run on cuBLAS through F.linear, those feeding a conv through
-dense_for_conv (stored channel-major where the conv runs on tensor cores, the bias of a map only
-the conv reads then added by the conv kernel).
+add, contract; dense maps run on cuBLAS through F.linear.
 Backward: torch autograd for the torch ops.
 """
 

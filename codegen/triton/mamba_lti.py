@@ -9,10 +9,10 @@ fuse_siblings, fuse_scaled_sum.
 Fused Triton kernels: 1 long convolution(s) with 2 Hadamard product(s) (long_conv_in_kernel,
 long_conv_out_kernel around torch.fft's FFTs of size 2N).
 Torch fallback (marked `(torch)` below): expand, diagonal, dense, contract, add; dense maps run
-on cuBLAS through F.linear, those feeding a conv through dense_for_conv (stored channel-major
-where the conv runs on tensor cores, the bias of a map only the conv reads then added by the
-conv kernel).
+on cuBLAS through F.linear.
 Backward: torch autograd for the torch ops.
+Where the kernels cannot run (no Triton, a CPU tensor without TRITON_INTERPRET=1, float64, bf16
+under the interpreter), each fused call runs its naive PyTorch twin, defined beside its kernels.
 Long convolution backward: derived (custom-op autograd): long_conv_in_kernel and
 long_conv_out_kernel again around FFTs (the adjoint of the causal convolution is the anti-causal
 correlation; the filter's gradient a correlation summed over the batch in frequency space, by

@@ -7,11 +7,12 @@ Passes: eliminate_identity, eliminate_dead, cse, merge_linear, commute_column_no
 distribute_contract, reassociate_global_sums, contract_expansions, eliminate_dead,
 fuse_siblings, fuse_scaled_sum.
 Fused Triton kernels: 1 linear attention(s) (head_state_kernel, head_apply_kernel; k and q
-l1-normalised over tokens in the state).
-Torch fallback (marked `(torch)` below): dense; dense maps run on cuBLAS through F.linear, those
-feeding a conv through dense_for_conv (stored channel-major where the conv runs on tensor cores,
-the bias of a map only the conv reads then added by the conv kernel).
+l1-normalised over tokens in the state; between them, in torch, the [B, h, e, e] state summed
+over its chunks, its rows divided by k's l1 norms).
+Torch fallback (marked `(torch)` below): dense; dense maps run on cuBLAS through F.linear.
 Backward: torch autograd for the torch ops.
+Where the kernels cannot run (no Triton, a CPU tensor without TRITON_INTERPRET=1, float64, bf16
+under the interpreter), each fused call runs its naive PyTorch twin, defined beside its kernels.
 Linear attention backward: head_state and head_apply again (each is linear in each argument).
 """
 

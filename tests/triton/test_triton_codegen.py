@@ -55,6 +55,23 @@ def test_fused_regions_and_fallbacks_are_marked(name: str) -> None:
             "(torch)"), lines[k]
 
 
+@pytest.mark.parametrize("name", SPECS)
+def test_the_header_names_what_the_module_runs(name: str) -> None:
+    """The docstring names dense_for_conv where the forward calls it, the tensor-core forms
+    where a 2-D map may take them (a 1-D map runs on CUDA cores), the torch work inside a
+    linear attention's call where there is an attention, and the naive twins where there are
+    kernels; its lines wrap at spaces only."""
+    source = codegen_path(name, "triton").read_text()
+    header = ast.get_docstring(ast.parse(source), clean=False)
+    body = source[source.index("def forward(self"):]
+    assert ("dense_for_conv" in header) == ("dense_for_conv(" in body)
+    assert ("dwconv_toeplitz_fwd_kernel on tensor cores" in header) == ("dwconv2d" in header)
+    assert ("dwconv_toeplitz_wgrad_kernel" in header) == ("dwconv2d" in header)
+    assert ("in torch, the [B, h, e, e] state" in header) == ("linear attention" in header)
+    assert ("naive PyTorch twin" in header) == ("Fused Triton kernels: none" not in header)
+    assert not any(line.endswith("-") for line in header.splitlines())
+
+
 def test_padre3_is_three_fused_kernels() -> None:
     """padre3: the 3-wide conv, then two conv ⊙ gate regions accumulating the weighted sum."""
     body = codegen_path("padre3", "triton").read_text().split("def forward(self")[1]

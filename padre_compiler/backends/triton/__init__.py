@@ -305,11 +305,15 @@ def emit_module(g: Graph, decls: dict[str, ParamDecl], *, name: str, header: str
                           else set())
                        | ({"scaled_sum"} if fused_sums else set()))
     attention = g.find("linear_attention")
+    # the tensor-core (Toeplitz) form takes 2-D maps of 8 rows or more (kernels.conv_form)
+    toeplitz = any(g.node(r.conv).op == "dwconv2d" for r in regions.values())
     kernel_notes = []
     if regions:
         kernel_notes.append(f"{len(regions)} region(s) of {', '.join(fused_ops)} "
-                            "(dwconv_hadamard_fwd_kernel; dwconv_toeplitz_fwd_kernel on tensor "
-                            "cores)")
+                            "(dwconv_hadamard_fwd_kernel; " + (
+                                "dwconv_toeplitz_fwd_kernel on tensor cores)" if toeplitz else
+                                "on CUDA cores: the tensor-core form below serves 2-D maps, "
+                                "1-D ones only where PADRE_TRITON_CONV forces it)"))
     if long_regions:
         products = sum((r.product is not None) + (r.gate is not None)
                        for r in long_regions.values())
@@ -321,6 +325,12 @@ def emit_module(g: Graph, decls: dict[str, ParamDecl], *, name: str, header: str
         if outputs:
             notes.append("the output's l2 row normalisation and the terms around it in "
                          "head_apply_kernel's epilogue")
+        glue = ["summed over its chunks"]
+        if "k_l1" in folded.values():
+            glue.append("its rows divided by k's l1 norms")
+        if any(g.node(a).a["weighted"] for a in attention):
+            glue.append("weighted slot-wise")
+        notes.append(f"between them, in torch, the [B, h, e, e] state {', '.join(glue)}")
         folds = "; ".join(n for n in notes if n)
         kernel_notes.append(f"{len(attention)} linear attention(s) (head_state_kernel, "
                             "head_apply_kernel" + (f"; {folds}" if folds else "") + ")")
@@ -329,18 +339,21 @@ def emit_module(g: Graph, decls: dict[str, ParamDecl], *, name: str, header: str
                                     "none (no convolution region or attention)") + ".",
         "Torch fallback (marked `(torch)` below): "
         + (", ".join(fallback) if fallback else "none")
-        + ("; dense maps run on cuBLAS through F.linear, those feeding a conv through "
-           "dense_for_conv (stored channel-major where the conv runs on tensor cores, the bias "
-           "of a map only the conv reads then added by the conv kernel)."
-           if "dense" in fallback else "."),
+        + ("; dense maps run on cuBLAS through F.linear" if "dense" in fallback else "")
+        + ("; those feeding a conv through dense_for_conv (stored channel-major where the conv "
+           "runs on tensor cores, the bias of a map only the conv reads then added by the conv "
+           "kernel)" if any("dense_for_conv(" in line for line in body) else "") + ".",
         "Backward: derived (custom-op autograd): dwconv_hadamard_bwd_kernel gives du, the gate "
         "and accumulator gradients and the db, scale reductions (and dw in the direct form, "
         "or torch's conv2d_weight under deterministic algorithms; u, where a gate or a scaled "
-        "output reads it, recomputed); in the Toeplitz form u comes from the forward kernel "
-        "and dw from "
-        "dwconv_toeplitz_wgrad_kernel on tensor cores; dx is the forward kernel with flipped "
-        "taps. Torch ops differentiate through torch autograd." if regions
-        else "Backward: torch autograd for the torch ops.",
+        "output reads it, recomputed); "
+        + ("in the Toeplitz form u comes from the forward kernel and dw from "
+           "dwconv_toeplitz_wgrad_kernel on tensor cores; " if toeplitz else "")
+        + "dx is the forward kernel with flipped taps. Torch ops differentiate through torch "
+        "autograd." if regions else "Backward: torch autograd for the torch ops.",
+        "Where the kernels cannot run (no Triton, a CPU tensor without TRITON_INTERPRET=1, "
+        "float64, bf16 under the interpreter), each fused call runs its naive PyTorch twin, "
+        "defined beside its kernels." if regions or attention or long_regions else "",
         "Long convolution backward: derived (custom-op autograd): long_conv_in_kernel and "
         "long_conv_out_kernel again around FFTs (the adjoint of the causal convolution is the "
         "anti-causal correlation; the filter's gradient a correlation summed over the batch in "
@@ -348,7 +361,7 @@ def emit_module(g: Graph, decls: dict[str, ParamDecl], *, name: str, header: str
         "Linear attention backward: head_state and head_apply again (each is linear in each "
         "argument)." if attention else "",
     ]
-    note = [line for text in note for line in textwrap.wrap(text, 96)]
+    note = [line for text in note for line in textwrap.wrap(text, 96, break_on_hyphens=False)]
     families = [f for f, used in ((kernels, regions), (linear_attention, attention),
                                   (long_conv, long_regions)) if used]
     preamble = [kernels.TORCH_IMPORTS.strip("\n"), ""]
