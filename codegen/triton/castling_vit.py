@@ -1735,7 +1735,7 @@ dwconv_hadamard = custom_op_caller(_register_dwconv_hadamard(), _dwconv_hadamard
 # torch.ops namespace of the custom ops below, a digest of the source they were
 # generated from: modules from another source never share them (an edited copy of
 # this file must change it, or it runs the first loaded file's ops)
-ATTENTION_OPS = 'padre_attention_49315da1ecdb'
+ATTENTION_OPS = 'padre_attention_0745e1bccdd6'
 
 if triton is not None:
 
@@ -1856,6 +1856,12 @@ if triton is not None:
         tile's terms of d's gradient, sum_t o[t] r[t], in its own row of dd (torch sums them).
         POST: x (a term) added last, o = rows(y) + x.
         """
+        tl.static_assert((RES or not (RES_SCALE or RES_SGN)) and (OUT_NORM or not OUT_VJP),
+                         "RES_SCALE and RES_SGN modify r (RES); OUT_VJP is OUT_NORM's product")
+        tl.static_assert(OUT_NORM or not POST, "POST is added to the normalised rows (OUT_NORM)")
+        tl.static_assert((VJP + POST + OUT_VJP) <= 1 and not (VJP and (A_NORM or OUT_NORM)),
+                         "x is one of VJP's point, POST's term and OUT_VJP's gradient; eps is "
+                         "A_NORM's or VJP's, and a VJP takes no output epilogue")
         tiles = tl.cdiv(N, BT)
         i_bh, i_t = outer_tile(tiles, I64)  # a batch and head's token tiles
         i_b, i_h = i_bh // H, i_bh % H

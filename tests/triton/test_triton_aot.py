@@ -336,6 +336,20 @@ def test_linear_attention_kernels_at_gpu_tiles_do_not_spill(bf16: bool, norm: st
         assert state.mma == apply.mma == "wgmma", (state.mma, apply.mma)
 
 
+@pytest.mark.parametrize("flags", [dict(RES_SCALE=True), dict(RES_SGN=True),
+                                   dict(OUT_VJP=True), dict(POST=True),
+                                   dict(VJP=True, A_NORM=True),
+                                   dict(VJP=True, OUT_NORM=True, POST=True)])
+def test_head_apply_refuses_flags_that_do_not_combine(flags: dict) -> None:
+    """head_apply_kernel's flags state their preconditions (tl.static_assert): a modifier
+    without what it modifies, or two roles for x or eps, fails to compile, where the kernel
+    would ignore one of them."""
+    with pytest.raises(Exception, match=r"RES_SCALE and RES_SGN|POST is added|x is one of"):
+        aot.compile_kernel(codegen_path("sima", "triton"), "head_apply_kernel",
+                           dict(E=48, TRANS=False, F32=True, BT=32, BE=64, **flags),
+                           num_warps=8, pointer_dtype="fp32", pointer_dtypes={"s": "fp32"})
+
+
 def test_a_64_token_cuda_core_apply_with_the_epilogue_spills() -> None:
     """Why head_config gives fp32 products 32-token tiles: at 64 tokens (8 warps) the output
     epilogue's head_apply spills for sm_90, where the 32-token tile above does not."""
