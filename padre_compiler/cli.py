@@ -426,14 +426,14 @@ def cmd_prove(args: argparse.Namespace) -> int:
 
 
 def cmd_families(args: argparse.Namespace) -> int:
-    from padre_compiler.spec.families import FAMILIES
+    from padre_compiler.spec.families import FAMILIES, _bound
 
     for name, fam in FAMILIES.items():
         console.print(f"[bold]{name}[/bold]: {escape(fam.doc)}")
         for pname, param in fam.params.items():
             allowed = f" (one of: {', '.join(map(str, param.choices))})" if param.choices else ""
-            bounds = [f"{op} {v:g}" for op, v in ((">=", param.minimum), ("<=", param.maximum))
-                      if v is not None]
+            bounds = [f"{op} {_bound(v)}" for op, v in ((">=", param.minimum),
+                                                        ("<=", param.maximum)) if v is not None]
             allowed += f" ({', '.join(bounds)})" if bounds else ""
             console.print(escape(f"  {pname} = {param.default!r}: {param.doc}{allowed}"),
                           soft_wrap=True)

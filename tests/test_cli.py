@@ -202,7 +202,11 @@ def test_seeds_and_family_bounds(capsys: pytest.CaptureFixture) -> None:
     assert f"--trials: at most {cli.MAX_TRIALS}" in capsys.readouterr().err
     _fails(["compile", "mamba", "--param", "decay_min=-1e308"], "below the minimum", capsys)
     assert cli.main(["families"]) == 0
-    assert "(>= 1, <= 16)" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "(>= 1, <= 16)" in out
+    # integral bounds as the errors print them, not in %g's rounded exponent form
+    assert "states = 16: state size N_s (>= 1, <= 1,048,576)" in out
+    assert "e+06" not in out
 
 
 def test_out_of_memory_and_a_full_stdout_exit_1_without_a_traceback(
