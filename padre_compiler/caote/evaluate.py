@@ -414,11 +414,13 @@ def main(argv: list[str] | None = None, prog: str = "python -m padre_compiler.ca
     # eviction has cut to the budget only where start > budget (it runs after each block)
     start = (args.score_from - 1) // args.block_size * args.block_size
     if max(args.budgets) >= start:
+        # the first --score-from whose block starts past the largest budget
+        need = (max(args.budgets) // args.block_size + 1) * args.block_size + 1
+        smaller = f"budgets below {start}, or " if start > SNAPKV_WINDOW + 1 else ""
         p.error(f"--budgets {max(args.budgets)}: the first scored token (--score-from "
                 f"{args.score_from}) is predicted in the block starting at token {start}, "
                 f"before which a cache of {start} tokens has not been cut to that budget: give "
-                f"budgets below {start}, or a --score-from past budget + --block-size "
-                f"{args.block_size}")
+                f"{smaller}--score-from {need} or more (with --context above it)")
     if max(args.passkey_budgets) >= args.passkey_filler:
         p.error(f"--passkey-budgets {max(args.passkey_budgets)} holds the whole "
                 f"--passkey-filler {args.passkey_filler}: only the few tokens around it could "

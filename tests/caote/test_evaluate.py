@@ -53,6 +53,23 @@ def test_budgets_that_evict_nothing_measured_are_usage_errors(
     assert exit_.value.code == 2 and words in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("args,fix", [
+    (["--budgets", "128", "--context", "384", "--score-from", "100"],
+     "give --score-from 257 or more"),  # no budget fits a block at token 0: none suggested
+    (["--budgets", "512", "--score-from", "512"],
+     "give budgets below 384, or --score-from 641 or more"),
+])
+def test_budgets_not_yet_enforced_get_a_fix_that_works(
+        no_model: None, tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str],
+        fix: str) -> None:
+    """The fix names the first --score-from that works, and suggests smaller budgets only
+    where one is allowed (above SnapKV's window): it had said "give budgets below 0"."""
+    with pytest.raises(SystemExit):
+        evaluate.main([*args, "--out-dir", str(tmp_path)])
+    err = " ".join(capsys.readouterr().err.split())
+    assert fix in err and "below 0" not in err
+
+
 def test_score_from_beyond_the_text_is_refused_before_running(
         monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """The text gives 300 tokens: --score-from 2000 < --context 3000 still scores nothing."""
