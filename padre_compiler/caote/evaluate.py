@@ -378,7 +378,8 @@ def plot(r: dict[str, Any], path: Path) -> None:
 
 def main(argv: list[str] | None = None, prog: str = "python -m padre_compiler.caote.evaluate"
          ) -> None:
-    p = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     positive = argtypes.positive
     p.add_argument("--budgets", type=positive, nargs="+", default=[128, 256, 512],
                    help="KV-cache budgets b of the perplexity runs (tokens, each above "
@@ -398,7 +399,9 @@ def main(argv: list[str] | None = None, prog: str = "python -m padre_compiler.ca
     p.add_argument("--block-size", type=positive, default=128,
                    help="prefill block: eviction runs after each block")
     p.add_argument("--out-dir", default="benchmarks/caote",
-                   help="where results.json, results.md and results.png go")
+                   help="where results.json, results.md and results.png go (a relative "
+                   "path from the current folder: run it in the checkout to update the "
+                   "committed results)")
     p.add_argument("--threads", type=positive, default=2, help="torch CPU threads")
     p.add_argument("--render-only", action="store_true",
                    help="re-render results.md/.png from an existing results.json")

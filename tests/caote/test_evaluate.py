@@ -70,6 +70,15 @@ def test_budgets_not_yet_enforced_get_a_fix_that_works(
     assert fix in err and "below 0" not in err
 
 
+def test_help_shows_the_defaults(capsys: pytest.CaptureFixture[str]) -> None:
+    """A run with the defaults is long and writes into ./benchmarks/caote: --help says so."""
+    with pytest.raises(SystemExit):
+        evaluate.main(["--help"], prog="padre caote eval")
+    out = " ".join(capsys.readouterr().out.split())
+    assert "(default: [128, 256, 512])" in out and "(default: 1280)" in out
+    assert "current folder" in out and "(default: benchmarks/caote)" in out
+
+
 def test_score_from_beyond_the_text_is_refused_before_running(
         monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """The text gives 300 tokens: --score-from 2000 < --context 3000 still scores nothing."""
