@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import difflib
 import os
 import sys
 import time
@@ -393,7 +394,9 @@ def cmd_prove(args: argparse.Namespace) -> int:
     names = list(known) if args.all else list(dict.fromkeys(args.names))
     for name in names:
         if name not in known:
-            raise PadreError(f"unknown model '{name}'; models: {', '.join(known)}")
+            near = difflib.get_close_matches(name, known, n=1)
+            hint = f"did you mean '{near[0]}'? " if near else ""
+            raise PadreError(f"unknown model '{name}'; {hint}models: {', '.join(known)}")
     proofs = None if args.no_write else checkout_path(
         "proofs", "padre prove writes proofs/NAME.md", "pass --no-write to print the proofs only")
     for name in names if proofs is not None else ():  # refused before the first derivation

@@ -116,6 +116,8 @@ def test_a_wrong_shared_function_fails_the_proof(monkeypatch, name: str, attribu
 def test_cli_prove_exit_codes(tmp_path, capsys) -> None:
     assert main(["prove", "nonsense"]) == 2
     assert "unknown model 'nonsense'" in capsys.readouterr().err
+    assert main(["prove", "hyna"]) == 2  # a typo gets the nearest name, as a spec name does
+    assert "unknown model 'hyna'; did you mean 'hyena'?" in capsys.readouterr().err
     assert main(["prove"]) == 2
     assert main(["prove", "sima", "--no-write", "-q"]) == 0
     assert "sima: PASS" in capsys.readouterr().out
