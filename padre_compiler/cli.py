@@ -68,6 +68,15 @@ def codegen_path(name: str, backend: str) -> Path:
     return codegen_dir() / backend / f"{name}.py"
 
 
+def shown_path(path: Path) -> Path:
+    """`path` relative to the current folder where it lies under it, else absolute."""
+    path = path.absolute()
+    try:
+        return path.relative_to(Path.cwd())
+    except ValueError:
+        return path
+
+
 def cmd_compile(args: argparse.Namespace) -> int:
     from rich.progress import Progress
 
@@ -83,7 +92,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
             raise PadreError(f"--all regenerates codegen/ for every bundled spec and backend at "
                              f"the default size and takes no {', '.join(given)}; drop them or "
                              "drop --all")
-        out_dir = codegen_dir()
+        codegen_dir()  # no checkout: refused before the work
         specs = [load_spec(p) for p in bundled_specs()]  # validate all before writing any
         if not specs:
             raise PadreError("--all: the checkout's specs/ holds no spec (*.toml)")
@@ -99,7 +108,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
             output_target(path, what=f"codegen file {path}")
         for path, (_, result) in zip(paths, outputs, strict=True):
             write_atomic(path, result.source, what=f"codegen file {path}")
-            console.print(escape(f"wrote {path.relative_to(out_dir.parent)}"))
+            console.print(escape(f"wrote {shown_path(path)}"))
         return 0
     if args.spec is None:
         raise PadreError("give a SPEC (a path or a bundled spec name) or --all")

@@ -60,6 +60,21 @@ def test_compile_all_writes_every_spec(tmp_path: Path, monkeypatch: pytest.Monke
     assert {p.stem for p in (tmp_path / "torch").glob("*.py")} >= {"padre3", "conv2former"}
 
 
+def test_compile_all_names_the_files_it_wrote_from_the_current_folder(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    """From another folder, `wrote codegen/torch/x.py` named a file that is not there: the
+    path is relative where the file is under the current folder, else absolute."""
+    codegen = tmp_path / "checkout" / "codegen"
+    monkeypatch.setattr(cli, "codegen_dir", lambda: codegen)
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert cli.main(["compile", "--all"]) == 0
+    assert f"wrote {codegen / 'torch' / 'padre3.py'}\n" in capsys.readouterr().out
+    monkeypatch.chdir(tmp_path / "checkout")
+    assert cli.main(["compile", "--all"]) == 0
+    assert "wrote codegen/torch/padre3.py\n" in capsys.readouterr().out
+
+
 def test_verify_reports_the_certificate(capsys: pytest.CaptureFixture) -> None:
     assert cli.main(["verify", "padre3", "--dim", "16", "--grid", "5x6", "--trials", "3"]) == 0
     out = capsys.readouterr().out
