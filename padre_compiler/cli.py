@@ -2,7 +2,7 @@
 
     padre compile SPEC [--backend torch] [-o FILE] [--dim D] [--grid HxW] [--explain] [--run]
                        [--param KEY=VALUE ...]   set a family spec's parameters (also for
-                                                 inspect, verify, fuzz)
+                                                 inspect, verify, fuzz, export)
     padre compile --all                 regenerate codegen/<backend>/<name>.py for every spec
                                         and every backend (torch, triton)
     padre inspect SPEC [--expand N,D]   degrees, LaTeX, and the explicit polynomial at small size
