@@ -180,6 +180,19 @@ def test_missing_file_and_unknown_name() -> None:
         load_spec("/nonexistent/x.toml")
 
 
+def test_a_python_spec_given_to_the_loader_says_how_to_compile_it(tmp_path: Path) -> None:
+    """`padre compile my_spec.py` (a DSL spec, which the README shows beside TOML) had been
+    told only to fix its TOML syntax."""
+    (tmp_path / "gated.py").write_text("from padre_compiler import dsl\n")
+    with pytest.raises(SpecError, match="not valid TOML") as err:
+        load_spec(tmp_path / "gated.py")
+    assert "padre_compiler.compile(spec" in err.value.fix
+    (tmp_path / "typo.toml").write_text("layout = \n")
+    with pytest.raises(SpecError) as err:
+        load_spec(tmp_path / "typo.toml")
+    assert "padre_compiler.compile" not in err.value.fix
+
+
 def test_unreadable_files_say_why(tmp_path: Path, monkeypatch) -> None:
     """A byte-order mark, bytes that are not UTF-8 and a folder each get their own error and
     fix (a BOM read as 'not valid TOML' at line 1; a folder as errno 21); a folder named like

@@ -107,8 +107,11 @@ def parse_spec(text: str, source: str = "<string>", default_name: str = "spec",
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
-        raise SpecError("", f"not valid TOML: {err}",
-                        "fix the syntax at the line and column given", source=source) from None
+        fix = "fix the syntax at the line and column given"
+        if Path(source).suffix == ".py":  # a DSL spec: the CLI reads TOML only
+            fix += ("; a spec built in Python (padre_compiler.dsl) is compiled from Python: "
+                    "padre_compiler.compile(spec, dim=...)")
+        raise SpecError("", f"not valid TOML: {err}", fix, source=source) from None
     _check_finite(data, "")
     _unknown_keys(data, TOP_KEYS, "")
     if "family" in data:
