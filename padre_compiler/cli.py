@@ -371,8 +371,10 @@ def cmd_fuzz(args: argparse.Namespace) -> int:
         partial = (f", {report.undecided} with output elements downstream of a "
                    "normalisation the dtype cannot decide, held to the rounding bound"
                    if report.undecided else "")
-        console.print(f"{report.examples} examples passed, {report.judged} judged{partial} "
-                      f"({rate:.0f} examples/s)")
+        edges = (f" ({report.boundary} boundary examples one past each kernel block, then "
+                 f"{report.examples - report.boundary} drawn)" if report.boundary else "")
+        console.print(f"{report.examples} examples passed{edges}, {report.judged} "
+                      f"judged{partial} ({rate:.0f} examples/s)")
         return 0
     if report.failure is None:
         hint = ("; fuzz --backend torch, which runs float64" if args.backend == "triton" else

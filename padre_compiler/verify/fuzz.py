@@ -519,6 +519,7 @@ class FuzzReport:
     regression: Path | None
     judged: int  # examples whose allowance is below max|reference| (module docstring)
     undecided: int = 0  # examples with output elements held to the rounding bound
+    boundary: int = 0  # of `examples`, the boundary examples run before the drawn ones
 
 
 def fuzz(spec: str | Path | Spec, *, backend: str = "torch", examples_n: int = 100,
@@ -584,7 +585,8 @@ def fuzz(spec: str | Path | Spec, *, backend: str = "torch", examples_n: int = 1
             path = write_regression(spec_obj, backend, failure, regression_dir)
         except PadreError as err:
             raise PadreError(f"{err}. The failing example: {describe(failure)}") from None
-    return FuzzReport(spec_obj.name, backend, count[0], failure, path, judged[0], partial[0])
+    return FuzzReport(spec_obj.name, backend, count[0], failure, path, judged[0], partial[0],
+                      boundary=len(edges))
 
 
 def check_example(spec: str | Path | Spec, example: Example, backend: str = "torch",

@@ -22,6 +22,7 @@ from padre_compiler.spec.literal import from_literal, to_literal
 from padre_compiler.spec.loader import load_spec
 from padre_compiler.verify.fuzz import (
     Example,
+    FuzzReport,
     Harness,
     Outcome,
     check_example,
@@ -284,6 +285,24 @@ def test_cli_fuzz_exit_codes() -> None:
                           timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "10 examples passed" in proc.stdout
+
+
+def test_the_report_counts_the_boundary_examples_apart(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture) -> None:
+    """`padre fuzz --backend triton --examples 5` said "9 examples passed": the four boundary
+    examples run first are counted, and now said apart from the drawn ones."""
+    from padre_compiler import cli
+    from padre_compiler.verify import fuzz as fuzz_module
+
+    report = fuzz("conv2former", examples_n=2, seed=1, boundary=True, regression_dir=tmp_path)
+    assert report.failure is None and report.boundary > 0
+    assert 0 < report.examples - report.boundary <= 2
+    monkeypatch.setattr(fuzz_module, "fuzz", lambda *a, **k: FuzzReport(
+        "padre3", "triton", 9, None, None, 9, boundary=4))
+    assert cli.main(["fuzz", "padre3", "--examples", "5", "--regressions", str(tmp_path)]) == 0
+    assert ("9 examples passed (4 boundary examples one past each kernel block, then 5 drawn)"
+            in capsys.readouterr().out)
 
 
 def test_the_init_regime_sees_mambas_low_degree_terms(tmp_path: Path) -> None:
