@@ -440,13 +440,13 @@ def cmd_prove(args: argparse.Namespace) -> int:
 
 
 def cmd_families(args: argparse.Namespace) -> int:
-    from padre_compiler.spec.families import FAMILIES, _bound
+    from padre_compiler.spec.families import FAMILIES, bound_text
 
     for name, fam in FAMILIES.items():
         console.print(f"[bold]{name}[/bold]: {escape(fam.doc)}")
         for pname, param in fam.params.items():
             allowed = f" (one of: {', '.join(map(str, param.choices))})" if param.choices else ""
-            bounds = [f"{op} {_bound(v)}" for op, v in ((">=", param.minimum),
+            bounds = [f"{op} {bound_text(v)}" for op, v in ((">=", param.minimum),
                                                         ("<=", param.maximum)) if v is not None]
             allowed += f" ({', '.join(bounds)})" if bounds else ""
             console.print(escape(f"  {pname} = {param.default!r}: {param.doc}{allowed}"),

@@ -107,7 +107,7 @@ FAMILIES: dict[str, Family] = {
 }
 
 
-def _bound(v: float) -> str:
+def bound_text(v: float) -> str:
     """1,048,576 for an integral bound, else as %g (-1e-09)."""
     return f"{int(v):,}" if float(v).is_integer() else f"{v:g}"
 
@@ -166,11 +166,11 @@ def _check(value: Any, p: Param, field: str) -> Any:
         if isinstance(v, (int, float)) and not math.isfinite(v):
             raise SpecError(field, f"non-finite number {v}", "use a finite number")
         if p.minimum is not None and v < p.minimum:
-            raise SpecError(field, f"{v!r} is below the minimum {_bound(p.minimum)}",
-                            f"give {p.doc}, at least {_bound(p.minimum)}")
+            raise SpecError(field, f"{v!r} is below the minimum {bound_text(p.minimum)}",
+                            f"give {p.doc}, at least {bound_text(p.minimum)}")
         if p.maximum is not None and v > p.maximum:
-            raise SpecError(field, f"{v!r} is above the maximum {_bound(p.maximum)}",
-                            f"give {p.doc}, at most {_bound(p.maximum)}")
+            raise SpecError(field, f"{v!r} is above the maximum {bound_text(p.maximum)}",
+                            f"give {p.doc}, at most {bound_text(p.maximum)}")
     return value
 
 
