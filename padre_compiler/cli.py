@@ -367,6 +367,7 @@ def cmd_fuzz(args: argparse.Namespace) -> int:
                       regression_dir=regressions, on_example=tick, device=device,
                       grad=args.grad, boundary=None if args.boundary else False)
     rate = report.examples / (time.perf_counter() - t0)
+    speed = f"{rate:.0f}" if rate >= 10 else f"{rate:.2g}"  # the interpreter's: 0.53
     if report.failure is None and report.judged:
         partial = (f", {report.undecided} with output elements downstream of a "
                    "normalisation the dtype cannot decide, held to the rounding bound"
@@ -374,7 +375,7 @@ def cmd_fuzz(args: argparse.Namespace) -> int:
         edges = (f" ({report.boundary} boundary examples one past each kernel block, then "
                  f"{report.examples - report.boundary} drawn)" if report.boundary else "")
         console.print(f"{report.examples} examples passed{edges}, {report.judged} "
-                      f"judged{partial} ({rate:.0f} examples/s)")
+                      f"judged{partial} ({speed} examples/s)")
         return 0
     if report.failure is None:
         hint = ("; fuzz --backend torch, which runs float64" if args.backend == "triton" else

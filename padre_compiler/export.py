@@ -31,7 +31,7 @@ import io
 import logging
 import math
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -161,7 +161,8 @@ def export_onnx(spec: str | Path | Spec, *, dim: int, grid: tuple[int, int] | No
         torch.manual_seed(seed)
         module = construct(cls, dim, grid).to(DTYPES[dtype]).eval()
     if weights is not None:
-        _load_weights(module, weights, spec.name, dim, dtype)
+        _load_weights(module, weights, spec.name, dim, dtype,
+                      lambda d: construct(cls, d, grid))
     shapes: dict[int, Any] = {0: torch.export.Dim("batch")}
     traced = tokens
     if spec.layout == "sequence" and not graph.find("long_conv"):
@@ -186,14 +187,33 @@ def export_onnx(spec: str | Path | Spec, *, dim: int, grid: tuple[int, int] | No
                       dynamic, opset, len(proto.graph.node))
 
 
+def _shapes(module: torch.nn.Module) -> dict[str, tuple[int, ...]]:
+    return {k: tuple(v.shape) for k, v in module.state_dict().items()}
+
+
+def _width_of(shapes: dict[str, tuple[int, ...]], at_dim: Callable[[int], torch.nn.Module]
+              ) -> int | None:
+    """The width, among the sizes in `shapes`, at which the module has those shapes."""
+    for d in sorted({n for shape in shapes.values() for n in shape}):
+        try:
+            with torch.device("meta"):  # shapes only: nothing allocated
+                module = at_dim(d)
+        except (PadreError, ValueError):  # not a width the spec takes
+            continue
+        if _shapes(module) == shapes:
+            return d
+    return None
+
+
 def _load_weights(module: torch.nn.Module, weights: dict[str, torch.Tensor], name: str,
-                  dim: int, dtype: str) -> None:
-    """Load a state dict of `name`'s module at `dim`, cast to `dtype`, or say what is wrong."""
+                  dim: int, dtype: str, at_dim: Callable[[int], torch.nn.Module]) -> None:
+    """Load a state dict of `name`'s module at `dim`, cast to `dtype`, or say what is wrong
+    (and, where they are its weights at another width, which: `at_dim` builds the module)."""
     if not all(isinstance(k, str) and isinstance(v, torch.Tensor) and v.is_floating_point()
                for k, v in weights.items()):
         raise PadreError("--weights: not a state dict of floating-point tensors "
                          "(torch.save(module.state_dict(), FILE) writes one)")
-    want = {k: tuple(v.shape) for k, v in module.state_dict().items()}
+    want = _shapes(module)
     got = {k: tuple(v.shape) for k, v in weights.items()}
     missing, extra = sorted(set(want) - set(got)), sorted(set(got) - set(want))
     wrong = sorted(k for k in set(want) & set(got) if want[k] != got[k])
@@ -201,7 +221,10 @@ def _load_weights(module: torch.nn.Module, weights: dict[str, torch.Tensor], nam
         parts = ([f"missing {', '.join(missing)}"] if missing else []) + (
             [f"unexpected {', '.join(extra)}"] if extra else []) + [
             f"{k} is {list(got[k])}, not {list(want[k])}" for k in wrong]
-        raise PadreError(f"--weights: not {name}'s weights at dim {dim}: {'; '.join(parts)}")
+        width = None if missing or extra else _width_of(got, at_dim)
+        hint = f" (they are at --dim {width}: pass it)" if width is not None else ""
+        raise PadreError(f"--weights: not {name}'s weights at dim {dim}: {'; '.join(parts)}"
+                         f"{hint}")
     cast = {k: v.to(DTYPES[dtype]) for k, v in weights.items()}
     bad = [k for k, v in cast.items() if not torch.isfinite(v).all()]
     if bad:

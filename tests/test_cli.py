@@ -163,6 +163,11 @@ def test_inspect_expands_a_normalised_spec_and_checks_its_width(
         capsys: pytest.CaptureFixture) -> None:
     """castling_vit's 8 heads do not split D = 4; its normalisers expand as opaque factors."""
     _fails(["inspect", "castling_vit", "--expand", "2,4"], "does not split into heads=8", capsys)
+    # its smallest size (N = 1, D = 8) is past the monomial limit: no smaller one is offered
+    err = _fails(["inspect", "castling_vit", "--expand", "1,8"], "the spec's smallest size",
+                 capsys)
+    assert "use fewer" not in err
+    _fails(["inspect", "castling_vit", "--expand", "2,8"], "use fewer tokens or channels", capsys)
     _fails(["compile", "castling_vit", "--dim", "3"], "width 3 at dim=3 does not split", capsys)
     with pytest.raises(SystemExit):
         cli.main(["inspect", "padre3", "--expand", "0,2"])

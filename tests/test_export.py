@@ -214,6 +214,7 @@ def test_cli_export_with_saved_weights(tmp_path: Path) -> None:
     proc = _cli("conv2former", "-o", str(out), "--dim", "32", "--grid", "3x4", "--weights",
                 str(tmp_path / "w.pt"))
     assert proc.returncode == 2 and "not conv2former's weights at dim 32" in proc.stderr
+    assert "(they are at --dim 16: pass it)" in proc.stderr  # the width that fits, named
     assert "Traceback" not in proc.stderr
     (tmp_path / "junk.pt").write_text("not a checkpoint")
     proc = _cli("conv2former", "-o", str(out), "--weights", str(tmp_path / "junk.pt"))

@@ -24,7 +24,7 @@ import sympy as sp
 
 from padre_compiler.backends.reference import run_graph
 from padre_compiler.errors import PadreError, ShapeError
-from padre_compiler.ir.graph import Graph, validate_dim
+from padre_compiler.ir.graph import Graph, validate_dim, width_step
 from padre_compiler.ir.ops import EvalContext
 from padre_compiler.symbolic.degree import degrees
 
@@ -97,10 +97,13 @@ def expand_graph(g: Graph, tokens: int, channels: int, *, grid: tuple[int, int] 
     # monomials of degree <= top in x, times those of degree <= (normalisers) in phi
     bound = comb(tokens * channels + top, top) * comb(phis + len(phi_names), len(phi_names))
     if bound > MAX_MONOMIALS:
+        smallest = tokens == 1 and channels <= width_step(g)
         raise PadreError(f"symbolic expansion at N={tokens}, D={channels}, degree {top} in x"
                          + (f" and {len(phi_names)} in {phis} normaliser symbols" if phis else "")
-                         + f" would exceed {MAX_MONOMIALS} monomials; use fewer tokens or "
-                         "channels")
+                         + f" would exceed {MAX_MONOMIALS} monomials; "
+                         + ("that is the spec's smallest size (D a multiple of its heads), so "
+                            "its expansion is out of reach: inspect without --expand shows its "
+                            "degrees and LaTeX" if smallest else "use fewer tokens or channels"))
     x_names = [f"x_{t}_{c}" for t in range(tokens) for c in range(channels)]
     symbolic = weights is None
     w_names = weight_names(g.decls, channels) if symbolic else {}
