@@ -255,7 +255,7 @@ if triton is not None:
 # torch.ops namespace of the custom ops below, a digest of the source they were
 # generated from: modules from another source never share them (an edited copy of
 # this file must change it, or it runs the first loaded file's ops)
-DWCONV_OPS = 'padre_dwconv_faa931e3d5e5'
+DWCONV_OPS = 'padre_dwconv_af40dc545dd3'
 
 if triton is not None:
 
@@ -285,10 +285,11 @@ if triton is not None:
         loop writes a different address each iteration), so each load sees the last store.
         The load and the store may lay `v` out over threads differently (sm_90: a slice
         layout loads, a blocked one stores), so one address can belong to different threads
-        in the two: what orders them is the shared-memory barrier each tap iteration of such a
-        caller has; a caller without one must not add to an address twice."""
+        in the two: the barrier after the store orders them (the CTA's threads see each
+        other's global stores past a bar.sync)."""
         if PARTIAL:
             tl.store(p, tl.load(p, mask=mask) + v, mask=mask)
+            tl.debug_barrier()
         else:
             tl.atomic_add(p, v, mask=mask)
 
