@@ -1736,7 +1736,7 @@ dwconv_hadamard = custom_op_caller(_register_dwconv_hadamard(), _dwconv_hadamard
 # torch.ops namespace of the custom ops below, a digest of the source they were
 # generated from: modules from another source never share them (an edited copy of
 # this file must change it, or it runs the first loaded file's ops)
-ATTENTION_OPS = 'padre_attention_0745e1bccdd6'
+ATTENTION_OPS = 'padre_attention_3f678555204d'
 
 if triton is not None:
 
@@ -1803,7 +1803,7 @@ if triton is not None:
         m_e = o_e < E
         b_s = tl.zeros([BE, BE], dtype=tl.float32)  # [BE, BE] state of this chunk
         b_n = tl.zeros([BT, BE], dtype=tl.float32)  # A_L1: sum of |a| over the chunk's tiles
-        for t0 in range(0, CHUNK, BT):
+        for t0 in range(0, tl.minimum(CHUNK, N - i_k * CHUNK), BT):  # the last chunk may be short
             o_t = i_k * CHUNK + t0 + tl.arange(0, BT)
             if WIDE:  # a sequence spans 2**31 elements (index_widths): token offsets in int64
                 o_t = o_t.to(tl.int64)
@@ -1921,9 +1921,9 @@ def head_config(n: int, e: int, gpu: bool, cuda_core_apply: bool = False) -> dic
     a head_apply whose products run in fp32 on CUDA cores (F32: fp32 and fp16 inputs), with
     or without an epilogue, on 32-token tiles: a [64, 64] fp32 one spills under the output
     epilogue, where bf16 products (tensor cores) keep 64 tokens. For sm_90 these tiles
-    compile without spills at e = 48 (BE = 64) with every epilogue; past 64-channel heads
-    (BE = 128) the fp32 state product spills (tests/triton/test_triton_aot.py), a cost the
-    bf16 path does not pay."""
+    compile without spills at e = 48 (BE = 64) with every epilogue, and plain at e = 128
+    (BE = 128), where the fp32 products take 210-219 registers a thread against bf16's
+    100-106 (tests/triton/test_triton_aot.py)."""
     be = max(16, next_power_of_2(e))
     bt = (32 if cuda_core_apply else 64) if gpu else 16
     chunk = max(bt, min(1024 if gpu else 64, next_power_of_2(n)))

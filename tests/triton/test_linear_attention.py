@@ -68,6 +68,31 @@ def test_backward_matches_float64_autograd(runtime, dtype) -> None:
         assert g.dtype == dtype and _rel(g, w) < 10 * TOL[dtype], label
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
+def test_the_gpu_tiles_match_float64(runtime, dtype, monkeypatch) -> None:
+    """At the tiles a GPU launch takes (head_config(gpu=True): 1,024-token chunks, 64 tokens a
+    step, 32 or 64 a head_apply tile), forward and backward: 1,100 tokens leave a last chunk
+    of 76, which the state's loop stops at, and e = 48 pads a head to BE = 64."""
+    config = runtime.head_config
+    monkeypatch.setattr(runtime, "head_config",
+                        lambda n, e, gpu, cuda_core_apply=False: config(n, e, True,
+                                                                        cuda_core_apply))
+    assert runtime.head_config(1100, 48, False)["CHUNK"] == 1024
+    gen = torch.Generator().manual_seed(11)
+    q, k, v, dy = (torch.randn(1, 1100, 2 * 48, generator=gen, dtype=torch.float64)
+                   for _ in range(4))
+    qd, kd, vd = (t.to(dtype).requires_grad_() for t in (q, k, v))
+    with nan_poisoned():
+        out = runtime.linear_attention(qd, kd, vd, 2)
+        got = torch.autograd.grad((out * dy.to(dtype)).sum(), [qd, kd, vd])
+    q64, k64, v64 = (t.detach().double().requires_grad_() for t in (qd, kd, vd))
+    ref = runtime.naive_head_apply(q64, runtime.naive_head_state(k64, v64, 2), False)
+    want = torch.autograd.grad((ref * dy).sum(), [q64, k64, v64])
+    assert _rel(out, ref.detach()) < 4 * TOL[dtype]
+    for label, g, w in zip("qkv", got, want, strict=True):
+        assert _rel(g, w) < 10 * TOL[dtype], label
+
+
 def _l1_tokens(x: torch.Tensor, eps: float) -> torch.Tensor:  # the spec's normalize, float64
     return x / (x.abs().sum(1, keepdim=True) + eps)
 
