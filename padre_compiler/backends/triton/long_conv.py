@@ -251,7 +251,8 @@ def long_conv_out(yp, xp, d, g1, g2, n: int, store_s: bool, dtype: torch.dtype,
     return o1, o2, so
 
 
-# complex entries a program of spectral_correlation_kernel sums over the batch
+# complex entries a program of spectral_correlation_kernel sums over the batch: 512 on 4 warps,
+# 4 a thread a batch row; C (N + 1) / 512 programs (the 2N-point FFT's N + 1 frequencies)
 SPECTRAL_TILE = {"BM": 512, "num_warps": 4}
 
 
