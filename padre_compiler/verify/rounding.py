@@ -24,8 +24,9 @@ The bound E of a node's output from its inputs' values x and bounds E_in:
       |x_c|_1 |h_c|_2) per batch row and channel; linear_attention u^2 f(|x|, |w|), its
       state in two parts of the dtype in the Triton kernels' 16-bit products)
     poly p:       E = sup |p'| within dt of the argument t, times dt (the input's error and
-                  the argument's rounding), + the Clenshaw recurrence's rounding: each step's
-                  error eta_k moves p by eta_k T_k(t), + the output's, u (|p| + that sup dt)
+                  the argument's rounding), + the Clenshaw recurrence's rounding at the
+                  computed argument t' (within dt of t): each step's error eta_k moves p by
+                  eta_k T_k(t'), + the output's, u (|p| + that sup dt)
     normalize:    |v/(|v| + eps) - w/(|w| + eps)| <= 2 |e| / (|v| - |e| + eps) for w = v + e,
                   with the row's (or column's) norms of v and E_in; a 1-channel row keeps
                   its sign while |e| < |v|, and moves by eps |e| / ((|v| - |e| + eps)(|v| + eps))
