@@ -183,7 +183,10 @@ def _poly(s: Site) -> np.ndarray:
     # there (d: p's derivative). An error eta_k made in b_k moves p by eta_k T_k(t'), as a
     # change of c_k would, with |eta_k| <= u (|c_k| + |2t' b_{k+1}| + |c_k + 2t' b_{k+1}| +
     # |b_k|): c_k rounded, then the recurrence's three operations. The b_k at t' are within r_k
-    # of those at t (midpoint and radius: |2t' b' - 2t b| <= 2|t| r + 2 dt (|b| + r)).
+    # of those at t (midpoint and radius: |2t' b' - 2t b| <= 2|t| r + 2 dt (|b| + r)), and
+    # within dt sup |b_k'| <= dt sum_{j>k} |c_j| U'_{j-k}(tau) (b_k = sum_{j>=k} c_j U_{j-k};
+    # |U_n'| <= U_n'(tau) within tau), which caps the radius where its recurrence alone would
+    # grow as (|t| + sqrt(t^2 + 1))^k, exponentially in the degree at any |t| > 0.
     x, e, u = s.xs[0], s.errs[0], s.units.store
     lo, hi = s.attrs["lo"], s.attrs["hi"]
     c = np.asarray(s.attrs["coeffs"], dtype=float)
@@ -201,10 +204,12 @@ def _poly(s: Site) -> np.ndarray:
     slope = majorant(chebyshev.chebder(c)) if len(c) > 1 else 0.0 * t
     growth = np.arccosh(tau)  # T_k(tau) = cosh(k growth)
     b1 = b2 = r1 = r2 = np.zeros_like(t)
+    m1 = m2 = d1 = d2 = np.zeros_like(t)  # sum_{j>=k} |c_j| U_{j-k}(tau) and its derivative
     recurrence = np.zeros_like(t)
     for k in range(len(c) - 1, 0, -1):
         step, radius = times_t(2 * b1, 2 * r1)
-        b1, b2, r1, r2 = c[k] + step - b2, b1, radius + r2, r1
+        m1, m2, d1, d2 = abs(c[k]) + 2 * tau * m1 - m2, m1, 2 * m1 + 2 * tau * d1 - d2, d1
+        b1, b2, r1, r2 = c[k] + step - b2, b1, np.minimum(radius + r2, dt * d1), r1
         eta = u * (abs(c[k]) + np.abs(step) + np.abs(c[k] + step) + 2 * radius + np.abs(b1) + r1)
         recurrence = recurrence + eta * np.cosh(k * growth)
     last, radius = times_t(b1, r1)
