@@ -8,7 +8,8 @@ distribute_contract, reassociate_global_sums, contract_expansions, eliminate_dea
 fuse_siblings, fuse_scaled_sum.
 Fused Triton kernels: 1 linear attention(s) (head_state_kernel, head_apply_kernel; k and q
 l1-normalised over tokens in the state; between them, in torch, the [B, h, e, e] state summed
-over its chunks, its rows divided by k's l1 norms).
+over its chunks, its rows divided by k and q's l1 norms over tokens (q's a torch reduction over
+q)).
 Torch fallback (marked `(torch)` below): dense; dense maps run on cuBLAS through F.linear.
 Backward: torch autograd for the torch ops.
 Where the kernels cannot run (no Triton, a CPU tensor without TRITON_INTERPRET=1, float64, bf16

@@ -586,7 +586,7 @@ def fuzz(spec: str | Path | Spec, *, backend: str = "torch", examples_n: int = 1
         except PadreError as err:
             raise PadreError(f"{err}. The failing example: {describe(failure)}") from None
     return FuzzReport(spec_obj.name, backend, count[0], failure, path, judged[0], partial[0],
-                      boundary=len(edges))
+                      boundary=min(len(edges), count[0]))  # a failure may stop among them
 
 
 def check_example(spec: str | Path | Spec, example: Example, backend: str = "torch",

@@ -267,8 +267,9 @@ def _poly_site(g: Graph, x: np.ndarray, moved: np.ndarray, dtype: torch.dtype) -
 
 def test_a_polys_roundings_are_taken_at_the_computed_argument() -> None:
     """p = 1.375 t, t = (2x + 2.25) / 1, exact at x = -1.125 (t = 0, p = 0) and computed at
-    x' = 31.25 in bf16: 2x' + 2.25 = 64.75 rounds to 65, and 1.375 x 65 = 89.375 to 89.5. The
-    argument's rounding is u 3|t'|, not u 3|t|: taken at the exact t, the bound is 89.41."""
+    x' = 31.25 in bf16: 2x' + 2.25 = 64.75 rounds to 65, and 1.375 x 65 = 89.375 to 89.5.
+    With every rounding taken at the exact t (the argument's u 3|t|, the recurrence's terms
+    and T_k at t), the bound is 89.41; at the computed t', any one of them covers it."""
     g = _chebyshev((0.0, 1.375), -1.625, -0.625)
     x, moved = np.full((1, 1, 1), -1.125), np.full((1, 1, 1), 31.25)
     site = _poly_site(g, x, moved, torch.bfloat16)

@@ -326,8 +326,10 @@ def emit_module(g: Graph, decls: dict[str, ParamDecl], *, name: str, header: str
             notes.append("the output's l2 row normalisation and the terms around it in "
                          "head_apply_kernel's epilogue")
         glue = ["summed over its chunks"]
-        if "k_l1" in folded.values():
-            glue.append("its rows divided by k's l1 norms")
+        l1 = [role for role in ("k", "q") if f"{role}_l1" in folded.values()]
+        if l1:
+            glue.append(f"its rows divided by {' and '.join(l1)}'s l1 norms over tokens"
+                        + (" (q's a torch reduction over q)" if "q" in l1 else ""))
         if any(g.node(a).a["weighted"] for a in attention):
             glue.append("weighted slot-wise")
         notes.append(f"between them, in torch, the [B, h, e, e] state {', '.join(glue)}")
