@@ -79,6 +79,9 @@ def _shifted_ssm(p: dict, F) -> tuple:
 SHARED = [
     ("castling_vit", "common.Float.inv_pi", 1.0 / 3.0, "angular kernel: shared functions"),
     ("castling_vit", "_taylor", _halved_a1, "arccos Taylor coefficients"),
+    # the truncation error's reference: its errors still decrease over K (to the 0.01 offset)
+    ("castling_vit", "angular_kernel", lambda c: 1.01 - np.arccos(c) / np.pi,
+     "angular kernel: shared functions"),
     ("mamba_lti", "ssm_constants", _shifted_ssm, "discretisation: shared functions"),
     ("mamba_lti", "_Float.exp", staticmethod(lambda v: np.exp(2 * v)),
      "discretisation: shared functions"),
@@ -111,6 +114,26 @@ def test_a_wrong_shared_function_fails_the_proof(monkeypatch, name: str, attribu
     kw = {"orders": (4, 8)} if name == "mamba" else {}
     report = derivation(name).prove(write=False, **kw)
     assert {c.name for c in report.checks if not c.passed} == {check}
+
+
+@pytest.mark.parametrize(("name", "twin"), [("sima", "sima"),
+                                            ("castling_vit", "lin_angular_attention")])
+def test_a_twin_that_mixes_the_batch_fails_the_proof(monkeypatch, name: str, twin: str) -> None:
+    """A twin whose token reductions (l1 norms, global sums) also run over the batch passed
+    while every numeric check ran at batch 1."""
+    import importlib
+
+    module = importlib.import_module(f"padre_compiler.derive.{name}")
+    real = getattr(module, twin)
+
+    def mixed(x, *args, **kw):  # the batch's items read as one sequence
+        b, n, c = x.shape
+        return real(x.reshape(1, b * n, c), *args, **kw).reshape(b, n, c)
+
+    monkeypatch.setattr(module, twin, mixed)
+    report = derivation(name).prove(write=False)
+    failed = {c.name for c in report.checks if not c.passed}
+    assert failed and all("numeric" in n for n in failed), failed
 
 
 def test_cli_prove_exit_codes(tmp_path, capsys) -> None:
