@@ -165,16 +165,22 @@ def check_fast(formula: Formula) -> list[Check]:
     ok_all = True
     for n in N_RANGE:
         _, _, vals = _softmax_setup(n)
+        # uniform attention: one exp-logit e for every token, so α_i = 1/n. o and o'_j are
+        # recomputed by softmax (not written as the mean, and not through the closed form,
+        # which made this check hold for every `formula`)
+        e = [sp.Symbol("e", positive=True)] * n
         a = sp.Rational(1, n)
-        o = sp.Add(*[a * v for v in vals], sp.zeros(DIM, 1))  # o under uniform attention
+        o = _output(e, vals, list(range(n)))
         mean = sp.Add(*vals, sp.zeros(DIM, 1)) / n  # FastCAOTE's value mean
         for j in range(n):
-            caote = formula(a) ** 2 * ((o - vals[j]).T * (o - vals[j]))[0]
+            shift = o - _output(e, vals, [i for i in range(n) if i != j])
             fast = formula(a) ** 2 * ((mean - vals[j]).T * (mean - vals[j]))[0]
-            ok_all &= _zero(caote - fast)
+            ok_all &= _zero((shift.T * shift)[0] - fast)
     out.append(Check(
         "c", "FastCAOTE = CAOTE under uniform attention", "symbolic identity",
-        "α_i = 1/n  ⇒  o = (1/n) Σ v_i, so c^fast_j = c_j for every j, n = 2..8, d = 2",
+        "α_i = 1/n (equal logits)  ⇒  o = (1/n) Σ v_i = v̄, so c^fast_j = α_j/(1-α_j) · "
+        "‖v̄ - v_j‖₂ is the exact error ‖o - o'_j‖₂ (o'_j recomputed by softmax over the "
+        "survivors) for every j, n = 2..8, d = 2",
         ok_all, "holds for all n, j" if ok_all else "FAILS"))
 
     # Counterexample: exact rationals, 1-D values, compare squared scores exactly.

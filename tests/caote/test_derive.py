@@ -30,6 +30,15 @@ def test_wrong_formula_fails() -> None:
     assert "FAIL" in report.markdown
 
 
+def test_fastcaote_check_sees_a_wrong_formula() -> None:
+    """The uniform-attention check held for every formula (o was written as the value mean and
+    both sides carried formula(α)²): it now compares with the recomputed eviction."""
+    for wrong in (lambda a: a, lambda a: 1 / (1 - a), lambda a: a / (1 - a) ** 2):
+        report = prove(write=False, formula=wrong)
+        failed = {c.name for c in report.checks if not c.passed}
+        assert "FastCAOTE = CAOTE under uniform attention" in failed
+
+
 def test_a_report_without_checks_does_not_pass() -> None:
     """An empty report proves nothing (it passed vacuously; Derivation already refused it)."""
     from padre_compiler.caote.derive import ProofReport
