@@ -339,7 +339,7 @@ head, degree 7 in X), which fixes the head width.""")
     n, c = 196, 64
     p = random_original(c, heads, seed=5)
     # the module checks at batch 2 (a reduction over tokens that also runs over the batch
-    # is invisible at batch 1); the kernel table on the first item, as before
+    # is invisible at batch 1); the kernel table on the first item
     xb = np.random.default_rng(6).standard_normal((2, n, c))
     x = xb[:1]
     num = []

@@ -208,7 +208,7 @@ match GELU's value at 0 exactly), so the residual's leading degree in X is {lead
     c = 64
     p = random_original(c, k, seed=1)
     rng = np.random.default_rng(2)
-    xr = layer_norm_cf(rng.standard_normal((1, c, h, w)))
+    xr = layer_norm_cf(rng.standard_normal((2, c, h, w)))
     x = to_tokens(xr)
     want = to_tokens(spatial_attention(xr, p, common.Float))
     got = common.compiled_output(spec, c, (h, w), mapping(p, None, mistake), x)
@@ -237,7 +237,7 @@ match GELU's value at 0 exactly), so the residual's leading degree in X is {lead
             "error decreases with q and is below 1e-3 at q = 16", conv,
             "errors " + ", ".join(fmt(e) for e in errs) + " at q = 2, 4, 8, 12, 16")
     d.section("4. Numeric check at realistic size", f"""
-float64, batch 1, {h}x{w} tokens, C = {c}, weights drawn N(0, 1/fan_in) (seed 1), input x̃ =
+float64, batch 2, {h}x{w} tokens, C = {c}, weights drawn N(0, 1/fan_in) (seed 1), input x̃ =
 LN_cf(N(0, 1)) (seed 2). Exact instance: max relative error **{fmt(err)}**.
 
 GELU variant (approximate), same weights and input; the surrogate range is the range of

@@ -204,7 +204,7 @@ in x {res.degrees}, {res.monomials} monomials in the twin's output.""")
         ("1/N_s", lambda v: _Float.inv_states(16), sp.Rational(1, 16), (0.0, 1.0))])
     dd, ns, n = 64, 16, 196
     p = random_original(dd, ns, seed=7)
-    x = np.random.default_rng(8).standard_normal((1, n, dd))
+    x = np.random.default_rng(8).standard_normal((2, n, dd))
     want = mamba_lti(x, p, _Float)
     got = common.compiled_output(spec, dd, None, mapping(p, _Float, LENGTH, mistake), x)
     err = common.rel_err(got, want)
@@ -213,7 +213,7 @@ in x {res.degrees}, {res.monomials} monomials in the twin's output.""")
             f"L = {n}, D = {dd}, N_s = {ns}, Mamba's initialisation", err < common.EXACT_TOL,
             f"max relative error {fmt(err)}")
     d.section("4. Numeric check at realistic size", f"""
-float64, batch 1, L = {n}, D = {dd}, N_s = {ns}; A_log = log(1..16), Δ log-uniform in
+float64, batch 2, L = {n}, D = {dd}, N_s = {ns}; A_log = log(1..16), Δ log-uniform in
 [1e-3, 0.1] (Mamba's init, seed 7), input N(0, 1) (seed 8). Max relative error **{fmt(err)}**.""")
     d.section("5. Complexity", common.cost_section(spec, 64) + """
 
