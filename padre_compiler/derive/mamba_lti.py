@@ -201,7 +201,8 @@ in x {res.degrees}, {res.monomials} monomials in the twin's output.""")
          -sp.exp(common.T), (-3.0, 3.0)),
         ("Δ(dt_proj.bias)", lambda v: ssm_constants({"A_log": v, "dt_proj.bias": v}, _Float)[1],
          sp.log(1 + sp.exp(common.T)), (-9.0, 3.0)),
-        ("1/N_s", lambda v: _Float.inv_states(16), sp.Rational(1, 16), (0.0, 1.0))])
+        ("1/N_s", lambda v: _Float.inv_states(16), sp.Rational(1, 16), (0.0, 1.0)),
+        ("1/N_s at N_s = 3", lambda v: _Float.inv_states(3), sp.Rational(1, 3), (0.0, 1.0))])
     dd, ns, n = 64, 16, 196
     p = random_original(dd, ns, seed=7)
     x = np.random.default_rng(8).standard_normal((2, n, dd))
