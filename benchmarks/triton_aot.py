@@ -93,7 +93,7 @@ def stored_run(m, b: int, h: int, flags: dict, stages: int) -> tuple:
             b * h * h * 384 / math.prod(grid))
 
 
-WGRAD_FLAGS = dict(KH=11, KW=11, PH=5, PW=5, BD=16, s_xn=1, s_dn=1)
+WGRAD_FLAGS = dict(KH=11, KW=11, PH=5, PW=5, BD=16, s_xn=1, s_dun=1)
 
 
 def stored_wgrad_run(m, b: int, h: int, rows: int | None = None) -> tuple:
@@ -160,7 +160,7 @@ def measure(path: Path, triton_path: Path | None = None) -> list[dict]:
     if recompute:
         runs.append(("dwconv_hadamard_bwd_kernel (u given)", "dwconv_hadamard_bwd_kernel",
                      dict(FLAGS, HAS_DZ=True, HAS_DO=True, **dict(recompute, RECOMPUTE=False),
-                          s_dn=1), backward, 3, dict(FP32_GRADS, u="fp32"), (),
+                          s_dun=1), backward, 3, dict(FP32_GRADS, u="fp32"), (),
                      backward["BT"] * backward["BC"]))
     if "dwconv_toeplitz_wgrad_kernel" in text:
         wgrad = dict(toeplitz)  # the launcher's tiles for one 56-row image (stored_wgrad_run:

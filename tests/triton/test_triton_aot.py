@@ -156,7 +156,7 @@ def test_fp32_toeplitz_products_are_ieee_not_tf32(padre3, slab: bool) -> None:
         fwd = aot.compile_kernel(PATH, "dwconv_toeplitz_fwd_kernel", consts, num_stages=2,
                                  num_warps=cfg["num_warps"], pointer_dtype=dtype)
         wgrad = aot.compile_kernel(PATH, "dwconv_toeplitz_wgrad_kernel",
-                                   {**_taps(11), "BD": 16, "s_xn": 1, "s_dn": 1,
+                                   {**_taps(11), "BD": 16, "s_xn": 1, "s_dun": 1,
                                     **aot.constexprs_of(cfg), "SLAB": slab},
                                    num_warps=cfg["num_warps"], num_stages=2,
                                    pointer_dtype=dtype, pointer_dtypes={"dw": "fp32"})
@@ -176,7 +176,7 @@ def test_int64_batch_offsets_compile_without_spills(padre3) -> None:
     bwd = padre3.dwconv_hadamard_config(3136, 384, gpu=True, backward=True)
     given = aot.compile_kernel(PATH, "dwconv_hadamard_bwd_kernel",
                                dict(FLAGS, HAS_DZ=True, HAS_DO=True, RECOMPUTE=False,
-                                    USES_U=True, s_dn=1, I64=True, **_taps(11),
+                                    USES_U=True, s_dun=1, I64=True, **_taps(11),
                                     **aot.constexprs_of(bwd)),
                                num_warps=bwd["num_warps"], pointer_dtypes=dict(GRADS, u="fp32"))
     assert given.stack == 0
@@ -189,7 +189,7 @@ def test_deterministic_backward_kernels_issue_no_atomics(padre3, partial: bool) 
     their default launches sum with atomics (RED)."""
     cfg = padre3.dwconv_toeplitz_config(384, 11, gpu=True, rows=56, pad_w=5, align=8)
     wgrad = aot.compile_kernel(PATH, "dwconv_toeplitz_wgrad_kernel",
-                               dict(_taps(11), BD=16, s_xn=1, s_dn=1, PARTIAL=partial,
+                               dict(_taps(11), BD=16, s_xn=1, s_dun=1, PARTIAL=partial,
                                     **aot.constexprs_of(cfg)),
                                num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
                                pointer_dtypes={"dw": "fp32"}, trips=(1, 11))
@@ -227,13 +227,13 @@ def test_tensor_core_backward_kernels_at_gpu_tiles(padre3) -> None:
     without spills, and the elementwise kernel (u given) free of the tap loop."""
     cfg = padre3.dwconv_toeplitz_config(384, 11, gpu=True, rows=56, pad_w=5, align=8)
     wgrad = aot.compile_kernel(PATH, "dwconv_toeplitz_wgrad_kernel",
-                               dict(_taps(11), BD=16, s_xn=1, s_dn=1, **aot.constexprs_of(cfg)),
+                               dict(_taps(11), BD=16, s_xn=1, s_dun=1, **aot.constexprs_of(cfg)),
                                num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
                                pointer_dtypes={"dw": "fp32"}, trips=(1, 11))
     assert wgrad.stack == 0 and wgrad.mma != "none"
     assert wgrad.census.loops == [1, 2]  # row tiles outside, the taps inside
     bwd = padre3.dwconv_hadamard_config(3136, 384, gpu=True, backward=True)
-    consts = dict(FLAGS, HAS_DZ=True, HAS_DO=True, RECOMPUTE=False, USES_U=True, s_dn=1,
+    consts = dict(FLAGS, HAS_DZ=True, HAS_DO=True, RECOMPUTE=False, USES_U=True, s_dun=1,
                   **_taps(11), **aot.constexprs_of(bwd))
     given = aot.compile_kernel(PATH, "dwconv_hadamard_bwd_kernel", consts,
                                num_warps=bwd["num_warps"],
@@ -252,7 +252,7 @@ def test_weight_gradient_candidates_do_not_spill(padre3, pick: int) -> None:
     assert len(configs) == 7
     cfg = configs[pick]
     r = aot.compile_kernel(PATH, "dwconv_toeplitz_wgrad_kernel",
-                           dict(_taps(11), BD=16, s_xn=1, s_dn=1, **aot.constexprs_of(cfg)),
+                           dict(_taps(11), BD=16, s_xn=1, s_dun=1, **aot.constexprs_of(cfg)),
                            num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
                            pointer_dtypes={"dw": "fp32"}, trips=(1, 11))
     assert r.stack == 0 and r.mma != "none", cfg
@@ -449,7 +449,7 @@ def test_tensor_core_kernels_stay_within_their_instruction_budgets(padre3) -> No
     cfg = padre3.dwconv_toeplitz_config(384, 11, gpu=True, rows=8 * 56, pad_w=5, align=8)
     fwd = _toeplitz_census(padre3, 8)
     wgrad = aot.compile_kernel(PATH, "dwconv_toeplitz_wgrad_kernel",
-                               dict(_taps(11), BD=16, s_xn=1, s_dn=1, **aot.constexprs_of(cfg)),
+                               dict(_taps(11), BD=16, s_xn=1, s_dun=1, **aot.constexprs_of(cfg)),
                                num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
                                pointer_dtypes={"dw": "fp32"}, trips=(1, 11)).census
     assert fwd.per(_outputs_per_program(padre3, cfg, 8, 56, 56, 384))["total"] < 2.6
@@ -723,7 +723,7 @@ def _folding_launches(padre3, hyena) -> dict[str, tuple[Path, dict, dict]]:
             PATH, {**FLAGS, **TOEPLITZ, "STORE_Z": True, "STORE_O": True, "s_xn": 1,
                    **_taps(11), **aot.constexprs_of(cfg)}, stages),
         "dwconv_toeplitz_wgrad_kernel": (
-            PATH, dict(_taps(11), BD=16, s_xn=1, s_dn=1, **aot.constexprs_of(cfg)),
+            PATH, dict(_taps(11), BD=16, s_xn=1, s_dun=1, **aot.constexprs_of(cfg)),
             dict(stages, pointer_dtypes={"dw": "fp32"})),
         "long_conv_in_kernel": (
             Path(hyena.__file__), dict(B_IN=True, E_IN=True, **long),

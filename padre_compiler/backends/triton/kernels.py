@@ -388,7 +388,7 @@ if triton is not None:
         x, w, b, g, a, sa, s, dz, do, u,  # forward inputs; gradients of z and o; u (or x)
         du, dg, da, dw, db, ds, dsa,  # outputs; dw, db, ds, dsa: fp32 sums over programs
         s_xb, s_xn, s_xc, s_gb, s_gn, s_ab, s_an,  # strides (elements); g, a: channel stride 1
-        s_db, s_dn, s_dc,  # du's strides (channel-major for the tensor-core kernels after)
+        s_dub, s_dun, s_duc,  # du's strides (channel-major for the tensor-core kernels after)
         N, C, H, W,
         KH: tl.constexpr, KW: tl.constexpr, PH: tl.constexpr, PW: tl.constexpr,
         HAS_BIAS: tl.constexpr, HAS_GATE: tl.constexpr, HAS_ACC: tl.constexpr,
@@ -471,7 +471,7 @@ if triton is not None:
             b_u = tl.load(u + p_out, mask=m, other=0.).to(tl.float32)
         if HAS_BIAS:
             accumulate(db + o_c, tl.sum(b_du, axis=0), m_c, PARTIAL)
-        tl.store(du + i_b * s_db + o_t[:, None] * s_dn + o_c[None, :] * s_dc,
+        tl.store(du + i_b * s_dub + o_t[:, None] * s_dun + o_c[None, :] * s_duc,
                  b_du.to(du.dtype.element_ty), mask=m)
         if HAS_GATE:
             tl.store(dg + p_out, (b_dzt * b_u).to(dg.dtype.element_ty), mask=m)
@@ -662,7 +662,7 @@ if triton is not None:
     @triton.jit(do_not_specialize=["H", "W", "B", "ROWS"])  # one compile for every grid
     def dwconv_toeplitz_wgrad_kernel(
         x, du, dw,
-        s_xb, s_xn, s_xc, s_db, s_dn, s_dc,  # strides (elements) of x and du, [B, N, C] views
+        s_xb, s_xn, s_xc, s_dub, s_dun, s_duc,  # strides (elements) of x and du, [B, N, C] views
         C, H, W, B, ROWS,
         KH: tl.constexpr, KW: tl.constexpr, PH: tl.constexpr, PW: tl.constexpr,
         BH: tl.constexpr, BW: tl.constexpr, BK: tl.constexpr, BC: tl.constexpr,
@@ -694,7 +694,7 @@ if triton is not None:
         tl.static_assert(HALO % ALIGN == 0, "aligned strips start on an ALIGN column")
         # == themselves (the launcher checks ALIGN divides them, for x and du); tells the compiler
         W, s_xb, s_xc = (W // ALIGN) * ALIGN, (s_xb // ALIGN) * ALIGN, (s_xc // ALIGN) * ALIGN
-        s_db, s_dc = (s_db // ALIGN) * ALIGN, (s_dc // ALIGN) * ALIGN
+        s_dub, s_duc = (s_dub // ALIGN) * ALIGN, (s_duc // ALIGN) * ALIGN
         stripes = tl.cdiv(W, BW)  # axis 0: each group's stripes in turn (< 2**31 programs)
         i_g, i_w, i_c = tl.program_id(0) // stripes, tl.program_id(0) % stripes, grid_axis1(FOLD)
         if PARTIAL:  # this program's [C, KH, KW] row of partial sums
@@ -714,12 +714,12 @@ if triton is not None:
         o_lag = tl.arange(0, BW)[:, None] + o_d[None, :] + (HALO - PW)  # [BW, BD]
         o_lag = tl.broadcast_to(tl.minimum(o_lag, BK - 1)[None, :, :], (BC, BW, BD))
         m_d = (o_d < KW)[None, :]  # [1, BD]
-        p_d = du + o_j[None, None, :] * s_dn + o_c[:, None, None] * s_dc
+        p_d = du + o_j[None, None, :] * s_dun + o_c[:, None, None] * s_duc
         if SLAB:  # rows of image i_g
             i_b = i_g
             if I64:  # an offset reaches 2**31 (index_widths): batch offsets in int64
                 i_b = i_b.to(tl.int64)
-            o_xb, o_db = i_b * s_xb, i_b * s_db  # the image's offsets in x and du
+            o_xb, o_dub = i_b * s_xb, i_b * s_dub  # the image's offsets in x and du
             r_lo, r_hi = 0, H
         else:  # stacked rows [i_g ROWS, (i_g + 1) ROWS), the last group cut at B H
             r_lo = i_g * ROWS
@@ -729,8 +729,8 @@ if triton is not None:
                 o_r = i_r + tl.arange(0, BH)  # [BH] du rows in the image
             else:
                 o_b, o_r, _ = stacked_rows(i_r, BH, H, B, I64)  # [BH] images, rows in them
-                o_xb, o_db = o_b * s_xb, o_b * s_db  # [BH] each row's image offsets
-            b_dt = tl.load(p_d + (o_db + o_r * W * s_dn)[None, :, None],
+                o_xb, o_dub = o_b * s_xb, o_b * s_dub  # [BH] each row's image offsets
+            b_dt = tl.load(p_d + (o_dub + o_r * W * s_dun)[None, :, None],
                            mask=m_cj & (o_r < H)[None, :, None], other=0.)  # [BC, BH, BW]
             b_dt = tl.permute(b_dt, (0, 2, 1)).to(x.dtype.element_ty)  # [BC, BW, BH], once
             if SLAB:  # the row tile's strips from one load, as in the forward
