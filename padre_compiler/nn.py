@@ -17,14 +17,15 @@ from __future__ import annotations
 
 import functools
 import inspect
+import sys
 from typing import Any
 
 import torch
 from torch import nn
 
-from padre_compiler.compiler import as_spec, checked_grid, is_int
+from padre_compiler.compiler import as_spec, build, checked_grid, is_int
 from padre_compiler.compiler import compile as compile_spec
-from padre_compiler.errors import ArgumentError
+from padre_compiler.errors import ArgumentError, CertificateError
 from padre_compiler.spec.model import Spec
 
 
@@ -84,6 +85,38 @@ class PadreAttention(nn.Module):
         self.proj_drop = nn.Dropout(proj_drop)
         if device is not None:
             self.to(device=device)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickle state (torch.save of a model, copy.deepcopy): the mixer's generated class
+        lives in a module made at run time, which another process cannot import by name, so
+        the mixer travels as its state plus what rebuilds its class (`__setstate__`)."""
+        state = super().__getstate__()
+        modules = dict(state["_modules"])
+        mixer, modules["mixer"] = modules["mixer"], None  # its place kept: the module order
+        cls = type(mixer)
+        state["_modules"] = modules
+        state["_mixer"] = (cls.__module__, cls.__qualname__, mixer.compiled.spec,
+                           mixer.compiled.backend, mixer.__getstate__())
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """The mixer's class from its module where this process has it, else built (and
+        certified) again from the spec, dim, grid and backend; then its pickled state."""
+        state = dict(state)
+        recipe = state.pop("_mixer", None)
+        super().__setstate__(state)
+        if recipe is None:  # pickled without it (as a plain nn.Module)
+            return
+        module, qualname, spec, backend, mixer_state = recipe
+        cls = getattr(sys.modules.get(module), qualname, None)
+        if cls is None:
+            built = build(spec, self.dim, self.grid_size, backend)
+            if not built.passed:
+                raise CertificateError(None, built.certificate)
+            cls = built.cls
+        mixer = cls.__new__(cls)
+        mixer.__setstate__(mixer_state)
+        self._modules["mixer"] = mixer
 
     def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None,
                 is_causal: bool = False, grid_size: tuple[int, int] | None = None,

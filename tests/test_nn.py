@@ -213,3 +213,34 @@ def test_configure_makes_a_class_with_defaults() -> None:
     x = torch.randn(2, 17, 16)
     torch.testing.assert_close(loaded(x), attn(x))
     assert copy.deepcopy(attn).num_prefix_tokens == 1
+
+
+def test_a_saved_module_loads_in_a_new_process(tmp_path) -> None:
+    """torch.save(model) of a model holding PadreAttention (a configured one too) loads in
+    another process: the mixer's generated class, made at run time, could not be imported
+    there by name (ModuleNotFoundError: padre_generated_...)."""
+    import os
+    import subprocess
+    import sys
+
+    torch.manual_seed(0)
+    plain = PadreAttention(16, grid_size=(2, 3), num_prefix_tokens=1)
+    configured = PadreAttention.configure(spec="sima", num_prefix_tokens=2)(16, proj_drop=0.1)
+    x = torch.randn(2, 7, 16)
+    torch.save({"plain": plain, "configured": configured.eval(), "x": x,
+                "y": (plain(x), configured(x))}, tmp_path / "model.pt")
+    code = ("import torch, sys\n"
+            "d = torch.load(sys.argv[1], weights_only=False)\n"
+            "plain, configured = d['plain'], d['configured']\n"
+            "torch.testing.assert_close(plain(d['x']), d['y'][0], rtol=0, atol=0)\n"
+            "torch.testing.assert_close(configured(d['x']), d['y'][1], rtol=0, atol=0)\n"
+            "assert not configured.training and configured.num_prefix_tokens == 2\n"
+            "assert plain.mixer.grid == plain.grid_size == (2, 3)\n"
+            "print('ok')\n")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {**os.environ, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path / "model.pt")],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
+    twin = copy.deepcopy(plain)  # within the process: the same class, no rebuild
+    assert type(twin.mixer) is type(plain.mixer) and torch.equal(twin(x), plain(x))
