@@ -147,13 +147,8 @@ class PadreAttention(nn.Module):
         if grid is not None and n != grid[0] * grid[1]:
             raise ArgumentError(f"{x.shape[1]} tokens = {prefix} prefix + {n} patch tokens, "
                                 f"but the grid {grid[0]} x {grid[1]} has {grid[0] * grid[1]}")
-        if grid is not None:
-            self.mixer.grid = grid
-        try:
-            mixed = self.mixer(x[:, prefix:])
-        finally:
-            if self.grid_size is not None:
-                self.mixer.grid = self.grid_size
+        # the grid goes to the call, not to the mixer: concurrent calls share nothing
+        mixed = self.mixer(x[:, prefix:]) if grid is None else self.mixer(x[:, prefix:], grid)
         if prefix:
             readout = mixed.mean(dim=1, keepdim=True).expand(-1, prefix, -1)
             mixed = torch.cat([readout, mixed], dim=1)

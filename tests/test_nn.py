@@ -89,6 +89,21 @@ def test_per_call_grid_for_dynamic_image_size() -> None:
     assert attn.mixer.grid == (2, 3)  # the per-call grid does not stick
 
 
+def test_calls_at_different_grids_share_nothing() -> None:
+    """The per-call grid is an argument of the mixer's forward, not state the call sets and
+    restores: concurrent calls at different grids (threads of one server) cannot see each
+    other's (when it was state, a review's two threads at (8, 8) and (4, 16) got 158 of 600
+    outputs wrong)."""
+    attn = PadreAttention(16, spec="conv2former", grid_size=(4, 4))
+    seen = []
+    attn.mixer.register_forward_pre_hook(lambda m, args: seen.append((m.grid, args[1:])))
+    x = torch.randn(2, 16, 16)
+    with torch.no_grad():
+        wide, square = attn(x, grid_size=(2, 8)), attn(x)
+        assert torch.equal(wide, attn.mixer(x, (2, 8))) and not torch.allclose(wide, square)
+    assert seen[:2] == [((4, 4), ((2, 8),)), ((4, 4), ((4, 4),))]  # the mixer's grid stays
+
+
 def test_dtype_defaults_to_torchs_default_dtype() -> None:
     """As nn.Linear's: without dtype=, the mixer is built in torch.get_default_dtype() (it was
     float32 whatever the default)."""

@@ -75,13 +75,12 @@ class Conv2formerGelu(nn.Module):
         nn.init.zeros_(self.w2_bias)
         nn.init.zeros_(self.w3_bias)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x: [B, N, dim] with N = H * W (row-major grid) -> [B, N, dim]."""
+    def forward(self, x: torch.Tensor, grid: tuple[int, int] | None = None) -> torch.Tensor:
+        """x: [B, N, dim], N = H * W (row-major), (H, W) = grid or self.grid -> [B, N, dim]."""
         B, N, _ = x.shape
-        if N != self.grid[0] * self.grid[1]:
-            raise ValueError(
-                f"{N} tokens do not fill the {self.grid[0]} x {self.grid[1]} grid"
-                " (N must equal H * W)")
+        H, W = self.grid if grid is None else grid
+        if N != H * W:
+            raise ValueError(f"{N} tokens do not fill the {H} x {W} grid (N must equal H * W)")
         w1 = F.linear(x, self.w1_weight, self.w1_bias)  # [B, N, D]
         # [B, N, D]
         poly = _chebyshev(
@@ -95,7 +94,7 @@ class Conv2formerGelu(nn.Module):
             6.0,
         )
         del w1
-        y1 = _dwconv2d(poly, self.dwconv_weight, self.dwconv_bias, self.grid)  # [B, N, D]
+        y1 = _dwconv2d(poly, self.dwconv_weight, self.dwconv_bias, (H, W))  # [B, N, D]
         del poly
         w2 = F.linear(x, self.w2_weight, self.w2_bias)  # [B, N, D]
         z2 = y1 * w2  # [B, N, D]

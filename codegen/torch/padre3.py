@@ -88,13 +88,12 @@ class Padre3(nn.Module):
         nn.init.zeros_(self.branch3_token_bias)
         nn.init.zeros_(self.proj_bias)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x: [B, N, dim] with N = H * W (row-major grid) -> [B, N, dim]."""
+    def forward(self, x: torch.Tensor, grid: tuple[int, int] | None = None) -> torch.Tensor:
+        """x: [B, N, dim], N = H * W (row-major), (H, W) = grid or self.grid -> [B, N, dim]."""
         B, N, _ = x.shape
-        if N != self.grid[0] * self.grid[1]:
-            raise ValueError(
-                f"{N} tokens do not fill the {self.grid[0]} x {self.grid[1]} grid"
-                " (N must equal H * W)")
+        H, W = self.grid if grid is None else grid
+        if N != H * W:
+            raise ValueError(f"{N} tokens do not fill the {H} x {W} grid (N must equal H * W)")
         # [B, N, D]
         branch1_channel = F.linear(x, self.branch1_channel_weight, self.branch1_channel_bias)
         # [B, N, D]
@@ -102,11 +101,11 @@ class Padre3(nn.Module):
             branch1_channel,
             self.branch1_token_weight,
             self.branch1_token_bias,
-            self.grid,
+            (H, W),
         )
         del branch1_channel
         mix1_channel = F.linear(y1, self.mix1_channel_weight, None)  # [B, N, D]
-        mix1_token = _dwconv2d(mix1_channel, self.mix1_token_weight, None, self.grid)  # [B, N, D]
+        mix1_token = _dwconv2d(mix1_channel, self.mix1_token_weight, None, (H, W))  # [B, N, D]
         del mix1_channel
         # [B, N, D]
         branch2_channel = F.linear(x, self.branch2_channel_weight, self.branch2_channel_bias)
@@ -115,13 +114,13 @@ class Padre3(nn.Module):
             branch2_channel,
             self.branch2_token_weight,
             self.branch2_token_bias,
-            self.grid,
+            (H, W),
         )
         del branch2_channel
         z2 = mix1_token * y2  # [B, N, D]
         del mix1_token, y2
         mix2_channel = F.linear(z2, self.mix2_channel_weight, None)  # [B, N, D]
-        mix2_token = _dwconv2d(mix2_channel, self.mix2_token_weight, None, self.grid)  # [B, N, D]
+        mix2_token = _dwconv2d(mix2_channel, self.mix2_token_weight, None, (H, W))  # [B, N, D]
         del mix2_channel
         # [B, N, D]
         branch3_channel = F.linear(x, self.branch3_channel_weight, self.branch3_channel_bias)
@@ -130,7 +129,7 @@ class Padre3(nn.Module):
             branch3_channel,
             self.branch3_token_weight,
             self.branch3_token_bias,
-            self.grid,
+            (H, W),
         )
         del branch3_channel
         z3 = mix2_token * y3  # [B, N, D]

@@ -1774,19 +1774,18 @@ class Conv2former(nn.Module):
         nn.init.zeros_(self.w2_bias)
         nn.init.zeros_(self.w3_bias)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x: [B, N, dim] with N = H * W (row-major grid) -> [B, N, dim]."""
+    def forward(self, x: torch.Tensor, grid: tuple[int, int] | None = None) -> torch.Tensor:
+        """x: [B, N, dim], N = H * W (row-major), (H, W) = grid or self.grid -> [B, N, dim]."""
         B, N, _ = x.shape
-        if N != self.grid[0] * self.grid[1]:
-            raise ValueError(
-                f"{N} tokens do not fill the {self.grid[0]} x {self.grid[1]} grid"
-                " (N must equal H * W)")
+        H, W = self.grid if grid is None else grid
+        if N != H * W:
+            raise ValueError(f"{N} tokens do not fill the {H} x {W} grid (N must equal H * W)")
         # [B, N, D] (torch)
         w1, w1_left_bias = dense_for_conv(
             x,
             self.w1_weight,
             self.w1_bias,
-            self.grid[0],
+            H,
             11,
             11,
             fold_bias=True,
@@ -1796,7 +1795,7 @@ class Conv2former(nn.Module):
         z2 = dwconv_hadamard(  # [B, N, D]
             w1, self.dwconv_weight, bias=self.dwconv_bias, gate=w2,
             acc=None, acc_scale=None, scale=None,
-            height=self.grid[0], width=self.grid[1], pad_h=5, pad_w=5,
+            height=H, width=W, pad_h=5, pad_w=5,
             store_z=True, store_o=False,
             in_bias=w1_left_bias,
         )[0]

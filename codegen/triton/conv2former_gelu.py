@@ -1787,15 +1787,13 @@ class Conv2formerGelu(nn.Module):
         nn.init.zeros_(self.w2_bias)
         nn.init.zeros_(self.w3_bias)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x: [B, N, dim] with N = H * W (row-major grid) -> [B, N, dim]."""
+    def forward(self, x: torch.Tensor, grid: tuple[int, int] | None = None) -> torch.Tensor:
+        """x: [B, N, dim], N = H * W (row-major), (H, W) = grid or self.grid -> [B, N, dim]."""
         B, N, _ = x.shape
-        if N != self.grid[0] * self.grid[1]:
-            raise ValueError(
-                f"{N} tokens do not fill the {self.grid[0]} x {self.grid[1]} grid"
-                " (N must equal H * W)")
-        # [B, N, D] (torch)
-        w1 = dense_for_conv(x, self.w1_weight, self.w1_bias, self.grid[0], 11, 11)[0]
+        H, W = self.grid if grid is None else grid
+        if N != H * W:
+            raise ValueError(f"{N} tokens do not fill the {H} x {W} grid (N must equal H * W)")
+        w1 = dense_for_conv(x, self.w1_weight, self.w1_bias, H, 11, 11)[0]  # [B, N, D] (torch)
         # [B, N, D] (torch)
         poly = _chebyshev(
             w1,
@@ -1813,7 +1811,7 @@ class Conv2formerGelu(nn.Module):
         z2 = dwconv_hadamard(  # [B, N, D]
             poly, self.dwconv_weight, bias=self.dwconv_bias, gate=w2,
             acc=None, acc_scale=None, scale=None,
-            height=self.grid[0], width=self.grid[1], pad_h=5, pad_w=5,
+            height=H, width=W, pad_h=5, pad_w=5,
             store_z=True, store_o=False,
         )[0]
         del poly, w2

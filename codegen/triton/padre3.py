@@ -1800,14 +1800,13 @@ class Padre3(nn.Module):
         nn.init.zeros_(self.branch3_token_bias)
         nn.init.zeros_(self.proj_bias)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x: [B, N, dim] with N = H * W (row-major grid) -> [B, N, dim]."""
+    def forward(self, x: torch.Tensor, grid: tuple[int, int] | None = None) -> torch.Tensor:
+        """x: [B, N, dim], N = H * W (row-major), (H, W) = grid or self.grid -> [B, N, dim]."""
         B, N, _ = x.shape
         D = self.dim
-        if N != self.grid[0] * self.grid[1]:
-            raise ValueError(
-                f"{N} tokens do not fill the {self.grid[0]} x {self.grid[1]} grid"
-                " (N must equal H * W)")
+        H, W = self.grid if grid is None else grid
+        if N != H * W:
+            raise ValueError(f"{N} tokens do not fill the {H} x {W} grid (N must equal H * W)")
         _branch123_channel_weight = torch.cat([
             self.branch1_channel_weight,
             self.branch2_channel_weight,
@@ -1823,7 +1822,7 @@ class Padre3(nn.Module):
             x,
             _branch123_channel_weight,
             _branch123_channel_bias,
-            self.grid[0],
+            H,
             11,
             11,
             fold_bias=True,
@@ -1843,7 +1842,7 @@ class Padre3(nn.Module):
         y123 = dwconv_hadamard(  # [B, N, 3*D]
             branch123_channel, _y123_weight, bias=_y123_bias, gate=None,
             acc=None, acc_scale=None, scale=None,
-            height=self.grid[0], width=self.grid[1], pad_h=5, pad_w=5,
+            height=H, width=W, pad_h=5, pad_w=5,
             store_z=True, store_o=False,
             in_bias=branch123_channel_left_bias,
         )[0]
@@ -1851,23 +1850,23 @@ class Padre3(nn.Module):
         y1, y2, y3 = y123.split(D, -1)  # [B, N, D] each
         del y123
         # [B, N, D] (torch)
-        mix1_channel = dense_for_conv(y1, self.mix1_channel_weight, None, self.grid[0], 11, 11)[0]
+        mix1_channel = dense_for_conv(y1, self.mix1_channel_weight, None, H, 11, 11)[0]
         # fused (triton): z2 = conv(mix1_channel) * y2; p = y1 * self.output_w1_scale + self.output_w2_scale * z2
         z2, p = dwconv_hadamard(  # [B, N, D]
             mix1_channel, self.mix1_token_weight, bias=None, gate=y2,
             acc=y1, acc_scale=self.output_w1_scale, scale=self.output_w2_scale,
-            height=self.grid[0], width=self.grid[1], pad_h=5, pad_w=5,
+            height=H, width=W, pad_h=5, pad_w=5,
             store_z=True, store_o=True,
         )
         del mix1_channel, y1, y2
         # [B, N, D] (torch)
-        mix2_channel = dense_for_conv(z2, self.mix2_channel_weight, None, self.grid[0], 11, 11)[0]
+        mix2_channel = dense_for_conv(z2, self.mix2_channel_weight, None, H, 11, 11)[0]
         del z2
         # fused (triton): p = p + self.output_w3_scale * (conv(mix2_channel) * y3)
         p = dwconv_hadamard(  # [B, N, D]
             mix2_channel, self.mix2_token_weight, bias=None, gate=y3,
             acc=p, acc_scale=None, scale=self.output_w3_scale,
-            height=self.grid[0], width=self.grid[1], pad_h=5, pad_w=5,
+            height=H, width=W, pad_h=5, pad_w=5,
             store_z=False, store_o=True,
         )[1]
         del mix2_channel, y3

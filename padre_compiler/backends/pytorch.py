@@ -192,7 +192,7 @@ torch_lowering.register("global_sum")(_expr("{0}.sum(1, keepdim=True).expand_as(
 torch_lowering.register("dense")(lambda low: f"F.linear({low.args[0]}, {low.param('weight')}, "
                                              f"{low.param('bias')})")
 torch_lowering.register("dwconv2d")(lambda low: f"_dwconv2d({low.args[0]}, {low.param('weight')}, "
-                                                f"{low.param('bias')}, self.grid)")
+                                                f"{low.param('bias')}, (H, W))")
 torch_lowering.register("long_conv")(lambda low: f"_long_conv({low.args[0]}, "
                                                  f"{low.param('filter')}, {low.param('skip')})")
 torch_lowering.register("expand")(lambda low: f"_expand({low.args[0]}, {low.node.a['heads']}, "
@@ -264,7 +264,8 @@ def _ascii(label: str) -> str:
 
 
 # names a generated forward may not bind: the module's imports, Python's keywords and builtins
-RESERVED = frozenset({"x", "D", "B", "N", "self", "torch", "F", "nn", *keyword.kwlist,
+RESERVED = frozenset({"x", "D", "B", "N", "H", "W", "grid", "self", "torch", "F", "nn",
+                      *keyword.kwlist,
                       *dir(builtins)})
 
 
@@ -413,14 +414,14 @@ def module_source(g: Graph, decls: dict[str, ParamDecl], *, name: str, docstring
         shape = ", ".join(w.render("D") for w in decl.shape)
         init.append(f"self.{pname} = nn.Parameter(torch.empty({shape}))")
     init.append("self.reset_parameters()")
-    fwd_doc = ('"""x: [B, N, dim] with N = H * W (row-major grid) -> [B, N, dim]."""' if grid
-               else '"""x: [B, N, dim] -> [B, N, dim]."""')
+    fwd_doc = ('"""x: [B, N, dim], N = H * W (row-major), (H, W) = grid or self.grid -> '
+               '[B, N, dim]."""' if grid else '"""x: [B, N, dim] -> [B, N, dim]."""')
     check = ["B, N, _ = x.shape", *(["D = self.dim"] if _reads_d(body) else [])]
-    if grid:
-        check += ["if N != self.grid[0] * self.grid[1]:",
-                  '    raise ValueError(',
-                  '        f"{N} tokens do not fill the {self.grid[0]} x {self.grid[1]} grid"',
-                  '        " (N must equal H * W)")']
+    if grid:  # the grid is a local: calls at different grids share nothing
+        check += ["H, W = self.grid if grid is None else grid",
+                  "if N != H * W:",
+                  '    raise ValueError(f"{N} tokens do not fill the {H} x {W} grid (N must equal '
+                  'H * W)")']
     lengths = [g.node(n).a["length"] for n in g.find("long_conv")]
     if lengths:  # the spec is defined up to its shortest long filter (y[t] reads filt[t - s])
         check += [f"if N > {min(lengths)}:",
@@ -437,7 +438,8 @@ def module_source(g: Graph, decls: dict[str, ParamDecl], *, name: str, docstring
     parts += ["", "    def reset_parameters(self) -> None:",
               *([ind + "D = self.dim"] if _reads_d(inits) else [])]
     parts += [ind + line for line in inits]
-    parts += ["", "    def forward(self, x: torch.Tensor) -> torch.Tensor:", ind + fwd_doc]
+    fwd_sig = "self, x: torch.Tensor" + (", grid: tuple[int, int] | None = None" if grid else "")
+    parts += ["", f"    def forward({fwd_sig}) -> torch.Tensor:", ind + fwd_doc]
     parts += [ind + line for stmt in check + free_after_last_use(body)
               for line in stmt.split("\n")]
     return without_unused_imports("\n".join(parts) + "\n")

@@ -81,7 +81,7 @@ def off_by_one(source: str) -> Iterator[str]:
 
 @mutator("transposed grid")
 def transposed_grid(source: str) -> Iterator[str]:
-    yield from _each_line(source, r"self\.grid\)", lambda m: "(self.grid[1], self.grid[0]))")
+    yield from _each_line(source, r"\(H, W\)\)", lambda m: "(W, H))")
 
 
 @mutator("dropped bias")

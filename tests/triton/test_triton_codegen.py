@@ -92,7 +92,7 @@ def test_a_dense_map_read_elsewhere_keeps_its_bias() -> None:
     z = dsl.dwconv2d(y, "a1", kernel=3) * y
     spec = dsl.spec("shared_dense", layout="grid2d", output=dsl.dense(z, "proj"))
     body = generate(spec, dim=4, grid=(3, 3), backend="triton").source.split("def forward(self")[1]
-    assert "self.b1_bias, self.grid[0], 3, 3)[0]" in body  # F.linear (or its GEMM) adds it
+    assert "self.b1_bias, H, 3, 3)[0]" in body  # F.linear (or its GEMM) adds it
     assert "fold_bias" not in body and "in_bias=" not in body
 
 

@@ -53,7 +53,7 @@ def _geometry(g: Graph, conv_attrs: dict) -> tuple[str, str, int, int]:
         k = conv_attrs["kernel"]
         return "1", "N", 0, (k - 1 if conv_attrs["causal"] else k // 2)
     kh, kw = kernel2d(conv_attrs)
-    return "self.grid[0]", "self.grid[1]", kh // 2, kw // 2
+    return "H", "W", kh // 2, kw // 2
 
 
 def _kernel_size(conv_attrs: dict) -> tuple[int, int]:
