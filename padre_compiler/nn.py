@@ -38,6 +38,11 @@ class PadreAttention(nn.Module):
     the default, or "triton"), passed to padre_compiler.compile. grid_size takes two positive
     integers and num_prefix_tokens a non-negative one (numpy's too). `dtype` defaults to
     torch.get_default_dtype(), as nn.Linear's.
+
+    timm's num_heads, attn_head_dim, qkv_bias, qk_norm, scale_norm, proj_bias, attn_drop and
+    norm_layer configure softmax attention: they are accepted, so that a model's constructor
+    call need not change, and have no effect. The spec fixes the mixer's heads, biases and
+    normalisations (sima has 8 heads whatever num_heads says); proj_drop drops the output.
     """
 
     @classmethod
