@@ -88,7 +88,7 @@ def test_the_gpu_tiles_match_float64(runtime, dtype, monkeypatch) -> None:
     q64, k64, v64 = (t.detach().double().requires_grad_() for t in (qd, kd, vd))
     ref = runtime.naive_head_apply(q64, runtime.naive_head_state(k64, v64, 2), False)
     want = torch.autograd.grad((ref * dy).sum(), [q64, k64, v64])
-    assert _rel(out, ref.detach()) < 4 * TOL[dtype]
+    assert _rel(out.detach(), ref.detach()) < 4 * TOL[dtype]
     for label, g, w in zip("qkv", got, want, strict=True):
         assert _rel(g, w) < 10 * TOL[dtype], label
 
