@@ -263,10 +263,10 @@ def _ascii(label: str) -> str:
     return "".join(out)
 
 
-# names a generated forward may not bind: the module's imports, Python's keywords and builtins
-RESERVED = frozenset({"x", "D", "B", "N", "H", "W", "grid", "self", "torch", "F", "nn",
-                      *keyword.kwlist,
-                      *dir(builtins)})
+# names a generated forward may not bind: its own locals (x, grid, B, N, D, H, W), the
+# module's imports, Python's keywords and builtins
+RESERVED = frozenset({"x", "grid", "B", "N", "D", "H", "W", "self", "torch", "F", "nn",
+                      *keyword.kwlist, *dir(builtins)})
 
 
 def var_names(g: Graph, reserved: frozenset[str] = frozenset()) -> dict[int, str]:
