@@ -195,13 +195,10 @@ def _poly(s: Site) -> np.ndarray:
     dt = moved + u * (3 * (np.abs(t) + moved) + abs((lo + hi) / (hi - lo)))
     tau = np.maximum(1.0, np.abs(t) + dt)
 
-    def majorant(coeffs: np.ndarray) -> np.ndarray:
-        return chebyshev.chebval(tau, np.abs(coeffs))
-
     def times_t(b: np.ndarray, r: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return t * b, np.abs(t) * r + dt * (np.abs(b) + r)  # t' b' within the radius of t b
 
-    slope = majorant(chebyshev.chebder(c)) if len(c) > 1 else 0.0 * t
+    slope = chebyshev.chebval(tau, np.abs(chebyshev.chebder(c))) if len(c) > 1 else 0.0 * t
     growth = np.arccosh(tau)  # T_k(tau) = cosh(k growth)
     b1 = b2 = r1 = r2 = np.zeros_like(t)
     m1 = m2 = d1 = d2 = np.zeros_like(t)  # sum_{j>=k} |c_j| U_{j-k}(tau) and its derivative
