@@ -1739,7 +1739,7 @@ dwconv_hadamard = custom_op_caller(_register_dwconv_hadamard(), _dwconv_hadamard
 # torch.ops namespace of the custom ops below, a digest of the source they were
 # generated from: modules from another source never share them (an edited copy of
 # this file must change it, or it runs the first loaded file's ops)
-ATTENTION_OPS = 'padre_attention_3f678555204d'
+ATTENTION_OPS = 'padre_attention_0861708c0c57'
 
 if triton is not None:
 
@@ -1925,8 +1925,7 @@ def head_config(n: int, e: int, gpu: bool, cuda_core_apply: bool = False) -> dic
     or without an epilogue, on 32-token tiles: a [64, 64] fp32 one spills under the output
     epilogue, where bf16 products (tensor cores) keep 64 tokens. For sm_90 these tiles
     compile without spills at e = 48 (BE = 64) with every epilogue, and plain at e = 128
-    (BE = 128), where the fp32 products take 210-219 registers a thread against bf16's
-    100-106 (tests/triton/test_triton_aot.py)."""
+    (BE = 128) (tests/triton/test_triton_aot.py)."""
     be = max(16, next_power_of_2(e))
     bt = (32 if cuda_core_apply else 64) if gpu else 16
     chunk = max(bt, min(1024 if gpu else 64, next_power_of_2(n)))

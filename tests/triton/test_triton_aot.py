@@ -789,7 +789,7 @@ def test_head_kernels_compile_without_spills_at_128_channel_heads() -> None:
     """head_state and head_apply at e = 128 (BE = 128), fp32 (IEEE, CUDA cores) and bf16
     (tensor cores), compile for sm_90 with 8 warps without spills. head_state's chunk loop
     stops at the chunk's last token; with the whole chunk's trip count (a constexpr) its fp32
-    product spilled (255 registers, 1,632 bytes of stack)."""
+    product spilled."""
     path = codegen_path("castling_vit", "triton")
     for e, bf16 in ((64, False), (128, False), (128, True)):
         be, dtype = max(64, 1 << (e - 1).bit_length()), "bf16" if bf16 else "fp32"

@@ -213,8 +213,7 @@ def head_config(n: int, e: int, gpu: bool, cuda_core_apply: bool = False) -> dic
     or without an epilogue, on 32-token tiles: a [64, 64] fp32 one spills under the output
     epilogue, where bf16 products (tensor cores) keep 64 tokens. For sm_90 these tiles
     compile without spills at e = 48 (BE = 64) with every epilogue, and plain at e = 128
-    (BE = 128), where the fp32 products take 210-219 registers a thread against bf16's
-    100-106 (tests/triton/test_triton_aot.py)."""
+    (BE = 128) (tests/triton/test_triton_aot.py)."""
     be = max(16, next_power_of_2(e))
     bt = (32 if cuda_core_apply else 64) if gpu else 16
     chunk = max(bt, min(1024 if gpu else 64, next_power_of_2(n)))
