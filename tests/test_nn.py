@@ -92,8 +92,8 @@ def test_per_call_grid_for_dynamic_image_size() -> None:
 def test_calls_at_different_grids_share_nothing() -> None:
     """The per-call grid is an argument of the mixer's forward, not state the call sets and
     restores: concurrent calls at different grids (threads of one server) cannot see each
-    other's (when it was state, a review's two threads at (8, 8) and (4, 16) got 158 of 600
-    outputs wrong)."""
+    other's (when it was state, a review's two threads at (8, 8) and (4, 16) got wrong
+    outputs, silently)."""
     attn = PadreAttention(16, spec="conv2former", grid_size=(4, 4))
     seen = []
     attn.mixer.register_forward_pre_hook(lambda m, args: seen.append((m.grid, args[1:])))
