@@ -150,6 +150,13 @@ CASES = [
      "branch[1].channel.name", "op name '' is not a name"),  # was taken for no name
     ("negative_eps", GOOD + '\n[[normalize]]\nat = "Y1"\nkind = "l1_tokens"\neps = -1.0\n',
      "normalize[1].eps", "must be >= 0"),
+    # a fixed width that no D splits into the heads: refused here, not by compile's advice to
+    # "use a dim divisible by 2", which no dim satisfies
+    ("fixed_width_heads", GOOD.replace('channel = { op = "dense" }', 'channel = [{ op = "dense", '
+                                       'out = 3 }, { op = "expand", heads = 2 }, { op = '
+                                       '"contract", heads = 2 }, { op = "dense", out = "dim" }]',
+                                       1),
+     "branch[1].channel[1]", "the input has 3 channels at every model width"),
 ]
 
 
@@ -249,17 +256,25 @@ def test_cli_bad_param_exits_2_naming_it() -> None:
 
 
 def test_a_contract_whose_width_is_not_heads_times_times_is_refused(tmp_path) -> None:
-    """Checked as the width is resolved, with the op named (it was a numpy reshape error)."""
+    """Checked as the width is resolved, with the op named (it was a numpy reshape error): a
+    width that depends on D when the spec is compiled, a fixed one when it is loaded (no D
+    makes 6 channels split into 2 heads of 6 copies)."""
     from padre_compiler.compiler import compile as compile_spec
     from padre_compiler.errors import ShapeError
 
     spec = tmp_path / "bad.toml"
-    spec.write_text('layout = "sequence"\ndegree = 2\n[[branch]]\nchannel = [{ op = "dense", '
-                    'name = "a", out = 6 }, { op = "contract", heads = 2, times = 6 }, '
-                    '{ op = "dense", name = "b", out = "dim" }]\ntoken = "identity"\n'
-                    '[[branch]]\nchannel = { op = "dense", name = "c" }\ntoken = "identity"\n')
-    with pytest.raises(ShapeError, match=r"contract .*width 6 at dim=4 is not heads \* times"):
+    text = ('layout = "sequence"\ndegree = 2\n[[branch]]\nchannel = [{ op = "dense", '
+            'name = "a", out = OUT }, { op = "contract", heads = 2, times = 6 }, '
+            '{ op = "dense", name = "b", out = "dim" }]\ntoken = "identity"\n'
+            '[[branch]]\nchannel = { op = "dense", name = "c" }\ntoken = "identity"\n')
+    spec.write_text(text.replace("OUT", '"dim"'))
+    with pytest.raises(ShapeError, match=r"contract .*width 4 at dim=4 is not heads \* times"):
         compile_spec(spec, dim=4)
+    spec.write_text(text.replace("OUT", "6"))
+    with pytest.raises(SpecError, match=r"heads=2 times times=6, but the input has 6 channels "
+                                        r"at every model width") as info:
+        load_spec(spec)
+    assert info.value.field == "branch[1].channel[1]"
 
 
 def test_an_op_table_sets_init_ranges(tmp_path) -> None:

@@ -79,6 +79,7 @@ class Expr:
                             "use a token operator defined for this layout (dwconv2d on "
                             "grid2d specs; dwconv1d, long_conv, prefix_sum on sequences)")
         self.layout = layouts.pop() if layouts else "any"
+        _check_fixed_split(op, self.attrs, [x.width for x in inputs], field or op)
         try:
             self.width = _ops.shape_rules[op](self.attrs, [x.width for x in inputs])
         except ShapeError as err:
@@ -117,6 +118,22 @@ class Expr:
 
     def __repr__(self) -> str:
         return f"Expr({self.op}, {self.name or self.label or ''}, width={self.width})"
+
+
+def _check_fixed_split(op: str, attrs: dict[str, Any], widths: list[Width], field: str) -> None:
+    """SpecError where a per-head op's input has a width that does not depend on D (a dense
+    with an integer `out`) and does not split into its heads (times its copies, for a
+    contract): no model width makes it valid, so the fix is the width, not --dim."""
+    heads = attrs.get("heads")
+    if not heads or not widths or widths[0].power != 0:
+        return
+    times = attrs.get("times") if op == "contract" else None
+    split = heads * (times or 1)
+    if widths[0].coef % split:
+        what = f"heads={heads}" + (f" times times={times}" if times else "")
+        raise SpecError(field, f"op '{op}' splits its input into {what}, but the input has "
+                        f"{widths[0]} channels at every model width",
+                        f"give the map before it an out that is a multiple of {split}")
 
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)  # hi - lo must hold in a parameter's default dtype
