@@ -34,6 +34,10 @@ def test_compile_run_prints_the_summary(tmp_path: Path, capsys: pytest.CaptureFi
     ('channel = { op = "dense", bias = true }', 'projection = { op = "dense" }',
      "W1⊙Z1: degrees {0,1}\n"),
     ('channel = { op = "identity" }', "", "W1⊙Z1: degrees {1} (homogeneous)\n"),
+    # P = W1 ⊙ Z1 + L: the bias L is a term of its own (P, the bias node, was listed as the
+    # only term, its summands' degrees merged)
+    ('channel = { op = "dense", bias = true }', 'bias = true\nprojection = { op = "dense" }',
+     "W1⊙Z1: degrees {0,1}; L: degrees {0} (homogeneous)\n"),
 ])
 def test_the_summary_names_ps_terms(tmp_path: Path, capsys: pytest.CaptureFixture,
                                     branch: str, output: str, terms: str) -> None:
@@ -42,6 +46,19 @@ def test_the_summary_names_ps_terms(tmp_path: Path, capsys: pytest.CaptureFixtur
                     f'token = {{ op = "identity" }}\n[output]\n{output}\n')
     assert cli.main(["compile", str(spec), "--dim", "8", "--run"]) == 0
     assert f"terms of P     {terms}" in capsys.readouterr().out
+
+
+def test_inspect_lists_ps_terms_beside_its_bias(tmp_path: Path,
+                                               capsys: pytest.CaptureFixture) -> None:
+    """output.bias adds L to P: inspect lists W1⊙Z1, W2⊙Z2 and L, not one term "P"."""
+    spec = tmp_path / "two.toml"
+    spec.write_text('layout = "sequence"\ndegree = 2\n' + '[[branch]]\nchannel = { op = '
+                    '"dense" }\ntoken = { op = "identity" }\n' * 2 + '[output]\nbias = true\n'
+                    'projection = { op = "dense" }\n')
+    assert cli.main(["inspect", str(spec)]) == 0
+    out = capsys.readouterr().out
+    assert ("  term W1⊙Z1: degrees {1}, homogeneous\n  term W2⊙Z2: degrees {2}, homogeneous\n"
+            "  term L: degrees {0}, homogeneous\n") in out, out
 
 
 def test_a_spec_without_flops_is_summarised(tmp_path: Path,

@@ -24,10 +24,12 @@ def output_terms(g: Graph, projection: int | None = None) -> list[tuple[str, Deg
     """The summands of the output polynomial P (before the projection), with their degrees.
 
     projection: how many unary maps follow P (a TOML spec's `len(form.projection)`); P is
-    that many steps back from the output, past a hook normalising it. None (a DSL spec, whose
-    P is not marked): the first node back from the output with several inputs, or X."""
+    that many steps back from the output, past a hook normalising it; its degree-0 term L
+    (output.bias) is a term of its own, "L". None (a DSL spec, whose P is not marked): the
+    first node back from the output with several inputs, or X."""
     deg = degrees(g)
     nid = g.inputs(g.output_id)[0]
+    constant: list[tuple[str, Degrees]] = []
     if projection is None:
         while len(g.inputs(nid)) == 1:
             nid = g.inputs(nid)[0]
@@ -36,5 +38,8 @@ def output_terms(g: Graph, projection: int | None = None) -> list[tuple[str, Deg
             nid = g.inputs(nid)[0]
         if g.node(nid).op == "normalize":  # P's hook: the terms are those of its input
             nid = g.inputs(nid)[0]
+        if g.node(nid).op == "bias":  # P = sum of W_i ⊙ Z_i, + L
+            constant = [("L", Degrees(frozenset({0})))]
+            nid = g.inputs(nid)[0]
     terms = g.inputs(nid) if g.node(nid).op == "add" else (nid,)
-    return [(g.node(t).label or g.node(t).op, deg[t]) for t in terms]
+    return [(g.node(t).label or g.node(t).op, deg[t]) for t in terms] + constant
