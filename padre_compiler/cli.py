@@ -36,7 +36,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from padre_compiler import argtypes
-from padre_compiler.errors import PadreError, first_line
+from padre_compiler.errors import PadreError, ShapeError, first_line
 from padre_compiler.paths import (
     check_writable_folder,
     checkout_path,
@@ -252,6 +252,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 def _expand(spec, g, args: argparse.Namespace):
     """The symbolic expansion --expand N,D asks for (grid: --expand-grid HxW, H * W = N;
     default 1xN)."""
+    from padre_compiler.ir.graph import validate_dim
     from padre_compiler.symbolic.expand import expand_graph, rational_weights
 
     n, d = args.expand
@@ -261,6 +262,10 @@ def _expand(spec, g, args: argparse.Namespace):
     if grid and grid[0] * grid[1] != n:
         raise PadreError(f"--expand-grid {grid[0]}x{grid[1]} has {grid[0] * grid[1]} tokens but "
                          f"--expand {n},{d} asks for N = {n}; give H x W = N")
+    try:  # before the weights are drawn: their shapes need every width to exist at D
+        validate_dim(g, d)
+    except ShapeError as err:
+        raise PadreError(f"{spec.source}: expansion at D={d}: {err}") from None
     w = None if args.symbolic_weights else rational_weights(g.decls, d)
     return expand_graph(g, n, d, grid=grid, weights=w)
 

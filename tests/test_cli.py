@@ -191,6 +191,21 @@ def test_inspect_expands_a_normalised_spec_and_checks_its_width(
     assert "must be positive" in capsys.readouterr().err
 
 
+def test_inspect_expand_at_a_width_the_spec_lacks_names_the_file_and_op(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """Widths D * D // 3 at D = 4: the expansion's weights were drawn before the widths were
+    checked, and the error named neither the spec file nor the op ("width D*D//3 is not a
+    positive integer at dim=4")."""
+    spec = tmp_path / "heads3.toml"
+    spec.write_text('layout = "sequence"\ndegree = 1\n[[branch]]\nchannel = [{ op = "dense" }, '
+                    '{ op = "expand", heads = 3 }]\ntoken = "identity"\n[output]\nprojection = '
+                    '{ op = "contract", heads = 3 }\n')
+    err = _fails(["inspect", str(spec), "--expand", "2,4"],
+                 "expand 'branch1_channel2': width 4 at dim=4 does not split into heads=3", capsys)
+    assert f"{spec}: expansion at D=4" in err
+    assert cli.main(["inspect", str(spec), "--expand", "2,3"]) == 0
+
+
 def test_outputs_never_overwrite_inputs_or_outlive_a_failed_run(
         tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
     from tests.helpers import scale_run_check_modules
