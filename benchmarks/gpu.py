@@ -21,10 +21,11 @@ steps 1-4 leave MODELS_SHARE (30%) to the other models (step 5):
    attention on SDPA's flash and cuDNN backends (each where it runs; the faster is the
    baseline, and the JSON's attention_from names it), hand-written eager in both conv layouts
    (channels-last views and contiguous NCHW copies: the ratios take the faster,
-   "eager_best"), torch.compile of the hand-written module (forward, C = 384, N in
-   {3136, 25600} only: its compile time counts against the budget); forward and
-   forward+backward; the first forward call at each shape (compiles, first-launch tuning) is
-   timed on its own;
+   "eager_best"); forward and forward+backward; the first forward call at each shape
+   (compiles, first-launch tuning) is timed on its own. torch.compile of the hand-written
+   module (forward, at COMPILED_SHAPES only) is timed once every target row is: its
+   compiles (~30 s each, counted against the budget) come out of what the non-target rows
+   would have, never out of a target row's;
 4. the 3C-wide fused conv alone, both forms, on a channel-major input with the input bias
    folded in, as the module feeds it
    (ms and useful TFLOP/s: where the time goes), and its backward (dx, dw, db); the Toeplitz
@@ -251,6 +252,7 @@ GRAPHED = ("triton", "triton_direct", *ATTENTION_BACKENDS)
 TIMINGS = ("ms", "ms_graph", "ms_train")  # a row's timing fields, {label: ms} each
 LABEL_LEAST_S = 20  # seconds left for a label of a row to be timed
 COMPILE_LEAST_S = 60  # for torch.compile of the hand-written module (~30 s to compile)
+COMPILED_SHAPES = ((384, 3136), (384, 25600))  # (C, N) where it is timed (after the targets)
 
 
 class OnBackend(nn.Module):
@@ -381,12 +383,10 @@ def time_row(mod, c: int, n: int, batch: int, device, rates, budget: Budget,
         "eager": (None, hand),
         "eager_nchw": (None, hand_nchw),
     }
-    if c == 384 and n in (3136, 25600) and not smoke:
-        candidates["compiled_hand"] = (None, torch.compile(hand))  # forward only
     # the hand-written module's gradients, made at the first Triton form's check
     reference: dict[str, torch.Tensor | None] = {}
     for label, (form, module) in candidates.items():
-        if budget.left() < (COMPILE_LEAST_S if label == "compiled_hand" else LABEL_LEAST_S):
+        if budget.left() < LABEL_LEAST_S:
             row["ms"][label] = None
             row.setdefault("skipped", []).append(label)
             continue
@@ -410,9 +410,6 @@ def time_row(mod, c: int, n: int, batch: int, device, rates, budget: Budget,
                         row["ms_graph"][label] = graph_ms(lambda m=module: m(x), device)
                 except Exception as err:  # recorded; the label's other timings go on
                     row.setdefault("errors", {})[f"{label} (CUDA graph)"] = repr(err)[:300]
-            if label == "compiled_hand":
-                continue  # a second (backward) compile would not fit the budget
-
             def step(m=module):
                 xg.grad = None
                 m(xg).backward(g)
@@ -466,6 +463,45 @@ def time_row(mod, c: int, n: int, batch: int, device, rates, budget: Budget,
         except Exception as err:  # recorded, the row goes on
             row.setdefault("errors", {})["conv3c"] = repr(err)[:300]
     os.environ.pop("PADRE_TRITON_CONV", None)
+    ratios(row, rates)
+    return row
+
+
+def time_compiled_hand(row: dict, mod, device, rates, budget: Budget) -> None:
+    """torch.compile of the hand-written module at a timed row's shape, forward only (a second,
+    backward compile would not fit the budget): its first call (the compile) and its median,
+    into the row, whose ratios are then made again. Called once every target row is timed:
+    at COMPILE_LEAST_S left, a compile in the first target row's timings had left the later
+    target rows too little (a row's labels skipped, or the whole row)."""
+    c, n, batch = row["C"], row["N"], row["batch"]
+    if budget.left() < COMPILE_LEAST_S:
+        row["ms"]["compiled_hand"] = None
+        row.setdefault("skipped", []).append("compiled_hand")
+        return
+    try:
+        hand, _ = build(mod, c, n, device, torch.bfloat16)
+        x = torch.randn(batch, n, c, device=device, dtype=torch.bfloat16)
+        compiled = torch.compile(hand, dynamic=False)  # a static graph at each shape
+        with torch.no_grad():
+            t0 = time.perf_counter()
+            compiled(x)
+            sync(device)
+            row.setdefault("first_call_s", {})["compiled_hand"] = time.perf_counter() - t0
+            row["ms"]["compiled_hand"] = median_ms(lambda: compiled(x), device)
+    except Exception as err:  # recorded, the row's other timings stand
+        row["ms"]["compiled_hand"] = None
+        row.setdefault("errors", {})["compiled_hand"] = repr(err)[:300]
+        print(f"  compiled_hand failed at C={c} N={n}: {err!r}"[:300], flush=True)
+    finally:
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    ratios(row, rates)
+
+
+def ratios(row: dict, rates: dict[str, float]) -> None:
+    """A timed row's fastest attention and eager layout, floors, fractions of the floor and
+    speed-ups, from its timings so far (made again where a timing is added)."""
+    c, n, batch = row["C"], row["N"], row["batch"]
     take_fastest(row, ("eager", "eager_nchw"), "eager_best")  # the faster layout
     take_fastest(row, tuple(ATTENTION_BACKENDS), "attention")
     if set(ATTENTION_BACKENDS) <= set(row.get("attention_unavailable", ())):
@@ -496,7 +532,6 @@ def time_row(mod, c: int, n: int, batch: int, device, rates, budget: Budget,
             row[f"x_attention_train_{label}"] = tr["attention"] / tt
         if tt and label != "attention":
             row[f"floor_fraction_train_{label}"] = 3 * floor / tt
-    return row
 
 
 def fmt(v, spec: str = ".3f") -> str:
@@ -874,26 +909,43 @@ def main() -> int:
             plot(ordered, out / "gpu_padre3.png")
 
     padre3_budget = budget.less(models_reserve)  # the models' share kept back
-    for c, n, batch in shapes:
+
+    def report(row: dict) -> None:
+        ms = row.get("ms", {})
+        print(f"C={row['C']:4d} N={row['N']:6d} B={row['batch']:3d}: triton "
+              f"{fmt(ms.get('triton'))} ms, direct {fmt(ms.get('triton_direct'))}, eager "
+              f"{fmt(ms.get('eager_best'))}, compile {fmt(ms.get('compiled_hand'))}, attention "
+              f"{_attention(row, 'ms')}; x attn {fmt(row.get('x_attention_triton'), '.2f')}, "
+              f"x eager {fmt(row.get('x_eager_triton'), '.2f')}, "
+              f"floor frac {fmt(row.get('floor_fraction_triton'), '.2f')} "
+              f"[{budget.left():.0f} s left]", flush=True)
+
+    def padre3_row(c: int, n: int, batch: int) -> None:
         if padre3_budget.left() < 25:
             rows.append({"C": c, "N": n, "batch": batch, "skipped": ["all (time budget)"]})
             save()
-            continue
+            return
         try:
             row = time_row(mod, c, n, batch, device, meta["peaks"], padre3_budget, args.smoke)
         except Exception as err:  # the row is recorded as failed
             traceback.print_exc()
             row = {"C": c, "N": n, "batch": batch, "errors": {"row": repr(err)[:300]}}
         rows.append(row)
-        ms = row.get("ms", {})
-        print(f"C={c:4d} N={n:6d} B={batch:3d}: triton {fmt(ms.get('triton'))} ms, "
-              f"direct {fmt(ms.get('triton_direct'))}, eager {fmt(ms.get('eager_best'))}, "
-              f"compile {fmt(ms.get('compiled_hand'))}, attention {_attention(row, 'ms')}; "
-              f"x attn {fmt(row.get('x_attention_triton'), '.2f')}, "
-              f"x eager {fmt(row.get('x_eager_triton'), '.2f')}, "
-              f"floor frac {fmt(row.get('floor_fraction_triton'), '.2f')} "
-              f"[{budget.left():.0f} s left]", flush=True)
+        report(row)
         save(with_plot=True)
+
+    targets = [shape for shape in shapes if shape[:2] in TARGETS]
+    for shape in targets:
+        padre3_row(*shape)
+    # torch.compile's baseline once every target row is timed (never in --smoke)
+    for row in [] if args.smoke else [r for r in rows if "ms" in r]:
+        if (row["C"], row["N"]) in COMPILED_SHAPES:
+            time_compiled_hand(row, mod, device, meta["peaks"], padre3_budget)
+            report(row)
+            save(with_plot=True)
+    for shape in shapes:
+        if shape not in targets:
+            padre3_row(*shape)
     meta.update({name: [] for name in MODELS})
     for name, c, n, batch in model_order(args.smoke):  # the whole budget, models' share left
         if budget.left() < MODEL_LEAST_S:

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -146,6 +147,94 @@ def test_gpu_script_keeps_the_models_share_and_saves_after_every_row(tmp_path: P
     assert gpu.main() == 0 and [name for name, _, _ in seen] == ["padre3"]
     result = json.loads((tmp_path / "gpu_padre3.json").read_text())
     assert all(r["skipped"] for name in gpu.MODELS for r in result["meta"][name])
+
+
+def test_gpu_compiles_no_baseline_before_every_target_row_is_timed(tmp_path: Path,
+                                                                   monkeypatch) -> None:
+    """torch.compile of the hand-written module (a ~30 s compile at each of COMPILED_SHAPES)
+    is timed once every target row is: compiled inside the first target row's timings, with
+    the budget device_check.sh gives (230 s), it left a later target row none of its
+    timings. With more budget both compiles are timed, and the rows' ratios include them.
+    Every timing here costs the clock 3 s and a compile 50 s; the tensors are on the meta
+    device."""
+    sys.path.insert(0, str(ROOT))
+    import torch
+    from torch import nn
+
+    from benchmarks import gpu
+
+    clock = [0.0]
+    monkeypatch.setattr(gpu.time, "perf_counter", lambda: clock[0])
+
+    class Fake(nn.Module):  # every module of a row: x * w, no cost but the clock's
+        def __init__(self, c: int, *args, **kwargs) -> None:
+            super().__init__()
+            self.w = nn.Parameter(torch.ones(c))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x * self.w
+
+        def spec_tensors(self, of):
+            return {"w": of(self.w)}
+
+    class Compiled(nn.Module):  # torch.compile's module: its first call compiles, 50 s
+        def __init__(self, module: nn.Module, **kwargs) -> None:
+            super().__init__()
+            self.module, self.compiled = module, False
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            if not self.compiled:
+                clock[0] += 50
+                self.compiled = True
+            return self.module(x)
+
+    def median_ms(fn, device, **kwargs):  # every timing: 3 s
+        fn()
+        clock[0] += 3
+        return 1.0
+
+    def build(mod, c, n, device, dtype):
+        return Fake(c).to(device, dtype), Fake(c).to(device, dtype)
+
+    mod = types.SimpleNamespace(dwconv_hadamard=lambda *a, **k: None,
+                                _dwconv_hadamard_bwd_impl=lambda *a, **k: None)
+    monkeypatch.setattr(gpu, "load_generated", lambda name, backend="triton": mod)
+    monkeypatch.setattr(gpu, "peaks", lambda device, smoke: {"matmul_flops": 1e12,
+                                                             "bandwidth": 1e11})
+    monkeypatch.setattr(gpu, "gate", lambda mod, device, smoke: {"toeplitz": {"ok": True}})
+    monkeypatch.setattr(gpu, "plot", lambda rows, path: None)
+    monkeypatch.setattr(gpu, "median_ms", median_ms)
+    monkeypatch.setattr(gpu, "build", build)
+    monkeypatch.setattr(gpu, "rel", lambda a, b: 0.0)
+    monkeypatch.setattr(gpu, "HandwrittenPadre3", Fake)
+    monkeypatch.setattr(gpu, "Attention", Fake)
+    monkeypatch.setattr(gpu, "model_order", lambda smoke: [])
+
+    class Torch(types.ModuleType):  # gpu.py's torch, its device a GPU's stand-in
+        def __getattr__(self, name: str):
+            return getattr(torch, name)
+
+    fake_torch = Torch("torch")
+    fake_torch.compile = lambda module, **kwargs: Compiled(module)
+    fake_torch.device = lambda kind: torch.device("meta")  # no data: nothing to compute
+    monkeypatch.setattr(gpu, "torch", fake_torch)
+    monkeypatch.setenv("OUT", str(tmp_path))
+
+    def run(budget: int) -> dict:
+        clock[0] = 0.0
+        monkeypatch.setattr(sys, "argv", ["gpu.py", "--budget", str(budget), "--dims", "384",
+                                          "--tokens", *map(str, gpu.GRIDS)])
+        gpu.main()
+        rows = json.loads((tmp_path / "gpu_padre3.json").read_text())["rows"]
+        return {(r["C"], r["N"]): r for r in rows}
+
+    rows = run(230)
+    for shape in gpu.TARGETS:
+        assert rows[shape].get("x_attention_triton"), (shape, rows[shape])
+    rows = run(500)
+    for shape in ((384, 3136), (384, 25600)):
+        assert rows[shape]["ms"].get("compiled_hand") == 1.0
+        assert rows[shape]["x_attention_compiled_hand"] == 1.0
 
 
 def test_every_model_is_timed_at_sizes_its_spec_is_defined_for() -> None:
