@@ -26,10 +26,11 @@ steps 1-4 leave MODELS_SHARE (30%) to the other models (step 5):
    module (forward, at COMPILED_SHAPES only) is timed once every target row is: its
    compiles (~30 s each, counted against the budget) come out of what the non-target rows
    would have, never out of a target row's;
-4. the 3C-wide fused conv alone, both forms, on a channel-major input with the input bias
-   folded in, as the module feeds it
-   (ms and useful TFLOP/s: where the time goes), and its backward (dx, dw, db); the Toeplitz
-   tiles each shape's first launch picked (kernels.fastest) are recorded in the JSON's meta;
+4. the 3C-wide fused conv alone, both forms, on the input the module's dense_for_conv gives
+   it in that form (Toeplitz: channel-major, the dense bias folded into the conv; direct:
+   token-major, the bias added by F.linear) (ms and useful TFLOP/s: where the time goes),
+   and its backward (dx, dw, db); the Toeplitz tiles each shape's first launch picked
+   (kernels.fastest) are recorded in the JSON's meta;
 5. SimA and Castling-ViT, on the linear-attention kernels (head_state / head_apply; Castling-ViT's
    q and k row normalisations inside them), Conv2Former (its gated 11x11 conv, the conv's
    input from a channel-major GEMM of its own) and Hyena (its long convolution's products,
@@ -441,25 +442,32 @@ def time_row(mod, c: int, n: int, batch: int, device, rates, budget: Budget,
     reference.clear()
     if budget.left() > 30:  # the 3C-wide fused conv alone, per form: where the time goes
         try:
-            # channel-major, as dense_for_conv stores the module's conv inputs
-            x3 = torch.randn(batch, 3 * c, n, device=device, dtype=dtype).mT
             w3 = torch.randn(3 * c, KERNEL, KERNEL, device=device, dtype=dtype)
             b3 = torch.randn(3 * c, device=device, dtype=dtype)
-            bi3 = torch.randn(3 * c, device=device, dtype=dtype)  # dense_for_conv's, folded
+            dense3 = torch.randn(3 * c, c, device=device, dtype=dtype) / c**0.5
+            dense_b3 = torch.randn(3 * c, device=device, dtype=dtype)
             dz3 = torch.randn(batch, n, 3 * c, device=device, dtype=dtype)
             h, w = GRIDS[n]
             for form in FORMS:
                 os.environ["PADRE_TRITON_CONV"] = form
-                t = median_ms(lambda: mod.dwconv_hadamard(
+                # the conv's input as the module's dense_for_conv gives it in this form:
+                # channel-major with the bias left to the conv (in_bias) in the Toeplitz form,
+                # token-major with the bias added (no in_bias) in the direct form
+                with torch.no_grad():
+                    x3, bi3 = mod.dense_for_conv(x, dense3, dense_b3, h, KERNEL, KERNEL,
+                                                 fold_bias=True)
+                t = median_ms(lambda x3=x3, bi3=bi3: mod.dwconv_hadamard(
                     x3, w3, b3, None, None, None, None, h, w, KERNEL // 2, KERNEL // 2, True,
                     False, in_bias=bi3), device)
                 row[f"conv3c_ms_{form}"] = t
                 row[f"conv3c_useful_tflops_{form}"] = (
                     2 * n * batch * 3 * c * KERNEL * KERNEL / (t * 1e-3) / 1e12)
                 # its backward (dz given): dx, dw, db; twice the taps' multiply-adds
-                row[f"conv3c_bwd_ms_{form}"] = median_ms(lambda: mod._dwconv_hadamard_bwd_impl(
-                    x3, w3, b3, None, None, None, None, dz3, None, h, w, KERNEL // 2,
-                    KERNEL // 2, in_bias=bi3), device)
+                row[f"conv3c_bwd_ms_{form}"] = median_ms(
+                    lambda x3=x3, bi3=bi3: mod._dwconv_hadamard_bwd_impl(
+                        x3, w3, b3, None, None, None, None, dz3, None, h, w, KERNEL // 2,
+                        KERNEL // 2, in_bias=bi3), device)
+                del x3, bi3
         except Exception as err:  # recorded, the row goes on
             row.setdefault("errors", {})["conv3c"] = repr(err)[:300]
     os.environ.pop("PADRE_TRITON_CONV", None)

@@ -237,6 +237,37 @@ def test_gpu_compiles_no_baseline_before_every_target_row_is_timed(tmp_path: Pat
         assert rows[shape]["x_attention_compiled_hand"] == 1.0
 
 
+def test_gpu_times_the_3c_conv_on_the_input_the_module_gives_it(monkeypatch) -> None:
+    """The 3C-wide conv timed alone (conv3c_ms_*) gets, in each form, the input the module's
+    own 3C conv gets from dense_for_conv: channel-major with the dense bias left to the conv
+    in the Toeplitz form, token-major with the bias added by F.linear in the direct form.
+    Both forms had been timed on the Toeplitz form's input, which the direct kernel reads
+    through strides, after a pass adding the bias. The fused calls are recorded, not run."""
+    sys.path.insert(0, str(ROOT))
+    import torch
+
+    from benchmarks import gpu
+
+    mod = gpu.load_generated("padre3")
+    c, n, batch = 16, 196, 2
+    seen: dict[str, set] = {}
+
+    def dwconv_hadamard(x, weight, *args, in_bias=None, **kwargs):
+        if weight.shape[0] == 3 * c:  # the module's 3C conv and the one timed alone
+            seen.setdefault(os.environ["PADRE_TRITON_CONV"], set()).add(
+                (x.stride(1) == 1, in_bias is None))
+        return torch.zeros(x.shape, dtype=x.dtype), torch.zeros(x.shape, dtype=x.dtype)
+
+    monkeypatch.setattr(mod, "dwconv_hadamard", dwconv_hadamard)
+    monkeypatch.setattr(mod, "_dwconv_hadamard_bwd_impl", lambda *a, **k: None)
+    monkeypatch.setattr(gpu, "median_ms", lambda fn, device, **_: fn() and 1.0)
+    row = gpu.time_row(mod, c, n, batch, torch.device("cpu"), {"matmul_flops": 1e12,
+                                                                 "bandwidth": 1e11},
+                       gpu.Budget(1e6), smoke=True)
+    assert "conv3c" not in row.get("errors", {}), row.get("errors")
+    assert seen == {"toeplitz": {(True, False)}, "direct": {(False, True)}}, seen
+
+
 def test_every_model_is_timed_at_sizes_its_spec_is_defined_for() -> None:
     """gpu.py's model rows (Hyena's filter has 1,024 taps: at 3,136 tokens its module
     refuses the call, and the row would only record the error)."""
