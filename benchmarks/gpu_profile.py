@@ -123,8 +123,9 @@ def tile_sweep(mod, device, dtype, smoke: bool, save=lambda results: None) -> li
     depthwise conv (NCHW, the same bytes) as a baseline; ".ca" strips are left out where the
     installed Triton ignores them (the same code as the default, so the same time). A tile
     that fails to compile or launch is recorded as such, and so is one whose output is off
-    the default tiles' (sweep_shape); `save` gets the results after each shape (a time limit
-    may end the sweep). Each shape's tiles are compiled together before the first is timed."""
+    the default tiles' (sweep_shape); `save` gets the results after each tile (a time limit
+    may end the sweep). Each shape's tiles are compiled together before the first is
+    timed."""
     os.environ["PADRE_TRITON_CONV"] = "toeplitz"
     real = mod.dwconv_toeplitz_configs
     skip_ca = strip_cache_ignored(getattr(mod, "SAME_CODE", {}))
@@ -140,8 +141,9 @@ def tile_sweep(mod, device, dtype, smoke: bool, save=lambda results: None) -> li
     try:
         for c3, n, batch in [(96, 196, 1)] if smoke else [(3 * c, n, b)
                                                            for c, n, b in SWEEP_SHAPES]:
+            done = list(results)
             results += sweep_shape(mod, real, c3, n, batch, grid[:2] if smoke else grid,
-                                   device, dtype)
+                                   device, dtype, lambda rows, done=done: save(done + rows))
             save(results)
     finally:
         mod.dwconv_toeplitz_configs = real
@@ -149,11 +151,13 @@ def tile_sweep(mod, device, dtype, smoke: bool, save=lambda results: None) -> li
     return results
 
 
-def sweep_shape(mod, real, c: int, n: int, batch: int, grid, device, dtype) -> list[dict]:
+def sweep_shape(mod, real, c: int, n: int, batch: int, grid, device, dtype,
+                save=lambda results: None) -> list[dict]:
     """One shape of tile_sweep: cuDNN's time, then each tile of `grid`'s, where its output
     is within BF16_TOL (relative to the largest) of the default tiles' (`err_vs_default`;
     else it is marked `disagrees` and not timed). The default tiles' own output is compared
-    with cuDNN's (`err_vs_cudnn` of the cuDNN row)."""
+    with cuDNN's (`err_vs_cudnn` of the cuDNN row). `save` gets this shape's results so far
+    after each tile."""
     import torch.nn.functional as F
 
     h, w = GRIDS[n]
@@ -203,6 +207,7 @@ def sweep_shape(mod, real, c: int, n: int, batch: int, grid, device, dtype) -> l
         except Exception as err:  # out of shared memory, say: recorded, the sweep goes on
             result["tiles"] = dict(tiles, error=repr(err)[:200])
         results.append(result)
+        save(results)
         verdict = (f"{result['ms']:.3f} ms" if result["ms"] is not None else
                    f"off the default tiles by {result['err_vs_default']:.1e}, not timed"
                    if result.get("disagrees") else "failed")

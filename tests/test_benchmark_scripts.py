@@ -372,6 +372,43 @@ def test_profile_sweep_leaves_out_strip_copies_the_triton_ignores() -> None:
     assert not gpu_profile.strip_cache_ignored(other) and not gpu_profile.strip_cache_ignored({})
 
 
+def test_profile_sweep_saves_every_tile_before_a_limit_stops_it(monkeypatch) -> None:
+    """The tile sweep saves after every tile: a run stopped inside a shape's sweep (the
+    profile's time limit) keeps the tiles timed so far, where it had kept none of that
+    shape's."""
+    sys.path.insert(0, str(ROOT))
+    import contextlib
+
+    import torch
+    import torch.nn.functional as F
+
+    from benchmarks import gpu_profile
+
+    def dwconv_hadamard(x, weight, bias, *rest):  # the conv, 14 x 14
+        b, _, c = x.shape
+        z = F.conv2d(x.mT.reshape(b, c, 14, 14), weight[:, None], bias, padding=5, groups=c)
+        return z.flatten(2).mT, None, None
+
+    mod = types.SimpleNamespace(dwconv_hadamard=dwconv_hadamard, SAME_CODE={},
+                                dwconv_toeplitz_configs=lambda *a, **k: ({"BC": 8, "BH": 64},),
+                                fastest=lambda key, configs, launch: configs[0],
+                                compile_together=lambda configs, launch: None)
+    timed = []
+
+    def median_ms(fn, device, **_):  # cuDNN, the first tile, then the limit
+        if len(timed) == 2:
+            raise SystemExit("time limit")
+        timed.append(1)
+        return 1.0
+
+    monkeypatch.setattr(gpu_profile, "median_ms", median_ms)
+    saved = []
+    with contextlib.suppress(SystemExit):
+        gpu_profile.tile_sweep(mod, torch.device("cpu"), torch.float32, True, saved.append)
+    assert saved and [r["tiles"] == "cudnn" for r in saved[-1]] == [True, False], saved
+    assert saved[-1][1]["ms"] == 1.0
+
+
 def test_gpu_script_times_the_target_shapes_first() -> None:
     """The budget may stop the timings before the last shape: the targets come first, then
     every other shape once."""
