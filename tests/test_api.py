@@ -514,3 +514,23 @@ def test_long_filters_past_the_tokens_get_no_gradient(name: str, share: float) -
     total = sum(p.numel() for p in module.parameters())
     zero = sum(int((p.grad == 0).sum()) for p in module.parameters())
     assert round(zero / total, 2) == share
+
+
+@pytest.mark.parametrize("kw, words", [
+    (dict(fixed_dim=0), "fixed_dim: expected a positive integer or None, got int 0"),
+    (dict(fixed_dim=-3), "got int -3"),
+    (dict(fixed_dim="8"), "got str '8'"),  # was written into the generated constructor as code
+    (dict(fixed_dim=8.0), "got float 8.0"),  # was an AttributeError in compile
+    (dict(fixed_dim=True), "got bool True"),
+    (dict(description=3), "description: expected a string, got int 3"),
+    (dict(output=3), "output: expected a spec expression, got int 3"),
+])
+def test_dsl_spec_checks_its_arguments(kw: dict, words: str) -> None:
+    """dsl.spec refused nothing of these: fixed_dim = '8' compiled to a module that refused
+    dim=8 ("valid at dim = 8 only, not 8"), 8.0 crashed compile, output=3 was an
+    AttributeError."""
+    x = dsl.tokens("sequence")
+    with pytest.raises(pc.SpecError, match=re.escape(words)):
+        dsl.spec("s", layout="sequence", **{"output": dsl.dense(x, "w"), **kw})
+    spec = dsl.spec("s", layout="sequence", output=dsl.dense(x, "w"), fixed_dim=np.int64(8))
+    assert spec.fixed_dim == 8 and type(spec.fixed_dim) is int

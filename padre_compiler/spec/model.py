@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -53,6 +54,21 @@ class Spec:
                   source: str = "<python>", form: CanonicalForm | None = None,
                   raw: dict[str, Any] | None = None, fixed_dim: int | None = None) -> Spec:
         require_identifier(name, "name", spec=True, source=source)
+        if not isinstance(output, Expr):
+            raise SpecError("output", f"expected a spec expression, got {type(output).__name__} "
+                            f"{output!r}", "build the output from dsl.tokens() with the dsl ops",
+                            source=source)
+        if not isinstance(description, str):
+            raise SpecError("description", f"expected a string, got {type(description).__name__} "
+                            f"{description!r}", "describe the spec in words", source=source)
+        if fixed_dim is not None:  # written into the generated constructor's check
+            if not (isinstance(fixed_dim, numbers.Integral) and not isinstance(fixed_dim, bool)
+                    and fixed_dim >= 1):
+                raise SpecError("fixed_dim", f"expected a positive integer or None, got "
+                                f"{type(fixed_dim).__name__} {fixed_dim!r}",
+                                "give the one model width the graph is valid at (e.g. heads * "
+                                "head width), or None for any width", source=source)
+            fixed_dim = int(fixed_dim)
         if layout not in LAYOUTS:
             raise SpecError("layout", f"unknown layout '{layout}'",
                             f"use one of: {', '.join(LAYOUTS)}", source=source)
