@@ -534,3 +534,18 @@ def test_dsl_spec_checks_its_arguments(kw: dict, words: str) -> None:
         dsl.spec("s", layout="sequence", **{"output": dsl.dense(x, "w"), **kw})
     spec = dsl.spec("s", layout="sequence", output=dsl.dense(x, "w"), fixed_dim=np.int64(8))
     assert spec.fixed_dim == 8 and type(spec.fixed_dim) is int
+
+
+def test_dsl_refuses_operands_and_names_of_the_wrong_type() -> None:
+    """A non-expression operand was an AttributeError ('str' object has no attribute
+    'layout'), a non-string name a TypeError from inside re."""
+    x = dsl.tokens("sequence")
+    for wrong, got in ((lambda: dsl.dense("x", "w"), "str 'x'"),
+                       (lambda: dsl.dense(None, "w"), "NoneType None"),
+                       (lambda: dsl.add(x, 3), "int 3")):
+        with pytest.raises(pc.SpecError, match=re.escape(f"takes spec expressions, got {got}")):
+            wrong()
+    with pytest.raises(pc.SpecError, match=re.escape("op name 3 is not a string (int)")):
+        dsl.dense(x, 3)
+    with pytest.raises(pc.SpecError, match=re.escape("spec name None is not a string")):
+        dsl.spec(None, layout="sequence", output=dsl.dense(x, "w"))

@@ -22,6 +22,8 @@ def class_name(spec_name: str) -> str:
 
 def name_problem(name: str, spec: bool = False) -> str | None:
     """Why `name` cannot name a spec (`spec`) or an op in generated code, or None."""
+    if not isinstance(name, str):  # dsl.dense(x, 3): a problem, not a TypeError in re
+        return f"is not a string ({type(name).__name__})"
     if not NAME.match(name):
         return "is not a name generated code can use"
     if spec and keyword.iskeyword(class_name(name)):

@@ -61,6 +61,11 @@ class Expr:
                  name: str | None = None, label: str = "", field: str = "",
                  init: Mapping[str, tuple[float, float]] | None = None) -> None:
         opdef = OPS[op]
+        for x in inputs:  # dsl.dense("x", "w"), dsl.add(a, 3): not an AttributeError below
+            if not isinstance(x, Expr):
+                raise SpecError(field or op, f"op '{op}' takes spec expressions, got "
+                                f"{type(x).__name__} {x!r}",
+                                "build its input from dsl.tokens() with the dsl ops")
         if name is not None:
             require_identifier(name, f"{field}.name" if field else op)
         self.op, self.inputs, self.name, self.label = op, inputs, name, label
