@@ -549,3 +549,16 @@ def test_dsl_refuses_operands_and_names_of_the_wrong_type() -> None:
         dsl.dense(x, 3)
     with pytest.raises(pc.SpecError, match=re.escape("spec name None is not a string")):
         dsl.spec(None, layout="sequence", output=dsl.dense(x, "w"))
+
+
+def test_a_spec_that_is_not_a_path_name_or_spec_is_an_argument_error() -> None:
+    """compile(3, ...), load_spec(None) and PadreAttention(spec=3) were TypeErrors from inside
+    pathlib; load_spec's params as a list was read as one parameter named "('heads', 2)"."""
+    from padre_compiler.nn import PadreAttention
+
+    for call in (lambda: pc.compile(3, dim=8), lambda: pc.load_spec(None),
+                 lambda: PadreAttention(8, spec=3)):
+        with pytest.raises(pc.ArgumentError, match=r"spec=(3|None): give a spec file's path"):
+            call()
+    with pytest.raises(pc.ArgumentError, match=re.escape("params=[('heads', 2)]: give a mapping")):
+        pc.load_spec("castling_vit", params=[("heads", 2)])

@@ -22,13 +22,14 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import os
 import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from padre_compiler.errors import SpecError
+from padre_compiler.errors import ArgumentError, SpecError
 from padre_compiler.ir.names import name_problem
 from padre_compiler.ir.registry import OPS
 from padre_compiler.ir.width import Width
@@ -54,6 +55,9 @@ def resolve_spec_path(path_or_name: str | Path) -> Path:
     """A .toml path or an existing path as given (a folder: load_spec says so), else the
     bundled spec of that name; a bare name stays the bundled spec's where a folder of that
     name exists (`-o padre3/module.py` makes one)."""
+    if not isinstance(path_or_name, (str, os.PathLike)):  # compile(3): not a TypeError in Path
+        raise ArgumentError(f"spec={path_or_name!r}: give a spec file's path, a bundled spec's "
+                            "name (such as 'padre3') or a Spec (load_spec, dsl.spec)")
     path = Path(path_or_name)
     bundled = SPECS_DIR / f"{path_or_name}.toml"
     bare = str(path_or_name) == path.name and bundled.exists()  # a bundled spec's name
@@ -76,6 +80,9 @@ def load_spec(path_or_name: str | Path, params: Mapping[str, Any] | None = None)
     """Load and validate a TOML spec given its path or the name of a bundled spec; `params`
     override a family spec's [parameters] (e.g. {"order": 3})."""
     path = resolve_spec_path(path_or_name)
+    if params is not None and not isinstance(params, Mapping):
+        raise ArgumentError(f"params={params!r}: give a mapping of a family spec's parameters "
+                            "to values, e.g. {'order': 3}")
     source = str(path)
     try:
         text = path.read_text(encoding="utf-8")
