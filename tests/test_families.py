@@ -172,3 +172,13 @@ def test_size_parameters_are_bounded_where_they_are_named() -> None:
             load_spec(name, params={param: 2_000_000})
     with pytest.raises(ShapeError, match=r"sima\.toml: expand .* does not split into heads=8"):
         pc.generate("sima", dim=7)
+
+
+def test_castling_head_dim_fixes_the_width_with_one_taylor_term_too() -> None:
+    """head_dim = 3 with taylor_terms = 1 was ignored: the spec compiled at dim 16 with 8
+    heads of width 2, not the 3 it asked for."""
+    spec = load_spec("castling_vit", params={"head_dim": 3})
+    assert spec.fixed_dim == 24
+    with pytest.raises(pc.PadreError, match="valid at dim = 24 only, not 16"):
+        pc.compile(spec, dim=16)
+    assert load_spec("castling_vit").fixed_dim is None  # head_dim = 0: any width

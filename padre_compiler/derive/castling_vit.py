@@ -79,7 +79,8 @@ def castling_spec(heads: int = 8, variant: str = "released", eps: float = 0.0,
                   taylor_terms: int = 1, head_dim: int | None = None) -> Spec:
     """taylor_terms = 2 adds (a_1/π) (Q̂ K̂ᵀ)^{⊙3} V per head through cubic tensor-power
     features (`power3`, width e^4 per head), which fix the head width: head_dim is then
-    required and the spec compiles at D = heads * head_dim only."""
+    required. A spec given head_dim compiles at D = heads * head_dim only (with one term
+    too: a head width the compile then ignored was a silent mismatch)."""
     if taylor_terms not in (1, 2):  # the third arccos term is measured in closed form only
         raise SpecError("parameters.taylor_terms", f"taylor_terms = {taylor_terms!r}: a spec "
                         "is built for 1 or 2 odd arccos terms",
@@ -115,7 +116,7 @@ def castling_spec(heads: int = 8, variant: str = "released", eps: float = 0.0,
                     output=dsl.dense(o + r, "proj", bias=True),
                     description=f"Castling-ViT linear-angular attention ({variant} constant "
                                 f"term{terms})",
-                    fixed_dim=heads * head_dim if taylor_terms >= 2 else None)
+                    fixed_dim=heads * head_dim if head_dim else None)  # given, it holds
 
 
 def power3(t: dsl.Expr, heads: int, e: int) -> dsl.Expr:

@@ -100,8 +100,8 @@ FAMILIES: dict[str, Family] = {
          "taylor_terms": Param(int, 1, "odd Taylor terms of 1 - arccos(x)/pi after the "
                                "constant: 1 keeps x/pi (the released model), 2 adds x^3/(6 pi) "
                                "through e^3 tensor-power features", minimum=1, maximum=2),
-         "head_dim": Param(int, 0, "head width e, required by taylor_terms = 2 (the spec then "
-                           "compiles at D = heads * e only); 0: any D", minimum=0,
+         "head_dim": Param(int, 0, "head width e: the spec then compiles at D = heads * e only; "
+                           "required by taylor_terms = 2; 0: any D", minimum=0,
                            maximum=MAX_SIZE)},
         _castling_vit),
 }
