@@ -562,3 +562,15 @@ def test_a_spec_that_is_not_a_path_name_or_spec_is_an_argument_error() -> None:
             call()
     with pytest.raises(pc.ArgumentError, match=re.escape("params=[('heads', 2)]: give a mapping")):
         pc.load_spec("castling_vit", params=[("heads", 2)])
+
+
+def test_dsl_surrogate_checks_the_types_of_order_and_range() -> None:
+    """order=True was a TypeError from numpy ("deg must be an int"), lo='a' one from the
+    domain comparison."""
+    x = dsl.tokens("sequence")
+    with pytest.raises(pc.SpecError, match=r"order must be an integer in 1\.\.64, got True"):
+        dsl.surrogate(x, "gelu", True, -1, 1)
+    for lo, hi in (("a", 1), (-1, None)):
+        with pytest.raises(pc.SpecError, match="range: expected two numbers lo, hi"):
+            dsl.surrogate(x, "gelu", 4, lo, hi)
+    assert dsl.surrogate(x, "gelu", 4, np.float32(-1), 1).op == "poly"

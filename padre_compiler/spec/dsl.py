@@ -235,9 +235,14 @@ def surrogate(x: Expr, fn: str, order: int, lo: float, hi: float, basis: str = "
     if basis not in BASES:
         raise SpecError(f"{field}.basis" if field else "basis", f"unknown basis '{basis}'",
                         f"use one of: {', '.join(BASES)}")
-    if not (isinstance(order, int) and 1 <= order <= 64):
+    if not (isinstance(order, int) and not isinstance(order, bool) and 1 <= order <= 64):
         raise SpecError(f"{field}.order" if field else "order",
                         f"order must be an integer in 1..64, got {order!r}")
+    if not all(isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_))
+               for v in (lo, hi)):  # "a" or None: not a TypeError in the comparison below
+        raise SpecError(f"{field}.range" if field else "range",
+                        f"expected two numbers lo, hi, got {lo!r}, {hi!r}",
+                        "give range = [lo, hi] with lo < hi inside the function's domain")
     dom_lo, dom_hi = FUNCTIONS[fn][2]
     if not (dom_lo <= lo < hi <= dom_hi):
         raise SpecError(f"{field}.range" if field else "range",
