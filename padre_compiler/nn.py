@@ -130,6 +130,9 @@ class PadreAttention(nn.Module):
         if attn_mask is not None or is_causal:
             raise NotImplementedError("PadreAttention mixes a fixed token grid: attention "
                                       "masks and is_causal cannot be honoured")
+        if not isinstance(x, torch.Tensor):  # a list or an array: not "has no attribute ndim"
+            raise ArgumentError(f"x is a {type(x).__name__}, but PadreAttention takes a tensor "
+                                "[B, N, C]; convert it with torch.as_tensor(x)")
         if x.ndim != 3:
             fix = "add the batch axis: x.unsqueeze(0)" if x.ndim == 2 else "reshape it"
             raise ArgumentError(f"x has shape {tuple(x.shape)}, but PadreAttention takes "

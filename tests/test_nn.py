@@ -174,6 +174,16 @@ def test_forward_names_an_input_that_is_not_batch_tokens_channels() -> None:
         attn(torch.randn(1, 6, 16))
 
 
+def test_forward_names_an_input_that_is_not_a_tensor() -> None:
+    """A nested list was an AttributeError ('list' object has no attribute 'ndim'), a numpy
+    array a TypeError from F.linear."""
+    attn = PadreAttention(8, grid_size=(2, 3))
+    for x in ([[[0.0] * 8] * 6], np.zeros((1, 6, 8), np.float32)):
+        with pytest.raises(ArgumentError, match=r"x is a (list|ndarray), but PadreAttention "
+                           r"takes a tensor \[B, N, C\]; convert it with torch\.as_tensor"):
+            attn(x)
+
+
 def _train_at_two_grids(spec: str, **compile_kw: Any) -> None:
     """torch.compile (Inductor, on the CPU) of a PadreAttention, forward and backward at its
     grid and then at another one passed per call, as timm's dynamic_img_size does."""
