@@ -284,3 +284,19 @@ def test_an_op_table_sets_init_ranges(tmp_path) -> None:
                                  '[-7, -2] } }', 1))
     decls = load_spec(path).param_decls()
     assert [d.init_range for d in decls.values() if d.init_range] == [(-7.0, -2.0)]
+
+
+@pytest.mark.parametrize("nested", ["description = " + "[" * 3000 + "]" * 3000,
+                                    "x = " + "{a=" * 3000 + "1" + "}" * 3000])
+def test_a_spec_nested_too_deeply_is_a_spec_error(tmp_path: Path, nested: str) -> None:
+    """tomllib (and the finiteness check) recurse per level: 3,000 brackets were a
+    RecursionError traceback, exit 1."""
+    spec = tmp_path / "deep.toml"
+    spec.write_text(nested + "\n")
+    with pytest.raises(SpecError, match="nested too deeply to read"):
+        load_spec(spec)
+    out = tmp_path / "out.py"
+    proc = subprocess.run([sys.executable, "-m", "padre_compiler.cli", "compile", str(spec),
+                           "-o", str(out)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr + proc.stdout
+    assert "nested too deeply" in proc.stderr and not out.exists()

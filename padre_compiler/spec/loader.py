@@ -113,13 +113,17 @@ def parse_spec(text: str, source: str = "<string>", default_name: str = "spec",
                         "start from specs/padre3.toml", source=source)
     try:
         data = tomllib.loads(text)
+        _check_finite(data, "")
+    except RecursionError:  # tomllib and _check_finite recurse per level of nesting
+        raise SpecError("", "arrays or tables nested too deeply to read",
+                        "a spec nests a few levels (an operator table, an init range): "
+                        "remove the extra brackets or braces", source=source) from None
     except tomllib.TOMLDecodeError as err:
         fix = "fix the syntax at the line and column given"
         if Path(source).suffix == ".py":  # a DSL spec: the CLI reads TOML only
             fix += ("; a spec built in Python (padre_compiler.dsl) is compiled from Python: "
                     "padre_compiler.compile(spec, dim=...)")
         raise SpecError("", f"not valid TOML: {err}", fix, source=source) from None
-    _check_finite(data, "")
     _unknown_keys(data, TOP_KEYS, "")
     if "family" in data:
         return _build_family(data, source, default_name, params or {})
