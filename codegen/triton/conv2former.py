@@ -26,6 +26,7 @@ import contextvars
 import functools
 import inspect
 import os
+import types
 import warnings
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -250,17 +251,9 @@ if triton is not None:
 # torch.ops namespace of the custom ops below, a digest of the source they were
 # generated from: modules from another source never share them (an edited copy of
 # this file must change it, or it runs the first loaded file's ops)
-DWCONV_OPS = 'padre_dwconv_341319df2ee8'
+DWCONV_OPS = 'padre_dwconv_6da291939d8e'
 
 if triton is not None:
-
-    @triton.jit
-    def tf32_high(v):
-        """v (fp32) with the low 13 mantissa bits cleared: exact in TF32, and v - tf32_high(v)
-        holds the rest, so two TF32 products of a TF32-exact factor give v's fp32 product to
-        ~2^-21 relative (a product of 0/1 masks needs no split of its own)."""
-        return (v.to(tl.uint32, bitcast=True) & 0xFFFFE000).to(tl.float32, bitcast=True)
-
 
     @triton.jit
     def inside(v, n):
@@ -287,65 +280,6 @@ if triton is not None:
             tl.debug_barrier()
         else:
             tl.atomic_add(p, v, mask=mask)
-
-
-    @triton.jit
-    def strip_tile(x, o_rb, o_r, o_k, o_c, m_ck, i_kh, PH: tl.constexpr, H, W, s_xn, s_xc,
-                   STRIP_CACHE: tl.constexpr):
-        """[BC, R, BK] x[b, c, r + i_kh - PH, k] of the Toeplitz kernels (x: [B, N, C], token
-        n = r * W + k of image b; o_rb: [R] offsets b * s_xb of each row's image, or one
-        offset for all; o_r: [R] rows r in their image, o_k: [BK] columns k, o_c: [BC]
-        channels, m_ck: [BC, 1, BK] channel and column validity); 0 outside the image."""
-        o_hi = o_r + (i_kh - PH)  # [R] input rows
-        m_h = inside(o_hi, H)
-        p_x = (x + (o_rb + o_hi * W * s_xn)[None, :, None] + o_k[None, None, :] * s_xn
-               + o_c[:, None, None] * s_xc)
-        return tl.load(p_x, mask=m_ck & m_h[None, :, None], other=0.,
-                       cache_modifier=STRIP_CACHE)
-
-
-    @triton.jit
-    def stacked_rows(r0, BH: tl.constexpr, H, B, I64: tl.constexpr):
-        """Rows r0 + (0..BH-1) of the B images' H rows stacked, as (o_b, o_r, o_rt), each
-        [BH]: the image of each row (a row past the last image: in the last, with o_r >= H,
-        so its outputs are masked; its strip loads may read the last image's rows, unused),
-        its row in that image, the stacked row; the image
-        and the stacked row in int64 where I64 (an offset reaches 2**31)."""
-        o_rt = r0 + tl.arange(0, BH)
-        o_b = (o_rt.to(tl.uint32) // H.to(tl.uint32)).to(tl.int32)  # one unsigned division
-        o_b = tl.minimum(o_b, B - 1)
-        o_r = o_rt - o_b * H
-        if I64:
-            o_b, o_rt = o_b.to(tl.int64), o_rt.to(tl.int64)
-        return o_b, o_r, o_rt
-
-
-    @triton.jit
-    def slab_tile(x, r0, o_k, o_c, m_ck, PH, H, W, s_xn, s_xc, STRIP_CACHE: tl.constexpr,
-                  BC: tl.constexpr, BH: tl.constexpr, BK: tl.constexpr):
-        """[32, BC * BH / 16 * BK] windows laid side by side: row b of window (c, q) holds
-        x[c, r0 + 16 q + b - PH, k] (q < BH / 16; x: one image, strip_tile's other
-        arguments), every input row the row taps (KH <= 17) of output rows
-        r0 + 16 q + (0..15) read."""
-        o_q = tl.arange(0, 2 * BH)  # window q = o_q // 32, row b = o_q % 32
-        b_slab = strip_tile(x, 0, r0 + 16 * (o_q // 32) + o_q % 32, o_k, o_c, m_ck, 0, PH, H,
-                            W, s_xn, s_xc, STRIP_CACHE)  # [BC, 2 BH, BK]
-        b_slab = tl.permute(tl.reshape(b_slab, (BC, BH // 16, 32, BK)), (2, 0, 1, 3))
-        return tl.reshape(b_slab, (32, BC * (BH // 16) * BK))
-
-
-    @triton.jit
-    def slab_strip(b_slab, i_kh, BC: tl.constexpr, BH: tl.constexpr, BK: tl.constexpr):
-        """strip_tile(..., i_kh, ...) for output rows r0 + (0..BH-1) from slab_tile's b_slab:
-        rows a of block q are window rows a + i_kh, so the strip is S @ b_slab with the 0/1 shift
-        S[a, b] = [b = a + i_kh] ([16, 32]): one tensor-core product whose every element has
-        one nonzero term (exact), taken by the next product from registers."""
-        o_a, o_b = tl.arange(0, 16), tl.arange(0, 32)
-        s_i = (o_b[None, :] == o_a[:, None] + i_kh).to(b_slab.dtype)  # [16, 32]
-        DOT: tl.constexpr = "ieee" if b_slab.dtype == tl.float32 else "tf32"  # fp32: exact too
-        b_x = tl.dot(s_i, b_slab, input_precision=DOT).to(b_slab.dtype)  # [16, BC BH / 16 BK]
-        b_x = tl.permute(tl.reshape(b_x, (16, BC, BH // 16, BK)), (1, 2, 0, 3))
-        return tl.reshape(b_x, (BC, BH, BK))
 
 
     @triton.jit(do_not_specialize=["N", "H", "W"])  # one compile for every grid
@@ -521,6 +455,74 @@ if triton is not None:
                     tl.store(da + p_out, (b_do * b_sa[None, :]).to(da.dtype.element_ty), mask=m)
                 else:
                     tl.store(da + p_out, b_do.to(da.dtype.element_ty), mask=m)
+
+if triton is not None:
+
+    @triton.jit
+    def tf32_high(v):
+        """v (fp32) with the low 13 mantissa bits cleared: exact in TF32, and v - tf32_high(v)
+        holds the rest, so two TF32 products of a TF32-exact factor give v's fp32 product to
+        ~2^-21 relative (a product of 0/1 masks needs no split of its own)."""
+        return (v.to(tl.uint32, bitcast=True) & 0xFFFFE000).to(tl.float32, bitcast=True)
+
+
+    @triton.jit
+    def strip_tile(x, o_rb, o_r, o_k, o_c, m_ck, i_kh, PH: tl.constexpr, H, W, s_xn, s_xc,
+                   STRIP_CACHE: tl.constexpr):
+        """[BC, R, BK] x[b, c, r + i_kh - PH, k] of the Toeplitz kernels (x: [B, N, C], token
+        n = r * W + k of image b; o_rb: [R] offsets b * s_xb of each row's image, or one
+        offset for all; o_r: [R] rows r in their image, o_k: [BK] columns k, o_c: [BC]
+        channels, m_ck: [BC, 1, BK] channel and column validity); 0 outside the image."""
+        o_hi = o_r + (i_kh - PH)  # [R] input rows
+        m_h = inside(o_hi, H)
+        p_x = (x + (o_rb + o_hi * W * s_xn)[None, :, None] + o_k[None, None, :] * s_xn
+               + o_c[:, None, None] * s_xc)
+        return tl.load(p_x, mask=m_ck & m_h[None, :, None], other=0.,
+                       cache_modifier=STRIP_CACHE)
+
+
+    @triton.jit
+    def stacked_rows(r0, BH: tl.constexpr, H, B, I64: tl.constexpr):
+        """Rows r0 + (0..BH-1) of the B images' H rows stacked, as (o_b, o_r, o_rt), each
+        [BH]: the image of each row (a row past the last image: in the last, with o_r >= H,
+        so its outputs are masked; its strip loads may read the last image's rows, unused),
+        its row in that image, the stacked row; the image
+        and the stacked row in int64 where I64 (an offset reaches 2**31)."""
+        o_rt = r0 + tl.arange(0, BH)
+        o_b = (o_rt.to(tl.uint32) // H.to(tl.uint32)).to(tl.int32)  # one unsigned division
+        o_b = tl.minimum(o_b, B - 1)
+        o_r = o_rt - o_b * H
+        if I64:
+            o_b, o_rt = o_b.to(tl.int64), o_rt.to(tl.int64)
+        return o_b, o_r, o_rt
+
+
+    @triton.jit
+    def slab_tile(x, r0, o_k, o_c, m_ck, PH, H, W, s_xn, s_xc, STRIP_CACHE: tl.constexpr,
+                  BC: tl.constexpr, BH: tl.constexpr, BK: tl.constexpr):
+        """[32, BC * BH / 16 * BK] windows laid side by side: row b of window (c, q) holds
+        x[c, r0 + 16 q + b - PH, k] (q < BH / 16; x: one image, strip_tile's other
+        arguments), every input row the row taps (KH <= 17) of output rows
+        r0 + 16 q + (0..15) read."""
+        o_q = tl.arange(0, 2 * BH)  # window q = o_q // 32, row b = o_q % 32
+        b_slab = strip_tile(x, 0, r0 + 16 * (o_q // 32) + o_q % 32, o_k, o_c, m_ck, 0, PH, H,
+                            W, s_xn, s_xc, STRIP_CACHE)  # [BC, 2 BH, BK]
+        b_slab = tl.permute(tl.reshape(b_slab, (BC, BH // 16, 32, BK)), (2, 0, 1, 3))
+        return tl.reshape(b_slab, (32, BC * (BH // 16) * BK))
+
+
+    @triton.jit
+    def slab_strip(b_slab, i_kh, BC: tl.constexpr, BH: tl.constexpr, BK: tl.constexpr):
+        """strip_tile(..., i_kh, ...) for output rows r0 + (0..BH-1) from slab_tile's b_slab:
+        rows a of block q are window rows a + i_kh, so the strip is S @ b_slab with the 0/1 shift
+        S[a, b] = [b = a + i_kh] ([16, 32]): one tensor-core product whose every element has
+        one nonzero term (exact), taken by the next product from registers."""
+        o_a, o_b = tl.arange(0, 16), tl.arange(0, 32)
+        s_i = (o_b[None, :] == o_a[:, None] + i_kh).to(b_slab.dtype)  # [16, 32]
+        DOT: tl.constexpr = "ieee" if b_slab.dtype == tl.float32 else "tf32"  # fp32: exact too
+        b_x = tl.dot(s_i, b_slab, input_precision=DOT).to(b_slab.dtype)  # [16, BC BH / 16 BK]
+        b_x = tl.permute(tl.reshape(b_x, (16, BC, BH // 16, BK)), (1, 2, 0, 3))
+        return tl.reshape(b_x, (BC, BH, BK))
 
 
     @triton.jit
@@ -817,6 +819,401 @@ def dwconv_hadamard_config(n: int, c: int, gpu: bool, backward: bool = False
     bt = min(64 if gpu else 256, next_power_of_2(n))
     return {"BT": bt, "BC": bc, "num_warps": (8 if backward else 4) if gpu else 1}
 
+
+# PADRE_TRITON_CONV's values that force the tensor-core form: plain, or with its strips from
+# one slab per program in one or two column parts (toeplitz.py's SLAB_FORMS)
+TENSOR_CORE_FORMS = ("toeplitz", "slab", "slab2")
+
+
+def conv_form(x: torch.Tensor, height: int, kw: int, dtype: torch.dtype | None = None,
+              kh: int = 1) -> str:
+    """'toeplitz' (tensor cores) where this module carries that form (TENSOR_CORES: modules
+    with 2-D maps) and it takes the conv (TENSOR_CORES.takes), else 'direct' (CUDA cores);
+    `dtype`: the conv input's dtype where x is not that input yet (default x.dtype).
+
+    PADRE_TRITON_CONV=direct|toeplitz|slab|slab2 forces one (the CPU tests run each in the
+    interpreter): the tensor-core form where the module carries it; a module of 1-D convs has
+    the direct form alone, as a GPU would run them.
+    """
+    forced = os.environ.get("PADRE_TRITON_CONV", "")
+    if TENSOR_CORES is None or forced == "direct":
+        return "direct"
+    if forced in TENSOR_CORE_FORMS:
+        return "toeplitz"
+    return "toeplitz" if TENSOR_CORES.takes(x, height, kw, dtype, kh) else "direct"
+
+
+def tensor_core_form(x: torch.Tensor, channels: int, height: int, kh: int, kw: int,
+                     dtype: torch.dtype | None = None) -> bool:
+    """Whether the conv of `channels` channels and kh x kw taps on x's B images of N tokens in
+    `height` rows runs in the Toeplitz form (x: [B, N, ...], the conv's input or the dense
+    map's that writes it; `dtype`: the conv input's, default x.dtype): conv_form's choice,
+    unless a Toeplitz launch of its scope has failed (TENSOR_CORES.failed). dense_for_conv
+    (the layout it stores), the forward launcher and the backward all decide by it, so they
+    agree: once a conv's Toeplitz launch failed, it gets token-major input and the direct
+    kernels, forward and backward (which then recomputes u, never reading one the failed
+    forward left unwritten)."""
+    return (conv_form(x, height, kw, dtype, kh=kh) == "toeplitz"
+            and not TENSOR_CORES.failed(x, channels, height, kh, kw, dtype))
+
+
+@on_input_device
+def _dwconv_hadamard_impl(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, gate: torch.Tensor | None,
+    acc: torch.Tensor | None, acc_scale: torch.Tensor | None, scale: torch.Tensor | None,
+    height: int, width: int, pad_h: int, pad_w: int, store_z: bool, store_o: bool,
+    in_bias: torch.Tensor | None = None, keep_u: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(z, o, u) of the forward kernels on x + in_bias; an output not asked for is an empty
+    tensor. keep_u (autograd's call): u = conv(x + in_bias) + bias where keeps_u says the
+    backward would otherwise recompute it."""
+    check_grid(height, width, x, gate, acc)
+    bias, acc_scale, scale, in_bias = channel_vectors(bias, acc_scale, scale, in_bias)
+    if not _use_triton(x):
+        return (*naive_dwconv_hadamard(x, weight, bias, gate, acc, acc_scale, scale, height,
+                                       width, pad_h, pad_w, store_z, store_o, in_bias),
+                x.new_empty(0, dtype=torch.float32))
+    z, o, u = forward_outputs(x, weight, gate, scale, height, store_z, store_o, keep_u)
+    dwconv_hadamard_launch(x, weight, bias, gate, acc, acc_scale, scale, height, width, pad_h,
+                           pad_w, z if store_z else None, o if store_o else None, in_bias,
+                           u if u.numel() else None)
+    return z, o, u
+
+
+def forward_outputs(x: torch.Tensor, weight: torch.Tensor, gate: torch.Tensor | None,
+                    scale: torch.Tensor | None, height: int, store_z: bool, store_o: bool,
+                    keep_u: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The forward op's (z, o, u), unwritten: [B, N, C] contiguous (z, o in x's dtype; u
+    float32, as a recompute gives it) or empty where not stored. The implementation and the
+    fake kernel both allocate through it, so their shapes agree."""
+    def out(stored: bool, dtype: torch.dtype) -> torch.Tensor:
+        return x.new_empty(x.shape if stored else 0, dtype=dtype)
+
+    kept = keep_u and keeps_u(x, weight, height, gate, scale, store_o)
+    return out(store_z, x.dtype), out(store_o, x.dtype), out(kept, torch.float32)
+
+
+def keeps_u(x: torch.Tensor, weight: torch.Tensor, height: int, gate: torch.Tensor | None,
+            scale: torch.Tensor | None, store_o: bool) -> bool:
+    """Whether the forward stores u = conv(x + bi) + b (float32, [B, N, C]; bi the input
+    bias, if any) for its backward: where
+    the Triton kernels run in the Toeplitz form, whose backward would otherwise recompute u for
+    dg (a gate) or ds (o's gradient with a scale), a conv launch against one store; the direct
+    form's backward recomputes u from the loads that give dw anyway. It depends on the call
+    alone, as the fake kernel's output shapes must: once a Toeplitz launch of the conv's scope
+    has failed (TENSOR_CORES.failed) u is allocated but not written, and no backward reads it
+    (tensor_core_form: the conv's backward takes the direct form from then on)."""
+    return ((gate is not None or (store_o and scale is not None)) and _use_triton(x)
+            and conv_form(x, height, weight.shape[2], kh=weight.shape[1]) == "toeplitz"
+            and not index_widths(x, gate)["WIDE"])
+
+
+def check_grid(height: int, width: int, *tensors: torch.Tensor | None) -> None:
+    """Each [B, N, C] tensor fills the H x W grid: N = H * W tokens."""
+    for t in tensors:
+        if t is not None and t.shape[1] != height * width:
+            raise ValueError(f"{t.shape[1]} tokens do not fill the {height} x {width} grid (N "
+                             "must equal H * W)")
+
+
+def conv_tail(dummy, gate, acc, acc_scale, scale, z, o) -> tuple:
+    """The conv forward kernels' arguments after the input, the taps and the bias (the input's
+    strides follow): the gate, the accumulator, their scales and the outputs, `dummy` for an
+    absent one (never read: its HAS_* flag is off)."""
+    return (dummy if gate is None else gate, dummy if acc is None else acc,
+            dummy if acc_scale is None else acc_scale, dummy if scale is None else scale, z, o)
+
+
+def row_strides(t: torch.Tensor | None) -> tuple[int, int]:
+    """t's (batch, token) strides, (0, 0) for an absent one."""
+    return (0, 0) if t is None else t.stride()[:2]
+
+
+def dwconv_hadamard_launch(x, weight, bias, gate, acc, acc_scale, scale, height: int, width: int,
+                           pad_h: int, pad_w: int, z, o, in_bias=None, u=None) -> None:
+    """Launch the fused kernel writing z and/or o ([B, N, C] contiguous; None: not stored) of
+    the input x + in_bias (in_bias: [C] or None), and u = conv(x + in_bias) + bias where u (the
+    same layout) is given: the tensor-core form stores it; the direct form leaves it unwritten
+    (keeps_u). The tensor-core form runs where tensor_core_form takes the conv and its launch
+    succeeds (TENSOR_CORES.launch), else the direct kernel."""
+    b, n, c = x.shape
+    store_z, store_o = z is not None, o is not None
+    z = x if z is None else z  # placeholders when not stored, never written
+    o = x if o is None else o
+
+    gate, acc = channel_rows(gate), channel_rows(acc)  # x: any strides
+    widths = index_widths(x, gate, acc, z, o, u)  # WIDE: the direct form, in int64
+    wide = widths["WIDE"]
+    kh, kw = weight.shape[1], weight.shape[2]
+    weight = weight.contiguous()
+    flags = dict(
+        KH=kh, KW=kw, PH=pad_h, PW=pad_w,
+        HAS_BIAS=bias is not None, HAS_GATE=gate is not None, HAS_ACC=acc is not None,
+        HAS_ACC_SCALE=acc_scale is not None, HAS_SCALE=scale is not None,
+        STORE_Z=store_z, STORE_O=store_o, I64=widths["I64"],
+    )
+    if (tensor_core_form(x, c, height, kh, kw) and not wide
+            and TENSOR_CORES.launch(x, weight, bias, gate, acc, acc_scale, scale, height, width,
+                                    pad_h, pad_w, z, o, in_bias, u, flags)):
+        return
+    if in_bias is not None:  # the direct kernel takes no input bias: one torch pass adds it
+        x = x + in_bias.to(x.dtype)
+    dummy = x  # never read: the matching HAS_* flag is off
+    cfg = dwconv_hadamard_config(n, c, x.is_cuda)
+    grid = (b * cdiv(n, cfg["BT"]), cdiv(c, cfg["BC"]))  # each image's token tiles on axis 0
+    start(dwconv_hadamard_fwd_kernel, grid)(
+        x, weight, dummy if bias is None else bias,
+        *conv_tail(dummy, gate, acc, acc_scale, scale, z, o), *x.stride(), *row_strides(gate),
+        *row_strides(acc), n, c, height, width, **flags, WIDE=wide, **cfg)
+
+
+def _depthwise_weight_grad(x, du, kh: int, kw: int, height: int, width: int, pad_h: int,
+                           pad_w: int) -> torch.Tensor:
+    """d weight[c, i, j] = sum_{b, t} du[b, t, c] x[b, t + tap(i, j), c], fp32 (torch's
+    conv2d_weight): the naive twin of dwconv_toeplitz_wgrad_kernel (and of the direct backward
+    kernel's dw). Also the weight gradient where that kernel failed to compile, and the direct
+    form's under deterministic algorithms (its kernel's dw is a sum of atomic adds)."""
+    b, n, c = x.shape
+    x4 = F.pad(x.transpose(1, 2).reshape(b, c, height, width),
+               (pad_w, kw - 1 - pad_w, pad_h, kh - 1 - pad_h))
+    du4 = du.transpose(1, 2).reshape(b, c, height, width)
+    return torch.nn.grad.conv2d_weight(x4, (c, 1, kh, kw), du4, groups=c)[:, 0]
+
+
+def _dwconv_hadamard_setup(ctx, inputs, output) -> None:
+    (x, weight, bias, gate, acc, acc_scale, scale, height, width, pad_h, pad_w, sz, so,
+     in_bias, _) = inputs
+    ctx.save_for_backward(x, weight, bias, gate, acc, acc_scale, scale, in_bias, output[2])
+    ctx.geometry = (height, width, pad_h, pad_w, sz, so)
+
+
+def naive_dwconv_hadamard_bwd(x, weight, bias, gate, acc, acc_scale, scale, dz, do,
+                              height: int, width: int, pad_h: int, pad_w: int, in_bias=None):
+    """Naive twin of the kernel backward in PyTorch: (dx, dg, da, dw, db, ds, dsa, dbi), dx
+    the adjoint conv of du (flipped taps, mirrored padding), dbi = sum of dx over tokens."""
+    kh, kw = weight.shape[1], weight.shape[2]
+    f32 = torch.float64 if x.dtype == torch.float64 else torch.float32
+    xb = x.to(f32) if in_bias is None else x.to(f32) + in_bias.to(f32)
+    u = naive_dwconv_hadamard(xb, weight, bias, None, None, None, None, height, width,
+                              pad_h, pad_w, True, False)[0]
+    dzt = torch.zeros_like(u) if dz is None else dz.to(f32)
+    do = None if do is None else do.to(f32)
+    if do is not None:
+        dzt = dzt + (do if scale is None else do * scale.to(f32))
+    g = None if gate is None else gate.to(f32)
+    du = dzt if g is None else dzt * g
+    empty = lambda: x.new_empty(0)  # noqa: E731 - a fresh one each: outputs may not alias
+    d_gate = empty() if gate is None else (dzt * u).to(gate.dtype).contiguous()
+    d_acc, d_acc_scale, d_scale = empty(), empty(), empty()
+    if do is not None and acc is not None:
+        d_acc = (do if acc_scale is None else do * acc_scale.to(f32)).to(acc.dtype).contiguous()
+        if acc_scale is not None:
+            d_acc_scale = (do * acc.to(f32)).sum((0, 1)).to(acc_scale.dtype)
+    if do is not None and scale is not None:
+        zz = u if g is None else u * g
+        d_scale = (do * zz).sum((0, 1)).to(scale.dtype)
+    d_w = _depthwise_weight_grad(xb, du, kh, kw, height, width, pad_h, pad_w)
+    d_b = empty() if bias is None else du.sum((0, 1)).to(bias.dtype)
+    d_x = naive_dwconv_hadamard(du, weight.flip(1, 2), None, None, None, None, None, height,
+                                width, kh - 1 - pad_h, kw - 1 - pad_w, True, False)[0]
+    d_in_bias = empty() if in_bias is None else d_x.sum((0, 1)).to(in_bias.dtype)
+    outs = (d_x.to(x.dtype), d_gate, d_acc, d_w.to(weight.dtype), d_b, d_scale, d_acc_scale,
+            d_in_bias)
+    # custom-op outputs may not alias inputs or each other
+    seen = {t.untyped_storage().data_ptr() for t in (dz, do, x) if t is not None and t.numel()}
+    fresh = []
+    for t in outs:
+        if t.numel():
+            if t.untyped_storage().data_ptr() in seen:
+                t = t.clone()
+            seen.add(t.untyped_storage().data_ptr())
+        fresh.append(t)
+    return tuple(fresh)
+
+
+@on_input_device
+def _dwconv_hadamard_bwd_impl(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, gate: torch.Tensor | None,
+    acc: torch.Tensor | None, acc_scale: torch.Tensor | None, scale: torch.Tensor | None,
+    dz: torch.Tensor | None, do: torch.Tensor | None,
+    height: int, width: int, pad_h: int, pad_w: int, in_bias: torch.Tensor | None = None,
+    u: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
+           torch.Tensor, torch.Tensor]:
+    """(dx, dg, da, dw, db, ds, dsa, dbi); a gradient of an absent input is an empty tensor.
+
+    Direct form: one dwconv_hadamard_bwd_kernel recomputes u from the shifted loads that give
+    dw. Toeplitz form (tensor cores): where dg or ds reads u = conv(x + bi) + b (a gate, or do
+    and a scale), u as the forward stored it (keeps_u), else from the forward kernel (fp32);
+    the elementwise part writes du channel-major, dwconv_toeplitz_wgrad_kernel gives dw. Both:
+    dx is the forward kernel on du (in x's dtype) with flipped taps. Tensor cores take 16-bit
+    operands: the Toeplitz form rounds du (for dw and dx) and the taps (for u, as its forward
+    does) to x's dtype, so with 32-bit weights and 16-bit activations its dw and ds carry
+    ~1e-4 relative error where the direct form's carry ~1e-7; with 16-bit weights both
+    agree.
+
+    Input bias (the conv of x + bi): the direct form adds it to x first; the Toeplitz form
+    keeps x and adds bi * G to dw (wgrad saw x alone) with G[c, i, m] = sum of du[c] over the
+    outputs whose tap (i, m) lands inside the grid, and dbi = sum_tokens dx = sum_{i, m}
+    w[c, i, m] G[c, i, m] (each output's in-grid taps), so neither takes a pass over dx."""
+    check_grid(height, width, x, gate, acc, dz, do)
+    bias, acc_scale, scale, in_bias = channel_vectors(bias, acc_scale, scale, in_bias)
+    if not _use_triton(x):
+        return naive_dwconv_hadamard_bwd(x, weight, bias, gate, acc, acc_scale, scale, dz, do,
+                                         height, width, pad_h, pad_w, in_bias)
+    b, n, c = x.shape
+    kh, kw = weight.shape[1], weight.shape[2]
+    tensor_cores = (tensor_core_form(x, c, height, kh, kw)
+                    and not index_widths(x, gate, acc, dz, do)["WIDE"])
+    if in_bias is not None and not tensor_cores:  # in x's dtype, as dx must be
+        x = x + in_bias.to(x.dtype)
+
+    # the direct form's tap loop loads 16-byte channel vectors from a token-major x (fewer
+    # instructions than from a channel-major one: benchmarks/results/triton_aot.md)
+    x = x if tensor_cores else channel_rows(x)
+    gate, acc = channel_rows(gate), channel_rows(acc)
+    dz = None if dz is None else dz.contiguous()
+    do = None if do is None else do.contiguous()
+    weight = weight.contiguous()
+    empty = lambda: x.new_empty(0)  # noqa: E731 - a fresh one each: outputs may not alias
+    dg = empty() if gate is None else torch.empty(x.shape, dtype=gate.dtype, device=x.device)
+    da = empty() if (acc is None or do is None) else torch.empty(x.shape, dtype=acc.dtype,
+                                                               device=x.device)
+    cfg = dwconv_hadamard_config(n, c, x.is_cuda, backward=True)
+    grid = (b * cdiv(n, cfg["BT"]), cdiv(c, cfg["BC"]))  # each image's token tiles on axis 0
+    # deterministic algorithms: the kernels sum into rows of partial sums, one a program, and
+    # torch adds the rows in a fixed order; otherwise fp32 atomic adds (run-to-run order)
+    partial = torch.are_deterministic_algorithms_enabled()
+    f32 = dict(dtype=torch.float32, device=x.device)
+    sums = lambda: torch.zeros((grid[0], c) if partial else c, **f32)  # noqa: E731
+    dw = torch.zeros((c, kh, kw), **f32)
+    db = sums() if bias is not None else empty()
+    ds = sums() if scale is not None and do is not None else empty()
+    dsa = sums() if acc_scale is not None and do is not None else empty()
+    uses_u = gate is not None or (do is not None and scale is not None)  # for dg or ds
+    if tensor_cores:
+        if not uses_u:
+            u = x  # never read: no conv is recomputed for it
+        elif u is None or not u.numel():
+            u = torch.empty((b, n, c), **f32)
+            dwconv_hadamard_launch(x, weight, bias, None, None, None, None, height, width,
+                                   pad_h, pad_w, u, None, in_bias)
+        du = torch.empty((b, c, n), dtype=x.dtype, device=x.device).mT  # channel-major
+    else:  # u recomputed in the kernel; du in fp32 where torch's conv2d_weight takes it for
+        # dw (partial), as the kernel's own dw reads it unrounded
+        u, du = x, torch.empty(x.shape, dtype=torch.float32 if partial else x.dtype,
+                               device=x.device)
+    pick = lambda t: x if t is None or t.numel() == 0 else t  # noqa: E731 - never-read slots
+    start(dwconv_hadamard_bwd_kernel, grid)(
+        x, weight, pick(bias), pick(gate), pick(acc), pick(acc_scale), pick(scale), pick(dz),
+        pick(do), u, du, pick(dg), pick(da), dw, pick(db), pick(ds), pick(dsa),
+        x.stride(0), x.stride(1), x.stride(2),
+        0 if gate is None else gate.stride(0), 0 if gate is None else gate.stride(1),
+        0 if acc is None else acc.stride(0), 0 if acc is None else acc.stride(1),
+        du.stride(0), du.stride(1), du.stride(2),
+        n, c, height, width,
+        KH=kh, KW=kw, PH=pad_h, PW=pad_w,
+        HAS_BIAS=bias is not None, HAS_GATE=gate is not None, HAS_ACC=acc is not None,
+        HAS_ACC_SCALE=acc_scale is not None, HAS_SCALE=scale is not None,
+        HAS_DZ=dz is not None, HAS_DO=do is not None, RECOMPUTE=not tensor_cores,
+        USES_U=uses_u, **index_widths(x, gate, acc, dz, do, u, du, dg, da),
+        BT=cfg["BT"], BC=cfg["BC"], num_warps=cfg["num_warps"], PARTIAL=partial,
+    )
+    if partial:
+        db, ds, dsa = (t.sum(0) if t.numel() else t for t in (db, ds, dsa))
+    if tensor_cores:
+        TENSOR_CORES.wgrad(x, du, dw, height, width, pad_h, pad_w, partial)
+    elif partial:  # torch's conv2d_weight, under torch's own deterministic rules
+        dw += _depthwise_weight_grad(x.float(), du, kh, kw, height, width, pad_h, pad_w)
+    dx = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+    # du rounded to x's dtype as the atomic mode stores it: dx does not depend on the mode
+    dwconv_hadamard_launch(du.to(x.dtype), weight.flip(1, 2), None, None, None, None, None,
+                           height, width, kh - 1 - pad_h, kw - 1 - pad_w, dx, None)
+    dbi = empty()
+    if in_bias is not None and tensor_cores:
+        dw_in_bias, dbi = TENSOR_CORES.in_bias_grads(du, weight, in_bias, height, width, pad_h,
+                                                     pad_w)
+        dw += dw_in_bias
+    elif in_bias is not None:
+        dbi = dx.sum((0, 1), dtype=torch.float32)
+
+    def cast(t, like):
+        return t if like is None or t.numel() == 0 else t.to(like.dtype)
+
+    return (dx, dg, da, dw.to(weight.dtype), cast(db, bias), cast(ds, scale),
+            cast(dsa, acc_scale), cast(dbi, in_bias))
+
+
+def present(operand: torch.Tensor | None, grad: torch.Tensor) -> torch.Tensor | None:
+    """grad where `operand` was given and its gradient made, else None. The op returns an
+    empty tensor for a gradient it did not make (an absent operand, no incoming gradient),
+    which only an empty operand's own gradient (an empty batch's) also is."""
+    made = operand is not None and (grad.numel() > 0 or operand.numel() == 0)
+    return grad if made else None
+
+
+def _dwconv_hadamard_backward(ctx, dz, do, _):
+    """Derived backward. Forward: u = conv(x + bi) + b, z = u * g, o = sa * a + s * z.
+
+    One op (_dwconv_hadamard_bwd_impl) gives dx = conv(du) with flipped taps and mirrored
+    padding (the adjoint of the depthwise map), dg, da and the reductions dw, db, ds, dsa, and
+    dbi (the input bias's); it reads u where the forward kept it (the op's third output: no
+    gradient flows into it).
+    """
+    x, weight, bias, gate, acc, acc_scale, scale, in_bias, u = ctx.saved_tensors
+    height, width, pad_h, pad_w, store_z, store_o = ctx.geometry
+    some = lambda t: t if t.numel() else None  # noqa: E731 - empty marks an absent tensor
+    bwd = (_dwconv_hadamard_bwd_impl if getattr(ctx, "eager", False)
+           else getattr(torch.ops, DWCONV_OPS).dwconv_hadamard_bwd)
+    d_x, dg, da, dw, db, ds, dsa, dbi = bwd(
+        x, weight, bias, gate, acc, acc_scale, scale, dz if store_z else None,
+        do if store_o else None, height, width, pad_h, pad_w, in_bias, some(u))
+    # each present operand's gradient (an empty batch's are empty or zero, not absent)
+    return (d_x.to(x.dtype), dw, present(bias, db), present(gate, dg), present(acc, da),
+            present(acc_scale, dsa), present(scale, ds), None, None, None, None, None, None,
+            present(in_bias, dbi), None)
+
+
+def _register_dwconv_hadamard():
+    """torch.library custom op (+ fake kernel + autograd), defined once per process and
+    namespace (modules generated from the same source share it)."""
+    try:
+        ops = getattr(torch.ops, DWCONV_OPS)
+        ops.dwconv_hadamard_bwd  # noqa: B018 - registered with the forward
+        return ops.dwconv_hadamard_fwd
+    except AttributeError:
+        pass
+    op = torch.library.custom_op(f"{DWCONV_OPS}::dwconv_hadamard_fwd", mutates_args=())(
+        _dwconv_hadamard_impl)
+
+    @op.register_fake
+    def _(x, weight, bias, gate, acc, acc_scale, scale, height, width, pad_h, pad_w, store_z,
+          store_o, in_bias=None, keep_u=False):
+        return forward_outputs(x, weight, gate, scale, height, store_z, store_o, keep_u)
+
+    bwd = torch.library.custom_op(f"{DWCONV_OPS}::dwconv_hadamard_bwd", mutates_args=())(
+        _dwconv_hadamard_bwd_impl)
+
+    @bwd.register_fake
+    def _(x, weight, bias, gate, acc, acc_scale, scale, dz, do, height, width, pad_h, pad_w,
+          in_bias=None, u=None):
+        def like(t, ref, shape):
+            return x.new_empty(0) if t is None else ref.new_empty(shape, dtype=t.dtype)
+
+        c = x.shape[-1]
+        return (x.new_empty(x.shape), like(gate, x, x.shape),
+                like(acc if do is not None else None, x, x.shape), weight.new_empty(weight.shape),
+                like(bias, x, (c,)), like(scale if do is not None else None, x, (c,)),
+                like(acc_scale if do is not None else None, x, (c,)), like(in_bias, x, (c,)))
+
+    op.register_autograd(_dwconv_hadamard_backward, setup_context=_dwconv_hadamard_setup)
+    return getattr(torch.ops, DWCONV_OPS).dwconv_hadamard_fwd
+
+
+# (z, o): the op's u stays with autograd
+dwconv_hadamard = custom_op_caller(_register_dwconv_hadamard(), _dwconv_hadamard_impl,
+                                   _dwconv_hadamard_setup, _dwconv_hadamard_backward,
+                                   grad_flag="keep_u", outputs=2)
 
 def dwconv_toeplitz_config(c: int, kw: int, gpu: bool, rows: int = 64,
                            pad_w: int | None = None, align: int = 1) -> dict[str, int]:
@@ -1136,24 +1533,6 @@ def toeplitz_operand(weight: torch.Tensor, bk: int, bw: int, shift: int,
     return bands
 
 
-def conv_form(x: torch.Tensor, height: int, kw: int, dtype: torch.dtype | None = None,
-              kh: int = 1) -> str:
-    """'toeplitz' (tensor cores) for 16-bit 2-D maps of kernels up to 33 x 33 on a GPU, else
-    'direct' (CUDA cores): past 33 taps a side the folded input bias's [KP, KP] tap tile (KP
-    the power of two covering both sides) needs more shared memory than a GPU has (legality
-    checker); `dtype`: the conv input's dtype where x is not that input yet (default x.dtype).
-
-    PADRE_TRITON_CONV=direct|toeplitz forces one (the CPU tests run both in the interpreter);
-    =slab forces the Toeplitz form with its strips from one slab per program (SLAB), =slab2
-    with the strip's columns in two parts (PARTS = 2, where the strip is 32 or more wide).
-    """
-    forced = os.environ.get("PADRE_TRITON_CONV", "")
-    if forced in ("direct", "toeplitz", *SLAB_FORMS):
-        return "direct" if forced == "direct" else "toeplitz"
-    sixteen = (dtype or x.dtype) in (torch.float16, torch.bfloat16)
-    small = max(kh, kw) <= 33
-    return "toeplitz" if x.is_cuda and sixteen and height >= 8 and small else "direct"
-
 
 # where a tensor-core launch failed (a GPU compiler rejecting its 3-D dot), and why: the
 # forward's by toeplitz_scope, the weight gradient's by its launch key
@@ -1175,16 +1554,21 @@ def toeplitz_scope(x: torch.Tensor, channels: int, height: int, kh: int, kw: int
     return (x.device, dtype or x.dtype, x.shape[0], x.shape[1], channels, height, kh, kw)
 
 
-def tensor_core_form(x: torch.Tensor, channels: int, height: int, kh: int, kw: int,
-                     dtype: torch.dtype | None = None) -> bool:
-    """Whether the conv of toeplitz_scope's arguments runs in the Toeplitz form: conv_form's
-    choice, unless a Toeplitz launch of its scope has failed. dense_for_conv (the layout it
-    stores), the forward launcher and the backward all decide by it, so they agree: once a
-    conv's Toeplitz launch failed, it gets token-major input and the direct kernels, forward
-    and backward (which then recomputes u, never reading one the failed forward left
-    unwritten)."""
-    return (conv_form(x, height, kw, dtype, kh=kh) == "toeplitz"
-            and toeplitz_scope(x, channels, height, kh, kw, dtype) not in TOEPLITZ_FAILED)
+def toeplitz_takes(x: torch.Tensor, height: int, kw: int, dtype: torch.dtype | None = None,
+                   kh: int = 1) -> bool:
+    """Whether the tensor-core form takes a conv of kh x kw taps over `height` rows of x
+    (conv_form's automatic choice; `dtype`: the conv input's, default x.dtype): 16-bit 2-D
+    maps of 8 rows or more, of kernels up to 33 x 33, on a GPU. Past 33 taps a side the folded
+    input bias's [KP, KP] tap tile (KP the power of two covering both sides) needs more shared
+    memory than a GPU has (legality checker)."""
+    sixteen = (dtype or x.dtype) in (torch.float16, torch.bfloat16)
+    return x.is_cuda and sixteen and height >= 8 and max(kh, kw) <= 33
+
+
+def toeplitz_failed(x: torch.Tensor, channels: int, height: int, kh: int, kw: int,
+                    dtype: torch.dtype | None = None) -> bool:
+    """Whether a Toeplitz launch of the conv's scope (toeplitz_scope) has failed."""
+    return toeplitz_scope(x, channels, height, kh, kw, dtype) in TOEPLITZ_FAILED
 
 
 def dense_for_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
@@ -1252,65 +1636,6 @@ class ChannelMajorLinear(torch.autograd.Function):
         return dx, dw, None
 
 
-@on_input_device
-def _dwconv_hadamard_impl(
-    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, gate: torch.Tensor | None,
-    acc: torch.Tensor | None, acc_scale: torch.Tensor | None, scale: torch.Tensor | None,
-    height: int, width: int, pad_h: int, pad_w: int, store_z: bool, store_o: bool,
-    in_bias: torch.Tensor | None = None, keep_u: bool = False,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(z, o, u) of the forward kernels on x + in_bias; an output not asked for is an empty
-    tensor. keep_u (autograd's call): u = conv(x + in_bias) + bias where keeps_u says the
-    backward would otherwise recompute it."""
-    check_grid(height, width, x, gate, acc)
-    bias, acc_scale, scale, in_bias = channel_vectors(bias, acc_scale, scale, in_bias)
-    if not _use_triton(x):
-        return (*naive_dwconv_hadamard(x, weight, bias, gate, acc, acc_scale, scale, height,
-                                       width, pad_h, pad_w, store_z, store_o, in_bias),
-                x.new_empty(0, dtype=torch.float32))
-    z, o, u = forward_outputs(x, weight, gate, scale, height, store_z, store_o, keep_u)
-    dwconv_hadamard_launch(x, weight, bias, gate, acc, acc_scale, scale, height, width, pad_h,
-                           pad_w, z if store_z else None, o if store_o else None, in_bias,
-                           u if u.numel() else None)
-    return z, o, u
-
-
-def forward_outputs(x: torch.Tensor, weight: torch.Tensor, gate: torch.Tensor | None,
-                    scale: torch.Tensor | None, height: int, store_z: bool, store_o: bool,
-                    keep_u: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The forward op's (z, o, u), unwritten: [B, N, C] contiguous (z, o in x's dtype; u
-    float32, as a recompute gives it) or empty where not stored. The implementation and the
-    fake kernel both allocate through it, so their shapes agree."""
-    def out(stored: bool, dtype: torch.dtype) -> torch.Tensor:
-        return x.new_empty(x.shape if stored else 0, dtype=dtype)
-
-    kept = keep_u and keeps_u(x, weight, height, gate, scale, store_o)
-    return out(store_z, x.dtype), out(store_o, x.dtype), out(kept, torch.float32)
-
-
-def keeps_u(x: torch.Tensor, weight: torch.Tensor, height: int, gate: torch.Tensor | None,
-            scale: torch.Tensor | None, store_o: bool) -> bool:
-    """Whether the forward stores u = conv(x + bi) + b (float32, [B, N, C]; bi the input
-    bias, if any) for its backward: where
-    the Triton kernels run in the Toeplitz form, whose backward would otherwise recompute u for
-    dg (a gate) or ds (o's gradient with a scale), a conv launch against one store; the direct
-    form's backward recomputes u from the loads that give dw anyway. It depends on the call
-    alone, as the fake kernel's output shapes must: once a Toeplitz launch of the conv's scope
-    has failed (TOEPLITZ_FAILED) u is allocated but not written, and no backward reads it
-    (tensor_core_form: the conv's backward takes the direct form from then on)."""
-    return ((gate is not None or (store_o and scale is not None)) and _use_triton(x)
-            and conv_form(x, height, weight.shape[2], kh=weight.shape[1]) == "toeplitz"
-            and not index_widths(x, gate)["WIDE"])
-
-
-def check_grid(height: int, width: int, *tensors: torch.Tensor | None) -> None:
-    """Each [B, N, C] tensor fills the H x W grid: N = H * W tokens."""
-    for t in tensors:
-        if t is not None and t.shape[1] != height * width:
-            raise ValueError(f"{t.shape[1]} tokens do not fill the {height} x {width} grid (N "
-                             "must equal H * W)")
-
-
 def token_rows(t: torch.Tensor | None) -> torch.Tensor | None:
     """t ([B, N, C]) with its batch stride N times its token stride, so that token b * N + n
     lies at (b * N + n) * that stride, as the Toeplitz forward addresses its gate and
@@ -1324,275 +1649,80 @@ def token_rows(t: torch.Tensor | None) -> torch.Tensor | None:
     return t.contiguous()
 
 
-def dwconv_hadamard_launch(x, weight, bias, gate, acc, acc_scale, scale, height: int, width: int,
-                           pad_h: int, pad_w: int, z, o, in_bias=None, u=None) -> None:
-    """Launch the fused kernel writing z and/or o ([B, N, C] contiguous; None: not stored) of
-    the input x + in_bias (in_bias: [C] or None), and u = conv(x + in_bias) + bias where u (the
-    same layout) is given: the tensor-core form stores it; the direct form leaves it unwritten
-    (keeps_u)."""
-    b, n, c = x.shape
-    store_z, store_o = z is not None, o is not None
-    z = x if z is None else z  # placeholders when not stored, never written
-    o = x if o is None else o
 
-    gate, acc = channel_rows(gate), channel_rows(acc)  # x: any strides
-    widths = index_widths(x, gate, acc, z, o, u)  # WIDE: the direct form, in int64
-    wide = widths["WIDE"]
+def dwconv_toeplitz_launch(x, weight, bias, gate, acc, acc_scale, scale, height: int,
+                           width: int, pad_h: int, pad_w: int, z, o, in_bias, u,
+                           flags: dict) -> bool:
+    """dwconv_hadamard_launch's launch on tensor cores (its arguments, z and o never None, and
+    the flags it gives the direct kernel): dwconv_toeplitz_fwd_kernel on the first launch's
+    fastest candidate tiles (fastest), or the slab PADRE_TRITON_CONV forces. False where the
+    GPU compiler rejects the kernel: the conv's scope (toeplitz_scope) is recorded in
+    TOEPLITZ_FAILED and takes the direct form from then on (a channel-major x is read through
+    its strides), with a warning."""
+    b, _, c = x.shape
     kh, kw = weight.shape[1], weight.shape[2]
-    toeplitz = tensor_core_form(x, c, height, kh, kw) and not wide
-    if toeplitz:  # it reads the gate and accumulator by the stacked token index
-        gate, acc = token_rows(gate), token_rows(acc)
-    weight = weight.contiguous()
+    gate, acc = token_rows(gate), token_rows(acc)  # read by the stacked token index
     dummy = x  # never read: the matching HAS_* flag is off
-    tail = (  # the arguments after the input, the taps and the bias: x's strides first
-        dummy if gate is None else gate, dummy if acc is None else acc,
-        dummy if acc_scale is None else acc_scale, dummy if scale is None else scale, z, o,
-    )
-    g_strides = (0, 0) if gate is None else gate.stride()[:2]  # (batch, token)
-    a_strides = (0, 0) if acc is None else acc.stride()[:2]
-    flags = dict(
-        KH=weight.shape[1], KW=weight.shape[2], PH=pad_h, PW=pad_w,
-        HAS_BIAS=bias is not None, HAS_GATE=gate is not None, HAS_ACC=acc is not None,
-        HAS_ACC_SCALE=acc_scale is not None, HAS_SCALE=scale is not None,
-        STORE_Z=store_z, STORE_O=store_o, I64=widths["I64"],
-    )
-    bias = dummy if bias is None else bias
-    if toeplitz:
-        align = strip_alignment(x, width)
-        configs = dwconv_toeplitz_configs(c, weight.shape[2], x.is_cuda, rows=b * height,
-                                          pad_w=pad_w, align=align, elem_bytes=x.element_size(),
-                                          kh=weight.shape[1], height=height)
-        if slab_fits(weight.shape[1], forced=True):  # the first slab candidate in parts that
-            # fits in shared memory (CPU: the default tiles' slab)
-            parts = min(SLAB_FORMS[os.environ["PADRE_TRITON_CONV"]], configs[0]["BK"] // 16)
-            configs = next(((cfg,) for cfg in configs
-                            if cfg["SLAB"] and cfg.get("PARTS", 1) == parts),
-                           (fit_shared(dict(configs[0], SLAB=True, PARTS=parts),
-                                       x.element_size()),))
-        first = configs[0]  # BW, BK, HALO: shared by every candidate
-        # the band's C * KH rows of BK * BW elements: offsets past 2**31 in int64 (not in x's)
-        flags["I64"] |= c * weight.shape[1] * first["BK"] * first["BW"] >= 2**31
-        def band(cfg):  # built by every launch that reads it, as every forward does: the
-            # first launch's timings charge it to the candidates that need it
-            if cfg.get("BAND_FROM_TAPS"):
-                return dummy
-            return toeplitz_operand(weight, first["BK"], first["BW"], first["HALO"] - pad_w,
-                                    x.dtype)
+    align = strip_alignment(x, width)
+    configs = dwconv_toeplitz_configs(c, kw, x.is_cuda, rows=b * height, pad_w=pad_w,
+                                      align=align, elem_bytes=x.element_size(), kh=kh,
+                                      height=height)
+    if slab_fits(kh, forced=True):  # the first slab candidate in parts that fits in shared
+        # memory (CPU: the default tiles' slab)
+        parts = min(SLAB_FORMS[os.environ["PADRE_TRITON_CONV"]], configs[0]["BK"] // 16)
+        configs = next(((cfg,) for cfg in configs
+                        if cfg["SLAB"] and cfg.get("PARTS", 1) == parts),
+                       (fit_shared(dict(configs[0], SLAB=True, PARTS=parts),
+                                   x.element_size()),))
+    first = configs[0]  # BW, BK, HALO: shared by every candidate
+    # the band's C * KH rows of BK * BW elements: offsets past 2**31 in int64 (not in x's)
+    flags = dict(flags, I64=flags["I64"] or c * kh * first["BK"] * first["BW"] >= 2**31)
 
-        args = (weight, bias, dummy if in_bias is None else in_bias, *tail,
-                dummy if u is None else u, *x.stride(), g_strides[1], a_strides[1], c, height,
-                width, b)
+    def band(cfg):  # built by every launch that reads it, as every forward does: the first
+        # launch's timings charge it to the candidates that need it
+        if cfg.get("BAND_FROM_TAPS"):
+            return dummy
+        return toeplitz_operand(weight, first["BK"], first["BW"], first["HALO"] - pad_w,
+                                x.dtype)
 
-        def launch(cfg):
-            grid = toeplitz_grid(cfg, b, height, width, c)
-            return start(dwconv_toeplitz_fwd_kernel, grid)(
-                x, band(cfg), *args, **flags, STORE_U=u is not None,
-                HAS_IN_BIAS=in_bias is not None, KP=in_bias_tile(*weight.shape[1:]),
-                **(TOEPLITZ_FWD_DEFAULTS | cfg))
+    g_strides, a_strides = row_strides(gate), row_strides(acc)
+    args = (weight, dummy if bias is None else bias, dummy if in_bias is None else in_bias,
+            *conv_tail(dummy, gate, acc, acc_scale, scale, z, o), dummy if u is None else u,
+            *x.stride(), g_strides[1], a_strides[1], c, height, width, b)
 
-        key = (x.device, x.dtype, z.dtype, o.dtype, tuple(x.shape), x.stride(), height, width,
-               tuple(weight.shape), pad_h, pad_w, align, in_bias is not None, u is not None,
-               tuple(flags.values()), weight.dtype, getattr(gate, "dtype", None), g_strides,
-               getattr(acc, "dtype", None), a_strides)  # what specialises the kernel
-        try:
-            launch(fastest(key, configs, launch))
-            return
-        except (torch.OutOfMemoryError, GridLimitError):  # memory or the grid, not the
-            raise  # compiler: the form stays
-        except Exception as err:  # a GPU compiler that rejects the 3-D dot: this conv's
-            # scope takes the direct form from now on (a channel-major x is read through its
-            # strides)
-            if os.environ.get("PADRE_TRITON_CONV") in ("toeplitz", *SLAB_FORMS):
-                raise
-            TOEPLITZ_FAILED[toeplitz_scope(x, c, height, kh, kw)] = repr(err)
-            warnings.warn(f"dwconv_toeplitz_fwd_kernel failed ({err!r:.300}); falling back to "
-                          f"dwconv_hadamard_fwd_kernel for {x.dtype} convs of {kh} x {kw} "
-                          f"taps over {c} channels of {b} x {height} x {width} on {x.device}",
-                          RuntimeWarning, stacklevel=2)
-    if in_bias is not None:  # the direct kernel takes no input bias: one torch pass adds it
-        x = x + in_bias.to(x.dtype)
-    cfg = dwconv_hadamard_config(n, c, x.is_cuda)
-    grid = (b * cdiv(n, cfg["BT"]), cdiv(c, cfg["BC"]))  # each image's token tiles on axis 0
-    start(dwconv_hadamard_fwd_kernel, grid)(x, weight, bias, *tail, *x.stride(), *g_strides,
-                                            *a_strides, n, c, height, width, **flags, WIDE=wide,
-                                            **cfg)
+    def launch(cfg):
+        grid = toeplitz_grid(cfg, b, height, width, c)
+        return start(dwconv_toeplitz_fwd_kernel, grid)(
+            x, band(cfg), *args, **flags, STORE_U=u is not None,
+            HAS_IN_BIAS=in_bias is not None, KP=in_bias_tile(kh, kw),
+            **(TOEPLITZ_FWD_DEFAULTS | cfg))
 
+    key = (x.device, x.dtype, z.dtype, o.dtype, tuple(x.shape), x.stride(), height, width,
+           tuple(weight.shape), pad_h, pad_w, align, in_bias is not None, u is not None,
+           tuple(flags.values()), weight.dtype, getattr(gate, "dtype", None), g_strides,
+           getattr(acc, "dtype", None), a_strides)  # what specialises the kernel
+    try:
+        launch(fastest(key, configs, launch))
+        return True
+    except (torch.OutOfMemoryError, GridLimitError):  # memory or the grid, not the
+        raise  # compiler: the form stays
+    except Exception as err:  # a GPU compiler that rejects the 3-D dot
+        if os.environ.get("PADRE_TRITON_CONV") in TENSOR_CORE_FORMS:
+            raise
+        TOEPLITZ_FAILED[toeplitz_scope(x, c, height, kh, kw)] = repr(err)
+        warnings.warn(f"dwconv_toeplitz_fwd_kernel failed ({err!r:.300}); falling back to "
+                      f"dwconv_hadamard_fwd_kernel for {x.dtype} convs of {kh} x {kw} "
+                      f"taps over {c} channels of {b} x {height} x {width} on {x.device}",
+                      RuntimeWarning, stacklevel=3)
+        return False
 
-def _depthwise_weight_grad(x, du, kh: int, kw: int, height: int, width: int, pad_h: int,
-                           pad_w: int) -> torch.Tensor:
-    """d weight[c, i, j] = sum_{b, t} du[b, t, c] x[b, t + tap(i, j), c], fp32 (torch's
-    conv2d_weight): the naive twin of dwconv_toeplitz_wgrad_kernel (and of the direct backward
-    kernel's dw). Also the weight gradient where that kernel failed to compile, and the direct
-    form's under deterministic algorithms (its kernel's dw is a sum of atomic adds)."""
-    b, n, c = x.shape
-    x4 = F.pad(x.transpose(1, 2).reshape(b, c, height, width),
-               (pad_w, kw - 1 - pad_w, pad_h, kh - 1 - pad_h))
-    du4 = du.transpose(1, 2).reshape(b, c, height, width)
-    return torch.nn.grad.conv2d_weight(x4, (c, 1, kh, kw), du4, groups=c)[:, 0]
-
-
-def _dwconv_hadamard_setup(ctx, inputs, output) -> None:
-    (x, weight, bias, gate, acc, acc_scale, scale, height, width, pad_h, pad_w, sz, so,
-     in_bias, _) = inputs
-    ctx.save_for_backward(x, weight, bias, gate, acc, acc_scale, scale, in_bias, output[2])
-    ctx.geometry = (height, width, pad_h, pad_w, sz, so)
-
-
-def naive_dwconv_hadamard_bwd(x, weight, bias, gate, acc, acc_scale, scale, dz, do,
-                              height: int, width: int, pad_h: int, pad_w: int, in_bias=None):
-    """Naive twin of the kernel backward in PyTorch: (dx, dg, da, dw, db, ds, dsa, dbi), dx
-    the adjoint conv of du (flipped taps, mirrored padding), dbi = sum of dx over tokens."""
-    kh, kw = weight.shape[1], weight.shape[2]
-    f32 = torch.float64 if x.dtype == torch.float64 else torch.float32
-    xb = x.to(f32) if in_bias is None else x.to(f32) + in_bias.to(f32)
-    u = naive_dwconv_hadamard(xb, weight, bias, None, None, None, None, height, width,
-                              pad_h, pad_w, True, False)[0]
-    dzt = torch.zeros_like(u) if dz is None else dz.to(f32)
-    do = None if do is None else do.to(f32)
-    if do is not None:
-        dzt = dzt + (do if scale is None else do * scale.to(f32))
-    g = None if gate is None else gate.to(f32)
-    du = dzt if g is None else dzt * g
-    empty = lambda: x.new_empty(0)  # noqa: E731 - a fresh one each: outputs may not alias
-    d_gate = empty() if gate is None else (dzt * u).to(gate.dtype).contiguous()
-    d_acc, d_acc_scale, d_scale = empty(), empty(), empty()
-    if do is not None and acc is not None:
-        d_acc = (do if acc_scale is None else do * acc_scale.to(f32)).to(acc.dtype).contiguous()
-        if acc_scale is not None:
-            d_acc_scale = (do * acc.to(f32)).sum((0, 1)).to(acc_scale.dtype)
-    if do is not None and scale is not None:
-        zz = u if g is None else u * g
-        d_scale = (do * zz).sum((0, 1)).to(scale.dtype)
-    d_w = _depthwise_weight_grad(xb, du, kh, kw, height, width, pad_h, pad_w)
-    d_b = empty() if bias is None else du.sum((0, 1)).to(bias.dtype)
-    d_x = naive_dwconv_hadamard(du, weight.flip(1, 2), None, None, None, None, None, height,
-                                width, kh - 1 - pad_h, kw - 1 - pad_w, True, False)[0]
-    d_in_bias = empty() if in_bias is None else d_x.sum((0, 1)).to(in_bias.dtype)
-    outs = (d_x.to(x.dtype), d_gate, d_acc, d_w.to(weight.dtype), d_b, d_scale, d_acc_scale,
-            d_in_bias)
-    # custom-op outputs may not alias inputs or each other
-    seen = {t.untyped_storage().data_ptr() for t in (dz, do, x) if t is not None and t.numel()}
-    fresh = []
-    for t in outs:
-        if t.numel():
-            if t.untyped_storage().data_ptr() in seen:
-                t = t.clone()
-            seen.add(t.untyped_storage().data_ptr())
-        fresh.append(t)
-    return tuple(fresh)
-
-
-@on_input_device
-def _dwconv_hadamard_bwd_impl(
-    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, gate: torch.Tensor | None,
-    acc: torch.Tensor | None, acc_scale: torch.Tensor | None, scale: torch.Tensor | None,
-    dz: torch.Tensor | None, do: torch.Tensor | None,
-    height: int, width: int, pad_h: int, pad_w: int, in_bias: torch.Tensor | None = None,
-    u: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
-           torch.Tensor, torch.Tensor]:
-    """(dx, dg, da, dw, db, ds, dsa, dbi); a gradient of an absent input is an empty tensor.
-
-    Direct form: one dwconv_hadamard_bwd_kernel recomputes u from the shifted loads that give
-    dw. Toeplitz form (tensor cores): where dg or ds reads u = conv(x + bi) + b (a gate, or do
-    and a scale), u as the forward stored it (keeps_u), else from the forward kernel (fp32);
-    the elementwise part writes du channel-major, dwconv_toeplitz_wgrad_kernel gives dw. Both:
-    dx is the forward kernel on du (in x's dtype) with flipped taps. Tensor cores take 16-bit
-    operands: the Toeplitz form rounds du (for dw and dx) and the taps (for u, as its forward
-    does) to x's dtype, so with 32-bit weights and 16-bit activations its dw and ds carry
-    ~1e-4 relative error where the direct form's carry ~1e-7; with 16-bit weights both
-    agree.
-
-    Input bias (the conv of x + bi): the direct form adds it to x first; the Toeplitz form
-    keeps x and adds bi * G to dw (wgrad saw x alone) with G[c, i, m] = sum of du[c] over the
-    outputs whose tap (i, m) lands inside the grid, and dbi = sum_tokens dx = sum_{i, m}
-    w[c, i, m] G[c, i, m] (each output's in-grid taps), so neither takes a pass over dx."""
-    check_grid(height, width, x, gate, acc, dz, do)
-    bias, acc_scale, scale, in_bias = channel_vectors(bias, acc_scale, scale, in_bias)
-    if not _use_triton(x):
-        return naive_dwconv_hadamard_bwd(x, weight, bias, gate, acc, acc_scale, scale, dz, do,
-                                         height, width, pad_h, pad_w, in_bias)
-    b, n, c = x.shape
-    kh, kw = weight.shape[1], weight.shape[2]
-    tensor_cores = (tensor_core_form(x, c, height, kh, kw)
-                    and not index_widths(x, gate, acc, dz, do)["WIDE"])
-    if in_bias is not None and not tensor_cores:  # in x's dtype, as dx must be
-        x = x + in_bias.to(x.dtype)
-
-    # the direct form's tap loop loads 16-byte channel vectors from a token-major x (fewer
-    # instructions than from a channel-major one: benchmarks/results/triton_aot.md)
-    x = x if tensor_cores else channel_rows(x)
-    gate, acc = channel_rows(gate), channel_rows(acc)
-    dz = None if dz is None else dz.contiguous()
-    do = None if do is None else do.contiguous()
-    weight = weight.contiguous()
-    empty = lambda: x.new_empty(0)  # noqa: E731 - a fresh one each: outputs may not alias
-    dg = empty() if gate is None else torch.empty(x.shape, dtype=gate.dtype, device=x.device)
-    da = empty() if (acc is None or do is None) else torch.empty(x.shape, dtype=acc.dtype,
-                                                               device=x.device)
-    cfg = dwconv_hadamard_config(n, c, x.is_cuda, backward=True)
-    grid = (b * cdiv(n, cfg["BT"]), cdiv(c, cfg["BC"]))  # each image's token tiles on axis 0
-    # deterministic algorithms: the kernels sum into rows of partial sums, one a program, and
-    # torch adds the rows in a fixed order; otherwise fp32 atomic adds (run-to-run order)
-    partial = torch.are_deterministic_algorithms_enabled()
-    f32 = dict(dtype=torch.float32, device=x.device)
-    sums = lambda: torch.zeros((grid[0], c) if partial else c, **f32)  # noqa: E731
-    dw = torch.zeros((c, kh, kw), **f32)
-    db = sums() if bias is not None else empty()
-    ds = sums() if scale is not None and do is not None else empty()
-    dsa = sums() if acc_scale is not None and do is not None else empty()
-    uses_u = gate is not None or (do is not None and scale is not None)  # for dg or ds
-    if tensor_cores:
-        if not uses_u:
-            u = x  # never read: no conv is recomputed for it
-        elif u is None or not u.numel():
-            u = torch.empty((b, n, c), **f32)
-            dwconv_hadamard_launch(x, weight, bias, None, None, None, None, height, width,
-                                   pad_h, pad_w, u, None, in_bias)
-        du = torch.empty((b, c, n), dtype=x.dtype, device=x.device).mT  # channel-major
-    else:  # u recomputed in the kernel; du in fp32 where torch's conv2d_weight takes it for
-        # dw (partial), as the kernel's own dw reads it unrounded
-        u, du = x, torch.empty(x.shape, dtype=torch.float32 if partial else x.dtype,
-                               device=x.device)
-    pick = lambda t: x if t is None or t.numel() == 0 else t  # noqa: E731 - never-read slots
-    start(dwconv_hadamard_bwd_kernel, grid)(
-        x, weight, pick(bias), pick(gate), pick(acc), pick(acc_scale), pick(scale), pick(dz),
-        pick(do), u, du, pick(dg), pick(da), dw, pick(db), pick(ds), pick(dsa),
-        x.stride(0), x.stride(1), x.stride(2),
-        0 if gate is None else gate.stride(0), 0 if gate is None else gate.stride(1),
-        0 if acc is None else acc.stride(0), 0 if acc is None else acc.stride(1),
-        du.stride(0), du.stride(1), du.stride(2),
-        n, c, height, width,
-        KH=kh, KW=kw, PH=pad_h, PW=pad_w,
-        HAS_BIAS=bias is not None, HAS_GATE=gate is not None, HAS_ACC=acc is not None,
-        HAS_ACC_SCALE=acc_scale is not None, HAS_SCALE=scale is not None,
-        HAS_DZ=dz is not None, HAS_DO=do is not None, RECOMPUTE=not tensor_cores,
-        USES_U=uses_u, **index_widths(x, gate, acc, dz, do, u, du, dg, da),
-        BT=cfg["BT"], BC=cfg["BC"], num_warps=cfg["num_warps"], PARTIAL=partial,
-    )
-    if partial:
-        db, ds, dsa = (t.sum(0) if t.numel() else t for t in (db, ds, dsa))
-    if tensor_cores:
-        dwconv_toeplitz_wgrad_launch(x, du, dw, height, width, pad_h, pad_w, partial)
-    elif partial:  # torch's conv2d_weight, under torch's own deterministic rules
-        dw += _depthwise_weight_grad(x.float(), du, kh, kw, height, width, pad_h, pad_w)
-    dx = torch.empty(x.shape, dtype=x.dtype, device=x.device)
-    # du rounded to x's dtype as the atomic mode stores it: dx does not depend on the mode
-    dwconv_hadamard_launch(du.to(x.dtype), weight.flip(1, 2), None, None, None, None, None,
-                           height, width, kh - 1 - pad_h, kw - 1 - pad_w, dx, None)
-    dbi = empty()
-    if in_bias is not None and tensor_cores:
-        grid_sums = in_grid_tap_sums(du, height, width, kh, kw, pad_h, pad_w)  # G
-        dw += in_bias.float()[:, None, None] * grid_sums
-        dbi = (weight.float() * grid_sums).sum((1, 2))
-    elif in_bias is not None:
-        dbi = dx.sum((0, 1), dtype=torch.float32)
-
-    def cast(t, like):
-        return t if like is None or t.numel() == 0 else t.to(like.dtype)
-
-    return (dx, dg, da, dw.to(weight.dtype), cast(db, bias), cast(ds, scale),
-            cast(dsa, acc_scale), cast(dbi, in_bias))
+def in_bias_grads(du: torch.Tensor, weight: torch.Tensor, in_bias: torch.Tensor, height: int,
+                  width: int, pad_h: int, pad_w: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(bi * G, dbi): the input bias's term of dw (the weight gradient wgrad took of x alone)
+    and its own gradient dbi = sum_tokens dx = sum_{i, m} w[c, i, m] G[c, i, m], G the in-grid
+    sums of du (in_grid_tap_sums): no pass over dx."""
+    grid_sums = in_grid_tap_sums(du, height, width, *weight.shape[1:], pad_h, pad_w)  # G
+    return in_bias.float()[:, None, None] * grid_sums, (weight.float() * grid_sums).sum((1, 2))
 
 
 def in_grid_tap_sums(du: torch.Tensor, height: int, width: int, kh: int, kw: int, pad_h: int,
@@ -1652,7 +1782,7 @@ def dwconv_toeplitz_wgrad_launch(x, du, dw, height: int, width: int, pad_h: int,
         except (torch.OutOfMemoryError, GridLimitError):  # memory or the grid, not the
             raise  # compiler: the form stays
         except Exception as err:  # a GPU compiler that rejects the 3-D dot: torch (cuDNN)
-            if os.environ.get("PADRE_TRITON_CONV") in ("toeplitz", *SLAB_FORMS):
+            if os.environ.get("PADRE_TRITON_CONV") in TENSOR_CORE_FORMS:
                 raise
             WGRAD_FAILED[key] = repr(err)
             warnings.warn(f"dwconv_toeplitz_wgrad_kernel failed ({err!r:.300}); dw from "
@@ -1662,76 +1792,14 @@ def dwconv_toeplitz_wgrad_launch(x, du, dw, height: int, width: int, pad_h: int,
     dw += _depthwise_weight_grad(x.float(), du.float(), kh, kw, height, width, pad_h, pad_w)
 
 
-def present(operand: torch.Tensor | None, grad: torch.Tensor) -> torch.Tensor | None:
-    """grad where `operand` was given and its gradient made, else None. The op returns an
-    empty tensor for a gradient it did not make (an absent operand, no incoming gradient),
-    which only an empty operand's own gradient (an empty batch's) also is."""
-    made = operand is not None and (grad.numel() > 0 or operand.numel() == 0)
-    return grad if made else None
 
 
-def _dwconv_hadamard_backward(ctx, dz, do, _):
-    """Derived backward. Forward: u = conv(x + bi) + b, z = u * g, o = sa * a + s * z.
-
-    One op (_dwconv_hadamard_bwd_impl) gives dx = conv(du) with flipped taps and mirrored
-    padding (the adjoint of the depthwise map), dg, da and the reductions dw, db, ds, dsa, and
-    dbi (the input bias's); it reads u where the forward kept it (the op's third output: no
-    gradient flows into it).
-    """
-    x, weight, bias, gate, acc, acc_scale, scale, in_bias, u = ctx.saved_tensors
-    height, width, pad_h, pad_w, store_z, store_o = ctx.geometry
-    some = lambda t: t if t.numel() else None  # noqa: E731 - empty marks an absent tensor
-    bwd = (_dwconv_hadamard_bwd_impl if getattr(ctx, "eager", False)
-           else getattr(torch.ops, DWCONV_OPS).dwconv_hadamard_bwd)
-    d_x, dg, da, dw, db, ds, dsa, dbi = bwd(
-        x, weight, bias, gate, acc, acc_scale, scale, dz if store_z else None,
-        do if store_o else None, height, width, pad_h, pad_w, in_bias, some(u))
-    # each present operand's gradient (an empty batch's are empty or zero, not absent)
-    return (d_x.to(x.dtype), dw, present(bias, db), present(gate, dg), present(acc, da),
-            present(acc_scale, dsa), present(scale, ds), None, None, None, None, None, None,
-            present(in_bias, dbi), None)
-
-
-def _register_dwconv_hadamard():
-    """torch.library custom op (+ fake kernel + autograd), defined once per process and
-    namespace (modules generated from the same source share it)."""
-    try:
-        ops = getattr(torch.ops, DWCONV_OPS)
-        ops.dwconv_hadamard_bwd  # noqa: B018 - registered with the forward
-        return ops.dwconv_hadamard_fwd
-    except AttributeError:
-        pass
-    op = torch.library.custom_op(f"{DWCONV_OPS}::dwconv_hadamard_fwd", mutates_args=())(
-        _dwconv_hadamard_impl)
-
-    @op.register_fake
-    def _(x, weight, bias, gate, acc, acc_scale, scale, height, width, pad_h, pad_w, store_z,
-          store_o, in_bias=None, keep_u=False):
-        return forward_outputs(x, weight, gate, scale, height, store_z, store_o, keep_u)
-
-    bwd = torch.library.custom_op(f"{DWCONV_OPS}::dwconv_hadamard_bwd", mutates_args=())(
-        _dwconv_hadamard_bwd_impl)
-
-    @bwd.register_fake
-    def _(x, weight, bias, gate, acc, acc_scale, scale, dz, do, height, width, pad_h, pad_w,
-          in_bias=None, u=None):
-        def like(t, ref, shape):
-            return x.new_empty(0) if t is None else ref.new_empty(shape, dtype=t.dtype)
-
-        c = x.shape[-1]
-        return (x.new_empty(x.shape), like(gate, x, x.shape),
-                like(acc if do is not None else None, x, x.shape), weight.new_empty(weight.shape),
-                like(bias, x, (c,)), like(scale if do is not None else None, x, (c,)),
-                like(acc_scale if do is not None else None, x, (c,)), like(in_bias, x, (c,)))
-
-    op.register_autograd(_dwconv_hadamard_backward, setup_context=_dwconv_hadamard_setup)
-    return getattr(torch.ops, DWCONV_OPS).dwconv_hadamard_fwd
-
-
-# (z, o): the op's u stays with autograd
-dwconv_hadamard = custom_op_caller(_register_dwconv_hadamard(), _dwconv_hadamard_impl,
-                                   _dwconv_hadamard_setup, _dwconv_hadamard_backward,
-                                   grad_flag="keep_u", outputs=2)
+# the tensor-core form as the form-independent launchers above reach it (conv_form,
+# tensor_core_form, dwconv_hadamard_launch, the backward); a module whose convs are all 1-D
+# leaves out this form's kernels and launchers, and sets TENSOR_CORES to None
+TENSOR_CORES = types.SimpleNamespace(
+    takes=toeplitz_takes, failed=toeplitz_failed, launch=dwconv_toeplitz_launch,
+    wgrad=dwconv_toeplitz_wgrad_launch, in_bias_grads=in_bias_grads)
 
 
 # tl.dot tiles per kernel, (batch, M, N, K): backends/triton/legality.py

@@ -38,11 +38,11 @@ bf16, not fp16, whose narrow range squares x / 100 into subnormals.
 
 Triton examples draw fp32 and fp16 under the CPU interpreter and bf16 as well on a GPU
 (`fuzzed_dtypes`), and the depthwise conv's form (`PADRE_TRITON_CONV`): auto (the
-launcher's choice), direct (CUDA cores), toeplitz (tensor cores, with its channel-major dense
-inputs), slab (toeplitz with every row tap's strip taken from one slab by row-shift
-products) or slab2 (the slab in two column parts), so the interpreter runs every kernel
-variant; grids up to 16 wide reach the
-Toeplitz kernel's 8-column aligned strips.
+launcher's choice), direct (CUDA cores), and where the module carries the tensor-core form (a
+2-D map: `conv_forms`) toeplitz (tensor cores, with its channel-major dense inputs), slab
+(toeplitz with every row tap's strip taken from one slab by row-shift products) or slab2 (the
+slab in two column parts), so the interpreter runs every kernel variant; grids up to 16 wide
+reach the Toeplitz kernel's 8-column aligned strips.
 
 Gradients (`grad=True`, `padre fuzz --grad`): the compiled module's gradients of <out, g> (g a
 random cotangent rounded to the dtype) with respect to the input and every parameter are
@@ -100,7 +100,7 @@ from padre_compiler.compiler import (
     max_tokens,
 )
 from padre_compiler.errors import PadreError
-from padre_compiler.ir.graph import is_valid_dim, width_step
+from padre_compiler.ir.graph import Graph, is_valid_dim, width_step
 from padre_compiler.ir.ops import EvalContext
 from padre_compiler.paths import bundled_stem
 from padre_compiler.spec.literal import to_literal
@@ -120,6 +120,16 @@ REGIMES = ("default", "init")  # weights and input scale (module docstring)
 INIT_DTYPES = ("float64", "float32", "bfloat16")  # where "init" is checked
 BACKEND_CONV_FORMS = {"torch": ("auto",),
                       "triton": ("auto", "direct", "toeplitz", "slab", "slab2")}
+
+
+def conv_forms(backend: str, g: Graph) -> tuple[str, ...]:
+    """The conv forms `backend`'s modules of graph g carry, to be drawn: the tensor-core ones
+    only where a 2-D map makes the module carry them (a module of 1-D convs runs the direct
+    form whatever PADRE_TRITON_CONV says: a drawn tensor-core form would test it again)."""
+    forms = BACKEND_CONV_FORMS[backend]
+    if not g.find("dwconv2d"):
+        forms = tuple(f for f in forms if f in ("auto", "direct"))
+    return forms
 
 
 @dataclass(frozen=True)
@@ -445,6 +455,7 @@ def examples(spec: Spec, backend: str, grad: bool = False,
     dtypes = fuzzed_dtypes(backend, device or torch.device("cpu"))
     g = spec.graph()
     step = width_step(g)
+    forms = conv_forms(backend, g)
 
     # heads of 1 to 3 channels at least (a 1-channel head's K^T V state is 1 x 1 and hides
     # a transposed one); gradients: of at least 2 (module docstring)
@@ -462,7 +473,7 @@ def examples(spec: Spec, backend: str, grad: bool = False,
             grid, tokens = None, draw(st.integers(2 if grad else 1, 17))
         batch, dtype = draw(st.sampled_from([1, 2, 3])), draw(st.sampled_from(dtypes))
         seed = draw(st.integers(0, 2**31 - 1))
-        form = draw(st.sampled_from(BACKEND_CONV_FORMS[backend]))
+        form = draw(st.sampled_from(forms))
         return Example(dim, tokens, grid, batch, dtype, seed, form, grad)
 
     return example()

@@ -34,9 +34,48 @@ def test_triton_source_imports_only_torch_and_triton(name: str) -> None:
     modules = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     modules |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
     allowed = {"collections.abc", "contextlib", "contextvars", "concurrent.futures", "functools",
-               "inspect", "os", "warnings", "torch", "torch.nn.functional", "triton",
+               "inspect", "os", "types", "warnings", "torch", "torch.nn.functional", "triton",
                "triton.language", "triton.runtime._async_compile"}
     assert modules <= allowed, modules
+
+
+@pytest.mark.parametrize(("name", "carried"), [("padre3", True), ("conv2former", True),
+                                               ("hyena", False), ("castling_vit", False)])
+def test_only_a_module_with_2d_maps_carries_the_tensor_core_form(name: str, carried: bool
+                                                                 ) -> None:
+    """A 1-D map always runs in the direct form, so a module of 1-D convs leaves out the
+    tensor-core form's kernels, launchers and tiles (toeplitz.py's text), and the dense maps
+    feeding its convs are plain F.linear calls (no channel-major layout to choose)."""
+    source = codegen_path(name, "triton").read_text()
+    tree = ast.parse(source)
+    defined = {n.name for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
+    toeplitz = {"dwconv_toeplitz_fwd_kernel", "dwconv_toeplitz_wgrad_kernel",
+                "dwconv_toeplitz_launch", "dense_for_conv", "fastest"}
+    assert (toeplitz <= defined) if carried else not (toeplitz & defined), toeplitz & defined
+    assert ("\nTENSOR_CORES = None\n" in source) != carried
+    assert ("dwconv_toeplitz_fwd_kernel" in source) == carried
+    body = source[source.index("def forward(self"):]
+    assert ("dense_for_conv(" in body) == carried
+
+
+def test_forcing_the_tensor_core_form_runs_1d_convs_in_the_direct_form(monkeypatch) -> None:
+    """PADRE_TRITON_CONV=toeplitz or slab where a module has no tensor-core form (1-D convs):
+    the direct form runs, as a GPU would run them (process-wide forcing stays usable with
+    such modules about)."""
+    import torch
+
+    import padre_compiler as pc
+
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    module = pc.compile("hyena", dim=8, backend="triton")
+    x = torch.randn(2, 9, 8, generator=torch.Generator().manual_seed(0))
+    outs = {}
+    for form in ("direct", "toeplitz", "slab"):
+        monkeypatch.setenv("PADRE_TRITON_CONV", form)
+        with torch.no_grad():
+            outs[form] = module(x)
+    assert torch.equal(outs["toeplitz"], outs["direct"])
+    assert torch.equal(outs["slab"], outs["direct"])
 
 
 @pytest.mark.parametrize("name", ["padre3", "conv2former", "hyena"])

@@ -79,9 +79,20 @@ def form(request, monkeypatch):
     return request.param
 
 
+def _with_forms(cases: list[tuple]) -> list[tuple]:
+    """Each case with each conv form its module carries: a grid spec's 2-D maps every form, a
+    sequence spec's 1-D convs the direct form alone (its module leaves the tensor-core form
+    out, and runs the direct one whatever PADRE_TRITON_CONV says)."""
+    return [(*case, form) for case in cases
+            for form in (("direct", "toeplitz", "slab") if isinstance(case[2], tuple)
+                         else ("direct",))]
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
-@pytest.mark.parametrize(("name", "dim", "size", "batch"), CASES)
-def test_forward_matches_float64_reference(name, dim, size, batch, dtype, form) -> None:
+@pytest.mark.parametrize(("name", "dim", "size", "batch", "conv"), _with_forms(CASES))
+def test_forward_matches_float64_reference(name, dim, size, batch, conv, dtype,
+                                           monkeypatch) -> None:
+    monkeypatch.setenv("PADRE_TRITON_CONV", conv)
     spec, module, params, grid, tokens = _build(name, dim, size, dtype)
     x = torch.randn(batch, tokens, dim, generator=torch.Generator().manual_seed(1)).to(dtype)
     with torch.no_grad(), nan_poisoned():  # outputs allocated as NaN: every element written
@@ -93,9 +104,11 @@ def test_forward_matches_float64_reference(name, dim, size, batch, dtype, form) 
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
-@pytest.mark.parametrize(("name", "dim", "size", "batch"),
-                         [("padre3", 5, (3, 5), 1), CASES[2], CASES[3], CASES[4], CASES[6]])
-def test_backward_matches_float64_autograd(name, dim, size, batch, dtype, form) -> None:
+@pytest.mark.parametrize(("name", "dim", "size", "batch", "conv"), _with_forms(
+    [("padre3", 5, (3, 5), 1), CASES[2], CASES[3], CASES[4], CASES[6]]))
+def test_backward_matches_float64_autograd(name, dim, size, batch, conv, dtype,
+                                           monkeypatch) -> None:
+    monkeypatch.setenv("PADRE_TRITON_CONV", conv)
     spec, module, params, grid, tokens = _build(name, dim, size, dtype)
     oracle = pc.compile(spec, dim=dim, grid=grid).double()
     oracle.load_state_dict({k: torch.tensor(v) for k, v in params.items()})

@@ -3,17 +3,18 @@
 The fused regions (`regions.find_regions`: depthwise conv + bias + Hadamard gate + weighted
 accumulation) become calls of one torch.library custom op, `dwconv_hadamard_fwd` (in a
 namespace named by a digest of its source: `ops_namespace`),
-backed by `dwconv_hadamard_fwd_kernel` (direct, CUDA cores) or `dwconv_toeplitz_fwd_kernel`
-(banded Toeplitz products on tensor cores), with a derived backward
+backed by `dwconv_hadamard_fwd_kernel` (direct, CUDA cores) or, in a module with 2-D maps,
+`dwconv_toeplitz_fwd_kernel` (banded Toeplitz products on tensor cores: `toeplitz.py`'s text,
+which a module of 1-D convs leaves out), with a derived backward
 (`dwconv_hadamard_bwd_kernel`, then the forward kernel with flipped taps for dx). A long
 convolution with the products around it (`long_conv.find_long_conv_regions`) becomes
 `long_conv_hadamard`: two kernels around torch's FFTs, forward and backward.
 Linear attentions go to `linear_attention`'s kernels. Every other op
 is lowered exactly as the PyTorch backend lowers it (dense maps go to cuBLAS through F.linear;
-one feeding a conv stores channel-major and, where the conv is its only reader, leaves its bias
-to the conv kernel: conv(y + b) = conv(y) + b * conv(1); a 2-D conv's part of a fused dense map
+one feeding a 2-D conv stores channel-major and, where the conv is its only reader, leaves its
+bias to the conv kernel: conv(y + b) = conv(y) + b * conv(1); a 2-D conv's part of a fused dense map
 is a map of its own again, `layout.unfuse_conv_inputs`) and is marked `(torch)` in the
-generated source. The kernel text lives in `kernels.py`; the
+generated source. The kernel text lives in `kernels.py` and `toeplitz.py`; the
 generated file imports only torch and triton and runs its naive PyTorch twins where Triton
 cannot run.
 """
@@ -36,7 +37,7 @@ from padre_compiler.backends.pytorch import (
     statement,
     var_names,
 )
-from padre_compiler.backends.triton import kernels, linear_attention, long_conv
+from padre_compiler.backends.triton import kernels, linear_attention, long_conv, toeplitz
 from padre_compiler.backends.triton.layout import conv_source, unfuse_conv_inputs
 from padre_compiler.backends.triton.long_conv import LongConvRegion, find_long_conv_regions
 from padre_compiler.backends.triton.regions import Region, find_regions
@@ -186,12 +187,23 @@ def _attention_call(g: Graph, nid: int, names: dict[int, str], folded: dict[int,
     body.append(call + shape)
 
 
-def ops_namespace(family: ModuleType) -> str:
+def family_texts(family: ModuleType, tensor_cores: bool = True) -> tuple[str, str]:
+    """(kernels, runtime): the text a generated module pastes for a kernel family. The
+    depthwise conv's (kernels) carries its tensor-core form (toeplitz) only with tensor_cores
+    (a module with 2-D maps), else kernels.DIRECT_ONLY in its place."""
+    if family is not kernels:
+        return family.KERNEL, family.RUNTIME
+    if tensor_cores:
+        return kernels.KERNEL + toeplitz.KERNEL, kernels.RUNTIME + toeplitz.RUNTIME
+    return kernels.KERNEL, kernels.RUNTIME + kernels.DIRECT_ONLY
+
+
+def ops_namespace(family: ModuleType, tensor_cores: bool = True) -> str:
     """The torch.ops namespace of a kernel family's custom ops: a digest of the text that
-    defines and runs them (the shared helpers, the family's kernels and launchers). Modules
-    generated from the same text share the ops; from different texts (other revisions, other
-    families), never."""
-    text = kernels.SHARED + family.KERNEL + family.RUNTIME
+    defines and runs them (the shared helpers, the family's kernels and launchers: family_texts).
+    Modules generated from the same text share the ops; from different texts (other
+    revisions, other families, the conv with and without its tensor-core form), never."""
+    text = kernels.SHARED + "".join(family_texts(family, tensor_cores))
     tag = family.OPS_NAME.removesuffix("_OPS").lower()
     return f"padre_{tag}_{hashlib.sha256(text.encode()).hexdigest()[:12]}"
 
@@ -216,7 +228,8 @@ def _module_names() -> frozenset[str]:
         return names
 
     texts = (kernels.STDLIB_IMPORTS, kernels.TORCH_IMPORTS, kernels.SHARED, kernels.KERNEL,
-             kernels.RUNTIME, linear_attention.KERNEL, linear_attention.RUNTIME, long_conv.KERNEL,
+             kernels.RUNTIME, kernels.DIRECT_ONLY, toeplitz.KERNEL, toeplitz.RUNTIME,
+             linear_attention.KERNEL, linear_attention.RUNTIME, long_conv.KERNEL,
              long_conv.RUNTIME)
     constants = {family.OPS_NAME for family in (kernels, linear_attention, long_conv)}
     return frozenset(constants | {name for text in texts for name in bound(ast.parse(text).body)})
@@ -234,8 +247,12 @@ def emit_module(g: Graph, decls: dict[str, ParamDecl], *, name: str, header: str
               if n is not None and n != r.end}
     inner |= {n for r in long_regions.values() if r.whole is not None  # read whole by the op
               for n in (r.a, r.b, r.gate) if n is not None}
-    # the node each conv's input takes its layout from (dense_for_conv's where a dense map)
-    conv_input = {conv_source(g, r.conv): r.conv for r in regions.values()}
+    # the tensor-core form (toeplitz.py) takes 2-D maps of 8 rows or more: a module carries it
+    # where a region's conv is 2-D
+    tensor_cores = any(g.node(r.conv).op == "dwconv2d" for r in regions.values())
+    # the node each 2-D conv's input takes its layout from (dense_for_conv's where a dense map)
+    conv_input = ({conv_source(g, r.conv): r.conv for r in regions.values()} if tensor_cores
+                  else {})
     taken = set(names.values())
     # dense maps whose only reader is a conv leave their bias to it (dense_for_conv's fold)
     left_bias = {}
@@ -305,15 +322,13 @@ def emit_module(g: Graph, decls: dict[str, ParamDecl], *, name: str, header: str
                           else set())
                        | ({"scaled_sum"} if fused_sums else set()))
     attention = g.find("linear_attention")
-    # the tensor-core (Toeplitz) form takes 2-D maps of 8 rows or more (kernels.conv_form)
-    toeplitz = any(g.node(r.conv).op == "dwconv2d" for r in regions.values())
     kernel_notes = []
     if regions:
         kernel_notes.append(f"{len(regions)} region(s) of {', '.join(fused_ops)} "
                             "(dwconv_hadamard_fwd_kernel; " + (
-                                "dwconv_toeplitz_fwd_kernel on tensor cores)" if toeplitz else
-                                "on CUDA cores: the tensor-core form below serves 2-D maps, "
-                                "1-D ones only where PADRE_TRITON_CONV forces it)"))
+                                "dwconv_toeplitz_fwd_kernel on tensor cores)" if tensor_cores
+                                else "on CUDA cores, as every 1-D map: the tensor-core form, "
+                                "for 2-D maps, is not carried)"))
     if long_regions:
         products = sum((r.product is not None) + (r.gate is not None)
                        for r in long_regions.values())
@@ -350,7 +365,7 @@ def emit_module(g: Graph, decls: dict[str, ParamDecl], *, name: str, header: str
         "or torch's conv2d_weight under deterministic algorithms; u, where a gate or a scaled "
         "output reads it, recomputed); "
         + ("in the Toeplitz form u comes from the forward kernel and dw from "
-           "dwconv_toeplitz_wgrad_kernel on tensor cores; " if toeplitz else "")
+           "dwconv_toeplitz_wgrad_kernel on tensor cores; " if tensor_cores else "")
         + "dx is the forward kernel with flipped taps. Torch ops differentiate through torch "
         "autograd." if regions else "Backward: torch autograd for the torch ops.",
         "Where the kernels cannot run (no Triton, a CPU tensor without TRITON_INTERPRET=1, "
@@ -371,14 +386,17 @@ def emit_module(g: Graph, decls: dict[str, ParamDecl], *, name: str, header: str
         preamble = [kernels.STDLIB_IMPORTS.strip("\n"), "", *preamble,
                     kernels.SHARED.strip("\n"), ""]
     for family in families:
+        kernel_text, runtime_text = family_texts(family, tensor_cores)
         preamble += ["", "# torch.ops namespace of the custom ops below, a digest of the "
                      "source they were", "# generated from: modules from another source never "
                      "share them (an edited copy of", "# this file must change it, or it runs "
                      "the first loaded file's ops)",
-                     f"{family.OPS_NAME} = {ops_namespace(family)!r}",
-                     "", family.KERNEL.strip("\n"), "", "", family.RUNTIME.strip("\n"), ""]
+                     f"{family.OPS_NAME} = {ops_namespace(family, tensor_cores)!r}",
+                     "", kernel_text.strip("\n"), "", "", runtime_text.strip("\n"), ""]
     if families:
         tiles = {k: v for family in families for k, v in family.DOT_TILES.items()}
+        if tensor_cores:
+            tiles |= toeplitz.DOT_TILES
         preamble += ["", "# tl.dot tiles per kernel, (batch, M, N, K): backends/triton/legality.py",
                      "DOT_TILES = {", *(f"    {k!r}: {v!r}," for k, v in tiles.items()), "}", ""]
     preamble += helper_sources(used_helpers)
