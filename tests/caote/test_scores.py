@@ -195,6 +195,21 @@ def test_select_keep_protects_and_sorts() -> None:
     assert keep[0, 0].tolist() == [0, 3]
 
 
+@pytest.mark.parametrize("inf_at", [(1, 2), (1, 3), (2, 3)])
+def test_an_infinite_score_never_displaces_a_protected_entry(inf_at: tuple[int, int]) -> None:
+    """CAOTE scores +inf where one query head puts its whole weight on a token (r_j = 0 < w_j:
+    the others' fp32 weights underflow past a logit gap of ~104). Protection also reads as
+    +inf, so with sink + recent = budget - 1 and two such tokens topk broke the tie by evicting
+    a sink or recent entry."""
+    positions = torch.arange(6).view(1, 1, 6)
+    prot = protected_mask(positions, newest=5, sink=1, recent=2)  # 0, 4, 5
+    s = torch.tensor([[[0.5, 0.2, 0.3, 0.1, 0.4, 0.6]]])
+    s[0, 0, list(inf_at)] = float("inf")
+    keep = select_keep(s, prot, budget=4)[0, 0].tolist()
+    assert {0, 4, 5} <= set(keep)
+    assert set(keep) - {0, 4, 5} <= set(inf_at)
+
+
 def test_config_rejects_bad_settings() -> None:
     with pytest.raises(ValueError, match=r"budget 16 must exceed .* above 32"):
         EvictionConfig(budget=16, base="snapkv", snapkv_window=32)
