@@ -175,6 +175,12 @@ def run_eval(
                          f"perplexity is taken on tokens [score-from, {ids.shape[1]}); give a "
                          f"--score-from between 1 and {ids.shape[1] - 1}")
     filler = text_ids(tok, FILLER_TEXT.read_text())
+    if passkey_filler > len(filler):
+        raise PadreError(f"--passkey-filler {passkey_filler} asks for more filler than "
+                         f"{FILLER_TEXT} gives ({len(filler)} tokens): the passkey prompts "
+                         f"would hold {len(filler)}, which passkey budgets up to "
+                         f"{max(passkey_budgets)} were checked against as "
+                         f"{passkey_filler}; give a --passkey-filler of at most {len(filler)}")
     keys = [rng.randrange(10000, 99999) for _ in passkey_depths]
     n_ppl = 1 + len(budgets) * 9
     n_pk = (1 + len(passkey_budgets) * 9) * len(passkey_depths)

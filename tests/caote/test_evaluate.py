@@ -153,3 +153,28 @@ def test_the_passkey_prompt_holds_one_bos_at_its_start(depth: float) -> None:
     assert evaluate.text_ids(tok, "lorem ipsum") == filler[:2]  # run_eval's filler
     intro = tok("There is a pass key hidden inside the following text. Find it and remember it.\n")
     assert len(ids) == len(intro.input_ids) + 150 + 12 + 9  # needle 12 words, question 9
+
+
+def test_passkey_filler_beyond_the_text_is_refused_before_running(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The filler text gives 300 tokens: --passkey-filler 600 ran on prompts of ~300 filler
+    tokens, under a passkey budget (500) checked against 600, so nothing was evicted, and
+    results.json recorded 600 filler tokens."""
+    monkeypatch.setattr(evaluate, "PPL_TEXT", tmp_path / "ppl.txt")
+    monkeypatch.setattr(evaluate, "FILLER_TEXT", tmp_path / "filler.txt")
+    (tmp_path / "ppl.txt").write_text("ppl")
+    (tmp_path / "filler.txt").write_text("filler")
+
+    def tok(text: str, add_special_tokens: bool = True) -> SimpleNamespace:
+        return SimpleNamespace(input_ids=list(range(2000 if text == "ppl" else 300)))
+
+    def run(*args: object) -> None:
+        raise AssertionError("an evaluation run started")
+
+    monkeypatch.setattr(evaluate, "load_smollm2", lambda: (None, tok))
+    monkeypatch.setattr(evaluate, "ppl_run", run)
+    monkeypatch.setattr(evaluate, "passkey_run", run)
+    with pytest.raises(PadreError, match=r"--passkey-filler 600 .* gives \(300 tokens\).* at "
+                                         r"most 300"):
+        evaluate.main(["--budgets", "64", "--passkey-budgets", "500", "--passkey-filler", "600",
+                       "--out-dir", str(tmp_path / "out")])
