@@ -93,7 +93,10 @@ class CAOTEPress(ScorerPress):
             base = tova_scores(attn)
         else:
             base = snapkv_scores(attn, self.window_size, self.kernel_size, self.pooling)
-        scores = VARIANTS[self.variant](base, values, self.group)
+        # kvpress keeps the top-k: an unprotected +inf (CAOTE's score of a token holding a
+        # head's whole weight) would tie the protected window, and a NaN rank above both
+        scores = VARIANTS[self.variant](base, values, self.group).nan_to_num(
+            nan=float("-inf"), posinf=torch.finfo(torch.float32).max, neginf=float("-inf"))
         if self.base == "snapkv":  # SnapKV keeps its observation window
             scores[..., -n_q:] = float("inf")
         return scores
