@@ -465,7 +465,7 @@ def _render_only(path: Path) -> None:
     except KeyError as err:
         raise PadreError(f"--render-only: {path} lacks the entry {err} that `padre caote eval` "
                          "writes; rerun the evaluation to regenerate it") from None
-    except (TypeError, IndexError, ZeroDivisionError) as err:
+    except (TypeError, ValueError, AttributeError, IndexError, ZeroDivisionError) as err:
         raise PadreError(f"--render-only: {path} holds an entry of the wrong shape for "
                          f"`padre caote eval` ({type(err).__name__}: {err}); rerun the "
                          "evaluation to regenerate it") from None

@@ -104,9 +104,17 @@ def test_render_only_names_the_missing_entry(tmp_path: Path) -> None:
     assert not (tmp_path / "results.md").exists()
 
 
-def test_render_only_names_a_misshapen_entry(tmp_path: Path) -> None:
-    results = {"setup": {"budgets": [], "passkey_budgets": []}, "ppl": {"full": 9.0},
-               "passkey": {}}
+SETUP = {"budgets": [128], "passkey_budgets": [], "command": "padre caote eval", "model": "m",
+         "torch": "2", "threads": 2, "block_size": 128, "eval_wall_s": 1.0, "ppl_text": "t",
+         "context": 10, "score_from": 5}
+
+
+@pytest.mark.parametrize("results", [
+    {"setup": {"budgets": [], "passkey_budgets": []}, "ppl": {"full": 9.0}, "passkey": {}},
+    # a perplexity as a string: ValueError from its format spec (a traceback before)
+    {"setup": SETUP, "ppl": {"full": {"ppl": "19.4"}}, "passkey": {}},
+])
+def test_render_only_names_a_misshapen_entry(tmp_path: Path, results: dict) -> None:
     (tmp_path / "results.json").write_text(json.dumps(results))
     with pytest.raises(PadreError, match="wrong shape"):
         evaluate.main(["--render-only", "--out-dir", str(tmp_path)])
