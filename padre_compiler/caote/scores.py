@@ -117,11 +117,14 @@ def snapkv_scores(
 ) -> torch.Tensor:
     """SnapKV votes: Σ over the last ``window`` queries, then 1-D pooling over tokens.
 
-    [B, Hq, Q, T] -> [B, Hq, T]. As in the SnapKV paper: votes are *summed* over the observation
+    [B, Hq, Q, T] -> [B, Hq, T]. As in the SnapKV paper, votes are *summed* over the observation
     window and smoothed by a stride-1 pool of odd width ``kernel`` (padding kernel//2, so T is
-    kept; ``check_snapkv``). Pooling runs along the cache order, which after earlier evictions
-    is ascending position with gaps. The observation window itself is always kept by SnapKV;
-    here that is the caller's job (``protect_recent >= window``). kvpress's SnapKVPress differs:
+    kept; ``check_snapkv``). Unlike it, the pool runs over the whole cache, the window's own
+    columns included, so the kernel//2 entries just before the window take the pooled votes of
+    the window's (the paper pools the prefix alone). Pooling runs along the cache order, which
+    after earlier evictions is ascending position with gaps. The observation window itself is
+    always kept by SnapKV; here that is the caller's job (``protect_recent >= window``).
+    kvpress's SnapKVPress differs:
     it *averages* over a 64-query window, uses ``avg_pool1d`` (kernel 5), and pads the window
     with ``max + 1``.
     """
