@@ -35,12 +35,15 @@ def snapkv_scores(
     b, hq, q, t = attn.shape
     out = torch.zeros(b, hq, t, dtype=torch.float64)
     half = kernel // 2
+    w = min(window, q, t)  # the window's queries are the cache's last w entries
     for bi in range(b):
         for h in range(hq):
-            votes = [sum(float(attn[bi, h, s, j]) for s in range(max(0, q - window), q))
-                     for j in range(t)]
+            votes = [sum(float(attn[bi, h, s, j]) for s in range(q - w, q)) for j in range(t)]
             for j in range(t):
-                nb = votes[max(0, j - half): min(t, j + half + 1)]
+                if j >= t - w:  # the window's own entries: their votes, unpooled
+                    out[bi, h, j] = votes[j]
+                    continue
+                nb = votes[max(0, j - half): min(t - w, j + half + 1)]  # the prefix's alone
                 out[bi, h, j] = max(nb) if pooling == "max" else sum(nb) / len(nb)
     return out
 

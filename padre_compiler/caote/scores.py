@@ -115,28 +115,35 @@ def snapkv_scores(
     kernel: int = 7,
     pooling: Pooling = "max",
 ) -> torch.Tensor:
-    """SnapKV votes: Σ over the last ``window`` queries, then 1-D pooling over tokens.
+    """SnapKV votes: Σ over the last ``window`` queries, then 1-D pooling over the prefix.
 
-    [B, Hq, Q, T] -> [B, Hq, T]. As in the SnapKV paper, votes are *summed* over the observation
-    window and smoothed by a stride-1 pool of odd width ``kernel`` (padding kernel//2, so T is
-    kept; ``check_snapkv``). Unlike it, the pool runs over the whole cache, the window's own
-    columns included, so the kernel//2 entries just before the window take the pooled votes of
-    the window's (the paper pools the prefix alone). Pooling runs along the cache order, which
-    after earlier evictions is ascending position with gaps. The observation window itself is
-    always kept by SnapKV; here that is the caller's job (``protect_recent >= window``).
-    kvpress's SnapKVPress differs:
-    it *averages* over a 64-query window, uses ``avg_pool1d`` (kernel 5), and pads the window
-    with ``max + 1``.
+    [B, Hq, Q, T] -> [B, Hq, T]. The observation window's w = min(window, Q, T) queries are
+    the cache's last w entries (each query attends to itself: the evictor's and the press's
+    queries are their newest tokens). As in the SnapKV paper, the votes the window gives the
+    prefix (the first T - w entries) are *summed* over the window and smoothed by a stride-1
+    pool of odd width ``kernel`` (padding kernel//2, so every entry keeps a score;
+    ``check_snapkv``) that runs over the prefix alone: the window's own columns, which its
+    queries attend to most, lend the entries before them no votes. The window's entries keep
+    their summed votes unpooled; SnapKV always keeps them, which here is the caller's job
+    (``protect_recent >= window``). Pooling runs along the cache order, which after earlier
+    evictions is ascending position with gaps. kvpress's SnapKVPress differs: it *averages*
+    over a 64-query window, uses ``avg_pool1d`` (kernel 5), and pads the window with
+    ``max + 1``.
     """
     check_snapkv(window, kernel, pooling)
-    votes = attn[..., -window:, :].sum(-2)  # [B, Hq, T]
-    b, h, t = votes.shape
-    flat = votes.reshape(b * h, 1, t)
+    t = attn.shape[-1]
+    w = min(window, attn.shape[-2], t)
+    votes = attn[..., -w:, :].sum(-2)  # [B, Hq, T]
+    if t == w:  # no prefix: the window is the whole cache
+        return votes
+    b, h, _ = votes.shape
+    prefix = votes[..., : t - w].reshape(b * h, 1, t - w)
     if pooling == "max":
-        pooled = F.max_pool1d(flat, kernel, stride=1, padding=kernel // 2)
+        pooled = F.max_pool1d(prefix, kernel, stride=1, padding=kernel // 2)
     else:
-        pooled = F.avg_pool1d(flat, kernel, stride=1, padding=kernel // 2, count_include_pad=False)
-    return pooled.reshape(b, h, t)
+        pooled = F.avg_pool1d(prefix, kernel, stride=1, padding=kernel // 2,
+                              count_include_pad=False)
+    return torch.cat([pooled.reshape(b, h, t - w), votes[..., t - w:]], -1)
 
 
 # --------------------------------------------------------------------------- CAOTE

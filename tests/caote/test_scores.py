@@ -39,6 +39,20 @@ def test_base_scores_match_naive(inst: dict, pooling: str, window: int, kernel: 
                                naive.snapkv_scores(attn, window, kernel, pooling))
 
 
+@pytest.mark.parametrize("pooling", ["max", "avg"])
+def test_snapkv_pools_the_prefix_alone(pooling: str) -> None:
+    """The observation window's queries attend to themselves alone: SnapKV gives the prefix no
+    votes (the paper pools attn[..., -w:, :-w]). A pool over the whole cache had lent the
+    kernel // 2 entries before the window the window's own votes, so they were always kept."""
+    t, w = 12, 4
+    attn = torch.zeros(1, 1, w, t, dtype=torch.float64)
+    attn[0, 0, torch.arange(w), torch.arange(t - w, t)] = 1.0  # each window query on itself
+    for score in (scores.snapkv_scores(attn, w, 7, pooling),
+                  naive.snapkv_scores(attn, w, 7, pooling)):
+        assert not score[..., : t - w].any(), score
+        assert torch.equal(score[0, 0, t - w:], torch.ones(w, dtype=torch.float64))
+
+
 @CAOTE
 @given(instances(), st.sampled_from(["rss", "mean", "max"]), st.sampled_from(["h2o", "tova"]))
 def test_meta_scores_match_naive(inst: dict, group: str, base_name: str) -> None:
