@@ -370,3 +370,26 @@ def test_generated_lines_have_no_joined_continuations(backend: str) -> None:
         for prev, tok in itertools.pairwise(tokens):
             if prev.end[0] == tok.start[0]:
                 assert tok.start[1] - prev.end[1] < 5, f"{name}.py:{tok.start[0]}: {tok.line}"
+
+
+def test_modules_with_and_without_the_tensor_core_form_never_share_custom_ops(monkeypatch
+                                                                              ) -> None:
+    """padre3 (2-D maps: the tensor-core form carried) and hyena (1-D convs: TENSOR_CORES =
+    None) paste the same kernels.py text but not the same conv runtime: their ops live in
+    namespaces of their own, each running its own module's launchers. Shared, the module
+    loaded second would run the first one's (hyena's convs forced onto padre3's tensor-core
+    form, or padre3's onto hyena's direct form alone)."""
+    from torch._library.custom_ops import OPDEFS
+
+    from padre_compiler.compiler import load_source
+
+    def loaded(spec: str, grid=None):
+        result = generate(load_spec(spec), backend="triton", dim=8, grid=grid)
+        return load_source(result.source, spec)
+
+    grid, seq = loaded("padre3", (4, 4)), loaded("hyena")
+    assert grid.DWCONV_OPS != seq.DWCONV_OPS
+    assert grid.TENSOR_CORES is not None and seq.TENSOR_CORES is None
+    for m in (grid, seq):  # the globals of the launchers each module's op runs: its own
+        runs = OPDEFS[f"{m.DWCONV_OPS}::dwconv_hadamard_fwd"]._init_fn.__globals__
+        assert runs["TENSOR_CORES"] is m.TENSOR_CORES
