@@ -30,7 +30,7 @@ steps 1-4 leave MODELS_SHARE (30%) to the other models (step 5):
    it in that form (Toeplitz: channel-major, the dense bias folded into the conv; direct:
    token-major, the bias added by F.linear) (ms and useful TFLOP/s: where the time goes),
    and its backward (dx, dw, db); the Toeplitz tiles each shape's first launch picked
-   (kernels.fastest) are recorded in the JSON's meta;
+   (toeplitz.fastest) are recorded in the JSON's meta;
 5. SimA and Castling-ViT, on the linear-attention kernels (head_state / head_apply; Castling-ViT's
    q and k row normalisations inside them), Conv2Former (its gated 11x11 conv, the conv's
    input from a channel-major GEMM of its own) and Hyena (its long convolution's products,
@@ -240,7 +240,7 @@ def environ(**values: str) -> Iterator[None]:
 FORMS = ["toeplitz", "direct"]  # conv forms to gate and time (--forms)
 # gated as well, not timed as a row: the Toeplitz form with its strips from one slab, whole
 # and in two column parts, which the Toeplitz form's first launches may pick
-# (kernels.TOEPLITZ_SLAB_VARIANTS)
+# (toeplitz.TOEPLITZ_SLAB_VARIANTS)
 GATED_ONLY = ["slab", "slab2"]
 # relative (max |error| / max |reference|), a bf16 module against the hand-written one (fp32
 # weights rounded): the gate's bf16 bound, and every timed row's forward and gradients'
@@ -649,7 +649,7 @@ def _tiles(cfg: dict) -> str:
 
 
 def _launch_shape(key: list[str]) -> tuple[str, str, str]:
-    """(kernel, x shape, x strides) of a kernels.fastest key (both kinds: (..., x.shape,
+    """(kernel, x shape, x strides) of a toeplitz.fastest key (both kinds: (..., x.shape,
     x.stride(), ...), the weight gradient's led by "wgrad")."""
     return ("weight gradient" if key[0] == "wgrad" else "forward"), key[4], key[5]
 
@@ -777,14 +777,14 @@ def markdown(meta: dict, rows: list[dict]) -> str:
                 f"| {_checked(r.get('max_rel_err_vs_torch'), r, 'triton')} "
                 f"| {_checked(r.get('grad_err_vs_torch'), r, 'triton gradients')} |")
     if meta.get("toeplitz_tiles"):  # recorded after every row
-        lines += ["", "Tiles the first launch of each tensor-core shape picked (kernels.fastest: "
+        lines += ["", "Tiles the first launch of each tensor-core shape picked (toeplitz.fastest: "
                   "alternatives, strips through L1, pipeline depth):", "",
                   "| kernel | x shape | strides | tiles |", "|---|---|---|---|"]
         for tuned in meta["toeplitz_tiles"]:
             kernel, shape, strides = _launch_shape(tuned["key"])
             lines.append(f"| {kernel} | {shape} | {strides} | {_tiles(tuned['tiles'])} |")
     if meta.get("candidate_ms"):
-        lines += ["", "Every candidate the first launch of a shape timed (kernels.TIMES; "
+        lines += ["", "Every candidate the first launch of a shape timed (toeplitz.TIMES; "
                   "triton.testing.do_bench medians) and its speed relative to the first timed, "
                   "the default tiles (> 1: faster):",
                   "", "| kernel | x shape | tiles | ms | speed vs default |",
@@ -797,7 +797,7 @@ def markdown(meta: dict, rows: list[dict]) -> str:
                              f"| {_ratio(default, ms)} |")
     if meta.get("same_code"):
         lines += ["", "Candidates not timed: the installed Triton compiled them to the same "
-                  "machine code as an earlier candidate (kernels.SAME_CODE):", "",
+                  "machine code as an earlier candidate (toeplitz.SAME_CODE):", "",
                   "| kernel | x shape | tiles | same code as |", "|---|---|---|---|"]
         for same in meta["same_code"]:
             kernel, shape, _ = _launch_shape(same["key"])
@@ -842,7 +842,7 @@ def plot(rows: list[dict], path: Path) -> None:
 
 
 def tuning(mod) -> dict[str, list]:
-    """What the first launches of padre3's kernels picked and timed so far (kernels.TUNED,
+    """What the first launches of padre3's kernels picked and timed so far (toeplitz.TUNED,
     TIMES and SAME_CODE), as JSON."""
     def key_of(key: tuple) -> list[str]:
         return [str(part) for part in key]

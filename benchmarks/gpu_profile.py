@@ -111,7 +111,7 @@ SWEEP_SLAB_TILES = [(8, 32, 1), (8, 64, 1), (16, 32, 1), (8, 64, 2)]
 
 def strip_cache_ignored(same_code: dict) -> bool:
     """Whether the first launches found the ".ca" strip copies compiled to the default's code
-    (kernels.SAME_CODE: Triton 3.6.0 issues them as cp.async.cg all the same)."""
+    (toeplitz.SAME_CODE: Triton 3.6.0 issues them as cp.async.cg all the same)."""
     return any(cfg.get("STRIP_CACHE") == ".ca" and dict(cfg, STRIP_CACHE="") == same_as
                for pairs in same_code.values() for cfg, same_as in pairs)
 

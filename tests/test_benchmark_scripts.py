@@ -338,9 +338,9 @@ def test_host_overhead_script_writes_its_table(tmp_path: Path) -> None:
 
 
 def test_gpu_table_names_the_tiles_picked_and_the_candidates_not_timed() -> None:
-    """The first launches' picks (kernels.TUNED), every candidate's time against the default's
-    (kernels.TIMES) and the variants the installed Triton compiled to an earlier candidate's
-    code (kernels.SAME_CODE) reach gpu_padre3.md."""
+    """The first launches' picks (toeplitz.TUNED), every candidate's time against the default's
+    (toeplitz.TIMES) and the variants the installed Triton compiled to an earlier candidate's
+    code (toeplitz.SAME_CODE) reach gpu_padre3.md."""
     sys.path.insert(0, str(ROOT))
     from benchmarks import gpu
 

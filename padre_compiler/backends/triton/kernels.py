@@ -345,10 +345,11 @@ if triton is not None:
         ds += sum_t do * z;  dsa += sum_t do * a.  u enters dg and ds alone (USES_U: a gate,
         or do and s); without them no u is formed or read. RECOMPUTE: u = conv(x) + b is
         recomputed from the same shifted loads that feed dw; else u is read (the tensor-core
-        forward wrote it) and dw is dwconv_toeplitz_wgrad_kernel's. dx (the adjoint conv of du)
-        is a launch of the forward kernel with flipped taps. dg, da: [B, N, C] contiguous; du:
-        any strides. db, ds, dsa: [C] atomic sums, or PARTIAL: [B * programs along tokens, C]
-        rows of partial sums, one a program (deterministic); dw then is not formed here.
+        forward wrote it, in a module with 2-D maps) and dw is dwconv_toeplitz_wgrad_kernel's.
+        dx (the adjoint conv of du) is a launch of the forward kernel with flipped taps. dg,
+        da: [B, N, C] contiguous; du: any strides. db, ds, dsa: [C] atomic sums, or PARTIAL:
+        [B * programs along tokens, C] rows of partial sums, one a program (deterministic); dw
+        then is not formed here.
         WIDE (with I64): an image spans 2**31 elements, token and channel offsets in int64.
         """
         tl.static_assert(USES_U == (HAS_GATE or (HAS_DO and HAS_SCALE)),
@@ -622,9 +623,10 @@ def dwconv_hadamard_launch(x, weight, bias, gate, acc, acc_scale, scale, height:
 def _depthwise_weight_grad(x, du, kh: int, kw: int, height: int, width: int, pad_h: int,
                            pad_w: int) -> torch.Tensor:
     """d weight[c, i, j] = sum_{b, t} du[b, t, c] x[b, t + tap(i, j), c], fp32 (torch's
-    conv2d_weight): the naive twin of dwconv_toeplitz_wgrad_kernel (and of the direct backward
-    kernel's dw). Also the weight gradient where that kernel failed to compile, and the direct
-    form's under deterministic algorithms (its kernel's dw is a sum of atomic adds)."""
+    conv2d_weight): the naive twin of the direct backward kernel's dw (and of the tensor-core
+    form's dwconv_toeplitz_wgrad_kernel, in a module with 2-D maps). Also the weight gradient
+    where that kernel failed to compile, and the direct form's under deterministic algorithms
+    (its kernel's dw is a sum of atomic adds)."""
     b, n, c = x.shape
     x4 = F.pad(x.transpose(1, 2).reshape(b, c, height, width),
                (pad_w, kw - 1 - pad_w, pad_h, kh - 1 - pad_h))
