@@ -105,18 +105,21 @@ def protected_mask(positions: torch.Tensor, newest: int, sink: int, recent: int)
     return (positions < sink) | (positions > newest - recent)
 
 
+def below_protected(scores: torch.Tensor) -> torch.Tensor:
+    """scores in float32 as a top-k ranks them beneath protected entries, which are +inf: a
+    NaN score (a cache that overflowed) last, as topk ranks NaN above +inf; an unprotected
+    +inf (CAOTE's score of a token holding a query head's whole weight) as the largest finite
+    float32, since at +inf it tied the protected and topk broke the tie by evicting one."""
+    return scores.float().nan_to_num(nan=float("-inf"), posinf=torch.finfo(torch.float32).max,
+                                     neginf=float("-inf"))
+
+
 def select_keep(scores: torch.Tensor, protected: torch.Tensor, budget: int) -> torch.Tensor:
     """Indices [B, Hkv, budget] of the kept entries, ascending (cache order preserved).
 
     scores [B, Hkv, T], higher = keep; protected entries are kept first (their score -> +inf,
-    strictly above every unprotected one). Protection masks the final score only: it never
-    pads the base scores that CAOTE normalises.
-    A NaN score (a cache that overflowed) ranks last: topk ranks NaN above +inf, which
-    evicted protected entries. An unprotected +inf (CAOTE's score of a token holding a query
-    head's whole weight) ranks just below the protected: at +inf it tied them, and topk
-    broke the tie by evicting a protected entry.
+    strictly above every unprotected one: below_protected). Protection masks the final score
+    only: it never pads the base scores that CAOTE normalises.
     """
-    top = torch.finfo(torch.float32).max
-    s = scores.float().nan_to_num(nan=float("-inf"), posinf=top,
-                                  neginf=float("-inf")).masked_fill(protected, float("inf"))
+    s = below_protected(scores).masked_fill(protected, float("inf"))
     return s.topk(budget, dim=-1).indices.sort(dim=-1).values

@@ -24,7 +24,7 @@ from kvpress import ScorerPress
 from torch import nn
 
 from padre_compiler.caote.hf import block_queries, causal_attention
-from padre_compiler.caote.policy import BASES, VARIANTS, check_choice
+from padre_compiler.caote.policy import BASES, VARIANTS, below_protected, check_choice
 from padre_compiler.caote.scores import (
     GROUP_REDUCES,
     check_snapkv,
@@ -93,10 +93,8 @@ class CAOTEPress(ScorerPress):
             base = tova_scores(attn)
         else:
             base = snapkv_scores(attn, self.window_size, self.kernel_size, self.pooling)
-        # kvpress keeps the top-k: an unprotected +inf (CAOTE's score of a token holding a
-        # head's whole weight) would tie the protected window, and a NaN rank above both
-        scores = VARIANTS[self.variant](base, values, self.group).nan_to_num(
-            nan=float("-inf"), posinf=torch.finfo(torch.float32).max, neginf=float("-inf"))
+        # kvpress keeps the top-k, beneath the protected window's +inf
+        scores = below_protected(VARIANTS[self.variant](base, values, self.group))
         if self.base == "snapkv":  # SnapKV keeps its observation window
             scores[..., -n_q:] = float("inf")
         return scores
