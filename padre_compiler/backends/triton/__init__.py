@@ -187,7 +187,7 @@ def _attention_call(g: Graph, nid: int, names: dict[int, str], folded: dict[int,
     body.append(call + shape)
 
 
-def family_texts(family: ModuleType, tensor_cores: bool = True) -> tuple[str, str]:
+def family_texts(family: ModuleType, tensor_cores: bool) -> tuple[str, str]:
     """(kernels, runtime): the text a generated module pastes for a kernel family. The
     depthwise conv's (kernels) carries its tensor-core form (toeplitz) only with tensor_cores
     (a module with 2-D maps), else kernels.DIRECT_ONLY in its place."""
@@ -198,12 +198,13 @@ def family_texts(family: ModuleType, tensor_cores: bool = True) -> tuple[str, st
     return kernels.KERNEL, kernels.RUNTIME + kernels.DIRECT_ONLY
 
 
-def ops_namespace(family: ModuleType, tensor_cores: bool = True) -> str:
+def ops_namespace(family: ModuleType, pasted: str) -> str:
     """The torch.ops namespace of a kernel family's custom ops: a digest of the text that
-    defines and runs them (the shared helpers, the family's kernels and launchers: family_texts).
-    Modules generated from the same text share the ops; from different texts (other
-    revisions, other families, the conv with and without its tensor-core form), never."""
-    text = kernels.SHARED + "".join(family_texts(family, tensor_cores))
+    defines and runs them (the shared helpers, and `pasted`: the family's kernels and
+    launchers, family_texts). Modules generated from the same text share the ops; from
+    different texts (other revisions, other families, the conv with and without its
+    tensor-core form), never."""
+    text = kernels.SHARED + pasted
     tag = family.OPS_NAME.removesuffix("_OPS").lower()
     return f"padre_{tag}_{hashlib.sha256(text.encode()).hexdigest()[:12]}"
 
@@ -391,7 +392,8 @@ def emit_module(g: Graph, decls: dict[str, ParamDecl], *, name: str, header: str
                      "source they were", "# generated from: modules from another source never "
                      "share them (an edited copy of", "# this file must change it, or it runs "
                      "the first loaded file's ops)",
-                     f"{family.OPS_NAME} = {ops_namespace(family, tensor_cores)!r}",
+                     f"{family.OPS_NAME} = "
+                     f"{ops_namespace(family, kernel_text + runtime_text)!r}",
                      "", kernel_text.strip("\n"), "", "", runtime_text.strip("\n"), ""]
     if families:
         tiles = {k: v for family in families for k, v in family.DOT_TILES.items()}
